@@ -1,0 +1,164 @@
+"""What to simulate: an attention problem and the launch configuration of the kernels that solve it.
+
+Both are frozen dataclasses that round-trip through plain dicts, because the same data describes
+a simulated run and a measured one: a Triton kernel in ``kernels/`` reports the configuration it
+ran with as ``{"problem": {...}, "tiling": {...}, "algo": ...}`` and the simulator takes it as is.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+
+DTYPE_BYTES = {"fp16": 2, "bf16": 2, "fp32": 4}
+ALGOS = ("standard", "standard_eager", "flash1", "flash2")
+GRID_ORDERS = ("rows", "heads")
+MODES = ("plain", "ncu")
+
+
+class ConfigError(ValueError):
+    """A configuration value outside its allowed range; the message names the field."""
+
+    def __init__(self, field_name: str, message: str):
+        super().__init__(f"{field_name}: {message}")
+        self.field = field_name
+
+
+def _positive_int(name: str, value) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ConfigError(name, f"must be a positive integer, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One attention call: O = softmax(Q Kᵀ / sqrt(d)) V over ``batch × heads`` independent heads.
+
+    ``kv_heads`` < ``heads`` is grouped-query attention (1 = multi-query): query head h reads
+    key/value head ``h // (heads // kv_heads)``. ``backward`` adds the gradient pass.
+    """
+
+    batch: int = 4
+    heads: int = 16
+    kv_heads: int | None = None
+    seq_q: int = 4096
+    seq_k: int | None = None
+    head_dim: int = 64
+    dtype: str = "fp16"
+    causal: bool = False
+    backward: bool = False
+
+    def __post_init__(self):
+        if self.kv_heads is None:
+            object.__setattr__(self, "kv_heads", self.heads)
+        if self.seq_k is None:
+            object.__setattr__(self, "seq_k", self.seq_q)
+        for name in ("batch", "heads", "kv_heads", "seq_q", "seq_k", "head_dim"):
+            _positive_int(name, getattr(self, name))
+        if self.heads % self.kv_heads:
+            raise ConfigError("kv_heads", f"must divide heads={self.heads}, got {self.kv_heads}")
+        if self.dtype not in DTYPE_BYTES:
+            raise ConfigError("dtype", f"must be one of {', '.join(DTYPE_BYTES)}, got {self.dtype!r}")
+
+    @property
+    def elem_bytes(self) -> int:
+        return DTYPE_BYTES[self.dtype]
+
+    @property
+    def bh(self) -> int:
+        """Number of (batch, query head) pairs."""
+        return self.batch * self.heads
+
+    @property
+    def bh_kv(self) -> int:
+        return self.batch * self.kv_heads
+
+    @property
+    def group(self) -> int:
+        """Query heads per key/value head."""
+        return self.heads // self.kv_heads
+
+    def kv_index(self, bh: int) -> int:
+        """The key/value (batch, head) row that query (batch, head) ``bh`` reads."""
+        b, h = divmod(bh, self.heads)
+        return b * self.kv_heads + h // self.group
+
+    def flops(self) -> float:
+        """Matmul FLOPs by the FlashAttention papers' convention: 4·B·H·Nq·Nk·d, ½ if causal, ×3.5 with backward."""
+        f = 4.0 * self.bh * self.seq_q * self.seq_k * self.head_dim
+        if self.causal:
+            f /= 2
+        return f * 3.5 if self.backward else f
+
+
+@dataclass(frozen=True)
+class Tiling:
+    """Launch configuration shared by every kernel of one algorithm.
+
+    ``block_m`` rows of Q (or of the output) and ``block_n`` rows of K/V per tile; ``None`` picks the
+    algorithm's default. ``grid_order`` says which grid axis the block scheduler walks fastest:
+    ``rows`` launches the Q blocks of one head together (FlashAttention-2's order), ``heads`` the
+    same Q block of every head together.
+    """
+
+    block_m: int | None = None
+    block_n: int | None = None
+    warps: int = 4
+    stages: int = 2
+    grid_order: str = "rows"
+
+    def __post_init__(self):
+        for name in ("block_m", "block_n"):
+            value = getattr(self, name)
+            if value is not None:
+                _positive_int(name, value)
+                if value & (value - 1) or value < 16:
+                    raise ConfigError(name, f"must be a power of two >= 16, got {value}")
+        _positive_int("warps", self.warps)
+        if self.warps not in (1, 2, 4, 8, 16):
+            raise ConfigError("warps", f"must be one of 1, 2, 4, 8, 16, got {self.warps}")
+        _positive_int("stages", self.stages)
+        if self.grid_order not in GRID_ORDERS:
+            raise ConfigError("grid_order", f"must be one of {', '.join(GRID_ORDERS)}, got {self.grid_order!r}")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything one simulation needs besides the hardware profile.
+
+    ``mode`` is ``plain`` (L2 contents carry from one kernel to the next, as in a normal run) or
+    ``ncu`` (L2 written back and invalidated before every kernel, as Nsight Compute's default
+    cache control does). ``host_tensors`` names tensors that live in host memory (offload).
+    """
+
+    algo: str = "flash2"
+    problem: Problem = field(default_factory=Problem)
+    tiling: Tiling = field(default_factory=Tiling)
+    mode: str = "plain"
+    host_tensors: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if self.algo not in ALGOS:
+            raise ConfigError("algo", f"must be one of {', '.join(ALGOS)}, got {self.algo!r}")
+        if self.mode not in MODES:
+            raise ConfigError("mode", f"must be one of {', '.join(MODES)}, got {self.mode!r}")
+        object.__setattr__(self, "host_tensors", tuple(self.host_tensors))
+
+    def to_dict(self) -> dict:
+        return asdict(self) | {"host_tensors": list(self.host_tensors)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "RunConfig":
+        """Build from ``to_dict`` output or a kernel's reported configuration; unknown keys are refused."""
+        data = dict(data)
+        problem = _build(Problem, data.pop("problem", {}), "problem")
+        tiling = _build(Tiling, data.pop("tiling", {}), "tiling")
+        return _build(cls, data, "run", problem=problem, tiling=tiling)
+
+    def with_(self, **changes) -> "RunConfig":
+        return replace(self, **changes)
+
+
+def _build(cls, data: dict, where: str, **extra):
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"{where}.{unknown[0]}", f"unknown field; allowed: {', '.join(sorted(known))}")
+    return cls(**data, **extra)
