@@ -92,16 +92,16 @@ class Problem:
 class Tiling:
     """Launch configuration shared by every kernel of one algorithm.
 
-    ``block_m`` rows of Q (or of the output) and ``block_n`` rows of K/V per tile; ``None`` picks the
-    algorithm's default. ``grid_order`` says which grid axis the block scheduler walks fastest:
+    ``block_m`` rows of Q (or of the output) and ``block_n`` rows of K/V per tile; ``None`` (also for
+    ``warps`` and ``stages``) picks the algorithm's default, which matches its Triton kernel. ``grid_order`` says which grid axis the block scheduler walks fastest:
     ``rows`` launches the Q blocks of one head together (FlashAttention-2's order), ``heads`` the
     same Q block of every head together.
     """
 
     block_m: int | None = None
     block_n: int | None = None
-    warps: int = 4
-    stages: int = 2
+    warps: int | None = None
+    stages: int | None = None
     grid_order: str = "rows"
 
     def __post_init__(self):
@@ -111,10 +111,10 @@ class Tiling:
                 _positive_int(name, value)
                 if value & (value - 1) or value < 16:
                     raise ConfigError(name, f"must be a power of two >= 16, got {value}")
-        _positive_int("warps", self.warps)
-        if self.warps not in (1, 2, 4, 8, 16):
+        if self.warps is not None and self.warps not in (1, 2, 4, 8, 16):
             raise ConfigError("warps", f"must be one of 1, 2, 4, 8, 16, got {self.warps}")
-        _positive_int("stages", self.stages)
+        if self.stages is not None:
+            _positive_int("stages", self.stages)
         if self.grid_order not in GRID_ORDERS:
             raise ConfigError("grid_order", f"must be one of {', '.join(GRID_ORDERS)}, got {self.grid_order!r}")
 

@@ -1,0 +1,98 @@
+"""What every algorithm's schedule shares: the schedule type, tensors, and PyTorch's elementwise kernels."""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from ..config import ConfigError, RunConfig
+from ..layout import HBM, HOST, Tensor
+from ..program import EPI, PRO, READ, WRITE, Flops, Kernel, Pattern
+
+HEAD_DIMS = (16, 32, 64, 128, 256)
+FP32 = 4
+# Elements one CTA of a PyTorch elementwise kernel (fill, copy, cast, scale, sum) covers: 128
+# threads × 4-wide vectors × 4 unrolled iterations (ATen's vectorized elementwise launch).
+ELEMENTWISE_PER_CTA = 2048
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The kernels one attention call launches, in order, and the tensors they touch."""
+
+    config: RunConfig
+    tensors: tuple  # Tensor, in first-use order
+    kernels: tuple  # Kernel
+    inputs: tuple  # names of tensors that exist before the call
+    outputs: tuple  # names of tensors the call returns
+
+    def tensor(self, name: str) -> Tensor:
+        return next(t for t in self.tensors if t.name == name)
+
+
+class TensorSet:
+    """Collects the tensors of a schedule; ``row_unit`` of each is the gcd of the row tiles used on it."""
+
+    def __init__(self, config: RunConfig):
+        self.config = config
+        self.specs: dict[str, list] = {}
+
+    def add(self, name: str, slices: int, rows: int, cols: int, elem_bytes: int, *row_tiles: int) -> str:
+        if name not in self.specs:
+            self.specs[name] = [slices, rows, cols, elem_bytes, []]
+        self.specs[name][4].extend(row_tiles)
+        return name
+
+    def build(self) -> tuple:
+        from ..layout import row_unit
+
+        out = []
+        for name, (slices, rows, cols, eb, tiles) in self.specs.items():
+            place = HOST if name in self.config.host_tensors else HBM
+            out.append(Tensor(name, slices, rows, cols, eb, place, row_unit(*tiles) if tiles else 1))
+        return tuple(out)
+
+
+def check_problem(config: RunConfig) -> None:
+    """Refuse problems no modelled kernel can run, naming the field."""
+    p = config.problem
+    if p.head_dim not in HEAD_DIMS:
+        raise ConfigError("head_dim", f"must be one of {', '.join(map(str, HEAD_DIMS))}, got {p.head_dim}")
+    if p.causal and p.seq_q != p.seq_k:
+        raise ConfigError("seq_k", f"causal attention needs seq_k == seq_q ({p.seq_q}), got {p.seq_k}")
+    unknown = set(config.host_tensors) - {"Q", "K", "V", "O"}
+    if unknown:
+        raise ConfigError("host_tensors", f"can place Q, K, V, O in host memory, got {sorted(unknown)[0]!r}")
+
+
+def elementwise(name: str, ts: TensorSet, reads: tuple, writes: tuple, slices: int, rows: int, cols: int,
+                simt_per_elem: float = 1.0) -> Kernel:
+    """A PyTorch elementwise kernel over ``slices × rows × cols``: fill, copy/cast, scale, reduction."""
+    block = max(1, ELEMENTWISE_PER_CTA // cols)
+    for t in reads + writes:
+        ts.specs[t][4].append(block)
+    pats = tuple(Pattern(t, PRO, READ, "i") for t in reads) + tuple(Pattern(t, EPI, WRITE, "i") for t in writes)
+    return Kernel(
+        name=name, slices=slices, ti=-(-rows // block), tj=1, block_i=block, block_j=1, block_u=1,
+        patterns=pats, end_flops=Flops(simt=simt_per_elem * block * cols),
+        warps=4, smem_bytes=0, regs_per_thread=32, extents=extents(ts, reads + writes),
+    )
+
+
+def group_sum(name: str, ts: TensorSet, src: str, dst: str, p) -> Kernel:
+    """``src.view(B, Hkv, G, N, d).sum(2)``: a CTA per kv row block reads its G query-head blocks."""
+    k = elementwise(name, ts, (src,), (dst,), p.bh_kv, p.seq_k, p.head_dim, simt_per_elem=p.group)
+    return replace(k, kv_group=p.group, heads=p.heads, kv_heads=p.kv_heads,
+                   patterns=(Pattern(src, PRO, READ, "i", fan=True), Pattern(dst, EPI, WRITE, "i")))
+
+
+def extents(ts: TensorSet, names) -> tuple:
+    return tuple((n, ts.specs[n][1], ts.specs[n][2]) for n in dict.fromkeys(names))
+
+
+def regs_estimate(fp32_accumulators: int, operand_bytes: int, warps: int) -> int:
+    """Registers per thread: fp32 accumulators and register-held operands spread over the CTA's threads.
+
+    A rough stand-in for the compiler's allocation (40 registers of addressing and loop state on
+    top); measured kernels report their real count, which a run configuration can carry instead.
+    """
+    threads = 32 * warps
+    return min(255, 40 + (fp32_accumulators + operand_bytes // 4) // threads)

@@ -1,0 +1,125 @@
+"""FlashAttention (Dao et al. 2022), Algorithm 1: K/V blocks outer, Q blocks inner, O/ℓ/m in HBM.
+
+Mirrors ``kernels/flash1.py``: ``zeros`` O (fp32), ``zeros`` ℓ, ``fill`` m = −∞ (Algorithm 1, line 2),
+then ``flash1_fwd`` with one CTA per (batch, head) as in FlashAttention-1: for each K/V block j it
+reads K_j, V_j once, and for every Q block i (causal: from the first block reaching the diagonal)
+reads Q_i, O_i, ℓ_i, m_i and writes O_i, ℓ_i, m_i back (lines 8–13); finally ``cast`` O to the
+input dtype. The backward pass reuses FlashAttention-2's kernels, as the Triton module does.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..config import RunConfig
+from ..l2 import READ, WRITE
+from ..program import Flops, Kernel, Step
+from . import flash2
+from .common import FP32, TensorSet, elementwise, extents, regs_estimate
+
+DEFAULTS = dict(block_m=64, block_n=128, warps=4, stages=1)
+STATE = ("O32", "l", "m")  # per-row state re-read and re-written on every inner iteration
+
+
+def tiling(config: RunConfig) -> dict:
+    t = config.tiling
+    return dict(block_m=t.block_m or DEFAULTS["block_m"], block_n=t.block_n or DEFAULTS["block_n"],
+                warps=t.warps or DEFAULTS["warps"], stages=t.stages or DEFAULTS["stages"], grid_order="rows")
+
+
+@dataclass(frozen=True)
+class Flash1Kernel(Kernel):
+    """One CTA per slice; its program is the double loop of Algorithm 1, not the generic tile loop."""
+
+    seq_q: int = 0
+    seq_k: int = 0
+
+    @property
+    def tr(self) -> int:
+        return -(-self.seq_q // self.block_i)
+
+    @property
+    def tc(self) -> int:
+        return -(-self.seq_k // self.block_j)
+
+    def inner_start(self, j: int) -> int:
+        return (j * self.block_j) // self.block_i if self.causal else 0
+
+    def pairs(self) -> int:
+        return sum(self.tr - self.inner_start(j) for j in range(self.tc))
+
+    def line_iters(self, geometry) -> int:
+        return max(1, geometry("Q").line_rows // self.block_i)
+
+    def steps(self, g0, g1, line_iters, aggregate=True):
+        sl, _, _ = self.coords(g0, g1)
+        kv = self.kv_slice(sl)
+        n, bi, bj, d = len(sl), self.block_i, self.block_j, self.extents[0][2]
+        per = line_iters if aggregate else 1
+        for j in range(self.tc):
+            lo = self.inner_start(j)
+            cuts = list(range(lo, self.tr, per)) if lo % per == 0 else [lo] + list(range(-(-lo // per) * per, self.tr, per))
+            for a, i0 in enumerate(cuts):
+                i1 = cuts[a + 1] if a + 1 < len(cuts) else self.tr
+                acc = []
+                if a == 0:
+                    for s in np.unique(kv):
+                        m = int((kv == s).sum())
+                        acc += [("K", int(s), j * bj, (j + 1) * bj, 0, d, READ, m),
+                                ("V", int(s), j * bj, (j + 1) * bj, 0, d, READ, m)]
+                for s in sl:
+                    s = int(s)
+                    acc.append(("Q", s, i0 * bi, i1 * bi, 0, d, READ, 1))
+                    for t in STATE:
+                        cols = d if t == "O32" else 1
+                        acc.append((t, s, i0 * bi, i1 * bi, 0, cols, READ, 1))
+                        acc.append((t, s, i0 * bi, i1 * bi, 0, cols, WRITE, 1))
+                last = j == self.tc - 1 and i1 == self.tr
+                sram = self.iter_sram * (i1 - i0) * n + (2 * bj * d * 2 if a == 0 else 0)
+                yield Step(acc, n, self.iter_flops * (i1 - i0), sram, n if last else 0)
+
+    def total_flops(self) -> Flops:
+        return self.iter_flops * float(self.pairs() * self.slices)
+
+
+def main_kernel(ts: TensorSet, config: RunConfig, tl: dict) -> Kernel:
+    p = config.problem
+    br, bc, d, eb = tl["block_m"], tl["block_n"], p.head_dim, p.elem_bytes
+    ts.add("Q", p.bh, p.seq_q, d, eb, br)
+    ts.add("K", p.bh_kv, p.seq_k, d, eb, bc)
+    ts.add("V", p.bh_kv, p.seq_k, d, eb, bc)
+    return Flash1Kernel(
+        name="flash1_fwd", slices=p.bh, ti=1, tj=1, block_i=br, block_j=bc, block_u=br, patterns=(),
+        loop_extent=p.seq_q,
+        # per (j, i): S = Q_i K_jᵀ and P̃ V_j on tensor cores; softmax statistics and the rescale of
+        # O_i (line 12) in SIMT; one exp per score and two per row.
+        iter_flops=Flops(tensor=4.0 * br * bc * d, simt=5.0 * br * bc + 3.0 * br * d, sfu=br * bc + 2 * br),
+        iter_sram=br * d * (eb + FP32) + 2 * bc * d * eb,
+        causal="stop" if p.causal else "", kv_group=p.group, heads=p.heads, kv_heads=p.kv_heads,
+        warps=tl["warps"], stages=tl["stages"], smem_bytes=eb * d * 2 * bc * tl["stages"] + br * d * (eb + FP32),
+        regs_per_thread=regs_estimate(br * bc + br * d, 0, tl["warps"]),
+        extents=(("Q", p.seq_q, d),) + extents(ts, ("K", "V", "O32", "l", "m")),
+        seq_q=p.seq_q, seq_k=p.seq_k,
+    )
+
+
+def build(ts: TensorSet, config: RunConfig) -> list:
+    p, tl = config.problem, tiling(config)
+    ts.add("O32", p.bh, p.seq_q, p.head_dim, FP32, tl["block_m"])
+    ts.add("l", p.bh, p.seq_q, 1, FP32, tl["block_m"])
+    ts.add("m", p.bh, p.seq_q, 1, FP32, tl["block_m"])
+    kernels = [
+        elementwise("zeros_o", ts, (), ("O32",), p.bh, p.seq_q, p.head_dim, simt_per_elem=0),
+        elementwise("zeros_l", ts, (), ("l",), p.bh, p.seq_q, 1, simt_per_elem=0),
+        elementwise("fill_m", ts, (), ("m",), p.bh, p.seq_q, 1, simt_per_elem=0),
+        main_kernel(ts, config, tl),
+    ]
+    ts.add("O", p.bh, p.seq_q, p.head_dim, p.elem_bytes)
+    kernels.append(elementwise("cast_o", ts, ("O32",), ("O",), p.bh, p.seq_q, p.head_dim))
+    if p.backward:
+        # FlashAttention-2's backward needs the logsumexp L = m + log ℓ: one more elementwise kernel.
+        ts.add("LSE", p.bh, p.seq_q, 1, FP32)
+        kernels.append(elementwise("lse", ts, ("m", "l"), ("LSE",), p.bh, p.seq_q, 1, simt_per_elem=2))
+        kernels += flash2.backward_kernels(ts, config, flash2.backward_tiling(config))
+    return kernels

@@ -1,0 +1,133 @@
+"""FlashAttention-2 (Dao 2023): one CTA per Q block streaming K/V; backward one CTA per K/V block.
+
+Mirrors ``kernels/flash2.py`` kernel for kernel:
+forward  ``flash2_fwd``   grid (Tr, B·H) ("rows") or (B·H, Tr) ("heads"): read Q_i once, stream K_j, V_j
+                          (causal: up to the diagonal), write O_i and the fp32 logsumexp once;
+backward ``zeros`` (fp32 dQ accumulator), ``flash2_bwd_pre`` (D = rowsum(dO∘O)), ``flash2_bwd``
+                          grid (Tc, B·H): read K_j, V_j once, stream Q_i, dO_i, LSE_i, D_i (causal: from
+                          the diagonal), atomically add dS·K_j into dQ_i, write dK_j, dV_j once;
+                          then ``sum`` over the query heads of a group (GQA only) and ``cast`` dQ.
+"""
+from __future__ import annotations
+
+from ..config import RunConfig
+from ..program import ATOMIC, EPI, LOOP, PRO, READ, WRITE, Flops, Kernel, Pattern
+from .common import FP32, TensorSet, elementwise, extents, group_sum, regs_estimate
+
+FWD = dict(block_m=128, block_n=64, stages=2)
+BWD = dict(block_m=64, block_n=128, stages=2)
+
+
+def default_warps(head_dim: int) -> int:
+    return 4 if head_dim <= 64 else 8
+
+
+def forward_tiling(config: RunConfig) -> dict:
+    t, d = config.tiling, config.problem.head_dim
+    return dict(
+        block_m=t.block_m or FWD["block_m"], block_n=t.block_n or FWD["block_n"],
+        warps=t.warps or default_warps(d), stages=t.stages or FWD["stages"], grid_order=t.grid_order,
+    )
+
+
+def backward_tiling(config: RunConfig) -> dict:
+    t, d = config.tiling, config.problem.head_dim
+    return dict(
+        block_m=t.block_m or BWD["block_m"], block_n=t.block_n or BWD["block_n"],
+        warps=t.warps or default_warps(d), stages=t.stages or BWD["stages"], grid_order="rows",
+    )
+
+
+def forward_kernel(ts: TensorSet, config: RunConfig, tiling: dict, o_name: str = "O") -> Kernel:
+    p = config.problem
+    bm, bn, d, eb = tiling["block_m"], tiling["block_n"], p.head_dim, p.elem_bytes
+    ts.add("Q", p.bh, p.seq_q, d, eb, bm)
+    ts.add("K", p.bh_kv, p.seq_k, d, eb, bn)
+    ts.add("V", p.bh_kv, p.seq_k, d, eb, bn)
+    ts.add(o_name, p.bh, p.seq_q, d, eb, bm)
+    ts.add("LSE", p.bh, p.seq_q, 1, FP32, bm)
+    stages = tiling["stages"]
+    return Kernel(
+        name="flash2_fwd", slices=p.bh, ti=-(-p.seq_q // bm), tj=1, block_i=bm, block_j=1, block_u=bn,
+        patterns=(
+            Pattern("Q", PRO, READ, "i"),
+            Pattern("K", LOOP, READ, "u", kv=True),
+            Pattern("V", LOOP, READ, "u", kv=True),
+            Pattern(o_name, EPI, WRITE, "i"),
+            Pattern("LSE", EPI, WRITE, "i"),
+        ),
+        loop_extent=p.seq_k,
+        # per K/V block: S = QKᵀ and O += PV on tensor cores; scale, max, subtract, sum, convert
+        # per score and one rescale per output element in SIMT; one exp2 per score.
+        iter_flops=Flops(tensor=4.0 * bm * bn * d, simt=5.0 * bm * bn + bm * d, sfu=bm * bn),
+        end_flops=Flops(simt=2.0 * bm * d, sfu=bm),
+        iter_sram=(bm + 2 * bn) * d * eb,
+        causal="stop" if p.causal else "", kv_group=p.group, heads=p.heads, kv_heads=p.kv_heads,
+        order=tiling["grid_order"], warps=tiling["warps"], stages=tiling["stages"],
+        smem_bytes=eb * d * (bm + 2 * bn * stages),
+        regs_per_thread=regs_estimate(bm * d + bm * bn, bm * d * eb, tiling["warps"]),
+        extents=extents(ts, ("Q", "K", "V", o_name, "LSE")),
+    )
+
+
+def backward_kernels(ts: TensorSet, config: RunConfig, tiling: dict) -> list:
+    p = config.problem
+    bm, bn, d, eb = tiling["block_m"], tiling["block_n"], p.head_dim, p.elem_bytes
+    stages, warps = tiling["stages"], tiling["warps"]
+    gqa = p.group > 1
+    dk, dv = ("dKh", "dVh") if gqa else ("dK", "dV")
+    ts.add("dO", p.bh, p.seq_q, d, eb, bm)
+    ts.add("dQacc", p.bh, p.seq_q, d, FP32, bm)
+    ts.add("D", p.bh, p.seq_q, 1, FP32, bm)
+    ts.add(dk, p.bh if gqa else p.bh_kv, p.seq_k, d, eb, bn)
+    ts.add(dv, p.bh if gqa else p.bh_kv, p.seq_k, d, eb, bn)
+    ts.add("K", p.bh_kv, p.seq_k, d, eb, bn)
+    ts.add("V", p.bh_kv, p.seq_k, d, eb, bn)
+    ts.add("Q", p.bh, p.seq_q, d, eb, bm)
+    ts.add("LSE", p.bh, p.seq_q, 1, FP32, bm)
+    kernels = [elementwise("zeros_dq", ts, (), ("dQacc",), p.bh, p.seq_q, d, simt_per_elem=0)]
+    kernels.append(Kernel(
+        name="flash2_bwd_pre", slices=p.bh, ti=-(-p.seq_q // bm), tj=1, block_i=bm, block_j=1, block_u=1,
+        patterns=(Pattern("O", PRO, READ, "i"), Pattern("dO", PRO, READ, "i"), Pattern("D", EPI, WRITE, "i")),
+        end_flops=Flops(simt=2.0 * bm * d), warps=4, smem_bytes=0, regs_per_thread=64,
+        extents=extents(ts, ("O", "dO", "D")),
+    ))
+    kernels.append(Kernel(
+        name="flash2_bwd", slices=p.bh, ti=-(-p.seq_k // bn), tj=1, block_i=bn, block_j=1, block_u=bm,
+        patterns=(
+            Pattern("K", PRO, READ, "i", kv=True),
+            Pattern("V", PRO, READ, "i", kv=True),
+            Pattern("Q", LOOP, READ, "u"),
+            Pattern("dO", LOOP, READ, "u"),
+            Pattern("LSE", LOOP, READ, "u"),
+            Pattern("D", LOOP, READ, "u"),
+            Pattern("dQacc", LOOP, ATOMIC, "u"),
+            Pattern(dk, EPI, WRITE, "i", kv=not gqa),
+            Pattern(dv, EPI, WRITE, "i", kv=not gqa),
+        ),
+        loop_extent=p.seq_q,
+        # per Q block: recompute S, dV += PᵀdO, dP = dO Vᵀ, dK += dSᵀQ, dQ += dS K (five matmuls).
+        iter_flops=Flops(tensor=10.0 * bm * bn * d, simt=6.0 * bm * bn, sfu=bm * bn),
+        end_flops=Flops(simt=2.0 * bn * d),
+        iter_sram=4 * bm * d * eb,
+        causal="start" if p.causal else "", kv_group=p.group, heads=p.heads, kv_heads=p.kv_heads,
+        order="rows", warps=warps, stages=stages,
+        smem_bytes=eb * d * (2 * bn + 2 * bm * stages) + 2 * FP32 * bm * stages,
+        regs_per_thread=regs_estimate(2 * bn * d + 2 * bm * bn, 0, warps),
+        extents=extents(ts, ("K", "V", "Q", "dO", "LSE", "D", "dQacc", dk, dv)),
+    ))
+    if gqa:
+        ts.add("dK", p.bh_kv, p.seq_k, d, eb)
+        ts.add("dV", p.bh_kv, p.seq_k, d, eb)
+        kernels.append(group_sum("sum_dk", ts, "dKh", "dK", p))
+        kernels.append(group_sum("sum_dv", ts, "dVh", "dV", p))
+    ts.add("dQ", p.bh, p.seq_q, d, eb)
+    kernels.append(elementwise("cast_dq", ts, ("dQacc",), ("dQ",), p.bh, p.seq_q, d))
+    return kernels
+
+
+def build(ts: TensorSet, config: RunConfig) -> list:
+    kernels = [forward_kernel(ts, config, forward_tiling(config))]
+    if config.problem.backward:
+        kernels += backward_kernels(ts, config, backward_tiling(config))
+    return kernels

@@ -1,0 +1,172 @@
+"""Closed forms beside the simulator: the papers' HBM access counts, exact tiled counts, the roofline.
+
+Three kinds of formula, all pure functions of the problem (no engine):
+- ``paper_*``: the FlashAttention paper's counts as printed — Algorithm 0/3 (standard, 4Nd + 4N²
+  forward, 8Nd + 7N² backward elements), Algorithm 1 (2Nd + T_c(2Nd + 2N) reads, T_c(Nd + 2N) + Nd +
+  2N writes) and FlashAttention-2's literal Q-outer loop (Nd + 2Nd·T_r reads, Nd + N writes) —
+  in bytes of the input dtype. These are what "HBM accesses" means when no cache exists.
+- :func:`no_cache_bytes`: the exact bytes every kernel iosim models moves when there is no L2 —
+  each CTA fetching its own tiles, ragged tiles clipped, the real dtypes of O/ℓ/m (fp32), the
+  elementwise kernels around the main ones. The simulator with a zero-sized L2 must equal it.
+- :func:`roofline_time`: the time no implementation can beat on a profile.
+"""
+from __future__ import annotations
+
+from math import ceil
+
+from .config import RunConfig
+
+FP32 = 4
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def paper_standard(config: RunConfig) -> dict:
+    """Algorithm 0 (and 3 with backward): elements read and written, times the element size, all heads."""
+    p = config.problem
+    n, d = p.seq_q, p.head_dim
+    reads, writes = 3 * n * d + 2 * n * n, n * d + 2 * n * n
+    if p.backward:
+        reads, writes = reads + 5 * n * d + 5 * n * n, writes + 3 * n * d + 2 * n * n
+    k = p.bh * p.elem_bytes
+    return {"read": reads * k, "write": writes * k}
+
+
+def paper_flash1(config: RunConfig, block_n: int) -> dict:
+    """Algorithm 1 as written, with T_c = ⌈N / B_c⌉ passes over Q, O, ℓ, m."""
+    p = config.problem
+    n, d, tc = p.seq_q, p.head_dim, _cdiv(p.seq_k, block_n)
+    reads, writes = 2 * n * d + tc * (2 * n * d + 2 * n), tc * (n * d + 2 * n) + n * d + 2 * n
+    if p.backward:  # Algorithm 4: T_c passes over Q, O, dO, dQ (read and written)
+        reads, writes = reads + 2 * n * d + tc * (4 * n * d + 2 * n), writes + tc * n * d + 2 * n * d
+    k = p.bh * p.elem_bytes
+    return {"read": reads * k, "write": writes * k}
+
+
+def paper_flash2(config: RunConfig, block_m: int) -> dict:
+    """FlashAttention-2's forward loop as written: Q once, K and V once per Q block, O and L once."""
+    p = config.problem
+    n, d, tr = p.seq_q, p.head_dim, _cdiv(p.seq_q, block_m)
+    return {"read": (n * d + tr * 2 * n * d) * p.bh * p.elem_bytes, "write": (n * d + n) * p.bh * p.elem_bytes}
+
+
+def paper_bytes(config: RunConfig) -> dict:
+    """The paper formula that matches ``config.algo`` (with the algorithm's default tiles)."""
+    from .algorithms import flash1, flash2
+
+    if config.algo.startswith("standard"):
+        return paper_standard(config)
+    if config.algo == "flash1":
+        return paper_flash1(config, flash1.tiling(config)["block_n"])
+    return paper_flash2(config, flash2.forward_tiling(config)["block_m"])
+
+
+# -- exact per-kernel counts without a cache --------------------------------------------------------
+def no_cache_bytes(config: RunConfig) -> dict:
+    """Bytes read from and written to HBM by every kernel of ``config.algo`` when nothing is cached."""
+    from .algorithms import flash1, flash2, standard
+
+    p = config.problem
+    total = {"read": 0, "write": 0}
+
+    def add(r, w):
+        total["read"] += r
+        total["write"] += w
+
+    if config.algo.startswith("standard"):
+        _standard(p, standard.tiling(config), config.algo == "standard_eager", add)
+    elif config.algo == "flash1":
+        _flash1(p, flash1.tiling(config), add)
+        if p.backward:
+            add(2 * p.bh * p.seq_q * FP32, p.bh * p.seq_q * FP32)  # LSE = m + log ℓ
+            _flash2_bwd(p, flash2.backward_tiling(config), add)
+    else:
+        _flash2_fwd(p, flash2.forward_tiling(config), add)
+        if p.backward:
+            _flash2_bwd(p, flash2.backward_tiling(config), add)
+    return total
+
+
+def _flash2_fwd(p, t, add):
+    bm, bn, d, e = t["block_m"], t["block_n"], p.head_dim, p.elem_bytes
+    kv_rows = 0
+    for i in range(_cdiv(p.seq_q, bm)):
+        stop = min(_cdiv((i + 1) * bm, bn), _cdiv(p.seq_k, bn)) if p.causal else _cdiv(p.seq_k, bn)
+        kv_rows += min(p.seq_k, stop * bn)
+    add(p.bh * (p.seq_q * d * e + 2 * kv_rows * d * e), p.bh * p.seq_q * (d * e + FP32))
+
+
+def _flash2_bwd(p, t, add):
+    bm, bn, d, e = t["block_m"], t["block_n"], p.head_dim, p.elem_bytes
+    nq, nk, bh = p.seq_q, p.seq_k, p.bh
+    add(0, bh * nq * d * FP32)  # zeros: dQ accumulator
+    add(2 * bh * nq * d * e, bh * nq * FP32)  # D = rowsum(dO ∘ O)
+    q_rows = sum(nq - min(nq, ((j * bn) // bm) * bm if p.causal else 0) for j in range(_cdiv(nk, bn)))
+    per_row = 2 * d * e + 2 * FP32  # Q, dO, LSE, D
+    atomic = d * FP32  # dQ row: read and written back by the atomic add
+    kv_out = bh if p.group > 1 else p.bh_kv
+    add(bh * (2 * nk * d * e + q_rows * (per_row + atomic)), bh * q_rows * atomic + 2 * kv_out * nk * d * e)
+    if p.group > 1:
+        add(2 * bh * nk * d * e, 2 * p.bh_kv * nk * d * e)
+    add(bh * nq * d * FP32, bh * nq * d * e)  # cast dQ
+
+
+def _flash1(p, t, add):
+    br, bc, d, e = t["block_m"], t["block_n"], p.head_dim, p.elem_bytes
+    nq, nk, bh = p.seq_q, p.seq_k, p.bh
+    add(0, bh * nq * (d * FP32 + 2 * FP32))  # O = 0, ℓ = 0, m = -inf
+    q_rows = sum(nq - min(nq, ((j * bc) // br) * br if p.causal else 0) for j in range(_cdiv(nk, bc)))
+    state = d * FP32 + 2 * FP32  # O_i, ℓ_i, m_i per row
+    add(bh * (2 * nk * d * e + q_rows * (d * e + state)), bh * q_rows * state)
+    add(bh * nq * d * FP32, bh * nq * d * e)  # cast O
+
+
+def _standard(p, t, eager, add):
+    bm, bn, d, e = t["block_m"], t["block_n"], p.head_dim, p.elem_bytes
+    nq, nk, bh = p.seq_q, p.seq_k, p.bh
+    nn = bh * nq * nk * e
+    tm, tn, tk = _cdiv(nq, bm), _cdiv(nk, bn), _cdiv(nk, bm)
+
+    def outer():  # S-shaped output from two N×d operands, one CTA per tile
+        add(bh * (tn * nq * d * e + tm * nk * d * e), nn)
+
+    outer()  # S = QKᵀ
+    if eager:
+        add(nn, nn)  # S * scale
+    add(nn, nn)  # softmax
+    add(nn + bh * tm * nk * d * e, bh * nq * d * e)  # O = PV
+    if not p.backward:
+        return
+    kv_out = bh if p.group > 1 else p.bh_kv
+    add(nn + bh * tk * nq * d * e, kv_out * nk * d * e)  # dV = PᵀdO
+    outer()  # dP = dO Vᵀ
+    add(2 * nn, nn)  # dS
+    add(nn + bh * tm * nk * d * e, bh * nq * d * e)  # dQ = dS K
+    add(nn + bh * tk * nq * d * e, kv_out * nk * d * e)  # dK = dSᵀQ
+    if p.group > 1:
+        add(2 * bh * nk * d * e, 2 * p.bh_kv * nk * d * e)
+
+
+# -- bounds -------------------------------------------------------------------------------------------
+def compulsory_bytes(config: RunConfig) -> dict:
+    """Inputs read once and outputs written once: what an unbounded cache leaves for HBM."""
+    p = config.problem
+    e = p.elem_bytes
+    q, kv = p.bh * p.seq_q * p.head_dim * e, p.bh_kv * p.seq_k * p.head_dim * e
+    reads, writes = q + 2 * kv, q
+    if p.backward:
+        reads, writes = reads + q, writes + q + 2 * kv  # dO in; dQ, dK, dV out
+    return {"read": reads, "write": writes}
+
+
+def roofline_time(config: RunConfig, profile) -> float:
+    """Lower bound: the convention's FLOPs at the tensor peak, or compulsory bytes at peak bandwidth."""
+    b = compulsory_bytes(config)
+    flops = config.problem.flops()
+    return max(flops / profile.tensor_flops[config.problem.dtype], (b["read"] + b["write"]) / profile.hbm_bandwidth)
+
+
+__all__ = ["paper_standard", "paper_flash1", "paper_flash2", "paper_bytes", "no_cache_bytes", "compulsory_bytes",
+           "roofline_time"]

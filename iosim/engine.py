@@ -1,0 +1,188 @@
+"""The discrete-event engine: CTAs scheduled onto SMs in waves, sharing an L2, HBM and the host link.
+
+Processes (SimPy): one *dispatcher* per kernel launches CTAs in grid order whenever SM slots are
+free (slots = SMs × resident CTAs per SM, from :mod:`iosim.occupancy`), as the hardware block
+scheduler does; each launch instant starts one *cohort* process for the CTAs launched together
+(see :mod:`iosim.program` for why that changes no count). A cohort step issues its tile accesses
+to the :class:`~iosim.l2.L2Cache` (misses queue on the HBM or host :class:`~iosim.links.Link`),
+moves its bytes over the L2's own link, and computes on its SMs' share of the math units; with
+two or more pipeline stages the loads of a step overlap its math, with one they do not.
+
+Kernel boundaries: in ``plain`` mode the L2 keeps its contents from one kernel to the next, and a
+launch gap separates kernels. In ``ncu`` mode (Nsight Compute's default cache control) dirty lines
+are written back and the L2 invalidated before each kernel, outside any kernel's counters and time.
+
+Deterministic: no randomness, and ties between processes are broken by SimPy's FIFO event order.
+"""
+from __future__ import annotations
+
+import numpy as np
+import simpy
+
+from .algorithms import Schedule, peak_footprint
+from .l2 import L2Cache
+from .layout import LineGeometry
+from .links import Link
+from .occupancy import ctas_per_sm
+from .pricing import compute_time, rates, roofline
+from .result import KernelResult, RunResult, Traffic
+
+LINES_PER_L2 = 256  # an L2 line of the model is at most 1/256 of the cache (see iosim.layout)
+MIN_LINE = 4096  # bytes; lines never get smaller, so a tiny L2 stays fast
+TIMELINE_BINS = 100
+
+
+class Engine:
+    """Runs one :class:`Schedule` on one hardware profile."""
+
+    def __init__(self, schedule: Schedule, profile, mode: str = "plain", aggregate: bool = True,
+                 l2_bytes: int | None = None):
+        self.schedule, self.profile, self.mode, self.aggregate = schedule, profile, mode, aggregate
+        self.env = simpy.Environment()
+        self.dtype = schedule.config.problem.dtype
+        self.rate = rates(profile, self.dtype)
+        self.links = {lv: Link(lv, self.rate[lv]) for lv in ("hbm", "l2", "host")}
+        capacity = effective_l2_bytes(profile) if l2_bytes is None else l2_bytes
+        line = max(MIN_LINE, capacity // LINES_PER_L2)
+        self.index = {t.name: n for n, t in enumerate(schedule.tensors)}
+        self.geoms = [LineGeometry.for_tensor(t, line) for t in schedule.tensors]
+        self.places = [t.placement for t in schedule.tensors]
+        dirty_limit = profile.l2_dirty_limit
+        self.l2 = L2Cache(capacity, {"hbm": self.links["hbm"], "host": self.links["host"]}, self.places, dirty_limit)
+        self.resident = 0
+        self.events = 0
+        self.records: list[KernelResult] = []
+
+    def geometry(self, name: str) -> LineGeometry:
+        return self.geoms[self.index[name]]
+
+    def run(self) -> RunResult:
+        self.env.process(self._main())
+        self.env.run()
+        return RunResult(
+            config=self.schedule.config.to_dict(), gpu=self.profile.id, mode=self.mode,
+            kernels=tuple(self.records), time_s=self._total_time(), peak_hbm_bytes=peak_footprint(self.schedule),
+            hbm_capacity_bytes=self.profile.hbm_bytes, timeline=self._timeline(), events=self.events,
+        )
+
+    def _total_time(self) -> float:
+        if self.mode == "ncu":  # what the counters' gpu__time_duration sums: kernels only
+            return sum(k.time_s for k in self.records)
+        return self.env.now
+
+    # -- kernels ---------------------------------------------------------------------------------
+    def _main(self):
+        for n, kernel in enumerate(self.schedule.kernels):
+            if self.mode == "ncu":
+                self.l2.flush(self.env.now, invalidate=True, timed=False)
+            elif n:
+                yield self.env.timeout(self.profile.launch_overhead)
+            yield from self._kernel(kernel)
+
+    def _kernel(self, kernel):
+        per_sm = ctas_per_sm(kernel, self.profile)
+        slots = per_sm * self.profile.sm_count
+        before = self._snapshot()
+        start = self.env.now
+        line_iters = kernel.line_iters(self.geometry)
+        state = {"free": slots, "wake": None}
+        nxt, n = 0, kernel.ctas
+        running = []
+        while nxt < n:
+            if state["free"] > 0:
+                m = min(state["free"], n - nxt) if self.aggregate else 1
+                state["free"] -= m
+                running.append(self.env.process(self._cohort(kernel, nxt, nxt + m, line_iters, state)))
+                nxt += m
+                continue
+            state["wake"] = self.env.event()
+            yield state["wake"]
+            yield self.env.timeout(0)  # let every CTA finishing at this instant free its slot first
+        yield simpy.AllOf(self.env, running)
+        hbm_drain = self.links["hbm"].busy_until
+        if hbm_drain > self.env.now:  # posted write-backs still draining belong to this kernel
+            yield self.env.timeout(hbm_drain - self.env.now)
+        self.records.append(self._record(kernel, per_sm, before, start))
+
+    def _cohort(self, kernel, g0, g1, line_iters, state):
+        env, l2, links, geoms, places, index = self.env, self.l2, self.links, self.geoms, self.places, self.index
+        stages = kernel.stages
+        sms = self.profile.sm_count
+        self.resident += g1 - g0
+        for step in kernel.steps(g0, g1, line_iters, self.aggregate):
+            now = env.now
+            ready, moved = now, 0
+            for name, sl, r0, r1, c0, c1, kind, mult in step.accesses:
+                t = index[name]
+                place = places[t]
+                for a, b, nbytes, line_bytes in geoms[t].pieces(r0, r1, c0, c1):
+                    r = l2.access((t, sl, a, b), place, kind, nbytes, line_bytes, mult, now)
+                    if r > ready:
+                        ready = r
+                    moved += nbytes * mult
+            ready = max(ready, links["l2"].reserve(now, moved))
+            # each CTA gets its SM's math units, shared with the CTAs resident beside it
+            share = max(1, -(-self.resident // sms))
+            math = compute_time(step.flops, self.rate) * sms * share if step.active else 0.0
+            self._math[0] += step.flops.tensor * step.active
+            self._math[1] += step.flops.simt * step.active
+            self._math[2] += step.flops.sfu * step.active
+            self._sram_read += step.sram_read
+            end = max(now + math, ready) if stages > 1 else ready + math
+            self.events += 1
+            yield env.timeout(end - now)
+            if step.done:
+                self.resident -= step.done
+                state["free"] += step.done
+                if state["wake"] is not None and not state["wake"].triggered:
+                    state["wake"].succeed()
+
+    # -- bookkeeping -----------------------------------------------------------------------------
+    def _snapshot(self):
+        self._math = [0.0, 0.0, 0.0]
+        self._sram_read = 0.0
+        st = self.l2.stats
+        return (st.read_bytes, st.write_bytes, st.hit_bytes, st.miss_bytes, dict(st.fill_bytes), dict(st.writeback_bytes))
+
+    def _record(self, kernel, per_sm, before, start) -> KernelResult:
+        st = self.l2.stats
+        rd, wr, hit, miss, fill, wb = before
+        l2_read = st.read_bytes - rd
+        levels = {
+            "sram": Traffic(int(self._sram_read), l2_read),
+            "l2": Traffic(l2_read, st.write_bytes - wr),
+            "hbm": Traffic(st.fill_bytes["hbm"] - fill["hbm"], st.writeback_bytes["hbm"] - wb["hbm"]),
+            "host": Traffic(st.fill_bytes["host"] - fill["host"], st.writeback_bytes["host"] - wb["host"]),
+        }
+        flops = {"tensor": self._math[0], "simt": self._math[1], "sfu": self._math[2]}
+        slots = per_sm * self.profile.sm_count
+        return KernelResult(
+            name=kernel.name, ctas=kernel.ctas, ctas_per_sm=per_sm, waves=kernel.ctas / slots, levels=levels,
+            l2_hit_bytes=st.hit_bytes - hit, l2_miss_bytes=st.miss_bytes - miss, flops=flops,
+            dirty_left_bytes=self.l2.dirty, start_s=start, time_s=self.env.now - start,
+            roofline=roofline(levels, flops, self.profile, self.dtype),
+        )
+
+    def _timeline(self) -> dict:
+        end = self.env.now or 1.0
+        edges = np.linspace(0.0, end, TIMELINE_BINS + 1)
+        out = {"t_s": edges[1:].tolist()}
+        for lv in ("hbm", "l2", "host"):
+            log = self.links[lv].log
+            if log:
+                t, b = np.array(log, dtype=float).T
+                hist, _ = np.histogram(np.minimum(t, end), bins=edges, weights=b)
+            else:
+                hist = np.zeros(TIMELINE_BINS)
+            out[lv] = hist.astype(np.int64).tolist()
+        return out
+
+
+def effective_l2_bytes(profile) -> int:
+    """L2 bytes available to distinct data: one partition's worth.
+
+    A100 and H100 split the L2 into partitions, each caching data for the SMs attached to it
+    (A100 whitepaper, "L2 cache"); data that SMs on both sides read — every K/V tile in attention —
+    is held once per partition, so the capacity seen by a kernel is about ``l2_bytes / partitions``.
+    """
+    return profile.l2_bytes // profile.l2_partitions

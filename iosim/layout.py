@@ -1,0 +1,86 @@
+"""Tensors in device memory and how the L2 model cuts them into lines.
+
+Granularity. The L2 is modelled in *lines* that are rectangles of one (batch, head) slice of a
+tensor, not in 128-byte hardware lines: a real L2 line is far below the scale at which attention's
+reuse happens (whole tiles of K and V), and simulating 10⁸ hardware lines would make a forward
+pass at N = 64K take minutes. A line holds at most ``target`` bytes (1/256 of the L2 by default),
+so the cache still has hundreds of lines and its LRU order resolves reuse at the tile-stream scale.
+Lines are laid out so that every tile a kernel touches covers whole lines or contiguous parts of
+them (rows are cut at multiples of the tensor's row tile); a line is filled and written back by
+the byte, so a tile smaller than a line moves only its own bytes (the analogue of a hardware line
+with per-sector valid and dirty bits).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from math import gcd
+
+# Placement of a tensor: device memory (HBM/GDDR) or host memory reached over the host link.
+HBM, HOST = "hbm", "host"
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """A (slices × rows × cols) array of ``elem_bytes``-byte elements, one slice per (batch, head)."""
+
+    name: str
+    slices: int
+    rows: int
+    cols: int
+    elem_bytes: int
+    placement: str = HBM
+    row_unit: int = 1  # rows of the smallest tile any kernel reads or writes (line rows are a multiple)
+
+    @property
+    def slice_bytes(self) -> int:
+        return self.rows * self.cols * self.elem_bytes
+
+    @property
+    def nbytes(self) -> int:
+        return self.slices * self.slice_bytes
+
+
+@dataclass(frozen=True)
+class LineGeometry:
+    """How one tensor is cut into L2 lines: ``line_rows × line_cols`` rectangles per slice."""
+
+    tensor: Tensor
+    line_rows: int
+    line_cols: int
+
+    @classmethod
+    def for_tensor(cls, tensor: Tensor, target: int) -> "LineGeometry":
+        """Largest lines of at most ``target`` bytes, full-width when a row unit of the tensor fits."""
+        unit = max(1, tensor.row_unit)
+        row_bytes = tensor.cols * tensor.elem_bytes
+        if row_bytes * unit <= target:
+            rows = max(unit, (target // row_bytes) // unit * unit)
+            return cls(tensor, min(rows, _round_up(tensor.rows, unit)), tensor.cols)
+        cols = max(1, target // (unit * tensor.elem_bytes))
+        cols = 1 << (cols.bit_length() - 1)  # a power of two, so power-of-two tiles align with lines
+        return cls(tensor, unit, min(cols, tensor.cols))
+
+    def pieces(self, r0: int, r1: int, c0: int, c1: int):
+        """Yield ``(line_row, line_col, bytes_touched, line_bytes)`` for a rectangle of one slice."""
+        t = self.tensor
+        r1, c1 = min(r1, t.rows), min(c1, t.cols)
+        lr, lc, eb = self.line_rows, self.line_cols, t.elem_bytes
+        for a in range(r0 // lr, (r1 - 1) // lr + 1):
+            a0, a1 = a * lr, min((a + 1) * lr, t.rows)
+            rows = min(r1, a1) - max(r0, a0)
+            for b in range(c0 // lc, (c1 - 1) // lc + 1):
+                b0, b1 = b * lc, min((b + 1) * lc, t.cols)
+                cols = min(c1, b1) - max(c0, b0)
+                yield a, b, rows * cols * eb, (a1 - a0) * (b1 - b0) * eb
+
+
+def row_unit(*block_rows: int) -> int:
+    """Greatest common divisor of the row tiles used on a tensor (its line rows are a multiple)."""
+    g = 0
+    for b in block_rows:
+        g = gcd(g, int(b))
+    return max(g, 1)
+
+
+def _round_up(x: int, m: int) -> int:
+    return -(-x // m) * m

@@ -1,0 +1,23 @@
+"""How many CTAs of a kernel fit on one SM at once, from its shared memory, registers and warps."""
+from __future__ import annotations
+
+from .config import ConfigError
+
+
+def ctas_per_sm(kernel, profile) -> int:
+    """Resident CTAs per SM, or :class:`ConfigError` naming the tile set that does not fit."""
+    if kernel.smem_bytes > profile.smem_per_cta:
+        raise ConfigError(
+            "block_m",
+            f"{kernel.name} needs {kernel.smem_bytes} bytes of shared memory per CTA; {profile.name} allows "
+            f"{profile.smem_per_cta} (lower --block-m, --block-n or --stages)",
+        )
+    limits = [profile.max_ctas_per_sm, profile.max_warps_per_sm // kernel.warps]
+    if kernel.smem_bytes:
+        limits.append(profile.smem_per_sm // kernel.smem_bytes)
+    regs = min(kernel.regs_per_thread, profile.max_regs_per_thread)
+    limits.append(profile.regs_per_sm // (regs * 32 * kernel.warps))
+    n = min(limits)
+    if n < 1:
+        raise ConfigError("warps", f"{kernel.name} with {kernel.warps} warps does not fit on one SM of {profile.name}")
+    return n

@@ -1,0 +1,72 @@
+"""Readable tables of simulation results (text for people, CSV for spreadsheets)."""
+from __future__ import annotations
+
+import csv
+import io
+
+from .result import RunResult
+
+COLUMNS = ("gpu", "algo", "N", "d", "B×H", "causal", "pass", "HBM read", "HBM write", "L2 traffic", "L2 hit",
+           "time", "bound", "peak mem")
+
+
+def human_bytes(n: float) -> str:
+    for unit, k in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if abs(n) >= k:
+            return f"{n / k:.3g} {unit}" if n / k < 100 else f"{n / k:.0f} {unit}"
+    return f"{n:.0f} B"
+
+
+def human_time(s: float) -> str:
+    if s >= 1:
+        return f"{s:.3g} s"
+    if s >= 1e-3:
+        return f"{s * 1e3:.3g} ms"
+    return f"{s * 1e6:.3g} µs"
+
+
+def row(r: RunResult) -> dict:
+    p = r.config["problem"]
+    lv = r.levels
+    heads = f"{p['batch']}×{p['heads']}" + (f"/{p['kv_heads']}" if p["kv_heads"] != p["heads"] else "")
+    return {
+        "gpu": r.gpu, "algo": r.config["algo"], "N": p["seq_q"], "d": p["head_dim"], "B×H": heads,
+        "causal": "yes" if p["causal"] else "no", "pass": "fwd+bwd" if p["backward"] else "fwd",
+        "HBM read": human_bytes(lv["hbm"].read_bytes), "HBM write": human_bytes(lv["hbm"].write_bytes),
+        "L2 traffic": human_bytes(lv["l2"].total), "L2 hit": f"{100 * r.l2_hit_rate:.1f}%",
+        "time": human_time(r.time_s), "bound": r.bound,
+        "peak mem": human_bytes(r.peak_hbm_bytes) + (" (OOM)" if r.out_of_memory else ""),
+    }
+
+
+def table(results: list) -> str:
+    """Aligned text table, one line per run; constant columns are hoisted into a header line."""
+    rows = [row(r) for r in results]
+    constant = [c for c in COLUMNS if len({x[c] for x in rows}) == 1 and len(rows) > 1]
+    shown = [c for c in COLUMNS if c not in constant]
+    widths = {c: max(len(c), *(len(str(x[c])) for x in rows)) for c in shown}
+    lines = []
+    if constant:
+        lines.append("  ".join(f"{c}={rows[0][c]}" for c in constant))
+    lines.append("  ".join(c.rjust(widths[c]) for c in shown))
+    lines.extend("  ".join(str(x[c]).rjust(widths[c]) for c in shown) for x in rows)
+    return "\n".join(lines)
+
+
+def csv_text(results: list) -> str:
+    """Flat CSV in base units (bytes, seconds)."""
+    out = io.StringIO()
+    fields = ["gpu", "algo", "seq_q", "seq_k", "head_dim", "batch", "heads", "kv_heads", "dtype", "causal",
+              "backward", "mode"] + [f"{lv}_{k}_bytes" for lv in ("sram", "l2", "hbm", "host") for k in ("read", "write")] \
+        + ["l2_hit_rate", "time_s", "bound", "peak_hbm_bytes"]
+    w = csv.DictWriter(out, fieldnames=fields)
+    w.writeheader()
+    for r in results:
+        p = r.config["problem"]
+        d = {k: p[k] for k in ("seq_q", "seq_k", "head_dim", "batch", "heads", "kv_heads", "dtype", "causal", "backward")}
+        d |= {"gpu": r.gpu, "algo": r.config["algo"], "mode": r.mode, "l2_hit_rate": r.l2_hit_rate,
+              "time_s": r.time_s, "bound": r.bound, "peak_hbm_bytes": r.peak_hbm_bytes}
+        for lv, t in r.levels.items():
+            d[f"{lv}_read_bytes"], d[f"{lv}_write_bytes"] = t.read_bytes, t.write_bytes
+        w.writerow(d)
+    return out.getvalue()

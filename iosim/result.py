@@ -1,0 +1,146 @@
+"""What a simulation produced: byte counts per memory level (kept apart from time) and the timing.
+
+Levels, as in the FlashAttention papers: ``sram`` is on-chip shared memory (``write_bytes``: bytes
+landed in it from L2; ``read_bytes``: operand bytes the math read from it), ``l2`` the L2 as the SMs
+see it (loads and stores, each CTA counted), ``hbm`` device memory (what Nsight Compute's
+``dram__bytes_read/write`` count), ``host`` host memory over the host link. Every result converts to
+plain JSON and back unchanged.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+LEVELS = ("sram", "l2", "hbm", "host")
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """Bytes read from and written to one level."""
+
+    read_bytes: int = 0
+    write_bytes: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.read_bytes + self.write_bytes
+
+    def __add__(self, o: "Traffic") -> "Traffic":
+        return Traffic(self.read_bytes + o.read_bytes, self.write_bytes + o.write_bytes)
+
+
+@dataclass(frozen=True)
+class KernelResult:
+    """Counts and timing of one kernel launch."""
+
+    name: str
+    ctas: int
+    ctas_per_sm: int
+    waves: float
+    levels: dict  # level -> Traffic
+    l2_hit_bytes: int
+    l2_miss_bytes: int
+    flops: dict  # "tensor" / "simt" / "sfu" -> operations
+    dirty_left_bytes: int  # written by this kernel (or earlier) and still only in L2 when it ended
+    start_s: float
+    time_s: float
+    roofline: dict  # resource -> seconds if that resource alone limited the kernel
+
+    @property
+    def bound(self) -> str:
+        return max(self.roofline, key=self.roofline.get)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """One simulated attention call on one GPU profile."""
+
+    config: dict
+    gpu: str
+    mode: str
+    kernels: tuple
+    time_s: float
+    peak_hbm_bytes: int
+    hbm_capacity_bytes: int
+    timeline: dict = field(default_factory=dict)  # {"t_s": [...], level: [bytes per bin]}
+    events: int = 0
+
+    @property
+    def levels(self) -> dict:
+        out = {lv: Traffic() for lv in LEVELS}
+        for k in self.kernels:
+            for lv in LEVELS:
+                out[lv] = out[lv] + k.levels[lv]
+        return out
+
+    @property
+    def flops(self) -> dict:
+        out = {"tensor": 0.0, "simt": 0.0, "sfu": 0.0}
+        for k in self.kernels:
+            for key in out:
+                out[key] += k.flops[key]
+        return out
+
+    @property
+    def l2_hit_rate(self) -> float:
+        hit = sum(k.l2_hit_bytes for k in self.kernels)
+        miss = sum(k.l2_miss_bytes for k in self.kernels)
+        return hit / (hit + miss) if hit + miss else 0.0
+
+    @property
+    def roofline_time_s(self) -> float:
+        return sum(max(k.roofline.values()) for k in self.kernels)
+
+    @property
+    def bound(self) -> str:
+        """The resource whose busy time dominates, or ``occupancy`` when none explains the time."""
+        busy = {}
+        for k in self.kernels:
+            for res, t in k.roofline.items():
+                busy[res] = busy.get(res, 0.0) + t
+        res = max(busy, key=busy.get)
+        return res if busy[res] >= 0.6 * self.time_s else "occupancy"
+
+    @property
+    def out_of_memory(self) -> bool:
+        return self.peak_hbm_bytes > self.hbm_capacity_bytes
+
+    def to_dict(self) -> dict:
+        lv = self.levels
+        return {
+            "config": self.config,
+            "gpu": self.gpu,
+            "mode": self.mode,
+            "levels": {k: asdict(v) for k, v in lv.items()},
+            "time_s": self.time_s,
+            "bound": self.bound,
+            "peak_hbm_bytes": self.peak_hbm_bytes,
+            "hbm_capacity_bytes": self.hbm_capacity_bytes,
+            "out_of_memory": self.out_of_memory,
+            "l2_hit_rate": self.l2_hit_rate,
+            "flops": self.flops,
+            "achieved": {
+                "hbm_bytes_per_s": lv["hbm"].total / self.time_s if self.time_s else 0.0,
+                "flop_per_s": self.flops["tensor"] / self.time_s if self.time_s else 0.0,
+            },
+            "roofline_time_s": self.roofline_time_s,
+            "kernels": [_kernel_dict(k) for k in self.kernels],
+            "timeline": self.timeline,
+            "events": self.events,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunResult":
+        kernels = tuple(
+            KernelResult(**{f.name: k[f.name] for f in fields(KernelResult) if f.name != "levels"},
+                         levels={lv: Traffic(**t) for lv, t in k["levels"].items()})
+            for k in d["kernels"]
+        )
+        return cls(d["config"], d["gpu"], d["mode"], kernels, d["time_s"], d["peak_hbm_bytes"],
+                   d["hbm_capacity_bytes"], d.get("timeline", {}), d.get("events", 0))
+
+
+def _kernel_dict(k: KernelResult) -> dict:
+    d = {f.name: getattr(k, f.name) for f in fields(k)}
+    d["levels"] = {lv: asdict(t) for lv, t in k.levels.items()}
+    d["bound"] = k.bound
+    return d

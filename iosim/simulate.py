@@ -1,0 +1,18 @@
+"""One call from a run configuration and a GPU to a priced result: schedule, then engine."""
+from __future__ import annotations
+
+from .algorithms import build_schedule
+from .config import RunConfig
+from .engine import Engine
+from .profiles import Profile, load_profile
+from .result import RunResult
+
+
+def simulate(config: RunConfig, gpu: str | Profile = "a100", *, aggregate: bool = True,
+             l2_bytes: int | None = None) -> RunResult:
+    """Simulate ``config`` on ``gpu`` (a built-in profile name, a profile file, or a :class:`Profile`).
+
+    ``l2_bytes`` overrides the L2 capacity the model uses (0: no L2; the closed forms' limit).
+    """
+    profile = gpu if isinstance(gpu, Profile) else load_profile(gpu)
+    return Engine(build_schedule(config), profile, mode=config.mode, aggregate=aggregate, l2_bytes=l2_bytes).run()

@@ -1,0 +1,248 @@
+"""Tests for iosim.profiles: every built-in file loads and obeys physical relations that follow from
+facts outside the file; write_profile round-trips; each kind of bad file is refused with a one-line
+message naming the file and the field."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import yaml
+
+from iosim.profiles import (
+    REQUIRED,
+    ProfileError,
+    build_profile,
+    builtin_profiles,
+    format_quantity,
+    load_profile,
+    profile_dir,
+    read_profile_dict,
+    write_profile,
+)
+
+BUILTIN = builtin_profiles()
+
+# Dense FP16 tensor-core FLOP per clock per SM with FP32 accumulate, per architecture:
+# sm_80: A100 whitepaper, "1024 dense FP16/FP32 FMA operations per clock" per SM;
+# sm_89: 4 tensor cores x 128 FP16 FMA/clk per SM as on GA10x, at half rate with FP32 accumulate on
+#        GeForce parts (the Ada whitepaper's 330.3 vs 165.2 TFLOPS);
+# sm_90: Hopper Hot Chips 34 slide 33, 2048 dense FP16 MAC/clk per SM.
+FP16_FLOP_PER_CLK_PER_SM = {"sm_80": 2 * 1024, "sm_89": 2 * 4 * 128 // 2, "sm_90": 2 * 2048}
+
+
+def test_builtin_set_and_aliases():
+    assert {"a100-sxm4-80gb", "a100-sxm4-40gb", "rtx4090", "h100-sxm", "h200"} <= set(BUILTIN)
+    assert load_profile("a100").id == "a100-sxm4-80gb"
+    assert load_profile("H100").id == "h100-sxm"
+    assert load_profile("4090").id == "rtx4090"
+    assert load_profile("h100") is load_profile("h100-sxm")  # cached per file
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+def test_builtin_loads_with_a_source_for_every_field(name):
+    p = load_profile(name)
+    assert p.id == name and p.path == profile_dir() / f"{name}.yaml"
+    assert set(REQUIRED) <= set(p.sources)
+    assert all(len(p.sources[f]) > 10 for f in REQUIRED)  # a document and section, not a stub
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+def test_builtin_physical_relations(name):
+    p = load_profile(name)
+    # CUDA reserves 1 KiB of shared memory per block (cuda_occupancy.h reservedSharedMemPerBlock), so
+    # the opt-in maximum per block is the per-SM carve-out minus 1 KiB on sm_80, sm_89 and sm_90.
+    assert p.smem_per_sm - p.smem_per_cta == 1024
+    assert p.l2_bytes < p.hbm_bytes
+    assert p.l2_bytes % p.l2_partitions == 0
+    assert p.host_bandwidth < p.hbm_bandwidth < p.l2_bandwidth  # each level faster than the one below
+    assert p.peak_dram_bandwidth < p.peak_l2_bandwidth
+    assert p.max_warps_per_sm * 32 in (1536, 2048)  # threads per SM on data-centre vs GA10x/Ada SMs
+    # The RTX 4090's TF32 tensor rate equals its SIMT FP32 rate (82.6 TFLOP/s), hence <=.
+    assert p.simt_fp32_flops <= p.tensor_flops["fp32"] < p.tensor_flops["fp16"] == p.tensor_flops["bf16"]
+    # TF32 runs at half the 16-bit rate on sm_80, sm_89 and sm_90 (rounding of the datasheets: 1%).
+    assert p.tensor_flops["fp32"] == pytest.approx(p.tensor_flops["fp16"] / 2, rel=0.01)
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+def test_tensor_peak_matches_sms_times_clock_times_per_sm_rate(name):
+    # Fails if boost_clock is not the clock the datasheet peak was computed at (e.g. 1980 MHz on H100).
+    p = load_profile(name)
+    per_sm = FP16_FLOP_PER_CLK_PER_SM[p.arch]
+    assert p.tensor_flops["fp16"] == pytest.approx(p.sm_count * p.clock_hz * per_sm, rel=0.002)
+
+
+@pytest.mark.parametrize("name", ["h100-sxm", "h200"])
+def test_hopper_sfu_rate_matches_flashattention3(name):
+    # FA3 §3.3: the H100 SXM5 has "only 3.9 TFLOPS of special functions" (exp2 and friends).
+    assert load_profile(name).sfu_rate == pytest.approx(3.9e12, rel=0.02)
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+def test_efficiencies_are_one_exactly_when_uncalibrated(name):
+    p = load_profile(name)
+    for f in ("dram_efficiency", "l2_efficiency", "tensor_efficiency"):
+        uncalibrated = p.sources[f].startswith("uncalibrated")
+        assert (p.value(f) == 1.0) == uncalibrated, f
+
+
+def test_h100_fractions_reproduce_the_measured_ceilings():
+    # h100-measured.md: device-to-device copy 2.96 TB/s, fp16 matmul 8192^3 702 TFLOP/s.
+    p = load_profile("h100")
+    assert p.peak_dram_bandwidth == pytest.approx(2.96e12, rel=0.002)
+    assert p.peak_tensor_flops("fp16") == pytest.approx(702e12, rel=0.002)
+    with pytest.raises(ValueError, match="fp8"):
+        p.peak_tensor_flops("fp8")
+
+
+def test_units_convert_to_base_units(tmp_path):
+    raw = read_profile_dict("h100")
+    raw["fields"]["l2_bytes"].update(value=0.5, unit="GiB")
+    raw["fields"]["hbm_bytes"].update(value=80, unit="GiB")
+    raw["fields"]["boost_clock"].update(value=1.41, unit="GHz")
+    raw["fields"]["launch_overhead"].update(value=2500, unit="ns")
+    raw["fields"]["hbm_bandwidth"].update(value=2039, unit="GB/s")
+    p = load_profile(write_profile(raw, tmp_path / "units.yaml"))
+    assert (p.l2_bytes, p.hbm_bytes) == (2**29, 80 * 2**30)
+    assert (p.clock_hz, p.launch_overhead, p.hbm_bandwidth) == (1.41e9, 2.5e-6, 2.039e12)
+    assert isinstance(p.l2_bytes, int) and isinstance(p.sm_count, int)
+
+
+def test_format_quantity_picks_the_largest_exact_unit():
+    assert format_quantity(52_428_800, "size") == "50 MiB"
+    assert format_quantity(80 * 10**9, "size") == "80 GB"
+    assert format_quantity(233_472, "size") == "228 KiB"
+    assert format_quantity(3.35e12, "bandwidth") == "3.35 TB/s"
+    assert format_quantity(2e-6, "time") == "2 us"
+
+
+def test_summary_rows_show_every_field_with_unit_and_source():
+    rows = load_profile("h100").summary_rows()
+    assert [r[0] for r in rows] == list(REQUIRED)
+    by_field = {f: (v, s) for f, v, s in rows}
+    assert by_field["l2_bytes"][0] == "50 MiB"
+    assert by_field["hbm_bandwidth"][0] == "3.35 TB/s"
+    assert by_field["host_link"][0] == "PCIe Gen5 x16"
+    assert "h100-measured.md" in by_field["dram_efficiency"][1]
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+def test_write_profile_round_trips(name, tmp_path):
+    out = write_profile(read_profile_dict(name), tmp_path / f"{name}.yaml", comment="a copy\nfor a test")
+    a, b = load_profile(name), load_profile(out)
+    assert dataclasses.replace(b, path=a.path) == a
+    assert hash(dataclasses.replace(b, path=a.path)) == hash(a)
+    assert out.read_text().startswith("# a copy\n# for a test\n")
+
+
+def test_calibrated_copy_keeps_its_provenance_and_leaves_the_base_alone(tmp_path):
+    raw = read_profile_dict("h100")
+    raw["fields"]["dram_efficiency"] = {"value": 0.9, "unit": "fraction", "source": "measured: calib.json"}
+    raw["calibration"] = {"tool": "iosim calibrate", "base": "h100-sxm", "runs": [{"n": 4096}]}
+    p = load_profile(write_profile(raw, tmp_path / "h100-calibrated.yaml"))
+    assert p.dram_efficiency == 0.9 and p.sources["dram_efficiency"] == "measured: calib.json"
+    assert p.calibration["tool"] == "iosim calibrate" and p.calibration["runs"][0]["n"] == 4096
+    assert load_profile("h100").dram_efficiency == pytest.approx(2.96 / 3.35, abs=1e-3)
+    assert load_profile("h100").calibration is None
+
+
+def test_write_profile_refuses_an_invalid_dict_and_writes_nothing(tmp_path):
+    raw = read_profile_dict("h100")
+    raw["fields"]["sm_count"]["value"] = 0
+    with pytest.raises(ProfileError, match="fields.sm_count: value must be > 0"):
+        write_profile(raw, tmp_path / "bad.yaml")
+    assert not (tmp_path / "bad.yaml").exists()
+
+
+def test_edited_file_is_reloaded(tmp_path):
+    raw = read_profile_dict("h100")
+    path = write_profile(raw, tmp_path / "p.yaml")
+    assert load_profile(path).sm_count == 132
+    raw["fields"]["sm_count"]["value"] = 114  # an H100 PCIe
+    write_profile(raw, path)
+    assert load_profile(path).sm_count == 114
+
+
+def test_builtin_error_names_the_file_as_in_the_docs():
+    raw = read_profile_dict("h100")
+    raw["fields"]["l2_bytes"]["unit"] = "GB/s"
+    with pytest.raises(ProfileError) as e:
+        build_profile(raw, profile_dir() / "h100-sxm.yaml")
+    assert str(e.value) == ("h100-sxm.yaml: fields.l2_bytes: unit 'GB/s' is not a size; "
+                            "allowed: B, KB, KiB, MB, MiB, GB, GiB, TB, TiB")
+
+
+_DELETE = object()
+BAD = [  # (id, field named in the message, dotted key to change, new value, expected text)
+    ("schema_version", "schema_version", "schema_version", 2, "unsupported version 2"),
+    ("no_schema_version", "schema_version", "schema_version", _DELETE, "missing"),
+    ("missing_field", "fields.l2_bytes", "fields.l2_bytes", _DELETE, "missing required field"),
+    ("unknown_field", "fields.l3_bytes", "fields.l3_bytes", {"value": 1, "unit": "MiB", "source": "x"},
+     "unknown field"),
+    ("unknown_top_key", "gpu", "gpu", "H100", "unknown top-level key"),
+    ("unknown_entry_key", "fields.sm_count", "fields.sm_count.units", "count", "unknown key 'units'"),
+    ("missing_unit", "fields.hbm_bandwidth", "fields.hbm_bandwidth.unit", _DELETE,
+     "missing unit; allowed: B/s, KB/s, MB/s, GB/s, TB/s"),
+    ("missing_source", "fields.sm_count", "fields.sm_count.source", _DELETE, "missing source"),
+    ("empty_source", "fields.sm_count", "fields.sm_count.source", "  ", "missing source"),
+    ("wrong_dimension", "fields.boost_clock", "fields.boost_clock.unit", "ms",
+     "unit 'ms' is not a frequency; allowed: Hz, kHz, MHz, GHz"),
+    ("unknown_unit", "fields.l2_bytes", "fields.l2_bytes.unit", "Mb", "unit 'Mb' is not a size"),
+    ("zero", "fields.hbm_bandwidth", "fields.hbm_bandwidth.value", 0, "value must be > 0, got 0"),
+    ("negative", "fields.launch_overhead", "fields.launch_overhead.value", -1.0, "must be > 0"),
+    ("not_a_number", "fields.sm_count", "fields.sm_count.value", "many", "must be a number"),
+    ("bool", "fields.sm_count", "fields.sm_count.value", True, "must be a number"),
+    ("fraction_above_one", "fields.dram_efficiency", "fields.dram_efficiency.value", 1.2,
+     "a fraction must be in (0, 1], got 1.2"),
+    ("fractional_count", "fields.sm_count", "fields.sm_count.value", 131.5, "a count must be a whole number"),
+    ("fractional_bytes", "fields.smem_per_cta", "fields.smem_per_cta.value", 0.3,
+     "not a whole number of bytes"),
+    ("string_with_unit", "fields.host_link", "fields.host_link.unit", "count", "takes no unit"),
+    ("entry_not_mapping", "fields.sm_count", "fields.sm_count", 132, "must be a mapping"),
+    ("no_name", "name", "name", _DELETE, "must be a non-empty string"),
+    ("bad_calibration", "calibration", "calibration", [1, 2], "must be a mapping"),
+]
+
+
+@pytest.mark.parametrize("field,key,value,expected", [b[1:] for b in BAD], ids=[b[0] for b in BAD])
+def test_bad_file_is_refused_naming_file_and_field(tmp_path, field, key, value, expected):
+    raw = read_profile_dict("h100")
+    *parents, last = key.split(".")
+    node = raw
+    for k in parents:
+        node = node[k]
+    if value is _DELETE:
+        del node[last]
+    else:
+        node[last] = value
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    with pytest.raises(ProfileError) as e:
+        load_profile(path)
+    msg = str(e.value)
+    assert msg.startswith(f"{path}: {field}: "), msg
+    assert expected in msg and "\n" not in msg
+    assert e.value.field == field
+
+
+def test_malformed_yaml_is_refused_in_one_line(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("schema_version: 1\nfields: {sm_count: [132,\n")
+    with pytest.raises(ProfileError) as e:
+        load_profile(path)
+    assert str(e.value).startswith(f"{path}: malformed YAML: ") and "\n" not in str(e.value)
+
+
+def test_top_level_must_be_a_mapping(tmp_path):
+    path = tmp_path / "list.yaml"
+    path.write_text("- 1\n- 2\n")
+    with pytest.raises(ProfileError, match="top level must be a mapping"):
+        load_profile(path)
+
+
+def test_unknown_name_lists_the_available_profiles(tmp_path):
+    with pytest.raises(ProfileError) as e:
+        load_profile("b200")
+    assert "unknown profile 'b200'" in str(e.value)
+    assert all(name in str(e.value) for name in BUILTIN)
+    with pytest.raises(ProfileError, match="no such profile file"):
+        load_profile(tmp_path / "absent.yaml")
