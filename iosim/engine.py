@@ -49,6 +49,7 @@ class Engine:
         self.places = [t.placement for t in schedule.tensors]
         dirty_limit = profile.l2_dirty_limit
         self.l2 = L2Cache(capacity, {"hbm": self.links["hbm"], "host": self.links["host"]}, self.places, dirty_limit)
+        self.per_sm = [ctas_per_sm(k, profile) for k in schedule.kernels]  # refuses tiles that don't fit, up front
         self.resident = 0
         self.events = 0
         self.records: list[KernelResult] = []
@@ -77,10 +78,9 @@ class Engine:
                 self.l2.flush(self.env.now, invalidate=True, timed=False)
             elif n:
                 yield self.env.timeout(self.profile.launch_overhead)
-            yield from self._kernel(kernel)
+            yield from self._kernel(kernel, self.per_sm[n])
 
-    def _kernel(self, kernel):
-        per_sm = ctas_per_sm(kernel, self.profile)
+    def _kernel(self, kernel, per_sm):
         slots = per_sm * self.profile.sm_count
         before = self._snapshot()
         start = self.env.now
@@ -115,8 +115,8 @@ class Engine:
             for name, sl, r0, r1, c0, c1, kind, mult in step.accesses:
                 t = index[name]
                 place = places[t]
-                for a, b, nbytes, line_bytes in geoms[t].pieces(r0, r1, c0, c1):
-                    r = l2.access((t, sl, a, b), place, kind, nbytes, line_bytes, mult, now)
+                for a, b, nbytes, line_bytes, lo, hi in geoms[t].pieces(r0, r1, c0, c1):
+                    r = l2.access((t, sl, a, b), place, kind, nbytes, line_bytes, mult, now, lo, hi)
                     if r > ready:
                         ready = r
                     moved += nbytes * mult

@@ -25,9 +25,9 @@ READ, WRITE, ATOMIC = 0, 1, 2
 class L2Stats:
     """Byte counts at the L2 and below it, by the level that served them."""
 
-    read_bytes: int = 0  # requested by SMs (loads + atomics), summed over every CTA that asked
-    write_bytes: int = 0  # stored by SMs (stores + atomics)
-    hit_bytes: int = 0
+    read_bytes: int = 0  # loaded by SMs, summed over every CTA that asked
+    write_bytes: int = 0  # stored or atomically added by SMs
+    hit_bytes: int = 0  # of loads and atomics (both look the line up)
     miss_bytes: int = 0
     fill_bytes: dict = field(default_factory=lambda: {"hbm": 0, "host": 0})
     writeback_bytes: dict = field(default_factory=lambda: {"hbm": 0, "host": 0})
@@ -53,37 +53,41 @@ class L2Cache:
         self.dirty = 0
         self.stats = L2Stats()
 
-    def access(self, key, placement: str, kind: int, nbytes: int, line_bytes: int, mult: int, now: float) -> float:
-        """Serve ``mult`` CTAs touching ``nbytes`` of one line at once; return when the data is there."""
+    def access(self, key, placement: str, kind: int, nbytes: int, line_bytes: int, mult: int, now: float,
+               lo: int | None = None, hi: int | None = None) -> float:
+        """Serve ``mult`` CTAs touching ``nbytes`` of one line at once; return when the data is there.
+
+        ``[lo, hi)`` is the touched byte span of the line when known: presence and dirtiness are then
+        tracked exactly; otherwise by byte count (exact for the disjoint, in-order pieces it gets).
+        """
         st = self.stats
-        if kind != WRITE:
+        if kind == READ:
             st.read_bytes += nbytes * mult
-        if kind != READ:
+        else:
             st.write_bytes += nbytes * mult
         if line_bytes > self.capacity:
             return self._bypass(placement, kind, nbytes, mult, now)
         line = self.lines.get(key)
         if line is None:
-            line = self.lines[key] = [0, 0, now]
+            line = self.lines[key] = [0, 0, now, [] if lo is not None else None, [] if lo is not None else None]
         else:
             self.lines.move_to_end(key)
         ready = now
-        if kind == WRITE:
-            grow = min(nbytes, line_bytes - line[0])
-        else:
-            missing = min(nbytes, line_bytes - line[0])
-            hit = nbytes * mult - missing
-            st.hit_bytes += hit
-            st.miss_bytes += missing
-            if missing:
-                line[2] = max(line[2], self.memory[placement].reserve(now, missing))
-                st.fill_bytes[placement] += missing
-            grow = missing
+        grow = _cover(line, 0, 3, lo, hi, nbytes, line_bytes)
+        if kind != WRITE:
+            st.hit_bytes += nbytes * mult - grow
+            st.miss_bytes += grow
+            if grow:
+                line[2] = max(line[2], self.memory[placement].reserve(now, grow))
+                st.fill_bytes[placement] += grow
             ready = max(now, line[2])
-        line[0] += grow
         self.used += grow
         if kind != READ:
-            self._dirty(key, line, min(nbytes, line_bytes - line[1]))
+            added = _cover(line, 1, 4, lo, hi, nbytes, line_bytes)
+            if added:
+                self.dirty += added
+                if key not in self.dirty_order:
+                    self.dirty_order[key] = True
         self._evict(now, keep=key)
         return ready
 
@@ -112,14 +116,6 @@ class L2Cache:
             st.writeback_bytes[placement] += total
         return finish if kind != WRITE else now
 
-    def _dirty(self, key, line, nbytes: int) -> None:
-        if nbytes <= 0:
-            return
-        line[1] += nbytes
-        self.dirty += nbytes
-        if key not in self.dirty_order:
-            self.dirty_order[key] = True
-
     def _clean(self, key, line, now, timed: bool = True) -> int:
         nbytes = line[1]
         if nbytes:
@@ -129,6 +125,8 @@ class L2Cache:
                 self.stats.writeback_bytes[placement] += nbytes
             self.dirty -= nbytes
             line[1] = 0
+            if line[4] is not None:
+                line[4] = []
         self.dirty_order.pop(key, None)
         return nbytes
 
@@ -144,3 +142,25 @@ class L2Cache:
         while self.dirty > self.dirty_limit:
             key = next(iter(self.dirty_order))
             self._clean(key, self.lines[key], now)
+
+
+def _cover(line: list, count: int, spans: int, lo, hi, nbytes: int, line_bytes: int) -> int:
+    """Mark ``[lo, hi)`` (or ``nbytes`` of unknown place) as covered in ``line``; return the bytes newly covered."""
+    ivs = line[spans]
+    if lo is None or ivs is None:
+        line[spans] = None  # place no longer known: count bytes from here on
+        added = min(nbytes, line_bytes - line[count])
+    else:
+        covered, merged = 0, []
+        for a, b in ivs:
+            if b < lo or a > hi:
+                merged.append((a, b))
+            else:
+                covered += max(0, min(b, hi) - max(a, lo))
+                lo, hi = min(a, lo), max(b, hi)
+        merged.append((lo, hi))
+        merged.sort()
+        line[spans] = merged
+        added = nbytes - covered
+    line[count] += added
+    return added

@@ -6,9 +6,9 @@ reuse happens (whole tiles of K and V), and simulating 10⁸ hardware lines woul
 pass at N = 64K take minutes. A line holds at most ``target`` bytes (1/256 of the L2 by default),
 so the cache still has hundreds of lines and its LRU order resolves reuse at the tile-stream scale.
 Lines are laid out so that every tile a kernel touches covers whole lines or contiguous parts of
-them (rows are cut at multiples of the tensor's row tile); a line is filled and written back by
-the byte, so a tile smaller than a line moves only its own bytes (the analogue of a hardware line
-with per-sector valid and dirty bits).
+them (rows are cut at multiples of the tensor's row tile); the cache keeps, per line, which byte
+ranges are present and which are dirty, so a tile smaller than a line moves only its own bytes
+(the analogue of a hardware line with per-sector valid and dirty bits).
 """
 from __future__ import annotations
 
@@ -61,17 +61,29 @@ class LineGeometry:
         return cls(tensor, unit, min(cols, tensor.cols))
 
     def pieces(self, r0: int, r1: int, c0: int, c1: int):
-        """Yield ``(line_row, line_col, bytes_touched, line_bytes)`` for a rectangle of one slice."""
+        """Yield ``(line_row, line_col, bytes, line_bytes, lo, hi)`` for a rectangle of one slice.
+
+        ``[lo, hi)`` is the touched span along the line's long axis (rows of a full-width line,
+        columns of a column-split one) when the rectangle covers the line's other axis whole, so
+        the cache can track exactly which parts of a line are present; otherwise ``lo`` is None.
+        """
         t = self.tensor
         r1, c1 = min(r1, t.rows), min(c1, t.cols)
         lr, lc, eb = self.line_rows, self.line_cols, t.elem_bytes
+        full_width = lc == t.cols
         for a in range(r0 // lr, (r1 - 1) // lr + 1):
             a0, a1 = a * lr, min((a + 1) * lr, t.rows)
-            rows = min(r1, a1) - max(r0, a0)
+            ra, rb = max(r0, a0), min(r1, a1)
             for b in range(c0 // lc, (c1 - 1) // lc + 1):
                 b0, b1 = b * lc, min((b + 1) * lc, t.cols)
-                cols = min(c1, b1) - max(c0, b0)
-                yield a, b, rows * cols * eb, (a1 - a0) * (b1 - b0) * eb
+                ca, cb = max(c0, b0), min(c1, b1)
+                nbytes = (rb - ra) * (cb - ca) * eb
+                line_bytes = (a1 - a0) * (b1 - b0) * eb
+                if full_width:
+                    span = ((ra - a0) * (b1 - b0) * eb, (rb - a0) * (b1 - b0) * eb) if cb - ca == b1 - b0 else (None, None)
+                else:
+                    span = ((ca - b0) * (a1 - a0) * eb, (cb - b0) * (a1 - a0) * eb) if rb - ra == a1 - a0 else (None, None)
+                yield a, b, nbytes, line_bytes, span[0], span[1]
 
 
 def row_unit(*block_rows: int) -> int:

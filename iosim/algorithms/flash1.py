@@ -19,7 +19,8 @@ from . import flash2
 from .common import FP32, TensorSet, elementwise, extents, regs_estimate
 
 DEFAULTS = dict(block_m=64, block_n=128, warps=4, stages=1)
-STATE = ("O32", "l", "m")  # per-row state re-read and re-written on every inner iteration
+STATE = ("O32", "l", "m")
+INNER_STEPS = 8  # per-row state re-read and re-written on every inner iteration
 
 
 def tiling(config: RunConfig) -> dict:
@@ -56,7 +57,8 @@ class Flash1Kernel(Kernel):
         sl, _, _ = self.coords(g0, g1)
         kv = self.kv_slice(sl)
         n, bi, bj, d = len(sl), self.block_i, self.block_j, self.extents[0][2]
-        per = line_iters if aggregate else 1
+        # aggregated: at most INNER_STEPS steps per pass over Q, O, ℓ, m, each a whole number of lines
+        per = line_iters * max(1, -(-self.tr // (INNER_STEPS * line_iters))) if aggregate else 1
         for j in range(self.tc):
             lo = self.inner_start(j)
             cuts = list(range(lo, self.tr, per)) if lo % per == 0 else [lo] + list(range(-(-lo // per) * per, self.tr, per))
@@ -76,8 +78,7 @@ class Flash1Kernel(Kernel):
                         acc.append((t, s, i0 * bi, i1 * bi, 0, cols, READ, 1))
                         acc.append((t, s, i0 * bi, i1 * bi, 0, cols, WRITE, 1))
                 last = j == self.tc - 1 and i1 == self.tr
-                sram = self.iter_sram * (i1 - i0) * n + (2 * bj * d * 2 if a == 0 else 0)
-                yield Step(acc, n, self.iter_flops * (i1 - i0), sram, n if last else 0)
+                yield Step(acc, n, self.iter_flops * (i1 - i0), self.iter_sram * (i1 - i0) * n, n if last else 0)
 
     def total_flops(self) -> Flops:
         return self.iter_flops * float(self.pairs() * self.slices)

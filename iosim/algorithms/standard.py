@@ -34,7 +34,7 @@ def _outer(name, ts, p, tl, a, b, out, kv_b, flops_scale=1.0) -> Kernel:
         name=name, slices=p.bh, ti=-(-p.seq_q // bm), tj=-(-p.seq_k // bn), block_i=bm, block_j=bn, block_u=1,
         patterns=(Pattern(a, PRO, READ, "i"), Pattern(b, PRO, READ, "j", kv=kv_b), Pattern(out, EPI, WRITE, "i", "j")),
         end_flops=Flops(tensor=2.0 * bm * bn * d, simt=flops_scale * bm * bn),
-        warps=tl["warps"], stages=tl["stages"], smem_bytes=tl["stages"] * (bm + bn) * BLOCK_K * eb,
+        kv_group=p.group, heads=p.heads, kv_heads=p.kv_heads, warps=tl["warps"], stages=tl["stages"], smem_bytes=tl["stages"] * (bm + bn) * BLOCK_K * eb,
         regs_per_thread=regs_estimate(bm * bn, 0, tl["warps"]), extents=extents(ts, (a, b, out)),
     )
 

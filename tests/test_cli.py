@@ -1,0 +1,92 @@
+"""The ``iosim`` command through click's runner: exit codes, the table, the JSON schema, one-line errors."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from iosim.cli import main
+
+
+def run(*args):
+    return CliRunner().invoke(main, list(args))
+
+
+def test_simulate_table_compares_algorithms():
+    r = run("simulate", "--seq-len", "1k,2k")
+    assert r.exit_code == 0, r.output
+    lines = r.output.splitlines()
+    assert "gpu=a100-sxm4-80gb" in lines[0]
+    assert sum(line.split()[0] == "standard" for line in lines[2:]) == 2
+    assert sum(line.split()[0] == "flash2" for line in lines[2:]) == 2
+
+
+def test_simulate_json_schema():
+    r = run("simulate", "--gpu", "h100", "--algo", "flash1,flash2", "--seq-len", "1k", "--json")
+    assert r.exit_code == 0, r.output
+    runs = json.loads(r.output)
+    assert [x["config"]["algo"] for x in runs] == ["flash1", "flash2"]
+    for x in runs:
+        assert set(x["levels"]) == {"sram", "l2", "hbm", "host"}
+        for lv in x["levels"].values():
+            assert set(lv) == {"read_bytes", "write_bytes"}
+        assert x["time_s"] > 0 and x["bound"] and x["peak_hbm_bytes"] > 0
+        assert x["config"]["problem"]["seq_q"] == 1024 and x["config"]["tiling"]["grid_order"] == "rows"
+    # flash1 re-reads and re-writes O, l, m per K/V block: more HBM traffic than flash2
+    assert runs[0]["levels"]["hbm"]["write_bytes"] > runs[1]["levels"]["hbm"]["write_bytes"]
+
+
+def test_simulate_csv_has_a_row_per_run():
+    r = run("simulate", "--seq-len", "512:2k", "--algo", "flash2", "--csv")
+    assert r.exit_code == 0
+    rows = r.output.strip().splitlines()
+    assert rows[0].startswith("gpu,algo,seq_q") and [x.split(",")[2] for x in rows[1:]] == ["512", "1024", "2048"]
+
+
+def test_user_profile_file_works_like_a_builtin(tmp_path):
+    from iosim.profiles import read_profile_dict, write_profile
+
+    d = read_profile_dict("h100")
+    d["name"] = "my H100 with half the L2"
+    d["fields"]["l2_bytes"]["value"] = 25
+    d["fields"]["l2_bytes"]["unit"] = "MiB"
+    path = write_profile(d, tmp_path / "mine.yaml")
+    mine = json.loads(run("simulate", "--gpu", str(path), "--algo", "flash2", "--seq-len", "8k", "--json").output)
+    base = json.loads(run("simulate", "--gpu", "h100", "--algo", "flash2", "--seq-len", "8k", "--json").output)
+    assert mine[0]["gpu"] == "mine"
+    assert mine[0]["levels"]["hbm"]["read_bytes"] >= base[0]["levels"]["hbm"]["read_bytes"]
+
+
+@pytest.mark.parametrize("args,needle", [
+    (("--seq-len", "0"), "--seq-len"),
+    (("--seq-len", "abc"), "--seq-len"),
+    (("--gpu", "nope"), "h100-sxm"),
+    (("--algo", "flash3"), "flash2"),
+    (("--head-dim", "48"), "--head-dim: must be one of 16, 32, 64, 128, 256"),
+    (("--heads", "16", "--kv-heads", "5"), "--kv-heads"),
+    (("--algo", "flash2", "--head-dim", "256", "--block-m", "256", "--block-n", "128", "--stages", "4",
+      "--gpu", "4090"), "shared memory per CTA"),
+    (("--algo", "standard", "--grid-order", "heads"), "--grid-order"),
+    (("--block-m", "100"), "--block-m"),
+])
+def test_bad_input_is_one_line_exit_2(args, needle):
+    r = run("simulate", *args)
+    assert r.exit_code == 2
+    assert needle in r.output
+    assert "Traceback" not in r.output
+    assert len([line for line in r.output.splitlines() if line.startswith("Error")]) == 1
+
+
+def test_malformed_profile_is_refused(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("schema_version: 1\nname: x\nfields: {sm_count: {value: -3, unit: count, source: me}}\n")
+    r = run("simulate", "--gpu", str(bad))
+    assert r.exit_code == 2 and "bad.yaml" in r.output and "Traceback" not in r.output
+
+
+def test_profiles_list_and_show():
+    r = run("profiles")
+    assert r.exit_code == 0 and "h100-sxm" in r.output and "rtx4090" in r.output
+    r = run("profiles", "show", "h100")
+    assert r.exit_code == 0 and "l2_bytes" in r.output and "source" not in r.output.splitlines()[0]
