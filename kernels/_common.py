@@ -1,0 +1,149 @@
+"""What every attention kernel module shares: input checks, tiling resolution, launch records and GQA indexing.
+
+Layout convention for all modules: q is (B, H, Nq, d), k and v are (B, Hkv, Nk, d), contiguous,
+so the (batch, head) pair ``bh`` starts at element ``bh · N · d``. Query head h reads key/value
+head ``h // (H // Hkv)`` (grouped-query attention) through ``kv_row``, never through a copy.
+"""
+from __future__ import annotations
+
+import math
+import os
+from typing import NamedTuple
+
+import torch
+import triton
+import triton.language as tl
+
+HEAD_DIMS = (16, 32, 64, 128)
+DTYPE_NAMES = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}
+TILING_KEYS = ("block_m", "block_n", "warps", "stages", "grid_order")
+WARPS = (1, 2, 4, 8, 16)
+LOG2E = 1.4426950408889634  # exp(x) = exp2(x · log2 e)
+LOG2E_C = tl.constexpr(LOG2E)  # the same, usable inside kernels
+
+# Under TRITON_INTERPRET=1 a bf16 ``tl.dot`` multiplies the raw uint16 bit patterns (the interpreter
+# "does not support bf16 dot", triton-lang/triton#11584), so there ``mma`` feeds the dot fp32
+# operands. Compiled kernels never see this branch: it is a compile-time constant False.
+INTERPRETING = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") == "1")
+
+
+class Shape(NamedTuple):
+    batch: int
+    heads: int
+    kv_heads: int
+    seq_q: int
+    seq_k: int
+    head_dim: int
+
+    @property
+    def bh(self) -> int:
+        return self.batch * self.heads
+
+
+def check_inputs(q, k, v, causal: bool) -> Shape:
+    """Validate q (B, H, Nq, d), k and v (B, Hkv, Nk, d); return the sizes."""
+    if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
+        raise ValueError(f"q, k, v must be 4-D (batch, heads, seq, head_dim), got {q.dim()}, {k.dim()}, {v.dim()} dims")
+    batch, heads, seq_q, head_dim = q.shape
+    kb, kv_heads, seq_k, kd = k.shape
+    if tuple(v.shape) != tuple(k.shape):
+        raise ValueError(f"v shape {tuple(v.shape)} must equal k shape {tuple(k.shape)}")
+    if kb != batch or kd != head_dim:
+        raise ValueError(f"k shape {tuple(k.shape)} does not match q shape {tuple(q.shape)} in batch or head_dim")
+    check_head_dim(head_dim)
+    if heads % kv_heads:
+        raise ValueError(f"kv_heads(={kv_heads}) must divide heads(={heads})")
+    if q.dtype not in DTYPE_NAMES or k.dtype != q.dtype or v.dtype != q.dtype:
+        raise ValueError(f"dtype must be one of fp16, bf16, fp32 and equal for q, k, v; got {q.dtype}, {k.dtype}, {v.dtype}")
+    if not (q.is_contiguous() and k.is_contiguous() and v.is_contiguous()):
+        raise ValueError("q, k, v must be contiguous (a hidden copy would add memory traffic)")
+    if causal and seq_q != seq_k:
+        raise ValueError(f"causal attention needs seq_q == seq_k, got {seq_q} and {seq_k}")
+    return Shape(batch, heads, kv_heads, seq_q, seq_k, head_dim)
+
+
+def check_head_dim(head_dim: int) -> None:
+    if head_dim not in HEAD_DIMS:
+        raise ValueError(f"head_dim(={head_dim}) must be one of {', '.join(map(str, HEAD_DIMS))}")
+
+
+def resolve_tiling(defaults: dict, overrides: dict, grid_orders=("rows",)) -> dict:
+    """``defaults`` updated by ``overrides`` (``None`` values ignored), each value checked."""
+    unknown = sorted(set(overrides) - set(TILING_KEYS))
+    if unknown:
+        raise ValueError(f"{unknown[0]}: unknown tiling key; allowed: {', '.join(TILING_KEYS)}")
+    out = dict(defaults) | {key: val for key, val in overrides.items() if val is not None}
+    for key in ("block_m", "block_n"):
+        val = out[key]
+        if not isinstance(val, int) or val < 16 or val & (val - 1):
+            raise ValueError(f"{key}(={val!r}) must be a power of two >= 16")
+    if out["warps"] not in WARPS:
+        raise ValueError(f"warps(={out['warps']!r}) must be one of {', '.join(map(str, WARPS))}")
+    if not isinstance(out["stages"], int) or out["stages"] < 1:
+        raise ValueError(f"stages(={out['stages']!r}) must be a positive integer")
+    if out["grid_order"] not in grid_orders:
+        raise ValueError(f"grid_order(={out['grid_order']!r}) must be one of {', '.join(grid_orders)}")
+    return out
+
+
+def run_config(algo: str, q, k, v, causal: bool, backward: bool, tiling: dict, overrides: dict) -> dict:
+    """The plain-data description of one call, with the keys ``iosim.config.RunConfig.from_dict`` reads.
+
+    ``tiling`` is the resolved forward tiling (already validated). block_m, block_n, warps and stages
+    are reported as the caller gave them, None meaning the algorithm's default (as
+    ``iosim.config.Tiling`` reads None): flash1 and flash2 resolve unspecified values differently for
+    their forward and backward kernels, so a resolved number would misdescribe one of the two passes.
+    grid_order is reported resolved.
+    """
+    shape = check_inputs(q, k, v, causal)
+    tiling = tiling | {key: overrides.get(key) for key in ("block_m", "block_n", "warps", "stages")}
+    problem = {
+        "batch": shape.batch, "heads": shape.heads, "kv_heads": shape.kv_heads,
+        "seq_q": shape.seq_q, "seq_k": shape.seq_k, "head_dim": shape.head_dim,
+        "dtype": DTYPE_NAMES[q.dtype], "causal": bool(causal), "backward": bool(backward),
+    }
+    return {"algo": algo, "problem": problem, "tiling": {key: tiling[key] for key in TILING_KEYS}}
+
+
+def default_scale(head_dim: int, sm_scale) -> float:
+    return 1.0 / math.sqrt(head_dim) if sm_scale is None else float(sm_scale)
+
+
+def launch(launches: list, kernel, grid: tuple, *args, num_warps: int, num_stages: int, **constexprs):
+    """Run ``kernel[grid](*args)`` and append its launch record to ``launches``."""
+    handle = kernel[grid](*args, num_warps=num_warps, num_stages=num_stages, **constexprs)
+    launches.append(launch_record(kernel.__name__, grid, num_warps, num_stages, handle))
+    return handle
+
+
+def launch_record(name: str, grid, num_warps: int, num_stages: int, handle) -> dict:
+    """Registers per thread and shared memory (bytes) from a compiled kernel; None under the interpreter."""
+    metadata = getattr(handle, "metadata", None)
+    grid = list(grid) + [1] * (3 - len(grid))
+    return {
+        "kernel": name, "grid": grid, "num_warps": num_warps, "num_stages": num_stages,
+        "n_regs": getattr(handle, "n_regs", None), "shared_bytes": getattr(metadata, "shared", None),
+    }
+
+
+def reduce_gqa(per_head, kv_heads: int):
+    """Sum per-query-head gradients (B, H, N, d) over each group of query heads into (B, Hkv, N, d)."""
+    batch, heads, seq, head_dim = per_head.shape
+    if heads == kv_heads:
+        return per_head
+    return per_head.view(batch, kv_heads, heads // kv_heads, seq, head_dim).sum(2)
+
+
+@triton.jit
+def kv_row(bh, H, HKV):
+    """Index of the (batch, kv head) row that (batch, query head) ``bh`` reads."""
+    return (bh // H) * HKV + (bh % H) // (H // HKV)
+
+
+@triton.jit
+def mma(a, b, acc):
+    """``acc + a @ b`` with fp32 accumulation (see INTERPRETING for the interpreter's bf16 detour)."""
+    if INTERPRETING:
+        a = a.to(tl.float32)
+        b = b.to(tl.float32)
+    return tl.dot(a, b, acc)
