@@ -42,13 +42,15 @@ class Engine:
         self.dtype = schedule.config.problem.dtype
         self.rate = rates(profile, self.dtype)
         self.links = {lv: Link(lv, self.rate[lv]) for lv in ("hbm", "l2", "host")}
-        capacity = effective_l2_bytes(profile) if l2_bytes is None else l2_bytes
-        line = max(MIN_LINE, capacity // LINES_PER_L2)
+        capacity = profile.l2_bytes if l2_bytes is None else l2_bytes
+        line = max(MIN_LINE, capacity // (LINES_PER_L2 * profile.l2_partitions))
         self.index = {t.name: n for n, t in enumerate(schedule.tensors)}
         self.geoms = [LineGeometry.for_tensor(t, line) for t in schedule.tensors]
         self.places = [t.placement for t in schedule.tensors]
         dirty_limit = profile.l2_dirty_limit
-        self.l2 = L2Cache(capacity, {"hbm": self.links["hbm"], "host": self.links["host"]}, self.places, dirty_limit)
+        replicas = profile.l2_partitions if l2_bytes is None else 1
+        self.l2 = L2Cache(capacity, {"hbm": self.links["hbm"], "host": self.links["host"]}, self.places, dirty_limit,
+                          replicas)
         self.per_sm = [ctas_per_sm(k, profile) for k in schedule.kernels]  # refuses tiles that don't fit, up front
         self.resident = 0
         self.events = 0
@@ -106,6 +108,7 @@ class Engine:
 
     def _cohort(self, kernel, g0, g1, line_iters, state):
         env, l2, links, geoms, places, index = self.env, self.l2, self.links, self.geoms, self.places, self.index
+        who = (len(self.records), g0)  # this cohort: its lines are private until another cohort touches them
         stages = kernel.stages
         sms = self.profile.sm_count
         self.resident += g1 - g0
@@ -116,7 +119,7 @@ class Engine:
                 t = index[name]
                 place = places[t]
                 for a, b, nbytes, line_bytes, lo, hi in geoms[t].pieces(r0, r1, c0, c1):
-                    r = l2.access((t, sl, a, b), place, kind, nbytes, line_bytes, mult, now, lo, hi)
+                    r = l2.access((t, sl, a, b), place, kind, nbytes, line_bytes, mult, now, lo, hi, who)
                     if r > ready:
                         ready = r
                     moved += nbytes * mult
@@ -176,13 +179,3 @@ class Engine:
                 hist = np.zeros(TIMELINE_BINS)
             out[lv] = hist.astype(np.int64).tolist()
         return out
-
-
-def effective_l2_bytes(profile) -> int:
-    """L2 bytes available to distinct data: one partition's worth.
-
-    A100 and H100 split the L2 into partitions, each caching data for the SMs attached to it
-    (A100 whitepaper, "L2 cache"); data that SMs on both sides read — every K/V tile in attention —
-    is held once per partition, so the capacity seen by a kernel is about ``l2_bytes / partitions``.
-    """
-    return profile.l2_bytes // profile.l2_partitions

@@ -40,12 +40,14 @@ class L2Cache:
     ``reserve(now, nbytes) -> finish_time``. Times are seconds of simulated time.
     """
 
-    def __init__(self, capacity: int, memory: dict, placements: list, dirty_limit: int | None = None):
+    def __init__(self, capacity: int, memory: dict, placements: list, dirty_limit: int | None = None,
+                 replicas: int = 1):
         if capacity < 0:
             raise ValueError(f"capacity(={capacity}) must be >= 0")
         self.capacity = capacity
         self.memory = memory
         self.placements = placements  # tensor index -> "hbm" | "host"
+        self.replicas = replicas  # copies of a line read by CTAs other than its first user (L2 partitions)
         self.dirty_limit = capacity if dirty_limit is None else min(dirty_limit, capacity)
         self.lines: OrderedDict = OrderedDict()
         self.dirty_order: OrderedDict = OrderedDict()  # lines with dirty bytes, oldest first
@@ -54,11 +56,13 @@ class L2Cache:
         self.stats = L2Stats()
 
     def access(self, key, placement: str, kind: int, nbytes: int, line_bytes: int, mult: int, now: float,
-               lo: int | None = None, hi: int | None = None) -> float:
+               lo: int | None = None, hi: int | None = None, who=None) -> float:
         """Serve ``mult`` CTAs touching ``nbytes`` of one line at once; return when the data is there.
 
         ``[lo, hi)`` is the touched byte span of the line when known: presence and dirtiness are then
         tracked exactly; otherwise by byte count (exact for the disjoint, in-order pieces it gets).
+        ``who`` names the requesting CTAs: a line touched by others than its first user, or by several
+        at once, is *shared* and occupies ``replicas`` copies of its bytes (one per L2 partition).
         """
         st = self.stats
         if kind == READ:
@@ -69,9 +73,13 @@ class L2Cache:
             return self._bypass(placement, kind, nbytes, mult, now)
         line = self.lines.get(key)
         if line is None:
-            line = self.lines[key] = [0, 0, now, [] if lo is not None else None, [] if lo is not None else None]
+            line = self.lines[key] = [0, 0, now, [] if lo is not None else None, [] if lo is not None else None,
+                                      who, 1]
         else:
             self.lines.move_to_end(key)
+        if line[6] == 1 and (mult > 1 or line[5] != who) and self.replicas > 1:
+            line[6] = self.replicas
+            self.used += line[0] * (self.replicas - 1)
         ready = now
         grow = _cover(line, 0, 3, lo, hi, nbytes, line_bytes)
         if kind != WRITE:
@@ -81,7 +89,7 @@ class L2Cache:
                 line[2] = max(line[2], self.memory[placement].reserve(now, grow))
                 st.fill_bytes[placement] += grow
             ready = max(now, line[2])
-        self.used += grow
+        self.used += grow * line[6]
         if kind != READ:
             added = _cover(line, 1, 4, lo, hi, nbytes, line_bytes)
             if added:
@@ -138,7 +146,7 @@ class L2Cache:
                 key, line = next(iter(self.lines.items()))
             self._clean(key, line, now)
             del self.lines[key]
-            self.used -= line[0]
+            self.used -= line[0] * line[6]
         while self.dirty > self.dirty_limit:
             key = next(iter(self.dirty_order))
             self._clean(key, self.lines[key], now)

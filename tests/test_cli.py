@@ -33,8 +33,9 @@ def test_simulate_json_schema():
             assert set(lv) == {"read_bytes", "write_bytes"}
         assert x["time_s"] > 0 and x["bound"] and x["peak_hbm_bytes"] > 0
         assert x["config"]["problem"]["seq_q"] == 1024 and x["config"]["tiling"]["grid_order"] == "rows"
-    # flash1 re-reads and re-writes O, l, m per K/V block: more HBM traffic than flash2
-    assert runs[0]["levels"]["hbm"]["write_bytes"] > runs[1]["levels"]["hbm"]["write_bytes"]
+    # flash1 re-writes O, l, m (fp32) per K/V block: T_c = 8 passes of 4-byte O at d = 64 against
+    # flash2's one 2-byte O, so at least 8 × 2 = 16× the L2 writes
+    assert runs[0]["levels"]["l2"]["write_bytes"] > 16 * runs[1]["levels"]["l2"]["write_bytes"] * 0.9
 
 
 def test_simulate_csv_has_a_row_per_run():
