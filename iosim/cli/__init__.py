@@ -25,6 +25,10 @@ class Group(click.Group):
             raise click.UsageError(f"--{option}: {str(e).split(': ', 1)[1]}") from None
         except ProfileError as e:
             raise click.UsageError(str(e)) from None
+        except ValueError as e:  # the library's own one-line errors (measurement, validation, plot files)
+            if type(e).__module__.startswith("iosim."):
+                raise click.UsageError(str(e)) from None
+            raise
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})

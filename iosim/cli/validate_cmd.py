@@ -1,0 +1,124 @@
+"""``iosim validate``: predictions against measured counters and times, case by case."""
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import click
+
+from ..report import human_bytes, human_time
+from ..validate import METRICS, summary, validate_files
+
+COMMITTED = Path(__file__).resolve().parents[2] / "experiments" / "measurements" / "h100" / "measurements.json"
+
+
+@click.command()
+@click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False))
+@click.option("--live", is_flag=True, help="Measure on this machine's GPU first (iosim measure), then validate.")
+@click.option("--grid", type=click.Choice(["default", "smoke"]), default="smoke", show_default=True,
+              help="With --live: the cases to measure.")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="With --live: folder for the measurement file. [default: a temporary folder]")
+@click.option("--gpu", default=None, metavar="NAME|FILE",
+              help="Profile to simulate with. [default: the measured GPU's calibrated profile, else its built-in one]")
+@click.option("--json", "as_json", is_flag=True,
+              help='Print {"summary": ..., "cases": [{"config", "predicted", "measured", ...}]}.')
+@click.option("--plots", type=click.Path(file_okay=False), default=None,
+              help="Folder to write validation_scatter.png and validation_error_vs_n.png into (must exist).")
+def validate(files, live, grid, out, gpu, as_json, plots):
+    """Compare iosim's predictions with measured DRAM bytes, L2 bytes and time, case by case.
+
+    FILES are measurement files written by `iosim measure` (default: the committed H100 set). Each
+    case is simulated exactly as it ran — algorithm, tiles, warps, stages, grid order, dtype — on the
+    measured GPU's profile, with the L2 flushed before every kernel when Nsight Compute did so. The
+    table shows predicted, measured and the error; the paper's closed-form DRAM count stands beside
+    it. The summary gives median and max |error| per metric and the worst cases.
+    """
+    if plots and not Path(plots).is_dir():
+        raise click.BadParameter(f"{plots}: folder does not exist", param_hint="--plots")
+    if live:
+        files = (_measure_live(grid, out),)
+    files = files or (str(COMMITTED),)
+    quiet = as_json or not sys.stderr.isatty()
+    with click.progressbar(length=1, label="validating", file=sys.stderr, hidden=quiet) as bar:
+        results, skipped = validate_files(files, gpu, progress=lambda n, name: bar.update(0))
+    stats = summary(results)
+    if as_json:
+        click.echo(json.dumps({"summary": stats, "cases": [r.to_dict() for r in results],
+                               "skipped": [{"name": n, "why": w} for n, w in skipped]}, indent=2))
+    else:
+        click.echo(_table(results))
+        click.echo("")
+        click.echo(_summary_text(stats))
+        if skipped:
+            click.echo(f"\nnot compared ({len(skipped)}): " + "; ".join(f"{n} ({w})" for n, w in skipped))
+    if plots:
+        _write_plots(results, Path(plots))
+
+
+def _measure_live(grid: str, out: str | None) -> str:
+    try:
+        from kernels import harness
+    except ImportError as e:
+        raise click.UsageError(f"--live needs the kernels extra (pip install -e '.[kernels]'): {e}") from None
+    folder = Path(out or tempfile.mkdtemp(prefix="iosim-live-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "measurements.json"
+    try:
+        harness.measure(harness.GRIDS[grid](), path, progress=lambda s: click.echo(s, err=True))
+    except harness.HarnessError as e:
+        raise click.UsageError(str(e)) from None
+    return str(path)
+
+
+def _pct(x) -> str:
+    return "—" if x is None else f"{100 * x:+.1f}%"
+
+
+def _table(results) -> str:
+    head = (f"{'case':52s} {'DRAM pred':>10s} {'DRAM meas':>10s} {'err':>7s} {'paper':>9s} {'err':>8s} "
+            f"{'L2 pred':>9s} {'L2 meas':>9s} {'err':>7s} {'time pred':>9s} {'meas':>9s} {'err':>7s}")
+    lines = [head]
+    for r in results:
+        p, m = r.predicted, r.measured
+        paper_err = (r.paper["dram_bytes"] - m["dram_bytes"]) / m["dram_bytes"] if m.get("dram_bytes") else None
+        lines.append(
+            f"{r.name[:52]:52s} {human_bytes(p['dram_bytes']):>10s} {_b(m.get('dram_bytes')):>10s} "
+            f"{_pct(r.error('dram_bytes')):>7s} {human_bytes(r.paper['dram_bytes']):>9s} {_pct(paper_err):>8s} "
+            f"{human_bytes(p['l2_bytes']):>9s} {_b(m.get('l2_bytes')):>9s} {_pct(r.error('l2_bytes')):>7s} "
+            f"{human_time(p['time_s']):>9s} {human_time(m['time_s']):>9s} {_pct(r.error('time_s')):>7s}")
+    return "\n".join(lines)
+
+
+def _b(x) -> str:
+    return "—" if x is None else human_bytes(x)
+
+
+def _summary_text(stats) -> str:
+    lines = [f"{'metric':18s} {'cases':>5s} {'median |err|':>12s} {'max |err|':>10s}  within 1.5×  worst"]
+    for metric in METRICS + ("paper_dram_bytes",):
+        s = stats.get(metric)
+        if not s:
+            continue
+        worst = ", ".join(f"{w['name']} ({_pct(w['error'])})" for w in s.get("worst", []))
+        within = {True: "yes", False: "no"}.get(s.get("within_1_5x"), "")
+        lines.append(f"{metric:18s} {s['cases']:5d} {100 * s['median_abs_error']:11.1f}% "
+                     f"{100 * s['max_abs_error']:9.1f}%  {within:11s}  {worst}")
+    return "\n".join(lines)
+
+
+def _write_plots(results, folder: Path) -> None:
+    from ..validation_plots import error_vs_n, scatter
+
+    gpu = results[0].gpu if results else "?"
+    for name, fig in (("validation_scatter.png", scatter(results, gpu)),
+                      ("validation_error_vs_n.png", error_vs_n(results, gpu))):
+        tmp = folder / f".{name}.tmp.png"
+        fig.savefig(tmp, dpi=110)
+        tmp.replace(folder / name)
+        click.echo(f"wrote {folder / name}", err=True)
+
+
+COMMANDS = [validate]

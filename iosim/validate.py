@@ -1,0 +1,158 @@
+"""Predictions held against hardware: each measured case simulated exactly as it ran, error per metric.
+
+A measurement file (:mod:`iosim.measurement`) records the run configuration of every case, the GPU,
+and the cache conditions of its counters. Validation simulates each case with that configuration on
+that GPU's profile (the calibrated one where it exists), in ``ncu`` mode when Nsight Compute flushed
+the caches before every kernel (its default, ``cache_control: all``) and ``plain`` otherwise, and
+compares DRAM read, DRAM write, their sum, L2 traffic and time. Time is Nsight Compute's summed
+kernel duration when counters exist (same conditions as the simulation), else the median wall time.
+The FlashAttention paper's closed form is reported beside it. Cases the simulator does not model
+(PyTorch SDPA's fused kernels) are listed and left out of the summary.
+"""
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import analytic
+from .config import ConfigError, RunConfig
+from .measurement import Measurement, load_measurement
+from .profiles import ProfileError, builtin_profiles, load_profile
+from .simulate import simulate
+
+METRICS = ("dram_read_bytes", "dram_write_bytes", "dram_bytes", "l2_bytes", "time_s")
+# Substrings of the GPU name a driver reports -> built-in profile id.
+GPU_PROFILES = (("H200", "h200"), ("H100", "h100-sxm"), ("A100-SXM4-80GB", "a100-sxm4-80gb"),
+                ("A100-SXM4-40GB", "a100-sxm4-40gb"), ("A100 80GB", "a100-sxm4-80gb"), ("A100", "a100-sxm4-40gb"),
+                ("4090", "rtx4090"))
+
+
+class ValidationError(ValueError):
+    """A measurement that cannot be validated; the one-line message names the file and field."""
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    """One measured case beside its prediction: metric -> bytes or seconds."""
+
+    name: str
+    config: dict
+    gpu: str
+    predicted: dict
+    measured: dict
+    paper: dict = field(default_factory=dict)  # the paper's closed form: dram_bytes
+
+    def error(self, metric: str) -> float | None:
+        """Relative error (predicted − measured) / measured, or None where either is missing."""
+        p, m = self.predicted.get(metric), self.measured.get(metric)
+        if p is None or not m:
+            return None
+        return (p - m) / m
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "config": self.config, "gpu": self.gpu, "predicted": self.predicted,
+                "measured": self.measured, "paper": self.paper,
+                "error": {k: self.error(k) for k in METRICS}}
+
+
+def profile_for(gpu_name: str, override: str | None = None, where: str = "provenance.gpu_name"):
+    """The profile to simulate a measured GPU with: ``override``, else the calibrated built-in, else the built-in."""
+    if override:
+        return load_profile(override)
+    for needle, pid in GPU_PROFILES:
+        if needle.lower() in gpu_name.lower():
+            calibrated = f"{pid}-calibrated"
+            return load_profile(calibrated if calibrated in builtin_profiles() else pid)
+    raise ValidationError(f"{where}: no profile for GPU {gpu_name!r}; pass --gpu NAME|FILE "
+                          f"(built in: {', '.join(builtin_profiles())})")
+
+
+def validate(measurement: Measurement, gpu: str | None = None, progress=None, source: str = "") -> tuple:
+    """Simulate every modelled case of ``measurement``; return (case results, names of cases skipped and why)."""
+    prov = measurement.provenance
+    profile = profile_for(prov.gpu_name, gpu, f"{source}: provenance.gpu_name" if source else "provenance.gpu_name")
+    results, skipped = [], []
+    for n, case in enumerate(measurement.cases):
+        if progress:
+            progress(n, case.name)
+        why = _skip_reason(case)
+        if why:
+            skipped.append((case.name, why))
+            continue
+        counted = case.counters is not None
+        mode = "ncu" if counted and prov.cache_control == "all" else "plain"
+        try:
+            config = RunConfig.from_dict(case.run_config).with_(mode=mode)
+        except (ConfigError, TypeError) as e:
+            raise ValidationError(f"{source}: cases[{n}].run_config: {e}") from None
+        run = simulate(config, profile)
+        results.append(CaseResult(case.name, config.to_dict(), profile.id, _predicted(run),
+                                  _measured(case), _paper(config)))
+    return results, skipped
+
+
+def validate_files(paths, gpu: str | None = None, progress=None) -> tuple:
+    results, skipped = [], []
+    for path in paths:
+        r, s = validate(load_measurement(path), gpu, progress, source=Path(path).name)
+        results += r
+        skipped += s
+    return results, skipped
+
+
+def _skip_reason(case) -> str | None:
+    if case.error:
+        return f"failed on the GPU: {case.error}"
+    if not case.run_config or case.run_config.get("algo") is None:
+        return f"{case.impl} is an outside reference, not modelled"
+    if case.counters is None and case.timing is None:
+        return "no counters and no timing"
+    return None
+
+
+def _predicted(run) -> dict:
+    hbm, l2 = run.levels["hbm"], run.levels["l2"]
+    return {"dram_read_bytes": hbm.read_bytes, "dram_write_bytes": hbm.write_bytes, "dram_bytes": hbm.total,
+            "l2_bytes": l2.total, "time_s": run.time_s}
+
+
+def _measured(case) -> dict:
+    c = case.counters
+    if c is None:
+        return {"time_s": case.timing.median_s}
+    return {"dram_read_bytes": c.dram_read_bytes, "dram_write_bytes": c.dram_write_bytes,
+            "dram_bytes": c.dram_read_bytes + c.dram_write_bytes, "l2_bytes": c.l2_bytes, "time_s": c.duration_s}
+
+
+def _paper(config: RunConfig) -> dict:
+    b = analytic.paper_bytes(config)
+    return {"dram_bytes": b["read"] + b["write"]}
+
+
+def summary(results: list) -> dict:
+    """Per metric: cases compared, median and max |relative error|, the worst cases, and whether every
+    case lies within 1.5× of its measurement. Also the paper formula's DRAM error, for contrast."""
+    out = {}
+    for metric in METRICS:
+        errs = sorted(((abs(e), r.name, e) for r in results if (e := r.error(metric)) is not None), reverse=True)
+        if not errs:
+            continue
+        ratios = [1 + e for _, _, e in errs]
+        out[metric] = {
+            "cases": len(errs),
+            "median_abs_error": statistics.median(a for a, _, _ in errs),
+            "max_abs_error": errs[0][0],
+            "worst": [{"name": n, "error": e} for _, n, e in errs[:3]],
+            "within_1_5x": all(1 / 1.5 <= x <= 1.5 for x in ratios),
+        }
+    paper = [abs(r.paper["dram_bytes"] - r.measured["dram_bytes"]) / r.measured["dram_bytes"]
+             for r in results if r.measured.get("dram_bytes")]
+    if paper:
+        out["paper_dram_bytes"] = {"cases": len(paper), "median_abs_error": statistics.median(paper),
+                                   "max_abs_error": max(paper)}
+    return out
+
+
+__all__ = ["CaseResult", "ValidationError", "validate", "validate_files", "summary", "profile_for", "METRICS",
+           "ProfileError"]

@@ -1,0 +1,111 @@
+"""Validation against the committed H100 measurements: fidelity guarded in CI, the report's shape, bad input."""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from iosim.cli import main
+from iosim.measurement import dump_measurement, load_measurement
+from iosim.validate import summary, validate
+
+REPO = Path(__file__).resolve().parents[1]
+THRESHOLDS = json.loads((REPO / "tests" / "fidelity_thresholds.json").read_text())
+DATA = REPO / THRESHOLDS["data"]
+
+
+@pytest.fixture(scope="module")
+def validated():
+    return validate(load_measurement(DATA))
+
+
+def test_fidelity_does_not_regress(validated):
+    """The medians (and worst cases) of |error| stay at or below the committed ceilings."""
+    stats = summary(validated[0])
+    for metric, ceiling in THRESHOLDS["median_abs_error"].items():
+        assert stats[metric]["median_abs_error"] <= ceiling, (metric, stats[metric])
+    for metric, ceiling in THRESHOLDS["max_abs_error"].items():
+        assert stats[metric]["max_abs_error"] <= ceiling, (metric, stats[metric]["worst"])
+
+
+def test_every_modelled_case_is_compared_and_sdpa_is_listed(validated):
+    results, skipped = validated
+    m = load_measurement(DATA)
+    modelled = [c for c in m.cases if c.run_config and c.run_config.get("algo")]
+    assert len(results) == len(modelled) >= 40
+    assert {why.split()[0] for _, why in skipped} == {"sdpa_flash", "sdpa_cudnn"}
+
+
+def test_l2_aware_model_beats_the_paper_formula(validated):
+    """The point of iosim: the cache-less closed form misses DRAM by far more than the simulation."""
+    stats = summary(validated[0])
+    assert stats["paper_dram_bytes"]["median_abs_error"] > 10 * stats["dram_bytes"]["median_abs_error"]
+
+
+def test_cases_are_simulated_as_they_ran(validated):
+    results, _ = validated
+    by_name = {r.name: r for r in results}
+    heads = next(r for n, r in by_name.items() if n.endswith("-heads"))
+    assert heads.config["tiling"]["grid_order"] == "heads" and heads.config["mode"] == "ncu"
+    assert heads.gpu == "h100-sxm-calibrated"
+
+
+def _subset(tmp_path, n=2, **provenance):
+    m = load_measurement(DATA)
+    cases = tuple(c for c in m.cases if c.run_config and c.run_config.get("algo") == "flash2")[:n]
+    m = replace(m, cases=cases, provenance=replace(m.provenance, **provenance))
+    path = tmp_path / "m.json"
+    dump_measurement(m, path)
+    return path
+
+
+def test_cli_json_shape(tmp_path):
+    r = CliRunner().invoke(main, ["validate", str(_subset(tmp_path)), "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    assert set(out) >= {"summary", "cases"}
+    for case in out["cases"]:
+        for side in ("predicted", "measured"):
+            assert set(case[side]) == {"dram_read_bytes", "dram_write_bytes", "dram_bytes", "l2_bytes", "time_s"}
+        assert case["config"]["algo"] == "flash2"
+    assert out["summary"]["dram_bytes"]["cases"] == 2
+
+
+def test_cli_table_and_plots(tmp_path):
+    r = CliRunner().invoke(main, ["validate", str(_subset(tmp_path)), "--plots", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    assert "median |err|" in r.output and "paper" in r.output
+    for name in ("validation_scatter.png", "validation_error_vs_n.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_unknown_gpu_names_the_field(tmp_path):
+    path = _subset(tmp_path, gpu_name="NVIDIA B300")
+    r = CliRunner().invoke(main, ["validate", str(path)])
+    assert r.exit_code == 2 and "provenance.gpu_name" in r.output and "Traceback" not in r.output
+
+
+@pytest.mark.parametrize("mangle,needle", [
+    (lambda d: d.update(schema_version=99), "schema_version"),
+    (lambda d: d["cases"][0].pop("run_config"), "run_config"),
+])
+def test_bad_files_are_one_line_errors(tmp_path, mangle, needle):
+    data = json.loads(_subset(tmp_path).read_text())
+    mangle(data)
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(data))
+    r = CliRunner().invoke(main, ["validate", str(bad)])
+    assert r.exit_code == 2 and "bad.json" in r.output and needle in r.output
+
+
+def test_truncated_file_and_missing_plot_folder(tmp_path):
+    good = _subset(tmp_path)
+    cut = tmp_path / "cut.json"
+    cut.write_text(good.read_text()[:500])
+    r = CliRunner().invoke(main, ["validate", str(cut)])
+    assert r.exit_code == 2 and "cut.json" in r.output
+    r = CliRunner().invoke(main, ["validate", str(good), "--plots", str(tmp_path / "nope")])
+    assert r.exit_code == 2 and "--plots" in r.output
