@@ -135,7 +135,9 @@ def _standard(p, t, eager, add):
     outer()  # S = QKᵀ
     if eager:
         add(nn, nn)  # S * scale
-    add(nn, nn)  # softmax
+        add(3 * nn, nn)  # ATen's softmax: three passes over each row
+    else:
+        add(nn, nn)  # softmax
     add(nn + bh * tm * nk * d * e, bh * nq * d * e)  # O = PV
     if not p.backward:
         return

@@ -111,17 +111,19 @@ class Engine:
         who = (len(self.records), g0)  # this cohort: its lines are private until another cohort touches them
         stages = kernel.stages
         sms = self.profile.sm_count
+        lat_dram, lat_l2 = self.profile.dram_latency or 0.0, self.profile.l2_latency or 0.0
+        first = True
         self.resident += g1 - g0
         for step in kernel.steps(g0, g1, line_iters, self.aggregate):
             now = env.now
-            ready, moved = now, 0
+            ready, moved, missed = now, 0, False
             for name, sl, r0, r1, c0, c1, kind, mult in step.accesses:
                 t = index[name]
                 place = places[t]
                 for a, b, nbytes, line_bytes, lo, hi in geoms[t].pieces(r0, r1, c0, c1):
                     r = l2.access((t, sl, a, b), place, kind, nbytes, line_bytes, mult, now, lo, hi, who)
                     if r > ready:
-                        ready = r
+                        ready, missed = r, True
                     moved += nbytes * mult
             ready = max(ready, links["l2"].reserve(now, moved))
             # each CTA gets its SM's math units, shared with the CTAs resident beside it
@@ -131,7 +133,14 @@ class Engine:
             self._math[1] += step.flops.simt * step.active
             self._math[2] += step.flops.sfu * step.active
             self._sram_read += step.sram_read
-            end = max(now + math, ready) if stages > 1 else ready + math
+            # Load latency: paid once by a pipelined CTA (its later loads are issued ahead), and on
+            # every iteration by an unpipelined one, whose next loads wait for this iteration's math.
+            latency = lat_dram if missed else lat_l2
+            if stages > 1:
+                end = max(now + math, ready) + (latency if first else 0.0)
+            else:
+                end = ready + math + latency * max(1.0, step.iters)
+            first = False
             self.events += 1
             yield env.timeout(end - now)
             if step.done:

@@ -71,6 +71,7 @@ class Step:
     flops: Flops  # per active CTA
     sram_read: float  # operand bytes read from shared memory, all CTAs together
     done: int  # CTAs that finish at the end of this step
+    iters: float = 0.0  # loop iterations per active CTA: dependent round trips when loads are not pipelined
 
 
 @dataclass(frozen=True)
@@ -178,7 +179,7 @@ class Kernel:
             flops = self.iter_flops * (iters / n_act)  # per active CTA, on average
             if n == 0:  # prologue and epilogue work, charged once per CTA
                 flops = flops + self.end_flops
-            yield Step(acc, n_act, flops, self.iter_sram * iters, int(fin.sum()))
+            yield Step(acc, n_act, flops, self.iter_sram * iters, int(fin.sum()), iters / n_act)
             left &= ~fin
 
     def _emit(self, out: list, phase: str, sl, kv, i, j, u0, u1) -> None:

@@ -133,6 +133,40 @@ def matmul_flops(torch, dtype, n: int = 8192) -> float:
     return 2.0 * n**3 / time_fn(lambda: a @ b).median_s
 
 
+def _chase_kernel():
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def chase(nxt, out, ITERS: tl.constexpr):
+        """One thread follows a random cycle of pointers: each load needs the one before it."""
+        j = tl.load(nxt)
+        for _ in range(ITERS):
+            j = tl.load(nxt + j, cache_modifier=".cg")
+        tl.store(out, j)
+
+    return chase
+
+
+def load_latency(torch, nbytes: int, iters: int = 4096) -> float:
+    """Seconds per dependent load over a random cycle through ``nbytes`` (one 128-byte line per hop).
+
+    A buffer well inside the L2 (but past L1, which .cg skips) gives the L2 hit latency; one far
+    larger than the L2 gives the DRAM latency (plus the TLB walks of a random walk over it).
+    """
+    import triton
+
+    slots = nbytes // 128
+    order = torch.randperm(slots, device="cuda")
+    nxt = torch.zeros(slots * 16, dtype=torch.int64, device="cuda")  # an int64 every 128 bytes
+    nxt[order * 16] = torch.roll(order, -1) * 16
+    out = torch.zeros(1, dtype=torch.int64, device="cuda")
+    kernel = _chase_kernel()
+    kernel[(1,)](nxt, out, ITERS=iters, num_warps=1)
+    t = triton.testing.do_bench(lambda: kernel[(1,)](nxt, out, ITERS=iters, num_warps=1), warmup=5, rep=30)
+    return t * 1e-3 / iters
+
+
 def _empty_kernel():
     import triton
 
@@ -189,6 +223,8 @@ def run_all(progress=print) -> dict:
         ("tiles", lambda: {f"tile_{n}_d{d}": tile_flops(torch, dt, d) for n, dt in
                            (("fp16", torch.float16), ("bf16", torch.bfloat16)) for d in (64, 128)}),
         ("launch", lambda: launch_overhead(torch)),
+        ("latency", lambda: {"latency_l2": load_latency(torch, 4 * 2**20),
+                             "latency_dram": load_latency(torch, 2 * GiB)}),
     ]
     for label, step in steps:
         t0 = time.perf_counter()
@@ -258,9 +294,15 @@ def calibrated_profile(base: dict, raw: dict, provenance: dict) -> tuple[dict, l
         put("launch_overhead", raw["launch_triton_empty"] / UNIT_SCALE[unit], unit,
             "empty Triton kernels back to back behind torch.cuda._sleep (GPU-side cost, CPU launch cost hidden); "
             "median of 15 x 200 launches")
+    for key, name, where in (("latency_l2", "l2_latency", "4 MiB (in L2)"), ("latency_dram", "dram_latency", "2 GiB")):
+        if key in raw:
+            unit = fields.get(name, {}).get("unit", "ns")
+            put(name, raw[key] / UNIT_SCALE[unit], unit,
+                f"one thread chasing a random pointer cycle through {where}, 128-byte hops, .cg loads; "
+                f"median time / 4096 hops")
     out["fields"] = fields
     out["calibration"] = dict(provenance, raw={k: float(f"{v:.6g}") for k, v in sorted(raw.items())},
-                              raw_units="bytes/s for dram_* and l2_*, FLOP/s for matmul_* and tile_*, seconds for launch_*")
+                              raw_units="bytes/s for dram_* and l2_*, FLOP/s for matmul_* and tile_*, seconds for launch_* and latency_*")
     return out, rows
 
 

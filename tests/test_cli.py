@@ -91,3 +91,16 @@ def test_profiles_list_and_show():
     assert r.exit_code == 0 and "h100-sxm" in r.output and "rtx4090" in r.output
     r = run("profiles", "show", "h100")
     assert r.exit_code == 0 and "l2_bytes" in r.output and "source" not in r.output.splitlines()[0]
+
+
+@pytest.mark.parametrize("args", [("measure", "--out", "{tmp}/m"), ("calibrate", "--out", "{tmp}/c.yaml"),
+                                  ("validate", "--live", "--out", "{tmp}/v")])
+def test_gpu_commands_without_a_gpu_refuse_in_one_line(tmp_path, args):
+    pytest.importorskip("torch")
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    r = run(*[a.format(tmp=tmp_path) for a in args])
+    assert r.exit_code == 2 and "no CUDA GPU" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "m" / "measurements.json").exists() and not (tmp_path / "c.yaml").exists()

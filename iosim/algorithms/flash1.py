@@ -78,7 +78,8 @@ class Flash1Kernel(Kernel):
                         acc.append((t, s, i0 * bi, i1 * bi, 0, cols, READ, 1))
                         acc.append((t, s, i0 * bi, i1 * bi, 0, cols, WRITE, 1))
                 last = j == self.tc - 1 and i1 == self.tr
-                yield Step(acc, n, self.iter_flops * (i1 - i0), self.iter_sram * (i1 - i0) * n, n if last else 0)
+                yield Step(acc, n, self.iter_flops * (i1 - i0), self.iter_sram * (i1 - i0) * n, n if last else 0,
+                           i1 - i0)
 
     def total_flops(self) -> Flops:
         return self.iter_flops * float(self.pairs() * self.slices)

@@ -57,8 +57,8 @@ def _stream(name, ts, p, tl, nn, other, out, transpose, kv_other, out_rows, out_
     )
 
 
-def _rows(name, ts, p, reads, out, simt_per_elem, sfu_per_elem=0.0) -> Kernel:
-    """One CTA per row of N×N operands: read each row once, write the output row once."""
+def _rows(name, ts, p, reads, out, simt_per_elem, sfu_per_elem=0.0, passes=1) -> Kernel:
+    """One CTA per row of N×N operands: read each row ``passes`` times, write the output row once."""
     eb = p.elem_bytes
     for t in reads + (out,):
         ts.add(t, p.bh, p.seq_q, p.seq_k, eb)
@@ -66,7 +66,7 @@ def _rows(name, ts, p, reads, out, simt_per_elem, sfu_per_elem=0.0) -> Kernel:
     warps = min(16, max(4, _pow2(n) // 1024))
     return Kernel(
         name=name, slices=p.bh, ti=p.seq_q, tj=1, block_i=1, block_j=1, block_u=1,
-        patterns=tuple(Pattern(t, PRO, READ, "i") for t in reads) + (Pattern(out, EPI, WRITE, "i"),),
+        patterns=tuple(Pattern(t, PRO, READ, "i") for t in reads for _ in range(passes)) + (Pattern(out, EPI, WRITE, "i"),),
         end_flops=Flops(simt=simt_per_elem * n, sfu=sfu_per_elem * n),
         warps=warps, smem_bytes=4 * 32 * warps, regs_per_thread=regs_estimate(_pow2(n), 0, warps),
         extents=extents(ts, reads + (out,)),
@@ -82,8 +82,9 @@ def forward(ts: TensorSet, config: RunConfig, eager: bool) -> list:
     if eager:
         qk = _outer("qk", ts, p, tl, "Q", "K", "S", kv_b=True, flops_scale=0)
         scale = _rows("scale", ts, p, ("S",), "S2", simt_per_elem=1)
-        # max, subtract, exp, sum, divide per element (and the mask when causal)
-        softmax = _rows("softmax", ts, p, ("S2",), "P", simt_per_elem=4 + p.causal, sfu_per_elem=1)
+        # ATen's softmax reads each row three times (max, sum of exps, output): 3 N² reads through the
+        # L2 for one from DRAM (Nsight Compute: 6.46 GB of L2 traffic for 2.15 GB of S at N = 4096).
+        softmax = _rows("softmax", ts, p, ("S2",), "P", simt_per_elem=4 + p.causal, sfu_per_elem=2, passes=3)
         kernels = [qk, scale, softmax]
     else:
         qk = _outer("qk", ts, p, tl, "Q", "K", "S", kv_b=True)

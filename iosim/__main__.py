@@ -1,0 +1,4 @@
+"""``python -m iosim``: the iosim command line."""
+from .cli import main
+
+main()

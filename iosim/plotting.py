@@ -1,0 +1,365 @@
+"""Figures of simulation results: bytes per memory level, time and footprint against N, block sweeps.
+
+Each function takes results that already exist (a list of :class:`~iosim.result.RunResult`, and
+optionally a :class:`~iosim.measurement.Measurement` to overlay) and returns a matplotlib
+:class:`~matplotlib.figure.Figure`; nothing here runs a simulation. Figures are built without
+pyplot (no global figure state, no GUI backend) and rendered by Agg. Colour names the algorithm,
+the marker the GPU; the paper's closed-form counts are dashed in their algorithm's colour and
+measured points are large open markers.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from matplotlib.figure import Figure
+from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter, NullLocator
+
+from . import analytic
+from .config import RunConfig
+from .report import human_bytes, human_time
+from .result import RunResult
+
+FORMATS = ("png", "svg", "pdf")
+LEVEL_TITLE = {"hbm": "HBM (DRAM) traffic", "l2": "L2 traffic", "sram": "SRAM traffic", "host": "host traffic"}
+ALGO_COLOUR = {"standard": "C3", "standard_eager": "C1", "flash1": "C0", "flash2": "C2",
+               "sdpa_flash": "C4", "sdpa_cudnn": "C5"}
+GPU_MARKERS = ("o", "s", "^", "D", "v", "P")
+PNG_DPI = 110
+
+
+class PlotError(ValueError):
+    """A figure that cannot be drawn or written; the one-line message names the path or the problem."""
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def io_vs_seqlen(results, measured=None, closed_form: bool = True, levels=("hbm", "l2", "sram"),
+                 by_gpu: bool = False) -> Figure:
+    """Bytes read + written per memory level against N (log-log), one line per (GPU, algorithm).
+
+    One panel per level, side by side; ``by_gpu`` makes that a row per level and a column per GPU. ``closed_form`` dashes the
+    paper's HBM access counts (:func:`iosim.analytic.paper_bytes`, which assume no cache) on the HBM
+    and L2 panels. ``measured`` (a Measurement or a list of them) adds the cases that match a
+    plotted series — DRAM bytes on the HBM panel, L2 bytes on the L2 panel.
+    """
+    results = _nonempty(results)
+    columns = _gpus(results) if by_gpu else [None]
+    # by_gpu: a level per row, a GPU per column; otherwise the levels side by side
+    shape = (len(levels), len(columns)) if by_gpu else (1, len(levels))
+    fig = Figure(figsize=(4.2 * shape[1], 3.0 * shape[0] + 1.2), layout="constrained")
+    grid = fig.subplots(*shape, squeeze=False, sharex=True, sharey="row" if by_gpu else False)
+    cases = _measured_cases(measured, results)
+    for c, gpu in enumerate(columns):
+        shown = [r for r in results if gpu is None or r.gpu == gpu]
+        for row, level in enumerate(levels):
+            i, j = (row, c) if by_gpu else (0, row)
+            ax = grid[i][j]
+            for key, rs in _series(shown).items():
+                ax.plot(_ns(rs), [r.levels[level].total for r in rs], **_style(key, results))
+            if closed_form and level in ("hbm", "l2"):
+                _paper_lines(ax, shown)
+            counter = {"hbm": _dram_bytes, "l2": _l2_bytes}.get(level)
+            if counter:
+                _measured_points(ax, cases, gpu, counter)
+            _log_axes(ax, _ns(shown), _bytes_formatter)
+            ax.set_title(LEVEL_TITLE.get(level, level) + (f" — {gpu}" if gpu else ""), fontsize=10)
+            if j == 0:
+                ax.set_ylabel("bytes read + written")
+            if i == shape[0] - 1:
+                ax.set_xlabel("sequence length N")
+    _legend(fig)
+    fig.suptitle(_problem_title(results), fontsize=10)
+    return fig
+
+
+def runtime_vs_seqlen(results, measured=None) -> Figure:
+    """Predicted time against N (log-log), one line per (GPU, algorithm); measured medians as markers."""
+    results = _nonempty(results)
+    fig = Figure(figsize=(8.8, 4.2), layout="constrained")
+    ax = fig.subplots()
+    for key, rs in _series(results).items():
+        ax.plot(_ns(rs), [r.time_s for r in rs], **_style(key, results))
+    _measured_points(ax, _measured_cases(measured, results, need="timing"), None, lambda case: case.timing.median_s)
+    _log_axes(ax, _ns(results), _time_formatter)
+    ax.set(xlabel="sequence length N", ylabel="time", title="predicted time" + (" vs measured" if measured else ""))
+    _legend(fig)
+    fig.suptitle(_problem_title(results), fontsize=10)
+    return fig
+
+
+def block_sweep(results) -> Figure:
+    """HBM bytes and time against the tile shape (block_m × block_n) at one N, one line per (GPU, algorithm)."""
+    results = _nonempty(results)
+    ns = sorted({r.config["problem"]["seq_q"] for r in results})
+    if len(ns) != 1:
+        raise PlotError(f"block_sweep takes results of one N, got N = {', '.join(map(str, ns))}")
+    blocks = sorted({_tile(r) for r in results})
+    fig = Figure(figsize=(8.5, 3.8), layout="constrained")
+    axes = fig.subplots(1, 2)
+    for key, rs in _series(results, by=_tile).items():
+        x = [blocks.index(_tile(r)) for r in rs]
+        axes[0].plot(x, [r.levels["hbm"].total for r in rs], **_style(key, results))
+        axes[1].plot(x, [r.time_s for r in rs], **_style(key, results))
+    for ax, title, fmt in ((axes[0], "HBM (DRAM) bytes read + written", _bytes_formatter),
+                           (axes[1], "predicted time", _time_formatter)):
+        ax.set_yscale("log")
+        _y_ticks(ax, fmt)
+        ax.set_xticks(range(len(blocks)), [f"{m}×{n}" for m, n in blocks], rotation=45, fontsize=8)
+        ax.set(xlabel="block_m × block_n", title=title)
+        ax.grid(True, which="major", alpha=0.3)
+    _legend(fig)
+    fig.suptitle(_problem_title(results), fontsize=10)
+    return fig
+
+
+def memory_vs_seqlen(results) -> Figure:
+    """Peak HBM footprint against N (log-log), one line per (GPU, algorithm), each GPU's capacity dotted."""
+    results = _nonempty(results)
+    fig = Figure(figsize=(8.8, 4.2), layout="constrained")
+    ax = fig.subplots()
+    for key, rs in _series(results).items():
+        ax.plot(_ns(rs), [r.peak_hbm_bytes for r in rs], **_style(key, results))
+    capacity = {r.gpu: r.hbm_capacity_bytes for r in results}
+    for i, (gpu, cap) in enumerate(capacity.items()):
+        ax.axhline(cap, color="0.35", linestyle=":", linewidth=1.2 + 0.4 * i,
+                   label=f"{gpu} capacity ({human_bytes(cap)})")
+    _log_axes(ax, _ns(results), _bytes_formatter)
+    ax.set(xlabel="sequence length N", ylabel="peak HBM allocated", title="memory footprint")
+    _legend(fig)
+    fig.suptitle(_problem_title(results), fontsize=10)
+    return fig
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def check_output(path) -> tuple[Path, str]:
+    """The path and format a figure would be written to; :class:`PlotError` if it cannot be."""
+    path = Path(path)
+    fmt = path.suffix.lower().lstrip(".")
+    if fmt not in FORMATS:
+        raise PlotError(f"{path}: unknown format {path.suffix or '(no extension)'!r}; use .png, .svg or .pdf")
+    if not path.parent.is_dir():
+        raise PlotError(f"{path}: folder {path.parent} does not exist")
+    return path, fmt
+
+
+def save(fig: Figure, path) -> Path:
+    """Write ``fig`` in the format its extension names, atomically: a temporary file, then a rename."""
+    path, fmt = check_output(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".{fmt}", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            fig.savefig(f, format=fmt, dpi=PNG_DPI)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it 0600; give it an ordinary file's mode
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return path
+
+
+# --------------------------------------------------------------------------- series and styles
+
+
+def _legend(fig) -> None:
+    """One legend for all panels, each label once in the order first drawn: beside a single panel, else below."""
+    entries = {}
+    for ax in fig.axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            entries.setdefault(label, handle)
+    if len(fig.axes) == 1:
+        fig.legend(list(entries.values()), list(entries), loc="outside right upper", fontsize=8, frameon=False)
+        return
+    columns = max(1, min(len(entries), int(fig.get_figwidth() / 3.3)))  # ~3.3 in. per label at 8 pt
+    fig.legend(list(entries.values()), list(entries), loc="outside lower center", ncols=columns, fontsize=8,
+               frameon=False)
+
+
+def _nonempty(results) -> list:
+    results = list(results)
+    if not results:
+        raise PlotError("no results to plot")
+    return results
+
+
+def _gpus(results) -> list:
+    return list(dict.fromkeys(r.gpu for r in results))
+
+
+def _signature(config: dict) -> tuple:
+    """What identifies a curve besides the GPU, the algorithm and the swept variable."""
+    p, t = config["problem"], config["tiling"]
+    return (p["head_dim"], p["batch"] * p["heads"], p["heads"] // p["kv_heads"], p["dtype"], p["causal"],
+            p["backward"], config.get("mode", "plain"), t["block_m"], t["block_n"], t["grid_order"])
+
+
+def _series(results, by=None) -> dict:
+    """{(gpu, algo, signature): results sorted by N (or by ``by``)}, in order of first appearance."""
+    out: dict = {}
+    for r in results:
+        sig = _signature(r.config) if by is None else ()
+        out.setdefault((r.gpu, r.config["algo"], sig), []).append(r)
+    key = by or (lambda r: r.config["problem"]["seq_q"])
+    return {k: sorted(v, key=key) for k, v in out.items()}
+
+
+def _style(key, results) -> dict:
+    gpu, algo, sig = key
+    label = f"{algo} ({gpu})"
+    if len({_signature(r.config) for r in results}) > 1 and sig:
+        label += " " + _describe(sig)
+    return dict(color=ALGO_COLOUR.get(algo, "C7"), marker=GPU_MARKERS[_gpus(results).index(gpu) % len(GPU_MARKERS)],
+                markersize=4, linewidth=1.5, label=label)
+
+
+def _describe(sig) -> str:
+    d, bh, group, dtype, causal, backward, mode, bm, bn, order = sig
+    parts = [f"d={d}", f"B·H={bh}", dtype, "causal" if causal else "", "fwd+bwd" if backward else "",
+             f"GQA {group}" if group > 1 else "", mode if mode != "plain" else "",
+             f"{bm}×{bn}" if bm or bn else "", order if order != "rows" else ""]
+    return " ".join(p for p in parts if p)
+
+
+def _problem_title(results) -> str:
+    p = results[0].config["problem"]
+    same = len({_signature(r.config)[:7] for r in results}) == 1  # tiles aside
+    if not same:
+        return "attention, several problem shapes"
+    return (f"{p['dtype']}, d = {p['head_dim']}, batch {p['batch']} × {p['heads']} heads, "
+            f"{'causal, ' if p['causal'] else ''}{'forward + backward' if p['backward'] else 'forward'}"
+            f"{', ncu mode' if results[0].config.get('mode') == 'ncu' else ''}")
+
+
+def _ns(results) -> list:
+    return [r.config["problem"]["seq_q"] for r in results]
+
+
+def _tile(r) -> tuple:
+    """The (block_m, block_n) the run used, with the algorithm's defaults filled in."""
+    return tuple(_resolved_tiling(r.config)[k] for k in ("block_m", "block_n"))
+
+
+def _resolved_tiling(config: dict) -> dict:
+    from .algorithms import flash1, flash2, standard
+
+    c = RunConfig.from_dict({k: v for k, v in config.items() if k in ("algo", "problem", "tiling", "mode")})
+    if c.algo == "flash1":
+        return flash1.tiling(c)
+    if c.algo == "flash2":
+        return flash2.forward_tiling(c)
+    return standard.tiling(c)
+
+
+def _paper_lines(ax, results) -> None:
+    """The paper's closed-form HBM accesses, dashed, once per algorithm and problem shape."""
+    for (gpu, algo, sig), rs in _series(results).items():
+        label = f"paper formula: {algo}"
+        if label in [line.get_label() for line in ax.get_lines()]:
+            continue
+        counts = [sum(analytic.paper_bytes(RunConfig.from_dict(_config_only(r.config))).values()) for r in rs]
+        ax.plot(_ns(rs), counts, color=ALGO_COLOUR.get(algo, "C7"), linestyle="--", linewidth=1.1, label=label)
+
+
+def _config_only(config: dict) -> dict:
+    return {k: v for k, v in config.items() if k in ("algo", "problem", "tiling", "mode", "host_tensors")}
+
+
+# --------------------------------------------------------------------------- measurements
+
+
+def _measured_cases(measured, results, need: str = "counters") -> list:
+    """(gpu name, impl, case) for each measured case that matches a plotted series, without its N."""
+    if measured is None:
+        return []
+    files = measured if isinstance(measured, (list, tuple)) else [measured]
+    wanted = {(r.config["algo"], _signature(r.config)[:6], r.config["tiling"]["grid_order"],
+               r.config["problem"]["seq_q"]) for r in results}
+    out = []
+    for m in files:
+        for case in m.cases:
+            if case.error or getattr(case, need) is None or case.run_config.get("algo") is None:
+                continue
+            config = RunConfig.from_dict(case.run_config).to_dict()
+            key = (case.impl, _signature(config)[:6], config["tiling"]["grid_order"], config["problem"]["seq_q"])
+            if key in wanted:
+                out.append((m.provenance.gpu_name, case.impl, case))
+    return out
+
+
+def _measured_points(ax, cases, gpu, value) -> None:
+    """One open-marker series per (measured GPU, impl); with ``gpu`` only the cases measured on it."""
+    groups: dict = {}
+    for gpu_name, impl, case in cases:
+        if gpu is None or _same_gpu(gpu, gpu_name):
+            groups.setdefault((gpu_name, impl), []).append(case)
+    for (gpu_name, impl), cs in groups.items():
+        cs = sorted(cs, key=lambda c: c.run_config["problem"]["seq_q"])
+        ax.plot([c.run_config["problem"]["seq_q"] for c in cs], [value(c) for c in cs], linestyle="none",
+                marker="o", markersize=8, markerfacecolor="none", markeredgewidth=1.5,
+                color=ALGO_COLOUR.get(impl, "C7"), label=f"measured {impl} ({gpu_name})")
+
+
+def _same_gpu(profile_id: str, gpu_name: str) -> bool:
+    """Whether a profile id (``h100-sxm``, ``rtx4090``) names the GPU a measurement reports."""
+    return profile_id.split("-")[0].lower() in gpu_name.lower().replace(" ", "")
+
+
+def _dram_bytes(case) -> float:
+    return case.counters.dram_read_bytes + case.counters.dram_write_bytes
+
+
+def _l2_bytes(case) -> float:
+    return case.counters.l2_bytes
+
+
+# --------------------------------------------------------------------------- axes
+
+
+def _log_axes(ax, ns, fmt) -> None:
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ticks = sorted(set(ns))
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_major_formatter(FuncFormatter(_n_formatter))
+    _y_ticks(ax, fmt)
+    ax.grid(True, which="major", alpha=0.3)
+
+
+def _y_ticks(ax, fmt) -> None:
+    """Labelled ticks at 1, 2, 5 × 10ᵏ when the data span under ~2 decades, else at the decades only."""
+    ax.autoscale_view()
+    lo, hi = ax.get_ylim()
+    subs = (1.0, 2.0, 5.0) if hi / lo < 10 ** 2.3 else (1.0,)
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=subs))
+    ax.yaxis.set_major_formatter(FuncFormatter(fmt))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+
+
+def _n_formatter(x, _pos=None) -> str:
+    return f"{x / 1024:g}K" if x >= 1024 else f"{x:g}"
+
+
+def _bytes_formatter(x, _pos=None) -> str:
+    return human_bytes(x)
+
+
+def _time_formatter(x, _pos=None) -> str:
+    return human_time(x)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+__all__ = ["PlotError", "io_vs_seqlen", "runtime_vs_seqlen", "block_sweep", "memory_vs_seqlen", "save",
+           "check_output"]
