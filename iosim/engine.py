@@ -8,8 +8,8 @@ to the :class:`~iosim.l2.L2Cache` (misses queue on the HBM or host :class:`~iosi
 moves its bytes over the L2's own link, and computes on its SMs' share of the math units; with
 two or more pipeline stages the loads of a step overlap its math, with one they do not.
 
-Kernel boundaries: in ``plain`` mode the L2 keeps its contents from one kernel to the next, and a
-launch gap separates kernels. In ``ncu`` mode (Nsight Compute's default cache control) dirty lines
+Kernel boundaries: every kernel pays the profile's launch overhead (what an empty kernel costs back
+to back). In ``plain`` mode the L2 keeps its contents from one kernel to the next. In ``ncu`` mode (Nsight Compute's default cache control) dirty lines
 are written back and the L2 invalidated before each kernel, outside any kernel's counters and time.
 
 Deterministic: no randomness, and ties between processes are broken by SimPy's FIFO event order.
@@ -20,7 +20,7 @@ import numpy as np
 import simpy
 
 from .algorithms import Schedule, peak_footprint
-from .l2 import L2Cache
+from .l2 import ATOMIC, L2Cache
 from .layout import LineGeometry
 from .links import Link
 from .occupancy import ctas_per_sm
@@ -42,6 +42,8 @@ class Engine:
         self.dtype = schedule.config.problem.dtype
         self.rate = rates(profile, self.dtype)
         self.links = {lv: Link(lv, self.rate[lv]) for lv in ("hbm", "l2", "host")}
+        # Atomic adds are served by the L2's atomic units at their own rate, where the profile has it.
+        self.atomics = Link("atomic", profile.l2_atomic_bandwidth) if profile.l2_atomic_bandwidth else None
         capacity = profile.l2_bytes if l2_bytes is None else l2_bytes
         line = max(MIN_LINE, capacity // (LINES_PER_L2 * profile.l2_partitions))
         self.index = {t.name: n for n, t in enumerate(schedule.tensors)}
@@ -78,8 +80,6 @@ class Engine:
         for n, kernel in enumerate(self.schedule.kernels):
             if self.mode == "ncu":
                 self.l2.flush(self.env.now, invalidate=True, timed=False)
-            elif n:
-                yield self.env.timeout(self.profile.launch_overhead)
             yield from self._kernel(kernel, self.per_sm[n])
 
     def _kernel(self, kernel, per_sm):
@@ -104,6 +104,8 @@ class Engine:
         hbm_drain = self.links["hbm"].busy_until
         if hbm_drain > self.env.now:  # posted write-backs still draining belong to this kernel
             yield self.env.timeout(hbm_drain - self.env.now)
+        # Launch, grid setup and drain: what an empty kernel costs back to back (profile's launch_overhead).
+        yield self.env.timeout(self.profile.launch_overhead)
         self.records.append(self._record(kernel, per_sm, before, start))
 
     def _cohort(self, kernel, g0, g1, line_iters, state):
@@ -116,7 +118,7 @@ class Engine:
         self.resident += g1 - g0
         for step in kernel.steps(g0, g1, line_iters, self.aggregate):
             now = env.now
-            ready, moved, missed = now, 0, False
+            ready, moved, missed, atomic = now, 0, False, 0
             for name, sl, r0, r1, c0, c1, kind, mult in step.accesses:
                 t = index[name]
                 place = places[t]
@@ -125,6 +127,11 @@ class Engine:
                     if r > ready:
                         ready, missed = r, True
                     moved += nbytes * mult
+                    if kind == ATOMIC:
+                        atomic += nbytes * mult
+            if atomic and self.atomics is not None:
+                ready = max(ready, self.atomics.reserve(now, atomic))
+                moved -= atomic
             ready = max(ready, links["l2"].reserve(now, moved))
             # each CTA gets its SM's math units, shared with the CTAs resident beside it
             share = max(1, -(-self.resident // sms))

@@ -40,7 +40,8 @@ def io_vs_seqlen(results, measured=None, closed_form: bool = True, levels=("hbm"
                  by_gpu: bool = False) -> Figure:
     """Bytes read + written per memory level against N (log-log), one line per (GPU, algorithm).
 
-    One panel per level, side by side; ``by_gpu`` makes that a row per level and a column per GPU. ``closed_form`` dashes the
+    One panel per level, side by side; ``by_gpu`` makes that a row per level and a column per GPU
+    (whose title then names the GPU, so the legend names only the algorithm). ``closed_form`` dashes the
     paper's HBM access counts (:func:`iosim.analytic.paper_bytes`, which assume no cache) on the HBM
     and L2 panels. ``measured`` (a Measurement or a list of them) adds the cases that match a
     plotted series — DRAM bytes on the HBM panel, L2 bytes on the L2 panel.
@@ -58,7 +59,7 @@ def io_vs_seqlen(results, measured=None, closed_form: bool = True, levels=("hbm"
             i, j = (row, c) if by_gpu else (0, row)
             ax = grid[i][j]
             for key, rs in _series(shown).items():
-                ax.plot(_ns(rs), [r.levels[level].total for r in rs], **_style(key, results))
+                ax.plot(_ns(rs), [r.levels[level].total for r in rs], **_style(key, results, not by_gpu))
             if closed_form and level in ("hbm", "l2"):
                 _paper_lines(ax, shown)
             counter = {"hbm": _dram_bytes, "l2": _l2_bytes}.get(level)
@@ -210,13 +211,14 @@ def _series(results, by=None) -> dict:
     return {k: sorted(v, key=key) for k, v in out.items()}
 
 
-def _style(key, results) -> dict:
+def _style(key, results, gpu_in_label: bool = True) -> dict:
+    """Colour by algorithm, marker by GPU; without the GPU in the label (a panel per GPU) one marker for all."""
     gpu, algo, sig = key
-    label = f"{algo} ({gpu})"
+    label = f"{algo} ({gpu})" if gpu_in_label else algo
     if len({_signature(r.config) for r in results}) > 1 and sig:
         label += " " + _describe(sig)
-    return dict(color=ALGO_COLOUR.get(algo, "C7"), marker=GPU_MARKERS[_gpus(results).index(gpu) % len(GPU_MARKERS)],
-                markersize=4, linewidth=1.5, label=label)
+    marker = GPU_MARKERS[_gpus(results).index(gpu) % len(GPU_MARKERS)] if gpu_in_label else "o"
+    return dict(color=ALGO_COLOUR.get(algo, "C7"), marker=marker, markersize=4, linewidth=1.5, label=label)
 
 
 def _describe(sig) -> str:
@@ -264,7 +266,9 @@ def _paper_lines(ax, results) -> None:
         if label in [line.get_label() for line in ax.get_lines()]:
             continue
         counts = [sum(analytic.paper_bytes(RunConfig.from_dict(_config_only(r.config))).values()) for r in rs]
-        ax.plot(_ns(rs), counts, color=ALGO_COLOUR.get(algo, "C7"), linestyle="--", linewidth=1.1, label=label)
+        # wide and pale beneath the simulated lines, so it shows where it coincides with one
+        ax.plot(_ns(rs), counts, color=ALGO_COLOUR.get(algo, "C7"), linestyle="--", linewidth=2.2, alpha=0.55,
+                zorder=1.5, label=label)
 
 
 def _config_only(config: dict) -> dict:

@@ -44,7 +44,8 @@ REQUIRED: dict[str, str | None] = {
     "simt_fp32_flops": "flop rate", "sfu_ops_per_clk_per_sm": "count", "launch_overhead": "time",
     "dram_efficiency": "fraction", "l2_efficiency": "fraction", "tensor_efficiency": "fraction",
 }
-OPTIONAL: dict[str, str | None] = {"l2_dirty_limit": "size", "dram_latency": "time", "l2_latency": "time"}
+OPTIONAL: dict[str, str | None] = {"l2_dirty_limit": "size", "dram_latency": "time", "l2_latency": "time",
+                                   "l2_atomic_bandwidth": "bandwidth"}
 _ENTRY_KEYS = ("value", "unit", "source", "note")
 _TOP_KEYS = ("schema_version", "name", "arch", "fields", "calibration")
 _ATTR = {"boost_clock": "clock_hz"}  # YAML field -> Profile attribute where the names differ
@@ -91,6 +92,7 @@ class Profile:
     l2_dirty_limit: int | None = None
     dram_latency: float | None = None  # load-to-use latency of a DRAM access, one dependent load at a time
     l2_latency: float | None = None  # the same for an L2 hit
+    l2_atomic_bandwidth: float | None = None  # fp32 atomic-add payload the L2 sustains, B/s
     sources: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), hash=False, repr=False)
     calibration: Mapping[str, Any] | None = field(default=None, hash=False, repr=False)
 

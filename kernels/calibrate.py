@@ -167,6 +167,38 @@ def load_latency(torch, nbytes: int, iters: int = 4096) -> float:
     return t * 1e-3 / iters
 
 
+def _atomic_kernel():
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def tile_atomics(out, TARGETS, ITERS: tl.constexpr, BM: tl.constexpr, D: tl.constexpr):
+        """Each CTA atomically adds a BM×D fp32 tile ITERS times into tile (pid % TARGETS) of ``out``."""
+        pid = tl.program_id(0)
+        offs = (pid % TARGETS) * BM * D + tl.arange(0, BM)[:, None] * D + tl.arange(0, D)[None, :]
+        val = tl.full((BM, D), 1.0, tl.float32)
+        for _ in range(ITERS):
+            tl.atomic_add(out + offs, val)
+
+    return tile_atomics
+
+
+def atomic_bandwidth(torch, ctas: int = 2048, sharers: int = 32, iters: int = 16, bm: int = 64, d: int = 64) -> dict:
+    """fp32 atomic-add payload bytes/s, as FlashAttention-2's backward issues them: 64×64 fp32 tiles,
+    ``sharers`` CTAs adding into the same tile at once (the K/V blocks of one head into one dQ block)."""
+    import triton
+
+    out = {}
+    kernel = _atomic_kernel()
+    for label, targets in (("atomic_shared", ctas // sharers), ("atomic_distinct", ctas)):
+        buf = torch.zeros(targets * bm * d, dtype=torch.float32, device="cuda")
+        run = lambda: kernel[(ctas,)](buf, targets, ITERS=iters, BM=bm, D=d, num_warps=4)  # noqa: E731
+        run()
+        t = triton.testing.do_bench(run, warmup=10, rep=50) * 1e-3
+        out[label] = ctas * iters * bm * d * 4 / t
+    return out
+
+
 def _empty_kernel():
     import triton
 
@@ -223,6 +255,7 @@ def run_all(progress=print) -> dict:
         ("tiles", lambda: {f"tile_{n}_d{d}": tile_flops(torch, dt, d) for n, dt in
                            (("fp16", torch.float16), ("bf16", torch.bfloat16)) for d in (64, 128)}),
         ("launch", lambda: launch_overhead(torch)),
+        ("atomics", lambda: atomic_bandwidth(torch)),
         ("latency", lambda: {"latency_l2": load_latency(torch, 4 * 2**20),
                              "latency_dram": load_latency(torch, 2 * GiB)}),
     ]
@@ -294,6 +327,11 @@ def calibrated_profile(base: dict, raw: dict, provenance: dict) -> tuple[dict, l
         put("launch_overhead", raw["launch_triton_empty"] / UNIT_SCALE[unit], unit,
             "empty Triton kernels back to back behind torch.cuda._sleep (GPU-side cost, CPU launch cost hidden); "
             "median of 15 x 200 launches")
+    if "atomic_shared" in raw:
+        unit = fields.get("l2_atomic_bandwidth", {}).get("unit", "GB/s")
+        put("l2_atomic_bandwidth", raw["atomic_shared"] / UNIT_SCALE[unit], unit,
+            "fp32 tl.atomic_add of 64x64 tiles, 32 CTAs per target tile at once (FlashAttention-2 backward's dQ); "
+            f"payload bytes / time; distinct targets: {raw.get('atomic_distinct', 0) / 1e9:.0f} GB/s")
     for key, name, where in (("latency_l2", "l2_latency", "4 MiB (in L2)"), ("latency_dram", "dram_latency", "2 GiB")):
         if key in raw:
             unit = fields.get(name, {}).get("unit", "ns")
@@ -302,7 +340,7 @@ def calibrated_profile(base: dict, raw: dict, provenance: dict) -> tuple[dict, l
                 f"median time / 4096 hops")
     out["fields"] = fields
     out["calibration"] = dict(provenance, raw={k: float(f"{v:.6g}") for k, v in sorted(raw.items())},
-                              raw_units="bytes/s for dram_* and l2_*, FLOP/s for matmul_* and tile_*, seconds for launch_* and latency_*")
+                              raw_units="bytes/s for dram_*, l2_* and atomic_*, FLOP/s for matmul_* and tile_*, seconds for launch_* and latency_*")
     return out, rows
 
 
