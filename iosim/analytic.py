@@ -45,11 +45,17 @@ def paper_flash1(config: RunConfig, block_n: int) -> dict:
     return {"read": reads * k, "write": writes * k}
 
 
-def paper_flash2(config: RunConfig, block_m: int) -> dict:
-    """FlashAttention-2's forward loop as written: Q once, K and V once per Q block, O and L once."""
+def paper_flash2(config: RunConfig, block_m: int, block_n: int = 128) -> dict:
+    """FlashAttention-2 as written: forward reads Q once and K, V once per Q block, writes O and L once;
+    backward (Algorithm 2) computes D = rowsum(dO∘O), then per K/V block re-reads Q, O, dO, dQ, L, D
+    and writes dQ back, writing dK and dV once."""
     p = config.problem
-    n, d, tr = p.seq_q, p.head_dim, _cdiv(p.seq_q, block_m)
-    return {"read": (n * d + tr * 2 * n * d) * p.bh * p.elem_bytes, "write": (n * d + n) * p.bh * p.elem_bytes}
+    n, d, tr, tc = p.seq_q, p.head_dim, _cdiv(p.seq_q, block_m), _cdiv(p.seq_k, block_n)
+    reads, writes = n * d + tr * 2 * n * d, n * d + n
+    if p.backward:
+        reads += 2 * n * d + 2 * n * d + tc * (4 * n * d + 2 * n)
+        writes += n + tc * n * d + 2 * n * d
+    return {"read": reads * p.bh * p.elem_bytes, "write": writes * p.bh * p.elem_bytes}
 
 
 def paper_bytes(config: RunConfig) -> dict:
@@ -60,7 +66,7 @@ def paper_bytes(config: RunConfig) -> dict:
         return paper_standard(config)
     if config.algo == "flash1":
         return paper_flash1(config, flash1.tiling(config)["block_n"])
-    return paper_flash2(config, flash2.forward_tiling(config)["block_m"])
+    return paper_flash2(config, flash2.forward_tiling(config)["block_m"], flash2.backward_tiling(config)["block_n"])
 
 
 # -- exact per-kernel counts without a cache --------------------------------------------------------
@@ -144,6 +150,15 @@ def _standard(p, t, eager, add):
     kv_out = bh if p.group > 1 else p.bh_kv
     add(nn + bh * tk * nq * d * e, kv_out * nk * d * e)  # dV = PᵀdO
     outer()  # dP = dO Vᵀ
+    if eager:
+        add(2 * nn, nn)  # elementwise over dP and P
+        add(2 * nn, nn)  # ATen softmax backward
+        add(nn, nn)  # scale backward
+        add(nn + bh * tk * nq * d * e, kv_out * nk * d * e)  # dK = dSᵀQ
+        add(nn + bh * tm * nk * d * e, bh * nq * d * e)  # dQ = dS K
+        if p.group > 1:
+            add(2 * bh * nk * d * e, 2 * p.bh_kv * nk * d * e)
+        return
     add(2 * nn, nn)  # dS
     add(nn + bh * tm * nk * d * e, bh * nq * d * e)  # dQ = dS K
     add(nn + bh * tk * nq * d * e, kv_out * nk * d * e)  # dK = dSᵀQ

@@ -19,7 +19,6 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullForma
 from . import analytic
 from .config import RunConfig
 from .report import human_bytes, human_time
-from .result import RunResult
 
 FORMATS = ("png", "svg", "pdf")
 LEVEL_TITLE = {"hbm": "HBM (DRAM) traffic", "l2": "L2 traffic", "sram": "SRAM traffic", "host": "host traffic"}
@@ -214,19 +213,25 @@ def _series(results, by=None) -> dict:
 def _style(key, results, gpu_in_label: bool = True) -> dict:
     """Colour by algorithm, marker by GPU; without the GPU in the label (a panel per GPU) one marker for all."""
     gpu, algo, sig = key
-    label = f"{algo} ({gpu})" if gpu_in_label else algo
-    if len({_signature(r.config) for r in results}) > 1 and sig:
-        label += " " + _describe(sig)
+    label = (f"{algo} ({gpu})" if gpu_in_label else algo) + _shape_suffix(sig, results)
     marker = GPU_MARKERS[_gpus(results).index(gpu) % len(GPU_MARKERS)] if gpu_in_label else "o"
     return dict(color=ALGO_COLOUR.get(algo, "C7"), marker=marker, markersize=4, linewidth=1.5, label=label)
 
 
-def _describe(sig) -> str:
+def _shape_suffix(sig, results) -> str:
+    """The fields of ``sig`` that vary among the results (`` causal``, `` d=128``), or nothing."""
+    sigs = {_signature(r.config) for r in results}
+    if not sig or len(sigs) < 2:
+        return ""
+    varying = [i for i in range(len(sig)) if len({x[i] for x in sigs}) > 1]
+    return " " + " ".join(_describe(sig)[i] for i in varying)
+
+
+def _describe(sig) -> list:
     d, bh, group, dtype, causal, backward, mode, bm, bn, order = sig
-    parts = [f"d={d}", f"B·H={bh}", dtype, "causal" if causal else "", "fwd+bwd" if backward else "",
-             f"GQA {group}" if group > 1 else "", mode if mode != "plain" else "",
-             f"{bm}×{bn}" if bm or bn else "", order if order != "rows" else ""]
-    return " ".join(p for p in parts if p)
+    return [f"d={d}", f"B·H={bh}", f"GQA {group}", dtype, "causal" if causal else "non-causal",
+            "fwd+bwd" if backward else "fwd", mode, f"block_m={bm or 'default'}", f"block_n={bn or 'default'}",
+            f"{order} order"]
 
 
 def _problem_title(results) -> str:
@@ -262,7 +267,7 @@ def _resolved_tiling(config: dict) -> dict:
 def _paper_lines(ax, results) -> None:
     """The paper's closed-form HBM accesses, dashed, once per algorithm and problem shape."""
     for (gpu, algo, sig), rs in _series(results).items():
-        label = f"paper formula: {algo}"
+        label = f"paper formula: {algo}" + _shape_suffix(sig, results)
         if label in [line.get_label() for line in ax.get_lines()]:
             continue
         counts = [sum(analytic.paper_bytes(RunConfig.from_dict(_config_only(r.config))).values()) for r in rs]
@@ -279,7 +284,7 @@ def _config_only(config: dict) -> dict:
 
 
 def _measured_cases(measured, results, need: str = "counters") -> list:
-    """(gpu name, impl, case) for each measured case that matches a plotted series, without its N."""
+    """(gpu name, impl, case) for each measured case with a plotted result's algorithm, problem and N."""
     if measured is None:
         return []
     files = measured if isinstance(measured, (list, tuple)) else [measured]

@@ -3,7 +3,8 @@
 Levels, as in the FlashAttention papers: ``sram`` is on-chip shared memory (``write_bytes``: bytes
 landed in it from L2; ``read_bytes``: operand bytes the math read from it), ``l2`` the L2 as the SMs
 see it (loads and stores, each CTA counted), ``hbm`` device memory (what Nsight Compute's
-``dram__bytes_read/write`` count), ``host`` host memory over the host link. Every result converts to
+``dram__bytes_read/write`` count per kernel; a plain run adds the final write-back of what is still
+dirty in L2), ``host`` host memory over the host link. Every result converts to
 plain JSON and back unchanged.
 """
 from __future__ import annotations
@@ -63,13 +64,16 @@ class RunResult:
     hbm_capacity_bytes: int
     timeline: dict = field(default_factory=dict)  # {"t_s": [...], level: [bytes per bin]}
     events: int = 0
+    final_writeback_bytes: int = 0  # plain mode: dirty L2 bytes written back after the last kernel
 
     @property
     def levels(self) -> dict:
+        """Bytes per level over the whole call; HBM writes include the final write-back (plain mode)."""
         out = {lv: Traffic() for lv in LEVELS}
         for k in self.kernels:
             for lv in LEVELS:
                 out[lv] = out[lv] + k.levels[lv]
+        out["hbm"] = out["hbm"] + Traffic(0, self.final_writeback_bytes)
         return out
 
     @property
@@ -124,6 +128,7 @@ class RunResult:
             },
             "roofline_time_s": self.roofline_time_s,
             "kernels": [_kernel_dict(k) for k in self.kernels],
+            "final_writeback_bytes": self.final_writeback_bytes,
             "timeline": self.timeline,
             "events": self.events,
         }
@@ -136,7 +141,8 @@ class RunResult:
             for k in d["kernels"]
         )
         return cls(d["config"], d["gpu"], d["mode"], kernels, d["time_s"], d["peak_hbm_bytes"],
-                   d["hbm_capacity_bytes"], d.get("timeline", {}), d.get("events", 0))
+                   d["hbm_capacity_bytes"], d.get("timeline", {}), d.get("events", 0),
+                   d.get("final_writeback_bytes", 0))
 
 
 def _kernel_dict(k: KernelResult) -> dict:
