@@ -10,23 +10,24 @@ shows two views of each: DRAM (``hbm`` read + write, what ``dram__bytes`` counts
 write: every load and store the SMs send below SRAM, hit or miss, i.e. what a count with no cache
 sees; atomic adds are counted once, where a no-cache count reads and writes them).
 
-Why the paper's "HBM R/W" for standard attention matches iosim's L2 view rather than its DRAM view
-(numbers this script printed on the A100 80 GB profile when this was written): PyTorch's eager path
-moves 41.3 GB through the L2 (iosim/paper = 1.03) but only 29.5 GB to and from DRAM (0.73). The paper
-counts every access below SRAM as though there were no cache, which is what the L2 view counts (each
-CTA's loads and stores, hit or miss); on the A100 the 40 MB L2 absorbs 11.8 GB of re-reads — the matmul
-CTAs' re-reads of Q, K, V and dO tiles (7.5 GB) and ATen softmax's second and third passes over each row
-of S (4.3 GB) — while the N×N matrices themselves (2.1 GB each in fp16) are far larger than the L2 and
-reach DRAM in both views. The closeness is partly luck: the paper's GPT-2 run also had mask and dropout
-passes that iosim does not schedule (each another N×N read + write, about 4.3 GB in either view), and
-the paper's own Algorithm 0 + 3 count, 25.2 GB, equals iosim's DRAM view of the fused-scale ``standard``
-path. FlashAttention fits neither view: iosim's flash1 (Algorithm 1's forward, whose fp32 O, ℓ, m are
-re-read and re-written once per K/V block, then FlashAttention-2's backward) moves 12.3 GB through L2
-and 8.7 GB through DRAM, 2.8× and 2.0× the paper's 4.4 GB, and Algorithm 1 + 4 at iosim's tiles (B_c =
-128) is itself 9.6 GB, so the 4.4 GB describes the paper's CUDA kernels, counted or measured in a way
-the paper does not describe; the nearest iosim number is flash2's DRAM view (2.8 GB, 0.64×). The paper's
-GFLOPs do not follow the 4·B·H·N²·d convention either (962 GFLOP with the backward); only their ratio
-(1.13) compares with iosim's (1.17: the backward recomputes S and P).
+Why the views differ, and which one the paper's "HBM R/W" is (numbers this script printed on the A100
+80 GB profile when this was written): for standard attention the paper's 40.3 GB matches iosim's
+DRAM view of PyTorch's eager path — 40.27 GB (iosim/paper = 1.00) for the forward (QKᵀ, scaling,
+ATen's softmax, PV) and autograd's seven backward kernels — while the L2 view of the same run is
+52.1 GB (1.29×): the 40 MB L2 absorbs 11.8 GB of re-reads (matmul CTAs re-reading Q, K, V and dO
+tiles, ATen softmax's second and third pass over each row of S), but the N×N matrices (2.1 GB each in
+fp16) dwarf it, so every one of them still crosses DRAM once per kernel. The paper's own Algorithm
+0 + 3 count, 25.2 GB, undercounts the real path because PyTorch launches more N² passes than the
+algorithm has (a separate scale, a three-pass softmax, autograd's extra elementwise kernel); it
+happens to equal iosim's DRAM view of the fused-scale ``standard`` kernels. For FlashAttention the
+L2 view is the cache-less count and the DRAM view the measurable one, and they differ by the L2's
+re-use of K/V (and, for flash1, of the fp32 O, ℓ, m it rewrites per K/V block): flash2 moves 8.3 GB
+through L2 and 2.8 GB through DRAM (0.64× the paper's 4.4 GB), flash1 12.3 GB and 8.7 GB (2.0×), and
+Algorithm 1 + 4 at iosim's tiles is itself 9.6 GB, so the paper's 4.4 GB describes its own CUDA
+kernels, measured or counted in a way the paper does not describe. Runtimes are on the 80 GB part's 2.0 TB/s, against the paper's (likely 40 GB, 1.56 TB/s)
+A100, and without the GPT-2 run's mask and dropout passes. The paper's GFLOPs do not follow the
+4·B·H·N²·d convention (962 GFLOP with the backward); only their ratio (1.13) compares with iosim's
+(1.17: the backward recomputes S and P).
 
     python experiments/fa_paper_fig2.py [--gpu a100] [--jobs 2]
 """
@@ -83,8 +84,8 @@ def main():
           f"{p.dtype} forward+backward on {results[0].gpu}, plain mode")
     print(table(rows(results)))
     print("\nratio = iosim / paper. DRAM = hbm read+write; L2 = l2 read+write (a count with no cache). "
-          "formula = the paper's closed form (Alg 0+3 standard, Alg 1+4 flash1, FA-2 forward loop for flash2 —\n"
-          f"that one has no backward term) at iosim's tiles. GFLOPs = tensor-core FLOPs iosim executes; the "
+          "formula = the paper's closed form (Alg 0+3 standard, Alg 1+4 flash1, FA-2 Algorithms 1+2 for flash2)\n"
+          f"at iosim's tiles. GFLOPs = tensor-core FLOPs iosim executes; the "
           f"4·B·H·N²·d·3.5 convention gives {p.flops() / 1e9:.1f}.")
     hit = {r.config["algo"]: r.l2_hit_rate for r in results}
     print("L2 hit rate: " + ", ".join(f"{a} {100 * h:.0f}%" for a, h in hit.items()))
