@@ -29,6 +29,7 @@ from .result import KernelResult, RunResult, Traffic
 
 LINES_PER_L2 = 256  # an L2 line of the model is at most 1/256 of the cache (see iosim.layout)
 MIN_LINE = 4096  # bytes; lines never get smaller, so a tiny L2 stays fast
+LINES_PER_SLICE = 1024
 TIMELINE_BINS = 100
 
 
@@ -47,7 +48,9 @@ class Engine:
         capacity = profile.l2_bytes if l2_bytes is None else l2_bytes
         line = max(MIN_LINE, capacity // (LINES_PER_L2 * profile.l2_partitions))
         self.index = {t.name: n for n, t in enumerate(schedule.tensors)}
-        self.geoms = [LineGeometry.for_tensor(t, line) for t in schedule.tensors]
+        # A slice far larger than the L2 (S and P at large N) streams through it: its lines may be
+        # coarser, so that the cost of a pass stays bounded (at most LINES_PER_SLICE lines a slice).
+        self.geoms = [LineGeometry.for_tensor(t, max(line, t.slice_bytes // LINES_PER_SLICE)) for t in schedule.tensors]
         self.places = [t.placement for t in schedule.tensors]
         dirty_limit = profile.l2_dirty_limit
         replicas = profile.l2_partitions if l2_bytes is None else 1
