@@ -42,6 +42,7 @@ class Engine:
         self.env = simpy.Environment()
         self.dtype = schedule.config.problem.dtype
         self.rate = rates(profile, self.dtype)
+        self.kernel_rate = {m: rates(profile, self.dtype, m) for m in ("fwd", "bwd")}
         self.links = {lv: Link(lv, self.rate[lv]) for lv in ("hbm", "l2", "host")}
         # Atomic adds are served by the L2's atomic units at their own rate, where the profile has it.
         self.atomics = Link("atomic", profile.l2_atomic_bandwidth) if profile.l2_atomic_bandwidth else None
@@ -56,6 +57,7 @@ class Engine:
         replicas = profile.l2_partitions if l2_bytes is None else 1
         self.l2 = L2Cache(capacity, {"hbm": self.links["hbm"], "host": self.links["host"]}, self.places, dirty_limit,
                           replicas)
+        self.overlap = profile.math_overlap or 0.0
         self.per_sm = [ctas_per_sm(k, profile) for k in schedule.kernels]  # refuses tiles that don't fit, up front
         self.resident = 0
         self.events = 0
@@ -119,6 +121,7 @@ class Engine:
         env, l2, links, geoms, places, index = self.env, self.l2, self.links, self.geoms, self.places, self.index
         who = (len(self.records), g0)  # this cohort: its lines are private until another cohort touches them
         stages = kernel.stages
+        rate = self.kernel_rate[kernel.mma]
         sms = self.profile.sm_count
         lat_dram, lat_l2 = self.profile.dram_latency or 0.0, self.profile.l2_latency or 0.0
         first = True
@@ -142,7 +145,8 @@ class Engine:
             ready = max(ready, links["l2"].reserve(now, moved))
             # each CTA gets its SM's math units, shared with the CTAs resident beside it
             share = max(1, -(-self.resident // sms))
-            math = compute_time(step.flops, self.rate) * sms * share if step.active else 0.0
+            overlap = self.overlap if share > 1 else 0.0
+            math = compute_time(step.flops, rate, overlap) * sms * share if step.active else 0.0
             self._math[0] += step.flops.tensor * step.active
             self._math[1] += step.flops.simt * step.active
             self._math[2] += step.flops.sfu * step.active
@@ -186,7 +190,7 @@ class Engine:
             name=kernel.name, ctas=kernel.ctas, ctas_per_sm=per_sm, waves=kernel.ctas / slots, levels=levels,
             l2_hit_bytes=st.hit_bytes - hit, l2_miss_bytes=st.miss_bytes - miss, flops=flops,
             dirty_left_bytes=self.l2.dirty, start_s=start, time_s=self.env.now - start,
-            roofline=roofline(levels, flops, self.profile, self.dtype),
+            roofline=roofline(levels, flops, self.profile, self.dtype, kernel.mma),
         )
 
     def _timeline(self) -> dict:

@@ -45,7 +45,8 @@ REQUIRED: dict[str, str | None] = {
     "dram_efficiency": "fraction", "l2_efficiency": "fraction", "tensor_efficiency": "fraction",
 }
 OPTIONAL: dict[str, str | None] = {"l2_dirty_limit": "size", "dram_latency": "time", "l2_latency": "time",
-                                   "l2_atomic_bandwidth": "bandwidth"}
+                                   "l2_atomic_bandwidth": "bandwidth", "math_overlap": "fraction",
+                                   "tensor_efficiency_bwd": "fraction"}
 _ENTRY_KEYS = ("value", "unit", "source", "note")
 _TOP_KEYS = ("schema_version", "name", "arch", "fields", "calibration")
 _ATTR = {"boost_clock": "clock_hz"}  # YAML field -> Profile attribute where the names differ
@@ -93,6 +94,8 @@ class Profile:
     dram_latency: float | None = None  # load-to-use latency of a DRAM access, one dependent load at a time
     l2_latency: float | None = None  # the same for an L2 hit
     l2_atomic_bandwidth: float | None = None  # fp32 atomic-add payload the L2 sustains, B/s
+    tensor_efficiency_bwd: float | None = None  # tensor_efficiency for the backward's tile shapes
+    math_overlap: float | None = None  # share of the shorter of tensor-core / SIMT+SFU time hidden by co-resident CTAs
     sources: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), hash=False, repr=False)
     calibration: Mapping[str, Any] | None = field(default=None, hash=False, repr=False)
 

@@ -97,6 +97,7 @@ class Kernel:
     order: str = "rows"
     warps: int = 4
     stages: int = 2  # software pipeline depth: >= 2 overlaps a step's loads with its math
+    mma: str = "fwd"  # which calibrated tensor-core efficiency its tile shapes run at ("fwd" or "bwd")
     smem_bytes: int = 0
     regs_per_thread: int = 64
     extents: tuple = ()  # (tensor name, rows, cols) to clip rectangles against

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import re
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -125,6 +126,54 @@ def tile_flops(torch, dtype, head_dim: int, iters: int = 256) -> float:
     fn()
     seconds = time_fn(fn).median_s
     return programs * iters * 4.0 * bm * bn * head_dim / seconds
+
+
+def _bwd_tile_kernel():
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def tile_mma_bwd(Q, DO, K, V, OUT, DQ, N_Q, ITERS: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
+                     D: tl.constexpr):
+        """The five matmuls of FlashAttention-2's backward per Q block, on a resident K/V block, no softmax."""
+        pid = tl.program_id(0)
+        rm, rn, rd = tl.arange(0, BM), tl.arange(0, BN), tl.arange(0, D)
+        k = tl.load(K + rn[:, None] * D + rd[None, :])
+        v = tl.load(V + rn[:, None] * D + rd[None, :])
+        dk = tl.zeros([BN, D], tl.float32)
+        dv = tl.zeros([BN, D], tl.float32)
+        dq = tl.zeros([BM, D], tl.float32)
+        for i in range(ITERS):
+            j = (pid + i) % N_Q
+            q = tl.load(Q + j * BM * D + rm[:, None] * D + rd[None, :])
+            do = tl.load(DO + j * BM * D + rm[:, None] * D + rd[None, :])
+            st = tl.dot(k, tl.trans(q)).to(q.dtype)  # Sᵀ (recomputed scores)
+            dv = tl.dot(st, do, dv)  # dV += Pᵀ dO
+            dpt = tl.dot(v, tl.trans(do)).to(q.dtype)  # dPᵀ = V dOᵀ
+            dk = tl.dot(dpt, q, dk)  # dK += dSᵀ Q
+            dq = tl.dot(tl.trans(dpt), k, dq)  # dQ = dS K
+        tl.store(OUT + pid * BN * D + rn[:, None] * D + rd[None, :], dk + dv)
+        tl.store(DQ + pid * BM * D + rm[:, None] * D + rd[None, :], dq)
+
+    return tile_mma_bwd
+
+
+def bwd_tile_flops(torch, dtype, head_dim: int, iters: int = 128) -> float:
+    """FLOP/s of the backward's five matmuls on 128 K/V rows × 64 Q rows × d tiles, 8 warps (its default)."""
+    kernel = _bwd_tile_kernel()
+    bm, bn, n_q = 64, 128, 16
+    programs = torch.cuda.get_device_properties(0).multi_processor_count
+    q = torch.randn(n_q * bm, head_dim, dtype=dtype, device="cuda") * 0.05
+    do = torch.randn(n_q * bm, head_dim, dtype=dtype, device="cuda") * 0.05
+    k = torch.randn(bn, head_dim, dtype=dtype, device="cuda")
+    v = torch.randn(bn, head_dim, dtype=dtype, device="cuda")
+    out = torch.empty(programs * bn, head_dim, dtype=torch.float32, device="cuda")
+    dq = torch.empty(programs * bm, head_dim, dtype=torch.float32, device="cuda")
+    fn = lambda: kernel[(programs,)](q, do, k, v, out, dq, n_q, ITERS=iters, BM=bm, BN=bn, D=head_dim,  # noqa: E731
+                                     num_warps=8, num_stages=2)
+    fn()
+    seconds = time_fn(fn).median_s
+    return programs * iters * 10.0 * bm * bn * head_dim / seconds
 
 
 def matmul_flops(torch, dtype, n: int = 8192) -> float:
@@ -254,6 +303,7 @@ def run_all(progress=print) -> dict:
                             (("fp16", torch.float16), ("bf16", torch.bfloat16))}),
         ("tiles", lambda: {f"tile_{n}_d{d}": tile_flops(torch, dt, d) for n, dt in
                            (("fp16", torch.float16), ("bf16", torch.bfloat16)) for d in (64, 128)}),
+        ("bwd tiles", lambda: {f"tile_bwd_fp16_d{d}": bwd_tile_flops(torch, torch.float16, d) for d in (64, 128)}),
         ("launch", lambda: launch_overhead(torch)),
         ("atomics", lambda: atomic_bandwidth(torch)),
         ("latency", lambda: {"latency_l2": load_latency(torch, 4 * 2**20),
@@ -322,6 +372,13 @@ def calibrated_profile(base: dict, raw: dict, provenance: dict) -> tuple[dict, l
             f"Triton loop of S = Q K^T, O += P V on 128x64x{best.rsplit('_d', 1)[1]} fp16 tiles, "
             f"{tiles[best] / 1e12:.0f} TFLOP/s / tensor_flops_fp16 {peak / 1e12:.1f} TFLOP/s"
             + (f"; cuBLAS 8192^3 fp16 {raw['matmul_fp16'] / 1e12:.0f} TFLOP/s" if "matmul_fp16" in raw else ""))
+    bwd = {k: v for k, v in raw.items() if k.startswith("tile_bwd_fp16")}
+    if bwd:
+        peak = _si(fields["tensor_flops_fp16"], "tensor_flops_fp16")
+        put("tensor_efficiency_bwd", statistics.median(bwd.values()) / peak, "fraction",
+            "Triton loop of FlashAttention-2 backward's five matmuls (128 K/V x 64 Q rows, 8 warps), fp16, "
+            + ", ".join(f"d={k.rsplit('_d', 1)[1]}: {v / 1e12:.0f} TFLOP/s" for k, v in sorted(bwd.items()))
+            + f"; median / tensor_flops_fp16 {peak / 1e12:.1f} TFLOP/s")
     if "launch_triton_empty" in raw:
         unit = fields.get("launch_overhead", {}).get("unit", "us")
         put("launch_overhead", raw["launch_triton_empty"] / UNIT_SCALE[unit], unit,

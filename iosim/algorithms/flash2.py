@@ -111,7 +111,7 @@ def backward_kernels(ts: TensorSet, config: RunConfig, tiling: dict) -> list:
         end_flops=Flops(simt=2.0 * bn * d),
         iter_sram=4 * bm * d * eb,
         causal="start" if p.causal else "", kv_group=p.group, heads=p.heads, kv_heads=p.kv_heads,
-        order="rows", warps=warps, stages=stages,
+        order="rows", warps=warps, stages=stages, mma="bwd",
         smem_bytes=eb * d * (2 * bn + 2 * bm * stages) + 2 * FP32 * bm * stages,
         regs_per_thread=regs_estimate(2 * bn * d + 2 * bm * bn, 0, warps),
         extents=extents(ts, ("K", "V", "Q", "dO", "LSE", "D", "dQacc", dk, dv)),
