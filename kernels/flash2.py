@@ -27,6 +27,11 @@ ALGO = "flash2"
 DEFAULTS = {"block_m": 128, "block_n": 64, "warps": 4, "stages": 2, "grid_order": "rows"}
 BWD_DEFAULTS = {"block_m": 64, "block_n": 128, "warps": 8, "stages": 2, "grid_order": "rows"}
 GRID_ORDERS = ("rows", "heads")
+# Memory ordering of the dQ atomic adds: each CTA only accumulates and nothing reads dQ before the
+# kernel ends, so no ordering is needed. Triton's default, "acq_rel", fences every add: on an H100
+# (fp16, N = 4096, 4 × 16 heads) the backward ran at 116 / 130 TFLOP/s (d = 64 / 128) with it and
+# 258 / 337 TFLOP/s relaxed.
+ATOMIC_SEM = "relaxed"
 LAUNCHES: list[dict] = []
 
 
@@ -145,7 +150,7 @@ def flash2_bwd_pre(O, DO, DELTA, NQ, D: tl.constexpr, BM: tl.constexpr):
 
 @triton.jit
 def flash2_bwd(Q, K, V, DO, LSE, DELTA, DQ, DK, DV, H, HKV, NQ, NK, sm_scale, CAUSAL: tl.constexpr,
-               D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr):
+               D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, SEM: tl.constexpr):
     """One (K/V block j, bh) per CTA. Read BN·d of K and of V once; per visited Q block read BM·d of Q
     and of dO and BM each of LSE and D, and atomically add BM·d (fp32) into dQ; write BN·d of dK and dV."""
     j = tl.program_id(0)
@@ -182,7 +187,7 @@ def flash2_bwd(Q, K, V, DO, LSE, DELTA, DQ, DK, DV, H, HKV, NQ, NK, sm_scale, CA
         ds_t = (p_t * (dp_t - delta[None, :])).to(do.dtype)
         dk = mma(ds_t, tl.trans(q_t), dk)
         d_q = mma(tl.trans(ds_t), k, tl.zeros((BM, D), dtype=tl.float32)) * sm_scale
-        tl.atomic_add(DQ + q_off, d_q, mask=rows[:, None] < NQ)
+        tl.atomic_add(DQ + q_off, d_q, mask=rows[:, None] < NQ, sem=SEM)
     out_off = bh.to(tl.int64) * NK * D + cols[:, None] * D + ds[None, :]
     tl.store(DK + out_off, (dk * sm_scale).to(DK.dtype.element_ty), mask=cols[:, None] < NK)
     tl.store(DV + out_off, dv.to(DV.dtype.element_ty), mask=cols[:, None] < NK)
@@ -258,7 +263,7 @@ def backward(do, q, k, v, o, lse, causal, scale, cfg, launches):
     dk_h = torch.empty((B, H, NK, D), device=q.device, dtype=q.dtype)
     dv_h = torch.empty_like(dk_h)
     launch(launches, flash2_bwd, (triton.cdiv(NK, BN), B * H), q, k, v, do, lse, delta, dq_acc, dk_h, dv_h,
-           H, HKV, NQ, NK, scale, CAUSAL=causal, D=D, BM=BM, BN=BN, num_warps=w, num_stages=st)
+           H, HKV, NQ, NK, scale, CAUSAL=causal, D=D, BM=BM, BN=BN, SEM=ATOMIC_SEM, num_warps=w, num_stages=st)
     d_k, d_v = _common.reduce_gqa(dk_h, HKV), _common.reduce_gqa(dv_h, HKV)  # torch sums, GQA only
     return dq_acc.to(q.dtype), d_k, d_v
 
