@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from iosim.profiles import (
+    OPTIONAL,
     REQUIRED,
     ProfileError,
     build_profile,
@@ -118,7 +119,7 @@ def test_format_quantity_picks_the_largest_exact_unit():
 def test_summary_rows_show_every_field_with_unit_and_source():
     rows = load_profile("h100").summary_rows()
     # every required field, then the optional ones the file sets
-    assert [r[0] for r in rows] == list(REQUIRED) + ["math_overlap"]
+    assert [r[0] for r in rows] == list(REQUIRED) + [f for f in OPTIONAL if f in ("l2_dirty_limit", "math_overlap")]
     by_field = {f: (v, s) for f, v, s in rows}
     assert by_field["l2_bytes"][0] == "50 MiB"
     assert by_field["hbm_bandwidth"][0] == "3.35 TB/s"
