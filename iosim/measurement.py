@@ -23,10 +23,10 @@ import csv
 import io
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from .files import atomic_write_text
 
 from iosim.config import ALGOS, DTYPE_BYTES
 
@@ -440,21 +440,9 @@ def csv_rows(m: Measurement) -> list[dict]:
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path`` and rename it over ``path``: all or nothing."""
+    """Write ``text`` over ``path`` all or nothing, creating its folder."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    atomic_write_text(path, text)
 
 
 def dump_measurement(m: Measurement, path) -> tuple[Path, Path]:

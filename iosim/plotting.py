@@ -9,8 +9,6 @@ measured points are large open markers.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 from matplotlib.figure import Figure
@@ -18,6 +16,7 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullForma
 
 from . import analytic
 from .config import RunConfig
+from .files import atomic_open
 from .report import human_bytes, human_time
 
 FORMATS = ("png", "svg", "pdf")
@@ -150,18 +149,8 @@ def check_output(path) -> tuple[Path, str]:
 def save(fig: Figure, path) -> Path:
     """Write ``fig`` in the format its extension names, atomically: a temporary file, then a rename."""
     path, fmt = check_output(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".{fmt}", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format=fmt, dpi=PNG_DPI)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it 0600; give it an ordinary file's mode
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format=fmt, dpi=PNG_DPI)
     return path
 
 
@@ -362,12 +351,6 @@ def _bytes_formatter(x, _pos=None) -> str:
 
 def _time_formatter(x, _pos=None) -> str:
     return human_time(x)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 __all__ = ["PlotError", "io_vs_seqlen", "runtime_vs_seqlen", "block_sweep", "memory_vs_seqlen", "save",

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import fields
 from pathlib import Path
 from typing import Callable, Iterable
 
 from .config import ConfigError, RunConfig
+from .files import atomic_write_text
 from .profiles import Profile, ProfileError
 from .result import KernelResult, LEVELS, RunResult
 from .simulate import simulate
@@ -102,17 +101,7 @@ def save_results(results: Iterable[RunResult], path) -> Path:
         raise SweepError(f"{path}: folder {path.parent} does not exist")
     doc = {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "results": [r.to_dict() for r in results]}
     text = json.dumps(doc, indent=1, allow_nan=False) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it 0600; give it an ordinary file's mode
-        os.replace(tmp, path)
-    except BaseException:
-        _unlink(tmp)
-        raise
+    atomic_write_text(path, text)
     return path
 
 
@@ -190,19 +179,6 @@ def _check_kernel(k, where: str) -> str | None:
 
 def _nonnegative(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x >= 0
-
-
-def _unlink(p) -> None:
-    try:
-        os.unlink(p)
-    except OSError:
-        pass
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 __all__ = ["SweepError", "run", "save_results", "load_results", "SCHEMA", "SCHEMA_VERSION"]

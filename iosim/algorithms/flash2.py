@@ -31,7 +31,7 @@ def forward_tiling(config: RunConfig) -> dict:
 
 
 def backward_tiling(config: RunConfig) -> dict:
-    t, d = config.tiling, config.problem.head_dim
+    t = config.tiling
     return dict(
         block_m=t.block_m or BWD["block_m"], block_n=t.block_n or BWD["block_n"],
         warps=t.warps or BWD["warps"], stages=t.stages or BWD["stages"], grid_order="rows",

@@ -7,7 +7,7 @@ backward ``dv`` (dV = PᵀdO), ``dp`` (dP = dO Vᵀ), ``ds`` (dS = P∘(dP − r
          (dQ = scale·dS K), ``dk`` (dK = scale·dSᵀQ), and for GQA a sum over each group's heads.
 ``standard_eager`` is PyTorch's eager path: ``q @ k.T`` unscaled, then a separate ``scale`` kernel
 (one more read and write of N² elements), ``softmax`` (ATen's: three passes over each row), ``p @ v``;
-its backward is autograd's seven kernels (:func:`backward_eager`).
+its backward is autograd's seven kernels (:func:`backward`).
 """
 from __future__ import annotations
 
@@ -96,49 +96,29 @@ def forward(ts: TensorSet, config: RunConfig, eager: bool) -> list:
     return kernels
 
 
-def backward(ts: TensorSet, config: RunConfig) -> list:
+def backward(ts: TensorSet, config: RunConfig, eager: bool = False) -> list:
+    """Algorithm 3 of the paper (dV, dP, dS, dQ, dK), or with ``eager`` PyTorch autograd's kernels as
+    Nsight Compute lists them on an H100: dV = PᵀdO, dP = dO Vᵀ, a binary elementwise kernel over dP
+    and P, ATen's softmax backward (reads it and P, writes dS'), the scale's backward (dS = scale·dS'),
+    dK = dSᵀQ, dQ = dS K. Grouped-query heads end with a sum over each group."""
     p, tl = config.problem, tiling(config)
     gqa = p.group > 1
     dk, dv = ("dKh", "dVh") if gqa else ("dK", "dV")
     kv_slices = p.bh if gqa else p.bh_kv
-    kernels = [
-        _stream("dv", ts, p, tl, "P", "dO", dv, transpose=True, kv_other=False, out_rows=p.seq_k,
-                out_slices=kv_slices, kv_out=not gqa),
-        _outer("dp", ts, p, tl, "dO", "V", "dP", kv_b=True, flops_scale=0),
-        _rows("ds", ts, p, ("P", "dP"), "dS", simt_per_elem=4),
-        _stream("dq", ts, p, tl, "dS", "K", "dQ", transpose=False, kv_other=True, out_rows=p.seq_q,
-                out_slices=p.bh),
-        _stream("dk", ts, p, tl, "dS", "Q", dk, transpose=True, kv_other=False, out_rows=p.seq_k,
-                out_slices=kv_slices, kv_out=not gqa),
-    ]
-    if gqa:
-        ts.add("dK", p.bh_kv, p.seq_k, p.head_dim, p.elem_bytes)
-        ts.add("dV", p.bh_kv, p.seq_k, p.head_dim, p.elem_bytes)
-        kernels += [group_sum("sum_dk", ts, "dKh", "dK", p), group_sum("sum_dv", ts, "dVh", "dV", p)]
-    return kernels
-
-
-def backward_eager(ts: TensorSet, config: RunConfig) -> list:
-    """PyTorch autograd through matmul, scale, softmax, matmul, kernel for kernel as Nsight Compute
-    lists them on an H100: dV = PᵀdO, dP = dO Vᵀ, a binary elementwise kernel over dP and P, ATen's
-    softmax backward (reads it and P, writes dS'), the scale's backward (dS = scale·dS'), dK = dSᵀQ,
-    dQ = dS K."""
-    p, tl = config.problem, tiling(config)
-    gqa = p.group > 1
-    dk, dv = ("dKh", "dVh") if gqa else ("dK", "dV")
-    kv_slices = p.bh if gqa else p.bh_kv
-    kernels = [
-        _stream("dv", ts, p, tl, "P", "dO", dv, transpose=True, kv_other=False, out_rows=p.seq_k,
-                out_slices=kv_slices, kv_out=not gqa),
-        _outer("dp", ts, p, tl, "dO", "V", "dP", kv_b=True, flops_scale=0),
-        _rows("mul", ts, p, ("dP", "P"), "dPm", simt_per_elem=1),
-        _rows("softmax_bwd", ts, p, ("dPm", "P"), "dS2", simt_per_elem=3),
-        _rows("scale_bwd", ts, p, ("dS2",), "dS", simt_per_elem=1),
-        _stream("dk", ts, p, tl, "dS", "Q", dk, transpose=True, kv_other=False, out_rows=p.seq_k,
-                out_slices=kv_slices, kv_out=not gqa),
-        _stream("dq", ts, p, tl, "dS", "K", "dQ", transpose=False, kv_other=True, out_rows=p.seq_q,
-                out_slices=p.bh),
-    ]
+    grad_v = _stream("dv", ts, p, tl, "P", "dO", dv, transpose=True, kv_other=False, out_rows=p.seq_k,
+                     out_slices=kv_slices, kv_out=not gqa)
+    grad_p = _outer("dp", ts, p, tl, "dO", "V", "dP", kv_b=True, flops_scale=0)
+    if eager:
+        grad_s = [_rows("mul", ts, p, ("dP", "P"), "dPm", simt_per_elem=1),
+                  _rows("softmax_bwd", ts, p, ("dPm", "P"), "dS2", simt_per_elem=3),
+                  _rows("scale_bwd", ts, p, ("dS2",), "dS", simt_per_elem=1)]
+    else:
+        grad_s = [_rows("ds", ts, p, ("P", "dP"), "dS", simt_per_elem=4)]
+    grad_q = _stream("dq", ts, p, tl, "dS", "K", "dQ", transpose=False, kv_other=True, out_rows=p.seq_q,
+                     out_slices=p.bh)
+    grad_k = _stream("dk", ts, p, tl, "dS", "Q", dk, transpose=True, kv_other=False, out_rows=p.seq_k,
+                     out_slices=kv_slices, kv_out=not gqa)
+    kernels = [grad_v, grad_p, *grad_s] + ([grad_k, grad_q] if eager else [grad_q, grad_k])
     if gqa:
         ts.add("dK", p.bh_kv, p.seq_k, p.head_dim, p.elem_bytes)
         ts.add("dV", p.bh_kv, p.seq_k, p.head_dim, p.elem_bytes)
@@ -150,5 +130,5 @@ def build(ts: TensorSet, config: RunConfig) -> list:
     eager = config.algo == "standard_eager"
     kernels = forward(ts, config, eager=eager)
     if config.problem.backward:
-        kernels += backward_eager(ts, config) if eager else backward(ts, config)
+        kernels += backward(ts, config, eager)
     return kernels

@@ -110,15 +110,13 @@ def _summary_text(stats) -> str:
 
 
 def _write_plots(results, folder: Path) -> None:
+    from ..plotting import save
     from ..validation_plots import error_vs_n, scatter
 
     gpu = results[0].gpu if results else "?"
     for name, fig in (("validation_scatter.png", scatter(results, gpu)),
                       ("validation_error_vs_n.png", error_vs_n(results, gpu))):
-        tmp = folder / f".{name}.tmp.png"
-        fig.savefig(tmp, dpi=110)
-        tmp.replace(folder / name)
-        click.echo(f"wrote {folder / name}", err=True)
+        click.echo(f"wrote {save(fig, folder / name)}", err=True)
 
 
 COMMANDS = [validate]
