@@ -5,12 +5,16 @@ free (slots = SMs × resident CTAs per SM, from :mod:`iosim.occupancy`), as the 
 scheduler does; each launch instant starts one *cohort* process for the CTAs launched together
 (see :mod:`iosim.program` for why that changes no count). A cohort step issues its tile accesses
 to the :class:`~iosim.l2.L2Cache` (misses queue on the HBM or host :class:`~iosim.links.Link`),
-moves its bytes over the L2's own link, and computes on its SMs' share of the math units; with
-two or more pipeline stages the loads of a step overlap its math, with one they do not.
+moves its bytes over the L2's own link (atomics over the L2's atomic units, where measured), and
+computes on its SMs' share of the math units, overlapping part of its math with co-resident CTAs'
+(the profile's ``math_overlap``); with two or more pipeline stages the loads of a step overlap its
+math and their latency is paid once, with one stage every iteration waits for its loads.
 
 Kernel boundaries: every kernel pays the profile's launch overhead (what an empty kernel costs back
-to back). In ``plain`` mode the L2 keeps its contents from one kernel to the next. In ``ncu`` mode (Nsight Compute's default cache control) dirty lines
-are written back and the L2 invalidated before each kernel, outside any kernel's counters and time.
+to back). In ``plain`` mode the L2 keeps its contents from one kernel to the next, and what is still
+dirty at the end is counted as written back. In ``ncu`` mode (Nsight Compute's default cache
+control) dirty lines are written back and the L2 invalidated before each kernel, outside any
+kernel's counters and time.
 
 Deterministic: no randomness, and ties between processes are broken by SimPy's FIFO event order.
 """
@@ -29,7 +33,7 @@ from .result import KernelResult, RunResult, Traffic
 
 LINES_PER_L2 = 256  # an L2 line of the model is at most 1/256 of the cache (see iosim.layout)
 MIN_LINE = 4096  # bytes; lines never get smaller, so a tiny L2 stays fast
-LINES_PER_SLICE = 1024
+LINES_PER_SLICE = 1024  # a tensor slice far larger than the L2 is cut into at most this many lines
 TIMELINE_BINS = 100
 
 
