@@ -16,7 +16,10 @@ ranges the kernel ran in; the ``iosim-case-<i>`` tag there says which case a ker
 chose this text export over NVIDIA's ``ncu_report`` module (``<ncu>/extras/python``, which does
 import on the GPU machine) because the export is plain text that the tests parse from a committed
 fixture on machines without ncu or its compiled ``_ncu_report.so``, and one subprocess call replaces
-a dependency on a module found by path at run time. The price is unit handling (a small table) and
+a dependency on a module found by path at run time. NVIDIA's ``nsight-python`` (which drives ncu
+from Python and returns data frames) was the other candidate: it is not on the GPU machine, which
+cannot install packages, and it profiles annotated Python functions where we need one ncu start
+for a whole batch of cases. The price of the text export is unit handling (a small table) and
 thousands separators, both covered by the fixture, which is cut from a real export (H200,
 ncu 2025.3.1, 2026-11-25).
 
