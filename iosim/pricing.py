@@ -32,9 +32,11 @@ def compute_time(flops, rate: dict, overlap: float = 0.0) -> float:
     ``overlap`` is the share of the shorter of the two that another CTA on the same SM hides (its
     softmax runs while this one's matrix products do): 0 with one CTA per SM.
     """
-    tc = flops.tensor / rate["tensor"]
-    other = flops.simt / rate["simt"] + flops.sfu / rate["sfu"]
-    return tc + other - overlap * min(tc, other)
+    return _math(flops.tensor / rate["tensor"], flops.simt / rate["simt"] + flops.sfu / rate["sfu"], overlap)
+
+
+def _math(tensor: float, other: float, overlap: float) -> float:
+    return tensor + other - overlap * min(tensor, other)
 
 
 def roofline(levels: dict, flops: dict, profile, dtype: str, mma: str = "fwd") -> dict:
@@ -44,8 +46,9 @@ def roofline(levels: dict, flops: dict, profile, dtype: str, mma: str = "fwd") -
         "hbm": levels["hbm"].total / r["hbm"],
         "l2": (levels["l2"].total) / r["l2"],
         "host": levels["host"].total / r["host"],
-        # the tensor cores and the SIMT/SFU pipes are separate: neither can finish sooner than its own work
-        "compute": max(flops["tensor"] / r["tensor"], flops["simt"] / r["simt"] + flops["sfu"] / r["sfu"]),
+        # tensor cores, then SIMT and special functions, with the share co-resident CTAs can overlap
+        "compute": _math(flops["tensor"] / r["tensor"], flops["simt"] / r["simt"] + flops["sfu"] / r["sfu"],
+                         profile.math_overlap or 0.0),
     }
 
 

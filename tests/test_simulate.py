@@ -180,3 +180,13 @@ def test_flash_moves_far_less_hbm_than_standard_but_similar_l2():
 def test_schedule_kernels_match_the_triton_modules_order():
     names = [k.name for k in build_schedule(cfg("flash2", backward=True, kv_heads=2)).kernels]
     assert names == ["flash2_fwd", "zeros_dq", "flash2_bwd_pre", "flash2_bwd", "sum_dk", "sum_dv", "cast_dq"]
+
+
+@pytest.mark.parametrize("gpu", ["a100", "h100"])
+def test_bound_names_the_limiting_resource(gpu):
+    """Standard attention streams N² bytes through HBM; FlashAttention-2 at d = 128 is math-bound."""
+    std = simulate(RunConfig(algo="standard", problem=Problem(seq_q=4096)), gpu)
+    fa2 = simulate(RunConfig(algo="flash2", problem=Problem(seq_q=8192, head_dim=128)), gpu)
+    assert (std.bound, fa2.bound) == ("hbm", "compute")
+    # and the busy time of that resource explains most of the run
+    assert sum(k.roofline["hbm"] for k in std.kernels) > 0.6 * std.time_s
