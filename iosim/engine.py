@@ -24,7 +24,7 @@ import numpy as np
 import simpy
 
 from .algorithms import Schedule, peak_footprint
-from .l2 import ATOMIC, L2Cache
+from .l2 import ATOMIC, READ, L2Cache
 from .layout import LineGeometry
 from .links import Link
 from .occupancy import ctas_per_sm
@@ -128,11 +128,12 @@ class Engine:
         rate = self.kernel_rate[kernel.mma]
         sms = self.profile.sm_count
         lat_dram, lat_l2 = self.profile.dram_latency or 0.0, self.profile.l2_latency or 0.0
+        cta_bw = self.profile.cta_load_bandwidth
         first = True
         self.resident += g1 - g0
         for step in kernel.steps(g0, g1, line_iters, self.aggregate):
             now = env.now
-            ready, moved, missed, atomic = now, 0, False, 0
+            ready, moved, missed, atomic, loaded = now, 0, False, 0, 0
             for name, sl, r0, r1, c0, c1, kind, mult in step.accesses:
                 t = index[name]
                 place = places[t]
@@ -143,6 +144,8 @@ class Engine:
                     moved += nbytes * mult
                     if kind == ATOMIC:
                         atomic += nbytes * mult
+                    elif kind == READ:
+                        loaded += nbytes * mult
             if atomic and self.atomics is not None:
                 ready = max(ready, self.atomics.reserve(now, atomic))
                 moved -= atomic
@@ -161,7 +164,11 @@ class Engine:
             if stages > 1:
                 end = max(now + math, ready) + (latency if first else 0.0)
             else:
-                end = ready + math + latency * max(1.0, step.iters)
+                # each iteration's loads: a round trip, then as fast as one CTA keeps bytes in flight
+                serial = latency * max(1.0, step.iters)
+                if cta_bw and step.active:
+                    serial += loaded / step.active / cta_bw
+                end = ready + math + serial
             first = False
             self.events += 1
             yield env.timeout(end - now)

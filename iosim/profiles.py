@@ -46,7 +46,7 @@ REQUIRED: dict[str, str | None] = {
 }
 OPTIONAL: dict[str, str | None] = {"l2_dirty_limit": "size", "dram_latency": "time", "l2_latency": "time",
                                    "l2_atomic_bandwidth": "bandwidth", "math_overlap": "fraction",
-                                   "tensor_efficiency_bwd": "fraction"}
+                                   "tensor_efficiency_bwd": "fraction", "cta_load_bandwidth": "bandwidth"}
 _ENTRY_KEYS = ("value", "unit", "source", "note")
 _TOP_KEYS = ("schema_version", "name", "arch", "fields", "calibration")
 _ATTR = {"boost_clock": "clock_hz"}  # YAML field -> Profile attribute where the names differ
@@ -95,6 +95,7 @@ class Profile:
     l2_latency: float | None = None  # the same for an L2 hit
     l2_atomic_bandwidth: float | None = None  # fp32 atomic-add payload the L2 sustains, B/s
     tensor_efficiency_bwd: float | None = None  # tensor_efficiency for the backward's tile shapes
+    cta_load_bandwidth: float | None = None  # bytes/s one CTA moves when its loads are not pipelined
     math_overlap: float | None = None  # share of the shorter of tensor-core / SIMT+SFU time hidden by co-resident CTAs
     sources: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), hash=False, repr=False)
     calibration: Mapping[str, Any] | None = field(default=None, hash=False, repr=False)

@@ -248,6 +248,42 @@ def atomic_bandwidth(torch, ctas: int = 2048, sharers: int = 32, iters: int = 16
     return out
 
 
+def _serial_kernel():
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def serial_tiles(src, out, ITERS: tl.constexpr, ROWS: tl.constexpr, D: tl.constexpr):
+        """One CTA loads ROWS×D fp32 tiles one after another, each used before the next is issued
+        (num_stages=1, as flash1's inner loop): time per tile = latency + bytes / per-CTA bandwidth."""
+        pid = tl.program_id(0)
+        offs = tl.arange(0, ROWS)[:, None] * D + tl.arange(0, D)[None, :]
+        base = src + pid.to(tl.int64) * ITERS * ROWS * D
+        acc = tl.zeros((ROWS, D), tl.float32)
+        for i in range(ITERS):
+            acc += tl.load(base + i * ROWS * D + offs)
+            acc = acc * 0.5
+        tl.store(out + pid * ROWS * D + offs, acc)
+
+    return serial_tiles
+
+
+def cta_load_rate(torch, ctas: int = 64, iters: int = 256, d: int = 64) -> dict:
+    """Per-CTA latency and bandwidth of unpipelined tile loads from DRAM (4 warps, fp32 tiles of 32
+    and 128 rows × 64): the line through the two times per tile."""
+    kernel = _serial_kernel()
+    times = {}
+    for rows in (32, 128):
+        src = torch.randn(ctas * iters * rows * d, dtype=torch.float32, device="cuda")
+        out = torch.empty(ctas * rows * d, dtype=torch.float32, device="cuda")
+        run = lambda: kernel[(ctas,)](src, out, ITERS=iters, ROWS=rows, D=d, num_warps=4, num_stages=1)  # noqa: E731
+        run()
+        times[rows * d * 4] = time_fn(run).median_s / iters
+    (b0, t0), (b1, t1) = sorted(times.items())
+    bandwidth = (b1 - b0) / (t1 - t0)
+    return {"cta_load_bandwidth": bandwidth, "cta_load_latency": t0 - b0 / bandwidth}
+
+
 def _empty_kernel():
     import triton
 
@@ -306,6 +342,7 @@ def run_all(progress=print) -> dict:
         ("bwd tiles", lambda: {f"tile_bwd_fp16_d{d}": bwd_tile_flops(torch, torch.float16, d) for d in (64, 128)}),
         ("launch", lambda: launch_overhead(torch)),
         ("atomics", lambda: atomic_bandwidth(torch)),
+        ("serial loads", lambda: cta_load_rate(torch)),
         ("latency", lambda: {"latency_l2": load_latency(torch, 4 * 2**20),
                              "latency_dram": load_latency(torch, 2 * GiB)}),
     ]
@@ -389,6 +426,11 @@ def calibrated_profile(base: dict, raw: dict, provenance: dict) -> tuple[dict, l
         put("l2_atomic_bandwidth", raw["atomic_shared"] / UNIT_SCALE[unit], unit,
             "fp32 tl.atomic_add of 64x64 tiles, 32 CTAs per target tile at once (FlashAttention-2 backward's dQ); "
             f"payload bytes / time; distinct targets: {raw.get('atomic_distinct', 0) / 1e9:.0f} GB/s")
+    if "cta_load_bandwidth" in raw:
+        unit = fields.get("cta_load_bandwidth", {}).get("unit", "GB/s")
+        put("cta_load_bandwidth", raw["cta_load_bandwidth"] / UNIT_SCALE[unit], unit,
+            "one 4-warp CTA loading fp32 tiles one after another (num_stages=1), 64 CTAs, tiles of 8 and 32 KiB: "
+            f"slope of time per tile; intercept {raw['cta_load_latency'] * 1e9:.0f} ns")
     for key, name, where in (("latency_l2", "l2_latency", "4 MiB (in L2)"), ("latency_dram", "dram_latency", "2 GiB")):
         if key in raw:
             unit = fields.get(name, {}).get("unit", "ns")
