@@ -133,7 +133,8 @@ class Engine:
         self.resident += g1 - g0
         for step in kernel.steps(g0, g1, line_iters, self.aggregate):
             now = env.now
-            ready, moved, missed, atomic, loaded = now, 0, False, 0, 0
+            ready, moved, missed, atomic = now, 0, False, 0
+            loads = {}  # bytes loaded per tensor: independent loads a CTA issues together
             for name, sl, r0, r1, c0, c1, kind, mult in step.accesses:
                 t = index[name]
                 place = places[t]
@@ -145,7 +146,7 @@ class Engine:
                     if kind == ATOMIC:
                         atomic += nbytes * mult
                     elif kind == READ:
-                        loaded += nbytes * mult
+                        loads[name] = loads.get(name, 0) + nbytes * mult
             if atomic and self.atomics is not None:
                 ready = max(ready, self.atomics.reserve(now, atomic))
                 moved -= atomic
@@ -164,10 +165,11 @@ class Engine:
             if stages > 1:
                 end = max(now + math, ready) + (latency if first else 0.0)
             else:
-                # each iteration's loads: a round trip, then as fast as one CTA keeps bytes in flight
+                # each iteration's loads: a round trip, then as fast as one CTA keeps bytes in flight;
+                # loads of different tensors are issued together, so the largest sets the pace
                 serial = latency * max(1.0, step.iters)
-                if cta_bw and step.active:
-                    serial += loaded / step.active / cta_bw
+                if cta_bw and step.active and loads:
+                    serial += max(loads.values()) / step.active / cta_bw
                 end = ready + math + serial
             first = False
             self.events += 1
