@@ -45,9 +45,8 @@ class Engine:
         self.schedule, self.profile, self.mode, self.aggregate = schedule, profile, mode, aggregate
         self.env = simpy.Environment()
         self.dtype = schedule.config.problem.dtype
-        self.rate = rates(profile, self.dtype)
         self.kernel_rate = {m: rates(profile, self.dtype, m) for m in ("fwd", "bwd")}
-        self.links = {lv: Link(lv, self.rate[lv]) for lv in ("hbm", "l2", "host")}
+        self.links = {lv: Link(lv, self.kernel_rate["fwd"][lv]) for lv in ("hbm", "l2", "host")}
         # Atomic adds are served by the L2's atomic units at their own rate, where the profile has it.
         self.atomics = Link("atomic", profile.l2_atomic_bandwidth) if profile.l2_atomic_bandwidth else None
         capacity = profile.l2_bytes if l2_bytes is None else l2_bytes
@@ -203,7 +202,7 @@ class Engine:
             name=kernel.name, ctas=kernel.ctas, ctas_per_sm=per_sm, waves=kernel.ctas / slots, levels=levels,
             l2_hit_bytes=st.hit_bytes - hit, l2_miss_bytes=st.miss_bytes - miss, flops=flops,
             dirty_left_bytes=self.l2.dirty, start_s=start, time_s=self.env.now - start,
-            roofline=roofline(levels, flops, self.profile, self.dtype, kernel.mma),
+            roofline=roofline(levels, flops, self.profile, self.dtype, kernel.mma), mma=kernel.mma,
         )
 
     def _timeline(self) -> dict:

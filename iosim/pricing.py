@@ -55,5 +55,4 @@ def roofline(levels: dict, flops: dict, profile, dtype: str, mma: str = "fwd") -
 def reprice(result, profile) -> float:
     """Roofline time of a recorded run on another profile (counts unchanged)."""
     dtype = result.config["problem"]["dtype"]
-    return sum(max(roofline(k.levels, k.flops, profile, dtype, "bwd" if k.name.endswith("_bwd") else "fwd").values())
-               for k in result.kernels)
+    return sum(max(roofline(k.levels, k.flops, profile, dtype, k.mma).values()) for k in result.kernels)

@@ -114,10 +114,6 @@ class Profile:
     def peak_l2_bandwidth(self) -> float:
         return self.l2_bandwidth * self.l2_efficiency
 
-    @property
-    def l2_partition_bytes(self) -> int:
-        return self.l2_bytes // self.l2_partitions
-
     def peak_tensor_flops(self, dtype: str) -> float:
         """Achievable dense tensor-core FLOP/s for ``dtype`` (fp16, bf16, or fp32 meaning TF32)."""
         if dtype not in self.tensor_flops:

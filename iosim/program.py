@@ -31,14 +31,14 @@ from .l2 import ATOMIC, READ, WRITE
 
 PRO, LOOP, EPI = "pro", "loop", "epi"
 MAX_STEPS = 32  # aggregated steps per cohort loop: bounds the engine's cost per CTA
-# Coordinates a pattern's rows or columns follow: the CTA's i or j block, the loop block u,
-# the CTA's own row (single-row programs), or the whole extent.
-DIMS = ("i", "j", "u", "all")
 
 
 @dataclass(frozen=True)
 class Pattern:
-    """One tensor access of a CTA program; ``kv`` reads the key/value slice of a query head."""
+    """One tensor access of a CTA program; ``kv`` reads the key/value slice of a query head.
+
+    ``rows`` and ``cols`` follow the CTA's ``i`` or ``j`` block, the loop block ``u``, or span ``all``.
+    """
 
     tensor: str
     phase: str
@@ -223,6 +223,7 @@ class Kernel:
         return best or 1
 
     def total_flops(self) -> Flops:
+        """Work of the whole grid, counted from the schedule alone (the engine's tally must match)."""
         sl, i, j = self.coords(0, self.ctas)
         _, trips = self.loop_bounds(i, j)
         return self.iter_flops * float(trips.sum()) + self.end_flops * self.ctas

@@ -45,6 +45,7 @@ class KernelResult:
     start_s: float
     time_s: float
     roofline: dict  # resource -> seconds if that resource alone limited the kernel
+    mma: str = "fwd"  # which calibrated tensor-core efficiency priced it
 
     @property
     def bound(self) -> str:
@@ -136,7 +137,7 @@ class RunResult:
     @classmethod
     def from_dict(cls, d: dict) -> "RunResult":
         kernels = tuple(
-            KernelResult(**{f.name: k[f.name] for f in fields(KernelResult) if f.name != "levels"},
+            KernelResult(**{f.name: k[f.name] for f in fields(KernelResult) if f.name != "levels" and f.name in k},
                          levels={lv: Traffic(**t) for lv, t in k["levels"].items()})
             for k in d["kernels"]
         )

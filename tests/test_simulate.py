@@ -173,7 +173,7 @@ def test_flash_moves_far_less_hbm_than_standard_but_similar_l2():
     s = simulate(RunConfig(algo="standard_eager", problem=Problem(seq_q=4096), mode="ncu"), "h100")
     f = simulate(RunConfig(algo="flash2", problem=Problem(seq_q=4096), tiling=Tiling(128, 64, 4), mode="ncu"), "h100")
     assert s.levels["hbm"].total > 50 * f.levels["hbm"].total
-    paper = analytic.paper_flash2(f.config_obj if hasattr(f, "config_obj") else RunConfig.from_dict(f.config), 128)
+    paper = analytic.paper_flash2(RunConfig.from_dict(f.config), 128)
     assert f.levels["l2"].read_bytes == pytest.approx(paper["read"], rel=0.05)
 
 
@@ -190,3 +190,29 @@ def test_bound_names_the_limiting_resource(gpu):
     assert (std.bound, fa2.bound) == ("hbm", "compute")
     # and the busy time of that resource explains most of the run
     assert sum(k.roofline["hbm"] for k in std.kernels) > 0.6 * std.time_s
+
+
+@pytest.mark.parametrize("config", SMALL[::4], ids=lambda c: f"{c.algo}-{c.problem.seq_q}-c{int(c.problem.causal)}")
+def test_engine_does_all_the_work_the_schedule_holds(config):
+    """Aggregated steps (CTAs leaving mid-step, merged iterations) neither lose nor invent FLOPs."""
+    r = simulate(config, "h100")
+    for kernel, k in zip(build_schedule(config).kernels, r.kernels):
+        expected = kernel.total_flops()
+        assert k.flops["tensor"] == pytest.approx(expected.tensor)
+        assert k.flops["sfu"] == pytest.approx(expected.sfu)
+
+
+def test_a_run_reprices_on_other_hardware_without_resimulating():
+    """Counts are kept apart from time: re-pricing on the same profile gives the run's own roofline,
+    and a memory-bound run re-priced on a GPU with twice the HBM bandwidth takes half as long."""
+    from dataclasses import replace as dc_replace
+
+    from iosim.pricing import reprice
+
+    h100 = load_profile("h100-sxm-calibrated")  # has a backward tensor efficiency of its own
+    for algo in ("standard_eager", "flash2"):
+        run = simulate(RunConfig(algo=algo, problem=Problem(seq_q=1024, backward=True)), h100)
+        assert reprice(run, h100) == pytest.approx(run.roofline_time_s)
+    r = simulate(RunConfig(algo="standard", problem=Problem(seq_q=4096)), h100)
+    fast = dc_replace(h100, hbm_bandwidth=2 * h100.hbm_bandwidth, l2_bandwidth=2 * h100.l2_bandwidth)
+    assert reprice(r, fast) == pytest.approx(reprice(r, h100) / 2, rel=0.02)
