@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kernels.harness import CaseSpec, HarnessError, _torch, make_forward, make_inputs, one_line, time_fn  # noqa: E402
+from iosim.kernels.harness import CaseSpec, HarnessError, _torch, make_forward, make_inputs, one_line, time_fn  # noqa: E402
 
 OURS = ("flash2", "flash1", "standard")
 PEERS = ("sdpa_flash", "sdpa_cudnn")

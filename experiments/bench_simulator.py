@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 import time
 
-from iosim.algorithms import build_schedule
-from iosim.config import Problem, RunConfig
+from iosim.schedule.build import build_schedule
+from iosim.schedule.problem import Problem, RunConfig
 from iosim.simulate import simulate
 
 CASES = [

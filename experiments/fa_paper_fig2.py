@@ -35,9 +35,9 @@ from __future__ import annotations
 
 import argparse
 
-from iosim import analytic, sweep
-from iosim.config import Problem, RunConfig
-from iosim.report import human_time
+from iosim.costs import closed_forms, sweep
+from iosim.schedule.problem import Problem, RunConfig
+from iosim.results.report import human_time
 
 PROBLEM = Problem(batch=64, heads=16, seq_q=1024, head_dim=64, dtype="fp16", backward=True)
 ALGOS = ("standard", "standard_eager", "flash1", "flash2")
@@ -53,7 +53,7 @@ def rows(results) -> list[dict]:
     for r in results:
         algo = r.config["algo"]
         gflops, paper_bytes, paper_time = PAPER[PAPER_ROW[algo]]
-        formula = sum(analytic.paper_bytes(RunConfig.from_dict(r.config)).values())
+        formula = sum(closed_forms.paper_bytes(RunConfig.from_dict(r.config)).values())
         for view, level in VIEWS:
             out.append(dict(algo=algo, view=view, gflops=r.flops["tensor"] / 1e9, paper_gflops=gflops,
                             bytes=r.levels[level].total, paper_bytes=paper_bytes, formula=formula,

@@ -46,9 +46,9 @@ case "$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 
     *A100*) PROFILE=a100-sxm4-40gb ;;
     *) PROFILE=h100-sxm ;;
 esac
-step "b) calibrate ($PROFILE)" 45 "$PY" -m kernels.calibrate --base "hardware_profiles/$PROFILE.yaml" \
+step "b) calibrate ($PROFILE)" 45 "$PY" -m iosim.kernels.calibrate --base "hardware_profiles/$PROFILE.yaml" \
     --out "$OUT/$PROFILE-calibrated.yaml" >>"$LOG" 2>&1
-step "c) measurement grid" 320 "$PY" -m kernels.harness --out "$OUT" --grid default >>"$LOG" 2>&1
+step "c) measurement grid" 320 "$PY" -m iosim.kernels.harness --out "$OUT" --grid default >>"$LOG" 2>&1
 step "d) bench_kernels" 60 "$PY" experiments/bench_kernels.py >"$OUT/bench_kernels.txt" 2>&1
 echo "done $(date -u +%FT%TZ), $SECONDS s in all" >>"$LOG"
 ls -la "$OUT" >>"$LOG"

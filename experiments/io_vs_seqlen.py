@@ -15,10 +15,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from iosim import analytic, plotting, sweep
-from iosim.config import Problem, RunConfig
-from iosim.measurement import load_measurement
-from iosim.report import human_bytes, human_time
+from iosim.costs import closed_forms, plotting, sweep
+from iosim.schedule.problem import Problem, RunConfig
+from iosim.measure.measurement import load_measurement
+from iosim.results.report import human_bytes, human_time
 
 HERE = Path(__file__).resolve().parent
 MEASURED = HERE / "measurements" / "h100" / "measurements.json"
@@ -49,7 +49,7 @@ def table(results, measurement) -> str:
             f"{'time':>9s} {'meas DRAM':>10s} {'meas L2':>9s} {'DRAM pred/meas':>14s}")
     rows = [head]
     for r in results:
-        paper = sum(analytic.paper_bytes(RunConfig.from_dict(r.config)).values())
+        paper = sum(closed_forms.paper_bytes(RunConfig.from_dict(r.config)).values())
         lv = r.levels
         case = measured_case(measurement, r) if r.gpu.startswith("h100") else None
         meas = ("", "", "")

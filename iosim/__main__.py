@@ -1,4 +1,4 @@
 """``python -m iosim``: the iosim command line."""
-from .cli import main
+from iosim.cli import main
 
 main()

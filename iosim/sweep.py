@@ -18,11 +18,11 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Callable, Iterable
 
-from .config import ConfigError, RunConfig
-from .files import atomic_write_text
-from .profiles import Profile, ProfileError
-from .result import KernelResult, LEVELS, RunResult
-from .simulate import simulate
+from iosim.schedule.problem import ConfigError, RunConfig
+from iosim.files import atomic_write_text
+from iosim.hardware.profile import Profile, ProfileError
+from iosim.results.result import KernelResult, LEVELS, RunResult
+from iosim.simulate import simulate
 
 SCHEMA = "iosim-results"
 SCHEMA_VERSION = 1

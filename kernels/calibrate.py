@@ -1,6 +1,6 @@
 """Calibrate a hardware profile on the GPU at hand: measured ceilings replace the assumed fractions.
 
-Microbenchmarks, each timed with ``kernels.harness.time_fn`` (``do_bench``, medians):
+Microbenchmarks, each timed with ``iosim.kernels.harness.time_fn`` (``do_bench``, medians):
 
 - DRAM read (a reduction over 2 GiB, ≫ the L2), write (a fill) and copy (bytes read + written);
 - L2 read bandwidth: every SM re-reads an 8 MiB buffer (about ¼ of an H100's L2) with ``.cg``
@@ -16,7 +16,7 @@ HBM bandwidth), ``l2_efficiency`` (L2 read / datasheet L2 bandwidth), ``tensor_e
 ``source: "measured: iosim calibrate, <gpu>, <date>"``, and adds a ``calibration:`` block with the
 provenance and every raw number.
 
-    python3 -m kernels.calibrate --base hardware_profiles/h100-sxm.yaml --out FILE
+    python3 -m iosim.kernels.calibrate --base hardware_profiles/h100-sxm.yaml --out FILE
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ from pathlib import Path
 
 import yaml
 
-from kernels.harness import HarnessError, _torch, time_fn
+from iosim.kernels.harness import HarnessError, _torch, time_fn
 
 GiB = 2**30
 UNIT_SCALE = {  # profile unit -> SI base unit
@@ -468,11 +468,11 @@ def _provenance(torch) -> dict:
 def write_profile(profile: dict, path: Path) -> None:
     """Write the profile with ``iosim.profiles.write_profile`` (which validates it) when importable."""
     cal = profile["calibration"]
-    comment = (f"Calibrated by python3 -m kernels.calibrate on {cal['gpu']}, {cal['date']}.\n"
+    comment = (f"Calibrated by python3 -m iosim.kernels.calibrate on {cal['gpu']}, {cal['date']}.\n"
                "Fields whose source starts with 'measured: iosim calibrate' were measured; the rest are the base profile's.")
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        from iosim.profiles import write_profile as validated_write
+        from iosim.hardware.profile import write_profile as validated_write
     except ImportError:
         validated_write = None
     if validated_write is not None:
@@ -498,7 +498,7 @@ def calibrate(base_profile_path, out_path, progress=print) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python3 -m kernels.calibrate", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python3 -m iosim.kernels.calibrate", description=__doc__.splitlines()[0])
     parser.add_argument("--base", required=True, type=Path, help="the profile YAML to start from")
     parser.add_argument("--out", required=True, type=Path, help="where to write the calibrated profile YAML")
     args = parser.parse_args(argv)

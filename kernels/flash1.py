@@ -14,8 +14,8 @@ import torch
 import triton
 import triton.language as tl
 
-from . import _common, flash2
-from ._common import kv_row, launch, mma
+from iosim.kernels import _common, flash2
+from iosim.kernels._common import kv_row, launch, mma
 
 ALGO = "flash1"
 # B_c = block_n K/V rows per outer step, B_r = block_m Q rows per inner step. The paper's rule

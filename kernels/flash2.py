@@ -16,8 +16,8 @@ import torch
 import triton
 import triton.language as tl
 
-from . import _common
-from ._common import LOG2E, LOG2E_C, kv_row, launch, mma
+from iosim.kernels import _common
+from iosim.kernels._common import LOG2E, LOG2E_C, kv_row, launch, mma
 
 ALGO = "flash2"
 # Forward: FA2's own Triton baseline uses 128-row Q blocks and 4 warps (8 for d = 128); block_n = 64

@@ -28,7 +28,7 @@ cases carry ``counters: null`` and the reason in ``counters_error``; no CUDA GPU
 :class:`HarnessError`. Results are rewritten atomically after every batch, so a run killed at a time
 limit leaves every finished batch on disk.
 
-    python3 -m kernels.harness --out DIR [--grid default|smoke] [--no-ncu]
+    python3 -m iosim.kernels.harness --out DIR [--grid default|smoke] [--no-ncu]
 """
 from __future__ import annotations
 
@@ -50,9 +50,8 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from iosim.measurement import Case, Counters, KernelCounters, Measurement, Provenance, Timing, dump_measurement
+from iosim.measure.measurement import Case, Counters, KernelCounters, Measurement, Provenance, Timing, dump_measurement
 
-REPO = Path(__file__).resolve().parents[1]
 OURS = ("flash2", "flash1", "standard")
 IMPLS = OURS + ("standard_eager", "sdpa_flash", "sdpa_cudnn")
 # Kept short: every metric group may add a replay pass of every kernel.
@@ -359,7 +358,7 @@ def make_inputs(torch, spec: CaseSpec):
 def make_forward(torch, spec: CaseSpec):
     """``f(q, k, v) -> o`` for the case's implementation."""
     if spec.impl in OURS:
-        import kernels
+        import iosim.kernels as kernels
         mod = kernels.ALGOS[spec.impl]
         return lambda q, k, v: mod.attention(q, k, v, causal=spec.causal, **spec.tiling)
     if spec.impl == "standard_eager":
@@ -398,7 +397,7 @@ def _plain(data):
 
 def _run_config(spec: CaseSpec, tensors) -> tuple[dict, list]:
     if spec.impl in OURS:
-        import kernels
+        import iosim.kernels as kernels
         mod = kernels.ALGOS[spec.impl]
         q, k, v, _ = tensors
         config = mod.run_config(q, k, v, spec.causal, spec.backward, **spec.tiling)
@@ -468,10 +467,9 @@ _CHILD_GROUPS: set[int] = set()  # process groups of running ncu children, kille
 
 def _run_group(cmd: list[str], log_path: Path, timeout: float) -> int | None:
     """Run ``cmd`` in its own process group, output to ``log_path``; ``None`` if it timed out (then killed)."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-               PYTHONUNBUFFERED="1")
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         _CHILD_GROUPS.add(proc.pid)
         try:
             return proc.wait(timeout=timeout)
@@ -505,7 +503,7 @@ def profile_batch(specs: list[CaseSpec], ncu: str, workdir: Path, tag: str
     spec_path.write_text(json.dumps([s.to_json() for s in specs]))
     cmd = [ncu, "--profile-from-start", "off", "--nvtx", "--clock-control", "none", "--cache-control", "all",
            "--metrics", ",".join(NCU_METRICS), "-f", "-o", str(report),
-           sys.executable, "-m", "kernels.harness", "--ncu-child", str(spec_path), str(result_path)]
+           sys.executable, "-m", "iosim.kernels.harness", "--ncu-child", str(spec_path), str(result_path)]
     rc = _run_group(cmd, log_path, NCU_TIMEOUT_S)
     log = log_path.read_text(errors="replace")
     rep = report.with_suffix(".ncu-rep")
@@ -645,7 +643,7 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--ncu-child"]:
         return _ncu_child(*argv[1:3])
-    parser = argparse.ArgumentParser(prog="python3 -m kernels.harness", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python3 -m iosim.kernels.harness", description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, type=Path, help="folder for measurements.json and .csv")
     parser.add_argument("--grid", choices=sorted(GRIDS), default="default", help="which case list to measure")
     parser.add_argument("--no-ncu", action="store_true", help="timings only, no Nsight Compute counters")

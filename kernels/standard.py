@@ -12,8 +12,8 @@ import torch
 import triton
 import triton.language as tl
 
-from . import _common
-from ._common import kv_row, launch, mma
+from iosim.kernels import _common
+from iosim.kernels._common import kv_row, launch, mma
 
 ALGO = "standard"
 DEFAULTS = {"block_m": 128, "block_n": 128, "warps": 4, "stages": 2, "grid_order": "rows"}

@@ -46,7 +46,7 @@ def test_simulate_csv_has_a_row_per_run():
 
 
 def test_user_profile_file_works_like_a_builtin(tmp_path):
-    from iosim.profiles import read_profile_dict, write_profile
+    from iosim.hardware.profile import read_profile_dict, write_profile
 
     d = read_profile_dict("h100")
     d["name"] = "my H100 with half the L2"

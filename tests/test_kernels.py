@@ -22,9 +22,9 @@ from typing import NamedTuple
 import pytest
 import torch
 
-from kernels import ALGOS, ALGO_NAMES
-from kernels import flash1, flash2, standard
-from iosim.config import RunConfig
+from iosim.kernels import ALGOS, ALGO_NAMES
+from iosim.kernels import flash1, flash2, standard
+from iosim.schedule.problem import RunConfig
 
 DEVICE = "cpu" if os.environ.get("TRITON_INTERPRET") == "1" else "cuda"
 UNIT_ROUNDOFF = {torch.float16: 2.0**-11, torch.bfloat16: 2.0**-8}
@@ -201,10 +201,10 @@ def test_bad_head_dim_is_refused(algo):
 @pytest.mark.parametrize("head_dim", [64, 128])
 def test_simulator_defaults_are_the_kernels_defaults(head_dim):
     """The simulator models what the kernels launch: same tiles, warps and stages when none are given."""
-    from iosim.algorithms import flash1 as sim_flash1
-    from iosim.algorithms import flash2 as sim_flash2
-    from iosim.algorithms import standard as sim_standard
-    from iosim.config import Problem, RunConfig
+    from iosim.schedule import flash1 as sim_flash1
+    from iosim.schedule import flash2 as sim_flash2
+    from iosim.schedule import standard as sim_standard
+    from iosim.schedule.problem import Problem, RunConfig
 
     config = RunConfig(problem=Problem(head_dim=head_dim))
     assert sim_flash2.forward_tiling(config) == flash2.tiling(head_dim)

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from iosim.measurement import (
+from iosim.measure.measurement import (
     SCHEMA_VERSION, Case, Counters, KernelCounters, Measurement, MeasurementError, Provenance, Timing,
     dump_measurement, load_measurement,
 )
-from kernels import harness
-from kernels.harness import CaseSpec, HarnessError
+from iosim.kernels import harness
+from iosim.kernels.harness import CaseSpec, HarnessError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -254,7 +254,7 @@ def test_measure_without_cuda_is_a_one_line_harness_error(tmp_path, monkeypatch)
 
 def test_calibrated_profile_replaces_fractions_with_measured_values():
     yaml = pytest.importorskip("yaml")
-    from kernels.calibrate import calibrated_profile
+    from iosim.kernels.calibrate import calibrated_profile
 
     base = yaml.safe_load((REPO / "hardware_profiles" / "h100-sxm.yaml").read_text())
     raw = {"dram_copy": 2.96e12, "l2_read": 6.0e12, "tile_fp16_d64": 5.0e14, "tile_fp16_d128": 6.0e14,
@@ -275,8 +275,8 @@ def test_calibrated_profile_replaces_fractions_with_measured_values():
 
 def test_calibrated_profile_loads_and_refuses_a_fraction_above_the_datasheet(tmp_path):
     yaml = pytest.importorskip("yaml")
-    from iosim.profiles import load_profile
-    from kernels.calibrate import calibrated_profile, summary, write_profile
+    from iosim.hardware.profile import load_profile
+    from iosim.kernels.calibrate import calibrated_profile, summary, write_profile
 
     base = yaml.safe_load((REPO / "hardware_profiles" / "h100-sxm.yaml").read_text())
     # An H200's copy bandwidth (4.27 TB/s) against the H100's datasheet 3.35 TB/s: the wrong profile.

@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 import yaml
 
-from iosim.profiles import (
+from iosim.hardware.profile import (
     OPTIONAL,
     REQUIRED,
     ProfileError,

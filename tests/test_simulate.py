@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from iosim import analytic
-from iosim.algorithms import build_schedule
-from iosim.config import Problem, RunConfig, Tiling
-from iosim.profiles import load_profile
-from iosim.result import RunResult
+from iosim.costs import closed_forms
+from iosim.schedule.build import build_schedule
+from iosim.schedule.problem import Problem, RunConfig, Tiling
+from iosim.hardware.profile import load_profile
+from iosim.results.result import RunResult
 from iosim.simulate import simulate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,7 +37,7 @@ SMALL = [
 def test_no_l2_equals_closed_form(config):
     """With no L2 every CTA fetches its own tiles: HBM bytes are the exact tiled counts."""
     hbm = simulate(config, "h100", l2_bytes=0).levels["hbm"]
-    expected = analytic.no_cache_bytes(config)
+    expected = closed_forms.no_cache_bytes(config)
     assert (hbm.read_bytes, hbm.write_bytes) == (expected["read"], expected["write"])
 
 
@@ -46,7 +46,7 @@ def test_one_tile_standard_is_the_papers_algorithm_0(backward):
     """Tiles as large as the problem make our standard kernels Algorithms 0 and 3 of the paper exactly."""
     c = cfg("standard", seq_q=64, backward=backward, tiling=Tiling(block_m=64, block_n=64))
     hbm = simulate(c, "h100", l2_bytes=0).levels["hbm"]
-    paper = analytic.paper_standard(c)
+    paper = closed_forms.paper_standard(c)
     assert (hbm.read_bytes, hbm.write_bytes) == (paper["read"], paper["write"])
 
 
@@ -57,10 +57,10 @@ def test_unbounded_l2_leaves_only_compulsory_reads(algo, backward):
     what it wrote (the outputs among it) reaches HBM once, at the end."""
     c = cfg(algo, mode="plain", seq_q=300, kv_heads=2, backward=backward)
     r = simulate(c, "h100", l2_bytes=UNBOUNDED)
-    assert r.levels["hbm"].read_bytes == analytic.compulsory_bytes(c)["read"]
+    assert r.levels["hbm"].read_bytes == closed_forms.compulsory_bytes(c)["read"]
     assert sum(k.levels["hbm"].write_bytes for k in r.kernels) == 0
     assert r.levels["hbm"].write_bytes == r.final_writeback_bytes == r.kernels[-1].dirty_left_bytes
-    assert r.final_writeback_bytes >= analytic.compulsory_bytes(c)["write"]
+    assert r.final_writeback_bytes >= closed_forms.compulsory_bytes(c)["write"]
 
 
 def test_unbounded_l2_dirty_bytes_are_the_written_tensors():
@@ -92,7 +92,7 @@ def test_time_never_beats_the_roofline(config):
     r = simulate(config, "a100")
     for k in r.kernels:
         assert k.time_s >= max(k.roofline.values()) * (1 - 1e-9)
-    assert r.time_s >= analytic.roofline_time(config, load_profile("a100")) * (1 - 1e-9)
+    assert r.time_s >= closed_forms.roofline_time(config, load_profile("a100")) * (1 - 1e-9)
 
 
 AGGREGATED = [("flash2", "rows", False), ("flash2", "heads", False), ("flash2", "rows", True),
@@ -173,7 +173,7 @@ def test_flash_moves_far_less_hbm_than_standard_but_similar_l2():
     s = simulate(RunConfig(algo="standard_eager", problem=Problem(seq_q=4096), mode="ncu"), "h100")
     f = simulate(RunConfig(algo="flash2", problem=Problem(seq_q=4096), tiling=Tiling(128, 64, 4), mode="ncu"), "h100")
     assert s.levels["hbm"].total > 50 * f.levels["hbm"].total
-    paper = analytic.paper_flash2(RunConfig.from_dict(f.config), 128)
+    paper = closed_forms.paper_flash2(RunConfig.from_dict(f.config), 128)
     assert f.levels["l2"].read_bytes == pytest.approx(paper["read"], rel=0.05)
 
 
@@ -207,7 +207,7 @@ def test_a_run_reprices_on_other_hardware_without_resimulating():
     and a memory-bound run re-priced on a GPU with twice the HBM bandwidth takes half as long."""
     from dataclasses import replace as dc_replace
 
-    from iosim.pricing import reprice
+    from iosim.costs.pricing import reprice
 
     h100 = load_profile("h100-sxm-calibrated")  # has a backward tensor efficiency of its own
     for algo in ("standard_eager", "flash2"):

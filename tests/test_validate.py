@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from iosim.cli import main
-from iosim.measurement import dump_measurement, load_measurement
-from iosim.validate import summary, validate
+from iosim.measure.measurement import dump_measurement, load_measurement
+from iosim.measure.validate import summary, validate
 
 REPO = Path(__file__).resolve().parents[1]
 THRESHOLDS = json.loads((REPO / "tests" / "fidelity_thresholds.json").read_text())

@@ -5,8 +5,8 @@ import sys
 
 import click
 
-from ..config import ConfigError
-from ..profiles import ProfileError
+from iosim.schedule.problem import ConfigError
+from iosim.hardware.profile import ProfileError
 
 
 # Library field names whose option is spelled differently.
@@ -44,7 +44,7 @@ def main():
 
 
 def _register():
-    from . import profiles_cmd, simulate_cmd
+    from iosim.cli import profiles_cmd, simulate_cmd
 
     main.add_command(simulate_cmd.simulate)
     main.add_command(profiles_cmd.profiles)

@@ -5,12 +5,12 @@ from pathlib import Path
 
 import click
 
-from ..profiles import resolve_profile_path
+from iosim.hardware.profile import resolve_profile_path
 
 
 def _harness():
     try:
-        from kernels import harness
+        from iosim.kernels import harness
     except ImportError as e:  # torch or triton missing
         raise click.UsageError(f"needs the kernels extra (pip install -e '.[kernels]'): {e}") from None
     return harness
@@ -59,7 +59,7 @@ def calibrate(base, out):
     (a pointer chase). Measured fields carry "measured: iosim calibrate, <gpu>, <date>" as source.
     """
     harness = _harness()
-    from kernels import calibrate as cal
+    from iosim.kernels import calibrate as cal
 
     base_path = resolve_profile_path(base)
     try:

@@ -6,11 +6,12 @@ from pathlib import Path
 
 import click
 
-from .. import plotting, sweep
-from ..config import DTYPE_BYTES, MODES, Problem, RunConfig, Tiling
-from ..measurement import MeasurementError, load_measurement
-from ..profiles import ProfileError, load_profile
-from .simulate_cmd import parse_algos, parse_sizes
+from iosim import sweep
+from iosim.figures import plots as plotting
+from iosim.schedule.problem import DTYPE_BYTES, MODES, Problem, RunConfig, Tiling
+from iosim.measure.measurement import MeasurementError, load_measurement
+from iosim.hardware.profile import ProfileError, load_profile
+from iosim.cli.simulate_cmd import parse_algos, parse_sizes
 
 DEFAULT_ALGOS = "standard,flash1,flash2"
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from ..profiles import builtin_profiles, load_profile
+from iosim.hardware.profile import builtin_profiles, load_profile
 
 
 @click.group(invoke_without_command=True)

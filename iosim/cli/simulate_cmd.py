@@ -6,10 +6,10 @@ import sys
 
 import click
 
-from .. import report
-from ..config import ALGOS, DTYPE_BYTES, GRID_ORDERS, MODES, Problem, RunConfig, Tiling
-from ..profiles import builtin_profiles, load_profile
-from ..simulate import simulate as run_simulation
+from iosim.results import report
+from iosim.schedule.problem import ALGOS, DTYPE_BYTES, GRID_ORDERS, MODES, Problem, RunConfig, Tiling
+from iosim.hardware.profile import builtin_profiles, load_profile
+from iosim.simulate import simulate as run_simulation
 
 DEFAULT_SEQ = "1k,2k,4k,8k,16k"
 

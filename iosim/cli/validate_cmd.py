@@ -8,10 +8,10 @@ from pathlib import Path
 
 import click
 
-from ..report import human_bytes, human_time
-from ..validate import METRICS, summary, validate_files
+from iosim.results.report import human_bytes, human_time
+from iosim.measure.measurement import committed_set
+from iosim.measure.validate import METRICS, summary, validate_files
 
-COMMITTED = Path(__file__).resolve().parents[2] / "experiments" / "measurements" / "h100" / "measurements.json"
 
 
 @click.command()
@@ -40,7 +40,7 @@ def validate(files, live, grid, out, gpu, as_json, plots):
         raise click.BadParameter(f"{plots}: folder does not exist", param_hint="--plots")
     if live:
         files = (_measure_live(grid, out),)
-    files = files or (str(COMMITTED),)
+    files = files or (str(committed_set("h100")),)
     quiet = as_json or not sys.stderr.isatty()
     with click.progressbar(length=1, label="validating", file=sys.stderr, hidden=quiet) as bar:
         results, skipped = validate_files(files, gpu, progress=lambda n, name: bar.update(0))
@@ -60,7 +60,7 @@ def validate(files, live, grid, out, gpu, as_json, plots):
 
 def _measure_live(grid: str, out: str | None) -> str:
     try:
-        from kernels import harness
+        from iosim.kernels import harness
     except ImportError as e:
         raise click.UsageError(f"--live needs the kernels extra (pip install -e '.[kernels]'): {e}") from None
     folder = Path(out or tempfile.mkdtemp(prefix="iosim-live-"))
@@ -110,8 +110,8 @@ def _summary_text(stats) -> str:
 
 
 def _write_plots(results, folder: Path) -> None:
-    from ..plotting import save
-    from ..validation_plots import error_vs_n, scatter
+    from iosim.figures.plots import save
+    from iosim.figures.validation import error_vs_n, scatter
 
     gpu = results[0].gpu if results else "?"
     for name, fig in (("validation_scatter.png", scatter(results, gpu)),

@@ -14,10 +14,10 @@ from pathlib import Path
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter, NullLocator
 
-from . import analytic
-from .config import RunConfig
-from .files import atomic_open
-from .report import human_bytes, human_time
+from iosim.costs import closed_forms
+from iosim.schedule.problem import RunConfig
+from iosim.files import atomic_open
+from iosim.results.report import human_bytes, human_time
 
 FORMATS = ("png", "svg", "pdf")
 LEVEL_TITLE = {"hbm": "HBM (DRAM) traffic", "l2": "L2 traffic", "sram": "SRAM traffic", "host": "host traffic"}
@@ -40,7 +40,7 @@ def io_vs_seqlen(results, measured=None, closed_form: bool = True, levels=("hbm"
 
     One panel per level, side by side; ``by_gpu`` makes that a row per level and a column per GPU
     (whose title then names the GPU, so the legend names only the algorithm). ``closed_form`` dashes the
-    paper's HBM access counts (:func:`iosim.analytic.paper_bytes`, which assume no cache) on the HBM
+    paper's HBM access counts (:func:`iosim.closed_forms.paper_bytes`, which assume no cache) on the HBM
     and L2 panels. ``measured`` (a Measurement or a list of them) adds the cases that match a
     plotted series — DRAM bytes on the HBM panel, L2 bytes on the L2 panel.
     """
@@ -243,7 +243,7 @@ def _tile(r) -> tuple:
 
 
 def _resolved_tiling(config: dict) -> dict:
-    from .algorithms import flash1, flash2, standard
+    from iosim.schedule import flash1, flash2, standard
 
     c = RunConfig.from_dict({k: v for k, v in config.items() if k in ("algo", "problem", "tiling", "mode")})
     if c.algo == "flash1":
@@ -259,7 +259,7 @@ def _paper_lines(ax, results) -> None:
         label = f"paper formula: {algo}" + _shape_suffix(sig, results)
         if label in [line.get_label() for line in ax.get_lines()]:
             continue
-        counts = [sum(analytic.paper_bytes(RunConfig.from_dict(_config_only(r.config))).values()) for r in rs]
+        counts = [sum(closed_forms.paper_bytes(RunConfig.from_dict(_config_only(r.config))).values()) for r in rs]
         # wide and pale beneath the simulated lines, so it shows where it coincides with one
         ax.plot(_ns(rs), counts, color=ALGO_COLOUR.get(algo, "C7"), linestyle="--", linewidth=2.2, alpha=0.55,
                 zorder=1.5, label=label)

@@ -1,9 +1,9 @@
 """Compile an attention problem into the kernels a real implementation launches (a :class:`Schedule`)."""
 from __future__ import annotations
 
-from ..config import ConfigError, RunConfig
-from . import flash1, flash2, standard
-from .common import Schedule, TensorSet, check_problem
+from iosim.schedule.problem import ConfigError, RunConfig
+from iosim.schedule import flash1, flash2, standard
+from iosim.schedule.common import Schedule, TensorSet, check_problem
 
 BUILDERS = {"standard": standard.build, "standard_eager": standard.build, "flash1": flash1.build, "flash2": flash2.build}
 INPUTS = ("Q", "K", "V")

@@ -24,11 +24,12 @@ import io
 import json
 import math
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 
-from .files import atomic_write_text
+from iosim.files import atomic_write_text
 
-from iosim.config import ALGOS, DTYPE_BYTES
+from iosim.schedule.problem import ALGOS, DTYPE_BYTES
 
 SCHEMA = "iosim-measurement"
 SCHEMA_VERSION = 1
@@ -388,6 +389,11 @@ def measurement_from_dict(data, source: str = "<data>") -> Measurement:
         provenance=_provenance(top.child("provenance")),
         cases=tuple(_case(_Fields(c, f"cases[{i}]", source)) for i, c in enumerate(cases)),
     )
+
+
+def committed_set(gpu: str) -> Path:
+    """The measurement file committed for ``gpu`` (``experiments/measurements/<gpu>/``, package data ``iosim.measurements``)."""
+    return Path(str(resources.files("iosim.measurements"))) / gpu / "measurements.json"
 
 
 def load_measurement(path) -> Measurement:

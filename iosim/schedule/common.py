@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from math import gcd
 
-from ..config import ConfigError, RunConfig
-from ..layout import HBM, HOST, Tensor
-from ..program import EPI, PRO, READ, WRITE, Flops, Kernel, Pattern
+from iosim.schedule.problem import ConfigError, RunConfig
+from iosim.schedule.ir import EPI, HBM, HOST, PRO, READ, WRITE, Flops, Kernel, Pattern, Tensor
 
 HEAD_DIMS = (16, 32, 64, 128, 256)
 FP32 = 4
@@ -42,12 +42,10 @@ class TensorSet:
         return name
 
     def build(self) -> tuple:
-        from ..layout import row_unit
-
         out = []
         for name, (slices, rows, cols, eb, tiles) in self.specs.items():
             place = HOST if name in self.config.host_tensors else HBM
-            out.append(Tensor(name, slices, rows, cols, eb, place, row_unit(*tiles) if tiles else 1))
+            out.append(Tensor(name, slices, rows, cols, eb, place, max(1, gcd(*tiles)) if tiles else 1))
         return tuple(out)
 
 

@@ -27,10 +27,35 @@ from functools import cached_property
 
 import numpy as np
 
-from .l2 import ATOMIC, READ, WRITE
 
 PRO, LOOP, EPI = "pro", "loop", "epi"
+READ, WRITE, ATOMIC = 0, 1, 2  # what an access does to its bytes
 MAX_STEPS = 32  # aggregated steps per cohort loop: bounds the engine's cost per CTA
+
+
+# Placement of a tensor: device memory (HBM/GDDR) or host memory reached over the host link.
+HBM, HOST = "hbm", "host"
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """A (slices × rows × cols) array of ``elem_bytes``-byte elements, one slice per (batch, head)."""
+
+    name: str
+    slices: int
+    rows: int
+    cols: int
+    elem_bytes: int
+    placement: str = HBM
+    row_unit: int = 1  # rows of the smallest tile any kernel reads or writes (line rows are a multiple)
+
+    @property
+    def slice_bytes(self) -> int:
+        return self.rows * self.cols * self.elem_bytes
+
+    @property
+    def nbytes(self) -> int:
+        return self.slices * self.slice_bytes
 
 
 @dataclass(frozen=True)

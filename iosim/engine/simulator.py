@@ -23,13 +23,13 @@ from __future__ import annotations
 import numpy as np
 import simpy
 
-from .algorithms import Schedule, peak_footprint
-from .l2 import ATOMIC, READ, L2Cache
-from .layout import LineGeometry
-from .links import Link
-from .occupancy import ctas_per_sm
-from .pricing import compute_time, rates, roofline
-from .result import KernelResult, RunResult, Traffic
+from iosim.schedule.build import Schedule, peak_footprint
+from iosim.engine.l2 import ATOMIC, READ, L2Cache
+from iosim.engine.lines import LineGeometry
+from iosim.engine.links import Link
+from iosim.engine.occupancy import ctas_per_sm
+from iosim.costs.pricing import compute_time, rates, roofline
+from iosim.results.result import KernelResult, RunResult, Traffic
 
 LINES_PER_L2 = 256  # an L2 line of the model is at most 1/256 of the cache (see iosim.layout)
 MIN_LINE = 4096  # bytes; lines never get smaller, so a tiny L2 stays fast

@@ -15,11 +15,11 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import analytic
-from .config import ConfigError, RunConfig
-from .measurement import Measurement, load_measurement
-from .profiles import ProfileError, builtin_profiles, load_profile
-from .simulate import simulate
+from iosim.costs import closed_forms
+from iosim.schedule.problem import ConfigError, RunConfig
+from iosim.measure.measurement import Measurement, load_measurement
+from iosim.hardware.profile import ProfileError, builtin_profiles, load_profile
+from iosim.simulate import simulate
 
 METRICS = ("dram_read_bytes", "dram_write_bytes", "dram_bytes", "l2_bytes", "time_s")
 # Substrings of the GPU name a driver reports -> built-in profile id.
@@ -126,7 +126,7 @@ def _measured(case) -> dict:
 
 
 def _paper(config: RunConfig) -> dict:
-    b = analytic.paper_bytes(config)
+    b = closed_forms.paper_bytes(config)
     return {"dram_bytes": b["read"] + b["write"]}
 
 

@@ -1,7 +1,7 @@
 """How many CTAs of a kernel fit on one SM at once, from its shared memory, registers and warps."""
 from __future__ import annotations
 
-from .config import ConfigError
+from iosim.schedule.problem import ConfigError
 
 
 def ctas_per_sm(kernel, profile) -> int:

@@ -13,7 +13,7 @@ Three kinds of formula, all pure functions of the problem (no engine):
 from __future__ import annotations
 
 
-from .config import RunConfig
+from iosim.schedule.problem import RunConfig
 
 FP32 = 4
 
@@ -59,7 +59,7 @@ def paper_flash2(config: RunConfig, block_m: int, block_n: int = 128) -> dict:
 
 def paper_bytes(config: RunConfig) -> dict:
     """The paper formula that matches ``config.algo`` (with the algorithm's default tiles)."""
-    from .algorithms import flash1, flash2
+    from iosim.schedule import flash1, flash2
 
     if config.algo.startswith("standard"):
         return paper_standard(config)
@@ -71,7 +71,7 @@ def paper_bytes(config: RunConfig) -> dict:
 # -- exact per-kernel counts without a cache --------------------------------------------------------
 def no_cache_bytes(config: RunConfig) -> dict:
     """Bytes read from and written to HBM by every kernel of ``config.algo`` when nothing is cached."""
-    from .algorithms import flash1, flash2, standard
+    from iosim.schedule import flash1, flash2, standard
 
     p = config.problem
     total = {"read": 0, "write": 0}

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..config import RunConfig
-from ..l2 import READ, WRITE
-from ..program import Flops, Kernel, Step
-from . import flash2
-from .common import FP32, TensorSet, elementwise, extents, regs_estimate
+from iosim.schedule.problem import RunConfig
+from iosim.engine.l2 import READ, WRITE
+from iosim.schedule.ir import Flops, Kernel, Step
+from iosim.schedule import flash2
+from iosim.schedule.common import FP32, TensorSet, elementwise, extents, regs_estimate
 
 DEFAULTS = dict(block_m=64, block_n=128, warps=4, stages=1)
 STATE = ("O32", "l", "m")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import csv
 import io
 
-from .result import RunResult
+from iosim.results.result import RunResult
 
 COLUMNS = ("gpu", "algo", "N", "d", "B×H", "causal", "pass", "HBM read", "HBM write", "L2 traffic", "L2 hit",
            "time", "bound", "peak mem")

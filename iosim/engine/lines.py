@@ -13,32 +13,8 @@ ranges are present and which are dirty, so a tile smaller than a line moves only
 from __future__ import annotations
 
 from dataclasses import dataclass
-from math import gcd
 
-# Placement of a tensor: device memory (HBM/GDDR) or host memory reached over the host link.
-HBM, HOST = "hbm", "host"
-
-
-@dataclass(frozen=True)
-class Tensor:
-    """A (slices × rows × cols) array of ``elem_bytes``-byte elements, one slice per (batch, head)."""
-
-    name: str
-    slices: int
-    rows: int
-    cols: int
-    elem_bytes: int
-    placement: str = HBM
-    row_unit: int = 1  # rows of the smallest tile any kernel reads or writes (line rows are a multiple)
-
-    @property
-    def slice_bytes(self) -> int:
-        return self.rows * self.cols * self.elem_bytes
-
-    @property
-    def nbytes(self) -> int:
-        return self.slices * self.slice_bytes
-
+from iosim.schedule.ir import Tensor
 
 @dataclass(frozen=True)
 class LineGeometry:
@@ -84,14 +60,6 @@ class LineGeometry:
                 else:
                     span = ((ca - b0) * (a1 - a0) * eb, (cb - b0) * (a1 - a0) * eb) if rb - ra == a1 - a0 else (None, None)
                 yield a, b, nbytes, line_bytes, span[0], span[1]
-
-
-def row_unit(*block_rows: int) -> int:
-    """Greatest common divisor of the row tiles used on a tensor (its line rows are a multiple)."""
-    g = 0
-    for b in block_rows:
-        g = gcd(g, int(b))
-    return max(g, 1)
 
 
 def _round_up(x: int, m: int) -> int:

@@ -10,9 +10,9 @@ backward ``zeros`` (fp32 dQ accumulator), ``flash2_bwd_pre`` (D = rowsum(dO∘O)
 """
 from __future__ import annotations
 
-from ..config import RunConfig
-from ..program import ATOMIC, EPI, LOOP, PRO, READ, WRITE, Flops, Kernel, Pattern
-from .common import FP32, TensorSet, elementwise, extents, group_sum, regs_estimate
+from iosim.schedule.problem import RunConfig
+from iosim.schedule.ir import ATOMIC, EPI, LOOP, PRO, READ, WRITE, Flops, Kernel, Pattern
+from iosim.schedule.common import FP32, TensorSet, elementwise, extents, group_sum, regs_estimate
 
 FWD = dict(block_m=128, block_n=64, stages=2)
 BWD = dict(block_m=64, block_n=128, stages=2, warps=8)  # 4 warps spill registers in the Triton backward

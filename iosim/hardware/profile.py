@@ -1,6 +1,6 @@
 """A GPU's hardware profile: the numbers that price simulated counts, each with its source.
 
-Profiles are YAML files in ``hardware_profiles/`` at the repository root (schema_version 1). Every
+Profiles are YAML files in ``hardware_profiles/`` (installed as the package data ``iosim.hardware_profiles``; schema_version 1). Every
 number is written ``{value, unit, source}`` (optionally ``note``) and converted to base units on
 load: bytes, bytes/s, Hz, FLOP/s, seconds, plain counts and fractions. A file that breaks the
 schema is refused with a one-line :class:`ProfileError` naming the file and the field.
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
+from importlib import resources
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -150,8 +151,8 @@ def format_quantity(value: float, dim: str) -> str:
 
 
 def profile_dir() -> Path:
-    """The built-in profiles: ``hardware_profiles/`` at the repository root."""
-    return Path(__file__).resolve().parent.parent / "hardware_profiles"
+    """The built-in profiles: the package data ``iosim.hardware_profiles`` (``hardware_profiles/`` in the repository)."""
+    return Path(str(resources.files("iosim.hardware_profiles")))
 
 
 def builtin_profiles() -> list[str]:

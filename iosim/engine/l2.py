@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-READ, WRITE, ATOMIC = 0, 1, 2
+from iosim.schedule.ir import ATOMIC, READ, WRITE
 
 
 @dataclass
