@@ -147,7 +147,7 @@ def test_causal_flash_skips_about_half_the_work():
 
 
 def test_tiles_over_sram_are_refused_with_the_numbers():
-    c = RunConfig(algo="flash2", problem=Problem(head_dim=256), tiling=Tiling(block_m=256, block_n=128, stages=4))
+    c = RunConfig(algo="flash2", problem=Problem(head_dim=128), tiling=Tiling(block_m=256, block_n=256, stages=4))
     with pytest.raises(ValueError, match=r"needs \d+ bytes of shared memory per CTA; .* allows \d+"):
         simulate(c, "4090")
 

@@ -59,20 +59,19 @@ def paper_flash2(config: RunConfig, block_m: int, block_n: int = 128) -> dict:
 
 def paper_bytes(config: RunConfig) -> dict:
     """The paper formula that matches ``config.algo`` (with the algorithm's default tiles)."""
-    from iosim.schedule import flash1, flash2
-
+    config = config.resolved()
     if config.algo.startswith("standard"):
         return paper_standard(config)
     if config.algo == "flash1":
-        return paper_flash1(config, flash1.tiling(config)["block_n"])
-    return paper_flash2(config, flash2.forward_tiling(config)["block_m"], flash2.backward_tiling(config)["block_n"])
+        return paper_flash1(config, config.tiling.block_n)
+    bwd = config.backward_tiling or config.tiling
+    return paper_flash2(config, config.tiling.block_m, bwd.block_n)
 
 
 # -- exact per-kernel counts without a cache --------------------------------------------------------
 def no_cache_bytes(config: RunConfig) -> dict:
     """Bytes read from and written to HBM by every kernel of ``config.algo`` when nothing is cached."""
-    from iosim.schedule import flash1, flash2, standard
-
+    config = config.resolved()
     p = config.problem
     total = {"read": 0, "write": 0}
 
@@ -81,21 +80,21 @@ def no_cache_bytes(config: RunConfig) -> dict:
         total["write"] += w
 
     if config.algo.startswith("standard"):
-        _standard(p, standard.tiling(config), config.algo == "standard_eager", add)
+        _standard(p, config.tiling, config.algo == "standard_eager", add)
     elif config.algo == "flash1":
-        _flash1(p, flash1.tiling(config), add)
+        _flash1(p, config.tiling, add)
         if p.backward:
             add(2 * p.bh * p.seq_q * FP32, p.bh * p.seq_q * FP32)  # LSE = m + log ℓ
-            _flash2_bwd(p, flash2.backward_tiling(config), add)
+            _flash2_bwd(p, config.backward_tiling, add)
     else:
-        _flash2_fwd(p, flash2.forward_tiling(config), add)
+        _flash2_fwd(p, config.tiling, add)
         if p.backward:
-            _flash2_bwd(p, flash2.backward_tiling(config), add)
+            _flash2_bwd(p, config.backward_tiling, add)
     return total
 
 
 def _flash2_fwd(p, t, add):
-    bm, bn, d, e = t["block_m"], t["block_n"], p.head_dim, p.elem_bytes
+    bm, bn, d, e = t.block_m, t.block_n, p.head_dim, p.elem_bytes
     kv_rows = 0
     for i in range(_cdiv(p.seq_q, bm)):
         stop = min(_cdiv((i + 1) * bm, bn), _cdiv(p.seq_k, bn)) if p.causal else _cdiv(p.seq_k, bn)
@@ -104,7 +103,7 @@ def _flash2_fwd(p, t, add):
 
 
 def _flash2_bwd(p, t, add):
-    bm, bn, d, e = t["block_m"], t["block_n"], p.head_dim, p.elem_bytes
+    bm, bn, d, e = t.block_m, t.block_n, p.head_dim, p.elem_bytes
     nq, nk, bh = p.seq_q, p.seq_k, p.bh
     add(0, bh * nq * d * FP32)  # zeros: dQ accumulator
     add(2 * bh * nq * d * e, bh * nq * FP32)  # D = rowsum(dO ∘ O)
@@ -119,7 +118,7 @@ def _flash2_bwd(p, t, add):
 
 
 def _flash1(p, t, add):
-    br, bc, d, e = t["block_m"], t["block_n"], p.head_dim, p.elem_bytes
+    br, bc, d, e = t.block_m, t.block_n, p.head_dim, p.elem_bytes
     nq, nk, bh = p.seq_q, p.seq_k, p.bh
     add(0, bh * nq * (d * FP32 + 2 * FP32))  # O = 0, ℓ = 0, m = -inf
     q_rows = sum(nq - min(nq, ((j * bc) // br) * br if p.causal else 0) for j in range(_cdiv(nk, bc)))
@@ -129,7 +128,7 @@ def _flash1(p, t, add):
 
 
 def _standard(p, t, eager, add):
-    bm, bn, d, e = t["block_m"], t["block_n"], p.head_dim, p.elem_bytes
+    bm, bn, d, e = t.block_m, t.block_n, p.head_dim, p.elem_bytes
     nq, nk, bh = p.seq_q, p.seq_k, p.bh
     nn = bh * nq * nk * e
     tm, tn, tk = _cdiv(nq, bm), _cdiv(nk, bn), _cdiv(nk, bm)

@@ -202,14 +202,18 @@ def _series(results, by=None) -> dict:
 def _style(key, results, gpu_in_label: bool = True) -> dict:
     """Colour by algorithm, marker by GPU; without the GPU in the label (a panel per GPU) one marker for all."""
     gpu, algo, sig = key
-    label = (f"{algo} ({gpu})" if gpu_in_label else algo) + _shape_suffix(sig, results)
+    label = (f"{algo} ({gpu})" if gpu_in_label else algo) + _shape_suffix(sig, algo, results)
     marker = GPU_MARKERS[_gpus(results).index(gpu) % len(GPU_MARKERS)] if gpu_in_label else "o"
     return dict(color=ALGO_COLOUR.get(algo, "C7"), marker=marker, markersize=4, linewidth=1.5, label=label)
 
 
-def _shape_suffix(sig, results) -> str:
-    """The fields of ``sig`` that vary among the results (`` causal``, `` d=128``), or nothing."""
-    sigs = {_signature(r.config) for r in results}
+def _shape_suffix(sig, algo, results) -> str:
+    """The fields of ``sig`` that vary among ``algo``'s results (`` causal``, `` d=128``), or nothing.
+
+    Per algorithm, because each resolves its own default tiles: standard's 128 × 128 beside
+    flash2's 128 × 64 is not a difference the legend should spell out.
+    """
+    sigs = {_signature(r.config) for r in results if r.config["algo"] == algo}
     if not sig or len(sigs) < 2:
         return ""
     varying = [i for i in range(len(sig)) if len({x[i] for x in sigs}) > 1]
@@ -219,7 +223,7 @@ def _shape_suffix(sig, results) -> str:
 def _describe(sig) -> list:
     d, bh, group, dtype, causal, backward, mode, bm, bn, order = sig
     return [f"d={d}", f"B·H={bh}", f"GQA {group}", dtype, "causal" if causal else "non-causal",
-            "fwd+bwd" if backward else "fwd", mode, f"block_m={bm or 'default'}", f"block_n={bn or 'default'}",
+            "fwd+bwd" if backward else "fwd", mode, f"block_m={bm}", f"block_n={bn}",
             f"{order} order"]
 
 
@@ -238,35 +242,21 @@ def _ns(results) -> list:
 
 
 def _tile(r) -> tuple:
-    """The (block_m, block_n) the run used, with the algorithm's defaults filled in."""
-    return tuple(_resolved_tiling(r.config)[k] for k in ("block_m", "block_n"))
-
-
-def _resolved_tiling(config: dict) -> dict:
-    from iosim.schedule import flash1, flash2, standard
-
-    c = RunConfig.from_dict({k: v for k, v in config.items() if k in ("algo", "problem", "tiling", "mode")})
-    if c.algo == "flash1":
-        return flash1.tiling(c)
-    if c.algo == "flash2":
-        return flash2.forward_tiling(c)
-    return standard.tiling(c)
+    """The (block_m, block_n) the run used (results record resolved tiles)."""
+    tiling = r.config["tiling"]
+    return tiling["block_m"], tiling["block_n"]
 
 
 def _paper_lines(ax, results) -> None:
     """The paper's closed-form HBM accesses, dashed, once per algorithm and problem shape."""
     for (gpu, algo, sig), rs in _series(results).items():
-        label = f"paper formula: {algo}" + _shape_suffix(sig, results)
+        label = f"paper formula: {algo}" + _shape_suffix(sig, algo, results)
         if label in [line.get_label() for line in ax.get_lines()]:
             continue
-        counts = [sum(closed_forms.paper_bytes(RunConfig.from_dict(_config_only(r.config))).values()) for r in rs]
+        counts = [sum(closed_forms.paper_bytes(RunConfig.from_dict(r.config)).values()) for r in rs]
         # wide and pale beneath the simulated lines, so it shows where it coincides with one
         ax.plot(_ns(rs), counts, color=ALGO_COLOUR.get(algo, "C7"), linestyle="--", linewidth=2.2, alpha=0.55,
                 zorder=1.5, label=label)
-
-
-def _config_only(config: dict) -> dict:
-    return {k: v for k, v in config.items() if k in ("algo", "problem", "tiling", "mode", "host_tensors")}
 
 
 # --------------------------------------------------------------------------- measurements
@@ -284,7 +274,7 @@ def _measured_cases(measured, results, need: str = "counters") -> list:
         for case in m.cases:
             if case.error or getattr(case, need) is None or case.run_config.get("algo") is None:
                 continue
-            config = RunConfig.from_dict(case.run_config).to_dict()
+            config = RunConfig.from_dict(case.run_config).resolved().to_dict()
             key = (case.impl, _signature(config)[:6], config["tiling"]["grid_order"], config["problem"]["seq_q"])
             if key in wanted:
                 out.append((m.provenance.gpu_name, case.impl, case))

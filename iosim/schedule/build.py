@@ -1,7 +1,8 @@
 """Compile an attention problem into the kernels a real implementation launches (a :class:`Schedule`)."""
 from __future__ import annotations
 
-from iosim.schedule.problem import ConfigError, RunConfig
+from iosim.schedule.problem import RunConfig
+from iosim.schedule.tiling import resolve
 from iosim.schedule import flash1, flash2, standard
 from iosim.schedule.common import Schedule, TensorSet, check_problem
 
@@ -13,10 +14,9 @@ BACKWARD_OUTPUTS = ("dQ", "dK", "dV")
 
 
 def build_schedule(config: RunConfig) -> Schedule:
-    """The kernels of ``config.algo`` for ``config.problem``, in launch order."""
+    """The kernels of ``config.algo`` for ``config.problem``, in launch order; the schedule keeps the resolved config."""
     check_problem(config)
-    if config.tiling.grid_order != "rows" and config.algo != "flash2":
-        raise ConfigError("grid_order", f"'heads' is modelled for flash2 only (its Triton kernel takes it), not {config.algo}")
+    config = resolve(config)
     ts = TensorSet(config)
     kernels = BUILDERS[config.algo](ts, config)
     p = config.problem

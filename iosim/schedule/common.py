@@ -4,10 +4,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from math import gcd
 
-from iosim.schedule.problem import ConfigError, RunConfig
+from iosim.schedule.problem import HEAD_DIMS, ConfigError, RunConfig
 from iosim.schedule.ir import EPI, HBM, HOST, PRO, READ, WRITE, Flops, Kernel, Pattern, Tensor
 
-HEAD_DIMS = (16, 32, 64, 128, 256)
 FP32 = 4
 # Elements one CTA of a PyTorch elementwise kernel (fill, copy, cast, scale, sum) covers: 128
 # threads × 4-wide vectors × 4 unrolled iterations (ATen's vectorized elementwise launch).

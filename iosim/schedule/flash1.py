@@ -12,21 +12,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from iosim.schedule.problem import RunConfig
+from iosim.schedule.problem import RunConfig, Tiling
 from iosim.engine.l2 import READ, WRITE
 from iosim.schedule.ir import Flops, Kernel, Step
 from iosim.schedule import flash2
 from iosim.schedule.common import FP32, TensorSet, elementwise, extents, regs_estimate
 
-DEFAULTS = dict(block_m=64, block_n=128, warps=4, stages=1)
 STATE = ("O32", "l", "m")
 INNER_STEPS = 8  # per-row state re-read and re-written on every inner iteration
-
-
-def tiling(config: RunConfig) -> dict:
-    t = config.tiling
-    return dict(block_m=t.block_m or DEFAULTS["block_m"], block_n=t.block_n or DEFAULTS["block_n"],
-                warps=t.warps or DEFAULTS["warps"], stages=t.stages or DEFAULTS["stages"], grid_order="rows")
 
 
 @dataclass(frozen=True)
@@ -85,9 +78,9 @@ class Flash1Kernel(Kernel):
         return self.iter_flops * float(self.pairs() * self.slices)
 
 
-def main_kernel(ts: TensorSet, config: RunConfig, tl: dict) -> Kernel:
+def main_kernel(ts: TensorSet, config: RunConfig, tl: Tiling) -> Kernel:
     p = config.problem
-    br, bc, d, eb = tl["block_m"], tl["block_n"], p.head_dim, p.elem_bytes
+    br, bc, d, eb = tl.block_m, tl.block_n, p.head_dim, p.elem_bytes
     ts.add("Q", p.bh, p.seq_q, d, eb, br)
     ts.add("K", p.bh_kv, p.seq_k, d, eb, bc)
     ts.add("V", p.bh_kv, p.seq_k, d, eb, bc)
@@ -99,18 +92,18 @@ def main_kernel(ts: TensorSet, config: RunConfig, tl: dict) -> Kernel:
         iter_flops=Flops(tensor=4.0 * br * bc * d, simt=5.0 * br * bc + 3.0 * br * d, sfu=br * bc + 2 * br),
         iter_sram=br * d * (eb + FP32) + 2 * bc * d * eb,
         causal="stop" if p.causal else "", kv_group=p.group, heads=p.heads, kv_heads=p.kv_heads,
-        warps=tl["warps"], stages=tl["stages"], smem_bytes=eb * d * 2 * bc * tl["stages"] + br * d * (eb + FP32),
-        regs_per_thread=regs_estimate(br * bc + br * d, 0, tl["warps"]),
+        warps=tl.warps, stages=tl.stages, smem_bytes=eb * d * 2 * bc * tl.stages + br * d * (eb + FP32),
+        regs_per_thread=regs_estimate(br * bc + br * d, 0, tl.warps),
         extents=(("Q", p.seq_q, d),) + extents(ts, ("K", "V", "O32", "l", "m")),
         seq_q=p.seq_q, seq_k=p.seq_k,
     )
 
 
 def build(ts: TensorSet, config: RunConfig) -> list:
-    p, tl = config.problem, tiling(config)
-    ts.add("O32", p.bh, p.seq_q, p.head_dim, FP32, tl["block_m"])
-    ts.add("l", p.bh, p.seq_q, 1, FP32, tl["block_m"])
-    ts.add("m", p.bh, p.seq_q, 1, FP32, tl["block_m"])
+    p, tl = config.problem, config.tiling
+    ts.add("O32", p.bh, p.seq_q, p.head_dim, FP32, tl.block_m)
+    ts.add("l", p.bh, p.seq_q, 1, FP32, tl.block_m)
+    ts.add("m", p.bh, p.seq_q, 1, FP32, tl.block_m)
     kernels = [
         elementwise("zeros_o", ts, (), ("O32",), p.bh, p.seq_q, p.head_dim, simt_per_elem=0),
         elementwise("zeros_l", ts, (), ("l",), p.bh, p.seq_q, 1, simt_per_elem=0),
@@ -123,5 +116,5 @@ def build(ts: TensorSet, config: RunConfig) -> list:
         # FlashAttention-2's backward needs the logsumexp L = m + log ℓ: one more elementwise kernel.
         ts.add("LSE", p.bh, p.seq_q, 1, FP32)
         kernels.append(elementwise("lse", ts, ("m", "l"), ("LSE",), p.bh, p.seq_q, 1, simt_per_elem=2))
-        kernels += flash2.backward_kernels(ts, config, flash2.backward_tiling(config))
+        kernels += flash2.backward_kernels(ts, config, config.backward_tiling)
     return kernels

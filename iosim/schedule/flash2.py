@@ -10,43 +10,19 @@ backward ``zeros`` (fp32 dQ accumulator), ``flash2_bwd_pre`` (D = rowsum(dO∘O)
 """
 from __future__ import annotations
 
-from iosim.schedule.problem import RunConfig
+from iosim.schedule.problem import RunConfig, Tiling
 from iosim.schedule.ir import ATOMIC, EPI, LOOP, PRO, READ, WRITE, Flops, Kernel, Pattern
 from iosim.schedule.common import FP32, TensorSet, elementwise, extents, group_sum, regs_estimate
 
-FWD = dict(block_m=128, block_n=64, stages=2)
-BWD = dict(block_m=64, block_n=128, stages=2, warps=8)  # 4 warps spill registers in the Triton backward
-
-
-def default_warps(head_dim: int) -> int:
-    return 4 if head_dim <= 64 else 8
-
-
-def forward_tiling(config: RunConfig) -> dict:
-    t, d = config.tiling, config.problem.head_dim
-    return dict(
-        block_m=t.block_m or FWD["block_m"], block_n=t.block_n or FWD["block_n"],
-        warps=t.warps or default_warps(d), stages=t.stages or FWD["stages"], grid_order=t.grid_order,
-    )
-
-
-def backward_tiling(config: RunConfig) -> dict:
-    t = config.tiling
-    return dict(
-        block_m=t.block_m or BWD["block_m"], block_n=t.block_n or BWD["block_n"],
-        warps=t.warps or BWD["warps"], stages=t.stages or BWD["stages"], grid_order="rows",
-    )
-
-
-def forward_kernel(ts: TensorSet, config: RunConfig, tiling: dict, o_name: str = "O") -> Kernel:
+def forward_kernel(ts: TensorSet, config: RunConfig, tiling: Tiling, o_name: str = "O") -> Kernel:
     p = config.problem
-    bm, bn, d, eb = tiling["block_m"], tiling["block_n"], p.head_dim, p.elem_bytes
+    bm, bn, d, eb = tiling.block_m, tiling.block_n, p.head_dim, p.elem_bytes
     ts.add("Q", p.bh, p.seq_q, d, eb, bm)
     ts.add("K", p.bh_kv, p.seq_k, d, eb, bn)
     ts.add("V", p.bh_kv, p.seq_k, d, eb, bn)
     ts.add(o_name, p.bh, p.seq_q, d, eb, bm)
     ts.add("LSE", p.bh, p.seq_q, 1, FP32, bm)
-    stages = tiling["stages"]
+    stages = tiling.stages
     return Kernel(
         name="flash2_fwd", slices=p.bh, ti=-(-p.seq_q // bm), tj=1, block_i=bm, block_j=1, block_u=bn,
         patterns=(
@@ -63,17 +39,17 @@ def forward_kernel(ts: TensorSet, config: RunConfig, tiling: dict, o_name: str =
         end_flops=Flops(simt=2.0 * bm * d, sfu=bm),
         iter_sram=(bm + 2 * bn) * d * eb,
         causal="stop" if p.causal else "", kv_group=p.group, heads=p.heads, kv_heads=p.kv_heads,
-        order=tiling["grid_order"], warps=tiling["warps"], stages=tiling["stages"],
+        order=tiling.grid_order, warps=tiling.warps, stages=tiling.stages,
         smem_bytes=eb * d * (bm + 2 * bn * stages),
-        regs_per_thread=regs_estimate(bm * d + bm * bn, bm * d * eb, tiling["warps"]),
+        regs_per_thread=regs_estimate(bm * d + bm * bn, bm * d * eb, tiling.warps),
         extents=extents(ts, ("Q", "K", "V", o_name, "LSE")),
     )
 
 
-def backward_kernels(ts: TensorSet, config: RunConfig, tiling: dict) -> list:
+def backward_kernels(ts: TensorSet, config: RunConfig, tiling: Tiling) -> list:
     p = config.problem
-    bm, bn, d, eb = tiling["block_m"], tiling["block_n"], p.head_dim, p.elem_bytes
-    stages, warps = tiling["stages"], tiling["warps"]
+    bm, bn, d, eb = tiling.block_m, tiling.block_n, p.head_dim, p.elem_bytes
+    stages, warps = tiling.stages, tiling.warps
     gqa = p.group > 1
     dk, dv = ("dKh", "dVh") if gqa else ("dK", "dV")
     ts.add("dO", p.bh, p.seq_q, d, eb, bm)
@@ -127,7 +103,7 @@ def backward_kernels(ts: TensorSet, config: RunConfig, tiling: dict) -> list:
 
 
 def build(ts: TensorSet, config: RunConfig) -> list:
-    kernels = [forward_kernel(ts, config, forward_tiling(config))]
+    kernels = [forward_kernel(ts, config, config.tiling)]
     if config.problem.backward:
-        kernels += backward_kernels(ts, config, backward_tiling(config))
+        kernels += backward_kernels(ts, config, config.backward_tiling)
     return kernels

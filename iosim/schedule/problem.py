@@ -1,14 +1,17 @@
-"""What to simulate: an attention problem and the launch configuration of the kernels that solve it.
+"""What to simulate or measure: an attention problem and the launch configuration of the kernels that solve it.
 
-Both are frozen dataclasses that round-trip through plain dicts, because the same data describes
-a simulated run and a measured one: a Triton kernel in ``kernels/`` reports the configuration it
-ran with as ``{"problem": {...}, "tiling": {...}, "algo": ...}`` and the simulator takes it as is.
+The one problem type of iosim: the simulator, the Triton kernels (``iosim.kernels``), the measuring
+harness and the tests all describe a call with these frozen dataclasses, which round-trip through
+plain dicts: a kernel reports the configuration it ran with as ``RunConfig.to_dict()`` and the
+simulator takes it as is.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields, replace
 
 DTYPE_BYTES = {"fp16": 2, "bf16": 2, "fp32": 4}
+HEAD_DIMS = (16, 32, 64, 128)  # what the Triton kernels take (a power of two for tl.arange), so what is modelled
+WARPS = (1, 2, 4, 8, 16)
 ALGOS = ("standard", "standard_eager", "flash1", "flash2")
 GRID_ORDERS = ("rows", "heads")
 MODES = ("plain", "ncu")
@@ -111,8 +114,8 @@ class Tiling:
                 _positive_int(name, value)
                 if value & (value - 1) or value < 16:
                     raise ConfigError(name, f"must be a power of two >= 16, got {value}")
-        if self.warps is not None and self.warps not in (1, 2, 4, 8, 16):
-            raise ConfigError("warps", f"must be one of 1, 2, 4, 8, 16, got {self.warps}")
+        if self.warps is not None and self.warps not in WARPS:
+            raise ConfigError("warps", f"must be one of {', '.join(map(str, WARPS))}, got {self.warps}")
         if self.stages is not None:
             _positive_int("stages", self.stages)
         if self.grid_order not in GRID_ORDERS:
@@ -126,6 +129,8 @@ class RunConfig:
     ``mode`` is ``plain`` (L2 contents carry from one kernel to the next, as in a normal run) or
     ``ncu`` (L2 written back and invalidated before every kernel, as Nsight Compute's default
     cache control does). ``host_tensors`` names tensors that live in host memory (offload).
+    :func:`iosim.schedule.tiling.resolve` fills every ``None`` of the tilings with its default; a
+    simulation's result records the resolved configuration.
     """
 
     algo: str = "flash2"
@@ -133,6 +138,7 @@ class RunConfig:
     tiling: Tiling = field(default_factory=Tiling)
     mode: str = "plain"
     host_tensors: tuple[str, ...] = ()
+    backward_tiling: Tiling | None = None  # the backward kernels' tiling; None: ``tiling``'s overrides
 
     def __post_init__(self):
         if self.algo not in ALGOS:
@@ -144,13 +150,21 @@ class RunConfig:
     def to_dict(self) -> dict:
         return asdict(self) | {"host_tensors": list(self.host_tensors)}
 
+    def resolved(self) -> "RunConfig":
+        """This configuration with both passes' tiles, warps and stages spelled out (see :mod:`iosim.schedule.tiling`)."""
+        from iosim.schedule.tiling import resolve
+
+        return resolve(self)
+
     @classmethod
     def from_dict(cls, data: dict) -> "RunConfig":
         """Build from ``to_dict`` output or a kernel's reported configuration; unknown keys are refused."""
         data = dict(data)
         problem = _build(Problem, data.pop("problem", {}), "problem")
-        tiling = _build(Tiling, data.pop("tiling", {}), "tiling")
-        return _build(cls, data, "run", problem=problem, tiling=tiling)
+        tiling = _build(Tiling, data.pop("tiling", None) or {}, "tiling")
+        backward = data.pop("backward_tiling", None)
+        backward = None if backward is None else _build(Tiling, backward, "backward_tiling")
+        return _build(cls, data, "run", problem=problem, tiling=tiling, backward_tiling=backward)
 
     def with_(self, **changes) -> "RunConfig":
         return replace(self, **changes)

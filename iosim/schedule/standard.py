@@ -15,19 +15,12 @@ from iosim.schedule.problem import RunConfig
 from iosim.schedule.ir import EPI, LOOP, PRO, READ, WRITE, Flops, Kernel, Pattern
 from iosim.schedule.common import TensorSet, extents, group_sum, regs_estimate
 
-DEFAULTS = dict(block_m=128, block_n=128, stages=2, warps=4)
 BLOCK_K = 32  # K-dimension step of the QKᵀ-shaped matmuls (the loop over d stays inside one CTA)
-
-
-def tiling(config: RunConfig) -> dict:
-    t = config.tiling
-    return dict(block_m=t.block_m or DEFAULTS["block_m"], block_n=t.block_n or DEFAULTS["block_n"],
-                warps=t.warps or DEFAULTS["warps"], stages=t.stages or DEFAULTS["stages"], grid_order="rows")
 
 
 def _outer(name, ts, p, tl, a, b, out, kv_b, flops_scale=1.0) -> Kernel:
     """C[i, j] = A[i] · B[j]ᵀ over the head dimension: one CTA per BM×BN tile of an N×N output."""
-    bm, bn, d, eb = tl["block_m"], tl["block_n"], p.head_dim, p.elem_bytes
+    bm, bn, d, eb = tl.block_m, tl.block_n, p.head_dim, p.elem_bytes
     ts.add(a, p.bh, p.seq_q, d, eb, bm)
     ts.add(b, p.bh_kv, p.seq_k, d, eb, bn)
     ts.add(out, p.bh, p.seq_q, p.seq_k, eb, bm)
@@ -35,14 +28,14 @@ def _outer(name, ts, p, tl, a, b, out, kv_b, flops_scale=1.0) -> Kernel:
         name=name, slices=p.bh, ti=-(-p.seq_q // bm), tj=-(-p.seq_k // bn), block_i=bm, block_j=bn, block_u=1,
         patterns=(Pattern(a, PRO, READ, "i"), Pattern(b, PRO, READ, "j", kv=kv_b), Pattern(out, EPI, WRITE, "i", "j")),
         end_flops=Flops(tensor=2.0 * bm * bn * d, simt=flops_scale * bm * bn),
-        kv_group=p.group, heads=p.heads, kv_heads=p.kv_heads, warps=tl["warps"], stages=tl["stages"], smem_bytes=tl["stages"] * (bm + bn) * BLOCK_K * eb,
-        regs_per_thread=regs_estimate(bm * bn, 0, tl["warps"]), extents=extents(ts, (a, b, out)),
+        kv_group=p.group, heads=p.heads, kv_heads=p.kv_heads, warps=tl.warps, stages=tl.stages, smem_bytes=tl.stages * (bm + bn) * BLOCK_K * eb,
+        regs_per_thread=regs_estimate(bm * bn, 0, tl.warps), extents=extents(ts, (a, b, out)),
     )
 
 
 def _stream(name, ts, p, tl, nn, other, out, transpose, kv_other, out_rows, out_slices, kv_out=False) -> Kernel:
     """C[i] = N×N operand (rows i, or columns i if ``transpose``) · ``other``: BM rows of C per CTA."""
-    bm, bn, d, eb = tl["block_m"], tl["block_n"], p.head_dim, p.elem_bytes
+    bm, bn, d, eb = tl.block_m, tl.block_n, p.head_dim, p.elem_bytes
     inner = p.seq_q if transpose else p.seq_k
     ts.add(nn, p.bh, p.seq_q, p.seq_k, eb, bn if transpose else bm)
     ts.add(other, p.bh_kv if kv_other else p.bh, inner, d, eb, bn)
@@ -53,8 +46,8 @@ def _stream(name, ts, p, tl, nn, other, out, transpose, kv_other, out_rows, out_
         patterns=(nn_pat, Pattern(other, LOOP, READ, "u", kv=kv_other), Pattern(out, EPI, WRITE, "i", kv=kv_out)),
         loop_extent=inner, iter_flops=Flops(tensor=2.0 * bm * bn * d), end_flops=Flops(simt=bm * d),
         iter_sram=(bm * bn + bn * d) * eb, kv_group=p.group, heads=p.heads, kv_heads=p.kv_heads,
-        warps=tl["warps"], stages=tl["stages"], smem_bytes=tl["stages"] * (bm * bn + bn * d) * eb,
-        regs_per_thread=regs_estimate(bm * d, 0, tl["warps"]), extents=extents(ts, (nn, other, out)),
+        warps=tl.warps, stages=tl.stages, smem_bytes=tl.stages * (bm * bn + bn * d) * eb,
+        regs_per_thread=regs_estimate(bm * d, 0, tl.warps), extents=extents(ts, (nn, other, out)),
     )
 
 
@@ -79,7 +72,7 @@ def _pow2(n: int) -> int:
 
 
 def forward(ts: TensorSet, config: RunConfig, eager: bool) -> list:
-    p, tl = config.problem, tiling(config)
+    p, tl = config.problem, config.tiling
     if eager:
         qk = _outer("qk", ts, p, tl, "Q", "K", "S", kv_b=True, flops_scale=0)
         scale = _rows("scale", ts, p, ("S",), "S2", simt_per_elem=1)
@@ -101,7 +94,7 @@ def backward(ts: TensorSet, config: RunConfig, eager: bool = False) -> list:
     Nsight Compute lists them on an H100: dV = PᵀdO, dP = dO Vᵀ, a binary elementwise kernel over dP
     and P, ATen's softmax backward (reads it and P, writes dS'), the scale's backward (dS = scale·dS'),
     dK = dSᵀQ, dQ = dS K. Grouped-query heads end with a sum over each group."""
-    p, tl = config.problem, tiling(config)
+    p, tl = config.problem, config.backward_tiling
     gqa = p.group > 1
     dk, dv = ("dKh", "dVh") if gqa else ("dK", "dV")
     kv_slices = p.bh if gqa else p.bh_kv
