@@ -1,9 +1,10 @@
 """TFLOP/s of our attention kernels beside PyTorch's SDPA flash and cuDNN backends, measured in one run.
 
-FLOPs = 4·B·H·N²·d (halved when causal) for the forward; the backward counts 2.5× the forward.
-Defaults follow the reference table (h100-measured.md): fp16, d = 128, N = 4096, B·N = 16K tokens,
-H·d = 2048. Each pass is timed with ``kernels.harness.time_fn`` (do_bench medians); the backward
-alone is timed by re-running ``autograd.grad`` on one retained forward graph.
+FLOPs by ``Problem.flops()`` (4·B·H·N²·d, halved when causal, for the forward; the backward counts
+2.5× the forward). Defaults follow the reference table (h100-measured.md): fp16, d = 128, N = 4096,
+B·N = 16K tokens, H·d = 2048. Each pass is timed with ``iosim.kernels.timing.time_fn`` (do_bench
+medians); the backward alone is timed by re-running ``autograd.grad`` on one retained forward graph.
+Needs the package installed with the kernels extra (``pip install -e '.[kernels]'``).
 
     python3 experiments/bench_kernels.py [--seq 1024 4096] [--head-dim 64] [--causal] [--dtype bf16]
 """
@@ -11,13 +12,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
+from dataclasses import replace
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from iosim.kernels.cases import OURS, CaseSpec, case
+from iosim.kernels.device import HarnessError, cuda_torch, one_line
+from iosim.kernels.inputs import make_forward, make_inputs
+from iosim.kernels.timing import time_fn
 
-from iosim.kernels.harness import CaseSpec, HarnessError, _torch, make_forward, make_inputs, one_line, time_fn  # noqa: E402
-
-OURS = ("flash2", "flash1", "standard")
 PEERS = ("sdpa_flash", "sdpa_cudnn")
 
 
@@ -39,13 +40,13 @@ def bench_one(torch, spec: CaseSpec) -> tuple[float | None, float | None, str]:
 
 
 def table(seq: int, head_dim: int, dtype: str, causal: bool, tokens: int, width: int, impls) -> str:
-    torch = _torch()
+    torch = cuda_torch()
     batch, heads = max(1, tokens // seq), max(1, width // head_dim)
     results = {}
     for impl in impls:
-        spec = CaseSpec(impl, "fwd_bwd", batch=batch, heads=heads, seq=seq, head_dim=head_dim, dtype=dtype,
-                        causal=causal)
-        fwd_flops = spec.flops() / 3.5
+        spec = case(impl, "fwd_bwd", batch=batch, heads=heads, seq=seq, head_dim=head_dim, dtype=dtype,
+                    causal=causal)
+        fwd_flops = replace(spec.problem, backward=False).flops()
         fwd, bwd, note = bench_one(torch, spec)
         results[impl] = (fwd and fwd_flops / fwd / 1e12, bwd and 2.5 * fwd_flops / bwd / 1e12, fwd, bwd, note)
     lines = [f"B={batch} H={heads} N={seq} d={head_dim} {dtype}{' causal' if causal else ''} "

@@ -36,8 +36,8 @@ from __future__ import annotations
 import argparse
 
 from iosim.costs import closed_forms, sweep
-from iosim.schedule.problem import Problem, RunConfig
 from iosim.results.report import human_time
+from iosim.schedule.problem import Problem, RunConfig
 
 PROBLEM = Problem(batch=64, heads=16, seq_q=1024, head_dim=64, dtype="fp16", backward=True)
 ALGOS = ("standard", "standard_eager", "flash1", "flash2")

@@ -10,13 +10,18 @@
 # at its time limit still leaves every finished batch. Progress of b) and c) goes to $OUT/session.log.
 # At most 6 files land in $OUT (the device tool returns 8); ncu's reports stay in /tmp/iosim-ncu-*.
 # Run from anywhere: OUT=/some/dir bash experiments/gpu_session.sh
+# Needs iosim installed with the kernels extra in $PYTHON (installing is the caller's job).
 set -u
 : "${OUT:?set OUT to the folder for results}"
 mkdir -p "$OUT"
 cd "$(dirname "$0")/.."
-export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONUNBUFFERED=1
 PY=${PYTHON:-python3}
 [ -x /opt/torch/.venv/bin/python3 ] && [ -z "${PYTHON:-}" ] && PY=/opt/torch/.venv/bin/python3
+if ! "$PY" -c 'import iosim.kernels' 2>/dev/null; then
+    echo "gpu_session: $PY cannot import iosim.kernels; install it first: $PY -m pip install --no-deps --no-build-isolation -e ." >&2
+    exit 2
+fi
 LOG="$OUT/session.log"
 NCU_DIR=$(ls -d /opt/nvidia/nsight-compute/*/ 2>/dev/null | sort | tail -n 1)
 command -v ncu >/dev/null || { [ -n "$NCU_DIR" ] && export PATH="$NCU_DIR:$PATH"; }

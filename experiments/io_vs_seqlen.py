@@ -16,9 +16,9 @@ import sys
 from pathlib import Path
 
 from iosim.costs import closed_forms, plotting, sweep
-from iosim.schedule.problem import Problem, RunConfig
 from iosim.measure.measurement import load_measurement
 from iosim.results.report import human_bytes, human_time
+from iosim.schedule.problem import Problem, RunConfig
 
 HERE = Path(__file__).resolve().parent
 MEASURED = HERE / "measurements" / "h100" / "measurements.json"

@@ -1,11 +1,11 @@
 """One call from a run configuration and a GPU to a priced result: schedule, then engine."""
 from __future__ import annotations
 
-from iosim.schedule.build import build_schedule
-from iosim.schedule.problem import RunConfig
 from iosim.engine.simulator import Engine
 from iosim.hardware.profile import Profile, load_profile
 from iosim.results.result import RunResult
+from iosim.schedule.build import build_schedule
+from iosim.schedule.problem import RunConfig
 
 
 def simulate(config: RunConfig, gpu: str | Profile = "a100", *, aggregate: bool = True,

@@ -1,9 +1,13 @@
 """Triton attention kernels whose memory schedules the simulator models: standard, FlashAttention-1, FlashAttention-2.
 
-Each algorithm is one module with the same interface (``attention``, ``DEFAULTS``, ``tiling``,
+Each algorithm is one module with the same interface (``attention``, ``tiling``, ``bwd_tiling``,
 ``run_config``, ``LAUNCHES``). The modules import torch and triton on first use, so looking up
-``ALGOS`` costs nothing until an algorithm is touched. Nothing here imports the simulator: a kernel
-describes the configuration it ran with as plain data (``run_config``) that both sides share.
+``ALGOS`` costs nothing until an algorithm is touched. Beside the kernels live the measuring side:
+what to measure (``cases``), inputs, timing, Nsight Compute (``ncu``, ``profiler``), the harness and
+the calibration microbenchmarks. This package imports only the simulator's shared plain-data modules
+(``iosim.schedule.problem``, ``iosim.schedule.tiling``, ``iosim.measure.measurement``,
+``iosim.hardware.profile``), never its engine: a kernel takes its tiles from ``iosim.schedule.tiling``
+and describes the configuration it ran with as a ``RunConfig`` dict that both sides share.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""What every attention kernel module shares: input checks, tiling resolution, launch records and GQA indexing.
+"""What every attention kernel module shares: input checks, tiles from the single source, launch records and GQA indexing.
 
 Layout convention for all modules: q is (B, H, Nq, d), k and v are (B, Hkv, Nk, d), contiguous,
 so the (batch, head) pair ``bh`` starts at element ``bh · N · d``. Query head h reads key/value
@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import fields
 from typing import NamedTuple
 
 import torch
 import triton
 import triton.language as tl
 
-HEAD_DIMS = (16, 32, 64, 128)
+from iosim.schedule.problem import HEAD_DIMS, ConfigError, Problem, RunConfig, Tiling
+from iosim.schedule.tiling import resolve_tiling
+
 DTYPE_NAMES = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}
-TILING_KEYS = ("block_m", "block_n", "warps", "stages", "grid_order")
-WARPS = (1, 2, 4, 8, 16)
+TILING_KEYS = tuple(f.name for f in fields(Tiling))
 LOG2E = 1.4426950408889634  # exp(x) = exp2(x · log2 e)
 LOG2E_C = tl.constexpr(LOG2E)  # the same, usable inside kernels
 
@@ -67,42 +69,29 @@ def check_head_dim(head_dim: int) -> None:
         raise ValueError(f"head_dim(={head_dim}) must be one of {', '.join(map(str, HEAD_DIMS))}")
 
 
-def resolve_tiling(defaults: dict, overrides: dict, grid_orders=("rows",)) -> dict:
-    """``defaults`` updated by ``overrides`` (``None`` values ignored), each value checked."""
+def overrides_tiling(overrides: dict) -> Tiling:
+    """Keyword overrides as a :class:`Tiling` (``None`` = default); a bad key or value is a ConfigError naming it."""
     unknown = sorted(set(overrides) - set(TILING_KEYS))
     if unknown:
-        raise ValueError(f"{unknown[0]}: unknown tiling key; allowed: {', '.join(TILING_KEYS)}")
-    out = dict(defaults) | {key: val for key, val in overrides.items() if val is not None}
-    for key in ("block_m", "block_n"):
-        val = out[key]
-        if not isinstance(val, int) or val < 16 or val & (val - 1):
-            raise ValueError(f"{key}(={val!r}) must be a power of two >= 16")
-    if out["warps"] not in WARPS:
-        raise ValueError(f"warps(={out['warps']!r}) must be one of {', '.join(map(str, WARPS))}")
-    if not isinstance(out["stages"], int) or out["stages"] < 1:
-        raise ValueError(f"stages(={out['stages']!r}) must be a positive integer")
-    if out["grid_order"] not in grid_orders:
-        raise ValueError(f"grid_order(={out['grid_order']!r}) must be one of {', '.join(grid_orders)}")
-    return out
+        raise ConfigError(unknown[0], f"unknown tiling key; allowed: {', '.join(TILING_KEYS)}")
+    return Tiling(**overrides)
 
 
-def run_config(algo: str, q, k, v, causal: bool, backward: bool, tiling: dict, overrides: dict) -> dict:
-    """The plain-data description of one call, with the keys ``iosim.config.RunConfig.from_dict`` reads.
+def pass_tiling(algo: str, pass_: str, head_dim: int, overrides: dict) -> Tiling:
+    """The tiling ``algo``'s kernels of one pass (``fwd``/``bwd``) launch with: the defaults of
+    :mod:`iosim.schedule.tiling`, the one place they live, with ``overrides`` applied."""
+    check_head_dim(head_dim)
+    return resolve_tiling(algo, pass_, head_dim, overrides_tiling(overrides))
 
-    ``tiling`` is the resolved forward tiling (already validated). block_m, block_n, warps and stages
-    are reported as the caller gave them, None meaning the algorithm's default (as
-    ``iosim.config.Tiling`` reads None): flash1 and flash2 resolve unspecified values differently for
-    their forward and backward kernels, so a resolved number would misdescribe one of the two passes.
-    grid_order is reported resolved.
-    """
+
+def run_config(algo: str, q, k, v, causal: bool, backward: bool, overrides: dict) -> dict:
+    """The plain-data description of one call: ``RunConfig.to_dict()`` with both passes' tilings resolved,
+    so it says exactly what the kernels launch (``backward_tiling`` is None without the backward)."""
     shape = check_inputs(q, k, v, causal)
-    tiling = tiling | {key: overrides.get(key) for key in ("block_m", "block_n", "warps", "stages")}
-    problem = {
-        "batch": shape.batch, "heads": shape.heads, "kv_heads": shape.kv_heads,
-        "seq_q": shape.seq_q, "seq_k": shape.seq_k, "head_dim": shape.head_dim,
-        "dtype": DTYPE_NAMES[q.dtype], "causal": bool(causal), "backward": bool(backward),
-    }
-    return {"algo": algo, "problem": problem, "tiling": {key: tiling[key] for key in TILING_KEYS}}
+    problem = Problem(batch=shape.batch, heads=shape.heads, kv_heads=shape.kv_heads, seq_q=shape.seq_q,
+                      seq_k=shape.seq_k, head_dim=shape.head_dim, dtype=DTYPE_NAMES[q.dtype],
+                      causal=bool(causal), backward=bool(backward))
+    return RunConfig(algo=algo, problem=problem, tiling=overrides_tiling(overrides)).resolved().to_dict()
 
 
 def default_scale(head_dim: int, sm_scale) -> float:

@@ -16,11 +16,12 @@ import triton.language as tl
 
 from iosim.kernels import _common, flash2
 from iosim.kernels._common import kv_row, launch, mma
+from iosim.schedule.problem import Tiling
+from iosim.schedule.tiling import BWD, FWD
 
 ALGO = "flash1"
-# B_c = block_n K/V rows per outer step, B_r = block_m Q rows per inner step. The paper's rule
-# B_c = ⌈M/4d⌉, B_r = min(B_c, d) gives B_r ≤ B_c; 64 × 128 is that shape at a Triton-friendly size.
-DEFAULTS = {"block_m": 64, "block_n": 128, "warps": 4, "stages": 1, "grid_order": "rows"}
+# Tiles come from iosim.schedule.tiling (FLASH1 for the forward: B_c = block_n K/V rows per outer
+# step, B_r = block_m Q rows per inner step; FLASH2_BWD for the backward, which is flash2's).
 LSE_BLOCK = 1024  # rows per CTA of flash1_lse
 LAUNCHES: list[dict] = []
 
@@ -107,21 +108,23 @@ def flash1_lse(M, L, LSE, n, BLOCK: tl.constexpr):
     tl.store(LSE + offs, m + tl.log(l_i), mask=offs < n)
 
 
-def tiling(head_dim: int, dtype=None, **overrides) -> dict:
-    """DEFAULTS with ``overrides`` applied."""
-    _common.check_head_dim(head_dim)
-    return _common.resolve_tiling(DEFAULTS, overrides)
+def tiling(head_dim: int, dtype=None, **overrides) -> Tiling:
+    """The forward's tiling: the single source's flash1 defaults with ``overrides`` applied."""
+    return _common.pass_tiling(ALGO, FWD, head_dim, overrides)
+
+
+def bwd_tiling(head_dim: int, dtype=None, **overrides) -> Tiling:
+    """The backward's tiling (flash2's kernels): the single source's flash1 backward defaults with ``overrides``."""
+    return _common.pass_tiling(ALGO, BWD, head_dim, overrides)
 
 
 def run_config(q, k, v, causal=False, backward=False, **overrides) -> dict:
-    """The configuration ``attention(q, k, v, causal, **overrides)`` runs with, as plain data.
+    """The configuration ``attention(q, k, v, causal, **overrides)`` runs with: ``RunConfig.to_dict()``, resolved.
 
-    With ``backward`` the algo stays "flash1" although the backward kernels are flash2's, run with
-    ``flash2.bwd_tiling`` (same overrides; unspecified values are flash2's backward defaults), so
-    unspecified values are reported as None.
+    With ``backward`` the algo stays "flash1" although the backward kernels are flash2's; its
+    ``backward_tiling`` is what they launch with.
     """
-    cfg = tiling(q.shape[-1], q.dtype, **overrides)
-    return _common.run_config(ALGO, q, k, v, causal, backward, cfg, overrides)
+    return _common.run_config(ALGO, q, k, v, causal, backward, overrides)
 
 
 def attention(q, k, v, causal=False, sm_scale=None, **overrides):
@@ -136,7 +139,7 @@ def _forward(q, k, v, causal, scale, cfg):
     l = torch.zeros((B, H, NQ), device=q.device, dtype=torch.float32)
     m = torch.full((B, H, NQ), float("-inf"), device=q.device, dtype=torch.float32)
     launch(LAUNCHES, flash1_fwd, (shape.bh,), q, k, v, o32, l, m, H, HKV, NQ, NK, scale,
-           CAUSAL=causal, D=D, BM=cfg["block_m"], BN=cfg["block_n"], num_warps=cfg["warps"], num_stages=cfg["stages"])
+           CAUSAL=causal, D=D, BM=cfg.block_m, BN=cfg.block_n, num_warps=cfg.warps, num_stages=cfg.stages)
     return o32.to(q.dtype), l, m
 
 
@@ -151,7 +154,7 @@ class _Attention(torch.autograd.Function):
         o, l, m = _forward(q, k, v, causal, scale, cfg)
         ctx.save_for_backward(q, k, v, o, l, m)
         ctx.causal, ctx.scale = causal, scale
-        ctx.bwd_cfg = flash2.bwd_tiling(q.shape[-1], q.dtype, **overrides)
+        ctx.bwd_cfg = bwd_tiling(q.shape[-1], q.dtype, **overrides)
         return o
 
     @staticmethod

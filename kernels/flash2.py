@@ -18,15 +18,12 @@ import triton.language as tl
 
 from iosim.kernels import _common
 from iosim.kernels._common import LOG2E, LOG2E_C, kv_row, launch, mma
+from iosim.schedule.problem import Tiling
+from iosim.schedule.tiling import BWD, FWD
 
 ALGO = "flash2"
-# Forward: FA2's own Triton baseline uses 128-row Q blocks and 4 warps (8 for d = 128); block_n = 64
-# follows the Triton tutorial's later default. Backward: the FA2 CUDA table for ≥144 KB shared
-# memory (64 × 128, 8 warps); with 4 warps the backward spills registers at d = 64 (220 B/thread on
-# an H200, 2.4× slower).
-DEFAULTS = {"block_m": 128, "block_n": 64, "warps": 4, "stages": 2, "grid_order": "rows"}
-BWD_DEFAULTS = {"block_m": 64, "block_n": 128, "warps": 8, "stages": 2, "grid_order": "rows"}
-GRID_ORDERS = ("rows", "heads")
+# Tiles, warps and stages of both passes come from iosim.schedule.tiling (FLASH2_FWD, FLASH2_BWD),
+# which says why they are what they are; the forward alone takes grid_order "heads".
 # Memory ordering of the dQ atomic adds: each CTA only accumulates and nothing reads dQ before the
 # kernel ends, so no ordering is needed. Triton's default, "acq_rel", fences every add: on an H100
 # (fp16, N = 4096, 4 × 16 heads) the backward ran at 116 / 130 TFLOP/s (d = 64 / 128) with it and
@@ -196,36 +193,23 @@ def flash2_bwd(Q, K, V, DO, LSE, DELTA, DQ, DK, DV, H, HKV, NQ, NK, sm_scale, CA
 # ---------------------------------------------------------------------------------------------
 # Launch wrappers
 # ---------------------------------------------------------------------------------------------
-def _warps(head_dim: int) -> int:
-    return 4 if head_dim <= 64 else 8
+def tiling(head_dim: int, dtype=None, **overrides) -> Tiling:
+    """The forward's tiling: the single source's flash2 forward defaults with ``overrides`` applied."""
+    return _common.pass_tiling(ALGO, FWD, head_dim, overrides)
 
 
-def tiling(head_dim: int, dtype=None, **overrides) -> dict:
-    """Forward tiling: DEFAULTS (warps 4 for d ≤ 64, else 8) with ``overrides`` applied."""
-    _common.check_head_dim(head_dim)
-    return _common.resolve_tiling(DEFAULTS | {"warps": _warps(head_dim)}, overrides, GRID_ORDERS)
-
-
-def bwd_tiling(head_dim: int, dtype=None, **overrides) -> dict:
-    """Backward tiling: BWD_DEFAULTS (8 warps at every d) with ``overrides`` applied.
+def bwd_tiling(head_dim: int, dtype=None, **overrides) -> Tiling:
+    """The backward's tiling: the single source's flash2 backward defaults with ``overrides`` applied.
 
     block_n is the K/V rows per CTA, block_m the Q rows per inner step. The backward grid order is
     fixed (K/V blocks of one head fastest), so a ``grid_order`` override is accepted and ignored.
     """
-    _common.check_head_dim(head_dim)
-    overrides = {key: val for key, val in overrides.items() if key != "grid_order"}
-    return _common.resolve_tiling(BWD_DEFAULTS, overrides)
+    return _common.pass_tiling(ALGO, BWD, head_dim, overrides)
 
 
 def run_config(q, k, v, causal=False, backward=False, **overrides) -> dict:
-    """The configuration ``attention(q, k, v, causal, **overrides)`` runs with, as plain data.
-
-    Unspecified values are reported as None (forward and backward defaults differ).
-    """
-    cfg = tiling(q.shape[-1], q.dtype, **overrides)
-    if backward:
-        bwd_tiling(q.shape[-1], q.dtype, **overrides)
-    return _common.run_config(ALGO, q, k, v, causal, backward, cfg, overrides)
+    """The configuration ``attention(q, k, v, causal, **overrides)`` runs with: ``RunConfig.to_dict()``, resolved."""
+    return _common.run_config(ALGO, q, k, v, causal, backward, overrides)
 
 
 def attention(q, k, v, causal=False, sm_scale=None, **overrides):
@@ -239,12 +223,12 @@ def forward(q, k, v, causal, scale, cfg, launches):
     B, H, HKV, NQ, NK, D = shape
     o = torch.empty_like(q)
     lse = torch.empty((B, H, NQ), device=q.device, dtype=torch.float32)
-    n_blocks = triton.cdiv(NQ, cfg["block_m"])
-    heads_first = cfg["grid_order"] == "heads"
+    n_blocks = triton.cdiv(NQ, cfg.block_m)
+    heads_first = cfg.grid_order == "heads"
     grid = (shape.bh, n_blocks) if heads_first else (n_blocks, shape.bh)
     launch(launches, flash2_fwd, grid, q, k, v, o, lse, H, HKV, NQ, NK, scale * LOG2E,
-           CAUSAL=causal, HEADS_FIRST=heads_first, D=D, BM=cfg["block_m"], BN=cfg["block_n"],
-           num_warps=cfg["warps"], num_stages=cfg["stages"])
+           CAUSAL=causal, HEADS_FIRST=heads_first, D=D, BM=cfg.block_m, BN=cfg.block_n,
+           num_warps=cfg.warps, num_stages=cfg.stages)
     return o, lse
 
 
@@ -255,7 +239,7 @@ def backward(do, q, k, v, o, lse, causal, scale, cfg, launches):
     """
     B, H, NQ, D = q.shape
     HKV, NK = k.shape[1], k.shape[2]
-    BM, BN, w, st = cfg["block_m"], cfg["block_n"], cfg["warps"], cfg["stages"]
+    BM, BN, w, st = cfg.block_m, cfg.block_n, cfg.warps, cfg.stages
     dq_acc = torch.zeros((B, H, NQ, D), device=q.device, dtype=torch.float32)
     delta = torch.empty((B, H, NQ), device=q.device, dtype=torch.float32)
     launch(launches, flash2_bwd_pre, (triton.cdiv(NQ, BM), B * H), o, do, delta, NQ, D=D, BM=BM,

@@ -14,9 +14,10 @@ import triton.language as tl
 
 from iosim.kernels import _common
 from iosim.kernels._common import kv_row, launch, mma
+from iosim.schedule.problem import Tiling
+from iosim.schedule.tiling import BWD, FWD
 
-ALGO = "standard"
-DEFAULTS = {"block_m": 128, "block_n": 128, "warps": 4, "stages": 2, "grid_order": "rows"}
+ALGO = "standard"  # tiles from iosim.schedule.tiling (STANDARD: one tiling for every matmul kernel)
 # K-step (elements of d) of the N×N matmuls ``qk`` and ``dp``; a fixed 32, or d itself when d = 16.
 BLOCK_K = 32
 LAUNCHES: list[dict] = []
@@ -172,16 +173,19 @@ def dk(DS, Q, DK, NQ, NK, sm_scale, D: tl.constexpr, BM: tl.constexpr, BK: tl.co
 # ---------------------------------------------------------------------------------------------
 # Launch wrappers
 # ---------------------------------------------------------------------------------------------
-def tiling(head_dim: int, dtype=None, **overrides) -> dict:
-    """DEFAULTS with ``overrides`` applied; the same tiling for every kernel (softmax/ds pick their own warps)."""
-    _common.check_head_dim(head_dim)
-    return _common.resolve_tiling(DEFAULTS, overrides)
+def tiling(head_dim: int, dtype=None, **overrides) -> Tiling:
+    """The forward matmul kernels' tiling: the single source's defaults with ``overrides`` (softmax picks its own warps)."""
+    return _common.pass_tiling(ALGO, FWD, head_dim, overrides)
+
+
+def bwd_tiling(head_dim: int, dtype=None, **overrides) -> Tiling:
+    """The backward matmul kernels' tiling: the single source's defaults with ``overrides`` (ds picks its own warps)."""
+    return _common.pass_tiling(ALGO, BWD, head_dim, overrides)
 
 
 def run_config(q, k, v, causal=False, backward=False, **overrides) -> dict:
-    """The configuration ``attention(q, k, v, causal, **overrides)`` runs with, as plain data."""
-    cfg = tiling(q.shape[-1], q.dtype, **overrides)
-    return _common.run_config(ALGO, q, k, v, causal, backward, cfg, overrides)
+    """The configuration ``attention(q, k, v, causal, **overrides)`` runs with: ``RunConfig.to_dict()``, resolved."""
+    return _common.run_config(ALGO, q, k, v, causal, backward, overrides)
 
 
 def row_warps(n_cols: int) -> tuple[int, int]:
@@ -198,8 +202,8 @@ def attention(q, k, v, causal=False, sm_scale=None, **overrides):
 def _forward(q, k, v, causal, scale, cfg):
     shape = _common.check_inputs(q, k, v, causal)
     B, H, HKV, NQ, NK, D = shape
-    BM, BN, bk = cfg["block_m"], cfg["block_n"], min(BLOCK_K, D)
-    w, st = cfg["warps"], cfg["stages"]
+    BM, BN, bk = cfg.block_m, cfg.block_n, min(BLOCK_K, D)
+    w, st = cfg.warps, cfg.stages
     s = torch.empty((B, H, NQ, NK), device=q.device, dtype=q.dtype)
     launch(LAUNCHES, qk, (triton.cdiv(NQ, BM) * triton.cdiv(NK, BN), shape.bh), q, k, s, H, HKV, NQ, NK, scale,
            D=D, BM=BM, BN=BN, BK=bk, num_warps=w, num_stages=st)
@@ -216,7 +220,7 @@ def _forward(q, k, v, causal, scale, cfg):
 def _backward(do, q, k, v, p, scale, cfg):
     B, H, NQ, D = q.shape
     HKV, NK = k.shape[1], k.shape[2]
-    BM, BN, w, st = cfg["block_m"], cfg["block_n"], cfg["warps"], cfg["stages"]
+    BM, BN, w, st = cfg.block_m, cfg.block_n, cfg.warps, cfg.stages
     bh = B * H
     dv_h = torch.empty((B, H, NK, D), device=q.device, dtype=q.dtype)
     launch(LAUNCHES, dv, (triton.cdiv(NK, BM), bh), p, do, dv_h, NQ, NK, D=D, BM=BM, BK=BN, num_warps=w, num_stages=st)
@@ -246,11 +250,11 @@ class _Attention(torch.autograd.Function):
         LAUNCHES.clear()
         o, p = _forward(q, k, v, causal, scale, cfg)
         ctx.save_for_backward(q, k, v, p)
-        ctx.scale, ctx.cfg = scale, cfg
+        ctx.scale, ctx.bwd_cfg = scale, bwd_tiling(q.shape[-1], q.dtype, **overrides)
         return o
 
     @staticmethod
     def backward(ctx, do):
         q, k, v, p = ctx.saved_tensors
-        d_q, d_k, d_v = _backward(do.contiguous(), q, k, v, p, ctx.scale, ctx.cfg)
+        d_q, d_k, d_v = _backward(do.contiguous(), q, k, v, p, ctx.scale, ctx.bwd_cfg)
         return d_q, d_k, d_v, None, None, None

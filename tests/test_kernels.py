@@ -22,9 +22,8 @@ from typing import NamedTuple
 import pytest
 import torch
 
-from iosim.kernels import ALGOS, ALGO_NAMES
-from iosim.kernels import flash1, flash2, standard
-from iosim.schedule.problem import RunConfig
+from iosim.kernels import ALGO_NAMES, ALGOS, flash1, flash2, standard
+from iosim.schedule.problem import HEAD_DIMS, Problem, RunConfig, Tiling
 
 DEVICE = "cpu" if os.environ.get("TRITON_INTERPRET") == "1" else "cuda"
 UNIT_ROUNDOFF = {torch.float16: 2.0**-11, torch.bfloat16: 2.0**-8}
@@ -104,21 +103,22 @@ def expected_launches(algo: str, case: Case) -> list[tuple[str, list[int]]]:
     """The Triton kernels and grids of one forward + backward, as the simulator schedules them."""
     cdiv = lambda a, b: -(-a // b)  # noqa: E731
     bh, n_q, n_k, d = case.batch * case.heads, case.seq_q, case.seq_k, case.head_dim
-    bwd = flash2.bwd_tiling(d, case.dtype, **case.tiling)
+    bwd = ALGOS[algo].bwd_tiling(d, case.dtype, **case.tiling)
     if algo == "standard":
         t = standard.tiling(d, case.dtype, **case.tiling)
-        m, n = t["block_m"], t["block_n"]
+        assert bwd == t  # one tiling for every matmul kernel of both passes
+        m, n = t.block_m, t.block_n
         nn_tiles, rows = [cdiv(n_q, m) * cdiv(n_k, n), bh, 1], [n_q, bh, 1]
         return [("qk", nn_tiles), ("softmax", rows), ("pv", [cdiv(n_q, m), bh, 1]),
                 ("dv", [cdiv(n_k, m), bh, 1]), ("dp", nn_tiles), ("ds", rows),
                 ("dq", [cdiv(n_q, m), bh, 1]), ("dk", [cdiv(n_k, m), bh, 1])]
-    backward = [("flash2_bwd_pre", [cdiv(n_q, bwd["block_m"]), bh, 1]),
-                ("flash2_bwd", [cdiv(n_k, bwd["block_n"]), bh, 1])]
+    backward = [("flash2_bwd_pre", [cdiv(n_q, bwd.block_m), bh, 1]),
+                ("flash2_bwd", [cdiv(n_k, bwd.block_n), bh, 1])]
     if algo == "flash1":
         return [("flash1_fwd", [bh, 1, 1]), ("flash1_lse", [cdiv(bh * n_q, flash1.LSE_BLOCK), 1, 1])] + backward
     t = flash2.tiling(d, case.dtype, **case.tiling)
-    blocks = cdiv(n_q, t["block_m"])
-    grid = [bh, blocks, 1] if t["grid_order"] == "heads" else [blocks, bh, 1]
+    blocks = cdiv(n_q, t.block_m)
+    grid = [bh, blocks, 1] if t.grid_order == "heads" else [blocks, bh, 1]
     return [("flash2_fwd", grid)] + backward
 
 
@@ -164,27 +164,41 @@ def test_run_config_is_plain_data_with_the_simulator_keys(algo):
     case = SMALL[1]
     q, k, v, _ = inputs(case)
     config = ALGOS[algo].run_config(q, k, v, causal=True, backward=True, block_m=32, stages=1)
+    # given values as given, the rest each pass's default (flash1's backward is flash2's kernels)
+    fwd = {"standard": (128, 4), "flash1": (128, 4), "flash2": (64, 4)}[algo]
+    bwd = (128, 4) if algo == "standard" else (128, 8)
     assert config == {
         "algo": algo,
         "problem": {"batch": 1, "heads": 4, "kv_heads": 2, "seq_q": 50, "seq_k": 50, "head_dim": 64,
                     "dtype": "bf16", "causal": True, "backward": True},
-        # given values as given, the rest None (= the algorithm's default, forward and backward)
-        "tiling": {"block_m": 32, "block_n": None, "warps": None, "stages": 1, "grid_order": "rows"},
+        "tiling": {"block_m": 32, "block_n": fwd[0], "warps": fwd[1], "stages": 1, "grid_order": "rows"},
+        "mode": "plain",
+        "host_tensors": [],
+        "backward_tiling": {"block_m": 32, "block_n": bwd[0], "warps": bwd[1], "stages": 1, "grid_order": "rows"},
     }
-    assert RunConfig.from_dict(config).to_dict()["tiling"] == config["tiling"]  # the simulator takes it as is
+    assert RunConfig.from_dict(config).to_dict() == config  # the simulator takes it as is
+    assert RunConfig.from_dict(config).resolved().to_dict() == config  # already resolved
+    assert ALGOS[algo].run_config(q, k, v)["backward_tiling"] is None  # forward only
 
 
 def test_tiling_defaults_and_overrides():
-    assert flash2.tiling(64) == {"block_m": 128, "block_n": 64, "warps": 4, "stages": 2, "grid_order": "rows"}
-    assert flash2.tiling(128)["warps"] == 8
-    assert flash2.bwd_tiling(128) == {"block_m": 64, "block_n": 128, "warps": 8, "stages": 2, "grid_order": "rows"}
-    assert flash2.bwd_tiling(64, block_n=32, grid_order="heads")["block_n"] == 32
-    assert flash1.tiling(32) == {"block_m": 64, "block_n": 128, "warps": 4, "stages": 1, "grid_order": "rows"}
-    assert standard.tiling(16, block_m=32)["block_m"] == 32
+    assert flash2.tiling(64) == Tiling(block_m=128, block_n=64, warps=4, stages=2, grid_order="rows")
+    assert flash2.tiling(128).warps == 8
+    assert flash2.bwd_tiling(128) == Tiling(block_m=64, block_n=128, warps=8, stages=2, grid_order="rows")
+    assert flash2.bwd_tiling(64, block_n=32, grid_order="heads") == Tiling(64, 32, 8, 2, "rows")
+    assert flash2.tiling(64, grid_order="heads").grid_order == "heads"
+    assert flash1.tiling(32) == Tiling(block_m=64, block_n=128, warps=4, stages=1, grid_order="rows")
+    assert flash1.bwd_tiling(32) == flash2.bwd_tiling(32)
+    assert standard.tiling(16, block_m=32).block_m == 32
+    assert standard.bwd_tiling(16, block_m=32) == standard.tiling(16, block_m=32)
     with pytest.raises(ValueError, match="block_m"):
         flash2.tiling(64, block_m=48)
+    with pytest.raises(ValueError, match="warps"):
+        flash2.bwd_tiling(64, warps=3)
     with pytest.raises(ValueError, match="grid_order"):
         standard.tiling(64, grid_order="heads")
+    with pytest.raises(ValueError, match="grid_order"):
+        flash1.run_config(*inputs(SMALL[0])[:3], grid_order="heads")
     with pytest.raises(ValueError, match="blocks"):
         flash1.tiling(64, blocks=2)
 
@@ -198,16 +212,58 @@ def test_bad_head_dim_is_refused(algo):
         ALGOS[algo].run_config(q, q, q)
 
 
-@pytest.mark.parametrize("head_dim", [64, 128])
-def test_simulator_defaults_are_the_kernels_defaults(head_dim):
-    """The simulator models what the kernels launch: same tiles, warps and stages when none are given."""
-    from iosim.schedule import flash1 as sim_flash1
-    from iosim.schedule import flash2 as sim_flash2
-    from iosim.schedule import standard as sim_standard
-    from iosim.schedule.problem import Problem, RunConfig
+@pytest.mark.parametrize("algo", ALGO_NAMES)
+def test_simulator_defaults_are_the_kernels_defaults(algo):
+    """Without overrides a kernel reports exactly the simulator's resolved configuration, at every head dim."""
+    for head_dim in HEAD_DIMS:
+        q = torch.zeros(2, 4, 8, head_dim, dtype=BF16, device=DEVICE)
+        k = torch.zeros(2, 2, 8, head_dim, dtype=BF16, device=DEVICE)
+        for backward in (False, True):
+            problem = Problem(batch=2, heads=4, kv_heads=2, seq_q=8, head_dim=head_dim, dtype="bf16",
+                              causal=True, backward=backward)
+            want = RunConfig(algo=algo, problem=problem).resolved()
+            assert ALGOS[algo].run_config(q, k, k, causal=True, backward=backward) == want.to_dict(), head_dim
+            assert ALGOS[algo].tiling(head_dim) == want.tiling
+        assert ALGOS[algo].bwd_tiling(head_dim) == want.backward_tiling
 
-    config = RunConfig(problem=Problem(head_dim=head_dim))
-    assert sim_flash2.forward_tiling(config) == flash2.tiling(head_dim)
-    assert sim_flash2.backward_tiling(config) == flash2.bwd_tiling(head_dim)
-    assert sim_flash1.tiling(config) == flash1.tiling(head_dim)
-    assert sim_standard.tiling(config) == standard.tiling(head_dim)
+
+# The kernels of each pass whose tiles, warps and stages come from the tiling (the one-row kernels
+# softmax, ds and flash1_lse pick their own warps).
+TILED = {"fwd": {"qk", "pv", "flash1_fwd", "flash2_fwd"}, "bwd": {"dv", "dp", "dq", "dk", "flash2_bwd_pre", "flash2_bwd"}}
+
+
+@pytest.mark.parametrize("algo", ALGO_NAMES)
+@pytest.mark.parametrize("overrides", [{}, {"block_n": 16, "warps": 2, "stages": 1}], ids=["defaults", "overrides"])
+def test_launched_kernels_run_the_reported_configuration(algo, overrides):
+    """What run_config reports is what LAUNCHES records: warps and stages of each pass, and the grids they imply."""
+    case = Case(1, 2, 2, 40, 40, 16, False, F16, overrides)
+    q, k, v, do = inputs(case)
+    config = ALGOS[algo].run_config(q, k, v, backward=True, **overrides)
+    leaves = [x.clone().requires_grad_() for x in (q, k, v)]
+    ALGOS[algo].attention(*leaves, **overrides).backward(do)
+    launched = ALGOS[algo].LAUNCHES
+    for pass_, key in (("fwd", "tiling"), ("bwd", "backward_tiling")):
+        tiled = [rec for rec in launched if rec["kernel"] in TILED[pass_]]
+        assert tiled, pass_
+        want = config[key]
+        assert {(rec["num_warps"], rec["num_stages"]) for rec in tiled} == {(want["warps"], want["stages"])}, pass_
+        for name, value in overrides.items():
+            assert want[name] == value
+    resolved = RunConfig.from_dict(config)
+    tiles = {"fwd": resolved.tiling, "bwd": resolved.backward_tiling}
+    assert [(rec["kernel"], rec["grid"]) for rec in launched] == expected_launches_from(algo, case, tiles)
+
+
+def expected_launches_from(algo: str, case: Case, tiles: dict) -> list[tuple[str, list[int]]]:
+    """``expected_launches`` with the tilings taken from a reported configuration instead of the kernel module."""
+    fwd, bwd = tiles["fwd"], tiles["bwd"]
+    overrides = {"block_m": fwd.block_m, "block_n": fwd.block_n, "grid_order": fwd.grid_order}
+    expected = expected_launches(algo, case._replace(tiling=overrides))
+    cdiv = lambda a, b: -(-a // b)  # noqa: E731
+    bh = case.batch * case.heads
+    if algo == "standard":  # one tiling for every matmul kernel of both passes
+        assert (bwd.block_m, bwd.block_n) == (fwd.block_m, fwd.block_n)
+    else:  # the backward's own tiles
+        expected[-2:] = [("flash2_bwd_pre", [cdiv(case.seq_q, bwd.block_m), bh, 1]),
+                         ("flash2_bwd", [cdiv(case.seq_k, bwd.block_n), bh, 1])]
+    return expected

@@ -8,10 +8,10 @@ import pytest
 from click.testing import CliRunner
 
 from iosim import sweep
-from iosim.figures import plots as plotting
 from iosim.cli import main
-from iosim.schedule.problem import Problem, RunConfig, Tiling
+from iosim.figures import plots as plotting
 from iosim.measure.measurement import load_measurement
+from iosim.schedule.problem import Problem, RunConfig, Tiling
 
 H100_MEASURED = Path(__file__).resolve().parent.parent / "experiments" / "measurements" / "h100" / "measurements.json"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

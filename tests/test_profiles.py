@@ -87,7 +87,7 @@ def test_efficiencies_are_one_exactly_when_uncalibrated(name):
 
 
 def test_h100_fractions_reproduce_the_measured_ceilings():
-    # h100-measured.md: device-to-device copy 2.96 TB/s, fp16 matmul 8192^3 702 TFLOP/s.
+    # reference-notes.md: device-to-device copy 2.96 TB/s, fp16 matmul 8192^3 702 TFLOP/s.
     p = load_profile("h100")
     assert p.peak_dram_bandwidth == pytest.approx(2.96e12, rel=0.002)
     assert p.peak_tensor_flops("fp16") == pytest.approx(702e12, rel=0.002)
@@ -124,7 +124,7 @@ def test_summary_rows_show_every_field_with_unit_and_source():
     assert by_field["l2_bytes"][0] == "50 MiB"
     assert by_field["hbm_bandwidth"][0] == "3.35 TB/s"
     assert by_field["host_link"][0] == "PCIe Gen5 x16"
-    assert "h100-measured.md" in by_field["dram_efficiency"][1]
+    assert "reference-notes.md" in by_field["dram_efficiency"][1]
 
 
 @pytest.mark.parametrize("name", BUILTIN)
@@ -177,30 +177,46 @@ _DELETE = object()
 BAD = [  # (id, field named in the message, dotted key to change, new value, expected text)
     ("schema_version", "schema_version", "schema_version", 2, "unsupported version 2"),
     ("no_schema_version", "schema_version", "schema_version", _DELETE, "missing"),
-    ("missing_field", "fields.l2_bytes", "fields.l2_bytes", _DELETE, "missing required field"),
+    ("missing_field", "fields.l2_bytes", "fields.l2_bytes", _DELETE, "missing field"),
     ("unknown_field", "fields.l3_bytes", "fields.l3_bytes", {"value": 1, "unit": "MiB", "source": "x"},
-     "unknown field"),
-    ("unknown_top_key", "gpu", "gpu", "H100", "unknown top-level key"),
-    ("unknown_entry_key", "fields.sm_count", "fields.sm_count.units", "count", "unknown key 'units'"),
+     "unknown field; allowed: sm_count, boost_clock, "),
+    ("unknown_top_key", "gpu", "gpu", "H100", "unknown field; allowed: schema_version, name, arch, fields, calibration"),
+    ("unknown_entry_key", "fields.sm_count.units", "fields.sm_count.units", "count",
+     "unknown field; allowed: value, unit, source, note"),
     ("missing_unit", "fields.hbm_bandwidth", "fields.hbm_bandwidth.unit", _DELETE,
      "missing unit; allowed: B/s, KB/s, MB/s, GB/s, TB/s"),
-    ("missing_source", "fields.sm_count", "fields.sm_count.source", _DELETE, "missing source"),
-    ("empty_source", "fields.sm_count", "fields.sm_count.source", "  ", "missing source"),
+    ("missing_source", "fields.sm_count.source", "fields.sm_count.source", _DELETE, "missing field"),
+    ("empty_source", "fields.sm_count.source", "fields.sm_count.source", "  ",
+     "must name the document and section, or 'measured: <file/command>'"),
     ("wrong_dimension", "fields.boost_clock", "fields.boost_clock.unit", "ms",
      "unit 'ms' is not a frequency; allowed: Hz, kHz, MHz, GHz"),
     ("unknown_unit", "fields.l2_bytes", "fields.l2_bytes.unit", "Mb", "unit 'Mb' is not a size"),
     ("zero", "fields.hbm_bandwidth", "fields.hbm_bandwidth.value", 0, "value must be > 0, got 0"),
     ("negative", "fields.launch_overhead", "fields.launch_overhead.value", -1.0, "must be > 0"),
-    ("not_a_number", "fields.sm_count", "fields.sm_count.value", "many", "must be a number"),
-    ("bool", "fields.sm_count", "fields.sm_count.value", True, "must be a number"),
+    ("not_a_number", "fields.sm_count.value", "fields.sm_count.value", "many", "must be a number, got 'many'"),
+    ("number_as_string", "fields.sm_count.value", "fields.sm_count.value", "132", "must be a number, got '132'"),
+    ("bool", "fields.sm_count.value", "fields.sm_count.value", True, "must be a number, got True"),
+    ("nan", "fields.hbm_bandwidth.value", "fields.hbm_bandwidth.value", float("nan"), "must be a finite number"),
+    ("inf", "fields.sm_count.value", "fields.sm_count.value", float("inf"), "must be a finite number, got inf"),
     ("fraction_above_one", "fields.dram_efficiency", "fields.dram_efficiency.value", 1.2,
      "a fraction must be in (0, 1], got 1.2"),
+    ("fraction_zero", "fields.math_overlap", "fields.math_overlap.value", 0, "value must be > 0, got 0"),
     ("fractional_count", "fields.sm_count", "fields.sm_count.value", 131.5, "a count must be a whole number"),
     ("fractional_bytes", "fields.smem_per_cta", "fields.smem_per_cta.value", 0.3,
      "not a whole number of bytes"),
     ("string_with_unit", "fields.host_link", "fields.host_link.unit", "count", "takes no unit"),
-    ("entry_not_mapping", "fields.sm_count", "fields.sm_count", 132, "must be a mapping"),
-    ("no_name", "name", "name", _DELETE, "must be a non-empty string"),
+    ("entry_not_mapping", "fields.sm_count", "fields.sm_count", 132, "must be a mapping, got 132"),
+    ("optional_null", "fields.l2_dirty_limit", "fields.l2_dirty_limit", None, "must be a mapping, got None"),
+    ("no_name", "name", "name", _DELETE, "missing field"),
+    ("blank_name", "name", "name", " ", "must be a non-empty string"),
+    ("multiline_note", "fields.sm_count.note", "fields.sm_count.note", "a\nb", "must be one line"),
+    # relations that hold on every GPU
+    ("cta_smem_above_sm", "fields.smem_per_cta", "fields.smem_per_cta.value", 229,
+     "must be <= smem_per_sm (228 KiB), got 229 KiB"),
+    ("l2_not_below_hbm", "fields.l2_bytes", "fields.l2_bytes", {"value": 80, "unit": "GB", "source": "a test"},
+     "must be < hbm_bytes (80 GB), got 80 GB"),
+    ("dirty_limit_above_l2", "fields.l2_dirty_limit", "fields.l2_dirty_limit.value", 60,
+     "must be <= l2_bytes (50 MiB), got 60 MB"),
     ("bad_calibration", "calibration", "calibration", [1, 2], "must be a mapping"),
 ]
 
@@ -237,8 +253,9 @@ def test_malformed_yaml_is_refused_in_one_line(tmp_path):
 def test_top_level_must_be_a_mapping(tmp_path):
     path = tmp_path / "list.yaml"
     path.write_text("- 1\n- 2\n")
-    with pytest.raises(ProfileError, match="top level must be a mapping"):
+    with pytest.raises(ProfileError) as e:
         load_profile(path)
+    assert str(e.value) == f"{path}: top level: must be a mapping, got list"
 
 
 def test_unknown_name_lists_the_available_profiles(tmp_path):
@@ -248,3 +265,25 @@ def test_unknown_name_lists_the_available_profiles(tmp_path):
     assert all(name in str(e.value) for name in BUILTIN)
     with pytest.raises(ProfileError, match="no such profile file"):
         load_profile(tmp_path / "absent.yaml")
+
+
+def test_duplicate_key_is_refused_naming_its_path_and_lines(tmp_path):
+    text = (profile_dir() / "h100-sxm.yaml").read_text()
+    line = next(l for l in text.splitlines() if l.strip().startswith("sm_count:"))
+    path = tmp_path / "dup.yaml"
+    path.write_text(text.replace(line, line + "\n" + line.replace("132", "114")))  # PyYAML would keep 114
+    first = text.splitlines().index(line) + 1
+    with pytest.raises(ProfileError) as e:
+        load_profile(path)
+    assert str(e.value) == (f"{path}: fields.sm_count: duplicate key (lines {first} and {first + 1}); "
+                            "YAML would keep only the last")
+    assert e.value.field == "fields.sm_count"
+
+
+def test_non_utf8_file_is_one_line(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    data = (profile_dir() / "h100-sxm.yaml").read_bytes().replace(b"HOPPER", "H\xd6PPER".encode("latin-1"))
+    path.write_bytes(data)
+    with pytest.raises(ProfileError) as e:
+        load_profile(path)
+    assert str(e.value) == f"{path}: cannot read: not UTF-8 text (byte 0xd6 at offset {data.index(0xd6)})"

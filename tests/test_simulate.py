@@ -1,5 +1,6 @@
-"""The simulator held to independent oracles: closed forms in limiting cases, conservation of bytes,
-the roofline, determinism, and counters measured on an H100."""
+"""The simulator end to end, held to independent oracles: closed forms in limiting cases, conservation
+of bytes, the roofline, determinism, and counters measured on an H100. The engine's parts have tests of
+their own (``test_links``, ``test_l2``, ``test_cohorts``)."""
 from __future__ import annotations
 
 import itertools
@@ -9,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from iosim.costs import closed_forms
-from iosim.schedule.build import build_schedule
-from iosim.schedule.problem import Problem, RunConfig, Tiling
 from iosim.hardware.profile import load_profile
 from iosim.results.result import RunResult
+from iosim.schedule.build import build_schedule
+from iosim.schedule.problem import Problem, RunConfig, Tiling
 from iosim.simulate import simulate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -95,33 +96,6 @@ def test_time_never_beats_the_roofline(config):
     assert r.time_s >= closed_forms.roofline_time(config, load_profile("a100")) * (1 - 1e-9)
 
 
-AGGREGATED = [("flash2", "rows", False), ("flash2", "heads", False), ("flash2", "rows", True),
-              ("standard", "rows", True), ("flash1", "rows", False), ("standard_eager", "rows", False)]
-
-
-@pytest.mark.parametrize("algo,order,backward", AGGREGATED)
-def test_aggregation_changes_no_count(algo, order, backward):
-    """Cohorts and line-sized steps give exactly the bytes of one CTA per process, one iteration per step."""
-    c = cfg(algo, seq_q=384, batch=2, heads=8, kv_heads=4, backward=backward,
-            tiling=Tiling(block_m=32, block_n=32, grid_order=order))
-    fast = simulate(c, "h100")
-    slow = simulate(c, "h100", aggregate=False)
-    for a, b in zip(fast.kernels, slow.kernels):
-        assert (a.levels, a.l2_hit_bytes, a.flops) == (b.levels, b.l2_hit_bytes, b.flops), a.name
-    assert fast.events < slow.events
-
-
-@pytest.mark.parametrize("algo", ["flash2", "standard", "flash1"])
-def test_aggregation_under_eviction_moves_few_bytes(algo):
-    """With an L2 too small for the working set, the order of tiles within one instant decides some
-    LRU victims: aggregated and per-CTA runs then agree on DRAM bytes within 3 %, reads within 5 %."""
-    c = cfg(algo, seq_q=384, batch=2, heads=8, kv_heads=4, tiling=Tiling(block_m=32, block_n=32))
-    fast = simulate(c, "h100", l2_bytes=96 * 1024).levels["hbm"]
-    slow = simulate(c, "h100", l2_bytes=96 * 1024, aggregate=False).levels["hbm"]
-    assert fast.total == pytest.approx(slow.total, rel=0.03)
-    assert fast.read_bytes == pytest.approx(slow.read_bytes, rel=0.05)
-
-
 def test_deterministic_and_json_round_trip():
     c = cfg("flash2", seq_q=1000, causal=True, backward=True)
     a, b = simulate(c, "h100"), simulate(c, "h100")
@@ -190,16 +164,6 @@ def test_bound_names_the_limiting_resource(gpu):
     assert (std.bound, fa2.bound) == ("hbm", "compute")
     # and the busy time of that resource explains most of the run
     assert sum(k.roofline["hbm"] for k in std.kernels) > 0.6 * std.time_s
-
-
-@pytest.mark.parametrize("config", SMALL[::4], ids=lambda c: f"{c.algo}-{c.problem.seq_q}-c{int(c.problem.causal)}")
-def test_engine_does_all_the_work_the_schedule_holds(config):
-    """Aggregated steps (CTAs leaving mid-step, merged iterations) neither lose nor invent FLOPs."""
-    r = simulate(config, "h100")
-    for kernel, k in zip(build_schedule(config).kernels, r.kernels):
-        expected = kernel.total_flops()
-        assert k.flops["tensor"] == pytest.approx(expected.tensor)
-        assert k.flops["sfu"] == pytest.approx(expected.sfu)
 
 
 def test_a_run_reprices_on_other_hardware_without_resimulating():

@@ -15,6 +15,7 @@ from iosim.measure.validate import summary, validate
 REPO = Path(__file__).resolve().parents[1]
 THRESHOLDS = json.loads((REPO / "tests" / "fidelity_thresholds.json").read_text())
 DATA = REPO / THRESHOLDS["data"]
+pytestmark = pytest.mark.xdist_group("validate")  # one worker computes the module's fixture once
 
 
 @pytest.fixture(scope="module")

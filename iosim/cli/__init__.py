@@ -1,20 +1,43 @@
 """The ``iosim`` command: a thin click group; each command parses, calls the library, prints."""
 from __future__ import annotations
 
+import importlib
 import sys
 
 import click
 
+from iosim.hardware.catalog import ProfileError
 from iosim.schedule.problem import ConfigError
-from iosim.hardware.profile import ProfileError
-
 
 # Library field names whose option is spelled differently.
 OPTION_OF = {"seq_q": "seq-len", "seq_k": "seq-len", "host_tensors": "host"}
 
 
+# Each command's module is imported only when that command runs (or when the group's help lists
+# them), so ``iosim simulate --help`` never pays for matplotlib, simpy or the GPU side.
+COMMANDS = {
+    "simulate": "iosim.cli.simulate_cmd:simulate",
+    "plot": "iosim.cli.plot_cmd:plot",
+    "validate": "iosim.cli.validate_cmd:validate",
+    "profiles": "iosim.cli.profiles_cmd:profiles",
+    "measure": "iosim.cli.measure_cmd:measure",
+    "calibrate": "iosim.cli.measure_cmd:calibrate",
+}
+
+
 class Group(click.Group):
-    """Turns the library's validation errors into one-line usage errors (exit code 2, no traceback)."""
+    """Loads commands on first use; turns the library's validation errors into one-line usage errors
+    (exit code 2, no traceback)."""
+
+    def list_commands(self, ctx):
+        return list(COMMANDS)
+
+    def get_command(self, ctx, name):
+        target = COMMANDS.get(name)
+        if target is None:
+            return None
+        module, attr = target.split(":")
+        return getattr(importlib.import_module(module), attr)
 
     def invoke(self, ctx):
         try:
@@ -42,24 +65,6 @@ def main():
       iosim profiles              list GPU profiles; iosim profiles show h100
     """
 
-
-def _register():
-    from iosim.cli import profiles_cmd, simulate_cmd
-
-    main.add_command(simulate_cmd.simulate)
-    main.add_command(profiles_cmd.profiles)
-    for module, name in (("measure_cmd", "measure"), ("validate_cmd", "validate"), ("plot_cmd", "plot")):
-        try:
-            mod = __import__(f"{__name__}.{module}", fromlist=[name])
-        except ModuleNotFoundError as e:
-            if e.name and e.name.startswith(__name__):
-                continue
-            raise
-        for cmd in getattr(mod, "COMMANDS", ()):
-            main.add_command(cmd)
-
-
-_register()
 
 if __name__ == "__main__":
     sys.exit(main())

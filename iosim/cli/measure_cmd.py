@@ -1,6 +1,7 @@
 """``iosim measure`` and ``iosim calibrate``: the GPU side, run through the kernels extra (torch, triton)."""
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import click
@@ -8,12 +9,12 @@ import click
 from iosim.hardware.profile import resolve_profile_path
 
 
-def _harness():
+def _kernels(module: str):
+    """``iosim.kernels.<module>``, or a usage error naming the missing extra."""
     try:
-        from iosim.kernels import harness
+        return importlib.import_module(f"iosim.kernels.{module}")
     except ImportError as e:  # torch or triton missing
         raise click.UsageError(f"needs the kernels extra (pip install -e '.[kernels]'): {e}") from None
-    return harness
 
 
 @click.command()
@@ -34,7 +35,7 @@ def measure(out, grid, no_ncu, warmup_ms, rep_ms):
     kernel configuration, rewritten after every batch so a cut-short run keeps what finished.
     Without ncu, or without permission to read counters, it records timings and the reason.
     """
-    harness = _harness()
+    harness = _kernels("harness")
     path = Path(out) / "measurements.json"
     try:
         m = harness.measure(harness.GRIDS[grid](), path, ncu=not no_ncu, warmup_ms=warmup_ms, rep_ms=rep_ms,
@@ -58,14 +59,11 @@ def calibrate(base, out):
     throughput of our kernels' tile loop and of cuBLAS, launch overhead, and L2/DRAM load latency
     (a pointer chase). Measured fields carry "measured: iosim calibrate, <gpu>, <date>" as source.
     """
-    harness = _harness()
-    from iosim.kernels import calibrate as cal
-
+    cal = _kernels("calibrate")
     base_path = resolve_profile_path(base)
     try:
-        harness._torch()  # one-line refusal without a CUDA GPU
-        cal.calibrate(base_path, Path(out), progress=click.echo)
-    except harness.HarnessError as e:
+        cal.calibrate(base_path, Path(out), progress=click.echo)  # one-line refusal without a CUDA GPU
+    except cal.HarnessError as e:
         raise click.UsageError(str(e)) from None
     click.echo(f"wrote {out}")
 

@@ -7,13 +7,14 @@ from pathlib import Path
 import click
 
 from iosim import sweep
-from iosim.figures import plots as plotting
-from iosim.schedule.problem import DTYPE_BYTES, MODES, Problem, RunConfig, Tiling
-from iosim.measure.measurement import MeasurementError, load_measurement
-from iosim.hardware.profile import ProfileError, load_profile
 from iosim.cli.simulate_cmd import parse_algos, parse_sizes
+from iosim.figures import plots as plotting
+from iosim.hardware.profile import ProfileError, load_profile
+from iosim.measure.measurement import MeasurementError, load_measurement
+from iosim.schedule.problem import DTYPE_BYTES, MODES, Problem, RunConfig, Tiling
 
 DEFAULT_ALGOS = "standard,flash1,flash2"
+DEFAULT_TILING = Tiling()  # every algorithm's own defaults
 
 
 # --------------------------------------------------------------------------- option callbacks
@@ -175,7 +176,7 @@ def memory(output, **opts):
 # --------------------------------------------------------------------------- shared steps
 
 
-def _results(opts: dict, tilings=(Tiling(),)) -> list:
+def _results(opts: dict, tilings: tuple = (DEFAULT_TILING,)) -> list:
     """The saved results of --from, or a sweep of every GPU × algorithm × tiling × N (saved if --save)."""
     if opts["saved"] is not None:
         results = opts["saved"]
@@ -202,4 +203,3 @@ def _write(fig, output) -> None:
     click.echo(f"wrote {output}")
 
 
-COMMANDS = [plot]

@@ -6,10 +6,9 @@ import sys
 
 import click
 
+from iosim.hardware.catalog import builtin_profiles
 from iosim.results import report
 from iosim.schedule.problem import ALGOS, DTYPE_BYTES, GRID_ORDERS, MODES, Problem, RunConfig, Tiling
-from iosim.hardware.profile import builtin_profiles, load_profile
-from iosim.simulate import simulate as run_simulation
 
 DEFAULT_SEQ = "1k,2k,4k,8k,16k"
 
@@ -50,6 +49,8 @@ def parse_algos(ctx, param, value):
 
 
 def parse_gpus(ctx, param, value):
+    from iosim.hardware.profile import load_profile  # validation machinery: only when options are parsed
+
     names = [g for v in value for g in v.split(",") if g] or ["a100"]
     return [load_profile(g) for g in names]
 
@@ -102,6 +103,8 @@ def simulate(gpu, algo, seq, seq_k, head_dim, batch, heads, kv_heads, dtype, cau
     ]
     jobs = [(c, g) for g in gpu for c in configs]
     quiet = as_json or as_csv or len(jobs) < 4 or not sys.stderr.isatty()
+    from iosim.simulate import simulate as run_simulation
+
     results = []
     with click.progressbar(jobs, label="simulating", file=sys.stderr, hidden=quiet) as bar:
         for config, profile in bar:

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import click
 
-from iosim.results.report import human_bytes, human_time
 from iosim.measure.measurement import committed_set
 from iosim.measure.validate import METRICS, summary, validate_files
-
+from iosim.results.report import human_bytes, human_time
 
 
 @click.command()
@@ -119,4 +118,3 @@ def _write_plots(results, folder: Path) -> None:
         click.echo(f"wrote {save(fig, folder / name)}", err=True)
 
 
-COMMANDS = [validate]

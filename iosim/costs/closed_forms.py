@@ -12,7 +12,6 @@ Three kinds of formula, all pure functions of the problem (no engine):
 """
 from __future__ import annotations
 
-
 from iosim.schedule.problem import RunConfig
 
 FP32 = 4

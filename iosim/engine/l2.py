@@ -11,14 +11,14 @@ Policy, chosen to match what Nsight Compute's ``dram__bytes`` counters see on NV
 - atomics are read-modify-write at L2: a missing line is filled first, then dirtied;
 - a line larger than the whole cache bypasses it: every access goes to memory (with a zero-sized
   L2 this reproduces the FlashAttention paper's HBM access counts).
-Lines and their geometry are described in :mod:`iosim.layout`.
+Lines and their geometry are described in :mod:`iosim.engine.lines`.
 """
 from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from iosim.schedule.ir import ATOMIC, READ, WRITE
+from iosim.schedule.ir import READ, WRITE, AccessKind
 
 
 @dataclass
@@ -55,7 +55,7 @@ class L2Cache:
         self.dirty = 0
         self.stats = L2Stats()
 
-    def access(self, key, placement: str, kind: int, nbytes: int, line_bytes: int, mult: int, now: float,
+    def access(self, key, placement: str, kind: AccessKind, nbytes: int, line_bytes: int, mult: int, now: float,
                lo: int | None = None, hi: int | None = None, who=None) -> float:
         """Serve ``mult`` CTAs touching ``nbytes`` of one line at once; return when the data is there.
 

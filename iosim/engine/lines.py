@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from iosim.schedule.ir import Tensor
 
+
 @dataclass(frozen=True)
 class LineGeometry:
     """How one tensor is cut into L2 lines: ``line_rows × line_cols`` rectangles per slice."""
@@ -25,7 +26,7 @@ class LineGeometry:
     line_cols: int
 
     @classmethod
-    def for_tensor(cls, tensor: Tensor, target: int) -> "LineGeometry":
+    def for_tensor(cls, tensor: Tensor, target: int) -> LineGeometry:
         """Largest lines of at most ``target`` bytes, full-width when a row unit of the tensor fits."""
         unit = max(1, tensor.row_unit)
         row_bytes = tensor.cols * tensor.elem_bytes

@@ -1,14 +1,15 @@
 """The discrete-event engine: CTAs scheduled onto SMs in waves, sharing an L2, HBM and the host link.
 
 Processes (SimPy): one *dispatcher* per kernel launches CTAs in grid order whenever SM slots are
-free (slots = SMs × resident CTAs per SM, from :mod:`iosim.occupancy`), as the hardware block
+free (slots = SMs × resident CTAs per SM, from :mod:`iosim.engine.occupancy`), as the hardware block
 scheduler does; each launch instant starts one *cohort* process for the CTAs launched together
-(see :mod:`iosim.program` for why that changes no count). A cohort step issues its tile accesses
-to the :class:`~iosim.l2.L2Cache` (misses queue on the HBM or host :class:`~iosim.links.Link`),
-moves its bytes over the L2's own link (atomics over the L2's atomic units, where measured), and
-computes on its SMs' share of the math units, overlapping part of its math with co-resident CTAs'
-(the profile's ``math_overlap``); with two or more pipeline stages the loads of a step overlap its
-math and their latency is paid once, with one stage every iteration waits for its loads.
+(:mod:`iosim.engine.cohorts` turns them into steps, and says why that changes no count). A cohort
+step issues its tile accesses to the :class:`~iosim.engine.l2.L2Cache` (misses queue on the HBM or
+host :class:`~iosim.engine.links.Link`), moves its bytes over the L2's own link (atomics over the
+L2's atomic units, where measured), and computes on its SMs' share of the math units, overlapping
+part of its math with co-resident CTAs' (the profile's ``math_overlap``); with two or more pipeline
+stages the loads of a step overlap its math and their latency is paid once, with one stage every
+iteration waits for its loads.
 
 Kernel boundaries: every kernel pays the profile's launch overhead (what an empty kernel costs back
 to back). In ``plain`` mode the L2 keeps its contents from one kernel to the next, and what is still
@@ -23,15 +24,17 @@ from __future__ import annotations
 import numpy as np
 import simpy
 
-from iosim.schedule.build import Schedule, peak_footprint
-from iosim.engine.l2 import ATOMIC, READ, L2Cache
+from iosim.costs.pricing import compute_time, rates, roofline
+from iosim.engine import cohorts
+from iosim.engine.l2 import L2Cache
 from iosim.engine.lines import LineGeometry
 from iosim.engine.links import Link
 from iosim.engine.occupancy import ctas_per_sm
-from iosim.costs.pricing import compute_time, rates, roofline
 from iosim.results.result import KernelResult, RunResult, Traffic
+from iosim.schedule.common import Schedule
+from iosim.schedule.ir import ATOMIC, READ
 
-LINES_PER_L2 = 256  # an L2 line of the model is at most 1/256 of the cache (see iosim.layout)
+LINES_PER_L2 = 256  # an L2 line of the model is at most 1/256 of the cache (see iosim.engine.lines)
 MIN_LINE = 4096  # bytes; lines never get smaller, so a tiny L2 stays fast
 LINES_PER_SLICE = 1024  # a tensor slice far larger than the L2 is cut into at most this many lines
 TIMELINE_BINS = 100
@@ -77,7 +80,7 @@ class Engine:
         final = self.l2.flush(self.env.now, invalidate=False, timed=False) if self.mode == "plain" else 0
         return RunResult(
             config=self.schedule.config.to_dict(), gpu=self.profile.id, mode=self.mode,
-            kernels=tuple(self.records), time_s=self._total_time(), peak_hbm_bytes=peak_footprint(self.schedule),
+            kernels=tuple(self.records), time_s=self._total_time(), peak_hbm_bytes=self.schedule.peak_hbm_bytes,
             hbm_capacity_bytes=self.profile.hbm_bytes, timeline=self._timeline(), events=self.events,
             final_writeback_bytes=final,
         )
@@ -98,7 +101,7 @@ class Engine:
         slots = per_sm * self.profile.sm_count
         before = self._snapshot()
         start = self.env.now
-        line_iters = kernel.line_iters(self.geometry)
+        line_iters = cohorts.line_iters(kernel, self.geometry)
         state = {"free": slots, "wake": None}
         nxt, n = 0, kernel.ctas
         running = []
@@ -130,7 +133,7 @@ class Engine:
         cta_bw = self.profile.cta_load_bandwidth
         first = True
         self.resident += g1 - g0
-        for step in kernel.steps(g0, g1, line_iters, self.aggregate):
+        for step in cohorts.steps(kernel, g0, g1, line_iters, self.aggregate):
             now = env.now
             ready, moved, missed, atomic = now, 0, False, 0
             loads = {}  # bytes loaded per tensor: independent loads a CTA issues together

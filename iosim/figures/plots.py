@@ -15,9 +15,9 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter, NullLocator
 
 from iosim.costs import closed_forms
-from iosim.schedule.problem import RunConfig
 from iosim.files import atomic_open
 from iosim.results.report import human_bytes, human_time
+from iosim.schedule.problem import RunConfig
 
 FORMATS = ("png", "svg", "pdf")
 LEVEL_TITLE = {"hbm": "HBM (DRAM) traffic", "l2": "L2 traffic", "sram": "SRAM traffic", "host": "host traffic"}
@@ -249,7 +249,7 @@ def _tile(r) -> tuple:
 
 def _paper_lines(ax, results) -> None:
     """The paper's closed-form HBM accesses, dashed, once per algorithm and problem shape."""
-    for (gpu, algo, sig), rs in _series(results).items():
+    for (_gpu, algo, sig), rs in _series(results).items():
         label = f"paper formula: {algo}" + _shape_suffix(sig, algo, results)
         if label in [line.get_label() for line in ax.get_lines()]:
             continue

@@ -1,10 +1,10 @@
-"""Figures of a validation: predicted against measured per metric, and error against sequence length."""
+"""Figures of a validation: predicted against measured per metric, and error against sequence length.
+
+Built without pyplot (no global figure state), like :mod:`iosim.figures.plots`, and written by its ``save``.
+"""
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure
 
 LABELS = {"dram_bytes": "DRAM read + write (bytes)", "dram_read_bytes": "DRAM read (bytes)",
           "dram_write_bytes": "DRAM write (bytes)", "l2_bytes": "L2 traffic (bytes)", "time_s": "time (s)"}
@@ -17,7 +17,8 @@ def _algo(r) -> str:
 
 def scatter(results, gpu: str):
     """Predicted vs measured, log-log, one panel per metric, the y = x line and the ±50 % band."""
-    fig, axes = plt.subplots(1, len(SHOWN), figsize=(5 * len(SHOWN), 4.6))
+    fig = Figure(figsize=(5 * len(SHOWN), 4.6), layout="tight")
+    axes = fig.subplots(1, len(SHOWN))
     for ax, metric in zip(axes, SHOWN):
         pts = [(r.measured[metric], r.predicted[metric], _algo(r)) for r in results
                if r.measured.get(metric) and r.predicted.get(metric)]
@@ -34,13 +35,13 @@ def scatter(results, gpu: str):
         ax.grid(True, which="major", alpha=0.3)
     axes[0].legend(fontsize=7, title=f"iosim on {gpu}")
     fig.suptitle("iosim predictions against Nsight Compute counters (dotted: ±1.5×)")
-    fig.tight_layout()
     return fig
 
 
 def error_vs_n(results, gpu: str):
     """Relative error against N per metric, one marker series per algorithm."""
-    fig, axes = plt.subplots(1, len(SHOWN), figsize=(5 * len(SHOWN), 4.2), sharex=True)
+    fig = Figure(figsize=(5 * len(SHOWN), 4.2), layout="tight")
+    axes = fig.subplots(1, len(SHOWN), sharex=True)
     for ax, metric in zip(axes, SHOWN):
         for algo in sorted({_algo(r) for r in results}):
             pts = [(r.config["problem"]["seq_q"], 100 * r.error(metric)) for r in results
@@ -52,5 +53,4 @@ def error_vs_n(results, gpu: str):
         ax.set(xscale="log", xlabel="sequence length N", ylabel=f"error in {LABELS[metric].split(' (')[0]} (%)")
         ax.grid(True, alpha=0.3)
     axes[0].legend(fontsize=7, title=f"iosim on {gpu}")
-    fig.tight_layout()
     return fig

@@ -3,36 +3,28 @@
 Profiles are YAML files in ``hardware_profiles/`` (installed as the package data ``iosim.hardware_profiles``; schema_version 1). Every
 number is written ``{value, unit, source}`` (optionally ``note``) and converted to base units on
 load: bytes, bytes/s, Hz, FLOP/s, seconds, plain counts and fractions. A file that breaks the
-schema is refused with a one-line :class:`ProfileError` naming the file and the field.
+schema is refused with a one-line :class:`ProfileError` naming the file and the field; the schema is
+declared once, as the pydantic models at the end of this module (:mod:`iosim.schema`).
 """
 from __future__ import annotations
 
 import functools
-import math
-from importlib import resources
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Annotated, Any, ClassVar
 
 import yaml
+from pydantic import AfterValidator, ValidationError, create_model, model_validator
+
+from iosim.hardware.catalog import ALIASES, ProfileError, builtin_profiles, profile_dir, resolve_profile_path
+from iosim.hardware.catalog import label as _label
+from iosim.hardware.units import UNITS, format_quantity, to_base
+from iosim.schema import FieldProblem, FileModel, Line, Number, Text, dotted, explain, schema_version, unreadable
 
 SCHEMA_VERSION = 1
-ALIASES = {"a100": "a100-sxm4-80gb", "h100": "h100-sxm", "4090": "rtx4090"}
 TENSOR_DTYPES = ("fp16", "bf16", "fp32")  # fp32 means TF32 tensor cores
-
-# Allowed units per dimension, as factors to the base unit. Sizes take decimal (KB = 1e3) and binary
-# (KiB = 2**10) prefixes; rates take the decimal prefixes that datasheets quote them in.
-UNITS: dict[str, dict[str, int | float]] = {
-    "size": {"B": 1, "KB": 10**3, "KiB": 2**10, "MB": 10**6, "MiB": 2**20, "GB": 10**9, "GiB": 2**30,
-             "TB": 10**12, "TiB": 2**40},
-    "bandwidth": {"B/s": 1, "KB/s": 1e3, "MB/s": 1e6, "GB/s": 1e9, "TB/s": 1e12},
-    "frequency": {"Hz": 1, "kHz": 1e3, "MHz": 1e6, "GHz": 1e9},
-    "flop rate": {"FLOP/s": 1, "GFLOP/s": 1e9, "TFLOP/s": 1e12, "PFLOP/s": 1e15},
-    "time": {"s": 1, "ms": 1e-3, "us": 1e-6, "ns": 1e-9},
-    "count": {"count": 1},
-    "fraction": {"fraction": 1},
-}
 
 # Field -> dimension (None: a string), in display order.
 REQUIRED: dict[str, str | None] = {
@@ -48,17 +40,7 @@ REQUIRED: dict[str, str | None] = {
 OPTIONAL: dict[str, str | None] = {"l2_dirty_limit": "size", "dram_latency": "time", "l2_latency": "time",
                                    "l2_atomic_bandwidth": "bandwidth", "math_overlap": "fraction",
                                    "tensor_efficiency_bwd": "fraction", "cta_load_bandwidth": "bandwidth"}
-_ENTRY_KEYS = ("value", "unit", "source", "note")
-_TOP_KEYS = ("schema_version", "name", "arch", "fields", "calibration")
 _ATTR = {"boost_clock": "clock_hz"}  # YAML field -> Profile attribute where the names differ
-
-
-class ProfileError(ValueError):
-    """A profile that cannot be used; the one-line message names the file and the field."""
-
-    def __init__(self, message: str, file: str | None = None, field: str | None = None):
-        super().__init__(": ".join(p for p in (file, field, message) if p))
-        self.file, self.field = file, field
 
 
 @dataclass(frozen=True)
@@ -137,45 +119,6 @@ class Profile:
         return rows
 
 
-def format_quantity(value: float, dim: str) -> str:
-    """A base-unit value written with the largest unit of ``dim`` that keeps it >= 1."""
-    if dim == "count":
-        return str(value)
-    if dim == "fraction":
-        return f"{value:.4g}"
-    units = sorted(UNITS[dim].items(), key=lambda kv: -kv[1])
-    if dim == "size":  # the largest unit that divides it exactly, binary first: 50 MiB, 80 GB
-        return next((f"{value // f} {u}" for u, f in units if value >= f and value % f == 0), f"{value} B")
-    unit, f = next(((u, f) for u, f in units if value >= f), units[-1])
-    return f"{value / f:.4g} {unit}"
-
-
-def profile_dir() -> Path:
-    """The built-in profiles: the package data ``iosim.hardware_profiles`` (``hardware_profiles/`` in the repository)."""
-    return Path(str(resources.files("iosim.hardware_profiles")))
-
-
-def builtin_profiles() -> list[str]:
-    return sorted(p.stem for p in profile_dir().glob("*.yaml"))
-
-
-def resolve_profile_path(name_or_path: str | Path) -> Path:
-    """A built-in id or alias (``h100``), or a path to a YAML file (anything with / or .yaml)."""
-    text = str(name_or_path)
-    if isinstance(name_or_path, Path) or "/" in text or text.endswith((".yaml", ".yml")):
-        path = Path(text).expanduser()
-        if not path.is_file():
-            raise ProfileError("no such profile file", file=text)
-        return path.resolve()
-    key = ALIASES.get(text.lower(), text.lower())
-    path = profile_dir() / f"{key}.yaml"
-    if not path.is_file():
-        aliases = ", ".join(f"{a} -> {b}" for a, b in ALIASES.items())
-        raise ProfileError(f"unknown profile {text!r}; available: {', '.join(builtin_profiles())} "
-                           f"(aliases: {aliases}) or a path to a .yaml file")
-    return path
-
-
 def load_profile(name_or_path: str | Path) -> Profile:
     """Load and validate a profile; cached per file until the file changes."""
     path = resolve_profile_path(name_or_path)
@@ -192,12 +135,49 @@ def read_profile_dict(name_or_path: str | Path) -> dict:
     """The raw YAML mapping of a profile, a fresh copy a caller may edit and pass to write_profile."""
     path = resolve_profile_path(name_or_path)
     try:
-        data = yaml.safe_load(path.read_text())
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
+    except _DuplicateKey as e:
+        raise ProfileError(str(e), _label(path), e.where) from None
     except yaml.YAMLError as e:
         raise ProfileError("malformed YAML: " + " ".join(str(e).split()), file=_label(path)) from None
-    except OSError as e:
-        raise ProfileError(f"cannot read: {e.strerror}", file=_label(path)) from None
-    return data
+    except (OSError, UnicodeDecodeError) as e:
+        raise ProfileError(unreadable(e), file=_label(path)) from None
+
+
+class _DuplicateKey(ValueError):
+    """A mapping that names one key twice (PyYAML would silently keep the last)."""
+
+    def __init__(self, where: str, message: str):
+        super().__init__(message)
+        self.where = where
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a mapping with a repeated key, naming its dotted path."""
+
+    def construct_document(self, node):
+        _refuse_duplicates(node, (), set())
+        return super().construct_document(node)
+
+
+def _refuse_duplicates(node: yaml.Node, path: tuple, seen_nodes: set) -> None:
+    if id(node) in seen_nodes:  # an alias met again
+        return
+    seen_nodes.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        lines: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+            line = key_node.start_mark.line + 1
+            if key is not None and key in lines:
+                raise _DuplicateKey(dotted((*path, key)), f"duplicate key (lines {lines[key]} and {line}); "
+                                                          "YAML would keep only the last")
+            if key is not None:
+                lines[key] = line
+            _refuse_duplicates(value_node, (*path, key), seen_nodes)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _refuse_duplicates(item, (*path, i), seen_nodes)
 
 
 def write_profile(profile_dict: Mapping, path: str | Path, comment: str | None = None) -> Path:
@@ -223,85 +203,122 @@ _Dumper.add_representer(dict, _represent_dict)
 _Dumper.add_representer(MappingProxyType, _represent_dict)
 
 
-def _label(path: Path) -> str:
-    return path.name if path.parent == profile_dir() else str(path)
-
-
 def build_profile(data: Any, path: Path) -> Profile:
     """Validate a raw profile mapping (as read from YAML) and convert it to a :class:`Profile`."""
     file = _label(Path(path))
-    if not isinstance(data, Mapping):
-        raise ProfileError(f"the top level must be a mapping with keys {', '.join(_TOP_KEYS)}", file=file)
-    for key in data:
-        if key not in _TOP_KEYS:
-            raise ProfileError(f"unknown top-level key; allowed: {', '.join(_TOP_KEYS)}", file, str(key))
-    version = data.get("schema_version")
-    if version != SCHEMA_VERSION:
-        got = "missing" if version is None else f"unsupported version {version!r}"
-        raise ProfileError(f"{got}; this loader reads schema_version {SCHEMA_VERSION}", file,
-                           "schema_version")
-    for key in ("name", "arch"):
-        if not isinstance(data.get(key), str) or not data[key].strip():
-            raise ProfileError("must be a non-empty string", file, key)
-    fields_ = data.get("fields")
-    if not isinstance(fields_, Mapping):
-        raise ProfileError("must be a mapping of field name -> {value, unit, source}", file, "fields")
-    calibration = data.get("calibration")
-    if calibration is not None and not isinstance(calibration, Mapping):
-        raise ProfileError("must be a mapping (free-form provenance)", file, "calibration")
-    schema = {**REQUIRED, **OPTIONAL}
-    for name in fields_:
-        if name not in schema:
-            raise ProfileError(f"unknown field; known fields: {', '.join(schema)}", file, f"fields.{name}")
-    for name in REQUIRED:
-        if name not in fields_:
-            raise ProfileError("missing required field", file, f"fields.{name}")
-    values = {name: _parse_entry(fields_[name], dim, file, f"fields.{name}")
-              for name, dim in schema.items() if name in fields_}
+    try:
+        doc = _ProfileFile.model_validate(data)
+    except ValidationError as e:
+        where, message = explain(e, _ProfileFile)
+        raise ProfileError(message, file, where) from None
+    entries = {name: getattr(doc.fields, name) for name in {**REQUIRED, **OPTIONAL}
+               if getattr(doc.fields, name) is not None}
+    values = {name: entry.base for name, entry in entries.items()}
     kwargs = {_ATTR.get(n, n): v for n, v in values.items() if not n.startswith("tensor_flops_")}
     return Profile(
-        id=Path(path).stem, name=data["name"], arch=data["arch"], path=Path(path),
+        id=Path(path).stem, name=doc.name, arch=doc.arch, path=Path(path),
         tensor_flops=MappingProxyType({d: values[f"tensor_flops_{d}"] for d in TENSOR_DTYPES}),
-        sources=MappingProxyType({n: fields_[n]["source"] for n in values}),
-        calibration=None if calibration is None else MappingProxyType(dict(calibration)),
+        sources=MappingProxyType({n: e.source for n, e in entries.items()}),
+        calibration=None if doc.calibration is None else MappingProxyType(dict(data["calibration"])),
         **kwargs,
     )
 
 
-def _parse_entry(entry: Any, dim: str | None, file: str, where: str) -> int | float | str:
-    """One ``{value, unit, source}`` entry, checked and converted to the dimension's base unit."""
-    if not isinstance(entry, Mapping):
-        raise ProfileError(f"must be a mapping {{value, unit, source}}, got {entry!r}", file, where)
-    for key in entry:
-        if key not in _ENTRY_KEYS:
-            raise ProfileError(f"unknown key {key!r}; allowed: {', '.join(_ENTRY_KEYS)}", file, where)
-    source = entry.get("source")
-    if not isinstance(source, str) or not source.strip():
-        raise ProfileError("missing source; give the document and section, or 'measured: <file/command>'",
-                           file, where)
-    value, unit = entry.get("value"), entry.get("unit")
-    if dim is None:
-        if unit is not None:
-            raise ProfileError("a string field takes no unit", file, where)
-        if not isinstance(value, str) or not value.strip():
-            raise ProfileError(f"value must be a non-empty string, got {value!r}", file, where)
-        return value
-    allowed = UNITS[dim]
-    if unit is None:
-        raise ProfileError(f"missing unit; allowed: {', '.join(allowed)}", file, where)
-    if unit not in allowed:
-        raise ProfileError(f"unit {unit!r} is not a {dim}; allowed: {', '.join(allowed)}", file, where)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ProfileError(f"value must be a number, got {value!r}", file, where)
-    if not math.isfinite(value) or value <= 0:
-        raise ProfileError(f"value must be > 0, got {value!r}", file, where)
-    if dim == "fraction" and value > 1:
-        raise ProfileError(f"a fraction must be in (0, 1], got {value!r}", file, where)
-    base = value * allowed[unit]
-    if dim in ("count", "size"):
-        whole = round(base)
-        if abs(base - whole) > 1e-9 * base:
-            what = "a count must be a whole number" if dim == "count" else "not a whole number of bytes"
-            raise ProfileError(f"{what}, got {value!r} {unit}", file, where)
-        return int(whole)
-    return float(base)
+# --------------------------------------------------------------------------- the schema
+
+
+def _source(text: str) -> str:
+    if not text.strip():
+        raise ValueError("must name the document and section, or 'measured: <file/command>'")
+    return text
+
+
+_Source = Annotated[Line, AfterValidator(_source)]
+
+
+class _Quantity(FileModel):
+    """One number of a profile, ``{value, unit, source[, note]}``; subclasses fix its dimension."""
+
+    dim: ClassVar[str]
+    value: Number
+    unit: str | None = None  # None only to say "missing unit" with the allowed ones
+    source: _Source
+    note: Line | None = None
+
+    @model_validator(mode="after")
+    def _unit_and_range(self):
+        if self.unit is None:
+            raise ValueError(f"missing unit; allowed: {', '.join(UNITS[self.dim])}")
+        to_base(self.value, self.unit, self.dim)
+        return self
+
+    @property
+    def base(self) -> int | float:
+        return to_base(self.value, self.unit, self.dim)
+
+
+class _Label(FileModel):
+    """One string of a profile (``host_link``), ``{value, source[, note]}``."""
+
+    value: Text
+    unit: str | None = None
+    source: _Source
+    note: Line | None = None
+
+    @model_validator(mode="after")
+    def _no_unit(self):
+        if self.unit is not None:
+            raise ValueError("a string field takes no unit")
+        return self
+
+    @property
+    def base(self) -> str:
+        return self.value
+
+
+_ENTRY = {dim: type(f"_{dim.title().replace(' ', '')}", (_Quantity,), {"dim": dim, "__module__": __name__})
+          for dim in UNITS}
+
+
+class _FieldsBase(FileModel):
+    """Relations between fields that hold on every GPU."""
+
+    @model_validator(mode="after")
+    def _relations(self):
+        def base(name):
+            entry = getattr(self, name)
+            return None if entry is None else entry.base
+
+        for small, op, big in (("smem_per_cta", "<=", "smem_per_sm"), ("l2_bytes", "<", "hbm_bytes"),
+                               ("l2_dirty_limit", "<=", "l2_bytes")):
+            a, b = base(small), base(big)
+            if a is not None and not (a <= b if op == "<=" else a < b):
+                raise FieldProblem(small, f"must be {op} {big} ({format_quantity(b, 'size')}), "
+                                          f"got {format_quantity(a, 'size')}")
+        return self
+
+
+_Fields = create_model(
+    "_Fields", __base__=_FieldsBase, __module__=__name__,
+    **{name: (_ENTRY[dim] if dim else _Label, ...) for name, dim in REQUIRED.items()},
+    **{name: (_ENTRY[dim] if dim else _Label, None) for name, dim in OPTIONAL.items()},
+)
+
+
+_Version = schema_version(SCHEMA_VERSION)
+
+
+class _ProfileFile(FileModel):
+    """A profile file, schema_version 1."""
+
+    schema_version: _Version
+    name: Text
+    arch: Text
+    fields: _Fields
+    calibration: dict[str, Any] | None = None  # free-form provenance of calibrated values
+
+
+# Re-exported from iosim.hardware.catalog and iosim.hardware.units, so one import serves a caller.
+__all__ = ["ALIASES", "OPTIONAL", "REQUIRED", "SCHEMA_VERSION", "TENSOR_DTYPES", "UNITS", "Profile", "ProfileError",
+           "build_profile", "builtin_profiles", "format_quantity", "load_profile", "profile_dir", "read_profile_dict",
+           "resolve_profile_path", "write_profile"]

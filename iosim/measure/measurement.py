@@ -14,22 +14,37 @@ and ``tiling`` are null for PyTorch's SDPA backends, whose tiling we do not know
 null when no counters were read; ``counters_error`` then says why in one line. ``error`` is a case
 that did not run (out of memory, say); its timing and counters are null.
 
-Every file is validated on load: a bad one raises :class:`MeasurementError` whose one-line message
-names the file and the field (``cases[3].counters.dram_read_bytes: must be >= 0, got -1``).
+Every file is validated on load against the pydantic models below (:mod:`iosim.schema`): a bad one
+raises :class:`MeasurementError` whose one-line message names the file and the field
+(``cases[3].counters.dram_read_bytes: must be >= 0, got -1``). ``run_config`` may also carry
+``backward_tiling``, ``mode`` and ``host_tensors``, and its tilings may be resolved (every tile
+spelled out) or overrides only. A kernel's counters added later are optional and default to null.
 """
 from __future__ import annotations
 
 import csv
 import io
 import json
-import math
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BeforeValidator, Field, ValidationError, model_validator
 
 from iosim.files import atomic_write_text
-
-from iosim.schedule.problem import ALGOS, DTYPE_BYTES
+from iosim.schedule.problem import ALGOS, DTYPE_BYTES, GRID_ORDERS, MODES
+from iosim.schema import (
+    FieldProblem,
+    FileModel,
+    Line,
+    NonNegative,
+    NonNegativeInt,
+    PositiveInt,
+    error_line,
+    schema_version,
+    unreadable,
+)
 
 SCHEMA = "iosim-measurement"
 SCHEMA_VERSION = 1
@@ -38,6 +53,7 @@ IMPLS = ALGOS + SDPA_IMPLS
 PASSES = ("fwd", "fwd_bwd")
 CACHE_CONTROLS = ("all", "none")
 PROBLEM_KEYS = ("batch", "heads", "kv_heads", "seq_q", "seq_k", "head_dim", "dtype", "causal", "backward")
+_Version = schema_version(SCHEMA_VERSION)
 
 
 class MeasurementError(ValueError):
@@ -88,10 +104,10 @@ class KernelCounters:
     l2_bytes: float  # lts__t_bytes.sum: every byte requested at the L2, hit or miss
     l2_hit_rate: float  # lts__t_sector_hit_rate.pct, percent
     duration_s: float  # gpu__time_duration.sum
-    grid: tuple[int, int, int] | None
-    block: tuple[int, int, int] | None
-    registers: int | None  # per thread
-    shared_bytes: int | None  # per block, static + dynamic
+    grid: tuple[int, int, int] | None = None
+    block: tuple[int, int, int] | None = None
+    registers: int | None = None  # per thread
+    shared_bytes: int | None = None  # per block, static + dynamic
 
     def __post_init__(self):
         for name in ("grid", "block"):
@@ -115,7 +131,7 @@ class Counters:
         object.__setattr__(self, "kernels", tuple(self.kernels))
 
     @classmethod
-    def from_kernels(cls, kernels) -> "Counters":
+    def from_kernels(cls, kernels) -> Counters:
         """Sum the kernels of one call; the hit rate is weighted by L2 traffic (a plain mean if there is none)."""
         kernels = tuple(kernels)
         l2 = sum(k.l2_bytes for k in kernels)
@@ -196,199 +212,155 @@ def _counters_dict(c: Counters) -> dict:
     return out
 
 
+# --------------------------------------------------------------------------- the schema
+
+_Percent = Annotated[NonNegative, Field(le=100)]
+
+
+def _triple(value: Any) -> list:
+    if (not isinstance(value, list) or len(value) != 3
+            or any(isinstance(v, bool) or not isinstance(v, int) or v <= 0 for v in value)):
+        raise ValueError(f"must be three positive integers or null, got {value!r}")
+    return value
+
+
+_Triple = Annotated[list[int], BeforeValidator(_triple)]  # a CUDA grid or block shape
+
+
+class _Provenance(FileModel):
+    gpu_name: Line
+    driver: Line | None
+    cuda: Line | None
+    torch: Line | None
+    triton: Line | None
+    ncu: Line | None
+    clock_control: Line | None
+    cache_control: Literal[CACHE_CONTROLS] | None
+    date: Line
+    command: list[str]
+    hostname: Line
+
+
+class _Timing(FileModel):
+    median_s: NonNegative
+    p20_s: NonNegative
+    p80_s: NonNegative
+    warmup_ms: NonNegative
+    rep_ms: NonNegative
+
+
+class _Kernel(FileModel):
+    """One kernel's counters; a counter added later is optional and defaults to null, so old files stay readable."""
+
+    name: Line
+    dram_read_bytes: NonNegative
+    dram_write_bytes: NonNegative
+    l2_bytes: NonNegative
+    l2_hit_rate: _Percent
+    duration_s: NonNegative
+    grid: _Triple | None = None
+    block: _Triple | None = None
+    registers: NonNegativeInt | None = None
+    shared_bytes: NonNegativeInt | None = None
+
+
+class _Counters(FileModel):
+    dram_read_bytes: NonNegative
+    dram_write_bytes: NonNegative
+    l2_bytes: NonNegative
+    l2_hit_rate: _Percent
+    duration_s: NonNegative
+    kernels: list[_Kernel]
+
+
+class _Problem(FileModel):
+    batch: PositiveInt
+    heads: PositiveInt
+    kv_heads: PositiveInt
+    seq_q: PositiveInt
+    seq_k: PositiveInt
+    head_dim: PositiveInt
+    dtype: Literal[tuple(DTYPE_BYTES)]
+    causal: bool
+    backward: bool
+
+
+class _Tiling(FileModel):
+    """A tiling as written, overrides only (``{}``) or resolved (every tile, warp and stage count)."""
+
+    block_m: PositiveInt | None = None
+    block_n: PositiveInt | None = None
+    warps: PositiveInt | None = None
+    stages: PositiveInt | None = None
+    grid_order: Literal[GRID_ORDERS] = "rows"
+
+
+class _RunConfig(FileModel):
+    """``RunConfig.to_dict()`` as a kernel reports it, or the plain ``{algo, problem, tiling}`` of an SDPA call."""
+
+    algo: Literal[ALGOS] | None
+    problem: _Problem
+    tiling: _Tiling | None
+    backward_tiling: _Tiling | None = None
+    mode: Literal[MODES] = "plain"
+    host_tensors: list[str] = []
+
+
+class _Case(FileModel):
+    name: Line
+    impl: Literal[IMPLS]
+    pass_: Literal[PASSES] = Field(alias="pass")
+    run_config: _RunConfig
+    timing: _Timing | None
+    counters: _Counters | None
+    counters_error: Line | None
+    launches: list[dict[str, Any]]
+    error: Line | None
+
+    @model_validator(mode="after")
+    def _config_matches_case(self):
+        algo = self.run_config.algo
+        if self.impl in SDPA_IMPLS and algo is not None:
+            raise FieldProblem("run_config.algo", f"must be null for {self.impl}, got {algo!r}")
+        if self.impl not in SDPA_IMPLS and algo != self.impl:
+            raise FieldProblem("run_config.algo", f"must equal the case's impl {self.impl!r}, got {algo!r}")
+        backward = self.pass_ == "fwd_bwd"
+        if self.run_config.problem.backward != backward:
+            raise FieldProblem("run_config.problem.backward",
+                               f"must be {str(backward).lower()} for pass {self.pass_!r}")
+        return self
+
+
+class _MeasurementFile(FileModel):
+    schema_: Literal[SCHEMA] = Field(alias="schema")
+    schema_version: _Version
+    provenance: _Provenance
+    cases: list[_Case]
+
+
 # --------------------------------------------------------------------------- reading
 
 
-class _Fields:
-    """A JSON object being validated: each getter names ``file: path.key`` in its error."""
-
-    def __init__(self, data, path: str, source: str):
-        self.source, self.path = source, path
-        if not isinstance(data, dict):
-            self.fail(None, f"expected an object, got {type(data).__name__}")
-        self.data = data
-
-    def where(self, key) -> str:
-        if key is None:
-            return self.path or "top level"
-        return f"{self.path}.{key}" if self.path else str(key)
-
-    def fail(self, key, message: str):
-        raise MeasurementError(f"{self.source}: {self.where(key)}: {message}")
-
-    def raw(self, key):
-        if key not in self.data:
-            self.fail(key, "missing field")
-        return self.data[key]
-
-    def string(self, key, nullable=False, choices=None):
-        value = self.raw(key)
-        if value is None and nullable:
-            return None
-        if not isinstance(value, str):
-            self.fail(key, f"must be a string{' or null' if nullable else ''}, got {value!r}")
-        if "\n" in value:
-            self.fail(key, "must be one line")
-        if choices is not None and value not in choices:
-            self.fail(key, f"must be one of {', '.join(choices)}, got {value!r}")
-        return value
-
-    def number(self, key, low=0.0, high=math.inf, nullable=False, integer=False):
-        value = self.raw(key)
-        if value is None and nullable:
-            return None
-        kind = int if integer else (int, float)
-        if isinstance(value, bool) or not isinstance(value, kind) or not math.isfinite(value):
-            self.fail(key, f"must be {'an integer' if integer else 'a number'}, got {value!r}")
-        if value < low:
-            self.fail(key, f"must be >= {low:g}, got {value!r}")
-        if value > high:
-            self.fail(key, f"must be <= {high:g}, got {value!r}")
-        return value
-
-    def boolean(self, key):
-        value = self.raw(key)
-        if not isinstance(value, bool):
-            self.fail(key, f"must be true or false, got {value!r}")
-        return value
-
-    def array(self, key):
-        value = self.raw(key)
-        if not isinstance(value, list):
-            self.fail(key, f"must be a list, got {type(value).__name__}")
-        return value
-
-    def triple(self, key):
-        value = self.raw(key)
-        if value is None:
-            return None
-        if (not isinstance(value, list) or len(value) != 3
-                or any(isinstance(v, bool) or not isinstance(v, int) or v <= 0 for v in value)):
-            self.fail(key, f"must be three positive integers or null, got {value!r}")
-        return tuple(value)
-
-    def child(self, key, nullable=False):
-        value = self.raw(key)
-        if value is None and nullable:
-            return None
-        return _Fields(value, self.where(key), self.source)
-
-
-def _provenance(f: _Fields) -> Provenance:
-    command = f.array("command")
-    if not all(isinstance(a, str) for a in command):
-        f.fail("command", "must be a list of strings")
-    return Provenance(
-        gpu_name=f.string("gpu_name"),
-        driver=f.string("driver", nullable=True),
-        cuda=f.string("cuda", nullable=True),
-        torch=f.string("torch", nullable=True),
-        triton=f.string("triton", nullable=True),
-        ncu=f.string("ncu", nullable=True),
-        clock_control=f.string("clock_control", nullable=True),
-        cache_control=f.string("cache_control", nullable=True, choices=CACHE_CONTROLS),
-        date=f.string("date"),
-        command=tuple(command),
-        hostname=f.string("hostname"),
-    )
-
-
-def _timing(f: _Fields) -> Timing:
-    return Timing(
-        median_s=f.number("median_s"),
-        p20_s=f.number("p20_s"),
-        p80_s=f.number("p80_s"),
-        warmup_ms=f.number("warmup_ms"),
-        rep_ms=f.number("rep_ms"),
-    )
-
-
-def _kernel(f: _Fields) -> KernelCounters:
-    return KernelCounters(
-        name=f.string("name"),
-        dram_read_bytes=f.number("dram_read_bytes"),
-        dram_write_bytes=f.number("dram_write_bytes"),
-        l2_bytes=f.number("l2_bytes"),
-        l2_hit_rate=f.number("l2_hit_rate", high=100.0),
-        duration_s=f.number("duration_s"),
-        grid=f.triple("grid"),
-        block=f.triple("block"),
-        registers=f.number("registers", integer=True, nullable=True),
-        shared_bytes=f.number("shared_bytes", integer=True, nullable=True),
-    )
-
-
-def _counters(f: _Fields) -> Counters:
-    kernels = f.array("kernels")
-    return Counters(
-        dram_read_bytes=f.number("dram_read_bytes"),
-        dram_write_bytes=f.number("dram_write_bytes"),
-        l2_bytes=f.number("l2_bytes"),
-        l2_hit_rate=f.number("l2_hit_rate", high=100.0),
-        duration_s=f.number("duration_s"),
-        kernels=tuple(_kernel(_Fields(k, f.where(f"kernels[{i}]"), f.source)) for i, k in enumerate(kernels)),
-    )
-
-
-def _run_config(f: _Fields, impl: str, pass_: str) -> dict:
-    sdpa = impl in SDPA_IMPLS
-    algo = f.string("algo", nullable=sdpa)
-    if sdpa and algo is not None:
-        f.fail("algo", f"must be null for {impl}, got {algo!r}")
-    if not sdpa and algo != impl:
-        f.fail("algo", f"must equal the case's impl {impl!r}, got {algo!r}")
-    p = f.child("problem")
-    for key in ("batch", "heads", "kv_heads", "seq_q", "seq_k", "head_dim"):
-        p.number(key, low=1, integer=True)
-    p.string("dtype", choices=tuple(DTYPE_BYTES))
-    p.boolean("causal")
-    if p.boolean("backward") != (pass_ == "fwd_bwd"):
-        p.fail("backward", f"must be {str(pass_ == 'fwd_bwd').lower()} for pass {pass_!r}")
-    unknown = sorted(set(p.data) - set(PROBLEM_KEYS))
-    if unknown:
-        p.fail(unknown[0], "unknown field")
-    tiling = f.raw("tiling")
-    if tiling is not None and not isinstance(tiling, dict):
-        f.fail("tiling", f"must be an object or null, got {type(tiling).__name__}")
-    return f.data
-
-
-def _case(f: _Fields) -> Case:
-    impl = f.string("impl", choices=IMPLS)
-    pass_ = f.string("pass", choices=PASSES)
-    launches = f.array("launches")
-    for i, launch in enumerate(launches):
-        if not isinstance(launch, dict):
-            f.fail(f"launches[{i}]", "must be an object")
-    timing = f.child("timing", nullable=True)
-    counters = f.child("counters", nullable=True)
-    return Case(
-        name=f.string("name"),
-        impl=impl,
-        pass_=pass_,
-        run_config=_run_config(f.child("run_config"), impl, pass_),
-        timing=None if timing is None else _timing(timing),
-        counters=None if counters is None else _counters(counters),
-        counters_error=f.string("counters_error", nullable=True),
-        launches=tuple(launches),
-        error=f.string("error", nullable=True),
-    )
-
-
 def measurement_from_dict(data, source: str = "<data>") -> Measurement:
-    """Validate a decoded measurement document; ``source`` names it in errors."""
-    top = _Fields(data, "", source)
-    schema = top.raw("schema")
-    if schema != SCHEMA:
-        top.fail("schema", f"expected {SCHEMA!r}, got {schema!r}")
-    version = top.raw("schema_version")
-    if version != SCHEMA_VERSION:
-        top.fail("schema_version", f"this iosim reads version {SCHEMA_VERSION}, the file is version {version!r}")
-    cases = top.array("cases")
-    return Measurement(
-        provenance=_provenance(top.child("provenance")),
-        cases=tuple(_case(_Fields(c, f"cases[{i}]", source)) for i, c in enumerate(cases)),
-    )
+    """Validate a decoded measurement document; ``source`` names it in errors.
+
+    The records keep the document's own values (a JSON ``25`` stays the int 25), so a file read
+    and written again is unchanged.
+    """
+    try:
+        _MeasurementFile.model_validate(data)
+    except ValidationError as e:
+        raise MeasurementError(error_line(source, e, _MeasurementFile)) from None
+    return Measurement(provenance=Provenance(**data["provenance"]), cases=tuple(map(_case, data["cases"])))
+
+
+def _case(d: dict) -> Case:
+    counters = d["counters"]
+    if counters is not None:
+        counters = Counters(**{**counters, "kernels": tuple(KernelCounters(**k) for k in counters["kernels"])})
+    return Case(name=d["name"], impl=d["impl"], pass_=d["pass"], run_config=d["run_config"],
+                timing=None if d["timing"] is None else Timing(**d["timing"]), counters=counters,
+                counters_error=d["counters_error"], launches=tuple(d["launches"]), error=d["error"])
 
 
 def committed_set(gpu: str) -> Path:
@@ -401,8 +373,8 @@ def load_measurement(path) -> Measurement:
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise MeasurementError(f"{path}: cannot read: {e.strerror or e}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise MeasurementError(f"{path}: {unreadable(e)}") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:

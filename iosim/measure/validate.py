@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from iosim.costs import closed_forms
-from iosim.schedule.problem import ConfigError, RunConfig
-from iosim.measure.measurement import Measurement, load_measurement
 from iosim.hardware.profile import ProfileError, builtin_profiles, load_profile
+from iosim.measure.measurement import Measurement, load_measurement
+from iosim.schedule.problem import ConfigError, RunConfig
 from iosim.simulate import simulate
 
 METRICS = ("dram_read_bytes", "dram_write_bytes", "dram_bytes", "l2_bytes", "time_s")

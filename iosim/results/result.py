@@ -25,7 +25,7 @@ class Traffic:
     def total(self) -> int:
         return self.read_bytes + self.write_bytes
 
-    def __add__(self, o: "Traffic") -> "Traffic":
+    def __add__(self, o: Traffic) -> Traffic:
         return Traffic(self.read_bytes + o.read_bytes, self.write_bytes + o.write_bytes)
 
 
@@ -135,7 +135,7 @@ class RunResult:
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "RunResult":
+    def from_dict(cls, d: dict) -> RunResult:
         kernels = tuple(
             KernelResult(**{f.name: k[f.name] for f in fields(KernelResult) if f.name != "levels" and f.name in k},
                          levels={lv: Traffic(**t) for lv, t in k["levels"].items()})

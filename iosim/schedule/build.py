@@ -1,10 +1,10 @@
 """Compile an attention problem into the kernels a real implementation launches (a :class:`Schedule`)."""
 from __future__ import annotations
 
-from iosim.schedule.problem import RunConfig
-from iosim.schedule.tiling import resolve
 from iosim.schedule import flash1, flash2, standard
 from iosim.schedule.common import Schedule, TensorSet, check_problem
+from iosim.schedule.problem import RunConfig
+from iosim.schedule.tiling import resolve
 
 BUILDERS = {"standard": standard.build, "standard_eager": standard.build, "flash1": flash1.build, "flash2": flash2.build}
 INPUTS = ("Q", "K", "V")
@@ -22,26 +22,28 @@ def build_schedule(config: RunConfig) -> Schedule:
     p = config.problem
     inputs = INPUTS + (BACKWARD_INPUTS if p.backward else ())
     outputs = OUTPUTS + (BACKWARD_OUTPUTS if p.backward else ())
-    return Schedule(config, ts.build(), tuple(kernels), inputs, outputs)
+    tensors, kernels = ts.build(), tuple(kernels)
+    return Schedule(config, tensors, kernels, inputs, outputs, peak_footprint(tensors, kernels, inputs + outputs))
 
 
-def peak_footprint(schedule: Schedule) -> int:
+def peak_footprint(tensors: tuple, kernels: tuple, keep: tuple) -> int:
     """Bytes allocated at the busiest kernel: inputs and outputs always, intermediates while in use.
 
     An intermediate lives from the first kernel that touches it to the last (PyTorch frees a tensor
     when its last use ends); saved tensors of the forward pass (P, LSE) live on into the backward.
+    ``keep`` names the tensors that live throughout (the call's inputs and outputs).
     """
-    names = [t.name for t in schedule.tensors]
-    size = {t.name: t.nbytes for t in schedule.tensors}
+    names = [t.name for t in tensors]
+    size = {t.name: t.nbytes for t in tensors}
     first, last = {}, {}
-    for k, kernel in enumerate(schedule.kernels):
+    for k, kernel in enumerate(kernels):
         used = {p.tensor for p in kernel.patterns} | {name for name, _, _ in kernel.extents}
         for name in used:
             first.setdefault(name, k)
             last[name] = k
-    keep = set(schedule.inputs) | set(schedule.outputs)
+    keep = set(keep)
     peak = 0
-    for k in range(len(schedule.kernels)):
+    for k in range(len(kernels)):
         live = sum(size[n] for n in names if n in keep or first.get(n, -1) <= k <= last.get(n, -1))
         peak = max(peak, live)
     return peak

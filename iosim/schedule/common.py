@@ -4,8 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from math import gcd
 
-from iosim.schedule.problem import HEAD_DIMS, ConfigError, RunConfig
 from iosim.schedule.ir import EPI, HBM, HOST, PRO, READ, WRITE, Flops, Kernel, Pattern, Tensor
+from iosim.schedule.problem import HEAD_DIMS, ConfigError, RunConfig
 
 FP32 = 4
 # Elements one CTA of a PyTorch elementwise kernel (fill, copy, cast, scale, sum) covers: 128
@@ -22,6 +22,7 @@ class Schedule:
     kernels: tuple  # Kernel
     inputs: tuple  # names of tensors that exist before the call
     outputs: tuple  # names of tensors the call returns
+    peak_hbm_bytes: int  # bytes allocated at the busiest kernel (:func:`~iosim.schedule.build.peak_footprint`)
 
     def tensor(self, name: str) -> Tensor:
         return next(t for t in self.tensors if t.name == name)

@@ -9,25 +9,31 @@ input dtype. The backward pass reuses FlashAttention-2's kernels, as the Triton 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
-import numpy as np
-
-from iosim.schedule.problem import RunConfig, Tiling
-from iosim.engine.l2 import READ, WRITE
-from iosim.schedule.ir import Flops, Kernel, Step
 from iosim.schedule import flash2
 from iosim.schedule.common import FP32, TensorSet, elementwise, extents, regs_estimate
+from iosim.schedule.ir import CausalMode, Flops, Kernel, Program
+from iosim.schedule.problem import RunConfig, Tiling
 
-STATE = ("O32", "l", "m")
-INNER_STEPS = 8  # per-row state re-read and re-written on every inner iteration
+STATE = ("O32", "l", "m")  # per-row state re-read and re-written on every inner iteration
 
 
 @dataclass(frozen=True)
 class Flash1Kernel(Kernel):
-    """One CTA per slice; its program is the double loop of Algorithm 1, not the generic tile loop."""
+    """One CTA per slice; its program is the double loop of Algorithm 1, not the generic tile loop.
+
+    For each K/V block j (``keys``) it reads K_j, V_j once, then for every Q block i from
+    :meth:`inner_start` on reads Q_i (``query``) and reads and writes back the ``state`` rows i.
+    """
+
+    program: ClassVar[Program] = Program.DOUBLE_LOOP
 
     seq_q: int = 0
     seq_k: int = 0
+    query: str = "Q"
+    keys: tuple = ("K", "V")
+    state: tuple = STATE
 
     @property
     def tr(self) -> int:
@@ -38,41 +44,10 @@ class Flash1Kernel(Kernel):
         return -(-self.seq_k // self.block_j)
 
     def inner_start(self, j: int) -> int:
-        return (j * self.block_j) // self.block_i if self.causal else 0
+        return (j * self.block_j) // self.block_i if self.causal is not CausalMode.NONE else 0
 
     def pairs(self) -> int:
         return sum(self.tr - self.inner_start(j) for j in range(self.tc))
-
-    def line_iters(self, geometry) -> int:
-        return max(1, geometry("Q").line_rows // self.block_i)
-
-    def steps(self, g0, g1, line_iters, aggregate=True):
-        sl, _, _ = self.coords(g0, g1)
-        kv = self.kv_slice(sl)
-        n, bi, bj, d = len(sl), self.block_i, self.block_j, self.extents[0][2]
-        # aggregated: at most INNER_STEPS steps per pass over Q, O, ℓ, m, each a whole number of lines
-        per = line_iters * max(1, -(-self.tr // (INNER_STEPS * line_iters))) if aggregate else 1
-        for j in range(self.tc):
-            lo = self.inner_start(j)
-            cuts = list(range(lo, self.tr, per)) if lo % per == 0 else [lo] + list(range(-(-lo // per) * per, self.tr, per))
-            for a, i0 in enumerate(cuts):
-                i1 = cuts[a + 1] if a + 1 < len(cuts) else self.tr
-                acc = []
-                if a == 0:
-                    for s in np.unique(kv):
-                        m = int((kv == s).sum())
-                        acc += [("K", int(s), j * bj, (j + 1) * bj, 0, d, READ, m),
-                                ("V", int(s), j * bj, (j + 1) * bj, 0, d, READ, m)]
-                for s in sl:
-                    s = int(s)
-                    acc.append(("Q", s, i0 * bi, i1 * bi, 0, d, READ, 1))
-                    for t in STATE:
-                        cols = d if t == "O32" else 1
-                        acc.append((t, s, i0 * bi, i1 * bi, 0, cols, READ, 1))
-                        acc.append((t, s, i0 * bi, i1 * bi, 0, cols, WRITE, 1))
-                last = j == self.tc - 1 and i1 == self.tr
-                yield Step(acc, n, self.iter_flops * (i1 - i0), self.iter_sram * (i1 - i0) * n, n if last else 0,
-                           i1 - i0)
 
     def total_flops(self) -> Flops:
         return self.iter_flops * float(self.pairs() * self.slices)
@@ -91,7 +66,7 @@ def main_kernel(ts: TensorSet, config: RunConfig, tl: Tiling) -> Kernel:
         # O_i (line 12) in SIMT; one exp per score and two per row.
         iter_flops=Flops(tensor=4.0 * br * bc * d, simt=5.0 * br * bc + 3.0 * br * d, sfu=br * bc + 2 * br),
         iter_sram=br * d * (eb + FP32) + 2 * bc * d * eb,
-        causal="stop" if p.causal else "", kv_group=p.group, heads=p.heads, kv_heads=p.kv_heads,
+        causal=CausalMode.STOP if p.causal else CausalMode.NONE, kv_group=p.group, heads=p.heads, kv_heads=p.kv_heads,
         warps=tl.warps, stages=tl.stages, smem_bytes=eb * d * 2 * bc * tl.stages + br * d * (eb + FP32),
         regs_per_thread=regs_estimate(br * bc + br * d, 0, tl.warps),
         extents=(("Q", p.seq_q, d),) + extents(ts, ("K", "V", "O32", "l", "m")),

@@ -10,9 +10,10 @@ backward ``zeros`` (fp32 dQ accumulator), ``flash2_bwd_pre`` (D = rowsum(dO∘O)
 """
 from __future__ import annotations
 
-from iosim.schedule.problem import RunConfig, Tiling
-from iosim.schedule.ir import ATOMIC, EPI, LOOP, PRO, READ, WRITE, Flops, Kernel, Pattern
 from iosim.schedule.common import FP32, TensorSet, elementwise, extents, group_sum, regs_estimate
+from iosim.schedule.ir import ATOMIC, EPI, LOOP, PRO, READ, WRITE, CausalMode, Flops, GridOrder, Kernel, Pattern
+from iosim.schedule.problem import RunConfig, Tiling
+
 
 def forward_kernel(ts: TensorSet, config: RunConfig, tiling: Tiling, o_name: str = "O") -> Kernel:
     p = config.problem
@@ -38,8 +39,8 @@ def forward_kernel(ts: TensorSet, config: RunConfig, tiling: Tiling, o_name: str
         iter_flops=Flops(tensor=4.0 * bm * bn * d, simt=5.0 * bm * bn + bm * d, sfu=bm * bn),
         end_flops=Flops(simt=2.0 * bm * d, sfu=bm),
         iter_sram=(bm + 2 * bn) * d * eb,
-        causal="stop" if p.causal else "", kv_group=p.group, heads=p.heads, kv_heads=p.kv_heads,
-        order=tiling.grid_order, warps=tiling.warps, stages=tiling.stages,
+        causal=CausalMode.STOP if p.causal else CausalMode.NONE, kv_group=p.group, heads=p.heads, kv_heads=p.kv_heads,
+        order=GridOrder(tiling.grid_order), warps=tiling.warps, stages=tiling.stages,
         smem_bytes=eb * d * (bm + 2 * bn * stages),
         regs_per_thread=regs_estimate(bm * d + bm * bn, bm * d * eb, tiling.warps),
         extents=extents(ts, ("Q", "K", "V", o_name, "LSE")),
@@ -86,8 +87,8 @@ def backward_kernels(ts: TensorSet, config: RunConfig, tiling: Tiling) -> list:
         iter_flops=Flops(tensor=10.0 * bm * bn * d, simt=6.0 * bm * bn, sfu=bm * bn),
         end_flops=Flops(simt=2.0 * bn * d),
         iter_sram=4 * bm * d * eb,
-        causal="start" if p.causal else "", kv_group=p.group, heads=p.heads, kv_heads=p.kv_heads,
-        order="rows", warps=warps, stages=stages, mma="bwd",
+        causal=CausalMode.START if p.causal else CausalMode.NONE, kv_group=p.group, heads=p.heads, kv_heads=p.kv_heads,
+        order=GridOrder.ROWS, warps=warps, stages=stages, mma="bwd",
         smem_bytes=eb * d * (2 * bn + 2 * bm * stages) + 2 * FP32 * bm * stages,
         regs_per_thread=regs_estimate(2 * bn * d + 2 * bm * bn, 0, warps),
         extents=extents(ts, ("K", "V", "Q", "dO", "LSE", "D", "dQacc", dk, dv)),

@@ -150,14 +150,14 @@ class RunConfig:
     def to_dict(self) -> dict:
         return asdict(self) | {"host_tensors": list(self.host_tensors)}
 
-    def resolved(self) -> "RunConfig":
+    def resolved(self) -> RunConfig:
         """This configuration with both passes' tiles, warps and stages spelled out (see :mod:`iosim.schedule.tiling`)."""
         from iosim.schedule.tiling import resolve
 
         return resolve(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "RunConfig":
+    def from_dict(cls, data: dict) -> RunConfig:
         """Build from ``to_dict`` output or a kernel's reported configuration; unknown keys are refused."""
         data = dict(data)
         problem = _build(Problem, data.pop("problem", {}), "problem")
@@ -166,7 +166,7 @@ class RunConfig:
         backward = None if backward is None else _build(Tiling, backward, "backward_tiling")
         return _build(cls, data, "run", problem=problem, tiling=tiling, backward_tiling=backward)
 
-    def with_(self, **changes) -> "RunConfig":
+    def with_(self, **changes) -> RunConfig:
         return replace(self, **changes)
 
 

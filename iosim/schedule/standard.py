@@ -11,9 +11,9 @@ its backward is autograd's seven kernels (:func:`backward`).
 """
 from __future__ import annotations
 
-from iosim.schedule.problem import RunConfig
-from iosim.schedule.ir import EPI, LOOP, PRO, READ, WRITE, Flops, Kernel, Pattern
 from iosim.schedule.common import TensorSet, extents, group_sum, regs_estimate
+from iosim.schedule.ir import EPI, LOOP, PRO, READ, WRITE, Flops, Kernel, Pattern
+from iosim.schedule.problem import RunConfig
 
 BLOCK_K = 32  # K-dimension step of the QKᵀ-shaped matmuls (the loop over d stays inside one CTA)
 

@@ -1,0 +1,218 @@
+"""Cohorts: how the CTAs launched at one instant are turned into steps of typed tile accesses.
+
+The engine hands a kernel spec (:class:`~iosim.schedule.ir.Kernel`) and a *cohort* — the CTAs the
+block scheduler launches at one instant, a contiguous range ``g0..g1`` of the grid — to
+:func:`steps`, which yields the cohort's :class:`Step` s. Why the engine's cost then grows with
+CTAs, not with tile pairs:
+- tiles that several CTAs of the cohort touch in the same step become one access with a
+  multiplicity (the first CTA misses, the rest hit the fill in flight, exactly as one CTA each);
+- tiles of adjacent CTAs that form one rectangle are merged into one access;
+- consecutive loop iterations are merged into steps of whole L2 lines of the streamed tensor, at
+  most :data:`MAX_STEPS` per cohort loop; a CTA whose loop ends inside a step reads only its own
+  iterations and leaves at the step's end.
+With ``aggregate=False`` every CTA is its own cohort and every iteration its own step; the tests
+check that both give the same byte counts. Where the L2 must evict, the order of tiles within one
+instant (a cohort's CTAs in one batch, or one by one) decides some victims, and the counts then
+agree to a few percent (tested too). The cost is then a few steps per cohort: CTAs, not tile pairs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+
+from iosim.schedule.flash1 import Flash1Kernel
+from iosim.schedule.ir import EPI, LOOP, PRO, READ, WRITE, AccessKind, Flops, Kernel, Program
+
+MAX_STEPS = 32  # aggregated steps per cohort loop: bounds the engine's cost per CTA
+INNER_STEPS = 8  # FlashAttention-1: aggregated steps per pass over Q and the per-row state O, ℓ, m
+
+
+class Access(NamedTuple):
+    """Rows ``r0..r1`` × columns ``c0..c1`` of one slice of a tensor, touched by ``mult`` CTAs at once."""
+
+    tensor: str
+    slice: int
+    r0: int
+    r1: int
+    c0: int
+    c1: int
+    kind: AccessKind
+    mult: int
+
+
+@dataclass
+class Step:
+    """What a cohort does between two scheduling points."""
+
+    accesses: list  # Access
+    active: int  # CTAs computing in this step
+    flops: Flops  # per active CTA
+    sram_read: float  # operand bytes read from shared memory, all CTAs together
+    done: int  # CTAs that finish at the end of this step
+    iters: float = 0.0  # loop iterations per active CTA: dependent round trips when loads are not pipelined
+
+
+def steps(kernel: Kernel, g0: int, g1: int, line_iters: int, aggregate: bool = True):
+    """Yield the :class:`Step` s of the cohort ``g0..g1`` of ``kernel``; ``line_iters`` iterations fill a line."""
+    return _PROGRAMS[kernel.program][0](kernel, g0, g1, line_iters, aggregate)
+
+
+def line_iters(kernel: Kernel, geometry) -> int:
+    """Loop iterations that fit in one L2 line of every streamed tensor (``geometry(name)`` gives lines)."""
+    return _PROGRAMS[kernel.program][1](kernel, geometry)
+
+
+# -- the tile loop: prologue, loop over u, epilogue ----------------------------------------------
+def tile_steps(k: Kernel, g0: int, g1: int, line_iters: int, aggregate: bool = True):
+    """Aggregated, a step spans whole lines of the streamed tensor and a cohort's loop takes at
+    most :data:`MAX_STEPS` steps; a CTA whose trip ends inside a step reads only its own
+    iterations and leaves at the step's end.
+    """
+    sl, i, j = k.coords(g0, g1)
+    kv = k.kv_slice(sl)
+    start, trips = k.loop_bounds(i, j)
+    top = int(trips.max())
+    if aggregate:
+        per = line_iters * max(1, -(-top // (MAX_STEPS * line_iters)))
+        edges = list(range(0, top, per)) + [top]
+    else:
+        edges = list(range(top + 1))
+    if len(edges) == 1:
+        edges.append(0)
+    left = np.ones(len(sl), dtype=bool)
+    for n, (t0, t1) in enumerate(zip(edges[:-1], edges[1:])):
+        act = left.copy()
+        fin = left & (trips <= t1)
+        acc: list = []
+        if n == 0:
+            _emit(k, acc, PRO, sl, kv, i, j, None, None)
+        m = act & (trips > t0)
+        if m.any():
+            u0 = start[m] + t0
+            _emit(k, acc, LOOP, sl[m], kv[m], i[m], j[m], u0, start[m] + np.minimum(trips[m], t1))
+        if fin.any():
+            _emit(k, acc, EPI, sl[fin], kv[fin], i[fin], j[fin], None, None)
+        n_act = int(act.sum())
+        iters = float(np.minimum(trips[m], t1).sum() - t0 * m.sum()) if m.any() else 0.0
+        flops = k.iter_flops * (iters / n_act)  # per active CTA, on average
+        if n == 0:  # prologue and epilogue work, charged once per CTA
+            flops = flops + k.end_flops
+        yield Step(acc, n_act, flops, k.iter_sram * iters, int(fin.sum()), iters / n_act)
+        left &= ~fin
+
+
+def _emit(k: Kernel, out: list, phase, sl, kv, i, j, u0, u1) -> None:
+    if len(sl) == 0:
+        return
+    for p in k.patterns:
+        if p.phase is not phase:
+            continue
+        s = kv if p.kv else sl
+        r0, r1 = _span(k, p.rows, i, j, u0, u1, p.tensor, 0)
+        c0, c1 = _span(k, p.cols, i, j, u0, u1, p.tensor, 1)
+        for g in range(k.kv_group if p.fan else 1):
+            if p.fan:
+                b, h = np.divmod(sl, k.kv_heads)
+                s = b * k.heads + h * k.kv_group + g
+            for sl_, a0, a1, b0, b1, mult in _rects(s, r0, r1, c0, c1):
+                out.append(Access(p.tensor, sl_, a0, a1, b0, b1, p.kind, mult))
+
+
+def _span(k: Kernel, dim: str, i, j, u0, u1, tensor: str, axis: int):
+    if dim == "i":
+        return i * k.block_i, (i + 1) * k.block_i
+    if dim == "j":
+        return j * k.block_j, (j + 1) * k.block_j
+    if dim == "u":
+        return u0 * k.block_u, u1 * k.block_u
+    extent = k.extent(tensor)[axis]
+    return np.zeros_like(i), np.full_like(i, extent)
+
+
+def tile_line_iters(k: Kernel, geometry) -> int:
+    best = None
+    for p in k.patterns:
+        if p.phase is LOOP and "u" in (p.rows, p.cols):
+            g = geometry(p.tensor)
+            extent = g.line_rows if p.rows == "u" else g.line_cols
+            n = max(1, extent // k.block_u)
+            best = n if best is None else min(best, n)
+    return best or 1
+
+
+def _rects(sl, r0, r1, c0, c1):
+    """Rectangles of consecutive CTAs: runs of equal ones become one with a multiplicity, and
+    single ones that abut along rows (then along columns) are merged.
+
+    Only an economy: the same accesses issued one by one at the same instant give the same counts.
+    """
+    if len(sl) == 1:
+        return [(int(sl[0]), int(r0[0]), int(r1[0]), int(c0[0]), int(c1[0]), 1)]
+    keys = np.stack([sl, r0, r1, c0, c1], axis=1)
+    starts = np.flatnonzero(np.concatenate([[True], np.any(keys[1:] != keys[:-1], axis=1)]))
+    mult = np.diff(np.append(starts, len(keys)))
+    keys = keys[starts]
+    keys, mult = _join(keys, mult, lo=1, hi=2, same=[0, 3, 4])
+    keys, mult = _join(keys, mult, lo=3, hi=4, same=[0, 1, 2])
+    return [tuple(row) + (m,) for row, m in zip(keys.tolist(), mult.tolist())]
+
+
+def _join(keys, mult, lo, hi, same):
+    """Merge consecutive single rectangles that agree on ``same`` and abut (``hi`` of one = ``lo`` of next)."""
+    if len(keys) == 1:
+        return keys, mult
+    single = mult == 1
+    joins = (single[1:] & single[:-1] & np.all(keys[1:, same] == keys[:-1, same], axis=1)
+             & (keys[1:, lo] == keys[:-1, hi]))
+    if not joins.any():
+        return keys, mult
+    starts = np.flatnonzero(np.concatenate([[True], ~joins]))
+    ends = np.append(starts[1:], len(keys)) - 1
+    out = keys[starts].copy()
+    out[:, hi] = keys[ends, hi]
+    return out, mult[starts]
+
+
+# -- FlashAttention-1's double loop: one CTA per slice ---------------------------------------------
+def double_loop_steps(k: Flash1Kernel, g0: int, g1: int, line_iters: int, aggregate: bool = True):
+    """Algorithm 1's program for a :class:`~iosim.schedule.flash1.Flash1Kernel`: for each K/V block
+    j, read K_j and V_j once, then for every Q block i from ``k.inner_start(j)`` on read Q_i and read
+    and write back the per-row state (``k.state``); aggregated, at most :data:`INNER_STEPS` steps per
+    pass over Q, each a whole number of lines."""
+    sl, _, _ = k.coords(g0, g1)
+    kv = k.kv_slice(sl)
+    n, bi, bj, d = len(sl), k.block_i, k.block_j, k.extent(k.query)[1]
+    per = line_iters * max(1, -(-k.tr // (INNER_STEPS * line_iters))) if aggregate else 1
+    state = [(t, k.extent(t)[1]) for t in k.state]
+    for j in range(k.tc):
+        lo = k.inner_start(j)
+        cuts = list(range(lo, k.tr, per)) if lo % per == 0 else [lo] + list(range(-(-lo // per) * per, k.tr, per))
+        for a, i0 in enumerate(cuts):
+            i1 = cuts[a + 1] if a + 1 < len(cuts) else k.tr
+            acc: list = []
+            if a == 0:
+                for s in np.unique(kv):
+                    m = int((kv == s).sum())
+                    acc += [Access(t, int(s), j * bj, (j + 1) * bj, 0, d, READ, m) for t in k.keys]
+            for s in sl:
+                s = int(s)
+                acc.append(Access(k.query, s, i0 * bi, i1 * bi, 0, d, READ, 1))
+                for t, cols in state:
+                    acc.append(Access(t, s, i0 * bi, i1 * bi, 0, cols, READ, 1))
+                    acc.append(Access(t, s, i0 * bi, i1 * bi, 0, cols, WRITE, 1))
+            last = j == k.tc - 1 and i1 == k.tr
+            yield Step(acc, n, k.iter_flops * (i1 - i0), k.iter_sram * (i1 - i0) * n, n if last else 0, i1 - i0)
+
+
+def double_loop_line_iters(k: Flash1Kernel, geometry) -> int:
+    return max(1, geometry(k.query).line_rows // k.block_i)
+
+
+_PROGRAMS = {
+    Program.TILE_LOOP: (tile_steps, tile_line_iters),
+    Program.DOUBLE_LOOP: (double_loop_steps, double_loop_line_iters),
+}
+
+__all__ = ["Access", "Step", "MAX_STEPS", "INNER_STEPS", "steps", "line_iters"]

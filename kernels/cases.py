@@ -1,0 +1,156 @@
+"""What to measure: a case (an implementation, a problem and tiling overrides) and the grids of cases."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+
+from iosim.schedule.problem import HEAD_DIMS, ConfigError, Problem, RunConfig, Tiling
+from iosim.schedule.tiling import FWD, resolve_tiling
+
+OURS = ("flash2", "flash1", "standard")
+IMPLS = OURS + ("standard_eager", "sdpa_flash", "sdpa_cudnn")
+_SHORT = {"block_m": "bm", "block_n": "bn", "stages": "s", "warps": "w"}  # name parts, in this order
+
+
+@dataclass(frozen=True)
+class CaseSpec:
+    """One attention call to measure: ``impl`` on ``problem`` (``backward``: forward + backward, the
+    ``fwd_bwd`` pass), with ``tiling`` overrides for our kernels (``None`` = the algorithm's default).
+
+    ``name`` (derived when empty) keys the case in measurement files, so it never changes for a case.
+    """
+
+    impl: str
+    problem: Problem = field(default_factory=Problem)
+    tiling: Tiling = field(default_factory=Tiling)
+    name: str = ""
+
+    def __post_init__(self):
+        if self.impl not in IMPLS:
+            raise ConfigError("impl", f"must be one of {', '.join(IMPLS)}, got {self.impl!r}")
+        if self.impl in OURS:
+            if self.problem.head_dim not in HEAD_DIMS:
+                raise ConfigError("head_dim", f"must be one of {', '.join(map(str, HEAD_DIMS))} for {self.impl}")
+            resolve_tiling(self.impl, FWD, self.problem.head_dim, self.tiling)  # e.g. grid_order for flash2 only
+        elif self.tiling != Tiling():
+            raise ConfigError("tiling", f"only our kernels take tiling overrides, not {self.impl}")
+        if not self.name:
+            object.__setattr__(self, "name", self._default_name())
+
+    def _default_name(self) -> str:
+        p = self.problem
+        heads = f"b{p.batch}h{p.heads}" + (f"kv{p.kv_heads}" if p.kv_heads != p.heads else "")
+        seq = f"n{p.seq_q}" + (f"k{p.seq_k}" if p.seq_k != p.seq_q else "")
+        parts = [self.impl, self.pass_, p.dtype, heads, seq, f"d{p.head_dim}"]
+        if p.causal:
+            parts.append("causal")
+        tiles = "".join(f"{short}{getattr(self.tiling, key)}" for key, short in _SHORT.items()
+                        if getattr(self.tiling, key) is not None)
+        if tiles:
+            parts.append(tiles)
+        if self.tiling.grid_order != "rows":
+            parts.append(self.tiling.grid_order)
+        return "-".join(parts)
+
+    @property
+    def pass_(self) -> str:
+        return "fwd_bwd" if self.problem.backward else "fwd"
+
+    @property
+    def backward(self) -> bool:
+        return self.problem.backward
+
+    def flops(self) -> float:
+        return self.problem.flops()
+
+    def overrides(self) -> dict:
+        """The tiling overrides as the kernels' keyword arguments."""
+        return {key: value for key, value in asdict(self.tiling).items() if value is not None}
+
+    def run_config(self) -> dict:
+        """The configuration the simulator takes for this case: resolved for our kernels; for SDPA,
+        whose kernels we do not know, ``algo`` and ``tiling`` are null; eager PyTorch has no tiling."""
+        if self.impl in OURS:
+            return RunConfig(algo=self.impl, problem=self.problem, tiling=self.tiling).resolved().to_dict()
+        sdpa = self.impl.startswith("sdpa")
+        return {"algo": None if sdpa else self.impl, "problem": asdict(self.problem), "tiling": None if sdpa else {}}
+
+    def to_json(self) -> dict:
+        return {"impl": self.impl, "problem": asdict(self.problem), "tiling": asdict(self.tiling), "name": self.name}
+
+    @classmethod
+    def from_json(cls, data: dict) -> CaseSpec:
+        """The case ``to_json`` wrote (after a trip through JSON): what the ncu child receives."""
+        return cls(impl=data["impl"], problem=Problem(**data["problem"]), tiling=Tiling(**data["tiling"]),
+                   name=data["name"])
+
+
+def case(impl: str, pass_: str = "fwd", *, seq: int = 4096, tiling: Tiling | None = None, **problem) -> CaseSpec:
+    """A case from the grid's shorthand: ``seq`` for both sequence lengths, ``pass_`` ``fwd`` or ``fwd_bwd``."""
+    if pass_ not in ("fwd", "fwd_bwd"):
+        raise ConfigError("pass", f"must be fwd or fwd_bwd, got {pass_!r}")
+    return CaseSpec(impl, Problem(seq_q=seq, backward=pass_ == "fwd_bwd", **problem), tiling or Tiling())
+
+
+REF_TILING = Tiling(block_m=128, block_n=64, warps=4)  # the tiling of the reference measurements
+
+
+def default_grid() -> list[CaseSpec]:
+    """The H100 data set: 61 cases, ≈ 4 minutes of device time with counters (3-5; Triton's cache cold or warm).
+
+    B·H is 64 up to N = 8192; past that the batch shrinks so one call stays ≲ 100 ms (a forward at
+    N = 65536, d = 64, B·H = 8 is 8.8 TFLOP, ≈ 30 ms at 300 TFLOP/s). ``standard`` keeps the N×N
+    scores in HBM (B·H·N² elements twice: 8.6 GB fp16 at B·H = 64, N = 8192), so it stops at
+    N = 16384 with B·H = 16; eager PyTorch keeps three N×N tensors and stops at N = 8192.
+    The reference cases (h100-measured.md) come first so that they land even if the run is cut short.
+    """
+    S = case
+    ref = dict(tiling=REF_TILING)
+    cases = [
+        S("flash2", seq=1024, **ref), S("flash2", seq=4096, **ref),
+        S("standard_eager", seq=1024), S("standard_eager", seq=4096),
+        S("sdpa_flash", seq=1024), S("sdpa_flash", seq=4096), S("sdpa_flash", "fwd_bwd", seq=4096),
+        S("sdpa_flash", seq=4096, batch=2, head_dim=128),
+        S("sdpa_cudnn", seq=1024), S("sdpa_cudnn", seq=4096), S("sdpa_cudnn", "fwd_bwd", seq=4096),
+        S("sdpa_cudnn", seq=4096, batch=2, head_dim=128),
+    ]
+    # flash2 forward: N sweep, both grid orders, causal, d = 128, bf16, GQA.
+    cases += [S("flash2", seq=n, **ref) for n in (512, 2048, 8192)]
+    cases += [S("flash2", seq=n, batch=b, heads=h, **ref) for n, b, h in ((16384, 2, 16), (32768, 1, 16), (65536, 1, 8))]
+    cases += [S("flash2", seq=n, batch=b, tiling=replace(REF_TILING, grid_order="heads"))
+              for n, b in ((1024, 4), (4096, 4), (16384, 2))]
+    cases += [S("flash2", seq=n, batch=b, causal=True) for n, b in ((1024, 4), (4096, 4), (16384, 2))]
+    cases += [S("flash2", seq=n, batch=b, head_dim=128) for n, b in ((1024, 4), (4096, 4), (16384, 1))]
+    cases += [S("flash2", seq=4096, dtype="bf16"), S("flash2", seq=4096, dtype="bf16", head_dim=128)]
+    cases += [S("flash2", seq=4096, kv_heads=4), S("flash2", seq=16384, batch=2, kv_heads=2)]
+    # flash2 forward + backward.
+    cases += [S("flash2", "fwd_bwd", seq=n, batch=b, heads=h) for n, b, h in
+              ((1024, 4, 16), (4096, 4, 16), (16384, 1, 16), (32768, 1, 8))]
+    cases += [S("flash2", "fwd_bwd", seq=4096, causal=True), S("flash2", "fwd_bwd", seq=4096, head_dim=128),
+              S("flash2", "fwd_bwd", seq=4096, dtype="bf16"), S("flash2", "fwd_bwd", seq=4096, kv_heads=4)]
+    # flash1 runs one CTA per (batch, head), as FlashAttention-1 did: B·H = 64 CTAs use half the
+    # SMs, and a call at N = 4096 already takes ~1 s, so its sweep stops there.
+    cases += [S("flash1", seq=n) for n in (512, 1024, 2048, 4096)]
+    cases += [S("flash1", seq=4096, causal=True), S("flash1", seq=4096, head_dim=128)]
+    cases += [S("flash1", "fwd_bwd", seq=1024), S("flash1", "fwd_bwd", seq=4096),
+              S("flash1", "fwd_bwd", seq=4096, causal=True)]
+    # standard (Triton, scores in HBM).
+    cases += [S("standard", seq=n, batch=b) for n, b in ((512, 4), (1024, 4), (4096, 4), (8192, 4))]
+    cases += [S("standard", seq=16384, batch=1), S("standard", seq=4096, causal=True),
+              S("standard", seq=4096, head_dim=128)]
+    cases += [S("standard", "fwd_bwd", seq=1024), S("standard", "fwd_bwd", seq=4096)]
+    # eager PyTorch (no mask: the simulator's standard_eager is four kernels).
+    cases += [S("standard_eager", seq=8192), S("standard_eager", seq=4096, dtype="bf16"),
+              S("standard_eager", "fwd_bwd", seq=1024), S("standard_eager", "fwd_bwd", seq=4096)]
+    return cases
+
+
+def smoke_grid() -> list[CaseSpec]:
+    """A few small cases (seconds) to check that the harness and ncu work on a machine."""
+    S = case
+    small = dict(batch=1, heads=4, seq=512)
+    return [S("flash2", **small, tiling=REF_TILING), S("flash2", "fwd_bwd", **small), S("flash1", **small),
+            S("standard", **small), S("standard_eager", **small), S("standard_eager", "fwd_bwd", **small),
+            S("sdpa_flash", **small), S("sdpa_cudnn", "fwd_bwd", **small)]
+
+
+GRIDS = {"default": default_grid, "smoke": smoke_grid}

@@ -1,0 +1,151 @@
+"""Nsight Compute's raw CSV export, read: one row per kernel in base units, kernels grouped by case through NVTX tags.
+
+``ncu --import R --csv --page raw --print-units base`` prints one row per kernel with every
+collected metric (bytes, ns, percent) and, since ``--nvtx`` was on, the NVTX ranges the kernel ran
+in; the ``iosim-case-<i>`` tag there says which case a kernel belongs to. We chose this text export
+over NVIDIA's ``ncu_report`` module (``<ncu>/extras/python``, which does import on the GPU machine)
+because the export is plain text that the tests parse from a committed fixture on machines without
+ncu or its compiled ``_ncu_report.so``, and one subprocess call replaces a dependency on a module
+found by path at run time. NVIDIA's ``nsight-python`` (which drives ncu from Python and returns
+data frames) was the other candidate: it is not on the GPU machine, which cannot install packages,
+and it profiles annotated Python functions where we need one ncu start for a whole batch of cases.
+The price of the text export is unit handling (a small table) and thousands separators, both
+covered by the fixture, which is cut from a real export (H200, ncu 2025.3.1, 2026-11-25).
+
+Pure: no torch, no ncu; :mod:`iosim.kernels.profiler` runs ncu and hands its output here.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import re
+
+from iosim.measure.measurement import Counters, KernelCounters
+
+# Kept short: every metric group may add a replay pass of every kernel.
+NCU_METRICS = (
+    "dram__bytes_read.sum", "dram__bytes_write.sum", "lts__t_bytes.sum", "lts__t_sector_hit_rate.pct",
+    "gpu__time_duration.sum", "launch__registers_per_thread",
+    "launch__shared_mem_per_block_static", "launch__shared_mem_per_block_dynamic",
+)
+CASE_TAG = "iosim-case-{}"  # the NVTX range around case i's profiled call
+_TAG_RE = re.compile(r"iosim-case-(\d+)")
+_NCU_UNITS = {  # ncu unit -> bytes or seconds; --print-units base gives byte and ns
+    "byte": 1.0, "Kbyte": 1e3, "Mbyte": 1e6, "Gbyte": 1e9, "Tbyte": 1e12,
+    "ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0,
+    "nsecond": 1e-9, "usecond": 1e-6, "msecond": 1e-3, "second": 1.0,
+}
+_COUNTER_FIELDS = {  # KernelCounters field: ncu metric
+    "dram_read_bytes": "dram__bytes_read.sum",
+    "dram_write_bytes": "dram__bytes_write.sum",
+    "l2_bytes": "lts__t_bytes.sum",
+    "l2_hit_rate": "lts__t_sector_hit_rate.pct",
+    "duration_s": "gpu__time_duration.sum",
+}
+
+
+def _number(text: str, unit: str) -> float | None:
+    """An ncu value in base units (bytes, seconds, percent); ``None`` for ``n/a`` or empty."""
+    text = text.strip().replace(",", "")
+    if not text or text.lower() == "n/a":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value * _NCU_UNITS.get(unit.split("/")[0].strip(), 1.0)
+
+
+def _triple(text: str) -> tuple[int, int, int] | None:
+    nums = re.findall(r"\d+", text or "")
+    return tuple(int(n) for n in nums) if len(nums) == 3 else None
+
+
+def parse_ncu_raw_csv(text: str) -> list[dict]:
+    """Rows of ``ncu --import R --csv --page raw``: one dict per kernel, metrics in base units.
+
+    The raw page is a header row (``"ID","Process ID","Process Name","Host Name"``, two NVTX columns
+    when ``--nvtx`` was on, ``"Kernel Name"``, …, ``"Block Size","Grid Size"``, …, then every collected
+    metric by name), a row of units (empty for the non-metric columns; ``byte``, ``ns``, ``%``,
+    ``byte/block``) and one row per profiled kernel, with thousands separators (``"3,063,648"``).
+    Lines before the header (``==PROF==`` messages) are skipped. Each dict has ``id``, ``name``,
+    ``nvtx`` (the NVTX columns joined), ``grid``, ``block`` and every metric, bytes and seconds.
+    """
+    lines = text.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith('"ID",')), None)
+    if start is None:
+        raise ValueError('no CSV header (a line starting with "ID") in the ncu export')
+    rows = list(csv.reader(io.StringIO("\n".join(lines[start:]))))
+    header, body = rows[0], rows[1:]
+    col = {name: i for i, name in enumerate(header)}
+    for needed in ("Kernel Name", *_COUNTER_FIELDS.values()):
+        if needed not in col:
+            raise ValueError(f"the ncu export has no {needed!r} column")
+    units = [""] * len(header)
+    if body and not body[0][0].strip():  # the units row has an empty ID
+        units, body = body[0], body[1:]
+    nvtx_cols = [i for i, name in enumerate(header) if "Range" in name]
+    out = []
+    for row in body:
+        if len(row) != len(header) or not row[0].strip().isdigit():
+            continue
+        rec = {"id": int(row[0]), "name": row[col["Kernel Name"]], "nvtx": " ".join(row[i] for i in nvtx_cols),
+               "grid": _triple(row[col["Grid Size"]]) if "Grid Size" in col else None,
+               "block": _triple(row[col["Block Size"]]) if "Block Size" in col else None}
+        for i, name in enumerate(header):
+            if "__" in name:
+                rec[name] = _number(row[i], units[i])
+        out.append(rec)
+    return out
+
+
+def kernel_counters(row: dict) -> KernelCounters:
+    """One parsed ncu row as :class:`KernelCounters`; a missing counter is a ValueError naming it."""
+    values = {}
+    for name, metric in _COUNTER_FIELDS.items():
+        if row.get(metric) is None:
+            raise ValueError(f"ncu reported no {metric} for kernel {row.get('name')!r}")
+        values[name] = float(row[metric])
+    values["l2_hit_rate"] = min(100.0, max(0.0, values["l2_hit_rate"]))
+    regs = row.get("launch__registers_per_thread")
+    static, dynamic = row.get("launch__shared_mem_per_block_static"), row.get("launch__shared_mem_per_block_dynamic")
+    shared = None if static is None and dynamic is None else int(round((static or 0) + (dynamic or 0)))
+    return KernelCounters(name=row["name"], grid=row.get("grid"), block=row.get("block"),
+                          registers=None if regs is None else int(round(regs)), shared_bytes=shared, **values)
+
+
+def counters_by_case(rows: list[dict]) -> dict[int, Counters]:
+    """``{case index: Counters summed over its kernels}`` from parsed rows, by their NVTX tags.
+
+    The child tags each case with an NVTX range ``iosim-case-<i>``. The autograd engine launches
+    backward kernels from its own thread, outside the main thread's push/pop range, and their
+    start/end range may be missing too; such a kernel belongs to the case of the kernel before it,
+    because cases run one at a time, each between cudaProfilerStart and Stop, and each begins with
+    a tagged forward kernel. An untagged first kernel is a ValueError.
+    """
+    kernels: dict[int, list[KernelCounters]] = {}
+    case = None
+    for row in sorted(rows, key=lambda r: r["id"]):
+        m = _TAG_RE.search(row["nvtx"])
+        if m is not None:
+            case = int(m.group(1))
+        elif case is None:
+            raise ValueError(f"kernel {row['id']} ({row['name'][:80]!r}) precedes every iosim-case NVTX range")
+        kernels.setdefault(case, []).append(kernel_counters(row))
+    return {i: Counters.from_kernels(ks) for i, ks in kernels.items()}
+
+
+def ncu_failure(log: str, returncode: int) -> tuple[str, bool]:
+    """A one-line reason why ncu gave no counters, and whether later runs would fail the same way."""
+    if "ERR_NVGPUCTRPERM" in log:
+        return "ncu: no permission to read GPU performance counters (ERR_NVGPUCTRPERM)", True
+    for marker in ("LibraryNotLoaded", "Failed to initialize the profiler", "not supported on this device"):
+        if marker in log:
+            line = next(line for line in log.splitlines() if marker in line)
+            return f"ncu: profiler unavailable: {line.strip()[:200]}", True
+    errors = [line.strip() for line in log.splitlines() if "==ERROR==" in line]
+    if errors:
+        return f"ncu: {errors[-1][:240]}", False
+    if "No kernels were profiled" in log:
+        return "ncu: no kernels were profiled", False
+    return f"ncu exited with code {returncode}", False

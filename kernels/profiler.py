@@ -1,0 +1,141 @@
+"""Nsight Compute, run: one ncu start per batch of cases, its child process, and the cleanup when we are cut short.
+
+Counters come from ONE more call of each case in a child process under ``ncu --profile-from-start
+off --nvtx``: the child (``python -m iosim.kernels.profiler CASES RESULT``, the installed package,
+whatever the working directory) warms each case up outside the profiled range, then wraps one call
+in ``cudaProfilerStart``/``Stop`` and an NVTX range ``iosim-case-<i>``. A whole batch of cases
+shares one ncu start (slow: Python, torch and ncu itself). ncu runs in its own process group, so a
+hung profiler is killed after ``NCU_TIMEOUT_S`` and a SIGTERM to us (``timeout``) ends it too.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from iosim.kernels.cases import CaseSpec
+from iosim.kernels.device import cuda_torch, one_line
+from iosim.kernels.inputs import make_call, make_inputs
+from iosim.kernels.ncu import CASE_TAG, NCU_METRICS, counters_by_case, ncu_failure, parse_ncu_raw_csv
+from iosim.measure.measurement import Counters
+
+NCU_TIMEOUT_S = 240  # per batch; a hung profiler costs one batch, not the session
+_CHILD_GROUPS: set[int] = set()  # process groups of running ncu children, killed if we are terminated
+
+
+def find_ncu() -> str | None:
+    """``ncu`` on the PATH, else the newest one in the usual install folders; None if there is none."""
+    found = shutil.which("ncu")
+    if found:
+        return found
+    for pattern in ("/opt/nvidia/nsight-compute/*/ncu", "/usr/local/cuda/bin/ncu"):
+        hits = sorted(Path("/").glob(pattern.lstrip("/")))
+        if hits:
+            return str(hits[-1])
+    return None
+
+
+def ncu_version(ncu: str) -> str | None:
+    try:
+        out = subprocess.run([ncu, "--version"], capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    m = re.search(r"Version\s+([\w.]+)", out)
+    return m.group(1) if m else (out.strip().splitlines() or [None])[-1]
+
+
+def _run_group(cmd: list[str], log_path: Path, cwd: Path, timeout: float) -> int | None:
+    """Run ``cmd`` in its own process group, output to ``log_path``; ``None`` if it timed out (then killed)."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True)
+        _CHILD_GROUPS.add(proc.pid)
+        try:
+            return proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return None
+        finally:
+            _CHILD_GROUPS.discard(proc.pid)
+
+
+def on_terminate(signum, frame):
+    """SIGTERM (a ``timeout`` running out): end our ncu child's group too, then exit; written batches stay."""
+    for pgid in list(_CHILD_GROUPS):
+        with contextlib.suppress(ProcessLookupError):  # it ended on its own meanwhile
+            os.killpg(pgid, signal.SIGKILL)
+    raise SystemExit(128 + signum)
+
+
+def profile_batch(specs: list[CaseSpec], ncu: str, workdir: Path, tag: str
+                  ) -> tuple[dict[str, Counters], dict[str, str], tuple[str, bool] | None]:
+    """Counters for each case of a batch from one ncu run.
+
+    Returns ``(counters by case name, per-case errors from the child, batch failure or None)``;
+    a batch failure is ``(one-line reason, fatal)`` where fatal means ncu cannot work on this machine.
+    """
+    spec_path, result_path = workdir / f"{tag}-cases.json", workdir / f"{tag}-child.json"
+    report, log_path = workdir / f"{tag}", workdir / f"{tag}-ncu.log"
+    spec_path.write_text(json.dumps([s.to_json() for s in specs]))
+    cmd = [ncu, "--profile-from-start", "off", "--nvtx", "--clock-control", "none", "--cache-control", "all",
+           "--metrics", ",".join(NCU_METRICS), "-f", "-o", str(report),
+           sys.executable, "-m", "iosim.kernels.profiler", str(spec_path), str(result_path)]
+    rc = _run_group(cmd, log_path, workdir, NCU_TIMEOUT_S)
+    log = log_path.read_text(errors="replace")
+    rep = report.with_suffix(".ncu-rep")
+    if rc is None:
+        return {}, {}, (f"ncu timed out after {NCU_TIMEOUT_S} s", False)
+    if rc != 0 or not rep.exists():
+        return {}, {}, ncu_failure(log, rc)
+    out = subprocess.run([ncu, "--import", str(rep), "--csv", "--page", "raw", "--print-units", "base"],
+                         capture_output=True, text=True, timeout=300)
+    (workdir / f"{tag}-raw.csv").write_text(out.stdout)
+    if out.returncode != 0:
+        return {}, {}, ncu_failure(out.stdout + out.stderr, out.returncode)
+    try:
+        by_index = counters_by_case(parse_ncu_raw_csv(out.stdout))
+    except ValueError as e:
+        return {}, {}, (f"ncu output not understood: {one_line(e)}", False)
+    child = json.loads(result_path.read_text()) if result_path.exists() else {}
+    errors = {specs[int(i)].name: err for i, err in child.get("errors", {}).items()}
+    return {specs[i].name: c for i, c in by_index.items() if i < len(specs)}, errors, None
+
+
+def ncu_child(spec_path: str, result_path: str) -> int:
+    """Runs under ncu: each case warmed up, then one call inside the profiled range and its NVTX tag."""
+    torch = cuda_torch()
+    specs = [CaseSpec.from_json(d) for d in json.loads(Path(spec_path).read_text())]
+    errors = {}
+    for i, spec in enumerate(specs):
+        torch.cuda.empty_cache()
+        try:
+            fn = make_call(torch, spec, make_inputs(torch, spec))
+            fn()  # warm-up, outside the profiled range
+            torch.cuda.synchronize()
+            torch.cuda.profiler.start()
+            # push/pop tags this thread's kernels; start/end is process-wide (autograd's thread too)
+            range_id = torch.cuda.nvtx.range_start(CASE_TAG.format(i))
+            torch.cuda.nvtx.range_push(CASE_TAG.format(i))
+            try:
+                fn()
+                torch.cuda.synchronize()
+            finally:
+                torch.cuda.nvtx.range_pop()
+                torch.cuda.nvtx.range_end(range_id)
+                torch.cuda.profiler.stop()
+        except Exception as e:
+            errors[i] = "out of memory" if isinstance(e, torch.cuda.OutOfMemoryError) else one_line(e)
+        fn = None
+        Path(result_path).write_text(json.dumps({"errors": errors, "done": i + 1}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(ncu_child(*sys.argv[1:3]))

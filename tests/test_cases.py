@@ -1,0 +1,101 @@
+"""What the harness measures (kernels/cases.py): the case type, its names, and the grids; no GPU needed."""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from importlib import resources
+
+import pytest
+
+from iosim.kernels import harness
+from iosim.kernels.cases import REF_TILING, CaseSpec, case, default_grid, smoke_grid
+from iosim.schedule.problem import ConfigError, Problem, RunConfig, Tiling
+
+
+def _committed_names(path: str) -> list[str]:
+    """Case names of a committed measurement file: the keys its data is known by."""
+    data = json.loads((resources.files("iosim.measurements") / path).read_text())
+    return [c["name"] for c in data["cases"]]
+
+
+def test_grid_names_are_the_keys_of_the_committed_data():
+    assert [c.name for c in default_grid()] == _committed_names("h100/measurements.json")
+    assert sorted(c.name for c in smoke_grid()) == sorted(_committed_names("h100/live-smoke/measurements.json"))
+    assert default_grid()[1].name == "flash2-fwd-fp16-b4h16-n4096-d64-bm128bn64w4"
+
+
+def test_default_grid_covers_the_h100_data_set():
+    grid = default_grid()
+    assert len(grid) >= 40
+    assert len({c.name for c in grid}) == len(grid)
+    assert {c.impl for c in grid} == {"flash2", "flash1", "standard", "standard_eager", "sdpa_flash", "sdpa_cudnn"}
+    flash = [c for c in grid if c.impl in ("flash1", "flash2")]
+    assert min(c.problem.seq_q for c in flash) == 512 and max(c.problem.seq_q for c in flash) == 65536
+    assert all(c.problem.seq_k == c.problem.seq_q for c in grid)
+    for impl in ("flash2", "flash1", "standard", "standard_eager"):
+        assert {c.pass_ for c in grid if c.impl == impl} == {"fwd", "fwd_bwd"}, impl
+    f2_fwd = [c for c in grid if c.impl == "flash2" and c.pass_ == "fwd"]
+    assert {c.tiling.grid_order for c in f2_fwd} == {"rows", "heads"}
+    p = [c.problem for c in grid]
+    assert any(x.kv_heads < x.heads and x.heads == 16 and x.kv_heads in (2, 4) for x in p)
+    assert {x.dtype for x in p} == {"fp16", "bf16"} and {x.head_dim for x in p} == {64, 128}
+    assert {x.causal for x in p} == {True, False}
+    assert {c.impl for c in grid if c.impl.startswith("sdpa")} == {"sdpa_flash", "sdpa_cudnn"}
+
+
+def test_default_grid_holds_the_reference_cases_first():
+    grid = default_grid()
+    ref = dict(batch=4, heads=16, head_dim=64, dtype="fp16", causal=False, backward=False)
+    for impl, seq, tiling in [("flash2", 4096, REF_TILING), ("flash2", 1024, REF_TILING),
+                              ("standard_eager", 1024, Tiling()), ("standard_eager", 4096, Tiling())]:
+        want = CaseSpec(impl, Problem(seq_q=seq, **ref), tiling)
+        assert want in grid[:harness.BATCH_SIZE], want.name
+    assert Tiling(block_m=128, block_n=64, warps=4, stages=None, grid_order="rows") == REF_TILING
+
+
+def test_default_grid_stays_within_memory_and_time():
+    """Scores in HBM at most ~9 GB per N×N tensor; no call much above 10 TFLOP (≈ 30 ms at 300 TFLOP/s forward)."""
+    for c in default_grid():
+        p = c.problem
+        if c.impl in ("standard", "standard_eager"):
+            assert p.batch * p.heads * p.seq_q * p.seq_k * 2 <= 9e9, c.name
+        assert c.flops() <= 1e13, c.name
+
+
+def test_case_checks_and_names():
+    spec = case("flash2", "fwd_bwd", kv_heads=4, causal=True, tiling=Tiling(block_m=64, grid_order="heads"))
+    assert spec.name == "flash2-fwd_bwd-fp16-b4h16kv4-n4096-d64-causal-bm64-heads"
+    assert spec.flops() == pytest.approx(4 * 64 * 4096**2 * 64 / 2 * 3.5)
+    assert spec.flops() == spec.problem.flops()  # the one FLOP convention
+    assert case("flash2", tiling=Tiling(stages=3, warps=8)).name.endswith("-s3w8")
+    assert case("sdpa_flash", seq=1024, seq_k=2048).name == "sdpa_flash-fwd-fp16-b4h16-n1024k2048-d64"
+    with pytest.raises(ConfigError, match="impl: must be one of"):
+        CaseSpec("xformers")
+    with pytest.raises(ConfigError, match="only our kernels take tiling"):
+        case("sdpa_flash", tiling=Tiling(block_m=64))
+    with pytest.raises(ConfigError, match="grid_order"):
+        case("flash1", tiling=Tiling(grid_order="heads"))
+    with pytest.raises(ConfigError, match="head_dim"):
+        case("flash2", head_dim=96)
+    with pytest.raises(ConfigError, match="pass"):
+        case("flash2", "bwd")
+
+
+@pytest.mark.parametrize("spec", default_grid() + smoke_grid(), ids=lambda c: c.name)
+def test_a_case_survives_json(spec):
+    """What the ncu child receives: the case itself, back from JSON text."""
+    assert CaseSpec.from_json(json.loads(json.dumps(spec.to_json()))) == spec
+
+
+def test_run_config_is_resolved_for_ours_and_null_where_unknown():
+    spec = case("flash2", "fwd_bwd", tiling=Tiling(block_m=64))
+    config = spec.run_config()
+    assert config == RunConfig("flash2", spec.problem, Tiling(block_m=64)).resolved().to_dict()
+    assert config["tiling"]["block_m"] == 64 and config["backward_tiling"]["block_m"] == 64
+    assert None not in config["tiling"].values() and None not in config["backward_tiling"].values()
+    assert spec.overrides() == {"block_m": 64, "grid_order": "rows"}
+    sdpa = case("sdpa_cudnn", "fwd_bwd").run_config()
+    assert (sdpa["algo"], sdpa["tiling"], sdpa["problem"]["backward"]) == (None, None, True)
+    eager = case("standard_eager").run_config()
+    assert (eager["algo"], eager["tiling"]) == ("standard_eager", {})
+    assert replace(spec, name="x").name == "x"

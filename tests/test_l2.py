@@ -1,0 +1,100 @@
+"""The L2 model, access by access: hits, misses, fills in flight, write-allocate and write-back.
+
+Every test drives an :class:`L2Cache` with a handful of accesses on links of 1024 bytes/s (so a
+byte count is also a time in 1/1024 s) and asserts each count and each link's whole log exactly.
+"""
+from __future__ import annotations
+
+import pytest
+
+from iosim.engine.l2 import L2Cache
+from iosim.engine.links import Link
+from iosim.schedule.ir import ATOMIC, READ, WRITE
+
+LINE = 2048  # bytes of every line here
+A, B = (0, 0, 0, 0), (0, 0, 1, 0)  # lines (tensor index, slice, line row, line column)
+
+
+def cache(capacity: int = 4 * LINE, **kw) -> L2Cache:
+    memory = {"hbm": Link("hbm", 1024.0), "host": Link("host", 1024.0)}
+    return L2Cache(capacity, memory, ["hbm"], **kw)
+
+
+def counts(l2: L2Cache) -> tuple:
+    st = l2.stats
+    return st.read_bytes, st.write_bytes, st.hit_bytes, st.miss_bytes, st.fill_bytes["hbm"], st.writeback_bytes["hbm"]
+
+
+def test_a_read_that_finds_a_fill_in_flight_waits_for_it_and_hits():
+    """1024 B missed at t = 0 arrive at t = 1; two CTAs reading them at t = 0.5 hit and wait until t = 1."""
+    l2 = cache()
+    assert l2.access(A, "hbm", READ, 1024, LINE, 1, 0.0, 0, 1024) == 1.0
+    assert l2.access(A, "hbm", READ, 1024, LINE, 2, 0.5, 0, 1024) == 1.0
+    # read, write, hit, miss, filled, written back
+    assert counts(l2) == (3072, 0, 2048, 1024, 1024, 0)
+    assert l2.memory["hbm"].log == [(1.0, 1024)]
+    assert (l2.used, l2.dirty) == (1024, 0)
+
+
+def test_a_read_overlapping_present_bytes_fills_only_the_rest():
+    """[0, 1024) then [512, 1536) of one line: the second read hits 512 bytes and misses 512."""
+    l2 = cache()
+    l2.access(A, "hbm", READ, 1024, LINE, 1, 0.0, 0, 1024)
+    assert l2.access(A, "hbm", READ, 1024, LINE, 1, 2.0, 512, 1536) == 2.5
+    assert counts(l2) == (2048, 0, 512, 1536, 1536, 0)
+    assert l2.memory["hbm"].log == [(1.0, 1024), (2.5, 512)]
+
+
+def test_a_write_allocates_without_a_fill_and_is_written_back_when_evicted():
+    """One line of capacity: a whole-line write stays dirty (no DRAM traffic, ready at once); a read
+    of another line then fills 2048 bytes (done at t = 2) and evicts the dirty line, whose 2048
+    bytes queue behind the fill (done at t = 4)."""
+    l2 = cache(capacity=LINE)
+    assert l2.access(A, "hbm", WRITE, LINE, LINE, 1, 0.0, 0, LINE) == 0.0
+    assert (counts(l2), l2.dirty, l2.memory["hbm"].log) == ((0, LINE, 0, 0, 0, 0), LINE, [])
+    assert l2.access(B, "hbm", READ, LINE, LINE, 1, 0.0, 0, LINE) == 2.0
+    assert counts(l2) == (LINE, LINE, 0, LINE, LINE, LINE)
+    assert l2.memory["hbm"].log == [(2.0, LINE), (4.0, LINE)]
+    assert (list(l2.lines), l2.used, l2.dirty) == ([B], LINE, 0)
+
+
+def test_an_atomic_fills_the_line_first_then_dirties_it():
+    """Read-modify-write at the L2: a missing line is fetched (a lookup that misses), then dirtied;
+    flushing writes the bytes back once."""
+    l2 = cache()
+    assert l2.access(A, "hbm", ATOMIC, 1024, LINE, 1, 0.0, 0, 1024) == 1.0
+    assert counts(l2) == (0, 1024, 0, 1024, 1024, 0)
+    assert l2.flush(1.0, invalidate=False) == 1024
+    assert counts(l2) == (0, 1024, 0, 1024, 1024, 1024)
+    assert l2.memory["hbm"].log == [(1.0, 1024), (2.0, 1024)]
+
+
+def test_the_oldest_dirty_line_is_cleaned_past_the_dirty_limit():
+    l2 = cache(dirty_limit=LINE)
+    l2.access(A, "hbm", WRITE, LINE, LINE, 1, 0.0, 0, LINE)
+    l2.access(B, "hbm", WRITE, LINE, LINE, 1, 0.0, 0, LINE)
+    assert (l2.dirty, list(l2.dirty_order), list(l2.lines)) == (LINE, [B], [A, B])
+    assert counts(l2) == (0, 2 * LINE, 0, 0, 0, LINE)
+
+
+def test_a_line_larger_than_the_cache_goes_straight_to_memory():
+    """A zero-sized L2 keeps nothing: every read is a miss, every write a write-back (the paper's counts)."""
+    l2 = cache(capacity=0)
+    assert l2.access(A, "hbm", READ, 1024, LINE, 2, 0.0) == 2.0
+    assert l2.access(A, "hbm", WRITE, 1024, LINE, 1, 0.0) == 0.0
+    assert counts(l2) == (2048, 1024, 0, 2048, 2048, 1024)
+    assert (l2.memory["hbm"].log, len(l2.lines)) == ([(2.0, 2048), (3.0, 1024)], 0)
+
+
+def test_a_shared_line_occupies_a_copy_per_partition():
+    """Two partitions: a line first read by one cohort and then by another holds two copies of its bytes."""
+    l2 = cache(replicas=2)
+    l2.access(A, "hbm", READ, 1024, LINE, 1, 0.0, 0, 1024, who=(0, 0))
+    assert l2.used == 1024
+    l2.access(A, "hbm", READ, 1024, LINE, 1, 1.0, 0, 1024, who=(0, 8))
+    assert (l2.used, l2.stats.hit_bytes) == (2048, 1024)
+
+
+def test_a_negative_capacity_is_refused_by_name():
+    with pytest.raises(ValueError, match=r"capacity\(=-1\) must be >= 0"):
+        cache(capacity=-1)

@@ -1,0 +1,30 @@
+"""A link serves requests first-come first-served at its bandwidth: exact finish times."""
+from __future__ import annotations
+
+import pytest
+
+from iosim.engine.links import Link
+
+
+def test_two_requests_queue_and_the_log_holds_every_finish_time():
+    """1024 B/s: 512 B at t = 0 end at 0.5 s; 1024 B asked at 0.25 s wait for them and end at 1.5 s;
+    a request on an idle link (t = 2) starts at once. Powers of two keep every time exact."""
+    link = Link("hbm", 1024.0)
+    assert link.reserve(0.0, 512) == 0.5
+    assert link.reserve(0.25, 1024) == 1.5
+    assert link.reserve(2.0, 256) == 2.25
+    assert link.log == [(0.5, 512), (1.5, 1024), (2.25, 256)]
+    assert (link.busy_until, link.busy_time, link.moved) == (2.25, 1.75, 1792)
+
+
+def test_an_empty_request_takes_no_time_and_is_not_logged():
+    link = Link("l2", 1024.0)
+    link.reserve(0.0, 1024)
+    assert link.reserve(0.5, 0) == 0.5
+    assert (link.log, link.busy_until) == ([(1.0, 1024)], 1.0)
+
+
+@pytest.mark.parametrize("bandwidth", [0, -1.0])
+def test_a_link_without_bandwidth_is_refused_by_name(bandwidth):
+    with pytest.raises(ValueError, match=rf"host: bandwidth\(={bandwidth}\) must be > 0"):
+        Link("host", bandwidth)
