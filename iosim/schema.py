@@ -8,8 +8,10 @@ or of a mapping's keys.
 """
 from __future__ import annotations
 
+import json
 import math
 import types
+from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
@@ -184,3 +186,17 @@ def _choices(tp: Any, expected: str) -> list:
     if get_origin(tp) is Literal:
         return list(get_args(tp))
     return [expected]
+
+
+def read_json(path, error: type[ValueError]):
+    """The decoded JSON document at ``path``; an unreadable or malformed file raises ``error`` in one line."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise error(f"{path}: {unreadable(e)}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise error(f"{path}: document: not valid JSON (truncated?) at line {e.lineno} column {e.colno}: {e.msg}"
+                    ) from None

@@ -42,8 +42,8 @@ from iosim.schema import (
     NonNegativeInt,
     PositiveInt,
     error_line,
+    read_json,
     schema_version,
-    unreadable,
 )
 
 SCHEMA = "iosim-measurement"
@@ -370,18 +370,7 @@ def committed_set(gpu: str) -> Path:
 
 def load_measurement(path) -> Measurement:
     """Read and validate a measurement file."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise MeasurementError(f"{path}: {unreadable(e)}") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise MeasurementError(
-            f"{path}: document: not valid JSON (truncated?) at line {e.lineno} column {e.colno}: {e.msg}"
-        ) from None
-    return measurement_from_dict(data, str(path))
+    return measurement_from_dict(read_json(path, MeasurementError), str(path))
 
 
 # --------------------------------------------------------------------------- writing

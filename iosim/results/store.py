@@ -29,8 +29,8 @@ from iosim.schema import (
     NonNegative,
     NonNegativeInt,
     error_line,
+    read_json,
     schema_version,
-    unreadable,
 )
 
 SCHEMA = "iosim-results"
@@ -59,15 +59,7 @@ def save_results(results: Iterable[RunResult], path) -> Path:
 def load_results(path) -> list[RunResult]:
     """Read an ``iosim-results`` file; a bad one raises :class:`ResultsError` naming the file and field."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise ResultsError(f"{path}: {unreadable(e)}") from None
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ResultsError(f"{path}: document: not valid JSON (truncated?) at line {e.lineno} column {e.colno}: "
-                           f"{e.msg}") from None
+    doc = read_json(path, ResultsError)
     _validate(doc, path)
     return [RunResult.from_dict(d) for d in doc["results"]]  # the file's own values: ints stay ints
 
