@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import fields
-from typing import NamedTuple
 
 import torch
 import triton
@@ -29,21 +28,8 @@ LOG2E_C = tl.constexpr(LOG2E)  # the same, usable inside kernels
 INTERPRETING = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") == "1")
 
 
-class Shape(NamedTuple):
-    batch: int
-    heads: int
-    kv_heads: int
-    seq_q: int
-    seq_k: int
-    head_dim: int
-
-    @property
-    def bh(self) -> int:
-        return self.batch * self.heads
-
-
-def check_inputs(q, k, v, causal: bool) -> Shape:
-    """Validate q (B, H, Nq, d), k and v (B, Hkv, Nk, d); return the sizes."""
+def check_inputs(q, k, v, causal: bool, backward: bool = False) -> Problem:
+    """Validate q (B, H, Nq, d), k and v (B, Hkv, Nk, d); return the call as the shared :class:`Problem`."""
     if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
         raise ValueError(f"q, k, v must be 4-D (batch, heads, seq, head_dim), got {q.dim()}, {k.dim()}, {v.dim()} dims")
     batch, heads, seq_q, head_dim = q.shape
@@ -61,7 +47,8 @@ def check_inputs(q, k, v, causal: bool) -> Shape:
         raise ValueError("q, k, v must be contiguous (a hidden copy would add memory traffic)")
     if causal and seq_q != seq_k:
         raise ValueError(f"causal attention needs seq_q == seq_k, got {seq_q} and {seq_k}")
-    return Shape(batch, heads, kv_heads, seq_q, seq_k, head_dim)
+    return Problem(batch=batch, heads=heads, kv_heads=kv_heads, seq_q=seq_q, seq_k=seq_k, head_dim=head_dim,
+                   dtype=DTYPE_NAMES[q.dtype], causal=bool(causal), backward=bool(backward))
 
 
 def check_head_dim(head_dim: int) -> None:
@@ -87,10 +74,7 @@ def pass_tiling(algo: str, pass_: str, head_dim: int, overrides: dict) -> Tiling
 def run_config(algo: str, q, k, v, causal: bool, backward: bool, overrides: dict) -> dict:
     """The plain-data description of one call: ``RunConfig.to_dict()`` with both passes' tilings resolved,
     so it says exactly what the kernels launch (``backward_tiling`` is None without the backward)."""
-    shape = check_inputs(q, k, v, causal)
-    problem = Problem(batch=shape.batch, heads=shape.heads, kv_heads=shape.kv_heads, seq_q=shape.seq_q,
-                      seq_k=shape.seq_k, head_dim=shape.head_dim, dtype=DTYPE_NAMES[q.dtype],
-                      causal=bool(causal), backward=bool(backward))
+    problem = check_inputs(q, k, v, causal, backward)
     return RunConfig(algo=algo, problem=problem, tiling=overrides_tiling(overrides)).resolved().to_dict()
 
 

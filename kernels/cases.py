@@ -3,11 +3,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
 
+from iosim.measure.measurement import SDPA_IMPLS
 from iosim.schedule.problem import HEAD_DIMS, ConfigError, Problem, RunConfig, Tiling
 from iosim.schedule.tiling import FWD, resolve_tiling
 
-OURS = ("flash2", "flash1", "standard")
-IMPLS = OURS + ("standard_eager", "sdpa_flash", "sdpa_cudnn")
+OURS = ("flash2", "flash1", "standard")  # our Triton kernels (iosim.kernels.ALGO_NAMES), in the grids' order
+IMPLS = OURS + ("standard_eager", *SDPA_IMPLS)
 _SHORT = {"block_m": "bm", "block_n": "bn", "stages": "s", "warps": "w"}  # name parts, in this order
 
 

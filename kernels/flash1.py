@@ -134,7 +134,7 @@ def attention(q, k, v, causal=False, sm_scale=None, **overrides):
 
 def _forward(q, k, v, causal, scale, cfg):
     shape = _common.check_inputs(q, k, v, causal)
-    B, H, HKV, NQ, NK, D = shape
+    B, H, HKV, NQ, NK, D = shape.batch, shape.heads, shape.kv_heads, shape.seq_q, shape.seq_k, shape.head_dim
     o32 = torch.zeros((B, H, NQ, D), device=q.device, dtype=torch.float32)
     l = torch.zeros((B, H, NQ), device=q.device, dtype=torch.float32)
     m = torch.full((B, H, NQ), float("-inf"), device=q.device, dtype=torch.float32)

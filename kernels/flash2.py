@@ -220,7 +220,7 @@ def attention(q, k, v, causal=False, sm_scale=None, **overrides):
 def forward(q, k, v, causal, scale, cfg, launches):
     """Launch ``flash2_fwd``; return O (input dtype) and LSE (B, H, Nq) fp32."""
     shape = _common.check_inputs(q, k, v, causal)
-    B, H, HKV, NQ, NK, D = shape
+    B, H, HKV, NQ, NK, D = shape.batch, shape.heads, shape.kv_heads, shape.seq_q, shape.seq_k, shape.head_dim
     o = torch.empty_like(q)
     lse = torch.empty((B, H, NQ), device=q.device, dtype=torch.float32)
     n_blocks = triton.cdiv(NQ, cfg.block_m)

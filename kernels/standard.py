@@ -201,7 +201,7 @@ def attention(q, k, v, causal=False, sm_scale=None, **overrides):
 
 def _forward(q, k, v, causal, scale, cfg):
     shape = _common.check_inputs(q, k, v, causal)
-    B, H, HKV, NQ, NK, D = shape
+    B, H, HKV, NQ, NK, D = shape.batch, shape.heads, shape.kv_heads, shape.seq_q, shape.seq_k, shape.head_dim
     BM, BN, bk = cfg.block_m, cfg.block_n, min(BLOCK_K, D)
     w, st = cfg.warps, cfg.stages
     s = torch.empty((B, H, NQ, NK), device=q.device, dtype=q.dtype)
