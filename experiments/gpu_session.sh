@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
-# One GPU session for the H100 data set, in order, each step under its own time limit so the whole
-# stays under ~9 minutes (a device command may run 10):
-#   a) kernel correctness on the GPU      -> $OUT/pytest_gpu.log                       (≤ 100 s)
-#   b) calibration of the GPU's profile   -> $OUT/h100-sxm-calibrated.yaml (or h200-…)  (≤  45 s)
-#   c) the measurement grid (ncu)         -> $OUT/measurements.json + .csv              (≤ 320 s)
-#   d) our kernels against SDPA           -> $OUT/bench_kernels.txt                     (≤  60 s)
-# A step that fails or runs out of time does not stop the next. Every step writes under $OUT as it
-# goes: the measurement file is rewritten atomically after each batch of cases, so a machine killed
-# at its time limit still leaves every finished batch. Progress of b) and c) goes to $OUT/session.log.
-# At most 6 files land in $OUT (the device tool returns 8); ncu's reports stay in /tmp/iosim-ncu-*.
-# Run from anywhere: OUT=/some/dir bash experiments/gpu_session.sh
+# One GPU session for the H200 data set, in order, each step under its own time limit (a hang costs
+# one step, not the session); everything lands under $OUT:
+#   a) kernel correctness on the GPU            -> $OUT/pytest_gpu.log                      (≤ 120 s)
+#   b) ncu's metric list for the GPU            -> $OUT/ncu-query-metrics.txt               (≤  60 s)
+#   c) calibration of the GPU's profile         -> $OUT/h200-calibrated.yaml (or <base>-…)  (≤ 120 s)
+#   d) the L2 request-coalescer probe (ncu)     -> $OUT/lrc/lrc_probe.json                  (≤ 300 s)
+#   e) the h200 measurement grid (ncu)          -> $OUT/h200/measurements.json + .csv       (≤ 570 s)
+#   f) the foreign kernels' grid (ncu)          -> $OUT/foreign/measurements.json + .csv    (≤ 400 s)
+#   g) instruction mixes (kernels/sass.py)      -> $OUT/mixes/                              (≤ 300 s)
+# A step that fails or runs out of time does not stop the next. Measurement files are rewritten
+# atomically after each batch of cases, so a step cut short keeps every finished batch. Progress
+# goes to $OUT/session.log. All steps take longer than one 10-minute device command: name the steps
+# to run as arguments, e.g. `bash experiments/gpu_session.sh a b c d` then `... e` then `... f g`
+# (no argument: all of them).
+# Run from anywhere: OUT=/some/dir bash experiments/gpu_session.sh [STEP...]
 # Needs iosim installed with the kernels extra in $PYTHON (installing is the caller's job).
 set -u
 : "${OUT:?set OUT to the folder for results}"
@@ -42,18 +46,39 @@ step() {  # step NAME LIMIT_S COMMAND...: run with a time limit, log its status,
     ncu --version 2>&1 | tail -n 1
 } >>"$LOG"
 
-step "a) pytest -m gpu" 100 "$PY" -m pytest tests/test_kernels.py -m gpu -q -p no:cacheprovider \
-    >"$OUT/pytest_gpu.log" 2>&1
-# The base profile follows the GPU actually lent (an H200 stands in when no H100 is free).
+want() {  # want STEP: whether the step letter was asked for (all when no argument was given)
+    [ "$#" -ge 1 ] || return 0
+    [ -z "$STEPS" ] && return 0
+    case " $STEPS " in *" $1 "*) return 0 ;; esac
+    return 1
+}
+STEPS="$*"
+
+# The base profile follows the GPU actually lent.
 case "$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1)" in
-    *H200*) PROFILE=h200 ;;
+    *H100*) PROFILE=h100-sxm ;;
     *A100*80GB*) PROFILE=a100-sxm4-80gb ;;
     *A100*) PROFILE=a100-sxm4-40gb ;;
-    *) PROFILE=h100-sxm ;;
+    *) PROFILE=h200 ;;
 esac
-step "b) calibrate ($PROFILE)" 45 "$PY" -m iosim.kernels.calibrate --base "hardware_profiles/$PROFILE.yaml" \
-    --out "$OUT/$PROFILE-calibrated.yaml" >>"$LOG" 2>&1
-step "c) measurement grid" 320 "$PY" -m iosim.kernels.harness --out "$OUT" --grid default >>"$LOG" 2>&1
-step "d) bench_kernels" 60 "$PY" experiments/bench_kernels.py >"$OUT/bench_kernels.txt" 2>&1
+CAL_NAME=${PROFILE%-sxm}
+
+want a && step "a) pytest -m gpu" 120 "$PY" -m pytest tests/test_kernels.py tests/test_user_kernel.py -m gpu -q \
+    -p no:cacheprovider >"$OUT/pytest_gpu.log" 2>&1
+want b && step "b) ncu --query-metrics" 60 sh -c \
+    'ncu --query-metrics --devices 0 || ncu --query-metrics --chip gh100' >"$OUT/ncu-query-metrics.txt" 2>&1
+want c && step "c) calibrate ($PROFILE)" 120 "$PY" -m iosim calibrate --base "hardware_profiles/$PROFILE.yaml" \
+    --out "$OUT/$CAL_NAME-calibrated.yaml" >>"$LOG" 2>&1
+want d && step "d) lrc probe" 300 "$PY" -m iosim.kernels.lrc_probe --out "$OUT/lrc" >>"$LOG" 2>&1
+want e && step "e) measurement grid h200" 570 "$PY" -m iosim measure --grid h200 --out "$OUT/h200" >>"$LOG" 2>&1
+want f && step "f) measurement grid foreign" 400 "$PY" -m iosim measure --grid foreign --out "$OUT/foreign" \
+    >>"$LOG" 2>&1
+if want g; then
+    if [ -f kernels/sass.py ]; then
+        step "g) instruction mixes" 300 "$PY" -m iosim.kernels.sass --out "$OUT/mixes" >>"$LOG" 2>&1
+    else
+        echo "=== g) instruction mixes: skipped, kernels/sass.py does not exist" >>"$LOG"
+    fi
+fi
 echo "done $(date -u +%FT%TZ), $SECONDS s in all" >>"$LOG"
-ls -la "$OUT" >>"$LOG"
+ls -laR "$OUT" >>"$LOG"

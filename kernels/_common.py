@@ -85,17 +85,27 @@ def default_scale(head_dim: int, sm_scale) -> float:
 def launch(launches: list, kernel, grid: tuple, *args, num_warps: int, num_stages: int, **constexprs):
     """Run ``kernel[grid](*args)`` and append its launch record to ``launches``."""
     handle = kernel[grid](*args, num_warps=num_warps, num_stages=num_stages, **constexprs)
-    launches.append(launch_record(kernel.__name__, grid, num_warps, num_stages, handle))
+    launches.append(launch_record(kernel.__name__, grid, num_warps, num_stages, handle, constexprs))
     return handle
 
 
-def launch_record(name: str, grid, num_warps: int, num_stages: int, handle) -> dict:
-    """Registers per thread and shared memory (bytes) from a compiled kernel; None under the interpreter."""
+def _plain(value):
+    value = getattr(value, "value", value)  # a tl.constexpr holds its value
+    return value if isinstance(value, (bool, int, float, str, type(None))) else str(value)
+
+
+def launch_record(name: str, grid, num_warps: int, num_stages: int, handle, constexprs: dict | None = None) -> dict:
+    """One launch as plain data: grid, warps, stages, the constexprs (BLOCK sizes...) as JSON values, and
+    from the compiled kernel its registers per thread, spilled registers and shared memory (bytes), and
+    local memory per thread (bytes) where Triton reports it; those are None under the interpreter."""
     metadata = getattr(handle, "metadata", None)
     grid = list(grid) + [1] * (3 - len(grid))
+    local = getattr(metadata, "local_mem", None)  # not reported by every Triton version
     return {
         "kernel": name, "grid": grid, "num_warps": num_warps, "num_stages": num_stages,
-        "n_regs": getattr(handle, "n_regs", None), "shared_bytes": getattr(metadata, "shared", None),
+        "n_regs": getattr(handle, "n_regs", None), "n_spills": getattr(handle, "n_spills", None),
+        "shared_bytes": getattr(metadata, "shared", None), "local_bytes": local if isinstance(local, int) else None,
+        "constexprs": {k: _plain(v) for k, v in (constexprs or {}).items()},
     }
 
 

@@ -4,10 +4,12 @@
 profile and replaces ``dram_efficiency`` (copy / datasheet HBM bandwidth), ``l2_efficiency`` (L2
 read / datasheet L2 bandwidth), ``tensor_efficiency`` (best Triton tile loop, fp16 / datasheet fp16
 tensor peak), ``tensor_efficiency_bwd``, ``launch_overhead``, ``l2_atomic_bandwidth``,
-``cta_load_bandwidth`` and the L2 and DRAM latencies, each with ``source: "measured: iosim
-calibrate, <gpu>, <date>"``, and adds a ``calibration:`` block with the provenance and every raw
-number. A measurement that cannot be right (a fraction well above 1, an L2 latency not below the
-DRAM latency) is not written: the field keeps its base value and the summary says why. Units come
+``cta_load_bandwidth``, the L2 and DRAM latencies, ``sm_clock`` (the SM clock sustained under a
+tl.dot load) and ``tensor_efficiency_solo`` (the tile loop with one CTA per SM), each with ``source:
+"measured: iosim calibrate, <gpu>, <date>"``, and adds a ``calibration:`` block with the provenance
+and every raw number. A measurement that cannot be right (a fraction above 1 or not above 0, a
+latency or rate not above 0, an L2 latency not below the DRAM latency, a clock outside 0.5-1.5x the
+profile's boost clock) is not written: the field keeps its base value and the summary says why. Units come
 from ``iosim.hardware.profile.UNITS`` and the file is written by its validating ``write_profile``.
 
     python3 -m iosim.kernels.calibrate --base hardware_profiles/h100-sxm.yaml --out FILE
@@ -15,6 +17,7 @@ from ``iosim.hardware.profile.UNITS`` and the file is written by its validating 
 from __future__ import annotations
 
 import argparse
+import math
 import re
 import socket
 import statistics
@@ -28,7 +31,7 @@ from iosim.kernels.device import HarnessError, cuda_torch
 from iosim.kernels.microbench import run_all
 from iosim.schedule.tiling import BWD, FWD, default_tiling
 
-MAX_FRACTION = 1.05  # a measured fraction of a datasheet peak above this means the profile is wrong
+CLOCK_RANGE = (0.5, 1.5)  # a measured SM clock outside these multiples of the boost clock is not believed
 _DIMENSIONS = {**REQUIRED, **OPTIONAL}  # profile field -> its dimension in UNITS
 
 
@@ -59,13 +62,13 @@ class _Fields:
         self.rows.append((name, self.fields.get(name, {}).get("value"), None, unit, f"NOT WRITTEN: {why}"))
 
     def put(self, name: str, value: float, unit: str, how: str) -> None:
-        """Write a measured value (``unit`` is the profile's), or refuse a fraction that cannot be right."""
-        if unit == "fraction" and value > MAX_FRACTION:
-            self.refuse(name, unit, f"{value:.3f} of the datasheet peak (is the base profile for this GPU?); {how}")
+        """Write a measured value (``unit`` is the profile's), or refuse one that cannot be right."""
+        if not math.isfinite(value) or value <= 0:
+            self.refuse(name, unit, f"measured {value:.4g}, not a positive number; {how}")
             return
         if unit == "fraction" and value > 1:
-            how += f" (measured {value:.4f}, within noise of the peak: written as 1)"
-            value = 1.0
+            self.refuse(name, unit, f"{value:.3f} of the datasheet peak, above 1 (is the base profile for this GPU?); {how}")
+            return
         self.rows.append((name, self.fields.get(name, {}).get("value"), value, unit, how))
         self.fields[name] = {"value": round(value, 4), "unit": unit, "source": self.source, "note": how}
 
@@ -73,17 +76,20 @@ class _Fields:
 def calibrated_profile(base: dict, raw: dict, provenance: dict) -> tuple[dict, list[tuple]]:
     """A copy of ``base`` (a profile as read from YAML) with measured fields; and summary rows.
 
-    A field whose measurement is missing from ``raw`` keeps its base value. A fraction a little
-    above 1 (noise, up to MAX_FRACTION) is written as 1 with a note; one further above means the
-    datasheet peak is not this GPU's, and the field keeps its base value (the row says NOT WRITTEN).
+    A field whose measurement is missing from ``raw`` keeps its base value. A fraction above 1
+    means the datasheet peak is not this GPU's (or the benchmark is wrong): the field keeps its base
+    value and the row says NOT WRITTEN, as for every other value that cannot be right.
     """
     out = {k: v for k, v in base.items() if k != "calibration"}
     f = _Fields(base, f"measured: iosim calibrate, {provenance['gpu']}, {provenance['date']}")
     _efficiencies(f, raw)
     _rates_and_latencies(f, raw)
+    _clock_and_solo(f, raw)
     out["fields"] = f.fields
     out["calibration"] = dict(provenance, raw={k: float(f"{v:.6g}") for k, v in sorted(raw.items())},
-                              raw_units="bytes/s for dram_*, l2_* and atomic_*, FLOP/s for matmul_* and tile_*, seconds for launch_* and latency_*")
+                              raw_units="bytes/s for dram_*, l2_* and atomic_*, FLOP/s for matmul_* and tile_* (a *_sms entry: "
+                                        "distinct SMs the CTAs ran on), seconds for launch_* and latency_* (SM cycles for "
+                                        "latency_*_cycles), Hz for sm_clock_*")
     return out, f.rows
 
 
@@ -138,8 +144,9 @@ def _rates_and_latencies(f: _Fields, raw: dict) -> None:
     dram = raw.get("latency_dram")
     if dram is None and "dram_latency" in f.fields:
         dram = _si(f.fields["dram_latency"], "dram_latency")
-    for key, name, how in (("latency_l2", "l2_latency", "4 MiB (in L2), timed without an L2 flush"),
-                           ("latency_dram", "dram_latency", "2 GiB, L2 flushed before each run")):
+    for key, name, how in (("latency_l2", "l2_latency", "4 MiB after a warm-up pass over the whole cycle in the "
+                            "same launch (L2-resident), timed in-kernel by %globaltimer"),
+                           ("latency_dram", "dram_latency", "2 GiB, L2 flushed before each launch, timed in-kernel")):
         if key not in raw:
             continue
         unit = f.unit(name, "ns")
@@ -149,7 +156,37 @@ def _rates_and_latencies(f: _Fields, raw: dict) -> None:
                      f"{dram * 1e9:.0f} ns: the chase missed the L2")
             continue
         f.put(name, value, unit, f"one thread chasing a random pointer cycle through {how}, 128-byte hops, "
-              f".cg loads; median time / hops")
+              f".cg loads; median time / hops"
+              + (f" ({raw[key + '_cycles']:.0f} SM cycles)" if key + "_cycles" in raw else ""))
+
+
+def _clock_and_solo(f: _Fields, raw: dict) -> None:
+    """The SM clock under a tensor-core load, and the tile loop's efficiency with one CTA per SM."""
+    clock = raw.get("sm_clock_dot", raw.get("sm_clock_fma"))
+    if clock is not None:
+        unit = f.unit("sm_clock", "MHz")
+        boost = _si(f.fields["boost_clock"], "boost_clock")
+        how = (f"%clock64 cycles / %globaltimer ns on every SM around a loop of 64^3 tl.dot "
+               f"({raw.get('sm_clock_dot', 0) / 1e6:.0f} MHz) and of FMAs ({raw.get('sm_clock_fma', 0) / 1e6:.0f} MHz); "
+               f"median over SMs, the dot loop's written; boost clock {boost / 1e6:.0f} MHz")
+        lo, hi = CLOCK_RANGE
+        if not lo * boost <= clock <= hi * boost:
+            f.refuse("sm_clock", unit, f"{clock / 1e6:.0f} MHz is outside {lo}-{hi}x the boost clock; {how}")
+        else:
+            f.put("sm_clock", clock / _factor("sm_clock", unit), unit, how)
+    peak = _si(f.fields["tensor_flops_fp16"], "tensor_flops_fp16")
+    solo = {k: v for k, v in raw.items() if k.startswith("tile_solo_fp16") and not k.endswith("_sms")}
+    if solo:
+        parts = [f"{k.removeprefix('tile_solo_fp16_')}: {v / 1e12:.0f} TFLOP/s on {raw.get(k + '_sms', 0):.0f} SMs"
+                 for k, v in sorted(solo.items())]
+        sms = _si(f.fields["sm_count"], "sm_count")
+        short = [k for k in solo if k + "_sms" in raw and raw[k + "_sms"] < sms]
+        how = ("Triton loop of S = Q K^T, O += P V with one CTA per SM (grid = SM count), fp16, "
+               + ", ".join(parts) + f"; median / tensor_flops_fp16 {peak / 1e12:.1f} TFLOP/s")
+        if short:
+            f.refuse("tensor_efficiency_solo", "fraction", f"CTAs shared SMs in {', '.join(short)}; {how}")
+        else:
+            f.put("tensor_efficiency_solo", statistics.median(solo.values()) / peak, "fraction", how)
 
 
 def summary(rows) -> str:

@@ -2,13 +2,18 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 
-from iosim.measure.measurement import SDPA_IMPLS
+import yaml
+
+from iosim.measure.measurement import KERNEL_IMPL, SDPA_IMPLS
 from iosim.schedule.problem import HEAD_DIMS, ConfigError, Problem, RunConfig, Tiling
 from iosim.schedule.tiling import FWD, resolve_tiling
 
 OURS = ("flash2", "flash1", "standard")  # our Triton kernels (iosim.kernels.ALGO_NAMES), in the grids' order
-IMPLS = OURS + ("standard_eager", *SDPA_IMPLS)
+IMPLS = OURS + ("standard_eager", *SDPA_IMPLS, KERNEL_IMPL)
+REPO = Path(__file__).resolve().parent.parent  # the repository root of a checkout (kernels/ lives in it)
+FOREIGN_MANIFEST = Path("experiments/foreign_kernels/manifest.yaml")  # relative to the repository root
 _SHORT = {"block_m": "bm", "block_n": "bn", "stages": "s", "warps": "w"}  # name parts, in this order
 
 
@@ -18,16 +23,32 @@ class CaseSpec:
     ``fwd_bwd`` pass), with ``tiling`` overrides for our kernels (``None`` = the algorithm's default).
 
     ``name`` (derived when empty) keys the case in measurement files, so it never changes for a case.
+    ``impl`` ``kernel`` is a user's Triton kernel ``kernel`` (``path/to/file.py:fn``, relative to the
+    repository root or absolute) whose schedule the simulator models as ``algo`` (``flash2``).
     """
 
     impl: str
     problem: Problem = field(default_factory=Problem)
     tiling: Tiling = field(default_factory=Tiling)
     name: str = ""
+    kernel: str | None = None
+    algo: str | None = None
 
     def __post_init__(self):
         if self.impl not in IMPLS:
             raise ConfigError("impl", f"must be one of {', '.join(IMPLS)}, got {self.impl!r}")
+        if (self.impl == KERNEL_IMPL) != (self.kernel is not None):
+            raise ConfigError("kernel", f"a 'path.py:fn' is given exactly for impl {KERNEL_IMPL!r}")
+        if self.impl == KERNEL_IMPL:
+            path, sep, fn = self.kernel.rpartition(":")
+            if not sep or not path.endswith(".py") or not fn.isidentifier():
+                raise ConfigError("kernel", f"must be 'path/to/file.py:function', got {self.kernel!r}")
+            if self.algo not in OURS:
+                raise ConfigError("algo", f"the modelled schedule must be one of {', '.join(OURS)}, got {self.algo!r}")
+            if self.tiling != Tiling():
+                raise ConfigError("tiling", "a user's kernel chooses its own tiling")
+        elif self.algo is not None:
+            raise ConfigError("algo", f"only a user's kernel names a modelled schedule, not {self.impl}")
         if self.impl in OURS:
             if self.problem.head_dim not in HEAD_DIMS:
                 raise ConfigError("head_dim", f"must be one of {', '.join(map(str, HEAD_DIMS))} for {self.impl}")
@@ -41,7 +62,11 @@ class CaseSpec:
         p = self.problem
         heads = f"b{p.batch}h{p.heads}" + (f"kv{p.kv_heads}" if p.kv_heads != p.heads else "")
         seq = f"n{p.seq_q}" + (f"k{p.seq_k}" if p.seq_k != p.seq_q else "")
-        parts = [self.impl, self.pass_, p.dtype, heads, seq, f"d{p.head_dim}"]
+        impl = self.impl
+        if self.impl == KERNEL_IMPL:
+            path, _, fn = self.kernel.rpartition(":")
+            impl = f"kernel-{Path(path).stem}.{fn}"
+        parts = [impl, self.pass_, p.dtype, heads, seq, f"d{p.head_dim}"]
         if p.causal:
             parts.append("causal")
         tiles = "".join(f"{short}{getattr(self.tiling, key)}" for key, short in _SHORT.items()
@@ -72,17 +97,20 @@ class CaseSpec:
         whose kernels we do not know, ``algo`` and ``tiling`` are null; eager PyTorch has no tiling."""
         if self.impl in OURS:
             return RunConfig(algo=self.impl, problem=self.problem, tiling=self.tiling).resolved().to_dict()
+        if self.impl == KERNEL_IMPL:  # the tiling is read off its launches once it has run
+            return {"algo": self.algo, "problem": asdict(self.problem), "tiling": {}}
         sdpa = self.impl.startswith("sdpa")
         return {"algo": None if sdpa else self.impl, "problem": asdict(self.problem), "tiling": None if sdpa else {}}
 
     def to_json(self) -> dict:
-        return {"impl": self.impl, "problem": asdict(self.problem), "tiling": asdict(self.tiling), "name": self.name}
+        return {"impl": self.impl, "problem": asdict(self.problem), "tiling": asdict(self.tiling), "name": self.name,
+                "kernel": self.kernel, "algo": self.algo}
 
     @classmethod
     def from_json(cls, data: dict) -> CaseSpec:
         """The case ``to_json`` wrote (after a trip through JSON): what the ncu child receives."""
         return cls(impl=data["impl"], problem=Problem(**data["problem"]), tiling=Tiling(**data["tiling"]),
-                   name=data["name"])
+                   name=data["name"], kernel=data.get("kernel"), algo=data.get("algo"))
 
 
 def case(impl: str, pass_: str = "fwd", *, seq: int = 4096, tiling: Tiling | None = None, **problem) -> CaseSpec:
@@ -154,4 +182,67 @@ def smoke_grid() -> list[CaseSpec]:
             S("sdpa_flash", **small), S("sdpa_cudnn", "fwd_bwd", **small)]
 
 
-GRIDS = {"default": default_grid, "smoke": smoke_grid}
+def h200_grid() -> list[CaseSpec]:
+    """Long causal sequences at d = 128 first, then the default grid re-measured on the H200.
+
+    flash2 forward at B·H = 8, d = 128, causal, N from 48K to 128K: the range in which one head's K and V
+    (N · 512 bytes: 24 to 64 MB) outgrow the L2 (50-60 MB; 25-30 MB per partition), plus N = 65536 not
+    causal; SDPA's flash backend on two of them; one flash2 forward + backward, causal, N = 65536,
+    B·H = 4. The longest forward is 35 TFLOP, ≈ 120 ms.
+    """
+    S = case
+    long = dict(batch=1, heads=8, head_dim=128)
+    return [
+        S("flash2", seq=131072, causal=True, **long), S("flash2", seq=65536, causal=True, **long),
+        S("flash2", seq=65536, **long),
+        *[S("flash2", seq=n, causal=True, **long) for n in (49152, 81920, 98304, 114688)],
+        S("sdpa_flash", seq=65536, causal=True, **long), S("sdpa_flash", seq=131072, causal=True, **long),
+        S("flash2", "fwd_bwd", seq=65536, causal=True, batch=1, heads=4, head_dim=128),
+    ] + default_grid()
+
+
+def kernel_case(ref: str, algo: str = "flash2", pass_: str = "fwd", **problem) -> CaseSpec:
+    """A user's kernel ``ref`` (``path.py:fn``) as a case; ``problem`` as :class:`Problem` takes it."""
+    if pass_ not in ("fwd", "fwd_bwd"):
+        raise ConfigError("pass", f"must be fwd or fwd_bwd, got {pass_!r}")
+    problem.setdefault("seq_k", problem.get("seq_q", Problem().seq_q))
+    return CaseSpec(KERNEL_IMPL, Problem(backward=pass_ == "fwd_bwd", **problem), kernel=ref, algo=algo)
+
+
+def _manifest_path(path: Path | None) -> Path:
+    if path is not None:
+        return Path(path)
+    for root in (REPO, Path.cwd()):  # not packaged: found in the checkout the kernels run from
+        if (root / FOREIGN_MANIFEST).is_file():
+            return root / FOREIGN_MANIFEST
+    raise ConfigError("grid", f"the foreign grid needs {FOREIGN_MANIFEST} (in {REPO} or the current folder)")
+
+
+def _repo_relative(path: Path) -> str:
+    """``path`` relative to the repository root when inside it (so a case reads the same on every machine)."""
+    path = path.resolve()
+    try:
+        return str(path.relative_to(REPO.resolve()))
+    except ValueError:
+        return str(path)
+
+
+def manifest_cases(path: Path | None = None) -> list[CaseSpec]:
+    """The cases of a foreign-kernel manifest: a YAML list of ``{kernel: FILE.py:fn, algo, pass, problem}``,
+    each ``FILE`` relative to the manifest's folder; a bad entry is a ConfigError naming it."""
+    path = _manifest_path(path)
+    entries = yaml.safe_load(path.read_text())
+    if not isinstance(entries, list):
+        raise ConfigError("manifest", f"{path}: must be a YAML list of cases")
+    cases = []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict) or "kernel" not in entry or "problem" not in entry:
+            raise ConfigError(f"manifest[{i}]", f"{path}: each case needs 'kernel' and 'problem'")
+        file, _, fn = str(entry["kernel"]).rpartition(":")
+        ref = f"{_repo_relative(path.parent / file)}:{fn}"
+        problem = {k: v for k, v in entry["problem"].items() if k != "backward"}
+        cases.append(kernel_case(ref, entry.get("algo", "flash2"), entry.get("pass", "fwd"), **problem))
+    return cases
+
+
+GRIDS = {"default": default_grid, "smoke": smoke_grid, "h200": h200_grid, "foreign": manifest_cases}

@@ -2,8 +2,9 @@
 
 Every case (:mod:`iosim.kernels.cases`) is one attention call (forward, or forward + backward) of
 one implementation: ours (``flash2``, ``flash1``, ``standard`` in Triton), PyTorch eager
-(``standard_eager``: matmul, scale, softmax, matmul) or PyTorch's SDPA backends (``sdpa_flash``,
-``sdpa_cudnn``) as references. Timing runs in this process (:func:`iosim.kernels.timing.time_fn`)
+(``standard_eager``: matmul, scale, softmax, matmul), PyTorch's SDPA backends (``sdpa_flash``,
+``sdpa_cudnn``) as references, or a user's Triton kernel file (``kernel``: ``path.py:fn``, its
+launches recorded during the first call, :mod:`iosim.kernels.user_kernel`). Timing runs in this process (:func:`iosim.kernels.timing.time_fn`)
 after one untimed call that compiles; counters come from one more call of each case under ncu
 (:mod:`iosim.kernels.profiler`), a batch of cases per ncu start.
 
@@ -12,7 +13,7 @@ cases carry ``counters: null`` and the reason in ``counters_error``; no CUDA GPU
 :class:`HarnessError`. Results are rewritten atomically after every batch, so a run killed at a time
 limit leaves every finished batch on disk.
 
-    python3 -m iosim.kernels.harness --out DIR [--grid default|smoke] [--no-ncu]
+    python3 -m iosim.kernels.harness --out DIR [--grid default|smoke|h200|foreign] [--no-ncu]
 """
 from __future__ import annotations
 
@@ -28,14 +29,16 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from iosim.kernels.cases import GRIDS, OURS, CaseSpec
+from iosim.kernels.cases import GRIDS, OURS, CaseSpec, kernel_case
 from iosim.kernels.device import HarnessError, cuda_torch, one_line
 from iosim.kernels.inputs import make_call, make_inputs
-from iosim.kernels.profiler import find_ncu, ncu_version, on_terminate, profile_batch
+from iosim.kernels.profiler import find_ncu, metrics_for, ncu_version, on_terminate, profile_batch
 from iosim.kernels.timing import time_fn
+from iosim.kernels.user_kernel import main_launch, recording_launches, tiling_from_launch
 from iosim.measure.measurement import Case, Measurement, Provenance, dump_measurement
 
-__all__ = ["BATCH_SIZE", "GRIDS", "HarnessError", "measure", "main", "provenance", "time_case"]
+__all__ = ["BATCH_SIZE", "GRIDS", "HarnessError", "kernel_case", "measure", "main", "provenance", "time_case",
+           "user_run_config"]
 
 BATCH_SIZE = 12  # cases per ncu start: the first batch is the reference and SDPA cases
 
@@ -45,8 +48,25 @@ def _plain(data):
     return json.loads(json.dumps(data))
 
 
-def _ran_with(spec: CaseSpec, tensors) -> tuple[dict, list]:
-    """The configuration and launches our kernel reports for the call just made; the case's own for the others."""
+def user_run_config(spec: CaseSpec, launches: list[dict]) -> dict:
+    """A user's kernel's run_config: the modelled ``algo``, the problem, and the tiling of its main
+    forward launch (``backward_tiling``: of its main backward launch), read off the recorded launches."""
+    config = spec.run_config()
+    fwd = main_launch(launches, "fwd")
+    if fwd is not None:
+        config["tiling"] = tiling_from_launch(fwd, spec.problem.seq_q)
+    if spec.backward:
+        bwd = main_launch(launches, "bwd")
+        if bwd is not None:
+            config["backward_tiling"] = dict(tiling_from_launch(bwd, spec.problem.seq_q), grid_order="rows")
+    return _plain(config)
+
+
+def _ran_with(spec: CaseSpec, tensors, recorded: list[dict]) -> tuple[dict, list]:
+    """The configuration and launches our kernel reports for the call just made; for a user's kernel,
+    what its recorded launches say; the case's own for the others."""
+    if spec.impl == "kernel":
+        return user_run_config(spec, recorded), _plain(recorded)
     if spec.impl not in OURS:
         return spec.run_config(), []
     import iosim.kernels as kernels
@@ -58,7 +78,8 @@ def _ran_with(spec: CaseSpec, tensors) -> tuple[dict, list]:
 
 
 def _skeleton(spec: CaseSpec, error: str) -> Case:
-    return Case(name=spec.name, impl=spec.impl, pass_=spec.pass_, run_config=_plain(spec.run_config()), error=error)
+    return Case(name=spec.name, impl=spec.impl, pass_=spec.pass_, run_config=_plain(spec.run_config()), error=error,
+                kernel=spec.kernel)
 
 
 def time_case(spec: CaseSpec, warmup_ms: float, rep_ms: float) -> Case:
@@ -68,19 +89,20 @@ def time_case(spec: CaseSpec, warmup_ms: float, rep_ms: float) -> Case:
     try:
         tensors = make_inputs(torch, spec)
         fn = make_call(torch, spec, tensors)
-        fn()  # compile, and check that it runs
-        torch.cuda.synchronize()
-        run_config, launches = _ran_with(spec, tensors)
+        with recording_launches() as recorded:
+            fn()  # compile, and check that it runs
+            torch.cuda.synchronize()
+        run_config, launches = _ran_with(spec, tensors, recorded)
         timing = time_fn(fn, warmup_ms, rep_ms)
     except torch.cuda.OutOfMemoryError:
         return _skeleton(spec, "out of memory")
     except Exception as e:  # a case that fails is recorded, and the grid goes on
         return _skeleton(spec, one_line(e))
     return Case(name=spec.name, impl=spec.impl, pass_=spec.pass_, run_config=run_config, timing=timing,
-                launches=tuple(launches))
+                launches=tuple(launches), kernel=spec.kernel)
 
 
-def provenance(ncu: str | None, counters: bool) -> Provenance:
+def provenance(ncu: str | None, counters: bool, metrics_missing=None) -> Provenance:
     """Where and with what the measurement ran: GPU, driver, CUDA, torch, triton, ncu, date, command, host."""
     torch = cuda_torch()
     try:
@@ -100,7 +122,7 @@ def provenance(ncu: str | None, counters: bool) -> Provenance:
         triton=triton_version, ncu=ncu,
         clock_control="none" if counters else None, cache_control="all" if counters else None,
         date=datetime.now(timezone.utc).isoformat(timespec="seconds"), command=tuple(getattr(sys, "orig_argv", sys.argv)),
-        hostname=socket.gethostname(),
+        hostname=socket.gethostname(), ncu_metrics_missing=metrics_missing,
     )
 
 
@@ -132,9 +154,13 @@ def measure(cases, out_path, *, ncu=True, warmup_ms=25, rep_ms=100, progress=pri
     torch = cuda_torch()
     ncu_path = find_ncu() if ncu else None
     no_counters = None if ncu_path else ("counters not requested (--no-ncu)" if not ncu else "ncu not found")
-    prov = provenance(ncu_version(ncu_path) if ncu_path else None, counters=ncu_path is not None)
+    metrics, missing = metrics_for(ncu_path) if ncu_path else ((), None)
+    prov = provenance(ncu_version(ncu_path) if ncu_path else None, counters=ncu_path is not None,
+                      metrics_missing=missing)
     workdir = Path(tempfile.mkdtemp(prefix="iosim-ncu-"))
     progress(f"{len(cases)} cases on {prov.gpu_name}; ncu: {ncu_path or no_counters}; scratch {workdir}")
+    if missing:
+        progress(f"ncu lacks {len(missing)} requested metrics: {', '.join(missing)}")
     done: list[Case] = []
     for b in range(0, len(cases), batch_size):
         batch = cases[b:b + batch_size]
@@ -149,7 +175,8 @@ def measure(cases, out_path, *, ncu=True, warmup_ms=25, rep_ms=100, progress=pri
         if no_counters is None and ok:
             t0 = time.perf_counter()
             torch.cuda.empty_cache()
-            counters, child_errors, failure = profile_batch(ok, ncu_path, workdir, f"batch{b // batch_size:02d}")
+            counters, child_errors, failure = profile_batch(ok, ncu_path, workdir, f"batch{b // batch_size:02d}",
+                                                            metrics)
             progress(f"  ncu, {len(ok)} cases: {failure[0] if failure else 'ok'} ({time.perf_counter() - t0:.1f} s)")
             if failure and failure[1]:
                 no_counters = failure[0]  # e.g. no permission: later batches would fail the same way
@@ -162,10 +189,25 @@ def measure(cases, out_path, *, ncu=True, warmup_ms=25, rep_ms=100, progress=pri
     return Measurement(provenance=prov, cases=tuple(done))
 
 
+def _problem_arg(text: str) -> dict:
+    """``batch=1,heads=8,causal=1,dtype=bf16`` as Problem keywords (numbers as int, causal as bool)."""
+    out = {}
+    for item in filter(None, text.split(",")):
+        key, _, value = item.partition("=")
+        key = key.strip()
+        out[key] = value == "1" or value.lower() == "true" if key == "causal" else (
+            value if key == "dtype" else int(value))
+    return out
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python3 -m iosim.kernels.harness", description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, type=Path, help="folder for measurements.json and .csv")
     parser.add_argument("--grid", choices=sorted(GRIDS), default="default", help="which case list to measure")
+    parser.add_argument("--kernel", help="measure one user kernel instead of a grid: path/to/file.py:fn")
+    parser.add_argument("--algo", default="flash2", help="the schedule that models --kernel")
+    parser.add_argument("--pass", dest="pass_", default="fwd", choices=["fwd", "fwd_bwd"], help="--kernel's pass")
+    parser.add_argument("--problem", default="", help="--kernel's problem: batch=1,heads=8,seq_q=4096,causal=1,...")
     parser.add_argument("--no-ncu", action="store_true", help="timings only, no Nsight Compute counters")
     parser.add_argument("--warmup-ms", type=float, default=25, help="do_bench warm-up budget, ms")
     parser.add_argument("--rep-ms", type=float, default=100, help="do_bench measuring budget, ms")
@@ -173,7 +215,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, on_terminate)
     try:
-        m = measure(GRIDS[args.grid](), args.out / "measurements.json", ncu=not args.no_ncu,
+        cases = [kernel_case(args.kernel, args.algo, args.pass_, **_problem_arg(args.problem))] if args.kernel \
+            else GRIDS[args.grid]()
+        m = measure(cases, args.out / "measurements.json", ncu=not args.no_ncu,
                     warmup_ms=args.warmup_ms, rep_ms=args.rep_ms, batch_size=args.batch_size)
     except HarnessError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -32,6 +32,11 @@ def make_forward(torch, spec: CaseSpec):
 
         mod, overrides = kernels.ALGOS[spec.impl], spec.overrides()
         return lambda q, k, v: mod.attention(q, k, v, causal=p.causal, **overrides)
+    if spec.impl == "kernel":  # a user's kernel file, loaded by path
+        from iosim.kernels.user_kernel import load_kernel
+
+        user = load_kernel(spec.kernel)
+        return lambda q, k, v: user(q, k, v, causal=p.causal)
     if spec.impl == "standard_eager":
         if p.causal or p.kv_heads != p.heads:
             raise HarnessError("standard_eager: only non-causal, non-GQA cases (four kernels, no mask)")

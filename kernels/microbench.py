@@ -1,14 +1,21 @@
 """Microbenchmarks of the GPU at hand: DRAM and L2 bandwidth, tile-loop and cuBLAS throughput, latencies, atomics, launches.
 
 Each is timed through :mod:`iosim.kernels.timing` (``time_fn``: ``do_bench`` medians with the L2
-flushed; ``time_warm`` for the L2 pointer chase, which must find its lines in the L2):
+flushed), except those timed inside the kernel (``%globaltimer`` and ``%clock64`` read through
+inline PTX): the pointer chases, whose L2 pass must find its lines resident, and the SM clock:
 
 - DRAM read (a reduction over 2 GiB, ≫ the L2), write (a fill) and copy (bytes read + written);
 - L2 read bandwidth: every SM re-reads an 8 MiB buffer (about ¼ of an H100's L2) with ``.cg``
   loads, which skip L1, so every byte is served by the L2;
 - tensor-core throughput: cuBLAS 8192³ matmuls (fp16, bf16) and Triton loops of the tile shapes our
   flash2 kernels use by default (forward: S = Q Kᵀ, O += P V; backward: its five matmuls);
-- load latency: one thread chasing a random pointer cycle, inside the L2 and through DRAM;
+- load latency: one thread chasing a random pointer cycle, inside the L2 (after a warm-up pass
+  over the whole cycle in the same launch, then timed in-kernel: no flush, no launch in the time)
+  and through DRAM (the L2 flushed before the launch);
+- the SM clock sustained under load: every SM runs an FMA chain, then a ``tl.dot`` loop, between two
+  reads of ``%clock64`` and ``%globaltimer`` (cycles / ns);
+- tensor-core throughput with ONE CTA per SM (grid = SM count, each CTA's SM read from ``%smid``):
+  what a CTA alone on its SM gets of the tile loop (``tensor_efficiency_solo``);
 - fp32 atomic-add bandwidth as FlashAttention-2's backward issues it, and per-CTA unpipelined loads;
 - launch overhead: empty Triton kernels back to back while the GPU is kept busy, so the CPU's cost
   of launching is hidden and only the GPU's per-kernel cost remains.
@@ -17,14 +24,42 @@ Values in bytes/s, FLOP/s and seconds; :mod:`iosim.kernels.calibrate` turns them
 """
 from __future__ import annotations
 
+import statistics
 import time
 
 from iosim.kernels.device import cuda_torch, one_line
-from iosim.kernels.timing import time_fn, time_warm
+from iosim.kernels.timing import time_fn
 from iosim.schedule.tiling import BWD, FWD, default_tiling
 
 GiB = 2**30
 CHASE_HOPS = 4096  # dependent loads per pointer-chase kernel
+
+
+def _ptx():
+    """In-kernel readers of the SM's cycle counter, the global nanosecond timer and the SM id.
+
+    Each takes a value ``dep`` it does not use: the read cannot issue before ``dep`` is computed,
+    which orders it after the work being timed (``is_pure=False`` keeps it from being merged or moved).
+    """
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def clock64(dep):
+        return tl.inline_asm_elementwise("mov.u64 $0, %clock64;", "=l,r", [dep.to(tl.int32, bitcast=False)],
+                                         dtype=tl.int64, is_pure=False, pack=1)
+
+    @triton.jit
+    def globaltimer(dep):
+        return tl.inline_asm_elementwise("mov.u64 $0, %globaltimer;", "=l,r", [dep.to(tl.int32, bitcast=False)],
+                                         dtype=tl.int64, is_pure=False, pack=1)
+
+    @triton.jit
+    def smid(dep):
+        return tl.inline_asm_elementwise("mov.u32 $0, %smid;", "=r,r", [dep.to(tl.int32, bitcast=False)],
+                                         dtype=tl.int32, is_pure=False, pack=1)
+
+    return clock64, globaltimer, smid
 
 
 def dram_bandwidth(torch, nbytes: int = 2 * GiB) -> dict:
@@ -71,9 +106,15 @@ def _tile_kernel():
     import triton
     import triton.language as tl
 
+    _, _, smid = _ptx()
+
     @triton.jit
-    def tile_mma(Q, K, V, O, N_KV, ITERS: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, D: tl.constexpr):
+    def tile_mma(Q, K, V, O, SMS, N_KV, ITERS: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, D: tl.constexpr,
+                 RECORD_SM: tl.constexpr = False):
         pid = tl.program_id(0)
+        if RECORD_SM:  # which SM this CTA ran on: a one-CTA-per-SM run checks that the SMs are distinct
+            one = tl.arange(0, 1)
+            tl.store(SMS + pid + one, smid(one))
         rm, rn, rd = tl.arange(0, BM), tl.arange(0, BN), tl.arange(0, D)
         q = tl.load(Q + rm[:, None] * D + rd[None, :])
         acc = tl.zeros([BM, D], tl.float32)
@@ -99,11 +140,89 @@ def tile_flops(torch, dtype, head_dim: int, iters: int = 256) -> float:
     k = torch.randn(n_kv * bn, head_dim, dtype=dtype, device="cuda") * 0.05
     v = torch.randn(n_kv * bn, head_dim, dtype=dtype, device="cuda")
     o = torch.empty(programs * bm, head_dim, dtype=torch.float32, device="cuda")
-    fn = lambda: kernel[(programs,)](q, k, v, o, n_kv, ITERS=iters, BM=bm, BN=bn, D=head_dim,  # noqa: E731
+    fn = lambda: kernel[(programs,)](q, k, v, o, o, n_kv, ITERS=iters, BM=bm, BN=bn, D=head_dim,  # noqa: E731
                                      num_warps=t.warps, num_stages=t.stages)
     fn()
     seconds = time_fn(fn).median_s
     return programs * iters * 4.0 * bm * bn * head_dim / seconds
+
+
+SOLO_TILES = ((128, 64, 64, 4), (128, 64, 128, 8))  # (block_m, block_n, head_dim, warps) run one CTA per SM
+
+
+def tile_flops_solo(torch, dtype, bm: int, bn: int, head_dim: int, warps: int, iters: int = 4096) -> dict:
+    """FLOP/s of the tile loop with exactly one CTA per SM: grid = SM count, launched on an idle GPU,
+    so the block scheduler gives each SM one CTA (checked: the CTAs' ``%smid`` must all differ).
+
+    Returns ``{"tile_solo_fp16_<bm>x<bn>x<d>w<warps>": FLOP/s, "..._sms": distinct SMs used}``.
+    """
+    kernel = _tile_kernel()
+    sms, n_kv = torch.cuda.get_device_properties(0).multi_processor_count, 16
+    q = torch.randn(bm, head_dim, dtype=dtype, device="cuda")
+    k = torch.randn(n_kv * bn, head_dim, dtype=dtype, device="cuda") * 0.05
+    v = torch.randn(n_kv * bn, head_dim, dtype=dtype, device="cuda")
+    o = torch.empty(sms * bm, head_dim, dtype=torch.float32, device="cuda")
+    sm_ids = torch.full((sms,), -1, dtype=torch.int32, device="cuda")
+    stages = default_tiling("flash2", FWD, head_dim).stages
+    fn = lambda: kernel[(sms,)](q, k, v, o, sm_ids, n_kv, ITERS=iters, BM=bm, BN=bn, D=head_dim,  # noqa: E731
+                                RECORD_SM=True, num_warps=warps, num_stages=stages)
+    fn()
+    seconds = time_fn(fn).median_s
+    key = f"tile_solo_fp16_{bm}x{bn}x{head_dim}w{warps}"
+    return {key: sms * iters * 4.0 * bm * bn * head_dim / seconds, f"{key}_sms": float(sm_ids.unique().numel())}
+
+
+def _clock_kernel():
+    import triton
+    import triton.language as tl
+
+    clock64, globaltimer, _ = _ptx()
+
+    @triton.jit
+    def clock_probe(X, OUT, ZERO, ITERS: tl.constexpr, DOT: tl.constexpr, B: tl.constexpr):
+        """Cycles and nanoseconds of a busy loop on this SM: an FMA chain, or (DOT) B x B x B tl.dot's."""
+        pid = tl.program_id(0)
+        one = tl.arange(0, 1)
+        start = tl.load(X + one)
+        c0 = clock64(start)
+        t0 = globaltimer(start)
+        kick = (c0 * ZERO).to(tl.float32)  # ZERO is 0 at run time: the loop starts after the reads
+        if DOT:
+            r = tl.arange(0, B)
+            a = (tl.load(X + r[:, None] * B + r[None, :]) + tl.sum(kick)).to(tl.float16)
+            acc = tl.zeros([B, B], tl.float32)
+            for _ in range(ITERS):
+                acc = tl.dot(a, a, acc)
+            done = tl.sum(tl.sum(acc, 1), 0) + tl.zeros([1], tl.float32)
+        else:
+            x = tl.load(X + tl.arange(0, B)) + tl.sum(kick)
+            for _ in range(ITERS):
+                x = x * 0.999 + 0.001
+            done = tl.sum(x, 0) + tl.zeros([1], tl.float32)
+        c1 = clock64(done)
+        t1 = globaltimer(done)
+        tl.store(OUT + 3 * pid + one, c1 - c0)
+        tl.store(OUT + 3 * pid + 1 + one, t1 - t0)
+        tl.store(OUT + 3 * pid + 2 + one, done.to(tl.int64))  # keeps the loop's result alive
+
+    return clock_probe
+
+
+def sm_clock(torch) -> dict:
+    """The SM clock (Hz) sustained under load on every SM: ``%clock64`` cycles / ``%globaltimer`` ns of
+    an FMA chain (≈ 2·10⁷ cycles) and of a loop of 64³ ``tl.dot``s; the median over the SMs."""
+    kernel = _clock_kernel()
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    x = torch.rand(64 * 64, dtype=torch.float32, device="cuda") * 0.01
+    out = {}
+    for label, dot, iters, b in (("sm_clock_fma", False, 5_000_000, 512), ("sm_clock_dot", True, 200_000, 64)):
+        res = torch.zeros(3 * sms, dtype=torch.int64, device="cuda")
+        kernel[(sms,)](x, res, 0, ITERS=iters, DOT=dot, B=b, num_warps=4)  # compile and warm the clocks up
+        kernel[(sms,)](x, res, 0, ITERS=iters, DOT=dot, B=b, num_warps=4)
+        torch.cuda.synchronize()
+        cycles, ns = res.view(sms, 3)[:, 0].double(), res.view(sms, 3)[:, 1].double()
+        out[label] = float((cycles / ns).median()) * 1e9
+    return out
 
 
 def _bwd_tile_kernel():
@@ -166,36 +285,58 @@ def _chase_kernel():
     import triton
     import triton.language as tl
 
+    clock64, globaltimer, _ = _ptx()
+
     @triton.jit
-    def chase(nxt, out, ITERS: tl.constexpr):
-        """One thread follows a random cycle of pointers: each load needs the one before it."""
-        j = tl.load(nxt)
+    def chase(nxt, out, WARM: tl.constexpr, ITERS: tl.constexpr):
+        """One thread follows a random cycle of pointers, each load needing the one before it: WARM hops
+        untimed (a whole cycle brings every line into the L2 and ends where it began), then ITERS hops
+        between two reads of the global timer (ns) and the SM's cycle counter."""
+        one = tl.arange(0, 1)
+        j = tl.load(nxt + one)
+        for _ in range(WARM):
+            j = tl.load(nxt + j, cache_modifier=".cg")
+        t0 = globaltimer(j)
+        c0 = clock64(j)
         for _ in range(ITERS):
             j = tl.load(nxt + j, cache_modifier=".cg")
-        tl.store(out, j)
+        t1 = globaltimer(j)
+        c1 = clock64(j)
+        tl.store(out + one, j)
+        tl.store(out + 1 + one, t1 - t0)
+        tl.store(out + 2 + one, c1 - c0)
 
     return chase
 
 
-def load_latency(torch, nbytes: int, in_l2: bool, iters: int = CHASE_HOPS) -> float:
-    """Seconds per dependent load over a random cycle through ``nbytes`` (one 128-byte line per hop).
+def load_latency(torch, nbytes: int, in_l2: bool, iters: int = CHASE_HOPS, reps: int = 5) -> dict:
+    """Seconds (and SM cycles) per dependent load over a random cycle through ``nbytes`` (128-byte hops).
 
-    Every run starts at the same slot, so it visits the same ``iters`` lines. ``in_l2``: a buffer
-    well inside the L2 (but past L1, which .cg skips), timed without a flush after warm-up runs
-    that leave those lines in the L2, gives the L2 hit latency. Otherwise the L2 is flushed before
-    each run (``do_bench``) and a buffer far larger than the L2 gives the DRAM latency (plus the TLB
-    walks of a random walk over it).
+    Timed inside the kernel, so neither the launch nor an L2 flush is in the time. ``in_l2``: a
+    buffer well inside the L2 (but past L1, which .cg skips); the launch first walks the whole cycle
+    (every line into the L2), then times ``iters`` hops that hit. Otherwise the L2 is flushed (a
+    write of twice its size) before each launch and a buffer far larger than the L2 gives the DRAM
+    latency (plus the TLB walks of a random walk over it). Medians of ``reps`` launches.
     """
     slots = nbytes // 128
     order = torch.randperm(slots, device="cuda")
     nxt = torch.zeros(slots * 16, dtype=torch.int64, device="cuda")  # an int64 every 128 bytes
     nxt[order * 16] = torch.roll(order, -1) * 16
-    out = torch.zeros(1, dtype=torch.int64, device="cuda")
+    out = torch.zeros(3, dtype=torch.int64, device="cuda")
     kernel = _chase_kernel()
-    run = lambda: kernel[(1,)](nxt, out, ITERS=iters, num_warps=1)  # noqa: E731
-    run()  # compile
-    seconds = time_warm(run) if in_l2 else time_fn(run, 5, 30).median_s
-    return seconds / iters
+    flush = torch.empty(2 * torch.cuda.get_device_properties(0).L2_cache_size, dtype=torch.int8, device="cuda")
+    warm = slots if in_l2 else 0
+    ns, cycles = [], []
+    for _ in range(reps + 1):  # the first launch compiles
+        if not in_l2:
+            flush.zero_()
+        kernel[(1,)](nxt, out, WARM=warm, ITERS=iters, num_warps=1)
+        torch.cuda.synchronize()
+        ns.append(int(out[1]))
+        cycles.append(int(out[2]))
+    label = "l2" if in_l2 else "dram"
+    return {f"latency_{label}": statistics.median(ns[1:]) * 1e-9 / iters,
+            f"latency_{label}_cycles": statistics.median(cycles[1:]) / iters}
 
 
 def _atomic_kernel():
@@ -323,8 +464,11 @@ def run_all(progress=print) -> dict:
         ("launch", lambda: launch_overhead(torch)),
         ("atomics", lambda: atomic_bandwidth(torch)),
         ("serial loads", lambda: cta_load_rate(torch)),
-        ("latency", lambda: {"latency_l2": load_latency(torch, 4 * 2**20, in_l2=True),
-                             "latency_dram": load_latency(torch, 2 * GiB, in_l2=False)}),
+        ("latency", lambda: {**load_latency(torch, 4 * 2**20, in_l2=True),
+                             **load_latency(torch, 2 * GiB, in_l2=False)}),
+        ("SM clock", lambda: sm_clock(torch)),
+        ("solo tiles", lambda: {k: v for bm, bn, d, w in SOLO_TILES
+                                for k, v in tile_flops_solo(torch, torch.float16, bm, bn, d, w).items()}),
     ]
     for label, step in steps:
         t0 = time.perf_counter()

@@ -22,26 +22,91 @@ import re
 
 from iosim.measure.measurement import Counters, KernelCounters
 
-# Kept short: every metric group may add a replay pass of every kernel.
-NCU_METRICS = (
+# The counters every run asks for (known on the H100 and H200 since the first data set).
+BASE_METRICS = (
     "dram__bytes_read.sum", "dram__bytes_write.sum", "lts__t_bytes.sum", "lts__t_sector_hit_rate.pct",
     "gpu__time_duration.sum", "launch__registers_per_thread",
     "launch__shared_mem_per_block_static", "launch__shared_mem_per_block_dynamic",
 )
+# Pipes whose warp instructions are counted: smsp__inst_executed_pipe_<pipe>.sum. On sm_90 the tensor
+# pipe is split by instruction (hmma: mma.sync; gmma: wgmma); ncu names that a chip lacks are dropped.
+PIPES = ("tensor", "tensor_op_gmma", "fma", "fp16", "alu", "xu", "lsu", "uniform", "adu", "cbu")
+# KernelCounters field -> candidate metrics, the first one this ncu knows wins. The L2 request
+# coalescer's (LRC, Hopper) names are not documented in one place; besides these, any ``lrc__*sectors*``
+# metric the GPU lists is collected and the first read-in/read-out pair found is used (see lrc_metrics).
+OPTIONAL_FIELDS = {
+    "xbar_read_bytes": ("l1tex__m_xbar2l1tex_read_bytes.sum",),
+    "xbar_write_bytes": ("l1tex__m_l1tex2xbar_write_bytes.sum",),
+    "l2_lookup_read_sectors": ("lts__t_sectors_srcunit_tex_op_read.sum",),
+    "l2_lookup_write_sectors": ("lts__t_sectors_srcunit_tex_op_write.sum",),
+    "l2_lookup_atom_sectors": ("lts__t_sectors_srcunit_tex_op_atom.sum",),
+    "l2_lookup_red_sectors": ("lts__t_sectors_srcunit_tex_op_red.sum",),
+    "lrc_in_sectors": ("lrc__xbar2lrc_sectors_op_read.sum", "lrc__t_sectors_op_read.sum", "lrc__t_sectors.sum"),
+    "lrc_out_sectors": ("lrc__lrc2lts_sectors_op_read.sum", "lrc__xbar2gpc_sectors_op_read.sum",
+                        "lrc__lts2lrc_sectors_op_read.sum"),
+    "inst_executed": ("smsp__inst_executed.sum",),
+    "local_load_bytes": ("l1tex__t_bytes_pipe_lsu_mem_local_op_ld.sum",),
+    "local_store_bytes": ("l1tex__t_bytes_pipe_lsu_mem_local_op_st.sum",),
+    "achieved_occupancy_pct": ("sm__warps_active.avg.pct_of_peak_sustained_active",),
+    "occupancy_limit_registers": ("launch__occupancy_limit_registers",),
+    "occupancy_limit_shared_mem": ("launch__occupancy_limit_shared_mem",),
+    "sm_clock_hz": ("sm__cycles_elapsed.avg.per_second", "smsp__cycles_elapsed.avg.per_second"),
+    "cycles": ("sm__cycles_elapsed.max",),
+}
+SECTOR_BYTES = 32  # an L2 sector
+EXTRA_METRICS = tuple(dict.fromkeys(
+    [m for names in OPTIONAL_FIELDS.values() for m in names] + [f"smsp__inst_executed_pipe_{p}.sum" for p in PIPES]))
+# Every metric we may ask for. Each metric group may add a replay pass of every kernel: the extras
+# roughly double the profiling time of a case.
+NCU_METRICS = BASE_METRICS + EXTRA_METRICS
+_ALWAYS = ("launch__", "gpu__time_duration")  # launch attributes and the duration: not in --query-metrics
 CASE_TAG = "iosim-case-{}"  # the NVTX range around case i's profiled call
 _TAG_RE = re.compile(r"iosim-case-(\d+)")
-_NCU_UNITS = {  # ncu unit -> bytes or seconds; --print-units base gives byte and ns
+_NCU_UNITS = {  # ncu unit -> bytes, seconds, Hz or plain counts; --print-units base gives byte and ns
     "byte": 1.0, "Kbyte": 1e3, "Mbyte": 1e6, "Gbyte": 1e9, "Tbyte": 1e12,
     "ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0,
     "nsecond": 1e-9, "usecond": 1e-6, "msecond": 1e-3, "second": 1.0,
+    "Hz": 1.0, "hz": 1.0, "KHz": 1e3, "khz": 1e3, "MHz": 1e6, "mhz": 1e6, "GHz": 1e9, "ghz": 1e9,
 }
-_COUNTER_FIELDS = {  # KernelCounters field: ncu metric
+_TIME_UNITS = {"ns", "us", "ms", "s", "nsecond", "usecond", "msecond", "second"}
+_COUNTER_FIELDS = {  # KernelCounters field: ncu metric (required)
     "dram_read_bytes": "dram__bytes_read.sum",
     "dram_write_bytes": "dram__bytes_write.sum",
     "l2_bytes": "lts__t_bytes.sum",
     "l2_hit_rate": "lts__t_sector_hit_rate.pct",
     "duration_s": "gpu__time_duration.sum",
 }
+_METRIC_NAME = re.compile(r"^\s*([a-z][a-z0-9]*__[A-Za-z0-9_]+)(?:\s|$)")
+
+
+def base_name(metric: str) -> str:
+    """A metric without its roll-up and submetric suffixes: ``sm__warps_active.avg.pct_of_peak…`` → ``sm__warps_active``."""
+    return metric.split(".", 1)[0]
+
+
+def parse_query_metrics(text: str) -> set[str]:
+    """Base metric names from ``ncu --query-metrics`` (a table: name, then its description, per line)."""
+    return {m.group(1) for line in text.splitlines() if (m := _METRIC_NAME.match(line))}
+
+
+def lrc_metrics(available: set[str]) -> tuple[str, ...]:
+    """Every L2-request-coalescer sector counter the GPU lists (``lrc__…sectors…``), as ``.sum``: at most 8."""
+    return tuple(f"{name}.sum" for name in sorted(available) if name.startswith("lrc__") and "sector" in name)[:8]
+
+
+def select_metrics(available: set[str] | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``(metrics to ask for, requested metrics this ncu does not know)`` from the GPU's metric list.
+
+    A name ncu does not know fails the whole run, so the extras are filtered by their base name;
+    the base metrics and launch attributes are always asked. Without a list (the query failed), only
+    the base metrics are asked and every extra counts as missing.
+    """
+    if not available:
+        return BASE_METRICS, EXTRA_METRICS
+    wanted = EXTRA_METRICS + tuple(m for m in lrc_metrics(available) if m not in EXTRA_METRICS)
+    keep = [m for m in wanted if m.startswith(_ALWAYS) or base_name(m) in available]
+    missing = tuple(m for m in EXTRA_METRICS if m not in keep)
+    return BASE_METRICS + tuple(keep), missing
 
 
 def _number(text: str, unit: str) -> float | None:
@@ -53,7 +118,11 @@ def _number(text: str, unit: str) -> float | None:
         value = float(text)
     except ValueError:
         return None
-    return value * _NCU_UNITS.get(unit.split("/")[0].strip(), 1.0)
+    num, _, per = (part.strip() for part in unit.partition("/"))
+    factor = _NCU_UNITS.get(num, 1.0)
+    if per in _TIME_UNITS:  # a rate: cycle/nsecond is 1e9 per second
+        factor /= _NCU_UNITS[per]
+    return value * factor
 
 
 def _triple(text: str) -> tuple[int, int, int] | None:
@@ -111,7 +180,30 @@ def kernel_counters(row: dict) -> KernelCounters:
     static, dynamic = row.get("launch__shared_mem_per_block_static"), row.get("launch__shared_mem_per_block_dynamic")
     shared = None if static is None and dynamic is None else int(round((static or 0) + (dynamic or 0)))
     return KernelCounters(name=row["name"], grid=row.get("grid"), block=row.get("block"),
-                          registers=None if regs is None else int(round(regs)), shared_bytes=shared, **values)
+                          registers=None if regs is None else int(round(regs)), shared_bytes=shared, **values,
+                          **optional_counters(row))
+
+
+def _first(row: dict, names) -> float | None:
+    return next((float(row[m]) for m in names if row.get(m) is not None), None)
+
+
+def optional_counters(row: dict) -> dict:
+    """The counters added with the H200 runs, each None where its column is missing or ``n/a``."""
+    out = {name: _first(row, metrics) for name, metrics in OPTIONAL_FIELDS.items()}
+    lrc = sorted(m for m in row if m.startswith("lrc__") and "sector" in m and row[m] is not None)
+    if out["lrc_in_sectors"] is None:  # a coalescer counter found by listing: into the LRC from the crossbar
+        out["lrc_in_sectors"] = _first(row, [m for m in lrc if "xbar2lrc" in m or "srcunit_tex" in m])
+    if out["lrc_out_sectors"] is None:  # out of the LRC towards the L2 slices
+        out["lrc_out_sectors"] = _first(row, [m for m in lrc if "lrc2lts" in m or "lrc2xbar" in m])
+    for kind in ("read", "write"):
+        sectors = out[f"l2_lookup_{kind}_sectors"]
+        out[f"l2_lookup_{kind}_bytes"] = None if sectors is None else sectors * SECTOR_BYTES
+    if out["achieved_occupancy_pct"] is not None:
+        out["achieved_occupancy_pct"] = min(100.0, max(0.0, out["achieved_occupancy_pct"]))
+    pipes = {p: float(row[m]) for p in PIPES if row.get(m := f"smsp__inst_executed_pipe_{p}.sum") is not None}
+    out["inst_pipes"] = pipes or None
+    return out
 
 
 def counters_by_case(rows: list[dict]) -> dict[int, Counters]:

@@ -22,7 +22,15 @@ from pathlib import Path
 from iosim.kernels.cases import CaseSpec
 from iosim.kernels.device import cuda_torch, one_line
 from iosim.kernels.inputs import make_call, make_inputs
-from iosim.kernels.ncu import CASE_TAG, NCU_METRICS, counters_by_case, ncu_failure, parse_ncu_raw_csv
+from iosim.kernels.ncu import (
+    BASE_METRICS,
+    CASE_TAG,
+    counters_by_case,
+    ncu_failure,
+    parse_ncu_raw_csv,
+    parse_query_metrics,
+    select_metrics,
+)
 from iosim.measure.measurement import Counters
 
 NCU_TIMEOUT_S = 240  # per batch; a hung profiler costs one batch, not the session
@@ -50,6 +58,28 @@ def ncu_version(ncu: str) -> str | None:
     return m.group(1) if m else (out.strip().splitlines() or [None])[-1]
 
 
+def query_metrics(ncu: str, chip: str = "gh100") -> set[str]:
+    """Base names of the metrics ncu can collect on GPU 0 (else on ``chip``); empty if it will not say.
+
+    ``ncu --query-metrics --devices 0`` lists them for the GPU present; ``--chip`` names a chip
+    without asking the device (gh100 is the H100's and H200's die).
+    """
+    for args in (["--devices", "0"], ["--chip", chip]):
+        try:
+            out = subprocess.run([ncu, "--query-metrics", *args], capture_output=True, text=True, timeout=120)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        names = parse_query_metrics(out.stdout) if out.returncode == 0 else set()
+        if names:
+            return names
+    return set()
+
+
+def metrics_for(ncu: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``(metrics to collect, requested ones this ncu lacks)``: asked of ncu once per run."""
+    return select_metrics(query_metrics(ncu))
+
+
 def _run_group(cmd: list[str], log_path: Path, cwd: Path, timeout: float) -> int | None:
     """Run ``cmd`` in its own process group, output to ``log_path``; ``None`` if it timed out (then killed)."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -74,9 +104,9 @@ def on_terminate(signum, frame):
     raise SystemExit(128 + signum)
 
 
-def profile_batch(specs: list[CaseSpec], ncu: str, workdir: Path, tag: str
+def profile_batch(specs: list[CaseSpec], ncu: str, workdir: Path, tag: str, metrics=BASE_METRICS,
                   ) -> tuple[dict[str, Counters], dict[str, str], tuple[str, bool] | None]:
-    """Counters for each case of a batch from one ncu run.
+    """Counters for each case of a batch from one ncu run, of ``metrics`` (:func:`metrics_for`).
 
     Returns ``(counters by case name, per-case errors from the child, batch failure or None)``;
     a batch failure is ``(one-line reason, fatal)`` where fatal means ncu cannot work on this machine.
@@ -85,7 +115,7 @@ def profile_batch(specs: list[CaseSpec], ncu: str, workdir: Path, tag: str
     report, log_path = workdir / f"{tag}", workdir / f"{tag}-ncu.log"
     spec_path.write_text(json.dumps([s.to_json() for s in specs]))
     cmd = [ncu, "--profile-from-start", "off", "--nvtx", "--clock-control", "none", "--cache-control", "all",
-           "--metrics", ",".join(NCU_METRICS), "-f", "-o", str(report),
+           "--metrics", ",".join(metrics), "-f", "-o", str(report),
            sys.executable, "-m", "iosim.kernels.profiler", str(spec_path), str(result_path)]
     rc = _run_group(cmd, log_path, workdir, NCU_TIMEOUT_S)
     log = log_path.read_text(errors="replace")

@@ -34,7 +34,7 @@ def test_calibrated_profile_loads_and_refuses_a_fraction_above_the_datasheet(tmp
     raw = {"dram_copy": 4.27e12, "l2_read": 12.2e12, "launch_triton_empty": 1.3e-6}
     profile, rows = calibrated_profile(base, raw, {"gpu": "NVIDIA H200", "date": "2026-11-25"})
     assert profile["fields"]["dram_efficiency"] == base["fields"]["dram_efficiency"]
-    assert profile["fields"]["l2_efficiency"]["value"] == 1.0  # 1.017: noise above the peak
+    assert profile["fields"]["l2_efficiency"] == base["fields"]["l2_efficiency"]  # 1.017 > 1: refused too
     assert "NOT WRITTEN" in summary(rows)
     write_profile(profile, tmp_path / "cal.yaml")
     loaded = load_profile(tmp_path / "cal.yaml")
@@ -75,3 +75,25 @@ def test_the_writer_validates(tmp_path):
     with pytest.raises(ProfileError, match="dram_efficiency"):
         write_profile(profile, tmp_path / "bad.yaml")
     assert not (tmp_path / "bad.yaml").exists()
+
+
+def test_sm_clock_and_solo_tile_efficiency_are_written_and_implausible_ones_refused():
+    base = read_profile_dict("h200")
+    raw = {"sm_clock_dot": 1.755e9, "sm_clock_fma": 1.98e9, "tile_solo_fp16_128x64x64w4": 2.6e14,
+           "tile_solo_fp16_128x64x64w4_sms": 132.0, "tile_solo_fp16_128x64x128w8": 3.0e14,
+           "tile_solo_fp16_128x64x128w8_sms": 132.0}
+    profile, rows = calibrated_profile(base, raw, H100)
+    fields = profile["fields"]
+    assert (fields["sm_clock"]["value"], fields["sm_clock"]["unit"]) == (1755.0, "MHz")
+    peak = load_profile("h200").tensor_flops["fp16"]
+    assert fields["tensor_efficiency_solo"]["value"] == pytest.approx(2.8e14 / peak, abs=1e-4)
+    assert profile["calibration"]["raw"]["tile_solo_fp16_128x64x64w4_sms"] == 132.0
+    # A clock far from the boost clock, CTAs that shared SMs, a fraction above 1, a latency of 0: refused.
+    bad = {"sm_clock_dot": 5.0e9, "tile_solo_fp16_128x64x64w4": 2.6e14, "tile_solo_fp16_128x64x64w4_sms": 66.0,
+           "dram_copy": 9.9e12, "latency_dram": 0.0}
+    profile, rows = calibrated_profile(base, bad, H100)
+    refused = {r[0]: r[4] for r in rows if r[2] is None}
+    assert set(refused) == {"sm_clock", "tensor_efficiency_solo", "dram_efficiency", "dram_latency"}
+    assert "outside 0.5-1.5x the boost clock" in refused["sm_clock"]
+    assert "shared SMs" in refused["tensor_efficiency_solo"] and "above 1" in refused["dram_efficiency"]
+    assert "sm_clock" not in profile["fields"] or profile["fields"]["sm_clock"] == base["fields"].get("sm_clock")

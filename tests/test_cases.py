@@ -99,3 +99,55 @@ def test_run_config_is_resolved_for_ours_and_null_where_unknown():
     eager = case("standard_eager").run_config()
     assert (eager["algo"], eager["tiling"]) == ("standard_eager", {})
     assert replace(spec, name="x").name == "x"
+
+
+def test_h200_grid_is_the_default_grid_and_long_causal_sequences_at_d128():
+    from iosim.kernels.cases import GRIDS, h200_grid
+
+    grid, default = h200_grid(), default_grid()
+    assert grid[-len(default):] == default and GRIDS["h200"] is h200_grid
+    extra = grid[:-len(default)]
+    assert len({c.name for c in grid}) == len(grid)
+    assert all(c.problem.head_dim == 128 and c.problem.seq_q >= 49152 for c in extra)
+    # one head's K and V (N x 512 bytes) from below to above the H200's L2 (60 MB), causal
+    assert sorted(c.problem.seq_q * 512 / 2**20 for c in extra if c.impl == "flash2" and c.pass_ == "fwd"
+                  and c.problem.causal) == [24, 32, 40, 48, 56, 64]
+    assert {(c.impl, c.pass_, c.problem.seq_q, c.problem.causal) for c in extra} >= {
+        ("flash2", "fwd", 65536, False), ("sdpa_flash", "fwd", 65536, True), ("sdpa_flash", "fwd", 131072, True),
+        ("flash2", "fwd_bwd", 65536, True)}
+    assert max(c.flops() for c in extra) < 1e14  # each call ≲ 0.2 s at 300 TFLOP/s
+
+
+def test_a_user_kernel_case_names_file_and_function_and_travels_to_the_ncu_child():
+    from iosim.kernels.cases import kernel_case
+
+    spec = kernel_case("experiments/foreign_kernels/F1_exp_maskall.py:attention", "flash2", "fwd_bwd",
+                       batch=1, heads=8, seq_q=4096, head_dim=128, causal=True)
+    assert spec.name == "kernel-F1_exp_maskall.attention-fwd_bwd-fp16-b1h8-n4096-d128-causal"
+    assert spec.run_config() == {"algo": "flash2", "problem": spec.problem.__dict__ | {}, "tiling": {}}
+    assert CaseSpec.from_json(json.loads(json.dumps(spec.to_json()))) == spec
+    with pytest.raises(ConfigError, match="algo"):
+        kernel_case("x.py:attention", "sdpa_flash")
+    with pytest.raises(ConfigError, match="kernel"):
+        kernel_case("x.txt", "flash2")
+    with pytest.raises(ConfigError, match="kernel"):
+        CaseSpec("flash2", kernel="x.py:attention")
+
+
+def test_the_foreign_grid_reads_a_manifest_relative_to_its_folder(tmp_path):
+    from iosim.kernels.cases import REPO, manifest_cases
+
+    (tmp_path / "manifest.yaml").write_text(
+        "- kernel: F1_exp_maskall.py:attention\n  algo: flash2\n  pass: fwd\n"
+        "  problem: {batch: 1, heads: 8, kv_heads: 8, seq_q: 4096, seq_k: 4096, head_dim: 128, dtype: fp16, causal: true}\n"
+        "- kernel: F2.py:attention\n  pass: fwd_bwd\n  problem: {seq_q: 1024, head_dim: 64}\n")
+    cases = manifest_cases(tmp_path / "manifest.yaml")
+    assert [c.kernel for c in cases] == [f"{tmp_path.resolve()}/F1_exp_maskall.py:attention",
+                                          f"{tmp_path.resolve()}/F2.py:attention"]
+    assert (cases[0].problem.causal, cases[1].backward, cases[1].algo) == (True, True, "flash2")
+    inside = REPO / "experiments/foreign_kernels/manifest.yaml"
+    if inside.exists():  # the committed manifest, paths relative to the repository
+        assert all(c.kernel.startswith("experiments/foreign_kernels/") for c in manifest_cases(inside))
+    (tmp_path / "bad.yaml").write_text("kernel: F1.py:attention\n")
+    with pytest.raises(ConfigError, match="YAML list"):
+        manifest_cases(tmp_path / "bad.yaml")

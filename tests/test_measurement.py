@@ -184,3 +184,47 @@ def test_counters_sum_kernels_and_weight_hit_rate_by_l2_bytes():
     assert c.l2_hit_rate == pytest.approx(80.0)  # (50·1000 + 90·3000) / 4000
     assert c.duration_s == pytest.approx(2 * 15.424e-6)
 
+
+
+def _new_kernel(name="flash2_fwd", xbar=2.0e6, pipes=None):
+    return replace(_kernel(name), xbar_read_bytes=xbar, xbar_write_bytes=65_536.0, l2_lookup_read_sectors=62_500.0,
+                   l2_lookup_read_bytes=2.0e6, inst_executed=1.0e6, inst_pipes=pipes or {"tensor_op_hmma": 65_536.0},
+                   local_load_bytes=0.0, local_store_bytes=512.0, achieved_occupancy_pct=12.5, sm_clock_hz=1.755e9,
+                   cycles=27_100.0)
+
+
+def test_new_counters_kernel_cases_and_missing_metrics_round_trip(tmp_path):
+    """The counters added for the H200 runs, a user's kernel as a case, and ncu's missing metrics all survive a file."""
+    m = _measurement()
+    counters = Counters.from_kernels([_new_kernel(), _new_kernel("flash2_bwd", xbar=1.0e6)])
+    assert (counters.xbar_read_bytes, counters.inst_executed, counters.local_store_bytes) == (3.0e6, 2.0e6, 1024.0)
+    assert counters.l2_lookup_write_sectors is None  # no kernel has it
+    user = Case(name="kernel-F1_exp_maskall.attention-fwd", impl="kernel", pass_="fwd", kernel="F1.py:attention",
+                run_config={"algo": "flash2", "problem": _problem(), "tiling": {"block_m": 128, "block_n": 64,
+                                                                              "warps": 4, "stages": 2}},
+                timing=m.cases[0].timing, counters=counters,
+                launches=[{"kernel": "_fwd_kernel", "grid": [8, 64, 1], "constexprs": {"BLOCK_M": 128}}])
+    m = replace(m, provenance=replace(m.provenance, ncu_metrics_missing=("lrc__t_sectors.sum",)), cases=[*m.cases, user])
+    path, csv_path = dump_measurement(m, tmp_path / "m.json")
+    back = load_measurement(path)
+    assert back == m
+    assert back.cases[-1].counters.kernels[0].inst_pipes == {"tensor_op_hmma": 65_536.0}
+    assert back.provenance.ncu_metrics_missing == ("lrc__t_sectors.sum",)
+    header = csv_path.read_text().splitlines()[0].split(",")
+    assert {"xbar_read_bytes", "l2_lookup_read_bytes", "inst_executed", "kernel"} <= set(header)
+    # Null optional counters are not written: a file from before they existed writes back unchanged.
+    assert "xbar_read_bytes" not in json.loads(path.read_text())["cases"][0]["counters"]["kernels"][0]
+
+
+def test_a_kernel_case_must_name_its_file_and_schedule(tmp_path):
+    data = _measurement().to_dict()
+    data["cases"][0]["impl"] = "kernel"
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(MeasurementError, match="cases\\[0\\].kernel"):
+        load_measurement(path)
+    data["cases"][0]["kernel"] = "F1.py:attention"
+    data["cases"][0]["run_config"]["algo"] = None
+    path.write_text(json.dumps(data))
+    with pytest.raises(MeasurementError, match="run_config.algo"):
+        load_measurement(path)

@@ -31,9 +31,87 @@ def test_parse_ncu_raw_csv_reads_base_units():
     assert (first.grid, first.block, first.registers, first.shared_bytes) == ((4, 4, 1), (128, 1, 1), 237, 49_152)
 
 
-def test_every_metric_we_ask_for_is_in_the_fixture():
+def test_every_base_metric_is_in_the_fixture_and_the_new_counters_read_as_none():
     header = NCU_RAW.splitlines()[0]
-    assert all(f'"{metric}"' in header for metric in ncu.NCU_METRICS)
+    assert all(f'"{metric}"' in header for metric in ncu.BASE_METRICS)
+    first = ncu.kernel_counters(ncu.parse_ncu_raw_csv(NCU_RAW)[0])
+    assert (first.xbar_read_bytes, first.inst_executed, first.inst_pipes, first.sm_clock_hz) == (None,) * 4
+    assert ncu.counters_by_case(ncu.parse_ncu_raw_csv(NCU_RAW))[1].xbar_read_bytes is None
+
+
+# The fixture's first kernel with the counters added for the H200 runs, as ncu would print them in base
+# units (synthetic: no GPU here). Rates come as cycle/nsecond; an unknown column is ignored.
+NEW = {"l1tex__m_xbar2l1tex_read_bytes.sum": ("byte", "2,000,000"),
+       "l1tex__m_l1tex2xbar_write_bytes.sum": ("byte", "65,536"),
+       "lts__t_sectors_srcunit_tex_op_read.sum": ("sector", "62,500"),
+       "lts__t_sectors_srcunit_tex_op_write.sum": ("sector", "2,048"),
+       "lts__t_sectors_srcunit_tex_op_atom.sum": ("sector", "n/a"),
+       "lrc__xbar2lrc_sectors_op_read.sum": ("sector", "62,500"),
+       "lrc__lrc2lts_sectors_op_read.sum": ("sector", "31,250"),
+       "smsp__inst_executed.sum": ("inst", "1,234,567"),
+       "smsp__inst_executed_pipe_tensor_op_gmma.sum": ("inst", "0"),
+       "smsp__inst_executed_pipe_tensor.sum": ("inst", "65,536"),
+       "smsp__inst_executed_pipe_fma.sum": ("inst", "100,000"),
+       "l1tex__t_bytes_pipe_lsu_mem_local_op_ld.sum": ("byte", "0"),
+       "l1tex__t_bytes_pipe_lsu_mem_local_op_st.sum": ("byte", "512"),
+       "sm__warps_active.avg.pct_of_peak_sustained_active": ("%", "12.5"),
+       "launch__occupancy_limit_registers": ("block", "1"),
+       "sm__cycles_elapsed.avg.per_second": ("cycle/nsecond", "1.755"),
+       "sm__cycles_elapsed.max": ("cycle", "27,100"),
+       "zz__some_future_metric.sum": ("byte", "7")}
+
+
+def _with_new_columns() -> str:
+    header, units, row = NCU_RAW.splitlines()[:3]
+    names = ",".join(f'"{m}"' for m in NEW)
+    return "\n".join([f"{header},{names}", units + "," + ",".join(f'"{u}"' for u, _ in NEW.values()),
+                      row + "," + ",".join(f'"{v}"' for _, v in NEW.values())])
+
+
+def test_the_new_counters_are_read_and_missing_ones_are_none():
+    k = ncu.kernel_counters(ncu.parse_ncu_raw_csv(_with_new_columns())[0])
+    assert (k.xbar_read_bytes, k.xbar_write_bytes) == (2_000_000, 65_536)
+    assert (k.l2_lookup_read_sectors, k.l2_lookup_read_bytes) == (62_500, 62_500 * 32)
+    assert (k.l2_lookup_write_sectors, k.l2_lookup_write_bytes) == (2_048, 2_048 * 32)
+    assert k.l2_lookup_atom_sectors is None and k.l2_lookup_red_sectors is None  # n/a, and no column
+    assert (k.lrc_in_sectors, k.lrc_out_sectors) == (62_500, 31_250)
+    assert k.inst_executed == 1_234_567
+    assert k.inst_pipes == {"tensor": 65_536, "tensor_op_gmma": 0, "fma": 100_000}
+    assert (k.local_load_bytes, k.local_store_bytes) == (0, 512)
+    assert k.achieved_occupancy_pct == 12.5 and k.occupancy_limit_registers == 1
+    assert k.occupancy_limit_shared_mem is None
+    assert k.sm_clock_hz == pytest.approx(1.755e9) and k.cycles == 27_100
+    case = ncu.counters_by_case(ncu.parse_ncu_raw_csv(_with_new_columns()))[0]
+    assert (case.xbar_read_bytes, case.inst_executed, case.l2_lookup_atom_sectors) == (2_000_000, 1_234_567, None)
+
+
+QUERY = """Device NVIDIA H200 (GH100)
+------------------------------------------------------------------------------------------------------------
+Metric Name                                       Metric Description
+dram__bytes_read                                  # of bytes read from DRAM
+l1tex__m_xbar2l1tex_read_bytes                    # of bytes read from L2 into L1TEX M-Stage
+lts__t_sectors_srcunit_tex_op_read                # of LTS sectors from unit TEX for reads
+lrc__sectors_op_read                              # of sectors read through the LRC
+sm__cycles_elapsed                                # of cycles elapsed on SM
+smsp__inst_executed                               # of warp instructions executed
+smsp__inst_executed_pipe_tensor                   # of warp instructions executed by tensor pipe
+sm__warps_active                                  cumulative # of warps in flight
+"""
+
+
+def test_only_metrics_the_gpu_lists_are_asked_and_the_rest_reported_missing():
+    available = ncu.parse_query_metrics(QUERY)
+    assert "l1tex__m_xbar2l1tex_read_bytes" in available and "Device" not in available and "Metric" not in available
+    metrics, missing = ncu.select_metrics(available)
+    assert metrics[:len(ncu.BASE_METRICS)] == ncu.BASE_METRICS
+    for m in ("l1tex__m_xbar2l1tex_read_bytes.sum", "sm__cycles_elapsed.avg.per_second", "sm__cycles_elapsed.max",
+              "sm__warps_active.avg.pct_of_peak_sustained_active", "smsp__inst_executed_pipe_tensor.sum",
+              "launch__occupancy_limit_registers", "lrc__sectors_op_read.sum"):
+        assert m in metrics, m
+    assert "smsp__inst_executed_pipe_tensor_op_gmma.sum" in missing and "l1tex__m_l1tex2xbar_write_bytes.sum" in missing
+    assert not set(metrics) & set(missing)
+    # No list (the query failed): the base metrics only, every extra reported missing.
+    assert ncu.select_metrics(set()) == (ncu.BASE_METRICS, ncu.EXTRA_METRICS)
 
 
 def test_kernels_are_summed_per_case_and_untagged_backward_kernels_join_their_forward():

@@ -30,7 +30,8 @@ ALLOWED = {
                       "iosim.simulate"},
     "iosim.figures": {"iosim.figures", "iosim.schedule", "iosim.costs", "iosim.results", "iosim.measure"},
     "iosim.kernels": {"iosim.kernels", "iosim.schedule.problem", "iosim.schedule.tiling", "iosim.measure.measurement",
-                      "iosim.hardware"},
+                      "iosim.hardware", "iosim.costs.sass", "iosim.costs.code", "iosim.costs.issue",
+                      "iosim.schedule.build"},
 }
 
 

@@ -119,7 +119,8 @@ def test_format_quantity_picks_the_largest_exact_unit():
 def test_summary_rows_show_every_field_with_unit_and_source():
     rows = load_profile("h100").summary_rows()
     # every required field, then the optional ones the file sets
-    assert [r[0] for r in rows] == list(REQUIRED) + [f for f in OPTIONAL if f in ("l2_dirty_limit", "math_overlap")]
+    present = ("l2_dirty_limit", "fp32_lanes_per_sm", "int32_lanes_per_sm", "lsu_lanes_per_sm", "lrc_sms")
+    assert [r[0] for r in rows] == list(REQUIRED) + [f for f in OPTIONAL if f in present]
     by_field = {f: (v, s) for f, v, s in rows}
     assert by_field["l2_bytes"][0] == "50 MiB"
     assert by_field["hbm_bandwidth"][0] == "3.35 TB/s"
@@ -200,7 +201,7 @@ BAD = [  # (id, field named in the message, dotted key to change, new value, exp
     ("inf", "fields.sm_count.value", "fields.sm_count.value", float("inf"), "must be a finite number, got inf"),
     ("fraction_above_one", "fields.dram_efficiency", "fields.dram_efficiency.value", 1.2,
      "a fraction must be in (0, 1], got 1.2"),
-    ("fraction_zero", "fields.math_overlap", "fields.math_overlap.value", 0, "value must be > 0, got 0"),
+    ("fraction_zero", "fields.dram_efficiency", "fields.dram_efficiency.value", 0, "value must be > 0, got 0"),
     ("fractional_count", "fields.sm_count", "fields.sm_count.value", 131.5, "a count must be a whole number"),
     ("fractional_bytes", "fields.smem_per_cta", "fields.smem_per_cta.value", 0.3,
      "not a whole number of bytes"),

@@ -20,25 +20,50 @@ def _kernels(module: str):
 @click.command()
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Folder for measurements.json and measurements.csv (created if missing).")
-@click.option("--grid", type=click.Choice(["default", "smoke"]), default="default", show_default=True,
-              help="default: the 61-case data set (standard, flash1, flash2, eager PyTorch, SDPA); smoke: 8 small cases.")
+@click.option("--grid", type=click.Choice(["default", "smoke", "h200", "foreign"]), default="default", show_default=True,
+              help="default: the 61-case data set (standard, flash1, flash2, eager PyTorch, SDPA); smoke: 8 small "
+                   "cases; h200: default plus long causal d=128 cases; foreign: the cases of "
+                   "experiments/foreign_kernels/manifest.yaml.")
+@click.option("--kernel", metavar="FILE.py:FN", help="Measure one user Triton kernel fn(q, k, v, causal, sm_scale) "
+              "instead of a grid.")
+@click.option("--algo", type=click.Choice(["flash2", "flash1", "standard"]), default="flash2", show_default=True,
+              help="The schedule that models --kernel.")
+@click.option("--pass", "pass_", type=click.Choice(["fwd", "fwd_bwd"]), default="fwd", show_default=True,
+              help="--kernel: forward, or forward + backward through autograd.")
+@click.option("--batch", type=click.IntRange(min=1), default=4, show_default=True, help="--kernel: batch size.")
+@click.option("--heads", type=click.IntRange(min=1), default=16, show_default=True, help="--kernel: query heads.")
+@click.option("--kv-heads", type=click.IntRange(min=1), help="--kernel: key/value heads (default: --heads).")
+@click.option("--seq-len", type=click.IntRange(min=1), default=4096, show_default=True,
+              help="--kernel: sequence length (queries and keys).")
+@click.option("--head-dim", type=click.IntRange(min=1), default=64, show_default=True, help="--kernel: head dim.")
+@click.option("--dtype", type=click.Choice(["fp16", "bf16", "fp32"]), default="fp16", show_default=True,
+              help="--kernel: element type.")
+@click.option("--causal", is_flag=True, help="--kernel: causal mask.")
 @click.option("--no-ncu", is_flag=True, help="Timings only, without Nsight Compute counters.")
 @click.option("--warmup-ms", type=float, default=25, show_default=True, help="do_bench warm-up budget per case.")
 @click.option("--rep-ms", type=float, default=100, show_default=True, help="do_bench measuring budget per case.")
-def measure(out, grid, no_ncu, warmup_ms, rep_ms):
+def measure(out, grid, kernel, algo, pass_, batch, heads, kv_heads, seq_len, head_dim, dtype, causal, no_ncu,
+            warmup_ms, rep_ms):
     """Time our Triton kernels and PyTorch SDPA on this GPU and read Nsight Compute counters.
 
     Each case: median time from triton.testing.do_bench on random inputs after warm-up, then one
     call under `ncu --clock-control none --cache-control all` for DRAM read/write bytes, L2 bytes,
-    hit rate and duration summed over the call's kernels. Writes one JSON (and a CSV twin) with
+    hit rate and duration summed over the call's kernels, and per kernel crossbar bytes, L2 slice
+    lookups, L2 request-coalescer sectors, warp instructions per pipe, spills, occupancy and the SM
+    clock (those this GPU's ncu lists; the others are named in the provenance). Writes one JSON (and a CSV twin) with
     provenance — GPU, driver, CUDA, torch, triton, ncu, date, command — and each case's full
     kernel configuration, rewritten after every batch so a cut-short run keeps what finished.
     Without ncu, or without permission to read counters, it records timings and the reason.
     """
     harness = _kernels("harness")
     path = Path(out) / "measurements.json"
+    if kernel:
+        cases = [harness.kernel_case(kernel, algo, pass_, batch=batch, heads=heads, kv_heads=kv_heads or heads,
+                                     seq_q=seq_len, head_dim=head_dim, dtype=dtype, causal=causal)]
+    else:
+        cases = harness.GRIDS[grid]()
     try:
-        m = harness.measure(harness.GRIDS[grid](), path, ncu=not no_ncu, warmup_ms=warmup_ms, rep_ms=rep_ms,
+        m = harness.measure(cases, path, ncu=not no_ncu, warmup_ms=warmup_ms, rep_ms=rep_ms,
                             progress=lambda s: click.echo(s, err=True))
     except harness.HarnessError as e:
         raise click.UsageError(str(e)) from None
@@ -56,8 +81,9 @@ def calibrate(base, out):
     """Measure what the datasheet only promises and write a calibrated profile.
 
     Microbenchmarks: DRAM copy bandwidth, L2 read bandwidth (every SM re-reading 8 MiB), tensor-core
-    throughput of our kernels' tile loop and of cuBLAS, launch overhead, and L2/DRAM load latency
-    (a pointer chase). Measured fields carry "measured: iosim calibrate, <gpu>, <date>" as source.
+    throughput of our kernels' tile loop (full occupancy, and one CTA per SM) and of cuBLAS, launch
+    overhead, L2/DRAM load latency (a pointer chase timed in-kernel, the L2 one on resident lines)
+    and the SM clock sustained under load. Implausible values are not written (the summary says why). Measured fields carry "measured: iosim calibrate, <gpu>, <date>" as source.
     """
     cal = _kernels("calibrate")
     base_path = resolve_profile_path(base)

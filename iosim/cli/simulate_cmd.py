@@ -8,7 +8,7 @@ import click
 
 from iosim.hardware.catalog import builtin_profiles
 from iosim.results import report
-from iosim.schedule.problem import ALGOS, DTYPE_BYTES, GRID_ORDERS, MODES, Problem, RunConfig, Tiling
+from iosim.schedule.problem import ALGOS, DTYPE_BYTES, GRID_ORDERS, MODES, ConfigError, Problem, RunConfig, Tiling
 
 DEFAULT_SEQ = "1k,2k,4k,8k,16k"
 
@@ -83,17 +83,26 @@ def parse_gpus(ctx, param, value):
                    "Nsight Compute measures.")
 @click.option("--host", "host", multiple=True, type=click.Choice(["Q", "K", "V", "O"]),
               help="Place a tensor in host memory, read over the host link (repeatable).")
+@click.option("--kernel", "kernel", default=None, metavar="FILE.py:FN",
+              help="Your Triton kernel's launcher fn(q, k, v, causal) (needs the kernels extra): simulated as "
+                   "flash2 with the tiling its launches use, its math priced from its own compiled SASS.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list, one object per run.")
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV, one row per run, in bytes and seconds.")
 def simulate(gpu, algo, seq, seq_k, head_dim, batch, heads, kv_heads, dtype, causal, backward, block_m, block_n,
-             warps, stages, grid_order, mode, host, as_json, as_csv):
+             warps, stages, grid_order, mode, host, kernel, as_json, as_csv):
     """Simulate attention on a GPU: bytes per memory level (SRAM, L2, HBM, host), time, bound.
 
     With no options: standard attention vs FlashAttention-2, forward, fp16, d = 64, batch 4 × 16
     heads, N = 1K..16K on the A100 profile. Each run is a discrete-event simulation of the kernels
     a real implementation launches, CTA by CTA, with the L2 in between: HBM bytes are what
     Nsight Compute's dram__bytes counters would show, L2 bytes what the papers call HBM accesses.
+
+    With --kernel FILE.py:FN your own kernel is captured on CPU tensors, compiled for each GPU's
+    architecture, and simulated as flash2 with its own tiling and instruction mix; the table then says
+    per kernel where its time goes (tensor cores, SIMT pipes, memory).
     """
+    if kernel:
+        algo = _kernel_algo(algo)
     configs = [
         RunConfig(algo=a, problem=Problem(batch=batch, heads=heads, kv_heads=kv_heads, seq_q=n, seq_k=seq_k,
                                           head_dim=head_dim, dtype=dtype, causal=causal, backward=backward),
@@ -105,19 +114,95 @@ def simulate(gpu, algo, seq, seq_k, head_dim, batch, heads, kv_heads, dtype, cau
     quiet = as_json or as_csv or len(jobs) < 4 or not sys.stderr.isatty()
     from iosim.simulate import simulate as run_simulation
 
+    if kernel:
+        jobs = _kernel_jobs(kernel, jobs)
+    else:
+        jobs = [(c, g, None) for c, g in jobs]
     results = []
     with click.progressbar(jobs, label="simulating", file=sys.stderr, hidden=quiet) as bar:
-        for config, profile in bar:
-            results.append(run_simulation(config, profile))
+        for config, profile, codes in bar:
+            results.append(run_simulation(config, profile, codes=codes))
+    profiles = [g for _, g, _ in jobs]
     if as_json:
-        click.echo(json.dumps([_json(r) for r in results], indent=2))
+        click.echo(json.dumps([_json(r, p if kernel else None) for r, p in zip(results, profiles)], indent=2))
     elif as_csv:
         click.echo(report.csv_text(results), nl=False)
     else:
         click.echo(report.table(results))
+        if kernel:
+            click.echo("\n".join(_split_lines(r, p) for r, p in zip(results, profiles)))
 
 
-def _json(r) -> dict:
+def _kernel_algo(algo: list) -> list:
+    """--kernel models the user's kernel as flash2: the default algorithms give way; others are refused."""
+    source = click.get_current_context().get_parameter_source("algo")
+    if source == click.core.ParameterSource.DEFAULT:
+        return ["flash2"]
+    if algo != ["flash2"]:
+        raise click.BadParameter(f"--kernel is simulated as flash2 (the FlashAttention-2 schedule), not "
+                                 f"{','.join(algo)}", param_hint="--algo")
+    return algo
+
+
+def _kernel_jobs(ref: str, jobs: list) -> list:
+    """(config with the kernel's own tiling, profile, the kernel's codes) per job; a note on stderr where
+    the kernel's launches override a tiling option."""
+    try:
+        import torch  # noqa: F401  (the capture runs the user's launcher on CPU tensors)
+        import triton  # noqa: F401
+
+        from iosim.kernels.user_codes import configure
+        from iosim.kernels.user_kernel import HarnessError
+    except ImportError as e:
+        click.echo(f"Error: --kernel needs torch and triton ({e.name} is missing): pip install -e '.[kernels]'",
+                   err=True)
+        sys.exit(2)
+    out, noted = [], set()
+    for config, profile in jobs:
+        try:
+            config, codes, conflicts = configure(ref, config, int(profile.arch.removeprefix("sm_")))
+        except (HarnessError, ConfigError) as e:
+            raise click.BadParameter(str(e), param_hint="--kernel") from None
+        for line in conflicts:
+            if line not in noted:
+                noted.add(line)
+                click.echo(f"note: {ref} launches with {line}", err=True)
+        out.append((config, profile, codes))
+    return out
+
+
+def time_split(kernel, profile, dtype: str, head_dim: int) -> dict:
+    """Shares of one kernel's roofline time: tensor cores, SIMT (and what bounds it), memory (the busiest
+    of HBM, L2, host link). Shares of their sum, so the three add up to 1."""
+    from iosim.costs.issue import SUBPARTITIONS, WARP, lanes, tensor_rate
+
+    tensor = kernel.flops.get("tensor", 0.0) / tensor_rate(profile, dtype, kernel.mma, head_dim)
+    per_clock = profile.sm_count * profile.issue_clock_hz
+    simt = {"issue": kernel.instructions.get("total", 0.0) / (SUBPARTITIONS * per_clock)}
+    simt |= {p: n * WARP / (lanes(profile, p) * per_clock) for p, n in kernel.instructions.items()
+             if p != "total" and lanes(profile, p)}
+    bound = max(simt, key=simt.get)
+    memory = max(kernel.roofline[k] for k in ("hbm", "l2", "host"))
+    total = tensor + simt[bound] + memory or 1.0
+    return {"tensor": tensor / total, "simt": simt[bound] / total, "simt_bound": bound, "memory": memory / total}
+
+
+def _split_lines(r, profile) -> str:
+    p = r.config["problem"]
+    lines = []
+    for k in r.kernels:
+        s = time_split(k, profile, p["dtype"], p["head_dim"])
+        lines.append(f"N={p['seq_q']} {k.name}: time split: tensor {100 * s['tensor']:.0f}%, SIMT {100 * s['simt']:.0f}% "
+                     f"({s['simt_bound']} bound), memory {100 * s['memory']:.0f}%  [code: {k.code}]")
+    return "\n".join(lines)
+
+
+def _json(r, profile=None) -> dict:
+    """A run without its timeline; with ``profile`` (a --kernel run) each kernel's time split too."""
     d = r.to_dict()
     d.pop("timeline")
+    if profile is not None:
+        p = r.config["problem"]
+        for k, out in zip(r.kernels, d["kernels"]):
+            out["time_split"] = time_split(k, profile, p["dtype"], p["head_dim"])
     return d

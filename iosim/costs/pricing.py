@@ -1,58 +1,77 @@
 """Counts into time: the roofline of a kernel, priced with a hardware profile.
 
 Pure functions, so counts recorded on one profile can be re-priced for another, and so the
-discrete-event time can be checked against a bound it must never beat.
+discrete-event time can be checked against a bound it must never beat. Math is counted as
+tensor-core FLOPs plus warp instructions per functional pipe (:mod:`iosim.costs.issue`).
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+from iosim.costs.issue import SUBPARTITIONS, WARP, lanes, tensor_rate
+
 
 def rates(profile, dtype: str, mma: str = "fwd") -> dict:
-    """Sustained rates: bytes/s per memory level, operations/s per kind of math.
+    """Sustained rates: bytes/s per memory level and tensor-core FLOP/s.
 
     ``mma="bwd"`` prices tensor-core work at the efficiency measured for the backward's tile shapes,
     where the profile has one.
     """
-    efficiency = profile.tensor_efficiency
-    if mma == "bwd" and profile.tensor_efficiency_bwd:
-        efficiency = profile.tensor_efficiency_bwd
     return {
         "hbm": profile.hbm_bandwidth * profile.dram_efficiency,
         "l2": profile.l2_bandwidth * profile.l2_efficiency,
         "host": profile.host_bandwidth,
-        "tensor": profile.tensor_flops[dtype] * efficiency,
-        # simt_fp32_flops counts a fused multiply-add as two FLOPs; iosim counts instructions.
-        "simt": profile.simt_fp32_flops / 2,
-        "sfu": profile.sfu_ops_per_clk_per_sm * profile.sm_count * profile.clock_hz,
+        "tensor": tensor_rate(profile, dtype, mma),
     }
 
 
-def compute_time(flops, rate: dict, overlap: float = 0.0) -> float:
-    """Math of one CTA: tensor cores, then SIMT and special functions, one after another within a CTA.
+def instruction_totals(code, masked_share: float, iterations: float, ctas: int, warps: int) -> dict:
+    """Warp instructions a kernel executes, in total and per pipe: ``iterations`` loop iterations
+    (summed over CTAs, ``masked_share`` of them masked) and each CTA's code outside its loops."""
+    out: dict[str, float] = {}
 
-    ``overlap`` is the share of the shorter of the two that another CTA on the same SM hides (its
-    softmax runs while this one's matrix products do): 0 with one CTA per SM.
-    """
-    return _math(flops.tensor / rate["tensor"], flops.simt / rate["simt"] + flops.sfu / rate["sfu"], overlap)
+    def add(loop, times):
+        out["total"] = out.get("total", 0.0) + loop.instructions * times
+        for pipe, n in loop.pipes.items():
+            out[pipe] = out.get(pipe, 0.0) + n * times
+
+    unmasked = iterations * (1.0 - masked_share) if code.masked is not None else iterations
+    add(code.loop, unmasked * warps)
+    if code.masked is not None:
+        add(code.masked, iterations * masked_share * warps)
+    add(code.outside, ctas * warps)
+    return out
 
 
-def _math(tensor: float, other: float, overlap: float) -> float:
-    return tensor + other - overlap * min(tensor, other)
+def simt_time(instructions: Mapping, profile) -> float:
+    """Seconds every SM's sub-partitions need for a kernel's warp instructions: issue-bound or bound
+    by the busiest pipe."""
+    per_clock = profile.sm_count * profile.issue_clock_hz
+    issue = instructions.get("total", 0.0) / (SUBPARTITIONS * per_clock)
+    pipes = [n * WARP / (lanes(profile, p) * per_clock) for p, n in instructions.items() if lanes(profile, p)]
+    return max([issue, *pipes])
 
 
-def roofline(levels: dict, flops: dict, profile, dtype: str, mma: str = "fwd") -> dict:
-    """Seconds each resource alone would need for a kernel's counts."""
+def roofline(levels: dict, flops: dict, instructions: Mapping, profile, dtype: str, mma: str = "fwd",
+             head_dim: int | None = None) -> dict:
+    """Seconds each resource alone would need for a kernel's counts; math is tensor cores then SIMT,
+    which wait for each other within a CTA."""
     r = rates(profile, dtype, mma)
     return {
         "hbm": levels["hbm"].total / r["hbm"],
-        "l2": (levels["l2"].total) / r["l2"],
+        "l2": levels["l2"].total / r["l2"],
         "host": levels["host"].total / r["host"],
-        # tensor cores, then SIMT and special functions, with the share co-resident CTAs can overlap
-        "compute": _math(flops["tensor"] / r["tensor"], flops["simt"] / r["simt"] + flops["sfu"] / r["sfu"],
+        "compute": _math(flops["tensor"] / tensor_rate(profile, dtype, mma, head_dim), simt_time(instructions, profile),
                          profile.math_overlap or 0.0),
     }
 
 
+def _math(tensor: float, simt: float, overlap: float) -> float:
+    return tensor + simt - overlap * min(tensor, simt)
+
+
 def reprice(result, profile) -> float:
     """Roofline time of a recorded run on another profile (counts unchanged)."""
-    dtype = result.config["problem"]["dtype"]
-    return sum(max(roofline(k.levels, k.flops, profile, dtype, k.mma).values()) for k in result.kernels)
+    p = result.config["problem"]
+    return sum(max(roofline(k.levels, k.flops, k.instructions, profile, p["dtype"], k.mma, p["head_dim"]).values())
+               for k in result.kernels)

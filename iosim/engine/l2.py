@@ -27,6 +27,7 @@ class L2Stats:
 
     read_bytes: int = 0  # loaded by SMs, summed over every CTA that asked
     write_bytes: int = 0  # stored or atomically added by SMs
+    lookup_bytes: int = 0  # bytes the L2 slices look up: loads after the request coalescer merged identical ones
     hit_bytes: int = 0  # of loads and atomics (both look the line up)
     miss_bytes: int = 0
     fill_bytes: dict = field(default_factory=lambda: {"hbm": 0, "host": 0})
@@ -41,13 +42,14 @@ class L2Cache:
     """
 
     def __init__(self, capacity: int, memory: dict, placements: list, dirty_limit: int | None = None,
-                 replicas: int = 1):
+                 replicas: int = 1, coalesce: int = 1):
         if capacity < 0:
             raise ValueError(f"capacity(={capacity}) must be >= 0")
         self.capacity = capacity
         self.memory = memory
         self.placements = placements  # tensor index -> "hbm" | "host"
         self.replicas = replicas  # copies of a line read by CTAs other than its first user (L2 partitions)
+        self.coalesce = max(1, coalesce)  # identical loads merged into one lookup (profile's lrc_sms)
         self.dirty_limit = capacity if dirty_limit is None else min(dirty_limit, capacity)
         self.lines: OrderedDict = OrderedDict()
         self.dirty_order: OrderedDict = OrderedDict()  # lines with dirty bytes, oldest first
@@ -67,8 +69,11 @@ class L2Cache:
         st = self.stats
         if kind == READ:
             st.read_bytes += nbytes * mult
+            # identical loads of CTAs in flight together reach the slices once per coalescing group
+            st.lookup_bytes += nbytes * -(-mult // self.coalesce)
         else:
             st.write_bytes += nbytes * mult
+            st.lookup_bytes += nbytes * mult
         if line_bytes > self.capacity:
             return self._bypass(placement, kind, nbytes, mult, now)
         line = self.lines.get(key)

@@ -24,7 +24,9 @@ from __future__ import annotations
 import numpy as np
 import simpy
 
-from iosim.costs.pricing import compute_time, rates, roofline
+from iosim.costs.code import compiled_codes
+from iosim.costs.issue import cta_time, estimated_code, simt_seconds, tensor_rate
+from iosim.costs.pricing import instruction_totals, rates, roofline
 from iosim.engine import cohorts
 from iosim.engine.l2 import L2Cache
 from iosim.engine.lines import LineGeometry
@@ -44,7 +46,7 @@ class Engine:
     """Runs one :class:`Schedule` on one hardware profile."""
 
     def __init__(self, schedule: Schedule, profile, mode: str = "plain", aggregate: bool = True,
-                 l2_bytes: int | None = None):
+                 l2_bytes: int | None = None, codes: list | None = None, triton_version: str | None = None):
         self.schedule, self.profile, self.mode, self.aggregate = schedule, profile, mode, aggregate
         self.env = simpy.Environment()
         self.dtype = schedule.config.problem.dtype
@@ -62,9 +64,14 @@ class Engine:
         dirty_limit = profile.l2_dirty_limit
         replicas = profile.l2_partitions if l2_bytes is None else 1
         self.l2 = L2Cache(capacity, {"hbm": self.links["hbm"], "host": self.links["host"]}, self.places, dirty_limit,
-                          replicas)
+                          replicas, profile.lrc_sms or 1)
         self.overlap = profile.math_overlap or 0.0
-        self.per_sm = [ctas_per_sm(k, profile) for k in schedule.kernels]  # refuses tiles that don't fit, up front
+        # Each kernel's code (compiled SASS where known, else estimated from FLOPs) and its launch resources.
+        if codes is None:
+            codes = compiled_codes(schedule, profile.arch, triton_version)
+        self.codes = [c or estimated_code(k.iter_flops, k.end_flops, k.warps) for c, k in zip(codes, schedule.kernels)]
+        self.kernels = [_with_resources(k, c) for k, c in zip(schedule.kernels, self.codes)]
+        self.per_sm = [ctas_per_sm(k, profile) for k in self.kernels]  # refuses tiles that don't fit, up front
         self.resident = 0
         self.events = 0
         self.records: list[KernelResult] = []
@@ -92,10 +99,21 @@ class Engine:
 
     # -- kernels ---------------------------------------------------------------------------------
     def _main(self):
-        for n, kernel in enumerate(self.schedule.kernels):
+        for n, kernel in enumerate(self.kernels):
             if self.mode == "ncu":
                 self.l2.flush(self.env.now, invalidate=True, timed=False)
+            self._code = self._price_code(kernel, self.codes[n])
             yield from self._kernel(kernel, self.per_sm[n])
+
+    def _price_code(self, kernel, code) -> dict:
+        """Seconds one CTA alone on its SM spends per loop iteration and once, and the tensor rate of one SM."""
+        head_dim = self.schedule.config.problem.head_dim
+        masked = _masked_share(kernel) if code.masked is not None else 0.0
+        loop = simt_seconds(code.loop, kernel.warps, self.profile)
+        if masked:
+            loop += masked * (simt_seconds(code.masked, kernel.warps, self.profile) - loop)
+        return {"iter": loop, "once": simt_seconds(code.outside, kernel.warps, self.profile), "masked": masked,
+                "tensor": tensor_rate(self.profile, self.dtype, kernel.mma, head_dim) / self.profile.sm_count}
 
     def _kernel(self, kernel, per_sm):
         slots = per_sm * self.profile.sm_count
@@ -127,7 +145,7 @@ class Engine:
         env, l2, links, geoms, places, index = self.env, self.l2, self.links, self.geoms, self.places, self.index
         who = (len(self.records), g0)  # this cohort: its lines are private until another cohort touches them
         stages = kernel.stages
-        rate = self.kernel_rate[kernel.mma]
+        code = self._code
         sms = self.profile.sm_count
         lat_dram, lat_l2 = self.profile.dram_latency or 0.0, self.profile.l2_latency or 0.0
         cta_bw = self.profile.cta_load_bandwidth
@@ -153,13 +171,17 @@ class Engine:
                 ready = max(ready, self.atomics.reserve(now, atomic))
                 moved -= atomic
             ready = max(ready, links["l2"].reserve(now, moved))
-            # each CTA gets its SM's math units, shared with the CTAs resident beside it
+            # each CTA gets its SM's math units and issue slots, shared with the CTAs resident beside it
             share = max(1, -(-self.resident // sms))
-            overlap = self.overlap if share > 1 else 0.0
-            math = compute_time(step.flops, rate, overlap) * sms * share if step.active else 0.0
+            math = 0.0
+            if step.active:
+                t_tensor = step.flops.tensor / code["tensor"]
+                t_simt = step.iters * code["iter"] + (code["once"] if first else 0.0)
+                math = cta_time(t_tensor, t_simt, share, self.overlap) * share
             self._math[0] += step.flops.tensor * step.active
             self._math[1] += step.flops.simt * step.active
             self._math[2] += step.flops.sfu * step.active
+            self._iters += step.iters * step.active
             self._sram_read += step.sram_read
             # Load latency: paid once by a pipelined CTA (its later loads are issued ahead), and on
             # every iteration by an unpipelined one, whose next loads wait for this iteration's math.
@@ -185,13 +207,15 @@ class Engine:
     # -- bookkeeping -----------------------------------------------------------------------------
     def _snapshot(self):
         self._math = [0.0, 0.0, 0.0]
+        self._iters = 0.0
         self._sram_read = 0.0
         st = self.l2.stats
-        return (st.read_bytes, st.write_bytes, st.hit_bytes, st.miss_bytes, dict(st.fill_bytes), dict(st.writeback_bytes))
+        return (st.read_bytes, st.write_bytes, st.hit_bytes, st.miss_bytes, dict(st.fill_bytes), dict(st.writeback_bytes),
+                st.lookup_bytes)
 
     def _record(self, kernel, per_sm, before, start) -> KernelResult:
         st = self.l2.stats
-        rd, wr, hit, miss, fill, wb = before
+        rd, wr, hit, miss, fill, wb, lookups = before
         l2_read = st.read_bytes - rd
         levels = {
             "sram": Traffic(int(self._sram_read), l2_read),
@@ -200,12 +224,17 @@ class Engine:
             "host": Traffic(st.fill_bytes["host"] - fill["host"], st.writeback_bytes["host"] - wb["host"]),
         }
         flops = {"tensor": self._math[0], "simt": self._math[1], "sfu": self._math[2]}
+        code = self.codes[len(self.records)]
+        instructions = instruction_totals(code, self._code["masked"], self._iters, kernel.ctas, kernel.warps)
+        head_dim = self.schedule.config.problem.head_dim
         slots = per_sm * self.profile.sm_count
         return KernelResult(
             name=kernel.name, ctas=kernel.ctas, ctas_per_sm=per_sm, waves=kernel.ctas / slots, levels=levels,
             l2_hit_bytes=st.hit_bytes - hit, l2_miss_bytes=st.miss_bytes - miss, flops=flops,
             dirty_left_bytes=self.l2.dirty, start_s=start, time_s=self.env.now - start,
-            roofline=roofline(levels, flops, self.profile, self.dtype, kernel.mma), mma=kernel.mma,
+            roofline=roofline(levels, flops, instructions, self.profile, self.dtype, kernel.mma, head_dim),
+            mma=kernel.mma, instructions=instructions, code=code.source, l2_lookup_bytes=st.lookup_bytes - lookups,
+            regs_per_thread=kernel.regs_per_thread, smem_bytes=kernel.smem_bytes,
         )
 
     def _timeline(self) -> dict:
@@ -221,3 +250,38 @@ class Engine:
                 hist = np.zeros(TIMELINE_BINS)
             out[lv] = hist.astype(np.int64).tolist()
         return out
+
+
+def _with_resources(kernel, code):
+    """The kernel with the registers and shared memory its compiled code uses, where known."""
+    from dataclasses import replace
+
+    changes = {}
+    if code.regs_per_thread:
+        changes["regs_per_thread"] = code.regs_per_thread
+    if code.shared_bytes is not None and code.shared_bytes > 0:
+        changes["smem_bytes"] = code.shared_bytes
+    return replace(kernel, **changes) if changes else kernel
+
+
+def _masked_share(kernel) -> float:
+    """Share of a kernel's loop iterations that run the masked loop body: the blocks the causal
+    diagonal crosses, and a ragged last block."""
+    if not kernel.n_loop or kernel.program.value != "tile_loop":
+        return 0.0
+    _, i, j = kernel.coords(0, min(kernel.ctas, kernel.ti * kernel.tj))  # one slice: every slice is alike
+    start, trips = kernel.loop_bounds(i, j)
+    total = float(trips.sum())
+    if not total:
+        return 0.0
+    n, bi, bu, stop = kernel.n_loop, kernel.block_i, kernel.block_u, start + trips
+    if kernel.causal.value == "stop":  # forward: from the block holding the CTA's first row on
+        lo, hi = np.minimum((i * bi) // bu, stop), stop
+    elif kernel.causal.value == "start":  # backward: up to the block holding the CTA's last row
+        lo, hi = start, np.maximum(start, np.minimum(-(-((i + 1) * bi) // bu), stop))
+    else:
+        lo = hi = stop
+    masked = hi - lo
+    if kernel.loop_extent % bu:  # the ragged last block, where the CTA reaches it outside [lo, hi)
+        masked = masked + ((trips > 0) & (stop == n) & ~((lo <= n - 1) & (n - 1 < hi)))
+    return float(masked.sum()) / total

@@ -7,8 +7,9 @@ from __future__ import annotations
 from matplotlib.figure import Figure
 
 LABELS = {"dram_bytes": "DRAM read + write (bytes)", "dram_read_bytes": "DRAM read (bytes)",
-          "dram_write_bytes": "DRAM write (bytes)", "l2_bytes": "L2 traffic (bytes)", "time_s": "time (s)"}
-SHOWN = ("dram_bytes", "l2_bytes", "time_s")
+          "dram_write_bytes": "DRAM write (bytes)", "l2_bytes": "L2 tag lookups (bytes)",
+          "xbar_bytes": "SM<->L2 crossbar (bytes)", "l2_lookup_bytes": "L2 slice lookups (bytes)", "time_s": "time (s)"}
+SHOWN = ("dram_bytes", "xbar_bytes", "l2_lookup_bytes", "time_s")
 
 
 def _algo(r) -> str:

@@ -39,7 +39,10 @@ REQUIRED: dict[str, str | None] = {
 }
 OPTIONAL: dict[str, str | None] = {"l2_dirty_limit": "size", "dram_latency": "time", "l2_latency": "time",
                                    "l2_atomic_bandwidth": "bandwidth", "math_overlap": "fraction",
-                                   "tensor_efficiency_bwd": "fraction", "cta_load_bandwidth": "bandwidth"}
+                                   "tensor_efficiency_bwd": "fraction", "cta_load_bandwidth": "bandwidth",
+                                   "sm_clock": "frequency", "tensor_efficiency_solo": "fraction",
+                                   "fp32_lanes_per_sm": "count", "int32_lanes_per_sm": "count",
+                                   "lsu_lanes_per_sm": "count", "lrc_sms": "count"}
 _ATTR = {"boost_clock": "clock_hz"}  # YAML field -> Profile attribute where the names differ
 
 
@@ -79,9 +82,20 @@ class Profile:
     l2_atomic_bandwidth: float | None = None  # fp32 atomic-add payload the L2 sustains, B/s
     tensor_efficiency_bwd: float | None = None  # tensor_efficiency for the backward's tile shapes
     cta_load_bandwidth: float | None = None  # bytes/s one CTA moves when its loads are not pipelined
-    math_overlap: float | None = None  # share of the shorter of tensor-core / SIMT+SFU time hidden by co-resident CTAs
+    math_overlap: float | None = None  # share of the shorter of tensor-core / SIMT time co-resident CTAs hide (measured)
+    sm_clock: float | None = None  # SM clock sustained under load, Hz (issue cycles become seconds at it)
+    tensor_efficiency_solo: float | None = None  # tensor_efficiency with one CTA alone on its SM
+    fp32_lanes_per_sm: int | None = None  # FP32 (FMA pipe) results per clock per SM
+    int32_lanes_per_sm: int | None = None  # ALU pipe (INT32, compare, select, min/max) results per clock per SM
+    lsu_lanes_per_sm: int | None = None  # load/store unit threads per clock per SM
+    lrc_sms: int | None = None  # SMs whose identical L2 requests, in flight together, the request coalescer merges
     sources: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), hash=False, repr=False)
     calibration: Mapping[str, Any] | None = field(default=None, hash=False, repr=False)
+
+    @property
+    def issue_clock_hz(self) -> float:
+        """The clock at which instructions issue: measured under load where calibrated, else the boost clock."""
+        return self.sm_clock or self.clock_hz
 
     @property
     def sfu_rate(self) -> float:

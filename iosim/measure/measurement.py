@@ -18,7 +18,10 @@ Every file is validated on load against the pydantic models below (:mod:`iosim.s
 raises :class:`MeasurementError` whose one-line message names the file and the field
 (``cases[3].counters.dram_read_bytes: must be >= 0, got -1``). ``run_config`` may also carry
 ``backward_tiling``, ``mode`` and ``host_tensors``, and its tilings may be resolved (every tile
-spelled out) or overrides only. A kernel's counters added later are optional and default to null.
+spelled out) or overrides only. A kernel's counters added later are optional and default to null,
+and a null optional counter is left out when written, so files written before it existed read and
+write back unchanged. ``impl`` ``kernel`` is a user's Triton kernel file (``Case.kernel``:
+``path.py:fn``) whose schedule the simulator models as ``run_config.algo``.
 """
 from __future__ import annotations
 
@@ -49,7 +52,8 @@ from iosim.schema import (
 SCHEMA = "iosim-measurement"
 SCHEMA_VERSION = 1
 SDPA_IMPLS = ("sdpa_flash", "sdpa_cudnn")
-IMPLS = ALGOS + SDPA_IMPLS
+KERNEL_IMPL = "kernel"  # a user's Triton kernel file, modelled as the schedule in run_config.algo
+IMPLS = ALGOS + SDPA_IMPLS + (KERNEL_IMPL,)
 PASSES = ("fwd", "fwd_bwd")
 CACHE_CONTROLS = ("all", "none")
 PROBLEM_KEYS = ("batch", "heads", "kv_heads", "seq_q", "seq_k", "head_dim", "dtype", "causal", "backward")
@@ -78,9 +82,13 @@ class Provenance:
     date: str  # ISO 8601
     command: tuple[str, ...]  # the exact argv
     hostname: str
+    # the requested ncu metrics this GPU's ncu does not know (left out of the run); None: not checked
+    ncu_metrics_missing: tuple[str, ...] | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "command", tuple(self.command))
+        if self.ncu_metrics_missing is not None:
+            object.__setattr__(self, "ncu_metrics_missing", tuple(self.ncu_metrics_missing))
 
 
 @dataclass(frozen=True)
@@ -108,12 +116,34 @@ class KernelCounters:
     block: tuple[int, int, int] | None = None
     registers: int | None = None  # per thread
     shared_bytes: int | None = None  # per block, static + dynamic
+    # Added with ncu 2025.3 on the H200; None where not collected (older files, a metric this ncu lacks).
+    xbar_read_bytes: float | None = None  # l1tex__m_xbar2l1tex_read_bytes.sum: L2 -> SMs over the crossbar
+    xbar_write_bytes: float | None = None  # l1tex__m_l1tex2xbar_write_bytes.sum: SMs -> L2
+    l2_lookup_read_sectors: float | None = None  # lts__t_sectors_srcunit_tex_op_read.sum (32-byte sectors)
+    l2_lookup_write_sectors: float | None = None  # lts__t_sectors_srcunit_tex_op_write.sum
+    l2_lookup_atom_sectors: float | None = None  # lts__t_sectors_srcunit_tex_op_atom.sum
+    l2_lookup_red_sectors: float | None = None  # lts__t_sectors_srcunit_tex_op_red.sum
+    l2_lookup_read_bytes: float | None = None  # the read sectors x 32
+    l2_lookup_write_bytes: float | None = None  # the write sectors x 32
+    lrc_in_sectors: float | None = None  # read sectors into the L2 request coalescer (from the SMs)
+    lrc_out_sectors: float | None = None  # read sectors the coalescer sent on to the L2 slices
+    inst_executed: float | None = None  # smsp__inst_executed.sum: warp instructions
+    inst_pipes: dict[str, float] | None = None  # pipe -> smsp__inst_executed_pipe_<pipe>.sum
+    local_load_bytes: float | None = None  # l1tex__t_bytes_pipe_lsu_mem_local_op_ld.sum (register spills)
+    local_store_bytes: float | None = None  # l1tex__t_bytes_pipe_lsu_mem_local_op_st.sum
+    achieved_occupancy_pct: float | None = None  # sm__warps_active.avg.pct_of_peak_sustained_active
+    occupancy_limit_registers: float | None = None  # launch__occupancy_limit_registers, CTAs per SM
+    occupancy_limit_shared_mem: float | None = None  # launch__occupancy_limit_shared_mem, CTAs per SM
+    sm_clock_hz: float | None = None  # sm__cycles_elapsed.avg.per_second during the kernel
+    cycles: float | None = None  # sm__cycles_elapsed.max
 
     def __post_init__(self):
         for name in ("grid", "block"):
             value = getattr(self, name)
             if value is not None:
                 object.__setattr__(self, name, tuple(value))
+        if self.inst_pipes is not None:
+            object.__setattr__(self, "inst_pipes", dict(self.inst_pipes))
 
 
 @dataclass(frozen=True)
@@ -126,6 +156,20 @@ class Counters:
     l2_hit_rate: float  # percent, weighted by each kernel's l2_bytes
     duration_s: float
     kernels: tuple[KernelCounters, ...] = ()
+    # Sums of the kernels' optional counters (SUMMED); None unless every kernel has the counter.
+    xbar_read_bytes: float | None = None
+    xbar_write_bytes: float | None = None
+    l2_lookup_read_sectors: float | None = None
+    l2_lookup_write_sectors: float | None = None
+    l2_lookup_atom_sectors: float | None = None
+    l2_lookup_red_sectors: float | None = None
+    l2_lookup_read_bytes: float | None = None
+    l2_lookup_write_bytes: float | None = None
+    lrc_in_sectors: float | None = None
+    lrc_out_sectors: float | None = None
+    inst_executed: float | None = None
+    local_load_bytes: float | None = None
+    local_store_bytes: float | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "kernels", tuple(self.kernels))
@@ -146,7 +190,22 @@ class Counters:
             l2_hit_rate=hit,
             duration_s=sum(k.duration_s for k in kernels),
             kernels=kernels,
+            **{name: _sum_or_none(kernels, name) for name in SUMMED},
         )
+
+
+SUMMED = ("xbar_read_bytes", "xbar_write_bytes", "l2_lookup_read_sectors", "l2_lookup_write_sectors",
+          "l2_lookup_atom_sectors", "l2_lookup_red_sectors", "l2_lookup_read_bytes", "l2_lookup_write_bytes",
+          "lrc_in_sectors", "lrc_out_sectors", "inst_executed", "local_load_bytes", "local_store_bytes")
+# Optional counters written only when known, so that files from before they existed write back unchanged.
+_KERNEL_OPTIONAL = (*SUMMED, "inst_pipes", "achieved_occupancy_pct", "occupancy_limit_registers",
+                    "occupancy_limit_shared_mem", "sm_clock_hz", "cycles")
+
+
+def _sum_or_none(kernels, name: str) -> float | None:
+    """The kernels' sum of an optional counter; None if any kernel lacks it (a partial sum would mislead)."""
+    values = [getattr(k, name) for k in kernels]
+    return None if not values or any(v is None for v in values) else float(sum(values))
 
 
 @dataclass(frozen=True)
@@ -162,11 +221,13 @@ class Case:
     counters_error: str | None = None
     launches: tuple[dict, ...] = ()
     error: str | None = None
+    kernel: str | None = None  # impl "kernel": the user's kernel, "path/to/file.py:fn"
 
     def __post_init__(self):
         object.__setattr__(self, "launches", tuple(self.launches))
 
     def to_dict(self) -> dict:
+        extra = {} if self.kernel is None else {"kernel": self.kernel}
         return {
             "name": self.name,
             "impl": self.impl,
@@ -177,6 +238,7 @@ class Case:
             "counters_error": self.counters_error,
             "launches": list(self.launches),
             "error": self.error,
+            **extra,
         }
 
 
@@ -193,6 +255,10 @@ class Measurement:
     def to_dict(self) -> dict:
         prov = vars(self.provenance).copy()
         prov["command"] = list(self.provenance.command)
+        if prov["ncu_metrics_missing"] is None:
+            del prov["ncu_metrics_missing"]  # not checked: as files from before the check
+        else:
+            prov["ncu_metrics_missing"] = list(prov["ncu_metrics_missing"])
         return {
             "schema": SCHEMA,
             "schema_version": SCHEMA_VERSION,
@@ -202,10 +268,10 @@ class Measurement:
 
 
 def _counters_dict(c: Counters) -> dict:
-    out = {k: v for k, v in vars(c).items() if k != "kernels"}
+    out = {k: v for k, v in vars(c).items() if k != "kernels" and not (k in SUMMED and v is None)}
     out["kernels"] = []
     for k in c.kernels:
-        d = vars(k).copy()
+        d = {name: v for name, v in vars(k).items() if not (name in _KERNEL_OPTIONAL and v is None)}
         d["grid"] = None if k.grid is None else list(k.grid)
         d["block"] = None if k.block is None else list(k.block)
         out["kernels"].append(d)
@@ -239,6 +305,7 @@ class _Provenance(FileModel):
     date: Line
     command: list[str]
     hostname: Line
+    ncu_metrics_missing: list[Line] | None = None
 
 
 class _Timing(FileModel):
@@ -262,6 +329,25 @@ class _Kernel(FileModel):
     block: _Triple | None = None
     registers: NonNegativeInt | None = None
     shared_bytes: NonNegativeInt | None = None
+    xbar_read_bytes: NonNegative | None = None
+    xbar_write_bytes: NonNegative | None = None
+    l2_lookup_read_sectors: NonNegative | None = None
+    l2_lookup_write_sectors: NonNegative | None = None
+    l2_lookup_atom_sectors: NonNegative | None = None
+    l2_lookup_red_sectors: NonNegative | None = None
+    l2_lookup_read_bytes: NonNegative | None = None
+    l2_lookup_write_bytes: NonNegative | None = None
+    lrc_in_sectors: NonNegative | None = None
+    lrc_out_sectors: NonNegative | None = None
+    inst_executed: NonNegative | None = None
+    inst_pipes: dict[str, NonNegative] | None = None
+    local_load_bytes: NonNegative | None = None
+    local_store_bytes: NonNegative | None = None
+    achieved_occupancy_pct: _Percent | None = None
+    occupancy_limit_registers: NonNegative | None = None
+    occupancy_limit_shared_mem: NonNegative | None = None
+    sm_clock_hz: NonNegative | None = None
+    cycles: NonNegative | None = None
 
 
 class _Counters(FileModel):
@@ -271,6 +357,19 @@ class _Counters(FileModel):
     l2_hit_rate: _Percent
     duration_s: NonNegative
     kernels: list[_Kernel]
+    xbar_read_bytes: NonNegative | None = None
+    xbar_write_bytes: NonNegative | None = None
+    l2_lookup_read_sectors: NonNegative | None = None
+    l2_lookup_write_sectors: NonNegative | None = None
+    l2_lookup_atom_sectors: NonNegative | None = None
+    l2_lookup_red_sectors: NonNegative | None = None
+    l2_lookup_read_bytes: NonNegative | None = None
+    l2_lookup_write_bytes: NonNegative | None = None
+    lrc_in_sectors: NonNegative | None = None
+    lrc_out_sectors: NonNegative | None = None
+    inst_executed: NonNegative | None = None
+    local_load_bytes: NonNegative | None = None
+    local_store_bytes: NonNegative | None = None
 
 
 class _Problem(FileModel):
@@ -316,13 +415,19 @@ class _Case(FileModel):
     counters_error: Line | None
     launches: list[dict[str, Any]]
     error: Line | None
+    kernel: Line | None = None
 
     @model_validator(mode="after")
     def _config_matches_case(self):
         algo = self.run_config.algo
+        if (self.impl == KERNEL_IMPL) != (self.kernel is not None):
+            raise FieldProblem("kernel", f"must be given exactly when impl is {KERNEL_IMPL!r}")
         if self.impl in SDPA_IMPLS and algo is not None:
             raise FieldProblem("run_config.algo", f"must be null for {self.impl}, got {algo!r}")
-        if self.impl not in SDPA_IMPLS and algo != self.impl:
+        if self.impl == KERNEL_IMPL:
+            if algo is None:
+                raise FieldProblem("run_config.algo", "must name the modelled schedule for a user's kernel")
+        elif self.impl not in SDPA_IMPLS and algo != self.impl:
             raise FieldProblem("run_config.algo", f"must equal the case's impl {self.impl!r}, got {algo!r}")
         backward = self.pass_ == "fwd_bwd"
         if self.run_config.problem.backward != backward:
@@ -360,7 +465,8 @@ def _case(d: dict) -> Case:
         counters = Counters(**{**counters, "kernels": tuple(KernelCounters(**k) for k in counters["kernels"])})
     return Case(name=d["name"], impl=d["impl"], pass_=d["pass"], run_config=d["run_config"],
                 timing=None if d["timing"] is None else Timing(**d["timing"]), counters=counters,
-                counters_error=d["counters_error"], launches=tuple(d["launches"]), error=d["error"])
+                counters_error=d["counters_error"], launches=tuple(d["launches"]), error=d["error"],
+                kernel=d.get("kernel"))
 
 
 def committed_set(gpu: str) -> Path:
@@ -380,8 +486,12 @@ CSV_COLUMNS = (
     "block_m", "block_n", "warps", "stages", "grid_order",
     "median_s", "p20_s", "p80_s",
     "dram_read_bytes", "dram_write_bytes", "l2_bytes", "l2_hit_rate", "ncu_duration_s", "kernels",
-    "counters_error", "error",
+    "xbar_read_bytes", "xbar_write_bytes", "l2_lookup_read_bytes", "l2_lookup_write_bytes",
+    "lrc_in_sectors", "lrc_out_sectors", "inst_executed", "local_load_bytes", "local_store_bytes",
+    "counters_error", "error", "kernel",
 )
+_CSV_SUMMED = ("xbar_read_bytes", "xbar_write_bytes", "l2_lookup_read_bytes", "l2_lookup_write_bytes",
+               "lrc_in_sectors", "lrc_out_sectors", "inst_executed", "local_load_bytes", "local_store_bytes")
 
 
 def csv_rows(m: Measurement) -> list[dict]:
@@ -400,8 +510,8 @@ def csv_rows(m: Measurement) -> list[dict]:
             k = c.counters
             row.update(dram_read_bytes=k.dram_read_bytes, dram_write_bytes=k.dram_write_bytes,
                        l2_bytes=k.l2_bytes, l2_hit_rate=k.l2_hit_rate, ncu_duration_s=k.duration_s,
-                       kernels=len(k.kernels))
-        row.update(counters_error=c.counters_error or "", error=c.error or "")
+                       kernels=len(k.kernels), **{name: getattr(k, name) for name in _CSV_SUMMED})
+        row.update(counters_error=c.counters_error or "", error=c.error or "", kernel=c.kernel or "")
         rows.append({k: ("" if v is None else v) for k, v in row.items()})
     return rows
 

@@ -46,6 +46,11 @@ class KernelResult:
     time_s: float
     roofline: dict  # resource -> seconds if that resource alone limited the kernel
     mma: str = "fwd"  # which calibrated tensor-core efficiency priced it
+    instructions: dict = field(default_factory=dict)  # warp instructions: "total" and per pipe (fma, alu, xu, ...)
+    code: str = "estimate"  # where the instruction mix came from: compiled SASS, or estimated from FLOPs
+    l2_lookup_bytes: int = 0  # bytes the L2 slices looked up: SM loads after request coalescing, stores, atomics
+    regs_per_thread: int = 0  # launch resources the occupancy came from
+    smem_bytes: int = 0
 
     @property
     def bound(self) -> str:

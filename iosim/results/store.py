@@ -106,6 +106,11 @@ class _Kernel(FileModel):
     time_s: NonNegative
     roofline: _Counts  # resource -> seconds
     mma: Line = "fwd"
+    instructions: _Counts = {}  # warp instructions, "total" and per pipe
+    code: Line = "estimate"
+    l2_lookup_bytes: NonNegative = 0
+    regs_per_thread: NonNegativeInt = 0
+    smem_bytes: NonNegativeInt = 0
     bound: Line | None = None  # derived
 
 

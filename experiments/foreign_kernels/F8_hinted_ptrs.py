@@ -1,0 +1,90 @@
+"""F8: FlashAttention-2 forward with 64-bit head offsets, alignment/contiguity hints (``tl.multiple_of``,
+``tl.max_contiguous``) on the addresses, a ``tl.range`` loop, and K and V of a block both loaded before the math
+on it; natural ``tl.exp``, masks on every block, 8 warps. (It was meant to use ``tl.make_block_ptr``, but Triton
+3.9 removed block pointers, so this kernel varies the addressing this way instead.)
+
+Schedule: one CTA per (Q block of BLOCK_M rows, batch·head), grid ``(cdiv(Nq, BLOCK_M), B*H)`` ("rows" order).
+HBM traffic: Q and O once; K and V once per Q block (about half of that as causal).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+BLOCK_M = 128
+BLOCK_N = 64
+NUM_WARPS = 8
+NUM_STAGES = 2
+
+
+@triton.jit
+def _fwd_kernel(
+    Q, K, V, O, sm_scale,
+    s_qb, s_qh, s_qm, s_kb, s_kh, s_kn, s_vb, s_vh, s_vn, s_ob, s_oh, s_om,
+    H, GROUP, NQ, NK,
+    CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEAD_DIM: tl.constexpr,
+):
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = (pid_bh // H).to(tl.int64)
+    h = (pid_bh % H).to(tl.int64)
+    hk = h // GROUP
+    # 64-bit head bases: B·H·N·d may pass 2**31 elements at long sequences.
+    q_base = Q + b * s_qb + h * s_qh
+    k_base = K + b * s_kb + hk * s_kh
+    v_base = V + b * s_vb + hk * s_vh
+    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.max_contiguous(tl.multiple_of(tl.arange(0, HEAD_DIM), HEAD_DIM), HEAD_DIM)
+    q = tl.load(q_base + rows[:, None] * s_qm + offs_d[None, :], mask=rows[:, None] < NQ, other=0.0)
+
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
+    hi = NK
+    if CAUSAL:
+        hi = tl.minimum((pid_m + 1) * BLOCK_M, NK)
+    for start_n in tl.range(0, hi, BLOCK_N):
+        start_n = tl.multiple_of(start_n, BLOCK_N)
+        cols = start_n + offs_n
+        in_k = cols < NK
+        # K and V of the block are both requested before any math on it.
+        k = tl.load(k_base + cols[:, None] * s_kn + offs_d[None, :], mask=in_k[:, None], other=0.0)
+        v = tl.load(v_base + cols[:, None] * s_vn + offs_d[None, :], mask=in_k[:, None], other=0.0)
+        s = tl.dot(q, tl.trans(k))
+        keep = in_k[None, :]
+        if CAUSAL:
+            keep = keep & (cols[None, :] <= rows[:, None])
+        s = tl.where(keep, s * sm_scale, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        alpha = tl.exp(m_i - m_new)
+        p = tl.exp(s - m_new[:, None])
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+        m_i = m_new
+    acc = acc / l_i[:, None]
+    o_ptrs = O + b * s_ob + h * s_oh + rows[:, None] * s_om + offs_d[None, :]
+    tl.store(o_ptrs, acc.to(O.dtype.element_ty), mask=rows[:, None] < NQ)
+
+
+def attention(q, k, v, causal=False, sm_scale=None):
+    """o = softmax(q kᵀ·scale [+ top-left causal mask]) v; q (B, H, Nq, d), k and v (B, Hkv, Nk, d)."""
+    B, H, NQ, D = q.shape
+    HKV, NK = k.shape[1], k.shape[2]
+    assert H % HKV == 0 and D in (32, 64, 128) and k.shape == v.shape
+    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+    sm_scale = 1.0 / math.sqrt(D) if sm_scale is None else sm_scale
+    o = torch.empty_like(q)
+    grid = (triton.cdiv(NQ, BLOCK_M), B * H)
+    _fwd_kernel[grid](
+        q, k, v, o, sm_scale,
+        q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+        v.stride(0), v.stride(1), v.stride(2), o.stride(0), o.stride(1), o.stride(2),
+        H, H // HKV, NQ, NK,
+        CAUSAL=causal, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, HEAD_DIM=D,
+        num_warps=NUM_WARPS, num_stages=NUM_STAGES,
+    )
+    return o

@@ -1,0 +1,90 @@
+"""Which compiled code a scheduled kernel runs: its committed SASS mix, as a :class:`KernelCode`.
+
+iosim's own Triton kernels were compiled ahead of time per architecture and Triton version
+(``python -m iosim.kernels.sass``) and their per-loop instruction mixes committed under
+``iosim/costs/mixes/``; this module finds the variant a schedule kernel launches (same kernel,
+dtype, warps, stages and constexprs) so the simulator never needs Triton. A user's own kernel brings
+its code with it (:func:`kernel_code`). Kernels without a loop in the schedule (elementwise passes)
+keep the estimate from their FLOPs.
+"""
+from __future__ import annotations
+
+import functools
+from types import MappingProxyType
+
+from iosim.costs.issue import KernelCode, LoopCode
+from iosim.costs.sass import KernelMix, LoopMix, load_mixes
+
+
+def _expected(kernel, head_dim: int) -> dict | None:
+    """The constexprs our Triton kernel of that name was launched with for this schedule kernel."""
+    causal = kernel.causal.value != ""
+    name = kernel.name
+    if name == "flash2_fwd":
+        return {"D": head_dim, "BM": kernel.block_i, "BN": kernel.block_u, "CAUSAL": causal,
+                "HEADS_FIRST": kernel.order.value == "heads"}
+    if name == "flash2_bwd":
+        return {"D": head_dim, "BM": kernel.block_u, "BN": kernel.block_i, "CAUSAL": causal}
+    if name == "flash1_fwd":
+        return {"D": head_dim, "BM": kernel.block_i, "BN": kernel.block_j, "CAUSAL": causal}
+    if name in ("pv", "dv", "dq", "dk"):
+        return {"D": head_dim, "BM": kernel.block_i, "BK": kernel.block_u}
+    return None
+
+
+def _constexprs(key: str) -> dict:
+    out = {}
+    for part in key.split("|")[-1].split(","):
+        if "=" in part:
+            k, v = part.split("=", 1)
+            out[k] = {"True": True, "False": False}.get(v, int(v) if v.lstrip("-").isdigit() else v)
+    return out
+
+
+@functools.lru_cache(maxsize=8)
+def _index(arch: str, triton_version: str | None) -> tuple[dict, str]:
+    try:
+        found = load_mixes(arch, triton_version)
+    except FileNotFoundError:
+        return {}, ""
+    index: dict = {}
+    for mix in found.mixes:
+        name, dtype, warps, stages = mix.key.split("|")[:4]
+        index.setdefault((name, dtype, int(warps[1:]), int(stages[1:])), []).append(mix)
+    return index, found.version
+
+
+def compiled_codes(schedule, arch: str, triton_version: str | None = None) -> list:
+    """A :class:`KernelCode` per kernel of ``schedule`` from the committed mixes (None where not found)."""
+    index, version = _index(str(arch).removeprefix("sm_"), triton_version)
+    problem = schedule.config.problem
+    out = []
+    for kernel in schedule.kernels:
+        want = _expected(kernel, problem.head_dim) if kernel.n_loop else None
+        mixes = index.get((kernel.name, problem.dtype, kernel.warps, kernel.stages), []) if want else []
+        mix = next((m for m in mixes if all(_constexprs(m.key).get(k, v) == v for k, v in want.items())), None)
+        out.append(None if mix is None else kernel_code(mix, f"sass: sm_{arch.removeprefix('sm_')}, triton {version}"))
+    return out
+
+
+def _loop(mix: LoopMix) -> LoopCode:
+    return LoopCode(float(mix.instructions), MappingProxyType({p: float(n) for p, n in mix.pipes.items()}))
+
+
+def kernel_code(mix: KernelMix, source: str) -> KernelCode:
+    """A compiled kernel's cost description: its innermost loop (the unmasked one, and the masked one
+    where the compiler emitted two loops one after the other), code outside loops, resources."""
+    loops = [m for m in mix.loops if m.innermost]
+    deepest = max((m.depth for m in loops), default=0)
+    loops = [m for m in loops if m.depth == deepest]
+    outside = _loop(mix.outside)
+    if not loops:
+        return KernelCode(loop=LoopCode(0.0), outside=outside, regs_per_thread=mix.n_regs,
+                          shared_bytes=mix.shared_bytes, spill_bytes=mix.n_spill_bytes, source=source)
+    ordered = sorted(loops, key=lambda m: m.instructions)
+    masked = _loop(ordered[-1]) if len(ordered) > 1 else None
+    return KernelCode(loop=_loop(ordered[0]), masked=masked, outside=outside, regs_per_thread=mix.n_regs,
+                      shared_bytes=mix.shared_bytes, spill_bytes=mix.n_spill_bytes, source=source)
+
+
+__all__ = ["compiled_codes", "kernel_code"]

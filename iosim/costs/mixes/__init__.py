@@ -1,0 +1,1 @@
+"""Committed per-loop SASS instruction mixes of our Triton kernels, one JSON file per arch and Triton version."""

@@ -1,0 +1,347 @@
+"""Per-loop SASS instruction mixes of one compiled kernel: opcodes and functional pipes per warp and iteration.
+
+A kernel's compute time follows from what each warp issues on each pipe. This module reads the SASS
+text that ``cuobjdump -sass`` or ``nvdisasm`` prints for one kernel, finds its loops (a branch back to
+an earlier address closes a loop body), and counts, per loop body and for the code outside loops,
+the instructions per opcode and per Nsight Compute pipe (``smsp__inst_executed_pipe_*``). Counts are
+static, per warp: one pass through a loop body is one iteration of the SASS loop (ptxas may have
+unrolled several source iterations into it). Pure: no torch, no triton; mixes of the repo's own
+kernels are committed under ``iosim/costs/mixes`` and loaded with :func:`load_mixes`/:func:`find_mix`.
+"""
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from importlib import resources
+
+# Opcode → Nsight Compute pipe (the suffix of smsp__inst_executed_pipe_<pipe>) on sm_90.
+# Sources: Nsight Compute Kernel Profiling Guide, section "Pipelines" (alu: bit manipulation, logic and
+# integer instructions except IMAD/IMUL, fp32 compare/min/max; fma: FP32 FADD/FMUL/FFMA, IMAD/IMUL,
+# IDP; fp16: paired half arithmetic, which on GA10x/GH100 the FMA pipes execute; xu: transcendentals
+# (MUFU) and int<->float conversions; lsu: loads, stores, atomics, reductions to L1TEX, S2R, SHFL and
+# CTA arrive/wait barriers; adu: branch address divergence and indexed constant loads; cbu: warp
+# convergence, barriers and branches; uniform: the scalar uniform datapath; tensor: HMMA/IMMA/GMMA),
+# the CUDA Binary Utilities "Hopper Instruction Set" table (what each opcode does) and NVIDIA forum
+# answers on pipe assignment (forums.developer.nvidia.com/t/.../302018: on GH100 FP16x2 is issued to
+# the FMA pipes; stackoverflow.com/q/61413176: ADU/ALU/CBU/LSU/XU roles).
+# Doubtful, to be checked against measured counters (listed in DOUBTFUL):
+#   F2FP (pack two fp32 into f16x2/bf16x2): conversions are "xu" per the guide, but the guide also says
+#     Ampere+ does fast FP32->FP16 conversion on the ALU; we say alu.
+#   SHFL: "lsu" per the guide's LSU description (shuffles go to L1TEX); some tools say adu.
+#   IMAD.MOV / IMAD.SHL / IMAD.IADD are moves and adds that ptxas places on the FMA pipe to balance
+#     ALU load; opcode IMAD → fma regardless of modifier.
+#   MOV: alu per the guide's "most bit manipulation"; could be counted elsewhere by ncu.
+#   HADD2.F32 (fp16 → fp32 convert via the fp16 path): fp16 pipe, which ncu may fold into fma.
+#   BAR, DEPBAR, WARPSYNC, BSSY/BSYNC: cbu; BAR may be counted on lsu ("CTA-level barriers").
+#   LDC (constant load): adu when indexed, else uniform-ish; we say adu.
+#   S2R / S2UR / CS2R: lsu / uniform / alu.
+#   HGMMA / WARPGROUP.* (wgmma sync helpers): tensor / cbu.
+PIPE_OPCODES: dict[str, tuple[str, ...]] = {
+    "tensor": ("HGMMA", "HMMA", "IMMA", "QGMMA", "IGMMA", "BGMMA", "DMMA", "HFMA2.MMA"),
+    "fma": ("FFMA", "FMUL", "FADD", "FFMA2", "FMUL2", "FADD2", "IMAD", "IMUL", "IDP", "IDP4A", "FSWZADD",
+            "IMADSP", "IMUL32I", "IMAD32I", "FFMA32I", "FMUL32I", "FADD32I"),
+    "fp16": ("HADD2", "HMUL2", "HFMA2", "HMNMX2", "HSET2", "HSETP2", "HADD2_32I", "HMUL2_32I", "HFMA2_32I"),
+    "fp64": ("DFMA", "DADD", "DMUL", "DSETP", "DMNMX", "DSET"),
+    "alu": ("FMNMX", "FMNMX3", "FSEL", "FSET", "FSETP", "FCHK", "ISETP", "IMNMX", "VIMNMX", "VIMNMX3",
+            "VIADDMNMX", "LOP3", "LOP", "SHF", "SHL", "SHR", "IADD3", "IADD", "VIADD", "LEA", "LEA.HI", "SEL",
+            "MOV", "PRMT", "PLOP3", "P2R", "R2P", "IABS", "POPC", "FLO", "BREV", "BMSK", "SGXT", "ISCADD",
+            "F2FP", "CS2R", "VABSDIFF", "VABSDIFF4", "ICMP", "FCMP", "I2IP", "F2IP", "VOTE", "NOP"),
+    "xu": ("MUFU", "F2I", "I2F", "F2F", "I2FP", "FRND", "I2I"),
+    "lsu": ("LDG", "STG", "LDS", "STS", "LDSM", "STSM", "LDGSTS", "LDL", "STL", "LD", "ST", "ATOM", "ATOMG",
+            "ATOMS", "RED", "REDG", "REDUX", "SHFL", "S2R", "MEMBAR", "FENCE", "CCTL", "ERRBAR", "LDGDEPBAR",
+            "MATCH", "ARRIVES", "SYNCS", "STAS", "LDSLK", "CGAERRBAR", "QSPC", "LDTRAM"),
+    "adu": ("LDC", "BRX", "JMX", "R2B", "B2R"),
+    "cbu": ("BRA", "BRXU", "JMP", "CALL", "RET", "EXIT", "BAR", "BSSY", "BSYNC", "BREAK", "BMOV", "WARPSYNC",
+            "DEPBAR", "YIELD", "KILL", "NANOSLEEP", "WARPGROUP", "ELECT", "PREEXIT", "BPT", "ENDCOLLECTIVE",
+            "ACQBULK"),
+    "tex": ("TEX", "TLD", "TLD4", "TXQ", "SULD", "SUST", "SUATOM", "SURED"),
+}
+DOUBTFUL = frozenset({"F2FP", "SHFL", "IMAD", "MOV", "HADD2", "BAR", "DEPBAR", "WARPSYNC", "LDC", "S2R", "CS2R",
+                      "NOP", "WARPGROUP", "ELECT", "VOTE", "SYNCS", "ARRIVES"})
+_PIPE_OF = {op: pipe for pipe, ops in PIPE_OPCODES.items() for op in ops}
+UNIFORM = "uniform"  # U* opcodes (UIADD3, ULDC, UMOV, ...) and the uniform TMA/barrier ops run on the uniform datapath
+OTHER = "other"  # an opcode the table does not know: counted, never guessed
+
+
+def pipe_of(opcode: str) -> str:
+    """The Nsight Compute pipe of an opcode (mnemonic without modifiers); ``other`` if unknown."""
+    if opcode in _PIPE_OF:
+        return _PIPE_OF[opcode]
+    if (opcode.startswith("U") and opcode[1:] in _PIPE_OF) or opcode.startswith(("UTMA", "UBLKCP", "UCGABAR", "UTC")):
+        return UNIFORM
+    if opcode in ("ULDC", "UMOV", "USHF", "USEL", "ULOP3", "ULEA", "UIADD3", "UIMAD", "UISETP", "UPRMT", "USETMAXREG",
+                  "S2UR", "R2UR", "VOTEU", "UPLOP3", "UFLO", "UPOPC", "UBREV", "USGXT", "USETSHMSZ", "CS2UR"):
+        return UNIFORM
+    return OTHER
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsing
+# ---------------------------------------------------------------------------------------------
+_INSN = re.compile(r"^\s*/\*([0-9a-fA-F]{4,})\*/\s+(.*?)\s*;")
+_LABEL = re.compile(r"^\s*(\.L_x_\d+|\.L_\w+):\s*$")
+_FUNCTION = re.compile(r"^\s*(?:Function\s*:\s*(\S+)|\.text\.(\S+?):)\s*$")
+_PRED = re.compile(r"^@!?U?P[T0-9]+\s+")
+_ADDR_TARGET = re.compile(r"\b(?:BRA|BRX|JMP|CALL\.REL|CALL\.REL\.NOINC)\b[^`]*?\s(0x[0-9a-fA-F]+)")
+_LABEL_TARGET = re.compile(r"`\((\.L_\w+)\)")
+
+
+@dataclass(frozen=True)
+class Instruction:
+    """One SASS instruction: byte address, opcode (``FFMA`` for ``@P0 FFMA.FTZ ...``), text, branch target."""
+
+    address: int
+    opcode: str
+    text: str
+    target: int | None = None
+
+
+def opcode_of(text: str) -> str:
+    """``@!P0 HGMMA.64x64x16.F32 R0, ...`` → ``HGMMA``: mnemonic without predicate and modifiers."""
+    text = _PRED.sub("", text.strip())
+    return text.split(None, 1)[0].split(".", 1)[0] if text else ""
+
+
+def parse_functions(text: str) -> dict[str, list[Instruction]]:
+    """Every function's instructions in code order, from ``cuobjdump -sass`` or ``nvdisasm`` text."""
+    raw: dict[str, list[tuple[int, str]]] = {}
+    labels: dict[str, int] = {}
+    pending: list[str] = []
+    current = None
+    for line in text.splitlines():
+        if m := _FUNCTION.match(line):
+            current = m.group(1) or m.group(2)
+            raw.setdefault(current, [])
+        elif m := _LABEL.match(line):
+            pending.append(m.group(1))
+        elif (m := _INSN.match(line)) and current is not None:
+            address = int(m.group(1), 16)
+            labels.update({name: address for name in pending})
+            pending.clear()
+            raw[current].append((address, m.group(2)))
+    return {name: [_instruction(a, t, labels) for a, t in insns] for name, insns in raw.items()}
+
+
+def _instruction(address: int, text: str, labels: dict[str, int]) -> Instruction:
+    opcode = opcode_of(text)
+    target = None
+    if opcode in ("BRA", "BRX", "JMP"):
+        if m := _LABEL_TARGET.search(text):
+            target = labels.get(m.group(1))
+        elif m := _ADDR_TARGET.search(text):
+            target = int(m.group(1), 16)
+    return Instruction(address, opcode, text, target)
+
+
+def executable(insns: list[Instruction]) -> list[Instruction]:
+    """The instructions without the padding after the last EXIT (a self-branch and NOPs, never run)."""
+    end = len(insns)
+    while end and (insns[end - 1].opcode == "NOP" or _self_branch(insns[end - 1])):
+        end -= 1
+    return insns[:end]
+
+
+def _self_branch(insn: Instruction) -> bool:
+    return insn.opcode == "BRA" and insn.target == insn.address
+
+
+# ---------------------------------------------------------------------------------------------
+# Loops and mixes
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LoopMix:
+    """Instructions one warp issues per pass: per opcode, per pipe and in all; ``depth`` 1 for a
+    top-level loop, 2 inside another, 0 for code outside every loop. A loop's counts exclude the
+    loops nested in it (they are reported on their own), so ``innermost`` says whether it has none."""
+
+    opcodes: dict[str, int] = field(default_factory=dict)
+    pipes: dict[str, int] = field(default_factory=dict)
+    instructions: int = 0
+    depth: int = 0
+    start: int = 0  # byte address of the first instruction (the back-branch target for a loop)
+    end: int = 0  # byte address of the last instruction (the back branch for a loop)
+    innermost: bool = True
+
+    @classmethod
+    def of(cls, insns: list[Instruction], depth: int = 0, innermost: bool = True) -> LoopMix:
+        """Counts of ``insns`` (in code order)."""
+        opcodes = Counter(i.opcode for i in insns)
+        pipes = Counter()
+        for opcode, n in opcodes.items():
+            pipes[pipe_of(opcode)] += n
+        return cls(opcodes=dict(sorted(opcodes.items())), pipes=dict(sorted(pipes.items())),
+                   instructions=len(insns), depth=depth, start=insns[0].address if insns else 0,
+                   end=insns[-1].address if insns else 0, innermost=innermost)
+
+    def pipe(self, name: str) -> int:
+        return self.pipes.get(name, 0)
+
+    def opcode(self, name: str) -> int:
+        return self.opcodes.get(name, 0)
+
+    def to_dict(self) -> dict:
+        return {"opcodes": dict(self.opcodes), "pipes": dict(self.pipes), "instructions": self.instructions,
+                "depth": self.depth, "start": self.start, "end": self.end, "innermost": self.innermost}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> LoopMix:
+        return cls(**{**data, "opcodes": dict(data["opcodes"]), "pipes": dict(data["pipes"])})
+
+
+def loop_ranges(insns: list[Instruction]) -> list[tuple[int, int]]:
+    """``(first, last)`` instruction indices of every loop, in code order: a branch at index ``b`` to
+    an address at or before it closes the loop ``[target, b]``; back branches to one target merge."""
+    index = {insn.address: k for k, insn in enumerate(insns)}
+    last_back: dict[int, int] = {}
+    for k, insn in enumerate(insns):
+        if insn.target is not None and insn.target <= insn.address and not _self_branch(insn):
+            first = index.get(insn.target)
+            if first is not None:
+                last_back[first] = max(k, last_back.get(first, k))
+    return sorted(last_back.items())
+
+
+def loop_mixes(insns: list[Instruction]) -> tuple[list[LoopMix], LoopMix]:
+    """Every loop's own mix (nested loops excluded, depth counted) in code order, and the mix outside all loops."""
+    ranges = loop_ranges(insns)
+    owner = [-1] * len(insns)  # the innermost loop holding each instruction: ranges in code order, so a later
+    for n, (first, last) in enumerate(ranges):  # (nested) range that starts inside overrides its parent
+        for k in range(first, last + 1):
+            owner[k] = n
+    loops = []
+    for n, (first, last) in enumerate(ranges):
+        depth = sum(f <= first and last <= la for f, la in ranges)
+        nested = any(first <= f and la <= last and (f, la) != (first, last) for f, la in ranges)
+        body = [insns[k] for k in range(first, last + 1) if owner[k] == n]
+        loops.append(LoopMix.of(body, depth=depth, innermost=not nested))
+    outside = LoopMix.of([insn for k, insn in enumerate(insns) if owner[k] == -1], depth=0)
+    return loops, outside
+
+
+def mix_key(kernel: str, dtype: str, num_warps: int, num_stages: int, constexprs: dict) -> str:
+    """The key a compiled variant is stored under: ``flash2_fwd|fp16|w4|s2|BM=128,BN=64,...`` (constexprs
+    in argument order). Problem sizes are not in it: they change the code only through specialisation."""
+    consts = ",".join(f"{k}={v}" for k, v in constexprs.items())
+    return f"{kernel}|{dtype}|w{num_warps}|s{num_stages}|{consts}"
+
+
+@dataclass(frozen=True)
+class KernelMix:
+    """The instruction mix of one compiled kernel: its loops in code order and the code outside them,
+    with the resources ptxas gave it (registers per thread, spill bytes, shared and local bytes per CTA)."""
+
+    kernel: str
+    key: str = ""  # what identifies the compiled variant (constexprs, warps, stages, dtypes)
+    n_regs: int | None = None
+    spill_stores: int = 0  # STL instructions in the code (static count)
+    spill_loads: int = 0  # LDL instructions in the code (static count)
+    n_spill_bytes: int = 0  # local memory bytes per thread (ptxas "LOCAL"/ Triton's n_spills)
+    shared_bytes: int | None = None
+    local_bytes: int = 0
+    num_warps: int | None = None
+    loops: tuple[LoopMix, ...] = ()
+    outside: LoopMix = field(default_factory=LoopMix)
+    meta: dict = field(default_factory=dict)  # free-form provenance: arch, triton version, constexprs
+
+    def innermost(self) -> list[LoopMix]:
+        return [loop for loop in self.loops if loop.innermost]
+
+    def to_dict(self) -> dict:
+        return {"kernel": self.kernel, "key": self.key, "n_regs": self.n_regs, "spill_stores": self.spill_stores,
+                "spill_loads": self.spill_loads, "n_spill_bytes": self.n_spill_bytes,
+                "shared_bytes": self.shared_bytes, "local_bytes": self.local_bytes, "num_warps": self.num_warps,
+                "loops": [loop.to_dict() for loop in self.loops], "outside": self.outside.to_dict(),
+                "meta": dict(self.meta)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> KernelMix:
+        return cls(**{**data, "loops": tuple(LoopMix.from_dict(d) for d in data["loops"]),
+                      "outside": LoopMix.from_dict(data["outside"]), "meta": dict(data.get("meta", {}))})
+
+
+def kernel_mix(sass: str, kernel: str | None = None, **resources_) -> KernelMix:
+    """The :class:`KernelMix` of ``kernel`` (the only/first function when None) in SASS text; ``resources_``
+    are KernelMix fields known from elsewhere (n_regs, shared_bytes, local_bytes, key, ...)."""
+    functions = parse_functions(sass)
+    if not functions:
+        raise ValueError("no SASS function found in the text")
+    name = kernel if kernel is not None else next(iter(functions))
+    if name not in functions:
+        raise ValueError(f"kernel(={name!r}) not in the SASS; functions: {', '.join(functions)}")
+    insns = executable(functions[name])
+    loops, outside = loop_mixes(insns)
+    opcodes = Counter(i.opcode for i in insns)
+    return KernelMix(kernel=name, spill_stores=opcodes["STL"], spill_loads=opcodes["LDL"], loops=tuple(loops),
+                     outside=outside, **resources_)
+
+
+# ---------------------------------------------------------------------------------------------
+# Committed data
+# ---------------------------------------------------------------------------------------------
+MIXES_PACKAGE = "iosim.costs.mixes"
+
+
+def mixes_filename(arch: int | str, triton_version: str) -> str:
+    return f"sm_{str(arch).removeprefix('sm_')}-triton-{triton_version}.json"
+
+
+def available_versions(arch: int | str) -> list[str]:
+    """Triton versions with committed mixes for ``arch``, oldest first."""
+    prefix = mixes_filename(arch, "").removesuffix(".json")
+    names = [p.name for p in resources.files(MIXES_PACKAGE).iterdir() if p.name.startswith(prefix)]
+    return sorted((n[len(prefix):-len(".json")] for n in names if n.endswith(".json")), key=_version_tuple)
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in re.findall(r"\d+", version)[:3])
+
+
+def _ordinal(version: str) -> int:
+    """``3.6.0`` → 3006000: versions on one line, so the nearest is the one least far along it."""
+    major, minor, patch = (_version_tuple(version) + (0, 0, 0))[:3]
+    return major * 1_000_000 + minor * 1_000 + patch
+
+
+@dataclass(frozen=True)
+class MixSet:
+    """The committed mixes of one arch and Triton version; ``requested`` is the version asked for,
+    ``version`` the one found (the nearest when the requested one has no file)."""
+
+    arch: str
+    version: str
+    requested: str
+    mixes: tuple[KernelMix, ...]
+
+    def find(self, kernel: str, key: str) -> KernelMix:
+        for mix in self.mixes:
+            if mix.kernel == kernel and mix.key == key:
+                return mix
+        raise KeyError(f"no mix for kernel {kernel!r} with key {key!r} in {mixes_filename(self.arch, self.version)}")
+
+
+def load_mixes(arch: int | str = 90, triton_version: str | None = None) -> MixSet:
+    """The committed mixes for ``arch`` and ``triton_version`` (the newest when None), falling back to the
+    nearest committed version (``MixSet.version`` says which)."""
+    versions = available_versions(arch)
+    if not versions:
+        raise FileNotFoundError(f"no committed SASS mixes for sm_{arch} in {MIXES_PACKAGE}")
+    wanted = triton_version or versions[-1]
+    target = _ordinal(wanted)
+    version = wanted if wanted in versions else min(versions, key=lambda v: (abs(_ordinal(v) - target), _ordinal(v)))
+    data = json.loads(resources.files(MIXES_PACKAGE).joinpath(mixes_filename(arch, version)).read_text())
+    mixes = tuple(KernelMix.from_dict(d) for d in data["mixes"])
+    return MixSet(arch=str(arch).removeprefix("sm_"), version=version, requested=wanted, mixes=mixes)
+
+
+def find_mix(kernel: str, key: str, arch: int | str = 90, triton_version: str | None = None) -> tuple[KernelMix, str]:
+    """The committed mix of ``kernel`` compiled as ``key``, and the Triton version whose data gave it."""
+    found = load_mixes(arch, triton_version)
+    return found.find(kernel, key), found.version
+
+
+def write_mixes(mixes: list[KernelMix], arch: int | str, triton_version: str) -> dict:
+    """The JSON document of a mixes file (what the committed files hold)."""
+    return {"schema": 1, "arch": f"sm_{str(arch).removeprefix('sm_')}", "triton": triton_version,
+            "mixes": [m.to_dict() for m in mixes]}

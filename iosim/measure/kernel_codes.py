@@ -1,0 +1,85 @@
+"""A measured user kernel's own compiled code: its committed per-case mixes, found beside the kernel file.
+
+``python -m iosim.kernels.user_codes --manifest M --out DIR`` compiles every case of a foreign-kernel
+manifest and writes ``DIR/sm_<arch>-triton-<version>.json``: ``{"schema": "iosim-kernel-mixes",
+"arch", "triton", "cases": {case name: {"kernel", "schedule": [schedule kernel names], "mixes":
+[KernelMix dict or null per schedule kernel], "tiling", "backward_tiling"}}}``. This module reads
+those files without torch or triton; :func:`case_codes` is what validation calls for an ``impl``
+``kernel`` case: the mixes file beside the kernel file (``<folder>/mixes/``) for the measurement's
+Triton version (the nearest committed one if absent), else a compile on this machine when Triton
+is installed, else nothing (the simulator falls back to its estimates) with a note saying so.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from iosim.costs.code import kernel_code
+from iosim.costs.sass import KernelMix
+
+SCHEMA = "iosim-kernel-mixes"
+REPO = Path(__file__).resolve().parents[2]  # the checkout's root: kernel paths in measurement files are relative to it
+
+
+def load_case_codes(path: Path | str, case_name: str) -> list | None:
+    """One :class:`~iosim.costs.issue.KernelCode` or None per schedule kernel of ``case_name`` in the mixes
+    file ``path``; None when the file has no such case."""
+    doc = json.loads(Path(path).read_text())
+    if doc.get("schema") != SCHEMA:
+        raise ValueError(f"{path}: schema must be {SCHEMA!r}, got {doc.get('schema')!r}")
+    entry = doc["cases"].get(case_name)
+    if entry is None:
+        return None
+    file = Path(str(entry["kernel"]).rpartition(":")[0]).name
+    source = f"sass: {file} {{}}, {doc['arch']}, triton {doc['triton']}"
+    return [None if m is None else kernel_code(mix := KernelMix.from_dict(m), source.format(mix.meta.get("kernel", "?")))
+            for m in entry["mixes"]]
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in text.split("+")[0].split(".") if x.isdigit())
+
+
+def mixes_file(kernel_ref: str, arch: str, triton_version: str | None) -> Path | None:
+    """``<kernel folder>/mixes/sm_<arch>-triton-<version>.json``: the measurement's Triton version, else the
+    nearest committed one (the newest when the version is unknown); None when the folder has none."""
+    folder = _kernel_path(kernel_ref).parent / "mixes"
+    arch = str(arch).removeprefix("sm_")
+    found = {p.name.removeprefix(f"sm_{arch}-triton-").removesuffix(".json"): p
+             for p in sorted(folder.glob(f"sm_{arch}-triton-*.json"))}
+    if not found:
+        return None
+    if triton_version in found:
+        return found[triton_version]
+    if triton_version is None:
+        return found[max(found, key=_version)]
+    want = _version(triton_version)
+    return found[min(found, key=lambda v: (_distance(_version(v), want), [-x for x in _version(v)]))]
+
+
+def _distance(a: tuple, b: tuple) -> tuple:
+    """Version distance, major first: 3.5 is nearer to 3.6 than 4.0 is."""
+    n = max(len(a), len(b))
+    a, b = a + (0,) * (n - len(a)), b + (0,) * (n - len(b))
+    return tuple(abs(x - y) for x, y in zip(a, b))
+
+
+def _kernel_path(ref: str) -> Path:
+    path = Path(ref.rpartition(":")[0])
+    return path if path.is_absolute() else REPO / path
+
+
+def case_codes(case, config, arch: str, triton_version: str | None) -> tuple[list | None, str]:
+    """(codes for ``simulate``, a note) for a measured ``impl`` ``kernel`` case: its committed mixes, else
+    (None, why): the simulator then estimates. Validation never compiles (it runs without Triton):
+    ``python -m iosim.kernels.user_codes --manifest M --out DIR`` writes the mixes beside the kernels."""
+    path = mixes_file(case.kernel, arch, triton_version)
+    if path is not None:
+        codes = load_case_codes(path, case.name)
+        if codes is not None:
+            note = "" if path.name.endswith(f"-{triton_version}.json") else f"code from {path.name}"
+            return codes, note
+    return None, "no committed mixes for this case (python -m iosim.kernels.user_codes writes them): estimated code"
+
+
+__all__ = ["case_codes", "load_case_codes", "mixes_file"]

@@ -1,0 +1,149 @@
+"""How Hopper's L2 request coalescer (LRC) merges identical reads from different SMs: k CTAs reading one buffer at once.
+
+k CTAs (k in ``KS``) each read a buffer of ``BUFFER_BYTES`` with L1-bypassing loads (``.cg``), at the
+same time (k ≤ 2 per SM, all resident at once). Variant ``same``: every CTA reads buffer 0;
+``pairs``: CTA c reads buffer c // 2; ``mod2``: CTA c reads buffer c % 2. Under ncu (L2 flushed
+before each launch) each launch reports crossbar read bytes (what the SMs received), L2 slice
+lookup read sectors (what the slices served), the LRC's sectors in and out, and DRAM read bytes:
+if the coalescer merges the k identical requests, lookups stay near one buffer's sectors while the
+crossbar carries k buffers.
+
+    python -m iosim.kernels.lrc_probe --out DIR     # runs ncu on itself; writes DIR/lrc_probe.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from iosim.kernels.device import HarnessError, cuda_torch, one_line
+from iosim.kernels.ncu import BASE_METRICS, kernel_counters, parse_ncu_raw_csv
+from iosim.kernels.profiler import _run_group, find_ncu, metrics_for
+
+KS = (1, 2, 4, 8, 16, 33, 66, 132, 264)
+VARIANTS = ("same", "pairs", "mod2")
+BUFFER_BYTES = 256 * 2**10  # per CTA: 64 loads of 4 KiB (1024 fp32 per 4-warp CTA)
+BLOCK = 1024  # fp32 per load
+TAG = "lrc-{}-{}"  # NVTX range: variant, k
+PROBE_FIELDS = ("xbar_read_bytes", "l2_lookup_read_sectors", "lrc_in_sectors", "lrc_out_sectors", "dram_read_bytes",
+                "l2_bytes", "duration_s")
+PROBE_METRICS = ("l1tex__m_xbar2l1tex_read_bytes.sum", "lts__t_sectors_srcunit_tex_op_read.sum")
+
+
+def _kernel():
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def shared_read(src, out, MODE: tl.constexpr, ITERS: tl.constexpr, BLOCK: tl.constexpr):
+        """CTA c reads buffer 0 (MODE 0), c // 2 (MODE 1) or c % 2 (MODE 2): ITERS blocks of BLOCK fp32."""
+        pid = tl.program_id(0)
+        if MODE == 0:
+            buf = 0
+        elif MODE == 1:
+            buf = pid // 2
+        else:
+            buf = pid % 2
+        offs = tl.arange(0, BLOCK)
+        base = src + buf.to(tl.int64) * ITERS * BLOCK
+        acc = tl.zeros([BLOCK], tl.float32)
+        for i in range(ITERS):
+            acc += tl.load(base + i * BLOCK + offs, cache_modifier=".cg")
+        tl.store(out + pid * BLOCK + offs, acc)  # keeps the loads alive
+
+    return shared_read
+
+
+def buffers(variant: str, k: int) -> int:
+    """Distinct buffers k CTAs read in ``variant``."""
+    return {"same": 1, "pairs": (k + 1) // 2, "mod2": min(k, 2)}[variant]
+
+
+def child() -> int:
+    """Runs under ncu: one warm-up launch per shape outside the profiled range, then one profiled and tagged."""
+    torch = cuda_torch()
+    kernel = _kernel()
+    iters = BUFFER_BYTES // (4 * BLOCK)
+    src = torch.randn(max(KS) * iters * BLOCK, dtype=torch.float32, device="cuda")
+    out = torch.empty(max(KS) * BLOCK, dtype=torch.float32, device="cuda")
+    for mode, variant in enumerate(VARIANTS):
+        for k in KS:
+            run = lambda: kernel[(k,)](src, out, MODE=mode, ITERS=iters, BLOCK=BLOCK, num_warps=4)  # noqa: E731
+            run()
+            torch.cuda.synchronize()
+            torch.cuda.profiler.start()
+            torch.cuda.nvtx.range_push(TAG.format(variant, k))
+            run()
+            torch.cuda.synchronize()
+            torch.cuda.nvtx.range_pop()
+            torch.cuda.profiler.stop()
+    return 0
+
+
+def results(rows: list[dict]) -> dict:
+    """``{variant: {k: {field: value}}}`` from the parsed ncu rows, by their NVTX tags."""
+    out: dict = {}
+    for row in rows:
+        tag = next((t for v in VARIANTS for k in KS if (t := TAG.format(v, k)) in row["nvtx"].split(":")), None)
+        if tag is None:
+            continue
+        _, variant, k = tag.split("-")
+        counters = kernel_counters(row)
+        entry = {f: getattr(counters, f) for f in PROBE_FIELDS}
+        entry.update(buffers=buffers(variant, int(k)), buffer_bytes=BUFFER_BYTES,
+                     requested_bytes=int(k) * BUFFER_BYTES)
+        out.setdefault(variant, {})[int(k)] = entry
+    return out
+
+
+def probe(out_dir: Path, timeout_s: float = 300) -> dict:
+    """Run the probe under ncu, write ``out_dir/lrc_probe.json`` (and ncu's log and CSV), return the results."""
+    ncu = find_ncu()
+    if ncu is None:
+        raise HarnessError("the LRC probe needs ncu (Nsight Compute)")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    metrics, missing = metrics_for(ncu)
+    keep = [m for m in metrics if m in BASE_METRICS or m in PROBE_METRICS or m.startswith("lrc__")]
+    report, log = out_dir / "lrc_probe", out_dir / "lrc_probe-ncu.log"
+    cmd = [ncu, "--profile-from-start", "off", "--nvtx", "--clock-control", "none", "--cache-control", "all",
+           "--metrics", ",".join(keep), "-f", "-o", str(report), sys.executable, "-m", "iosim.kernels.lrc_probe",
+           "--child"]
+    rc = _run_group(cmd, log, out_dir, timeout_s)
+    if rc != 0:
+        raise HarnessError(f"ncu on the LRC probe: {'timed out' if rc is None else f'exit {rc}'} (see {log})")
+    import subprocess
+
+    csv = subprocess.run([ncu, "--import", str(report.with_suffix(".ncu-rep")), "--csv", "--page", "raw",
+                          "--print-units", "base"], capture_output=True, text=True, timeout=300).stdout
+    (out_dir / "lrc_probe-raw.csv").write_text(csv)
+    data = {"metrics": keep, "metrics_missing": [m for m in missing if m.startswith(("lrc__", "l1tex__m", "lts__"))],
+            "buffer_bytes": BUFFER_BYTES, "results": results(parse_ncu_raw_csv(csv))}
+    (out_dir / "lrc_probe.json").write_text(json.dumps(data, indent=1) + "\n")
+    return data
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m iosim.kernels.lrc_probe", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, help="folder for lrc_probe.json, ncu's log and CSV")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # the process ncu profiles
+    args = parser.parse_args(argv)
+    if args.child:
+        return child()
+    if args.out is None:
+        parser.error("--out is required")
+    try:
+        data = probe(args.out)
+    except (HarnessError, ValueError) as e:
+        print(f"error: {one_line(e)}", file=sys.stderr)
+        return 2
+    for variant, by_k in data["results"].items():
+        for k, r in sorted(by_k.items()):
+            print(f"{variant:>5} k={k:>3}: xbar {r['xbar_read_bytes']}, L2 lookups {r['l2_lookup_read_sectors']}, "
+                  f"LRC in/out {r['lrc_in_sectors']}/{r['lrc_out_sectors']}, DRAM {r['dram_read_bytes']}")
+    print(f"wrote {args.out / 'lrc_probe.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,279 @@
+"""Ahead-of-time SASS of our Triton kernels: capture launches without a GPU, compile them for sm_XX, count instructions.
+
+``capture_launches`` runs a Python launcher with CPU tensors while ``JITFunction.run`` is replaced by a
+recorder: each ``kernel[grid](...)`` is specialised exactly as the runtime would (the kernel's own
+binder and ``_pack_args``, so pointers and ints divisible by 16 get ``tt.divisibility`` and loads
+vectorise) and nothing runs. ``compile_sass`` compiles one record for ``GPUTarget("cuda", arch, 32)``,
+disassembles the cubin with the ``cuobjdump`` Triton ships and returns its per-loop
+:class:`~iosim.costs.sass.KernelMix`. The same calls work on Triton 3.6 and 3.9 (both have
+``create_function_from_signature``, ``JITFunction._pack_args`` and ``ASTSource(fn, signature,
+constexprs, attrs)``). ``python -m iosim.kernels.sass --out DIR`` writes the mixes of our kernels.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from iosim.costs.sass import KernelMix, kernel_mix, mix_key, mixes_filename, write_mixes
+
+DEFAULT_ARCH = 90
+SEQ = 128  # sequence length of the capture tensors: a multiple of 128, so NQ, NK, N·d are 16-divisible as on the GPU
+
+
+@dataclass(frozen=True)
+class Launch:
+    """One ``kernel[grid](...)`` call as the runtime would compile it: plain data, picklable.
+
+    ``signature``/``constexprs``/``attrs`` are what ``JITFunction._pack_args`` returns (keys by
+    argument path), ``options`` the launch's compile options (num_warps, num_stages, ...).
+    """
+
+    kernel: str
+    module: str
+    grid: tuple[int, ...]
+    num_warps: int
+    num_stages: int
+    signature: dict
+    constexprs: dict
+    attrs: dict
+    options: dict
+    arg_names: tuple[str, ...] = ()
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def fn(self):
+        """The ``JITFunction`` (looked up by module and name, so a record crosses processes)."""
+        return getattr(importlib.import_module(self.module), self.kernel)
+
+    def named_constexprs(self) -> dict:
+        return {self.arg_names[path[0]]: _plain(value) for path, value in self.constexprs.items()}
+
+    def dtype(self) -> str:
+        """Element type of the first pointer argument (``fp16`` for ``*fp16``): the call's data type."""
+        return next((t.lstrip("*").lstrip("k") for t in self.signature.values() if str(t).startswith("*")), "")
+
+    def key(self) -> str:
+        return mix_key(self.kernel, self.dtype(), self.num_warps, self.num_stages, self.named_constexprs())
+
+
+def _plain(value):
+    return value if isinstance(value, (bool, int, float, str)) or value is None else str(value)
+
+
+def _backend(arch: int):
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import make_backend
+    return make_backend(GPUTarget("cuda", arch, 32))
+
+
+@contextlib.contextmanager
+def _recording(launches: list, arch: int):
+    """``JITFunction.run`` replaced by a recorder of :class:`Launch` records that launches nothing."""
+    from triton.runtime import jit
+
+    backend = _backend(arch)
+    binders: dict = {}
+    original = jit.JITFunction.run
+
+    def run(self, *args, grid, warmup, **kwargs):
+        kwargs["debug"] = bool(kwargs.get("debug", self.debug))
+        kwargs.setdefault("enable_fp_fusion", True)  # Triton ≤ 3.9's default (3.9 warns that 3.10 flips it)
+        binder = binders.get(id(self)) or binders.setdefault(
+            id(self), jit.create_function_from_signature(self.signature, self.params, backend))
+        bound_args, specialization, options = binder(*args, **kwargs)
+        options, signature, constexprs, attrs = self._pack_args(backend, kwargs, bound_args, specialization, options)
+        grid = grid(bound_args) if callable(grid) else grid
+        names = tuple(p.name for p in self.params)
+        option_args = {k: v for k, v in kwargs.items() if k not in names}
+        launches.append(Launch(self.__name__, self.module, tuple(int(g) for g in grid), options.num_warps,
+                               options.num_stages, signature, dict(constexprs), attrs, option_args, names))
+        return None
+
+    jit.JITFunction.run = run
+    try:
+        yield
+    finally:
+        jit.JITFunction.run = original
+
+
+def capture_launches(fn, *args, arch: int = DEFAULT_ARCH, **kwargs):
+    """Run ``fn(*args, **kwargs)`` with every Triton launch recorded, not run; return (its result, launches).
+
+    Kernels must be compiled ``@triton.jit`` functions: under ``TRITON_INTERPRET=1`` there is nothing to capture.
+    """
+    launches: list[Launch] = []
+    with _recording(launches, arch):
+        result = fn(*args, **kwargs)
+    return result, launches
+
+
+def tool(name: str) -> str:
+    """Path of a CUDA binary utility Triton ships (``cuobjdump``, ``nvdisasm``)."""
+    from triton import knobs
+    return getattr(knobs.nvidia, name).path
+
+
+def compile_sass(launch: Launch, arch: int = DEFAULT_ARCH) -> KernelMix:
+    """Compile ``launch`` for sm_``arch`` (no GPU needed) and return its per-loop instruction mix."""
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+    from triton.compiler import compile as triton_compile
+    from triton.runtime.jit import JITFunction
+
+    fn = launch.fn
+    if not isinstance(fn, JITFunction):
+        raise RuntimeError(f"{launch.kernel} is {type(fn).__name__}, not a JITFunction: is TRITON_INTERPRET=1?")
+    options = _backend(arch).parse_options(dict(launch.options))
+    compiled = triton_compile(ASTSource(fn, launch.signature, launch.constexprs, launch.attrs),
+                              target=GPUTarget("cuda", arch, 32), options=options.__dict__)
+    sass, usage = disassemble(compiled.asm["cubin"])
+    name = compiled.metadata.name
+    res = usage.get(name, {})
+    import triton
+    return kernel_mix(sass, name, key=launch.key(), n_regs=res.get("REG"), n_spill_bytes=res.get("LOCAL", 0),
+                      local_bytes=res.get("LOCAL", 0) + res.get("STACK", 0),
+                      shared_bytes=compiled.metadata.shared, num_warps=launch.num_warps,
+                      meta={"arch": f"sm_{arch}", "triton": triton.__version__, "kernel": launch.kernel,
+                            "dtype": launch.dtype(), "num_stages": launch.num_stages,
+                            "constexprs": launch.named_constexprs(), "signature": dict(launch.signature)})
+
+
+def disassemble(cubin: bytes) -> tuple[str, dict[str, dict[str, int]]]:
+    """``cuobjdump -sass`` text of a cubin and its ``-res-usage`` per function ({"REG": 90, "SHARED": 0, ...})."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "kernel.cubin"
+        path.write_bytes(cubin)
+        sass = subprocess.run([tool("cuobjdump"), "-sass", str(path)], check=True, capture_output=True, text=True)
+        res = subprocess.run([tool("cuobjdump"), "-res-usage", str(path)], check=True, capture_output=True, text=True)
+    return sass.stdout, parse_res_usage(res.stdout)
+
+
+def parse_res_usage(text: str) -> dict[str, dict[str, int]]:
+    """``Function k:`` / ``REG:22 STACK:0 SHARED:0 LOCAL:0 ...`` lines as {kernel: {field: value}}."""
+    usage, current = {}, None
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("Function ") and line.endswith(":"):
+            current = line[len("Function "):-1].strip()
+        elif current and line.startswith("REG:"):
+            usage[current] = {k: int(v) for k, v in (p.split(":", 1) for p in line.split()) if v.isdigit()}
+    return usage
+
+
+# ---------------------------------------------------------------------------------------------
+# Our kernels' configurations
+# ---------------------------------------------------------------------------------------------
+def configurations() -> list[tuple[str, dict, dict]]:
+    """(algo, problem fields, tiling overrides) for every case of the default grid run by our kernels and
+    every algorithm's default tiling at d = 32, 64, 128, fp16/bf16, causal or not, forward and backward."""
+    from iosim.kernels.cases import GRIDS, OURS
+
+    configs = []
+    for spec in GRIDS["default"]():
+        if spec.impl in OURS:
+            p = spec.problem
+            configs.append((spec.impl, dict(heads=p.heads, kv_heads=p.kv_heads, head_dim=p.head_dim, dtype=p.dtype,
+                                            causal=p.causal, backward=p.backward), spec.overrides()))
+    for algo in OURS:
+        for d in (32, 64, 128):
+            for dtype in ("fp16", "bf16"):
+                for causal in (False, True):
+                    configs.append((algo, dict(heads=16, kv_heads=16, head_dim=d, dtype=dtype, causal=causal,
+                                               backward=True), {}))
+    return configs
+
+
+def capture_config(algo: str, problem: dict, overrides: dict, arch: int = DEFAULT_ARCH) -> list[Launch]:
+    """The launches of one attention call (forward, and backward when ``problem["backward"]``) on CPU tensors."""
+    import torch
+
+    from iosim.kernels import ALGOS
+
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[problem["dtype"]]
+    h, hkv, d = problem["heads"], problem["kv_heads"], problem["head_dim"]
+    q = torch.zeros((1, h, SEQ, d), dtype=dtype, requires_grad=problem["backward"])
+    k = torch.zeros((1, hkv, SEQ, d), dtype=dtype, requires_grad=problem["backward"])
+    v = torch.zeros_like(k, requires_grad=problem["backward"])
+
+    def call():
+        o = ALGOS[algo].attention(q, k, v, causal=problem["causal"], **overrides)
+        if problem["backward"]:
+            torch.autograd.grad(o, (q, k, v), torch.zeros_like(o))
+
+    return capture_launches(call, arch=arch)[1]
+
+
+def unique_launches(arch: int = DEFAULT_ARCH, log=None) -> list[Launch]:
+    """One launch per distinct compiled variant (key) over :func:`configurations`, in first-seen order."""
+    seen: dict[str, Launch] = {}
+    for algo, problem, overrides in configurations():
+        for launch in capture_config(algo, problem, overrides, arch):
+            seen.setdefault(launch.key(), launch)
+    if log:
+        log(f"{len(seen)} distinct kernel variants")
+    return list(seen.values())
+
+
+def _compile_one(launch: Launch, arch: int) -> dict:
+    return compile_sass(launch, arch).to_dict()
+
+
+def compile_all(launches: list[Launch], arch: int, workers: int, log=None) -> list[KernelMix]:
+    """Compile every launch (in ``workers`` processes), in the order given."""
+    results: dict[int, KernelMix] = {}
+    start = time.perf_counter()
+    if workers <= 1:
+        for n, launch in enumerate(launches):
+            results[n] = compile_sass(launch, arch)
+            _progress(log, len(results), len(launches), launch, start)
+    else:
+        import multiprocessing
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = {pool.submit(_compile_one, launch, arch): n for n, launch in enumerate(launches)}
+            for future in as_completed(futures):
+                n = futures[future]
+                results[n] = KernelMix.from_dict(future.result())
+                _progress(log, len(results), len(launches), launches[n], start)
+    return [results[n] for n in range(len(launches))]
+
+
+def _progress(log, done: int, total: int, launch: Launch, start: float) -> None:
+    if log:
+        log(f"[{done}/{total}] {time.perf_counter() - start:6.1f} s  {launch.key()}")
+
+
+def main(argv=None) -> int:
+    """Compile our kernels for sm_ARCH and write DIR/sm_<arch>-triton-<version>.json (progress on stderr)."""
+    parser = argparse.ArgumentParser(prog="python -m iosim.kernels.sass", description=main.__doc__)
+    parser.add_argument("--out", type=Path, required=True, help="folder for the mixes file")
+    parser.add_argument("--arch", type=int, default=DEFAULT_ARCH, help="compute capability as an int (90 = sm_90)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="compile processes")
+    args = parser.parse_args(argv)
+    import triton
+
+    def log(msg):
+        print(msg, file=sys.stderr, flush=True)
+
+    start = time.perf_counter()
+    launches = unique_launches(args.arch, log)
+    mixes = compile_all(launches, args.arch, args.workers, log)
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / mixes_filename(args.arch, triton.__version__)
+    path.write_text(json.dumps(write_mixes(mixes, args.arch, triton.__version__), indent=1) + "\n")
+    log(f"wrote {len(mixes)} mixes to {path} in {time.perf_counter() - start:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ["TRITON_INTERPRET"] = "0"  # compiled JITFunctions, not the interpreter's
+    sys.exit(main())

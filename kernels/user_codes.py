@@ -1,0 +1,236 @@
+"""A user's Triton attention kernel's own compiled code, mapped onto the kernels of the schedule iosim models.
+
+:func:`user_codes` calls the user's launcher ``fn(q, k, v, causal)`` (and, for a backward, autograd
+through it) on small CPU tensors with every Triton launch recorded, not run
+(:func:`iosim.kernels.sass.capture_launches`), compiles each launch for sm_XX and parses its SASS.
+The forward's output is garbage (nothing executes) but has the right shape, which is all autograd
+needs to reach the file's backward. Launches map onto the flash2 schedule by role: the forward's
+main launch (BLOCK_M and BLOCK_N, the largest grid) is ``flash2_fwd``; in the backward, the
+preprocess (no BLOCK_N, or named pre/delta/preprocess) is ``flash2_bwd_pre`` and the main launch
+``flash2_bwd``. ``python -m iosim.kernels.user_codes --manifest M --out DIR`` writes the mixes of
+every case of a foreign-kernel manifest (read back by :mod:`iosim.measure.kernel_codes`).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import replace
+from pathlib import Path
+
+from iosim.costs.code import kernel_code
+from iosim.costs.sass import KernelMix, mixes_filename
+from iosim.kernels.sass import DEFAULT_ARCH, Launch, capture_launches, compile_sass
+from iosim.kernels.user_kernel import load_kernel, tiling_from_launch
+from iosim.schedule.build import build_schedule
+from iosim.schedule.problem import ConfigError, RunConfig, Tiling
+
+SEQ = 384  # capture sequence length: a multiple of 128 (16-divisible lengths and strides, as on the GPU)
+SCHEMA = "iosim-kernel-mixes"
+_PRE_WORDS = ("pre", "delta")  # a backward preprocess (``_bwd_preprocess``, ``_attn_bwd_delta``, ...)
+
+
+def _is_tiled(launch: Launch) -> bool:
+    c = launch.named_constexprs()
+    return "BLOCK_M" in c and "BLOCK_N" in c
+
+
+def _is_pre(launch: Launch) -> bool:
+    return "BLOCK_N" not in launch.named_constexprs() or any(w in launch.kernel.lower() for w in _PRE_WORDS)
+
+
+def _main(launches: list[Launch]) -> Launch | None:
+    """The attention kernel among one phase's launches: tiled, not a preprocess, the largest grid (the last on ties)."""
+    pool = [x for x in launches if _is_tiled(x) and not _is_pre(x)] or [x for x in launches if not _is_pre(x)]
+    best = None
+    for launch in pool:
+        if best is None or math.prod(launch.grid) >= math.prod(best.grid):
+            best = launch
+    return best
+
+
+def _record(launch: Launch) -> dict:
+    """A launch as :mod:`iosim.kernels.user_kernel`'s records (what :func:`tiling_from_launch` reads)."""
+    grid = list(launch.grid) + [1] * (3 - len(launch.grid))
+    return {"kernel": launch.kernel, "grid": grid, "num_warps": launch.num_warps, "num_stages": launch.num_stages,
+            "constexprs": launch.named_constexprs()}
+
+
+def _capture_seqs(config: RunConfig) -> tuple[int, int]:
+    """(Nq, Nk) for the capture: multiples of 128 in the problem's ratio, Nq chosen so that the number of
+    query blocks differs from the head count (the grid order is read off grid[0])."""
+    p = config.problem
+    heads = {p.heads, p.batch * p.heads}
+    seq_q = next((n for n in (SEQ, 640, 896, 1152) if all(n // b not in heads for b in (16, 32, 64, 128, 256))), SEQ)
+    seq_k = max(128, round(seq_q * p.seq_k / p.seq_q / 128) * 128)
+    return seq_q, seq_k
+
+
+def capture(ref: str, config: RunConfig, arch: int = DEFAULT_ARCH, base: Path | None = None):
+    """(forward launches, backward launches, Nq of the capture) of one call of the user's kernel ``ref``."""
+    import torch
+
+    fn = load_kernel(ref, base)
+    p = config.problem
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[p.dtype]
+    seq_q, seq_k = _capture_seqs(config)
+    grad = p.backward
+    q = torch.zeros((p.batch, p.heads, seq_q, p.head_dim), dtype=dtype, requires_grad=grad)
+    k = torch.zeros((p.batch, p.kv_heads, seq_k, p.head_dim), dtype=dtype, requires_grad=grad)
+    v = torch.zeros_like(k, requires_grad=grad)
+    o, fwd = capture_launches(fn, q, k, v, causal=p.causal, arch=arch)
+    bwd: list[Launch] = []
+    if grad:
+        _, bwd = capture_launches(torch.autograd.grad, o, (q, k, v), torch.zeros_like(o), arch=arch)
+    return fwd, bwd, seq_q
+
+
+def roles(schedule_names: list[str], fwd: list[Launch], bwd: list[Launch]) -> list[Launch | None]:
+    """The launch that runs each schedule kernel (None where the user's code has no counterpart)."""
+    pre = next((x for x in bwd if _is_pre(x)), None)
+    by_role = {"fwd": _main(fwd), "bwd_pre": pre, "bwd": _main([x for x in bwd if x is not pre])}
+    out = []
+    for name in schedule_names:
+        role = "bwd_pre" if name.endswith("_bwd_pre") else "bwd" if name.endswith("_bwd") else \
+            "fwd" if name.endswith("_fwd") else None
+        out.append(by_role.get(role))
+    return out
+
+
+def tilings(fwd: list[Launch], bwd: list[Launch], seq_q: int) -> dict:
+    """The run config's ``tiling`` (forward main launch) and ``backward_tiling`` (backward main launch)."""
+    out = {}
+    main = _main(fwd)
+    if main is not None:
+        out["tiling"] = tiling_from_launch(_record(main), seq_q)
+    main = _main([x for x in bwd if not _is_pre(x)])
+    if main is not None:
+        out["backward_tiling"] = dict(tiling_from_launch(_record(main), seq_q), grid_order="rows")
+    return out
+
+
+def schedule_names(config: RunConfig) -> list[str]:
+    """The names of the schedule's kernels. They do not depend on the sequence lengths, so a problem the
+    schedule refuses for its lengths (causal with seq_k != seq_q) is named as its seq_k = seq_q twin."""
+    try:
+        return [k.name for k in build_schedule(config).kernels]
+    except ConfigError:
+        problem = replace(config.problem, seq_k=config.problem.seq_q)
+        return [k.name for k in build_schedule(config.with_(problem=problem)).kernels]
+
+
+def user_mixes(ref: str, config: RunConfig, arch: int = DEFAULT_ARCH,
+               base: Path | None = None) -> tuple[list[KernelMix | None], dict]:
+    """Per schedule kernel of ``config`` (algo flash2) the user's compiled mix (None: no counterpart), and
+    the tiling the launches imply (``{"tiling": ..., "backward_tiling": ...}``)."""
+    fwd, bwd, seq_q = capture(ref, config, arch, base)
+    names = schedule_names(config)
+    compiled: dict[int, KernelMix] = {}
+    mixes = []
+    for launch in roles(names, fwd, bwd):
+        if launch is not None and id(launch) not in compiled:
+            compiled[id(launch)] = compile_sass(launch, arch)
+        mixes.append(None if launch is None else compiled[id(launch)])
+    return mixes, tilings(fwd, bwd, seq_q)
+
+
+def user_codes(ref: str, config: RunConfig, arch: int = DEFAULT_ARCH, base: Path | None = None) -> tuple[list, dict]:
+    """Per schedule kernel of ``config`` a :class:`~iosim.costs.issue.KernelCode` of the user's kernel ``ref``
+    (``file.py:fn``) or None, and the tiling its launches imply (see :func:`user_mixes`)."""
+    import triton
+
+    mixes, tiling = user_mixes(ref, config, arch, base)
+    name = Path(ref.rpartition(":")[0]).name
+    codes = [None if m is None else kernel_code(m, f"sass: {name} {m.meta.get('kernel', '?')}, sm_{arch}, "
+                                                  f"triton {triton.__version__}") for m in mixes]
+    return codes, tiling
+
+
+def configure(ref: str, config: RunConfig, arch: int = DEFAULT_ARCH) -> tuple[RunConfig, list, list[str]]:
+    """``config`` (algo flash2) as the user's kernel ``ref`` runs it: the tiling its launches imply in place
+    of ``config``'s, its codes, and one line per tiling field the kernel overrode (``block_m 64 -> 128``)."""
+    if config.algo != "flash2":
+        raise ConfigError("algo", f"a user's kernel is modelled as flash2, got {config.algo!r}")
+    codes, found = user_codes(ref, config, arch)
+    changes, conflicts = {}, []
+    for key in ("tiling", "backward_tiling"):
+        if key not in found:
+            continue
+        mine = getattr(config, key) or Tiling()
+        theirs = {f: v for f, v in found[key].items() if v is not None}
+        conflicts += [f"{key}.{f} {getattr(mine, f)} -> {v}" for f, v in theirs.items()
+                      if getattr(mine, f) is not None and getattr(mine, f) != v]
+        changes[key] = replace(mine, **theirs)
+    return config.with_(**changes), codes, conflicts
+
+
+# ---------------------------------------------------------------------------------------------
+# A manifest's mixes, per Triton version
+# ---------------------------------------------------------------------------------------------
+def _case_mixes(ref: str, config: dict, arch: int) -> dict:
+    run = RunConfig.from_dict(config)
+    mixes, tiling = user_mixes(ref, run, arch)
+    return {"kernel": ref, "schedule": schedule_names(run),
+            "mixes": [None if m is None else m.to_dict() for m in mixes], **tiling}
+
+
+def manifest_mixes(manifest: Path, arch: int, workers: int, log=None) -> dict:
+    """{case name: {kernel, schedule, mixes, tiling, backward_tiling}} for every case of ``manifest``."""
+    import multiprocessing
+
+    from iosim.kernels.cases import manifest_cases
+
+    cases = manifest_cases(manifest)
+    jobs = {c.name: (c.kernel, {"algo": c.algo, "problem": c.run_config()["problem"]}) for c in cases}
+    out: dict = {}
+    start = time.perf_counter()
+    if workers <= 1:
+        for name, (ref, config) in jobs.items():
+            out[name] = _case_mixes(ref, config, arch)
+            if log:
+                log(f"[{len(out)}/{len(jobs)}] {time.perf_counter() - start:6.1f} s  {name}")
+        return out
+    with ProcessPoolExecutor(max(1, workers), mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_child_env) as pool:
+        futures = {pool.submit(_case_mixes, ref, config, arch): name for name, (ref, config) in jobs.items()}
+        for future in as_completed(futures):
+            out[futures[future]] = future.result()
+            if log:
+                log(f"[{len(out)}/{len(jobs)}] {time.perf_counter() - start:6.1f} s  {futures[future]}")
+    return {name: out[name] for name in jobs}
+
+
+def _child_env() -> None:
+    os.environ["TRITON_INTERPRET"] = "0"
+
+
+def main(argv=None) -> int:
+    """Compile every case of a foreign-kernel manifest for sm_ARCH; write DIR/sm_<arch>-triton-<version>.json."""
+    parser = argparse.ArgumentParser(prog="python -m iosim.kernels.user_codes", description=main.__doc__)
+    parser.add_argument("--manifest", type=Path, required=True, help="foreign-kernel manifest (YAML)")
+    parser.add_argument("--out", type=Path, required=True, help="folder for the mixes file")
+    parser.add_argument("--arch", type=int, default=DEFAULT_ARCH, help="compute capability as an int (90 = sm_90)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="compile processes")
+    args = parser.parse_args(argv)
+    import triton
+
+    def log(msg):
+        print(msg, file=sys.stderr, flush=True)
+
+    cases = manifest_mixes(args.manifest, args.arch, args.workers, log)
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / mixes_filename(args.arch, triton.__version__)
+    doc = {"schema": SCHEMA, "schema_version": 1, "arch": f"sm_{args.arch}", "triton": triton.__version__,
+           "cases": cases}
+    path.write_text(json.dumps(doc, indent=1) + "\n")
+    log(f"wrote {len(cases)} cases to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ["TRITON_INTERPRET"] = "0"  # compiled JITFunctions, not the interpreter's
+    sys.exit(main())

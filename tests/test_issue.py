@@ -1,0 +1,105 @@
+"""Math time from a kernel's own instructions: pipe limits in closed form, conservation, and the
+committed SASS mixes against the instruction counts the H200 measured."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from iosim.costs.issue import KernelCode, LoopCode, cta_time, estimated_code, simt_seconds, warp_cycles
+from iosim.costs.pricing import instruction_totals, simt_time
+from iosim.engine.l2 import L2Cache
+from iosim.engine.simulator import _masked_share
+from iosim.hardware.profile import load_profile
+from iosim.measure.measurement import load_measurement
+from iosim.schedule.build import build_schedule
+from iosim.schedule.ir import READ, WRITE, Flops
+from iosim.schedule.problem import Problem, RunConfig
+from iosim.simulate import simulate
+
+REPO = Path(__file__).resolve().parents[1]
+H200 = load_profile("h200")
+
+
+@pytest.mark.parametrize("pipe, lanes", [("xu", 16), ("fma", 128), ("alu", 64), ("lsu", 32)])
+def test_a_loop_on_one_pipe_takes_128_over_its_lanes_clocks_per_instruction(pipe, lanes):
+    """One SM has 4 sub-partitions of 32-thread warps: a pipe with L lanes per SM takes 128/L clocks."""
+    loop = LoopCode(100.0, {pipe: 100.0})
+    assert warp_cycles(loop, H200) == pytest.approx(max(100.0, 100.0 * 128 / lanes))
+
+
+def test_issue_bound_when_no_pipe_is_busier_than_one_instruction_per_clock():
+    loop = LoopCode(500.0, {"fma": 300.0, "xu": 20.0, "uniform": 180.0})  # MUFU: 160 clocks < 500 issued
+    assert warp_cycles(loop, H200) == 500.0
+    # two warps of a CTA share each sub-partition: an 8-warp CTA takes twice a 4-warp one's time
+    assert simt_seconds(loop, 8, H200) == pytest.approx(2 * simt_seconds(loop, 4, H200))
+    assert simt_seconds(loop, 4, H200) == pytest.approx(500.0 / H200.issue_clock_hz)
+
+
+def test_the_estimate_spreads_every_operation_over_the_threads():
+    code = estimated_code(Flops(tensor=1e6, simt=4096.0, sfu=1024.0), Flops(simt=128.0), warps=4)
+    threads = 128
+    assert code.loop.instructions * threads == pytest.approx(4096.0 + 1024.0)
+    assert code.loop.pipes["xu"] * threads == pytest.approx(1024.0)
+    assert code.outside.instructions * threads == pytest.approx(128.0)
+
+
+def test_cta_time_adds_within_a_cta_and_hides_only_between_ctas():
+    assert cta_time(3.0, 2.0, share=1, overlap=1.0) == 5.0
+    assert cta_time(3.0, 2.0, share=2, overlap=0.0) == 5.0
+    assert cta_time(3.0, 2.0, share=2, overlap=1.0) == 3.0  # the shorter hidden entirely
+
+
+def test_instruction_totals_and_their_issue_time_are_conserved():
+    code = KernelCode(loop=LoopCode(10.0, {"fma": 6.0}), masked=LoopCode(20.0, {"fma": 8.0}),
+                      outside=LoopCode(5.0, {"alu": 5.0}))
+    out = instruction_totals(code, masked_share=0.25, iterations=400.0, ctas=10, warps=4)
+    assert out["total"] == pytest.approx(4 * (300 * 10 + 100 * 20 + 10 * 5))
+    assert out["fma"] == pytest.approx(4 * (300 * 6 + 100 * 8))
+    issue = out["total"] / (4 * H200.sm_count * H200.issue_clock_hz)
+    assert simt_time(out, H200) == pytest.approx(issue)  # no pipe is busier than issue here
+
+
+def test_the_masked_share_of_a_causal_forward_is_its_diagonal_blocks():
+    """128-row query blocks over 64-row key blocks: CTA i runs 2i + 2 blocks, the last 2 masked."""
+    cfg = RunConfig(algo="flash2", problem=Problem(batch=1, heads=1, seq_q=1024, head_dim=64, causal=True))
+    fwd = build_schedule(cfg).kernels[0]
+    i = np.arange(1024 // 128)
+    assert _masked_share(fwd) == pytest.approx(2 * len(i) / (2 * i + 2).sum())
+    plain = build_schedule(RunConfig(algo="flash2", problem=Problem(batch=1, heads=1, seq_q=1000))).kernels[0]
+    trips = -(-1000 // 64)  # non-causal: only the ragged last block of each CTA is masked
+    assert _masked_share(plain) == pytest.approx(1 / trips)
+
+
+class _Link:
+    def reserve(self, now, nbytes):
+        return now
+
+
+def test_the_request_coalescer_merges_identical_loads_of_ctas_in_pairs():
+    l2 = L2Cache(1 << 20, {"hbm": _Link(), "host": _Link()}, ["hbm"], coalesce=2)
+    l2.access((0, 0, 0, 0), "hbm", READ, 4096, 4096, 5, 0.0)  # five CTAs load one tile at once
+    l2.access((0, 0, 1, 0), "hbm", WRITE, 4096, 4096, 1, 0.0)
+    assert l2.stats.read_bytes == 5 * 4096  # the crossbar carries every CTA's copy
+    assert l2.stats.lookup_bytes == 3 * 4096 + 4096  # the slices see ceil(5 / 2) loads, and the store
+
+
+@pytest.fixture(scope="module")
+def h200_cases():
+    m = load_measurement(REPO / "experiments/measurements/h200/measurements.json")
+    return {c.name: c for c in m.cases}
+
+
+@pytest.mark.parametrize("name", ["flash2-fwd-fp16-b4h16-n4096-d64-bm128bn64w4", "flash2-fwd-fp16-b4h16-n4096-d128",
+                                  "flash2-fwd-fp16-b4h16-n4096-d64-causal"])
+def test_committed_sass_predicts_the_instructions_the_h200_executed(h200_cases, name):
+    """Per-loop mixes compiled on a machine without a GPU (Triton 3.6, sm_90) times the schedule's
+    iterations equal Nsight Compute's smsp__inst_executed for our forward kernel."""
+    case = h200_cases[name]
+    run = simulate(RunConfig.from_dict(case.run_config).with_(mode="ncu"), "h200", triton_version="3.6.0")
+    fwd, measured = run.kernels[0], case.counters.kernels[0]
+    assert fwd.code.startswith("sass")
+    assert fwd.instructions["total"] == pytest.approx(measured.inst_executed, rel=0.01)
+    assert fwd.instructions["xu"] == pytest.approx(measured.inst_pipes["xu"], rel=0.02)
+    assert fwd.regs_per_thread == measured.registers

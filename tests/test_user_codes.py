@@ -1,0 +1,123 @@
+"""A user's kernel's own compiled code: capture and compile (kernels/user_codes.py), the committed
+per-case mixes read back (iosim/measure/kernel_codes.py), and ``iosim simulate --kernel``."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from iosim.costs.code import kernel_code
+from iosim.costs.sass import KernelMix
+from iosim.measure.kernel_codes import case_codes, load_case_codes, mixes_file
+
+REPO = Path(__file__).resolve().parent.parent
+F1 = "experiments/foreign_kernels/F1_exp_maskall.py:attention"
+MIXES = REPO / "experiments/foreign_kernels/mixes"
+F1_CASE = "kernel-F1_exp_maskall.attention-fwd-fp16-b4h16-n4096-d64"
+B1_CASE = "kernel-B1_bwd_exp_maskall.attention-fwd_bwd-fp16-b2h16-n4096-d64-causal"
+
+
+def _ptxas() -> bool:
+    try:
+        from triton import knobs
+
+        return Path(knobs.nvidia.ptxas.path).is_file()
+    except Exception:  # no triton, or a triton without bundled CUDA tools
+        return False
+
+
+needs_ptxas = pytest.mark.skipif(not _ptxas(), reason="needs triton with its bundled ptxas")
+
+
+def _compiled(script: str) -> dict:
+    """Run ``script`` (prints one JSON line) with compiled Triton functions, not the interpreter conftest sets."""
+    env = dict(os.environ, TRITON_INTERPRET="0")
+    out = subprocess.run([sys.executable, "-c", script], env=env, cwd=REPO, capture_output=True, text=True,
+                         timeout=120, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@needs_ptxas
+def test_user_codes_maps_the_forward_and_counts_its_tiles():
+    got = _compiled(f"""
+import json
+from iosim.kernels.user_codes import user_codes
+from iosim.schedule.problem import Problem, RunConfig
+config = RunConfig(algo="flash2", problem=Problem(batch=1, heads=4, seq_q=4096, head_dim=64, dtype="fp16"))
+codes, tiling = user_codes({F1!r}, config)
+print(json.dumps({{"n": len(codes), "source": codes[0].source, "pipes": dict(codes[0].loop.pipes),
+                  "masked": codes[0].masked is not None, "tiling": tiling}}))
+""")
+    t = got["tiling"]["tiling"]
+    assert got["n"] == 1 and got["source"].startswith("sass: F1_exp_maskall.py _fwd_kernel, sm_90")
+    assert (t["block_m"], t["block_n"], t["warps"], t["stages"], t["grid_order"]) == (128, 64, 4, 2, "rows")
+    # One warpgroup (4 warps) owns all BLOCK_M rows: BLOCK_M/64 wgmma row tiles, each K/16 deep for
+    # S = Q·Kᵀ (K = head_dim) plus BLOCK_N/16 deep for O += P·V: 2 · (64/16 + 64/16) = 16 HGMMA per warp.
+    assert got["pipes"]["tensor"] == (128 // 64) * (64 // 16 + 64 // 16)
+    # exp of every score: BLOCK_M·BLOCK_N / (32 lanes · 4 warps) = 64 MUFU.EX2 per thread, plus a few
+    # for the running-max rescale (one exp per row, over 32 rows' worth of lanes).
+    per_thread = 128 * 64 // (32 * 4)
+    assert per_thread <= got["pipes"]["xu"] <= per_thread + 8
+    assert not got["masked"]  # F1 masks every block in one loop
+
+
+def test_committed_mixes_read_back_as_kernel_codes():
+    path = MIXES / "sm_90-triton-3.9.0.json"
+    entry = json.loads(path.read_text())["cases"][B1_CASE]
+    assert entry["schedule"] == ["flash2_fwd", "zeros_dq", "flash2_bwd_pre", "flash2_bwd", "cast_dq"]
+    assert [m is None for m in entry["mixes"]] == [False, True, False, False, True]
+    codes = load_case_codes(path, B1_CASE)
+    for mix, code in zip(entry["mixes"], codes):
+        if mix is None:
+            assert code is None
+            continue
+        assert KernelMix.from_dict(mix).to_dict() == mix  # the file is exactly what compile_sass returned
+        want = kernel_code(KernelMix.from_dict(mix), code.source)
+        assert code == want
+    assert codes[3].source == "sass: B1_bwd_exp_maskall.py _bwd_kernel, sm_90, triton 3.9.0"
+    assert load_case_codes(path, "no-such-case") is None
+
+
+def test_mixes_file_takes_the_measured_version_else_the_nearest():
+    assert mixes_file(F1, "sm_90", "3.6.0").name == "sm_90-triton-3.6.0.json"
+    assert mixes_file(F1, "sm_90", "3.7.0").name == "sm_90-triton-3.6.0.json"
+    assert mixes_file(F1, "sm_90", "3.10.0").name == "sm_90-triton-3.9.0.json"
+    assert mixes_file(F1, "sm_90", None).name == "sm_90-triton-3.9.0.json"
+    assert mixes_file(F1, "sm_80", "3.6.0") is None
+
+
+def test_case_codes_of_a_measured_case_come_from_the_committed_file():
+    case = SimpleNamespace(kernel=F1, name=F1_CASE)
+    codes, note = case_codes(case, None, "sm_90", "3.6.0")
+    assert note == "" and codes[0].source == "sass: F1_exp_maskall.py _fwd_kernel, sm_90, triton 3.6.0"
+    codes, note = case_codes(case, None, "sm_90", "3.7.0")
+    assert note == "code from sm_90-triton-3.6.0.json"
+
+
+@needs_ptxas
+def test_simulate_kernel_end_to_end():
+    env = dict(os.environ, TRITON_INTERPRET="0")
+    out = subprocess.run([sys.executable, "-m", "iosim", "simulate", "--kernel", F1, "--gpu", "h200", "--seq-len",
+                          "4k", "--json"], env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    (run,) = json.loads(out.stdout)
+    assert run["config"]["algo"] == "flash2" and run["config"]["tiling"]["block_m"] == 128
+    (kernel,) = run["kernels"]
+    assert kernel["name"] == "flash2_fwd" and kernel["code"].startswith("sass: F1_exp_maskall.py _fwd_kernel")
+    assert kernel["instructions"]["total"] > 0
+    split = kernel["time_split"]
+    assert split["tensor"] + split["simt"] + split["memory"] == pytest.approx(1.0)
+
+
+def test_simulate_kernel_refuses_another_algorithm():
+    from click.testing import CliRunner
+
+    from iosim.cli import main
+
+    result = CliRunner().invoke(main, ["simulate", "--kernel", F1, "--algo", "standard"])
+    assert result.exit_code == 2 and "--kernel is simulated as flash2" in result.output
