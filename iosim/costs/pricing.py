@@ -11,17 +11,12 @@ from collections.abc import Mapping
 from iosim.costs.issue import SUBPARTITIONS, WARP, lanes, tensor_rate
 
 
-def rates(profile, dtype: str, mma: str = "fwd") -> dict:
-    """Sustained rates: bytes/s per memory level and tensor-core FLOP/s.
-
-    ``mma="bwd"`` prices tensor-core work at the efficiency measured for the backward's tile shapes,
-    where the profile has one.
-    """
+def rates(profile) -> dict:
+    """Sustained bytes/s per memory level (tensor-core rates: :func:`iosim.costs.issue.tensor_rate`)."""
     return {
         "hbm": profile.hbm_bandwidth * profile.dram_efficiency,
         "l2": profile.l2_bandwidth * profile.l2_efficiency,
         "host": profile.host_bandwidth,
-        "tensor": tensor_rate(profile, dtype, mma),
     }
 
 
@@ -56,7 +51,7 @@ def roofline(levels: dict, flops: dict, instructions: Mapping, profile, dtype: s
              head_dim: int | None = None) -> dict:
     """Seconds each resource alone would need for a kernel's counts; math is tensor cores then SIMT,
     which wait for each other within a CTA."""
-    r = rates(profile, dtype, mma)
+    r = rates(profile)
     return {
         "hbm": levels["hbm"].total / r["hbm"],
         "l2": levels["l2"].total / r["l2"],

@@ -6,8 +6,9 @@ scheduler does; each launch instant starts one *cohort* process for the CTAs lau
 (:mod:`iosim.engine.cohorts` turns them into steps, and says why that changes no count). A cohort
 step issues its tile accesses to the :class:`~iosim.engine.l2.L2Cache` (misses queue on the HBM or
 host :class:`~iosim.engine.links.Link`), moves its bytes over the L2's own link (atomics over the
-L2's atomic units, where measured), and computes on its SMs' share of the math units, overlapping
-part of its math with co-resident CTAs' (the profile's ``math_overlap``); with two or more pipeline
+L2's atomic units, where measured), and computes on its SM's share of the tensor cores and issue
+slots, priced from the kernel's compiled code (:mod:`iosim.costs.issue`; co-resident CTAs hide the
+profile's measured ``math_overlap``, where it has one); with two or more pipeline
 stages the loads of a step overlap its math and their latency is paid once, with one stage every
 iteration waits for its loads.
 
@@ -20,6 +21,8 @@ kernel's counters and time.
 Deterministic: no randomness, and ties between processes are broken by SimPy's FIFO event order.
 """
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 import simpy
@@ -50,8 +53,7 @@ class Engine:
         self.schedule, self.profile, self.mode, self.aggregate = schedule, profile, mode, aggregate
         self.env = simpy.Environment()
         self.dtype = schedule.config.problem.dtype
-        self.kernel_rate = {m: rates(profile, self.dtype, m) for m in ("fwd", "bwd")}
-        self.links = {lv: Link(lv, self.kernel_rate["fwd"][lv]) for lv in ("hbm", "l2", "host")}
+        self.links = {lv: Link(lv, rate) for lv, rate in rates(profile).items()}
         # Atomic adds are served by the L2's atomic units at their own rate, where the profile has it.
         self.atomics = Link("atomic", profile.l2_atomic_bandwidth) if profile.l2_atomic_bandwidth else None
         capacity = profile.l2_bytes if l2_bytes is None else l2_bytes
@@ -254,8 +256,6 @@ class Engine:
 
 def _with_resources(kernel, code):
     """The kernel with the registers and shared memory its compiled code uses, where known."""
-    from dataclasses import replace
-
     changes = {}
     if code.regs_per_thread:
         changes["regs_per_thread"] = code.regs_per_thread
