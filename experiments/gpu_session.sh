@@ -8,11 +8,12 @@
 #   e) the h200 measurement grid (ncu)          -> $OUT/h200/measurements.json + .csv       (≤ 570 s)
 #   f) the foreign kernels' grid (ncu)          -> $OUT/foreign/measurements.json + .csv    (≤ 400 s)
 #   g) instruction mixes (kernels/sass.py)      -> $OUT/mixes/                              (≤ 300 s)
+#   h) the L2 dirty-limit/capacity probe (ncu)  -> $OUT/l2/l2_probe.json                    (≤ 300 s)
 # A step that fails or runs out of time does not stop the next. Measurement files are rewritten
 # atomically after each batch of cases, so a step cut short keeps every finished batch. Progress
 # goes to $OUT/session.log. All steps take longer than one 10-minute device command: name the steps
 # to run as arguments, e.g. `bash experiments/gpu_session.sh a b c d` then `... e` then `... f g`
-# (no argument: all of them).
+# then `... h` (no argument: all of them).
 # Run from anywhere: OUT=/some/dir bash experiments/gpu_session.sh [STEP...]
 # Needs iosim installed with the kernels extra in $PYTHON (installing is the caller's job).
 set -u
@@ -80,5 +81,6 @@ if want g; then
         echo "=== g) instruction mixes: skipped, kernels/sass.py does not exist" >>"$LOG"
     fi
 fi
+want h && step "h) l2 probe" 300 "$PY" -m iosim.kernels.l2_probe --out "$OUT/l2" >>"$LOG" 2>&1
 echo "done $(date -u +%FT%TZ), $SECONDS s in all" >>"$LOG"
 ls -laR "$OUT" >>"$LOG"

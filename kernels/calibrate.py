@@ -5,12 +5,27 @@ profile and replaces ``dram_efficiency`` (copy / datasheet HBM bandwidth), ``l2_
 read / datasheet L2 bandwidth), ``tensor_efficiency`` (best Triton tile loop, fp16 / datasheet fp16
 tensor peak), ``tensor_efficiency_bwd``, ``launch_overhead``, ``l2_atomic_bandwidth``,
 ``cta_load_bandwidth``, the L2 and DRAM latencies, ``sm_clock`` (the SM clock sustained under a
-tl.dot load) and ``tensor_efficiency_solo`` (the tile loop with one CTA per SM), each with ``source:
+tl.dot load), ``tensor_efficiency_solo`` (the tile loop with one CTA per SM), ``kernel_start_overhead``
+(what a kernel's first wave costs beyond its loop trips and first loads, from in-kernel
+``%globaltimer`` spans), each with ``source:
 "measured: iosim calibrate, <gpu>, <date>"``, and adds a ``calibration:`` block with the provenance
 and every raw number. A measurement that cannot be right (a fraction above 1 or not above 0, a
 latency or rate not above 0, an L2 latency not below the DRAM latency, a clock outside 0.5-1.5x the
 profile's boost clock) is not written: the field keeps its base value and the summary says why. Units come
 from ``iosim.hardware.profile.UNITS`` and the file is written by its validating ``write_profile``.
+
+Some microbenchmarks feed no field and live only under ``calibration.raw`` (:data:`RAW_ONLY`), where
+the model reads some of them directly (:mod:`iosim.costs.issue`): the tile loop with exactly c CTAs
+per SM (``tile_occ_*_c<c>``: the tensor rate at a kernel's occupancy), the same with
+FlashAttention-2's online softmax (``tile_softmax_*``), the mma.sync tile loop (``tile_hmma_*``), the
+backward tile loop with dQ in registers or added atomically (``tile_bwd_plain_*``,
+``tile_bwd_atomic_*`` and its ``*_bytes_per_s``: the share of atomic time a CTA waits for), the L2
+write bandwidth (``l2_write``) and instruction latencies (``lat_*``, :mod:`iosim.kernels.latency_bench`:
+the scoreboard waits a kernel's schedule leaves uncovered); :mod:`iosim.kernels.microbench` says what
+each measures. One that cannot be
+what it claims (``*_ok_sms`` below the SM count: the SMs did not hold exactly c CTAs each; a rate not above
+0, a tile rate above the datasheet fp16 tensor peak, an L2 write above the datasheet L2 bandwidth) is kept
+but FLAGGED in the summary.
 
     python3 -m iosim.kernels.calibrate --base hardware_profiles/h100-sxm.yaml --out FILE
 """
@@ -31,6 +46,12 @@ from iosim.kernels.device import HarnessError, cuda_torch
 from iosim.kernels.microbench import run_all
 from iosim.schedule.tiling import BWD, FWD, default_tiling
 
+# Raw keys that feed no profile field: kept under calibration.raw, checked by _raw_flags
+RAW_ONLY = ("tile_occ_", "tile_softmax_", "tile_hmma_", "tile_bwd_plain_", "tile_bwd_atomic_", "l2_write")
+RAW_UNITS = ("bytes/s for dram_*, l2_*, atomic_* and tile_*_bytes_per_s (atomic payload), FLOP/s for matmul_* and "
+             "the other tile_* (a *_sms entry: distinct SMs the CTAs ran on; *_ok_sms: SMs that ran exactly the "
+             "c CTAs of its _c<c> key), seconds for launch_* and latency_* (SM cycles for latency_*_cycles), "
+             "Hz for sm_clock_*, SM cycles per dependent instruction for lat_* (iosim.kernels.latency_bench)")
 CLOCK_RANGE = (0.5, 1.5)  # a measured SM clock outside these multiples of the boost clock is not believed
 _DIMENSIONS = {**REQUIRED, **OPTIONAL}  # profile field -> its dimension in UNITS
 
@@ -61,6 +82,10 @@ class _Fields:
         """Keep the base value; the summary row says NOT WRITTEN and why."""
         self.rows.append((name, self.fields.get(name, {}).get("value"), None, unit, f"NOT WRITTEN: {why}"))
 
+    def flag(self, key: str, value: float, unit: str, why: str) -> None:
+        """A raw-only number that cannot be what it claims: still in calibration.raw, FLAGGED in the summary."""
+        self.rows.append((key, None, value, unit, f"FLAGGED (kept in calibration.raw): {why}"))
+
     def put(self, name: str, value: float, unit: str, how: str) -> None:
         """Write a measured value (``unit`` is the profile's), or refuse one that cannot be right."""
         if not math.isfinite(value) or value <= 0:
@@ -85,11 +110,10 @@ def calibrated_profile(base: dict, raw: dict, provenance: dict) -> tuple[dict, l
     _efficiencies(f, raw)
     _rates_and_latencies(f, raw)
     _clock_and_solo(f, raw)
+    _raw_flags(f, raw)
     out["fields"] = f.fields
     out["calibration"] = dict(provenance, raw={k: float(f"{v:.6g}") for k, v in sorted(raw.items())},
-                              raw_units="bytes/s for dram_*, l2_* and atomic_*, FLOP/s for matmul_* and tile_* (a *_sms entry: "
-                                        "distinct SMs the CTAs ran on), seconds for launch_* and latency_* (SM cycles for "
-                                        "latency_*_cycles), Hz for sm_clock_*")
+                              raw_units=RAW_UNITS)
     return out, f.rows
 
 
@@ -158,6 +182,16 @@ def _rates_and_latencies(f: _Fields, raw: dict) -> None:
         f.put(name, value, unit, f"one thread chasing a random pointer cycle through {how}, 128-byte hops, "
               f".cg loads; median time / hops"
               + (f" ({raw[key + '_cycles']:.0f} SM cycles)" if key + "_cycles" in raw else ""))
+    if "cta_span_fixed_s" in raw and dram is not None:
+        unit = f.unit("kernel_start_overhead", "us")
+        f.put("kernel_start_overhead", (raw["cta_span_fixed_s"] - dram) / _factor("kernel_start_overhead", unit), unit,
+              "one wave of the tile loop (128x64x64, 4 warps, 2 CTAs per SM, L2 flushed) timed in-kernel by "
+              f"%globaltimer at 1-32 trips: fixed part of the span {raw['cta_span_fixed_s'] * 1e6:.2f} us "
+              f"({raw['cta_span_iter_s'] * 1e9:.0f} ns per trip) less the DRAM latency {dram * 1e9:.0f} ns the model "
+              "charges the first loads: the first wave's dispatch, cold caches, pipeline fill and exit, once per kernel "
+              + (f"(further waves in lockstep add {raw['cta_each_s'] * 1e6:.2f} us each beyond their trips; "
+                 "a kernel's later CTAs start beside running ones, which hide it: not charged)" if "cta_each_s" in raw
+                 else ""))
 
 
 def _clock_and_solo(f: _Fields, raw: dict) -> None:
@@ -187,6 +221,27 @@ def _clock_and_solo(f: _Fields, raw: dict) -> None:
             f.refuse("tensor_efficiency_solo", "fraction", f"CTAs shared SMs in {', '.join(short)}; {how}")
         else:
             f.put("tensor_efficiency_solo", statistics.median(solo.values()) / peak, "fraction", how)
+
+
+def _raw_flags(f: _Fields, raw: dict) -> None:
+    """Flag the raw-only numbers (:data:`RAW_ONLY`) that cannot be what they claim; they stay in the raw block."""
+    sms = _si(f.fields["sm_count"], "sm_count")
+    peak = _si(f.fields["tensor_flops_fp16"], "tensor_flops_fp16")
+    l2 = _si(f.fields["l2_bandwidth"], "l2_bandwidth")
+    for key in sorted(k for k in raw if k.startswith(RAW_ONLY)):
+        value = raw[key]
+        ctas = re.search(r"_c(\d+)_ok_sms$", key)
+        if ctas:
+            if value < sms:
+                f.flag(key, value, "SMs", f"only {value:.0f} of {sms:.0f} SMs ran exactly {ctas[1]} CTAs: "
+                       "not the intended occupancy")
+        elif not math.isfinite(value) or value <= 0:
+            f.flag(key, value, "", f"measured {value:.4g}, not a positive number")
+        elif key.startswith("tile_") and not key.endswith("_bytes_per_s") and value > peak:
+            f.flag(key, value, "FLOP/s", f"{value / 1e12:.0f} TFLOP/s is above the datasheet tensor_flops_fp16 "
+                   f"{peak / 1e12:.1f} TFLOP/s")
+        elif key == "l2_write" and value > l2:
+            f.flag(key, value, "bytes/s", f"{value / 1e12:.2f} TB/s is above the datasheet l2_bandwidth {l2 / 1e12:.2f} TB/s")
 
 
 def summary(rows) -> str:
@@ -230,13 +285,56 @@ def calibrate(base_profile_path, out_path, progress=print) -> dict:
     return {"rows": rows, "raw": raw}
 
 
+def rederive(base_profile_path, calibrated_paths, out_path, progress=print) -> dict:
+    """Write a calibrated profile from the raw numbers earlier runs recorded (no GPU): each raw number
+    is its median over the ``calibrated_paths`` (calibrated profiles) that have it, so one run's noise
+    does not become the profile; the provenance is the latest run's, with every run's date. Fields of
+    those files the derivation does not make (e.g. measured by a probe) are kept, the latest file's."""
+    base = read_profile_dict(base_profile_path)
+    paths = [calibrated_paths] if isinstance(calibrated_paths, (str, Path)) else list(calibrated_paths)
+    runs = [read_profile_dict(p) for p in paths]
+    cals = [run.get("calibration") or {} for run in runs]
+    for path, cal in zip(paths, cals):
+        if not cal.get("raw"):
+            raise HarnessError(f"{path}: no calibration.raw block to derive from")
+    order = sorted(range(len(runs)), key=lambda n: str(cals[n].get("date", "")))
+    raw = {}
+    for key in sorted({k for cal in cals for k in cal["raw"]}):
+        values = [cal["raw"][key] for cal in cals if isinstance(cal["raw"].get(key), (int, float))]
+        raw[key] = statistics.median(values) if values else cals[order[-1]]["raw"].get(key)
+    latest = cals[order[-1]]
+    provenance = {k: v for k, v in latest.items() if k not in ("raw", "raw_units")}
+    if len(runs) > 1:
+        provenance["runs"] = [str(cals[n].get("date")) for n in order]
+    profile, rows = calibrated_profile(base, raw, provenance)
+    for n in order:  # fields measured apart from the microbenchmarks (probes) stay
+        for name, fld in runs[n]["fields"].items():
+            if name in _DIMENSIONS and name not in profile["fields"]:
+                profile["fields"][name] = fld
+    out_path = Path(out_path)
+    write_profile(profile, out_path, comment=(
+        f"Calibrated by python3 -m iosim.kernels.calibrate on {provenance.get('gpu')}: "
+        + (f"the median of each raw number over {len(runs)} runs ({', '.join(provenance['runs'])}), "
+           if len(runs) > 1 else f"{provenance.get('date')}, ")
+        + f"fields derived by calibrate --from-raw on {datetime.now(timezone.utc).isoformat(timespec='seconds')}.\n"
+        "Fields whose source starts with 'measured: iosim calibrate' were measured; the rest are the base profile's."))
+    progress(summary(rows))
+    return {"rows": rows, "raw": raw}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python3 -m iosim.kernels.calibrate", description=__doc__.splitlines()[0])
     parser.add_argument("--base", required=True, type=Path, help="the profile YAML to start from")
     parser.add_argument("--out", required=True, type=Path, help="where to write the calibrated profile YAML")
+    parser.add_argument("--from-raw", type=Path, nargs="+", metavar="FILE",
+                        help="derive the fields from the calibration.raw blocks of these calibrated profiles (each raw "
+                             "number's median over them) instead of measuring; no GPU")
     args = parser.parse_args(argv)
     try:
-        calibrate(args.base, args.out)
+        if args.from_raw:
+            rederive(args.base, args.from_raw, args.out)
+        else:
+            calibrate(args.base, args.out)
     except HarnessError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -2,7 +2,8 @@
 
 Each is timed through :mod:`iosim.kernels.timing` (``time_fn``: ``do_bench`` medians with the L2
 flushed), except those timed inside the kernel (``%globaltimer`` and ``%clock64`` read through
-inline PTX): the pointer chases, whose L2 pass must find its lines resident, and the SM clock:
+inline PTX): the pointer chases, whose L2 pass must find its lines resident, and the SM clock; and
+except the L2 write, timed by ``time_warm`` (CUDA events, no flush: its buffer must stay in the L2):
 
 - DRAM read (a reduction over 2 GiB, ≫ the L2), write (a fill) and copy (bytes read + written);
 - L2 read bandwidth: every SM re-reads an 8 MiB buffer (about ¼ of an H100's L2) with ``.cg``
@@ -21,18 +22,47 @@ inline PTX): the pointer chases, whose L2 pass must find its lines resident, and
   of launching is hidden and only the GPU's per-kernel cost remains.
 
 Values in bytes/s, FLOP/s and seconds; :mod:`iosim.kernels.calibrate` turns them into profile fields.
+These feed no field yet and are kept only under ``calibration.raw`` (fp16 throughout; tile shapes are
+block_m × block_n × d and w<warps>, the backward's block_n K/V rows × block_m Q rows × d):
+
+- ``tile_occ_fp16_<bm>x<bn>x<d>w<w>_c<c>`` (FLOP/s, 4·bm·bn·d per iteration): the forward tile loop
+  (no softmax) with exactly c CTAs resident on every SM: grid = c × SM count on an idle GPU, which
+  the block scheduler spreads evenly; 128x64x64w4 and 64x64x64w4 at c = 1-4, 128x64x128w8 and 128x64x128w4 at
+  c = 1, 2, 64x64x128w4 at c = 1-3 (the small tiles reach the occupancies the large ones' registers forbid);
+- ``tile_softmax_fp16_<...>_c<c>`` (FLOP/s, the two matmuls only): the same loop with FlashAttention-2's
+  online softmax of S (row max, exp2 of S minus it, row sum, the accumulator rescaled by
+  exp2(m_old - m_new)); 128x64x64w4 at c = 1, 2 and 128x64x128w8 at c = 1. Against ``tile_occ``:
+  how much of one CTA's softmax a co-resident CTA's matrix products hide;
+- every ``..._c<c>`` key has a ``..._c<c>_ok_sms``: the SMs (by the CTAs' ``%smid``, last launch) that ran
+  exactly c CTAs, the SM count when the occupancy was as intended. A c that the compiled kernel's
+  registers or shared memory cannot fit on one SM (:func:`ctas_per_sm`, from ``n_regs``,
+  ``metadata.shared`` and the device's limits) is skipped: no key, a line through ``progress``;
+- ``tile_hmma_fp16_32x64x64w4`` (FLOP/s): the tile loop at block_m = 32, 4 CTAs per SM, where Triton's
+  tl.dot compiles to mma.sync (SASS HMMA) instead of wgmma (HGMMA: only for M ≥ 64 per warpgroup);
+- ``tile_bwd_plain_fp16_<bn>x<bm>x<d>w<w>_c<c>`` and ``tile_bwd_atomic_...`` (FLOP/s, the five matmuls,
+  10·bm·bn·d per iteration): the backward tile loop with dQ kept in registers, and with the (bm × d) fp32
+  dQ tile added every iteration by relaxed ``tl.atomic_add`` into its Q block's tile of a zeroed buffer
+  (16 tiles, ≈ c·SMs/16 CTAs adding into each at once), at 128x64x64w8 c = 1 and 64x64x64w4 c = 2;
+  ``<atomic key>_bytes_per_s``: its atomic payload bytes / time;
+- ``l2_write`` (bytes/s): plain stores by 16 CTAs per SM into an L2-resident 16 MiB fp32 buffer, ≈ 500
+  passes per launch, timed without an L2 flush (``time_warm``).
 """
 from __future__ import annotations
 
+import functools
+import math
 import statistics
 import time
+from collections import Counter
+from dataclasses import dataclass
 
 from iosim.kernels.device import cuda_torch, one_line
-from iosim.kernels.timing import time_fn
+from iosim.kernels.timing import time_fn, time_warm
 from iosim.schedule.tiling import BWD, FWD, default_tiling
 
 GiB = 2**30
 CHASE_HOPS = 4096  # dependent loads per pointer-chase kernel
+LOG2E = 1.4426950408889634  # exp(x) = exp2(x · log2 e): FlashAttention-2's softmax works in log2 units
 
 
 def _ptx():
@@ -102,49 +132,249 @@ def l2_bandwidth(torch, nbytes: int = 8 * 2**20, iters: int = 512, block: int = 
     return {"l2_read": programs * iters * block * 4 / seconds}
 
 
+@functools.cache
+def _l2_write_kernel():
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def l2_write(dst, n_blocks, ITERS: tl.constexpr, BLOCK: tl.constexpr):
+        """Each CTA stores ITERS blocks of BLOCK fp32 (block (pid·7 + i) mod n_blocks): BLOCK·4 bytes per store
+        sweep, full 32-byte sectors, so the L2 takes them without reading DRAM."""
+        pid = tl.program_id(0)
+        offs = tl.arange(0, BLOCK)
+        val = offs.to(tl.float32)  # the same values whoever writes a block: a test can check the buffer
+        for i in range(ITERS):
+            block = (pid * 7 + i) % n_blocks
+            tl.store(dst + block * BLOCK + offs, val)
+
+    return l2_write
+
+
+def l2_write_loop(dst, ctas: int, iters: int, block: int, warps: int = 4):
+    """Launch ``l2_write`` on ``ctas`` CTAs over ``dst`` (fp32, a whole number of ``block`` s)."""
+    return _l2_write_kernel()[(ctas,)](dst, dst.numel() // block, ITERS=iters, BLOCK=block, num_warps=warps)
+
+
+def l2_write_bandwidth(torch, nbytes: int = 16 * 2**20, iters: int = 512, block: int = 2048) -> dict:
+    """Bytes per second stored into an L2-resident buffer by 16 CTAs per SM, ``iters`` blocks each (≈ 500
+    passes over the buffer per launch on an H100). Timed by :func:`time_warm`, NOT ``do_bench``: its L2
+    flush before every run would leave the L2 full of the flush buffer's dirty lines, whose write-back to
+    DRAM would share the time; without it the buffer stays resident from the warm-up runs on."""
+    props = torch.cuda.get_device_properties(0)
+    if 2 * nbytes > props.L2_cache_size:
+        raise ValueError(f"nbytes(={nbytes}) must be at most half the L2 ({props.L2_cache_size} B) to stay resident")
+    dst = torch.zeros(nbytes // 4, dtype=torch.float32, device="cuda")
+    ctas = 16 * props.multi_processor_count
+    seconds = time_warm(lambda: l2_write_loop(dst, ctas, iters, block))  # the first warm-up run compiles
+    return {"l2_write": ctas * iters * block * 4 / seconds}
+
+
+# ---------------------------------------------------------------------------------------------
+# How many CTAs fit on one SM
+# ---------------------------------------------------------------------------------------------
+# The CUDA occupancy calculator's allocation rules (cuda_occupancy.h, CUDA 12-13): registers are given
+# to a warp in units of 256 (cudaOccRegAllocationGranularity, cc 3-12) from one of the SM's 4
+# sub-partitions, each holding a quarter of the register file (cudaOccSubPartitionsPerMultiprocessor,
+# cc 7-12); shared memory is given to a CTA in units of 128 bytes (cudaOccSMemAllocationGranularity, cc 8-12).
+REG_UNIT = 256
+REG_PARTITIONS = 4
+SMEM_UNIT = 128
+
+
+@dataclass(frozen=True)
+class SmLimits:
+    """What one SM holds, as the device reports it (``torch.cuda.get_device_properties``)."""
+
+    regs: int  # 32-bit registers per SM
+    shared: int  # shared memory per SM at the largest carve-out, bytes
+    reserved_shared: int  # bytes the driver adds to every CTA's shared memory (cudaDevAttrReservedSharedMemoryPerBlock)
+    threads: int  # resident threads per SM
+    warp_size: int = 32
+
+    @classmethod
+    def of(cls, props) -> SmLimits:
+        # torch does not report the per-CTA reservation; it is what separates the SM's shared memory from
+        # the most one CTA may opt in to (228 - 227 KiB on sm_90, 164 - 163 KiB on sm_80).
+        return cls(regs=props.regs_per_multiprocessor, shared=props.shared_memory_per_multiprocessor,
+                   reserved_shared=props.shared_memory_per_multiprocessor - props.shared_memory_per_block_optin,
+                   threads=props.max_threads_per_multi_processor, warp_size=props.warp_size)
+
+
+def ctas_per_sm(n_regs: int, shared_bytes: int, warps: int, sm: SmLimits) -> dict[str, int]:
+    """CTAs of a compiled kernel (``n_regs`` registers per thread, ``shared_bytes`` of shared memory per CTA,
+    ``warps`` warps) that one SM's registers, shared memory and threads each allow; it holds the least.
+
+    Registers: a warp takes ⌈n_regs·32 / 256⌉·256 of them from one sub-partition, so an SM holds
+    4·⌊(regs / 4) / that⌋ warps, ⌊that / warps⌋ CTAs. Shared memory: a CTA takes
+    ⌈(shared_bytes + reserved) / 128⌉·128 bytes of the largest carve-out (the driver picks it when the
+    kernel needs it). Threads: ⌊threads / (32·warps)⌋. The SM's cap on CTAs (16-32 on every GPU since
+    Kepler) is not reported by torch; the microbenchmarks ask for at most 4.
+    """
+    regs_per_warp = -(-n_regs * sm.warp_size // REG_UNIT) * REG_UNIT
+    smem_per_cta = -(-(shared_bytes + sm.reserved_shared) // SMEM_UNIT) * SMEM_UNIT
+    return {"registers": (sm.regs // REG_PARTITIONS // max(regs_per_warp, 1)) * REG_PARTITIONS // warps,
+            "shared memory": sm.shared // max(smem_per_cta, 1),
+            "threads": sm.threads // (sm.warp_size * warps)}
+
+
+def sms_running(sm_ids, ctas: int) -> int:
+    """SMs that ran exactly ``ctas`` of the CTAs whose ``%smid`` values are listed."""
+    return sum(n == ctas for n in Counter(sm_ids).values())
+
+
+def _fitting(torch, compiled, warps: int, counts, key, progress) -> list[int]:
+    """The CTA counts per SM in ``counts`` that the compiled kernel's resources allow (:func:`ctas_per_sm`);
+    the others are reported through ``progress`` and not measured."""
+    regs, shared = compiled.n_regs, compiled.metadata.shared
+    allow = ctas_per_sm(regs, shared, warps, SmLimits.of(torch.cuda.get_device_properties(0)))
+    for c in counts:
+        if c > min(allow.values()):
+            progress(f"  {key(c)}: skipped, {regs} registers/thread, {shared} B shared, {warps} warps: "
+                     + ", ".join(f"{what} allow {n} CTA(s) per SM" for what, n in allow.items()))
+    return [c for c in counts if c <= min(allow.values())]
+
+
+# ---------------------------------------------------------------------------------------------
+# Forward tile loop: S = Q Kᵀ, O += P V
+# ---------------------------------------------------------------------------------------------
+@functools.cache
 def _tile_kernel():
     import triton
     import triton.language as tl
 
-    _, _, smid = _ptx()
+    _, globaltimer, smid = _ptx()
 
     @triton.jit
-    def tile_mma(Q, K, V, O, SMS, N_KV, ITERS: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, D: tl.constexpr,
-                 RECORD_SM: tl.constexpr = False):
+    def tile_mma(Q, K, V, O, SMS, N_KV, qk_scale, ITERS: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
+                 D: tl.constexpr, RECORD_SM: tl.constexpr = False, SOFTMAX: tl.constexpr = False,
+                 RECORD_TIME: tl.constexpr = False):
+        """ITERS times: read BN·d of K and of V (tile (pid + i) mod N_KV, L1/L2-resident), S = Q Kᵀ and
+        O += P V with P = S (no softmax) or, with SOFTMAX, FlashAttention-2's online softmax of S·qk_scale
+        (log2 units), line for line as kernels/flash2.py's _fwd_blocks computes it; O is then normalised.
+        RECORD_TIME: each CTA writes %globaltimer at its start and after its last product to SMS[2·pid]
+        and SMS[2·pid + 1] (int64)."""
         pid = tl.program_id(0)
-        if RECORD_SM:  # which SM this CTA ran on: a one-CTA-per-SM run checks that the SMs are distinct
+        if RECORD_SM:  # which SM this CTA ran on: checks how many CTAs each SM held
             one = tl.arange(0, 1)
             tl.store(SMS + pid + one, smid(one))
+        if RECORD_TIME:
+            one = tl.arange(0, 1)
+            t_start = globaltimer(one)
         rm, rn, rd = tl.arange(0, BM), tl.arange(0, BN), tl.arange(0, D)
         q = tl.load(Q + rm[:, None] * D + rd[None, :])
         acc = tl.zeros([BM, D], tl.float32)
+        m_i = tl.full([BM], float("-inf"), tl.float32)  # unused (and removed) without SOFTMAX
+        l_i = tl.zeros([BM], tl.float32)
         for i in range(ITERS):
             j = (pid + i) % N_KV  # K/V tiles vary, so nothing is hoisted; all stay in L1/L2
             k = tl.load(K + j * BN * D + rn[:, None] * D + rd[None, :])
             v = tl.load(V + j * BN * D + rn[:, None] * D + rd[None, :])
             s = tl.dot(q, tl.trans(k))
-            acc = tl.dot(s.to(v.dtype), v, acc)
+            if SOFTMAX:
+                s = s * qk_scale
+                m_new = tl.maximum(m_i, tl.max(s, axis=1))
+                p = tl.exp2(s - m_new[:, None])
+                alpha = tl.exp2(m_i - m_new)
+                l_i = l_i * alpha + tl.sum(p, axis=1)
+                acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None])
+                m_i = m_new
+            else:
+                acc = tl.dot(s.to(v.dtype), v, acc)
+        if SOFTMAX:
+            acc = acc / l_i[:, None]
         tl.store(O + pid * BM * D + rm[:, None] * D + rd[None, :], acc)
+        if RECORD_TIME:
+            t_end = globaltimer(tl.sum(tl.sum(acc, 1), 0).to(tl.int32) + tl.zeros([1], tl.int32))
+            tl.store(SMS + 2 * pid + one, t_start)
+            tl.store(SMS + 2 * pid + 1 + one, t_end)
 
     return tile_mma
 
 
-def tile_flops(torch, dtype, head_dim: int, iters: int = 256) -> float:
-    """FLOP/s of the attention inner loop's two matmuls on (block_m × d) · (block_n × d)ᵀ tiles, no softmax,
-    with flash2's default forward tiling (tiles, warps, stages) at this head dim."""
-    kernel = _tile_kernel()
-    t = default_tiling("flash2", FWD, head_dim)
-    bm, bn, n_kv = t.block_m, t.block_n, 16
-    programs = 2 * torch.cuda.get_device_properties(0).multi_processor_count
-    q = torch.randn(bm, head_dim, dtype=dtype, device="cuda")
-    k = torch.randn(n_kv * bn, head_dim, dtype=dtype, device="cuda") * 0.05
-    v = torch.randn(n_kv * bn, head_dim, dtype=dtype, device="cuda")
-    o = torch.empty(programs * bm, head_dim, dtype=torch.float32, device="cuda")
-    fn = lambda: kernel[(programs,)](q, k, v, o, o, n_kv, ITERS=iters, BM=bm, BN=bn, D=head_dim,  # noqa: E731
-                                     num_warps=t.warps, num_stages=t.stages)
+def tile_loop(q, k, v, o, sm_ids, *, bn: int, ctas: int, iters: int, warps: int, stages: int,
+              softmax: bool = False, qk_scale: float = 1.0, record_sm: bool = False):
+    """Launch ``tile_mma`` on ``ctas`` CTAs (0: compile and load only) and return the compiled kernel.
+
+    q is (block_m × d), k and v (N_KV·bn × d); every CTA writes its (block_m × d) fp32 O at row
+    pid·block_m of ``o`` and, with ``record_sm``, its ``%smid`` at ``sm_ids[pid]``.
+    """
+    bm, d = q.shape
+    return _tile_kernel()[(ctas,)](q, k, v, o, sm_ids, k.shape[0] // bn, qk_scale, ITERS=iters, BM=bm, BN=bn, D=d,
+                                   RECORD_SM=record_sm, SOFTMAX=softmax, num_warps=warps, num_stages=stages)
+
+
+CTA_SPAN_ITERS = (1, 2, 4, 8, 16, 32)  # loop trips of the one-wave spans cta_fixed_cost fits
+CTA_SPAN_WAVES = (1, 2, 4, 8)  # waves (of 2 CTAs per SM) at CTA_WAVE_ITERS trips, to part per-CTA from per-kernel cost
+CTA_WAVE_ITERS = 4
+
+
+def cta_fixed_cost(torch, bm: int = 128, bn: int = 64, d: int = 64, warps: int = 4, reps: int = 9) -> dict:
+    """What CTAs cost beyond their loop trips: the tile loop at two CTAs per SM, the L2 flushed before
+    every launch (as Nsight Compute does), each CTA stamping ``%globaltimer`` at its start and after its
+    last product; a launch's span is its last end − first start (launch overhead excluded), the median
+    over ``reps`` launches. One wave (grid = 2 × SM count) at ``CTA_SPAN_ITERS`` trips: a least-squares
+    line gives the fixed part (``cta_span_fixed_s``) and the part per trip (``cta_span_iter_s``).
+    ``CTA_SPAN_WAVES`` waves at ``CTA_WAVE_ITERS`` trips: the slope per wave (``cta_wave_s``) less its
+    trips is what each further CTA costs (``cta_each_s``: prologue, pipeline fill, epilogue); the rest
+    of the fixed part happens once per kernel (``cta_kernel_s``: the first wave's dispatch, cold
+    instruction caches). Also returns every span (``cta_span_<trips>_s``, ``cta_waves_<waves>_s``)."""
+    import numpy as np
+
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    q, k, v = _tile_inputs(torch, torch.float16, bm, bn, d)
+    stages = default_tiling("flash2", FWD, d).stages
+    flush = torch.empty(256 * 2**20, dtype=torch.int8, device="cuda")
+
+    def span(ctas: int, iters: int) -> float:
+        o = torch.empty(ctas * bm, d, dtype=torch.float32, device="cuda")
+        stamps = torch.zeros(2 * ctas, dtype=torch.int64, device="cuda")
+        spans = []
+        for _ in range(reps + 1):  # the first launch compiles and loads the kernel
+            flush.zero_()
+            _tile_kernel()[(ctas,)](q, k, v, o, stamps, k.shape[0] // bn, 1.0, ITERS=iters, BM=bm, BN=bn, D=d,
+                                     RECORD_TIME=True, num_warps=warps, num_stages=stages)
+            t = stamps.view(ctas, 2).cpu()
+            spans.append(float(t[:, 1].max() - t[:, 0].min()) * 1e-9)
+        return statistics.median(spans[1:])
+
+    out = {f"cta_span_{i}_s": span(2 * sms, i) for i in CTA_SPAN_ITERS}
+    per_trip, fixed = np.polyfit(CTA_SPAN_ITERS, [out[f"cta_span_{i}_s"] for i in CTA_SPAN_ITERS], 1)
+    waves = {w: span(2 * sms * w, CTA_WAVE_ITERS) for w in CTA_SPAN_WAVES}
+    out.update({f"cta_waves_{w}_s": t for w, t in waves.items()})
+    per_wave, _ = np.polyfit(list(waves), list(waves.values()), 1)
+    each = float(per_wave - CTA_WAVE_ITERS * per_trip)
+    return {**out, "cta_span_fixed_s": float(fixed), "cta_span_iter_s": float(per_trip), "cta_wave_s": float(per_wave),
+            "cta_each_s": each, "cta_kernel_s": float(fixed) - each}
+
+
+def _tile_inputs(torch, dtype, bm: int, bn: int, d: int, n_kv: int = 16):
+    q = torch.randn(bm, d, dtype=dtype, device="cuda")
+    k = torch.randn(n_kv * bn, d, dtype=dtype, device="cuda") * 0.05
+    v = torch.randn(n_kv * bn, d, dtype=dtype, device="cuda")
+    return q, k, v
+
+
+def _tile_rate(torch, bm, bn, d, warps, ctas, *, iters, dtype=None, stages=None, softmax=False, record_sm=False):
+    """FLOP/s (two matmuls, 4·bm·bn·d per iteration) of the tile loop on ``ctas`` CTAs, and the CTAs' SMs."""
+    q, k, v = _tile_inputs(torch, dtype or torch.float16, bm, bn, d)
+    o = torch.empty(ctas * bm, d, dtype=torch.float32, device="cuda")
+    sm_ids = torch.full((ctas,), -1, dtype=torch.int32, device="cuda")
+    stages = default_tiling("flash2", FWD, d).stages if stages is None else stages
+    fn = lambda: tile_loop(q, k, v, o, sm_ids, bn=bn, ctas=ctas, iters=iters, warps=warps, stages=stages,  # noqa: E731
+                           softmax=softmax, qk_scale=LOG2E / math.sqrt(d), record_sm=record_sm)
     fn()
     seconds = time_fn(fn).median_s
-    return programs * iters * 4.0 * bm * bn * head_dim / seconds
+    return ctas * iters * 4.0 * bm * bn * d / seconds, sm_ids.tolist()
+
+
+def tile_flops(torch, dtype, head_dim: int, iters: int = 256) -> float:
+    """FLOP/s of the attention inner loop's two matmuls on (block_m × d) · (block_n × d)ᵀ tiles, no softmax,
+    with flash2's default forward tiling (tiles, warps, stages) at this head dim, 2 CTAs per SM."""
+    t = default_tiling("flash2", FWD, head_dim)
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    return _tile_rate(torch, t.block_m, t.block_n, head_dim, t.warps, 2 * sms, iters=iters, dtype=dtype,
+                      stages=t.stages)[0]
 
 
 SOLO_TILES = ((128, 64, 64, 4), (128, 64, 128, 8))  # (block_m, block_n, head_dim, warps) run one CTA per SM
@@ -156,20 +386,52 @@ def tile_flops_solo(torch, dtype, bm: int, bn: int, head_dim: int, warps: int, i
 
     Returns ``{"tile_solo_fp16_<bm>x<bn>x<d>w<warps>": FLOP/s, "..._sms": distinct SMs used}``.
     """
-    kernel = _tile_kernel()
-    sms, n_kv = torch.cuda.get_device_properties(0).multi_processor_count, 16
-    q = torch.randn(bm, head_dim, dtype=dtype, device="cuda")
-    k = torch.randn(n_kv * bn, head_dim, dtype=dtype, device="cuda") * 0.05
-    v = torch.randn(n_kv * bn, head_dim, dtype=dtype, device="cuda")
-    o = torch.empty(sms * bm, head_dim, dtype=torch.float32, device="cuda")
-    sm_ids = torch.full((sms,), -1, dtype=torch.int32, device="cuda")
-    stages = default_tiling("flash2", FWD, head_dim).stages
-    fn = lambda: kernel[(sms,)](q, k, v, o, sm_ids, n_kv, ITERS=iters, BM=bm, BN=bn, D=head_dim,  # noqa: E731
-                                RECORD_SM=True, num_warps=warps, num_stages=stages)
-    fn()
-    seconds = time_fn(fn).median_s
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    rate, sm_ids = _tile_rate(torch, bm, bn, head_dim, warps, sms, iters=iters, dtype=dtype, record_sm=True)
     key = f"tile_solo_fp16_{bm}x{bn}x{head_dim}w{warps}"
-    return {key: sms * iters * 4.0 * bm * bn * head_dim / seconds, f"{key}_sms": float(sm_ids.unique().numel())}
+    return {key: rate, f"{key}_sms": float(len(set(sm_ids)))}
+
+
+# (block_m, block_n, head_dim, warps, CTAs per SM) of the occupancy and softmax-overlap series
+OCC_TILES = ((128, 64, 64, 4, (1, 2, 3, 4)), (64, 64, 64, 4, (1, 2, 3, 4)), (128, 64, 128, 8, (1, 2)),
+             (128, 64, 128, 4, (1, 2)), (64, 64, 128, 4, (1, 2, 3)))
+SOFTMAX_TILES = ((128, 64, 64, 4, (1, 2)), (128, 64, 128, 8, (1,)))
+
+
+def tile_flops_resident(torch, bm: int, bn: int, d: int, warps: int, counts, softmax: bool = False,
+                        iters: int = 4096, progress=print) -> dict:
+    """FLOP/s of the fp16 tile loop (with FlashAttention-2's online softmax when ``softmax``) with exactly c
+    CTAs on every SM, for each c in ``counts``: grid = c × SM count on an idle GPU, which the block
+    scheduler spreads evenly. A c that the compiled kernel's registers or shared memory do not allow
+    (:func:`ctas_per_sm`) is skipped and reported through ``progress``.
+
+    Returns ``{"tile_<occ|softmax>_fp16_<bm>x<bn>x<d>w<warps>_c<c>": FLOP/s (the two matmuls only),
+    "..._ok_sms": SMs that ran exactly c CTAs (by ``%smid``; the SM count when all did)}``.
+    """
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    key = lambda c: f"tile_{'softmax' if softmax else 'occ'}_fp16_{bm}x{bn}x{d}w{warps}_c{c}"  # noqa: E731
+    q, k, v = _tile_inputs(torch, torch.float16, bm, bn, d)
+    one_f, one_i = (torch.empty(1, dtype=t, device="cuda") for t in (torch.float32, torch.int32))
+    compiled = tile_loop(q, k, v, one_f, one_i, bn=bn, ctas=0, iters=iters, warps=warps, softmax=softmax,
+                         stages=default_tiling("flash2", FWD, d).stages, record_sm=True)
+    out = {}
+    for c in _fitting(torch, compiled, warps, counts, key, progress):
+        rate, sm_ids = _tile_rate(torch, bm, bn, d, warps, c * sms, iters=iters, softmax=softmax, record_sm=True)
+        out[key(c)], out[key(c) + "_ok_sms"] = rate, float(sms_running(sm_ids, c))
+    return out
+
+
+HMMA_TILE = (32, 64, 64, 4)  # (block_m, block_n, head_dim, warps): block_m < 64, so tl.dot is mma.sync (HMMA)
+
+
+def hmma_tile_flops(torch, ctas_per_sm: int = 4, iters: int = 4096) -> dict:
+    """FLOP/s of the fp16 tile loop at 32 × 64 × 64, 4 warps, ``ctas_per_sm`` × SM count CTAs. Triton
+    issues wgmma (SASS HGMMA) only for a warpgroup tile of M ≥ 64 with num_warps a multiple of 4; at
+    block_m = 32 its tl.dot falls back to Ampere's mma.sync (SASS HMMA), which Hopper still runs."""
+    bm, bn, d, warps = HMMA_TILE
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    rate, _ = _tile_rate(torch, bm, bn, d, warps, ctas_per_sm * sms, iters=iters)
+    return {f"tile_hmma_fp16_{bm}x{bn}x{d}w{warps}": rate}
 
 
 def _clock_kernel():
@@ -225,15 +487,26 @@ def sm_clock(torch) -> dict:
     return out
 
 
+@functools.cache
 def _bwd_tile_kernel():
     import triton
     import triton.language as tl
 
+    _, _, smid = _ptx()
+
     @triton.jit
-    def tile_mma_bwd(Q, DO, K, V, OUT, DQ, N_Q, ITERS: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
-                     D: tl.constexpr):
-        """The five matmuls of FlashAttention-2's backward per Q block, on a resident K/V block, no softmax."""
+    def tile_mma_bwd(Q, DO, K, V, OUT, DQ, SMS, N_Q, ITERS: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
+                     D: tl.constexpr, ATOMIC: tl.constexpr = False, RECORD_SM: tl.constexpr = False):
+        """The five matmuls of FlashAttention-2's backward per Q block, on a resident K/V block, no softmax.
+
+        dQ stays in registers (summed over the Q blocks, written once per CTA at row pid·BM of DQ) or, with
+        ATOMIC, is added every iteration as FlashAttention-2 does: BM·d fp32 into tile j (the Q block's
+        index) of DQ with relaxed atomics, so the CTAs at the same j add into the same tile.
+        """
         pid = tl.program_id(0)
+        if RECORD_SM:
+            one = tl.arange(0, 1)
+            tl.store(SMS + pid + one, smid(one))
         rm, rn, rd = tl.arange(0, BM), tl.arange(0, BN), tl.arange(0, D)
         k = tl.load(K + rn[:, None] * D + rd[None, :])
         v = tl.load(V + rn[:, None] * D + rd[None, :])
@@ -248,31 +521,88 @@ def _bwd_tile_kernel():
             dv = tl.dot(st, do, dv)  # dV += Pᵀ dO
             dpt = tl.dot(v, tl.trans(do)).to(q.dtype)  # dPᵀ = V dOᵀ
             dk = tl.dot(dpt, q, dk)  # dK += dSᵀ Q
-            dq = tl.dot(tl.trans(dpt), k, dq)  # dQ = dS K
+            if ATOMIC:  # dQ_j += dS K: read-modify-write of BM·d fp32 in the L2
+                tl.atomic_add(DQ + j * BM * D + rm[:, None] * D + rd[None, :], tl.dot(tl.trans(dpt), k),
+                              sem="relaxed")  # as kernels/flash2.py issues them
+            else:
+                dq = tl.dot(tl.trans(dpt), k, dq)  # dQ = dS K
         tl.store(OUT + pid * BN * D + rn[:, None] * D + rd[None, :], dk + dv)
-        tl.store(DQ + pid * BM * D + rm[:, None] * D + rd[None, :], dq)
+        if not ATOMIC:
+            tl.store(DQ + pid * BM * D + rm[:, None] * D + rd[None, :], dq)
 
     return tile_mma_bwd
 
 
+def bwd_tile_loop(q, do, k, v, out, dq, sm_ids, *, bm: int, ctas: int, iters: int, warps: int, stages: int,
+                  atomic: bool = False, record_sm: bool = False):
+    """Launch ``tile_mma_bwd`` on ``ctas`` CTAs (0: compile and load only) and return the compiled kernel.
+
+    q and do are (N_Q·bm × d), k and v (block_n × d); ``out`` takes each CTA's dK + dV (block_n × d fp32),
+    ``dq`` each CTA's dQ (bm × d fp32) or, with ``atomic``, the N_Q atomically summed dQ tiles.
+    """
+    bn, d = k.shape
+    return _bwd_tile_kernel()[(ctas,)](q, do, k, v, out, dq, sm_ids, q.shape[0] // bm, ITERS=iters, BM=bm, BN=bn,
+                                       D=d, ATOMIC=atomic, RECORD_SM=record_sm, num_warps=warps, num_stages=stages)
+
+
+def _bwd_setup(torch, bn, bm, d, warps, ctas, *, iters, atomic=False, record_sm=False, dtype=None, stages=None):
+    """A no-argument launcher of the backward tile loop on ``ctas`` CTAs (0: compile only) over random inputs
+    (16 Q blocks), and the tensor its CTAs write their ``%smid`` into. The atomic variant's dQ buffer is
+    zeroed once and keeps adding over the repetitions: only the time is kept."""
+    dtype, n_q, room = dtype or torch.float16, 16, max(ctas, 1)
+    q = torch.randn(n_q * bm, d, dtype=dtype, device="cuda") * 0.05
+    do = torch.randn(n_q * bm, d, dtype=dtype, device="cuda") * 0.05
+    k = torch.randn(bn, d, dtype=dtype, device="cuda")
+    v = torch.randn(bn, d, dtype=dtype, device="cuda")
+    out = torch.empty(room * bn, d, dtype=torch.float32, device="cuda")
+    dq = torch.zeros((n_q if atomic else room) * bm, d, dtype=torch.float32, device="cuda")
+    sm_ids = torch.full((room,), -1, dtype=torch.int32, device="cuda")
+    stages = default_tiling("flash2", BWD, d).stages if stages is None else stages
+    return (lambda: bwd_tile_loop(q, do, k, v, out, dq, sm_ids, bm=bm, ctas=ctas, iters=iters, warps=warps,
+                                  stages=stages, atomic=atomic, record_sm=record_sm)), sm_ids
+
+
 def bwd_tile_flops(torch, dtype, head_dim: int, iters: int = 128) -> float:
     """FLOP/s of the backward's five matmuls on block_n K/V rows × block_m Q rows × d tiles, with flash2's
-    default backward tiling (tiles, warps, stages)."""
-    kernel = _bwd_tile_kernel()
+    default backward tiling (tiles, warps, stages), one CTA per SM."""
     t = default_tiling("flash2", BWD, head_dim)
-    bm, bn, n_q = t.block_m, t.block_n, 16
     programs = torch.cuda.get_device_properties(0).multi_processor_count
-    q = torch.randn(n_q * bm, head_dim, dtype=dtype, device="cuda") * 0.05
-    do = torch.randn(n_q * bm, head_dim, dtype=dtype, device="cuda") * 0.05
-    k = torch.randn(bn, head_dim, dtype=dtype, device="cuda")
-    v = torch.randn(bn, head_dim, dtype=dtype, device="cuda")
-    out = torch.empty(programs * bn, head_dim, dtype=torch.float32, device="cuda")
-    dq = torch.empty(programs * bm, head_dim, dtype=torch.float32, device="cuda")
-    fn = lambda: kernel[(programs,)](q, do, k, v, out, dq, n_q, ITERS=iters, BM=bm, BN=bn, D=head_dim,  # noqa: E731
-                                     num_warps=t.warps, num_stages=t.stages)
+    fn, _ = _bwd_setup(torch, t.block_n, t.block_m, head_dim, t.warps, programs, iters=iters, dtype=dtype,
+                       stages=t.stages)
     fn()
     seconds = time_fn(fn).median_s
-    return programs * iters * 10.0 * bm * bn * head_dim / seconds
+    return programs * iters * 10.0 * t.block_m * t.block_n * head_dim / seconds
+
+
+# (block_n K/V rows, block_m Q rows, head_dim, warps, CTAs per SM) of the backward's atomics series
+BWD_ATOMIC_TILES = ((128, 64, 64, 8, 1), (64, 64, 64, 4, 2))
+
+
+def bwd_tile_atomics(torch, bn: int, bm: int, d: int, warps: int, c: int, iters: int = 1024, progress=print) -> dict:
+    """The backward tile loop with dQ kept in registers ("plain") and with dQ added atomically every
+    iteration ("atomic", as FlashAttention-2), one after the other, fp16, exactly ``c`` CTAs per SM
+    (grid = c × SM count; a variant whose resources do not allow c is skipped, see :func:`ctas_per_sm`).
+    Each atomic launch adds c·SMs·iters tiles of bm·d fp32 into 16 target tiles, ≈ c·SMs/16 CTAs per tile
+    at once.
+
+    Returns ``{"tile_bwd_<plain|atomic>_fp16_<bn>x<bm>x<d>w<warps>_c<c>": FLOP/s (the five matmuls,
+    10·bm·bn·d per iteration), "..._ok_sms": SMs that ran exactly c CTAs, "<atomic key>_bytes_per_s":
+    atomic payload bytes / time}``.
+    """
+    sms, out = torch.cuda.get_device_properties(0).multi_processor_count, {}
+    for atomic in (False, True):
+        key = f"tile_bwd_{'atomic' if atomic else 'plain'}_fp16_{bn}x{bm}x{d}w{warps}_c{c}"
+        setup = lambda ctas: _bwd_setup(torch, bn, bm, d, warps, ctas, iters=iters, atomic=atomic, record_sm=True)
+        if not _fitting(torch, setup(0)[0](), warps, (c,), lambda _: key, progress):
+            continue
+        fn, sm_ids = setup(c * sms)
+        fn()
+        seconds = time_fn(fn).median_s
+        out[key] = c * sms * iters * 10.0 * bm * bn * d / seconds
+        out[key + "_ok_sms"] = float(sms_running(sm_ids.tolist(), c))
+        if atomic:
+            out[key + "_bytes_per_s"] = c * sms * iters * bm * d * 4 / seconds
+    return out
 
 
 def matmul_flops(torch, dtype, n: int = 8192) -> float:
@@ -449,6 +779,27 @@ def launch_overhead(torch, launches: int = 200, repeats: int = 15) -> dict:
     return out
 
 
+def _series_steps(torch, progress) -> list:
+    """One step per configuration of the occupancy, softmax-overlap, mma.sync, backward-atomics and L2-write
+    benchmarks, so that one configuration failing (say, out of resources) loses only its own keys."""
+    part = functools.partial
+    return ([(f"occupancy tiles {bm}x{bn}x{d}w{w}", part(tile_flops_resident, torch, bm, bn, d, w, cs, progress=progress))
+             for bm, bn, d, w, cs in OCC_TILES]
+            + [(f"softmax tiles {bm}x{bn}x{d}w{w}",
+                part(tile_flops_resident, torch, bm, bn, d, w, cs, softmax=True, progress=progress))
+               for bm, bn, d, w, cs in SOFTMAX_TILES]
+            + [("mma.sync tiles", part(hmma_tile_flops, torch))]
+            + [(f"bwd atomics {bn}x{bm}x{d}w{w} c={c}", part(bwd_tile_atomics, torch, bn, bm, d, w, c, progress=progress))
+               for bn, bm, d, w, c in BWD_ATOMIC_TILES]
+            + [("L2 write", part(l2_write_bandwidth, torch))])
+
+
+def _latencies(torch, progress) -> dict:
+    from iosim.kernels.latency_bench import instruction_latencies  # its own module: chains of inline PTX
+
+    return instruction_latencies(torch, progress=progress)
+
+
 def run_all(progress=print) -> dict:
     """Every microbenchmark; values in bytes/s, FLOP/s and seconds."""
     torch = cuda_torch()
@@ -469,6 +820,9 @@ def run_all(progress=print) -> dict:
         ("SM clock", lambda: sm_clock(torch)),
         ("solo tiles", lambda: {k: v for bm, bn, d, w in SOLO_TILES
                                 for k, v in tile_flops_solo(torch, torch.float16, bm, bn, d, w).items()}),
+        *_series_steps(torch, progress),
+        ("instruction latencies", lambda: _latencies(torch, progress)),
+        ("CTA fixed cost", lambda: cta_fixed_cost(torch)),
     ]
     for label, step in steps:
         t0 = time.perf_counter()
@@ -480,3 +834,16 @@ def run_all(progress=print) -> dict:
             progress(f"{label}: done ({time.perf_counter() - t0:.1f} s)")
         torch.cuda.empty_cache()
     return raw
+
+
+_FACTORIES = {"l2_read": _l2_kernel, "l2_write": _l2_write_kernel, "tile_mma": _tile_kernel, "clock_probe": _clock_kernel,
+              "tile_mma_bwd": _bwd_tile_kernel, "chase": _chase_kernel, "tile_atomics": _atomic_kernel,
+              "serial_tiles": _serial_kernel, "empty": _empty_kernel}
+
+
+def __getattr__(name: str):
+    """The Triton kernels by name (``microbench.tile_mma``), built on first use (PEP 562): how
+    :class:`iosim.kernels.sass.Launch` finds a captured launch's kernel to compile it for sm_XX."""
+    if name in _FACTORIES:
+        return _FACTORIES[name]()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

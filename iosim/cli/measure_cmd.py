@@ -77,7 +77,10 @@ def measure(out, grid, kernel, algo, pass_, batch, heads, kv_heads, seq_len, hea
               help="Profile whose datasheet numbers the measurements refine.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False),
               help="Calibrated profile to write (same schema; accepted by --gpu everywhere).")
-def calibrate(base, out):
+@click.option("--from-raw", "from_raw", type=click.Path(exists=True, dir_okay=False), metavar="FILE", multiple=True,
+              help="Derive the fields from the calibration.raw block of FILE, a calibrated profile (repeat the "
+                   "option for several runs: each raw number's median) instead of measuring: no GPU needed.")
+def calibrate(base, out, from_raw):
     """Measure what the datasheet only promises and write a calibrated profile.
 
     Microbenchmarks: DRAM copy bandwidth, L2 read bandwidth (every SM re-reading 8 MiB), tensor-core
@@ -88,7 +91,10 @@ def calibrate(base, out):
     cal = _kernels("calibrate")
     base_path = resolve_profile_path(base)
     try:
-        cal.calibrate(base_path, Path(out), progress=click.echo)  # one-line refusal without a CUDA GPU
+        if from_raw:
+            cal.rederive(base_path, [Path(f) for f in from_raw], Path(out), progress=click.echo)
+        else:
+            cal.calibrate(base_path, Path(out), progress=click.echo)  # one-line refusal without a CUDA GPU
     except cal.HarnessError as e:
         raise click.UsageError(str(e)) from None
     click.echo(f"wrote {out}")

@@ -68,7 +68,10 @@ def compiled_codes(schedule, arch: str, triton_version: str | None = None) -> li
 
 
 def _loop(mix: LoopMix) -> LoopCode:
-    return LoopCode(float(mix.instructions), MappingProxyType({p: float(n) for p, n in mix.pipes.items()}))
+    return LoopCode(float(mix.instructions), MappingProxyType({p: float(n) for p, n in mix.pipes.items()}),
+                    float(mix.opcodes.get("LDL", 0)),
+                    float(mix.opcodes.get("STL", 0)), MappingProxyType({k: tuple(v) for k, v in mix.waits.items()}),
+                    None if mix.stall_cycles is None else float(mix.stall_cycles))
 
 
 def kernel_code(mix: KernelMix, source: str) -> KernelCode:
@@ -80,11 +83,13 @@ def kernel_code(mix: KernelMix, source: str) -> KernelCode:
     outside = _loop(mix.outside)
     if not loops:
         return KernelCode(loop=LoopCode(0.0), outside=outside, regs_per_thread=mix.n_regs,
-                          shared_bytes=mix.shared_bytes, spill_bytes=mix.n_spill_bytes, source=source)
+                          shared_bytes=mix.shared_bytes, spill_bytes=mix.n_spill_bytes, local_bytes=mix.local_bytes,
+                          source=source)
     ordered = sorted(loops, key=lambda m: m.instructions)
     masked = _loop(ordered[-1]) if len(ordered) > 1 else None
     return KernelCode(loop=_loop(ordered[0]), masked=masked, outside=outside, regs_per_thread=mix.n_regs,
-                      shared_bytes=mix.shared_bytes, spill_bytes=mix.n_spill_bytes, source=source)
+                      shared_bytes=mix.shared_bytes, spill_bytes=mix.n_spill_bytes, local_bytes=mix.local_bytes,
+                      source=source)
 
 
 __all__ = ["compiled_codes", "kernel_code"]

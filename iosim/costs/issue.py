@@ -11,18 +11,27 @@ sub-partition, and a CTA's warps share the four sub-partitions.
 
 Tensor-core time is the iteration's matrix FLOPs at the rate the calibration's tile loop reached
 for the same head dimension (``calibration.raw`` ``tile_<dtype>_d<d>``), else the profile's
-efficiency. Within one CTA the softmax waits for ``S = QKᵀ`` and the next product waits for ``P``:
-SIMT and tensor time add up. Co-resident CTAs may hide the shorter of the two behind each other's
-by the measured ``math_overlap`` (none where it was not measured).
+efficiency. Where the calibration ran the tile loop at several occupancies
+(``tile_occ_fp16_<bm>x<bn>x<d>w<warps>_c<ctas>``), the rate follows the warpgroups resident per SM:
+one warpgroup alone leaves the tensor cores idle while it waits for its own results, more fill the
+gaps.
+Within one CTA the softmax waits for ``S = QKᵀ`` and the next product waits for ``P``: SIMT and
+tensor time add up. Co-resident CTAs may hide the shorter of the two behind each other's by the
+measured ``math_overlap`` (none where it was not measured). A CTA's atomic adds (FlashAttention-2
+backward's dQ) leave through the same memory pipe as its next loads: the calibrated share of their
+time adds to the CTA's loop (``tile_bwd_atomic_*`` against ``tile_bwd_plain_*``).
 """
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
 SUBPARTITIONS = 4  # warp schedulers per SM on every architecture iosim models (Volta to Hopper)
 WARP = 32
+WARPGROUP = 4  # warps that issue one wgmma together (Hopper)
 # pipe -> the profile field with its lanes per SM (None: the profile's SFU rate)
 _LANES = {"fma": "fp32_lanes_per_sm", "fmaheavy": "fp32_lanes_per_sm", "fp16": "fp32_lanes_per_sm",
           "alu": "int32_lanes_per_sm", "xu": None, "lsu": "lsu_lanes_per_sm"}
@@ -34,9 +43,20 @@ class LoopCode:
 
     instructions: float
     pipes: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}), hash=False)
+    local_loads: float = 0.0  # LDL: registers the compiler spilled, reloaded (one 4-byte word per thread each)
+    local_stores: float = 0.0  # STL: registers spilled
+    waits: Mapping[str, tuple] = field(default_factory=lambda: MappingProxyType({}), hash=False)  # see LoopMix.waits
+    stall_cycles: float | None = None  # one warp's issue cycles by the compiler's stall counts (None: unknown)
 
     def scaled(self, k: float) -> LoopCode:
-        return LoopCode(self.instructions * k, MappingProxyType({p: n * k for p, n in self.pipes.items()}))
+        return LoopCode(self.instructions * k, MappingProxyType({p: n * k for p, n in self.pipes.items()}),
+                        self.local_loads * k, self.local_stores * k, self.waits,
+                        None if self.stall_cycles is None else self.stall_cycles * k)
+
+    def exposed_cycles(self, opcode: str, latency: float) -> float:
+        """Cycles one warp waits per pass for ``opcode`` results of ``latency`` cycles that the
+        compiler's schedule does not cover (see :func:`iosim.costs.sass.scoreboard_waits`)."""
+        return sum(max(0.0, latency - d) for d in self.waits.get(opcode, ()))
 
 
 @dataclass(frozen=True)
@@ -53,6 +73,7 @@ class KernelCode:
     regs_per_thread: int | None = None
     shared_bytes: int | None = None
     spill_bytes: int = 0  # local-memory bytes per thread the compiler spilled
+    local_bytes: int = 0  # local memory per thread in all (spills and stack frame): the spill footprint
     source: str = "estimate"
 
 
@@ -86,6 +107,57 @@ def simt_seconds(loop: LoopCode, warps: int, profile) -> float:
     return per_subpartition * warp_cycles(loop, profile) / profile.issue_clock_hz
 
 
+# producer opcode -> the calibration's raw latency keys (SM cycles) that price a wait for its result
+_LATENCY_KEYS = {"MUFU": ("lat_mufu_ex2", "lat_mufu_rcp"), "SHFL": ("lat_shfl",), "LDS": ("lat_lds",),
+                 "LDSM": ("lat_lds",)}
+
+
+def latencies(profile, reload_miss: float = 0.0) -> dict[str, float]:
+    """SM cycles until the result of each variable-latency producer is ready: measured by the
+    calibration (``lat_*``), and for a spill reload the L1 hit latency (taken as shared memory's) or,
+    for the ``reload_miss`` share that misses L1, the round trip to the L2."""
+    raw = _raw(profile)
+    out = {}
+    for opcode, keys in _LATENCY_KEYS.items():
+        found = [float(raw[k]) for k in keys if raw.get(k)]
+        if found:
+            out[opcode] = max(found)
+    if profile.l2_latency:
+        out["LDL"] = reload_miss * profile.l2_latency * profile.issue_clock_hz + (1 - reload_miss) * out.get("LDS", 0.0)
+    return out
+
+
+def chain_seconds(loop: LoopCode, profile, latency: Mapping[str, float]) -> float:
+    """One warp's pass through ``loop`` alone: its issue cycles by the compiler's stall counts plus the
+    waits its schedule does not cover at ``latency`` (producer → cycles); 0 where the code carries no
+    schedule. However many warps share the sub-partition, a pass never takes less."""
+    if loop.stall_cycles is None:
+        return 0.0
+    cycles = loop.stall_cycles + sum(loop.exposed_cycles(op, lat) for op, lat in latency.items())
+    return cycles / profile.issue_clock_hz
+
+
+def reload_miss(code: KernelCode, warps: int, ctas_per_sm: int, profile) -> float:
+    """Share of spill reloads that miss L1: the spill space of the SM's resident threads against the
+    L1 that shared memory leaves (Triton asks for the largest shared-memory carve-out, so
+    ``l1_bytes − smem_per_sm``); 1 where the profile has no L1 size."""
+    footprint = code.local_bytes * WARP * warps * ctas_per_sm
+    if not footprint:
+        return 0.0
+    if not profile.l1_bytes:
+        return 1.0
+    free = max(0, profile.l1_bytes - profile.smem_per_sm)
+    return min(1.0, max(0.0, 1.0 - free / footprint))
+
+
+def spill_traffic(loop: LoopCode, warps: int, reload_miss: float = 1.0) -> tuple[float, float]:
+    """Bytes one CTA's pass through ``loop`` moves between the SM and the L2 for spilled registers:
+    (reloads, spills). Every LDL/STL moves one 4-byte word per thread; a spill store always crosses
+    to the L2 (measured on the H200: local stores ≈ crossbar writes), a reload only when it misses L1."""
+    per = WARP * 4 * warps
+    return loop.local_loads * per * reload_miss, loop.local_stores * per
+
+
 def estimated_code(iter_flops, end_flops, warps: int) -> KernelCode:
     """A kernel's code from its FLOPs where no compiled code is known: one FP32 instruction per SIMT
     operation and one MUFU per special function, spread over the CTA's threads."""
@@ -98,10 +170,21 @@ def estimated_code(iter_flops, end_flops, warps: int) -> KernelCode:
     return KernelCode(loop=code(iter_flops), outside=code(end_flops))
 
 
-def tensor_rate(profile, dtype: str, mma: str = "fwd", head_dim: int | None = None) -> float:
-    """Tensor-core FLOP/s the whole GPU sustains on a kernel's tiles: the calibrated tile loop of the
-    same head dimension where measured, else the profile's (forward or backward) efficiency."""
-    raw = (profile.calibration or {}).get("raw") or {}
+def _raw(profile) -> Mapping:
+    return (profile.calibration or {}).get("raw") or {}
+
+
+def tensor_rate(profile, dtype: str, mma: str = "fwd", head_dim: int | None = None, warps: int | None = None,
+                ctas_per_sm: int | None = None, tile: tuple[int, int] | None = None) -> float:
+    """Tensor-core FLOP/s the whole GPU sustains on a kernel's tiles: for a forward kernel of ``warps``
+    warps with ``ctas_per_sm`` resident, the calibrated tile loop nearest its ``tile`` (block_m,
+    block_n) at that occupancy; else the calibrated tile loop of the same head dimension; else the
+    profile's (forward or backward) efficiency."""
+    raw = _raw(profile)
+    if mma != "bwd" and warps and ctas_per_sm and head_dim is not None:
+        rate = occupancy_rate(raw, dtype, head_dim, tile, warps, ctas_per_sm * warps / WARPGROUP, profile.sm_count)
+        if rate:
+            return rate
     key = f"tile_{'bwd_' if mma == 'bwd' else ''}{dtype}_d{head_dim}"
     if head_dim is not None and raw.get(key):
         return float(raw[key])
@@ -109,6 +192,91 @@ def tensor_rate(profile, dtype: str, mma: str = "fwd", head_dim: int | None = No
     if mma == "bwd" and profile.tensor_efficiency_bwd:
         efficiency = profile.tensor_efficiency_bwd
     return profile.tensor_flops[dtype] * efficiency
+
+
+_OCC = re.compile(r"^tile_occ_fp16_(\d+)x(\d+)x(\d+)w(\d+)_c(\d+)$")
+
+
+def occupancy_curve(raw: Mapping, head_dim: int, tile: tuple[int, int] | None = None, warps: int | None = None,
+                    sm_count: int | None = None) -> list[tuple[float, float]]:
+    """(warpgroups per SM, FLOP/s) of the calibrated tile loop at several occupancies: of the measured
+    head dim nearest ``head_dim``, with ``warps`` warps per CTA (one CTA of 8 warps is not two of 4:
+    its warpgroups wait for each other at every barrier), the tile shape nearest ``tile`` (block_m,
+    block_n): the same product size per iteration first, then the nearest sides, then the one measured
+    at more occupancies; empty where none was. A point whose CTAs
+    did not spread as intended (``_ok_sms`` short of ``sm_count``) is left out."""
+    series: dict[tuple, list] = {}
+    for key, value in raw.items():
+        m = _OCC.match(key)
+        ok = raw.get(f"{key}_ok_sms")
+        if not (m and value) or (ok is not None and ok < (sm_count or 1)):
+            continue
+        bm, bn, d, w, ctas = (int(g) for g in m.groups())
+        if warps is None or w == warps:
+            series.setdefault((d, bm, bn, w), []).append((ctas * w / WARPGROUP, float(value)))
+    if not series:
+        return []
+    d = min({k[0] for k in series}, key=lambda x: (abs(x - head_dim), -x))
+    bm, bn = tile or (0, 0)
+
+    def distance(k):  # the product's size per iteration first (its instruction shapes), then its sides
+        if not (bm and bn):
+            return 0.0, 0.0, -len(series[k]), k
+        area = abs(math.log2(k[1] * k[2] / (bm * bn)))
+        return area, abs(math.log2(k[1] / bm)) + abs(math.log2(k[2] / bn)), -len(series[k]), k
+
+    best = min((k for k in series if k[0] == d), key=distance)
+    return sorted(series[best])
+
+
+def occupancy_rate(raw: Mapping, dtype: str, head_dim: int, tile: tuple[int, int] | None, warps: int,
+                   warpgroups: float, sm_count: int | None = None) -> float | None:
+    """FLOP/s of the calibrated tile loop nearest the kernel's tiles and warps at ``warpgroups`` per SM
+    (interpolated, flat beyond the measured occupancies), scaled from fp16 to ``dtype`` by the plain
+    tile calibration; None where fewer than two occupancies were measured."""
+    curve = occupancy_curve(raw, head_dim, tile, warps, sm_count)
+    if len(curve) < 2:
+        return None
+    rate = _interpolate(curve, warpgroups)
+    if dtype != "fp16" and raw.get(f"tile_{dtype}_d{head_dim}") and raw.get(f"tile_fp16_d{head_dim}"):
+        rate *= float(raw[f"tile_{dtype}_d{head_dim}"]) / float(raw[f"tile_fp16_d{head_dim}"])
+    return rate
+
+
+def _interpolate(curve: list[tuple[float, float]], x: float) -> float:
+    """Piecewise-linear through sorted (x, y) points, flat beyond the ends."""
+    if x <= curve[0][0]:
+        return curve[0][1]
+    for (x0, y0), (x1, y1) in zip(curve, curve[1:]):
+        if x <= x1:
+            return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+    return curve[-1][1]
+
+
+def atomic_exposure(profile, share: int) -> float:
+    """Share of a CTA's atomic-add time (its payload at the SM's share of ``l2_atomic_bandwidth``)
+    that lengthens its loop, from the calibration's backward tile loop with and without the dQ
+    atomics at one and at two CTAs per SM; 0 where not measured (atomics then only load the L2)."""
+    raw = _raw(profile)
+    if not profile.l2_atomic_bandwidth:
+        return 0.0
+    found = {}
+    for key, value in raw.items():
+        m = re.match(r"^tile_bwd_atomic_fp16_(\d+)x(\d+)x(\d+)w(\d+)_c(\d+)$", key)
+        plain = raw.get(key.replace("_atomic_", "_plain_"))
+        if not (m and value and plain):
+            continue
+        bn, bm, d, ctas = (int(m.group(i)) for i in (1, 2, 3, 5))
+        flops = 10.0 * bm * bn * d  # five matmuls per iteration
+        per_sm = profile.l2_atomic_bandwidth / profile.sm_count
+        # one round (every resident CTA one iteration) takes ctas·SMs·flops / rate; per CTA and
+        # iteration the atomics add (round with − round without) and carry bm·d fp32
+        added = ctas * profile.sm_count * flops * (1.0 / float(value) - 1.0 / float(plain))
+        payload = ctas * bm * d * 4 / per_sm  # the round's atomics at the SM's share of the L2 rate
+        found[ctas] = min(1.0, max(0.0, added / payload))
+    if not found:
+        return 0.0
+    return found[min(found, key=lambda c: (abs(c - share), c))]
 
 
 def cta_time(t_tensor: float, t_simt: float, share: int, overlap: float) -> float:
@@ -120,5 +288,15 @@ def cta_time(t_tensor: float, t_simt: float, share: int, overlap: float) -> floa
     return t_tensor + t_simt - hidden
 
 
-__all__ = ["KernelCode", "LoopCode", "cta_time", "estimated_code", "lanes", "simt_seconds", "tensor_rate",
+def sm_time(t_tensor: float, t_issue: float, t_chain: float, share: int, overlap: float) -> float:
+    """SM time for ``share`` resident CTAs to do one step each: per CTA ``t_tensor`` of tensor-core
+    work and ``t_issue`` of issue slots, and one warp's own pass ``t_chain`` (its stall counts and
+    uncovered waits). The sub-partitions issue the CTAs' warps in turn, so SIMT takes the longer of
+    all their issue slots and one warp's chain; tensor and SIMT time add within a CTA (see
+    :func:`cta_time`)."""
+    simt = max(share * t_issue, t_chain)
+    return share * cta_time(t_tensor, simt / share, share, overlap)
+
+
+__all__ = ["KernelCode", "LoopCode", "atomic_exposure", "cta_time", "estimated_code", "lanes", "chain_seconds", "latencies", "occupancy_curve", "occupancy_rate", "reload_miss", "simt_seconds", "sm_time", "spill_traffic", "tensor_rate",
            "warp_cycles"]

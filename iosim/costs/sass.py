@@ -96,6 +96,17 @@ class Instruction:
     opcode: str
     text: str
     target: int | None = None
+    control: int | None = None  # the scheduling bits ptxas put beside it (see :func:`control_fields`)
+
+
+def control_fields(control: int) -> tuple[int, int, int, int]:
+    """``(stall, write barrier, read barrier, wait mask)`` of an instruction's control bits (bits
+    105-121 of the 128-bit Volta-to-Hopper encoding, i.e. the second 64-bit word shifted right by 41):
+    cycles before the warp may issue its next instruction, the scoreboard (0-5; 7 = none) its result
+    releases when written, the one it releases when its sources are read, and the scoreboards it
+    waits for before issuing. Described in Jia et al., "Dissecting the NVIDIA Volta GPU
+    Architecture via Microbenchmarking" (2018), §2.1, and used by every SASS assembler since."""
+    return control & 0xF, (control >> 5) & 0x7, (control >> 8) & 0x7, (control >> 11) & 0x3F
 
 
 def opcode_of(text: str) -> str:
@@ -106,7 +117,7 @@ def opcode_of(text: str) -> str:
 
 def parse_functions(text: str) -> dict[str, list[Instruction]]:
     """Every function's instructions in code order, from ``cuobjdump -sass`` or ``nvdisasm`` text."""
-    raw: dict[str, list[tuple[int, str]]] = {}
+    raw: dict[str, list[list]] = {}
     labels: dict[str, int] = {}
     pending: list[str] = []
     current = None
@@ -120,11 +131,16 @@ def parse_functions(text: str) -> dict[str, list[Instruction]]:
             address = int(m.group(1), 16)
             labels.update({name: address for name in pending})
             pending.clear()
-            raw[current].append((address, m.group(2)))
-    return {name: [_instruction(a, t, labels) for a, t in insns] for name, insns in raw.items()}
+            raw[current].append([address, m.group(2), None])
+        elif (m := _HIGH_WORD.match(line)) and current is not None and raw[current]:
+            raw[current][-1][2] = int(m.group(1), 16) >> 41  # cuobjdump: the encoding's second word, own line
+    return {name: [_instruction(a, t, labels, c) for a, t, c in insns] for name, insns in raw.items()}
 
 
-def _instruction(address: int, text: str, labels: dict[str, int]) -> Instruction:
+_HIGH_WORD = re.compile(r"^\s*/\*\s*(0x[0-9a-fA-F]{16})\s*\*/\s*$")
+
+
+def _instruction(address: int, text: str, labels: dict[str, int], control: int | None = None) -> Instruction:
     opcode = opcode_of(text)
     target = None
     if opcode in ("BRA", "BRX", "JMP"):
@@ -132,7 +148,7 @@ def _instruction(address: int, text: str, labels: dict[str, int]) -> Instruction
             target = labels.get(m.group(1))
         elif m := _ADDR_TARGET.search(text):
             target = int(m.group(1), 16)
-    return Instruction(address, opcode, text, target)
+    return Instruction(address, opcode, text, target, control)
 
 
 def executable(insns: list[Instruction]) -> list[Instruction]:
@@ -163,17 +179,22 @@ class LoopMix:
     start: int = 0  # byte address of the first instruction (the back-branch target for a loop)
     end: int = 0  # byte address of the last instruction (the back branch for a loop)
     innermost: bool = True
+    stall_cycles: int | None = None  # sum of the stall counts: one warp's issue cycles with no scoreboard wait
+    waits: dict[str, list[int]] = field(default_factory=dict)  # producer opcode -> cycles issued between it
+    # and each instruction that waits for its result (see :func:`scoreboard_waits`); None/empty without control bits
 
     @classmethod
-    def of(cls, insns: list[Instruction], depth: int = 0, innermost: bool = True) -> LoopMix:
-        """Counts of ``insns`` (in code order)."""
+    def of(cls, insns: list[Instruction], depth: int = 0, innermost: bool = True, loop: bool = False) -> LoopMix:
+        """Counts of ``insns`` (in code order); ``loop``: they repeat, so results of one pass feed the next."""
         opcodes = Counter(i.opcode for i in insns)
         pipes = Counter()
         for opcode, n in opcodes.items():
             pipes[pipe_of(opcode)] += n
+        stall, waits = scoreboard_waits(insns, loop) if insns and all(i.control is not None for i in insns) \
+            else (None, {})
         return cls(opcodes=dict(sorted(opcodes.items())), pipes=dict(sorted(pipes.items())),
                    instructions=len(insns), depth=depth, start=insns[0].address if insns else 0,
-                   end=insns[-1].address if insns else 0, innermost=innermost)
+                   end=insns[-1].address if insns else 0, innermost=innermost, stall_cycles=stall, waits=waits)
 
     def pipe(self, name: str) -> int:
         return self.pipes.get(name, 0)
@@ -181,13 +202,51 @@ class LoopMix:
     def opcode(self, name: str) -> int:
         return self.opcodes.get(name, 0)
 
+    def exposed_cycles(self, opcode: str, latency: float) -> float:
+        """Cycles one warp waits per pass for results of ``opcode`` that take ``latency`` cycles."""
+        return sum(max(0.0, latency - d) for d in self.waits.get(opcode, ()))
+
     def to_dict(self) -> dict:
-        return {"opcodes": dict(self.opcodes), "pipes": dict(self.pipes), "instructions": self.instructions,
-                "depth": self.depth, "start": self.start, "end": self.end, "innermost": self.innermost}
+        out = {"opcodes": dict(self.opcodes), "pipes": dict(self.pipes), "instructions": self.instructions,
+               "depth": self.depth, "start": self.start, "end": self.end, "innermost": self.innermost}
+        if self.stall_cycles is not None:
+            out.update(stall_cycles=self.stall_cycles, waits={k: list(v) for k, v in sorted(self.waits.items())})
+        return out
 
     @classmethod
     def from_dict(cls, data: dict) -> LoopMix:
-        return cls(**{**data, "opcodes": dict(data["opcodes"]), "pipes": dict(data["pipes"])})
+        return cls(**{**data, "opcodes": dict(data["opcodes"]), "pipes": dict(data["pipes"]),
+                      "waits": {k: list(v) for k, v in data.get("waits", {}).items()}})
+
+
+def scoreboard_waits(insns: list[Instruction], loop: bool = False) -> tuple[int, dict[str, list[int]]]:
+    """One warp's issue cycles through ``insns`` by their stall counts, and for every scoreboard wait
+    on a variable-latency result (a load, MUFU, shuffle, conversion: whatever ptxas gave a write
+    barrier) the producer's opcode and the cycles issued between producer and waiter. A wait costs
+    ``max(0, latency − distance)``: what the compiler could not fill with independent instructions.
+    In a loop (``loop``) a wait may be for a producer of the previous pass (distance across the back
+    branch). Read barriers (a store's or an async copy's sources read) are short and not counted."""
+    times, t = [], 0
+    for insn in insns:
+        times.append(t)
+        t += control_fields(insn.control)[0]
+    period = t
+    last: dict[int, tuple[int, str]] = {}  # write barrier -> (issue time, producer opcode)
+    if loop:  # producers still pending at the back branch, issued one period earlier
+        for insn, at in zip(insns, times):
+            _, wb, _, _ = control_fields(insn.control)
+            if wb < 6:
+                last[wb] = (at - period, insn.opcode)
+    waits: dict[str, list[int]] = {}
+    for insn, at in zip(insns, times):
+        _, wb, _, mask = control_fields(insn.control)
+        for b in range(6):
+            if mask >> b & 1 and b in last:
+                issued, producer = last.pop(b)
+                waits.setdefault(producer, []).append(at - issued)
+        if wb < 6:
+            last[wb] = (at, insn.opcode)
+    return period, {k: sorted(v) for k, v in sorted(waits.items())}
 
 
 def loop_ranges(insns: list[Instruction]) -> list[tuple[int, int]]:
@@ -215,7 +274,7 @@ def loop_mixes(insns: list[Instruction]) -> tuple[list[LoopMix], LoopMix]:
         depth = sum(f <= first and last <= la for f, la in ranges)
         nested = any(first <= f and la <= last and (f, la) != (first, last) for f, la in ranges)
         body = [insns[k] for k in range(first, last + 1) if owner[k] == n]
-        loops.append(LoopMix.of(body, depth=depth, innermost=not nested))
+        loops.append(LoopMix.of(body, depth=depth, innermost=not nested, loop=not nested))
     outside = LoopMix.of([insn for k, insn in enumerate(insns) if owner[k] == -1], depth=0)
     return loops, outside
 

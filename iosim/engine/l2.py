@@ -104,6 +104,15 @@ class L2Cache:
         self._evict(now, keep=key)
         return ready
 
+    def spill(self, reloads: float, spills: float) -> None:
+        """Count registers a kernel spilled to local memory and reloaded: L2 traffic that hits (the
+        spill space of the resident CTAs is small and rewritten before it could be evicted)."""
+        st = self.stats
+        st.read_bytes += int(reloads)
+        st.write_bytes += int(spills)
+        st.lookup_bytes += int(reloads + spills)
+        st.hit_bytes += int(reloads)
+
     def flush(self, now: float, invalidate: bool, timed: bool = True) -> int:
         """Write every dirty byte back (and drop all lines if ``invalidate``); return bytes written.
 

@@ -6,14 +6,15 @@ scheduler does; each launch instant starts one *cohort* process for the CTAs lau
 (:mod:`iosim.engine.cohorts` turns them into steps, and says why that changes no count). A cohort
 step issues its tile accesses to the :class:`~iosim.engine.l2.L2Cache` (misses queue on the HBM or
 host :class:`~iosim.engine.links.Link`), moves its bytes over the L2's own link (atomics over the
-L2's atomic units, where measured), and computes on its SM's share of the tensor cores and issue
-slots, priced from the kernel's compiled code (:mod:`iosim.costs.issue`; co-resident CTAs hide the
-profile's measured ``math_overlap``, where it has one); with two or more pipeline
+L2's atomic units, where measured; spilled registers to the L2 and back), and computes on its SM's
+share of the tensor cores and issue slots, priced from the kernel's compiled code
+(:mod:`iosim.costs.issue`: issue slots, one warp's own schedule with its uncovered waits, the
+tensor rate at the kernel's occupancy, the exposed share of its atomics); with two or more pipeline
 stages the loads of a step overlap its math and their latency is paid once, with one stage every
 iteration waits for its loads.
 
 Kernel boundaries: every kernel pays the profile's launch overhead (what an empty kernel costs back
-to back). In ``plain`` mode the L2 keeps its contents from one kernel to the next, and what is still
+to back) and its measured start cost (the first wave's dispatch, cold caches, pipeline fill). In ``plain`` mode the L2 keeps its contents from one kernel to the next, and what is still
 dirty at the end is counted as written back. In ``ncu`` mode (Nsight Compute's default cache
 control) dirty lines are written back and the L2 invalidated before each kernel, outside any
 kernel's counters and time.
@@ -28,7 +29,17 @@ import numpy as np
 import simpy
 
 from iosim.costs.code import compiled_codes
-from iosim.costs.issue import cta_time, estimated_code, simt_seconds, tensor_rate
+from iosim.costs.issue import (
+    atomic_exposure,
+    chain_seconds,
+    estimated_code,
+    latencies,
+    reload_miss,
+    simt_seconds,
+    sm_time,
+    spill_traffic,
+    tensor_rate,
+)
 from iosim.costs.pricing import instruction_totals, rates, roofline
 from iosim.engine import cohorts
 from iosim.engine.l2 import L2Cache
@@ -104,18 +115,31 @@ class Engine:
         for n, kernel in enumerate(self.kernels):
             if self.mode == "ncu":
                 self.l2.flush(self.env.now, invalidate=True, timed=False)
-            self._code = self._price_code(kernel, self.codes[n])
+            self._code = self._price_code(kernel, self.codes[n], self.per_sm[n])
             yield from self._kernel(kernel, self.per_sm[n])
 
-    def _price_code(self, kernel, code) -> dict:
-        """Seconds one CTA alone on its SM spends per loop iteration and once, and the tensor rate of one SM."""
+    def _price_code(self, kernel, code, per_sm: int) -> dict:
+        """Seconds one CTA alone on its SM spends per loop iteration and once, the tensor rate of one
+        SM at the kernel's occupancy and instruction kind, and the share of atomic time it waits for."""
+        profile = self.profile
         head_dim = self.schedule.config.problem.head_dim
         masked = _masked_share(kernel) if code.masked is not None else 0.0
-        loop = simt_seconds(code.loop, kernel.warps, self.profile)
+        miss = reload_miss(code, kernel.warps, per_sm, profile)
+        latency = latencies(profile, miss)
+        loop = simt_seconds(code.loop, kernel.warps, profile)
+        # A pipelined loop's pace is its warps' own schedule; an unpipelined one (one stage) waits for
+        # its loads every iteration, and the calibrated per-CTA load time (see _cohort) stands for that chain.
+        chain = chain_seconds(code.loop, profile, latency) if kernel.stages > 1 else 0.0
         if masked:
-            loop += masked * (simt_seconds(code.masked, kernel.warps, self.profile) - loop)
-        return {"iter": loop, "once": simt_seconds(code.outside, kernel.warps, self.profile), "masked": masked,
-                "tensor": tensor_rate(self.profile, self.dtype, kernel.mma, head_dim) / self.profile.sm_count}
+            loop += masked * (simt_seconds(code.masked, kernel.warps, profile) - loop)
+            if kernel.stages > 1:
+                chain += masked * (chain_seconds(code.masked, profile, latency) - chain)
+        rate = tensor_rate(profile, self.dtype, kernel.mma, head_dim, kernel.warps, per_sm, (kernel.block_i, kernel.block_u))
+        spills = spill_traffic(code.loop, kernel.warps, miss)
+        if masked:
+            spills = tuple(a + masked * (b - a) for a, b in zip(spills, spill_traffic(code.masked, kernel.warps, miss)))
+        return {"iter": loop, "chain": chain, "once": simt_seconds(code.outside, kernel.warps, profile), "masked": masked,
+                "tensor": rate / profile.sm_count, "atomic": atomic_exposure(profile, per_sm), "spills": spills}
 
     def _kernel(self, kernel, per_sm):
         slots = per_sm * self.profile.sm_count
@@ -139,8 +163,9 @@ class Engine:
         hbm_drain = self.links["hbm"].busy_until
         if hbm_drain > self.env.now:  # posted write-backs still draining belong to this kernel
             yield self.env.timeout(hbm_drain - self.env.now)
-        # Launch, grid setup and drain: what an empty kernel costs back to back (profile's launch_overhead).
-        yield self.env.timeout(self.profile.launch_overhead)
+        # Launch, grid setup and drain: what an empty kernel costs back to back (profile's launch_overhead),
+        # and what a real kernel's first wave costs once beyond its trips and first loads (kernel_start_overhead).
+        yield self.env.timeout(self.profile.launch_overhead + (self.profile.kernel_start_overhead or 0.0))
         self.records.append(self._record(kernel, per_sm, before, start))
 
     def _cohort(self, kernel, g0, g1, line_iters, state):
@@ -172,6 +197,10 @@ class Engine:
             if atomic and self.atomics is not None:
                 ready = max(ready, self.atomics.reserve(now, atomic))
                 moved -= atomic
+            if step.iters and any(code["spills"]):  # spilled registers: to the L2 and back, hitting there
+                reloads, spills = (b * step.iters * step.active for b in code["spills"])
+                l2.spill(reloads, spills)
+                moved += reloads + spills
             ready = max(ready, links["l2"].reserve(now, moved))
             # each CTA gets its SM's math units and issue slots, shared with the CTAs resident beside it
             share = max(1, -(-self.resident // sms))
@@ -179,7 +208,9 @@ class Engine:
             if step.active:
                 t_tensor = step.flops.tensor / code["tensor"]
                 t_simt = step.iters * code["iter"] + (code["once"] if first else 0.0)
-                math = cta_time(t_tensor, t_simt, share, self.overlap) * share
+                math = sm_time(t_tensor, t_simt, step.iters * code["chain"], share, self.overlap)
+                if atomic and code["atomic"]:  # the exposed share of this SM's atomic traffic
+                    math += code["atomic"] * atomic / step.active * share / (self.profile.l2_atomic_bandwidth / sms)
             self._math[0] += step.flops.tensor * step.active
             self._math[1] += step.flops.simt * step.active
             self._math[2] += step.flops.sfu * step.active

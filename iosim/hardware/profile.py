@@ -42,7 +42,8 @@ OPTIONAL: dict[str, str | None] = {"l2_dirty_limit": "size", "dram_latency": "ti
                                    "tensor_efficiency_bwd": "fraction", "cta_load_bandwidth": "bandwidth",
                                    "sm_clock": "frequency", "tensor_efficiency_solo": "fraction",
                                    "fp32_lanes_per_sm": "count", "int32_lanes_per_sm": "count",
-                                   "lsu_lanes_per_sm": "count", "lrc_sms": "count"}
+                                   "lsu_lanes_per_sm": "count", "lrc_sms": "count", "l1_bytes": "size",
+                                   "kernel_start_overhead": "time"}
 _ATTR = {"boost_clock": "clock_hz"}  # YAML field -> Profile attribute where the names differ
 
 
@@ -89,6 +90,8 @@ class Profile:
     int32_lanes_per_sm: int | None = None  # ALU pipe (INT32, compare, select, min/max) results per clock per SM
     lsu_lanes_per_sm: int | None = None  # load/store unit threads per clock per SM
     lrc_sms: int | None = None  # SMs whose identical L2 requests, in flight together, the request coalescer merges
+    l1_bytes: int | None = None  # L1 data cache and shared memory together, per SM (what shared memory leaves is L1)
+    kernel_start_overhead: float | None = None  # seconds once per kernel inside its duration (first wave's dispatch, cold caches, fill, exit)
     sources: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), hash=False, repr=False)
     calibration: Mapping[str, Any] | None = field(default=None, hash=False, repr=False)
 

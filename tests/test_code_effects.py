@@ -1,0 +1,185 @@
+"""What a kernel's compiled code changes beyond its instruction counts: legacy mma.sync products,
+occupancy of the tensor cores, exposed atomics, spilled registers and the scoreboard waits ptxas
+scheduled. Closed forms against hand-computed values; the calibration numbers are synthetic."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from iosim.costs.issue import (
+    KernelCode,
+    LoopCode,
+    atomic_exposure,
+    chain_seconds,
+    latencies,
+    occupancy_curve,
+    occupancy_rate,
+    reload_miss,
+    sm_time,
+    spill_traffic,
+    tensor_rate,
+)
+from iosim.costs.sass import Instruction, LoopMix, control_fields, scoreboard_waits
+from iosim.hardware.profile import load_profile
+
+H200 = load_profile("h200-calibrated")  # has the L2 latency and atomic rate the model needs
+
+
+def _with_raw(profile, raw):
+    return replace(profile, calibration={"raw": raw})
+
+
+BARE = _with_raw(H200, {})  # the calibrated profile's fields, none of its raw microbenchmark numbers
+
+
+def test_control_bits_decode_stall_barriers_and_wait_mask():
+    # 0x000fe2000c7008ff >> 41: stall 1, yield 1, no barriers, waits for nothing (a plain HGMMA)
+    assert control_fields(0x000FE2000C7008FF >> 41) == (1, 7, 7, 0)
+    word = (3 | 2 << 5 | 7 << 8 | 0b000101 << 11)  # stall 3, writes SB2, waits for SB0 and SB2
+    assert control_fields(word) == (3, 2, 7, 0b000101)
+
+
+def _insn(op, stall, wb=7, wait=0):
+    return Instruction(0, op, op, None, stall | wb << 5 | 7 << 8 | wait << 11)
+
+
+def test_a_wait_counts_the_cycles_issued_since_its_producer():
+    body = [_insn("LDL", 2, wb=1), _insn("FFMA", 4), _insn("FFMA", 4), _insn("FADD", 1, wait=0b10)]
+    period, waits = scoreboard_waits(body)
+    assert period == 11
+    assert waits == {"LDL": [10]}  # issued at 0, waited for at 2 + 4 + 4
+    mix = LoopMix(waits=waits)
+    assert mix.exposed_cycles("LDL", 300.0) == 290.0
+    assert mix.exposed_cycles("LDL", 8.0) == 0.0  # the schedule covers a short latency
+
+
+def test_in_a_loop_a_wait_may_be_for_the_previous_pass():
+    body = [_insn("FMUL", 1, wait=0b1), _insn("FFMA", 5), _insn("MUFU", 2, wb=0)]
+    _, straight = scoreboard_waits(body, loop=False)
+    period, looped = scoreboard_waits(body, loop=True)
+    assert straight == {}
+    assert period == 8 and looped == {"MUFU": [2]}  # MUFU at 6, FMUL of the next pass at 8
+
+
+def test_occupancy_curve_interpolates_between_measured_warpgroups():
+    raw = {"tile_fp16_d64": 600e12, "tile_bf16_d64": 540e12,
+           "tile_occ_fp16_64x64x64w4_c1": 400e12, "tile_occ_fp16_64x64x64w4_c2": 500e12,
+           "tile_occ_fp16_64x64x64w4_c4": 700e12, "tile_occ_fp16_128x64x64w4_c1": 450e12,
+           "tile_occ_fp16_128x64x64w4_c2": 600e12, "tile_occ_fp16_128x64x128w8_c1": 590e12,
+           "tile_occ_fp16_128x64x128w4_c1": 600e12, "tile_occ_fp16_128x64x128w4_c2": 700e12}
+    # the tile shape nearest the kernel's, among those run with its warps
+    assert occupancy_curve(raw, 64, (128, 64), 4) == [(1.0, 450e12), (2.0, 600e12)]
+    assert occupancy_curve(raw, 64, (64, 32), 4) == [(1.0, 400e12), (2.0, 500e12), (4.0, 700e12)]
+    assert occupancy_curve(raw, 64, (64, 128), 4) == [(1.0, 450e12), (2.0, 600e12)]  # same size as 128x64
+    assert occupancy_curve(raw, 128, (128, 64), 8) == [(2.0, 590e12)]  # not the 4-warp CTAs' curve
+    assert occupancy_curve(raw, 96, (128, 64), 4) == [(1.0, 600e12), (2.0, 700e12)]  # ties go to the larger d
+    assert occupancy_rate(raw, "fp16", 64, (64, 64), 4, 3.0) == pytest.approx(600e12)
+    assert occupancy_rate(raw, "fp16", 64, (64, 64), 4, 8.0) == pytest.approx(700e12)  # flat beyond the ends
+    assert occupancy_rate(raw, "bf16", 64, (128, 64), 4, 1.0) == pytest.approx(450e12 * 0.9)
+    assert occupancy_rate(raw, "fp16", 128, (128, 64), 8, 2.0) is None  # one point: no curve
+    profile = _with_raw(H200, raw)
+    assert tensor_rate(profile, "fp16", "fwd", 64, warps=4, ctas_per_sm=1, tile=(128, 64)) == pytest.approx(450e12)
+    assert tensor_rate(profile, "fp16", "fwd", 128, warps=8, ctas_per_sm=1, tile=(128, 64)) == \
+        tensor_rate(profile, "fp16", "fwd", 128)  # no curve: the plain tile calibration
+    assert tensor_rate(profile, "fp16", "bwd", 64, 4, 1) == tensor_rate(profile, "fp16", "bwd", 64)
+
+
+def test_a_point_whose_ctas_did_not_spread_as_intended_is_left_out():
+    raw = {"tile_occ_fp16_128x64x64w4_c1": 450e12, "tile_occ_fp16_128x64x64w4_c1_ok_sms": 132,
+           "tile_occ_fp16_128x64x64w4_c2": 900e12, "tile_occ_fp16_128x64x64w4_c2_ok_sms": 100}
+    assert occupancy_curve(raw, 64, sm_count=132) == [(1.0, 450e12)]
+
+
+def test_atomic_exposure_is_the_added_time_over_the_payload_time():
+    bw, sms = H200.l2_atomic_bandwidth, H200.sm_count
+    flops, payload = 10.0 * 64 * 128 * 64, 64 * 64 * 4.0  # per CTA iteration: 128 K/V rows x 64 Q rows, d 64
+    t_plain = 1e-6  # seconds per round of one CTA per SM
+    t_added = 0.4 * payload / (bw / sms)  # 40 % of the atomic time shows
+    raw = {"tile_bwd_plain_fp16_128x64x64w8_c1": sms * flops / t_plain,
+           "tile_bwd_atomic_fp16_128x64x64w8_c1": sms * flops / (t_plain + t_added)}
+    profile = _with_raw(H200, raw)
+    assert atomic_exposure(profile, 1) == pytest.approx(0.4)
+    assert atomic_exposure(profile, 3) == pytest.approx(0.4)  # nearest measured occupancy
+    assert atomic_exposure(BARE, 1) == 0.0
+
+
+def test_spills_cross_to_l2_by_what_shared_memory_leaves_of_l1():
+    loop = LoopCode(100.0, {"lsu": 20.0}, local_loads=10.0, local_stores=5.0)
+    assert spill_traffic(loop, 4, reload_miss=0.5) == (10 * 32 * 4 * 4 * 0.5, 5 * 32 * 4 * 4)
+    free = H200.l1_bytes - H200.smem_per_sm  # 28 KiB on Hopper
+    code = KernelCode(loop=loop, local_bytes=256)
+    footprint = 256 * 32 * 4 * 2  # two 4-warp CTAs per SM
+    assert reload_miss(code, 4, 2, H200) == pytest.approx(1 - free / footprint)
+    assert reload_miss(KernelCode(loop=loop, local_bytes=16), 4, 1, H200) == 0.0  # fits in L1
+    assert reload_miss(KernelCode(loop=loop), 4, 2, H200) == 0.0  # nothing spilled
+
+
+def test_exposed_reloads_add_the_uncovered_l2_latency():
+    loop = LoopCode(100.0, {}, local_loads=2.0, waits={"LDL": (40.0, 400.0)}, stall_cycles=150.0)
+    l2 = BARE.l2_latency * BARE.issue_clock_hz
+    assert latencies(BARE, reload_miss=1.0)["LDL"] == pytest.approx(l2)
+    assert latencies(BARE, reload_miss=0.0)["LDL"] == 0.0  # an L1 hit: no shared-memory latency measured here
+    expected = (150.0 + (l2 - 40.0) + max(0.0, l2 - 400.0)) / BARE.issue_clock_hz
+    assert chain_seconds(loop, BARE, latencies(BARE, 1.0)) == pytest.approx(expected)
+    assert chain_seconds(LoopCode(100.0), BARE, latencies(BARE, 1.0)) == 0.0  # no schedule known
+
+
+def test_measured_latencies_price_the_waits_of_their_producers():
+    profile = _with_raw(H200, {"lat_mufu_ex2": 18.0, "lat_mufu_rcp": 22.0, "lat_shfl": 30.0, "lat_lds": 33.0})
+    lat = latencies(profile, reload_miss=0.25)
+    assert lat["MUFU"] == 22.0 and lat["SHFL"] == 30.0 and lat["LDSM"] == 33.0
+    assert lat["LDL"] == pytest.approx(0.25 * H200.l2_latency * H200.issue_clock_hz + 0.75 * 33.0)
+
+
+def test_sm_time_takes_the_longer_of_all_issue_slots_and_one_warps_chain():
+    # one CTA: its issue slots or its own chain, whichever is longer, after its tensor work
+    assert sm_time(3.0, 2.0, 5.0, share=1, overlap=0.0) == 8.0
+    assert sm_time(3.0, 2.0, 1.0, share=1, overlap=0.0) == 5.0
+    # two CTAs: each one's tensor work, and the sub-partitions issue both CTAs' warps
+    assert sm_time(3.0, 2.0, 3.0, share=2, overlap=0.0) == 10.0
+    assert sm_time(3.0, 2.0, 6.0, share=2, overlap=0.0) == 12.0
+
+
+def _forward(n=2048, d=64):
+    from iosim.schedule.problem import Problem, RunConfig, Tiling
+    return RunConfig(algo="flash2", problem=Problem(batch=1, heads=8, seq_q=n, seq_k=n, head_dim=d),
+                     tiling=Tiling(block_m=128, block_n=64, warps=4, stages=2), mode="ncu")
+
+
+def test_spilled_registers_add_their_round_trips_to_the_l2_bytes_and_nothing_to_dram():
+    """Conservation: a kernel whose loop reloads and spills registers moves exactly those bytes more
+    between the SMs and the L2 (reloads by the share that misses L1), and the same DRAM bytes."""
+    from iosim.simulate import simulate
+    config = _forward()
+    plain = KernelCode(loop=LoopCode(500.0, {"fma": 300.0}), regs_per_thread=128, shared_bytes=48 * 1024)
+    spilled = replace(plain, loop=LoopCode(500.0, {"fma": 300.0}, local_loads=30.0, local_stores=20.0),
+                      local_bytes=512)
+    a = simulate(config, H200, codes=[plain])
+    b = simulate(config, H200, codes=[spilled])
+    k = a.kernels[0]
+    iterations = config.problem.seq_k // 64 * k.ctas  # every CTA runs the whole K/V loop
+    miss = reload_miss(spilled, 4, k.ctas_per_sm, H200)
+    assert 0.0 < miss < 1.0
+    per = 32 * 4 * 4  # one word per thread of 4 warps
+    assert b.levels["l2"].read_bytes - a.levels["l2"].read_bytes == pytest.approx(30 * per * iterations * miss, rel=1e-6)
+    assert b.levels["l2"].write_bytes - a.levels["l2"].write_bytes == pytest.approx(20 * per * iterations, rel=1e-6)
+    assert b.levels["hbm"].total == a.levels["hbm"].total
+
+
+def test_committed_mixes_carry_the_compilers_schedule():
+    """Every loop of the committed mixes has one warp's stall cycles, at least one per instruction."""
+    from iosim.costs.sass import load_mixes
+    for version in ("3.6.0", "3.9.0"):
+        for mix in load_mixes(90, version).mixes:
+            for loop in mix.loops:
+                assert loop.stall_cycles is not None and loop.stall_cycles >= loop.instructions, mix.key
+
+
+def test_the_start_cost_lengthens_every_kernel_by_exactly_itself():
+    from iosim.simulate import simulate
+    config = _forward(n=512)
+    bare, costly = replace(H200, kernel_start_overhead=None), replace(H200, kernel_start_overhead=3.5e-6)
+    a, b = simulate(config, bare), simulate(config, costly)
+    assert b.time_s - a.time_s == pytest.approx(3.5e-6 * len(b.kernels), rel=1e-6)
+    assert b.levels["hbm"].total == a.levels["hbm"].total
