@@ -22,6 +22,7 @@ from iosim.costs.issue import (
 )
 from iosim.costs.sass import Instruction, LoopMix, control_fields, scoreboard_waits
 from iosim.hardware.profile import load_profile
+from iosim.schedule.ir import READ
 
 H200 = load_profile("h200-calibrated")  # has the L2 latency and atomic rate the model needs
 
@@ -183,3 +184,25 @@ def test_the_start_cost_lengthens_every_kernel_by_exactly_itself():
     a, b = simulate(config, bare), simulate(config, costly)
     assert b.time_s - a.time_s == pytest.approx(3.5e-6 * len(b.kernels), rel=1e-6)
     assert b.levels["hbm"].total == a.levels["hbm"].total
+
+
+def test_a_private_line_takes_the_share_of_the_l2_the_sweep_measured():
+    """Closed form: a cyclic sweep of private data hits its second pass entirely below the measured
+    sweep capacity and misses it entirely above, in the L2 cache itself."""
+    from iosim.engine.l2 import L2Cache
+    from iosim.engine.simulator import _private_copies
+
+    class Memory:
+        def reserve(self, now, nbytes):
+            return now
+
+    copies = _private_copies(H200, H200.l2_partitions)
+    assert copies == pytest.approx(H200.l2_bytes / H200.l2_sweep_bytes)
+    assert _private_copies(replace(H200, l2_sweep_bytes=None), 2) == 1.0
+    line = 1 << 20
+    for size, hit in ((int(0.9 * H200.l2_sweep_bytes), True), (int(1.1 * H200.l2_sweep_bytes), False)):
+        l2 = L2Cache(H200.l2_bytes, {"hbm": Memory()}, ["hbm"], replicas=2, private=copies)
+        for _ in range(2):
+            for n in range(size // line):
+                l2.access((0, 0, n, 0), "hbm", READ, line, line, 1, 0.0, who=("k", n))
+        assert l2.stats.miss_bytes == (size // line * line) * (1 if hit else 2)

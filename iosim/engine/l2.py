@@ -42,13 +42,14 @@ class L2Cache:
     """
 
     def __init__(self, capacity: int, memory: dict, placements: list, dirty_limit: int | None = None,
-                 replicas: int = 1, coalesce: int = 1):
+                 replicas: int = 1, coalesce: int = 1, private: float = 1.0):
         if capacity < 0:
             raise ValueError(f"capacity(={capacity}) must be >= 0")
         self.capacity = capacity
         self.memory = memory
         self.placements = placements  # tensor index -> "hbm" | "host"
         self.replicas = replicas  # copies of a line read by CTAs other than its first user (L2 partitions)
+        self.private = max(1.0, min(private, replicas))  # copies of a line only its first user touched, on average
         self.coalesce = max(1, coalesce)  # identical loads merged into one lookup (profile's lrc_sms)
         self.dirty_limit = capacity if dirty_limit is None else min(dirty_limit, capacity)
         self.lines: OrderedDict = OrderedDict()
@@ -79,12 +80,12 @@ class L2Cache:
         line = self.lines.get(key)
         if line is None:
             line = self.lines[key] = [0, 0, now, [] if lo is not None else None, [] if lo is not None else None,
-                                      who, 1]
+                                      who, self.private]
         else:
             self.lines.move_to_end(key)
-        if line[6] == 1 and (mult > 1 or line[5] != who) and self.replicas > 1:
+        if line[6] < self.replicas and (mult > 1 or line[5] != who):
+            self.used += line[0] * (self.replicas - line[6])
             line[6] = self.replicas
-            self.used += line[0] * (self.replicas - 1)
         ready = now
         grow = _cover(line, 0, 3, lo, hi, nbytes, line_bytes)
         if kind != WRITE:

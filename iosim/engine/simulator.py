@@ -77,7 +77,7 @@ class Engine:
         dirty_limit = profile.l2_dirty_limit
         replicas = profile.l2_partitions if l2_bytes is None else 1
         self.l2 = L2Cache(capacity, {"hbm": self.links["hbm"], "host": self.links["host"]}, self.places, dirty_limit,
-                          replicas, profile.lrc_sms or 1)
+                          replicas, profile.lrc_sms or 1, _private_copies(profile, replicas))
         self.overlap = profile.math_overlap or 0.0
         # Each kernel's code (compiled SASS where known, else estimated from FLOPs) and its launch resources.
         if codes is None:
@@ -283,6 +283,15 @@ class Engine:
                 hist = np.zeros(TIMELINE_BINS)
             out[lv] = hist.astype(np.int64).tolist()
         return out
+
+
+def _private_copies(profile, replicas: int) -> float:
+    """Copies of the L2 a line only one CTA touches occupies, on average: a private cyclic sweep fits
+    ``l2_sweep_bytes`` of the L2 (measured), because a line homed in the far partition is copied into
+    the near one too; 1 where not measured."""
+    if replicas <= 1 or not profile.l2_sweep_bytes:
+        return 1.0
+    return min(float(replicas), max(1.0, profile.l2_bytes / profile.l2_sweep_bytes))
 
 
 def _with_resources(kernel, code):
