@@ -19,7 +19,10 @@ except the L2 write, timed by ``time_warm`` (CUDA events, no flush: its buffer m
   what a CTA alone on its SM gets of the tile loop (``tensor_efficiency_solo``);
 - fp32 atomic-add bandwidth as FlashAttention-2's backward issues it, and per-CTA unpipelined loads;
 - launch overhead: empty Triton kernels back to back while the GPU is kept busy, so the CPU's cost
-  of launching is hidden and only the GPU's per-kernel cost remains.
+  of launching is hidden and only the GPU's per-kernel cost remains;
+- a kernel's start (:func:`cta_fixed_cost`): in-kernel ``%globaltimer`` spans of the tile loop over 1-32
+  trips and 1-8 waves, the fixed part becoming ``kernel_start_overhead``;
+- instruction latencies (``lat_*``, :mod:`iosim.kernels.latency_bench`).
 
 Values in bytes/s, FLOP/s and seconds; :mod:`iosim.kernels.calibrate` turns them into profile fields.
 These feed no field yet and are kept only under ``calibration.raw`` (fp16 throughout; tile shapes are
@@ -45,7 +48,9 @@ block_m × block_n × d and w<warps>, the backward's block_n K/V rows × block_m
   (16 tiles, ≈ c·SMs/16 CTAs adding into each at once), at 128x64x64w8 c = 1 and 64x64x64w4 c = 2;
   ``<atomic key>_bytes_per_s``: its atomic payload bytes / time;
 - ``l2_write`` (bytes/s): plain stores by 16 CTAs per SM into an L2-resident 16 MiB fp32 buffer, ≈ 500
-  passes per launch, timed without an L2 flush (``time_warm``).
+  passes per launch, timed without an L2 flush (``time_warm``);
+- ``miss_pass_s`` (seconds, :func:`miss_cost`): what a two-stage pass of the tile loop waits when its
+  loads miss the L2, against the same loop on resident tiles.
 """
 from __future__ import annotations
 
@@ -248,12 +253,13 @@ def _tile_kernel():
     @triton.jit
     def tile_mma(Q, K, V, O, SMS, N_KV, qk_scale, ITERS: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
                  D: tl.constexpr, RECORD_SM: tl.constexpr = False, SOFTMAX: tl.constexpr = False,
-                 RECORD_TIME: tl.constexpr = False):
+                 RECORD_TIME: tl.constexpr = False, STREAM: tl.constexpr = False):
         """ITERS times: read BN·d of K and of V (tile (pid + i) mod N_KV, L1/L2-resident), S = Q Kᵀ and
         O += P V with P = S (no softmax) or, with SOFTMAX, FlashAttention-2's online softmax of S·qk_scale
         (log2 units), line for line as kernels/flash2.py's _fwd_blocks computes it; O is then normalised.
         RECORD_TIME: each CTA writes %globaltimer at its start and after its last product to SMS[2·pid]
-        and SMS[2·pid + 1] (int64)."""
+        and SMS[2·pid + 1] (int64). STREAM: CTA pid reads tiles pid·ITERS + i instead, each once (from
+        DRAM when the L2 was flushed)."""
         pid = tl.program_id(0)
         if RECORD_SM:  # which SM this CTA ran on: checks how many CTAs each SM held
             one = tl.arange(0, 1)
@@ -267,7 +273,10 @@ def _tile_kernel():
         m_i = tl.full([BM], float("-inf"), tl.float32)  # unused (and removed) without SOFTMAX
         l_i = tl.zeros([BM], tl.float32)
         for i in range(ITERS):
-            j = (pid + i) % N_KV  # K/V tiles vary, so nothing is hoisted; all stay in L1/L2
+            if STREAM:
+                j = pid * ITERS + i  # every tile read once: its loads miss the (flushed) L2
+            else:
+                j = (pid + i) % N_KV  # K/V tiles vary, so nothing is hoisted; all stay in L1/L2
             k = tl.load(K + j * BN * D + rn[:, None] * D + rd[None, :])
             v = tl.load(V + j * BN * D + rn[:, None] * D + rd[None, :])
             s = tl.dot(q, tl.trans(k))
@@ -346,6 +355,28 @@ def cta_fixed_cost(torch, bm: int = 128, bn: int = 64, d: int = 64, warps: int =
     each = float(per_wave - CTA_WAVE_ITERS * per_trip)
     return {**out, "cta_span_fixed_s": float(fixed), "cta_span_iter_s": float(per_trip), "cta_wave_s": float(per_wave),
             "cta_each_s": each, "cta_kernel_s": float(fixed) - each}
+
+
+def miss_cost(torch, bm: int = 128, bn: int = 64, d: int = 64, warps: int = 4, iters: int = 256) -> dict:
+    """What a pipelined pass waits when its loads miss the L2: the tile loop (two stages, one CTA on
+    every other SM, so DRAM bandwidth never binds) reading each K/V tile once from DRAM (``STREAM``,
+    the L2 flushed before each launch) against the same loop on L2-resident tiles. Returns seconds
+    per pass: ``miss_pass_resident_s``, ``miss_pass_stream_s`` and their difference ``miss_pass_s``."""
+    ctas = torch.cuda.get_device_properties(0).multi_processor_count // 2
+    q = torch.randn(bm, d, dtype=torch.float16, device="cuda")
+    k = torch.randn(ctas * iters * bn, d, dtype=torch.float16, device="cuda") * 0.05
+    v = torch.randn(ctas * iters * bn, d, dtype=torch.float16, device="cuda")
+    o = torch.empty(ctas * bm, d, dtype=torch.float32, device="cuda")
+    stages = default_tiling("flash2", FWD, d).stages
+    out = {}
+    for label, stream in (("resident", False), ("stream", True)):
+        n_kv = k.shape[0] // bn if stream else 16
+        fn = lambda: _tile_kernel()[(ctas,)](q, k, v, o, o, n_kv, 1.0, ITERS=iters, BM=bm, BN=bn, D=d,  # noqa: E731
+                                             STREAM=stream, num_warps=warps, num_stages=stages)
+        fn()
+        out[f"miss_pass_{label}_s"] = time_fn(fn).median_s / iters
+    out["miss_pass_s"] = out["miss_pass_stream_s"] - out["miss_pass_resident_s"]
+    return out
 
 
 def _tile_inputs(torch, dtype, bm: int, bn: int, d: int, n_kv: int = 16):
@@ -823,6 +854,7 @@ def run_all(progress=print) -> dict:
         *_series_steps(torch, progress),
         ("instruction latencies", lambda: _latencies(torch, progress)),
         ("CTA fixed cost", lambda: cta_fixed_cost(torch)),
+        ("miss cost", lambda: miss_cost(torch)),
     ]
     for label, step in steps:
         t0 = time.perf_counter()

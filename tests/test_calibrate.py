@@ -223,6 +223,21 @@ def test_tile_loop_without_softmax_sums_the_tiles_products():
         assert torch.equal(o[pid * bm:(pid + 1) * bm].double().cpu(), ref)
 
 
+def test_streaming_tile_loop_reads_each_ctas_own_tiles_once():
+    """miss_cost's STREAM variant: CTA pid sums the products of tiles pid·iters .. pid·iters + iters − 1."""
+    torch, dev, mb = _kernel_env()
+    g = torch.Generator().manual_seed(2)
+    bm, bn, d, ctas, iters = 16, 16, 32, 2, 3
+    q, k, v = (_small_ints(torch, r, d, dev, g) for r in (bm, ctas * iters * bn, ctas * iters * bn))
+    o = torch.full((ctas * bm, d), float("nan"), device=dev)
+    mb._tile_kernel()[(ctas,)](q, k, v, o, o, ctas * iters, 1.0, ITERS=iters, BM=bm, BN=bn, D=d, STREAM=True,
+                               num_warps=4, num_stages=2)
+    tile = lambda x, j: x[j * bn:(j + 1) * bn].double().cpu()  # noqa: E731
+    for pid in range(ctas):
+        ref = sum((q.double().cpu() @ tile(k, j).T) @ tile(v, j) for j in range(pid * iters, (pid + 1) * iters))
+        assert torch.equal(o[pid * bm:(pid + 1) * bm].double().cpu(), ref)
+
+
 def test_softmax_tile_loop_is_softmax_of_the_visited_tiles():
     torch, dev, mb = _kernel_env()
     g = torch.Generator().manual_seed(2)

@@ -206,3 +206,18 @@ def test_a_private_line_takes_the_share_of_the_l2_the_sweep_measured():
             for n in range(size // line):
                 l2.access((0, 0, n, 0), "hbm", READ, line, line, 1, 0.0, who=("k", n))
         assert l2.stats.miss_bytes == (size // line * line) * (1 if hit else 2)
+
+
+def test_a_pipelined_loads_lead_is_read_from_its_wait_and_the_products_after_the_last_wgmma_wait():
+    from iosim.costs.sass import pipeline_slack
+
+    def insn(text):
+        from iosim.costs.sass import opcode_of
+        return Instruction(0, opcode_of(text), text)
+
+    body = [insn("DEPBAR.LE SB0, 0x2"), insn("HGMMA.64x64x16.F32 R0, gdesc[UR4], RZ"),
+            insn("HGMMA.64x64x16.F32 R0, gdesc[UR8], R0, gsb0"), insn("WARPGROUP.DEPBAR.LE gsb0, 0x0"),
+            insn("FMUL R1, R2, R3"), insn("HGMMA.64x64x16.F32 R8, R4, gdesc[UR12], R8, gsb0"),
+            insn("LDGSTS.E.BYPASS.128 [R1], desc[UR6][R2.64]"), insn("LDGDEPBAR")]
+    assert pipeline_slack(body) == (2, pytest.approx(1 / 3))
+    assert pipeline_slack(body[4:5]) == (None, 0.0)

@@ -298,5 +298,6 @@ def sm_time(t_tensor: float, t_issue: float, t_chain: float, share: int, overlap
     return share * cta_time(t_tensor, simt / share, share, overlap)
 
 
-__all__ = ["KernelCode", "LoopCode", "atomic_exposure", "cta_time", "estimated_code", "lanes", "chain_seconds", "latencies", "occupancy_curve", "occupancy_rate", "reload_miss", "simt_seconds", "sm_time", "spill_traffic", "tensor_rate",
-           "warp_cycles"]
+__all__ = ["KernelCode", "LoopCode", "atomic_exposure", "chain_seconds", "cta_time", "estimated_code", "lanes",
+           "latencies", "occupancy_curve", "occupancy_rate", "reload_miss", "simt_seconds", "sm_time",
+           "spill_traffic", "tensor_rate", "warp_cycles"]

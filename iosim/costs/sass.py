@@ -182,6 +182,10 @@ class LoopMix:
     stall_cycles: int | None = None  # sum of the stall counts: one warp's issue cycles with no scoreboard wait
     waits: dict[str, list[int]] = field(default_factory=dict)  # producer opcode -> cycles issued between it
     # and each instruction that waits for its result (see :func:`scoreboard_waits`); None/empty without control bits
+    # How far the loop's asynchronous loads run ahead of their use (:func:`pipeline_slack`): recorded for a model
+    # of what a missed load costs (not priced yet: see README, long causal sequences).
+    load_wait: int | None = None  # async-copy groups a pass lets stay in flight at its wait (DEPBAR.LE SB0, N)
+    async_tensor: float = 0.0  # share of the pass's tensor instructions issued after its last wgmma wait
 
     @classmethod
     def of(cls, insns: list[Instruction], depth: int = 0, innermost: bool = True, loop: bool = False) -> LoopMix:
@@ -192,9 +196,11 @@ class LoopMix:
             pipes[pipe_of(opcode)] += n
         stall, waits = scoreboard_waits(insns, loop) if insns and all(i.control is not None for i in insns) \
             else (None, {})
+        load_wait, async_tensor = pipeline_slack(insns)
         return cls(opcodes=dict(sorted(opcodes.items())), pipes=dict(sorted(pipes.items())),
                    instructions=len(insns), depth=depth, start=insns[0].address if insns else 0,
-                   end=insns[-1].address if insns else 0, innermost=innermost, stall_cycles=stall, waits=waits)
+                   end=insns[-1].address if insns else 0, innermost=innermost, stall_cycles=stall, waits=waits,
+                   load_wait=load_wait, async_tensor=async_tensor)
 
     def pipe(self, name: str) -> int:
         return self.pipes.get(name, 0)
@@ -211,12 +217,29 @@ class LoopMix:
                "depth": self.depth, "start": self.start, "end": self.end, "innermost": self.innermost}
         if self.stall_cycles is not None:
             out.update(stall_cycles=self.stall_cycles, waits={k: list(v) for k, v in sorted(self.waits.items())})
+        if self.load_wait is not None:
+            out.update(load_wait=self.load_wait, async_tensor=round(self.async_tensor, 4))
         return out
 
     @classmethod
     def from_dict(cls, data: dict) -> LoopMix:
         return cls(**{**data, "opcodes": dict(data["opcodes"]), "pipes": dict(data["pipes"]),
                       "waits": {k: list(v) for k, v in data.get("waits", {}).items()}})
+
+
+_LOAD_WAIT = re.compile(r"\bDEPBAR\.LE\s+SB0\s*,\s*(0x[0-9a-fA-F]+|\d+)")
+
+
+def pipeline_slack(insns: list[Instruction]) -> tuple[int | None, float]:
+    """How far a loop's asynchronous loads run ahead of their use: the async-copy groups its wait lets
+    stay in flight (``DEPBAR.LE SB0, N``: N further tiles in flight; None without such a wait), and the
+    share of its tensor instructions issued after its last wgmma wait (products still running while
+    the warps reach the next pass's load wait, covering that much of the load's latency)."""
+    waits = [int(m.group(1), 0) for i in insns if i.opcode == "DEPBAR" and (m := _LOAD_WAIT.search(i.text))]
+    tensor = [n for n, i in enumerate(insns) if pipe_of(i.opcode) == "tensor"]
+    last_wait = max((n for n, i in enumerate(insns) if i.opcode == "WARPGROUP" and "DEPBAR" in i.text), default=-1)
+    after = sum(1 for n in tensor if n > last_wait) / len(tensor) if tensor else 0.0
+    return (min(waits) if waits else None), after
 
 
 def scoreboard_waits(insns: list[Instruction], loop: bool = False) -> tuple[int, dict[str, list[int]]]:
