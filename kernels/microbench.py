@@ -28,7 +28,7 @@ Values in bytes/s, FLOP/s and seconds; :mod:`iosim.kernels.calibrate` turns them
 These feed no field yet and are kept only under ``calibration.raw`` (fp16 throughout; tile shapes are
 block_m × block_n × d and w<warps>, the backward's block_n K/V rows × block_m Q rows × d):
 
-- ``tile_occ_fp16_<bm>x<bn>x<d>w<w>_c<c>`` (FLOP/s, 4·bm·bn·d per iteration): the forward tile loop
+- ``tile_occ_fp16_<bm>x<bn>x<d>w<w>[s<stages>]_c<c>`` (FLOP/s, 4·bm·bn·d per iteration): the forward tile loop
   (no softmax) with exactly c CTAs resident on every SM: grid = c × SM count on an idle GPU, which
   the block scheduler spreads evenly; 128x64x64w4 and 64x64x64w4 at c = 1-4, 128x64x128w8 and 128x64x128w4 at
   c = 1, 2, 64x64x128w4 at c = 1-3 (the small tiles reach the occupancies the large ones' registers forbid);
@@ -426,28 +426,37 @@ def tile_flops_solo(torch, dtype, bm: int, bn: int, head_dim: int, warps: int, i
 # (block_m, block_n, head_dim, warps, CTAs per SM) of the occupancy and softmax-overlap series
 OCC_TILES = ((128, 64, 64, 4, (1, 2, 3, 4)), (64, 64, 64, 4, (1, 2, 3, 4)), (128, 64, 128, 8, (1, 2)),
              (128, 64, 128, 4, (1, 2)), (64, 64, 128, 4, (1, 2, 3)))
+# the same loops three stages deep: a load issued a whole pass ahead of its use (the default tiling's two
+# stages wait at the top of each pass for the load the pass before issued)
+OCC_TILES_S3 = ((128, 64, 64, 4, (1, 2)), (64, 64, 64, 4, (1, 2, 3, 4)), (128, 64, 128, 8, (1,)),
+                (128, 64, 128, 4, (1, 2)), (64, 64, 128, 4, (1, 2)))
 SOFTMAX_TILES = ((128, 64, 64, 4, (1, 2)), (128, 64, 128, 8, (1,)))
 
 
 def tile_flops_resident(torch, bm: int, bn: int, d: int, warps: int, counts, softmax: bool = False,
-                        iters: int = 4096, progress=print) -> dict:
+                        iters: int = 4096, progress=print, stages: int | None = None) -> dict:
     """FLOP/s of the fp16 tile loop (with FlashAttention-2's online softmax when ``softmax``) with exactly c
     CTAs on every SM, for each c in ``counts``: grid = c × SM count on an idle GPU, which the block
     scheduler spreads evenly. A c that the compiled kernel's registers or shared memory do not allow
     (:func:`ctas_per_sm`) is skipped and reported through ``progress``.
 
     Returns ``{"tile_<occ|softmax>_fp16_<bm>x<bn>x<d>w<warps>_c<c>": FLOP/s (the two matmuls only),
-    "..._ok_sms": SMs that ran exactly c CTAs (by ``%smid``; the SM count when all did)}``.
+    "..._ok_sms": SMs that ran exactly c CTAs (by ``%smid``; the SM count when all did)}``; with
+    ``stages`` other than the default tiling's, the key reads ``...w<warps>s<stages>_c<c>``.
     """
     sms = torch.cuda.get_device_properties(0).multi_processor_count
-    key = lambda c: f"tile_{'softmax' if softmax else 'occ'}_fp16_{bm}x{bn}x{d}w{warps}_c{c}"  # noqa: E731
+    default = default_tiling("flash2", FWD, d).stages
+    stages = default if stages is None else stages
+    tag = f"w{warps}" + (f"s{stages}" if stages != default else "")
+    key = lambda c: f"tile_{'softmax' if softmax else 'occ'}_fp16_{bm}x{bn}x{d}{tag}_c{c}"  # noqa: E731
     q, k, v = _tile_inputs(torch, torch.float16, bm, bn, d)
     one_f, one_i = (torch.empty(1, dtype=t, device="cuda") for t in (torch.float32, torch.int32))
     compiled = tile_loop(q, k, v, one_f, one_i, bn=bn, ctas=0, iters=iters, warps=warps, softmax=softmax,
-                         stages=default_tiling("flash2", FWD, d).stages, record_sm=True)
+                         stages=stages, record_sm=True)
     out = {}
     for c in _fitting(torch, compiled, warps, counts, key, progress):
-        rate, sm_ids = _tile_rate(torch, bm, bn, d, warps, c * sms, iters=iters, softmax=softmax, record_sm=True)
+        rate, sm_ids = _tile_rate(torch, bm, bn, d, warps, c * sms, iters=iters, stages=stages, softmax=softmax,
+                                  record_sm=True)
         out[key(c)], out[key(c) + "_ok_sms"] = rate, float(sms_running(sm_ids, c))
     return out
 
@@ -816,6 +825,9 @@ def _series_steps(torch, progress) -> list:
     part = functools.partial
     return ([(f"occupancy tiles {bm}x{bn}x{d}w{w}", part(tile_flops_resident, torch, bm, bn, d, w, cs, progress=progress))
              for bm, bn, d, w, cs in OCC_TILES]
+            + [(f"occupancy tiles {bm}x{bn}x{d}w{w}s3",
+                part(tile_flops_resident, torch, bm, bn, d, w, cs, progress=progress, stages=3))
+               for bm, bn, d, w, cs in OCC_TILES_S3]
             + [(f"softmax tiles {bm}x{bn}x{d}w{w}",
                 part(tile_flops_resident, torch, bm, bn, d, w, cs, softmax=True, progress=progress))
                for bm, bn, d, w, cs in SOFTMAX_TILES]

@@ -74,16 +74,26 @@ def test_occupancy_curve_interpolates_between_measured_warpgroups():
     assert occupancy_curve(raw, 64, (64, 32), 4) == [(1.0, 400e12), (2.0, 500e12), (4.0, 700e12)]
     assert occupancy_curve(raw, 64, (64, 128), 4) == [(1.0, 450e12), (2.0, 600e12)]  # same size as 128x64
     assert occupancy_curve(raw, 128, (128, 64), 8) == [(2.0, 590e12)]  # not the 4-warp CTAs' curve
-    assert occupancy_curve(raw, 96, (128, 64), 4) == [(1.0, 600e12), (2.0, 700e12)]  # ties go to the larger d
+    assert occupancy_curve(raw, 96, (128, 64), 4) == []  # no loop measured at this head dim
     assert occupancy_rate(raw, "fp16", 64, (64, 64), 4, 3.0) == pytest.approx(600e12)
     assert occupancy_rate(raw, "fp16", 64, (64, 64), 4, 8.0) == pytest.approx(700e12)  # flat beyond the ends
     assert occupancy_rate(raw, "bf16", 64, (128, 64), 4, 1.0) == pytest.approx(450e12 * 0.9)
-    assert occupancy_rate(raw, "fp16", 128, (128, 64), 8, 2.0) is None  # one point: no curve
+    assert occupancy_rate(raw, "fp16", 128, (128, 64), 8, 4.0) == pytest.approx(590e12)  # one point: flat
+    assert occupancy_rate(raw, "fp16", 64, (128, 64), 2, 2.0) is None  # no 2-warp loop measured
     profile = _with_raw(H200, raw)
     assert tensor_rate(profile, "fp16", "fwd", 64, warps=4, ctas_per_sm=1, tile=(128, 64)) == pytest.approx(450e12)
-    assert tensor_rate(profile, "fp16", "fwd", 128, warps=8, ctas_per_sm=1, tile=(128, 64)) == \
-        tensor_rate(profile, "fp16", "fwd", 128)  # no curve: the plain tile calibration
+    assert tensor_rate(profile, "fp16", "fwd", 64, warps=2, ctas_per_sm=1, tile=(128, 64)) == \
+        tensor_rate(profile, "fp16", "fwd", 64)  # not measured: the plain tile calibration
     assert tensor_rate(profile, "fp16", "bwd", 64, 4, 1) == tensor_rate(profile, "fp16", "bwd", 64)
+
+
+def test_a_deeper_pipeline_takes_the_rate_of_the_loop_measured_that_deep():
+    raw = {"tile_occ_fp16_128x64x64w4_c1": 450e12, "tile_occ_fp16_128x64x64w4_c2": 620e12,
+           "tile_occ_fp16_128x64x64w4s3_c1": 560e12, "tile_occ_fp16_128x64x64w4s3_c2": 650e12}
+    assert occupancy_curve(raw, 64, (128, 64), 4, stages=2) == [(1.0, 450e12), (2.0, 620e12)]
+    assert occupancy_curve(raw, 64, (128, 64), 4, stages=3) == [(1.0, 560e12), (2.0, 650e12)]
+    assert occupancy_curve(raw, 64, (128, 64), 4, stages=4) == [(1.0, 560e12), (2.0, 650e12)]  # the nearest depth
+    assert occupancy_curve(raw, 64, (128, 64), 4) == [(1.0, 450e12), (2.0, 620e12)]  # the calibration's own
 
 
 def test_a_point_whose_ctas_did_not_spread_as_intended_is_left_out():

@@ -175,14 +175,15 @@ def _raw(profile) -> Mapping:
 
 
 def tensor_rate(profile, dtype: str, mma: str = "fwd", head_dim: int | None = None, warps: int | None = None,
-                ctas_per_sm: int | None = None, tile: tuple[int, int] | None = None) -> float:
+                ctas_per_sm: int | None = None, tile: tuple[int, int] | None = None, stages: int | None = None) -> float:
     """Tensor-core FLOP/s the whole GPU sustains on a kernel's tiles: for a forward kernel of ``warps``
     warps with ``ctas_per_sm`` resident, the calibrated tile loop nearest its ``tile`` (block_m,
     block_n) at that occupancy; else the calibrated tile loop of the same head dimension; else the
     profile's (forward or backward) efficiency."""
     raw = _raw(profile)
     if mma != "bwd" and warps and ctas_per_sm and head_dim is not None:
-        rate = occupancy_rate(raw, dtype, head_dim, tile, warps, ctas_per_sm * warps / WARPGROUP, profile.sm_count)
+        rate = occupancy_rate(raw, dtype, head_dim, tile, warps, ctas_per_sm * warps / WARPGROUP, profile.sm_count,
+                              stages)
         if rate:
             return rate
     key = f"tile_{'bwd_' if mma == 'bwd' else ''}{dtype}_d{head_dim}"
@@ -194,29 +195,36 @@ def tensor_rate(profile, dtype: str, mma: str = "fwd", head_dim: int | None = No
     return profile.tensor_flops[dtype] * efficiency
 
 
-_OCC = re.compile(r"^tile_occ_fp16_(\d+)x(\d+)x(\d+)w(\d+)_c(\d+)$")
+_OCC = re.compile(r"^tile_occ_fp16_(\d+)x(\d+)x(\d+)w(\d+)(?:s(\d+))?_c(\d+)$")
+CALIBRATION_STAGES = 2  # pipeline stages of the tile loops whose key names none (the default tiling's)
 
 
 def occupancy_curve(raw: Mapping, head_dim: int, tile: tuple[int, int] | None = None, warps: int | None = None,
-                    sm_count: int | None = None) -> list[tuple[float, float]]:
-    """(warpgroups per SM, FLOP/s) of the calibrated tile loop at several occupancies: of the measured
-    head dim nearest ``head_dim``, with ``warps`` warps per CTA (one CTA of 8 warps is not two of 4:
+                    sm_count: int | None = None, stages: int | None = None) -> list[tuple[float, float]]:
+    """(warpgroups per SM, FLOP/s) of the calibrated tile loop at several occupancies: at ``head_dim``,
+    with ``warps`` warps per CTA (one CTA of 8 warps is not two of 4:
     its warpgroups wait for each other at every barrier), the tile shape nearest ``tile`` (block_m,
     block_n): the same product size per iteration first, then the nearest sides, then the one measured
     at more occupancies; empty where none was. A point whose CTAs
-    did not spread as intended (``_ok_sms`` short of ``sm_count``) is left out."""
+    did not spread as intended (``_ok_sms`` short of ``sm_count``) is left out. Of the
+    pipeline depths measured, the one nearest ``stages`` (a deeper loop issues each load a pass ahead)."""
     series: dict[tuple, list] = {}
     for key, value in raw.items():
         m = _OCC.match(key)
         ok = raw.get(f"{key}_ok_sms")
         if not (m and value) or (ok is not None and ok < (sm_count or 1)):
             continue
-        bm, bn, d, w, ctas = (int(g) for g in m.groups())
+        bm, bn, d, w, st, ctas = (int(g) if g else CALIBRATION_STAGES for g in m.groups())
         if warps is None or w == warps:
-            series.setdefault((d, bm, bn, w), []).append((ctas * w / WARPGROUP, float(value)))
+            series.setdefault((d, bm, bn, w, st), []).append((ctas * w / WARPGROUP, float(value)))
     if not series:
         return []
-    d = min({k[0] for k in series}, key=lambda x: (abs(x - head_dim), -x))
+    if not any(k[0] == head_dim for k in series):  # another head dim's loop is another loop
+        return []
+    d = head_dim
+    want = CALIBRATION_STAGES if stages is None else stages
+    depth = min({k[4] for k in series if k[0] == d}, key=lambda x: (abs(x - want), x))
+    series = {k: v for k, v in series.items() if k[4] == depth}
     bm, bn = tile or (0, 0)
 
     def distance(k):  # the product's size per iteration first (its instruction shapes), then its sides
@@ -230,12 +238,12 @@ def occupancy_curve(raw: Mapping, head_dim: int, tile: tuple[int, int] | None = 
 
 
 def occupancy_rate(raw: Mapping, dtype: str, head_dim: int, tile: tuple[int, int] | None, warps: int,
-                   warpgroups: float, sm_count: int | None = None) -> float | None:
+                   warpgroups: float, sm_count: int | None = None, stages: int | None = None) -> float | None:
     """FLOP/s of the calibrated tile loop nearest the kernel's tiles and warps at ``warpgroups`` per SM
     (interpolated, flat beyond the measured occupancies), scaled from fp16 to ``dtype`` by the plain
-    tile calibration; None where fewer than two occupancies were measured."""
-    curve = occupancy_curve(raw, head_dim, tile, warps, sm_count)
-    if len(curve) < 2:
+    tile calibration; None where that was not measured."""
+    curve = occupancy_curve(raw, head_dim, tile, warps, sm_count, stages)
+    if not curve:
         return None
     rate = _interpolate(curve, warpgroups)
     if dtype != "fp16" and raw.get(f"tile_{dtype}_d{head_dim}") and raw.get(f"tile_fp16_d{head_dim}"):

@@ -134,7 +134,8 @@ class Engine:
             loop += masked * (simt_seconds(code.masked, kernel.warps, profile) - loop)
             if kernel.stages > 1:
                 chain += masked * (chain_seconds(code.masked, profile, latency) - chain)
-        rate = tensor_rate(profile, self.dtype, kernel.mma, head_dim, kernel.warps, per_sm, (kernel.block_i, kernel.block_u))
+        rate = tensor_rate(profile, self.dtype, kernel.mma, head_dim, kernel.warps, per_sm, (kernel.block_i, kernel.block_u),
+                           kernel.stages)
         spills = spill_traffic(code.loop, kernel.warps, miss)
         if masked:
             spills = tuple(a + masked * (b - a) for a, b in zip(spills, spill_traffic(code.masked, kernel.warps, miss)))
