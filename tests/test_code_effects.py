@@ -117,7 +117,7 @@ def test_atomic_exposure_is_the_added_time_over_the_payload_time():
 
 def test_spills_cross_to_l2_by_what_shared_memory_leaves_of_l1():
     loop = LoopCode(100.0, {"lsu": 20.0}, local_loads=10.0, local_stores=5.0)
-    assert spill_traffic(loop, 4, reload_miss=0.5) == (10 * 32 * 4 * 4 * 0.5, 5 * 32 * 4 * 4)
+    assert spill_traffic(loop, 4, miss=0.5) == (10 * 32 * 4 * 4 * 0.5, 5 * 32 * 4 * 4)
     free = H200.l1_bytes - H200.smem_per_sm  # 28 KiB on Hopper
     code = KernelCode(loop=loop, local_bytes=256)
     footprint = 256 * 32 * 4 * 2  # two 4-warp CTAs per SM
@@ -129,8 +129,8 @@ def test_spills_cross_to_l2_by_what_shared_memory_leaves_of_l1():
 def test_exposed_reloads_add_the_uncovered_l2_latency():
     loop = LoopCode(100.0, {}, local_loads=2.0, waits={"LDL": (40.0, 400.0)}, stall_cycles=150.0)
     l2 = BARE.l2_latency * BARE.issue_clock_hz
-    assert latencies(BARE, reload_miss=1.0)["LDL"] == pytest.approx(l2)
-    assert latencies(BARE, reload_miss=0.0)["LDL"] == 0.0  # an L1 hit: no shared-memory latency measured here
+    assert latencies(BARE, miss=1.0)["LDL"] == pytest.approx(l2)
+    assert latencies(BARE, miss=0.0)["LDL"] == 0.0  # an L1 hit: no shared-memory latency measured here
     expected = (150.0 + (l2 - 40.0) + max(0.0, l2 - 400.0)) / BARE.issue_clock_hz
     assert chain_seconds(loop, BARE, latencies(BARE, 1.0)) == pytest.approx(expected)
     assert chain_seconds(LoopCode(100.0), BARE, latencies(BARE, 1.0)) == 0.0  # no schedule known
@@ -138,7 +138,7 @@ def test_exposed_reloads_add_the_uncovered_l2_latency():
 
 def test_measured_latencies_price_the_waits_of_their_producers():
     profile = _with_raw(H200, {"lat_mufu_ex2": 18.0, "lat_mufu_rcp": 22.0, "lat_shfl": 30.0, "lat_lds": 33.0})
-    lat = latencies(profile, reload_miss=0.25)
+    lat = latencies(profile, miss=0.25)
     assert lat["MUFU"] == 22.0 and lat["SHFL"] == 30.0 and lat["LDSM"] == 33.0
     assert lat["LDL"] == pytest.approx(0.25 * H200.l2_latency * H200.issue_clock_hz + 0.75 * 33.0)
 

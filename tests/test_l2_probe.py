@@ -35,14 +35,6 @@ def test_variant_rejects_bad_values_by_name():
         l2_probe.Variant("x", (4,), ctas_per_sm=1, passes=0, shared=True)
 
 
-def test_the_probe_launches_what_the_brief_asks():
-    v = l2_probe.VARIANTS
-    assert v["dirty"].sizes_mib == (4, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 128, 192)
-    assert v["sweep"].sizes_mib == (16, 24, 32, 40, 48, 56, 64, 72, 80, 96, 112, 128, 160)
-    assert v["shared"].sizes_mib == (16, 32, 48, 64, 96)
-    assert (v["sweep"].ctas_per_sm, v["sweep"].passes, v["shared"].ctas_per_sm, v["shared"].passes) == (2, 2, 1, 1)
-
-
 # --------------------------------------------------------------------------- derivations (pure)
 
 

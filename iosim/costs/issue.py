@@ -112,10 +112,10 @@ _LATENCY_KEYS = {"MUFU": ("lat_mufu_ex2", "lat_mufu_rcp"), "SHFL": ("lat_shfl",)
                  "LDSM": ("lat_lds",)}
 
 
-def latencies(profile, reload_miss: float = 0.0) -> dict[str, float]:
+def latencies(profile, miss: float = 0.0) -> dict[str, float]:
     """SM cycles until the result of each variable-latency producer is ready: measured by the
     calibration (``lat_*``), and for a spill reload the L1 hit latency (taken as shared memory's) or,
-    for the ``reload_miss`` share that misses L1, the round trip to the L2."""
+    for the share ``miss`` that misses L1 (:func:`reload_miss`), the round trip to the L2."""
     raw = _raw(profile)
     out = {}
     for opcode, keys in _LATENCY_KEYS.items():
@@ -123,7 +123,7 @@ def latencies(profile, reload_miss: float = 0.0) -> dict[str, float]:
         if found:
             out[opcode] = max(found)
     if profile.l2_latency:
-        out["LDL"] = reload_miss * profile.l2_latency * profile.issue_clock_hz + (1 - reload_miss) * out.get("LDS", 0.0)
+        out["LDL"] = miss * profile.l2_latency * profile.issue_clock_hz + (1 - miss) * out.get("LDS", 0.0)
     return out
 
 
@@ -150,12 +150,13 @@ def reload_miss(code: KernelCode, warps: int, ctas_per_sm: int, profile) -> floa
     return min(1.0, max(0.0, 1.0 - free / footprint))
 
 
-def spill_traffic(loop: LoopCode, warps: int, reload_miss: float = 1.0) -> tuple[float, float]:
+def spill_traffic(loop: LoopCode, warps: int, miss: float = 1.0) -> tuple[float, float]:
     """Bytes one CTA's pass through ``loop`` moves between the SM and the L2 for spilled registers:
     (reloads, spills). Every LDL/STL moves one 4-byte word per thread; a spill store always crosses
-    to the L2 (measured on the H200: local stores ≈ crossbar writes), a reload only when it misses L1."""
+    to the L2 (measured on the H200: local stores ≈ crossbar writes), a reload only when it misses L1
+    (the share ``miss``, :func:`reload_miss`)."""
     per = WARP * 4 * warps
-    return loop.local_loads * per * reload_miss, loop.local_stores * per
+    return loop.local_loads * per * miss, loop.local_stores * per
 
 
 def estimated_code(iter_flops, end_flops, warps: int) -> KernelCode:
@@ -196,18 +197,19 @@ def tensor_rate(profile, dtype: str, mma: str = "fwd", head_dim: int | None = No
 
 
 _OCC = re.compile(r"^tile_occ_fp16_(\d+)x(\d+)x(\d+)w(\d+)(?:s(\d+))?_c(\d+)$")
+_BWD_ATOMIC = re.compile(r"^tile_bwd_atomic_fp16_(\d+)x(\d+)x(\d+)w(\d+)_c(\d+)$")
 CALIBRATION_STAGES = 2  # pipeline stages of the tile loops whose key names none (the default tiling's)
 
 
 def occupancy_curve(raw: Mapping, head_dim: int, tile: tuple[int, int] | None = None, warps: int | None = None,
                     sm_count: int | None = None, stages: int | None = None) -> list[tuple[float, float]]:
-    """(warpgroups per SM, FLOP/s) of the calibrated tile loop at several occupancies: at ``head_dim``,
-    with ``warps`` warps per CTA (one CTA of 8 warps is not two of 4:
-    its warpgroups wait for each other at every barrier), the tile shape nearest ``tile`` (block_m,
-    block_n): the same product size per iteration first, then the nearest sides, then the one measured
-    at more occupancies; empty where none was. A point whose CTAs
-    did not spread as intended (``_ok_sms`` short of ``sm_count``) is left out. Of the
-    pipeline depths measured, the one nearest ``stages`` (a deeper loop issues each load a pass ahead)."""
+    """(warpgroups per SM, FLOP/s) of the calibrated tile loop at several occupancies, at ``head_dim``
+    (another head dim's loop is another loop) with ``warps`` warps per CTA (one CTA of 8 warps is not
+    two of 4: its warpgroups wait for each other at every barrier); of the pipeline depths measured,
+    the one nearest ``stages`` (a deeper loop issues each load a pass ahead); of the tile shapes, the
+    one nearest ``tile`` (block_m, block_n): the same product size per iteration first, then the
+    nearest sides, then the one measured at more occupancies. Empty where none was measured; a point
+    whose CTAs did not spread as intended (``_ok_sms`` short of ``sm_count``) is left out."""
     series: dict[tuple, list] = {}
     for key, value in raw.items():
         m = _OCC.match(key)
@@ -215,26 +217,22 @@ def occupancy_curve(raw: Mapping, head_dim: int, tile: tuple[int, int] | None = 
         if not (m and value) or (ok is not None and ok < (sm_count or 1)):
             continue
         bm, bn, d, w, st, ctas = (int(g) if g else CALIBRATION_STAGES for g in m.groups())
-        if warps is None or w == warps:
-            series.setdefault((d, bm, bn, w, st), []).append((ctas * w / WARPGROUP, float(value)))
+        if d == head_dim and (warps is None or w == warps):
+            series.setdefault((bm, bn, st), []).append((ctas * w / WARPGROUP, float(value)))
     if not series:
         return []
-    if not any(k[0] == head_dim for k in series):  # another head dim's loop is another loop
-        return []
-    d = head_dim
     want = CALIBRATION_STAGES if stages is None else stages
-    depth = min({k[4] for k in series if k[0] == d}, key=lambda x: (abs(x - want), x))
-    series = {k: v for k, v in series.items() if k[4] == depth}
+    depth = min({k[2] for k in series}, key=lambda x: (abs(x - want), x))
+    series = {k: v for k, v in series.items() if k[2] == depth}
     bm, bn = tile or (0, 0)
 
     def distance(k):  # the product's size per iteration first (its instruction shapes), then its sides
         if not (bm and bn):
             return 0.0, 0.0, -len(series[k]), k
-        area = abs(math.log2(k[1] * k[2] / (bm * bn)))
-        return area, abs(math.log2(k[1] / bm)) + abs(math.log2(k[2] / bn)), -len(series[k]), k
+        area = abs(math.log2(k[0] * k[1] / (bm * bn)))
+        return area, abs(math.log2(k[0] / bm)) + abs(math.log2(k[1] / bn)), -len(series[k]), k
 
-    best = min((k for k in series if k[0] == d), key=distance)
-    return sorted(series[best])
+    return sorted(series[min(series, key=distance)])
 
 
 def occupancy_rate(raw: Mapping, dtype: str, head_dim: int, tile: tuple[int, int] | None, warps: int,
@@ -270,7 +268,7 @@ def atomic_exposure(profile, share: int) -> float:
         return 0.0
     found = {}
     for key, value in raw.items():
-        m = re.match(r"^tile_bwd_atomic_fp16_(\d+)x(\d+)x(\d+)w(\d+)_c(\d+)$", key)
+        m = _BWD_ATOMIC.match(key)
         plain = raw.get(key.replace("_atomic_", "_plain_"))
         if not (m and value and plain):
             continue

@@ -14,8 +14,9 @@ stages the loads of a step overlap its math and their latency is paid once, with
 iteration waits for its loads.
 
 Kernel boundaries: every kernel pays the profile's launch overhead (what an empty kernel costs back
-to back) and its measured start cost (the first wave's dispatch, cold caches, pipeline fill). In ``plain`` mode the L2 keeps its contents from one kernel to the next, and what is still
-dirty at the end is counted as written back. In ``ncu`` mode (Nsight Compute's default cache
+to back) and its measured start cost (the first wave's dispatch, cold caches, pipeline fill). In
+``plain`` mode the L2 keeps its contents from one kernel to the next, and what is still dirty at
+the end is counted as written back. In ``ncu`` mode (Nsight Compute's default cache
 control) dirty lines are written back and the L2 invalidated before each kernel, outside any
 kernel's counters and time.
 
@@ -126,19 +127,18 @@ class Engine:
         masked = _masked_share(kernel) if code.masked is not None else 0.0
         miss = reload_miss(code, kernel.warps, per_sm, profile)
         latency = latencies(profile, miss)
-        loop = simt_seconds(code.loop, kernel.warps, profile)
+
+        def per_pass(cost):  # a pass's cost, the masked loop body's for the masked share of passes
+            value = cost(code.loop)
+            return value + masked * (cost(code.masked) - value) if masked else value
+
+        loop = per_pass(lambda c: simt_seconds(c, kernel.warps, profile))
         # A pipelined loop's pace is its warps' own schedule; an unpipelined one (one stage) waits for
         # its loads every iteration, and the calibrated per-CTA load time (see _cohort) stands for that chain.
-        chain = chain_seconds(code.loop, profile, latency) if kernel.stages > 1 else 0.0
-        if masked:
-            loop += masked * (simt_seconds(code.masked, kernel.warps, profile) - loop)
-            if kernel.stages > 1:
-                chain += masked * (chain_seconds(code.masked, profile, latency) - chain)
-        rate = tensor_rate(profile, self.dtype, kernel.mma, head_dim, kernel.warps, per_sm, (kernel.block_i, kernel.block_u),
-                           kernel.stages)
-        spills = spill_traffic(code.loop, kernel.warps, miss)
-        if masked:
-            spills = tuple(a + masked * (b - a) for a, b in zip(spills, spill_traffic(code.masked, kernel.warps, miss)))
+        chain = per_pass(lambda c: chain_seconds(c, profile, latency)) if kernel.stages > 1 else 0.0
+        spills = tuple(per_pass(lambda c, n=n: spill_traffic(c, kernel.warps, miss)[n]) for n in (0, 1))
+        rate = tensor_rate(profile, self.dtype, kernel.mma, head_dim, kernel.warps, per_sm,
+                           (kernel.block_i, kernel.block_u), kernel.stages)
         return {"iter": loop, "chain": chain, "once": simt_seconds(code.outside, kernel.warps, profile), "masked": masked,
                 "tensor": rate / profile.sm_count, "atomic": atomic_exposure(profile, per_sm), "spills": spills}
 
