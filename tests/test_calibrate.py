@@ -125,27 +125,36 @@ def test_sm_clock_and_solo_tile_efficiency_are_written_and_implausible_ones_refu
     assert "sm_clock" not in profile["fields"] or profile["fields"]["sm_clock"] == base["fields"].get("sm_clock")
 
 
+def test_write_rates_become_fractions_of_the_datasheet_and_impossible_ones_are_refused():
+    base = read_profile_dict("h200")  # HBM 4.8 TB/s, L2 12 TB/s
+    profile, rows = calibrated_profile(base, {"dram_write": 3.6e12, "l2_write": 6.0e12}, H100)
+    assert profile["fields"]["dram_write_efficiency"]["value"] == pytest.approx(0.75)
+    assert profile["fields"]["l2_write_efficiency"]["value"] == pytest.approx(0.5)
+    profile, rows = calibrated_profile(base, {"l2_write": 13e12}, H100)
+    refused = {r[0]: r[4] for r in rows if r[2] is None}
+    assert "above 1" in refused["l2_write_efficiency"] and "l2_write_efficiency" not in profile["fields"]
+
+
 def test_raw_only_numbers_are_kept_and_implausible_ones_flagged():
     base = read_profile_dict("h200")  # 132 SMs, fp16 tensor peak 989.5 TFLOP/s, L2 12 TB/s
     good = {"tile_occ_fp16_128x64x64w4_c2": 5.1e14, "tile_occ_fp16_128x64x64w4_c2_ok_sms": 132.0,
             "tile_bwd_atomic_fp16_128x64x64w8_c1": 4.0e14, "tile_bwd_atomic_fp16_128x64x64w8_c1_bytes_per_s": 6.0e12,
-            "tile_hmma_fp16_32x64x64w4": 3.0e14, "l2_write": 7.5e12}
+            "tile_hmma_fp16_32x64x64w4": 3.0e14}
     profile, rows = calibrated_profile(base, good, H100)
     assert rows == [] and profile["fields"] == base["fields"]  # raw only: no field is touched
     assert profile["calibration"]["raw"] == good
     assert "tile_*_bytes_per_s" in profile["calibration"]["raw_units"] and "*_ok_sms" in profile["calibration"]["raw_units"]
-    # CTAs that did not sit c per SM, a tile rate above the datasheet peak, an L2 write above the datasheet
-    # L2 bandwidth, a rate of 0: kept in the raw block, flagged in the summary.
+    # CTAs that did not sit c per SM, a tile rate above the datasheet peak, a rate of 0: kept in the raw
+    # block, flagged in the summary.
     bad = {"tile_softmax_fp16_128x64x64w4_c2": 4.0e14, "tile_softmax_fp16_128x64x64w4_c2_ok_sms": 120.0,
-           "tile_occ_fp16_128x64x64w4_c1": 1.2e15, "l2_write": 13e12, "tile_bwd_plain_fp16_64x64x64w4_c2": 0.0}
+           "tile_occ_fp16_128x64x64w4_c1": 1.2e15, "tile_bwd_plain_fp16_64x64x64w4_c2": 0.0}
     profile, rows = calibrated_profile(base, bad, H100)
     flagged = {r[0]: r[4] for r in rows}
-    assert set(flagged) == {"tile_softmax_fp16_128x64x64w4_c2_ok_sms", "tile_occ_fp16_128x64x64w4_c1", "l2_write",
+    assert set(flagged) == {"tile_softmax_fp16_128x64x64w4_c2_ok_sms", "tile_occ_fp16_128x64x64w4_c1",
                             "tile_bwd_plain_fp16_64x64x64w4_c2"}
     assert all(why.startswith("FLAGGED (kept in calibration.raw)") for why in flagged.values())
     assert "only 120 of 132 SMs ran exactly 2 CTAs" in flagged["tile_softmax_fp16_128x64x64w4_c2_ok_sms"]
     assert "above the datasheet tensor_flops_fp16 989.5 TFLOP/s" in flagged["tile_occ_fp16_128x64x64w4_c1"]
-    assert "above the datasheet l2_bandwidth 12.00 TB/s" in flagged["l2_write"]
     assert profile["calibration"]["raw"] == bad and profile["fields"] == base["fields"]
     assert "FLAGGED" in summary(rows)
 

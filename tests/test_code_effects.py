@@ -231,3 +231,31 @@ def test_a_pipelined_loads_lead_is_read_from_its_wait_and_the_products_after_the
             insn("LDGSTS.E.BYPASS.128 [R1], desc[UR6][R2.64]"), insn("LDGDEPBAR")]
     assert pipeline_slack(body) == (2, pytest.approx(1 / 3))
     assert pipeline_slack(body[4:5]) == (None, 0.0)
+
+
+def test_a_write_bound_kernel_takes_at_least_its_writes_at_the_measured_write_bandwidth():
+    """Standard attention's QKᵀ kernel writes S (N² elements per head) and reads little: its time is no
+    less than its DRAM writes at the calibrated write-only rate, which is below the copy rate on the H200."""
+    from iosim.schedule.problem import Problem, RunConfig
+    from iosim.simulate import simulate
+    assert H200.dram_write_bandwidth < H200.peak_dram_bandwidth
+    run = simulate(RunConfig(algo="standard", problem=Problem(batch=1, heads=8, seq_q=4096, seq_k=4096, head_dim=64),
+                             mode="ncu"), H200)
+    qk = run.kernels[0]
+    assert qk.name == "qk"
+    assert qk.time_s >= qk.levels["hbm"].write_bytes / H200.dram_write_bandwidth
+    assert qk.time_s > qk.levels["hbm"].total / H200.peak_dram_bandwidth * 1.1  # the copy rate alone would be faster
+
+
+def test_the_standard_matmul_kernels_take_their_compiled_registers():
+    """qk and dp have no loop in the schedule, yet their launch resources come from their committed
+    SASS: the QKᵀ kernel's registers (Triton 3.6, d = 64) allow floor(65536 / (regs·128)) CTAs per SM."""
+    from iosim.costs.sass import load_mixes
+    from iosim.schedule.problem import Problem, RunConfig
+    from iosim.simulate import simulate
+    mix = next(m for m in load_mixes(90, "3.6.0").mixes if m.key.startswith("qk|fp16|w4|s2|D=64,BM=128,BN=128"))
+    run = simulate(RunConfig(algo="standard", problem=Problem(batch=1, heads=2, seq_q=512, seq_k=512, head_dim=64)),
+                   H200, triton_version="3.6.0")
+    qk = run.kernels[0]
+    assert qk.regs_per_thread == mix.n_regs
+    assert qk.ctas_per_sm == min(H200.regs_per_sm // (mix.n_regs * 32 * 4), H200.smem_per_sm // mix.shared_bytes)

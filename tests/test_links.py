@@ -28,3 +28,15 @@ def test_an_empty_request_takes_no_time_and_is_not_logged():
 def test_a_link_without_bandwidth_is_refused_by_name(bandwidth):
     with pytest.raises(ValueError, match=rf"host: bandwidth\(={bandwidth}\) must be > 0"):
         Link("host", bandwidth)
+
+
+def test_writes_alone_go_no_faster_than_the_write_bandwidth_and_reads_still_share_the_link():
+    """1024 B/s in all, 512 B/s for writes: 512 B written end at 1 s (not 0.5 s); a read asked at 0
+    after them is served at the full rate behind the 512 B already queued (0.5 s + 0.25 s)."""
+    link = Link("hbm", 1024.0, write_bandwidth=512.0)
+    assert link.reserve(0.0, 512, write=True) == 1.0
+    assert link.reserve(0.0, 256) == 0.75
+    assert link.drained_at == 1.0
+    # a write bandwidth at or above the link's own is no constraint
+    fast = Link("hbm", 1024.0, write_bandwidth=4096.0)
+    assert fast.reserve(0.0, 512, write=True) == 0.5 and fast.write_bandwidth is None

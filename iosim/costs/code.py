@@ -14,6 +14,7 @@ from types import MappingProxyType
 
 from iosim.costs.issue import KernelCode, LoopCode
 from iosim.costs.sass import KernelMix, LoopMix, load_mixes
+from iosim.schedule.standard import BLOCK_K as STANDARD_BLOCK_K
 
 
 def _expected(kernel, head_dim: int) -> dict | None:
@@ -29,6 +30,8 @@ def _expected(kernel, head_dim: int) -> dict | None:
         return {"D": head_dim, "BM": kernel.block_i, "BN": kernel.block_j, "CAUSAL": causal}
     if name in ("pv", "dv", "dq", "dk"):
         return {"D": head_dim, "BM": kernel.block_i, "BK": kernel.block_u}
+    if name in ("qk", "dp"):  # no loop in the schedule (the one over d stays inside the CTA), its resources
+        return {"D": head_dim, "BM": kernel.block_i, "BN": kernel.block_j, "BK": min(STANDARD_BLOCK_K, head_dim)}
     return None
 
 
@@ -60,7 +63,7 @@ def compiled_codes(schedule, arch: str, triton_version: str | None = None) -> li
     problem = schedule.config.problem
     out = []
     for kernel in schedule.kernels:
-        want = _expected(kernel, problem.head_dim) if kernel.n_loop else None
+        want = _expected(kernel, problem.head_dim)
         mixes = index.get((kernel.name, problem.dtype, kernel.warps, kernel.stages), []) if want else []
         mix = next((m for m in mixes if all(_constexprs(m.key).get(k, v) == v for k, v in want.items())), None)
         out.append(None if mix is None else kernel_code(mix, f"sass: sm_{arch.removeprefix('sm_')}, triton {version}"))

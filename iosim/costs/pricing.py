@@ -20,6 +20,13 @@ def rates(profile) -> dict:
     }
 
 
+def write_rates(profile) -> dict:
+    """Sustained bytes/s of writes alone per memory level, where measured: a level's writes go no
+    faster than this even when its reads and writes together go at :func:`rates`."""
+    out = {"hbm": profile.dram_write_bandwidth, "l2": profile.l2_write_bandwidth}
+    return {lv: rate for lv, rate in out.items() if rate}
+
+
 def instruction_totals(code, masked_share: float, iterations: float, ctas: int, warps: int) -> dict:
     """Warp instructions a kernel executes, in total and per pipe: ``iterations`` loop iterations
     (summed over CTAs, ``masked_share`` of them masked) and each CTA's code outside its loops."""
@@ -51,10 +58,15 @@ def roofline(levels: dict, flops: dict, instructions: Mapping, profile, dtype: s
              head_dim: int | None = None) -> dict:
     """Seconds each resource alone would need for a kernel's counts; math is tensor cores then SIMT,
     which wait for each other within a CTA."""
-    r = rates(profile)
+    r, w = rates(profile), write_rates(profile)
+
+    def level(lv):  # all its bytes at its rate, and no faster than its writes alone go
+        t = levels[lv].total / r[lv]
+        return max(t, levels[lv].write_bytes / w[lv]) if lv in w else t
+
     return {
-        "hbm": levels["hbm"].total / r["hbm"],
-        "l2": levels["l2"].total / r["l2"],
+        "hbm": level("hbm"),
+        "l2": level("l2"),
         "host": levels["host"].total / r["host"],
         "compute": _math(flops["tensor"] / tensor_rate(profile, dtype, mma, head_dim), simt_time(instructions, profile),
                          profile.math_overlap or 0.0),

@@ -131,7 +131,7 @@ class L2Cache:
         st = self.stats
         total = nbytes * mult
         link = self.memory[placement]
-        finish = link.reserve(now, total)
+        finish = link.reserve(now, total, write=kind == WRITE)
         if kind != WRITE:
             st.miss_bytes += total
             st.fill_bytes[placement] += total
@@ -144,7 +144,7 @@ class L2Cache:
         if nbytes:
             placement = self.placements[key[0]]
             if timed:
-                self.memory[placement].reserve(now, nbytes)
+                self.memory[placement].reserve(now, nbytes, write=True)
                 self.stats.writeback_bytes[placement] += nbytes
             self.dirty -= nbytes
             line[1] = 0

@@ -12,24 +12,37 @@ from __future__ import annotations
 class Link:
     """A FIFO server of ``bandwidth`` bytes/s that records what it moved and when."""
 
-    def __init__(self, name: str, bandwidth: float):
+    def __init__(self, name: str, bandwidth: float, write_bandwidth: float | None = None):
         if bandwidth <= 0:
             raise ValueError(f"{name}: bandwidth(={bandwidth}) must be > 0")
+        if write_bandwidth is not None and write_bandwidth <= 0:
+            raise ValueError(f"{name}: write_bandwidth(={write_bandwidth}) must be > 0")
         self.name = name
         self.bandwidth = bandwidth
+        # Writes alone may go slower than reads and writes together: a second clock for their bytes.
+        self.write_bandwidth = write_bandwidth if write_bandwidth and write_bandwidth < bandwidth else None
+        self.write_busy_until = 0.0
         self.busy_until = 0.0
         self.busy_time = 0.0
         self.moved = 0
         self.log: list[tuple[float, int]] = []  # (finish time, bytes) of every request
 
-    def reserve(self, now: float, nbytes: int) -> float:
-        """Queue ``nbytes`` at time ``now``; return when the last byte is through."""
+    def reserve(self, now: float, nbytes: int, write: bool = False) -> float:
+        """Queue ``nbytes`` at time ``now`` (``write``: bytes towards the memory); return when the last byte is through."""
         if nbytes <= 0:
             return now
         service = nbytes / self.bandwidth
         finish = max(now, self.busy_until) + service
         self.busy_until = finish
+        if write and self.write_bandwidth:
+            self.write_busy_until = max(now, self.write_busy_until) + nbytes / self.write_bandwidth
+            finish = max(finish, self.write_busy_until)
         self.busy_time += service
         self.moved += nbytes
         self.log.append((finish, nbytes))
         return finish
+
+    @property
+    def drained_at(self) -> float:
+        """When every byte queued so far is through, writes included."""
+        return max(self.busy_until, self.write_busy_until)

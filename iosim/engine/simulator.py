@@ -41,7 +41,7 @@ from iosim.costs.issue import (
     spill_traffic,
     tensor_rate,
 )
-from iosim.costs.pricing import instruction_totals, rates, roofline
+from iosim.costs.pricing import instruction_totals, rates, roofline, write_rates
 from iosim.engine import cohorts
 from iosim.engine.l2 import L2Cache
 from iosim.engine.lines import LineGeometry
@@ -49,7 +49,7 @@ from iosim.engine.links import Link
 from iosim.engine.occupancy import ctas_per_sm
 from iosim.results.result import KernelResult, RunResult, Traffic
 from iosim.schedule.common import Schedule
-from iosim.schedule.ir import ATOMIC, READ
+from iosim.schedule.ir import ATOMIC, READ, WRITE
 
 LINES_PER_L2 = 256  # an L2 line of the model is at most 1/256 of the cache (see iosim.engine.lines)
 MIN_LINE = 4096  # bytes; lines never get smaller, so a tiny L2 stays fast
@@ -65,7 +65,7 @@ class Engine:
         self.schedule, self.profile, self.mode, self.aggregate = schedule, profile, mode, aggregate
         self.env = simpy.Environment()
         self.dtype = schedule.config.problem.dtype
-        self.links = {lv: Link(lv, rate) for lv, rate in rates(profile).items()}
+        self.links = {lv: Link(lv, rate, write_rates(profile).get(lv)) for lv, rate in rates(profile).items()}
         # Atomic adds are served by the L2's atomic units at their own rate, where the profile has it.
         self.atomics = Link("atomic", profile.l2_atomic_bandwidth) if profile.l2_atomic_bandwidth else None
         capacity = profile.l2_bytes if l2_bytes is None else l2_bytes
@@ -161,7 +161,7 @@ class Engine:
             yield state["wake"]
             yield self.env.timeout(0)  # let every CTA finishing at this instant free its slot first
         yield simpy.AllOf(self.env, running)
-        hbm_drain = self.links["hbm"].busy_until
+        hbm_drain = self.links["hbm"].drained_at
         if hbm_drain > self.env.now:  # posted write-backs still draining belong to this kernel
             yield self.env.timeout(hbm_drain - self.env.now)
         # Launch, grid setup and drain: what an empty kernel costs back to back (profile's launch_overhead),
@@ -181,7 +181,7 @@ class Engine:
         self.resident += g1 - g0
         for step in cohorts.steps(kernel, g0, g1, line_iters, self.aggregate):
             now = env.now
-            ready, moved, missed, atomic = now, 0, False, 0
+            ready, moved, missed, atomic, written = now, 0, False, 0, 0
             loads = {}  # bytes loaded per tensor: independent loads a CTA issues together
             for name, sl, r0, r1, c0, c1, kind, mult in step.accesses:
                 t = index[name]
@@ -193,6 +193,8 @@ class Engine:
                     moved += nbytes * mult
                     if kind == ATOMIC:
                         atomic += nbytes * mult
+                    elif kind == WRITE:
+                        written += nbytes * mult
                     elif kind == READ:
                         loads[name] = loads.get(name, 0) + nbytes * mult
             if atomic and self.atomics is not None:
@@ -202,7 +204,8 @@ class Engine:
                 reloads, spills = (b * step.iters * step.active for b in code["spills"])
                 l2.spill(reloads, spills)
                 moved += reloads + spills
-            ready = max(ready, links["l2"].reserve(now, moved))
+                written += spills
+            ready = max(ready, links["l2"].reserve(now, moved - written), links["l2"].reserve(now, written, write=True))
             # each CTA gets its SM's math units and issue slots, shared with the CTAs resident beside it
             share = max(1, -(-self.resident // sms))
             math = 0.0

@@ -43,7 +43,8 @@ OPTIONAL: dict[str, str | None] = {"l2_dirty_limit": "size", "l2_sweep_bytes": "
                                    "sm_clock": "frequency", "tensor_efficiency_solo": "fraction",
                                    "fp32_lanes_per_sm": "count", "int32_lanes_per_sm": "count",
                                    "lsu_lanes_per_sm": "count", "lrc_sms": "count", "l1_bytes": "size",
-                                   "kernel_start_overhead": "time"}
+                                   "kernel_start_overhead": "time", "dram_write_efficiency": "fraction",
+                                   "l2_write_efficiency": "fraction"}
 _ATTR = {"boost_clock": "clock_hz"}  # YAML field -> Profile attribute where the names differ
 
 
@@ -93,6 +94,8 @@ class Profile:
     lrc_sms: int | None = None  # SMs whose identical L2 requests, in flight together, the request coalescer merges
     l1_bytes: int | None = None  # L1 data cache and shared memory together, per SM (what shared memory leaves is L1)
     kernel_start_overhead: float | None = None  # seconds once per kernel inside its duration (first wave's dispatch, cold caches, fill, exit)
+    dram_write_efficiency: float | None = None  # a write-only DRAM stream's share of hbm_bandwidth (measured)
+    l2_write_efficiency: float | None = None  # all SMs storing into L2-resident lines: share of l2_bandwidth (measured)
     sources: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), hash=False, repr=False)
     calibration: Mapping[str, Any] | None = field(default=None, hash=False, repr=False)
 
@@ -114,6 +117,16 @@ class Profile:
     @property
     def peak_l2_bandwidth(self) -> float:
         return self.l2_bandwidth * self.l2_efficiency
+
+    @property
+    def dram_write_bandwidth(self) -> float | None:
+        """DRAM bytes/s a stream of writes alone sustains, where measured."""
+        return self.hbm_bandwidth * self.dram_write_efficiency if self.dram_write_efficiency else None
+
+    @property
+    def l2_write_bandwidth(self) -> float | None:
+        """Bytes/s the SMs store into the L2, where measured."""
+        return self.l2_bandwidth * self.l2_write_efficiency if self.l2_write_efficiency else None
 
     def peak_tensor_flops(self, dtype: str) -> float:
         """Achievable dense tensor-core FLOP/s for ``dtype`` (fp16, bf16, or fp32 meaning TF32)."""
