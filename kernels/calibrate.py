@@ -52,6 +52,7 @@ RAW_UNITS = ("bytes/s for dram_*, l2_*, atomic_* and tile_*_bytes_per_s (atomic 
              "the other tile_* (a *_sms entry: distinct SMs the CTAs ran on; *_ok_sms: SMs that ran exactly the "
              "c CTAs of its _c<c> key), seconds for launch_* and latency_* (SM cycles for latency_*_cycles), "
              "Hz for sm_clock_*, SM cycles per dependent instruction for lat_* (iosim.kernels.latency_bench)")
+SPAN_FIRST_TILE_BYTES = 128 * 64 * 2  # the largest first-pass tile of the span loop (microbench.cta_fixed_cost): Q
 CLOCK_RANGE = (0.5, 1.5)  # a measured SM clock outside these multiples of the boost clock is not believed
 _DIMENSIONS = {**REQUIRED, **OPTIONAL}  # profile field -> its dimension in UNITS
 
@@ -193,13 +194,18 @@ def _rates_and_latencies(f: _Fields, raw: dict) -> None:
               + (f" ({raw[key + '_cycles']:.0f} SM cycles)" if key + "_cycles" in raw else ""))
     if "cta_span_fixed_s" in raw and dram is not None:
         unit = f.unit("kernel_start_overhead", "us")
-        f.put("kernel_start_overhead", (raw["cta_span_fixed_s"] - dram) / _factor("kernel_start_overhead", unit), unit,
+        # the model charges a CTA's first loads a DRAM round trip and its largest first tile (the 128 x 64
+        # fp16 Q tile, 16 KiB) at the per-CTA load rate
+        fill = SPAN_FIRST_TILE_BYTES / raw["cta_load_bandwidth"] if raw.get("cta_load_bandwidth") else 0.0
+        f.put("kernel_start_overhead", (raw["cta_span_fixed_s"] - dram - fill) / _factor("kernel_start_overhead", unit),
+              unit,
               "one wave of the tile loop (128x64x64, 4 warps, 2 CTAs per SM, L2 flushed) timed in-kernel by "
               f"%globaltimer at 1-32 trips: fixed part of the span {raw['cta_span_fixed_s'] * 1e6:.2f} us "
-              f"({raw['cta_span_iter_s'] * 1e9:.0f} ns per trip) less the DRAM latency {dram * 1e9:.0f} ns the model "
-              "charges the first loads: the first wave's dispatch, cold caches, pipeline fill and exit, once per kernel "
+              f"({raw['cta_span_iter_s'] * 1e9:.0f} ns per trip) less what the model charges the first loads (the DRAM "
+              f"latency {dram * 1e9:.0f} ns and the 16 KiB Q tile at the per-CTA load rate, {fill * 1e9:.0f} ns): "
+              "the first wave's dispatch, cold caches, pipeline fill and exit, once per kernel "
               + (f"(further waves in lockstep add {raw['cta_each_s'] * 1e6:.2f} us each beyond their trips; "
-                 "a kernel's later CTAs start beside running ones, which hide it: not charged)" if "cta_each_s" in raw
+                 "every CTA's first loads are charged, the rest of it is not)" if "cta_each_s" in raw
                  else ""))
 
 

@@ -224,6 +224,29 @@ def unique_launches(arch: int = DEFAULT_ARCH, log=None) -> list[Launch]:
     return list(seen.values())
 
 
+def calibration_launches(arch: int = DEFAULT_ARCH) -> list[Launch]:
+    """The tile loops ``iosim calibrate`` times, as it launches them: the occupancy series two and three
+    stages deep and the series with FlashAttention-2's softmax (:mod:`iosim.kernels.microbench`). Their
+    own SIMT code is inside each calibrated rate; the model takes it out before adding a kernel's."""
+    import torch
+
+    from iosim.kernels import microbench as mb
+    from iosim.schedule.tiling import FWD, default_tiling
+
+    series = ([(t, None, False) for t in mb.OCC_TILES] + [(t, 3, False) for t in mb.OCC_TILES_S3]
+              + [(t, None, True) for t in mb.SOFTMAX_TILES])
+    seen: dict[str, Launch] = {}
+    for (bm, bn, d, warps, _), stages, softmax in series:
+        stages = default_tiling("flash2", FWD, d).stages if stages is None else stages
+        q, k = torch.zeros(bm, d, dtype=torch.float16), torch.zeros(16 * bn, d, dtype=torch.float16)
+        o, ids = torch.zeros(1, dtype=torch.float32), torch.zeros(1, dtype=torch.int32)
+        _, launches = capture_launches(mb.tile_loop, q, k, k, o, ids, bn=bn, ctas=1, iters=4096, warps=warps,
+                                       stages=stages, softmax=softmax, record_sm=True, arch=arch)
+        for launch in launches:
+            seen.setdefault(launch.key(), launch)
+    return list(seen.values())
+
+
 def _compile_one(launch: Launch, arch: int) -> dict:
     return compile_sass(launch, arch).to_dict()
 
@@ -253,11 +276,14 @@ def _progress(log, done: int, total: int, launch: Launch, start: float) -> None:
 
 
 def main(argv=None) -> int:
-    """Compile our kernels for sm_ARCH and write DIR/sm_<arch>-triton-<version>.json (progress on stderr)."""
+    """Compile our kernels (or, with --calibration, the calibration's tile loops) for sm_ARCH and write
+    DIR/[calibration-]sm_<arch>-triton-<version>.json (progress on stderr)."""
     parser = argparse.ArgumentParser(prog="python -m iosim.kernels.sass", description=main.__doc__)
     parser.add_argument("--out", type=Path, required=True, help="folder for the mixes file")
     parser.add_argument("--arch", type=int, default=DEFAULT_ARCH, help="compute capability as an int (90 = sm_90)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="compile processes")
+    parser.add_argument("--calibration", action="store_true",
+                        help="compile the tile loops iosim calibrate times instead (calibration-sm_<arch>-triton-<version>.json)")
     args = parser.parse_args(argv)
     import triton
 
@@ -265,10 +291,10 @@ def main(argv=None) -> int:
         print(msg, file=sys.stderr, flush=True)
 
     start = time.perf_counter()
-    launches = unique_launches(args.arch, log)
+    launches = calibration_launches(args.arch) if args.calibration else unique_launches(args.arch, log)
     mixes = compile_all(launches, args.arch, args.workers, log)
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / mixes_filename(args.arch, triton.__version__)
+    path = args.out / mixes_filename(args.arch, triton.__version__, calibration=args.calibration)
     path.write_text(json.dumps(write_mixes(mixes, args.arch, triton.__version__), indent=1) + "\n")
     log(f"wrote {len(mixes)} mixes to {path} in {time.perf_counter() - start:.0f} s")
     return 0

@@ -10,10 +10,9 @@ keep the estimate from their FLOPs.
 from __future__ import annotations
 
 import functools
-from types import MappingProxyType
 
-from iosim.costs.issue import KernelCode, LoopCode
-from iosim.costs.sass import KernelMix, LoopMix, load_mixes
+from iosim.costs.issue import KernelCode, LoopCode, innermost, loop_code
+from iosim.costs.sass import KernelMix, load_mixes
 from iosim.schedule.standard import BLOCK_K as STANDARD_BLOCK_K
 
 
@@ -70,27 +69,17 @@ def compiled_codes(schedule, arch: str, triton_version: str | None = None) -> li
     return out
 
 
-def _loop(mix: LoopMix) -> LoopCode:
-    return LoopCode(float(mix.instructions), MappingProxyType({p: float(n) for p, n in mix.pipes.items()}),
-                    float(mix.opcodes.get("LDL", 0)),
-                    float(mix.opcodes.get("STL", 0)), MappingProxyType({k: tuple(v) for k, v in mix.waits.items()}),
-                    None if mix.stall_cycles is None else float(mix.stall_cycles))
-
-
 def kernel_code(mix: KernelMix, source: str) -> KernelCode:
     """A compiled kernel's cost description: its innermost loop (the unmasked one, and the masked one
     where the compiler emitted two loops one after the other), code outside loops, resources."""
-    loops = [m for m in mix.loops if m.innermost]
-    deepest = max((m.depth for m in loops), default=0)
-    loops = [m for m in loops if m.depth == deepest]
-    outside = _loop(mix.outside)
-    if not loops:
+    ordered = innermost(mix.loops)
+    outside = loop_code(mix.outside)
+    if not ordered:
         return KernelCode(loop=LoopCode(0.0), outside=outside, regs_per_thread=mix.n_regs,
                           shared_bytes=mix.shared_bytes, spill_bytes=mix.n_spill_bytes, local_bytes=mix.local_bytes,
                           source=source)
-    ordered = sorted(loops, key=lambda m: m.instructions)
-    masked = _loop(ordered[-1]) if len(ordered) > 1 else None
-    return KernelCode(loop=_loop(ordered[0]), masked=masked, outside=outside, regs_per_thread=mix.n_regs,
+    masked = loop_code(ordered[-1]) if len(ordered) > 1 else None
+    return KernelCode(loop=loop_code(ordered[0]), masked=masked, outside=outside, regs_per_thread=mix.n_regs,
                       shared_bytes=mix.shared_bytes, spill_bytes=mix.n_spill_bytes, local_bytes=mix.local_bytes,
                       source=source)
 

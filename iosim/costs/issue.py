@@ -23,11 +23,14 @@ time adds to the CTA's loop (``tile_bwd_atomic_*`` against ``tile_bwd_plain_*``)
 """
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+
+from iosim.costs.sass import LoopMix, load_mixes
 
 SUBPARTITIONS = 4  # warp schedulers per SM on every architecture iosim models (Volta to Hopper)
 WARP = 32
@@ -75,6 +78,21 @@ class KernelCode:
     spill_bytes: int = 0  # local-memory bytes per thread the compiler spilled
     local_bytes: int = 0  # local memory per thread in all (spills and stack frame): the spill footprint
     source: str = "estimate"
+
+
+def loop_code(mix: LoopMix) -> LoopCode:
+    """A compiled loop's (or a kernel's code outside its loops') cost description from its SASS mix."""
+    return LoopCode(float(mix.instructions), MappingProxyType({p: float(n) for p, n in mix.pipes.items()}),
+                    float(mix.opcodes.get("LDL", 0)),
+                    float(mix.opcodes.get("STL", 0)), MappingProxyType({k: tuple(v) for k, v in mix.waits.items()}),
+                    None if mix.stall_cycles is None else float(mix.stall_cycles))
+
+
+def innermost(mixes) -> list:
+    """A kernel's innermost loops at its deepest nesting, fewest instructions first (the unmasked body)."""
+    loops = [m for m in mixes if m.innermost]
+    deepest = max((m.depth for m in loops), default=0)
+    return sorted((m for m in loops if m.depth == deepest), key=lambda m: m.instructions)
 
 
 def lanes(profile, pipe: str) -> float | None:
@@ -175,6 +193,91 @@ def _raw(profile) -> Mapping:
     return (profile.calibration or {}).get("raw") or {}
 
 
+@functools.lru_cache(maxsize=8)
+def _calibration_loops(arch: str, triton_version: str | None) -> dict:
+    """(block_m, block_n, head_dim, warps, stages, softmax) -> the loop body of that tile loop as
+    ``iosim calibrate`` ran it (the committed calibration mixes of the Triton it ran under)."""
+    try:
+        found = load_mixes(arch, triton_version, calibration=True)
+    except FileNotFoundError:
+        return {}
+    out = {}
+    for mix in found.mixes:
+        c = mix.meta.get("constexprs", {})
+        loops = innermost(mix.loops)
+        if loops:
+            out[(c["BM"], c["BN"], c["D"], mix.num_warps, mix.meta["num_stages"], bool(c.get("SOFTMAX")))] = \
+                loop_code(loops[0])
+    return out
+
+
+def calibration_loop(profile, bm: int, bn: int, d: int, warps: int, stages: int, softmax: bool = False):
+    """The compiled loop body of the calibration's tile loop of that shape, or None."""
+    version = (profile.calibration or {}).get("triton")
+    return _calibration_loops(str(profile.arch).removeprefix("sm_"), version).get((bm, bn, d, warps, stages, softmax))
+
+
+_SOFTMAX = re.compile(r"^tile_softmax_fp16_(\d+)x(\d+)x(\d+)w(\d+)(?:s(\d+))?_c(\d+)$")
+
+
+def _simt_round(profile, loop, warps: int, ctas: int) -> float:
+    """SM seconds :func:`sm_time` gives one pass of ``ctas`` resident CTAs' own instructions."""
+    return max(ctas * simt_seconds(loop, warps, profile), chain_seconds(loop, profile, latencies(profile, 0.0)))
+
+
+@functools.lru_cache(maxsize=16)
+def own_simt_share(profile) -> float:
+    """Share of the calibrated tile loop's own SIMT time (as :func:`sm_time` prices it) that its measured
+    rate contains: the rest its asynchronous products hid. The one number that makes the model reproduce
+    the calibration's loop with FlashAttention-2's softmax from the loop without, added instructions
+    priced alike (least squares over the measured softmax series, relative errors); 0 where the series
+    or the loops' compiled code is missing (the measured rate then stands for the products alone)."""
+    raw = _raw(profile)
+    num = den = 0.0
+    for key, value in raw.items():
+        m = _SOFTMAX.match(key)
+        if not (m and value):
+            continue
+        bm, bn, d, w, st, c = (int(g) if g else CALIBRATION_STAGES for g in m.groups())
+        plain = raw.get(f"tile_occ_fp16_{bm}x{bn}x{d}w{w}{'' if st == CALIBRATION_STAGES else f's{st}'}_c{c}")
+        with_sm, without = (calibration_loop(profile, bm, bn, d, w, st, sm) for sm in (True, False))
+        ok = raw.get(f"{key}_ok_sms")
+        if not (plain and with_sm and without) or (ok is not None and ok < profile.sm_count):
+            continue
+        flops = 4.0 * bm * bn * d * c * profile.sm_count
+        measured = flops / float(value)
+        # predicted(share) = flops/plain − share·own + with_sm's; a = its error at share 0, b = d error / d share
+        a = (flops / float(plain) + _simt_round(profile, with_sm, w, c) - measured) / measured
+        b = _simt_round(profile, without, w, c) / measured
+        num, den = num + a * b, den + b * b
+    return min(1.0, max(0.0, num / den)) if den else 0.0
+
+
+@functools.lru_cache(maxsize=16)
+def tensor_rates(profile) -> Mapping:
+    """The calibration's raw numbers with each occupancy point's rate freed of its own loop's SIMT code:
+    a pass of the tile loop is its products and its own instructions, which :func:`sm_time` prices as
+    it prices a kernel's (``c`` passes take ``c·t + max(c·issue, chain)``); what is left for ``t`` is
+    the tensor-core time a kernel's own instructions are then added to. Points whose loop was not
+    compiled keep their measured rate."""
+    raw = _raw(profile)
+    share = own_simt_share(profile)
+    out = dict(raw)
+    for key, value in raw.items():
+        m = _OCC.match(key)
+        if not (m and value):
+            continue
+        bm, bn, d, w, st, c = (int(g) if g else CALIBRATION_STAGES for g in m.groups())
+        loop = calibration_loop(profile, bm, bn, d, w, st)
+        if loop is None:
+            continue
+        flops = 4.0 * bm * bn * d * c * profile.sm_count  # one pass of each of the c CTAs on every SM
+        products = flops / float(value) - share * _simt_round(profile, loop, w, c)
+        if products > 0:
+            out[key] = flops / products
+    return MappingProxyType(out)
+
+
 def tensor_rate(profile, dtype: str, mma: str = "fwd", head_dim: int | None = None, warps: int | None = None,
                 ctas_per_sm: int | None = None, tile: tuple[int, int] | None = None, stages: int | None = None) -> float:
     """Tensor-core FLOP/s the whole GPU sustains on a kernel's tiles: for a forward kernel of ``warps``
@@ -183,7 +286,7 @@ def tensor_rate(profile, dtype: str, mma: str = "fwd", head_dim: int | None = No
     profile's (forward or backward) efficiency."""
     raw = _raw(profile)
     if mma != "bwd" and warps and ctas_per_sm and head_dim is not None:
-        rate = occupancy_rate(raw, dtype, head_dim, tile, warps, ctas_per_sm * warps / WARPGROUP, profile.sm_count,
+        rate = occupancy_rate(tensor_rates(profile), dtype, head_dim, tile, warps, ctas_per_sm * warps / WARPGROUP, profile.sm_count,
                               stages)
         if rate:
             return rate

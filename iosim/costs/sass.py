@@ -365,13 +365,14 @@ def kernel_mix(sass: str, kernel: str | None = None, **resources_) -> KernelMix:
 MIXES_PACKAGE = "iosim.costs.mixes"
 
 
-def mixes_filename(arch: int | str, triton_version: str) -> str:
-    return f"sm_{str(arch).removeprefix('sm_')}-triton-{triton_version}.json"
+def mixes_filename(arch: int | str, triton_version: str, calibration: bool = False) -> str:
+    """Our kernels' mixes file, or (``calibration``) that of the tile loops ``iosim calibrate`` times."""
+    return f"{'calibration-' if calibration else ''}sm_{str(arch).removeprefix('sm_')}-triton-{triton_version}.json"
 
 
-def available_versions(arch: int | str) -> list[str]:
+def available_versions(arch: int | str, calibration: bool = False) -> list[str]:
     """Triton versions with committed mixes for ``arch``, oldest first."""
-    prefix = mixes_filename(arch, "").removesuffix(".json")
+    prefix = mixes_filename(arch, "", calibration).removesuffix(".json")
     names = [p.name for p in resources.files(MIXES_PACKAGE).iterdir() if p.name.startswith(prefix)]
     return sorted((n[len(prefix):-len(".json")] for n in names if n.endswith(".json")), key=_version_tuple)
 
@@ -403,16 +404,16 @@ class MixSet:
         raise KeyError(f"no mix for kernel {kernel!r} with key {key!r} in {mixes_filename(self.arch, self.version)}")
 
 
-def load_mixes(arch: int | str = 90, triton_version: str | None = None) -> MixSet:
+def load_mixes(arch: int | str = 90, triton_version: str | None = None, calibration: bool = False) -> MixSet:
     """The committed mixes for ``arch`` and ``triton_version`` (the newest when None), falling back to the
-    nearest committed version (``MixSet.version`` says which)."""
-    versions = available_versions(arch)
+    nearest committed version (``MixSet.version`` says which); ``calibration``: the calibration's tile loops."""
+    versions = available_versions(arch, calibration)
     if not versions:
         raise FileNotFoundError(f"no committed SASS mixes for sm_{arch} in {MIXES_PACKAGE}")
     wanted = triton_version or versions[-1]
     target = _ordinal(wanted)
     version = wanted if wanted in versions else min(versions, key=lambda v: (abs(_ordinal(v) - target), _ordinal(v)))
-    data = json.loads(resources.files(MIXES_PACKAGE).joinpath(mixes_filename(arch, version)).read_text())
+    data = json.loads(resources.files(MIXES_PACKAGE).joinpath(mixes_filename(arch, version, calibration)).read_text())
     mixes = tuple(KernelMix.from_dict(d) for d in data["mixes"])
     return MixSet(arch=str(arch).removeprefix("sm_"), version=version, requested=wanted, mixes=mixes)
 

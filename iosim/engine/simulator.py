@@ -49,7 +49,7 @@ from iosim.engine.links import Link
 from iosim.engine.occupancy import ctas_per_sm
 from iosim.results.result import KernelResult, RunResult, Traffic
 from iosim.schedule.common import Schedule
-from iosim.schedule.ir import ATOMIC, READ, WRITE
+from iosim.schedule.ir import ATOMIC, LOOP, READ, WRITE
 
 LINES_PER_L2 = 256  # an L2 line of the model is at most 1/256 of the cache (see iosim.engine.lines)
 MIN_LINE = 4096  # bytes; lines never get smaller, so a tiny L2 stays fast
@@ -178,6 +178,7 @@ class Engine:
         lat_dram, lat_l2 = self.profile.dram_latency or 0.0, self.profile.l2_latency or 0.0
         cta_bw = self.profile.cta_load_bandwidth
         first = True
+        looped = {p.tensor for p in kernel.patterns if p.phase == LOOP}  # read once a pass, the rest once a CTA
         self.resident += g1 - g0
         for step in cohorts.steps(kernel, g0, g1, line_iters, self.aggregate):
             now = env.now
@@ -224,7 +225,14 @@ class Engine:
             # every iteration by an unpipelined one, whose next loads wait for this iteration's math.
             latency = lat_dram if missed else lat_l2
             if stages > 1:
-                end = max(now + math, ready) + (latency if first else 0.0)
+                end = max(now + math, ready)
+                if first:
+                    # a CTA's first loads have nothing issued ahead of them: a round trip, then its first
+                    # pass's tiles at the rate one CTA keeps bytes in flight (the largest sets the pace)
+                    end += latency
+                    if cta_bw and step.active and loads:
+                        per_pass = max(1.0, step.iters)
+                        end += max(b / (per_pass if n in looped else 1.0) for n, b in loads.items()) / step.active / cta_bw
             else:
                 # each iteration's loads: a round trip, then as fast as one CTA keeps bytes in flight;
                 # loads of different tensors are issued together, so the largest sets the pace
