@@ -322,3 +322,9 @@ def test_every_calibrated_tile_loop_has_its_compiled_code_committed():
     for (bm, bn, d, w, _), stages, softmax in series:
         loop = calibration_loop(H200, bm, bn, d, w, stages, softmax)
         assert loop is not None and loop.stall_cycles and loop.pipes.get("tensor"), (bm, bn, d, w, stages, softmax)
+
+
+def test_a_ctas_unpipelined_loads_go_at_the_calibrated_rate_times_its_warps_over_four():
+    from iosim.costs.issue import cta_load_seconds
+    assert cta_load_seconds(16384, 4, 16384e6) == pytest.approx(1e-6)  # the measured 4-warp CTA
+    assert cta_load_seconds(16384, 16, 16384e6) == pytest.approx(0.25e-6)  # four times the loads in flight

@@ -14,7 +14,9 @@ for the same head dimension (``calibration.raw`` ``tile_<dtype>_d<d>``), else th
 efficiency. Where the calibration ran the tile loop at several occupancies
 (``tile_occ_fp16_<bm>x<bn>x<d>w<warps>_c<ctas>``), the rate follows the warpgroups resident per SM:
 one warpgroup alone leaves the tensor cores idle while it waits for its own results, more fill the
-gaps.
+gaps. A measured rate holds the tile loop's own instructions too: :func:`tensor_rates` takes out the
+share of them (priced from the loop's committed SASS) that the calibration's softmax series says it
+holds (:func:`own_simt_share`), so that a kernel's instructions are not counted twice.
 Within one CTA the softmax waits for ``S = QKᵀ`` and the next product waits for ``P``: SIMT and
 tensor time add up. Co-resident CTAs may hide the shorter of the two behind each other's by the
 measured ``math_overlap`` (none where it was not measured). A CTA's atomic adds (FlashAttention-2
@@ -153,6 +155,15 @@ def chain_seconds(loop: LoopCode, profile, latency: Mapping[str, float]) -> floa
         return 0.0
     cycles = loop.stall_cycles + sum(loop.exposed_cycles(op, lat) for op, lat in latency.items())
     return cycles / profile.issue_clock_hz
+
+
+CTA_LOAD_WARPS = 4  # warps of the CTA whose load rate a profile's cta_load_bandwidth is (microbench.cta_load_rate)
+
+
+def cta_load_seconds(nbytes: float, warps: int, cta_load_bandwidth: float) -> float:
+    """Seconds one CTA of ``warps`` warps takes to pull ``nbytes`` it could not issue ahead: the calibrated
+    4-warp CTA's rate, times the warps keeping loads in flight."""
+    return nbytes / (cta_load_bandwidth * warps / CTA_LOAD_WARPS)
 
 
 def reload_miss(code: KernelCode, warps: int, ctas_per_sm: int, profile) -> float:
@@ -407,6 +418,7 @@ def sm_time(t_tensor: float, t_issue: float, t_chain: float, share: int, overlap
     return share * cta_time(t_tensor, simt / share, share, overlap)
 
 
-__all__ = ["KernelCode", "LoopCode", "atomic_exposure", "chain_seconds", "cta_time", "estimated_code", "lanes",
-           "latencies", "occupancy_curve", "occupancy_rate", "reload_miss", "simt_seconds", "sm_time",
-           "spill_traffic", "tensor_rate", "warp_cycles"]
+__all__ = ["KernelCode", "LoopCode", "atomic_exposure", "calibration_loop", "chain_seconds", "cta_load_seconds",
+           "cta_time", "estimated_code", "innermost", "lanes", "latencies", "loop_code", "occupancy_curve",
+           "occupancy_rate", "own_simt_share", "reload_miss", "simt_seconds", "sm_time", "spill_traffic",
+           "tensor_rate", "tensor_rates", "warp_cycles"]

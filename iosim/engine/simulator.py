@@ -33,6 +33,7 @@ from iosim.costs.code import compiled_codes
 from iosim.costs.issue import (
     atomic_exposure,
     chain_seconds,
+    cta_load_seconds,
     estimated_code,
     latencies,
     reload_miss,
@@ -228,17 +229,18 @@ class Engine:
                 end = max(now + math, ready)
                 if first:
                     # a CTA's first loads have nothing issued ahead of them: a round trip, then its first
-                    # pass's tiles at the rate one CTA keeps bytes in flight (the largest sets the pace)
+                    # pass's tiles at the rate its warps keep bytes in flight (the largest sets the pace)
                     end += latency
                     if cta_bw and step.active and loads:
                         per_pass = max(1.0, step.iters)
-                        end += max(b / (per_pass if n in looped else 1.0) for n, b in loads.items()) / step.active / cta_bw
+                        first_tile = max(b / (per_pass if n in looped else 1.0) for n, b in loads.items()) / step.active
+                        end += cta_load_seconds(first_tile, kernel.warps, cta_bw)
             else:
                 # each iteration's loads: a round trip, then as fast as one CTA keeps bytes in flight;
                 # loads of different tensors are issued together, so the largest sets the pace
                 serial = latency * max(1.0, step.iters)
                 if cta_bw and step.active and loads:
-                    serial += max(loads.values()) / step.active / cta_bw
+                    serial += cta_load_seconds(max(loads.values()) / step.active, kernel.warps, cta_bw)
                 end = ready + math + serial
             first = False
             self.events += 1
