@@ -47,7 +47,7 @@ from iosim.schedule.tiling import BWD, FWD, default_tiling
 # Raw keys that feed no profile field: kept under calibration.raw, checked by _raw_flags
 RAW_ONLY = ("tile_occ_", "tile_softmax_", "tile_hmma_", "tile_bwd_plain_", "tile_bwd_atomic_")
 # miss_pass_*: seconds per pass of the pipelined tile loop on DRAM-missing against L2-resident tiles
-# (microbench.miss_cost), kept raw for a model of what a missed load costs
+# (microbench.miss_cost), kept raw: the engine charges miss_pass_s to a pass whose tiles missed the L2
 RAW_UNITS = ("bytes/s for dram_*, l2_*, atomic_* and tile_*_bytes_per_s (atomic payload), FLOP/s for matmul_* and "
              "the other tile_* (a *_sms entry: distinct SMs the CTAs ran on; *_ok_sms: SMs that ran exactly the "
              "c CTAs of its _c<c> key), seconds for launch_* and latency_* (SM cycles for latency_*_cycles), "

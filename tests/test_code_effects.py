@@ -328,3 +328,27 @@ def test_a_ctas_unpipelined_loads_go_at_the_calibrated_rate_times_its_warps_over
     from iosim.costs.issue import cta_load_seconds
     assert cta_load_seconds(16384, 4, 16384e6) == pytest.approx(1e-6)  # the measured 4-warp CTA
     assert cta_load_seconds(16384, 16, 16384e6) == pytest.approx(0.25e-6)  # four times the loads in flight
+
+
+def test_a_lone_cta_that_misses_waits_the_measured_miss_cost_each_pass_and_a_convoy_shares_it():
+    """One CTA streaming K/V that no other CTA reads (1 query block, K/V from DRAM): every pass after its
+    first step waits miss_pass_s more, so its time grows by a whole number of passes times the cost
+    (linear in it). 64 CTAs reading the same K/V together (one head, 64 query blocks, GQA-free) pay it
+    once among them: their kernel grows by far less per CTA."""
+    from iosim.schedule.problem import Problem, RunConfig, Tiling
+    from iosim.simulate import simulate
+
+    def run(miss, seq_q):
+        raw = dict(H200.calibration["raw"], miss_pass_s=miss)
+        profile = replace(H200, calibration=dict(H200.calibration, raw=raw))
+        config = RunConfig(algo="flash2", problem=Problem(batch=1, heads=1, seq_q=seq_q, seq_k=65536, head_dim=64),
+                           tiling=Tiling(block_m=128, block_n=64, warps=4, stages=2), mode="ncu")
+        return simulate(config, profile, triton_version="3.6.0").kernels[0].time_s
+
+    passes = 65536 // 64
+    lone = [run(m, 128) for m in (0.0, 1e-6, 2e-6)]
+    grown = (lone[1] - lone[0]) / 1e-6
+    assert lone[2] - lone[1] == pytest.approx(lone[1] - lone[0], rel=1e-6)
+    assert passes / 2 < grown < passes and grown == pytest.approx(round(grown), abs=1e-3)
+    together = [run(m, 128 * 64) for m in (0.0, 1e-6)]
+    assert (together[1] - together[0]) / 1e-6 < grown / 8

@@ -178,18 +178,23 @@ class Engine:
         sms = self.profile.sm_count
         lat_dram, lat_l2 = self.profile.dram_latency or 0.0, self.profile.l2_latency or 0.0
         cta_bw = self.profile.cta_load_bandwidth
+        miss_pass = ((self.profile.calibration or {}).get("raw") or {}).get("miss_pass_s", 0.0)
         first = True
         looped = {p.tensor for p in kernel.patterns if p.phase == LOOP}  # read once a pass, the rest once a CTA
         self.resident += g1 - g0
         for step in cohorts.steps(kernel, g0, g1, line_iters, self.aggregate):
             now = env.now
             ready, moved, missed, atomic, written = now, 0, False, 0, 0
+            distinct, lone = 0, 0.0  # bytes of lines read; bytes filled for them, per CTA reading them
             loads = {}  # bytes loaded per tensor: independent loads a CTA issues together
             for name, sl, r0, r1, c0, c1, kind, mult in step.accesses:
                 t = index[name]
                 place = places[t]
                 for a, b, nbytes, line_bytes, lo, hi in geoms[t].pieces(r0, r1, c0, c1):
+                    m0 = l2.stats.miss_bytes
                     r = l2.access((t, sl, a, b), place, kind, nbytes, line_bytes, mult, now, lo, hi, who)
+                    if kind == READ:
+                        lone += (l2.stats.miss_bytes - m0) / mult
                     if r > ready:
                         ready, missed = r, True
                     moved += nbytes * mult
@@ -199,6 +204,7 @@ class Engine:
                         written += nbytes * mult
                     elif kind == READ:
                         loads[name] = loads.get(name, 0) + nbytes * mult
+                        distinct += nbytes
             if atomic and self.atomics is not None:
                 ready = max(ready, self.atomics.reserve(now, atomic))
                 moved -= atomic
@@ -227,6 +233,11 @@ class Engine:
             latency = lat_dram if missed else lat_l2
             if stages > 1:
                 end = max(now + math, ready)
+                if not first and miss_pass and step.iters and distinct and lone:
+                    # A pass whose tiles were not in the L2 waits at its top for them: the calibrated
+                    # loop's pass when all of it misses (miss_pass_s). Of CTAs reading a missing line
+                    # together one pays: the others find it filled behind it (a convoy).
+                    end += miss_pass * step.iters * min(1.0, lone / distinct)
                 if first:
                     # a CTA's first loads have nothing issued ahead of them: a round trip, then its first
                     # pass's tiles at the rate its warps keep bytes in flight (the largest sets the pace)
