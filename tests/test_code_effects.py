@@ -352,3 +352,21 @@ def test_a_lone_cta_that_misses_waits_the_measured_miss_cost_each_pass_and_a_con
     assert passes / 2 < grown < passes and grown == pytest.approx(round(grown), abs=1e-3)
     together = [run(m, 128 * 64) for m in (0.0, 1e-6)]
     assert (together[1] - together[0]) / 1e-6 < grown / 8
+
+
+def test_a_deeper_pipeline_hides_the_miss_behind_the_passes_it_issued_its_loads_ahead():
+    """The miss cost was measured on a two-stage loop; three stages issue each load one more pass ahead, so a
+    pass longer than the miss cost hides it entirely: a lone 3-stage CTA's time does not grow with it."""
+    from iosim.schedule.problem import Problem, RunConfig, Tiling
+    from iosim.simulate import simulate
+
+    def run(miss, stages):
+        raw = dict(H200.calibration["raw"], miss_pass_s=miss)
+        profile = replace(H200, calibration=dict(H200.calibration, raw=raw))
+        config = RunConfig(algo="flash2", problem=Problem(batch=1, heads=1, seq_q=128, seq_k=65536, head_dim=64),
+                           tiling=Tiling(block_m=128, block_n=64, warps=4, stages=stages), mode="ncu")
+        return simulate(config, profile, triton_version="3.6.0").kernels[0].time_s
+
+    miss = 1e-8  # well under one pass (~0.6 µs)
+    assert run(miss, 3) == pytest.approx(run(0.0, 3), rel=1e-9)
+    assert run(miss, 2) > run(0.0, 2) * 1.005

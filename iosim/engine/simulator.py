@@ -54,6 +54,7 @@ from iosim.schedule.ir import ATOMIC, LOOP, READ, WRITE
 
 LINES_PER_L2 = 256  # an L2 line of the model is at most 1/256 of the cache (see iosim.engine.lines)
 MIN_LINE = 4096  # bytes; lines never get smaller, so a tiny L2 stays fast
+MISS_PASS_STAGES = 2  # pipeline stages of the loop whose missed pass calibrate measures (microbench.miss_cost)
 LINES_PER_SLICE = 1024  # a tensor slice far larger than the L2 is cut into at most this many lines
 TIMELINE_BINS = 100
 
@@ -234,10 +235,12 @@ class Engine:
             if stages > 1:
                 end = max(now + math, ready)
                 if not first and miss_pass and step.iters and distinct and lone:
-                    # A pass whose tiles were not in the L2 waits at its top for them: the calibrated
-                    # loop's pass when all of it misses (miss_pass_s). Of CTAs reading a missing line
+                    # A pass whose tiles were not in the L2 waits at its top for them: what the calibrated
+                    # two-stage loop's pass waits when all of it misses (miss_pass_s), less the passes a
+                    # deeper pipeline issued its loads ahead of that. Of CTAs reading a missing line
                     # together one pays: the others find it filled behind it (a convoy).
-                    end += miss_pass * step.iters * min(1.0, lone / distinct)
+                    ahead = (stages - MISS_PASS_STAGES) * math / step.iters
+                    end += max(0.0, miss_pass - ahead) * step.iters * min(1.0, lone / distinct)
                 if first:
                     # a CTA's first loads have nothing issued ahead of them: a round trip, then its first
                     # pass's tiles at the rate its warps keep bytes in flight (the largest sets the pace)
