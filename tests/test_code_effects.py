@@ -330,43 +330,33 @@ def test_a_ctas_unpipelined_loads_go_at_the_calibrated_rate_times_its_warps_over
     assert cta_load_seconds(16384, 16, 16384e6) == pytest.approx(0.25e-6)  # four times the loads in flight
 
 
+def _streaming_forward(miss_pass_s: float, seq_q: int = 128, stages: int = 2) -> float:
+    """Seconds of a flash2 forward over 64K keys of one head (K/V from DRAM) with that miss cost per pass."""
+    from iosim.schedule.problem import Problem, RunConfig, Tiling
+    from iosim.simulate import simulate
+    profile = replace(H200, calibration=dict(H200.calibration, raw=dict(H200.calibration["raw"], miss_pass_s=miss_pass_s)))
+    config = RunConfig(algo="flash2", problem=Problem(batch=1, heads=1, seq_q=seq_q, seq_k=65536, head_dim=64),
+                       tiling=Tiling(block_m=128, block_n=64, warps=4, stages=stages), mode="ncu")
+    return simulate(config, profile, triton_version="3.6.0").kernels[0].time_s
+
+
 def test_a_lone_cta_that_misses_waits_the_measured_miss_cost_each_pass_and_a_convoy_shares_it():
     """One CTA streaming K/V that no other CTA reads (1 query block, K/V from DRAM): every pass after its
     first step waits miss_pass_s more, so its time grows by a whole number of passes times the cost
     (linear in it). 64 CTAs reading the same K/V together (one head, 64 query blocks, GQA-free) pay it
     once among them: their kernel grows by far less per CTA."""
-    from iosim.schedule.problem import Problem, RunConfig, Tiling
-    from iosim.simulate import simulate
-
-    def run(miss, seq_q):
-        raw = dict(H200.calibration["raw"], miss_pass_s=miss)
-        profile = replace(H200, calibration=dict(H200.calibration, raw=raw))
-        config = RunConfig(algo="flash2", problem=Problem(batch=1, heads=1, seq_q=seq_q, seq_k=65536, head_dim=64),
-                           tiling=Tiling(block_m=128, block_n=64, warps=4, stages=2), mode="ncu")
-        return simulate(config, profile, triton_version="3.6.0").kernels[0].time_s
-
     passes = 65536 // 64
-    lone = [run(m, 128) for m in (0.0, 1e-6, 2e-6)]
+    lone = [_streaming_forward(m) for m in (0.0, 1e-6, 2e-6)]
     grown = (lone[1] - lone[0]) / 1e-6
     assert lone[2] - lone[1] == pytest.approx(lone[1] - lone[0], rel=1e-6)
     assert passes / 2 < grown < passes and grown == pytest.approx(round(grown), abs=1e-3)
-    together = [run(m, 128 * 64) for m in (0.0, 1e-6)]
+    together = [_streaming_forward(m, seq_q=128 * 64) for m in (0.0, 1e-6)]
     assert (together[1] - together[0]) / 1e-6 < grown / 8
 
 
 def test_a_deeper_pipeline_hides_the_miss_behind_the_passes_it_issued_its_loads_ahead():
     """The miss cost was measured on a two-stage loop; three stages issue each load one more pass ahead, so a
     pass longer than the miss cost hides it entirely: a lone 3-stage CTA's time does not grow with it."""
-    from iosim.schedule.problem import Problem, RunConfig, Tiling
-    from iosim.simulate import simulate
-
-    def run(miss, stages):
-        raw = dict(H200.calibration["raw"], miss_pass_s=miss)
-        profile = replace(H200, calibration=dict(H200.calibration, raw=raw))
-        config = RunConfig(algo="flash2", problem=Problem(batch=1, heads=1, seq_q=128, seq_k=65536, head_dim=64),
-                           tiling=Tiling(block_m=128, block_n=64, warps=4, stages=stages), mode="ncu")
-        return simulate(config, profile, triton_version="3.6.0").kernels[0].time_s
-
     miss = 1e-8  # well under one pass (~0.6 µs)
-    assert run(miss, 3) == pytest.approx(run(0.0, 3), rel=1e-9)
-    assert run(miss, 2) > run(0.0, 2) * 1.005
+    assert _streaming_forward(miss, stages=3) == pytest.approx(_streaming_forward(0.0, stages=3), rel=1e-9)
+    assert _streaming_forward(miss) > _streaming_forward(0.0) * 1.005
