@@ -11,7 +11,10 @@ share of the tensor cores and issue slots, priced from the kernel's compiled cod
 (:mod:`iosim.costs.issue`: issue slots, one warp's own schedule with its uncovered waits, the
 tensor rate at the kernel's occupancy, the exposed share of its atomics); with two or more pipeline
 stages the loads of a step overlap its math and their latency is paid once, with one stage every
-iteration waits for its loads.
+iteration waits for its loads. Writes go no faster than the measured write-only rates. A CTA's first
+loads cost a round trip and its first tiles at the per-CTA load rate; a later pass whose tiles
+missed the L2 waits the calibrated miss cost (less what a deeper pipeline hides), paid once among
+CTAs reading the missing line together: the followers stream behind the one that missed.
 
 Kernel boundaries: every kernel pays the profile's launch overhead (what an empty kernel costs back
 to back) and its measured start cost (the first wave's dispatch, cold caches, pipeline fill). In
