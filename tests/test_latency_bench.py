@@ -4,13 +4,11 @@ synthetic SASS; and what every chain compiles to for sm_90 (ahead of time, with 
 Triton ships). Under TRITON_INTERPRET=1 inline PTX does not run, so the kernels are never executed here."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -147,21 +145,10 @@ SASS_SCRIPT = textwrap.dedent('''
 LOOP_CONTROL = {"UIADD3", "ISETP", "BRA"}  # the pass counter in a uniform register, its test, the back branch
 SCOREBOARDED = {"lat_mufu_ex2": "MUFU", "lat_mufu_rcp": "MUFU", "lat_shfl": "SHFL", "lat_lds": "LDS"}
 
-
-def _triton_tool(name: str) -> Path | None:
-    spec = importlib.util.find_spec("triton")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(spec.submodule_search_locations[0]) / "backends" / "nvidia" / "bin" / name
-    return path if path.exists() else None
-
-
 @pytest.fixture(scope="module")
 def chain_sass(tmp_path_factory):
     """``{key: cuobjdump -sass text}`` of every chain kernel, compiled for sm_90 in a process of its own (the
     test process has TRITON_INTERPRET=1, under which there is nothing to compile)."""
-    if _triton_tool("cuobjdump") is None or _triton_tool("ptxas") is None:
-        pytest.skip("Triton's cuobjdump or ptxas is not installed")
     tmp = tmp_path_factory.mktemp("latency_sass")
     script = tmp / "chain_sass.py"
     script.write_text(SASS_SCRIPT)
@@ -171,6 +158,7 @@ def chain_sass(tmp_path_factory):
     return json.loads(run.stdout)
 
 
+@pytest.mark.sass
 @pytest.mark.parametrize("key", list(lb.CHAINS))
 def test_each_loop_is_one_dependent_chain_of_the_intended_instruction(chain_sass, key):
     bodies = lb.loop_bodies(chain_sass[key])
@@ -191,6 +179,7 @@ def test_each_loop_is_one_dependent_chain_of_the_intended_instruction(chain_sass
             assert not any(waiting) and producers == set()
 
 
+@pytest.mark.sass
 def test_the_shared_memory_chase_is_set_up_outside_the_loops(chain_sass):
     text = chain_sass["lat_lds"]
     assert text.count(" STS ") == lb.SLOTS  # each lane's words, stored once before the first clock read

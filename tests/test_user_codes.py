@@ -22,17 +22,6 @@ F1_CASE = "kernel-F1_exp_maskall.attention-fwd-fp16-b4h16-n4096-d64"
 B1_CASE = "kernel-B1_bwd_exp_maskall.attention-fwd_bwd-fp16-b2h16-n4096-d64-causal"
 
 
-def _ptxas() -> bool:
-    try:
-        from triton import knobs
-
-        return Path(knobs.nvidia.ptxas.path).is_file()
-    except Exception:  # no triton, or a triton without bundled CUDA tools
-        return False
-
-
-needs_ptxas = pytest.mark.skipif(not _ptxas(), reason="needs triton with its bundled ptxas")
-
 
 def _compiled(script: str) -> dict:
     """Run ``script`` (prints one JSON line) with compiled Triton functions, not the interpreter conftest sets."""
@@ -42,7 +31,7 @@ def _compiled(script: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-@needs_ptxas
+@pytest.mark.sass
 def test_user_codes_maps_the_forward_and_counts_its_tiles():
     got = _compiled(f"""
 import json
@@ -99,7 +88,7 @@ def test_case_codes_of_a_measured_case_come_from_the_committed_file():
     assert note == "code from sm_90-triton-3.6.0.json"
 
 
-@needs_ptxas
+@pytest.mark.sass
 def test_simulate_kernel_end_to_end():
     env = dict(os.environ, TRITON_INTERPRET="0")
     out = subprocess.run([sys.executable, "-m", "iosim", "simulate", "--kernel", F1, "--gpu", "h200", "--seq-len",

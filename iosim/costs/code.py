@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 
-from iosim.costs.issue import KernelCode, LoopCode, innermost, loop_code
+from iosim.costs.issue import KernelCode, LoopCode, loop_code
 from iosim.costs.sass import KernelMix, load_mixes
 from iosim.schedule.standard import BLOCK_K as STANDARD_BLOCK_K
 
@@ -72,7 +72,7 @@ def compiled_codes(schedule, arch: str, triton_version: str | None = None) -> li
 def kernel_code(mix: KernelMix, source: str) -> KernelCode:
     """A compiled kernel's cost description: its innermost loop (the unmasked one, and the masked one
     where the compiler emitted two loops one after the other), code outside loops, resources."""
-    ordered = innermost(mix.loops)
+    ordered = mix.loop_bodies()
     outside = loop_code(mix.outside)
     if not ordered:
         return KernelCode(loop=LoopCode(0.0), outside=outside, regs_per_thread=mix.n_regs,

@@ -90,13 +90,6 @@ def loop_code(mix: LoopMix) -> LoopCode:
                     None if mix.stall_cycles is None else float(mix.stall_cycles))
 
 
-def innermost(mixes) -> list:
-    """A kernel's innermost loops at its deepest nesting, fewest instructions first (the unmasked body)."""
-    loops = [m for m in mixes if m.innermost]
-    deepest = max((m.depth for m in loops), default=0)
-    return sorted((m for m in loops if m.depth == deepest), key=lambda m: m.instructions)
-
-
 def lanes(profile, pipe: str) -> float | None:
     """Results per clock per SM of ``pipe`` (``None``: an issue slot only, e.g. branch or uniform)."""
     if pipe not in _LANES:
@@ -215,7 +208,7 @@ def _calibration_loops(arch: str, triton_version: str | None) -> dict:
     out = {}
     for mix in found.mixes:
         c = mix.meta.get("constexprs", {})
-        loops = innermost(mix.loops)
+        loops = mix.loop_bodies()
         if loops:
             out[(c["BM"], c["BN"], c["D"], mix.num_warps, mix.meta["num_stages"], bool(c.get("SOFTMAX")))] = \
                 loop_code(loops[0])
@@ -419,6 +412,6 @@ def sm_time(t_tensor: float, t_issue: float, t_chain: float, share: int, overlap
 
 
 __all__ = ["KernelCode", "LoopCode", "atomic_exposure", "calibration_loop", "chain_seconds", "cta_load_seconds",
-           "cta_time", "estimated_code", "innermost", "lanes", "latencies", "loop_code", "occupancy_curve",
+           "cta_time", "estimated_code", "lanes", "latencies", "loop_code", "occupancy_curve",
            "occupancy_rate", "own_simt_share", "reload_miss", "simt_seconds", "sm_time", "spill_traffic",
            "tensor_rate", "tensor_rates", "warp_cycles"]

@@ -330,6 +330,13 @@ class KernelMix:
     def innermost(self) -> list[LoopMix]:
         return [loop for loop in self.loops if loop.innermost]
 
+    def loop_bodies(self) -> list[LoopMix]:
+        """The innermost loops at the deepest nesting, fewest instructions first: the unmasked body, then
+        the masked one where the compiler emitted two loops one after the other."""
+        loops = self.innermost()
+        deepest = max((m.depth for m in loops), default=0)
+        return sorted((m for m in loops if m.depth == deepest), key=lambda m: m.instructions)
+
     def to_dict(self) -> dict:
         return {"kernel": self.kernel, "key": self.key, "n_regs": self.n_regs, "spill_stores": self.spill_stores,
                 "spill_loads": self.spill_loads, "n_spill_bytes": self.n_spill_bytes,

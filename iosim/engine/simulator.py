@@ -70,7 +70,8 @@ class Engine:
         self.schedule, self.profile, self.mode, self.aggregate = schedule, profile, mode, aggregate
         self.env = simpy.Environment()
         self.dtype = schedule.config.problem.dtype
-        self.links = {lv: Link(lv, rate, write_rates(profile).get(lv)) for lv, rate in rates(profile).items()}
+        writes = write_rates(profile)
+        self.links = {lv: Link(lv, rate, writes.get(lv)) for lv, rate in rates(profile).items()}
         # Atomic adds are served by the L2's atomic units at their own rate, where the profile has it.
         self.atomics = Link("atomic", profile.l2_atomic_bandwidth) if profile.l2_atomic_bandwidth else None
         capacity = profile.l2_bytes if l2_bytes is None else l2_bytes
