@@ -25,7 +25,7 @@ from pathlib import Path
 from iosim.costs.code import kernel_code
 from iosim.costs.sass import KernelMix, mixes_filename
 from iosim.kernels.sass import DEFAULT_ARCH, Launch, capture_launches, compile_sass
-from iosim.kernels.user_kernel import load_kernel, tiling_from_launch
+from iosim.kernels.user_kernel import load_kernel, tile_sizes, tiling_from_launch
 from iosim.schedule.build import build_schedule
 from iosim.schedule.problem import ConfigError, RunConfig, Tiling
 
@@ -35,12 +35,11 @@ _PRE_WORDS = ("pre", "delta")  # a backward preprocess (``_bwd_preprocess``, ``_
 
 
 def _is_tiled(launch: Launch) -> bool:
-    c = launch.named_constexprs()
-    return "BLOCK_M" in c and "BLOCK_N" in c
+    return tile_sizes({"constexprs": launch.named_constexprs()})[0] is not None
 
 
 def _is_pre(launch: Launch) -> bool:
-    return "BLOCK_N" not in launch.named_constexprs() or any(w in launch.kernel.lower() for w in _PRE_WORDS)
+    return not _is_tiled(launch) or any(w in launch.kernel.lower() for w in _PRE_WORDS)
 
 
 def _main(launches: list[Launch]) -> Launch | None:
@@ -101,12 +100,12 @@ def roles(schedule_names: list[str], fwd: list[Launch], bwd: list[Launch]) -> li
     return out
 
 
-def tilings(fwd: list[Launch], bwd: list[Launch], seq_q: int) -> dict:
+def tilings(fwd: list[Launch], bwd: list[Launch], seq_q: int, bh: int | None = None) -> dict:
     """The run config's ``tiling`` (forward main launch) and ``backward_tiling`` (backward main launch)."""
     out = {}
     main = _main(fwd)
     if main is not None:
-        out["tiling"] = tiling_from_launch(_record(main), seq_q)
+        out["tiling"] = tiling_from_launch(_record(main), seq_q, bh)
     main = _main([x for x in bwd if not _is_pre(x)])
     if main is not None:
         out["backward_tiling"] = dict(tiling_from_launch(_record(main), seq_q), grid_order="rows")
@@ -135,7 +134,7 @@ def user_mixes(ref: str, config: RunConfig, arch: int = DEFAULT_ARCH,
         if launch is not None and id(launch) not in compiled:
             compiled[id(launch)] = compile_sass(launch, arch)
         mixes.append(None if launch is None else compiled[id(launch)])
-    return mixes, tilings(fwd, bwd, seq_q)
+    return mixes, tilings(fwd, bwd, seq_q, config.problem.batch * config.problem.heads)
 
 
 def user_codes(ref: str, config: RunConfig, arch: int = DEFAULT_ARCH, base: Path | None = None) -> tuple[list, dict]:

@@ -153,13 +153,25 @@ def recording_launches():
             cls.run = original
 
 
-def _has_tiles(launch: dict) -> bool:
+# Names a kernel's tile sizes go by (query rows, key/value rows per tile), as Triton kernels in the wild spell them.
+TILE_NAMES = (("BLOCK_M", "BLOCK_N"), ("BM", "BN"), ("BLOCK_Q", "BLOCK_KV"))
+
+
+def tile_sizes(launch: dict) -> tuple:
+    """(query rows, key/value rows) of a launch's tile from its constexprs; (None, None) when it names none."""
     c = launch.get("constexprs") or {}
-    return "BLOCK_M" in c and "BLOCK_N" in c
+    for m, n in TILE_NAMES:
+        if isinstance(c.get(m), int) and isinstance(c.get(n), int):
+            return c[m], c[n]
+    return None, None
+
+
+def _has_tiles(launch: dict) -> bool:
+    return tile_sizes(launch)[0] is not None
 
 
 def main_launch(launches: list[dict], kind: str = "fwd") -> dict | None:
-    """The attention kernel among a call's launches: with BLOCK_M and BLOCK_N constexprs, not a
+    """The attention kernel among a call's launches: with tile-size constexprs (:data:`TILE_NAMES`), not a
     preprocess (``pre``/``prep`` in its name); the largest grid if several; for ``kind`` ``bwd`` the
     last one whose name says ``bwd``/``backward``, for ``fwd`` the first one that does not."""
     def is_bwd(launch):
@@ -175,12 +187,16 @@ def main_launch(launches: list[dict], kind: str = "fwd") -> dict | None:
     return max(tiled, key=lambda x: math.prod(x["grid"]))
 
 
-def tiling_from_launch(launch: dict, seq_q: int) -> dict:
-    """A launch as the simulator's tiling dict: tiles from BLOCK_M/BLOCK_N, warps, stages, grid order."""
-    c = launch.get("constexprs") or {}
-    bm, bn = c.get("BLOCK_M"), c.get("BLOCK_N")
-    order = "rows"
-    if isinstance(bm, int) and bm > 0 and launch["grid"][0] != math.ceil(seq_q / bm):
-        order = "heads"
-    return {"block_m": bm if isinstance(bm, int) else None, "block_n": bn if isinstance(bn, int) else None,
-            "warps": launch.get("num_warps"), "stages": launch.get("num_stages"), "grid_order": order}
+def tiling_from_launch(launch: dict, seq_q: int, bh: int | None = None) -> dict:
+    """A launch as the simulator's tiling dict: tiles (:data:`TILE_NAMES`), warps, stages, grid order.
+
+    The grid order is "heads" when grid[0] is not the number of query blocks; with no tile size to
+    count them by, when grid[0] is the ``bh`` (batch × heads) slices and grid[1] is not."""
+    bm, bn = tile_sizes(launch)
+    grid = launch["grid"]
+    if bm:
+        heads_first = grid[0] != math.ceil(seq_q / bm)
+    else:
+        heads_first = bh is not None and grid[0] == bh and grid[1] != bh
+    return {"block_m": bm, "block_n": bn, "warps": launch.get("num_warps"), "stages": launch.get("num_stages"),
+            "grid_order": "heads" if heads_first else "rows"}

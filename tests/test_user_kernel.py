@@ -47,6 +47,14 @@ def test_the_main_launch_gives_the_tiling_and_the_grid_order():
                                                           "grid_order": "rows"}
     heads_first = dict(fwd, grid=[8, 32, 1])
     assert user_kernel.tiling_from_launch(heads_first, 4096)["grid_order"] == "heads"
+    # kernels/flash2.py spells its tiles BM/BN; a kernel that names none is ordered by which grid axis is B·H
+    short = dict(fwd, grid=[8, 512, 1], constexprs={"BM": 128, "BN": 64, "HEADS_FIRST": True})
+    assert user_kernel.tiling_from_launch(short, 65536)["block_m"] == 128
+    assert user_kernel.tiling_from_launch(short, 65536)["grid_order"] == "heads"
+    untiled = dict(fwd, constexprs={"D": 128})
+    assert user_kernel.tiling_from_launch(dict(untiled, grid=[8, 512, 1]), 65536, bh=8)["grid_order"] == "heads"
+    assert user_kernel.tiling_from_launch(dict(untiled, grid=[512, 8, 1]), 65536, bh=8)["grid_order"] == "rows"
+    assert user_kernel.tiling_from_launch(dict(untiled, grid=[8, 512, 1]), 65536)["grid_order"] == "rows"
     spec = kernel_case("tests/data/user_kernel_tiny.py:attention", "flash2", "fwd_bwd", seq_q=4096, head_dim=128)
     config = user_run_config(spec, [pre, fwd, bwd])
     assert config["algo"] == "flash2" and config["problem"]["seq_q"] == 4096

@@ -1,0 +1,117 @@
+"""Replay a measured causal-forward trace through an LRU of K/V blocks: which DRAM bytes the hardware's own timeline implies.
+
+``python -m iosim.kernels.causal_trace`` records, on the GPU, when each CTA of kernels/flash2.py's causal
+forward passes every 64th K/V block. This script turns those stamps into the time of every K/V block
+read (linear between stamps), replays them in time order through an LRU holding ``--capacity-mib`` of
+K/V blocks, and prints the K/V bytes that would come from DRAM. Beside it: the measured DRAM reads of
+the same case from the committed data set (Q included) where one exists, and statistics of the
+timeline (how long after a CTA reads a block the next CTA of the head reads it).
+
+It separates the two halves of a long-causal DRAM prediction: *when* the CTAs read (the timeline, here
+the hardware's) and *what the L2 keeps* (the LRU capacity). Where the replay at the model's capacity
+matches the counters, the capacity is right and only the simulated timeline can be wrong.
+
+    python experiments/causal_trace_replay.py experiments/measurements/h200/trace/causal_trace-rows-n131072.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA_SET = ROOT / "experiments" / "measurements" / "h200" / "measurements.json"
+
+
+def block_reads(trace: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Time (ns) and key (head, K/V block) of every K/V block read, the unmasked ones placed linearly
+    between their CTA's stamps and the diagonal ones between its last stamp and its end."""
+    cfg = trace["config"]
+    chunk, per_q = cfg["chunk_blocks"], cfg["block_m"] // cfg["block_n"]
+    n_blocks = -(-cfg["seq_len"] // cfg["block_n"])
+    times, keys = [], []
+    for cta in trace["ctas"]:
+        marks = [cta["start_ns"]] + cta["stamps_ns"]
+        unmasked = cta["q_block"] * per_q
+        spans = [(marks[k], marks[k + 1], k * chunk, min(unmasked, (k + 1) * chunk)) for k in range(len(marks) - 1)]
+        spans.append((marks[-1], cta["end_ns"], unmasked, min(n_blocks, unmasked + per_q)))
+        for t0, t1, lo, hi in spans:
+            if hi > lo:
+                times.append(np.linspace(t0, t1, hi - lo, endpoint=False))
+                keys.append(cta["head"] * n_blocks + np.arange(lo, hi))
+    return np.concatenate(times), np.concatenate(keys)
+
+
+def lru_misses(times: np.ndarray, keys: np.ndarray, capacity_blocks: int) -> int:
+    """Reads that miss an LRU of ``capacity_blocks`` blocks, replayed in time order."""
+    lru: OrderedDict = OrderedDict()
+    misses = 0
+    for key in keys[np.argsort(times, kind="stable")].tolist():
+        if key in lru:
+            lru.move_to_end(key)
+            continue
+        misses += 1
+        lru[key] = True
+        if len(lru) > capacity_blocks:
+            lru.popitem(last=False)
+    return misses
+
+
+def reuse_gaps(times: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """For every read but a block's first: the time (ns) since the previous read of that block."""
+    order = np.lexsort((times, keys))
+    t, k = times[order], keys[order]
+    return np.diff(t)[k[1:] == k[:-1]]
+
+
+def measured_reads(cfg: dict) -> float | None:
+    """DRAM read bytes of the same case in the committed H200 data set (None where it has none)."""
+    if not DATA_SET.exists():
+        return None
+    data = json.loads(DATA_SET.read_text())
+    for case in data.get("cases", []):
+        rc, counters = case.get("run_config") or {}, case.get("counters") or {}
+        p, t = rc.get("problem") or {}, rc.get("tiling") or {}
+        if (rc.get("algo") == "flash2" and not p.get("backward") and p.get("causal") and p.get("seq_q") == cfg["seq_len"]
+                and p.get("heads") == cfg["heads"] and p.get("batch") == 1 and p.get("head_dim") == cfg["head_dim"]
+                and t.get("grid_order") == cfg["grid_order"] and counters.get("dram_read_bytes")):
+            return counters["dram_read_bytes"]
+    return None
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("trace", type=Path, nargs="+", help="causal_trace-*.json files")
+    parser.add_argument("--capacity-mib", type=float, nargs="+", default=[20.0, 30.0, 40.0, 50.0],
+                        help="LRU capacities for K/V blocks, MiB")
+    args = parser.parse_args(argv)
+    for path in args.trace:
+        trace = json.loads(path.read_text())
+        cfg = trace["config"]
+        block_bytes = 2 * cfg["block_n"] * cfg["head_dim"] * 2
+        times, keys = block_reads(trace)
+        distinct = len(np.unique(keys))
+        gaps = reuse_gaps(times, keys) / 1e3
+        span = (max(c["end_ns"] for c in trace["ctas"]) - min(c["start_ns"] for c in trace["ctas"])) / 1e6
+        print(f"{path.name}: {cfg['grid_order']} order, N = {cfg['seq_len']}, {cfg['heads']} heads, d = {cfg['head_dim']}, "
+              f"{len(trace['ctas'])} CTAs over {span:.1f} ms (traced; untraced kernel "
+              f"{trace['timing']['flash2_fwd_median_s'] * 1e3:.1f} ms)")
+        print(f"  K/V block reads {len(keys):,}, compulsory {distinct * block_bytes / 1e9:.2f} GB; time since the "
+              f"previous read of the block, median / 90th / 99th percentile: "
+              f"{np.percentile(gaps, 50):.1f} / {np.percentile(gaps, 90):.1f} / {np.percentile(gaps, 99):.1f} us")
+        measured = measured_reads(cfg)
+        if measured is not None:
+            print(f"  measured DRAM reads (ncu, untraced, Q included): {measured / 1e9:.2f} GB")
+        print("  LRU capacity   K/V from DRAM   x compulsory")
+        for mib in args.capacity_mib:
+            misses = lru_misses(times, keys, int(mib * 2**20 / block_bytes))
+            print(f"  {mib:8g} MiB   {misses * block_bytes / 1e9:9.2f} GB   {misses / distinct:8.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
