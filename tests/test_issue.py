@@ -2,6 +2,7 @@
 committed SASS mixes against the instruction counts the H200 measured."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -83,6 +84,26 @@ def test_the_request_coalescer_merges_identical_loads_of_ctas_in_pairs():
     l2.access((0, 0, 1, 0), "hbm", WRITE, 4096, 4096, 1, 0.0)
     assert l2.stats.read_bytes == 5 * 4096  # the crossbar carries every CTA's copy
     assert l2.stats.lookup_bytes == 3 * 4096 + 4096  # the slices see ceil(5 / 2) loads, and the store
+    l2.access((0, 0, 2, 0), "hbm", READ, 4096, 4096, 5, 0.0, lockstep=False)  # five CTAs not in lockstep
+    assert l2.stats.lookup_bytes == 3 * 4096 + 4096 + 5 * 4096  # nothing to merge: one lookup each
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_causal_ctas_merge_loads_only_in_the_first_wave(causal):
+    # Non-causal CTAs have equal trips: a wave ends together and the next starts in lockstep, so every K/V
+    # load of a CTA pair merges. Causal CTAs end one by one (trips differ): only the first wave, launched at
+    # once, merges; the rest look up every byte they read.
+    profile = load_profile("h200-calibrated")
+    config = RunConfig(algo="flash2", problem=Problem(batch=1, heads=16, seq_q=8192, causal=causal), mode="ncu")
+    runs = {c: simulate(config, replace(profile, lrc_sms=c)).kernels[0] for c in (1, 2)}
+    unmerged, merged = (runs[c].levels["l2"] for c in (1, 2))
+    assert unmerged.read_bytes == merged.read_bytes
+    assert runs[1].l2_lookup_bytes == unmerged.read_bytes + unmerged.write_bytes  # no coalescer: one lookup a load
+    saved = (runs[1].l2_lookup_bytes - runs[2].l2_lookup_bytes) / unmerged.read_bytes
+    if causal:  # the first wave (2 CTAs a SM: 264 of 1024, heads 0-3 of 16) holds a quarter of the K/V loads
+        assert 0.25 * 0.4 < saved < 0.25 * 0.5
+    else:  # K/V loads merge in pairs: nearly half of all loads (Q is read once per CTA, alone)
+        assert 0.4 < saved < 0.5
 
 
 @pytest.fixture(scope="module")

@@ -59,19 +59,20 @@ class L2Cache:
         self.stats = L2Stats()
 
     def access(self, key, placement: str, kind: AccessKind, nbytes: int, line_bytes: int, mult: int, now: float,
-               lo: int | None = None, hi: int | None = None, who=None) -> float:
+               lo: int | None = None, hi: int | None = None, who=None, lockstep: bool = True) -> float:
         """Serve ``mult`` CTAs touching ``nbytes`` of one line at once; return when the data is there.
 
         ``[lo, hi)`` is the touched byte span of the line when known: presence and dirtiness are then
         tracked exactly; otherwise by byte count (exact for the disjoint, in-order pieces it gets).
         ``who`` names the requesting CTAs: a line touched by others than its first user, or by several
         at once, is *shared* and occupies ``replicas`` copies of its bytes (one per L2 partition).
+        ``lockstep``: the ``mult`` CTAs issue their loads together, so the request coalescer merges them.
         """
         st = self.stats
         if kind == READ:
             st.read_bytes += nbytes * mult
             # identical loads of CTAs in flight together reach the slices once per coalescing group
-            st.lookup_bytes += nbytes * -(-mult // self.coalesce)
+            st.lookup_bytes += nbytes * (-(-mult // self.coalesce) if lockstep else mult)
         else:
             st.write_bytes += nbytes * mult
             st.lookup_bytes += nbytes * mult

@@ -53,7 +53,7 @@ from iosim.engine.links import Link
 from iosim.engine.occupancy import ctas_per_sm
 from iosim.results.result import KernelResult, RunResult, Traffic
 from iosim.schedule.common import Schedule
-from iosim.schedule.ir import ATOMIC, LOOP, READ, WRITE
+from iosim.schedule.ir import ATOMIC, LOOP, READ, WRITE, CausalMode
 
 LINES_PER_L2 = 256  # an L2 line of the model is at most 1/256 of the cache (see iosim.engine.lines)
 MIN_LINE = 4096  # bytes; lines never get smaller, so a tiny L2 stays fast
@@ -151,7 +151,7 @@ class Engine:
     def _kernel(self, kernel, per_sm):
         slots = per_sm * self.profile.sm_count
         before = self._snapshot()
-        start = self.env.now
+        start = self._kernel_start = self.env.now
         line_iters = cohorts.line_iters(kernel, self.geometry)
         state = {"free": slots, "wake": None}
         nxt, n = 0, kernel.ctas
@@ -185,6 +185,9 @@ class Engine:
         cta_bw = self.profile.cta_load_bandwidth
         miss_pass = ((self.profile.calibration or {}).get("raw") or {}).get("miss_pass_s", 0.0)
         first = True
+        # CTAs launched together stay in lockstep (their identical loads merge in the request coalescer) when
+        # the kernel starts, or when equal trips free their slots together; causal CTAs free them one by one
+        lockstep = env.now == self._kernel_start or kernel.causal is CausalMode.NONE
         looped = {p.tensor for p in kernel.patterns if p.phase == LOOP}  # read once a pass, the rest once a CTA
         self.resident += g1 - g0
         for step in cohorts.steps(kernel, g0, g1, line_iters, self.aggregate):
@@ -197,7 +200,7 @@ class Engine:
                 place = places[t]
                 for a, b, nbytes, line_bytes, lo, hi in geoms[t].pieces(r0, r1, c0, c1):
                     m0 = l2.stats.miss_bytes
-                    r = l2.access((t, sl, a, b), place, kind, nbytes, line_bytes, mult, now, lo, hi, who)
+                    r = l2.access((t, sl, a, b), place, kind, nbytes, line_bytes, mult, now, lo, hi, who, lockstep)
                     if kind == READ:
                         lone += (l2.stats.miss_bytes - m0) / mult
                     if r > ready:
