@@ -98,3 +98,16 @@ def test_a_shared_line_occupies_a_copy_per_partition():
 def test_a_negative_capacity_is_refused_by_name():
     with pytest.raises(ValueError, match=r"capacity\(=-1\) must be >= 0"):
         cache(capacity=-1)
+
+
+@pytest.mark.parametrize("replicas", [1, 2])
+def test_stored_lines_take_a_copy_in_every_partition(replicas):
+    """Sixteen whole lines stored by sixteen CTAs into an L2 of eight lines: a stored line is held in
+    every partition, so with two the L2 keeps four lines dirty (the l2 probe's plateau: 43 % of the L2),
+    with one all eight; the rest was written back, oldest first."""
+    l2 = cache(capacity=8 * LINE, replicas=replicas, private=1.37)
+    for n in range(16):
+        l2.access((0, 0, n, 0), "hbm", WRITE, LINE, LINE, 1, 0.0, 0, LINE, who=n)
+    kept = 8 // replicas
+    assert (l2.dirty, l2.used) == (kept * LINE, 8 * LINE)
+    assert l2.stats.writeback_bytes["hbm"] == (16 - kept) * LINE
