@@ -9,6 +9,8 @@
 #   f) the foreign kernels' grid (ncu)          -> $OUT/foreign/measurements.json + .csv    (≤ 400 s)
 #   g) instruction mixes (kernels/sass.py)      -> $OUT/mixes/                              (≤ 300 s)
 #   h) the L2 dirty-limit/capacity probe (ncu)  -> $OUT/l2/l2_probe.json                    (≤ 300 s)
+#   i) ATen's softmax code, by row length (ncu) -> $OUT/aten/aten_probe.json                (≤ 300 s)
+#   j) causal CTA timelines (%globaltimer)      -> $OUT/trace/causal_trace-*.json           (≤ 300 s)
 # A step that fails or runs out of time does not stop the next. Measurement files are rewritten
 # atomically after each batch of cases, so a step cut short keeps every finished batch. Progress
 # goes to $OUT/session.log. All steps take longer than one 10-minute device command: name the steps
@@ -82,5 +84,8 @@ if want g; then
     fi
 fi
 want h && step "h) l2 probe" 300 "$PY" -m iosim.kernels.l2_probe --out "$OUT/l2" >>"$LOG" 2>&1
+want i && step "i) aten probe" 300 "$PY" -m iosim.kernels.aten_probe --out "$OUT/aten" >>"$LOG" 2>&1
+want j && step "j) causal trace" 300 "$PY" -m iosim.kernels.causal_trace --out "$OUT/trace" --seq-len 131072 65536 \
+    --order rows,heads >>"$LOG" 2>&1
 echo "done $(date -u +%FT%TZ), $SECONDS s in all" >>"$LOG"
 ls -laR "$OUT" >>"$LOG"

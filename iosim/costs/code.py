@@ -10,6 +10,10 @@ keep the estimate from their FLOPs.
 from __future__ import annotations
 
 import functools
+import json
+import math
+from importlib import resources
+from types import MappingProxyType
 
 from iosim.costs.issue import KernelCode, LoopCode, loop_code
 from iosim.costs.sass import KernelMix, load_mixes
@@ -62,11 +66,53 @@ def compiled_codes(schedule, arch: str, triton_version: str | None = None) -> li
     problem = schedule.config.problem
     out = []
     for kernel in schedule.kernels:
+        if schedule.config.algo == "standard_eager" and kernel.name == "softmax":  # PyTorch's own kernel
+            out.append(aten_softmax_code(problem.seq_k, kernel.warps, arch))
+            continue
         want = _expected(kernel, problem.head_dim)
         mixes = index.get((kernel.name, problem.dtype, kernel.warps, kernel.stages), []) if want else []
         mix = next((m for m in mixes if all(_constexprs(m.key).get(k, v) == v for k, v in want.items())), None)
         out.append(None if mix is None else kernel_code(mix, f"sass: sm_{arch.removeprefix('sm_')}, triton {version}"))
     return out
+
+
+@functools.lru_cache(maxsize=4)
+def _aten_table(arch: str) -> dict | None:
+    try:
+        return json.loads(resources.files("iosim.costs.mixes").joinpath(f"aten-sm_{arch}.json").read_text())
+    except FileNotFoundError:
+        return None
+
+
+def _aten_softmax_variant(n: int) -> str:
+    """Which of ATen's softmax kernels a row of ``n`` fp16 elements runs (aten/src/ATen/native/cuda/SoftMax.cu):
+    one warp a row up to 2048, then a 1024-thread block holding ceil(n / 1024) elements a thread in
+    registers while that is under 10, else in shared memory."""
+    if n <= 2048:
+        return "softmax_warp_forward"
+    return "cunn_SoftMaxForwardReg" if -(-n // 1024) < 10 else "cunn_SoftMaxForwardSmem"
+
+
+def aten_softmax_code(n: int, warps: int, arch: str) -> KernelCode | None:
+    """PyTorch's softmax of one row of ``n`` elements as a CTA of ``warps`` warps: the warp instructions per
+    element its kernel for that length executed in ``iosim.kernels.aten_probe`` (between the probed lengths
+    of the same kernel, interpolated in log n), None where the architecture was not probed."""
+    table = _aten_table(str(arch).removeprefix("sm_"))
+    if table is None:
+        return None
+    variant = _aten_softmax_variant(n)
+    probed = sorted((int(k), v) for k, v in table["softmax_forward"].items() if variant in v["kernel"])
+    if not probed:
+        return None
+    lo = max((p for p in probed if p[0] <= n), default=probed[0], key=lambda p: p[0])
+    hi = min((p for p in probed if p[0] >= n), default=probed[-1], key=lambda p: p[0])
+    w = 0.0 if hi[0] == lo[0] else (math.log(n) - math.log(lo[0])) / (math.log(hi[0]) - math.log(lo[0]))
+    pipes = {p: (1 - w) * lo[1]["pipes_per_element"].get(p, 0.0) + w * hi[1]["pipes_per_element"].get(p, 0.0)
+             for p in lo[1]["pipes_per_element"]}
+    per_warp = n / warps
+    total = ((1 - w) * lo[1]["inst_per_element"] + w * hi[1]["inst_per_element"]) * per_warp
+    return KernelCode(loop=LoopCode(0.0), outside=LoopCode(total, MappingProxyType({p: v * per_warp for p, v in pipes.items()})),
+                      source=f"ncu: ATen {variant}, sm_{table['arch'].removeprefix('sm_')}, torch {table['torch']}")
 
 
 def kernel_code(mix: KernelMix, source: str) -> KernelCode:
@@ -84,4 +130,4 @@ def kernel_code(mix: KernelMix, source: str) -> KernelCode:
                       source=source)
 
 
-__all__ = ["compiled_codes", "kernel_code"]
+__all__ = ["aten_softmax_code", "compiled_codes", "kernel_code"]
