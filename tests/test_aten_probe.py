@@ -1,0 +1,56 @@
+"""The ATen probe (kernels/aten_probe.py) without a GPU: its reading of a synthetic ncu export and the code
+table it commits, against hand-computed values."""
+from __future__ import annotations
+
+import pytest
+
+from iosim.kernels import aten_probe
+from iosim.kernels.ncu import parse_ncu_raw_csv
+
+COLUMNS = ("dram__bytes_read.sum", "dram__bytes_write.sum", "gpu__time_duration.sum", "lts__t_bytes.sum",
+           "lts__t_sector_hit_rate.pct", "smsp__inst_executed.sum", "smsp__inst_executed_pipe_fma.sum",
+           "smsp__inst_executed_pipe_xu.sum")
+UNITS = ("byte", "byte", "ns", "byte", "%", "inst", "inst", "inst")
+
+
+def _csv(kernels) -> str:
+    """An ``ncu --csv --page raw --print-units base`` export: header, units row, one row per kernel."""
+    head = ["ID", "Process ID", "Kernel Name",
+            "thread Domain:Push/Pop_Range:PL_Type:PL_Value:CLR_Type:Color:Msg_Type:Msg", "Block Size", "Grid Size",
+            *COLUMNS]
+    lines = [",".join(f'"{h}"' for h in head), ",".join(['""'] * 6 + [f'"{u}"' for u in UNITS])]
+    for i, (name, tag, values) in enumerate(kernels):
+        nvtx = f'900  ""<default domain>:{tag}:none:none:none:none:none:none"" ' if tag else ""
+        cells = [str(i), "900", name, nvtx, "(1024, 1, 1)", "(43690, 1, 1)", *(f"{v:,}" for v in values)]
+        lines.append(",".join(f'"{c}"' for c in cells))
+    return "==PROF== Disconnected from process 900\n" + "\n".join(lines) + "\n"
+
+
+ELEMS_3072 = (aten_probe.ROWS_ELEMS // 3072) * 3072  # whole rows only: 43690 rows of 3072
+EXPORT = _csv([
+    ("cunn_SoftMaxForwardReg<3>", "softmax-3072", (2**28, 2**28, 463_000, 2**29, 50, 2 * ELEMS_3072, ELEMS_3072,
+                                                     ELEMS_3072 // 8)),
+    ("elementwise", "", (1, 1, 1, 1, 0, 1, 1, 1)),  # untagged: not the probe's
+    ("softmax_warp_forward<11>", "softmax-1536", (2**28, 2**28, 305_000, 2**29, 50, (aten_probe.ROWS_ELEMS // 1536) * 1536, 0, 0)),
+])
+
+
+def test_results_by_row_length_give_instructions_per_element():
+    res = aten_probe.results(parse_ncu_raw_csv(EXPORT))
+    assert sorted(res) == [1536, 3072]
+    r = res[3072]
+    assert r["name"] == "cunn_SoftMaxForwardReg<3>" and r["elements"] == ELEMS_3072
+    assert r["inst_per_element"] == pytest.approx(2.0) and r["duration_s"] == pytest.approx(463e-6)
+    assert res[1536]["inst_per_element"] == pytest.approx(1.0)
+
+
+def test_the_code_table_is_per_element_and_per_pipe():
+    data = {"provenance": {"gpu_name": "NVIDIA H200", "torch": "2.11.0", "ncu": "ncu", "date": "today"},
+            "results": aten_probe.results(parse_ncu_raw_csv(EXPORT))}
+    table = aten_probe.code_table(data, "probe.json")
+    assert table["arch"] == "sm_90" and table["schema"] == "iosim-aten-code"
+    row = table["softmax_forward"]["3072"]
+    assert row["inst_per_element"] == pytest.approx(2.0)
+    assert row["pipes_per_element"] == pytest.approx({"fma": 1.0, "xu": 0.125})
+    with pytest.raises(ValueError, match="gpu_name"):
+        aten_probe.code_table({**data, "provenance": {"gpu_name": "Tesla T4"}}, "probe.json")
