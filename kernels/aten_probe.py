@@ -15,11 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 from iosim.kernels.device import HarnessError, cuda_torch, one_line
+from iosim.kernels.harness import provenance
 from iosim.kernels.ncu import kernel_counters, parse_ncu_raw_csv
-from iosim.kernels.profiler import _run_group, find_ncu, metrics_for
+from iosim.kernels.profiler import find_ncu, metrics_for, ncu_version, run_probe
 
 LENGTHS = (768, 1536, 3072, 6144, 12288)  # row lengths N (the data sets use 512-16384 in powers of two)
 ROWS_ELEMS = 2**27  # elements per launch: 256 MiB of fp16, far beyond the L2
@@ -65,24 +67,9 @@ def probe(out_dir: Path, timeout_s: float = 300) -> dict:
     ncu = find_ncu()
     if ncu is None:
         raise HarnessError("the ATen probe needs ncu (Nsight Compute)")
-    out_dir.mkdir(parents=True, exist_ok=True)
     metrics, missing = metrics_for(ncu)
-    report, log = out_dir / "aten_probe", out_dir / "aten_probe-ncu.log"
-    cmd = [ncu, "--profile-from-start", "off", "--nvtx", "--clock-control", "none", "--cache-control", "all",
-           "--metrics", ",".join(metrics), "-f", "-o", str(report), sys.executable, "-m", "iosim.kernels.aten_probe",
-           "--child"]
-    rc = _run_group(cmd, log, out_dir, timeout_s)
-    if rc != 0:
-        raise HarnessError(f"ncu on the ATen probe: {'timed out' if rc is None else f'exit {rc}'} (see {log})")
-    import subprocess
-
-    csv = subprocess.run([ncu, "--import", str(report.with_suffix(".ncu-rep")), "--csv", "--page", "raw",
-                          "--print-units", "base"], capture_output=True, text=True, timeout=300).stdout
-    (out_dir / "aten_probe-raw.csv").write_text(csv)
-    from dataclasses import asdict
-
-    from iosim.kernels.harness import provenance
-    data = {"provenance": asdict(provenance(ncu, True, list(missing))), "lengths": list(LENGTHS),
+    csv = run_probe("iosim.kernels.aten_probe", "aten_probe", out_dir, metrics, "ATen probe", timeout_s)
+    data = {"provenance": asdict(provenance(ncu_version(ncu), True, list(missing))), "lengths": list(LENGTHS),
             "rows_elements": ROWS_ELEMS, "results": results(parse_ncu_raw_csv(csv))}
     (out_dir / "aten_probe.json").write_text(json.dumps(data, indent=1) + "\n")
     return data

@@ -29,15 +29,14 @@ import json
 import re
 import signal
 import statistics
-import subprocess
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from iosim.kernels.device import HarnessError, cuda_torch, one_line
 from iosim.kernels.harness import provenance
-from iosim.kernels.ncu import BASE_METRICS, SECTOR_BYTES, kernel_counters, ncu_failure, parse_ncu_raw_csv
-from iosim.kernels.profiler import NCU_TIMEOUT_S, _run_group, find_ncu, metrics_for, ncu_version, on_terminate
+from iosim.kernels.ncu import BASE_METRICS, SECTOR_BYTES, kernel_counters, parse_ncu_raw_csv
+from iosim.kernels.profiler import NCU_TIMEOUT_S, find_ncu, metrics_for, ncu_version, on_terminate, run_probe
 
 MiB = 2**20
 FP32 = 4  # bytes per element
@@ -311,26 +310,12 @@ def probe(out_dir: Path, timeout_s: float = NCU_TIMEOUT_S) -> dict:
     ncu = find_ncu()
     if ncu is None:
         raise HarnessError("the L2 probe needs ncu (Nsight Compute)")
-    out_dir.mkdir(parents=True, exist_ok=True)
     metrics, _ = metrics_for(ncu)
     keep = [m for m in metrics if m in BASE_METRICS or m in PROBE_METRICS]
     missing = [m for m in PROBE_METRICS if m not in keep]
     prov = provenance(ncu_version(ncu), counters=True, metrics_missing=missing)
-    report, log = out_dir / "l2_probe", out_dir / "l2_probe-ncu.log"
-    cmd = [ncu, "--profile-from-start", "off", "--nvtx", "--clock-control", "none", "--cache-control", "all",
-           "--metrics", ",".join(keep), "-f", "-o", str(report), sys.executable, "-m", "iosim.kernels.l2_probe",
-           "--child"]
-    rc = _run_group(cmd, log, out_dir, timeout_s)
-    if rc != 0:
-        reason = (f"timed out after {timeout_s:.0f} s" if rc is None
-                  else ncu_failure(log.read_text(errors="replace"), rc)[0])
-        raise HarnessError(f"ncu on the L2 probe: {reason} (see {log})")
-    export = subprocess.run([ncu, "--import", str(report.with_suffix(".ncu-rep")), "--csv", "--page", "raw",
-                             "--print-units", "base"], capture_output=True, text=True, timeout=300)
-    (out_dir / "l2_probe-raw.csv").write_text(export.stdout)
-    if export.returncode != 0:
-        raise HarnessError(f"ncu --import: {ncu_failure(export.stdout + export.stderr, export.returncode)[0]}")
-    res = results(parse_ncu_raw_csv(export.stdout))
+    export = run_probe("iosim.kernels.l2_probe", "l2_probe", out_dir, keep, "L2 probe", timeout_s)
+    res = results(parse_ncu_raw_csv(export))
     data = {"provenance": asdict(prov), "device": _device(torch), "metrics": keep, "metrics_missing": missing,
             "block": BLOCK, "num_warps": NUM_WARPS, "align": ALIGN,
             "variants": {name: asdict(v) for name, v in VARIANTS.items()},

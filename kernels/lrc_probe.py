@@ -19,7 +19,7 @@ from pathlib import Path
 
 from iosim.kernels.device import HarnessError, cuda_torch, one_line
 from iosim.kernels.ncu import BASE_METRICS, kernel_counters, parse_ncu_raw_csv
-from iosim.kernels.profiler import _run_group, find_ncu, metrics_for
+from iosim.kernels.profiler import find_ncu, metrics_for, run_probe
 
 KS = (1, 2, 4, 8, 16, 33, 66, 132, 264)
 VARIANTS = ("same", "pairs", "mod2")
@@ -102,21 +102,9 @@ def probe(out_dir: Path, timeout_s: float = 300) -> dict:
     ncu = find_ncu()
     if ncu is None:
         raise HarnessError("the LRC probe needs ncu (Nsight Compute)")
-    out_dir.mkdir(parents=True, exist_ok=True)
     metrics, missing = metrics_for(ncu)
     keep = [m for m in metrics if m in BASE_METRICS or m in PROBE_METRICS or m.startswith("lrc__")]
-    report, log = out_dir / "lrc_probe", out_dir / "lrc_probe-ncu.log"
-    cmd = [ncu, "--profile-from-start", "off", "--nvtx", "--clock-control", "none", "--cache-control", "all",
-           "--metrics", ",".join(keep), "-f", "-o", str(report), sys.executable, "-m", "iosim.kernels.lrc_probe",
-           "--child"]
-    rc = _run_group(cmd, log, out_dir, timeout_s)
-    if rc != 0:
-        raise HarnessError(f"ncu on the LRC probe: {'timed out' if rc is None else f'exit {rc}'} (see {log})")
-    import subprocess
-
-    csv = subprocess.run([ncu, "--import", str(report.with_suffix(".ncu-rep")), "--csv", "--page", "raw",
-                          "--print-units", "base"], capture_output=True, text=True, timeout=300).stdout
-    (out_dir / "lrc_probe-raw.csv").write_text(csv)
+    csv = run_probe("iosim.kernels.lrc_probe", "lrc_probe", out_dir, keep, "LRC probe", timeout_s)
     data = {"metrics": keep, "metrics_missing": [m for m in missing if m.startswith(("lrc__", "l1tex__m", "lts__"))],
             "buffer_bytes": BUFFER_BYTES, "results": results(parse_ncu_raw_csv(csv))}
     (out_dir / "lrc_probe.json").write_text(json.dumps(data, indent=1) + "\n")

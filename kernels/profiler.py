@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from iosim.kernels.cases import CaseSpec
-from iosim.kernels.device import cuda_torch, one_line
+from iosim.kernels.device import HarnessError, cuda_torch, one_line
 from iosim.kernels.inputs import make_call, make_inputs
 from iosim.kernels.ncu import (
     BASE_METRICS,
@@ -94,6 +94,30 @@ def _run_group(cmd: list[str], log_path: Path, cwd: Path, timeout: float) -> int
             return None
         finally:
             _CHILD_GROUPS.discard(proc.pid)
+
+
+def run_probe(module: str, stem: str, out_dir: Path, metrics, what: str, timeout_s: float = 300) -> str:
+    """Profile ``python -m <module> --child`` under ncu as the harness does (the child's profiler ranges
+    only, clocks as they run, caches flushed before each kernel); keep ncu's log and raw CSV export as
+    ``out_dir/<stem>-ncu.log`` and ``<stem>-raw.csv`` and return the export. Probes share this."""
+    ncu = find_ncu()
+    if ncu is None:
+        raise HarnessError(f"the {what} needs ncu (Nsight Compute)")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report, log = out_dir / stem, out_dir / f"{stem}-ncu.log"
+    cmd = [ncu, "--profile-from-start", "off", "--nvtx", "--clock-control", "none", "--cache-control", "all",
+           "--metrics", ",".join(metrics), "-f", "-o", str(report), sys.executable, "-m", module, "--child"]
+    rc = _run_group(cmd, log, out_dir, timeout_s)
+    if rc != 0:
+        reason = (f"timed out after {timeout_s:.0f} s" if rc is None
+                  else ncu_failure(log.read_text(errors="replace"), rc)[0])
+        raise HarnessError(f"ncu on the {what}: {reason} (see {log})")
+    export = subprocess.run([ncu, "--import", str(report.with_suffix(".ncu-rep")), "--csv", "--page", "raw",
+                             "--print-units", "base"], capture_output=True, text=True, timeout=300)
+    (out_dir / f"{stem}-raw.csv").write_text(export.stdout)
+    if export.returncode != 0:
+        raise HarnessError(f"ncu --import: {ncu_failure(export.stdout + export.stderr, export.returncode)[0]}")
+    return export.stdout
 
 
 def on_terminate(signum, frame):

@@ -54,3 +54,13 @@ def test_the_code_table_is_per_element_and_per_pipe():
     assert row["pipes_per_element"] == pytest.approx({"fma": 1.0, "xu": 0.125})
     with pytest.raises(ValueError, match="gpu_name"):
         aten_probe.code_table({**data, "provenance": {"gpu_name": "Tesla T4"}}, "probe.json")
+
+
+def test_without_ncu_a_probe_says_so_and_writes_nothing(tmp_path, monkeypatch):
+    from iosim.kernels import profiler
+    from iosim.kernels.device import HarnessError
+
+    monkeypatch.setattr(profiler, "find_ncu", lambda: None)
+    with pytest.raises(HarnessError, match="the ATen probe needs ncu"):
+        profiler.run_probe("iosim.kernels.aten_probe", "aten_probe", tmp_path / "out", [], "ATen probe")
+    assert not (tmp_path / "out").exists()
