@@ -108,7 +108,9 @@ def main(argv=None) -> int:
         return child()
     if args.table is not None:
         table = code_table(json.loads(args.table.read_text()), args.table.as_posix())
-        out = Path(__file__).resolve().parents[1] / "iosim" / "costs" / "mixes" / f"aten-{table['arch']}.json"
+        import iosim.costs.mixes  # the committed tables' package, wherever iosim is installed
+
+        out = Path(iosim.costs.mixes.__file__).parent / f"aten-{table['arch']}.json"
         out.write_text(json.dumps(table, indent=1) + "\n")
         print(f"wrote {out}")
         return 0

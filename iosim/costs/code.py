@@ -107,12 +107,15 @@ def aten_softmax_code(n: int, warps: int, arch: str) -> KernelCode | None:
     lo = max((p for p in probed if p[0] <= n), default=probed[0], key=lambda p: p[0])
     hi = min((p for p in probed if p[0] >= n), default=probed[-1], key=lambda p: p[0])
     w = 0.0 if hi[0] == lo[0] else (math.log(n) - math.log(lo[0])) / (math.log(hi[0]) - math.log(lo[0]))
-    pipes = {p: (1 - w) * lo[1]["pipes_per_element"].get(p, 0.0) + w * hi[1]["pipes_per_element"].get(p, 0.0)
-             for p in lo[1]["pipes_per_element"]}
-    per_warp = n / warps
-    total = ((1 - w) * lo[1]["inst_per_element"] + w * hi[1]["inst_per_element"]) * per_warp
-    return KernelCode(loop=LoopCode(0.0), outside=LoopCode(total, MappingProxyType({p: v * per_warp for p, v in pipes.items()})),
-                      source=f"ncu: ATen {variant}, sm_{table['arch'].removeprefix('sm_')}, torch {table['torch']}")
+    per_warp = n / warps  # elements each warp of the row's CTA handles
+
+    def blend(a: float, b: float) -> float:
+        return ((1 - w) * a + w * b) * per_warp
+
+    pipes = {p: blend(v, hi[1]["pipes_per_element"].get(p, 0.0)) for p, v in lo[1]["pipes_per_element"].items()}
+    total = blend(lo[1]["inst_per_element"], hi[1]["inst_per_element"])
+    return KernelCode(loop=LoopCode(0.0), outside=LoopCode(total, MappingProxyType(pipes)),
+                      source=f"ncu: ATen {variant}, {table['arch']}, torch {table['torch']}")
 
 
 def kernel_code(mix: KernelMix, source: str) -> KernelCode:

@@ -93,6 +93,7 @@ class Engine:
         self.kernels = [_with_resources(k, c) for k, c in zip(schedule.kernels, self.codes)]
         self.per_sm = [ctas_per_sm(k, profile) for k in self.kernels]  # refuses tiles that don't fit, up front
         self.resident = 0
+        self._kernel_start = 0.0  # when the kernel now running started: its first wave's cohorts launch then
         self.events = 0
         self.records: list[KernelResult] = []
 
