@@ -8,7 +8,7 @@ DRAM bytes, so that iosim prices that kernel from what it executes, as it prices
 its SASS.
 
     python -m iosim.kernels.aten_probe --out DIR     # runs ncu on itself; writes DIR/aten_probe.json
-    python -m iosim.kernels.aten_probe --table DIR/aten_probe.json   # -> iosim/costs/mixes/aten-sm_<arch>.json
+    python -m iosim.kernels.aten_probe --table DIR/aten_probe.json --out iosim/costs/mixes/aten-sm_90.json
 """
 from __future__ import annotations
 
@@ -100,19 +100,18 @@ def _capability(gpu_name: str) -> tuple[int, int]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m iosim.kernels.aten_probe", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, help="folder for aten_probe.json, ncu's log and CSV")
+    parser.add_argument("--out", type=Path, help="folder for aten_probe.json, ncu's log and CSV (with --table: the table file)")
     parser.add_argument("--table", type=Path, help="an aten_probe.json to turn into iosim's committed code table")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # the process ncu profiles
     args = parser.parse_args(argv)
     if args.child:
         return child()
-    if args.table is not None:
+    if args.table is not None:  # --out names the table file (iosim/costs/mixes/aten-sm_<arch>.json)
+        if args.out is None:
+            parser.error("--table needs --out FILE")
         table = code_table(json.loads(args.table.read_text()), args.table.as_posix())
-        import iosim.costs.mixes  # the committed tables' package, wherever iosim is installed
-
-        out = Path(iosim.costs.mixes.__file__).parent / f"aten-{table['arch']}.json"
-        out.write_text(json.dumps(table, indent=1) + "\n")
-        print(f"wrote {out}")
+        args.out.write_text(json.dumps(table, indent=1) + "\n")
+        print(f"wrote {args.out}")
         return 0
     if args.out is None:
         parser.error("--out is required")
