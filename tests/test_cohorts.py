@@ -146,3 +146,28 @@ def test_aggregation_under_eviction_moves_few_bytes(algo):
     slow = simulate(c, "h100", l2_bytes=96 * 1024, aggregate=False).levels["hbm"]
     assert fast.total == pytest.approx(slow.total, rel=0.03)
     assert fast.read_bytes == pytest.approx(slow.read_bytes, rel=0.05)
+
+
+def test_a_step_lasts_as_long_as_its_longest_cta():
+    """Causal CTAs of one cohort run different trips: a step's length and work are its longest CTA's
+    (the engine prices time by them), while its average work still sums to the schedule's FLOPs."""
+    k = kernel("flash2", "flash2_fwd", seq_q=128, causal=True)  # 4 Q blocks per head: 1, 2, 3, 4 trips
+    (step,) = cohorts.steps(k, 0, k.ctas, 4, aggregate=True)
+    assert (step.length, step.iters) == (4.0, 2.5)
+    assert step.span_flops.tensor == pytest.approx(4 * k.iter_flops.tensor + k.end_flops.tensor)
+    assert step.flops.tensor * step.active == pytest.approx(k.total_flops().tensor)
+
+
+@pytest.mark.parametrize("algo,causal,backward", [("flash2", True, False), ("flash2", False, False),
+                                                  ("flash2", True, True), ("standard", True, False)])
+def test_aggregated_time_is_the_per_cta_time(algo, causal, backward):
+    """Where the L2 holds everything, an aggregated run moves the per-CTA run's bytes (one process per
+    CTA, one iteration per step) and takes its time within 2 % (issue 9's tolerance), causal cohorts
+    whose CTAs run different trips included (their steps last as long as the longest)."""
+    c = RunConfig(algo=algo, problem=Problem(batch=2, heads=8, seq_q=512, head_dim=64, causal=causal,
+                                             backward=backward), mode="ncu")  # the algorithm's own tiles
+    fast, slow = simulate(c, "h100"), simulate(c, "h100", aggregate=False)
+    assert fast.events < slow.events
+    for a, b in zip(fast.kernels, slow.kernels):
+        assert a.levels == b.levels, a.name
+        assert a.time_s == pytest.approx(b.time_s, rel=0.02), a.name

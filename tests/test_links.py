@@ -1,6 +1,7 @@
 """A link serves requests first-come first-served at its bandwidth: exact finish times."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from iosim.engine.links import Link
@@ -15,6 +16,17 @@ def test_two_requests_queue_and_the_log_holds_every_finish_time():
     assert link.reserve(2.0, 256) == 2.25
     assert link.log == [(0.5, 512), (1.5, 1024), (2.25, 256)]
     assert (link.busy_until, link.busy_time, link.moved) == (2.25, 1.75, 1792)
+
+
+def test_the_histogram_bins_bytes_by_finish_time_and_keeps_them_all():
+    """The timeline's bins: bytes by the bin their request finished in; one finishing after the last
+    edge counts in the last bin, so the bins hold every byte the link moved."""
+    link = Link("hbm", 1024.0)
+    for now, nbytes in [(0.0, 512), (0.25, 1024), (2.0, 256), (3.0, 2048)]:  # finish 0.5, 1.5, 2.25, 5.0
+        link.reserve(now, nbytes)
+    assert link.histogram(np.array([0.0, 1.0, 2.0, 3.0])).tolist() == [512, 1024, 256 + 2048]
+    assert link.histogram(np.array([0.0, 1.0])).sum() == link.moved
+    assert Link("l2", 1.0).histogram(np.array([0.0, 1.0, 2.0])).tolist() == [0.0, 0.0]
 
 
 def test_an_empty_request_takes_no_time_and_is_not_logged():

@@ -50,8 +50,15 @@ class Step:
     active: int  # CTAs computing in this step
     flops: Flops  # per active CTA
     sram_read: float  # operand bytes read from shared memory, all CTAs together
-    done: int  # CTAs that finish at the end of this step
+    done: int  # CTAs that finish in this step (they leave at its end)
     iters: float = 0.0  # loop iterations per active CTA: dependent round trips when loads are not pipelined
+    span: float | None = None  # iterations of the longest CTA: the step lasts as long as it (None: ``iters``)
+    span_flops: Flops | None = None  # work of the longest CTA (None: ``flops``)
+
+    @property
+    def length(self) -> float:
+        """Iterations the step lasts: what its slowest CTA runs."""
+        return self.iters if self.span is None else self.span
 
 
 def steps(kernel: Kernel, g0: int, g1: int, line_iters: int, aggregate: bool = True):
@@ -95,11 +102,14 @@ def tile_steps(k: Kernel, g0: int, g1: int, line_iters: int, aggregate: bool = T
         if fin.any():
             _emit(k, acc, EPI, sl[fin], kv[fin], i[fin], j[fin], None, None)
         n_act = int(act.sum())
-        iters = float(np.minimum(trips[m], t1).sum() - t0 * m.sum()) if m.any() else 0.0
+        own = np.clip(np.minimum(trips[act], t1) - t0, 0, None)  # each active CTA's iterations in this step
+        iters = float(own.sum())
+        span = float(own.max()) if len(own) else 0.0
         flops = k.iter_flops * (iters / n_act)  # per active CTA, on average
+        longest = k.iter_flops * span
         if n == 0:  # prologue and epilogue work, charged once per CTA
-            flops = flops + k.end_flops
-        yield Step(acc, n_act, flops, k.iter_sram * iters, int(fin.sum()), iters / n_act)
+            flops, longest = flops + k.end_flops, longest + k.end_flops
+        yield Step(acc, n_act, flops, k.iter_sram * iters, int(fin.sum()), iters / n_act, span, longest)
         left &= ~fin
 
 

@@ -8,6 +8,10 @@ of three SimPy events a request), because the engine issues hundreds of thousand
 """
 from __future__ import annotations
 
+from array import array
+
+import numpy as np
+
 
 class Link:
     """A FIFO server of ``bandwidth`` bytes/s that records what it moved and when."""
@@ -25,7 +29,9 @@ class Link:
         self.busy_until = 0.0
         self.busy_time = 0.0
         self.moved = 0
-        self.log: list[tuple[float, int]] = []  # (finish time, bytes) of every request
+        # finish time and bytes of every request, as two flat arrays (16 bytes a request, not a tuple's ~120)
+        self._finish = array("d")
+        self._bytes = array("q")
 
     def reserve(self, now: float, nbytes: int, write: bool = False) -> float:
         """Queue ``nbytes`` at time ``now`` (``write``: bytes towards the memory); return when the last byte is through."""
@@ -39,8 +45,22 @@ class Link:
             finish = max(finish, self.write_busy_until)
         self.busy_time += service
         self.moved += nbytes
-        self.log.append((finish, nbytes))
+        self._finish.append(finish)
+        self._bytes.append(int(nbytes))
         return finish
+
+    @property
+    def log(self) -> list[tuple[float, int]]:
+        """``(finish time, bytes)`` of every request, in the order they were queued."""
+        return list(zip(self._finish, self._bytes))
+
+    def histogram(self, edges: np.ndarray) -> np.ndarray:
+        """Bytes whose request finished in each bin of ``edges`` (later ones count in the last bin)."""
+        if not self._finish:
+            return np.zeros(len(edges) - 1)
+        t = np.minimum(np.frombuffer(self._finish, dtype=float), edges[-1])
+        hist, _ = np.histogram(t, bins=edges, weights=np.frombuffer(self._bytes, dtype=np.int64))
+        return hist
 
     @property
     def drained_at(self) -> float:

@@ -223,13 +223,23 @@ class Engine:
                 moved += reloads + spills
                 written += spills
             ready = max(ready, links["l2"].reserve(now, moved - written), links["l2"].reserve(now, written, write=True))
-            # each CTA gets its SM's math units and issue slots, shared with the CTAs resident beside it
+            # each CTA gets its SM's math units and issue slots, shared with the CTAs resident beside it;
+            # the step lasts as long as its longest CTA (``length`` iterations); all leave at its end
             share = max(1, -(-self.resident // sms))
+            length = step.length
             math = 0.0
             if step.active:
-                t_tensor = step.flops.tensor / code["tensor"]
-                t_simt = step.iters * code["iter"] + (code["once"] if first else 0.0)
-                math = sm_time(t_tensor, t_simt, step.iters * code["chain"], share, self.overlap)
+                # priced iteration by iteration, as one CTA running them one at a time would be: a step's
+                # first pass carries the CTA's work outside the loop (prologue, epilogue), the rest are alike
+                per = kernel.iter_flops.tensor / code["tensor"]
+                plain = sm_time(per, code["iter"], code["chain"], share, self.overlap)
+                if first:
+                    outside = ((step.span_flops or step.flops).tensor / code["tensor"]) - per * length
+                    head = min(1.0, length)
+                    math = sm_time(per * head + outside, code["iter"] * head + code["once"], code["chain"] * head,
+                                   share, self.overlap) + max(0.0, length - 1) * plain
+                else:
+                    math = length * plain
                 if atomic and code["atomic"]:  # the exposed share of this SM's atomic traffic
                     math += code["atomic"] * atomic / step.active * share / (self.profile.l2_atomic_bandwidth / sms)
             self._math[0] += step.flops.tensor * step.active
@@ -242,13 +252,14 @@ class Engine:
             latency = lat_dram if missed else lat_l2
             if stages > 1:
                 end = max(now + math, ready)
-                if not first and miss_pass and step.iters and distinct and lone:
+                passes = length - 1 if first else length  # a CTA's first pass waits its first loads instead
+                if miss_pass and passes > 0 and distinct and lone:
                     # A pass whose tiles were not in the L2 waits at its top for them: what the calibrated
                     # two-stage loop's pass waits when all of it misses (miss_pass_s), less the passes a
                     # deeper pipeline issued its loads ahead of that. Of CTAs reading a missing line
                     # together one pays: the others find it filled behind it (a convoy).
-                    ahead = (stages - MISS_PASS_STAGES) * math / step.iters
-                    end += max(0.0, miss_pass - ahead) * step.iters * min(1.0, lone / distinct)
+                    ahead = (stages - MISS_PASS_STAGES) * math / length
+                    end += max(0.0, miss_pass - ahead) * passes * min(1.0, lone / distinct)
                 if first:
                     # a CTA's first loads have nothing issued ahead of them: a round trip, then its first
                     # pass's tiles at the rate its warps keep bytes in flight (the largest sets the pace)
@@ -260,18 +271,23 @@ class Engine:
             else:
                 # each iteration's loads: a round trip, then as fast as one CTA keeps bytes in flight;
                 # loads of different tensors are issued together, so the largest sets the pace
-                serial = latency * max(1.0, step.iters)
+                serial = latency * max(1.0, length)
                 if cta_bw and step.active and loads:
-                    serial += cta_load_seconds(max(loads.values()) / step.active, kernel.warps, cta_bw)
+                    scale = length / step.iters if step.iters else 1.0
+                    serial += cta_load_seconds(scale * max(loads.values()) / step.active, kernel.warps, cta_bw)
                 end = ready + math + serial
             first = False
             self.events += 1
             yield env.timeout(end - now)
             if step.done:
-                self.resident -= step.done
-                state["free"] += step.done
-                if state["wake"] is not None and not state["wake"].triggered:
-                    state["wake"].succeed()
+                self._leave(step.done, state)
+
+    def _leave(self, count: int, state: dict) -> None:
+        """``count`` CTAs finish: their slots are free for the dispatcher."""
+        self.resident -= count
+        state["free"] += count
+        if state["wake"] is not None and not state["wake"].triggered:
+            state["wake"].succeed()
 
     # -- bookkeeping -----------------------------------------------------------------------------
     def _snapshot(self):
@@ -311,13 +327,7 @@ class Engine:
         edges = np.linspace(0.0, end, TIMELINE_BINS + 1)
         out = {"t_s": edges[1:].tolist()}
         for lv in ("hbm", "l2", "host"):
-            log = self.links[lv].log
-            if log:
-                t, b = np.array(log, dtype=float).T
-                hist, _ = np.histogram(np.minimum(t, end), bins=edges, weights=b)
-            else:
-                hist = np.zeros(TIMELINE_BINS)
-            out[lv] = hist.astype(np.int64).tolist()
+            out[lv] = self.links[lv].histogram(edges).astype(np.int64).tolist()
         return out
 
 
