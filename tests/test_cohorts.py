@@ -171,3 +171,16 @@ def test_aggregated_time_is_the_per_cta_time(algo, causal, backward):
     for a, b in zip(fast.kernels, slow.kernels):
         assert a.levels == b.levels, a.name
         assert a.time_s == pytest.approx(b.time_s, rel=0.02), a.name
+
+
+@pytest.mark.parametrize("config", SMALL[::3], ids=lambda c: f"{c.algo}-{c.problem.seq_q}-c{int(c.problem.causal)}")
+@pytest.mark.parametrize("aggregate", [True, False])
+def test_a_lone_cta_takes_the_same_steps_in_plain_integers(config, aggregate):
+    """The one-CTA path (plain integers) yields exactly the steps the array path yields for that CTA."""
+    for k in build_schedule(config).kernels:
+        if k.program is not Program.TILE_LOOP:
+            continue
+        for g in range(0, k.ctas, max(1, k.ctas // 7)):
+            fast = list(cohorts.steps(k, g, g + 1, 2, aggregate))
+            general = list(cohorts._cohort_steps(k, g, g + 1, 2, aggregate))
+            assert fast == general, (k.name, g)

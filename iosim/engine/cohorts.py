@@ -77,17 +77,16 @@ def tile_steps(k: Kernel, g0: int, g1: int, line_iters: int, aggregate: bool = T
     most :data:`MAX_STEPS` steps; a CTA whose trip ends inside a step reads only its own
     iterations and leaves at the step's end.
     """
+    if g1 - g0 == 1:  # most causal cohorts after the first wave: the same steps without numpy's overhead
+        return _one_cta_steps(k, g0, line_iters, aggregate)
+    return _cohort_steps(k, g0, g1, line_iters, aggregate)
+
+
+def _cohort_steps(k: Kernel, g0: int, g1: int, line_iters: int, aggregate: bool):
     sl, i, j = k.coords(g0, g1)
     kv = k.kv_slice(sl)
     start, trips = k.loop_bounds(i, j)
-    top = int(trips.max())
-    if aggregate:
-        per = line_iters * max(1, -(-top // (MAX_STEPS * line_iters)))
-        edges = list(range(0, top, per)) + [top]
-    else:
-        edges = list(range(top + 1))
-    if len(edges) == 1:
-        edges.append(0)
+    edges = _edges(int(trips.max()), line_iters, aggregate)
     left = np.ones(len(sl), dtype=bool)
     for n, (t0, t1) in enumerate(zip(edges[:-1], edges[1:])):
         act = left.copy()
@@ -111,6 +110,67 @@ def tile_steps(k: Kernel, g0: int, g1: int, line_iters: int, aggregate: bool = T
             flops, longest = flops + k.end_flops, longest + k.end_flops
         yield Step(acc, n_act, flops, k.iter_sram * iters, int(fin.sum()), iters / n_act, span, longest)
         left &= ~fin
+
+
+def _edges(top: int, line_iters: int, aggregate: bool) -> list:
+    """Iteration counts at which a cohort's steps end (the first is 0): whole lines, at most MAX_STEPS."""
+    if aggregate:
+        per = line_iters * max(1, -(-top // (MAX_STEPS * line_iters)))
+        edges = list(range(0, top, per)) + [top]
+    else:
+        edges = list(range(top + 1))
+    if len(edges) == 1:
+        edges.append(0)
+    return edges
+
+
+def _one_cta_steps(k: Kernel, g: int, line_iters: int, aggregate: bool):
+    """:func:`tile_steps` for a cohort of one CTA, in plain integers: the same steps, accesses in the same order."""
+    sl, i, j = (int(x[0]) for x in k.coords(g, g + 1))
+    kv = int(k.kv_slice(sl))
+    start, trips = (int(x[0]) for x in k.loop_bounds(np.array([i]), np.array([j])))
+    edges = _edges(trips, line_iters, aggregate)
+    for n, (t0, t1) in enumerate(zip(edges[:-1], edges[1:])):
+        acc: list = []
+        if n == 0:
+            _emit_one(k, acc, PRO, sl, kv, i, j, 0, 0)
+        if trips > t0:
+            _emit_one(k, acc, LOOP, sl, kv, i, j, start + t0, start + min(trips, t1))
+        fin = trips <= t1
+        if fin:
+            _emit_one(k, acc, EPI, sl, kv, i, j, 0, 0)
+        iters = float(max(min(trips, t1) - t0, 0))
+        flops = k.iter_flops * iters
+        longest = k.iter_flops * iters
+        if n == 0:
+            flops, longest = flops + k.end_flops, longest + k.end_flops
+        yield Step(acc, 1, flops, k.iter_sram * iters, int(fin), iters, iters, longest)
+        if fin:
+            return
+
+
+def _emit_one(k: Kernel, out: list, phase, sl: int, kv: int, i: int, j: int, u0: int, u1: int) -> None:
+    for p in k.patterns:
+        if p.phase is not phase:
+            continue
+        r0, r1 = _span_one(k, p.rows, i, j, u0, u1, p.tensor, 0)
+        c0, c1 = _span_one(k, p.cols, i, j, u0, u1, p.tensor, 1)
+        if p.fan:
+            b, h = divmod(sl, k.kv_heads)
+            for g in range(k.kv_group):
+                out.append(Access(p.tensor, b * k.heads + h * k.kv_group + g, r0, r1, c0, c1, p.kind, 1))
+        else:
+            out.append(Access(p.tensor, kv if p.kv else sl, r0, r1, c0, c1, p.kind, 1))
+
+
+def _span_one(k: Kernel, dim: str, i: int, j: int, u0: int, u1: int, tensor: str, axis: int) -> tuple:
+    if dim == "i":
+        return i * k.block_i, (i + 1) * k.block_i
+    if dim == "j":
+        return j * k.block_j, (j + 1) * k.block_j
+    if dim == "u":
+        return u0 * k.block_u, u1 * k.block_u
+    return 0, k.extent(tensor)[axis]
 
 
 def _emit(k: Kernel, out: list, phase, sl, kv, i, j, u0, u1) -> None:
