@@ -1,51 +1,128 @@
-"""How fast the simulator runs: wall time and simulated events per second for fixed configurations.
+"""How fast the simulator runs against issue 9's goals, and how close aggregation stays to per-CTA runs.
 
-Target (2-core CI machine): one FlashAttention-2 forward of N = 65,536, d = 128, batch·heads = 32 on
-the H100 profile in under 2 s, with a cost that follows the number of CTAs, not the N² tile pairs.
-The table prints both counts and the ratio of wall time to each as N doubles.
+Table 1: ``simulate()`` CPU time and peak memory of each goal case (H100 profile, d = 128, batch 1,
+32 heads), each in a fresh process, beside its goal and the ratio to it (> 1: slower than the goal).
+Table 2: a grid of small configurations run both aggregated and per CTA (one process per CTA, one
+iteration per step: the model's reference), with and without an L2 small enough to evict: the worst
+relative differences in HBM bytes and time, and the speed-up aggregation buys.
 
-    python experiments/bench_simulator.py [--quick]
+    python experiments/bench_simulator.py [--quick] [--timeout S]
 """
 from __future__ import annotations
 
 import argparse
+import itertools
+import multiprocessing as mp
+import resource
 import time
 
 from iosim.schedule.build import build_schedule
 from iosim.schedule.problem import Problem, RunConfig
 from iosim.simulate import simulate
 
-CASES = [
-    ("flash2", dict(batch=2, heads=16, seq_q=n, head_dim=128)) for n in (4096, 16384, 65536)
-] + [
-    ("flash2", dict(batch=2, heads=16, seq_q=65536, head_dim=128, backward=True)),
-    ("flash1", dict(batch=2, heads=16, seq_q=16384, head_dim=128)),
-    ("standard", dict(batch=4, heads=16, seq_q=8192, head_dim=64)),
-    ("flash2", dict(batch=2, heads=16, seq_q=16384, head_dim=128, causal=True)),
+# (label, algo, N, backward, causal, goal in seconds): issue 9's "done when"
+GOALS = [
+    ("forward", "flash2", 65536, False, False, 1.0),
+    ("fwd+bwd", "flash2", 65536, True, False, 2.0),
+    ("causal forward", "flash2", 65536, False, True, 1.0),
+    ("causal fwd+bwd", "flash2", 65536, True, True, 2.0),
+    ("flash1 forward", "flash1", 65536, False, False, 5.0),
+    ("standard forward", "standard", 65536, False, False, 5.0),
+    ("causal fwd+bwd 256K", "flash2", 262144, True, True, 10.0),
 ]
+QUICK = {"forward", "fwd+bwd", "causal forward"}
+GRID_L2 = (None, 2_000_000)  # the profile's L2, and 2 MB: working sets that evict
 
 
-def tile_pairs(config: RunConfig) -> int:
-    """Q-block × K/V-block pairs of the main kernels: what a tile-by-tile simulation would step through."""
-    return sum(k.ctas * max(1, k.n_loop) for k in build_schedule(config).kernels)
+def goal_config(algo: str, n: int, backward: bool, causal: bool) -> RunConfig:
+    return RunConfig(algo=algo, problem=Problem(batch=1, heads=32, seq_q=n, head_dim=128, backward=backward,
+                                                causal=causal))
+
+
+def _timed(args, out):
+    config, aggregate, l2 = args
+    t0 = time.process_time()
+    try:
+        r = simulate(config, "h100", aggregate=aggregate, l2_bytes=l2)
+    except ValueError as e:  # the model refuses the case (ConfigError and ProfileError are ValueErrors)
+        out.put(str(e))
+        return
+    cpu = time.process_time() - t0
+    hbm = sum(k.levels["hbm"].total for k in r.kernels) + r.final_writeback_bytes
+    out.put((cpu, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, hbm, r.time_s, r.events))
+
+
+def run_isolated(args, timeout: float):
+    """(CPU s, peak RSS GB, HBM bytes, predicted s, events) of one simulation in a fresh process, the
+    model's refusal as a string, or None past ``timeout``."""
+    out = mp.Queue()
+    p = mp.Process(target=_timed, args=(args, out))
+    p.start()
+    p.join(timeout)
+    if p.is_alive():
+        p.kill()
+        p.join()
+        return None
+    return out.get() if p.exitcode == 0 else None
+
+
+def goals_table(quick: bool, timeout: float) -> None:
+    print(f"{'case (N, H100, d=128, 1x32)':28s} {'CTAs':>7s} {'events':>8s} {'CPU s':>8s} {'goal s':>7s} "
+          f"{'ratio':>6s} {'RSS GB':>7s}")
+    for label, algo, n, bwd, causal, goal in GOALS:
+        if quick and label not in QUICK:
+            continue
+        config = goal_config(algo, n, bwd, causal)
+        ctas = sum(k.ctas for k in build_schedule(config).kernels)
+        got = run_isolated((config, True, None), timeout)
+        name = f"{label} {n // 1024}K"
+        if got is None:
+            print(f"{name:28s} {ctas:7d} {'':>8s} {'> ' + str(int(timeout)):>8s} {goal:7.1f} {'> ' + f'{timeout / goal:.0f}':>6s}")
+            continue
+        if isinstance(got, str):
+            print(f"{name:28s} {ctas:7d} refused: {got}")
+            continue
+        cpu, rss, _, _, events = got
+        print(f"{name:28s} {ctas:7d} {events:8d} {cpu:8.2f} {goal:7.1f} {cpu / goal:6.2f} {rss:7.2f}")
+
+
+def grid_table(quick: bool) -> None:
+    ns = (512, 1024) if quick else (256, 512, 1024, 2048)
+    cases = list(itertools.product(("standard", "flash1", "flash2"), ns, (False, True), (False, True), (8, 2), GRID_L2))
+    jobs = []
+    for algo, n, causal, bwd, kv_heads, l2 in cases:
+        config = RunConfig(algo=algo, problem=Problem(batch=2, heads=8, kv_heads=kv_heads, seq_q=n, head_dim=64,
+                                                      causal=causal, backward=bwd))
+        jobs += [(config, True, l2), (config, False, l2)]
+    with mp.Pool(2) as pool:
+        res = pool.map(_grid_one, jobs, chunksize=1)
+    print(f"\n{'algo':9s} {'L2':>6s} {'cases':>5s} {'HBM within 0.5 %':>16s} {'time within 2 %':>15s} "
+          f"{'worst HBM':>9s} {'worst time':>10s} {'speed-up':>8s}")
+    for algo, l2 in itertools.product(("standard", "flash1", "flash2"), GRID_L2):
+        rows = [(res[2 * k], res[2 * k + 1]) for k, c in enumerate(cases) if c[0] == algo and c[5] == l2]
+        d_hbm = [abs(a[0] - b[0]) / b[0] for a, b in rows]
+        d_time = [abs(a[1] - b[1]) / b[1] for a, b in rows]
+        speed = sum(b[2] for _, b in rows) / sum(a[2] for a, _ in rows)
+        print(f"{algo:9s} {'H100' if l2 is None else f'{l2 / 1e6:.0f} MB':>6s} {len(rows):5d} "
+              f"{sum(d <= 0.005 for d in d_hbm):16d} {sum(d <= 0.02 for d in d_time):15d} "
+              f"{max(d_hbm):9.1%} {max(d_time):10.1%} {speed:7.1f}x")
+
+
+def _grid_one(args):
+    config, aggregate, l2 = args
+    t0 = time.process_time()
+    r = simulate(config, "h100", aggregate=aggregate, l2_bytes=l2)
+    hbm = sum(k.levels["hbm"].total for k in r.kernels) + r.final_writeback_bytes
+    return hbm, r.time_s, time.process_time() - t0
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="skip the slow cases")
+    ap.add_argument("--quick", action="store_true", help="three goal cases and a smaller grid")
+    ap.add_argument("--timeout", type=float, default=120.0, help="seconds a goal case may run (default 120)")
     args = ap.parse_args()
-    print(f"{'algo':9s} {'N':>6s} {'pass':8s} {'CTAs':>7s} {'tile pairs':>11s} {'events':>8s} {'wall s':>7s} "
-          f"{'events/s':>9s} {'µs/CTA':>7s}")
-    for algo, problem in CASES[:4] if args.quick else CASES:
-        config = RunConfig(algo=algo, problem=Problem(**problem))
-        ctas = sum(k.ctas for k in build_schedule(config).kernels)
-        simulate(config.with_(problem=Problem(**(problem | {"seq_q": 1024}))), "h100")  # warm imports
-        t0 = time.perf_counter()
-        r = simulate(config, "h100")
-        wall = time.perf_counter() - t0
-        mark = "fwd+bwd" if problem.get("backward") else "fwd" + ("/causal" if problem.get("causal") else "")
-        print(f"{algo:9s} {problem['seq_q']:6d} {mark:8s} {ctas:7d} {tile_pairs(config):11d} {r.events:8d} "
-              f"{wall:7.2f} {r.events / wall:9.0f} {1e6 * wall / ctas:7.1f}")
+    goals_table(args.quick, args.timeout)
+    grid_table(args.quick)
 
 
 if __name__ == "__main__":

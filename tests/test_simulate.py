@@ -180,3 +180,17 @@ def test_a_run_reprices_on_other_hardware_without_resimulating():
     r = simulate(RunConfig(algo="standard", problem=Problem(seq_q=4096)), h100)
     fast = dc_replace(h100, hbm_bandwidth=2 * h100.hbm_bandwidth, l2_bandwidth=2 * h100.l2_bandwidth)
     assert reprice(r, fast) == pytest.approx(reprice(r, h100) / 2, rel=0.02)
+
+
+def test_progress_counts_every_cta_of_every_kernel_once():
+    """A run's progress callback sees CTAs done rise to the schedule's CTA count, kernel by kernel in
+    launch order, and does not change the result."""
+    c = cfg(causal=True, backward=True, seq_q=300)
+    calls = []
+    r = simulate(c, "h100", progress=lambda done, total, kernel: calls.append((done, total, kernel)))
+    kernels = build_schedule(c).kernels
+    total = sum(k.ctas for k in kernels)
+    assert {t for _, t, _ in calls} == {total}
+    assert [d for d, _, _ in calls] == sorted(d for d, _, _ in calls) and calls[-1][0] == total
+    assert list(dict.fromkeys(k for _, _, k in calls)) == [k.name for k in kernels]
+    assert r == simulate(c, "h100")

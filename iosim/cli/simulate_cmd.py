@@ -1,6 +1,7 @@
 """``iosim simulate``: predicted bytes per memory level and time for attention algorithms."""
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 
@@ -121,7 +122,11 @@ def simulate(gpu, algo, seq, seq_k, head_dim, batch, heads, kv_heads, dtype, cau
     results = []
     with click.progressbar(jobs, label="simulating", file=sys.stderr, hidden=quiet) as bar:
         for config, profile, codes in bar:
-            results.append(run_simulation(config, profile, codes=codes))
+            if quiet:  # no bar over the runs: a long run shows its own CTAs instead (after a second)
+                with cta_progress(config.algo) as progress:
+                    results.append(run_simulation(config, profile, codes=codes, progress=progress))
+            else:
+                results.append(run_simulation(config, profile, codes=codes))
     profiles = [g for _, g, _ in jobs]
     if as_json:
         click.echo(json.dumps([_json(r, p if kernel else None) for r, p in zip(results, profiles)], indent=2))
@@ -131,6 +136,23 @@ def simulate(gpu, algo, seq, seq_k, head_dim, batch, heads, kv_heads, dtype, cau
         click.echo(report.table(results))
         if kernel:
             click.echo("\n".join(_split_lines(r, p) for r, p in zip(results, profiles)))
+
+
+@contextlib.contextmanager
+def cta_progress(label: str):
+    """A callback for :func:`iosim.simulate.simulate` that shows CTAs done on stderr once a run has
+    taken a second (tqdm's ``delay``), on a terminal only, and clears the line when the run ends."""
+    from tqdm import tqdm
+
+    with tqdm(total=0, unit=" CTAs", desc=label, delay=1.0, leave=False, disable=None, file=sys.stderr,
+              dynamic_ncols=True) as bar:
+        def progress(done: int, total: int, kernel: str) -> None:
+            if bar.total != total:
+                bar.total = total
+            bar.set_description_str(f"{label} {kernel}", refresh=False)
+            bar.update(done - bar.n)
+
+        yield progress
 
 
 def _kernel_algo(algo: list) -> list:

@@ -66,8 +66,12 @@ class Engine:
     """Runs one :class:`Schedule` on one hardware profile."""
 
     def __init__(self, schedule: Schedule, profile, mode: str = "plain", aggregate: bool = True,
-                 l2_bytes: int | None = None, codes: list | None = None, triton_version: str | None = None):
+                 l2_bytes: int | None = None, codes: list | None = None, triton_version: str | None = None,
+                 progress=None):
         self.schedule, self.profile, self.mode, self.aggregate = schedule, profile, mode, aggregate
+        # progress(CTAs done, CTAs of the run, kernel running): called as CTAs finish
+        self.progress = progress
+        self._done, self._total = 0, sum(k.ctas for k in schedule.kernels)
         self.env = simpy.Environment()
         self.dtype = schedule.config.problem.dtype
         writes = write_rates(profile)
@@ -286,6 +290,9 @@ class Engine:
         """``count`` CTAs finish: their slots are free for the dispatcher."""
         self.resident -= count
         state["free"] += count
+        self._done += count
+        if self.progress is not None:
+            self.progress(self._done, self._total, self.kernels[len(self.records)].name)
         if state["wake"] is not None and not state["wake"].triggered:
             state["wake"].succeed()
 
