@@ -48,6 +48,14 @@ class LineGeometry:
         r1, c1 = min(r1, t.rows), min(c1, t.cols)
         lr, lc, eb = self.line_rows, self.line_cols, t.elem_bytes
         full_width = lc == t.cols
+        if full_width and c0 == 0 and c1 == lc:  # whole rows (most tiles): one line per band of rows
+            row = lc * eb
+            for a in range(r0 // lr, (r1 - 1) // lr + 1):
+                a0 = a * lr
+                a1 = min(a0 + lr, t.rows)
+                ra, rb = max(r0, a0), min(r1, a1)
+                yield a, 0, (rb - ra) * row, (a1 - a0) * row, (ra - a0) * row, (rb - a0) * row
+            return
         for a in range(r0 // lr, (r1 - 1) // lr + 1):
             a0, a1 = a * lr, min((a + 1) * lr, t.rows)
             ra, rb = max(r0, a0), min(r1, a1)

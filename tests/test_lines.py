@@ -1,0 +1,55 @@
+"""Lines: how a tensor is cut for the L2 model, and the pieces a rectangle touches, held to a brute force."""
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from iosim.engine.lines import LineGeometry
+from iosim.schedule.ir import Tensor
+
+
+def brute_pieces(g: LineGeometry, r0: int, r1: int, c0: int, c1: int) -> list:
+    """Every line intersected with the rectangle, element by element: (a, b, bytes, line bytes, lo, hi)."""
+    t, out = g.tensor, []
+    for a, b in itertools.product(range(-(-t.rows // g.line_rows)), range(-(-t.cols // g.line_cols))):
+        rows = range(a * g.line_rows, min((a + 1) * g.line_rows, t.rows))
+        cols = range(b * g.line_cols, min((b + 1) * g.line_cols, t.cols))
+        hit_rows = [r for r in rows if r0 <= r < r1]
+        hit_cols = [c for c in cols if c0 <= c < c1]
+        if not hit_rows or not hit_cols:
+            continue
+        eb = t.elem_bytes
+        span = (None, None)
+        if g.line_cols == t.cols and len(hit_cols) == len(cols):  # full-width line: the span is along rows
+            span = ((hit_rows[0] - rows[0]) * len(cols) * eb, (hit_rows[-1] + 1 - rows[0]) * len(cols) * eb)
+        elif g.line_cols != t.cols and len(hit_rows) == len(rows):  # column-split line: along columns
+            span = ((hit_cols[0] - cols[0]) * len(rows) * eb, (hit_cols[-1] + 1 - cols[0]) * len(rows) * eb)
+        out.append((a, b, len(hit_rows) * len(hit_cols) * eb, len(rows) * len(cols) * eb) + span)
+    return out
+
+
+FULL = LineGeometry(Tensor("K", 1, 100, 24, 2), line_rows=16, line_cols=24)  # whole rows; a ragged last line
+SPLIT = LineGeometry(Tensor("S", 1, 10, 100, 2), line_rows=2, line_cols=32)  # rows cut into 32-column lines
+
+
+CASES = [(FULL, r) for r in [(0, 100, 0, 24), (5, 37, 0, 24), (16, 32, 0, 24), (3, 9, 4, 20), (90, 200, 0, 24)]] + [
+    (SPLIT, r) for r in [(0, 10, 0, 100), (3, 9, 4, 70), (2, 4, 0, 100), (0, 1, 31, 33), (8, 20, 64, 200)]]
+
+
+@pytest.mark.parametrize("geometry,rect", CASES, ids=[f"{g.tensor.name}-{r}" for g, r in CASES])
+def test_pieces_are_the_lines_a_rectangle_covers(geometry, rect):
+    """The pieces of a rectangle (clipped to the tensor), whole-row tiles included, are exactly the
+    lines it meets with the bytes it touches in each; their bytes add up to the rectangle's."""
+    got = list(geometry.pieces(*rect))
+    assert got == brute_pieces(geometry, *rect)
+    t = geometry.tensor
+    r0, r1, c0, c1 = rect
+    assert sum(p[2] for p in got) == (min(r1, t.rows) - r0) * (min(c1, t.cols) - c0) * t.elem_bytes
+
+
+def test_lines_hold_at_most_the_target_and_align_with_the_row_unit():
+    g = LineGeometry.for_tensor(Tensor("Q", 2, 1000, 64, 2, row_unit=32), target=10_000)
+    assert (g.line_rows, g.line_cols) == (64, 64)  # 78 rows fit; the largest multiple of 32 is 64
+    wide = LineGeometry.for_tensor(Tensor("S", 2, 64, 4096, 2, row_unit=32), target=10_000)
+    assert (wide.line_rows, wide.line_cols) == (32, 128)  # a 32-row unit of 4096 columns is too big: split
