@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import itertools
 
+import numpy as np
+
 import pytest
 
 from iosim.engine import cohorts
@@ -184,3 +186,16 @@ def test_a_lone_cta_takes_the_same_steps_in_plain_integers(config, aggregate):
             fast = list(cohorts.steps(k, g, g + 1, 2, aggregate))
             general = list(cohorts._cohort_steps(k, g, g + 1, 2, aggregate))
             assert fast == general, (k.name, g)
+
+
+def test_few_ctas_merge_rectangles_as_the_array_path_does():
+    """Rectangles of a few CTAs, merged in plain lists, are the array path's: runs of equal ones with a
+    multiplicity, abutting singles joined along rows and then columns (random grids, many ties)."""
+    rng = np.random.default_rng(0)
+    for n in range(2, cohorts.SMALL_COHORT + 1):
+        for _ in range(20):
+            sl = np.sort(rng.integers(0, 3, n))
+            r0 = rng.integers(0, 4, n) * 16
+            c0 = rng.integers(0, 3, n) * 8
+            r1, c1 = r0 + 16 * rng.integers(1, 3, n), c0 + 8
+            assert cohorts._rects(sl, r0, r1, c0, c1) == cohorts._rects_array(sl, r0, r1, c0, c1)

@@ -5,6 +5,8 @@ byte count is also a time in 1/1024 s) and asserts each count and each link's wh
 """
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from iosim.engine.l2 import L2Cache
@@ -111,3 +113,21 @@ def test_stored_lines_take_a_copy_in_every_partition(replicas):
     kept = 8 // replicas
     assert (l2.dirty, l2.used) == (kept * LINE, 8 * LINE)
     assert l2.stats.writeback_bytes["hbm"] == (16 - kept) * LINE
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_line_fills_exactly_the_bytes_not_yet_present(seed):
+    """Reads of random byte spans of one line, in order (streamed) or not: each fills exactly the bytes
+    of its span that no earlier read brought in (a set of bytes is the oracle)."""
+    rng = random.Random(seed)
+    l2, present = cache(), set()
+    for n in range(40):
+        if seed % 2 and n < 20:  # streamed: each span starts at or after the previous one's start
+            lo = min(LINE - 1, n * 64 + rng.randrange(0, 96))
+        else:
+            lo = rng.randrange(0, LINE)
+        hi = min(LINE, lo + rng.randrange(1, 300))
+        before = l2.stats.miss_bytes
+        l2.access(A, "hbm", READ, hi - lo, LINE, 1, float(n), lo, hi)
+        assert l2.stats.miss_bytes - before == len(set(range(lo, hi)) - present), (n, lo, hi)
+        present |= set(range(lo, hi))

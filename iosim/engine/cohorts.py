@@ -27,6 +27,7 @@ from iosim.schedule.ir import EPI, LOOP, PRO, READ, WRITE, AccessKind, Flops, Ke
 
 MAX_STEPS = 32  # aggregated steps per cohort loop: bounds the engine's cost per CTA
 INNER_STEPS = 8  # FlashAttention-1: aggregated steps per pass over Q and the per-row state O, ℓ, m
+SMALL_COHORT = 32  # CTAs up to which rectangles are merged in plain lists rather than numpy arrays
 
 
 class Access(NamedTuple):
@@ -220,6 +221,40 @@ def _rects(sl, r0, r1, c0, c1):
     """
     if len(sl) == 1:
         return [(int(sl[0]), int(r0[0]), int(r1[0]), int(c0[0]), int(c1[0]), 1)]
+    if len(sl) <= SMALL_COHORT:
+        return _rects_listed(list(zip(sl.tolist(), r0.tolist(), r1.tolist(), c0.tolist(), c1.tolist())))
+    return _rects_array(sl, r0, r1, c0, c1)
+
+
+def _rects_listed(keys: list) -> list:
+    """:func:`_rects` on a few CTAs, in plain lists (numpy's cost per call exceeds the work)."""
+    runs: list = []
+    for key in keys:
+        if runs and runs[-1][0] == key:
+            runs[-1][1] += 1
+        else:
+            runs.append([key, 1])
+    rows = [list(key) + [m] for key, m in runs]
+    rows = _join_listed(rows, lo=1, hi=2, same=(0, 3, 4))
+    rows = _join_listed(rows, lo=3, hi=4, same=(0, 1, 2))
+    return [tuple(row) for row in rows]
+
+
+def _join_listed(rows: list, lo: int, hi: int, same: tuple) -> list:
+    """:func:`_join` on lists ``[slice, r0, r1, c0, c1, mult]``: consecutive singles that abut merge."""
+    out: list = []
+    prev = None
+    for row in rows:
+        if (prev is not None and prev[5] == 1 and row[5] == 1 and row[lo] == prev[hi]
+                and all(prev[k] == row[k] for k in same)):
+            out[-1][hi] = row[hi]
+        else:
+            out.append(list(row))
+        prev = row
+    return out
+
+
+def _rects_array(sl, r0, r1, c0, c1):
     keys = np.stack([sl, r0, r1, c0, c1], axis=1)
     starts = np.flatnonzero(np.concatenate([[True], np.any(keys[1:] != keys[:-1], axis=1)]))
     mult = np.diff(np.append(starts, len(keys)))

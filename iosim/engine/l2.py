@@ -179,6 +179,14 @@ def _cover(line: list, count: int, spans: int, lo, hi, nbytes: int, line_bytes: 
     if lo is None or ivs is None:
         line[spans] = None  # place no longer known: count bytes from here on
         added = min(nbytes, line_bytes - line[count])
+    elif not ivs or lo >= ivs[-1][0]:  # at or after the last span (a line streamed in order): only it can meet
+        a, b = ivs[-1] if ivs else (0, -1)
+        if lo > b:
+            ivs.append((lo, hi))
+            added = nbytes
+        else:
+            added = nbytes - max(0, min(b, hi) - lo)
+            ivs[-1] = (a, max(b, hi))
     else:
         covered, merged = 0, []
         for a, b in ivs:
