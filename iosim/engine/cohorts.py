@@ -142,10 +142,9 @@ def _one_cta_steps(k: Kernel, g: int, line_iters: int, aggregate: bool):
             _emit_one(k, acc, EPI, sl, kv, i, j, 0, 0)
         iters = float(max(min(trips, t1) - t0, 0))
         flops = k.iter_flops * iters
-        longest = k.iter_flops * iters
         if n == 0:
-            flops, longest = flops + k.end_flops, longest + k.end_flops
-        yield Step(acc, 1, flops, k.iter_sram * iters, int(fin), iters, iters, longest)
+            flops = flops + k.end_flops
+        yield Step(acc, 1, flops, k.iter_sram * iters, int(fin), iters, iters, flops)  # the one CTA is the longest
         if fin:
             return
 
@@ -154,24 +153,14 @@ def _emit_one(k: Kernel, out: list, phase, sl: int, kv: int, i: int, j: int, u0:
     for p in k.patterns:
         if p.phase is not phase:
             continue
-        r0, r1 = _span_one(k, p.rows, i, j, u0, u1, p.tensor, 0)
-        c0, c1 = _span_one(k, p.cols, i, j, u0, u1, p.tensor, 1)
+        r0, r1 = _span(k, p.rows, i, j, u0, u1, p.tensor, 0)
+        c0, c1 = _span(k, p.cols, i, j, u0, u1, p.tensor, 1)
         if p.fan:
             b, h = divmod(sl, k.kv_heads)
             for g in range(k.kv_group):
                 out.append(Access(p.tensor, b * k.heads + h * k.kv_group + g, r0, r1, c0, c1, p.kind, 1))
         else:
             out.append(Access(p.tensor, kv if p.kv else sl, r0, r1, c0, c1, p.kind, 1))
-
-
-def _span_one(k: Kernel, dim: str, i: int, j: int, u0: int, u1: int, tensor: str, axis: int) -> tuple:
-    if dim == "i":
-        return i * k.block_i, (i + 1) * k.block_i
-    if dim == "j":
-        return j * k.block_j, (j + 1) * k.block_j
-    if dim == "u":
-        return u0 * k.block_u, u1 * k.block_u
-    return 0, k.extent(tensor)[axis]
 
 
 def _emit(k: Kernel, out: list, phase, sl, kv, i, j, u0, u1) -> None:
@@ -192,6 +181,7 @@ def _emit(k: Kernel, out: list, phase, sl, kv, i, j, u0, u1) -> None:
 
 
 def _span(k: Kernel, dim: str, i, j, u0, u1, tensor: str, axis: int):
+    """Start and end of a tile along ``dim`` for CTAs at ``i``, ``j`` (arrays, or one CTA's integers)."""
     if dim == "i":
         return i * k.block_i, (i + 1) * k.block_i
     if dim == "j":
@@ -199,6 +189,8 @@ def _span(k: Kernel, dim: str, i, j, u0, u1, tensor: str, axis: int):
     if dim == "u":
         return u0 * k.block_u, u1 * k.block_u
     extent = k.extent(tensor)[axis]
+    if isinstance(i, int):  # one CTA, in plain integers
+        return 0, extent
     return np.zeros_like(i), np.full_like(i, extent)
 
 
