@@ -21,7 +21,7 @@ from pathlib import Path
 from iosim.kernels.device import HarnessError, cuda_torch, one_line
 from iosim.kernels.harness import provenance
 from iosim.kernels.ncu import kernel_counters, parse_ncu_raw_csv
-from iosim.kernels.profiler import find_ncu, metrics_for, ncu_version, run_probe
+from iosim.kernels.profiler import find_ncu, metrics_for, ncu_version, profiled_launch, run_probe
 
 LENGTHS = (768, 1536, 3072, 6144, 12288)  # row lengths N (the data sets use 512-16384 in powers of two)
 ROWS_ELEMS = 2**27  # elements per launch: 256 MiB of fp16, far beyond the L2
@@ -36,14 +36,7 @@ def child() -> int:
     gen = torch.Generator(device="cuda").manual_seed(0)
     for n in LENGTHS:
         x = torch.randn(ROWS_ELEMS // n, n, device="cuda", dtype=torch.float16, generator=gen)
-        torch.softmax(x, dim=-1)
-        torch.cuda.synchronize()
-        torch.cuda.profiler.start()
-        torch.cuda.nvtx.range_push(TAG.format(n))
-        torch.softmax(x, dim=-1)
-        torch.cuda.synchronize()
-        torch.cuda.nvtx.range_pop()
-        torch.cuda.profiler.stop()
+        profiled_launch(torch, TAG.format(n), lambda x=x: torch.softmax(x, dim=-1))
     return 0
 
 

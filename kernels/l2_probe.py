@@ -36,7 +36,15 @@ from pathlib import Path
 from iosim.kernels.device import HarnessError, cuda_torch, one_line
 from iosim.kernels.harness import provenance
 from iosim.kernels.ncu import BASE_METRICS, SECTOR_BYTES, kernel_counters, parse_ncu_raw_csv
-from iosim.kernels.profiler import NCU_TIMEOUT_S, find_ncu, metrics_for, ncu_version, on_terminate, run_probe
+from iosim.kernels.profiler import (
+    NCU_TIMEOUT_S,
+    find_ncu,
+    metrics_for,
+    ncu_version,
+    on_terminate,
+    profiled_launch,
+    run_probe,
+)
 
 MiB = 2**20
 FP32 = 4  # bytes per element
@@ -183,14 +191,8 @@ def child() -> int:
     for variant in VARIANTS.values():
         grid = variant.ctas_per_sm * sms
         for size in variant.sizes_bytes():
-            run_variant(variant, buf, out, size // FP32, grid)
-            torch.cuda.synchronize()
-            torch.cuda.profiler.start()
-            torch.cuda.nvtx.range_push(TAG.format(variant.name, size))
-            run_variant(variant, buf, out, size // FP32, grid)
-            torch.cuda.synchronize()
-            torch.cuda.nvtx.range_pop()
-            torch.cuda.profiler.stop()
+            profiled_launch(torch, TAG.format(variant.name, size),
+                            lambda v=variant, n=size // FP32, g=grid: run_variant(v, buf, out, n, g))
     return 0
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from iosim.kernels.device import HarnessError, cuda_torch, one_line
 from iosim.kernels.ncu import BASE_METRICS, kernel_counters, parse_ncu_raw_csv
-from iosim.kernels.profiler import find_ncu, metrics_for, run_probe
+from iosim.kernels.profiler import find_ncu, metrics_for, profiled_launch, run_probe
 
 KS = (1, 2, 4, 8, 16, 33, 66, 132, 264)
 VARIANTS = ("same", "pairs", "mod2")
@@ -69,15 +69,9 @@ def child() -> int:
     out = torch.empty(max(KS) * BLOCK, dtype=torch.float32, device="cuda")
     for mode, variant in enumerate(VARIANTS):
         for k in KS:
-            run = lambda: kernel[(k,)](src, out, MODE=mode, ITERS=iters, BLOCK=BLOCK, num_warps=4)  # noqa: E731
-            run()
-            torch.cuda.synchronize()
-            torch.cuda.profiler.start()
-            torch.cuda.nvtx.range_push(TAG.format(variant, k))
-            run()
-            torch.cuda.synchronize()
-            torch.cuda.nvtx.range_pop()
-            torch.cuda.profiler.stop()
+            profiled_launch(torch, TAG.format(variant, k),
+                            lambda k=k, mode=mode: kernel[(k,)](src, out, MODE=mode, ITERS=iters, BLOCK=BLOCK,
+                                                                num_warps=4))
     return 0
 
 

@@ -120,6 +120,19 @@ def run_probe(module: str, stem: str, out_dir: Path, metrics, what: str, timeout
     return export.stdout
 
 
+def profiled_launch(torch, tag: str, launch) -> None:
+    """A probe child's unit of work under :func:`run_probe`: ``launch()`` once to warm up, outside the
+    profiled range, then once inside the profiler range and the NVTX range ``tag`` that names it."""
+    launch()
+    torch.cuda.synchronize()
+    torch.cuda.profiler.start()
+    torch.cuda.nvtx.range_push(tag)
+    launch()
+    torch.cuda.synchronize()
+    torch.cuda.nvtx.range_pop()
+    torch.cuda.profiler.stop()
+
+
 def on_terminate(signum, frame):
     """SIGTERM (a ``timeout`` running out): end our ncu child's group too, then exit; written batches stay."""
     for pgid in list(_CHILD_GROUPS):

@@ -2,6 +2,8 @@
 table it commits, against hand-computed values."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from iosim.kernels import aten_probe
@@ -64,3 +66,17 @@ def test_without_ncu_a_probe_says_so_and_writes_nothing(tmp_path, monkeypatch):
     with pytest.raises(HarnessError, match="the ATen probe needs ncu"):
         profiler.run_probe("iosim.kernels.aten_probe", "aten_probe", tmp_path / "out", [], "ATen probe")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_probe_launch_is_warmed_up_outside_the_profiled_range():
+    """Every probe child profiles the same way: one launch outside any range, then one inside the
+    profiler range and the NVTX range that names it, each finished before its range closes."""
+    from iosim.kernels import profiler
+
+    calls = []
+    cuda = SimpleNamespace(
+        synchronize=lambda: calls.append("sync"),
+        profiler=SimpleNamespace(start=lambda: calls.append("start"), stop=lambda: calls.append("stop")),
+        nvtx=SimpleNamespace(range_push=lambda tag: calls.append(f"push {tag}"), range_pop=lambda: calls.append("pop")))
+    profiler.profiled_launch(SimpleNamespace(cuda=cuda), "softmax-768", lambda: calls.append("launch"))
+    assert calls == ["launch", "sync", "start", "push softmax-768", "launch", "sync", "pop", "stop"]
