@@ -21,7 +21,7 @@ from pathlib import Path
 from iosim.kernels.device import HarnessError, cuda_torch, one_line
 from iosim.kernels.harness import provenance
 from iosim.kernels.ncu import kernel_counters, parse_ncu_raw_csv
-from iosim.kernels.profiler import find_ncu, metrics_for, ncu_version, profiled_launch, run_probe
+from iosim.kernels.profiler import metrics_for, ncu_version, profiled_launch, require_ncu, run_probe
 
 LENGTHS = (768, 1536, 3072, 6144, 12288)  # row lengths N (the data sets use 512-16384 in powers of two)
 ROWS_ELEMS = 2**27  # elements per launch: 256 MiB of fp16, far beyond the L2
@@ -57,9 +57,7 @@ def results(rows: list[dict]) -> dict:
 
 def probe(out_dir: Path, timeout_s: float = 300) -> dict:
     """Run the probe under ncu, write ``out_dir/aten_probe.json`` (and ncu's log and CSV), return it."""
-    ncu = find_ncu()
-    if ncu is None:
-        raise HarnessError("the ATen probe needs ncu (Nsight Compute)")
+    ncu = require_ncu("ATen probe")
     metrics, missing = metrics_for(ncu)
     csv = run_probe("iosim.kernels.aten_probe", "aten_probe", out_dir, metrics, "ATen probe", timeout_s)
     data = {"provenance": asdict(provenance(ncu_version(ncu), True, list(missing))), "lengths": list(LENGTHS),

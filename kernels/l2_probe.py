@@ -38,11 +38,11 @@ from iosim.kernels.harness import provenance
 from iosim.kernels.ncu import BASE_METRICS, SECTOR_BYTES, kernel_counters, parse_ncu_raw_csv
 from iosim.kernels.profiler import (
     NCU_TIMEOUT_S,
-    find_ncu,
     metrics_for,
     ncu_version,
     on_terminate,
     profiled_launch,
+    require_ncu,
     run_probe,
 )
 
@@ -309,9 +309,7 @@ def _device(torch) -> dict:
 def probe(out_dir: Path, timeout_s: float = NCU_TIMEOUT_S) -> dict:
     """Run the probe under ncu, write ``out_dir/l2_probe.json`` (and ncu's log and raw CSV), return the data."""
     torch = cuda_torch()
-    ncu = find_ncu()
-    if ncu is None:
-        raise HarnessError("the L2 probe needs ncu (Nsight Compute)")
+    ncu = require_ncu("L2 probe")
     metrics, _ = metrics_for(ncu)
     keep = [m for m in metrics if m in BASE_METRICS or m in PROBE_METRICS]
     missing = [m for m in PROBE_METRICS if m not in keep]

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from iosim.kernels.device import HarnessError, cuda_torch, one_line
 from iosim.kernels.ncu import BASE_METRICS, kernel_counters, parse_ncu_raw_csv
-from iosim.kernels.profiler import find_ncu, metrics_for, profiled_launch, run_probe
+from iosim.kernels.profiler import metrics_for, profiled_launch, require_ncu, run_probe
 
 KS = (1, 2, 4, 8, 16, 33, 66, 132, 264)
 VARIANTS = ("same", "pairs", "mod2")
@@ -93,9 +93,7 @@ def results(rows: list[dict]) -> dict:
 
 def probe(out_dir: Path, timeout_s: float = 300) -> dict:
     """Run the probe under ncu, write ``out_dir/lrc_probe.json`` (and ncu's log and CSV), return the results."""
-    ncu = find_ncu()
-    if ncu is None:
-        raise HarnessError("the LRC probe needs ncu (Nsight Compute)")
+    ncu = require_ncu("LRC probe")
     metrics, missing = metrics_for(ncu)
     keep = [m for m in metrics if m in BASE_METRICS or m in PROBE_METRICS or m.startswith("lrc__")]
     csv = run_probe("iosim.kernels.lrc_probe", "lrc_probe", out_dir, keep, "LRC probe", timeout_s)

@@ -49,6 +49,14 @@ def find_ncu() -> str | None:
     return None
 
 
+def require_ncu(what: str) -> str:
+    """:func:`find_ncu`'s answer, or a one-line refusal naming what needs it."""
+    ncu = find_ncu()
+    if ncu is None:
+        raise HarnessError(f"the {what} needs ncu (Nsight Compute)")
+    return ncu
+
+
 def ncu_version(ncu: str) -> str | None:
     try:
         out = subprocess.run([ncu, "--version"], capture_output=True, text=True, timeout=60).stdout
@@ -100,9 +108,7 @@ def run_probe(module: str, stem: str, out_dir: Path, metrics, what: str, timeout
     """Profile ``python -m <module> --child`` under ncu as the harness does (the child's profiler ranges
     only, clocks as they run, caches flushed before each kernel); keep ncu's log and raw CSV export as
     ``out_dir/<stem>-ncu.log`` and ``<stem>-raw.csv`` and return the export. Probes share this."""
-    ncu = find_ncu()
-    if ncu is None:
-        raise HarnessError(f"the {what} needs ncu (Nsight Compute)")
+    ncu = require_ncu(what)
     out_dir.mkdir(parents=True, exist_ok=True)
     report, log = out_dir / stem, out_dir / f"{stem}-ncu.log"
     cmd = [ncu, "--profile-from-start", "off", "--nvtx", "--clock-control", "none", "--cache-control", "all",

@@ -59,12 +59,15 @@ def test_the_code_table_is_per_element_and_per_pipe():
 
 
 def test_without_ncu_a_probe_says_so_and_writes_nothing(tmp_path, monkeypatch):
-    from iosim.kernels import profiler
+    from iosim.kernels import lrc_probe, profiler
     from iosim.kernels.device import HarnessError
 
     monkeypatch.setattr(profiler, "find_ncu", lambda: None)
     with pytest.raises(HarnessError, match="the ATen probe needs ncu"):
         profiler.run_probe("iosim.kernels.aten_probe", "aten_probe", tmp_path / "out", [], "ATen probe")
+    for probe, what in [(aten_probe, "ATen probe"), (lrc_probe, "LRC probe")]:  # the L2 probe asks for a GPU first
+        with pytest.raises(HarnessError, match=f"^the {what} needs ncu"):
+            probe.probe(tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
