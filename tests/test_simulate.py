@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from iosim.costs import closed_forms
 from iosim.hardware.profile import load_profile
 from iosim.results.result import RunResult
 from iosim.schedule.build import build_schedule
-from iosim.schedule.problem import Problem, RunConfig, Tiling
+from iosim.schedule.problem import ConfigError, Problem, RunConfig, Tiling
 from iosim.simulate import simulate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -194,3 +195,19 @@ def test_progress_counts_every_cta_of_every_kernel_once():
     assert [d for d, _, _ in calls] == sorted(d for d, _, _ in calls) and calls[-1][0] == total
     assert list(dict.fromkeys(k for _, _, k in calls)) == [k.name for k in kernels]
     assert r == simulate(c, "h100")
+
+
+def test_a_row_kernel_beyond_one_sms_registers_runs_one_cta_per_sm():
+    """Standard attention at N = 64K: the softmax row kernel (16 warps, a 64K-element row in registers)
+    asks more registers than an SM holds; the compiler caps them at what one CTA of 512 threads may have
+    (65536 / 512 = 128) and spills, so the launch runs one CTA per SM instead of being refused."""
+    from iosim.engine.occupancy import ctas_per_sm
+
+    h100 = load_profile("h100")
+    kernels = build_schedule(RunConfig(algo="standard", problem=Problem(batch=1, heads=1, seq_q=65536, head_dim=64))).kernels
+    softmax = next(k for k in kernels if k.name == "softmax")
+    assert softmax.warps == 16 and softmax.regs_per_thread * 32 * 16 > h100.regs_per_sm
+    assert ctas_per_sm(softmax, h100) == 1
+    assert ctas_per_sm(replace(softmax, regs_per_thread=32), h100) == 4  # 2048 threads: four CTAs of 512
+    with pytest.raises(ConfigError, match="warps"):  # more threads than an SM has is still refused
+        ctas_per_sm(replace(softmax, warps=h100.max_warps_per_sm * 2), h100)

@@ -15,7 +15,10 @@ def ctas_per_sm(kernel, profile) -> int:
     limits = [profile.max_ctas_per_sm, profile.max_warps_per_sm // kernel.warps]
     if kernel.smem_bytes:
         limits.append(profile.smem_per_sm // kernel.smem_bytes)
-    regs = min(kernel.regs_per_thread, profile.max_regs_per_thread)
+    # the compiler keeps a CTA launchable (Triton's launch bound is its thread count): beyond what
+    # one CTA may hold it spills rather than refuse (ptxas caps registers at regs_per_sm / threads)
+    fit = profile.regs_per_sm // (32 * kernel.warps) // 8 * 8
+    regs = max(1, min(kernel.regs_per_thread, profile.max_regs_per_thread, fit))
     limits.append(profile.regs_per_sm // (regs * 32 * kernel.warps))
     n = min(limits)
     if n < 1:
