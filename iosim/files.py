@@ -26,6 +26,26 @@ def atomic_open(path, mode: str = "w"):
         raise
 
 
+def unwritable(path, folder: bool = False) -> str | None:
+    """Why ``path`` (a file to write, or with ``folder`` a folder to write into, made if missing) cannot be
+    written, in a few words; None if it can. Asked before long work, so it never fails at the end."""
+    path = Path(path)
+    target = path if folder and path.is_dir() else path.parent
+    if path.exists() and (path.is_dir() != folder):
+        return "is a folder" if path.is_dir() else "is a file, not a folder"
+    if folder and not path.exists():
+        target = next((p for p in path.parents if p.exists()), Path("."))
+        if not target.is_dir():
+            return f"{target} is not a folder"
+    elif not target.is_dir():
+        return f"folder {target} does not exist"
+    if not os.access(target, os.W_OK | os.X_OK):
+        return f"folder {target} is not writable"
+    if path.is_file() and not os.access(path, os.W_OK):
+        return "is not writable"
+    return None
+
+
 def atomic_write_text(path, text: str) -> None:
     with atomic_open(path) as f:
         f.write(text)

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from iosim.engine.simulator import Engine
 from iosim.hardware.profile import Profile, load_profile
-from iosim.results.result import RunResult
+from iosim.results.result import RunResult, Skipped
 from iosim.schedule.build import build_schedule
-from iosim.schedule.problem import RunConfig
+from iosim.schedule.problem import ConfigError, RunConfig
 
 
 def simulate(config: RunConfig, gpu: str | Profile = "a100", *, aggregate: bool = True,
@@ -23,3 +23,22 @@ def simulate(config: RunConfig, gpu: str | Profile = "a100", *, aggregate: bool 
     profile = gpu if isinstance(gpu, Profile) else load_profile(gpu)
     return Engine(build_schedule(config), profile, mode=config.mode, aggregate=aggregate, l2_bytes=l2_bytes,
                   codes=codes, triton_version=triton_version, progress=progress).run()
+
+
+def simulate_or_skip(config: RunConfig, gpu: str | Profile = "a100", **options) -> RunResult | Skipped:
+    """:func:`simulate`, or a :class:`Skipped` row where the run cannot happen: tensors beyond the GPU's
+    memory (found from the schedule alone, before any simulation, so a huge size answers at once) or
+    tiles the GPU cannot hold. What sweeps call, so that one such point never ends them."""
+    from iosim.results.report import human_bytes
+
+    profile = gpu if isinstance(gpu, Profile) else load_profile(gpu)
+    schedule = build_schedule(config)
+    skip = {"config": schedule.config.to_dict(), "gpu": profile.id, "mode": config.mode,
+            "peak_hbm_bytes": schedule.peak_hbm_bytes, "hbm_capacity_bytes": profile.hbm_bytes}
+    if schedule.peak_hbm_bytes > profile.hbm_bytes:
+        need, have = human_bytes(schedule.peak_hbm_bytes), human_bytes(profile.hbm_bytes)
+        return Skipped(reason=f"OOM: needs {need} of {have}", **skip)
+    try:
+        return Engine(schedule, profile, mode=config.mode, **options).run()
+    except ConfigError as e:
+        return Skipped(reason=str(e), field=e.field, **skip)

@@ -12,10 +12,10 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 from iosim.hardware.profile import Profile, ProfileError
-from iosim.results.result import RunResult
+from iosim.results.result import RunResult, Skipped
 from iosim.results.store import SCHEMA, SCHEMA_VERSION, ResultsError, load_results, save_results
 from iosim.schedule.problem import ConfigError, RunConfig
-from iosim.simulate import simulate
+from iosim.simulate import simulate_or_skip
 
 # A sweep that cannot run or a results file that cannot be read: one error, so that a caller of
 # ``run`` then ``save_results`` catches both (one line naming the file or argument and the field).
@@ -26,12 +26,13 @@ SweepError = ResultsError
 
 
 def run(work: Iterable[tuple[RunConfig, str | Path | Profile]], *, jobs: int = 1,
-        progress: Callable[[RunResult], None] | None = None) -> list[RunResult]:
+        progress: Callable[[RunResult | Skipped], None] | None = None) -> list[RunResult | Skipped]:
     """Simulate each ``(config, gpu)`` of ``work``; results in the order of ``work``.
 
     ``jobs`` > 1 runs that many worker processes. ``progress`` is called once per finished
-    simulation with its result, in the order they finish. A configuration the model refuses raises
-    the library's own error (:class:`ConfigError`, :class:`ProfileError`), as a single run would.
+    simulation with its result, in the order they finish. A point that cannot run (out of the GPU's
+    memory, tiles that do not fit) is a :class:`Skipped` row with its reason; a problem the model
+    refuses outright raises the library's own error (:class:`ConfigError`, :class:`ProfileError`).
     """
     work = list(work)
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
@@ -39,7 +40,7 @@ def run(work: Iterable[tuple[RunConfig, str | Path | Profile]], *, jobs: int = 1
     if jobs == 1 or len(work) < 2:
         out = []
         for config, gpu in work:
-            out.append(simulate(config, gpu))
+            out.append(simulate_or_skip(config, gpu))
             if progress:
                 progress(out[-1])
         return out
@@ -66,7 +67,7 @@ def _portable(gpu):
 def _simulate_one(config: RunConfig, gpu: str):
     """Worker side. The library's errors do not survive pickling, so they travel as plain data."""
     try:
-        return simulate(config, gpu)
+        return simulate_or_skip(config, gpu)
     except ConfigError as e:
         return ("ConfigError", e.field, str(e).split(": ", 1)[-1])
     except ProfileError as e:
@@ -74,10 +75,10 @@ def _simulate_one(config: RunConfig, gpu: str):
 
 
 def _unwrap(value):
-    if isinstance(value, RunResult):
+    if isinstance(value, (RunResult, Skipped)):
         return value
     kind, field_name, message = value
     raise ConfigError(field_name, message) if kind == "ConfigError" else ProfileError(message)
 
 
-__all__ = ["SweepError", "run", "save_results", "load_results", "SCHEMA", "SCHEMA_VERSION"]
+__all__ = ["SweepError", "Skipped", "run", "save_results", "load_results", "SCHEMA", "SCHEMA_VERSION"]

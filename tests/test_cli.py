@@ -70,6 +70,18 @@ def test_user_profile_file_works_like_a_builtin(tmp_path):
       "--gpu", "4090"), "shared memory per CTA"),
     (("--algo", "standard", "--grid-order", "heads"), "--grid-order"),
     (("--block-m", "100"), "--block-m"),
+    # sizes that used to hang (a range from 0 or below doubles forever), truncate or raise a traceback
+    (("--seq-len", "0:4k"), "'0' is not a whole number > 0"),
+    (("--seq-len", "-1:4k"), "'-1' is not a whole number > 0"),
+    (("--seq-len", "5.5"), "'5.5' is not a whole number > 0"),
+    (("--seq-len", "inf"), "'inf' is not a whole number > 0"),
+    (("--seq-len", "nan"), "'nan' is not a whole number > 0"),
+    (("--seq-len", "4k:1k"), "a range goes up"),
+    (("--algo", ",,,"), "no algorithm given"),
+    (("--gpu", ","), "no GPU given"),
+    (("--json", "--csv"), "--json and --csv are exclusive"),
+    (("--causal", "--seq-k", "2048"), "--seq-k: causal attention needs seq_k == seq_q"),
+    (("--algo", "flash2", "--stages", "10"), "--block-m/--block-n/--stages: flash2_fwd needs"),
 ])
 def test_bad_input_is_one_line_exit_2(args, needle):
     r = run("simulate", *args)
@@ -104,3 +116,31 @@ def test_gpu_commands_without_a_gpu_refuse_in_one_line(tmp_path, args):
     r = run(*[a.format(tmp=tmp_path) for a in args])
     assert r.exit_code == 2 and "no CUDA GPU" in r.output and "Traceback" not in r.output
     assert not (tmp_path / "m" / "measurements.json").exists() and not (tmp_path / "c.yaml").exists()
+
+
+def test_a_sweep_keeps_points_that_cannot_run_as_rows_with_their_reason():
+    """Standard attention's S and P outgrow the 4090's 24 GB between N = 8K and 16K (batch 4 × 16 heads):
+    the 16K point is a row saying so, found without simulating, and the other points still run."""
+    r = run("simulate", "--gpu", "4090", "--algo", "standard", "--seq-len", "512,16k", "--json")
+    assert r.exit_code == 0, r.output
+    fits, oom = json.loads(r.output)
+    assert fits["time_s"] > 0 and not fits["out_of_memory"]
+    s_bytes = 4 * 16 * 16384 ** 2 * 2
+    assert oom["skipped"].startswith("OOM: needs ") and oom["skipped"].endswith(" of 24 GB")
+    assert oom["out_of_memory"] and oom["peak_hbm_bytes"] >= 2 * s_bytes and "levels" not in oom
+    csv_rows = run("simulate", "--gpu", "4090", "--algo", "standard", "--seq-len", "512,16k", "--csv").output
+    header, first, second = csv_rows.strip().splitlines()
+    assert {"block_m", "block_n", "warps", "stages", "grid_order", "host_tensors", "skipped"} <= set(header.split(","))
+    assert second.endswith(oom["skipped"]) and ",,," in second and not first.endswith("GB")
+
+
+def test_a_size_beyond_any_memory_answers_at_once_with_exit_1():
+    for args in (("--seq-len", "99999999999999999999"), ("--batch", "1000000", "--seq-len", "1k")):
+        r = run("simulate", "--algo", "flash2", *args)
+        assert r.exit_code == 1 and "OOM: needs " in r.output and "Traceback" not in r.output
+
+
+def test_repeated_sizes_and_algorithms_run_once():
+    r = run("simulate", "--algo", "flash2,flash2", "--seq-len", "1k,1k,512:1k", "--csv")
+    assert r.exit_code == 0
+    assert [x.split(",")[2] for x in r.output.strip().splitlines()[1:]] == ["1024", "512"]

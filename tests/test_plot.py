@@ -222,7 +222,7 @@ def test_plot_from_saved_results_does_not_simulate(tmp_path, monkeypatch):
         raise AssertionError("--from must not simulate")
 
     monkeypatch.setattr(sweep, "run", refuse)
-    monkeypatch.setattr(sweep, "simulate", refuse)
+    monkeypatch.setattr(sweep, "simulate_or_skip", refuse)
     r = invoke("plot", "runtime", "-o", tmp_path / "b.png", "--from", saved)
     assert r.exit_code == 0, r.output
     assert (tmp_path / "b.png").read_bytes()[:8] == PNG_SIGNATURE
@@ -268,3 +268,19 @@ def test_jobs_2_saves_the_same_results_as_jobs_1(tmp_path):
                    "standard,flash2", "--gpu", "a100,4090", "--jobs", jobs, "--save", tmp_path / f"r{jobs}.json")
         assert r.exit_code == 0, r.output
     assert (tmp_path / "r1.json").read_bytes() == (tmp_path / "r2.json").read_bytes()
+
+
+def test_a_sweep_past_the_gpus_memory_is_plotted_and_saved_not_lost(tmp_path):
+    """The README's memory sweep, shrunk to the 4090 (24 GB): standard attention's 16K point is out of
+    memory. ``plot memory`` marks it (its footprint comes from the schedule alone); the saved file keeps
+    it as a skipped row; re-plotting time from that file names it on stderr and plots the rest."""
+    saved = tmp_path / "sweep.json"
+    r = invoke("plot", "memory", "--gpu", "4090", "--algo", "standard,flash2", "--seq-len", "512,16k",
+               "-o", tmp_path / "mem.png", "--save", saved)
+    assert r.exit_code == 0, r.output
+    results = sweep.load_results(saved)
+    skipped = [x for x in results if isinstance(x, sweep.Skipped)]
+    assert [(x.config["algo"], x.config["problem"]["seq_q"]) for x in skipped] == [("standard", 16384)]
+    assert skipped[0].reason.startswith("OOM: needs") and skipped[0].out_of_memory
+    r = invoke("plot", "runtime", "--from", saved, "-o", tmp_path / "t.png")
+    assert r.exit_code == 0 and "skipped: standard N=16384 on rtx4090: OOM: needs" in r.output

@@ -114,6 +114,24 @@ def test_host_tensors_are_read_over_the_host_link():
     assert r.levels["hbm"].read_bytes == p.bh * p.seq_q * p.head_dim * p.elem_bytes
 
 
+
+@pytest.mark.parametrize("algo", ["flash2", "standard"])
+def test_a_host_output_is_written_over_the_host_link_in_time_and_takes_no_hbm(algo):
+    """O in host memory: every byte of it crosses the host link (none reaches HBM, also not at the final
+    write-back), the run lasts at least that long, and the HBM footprint leaves it out."""
+    c = cfg(algo, mode="plain", seq_q=1024)
+    p = c.problem
+    o = p.bh * p.seq_q * p.head_dim * p.elem_bytes
+    h100 = load_profile("h100")
+    local, host = simulate(c, h100), simulate(c.with_(host_tensors=("O",)), h100)
+    assert host.levels["host"].write_bytes == o and host.levels["host"].read_bytes == 0
+    assert host.levels["hbm"].write_bytes == local.levels["hbm"].write_bytes - o
+    assert host.time_s >= o / h100.host_bandwidth
+    assert host.peak_hbm_bytes == local.peak_hbm_bytes - o
+    everything = simulate(c.with_(host_tensors=("Q", "K", "V", "O")), h100)
+    assert everything.peak_hbm_bytes == local.peak_hbm_bytes - 4 * o  # what is left: the intermediates
+
+
 def test_causal_flash_skips_about_half_the_work():
     full = simulate(cfg("flash2", seq_q=2048, tiling=Tiling(block_m=64, block_n=64)), "h100")
     half = simulate(cfg("flash2", seq_q=2048, causal=True, tiling=Tiling(block_m=64, block_n=64)), "h100")

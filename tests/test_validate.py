@@ -104,11 +104,11 @@ def test_bad_files_are_one_line_errors(tmp_path, mangle, needle):
     assert r.exit_code == 2 and "bad.json" in r.output and needle in r.output
 
 
-def test_truncated_file_and_missing_plot_folder(tmp_path):
+def test_truncated_file_and_a_plot_folder_that_cannot_be(tmp_path):
     good = _subset(tmp_path)
     cut = tmp_path / "cut.json"
     cut.write_text(good.read_text()[:500])
     r = CliRunner().invoke(main, ["validate", str(cut)])
     assert r.exit_code == 2 and "cut.json" in r.output
-    r = CliRunner().invoke(main, ["validate", str(good), "--plots", str(tmp_path / "nope")])
-    assert r.exit_code == 2 and "--plots" in r.output
+    r = CliRunner().invoke(main, ["validate", str(good), "--plots", str(cut / "figures")])  # under a file
+    assert r.exit_code == 2 and "--plots" in r.output and "not a folder" in r.output

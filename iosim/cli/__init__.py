@@ -10,7 +10,8 @@ from iosim.hardware.catalog import ProfileError
 from iosim.schedule.problem import ConfigError
 
 # Library field names whose option is spelled differently.
-OPTION_OF = {"seq_q": "seq-len", "seq_k": "seq-len", "host_tensors": "host"}
+OPTION_OF = {"seq_q": "seq-len", "seq_k": "seq-k", "host_tensors": "host",
+             "tiling": "block-m/--block-n/--stages"}  # shared memory per CTA: the three together decide it
 
 
 # Each command's module is imported only when that command runs (or when the group's help lists

@@ -9,6 +9,7 @@ import click
 from iosim import sweep
 from iosim.cli.simulate_cmd import parse_algos, parse_sizes
 from iosim.figures import plots as plotting
+from iosim.files import unwritable
 from iosim.hardware.profile import ProfileError, load_profile
 from iosim.measure.measurement import MeasurementError, load_measurement
 from iosim.schedule.problem import DTYPE_BYTES, MODES, Problem, RunConfig, Tiling
@@ -56,8 +57,9 @@ def _output(ctx, param, value):
 
 
 def _save_path(ctx, param, value):
-    if value is not None and not value.parent.is_dir():
-        raise click.BadParameter(f"{value}: folder {value.parent} does not exist")
+    problem = None if value is None else unwritable(value)
+    if problem:
+        raise click.BadParameter(f"{value}: {problem}")
     return value
 
 
@@ -143,7 +145,7 @@ def io(output, measured, **opts):
     One line per GPU and algorithm; the FlashAttention paper's HBM access counts (no cache) dashed in
     the algorithm's colour; with --measured, the matching cases' DRAM and L2 counters as open markers.
     """
-    _write(plotting.io_vs_seqlen(_results(opts), measured=measured), output)
+    _write(plotting.io_vs_seqlen(_simulated(_results(opts)), measured=measured), output)
 
 
 @plot.command()
@@ -151,7 +153,7 @@ def io(output, measured, **opts):
 @measured_option
 def runtime(output, measured, **opts):
     """Predicted time against N, log-log; with --measured, the matching cases' median times as markers."""
-    _write(plotting.runtime_vs_seqlen(_results(opts), measured=measured), output)
+    _write(plotting.runtime_vs_seqlen(_simulated(_results(opts)), measured=measured), output)
 
 
 @plot.command()
@@ -163,13 +165,14 @@ def runtime(output, measured, **opts):
 def blocks(output, block_m, block_n, **opts):
     """HBM bytes and time against the tile shape (block_m × block_n) at one sequence length."""
     tilings = [Tiling(block_m=m, block_n=n) for m in block_m for n in block_n]
-    _write(plotting.block_sweep(_results(opts, tilings)), output)
+    _write(plotting.block_sweep(_simulated(_results(opts, tilings))), output)
 
 
 @plot.command()
 @sweep_options("1k:16k")
 def memory(output, **opts):
-    """Peak HBM footprint against N, log-log, with each GPU's memory capacity as a dotted line."""
+    """Peak HBM footprint against N, log-log, with each GPU's memory capacity as a dotted line; points
+    beyond it (not simulated: out of memory) are marked ×."""
     _write(plotting.memory_vs_seqlen(_results(opts)), output)
 
 
@@ -196,6 +199,18 @@ def _results(opts: dict, tilings: tuple = (DEFAULT_TILING,)) -> list:
         sweep.save_results(results, opts["save"])
         click.echo(f"wrote {opts['save']} ({len(results)} runs)")
     return results
+
+
+def _simulated(results: list) -> list:
+    """The runs that were simulated; each skipped one is named on stderr with its reason."""
+    for r in results:
+        if isinstance(r, sweep.Skipped):
+            p = r.config["problem"]
+            click.echo(f"skipped: {r.config['algo']} N={p['seq_q']} on {r.gpu}: {r.reason}", err=True)
+    runs = [r for r in results if not isinstance(r, sweep.Skipped)]
+    if not runs:
+        raise click.UsageError("no point of the sweep could be simulated (see the reasons above)")
+    return runs
 
 
 def _write(fig, output) -> None:

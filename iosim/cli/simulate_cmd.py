@@ -3,46 +3,61 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import sys
 
 import click
 
 from iosim.hardware.catalog import builtin_profiles
 from iosim.results import report
+from iosim.results.result import Skipped
 from iosim.schedule.problem import ALGOS, DTYPE_BYTES, GRID_ORDERS, MODES, ConfigError, Problem, RunConfig, Tiling
 
 DEFAULT_SEQ = "1k,2k,4k,8k,16k"
 
 
 def parse_sizes(ctx, param, value):
-    """``1k,2k`` or ``512:64k`` (powers of two from 512 up to 64K); ``k`` means 1024."""
+    """``1k,2k`` or ``512:64k`` (powers of two from 512 up to 64K); ``k`` means 1024; whole numbers > 0."""
     if value is None:
         return None
     out = []
+    for part in str(value).replace(" ", "").split(","):
+        if ":" in part:
+            ends = part.split(":")
+            if len(ends) != 2:
+                raise click.BadParameter(f"{part!r}: a range is LOW:HIGH, e.g. 1k:16k")
+            lo, hi = (_size(x, value) for x in ends)
+            if lo > hi:
+                raise click.BadParameter(f"{part!r}: a range goes up, LOW:HIGH with LOW <= HIGH")
+            while lo <= hi:
+                out.append(lo)
+                lo *= 2
+        else:
+            out.append(_size(part, value))
+    return list(dict.fromkeys(out))  # each size once, in the order given
+
+
+def _size(text: str, value) -> int:
+    """One size: a whole number > 0, optionally with ``k`` (×1024): ``4096``, ``4k``, ``1.5k``."""
+    scale = 1024 if text.lower().endswith("k") else 1
+    digits = text[:-1] if scale > 1 else text
     try:
-        for part in str(value).replace(" ", "").split(","):
-            if ":" in part:
-                lo, hi = (_size(x) for x in part.split(":"))
-                while lo <= hi:
-                    out.append(lo)
-                    lo *= 2
-            else:
-                out.append(_size(part))
+        number = int(digits) * scale if digits.isdigit() else float(digits) * scale
     except ValueError:
-        raise click.BadParameter(f"{value!r}: give positive sizes like 4096, 4k or 1k:16k") from None
-    if not out or any(n <= 0 for n in out):
-        raise click.BadParameter(f"{value!r}: sequence lengths must be > 0")
-    return out
-
-
-def _size(text: str) -> int:
-    text = text.lower()
-    k = 1024 if text.endswith("k") else 1
-    return int(float(text.rstrip("k")) * k)
+        number = None
+    if number is None or not math.isfinite(number) or number != int(number) or number <= 0:
+        what = repr(text) if text else "an empty size"
+        raise click.BadParameter(f"{value!r}: {what} is not a whole number > 0; give sizes like 4096, 4k or a "
+                                 "doubling range 1k:16k")
+    return int(number)
 
 
 def parse_algos(ctx, param, value):
-    names = [a for v in value for a in v.split(",") if a] or ["standard", "flash2"]
+    given = [a.strip() for v in value for a in v.split(",")]
+    names = list(dict.fromkeys(a for a in given if a))  # each algorithm once, in the order given
+    if value and not names:
+        raise click.BadParameter(f"no algorithm given; choose from {', '.join(ALGOS)}")
+    names = names or ["standard", "flash2"]
     bad = [a for a in names if a not in ALGOS]
     if bad:
         raise click.BadParameter(f"{bad[0]!r} is not one of {', '.join(ALGOS)}")
@@ -52,8 +67,11 @@ def parse_algos(ctx, param, value):
 def parse_gpus(ctx, param, value):
     from iosim.hardware.profile import load_profile  # validation machinery: only when options are parsed
 
-    names = [g for v in value for g in v.split(",") if g] or ["a100"]
-    return [load_profile(g) for g in names]
+    given = [g.strip() for v in value for g in v.split(",")]
+    names = list(dict.fromkeys(g for g in given if g))
+    if value and not names:
+        raise click.BadParameter("no GPU given; see `iosim profiles` for the built-in ones")
+    return [load_profile(g) for g in names or ["a100"]]
 
 
 @click.command()
@@ -111,9 +129,11 @@ def simulate(gpu, algo, seq, seq_k, head_dim, batch, heads, kv_heads, dtype, cau
                   mode=mode, host_tensors=host)
         for a in algo for n in seq
     ]
+    if as_json and as_csv:
+        raise click.UsageError("--json and --csv are exclusive: choose one output format")
     jobs = [(c, g) for g in gpu for c in configs]
     quiet = as_json or as_csv or len(jobs) < 4 or not sys.stderr.isatty()
-    from iosim.simulate import simulate as run_simulation
+    from iosim.simulate import simulate_or_skip
 
     if kernel:
         jobs = _kernel_jobs(kernel, jobs)
@@ -124,9 +144,12 @@ def simulate(gpu, algo, seq, seq_k, head_dim, batch, heads, kv_heads, dtype, cau
         for config, profile, codes in bar:
             if quiet:  # no bar over the runs: a long run shows its own CTAs instead (after a second)
                 with cta_progress(config.algo) as progress:
-                    results.append(run_simulation(config, profile, codes=codes, progress=progress))
+                    results.append(simulate_or_skip(config, profile, codes=codes, progress=progress))
             else:
-                results.append(run_simulation(config, profile, codes=codes))
+                results.append(simulate_or_skip(config, profile, codes=codes))
+    skipped = [r for r in results if isinstance(r, Skipped)]
+    if skipped and len(skipped) == len(results) and all(r.field for r in skipped):
+        raise ConfigError(skipped[0].field, skipped[0].reason.removeprefix(f"{skipped[0].field}: "))
     profiles = [g for _, g, _ in jobs]
     if as_json:
         click.echo(json.dumps([_json(r, p if kernel else None) for r, p in zip(results, profiles)], indent=2))
@@ -135,7 +158,9 @@ def simulate(gpu, algo, seq, seq_k, head_dim, batch, heads, kv_heads, dtype, cau
     else:
         click.echo(report.table(results))
         if kernel:
-            click.echo("\n".join(_split_lines(r, p) for r, p in zip(results, profiles)))
+            click.echo("\n".join(_split_lines(r, p) for r, p in zip(results, profiles) if not isinstance(r, Skipped)))
+    if len(skipped) == len(results):  # nothing could be simulated: the rows say why
+        sys.exit(1)
 
 
 @contextlib.contextmanager
@@ -222,6 +247,8 @@ def _split_lines(r, profile) -> str:
 def _json(r, profile=None) -> dict:
     """A run without its timeline; with ``profile`` (a --kernel run) each kernel's time split too."""
     d = r.to_dict()
+    if isinstance(r, Skipped):
+        return d
     d.pop("timeline")
     if profile is not None:
         p = r.config["problem"]

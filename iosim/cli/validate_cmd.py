@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from iosim.files import unwritable
 from iosim.measure.measurement import committed_set
 from iosim.measure.validate import METRICS, summary, validate_files
 from iosim.results.report import human_bytes, human_time
@@ -25,7 +26,7 @@ from iosim.results.report import human_bytes, human_time
 @click.option("--json", "as_json", is_flag=True,
               help='Print {"summary": ..., "cases": [{"config", "predicted", "measured", ...}]}.')
 @click.option("--plots", type=click.Path(file_okay=False), default=None,
-              help="Folder to write validation_scatter.png and validation_error_vs_n.png into (must exist).")
+              help="Folder to write validation_scatter.png and validation_error_vs_n.png into (made if missing).")
 def validate(files, live, grid, out, gpu, as_json, plots):
     """Compare iosim's predictions with measured DRAM bytes, L2 bytes and time, case by case.
 
@@ -35,14 +36,24 @@ def validate(files, live, grid, out, gpu, as_json, plots):
     table shows predicted, measured and the error; the paper's closed-form DRAM count stands beside
     it. The summary gives median and max |error| per metric and the worst cases.
     """
-    if plots and not Path(plots).is_dir():
-        raise click.BadParameter(f"{plots}: folder does not exist", param_hint="--plots")
+    for option, folder in (("--plots", plots), ("--out", out)):
+        problem = folder and unwritable(folder, folder=True)
+        if problem:
+            raise click.BadParameter(f"{folder}: {problem}", param_hint=option)
     if live:
         files = (_measure_live(grid, out),)
     files = files or (str(committed_set("h100")),)
-    quiet = as_json or not sys.stderr.isatty()
-    with click.progressbar(length=1, label="validating", file=sys.stderr, hidden=quiet) as bar:
-        results, skipped = validate_files(files, gpu, progress=lambda n, name: bar.update(0))
+    from tqdm import tqdm
+
+    # cases simulated, on stderr on a terminal only (tqdm's disable=None), once the work takes a second
+    with tqdm(total=0, unit=" cases", desc="validating", delay=1.0, leave=False, disable=None, file=sys.stderr,
+              dynamic_ncols=True) as bar:
+        def progress(done: int, total: int, name: str) -> None:
+            bar.total = total
+            bar.set_postfix_str(name[:40], refresh=False)
+            bar.update(done - bar.n)
+
+        results, skipped = validate_files(files, gpu, progress=progress)
     stats = summary(results)
     if as_json:
         click.echo(json.dumps({"summary": stats, "cases": [r.to_dict() for r in results],
@@ -117,6 +128,7 @@ def _write_plots(results, folder: Path) -> None:
     from iosim.figures.plots import save
     from iosim.figures.validation import error_vs_n, scatter
 
+    folder.mkdir(parents=True, exist_ok=True)
     gpu = results[0].gpu if results else "?"
     for name, fig in (("validation_scatter.png", scatter(results, gpu)),
                       ("validation_error_vs_n.png", error_vs_n(results, gpu))):

@@ -6,7 +6,8 @@ Policy, chosen to match what Nsight Compute's ``dram__bytes`` counters see on NV
   stream the same K/V tile together cost one DRAM read;
 - writes allocate without fetching (whole tiles are written), in every L2 partition (the writer's and
   the line's home: a store-only kernel leaves 43 % of the L2 dirty on the H100 and the H200, just under
-  the half that two copies allow), and leave the bytes dirty; dirty bytes
+  the half that two copies allow), and leave the bytes dirty (writes to host memory go through to it
+  over the host link instead: the L2 holds no dirty host lines); dirty bytes
   reach DRAM only when their line is evicted, when more than ``dirty_limit`` bytes are dirty (the
   oldest dirty line is cleaned), or at an explicit ``flush`` — so output still in L2 when a kernel
   ends is not counted in that kernel's DRAM writes, as on the hardware;
@@ -20,7 +21,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from iosim.schedule.ir import READ, WRITE, AccessKind
+from iosim.schedule.ir import HOST, READ, WRITE, AccessKind
 
 
 @dataclass
@@ -102,7 +103,10 @@ class L2Cache:
                 st.fill_bytes[placement] += grow
             ready = max(now, line[2])
         self.used += grow * line[6]
-        if kind != READ:
+        if kind != READ and placement == HOST:  # host memory is written through: posted over the host link
+            self.memory[placement].reserve(now, nbytes * mult, write=True)
+            st.writeback_bytes[placement] += nbytes * mult
+        elif kind != READ:
             added = _cover(line, 1, 4, lo, hi, nbytes, line_bytes)
             if added:
                 self.dirty += added

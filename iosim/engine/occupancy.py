@@ -8,7 +8,7 @@ def ctas_per_sm(kernel, profile) -> int:
     """Resident CTAs per SM, or :class:`ConfigError` naming the tile set that does not fit."""
     if kernel.smem_bytes > profile.smem_per_cta:
         raise ConfigError(
-            "block_m",
+            "tiling",
             f"{kernel.name} needs {kernel.smem_bytes} bytes of shared memory per CTA; {profile.name} allows "
             f"{profile.smem_per_cta} (lower --block-m, --block-n or --stages)",
         )

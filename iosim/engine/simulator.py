@@ -172,9 +172,9 @@ class Engine:
             yield state["wake"]
             yield self.env.timeout(0)  # let every CTA finishing at this instant free its slot first
         yield simpy.AllOf(self.env, running)
-        hbm_drain = self.links["hbm"].drained_at
-        if hbm_drain > self.env.now:  # posted write-backs still draining belong to this kernel
-            yield self.env.timeout(hbm_drain - self.env.now)
+        drain = max(self.links["hbm"].drained_at, self.links["host"].drained_at)
+        if drain > self.env.now:  # posted writes still draining (to HBM or host memory) belong to this kernel
+            yield self.env.timeout(drain - self.env.now)
         # Launch, grid setup and drain: what an empty kernel costs back to back (profile's launch_overhead),
         # and what a real kernel's first wave costs once beyond its trips and first loads (kernel_start_overhead).
         yield self.env.timeout(self.profile.launch_overhead + (self.profile.kernel_start_overhead or 0.0))

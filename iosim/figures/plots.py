@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter, NullLocator
 
 from iosim.costs import closed_forms
-from iosim.files import atomic_open
+from iosim.files import atomic_open, unwritable
 from iosim.results.report import human_bytes, human_time
 from iosim.schedule.problem import RunConfig
 
@@ -120,7 +120,11 @@ def memory_vs_seqlen(results) -> Figure:
     fig = Figure(figsize=(8.8, 4.2), layout="constrained")
     ax = fig.subplots()
     for key, rs in _series(results).items():
-        ax.plot(_ns(rs), [r.peak_hbm_bytes for r in rs], **_style(key, results))
+        line, = ax.plot(_ns(rs), [r.peak_hbm_bytes for r in rs], **_style(key, results))
+        oom = [r for r in rs if r.out_of_memory]
+        if oom:  # beyond the GPU's memory: not simulated, the footprint still drawn
+            ax.plot(_ns(oom), [r.peak_hbm_bytes for r in oom], linestyle="none", marker="x", markersize=9,
+                    color=line.get_color())
     capacity = {r.gpu: r.hbm_capacity_bytes for r in results}
     for i, (gpu, cap) in enumerate(capacity.items()):
         ax.axhline(cap, color="0.35", linestyle=":", linewidth=1.2 + 0.4 * i,
@@ -141,8 +145,9 @@ def check_output(path) -> tuple[Path, str]:
     fmt = path.suffix.lower().lstrip(".")
     if fmt not in FORMATS:
         raise PlotError(f"{path}: unknown format {path.suffix or '(no extension)'!r}; use .png, .svg or .pdf")
-    if not path.parent.is_dir():
-        raise PlotError(f"{path}: folder {path.parent} does not exist")
+    problem = unwritable(path)
+    if problem:
+        raise PlotError(f"{path}: {problem}")
     return path, fmt
 
 

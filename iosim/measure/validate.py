@@ -85,8 +85,8 @@ def validate(measurement: Measurement, gpu: str | None = None, progress=None, so
     profile = profile_for(prov.gpu_name, gpu, f"{source}: provenance.gpu_name" if source else "provenance.gpu_name")
     results, skipped = [], []
     for n, case in enumerate(measurement.cases):
-        if progress:
-            progress(n, case.name)
+        if progress:  # progress(cases started, cases in the file, the case now simulated)
+            progress(n + 1, len(measurement.cases), case.name)
         why = _skip_reason(case)
         if why:
             skipped.append((case.name, why))
@@ -113,9 +113,14 @@ def validate(measurement: Measurement, gpu: str | None = None, progress=None, so
 
 
 def validate_files(paths, gpu: str | None = None, progress=None) -> tuple:
+    """:func:`validate` over several files; ``progress(done, total, name)`` counts the cases of all of them."""
     results, skipped = [], []
-    for path in paths:
-        r, s = validate(load_measurement(path), gpu, progress, source=Path(path).name)
+    measurements = [(path, load_measurement(path)) for path in paths]
+    total, before = sum(len(m.cases) for _, m in measurements), 0
+    for path, measurement in measurements:
+        step = (lambda n, _, name, before=before: progress(before + n, total, name)) if progress else None
+        r, s = validate(measurement, gpu, step, source=Path(path).name)
+        before += len(measurement.cases)
         results += r
         skipped += s
     return results, skipped

@@ -4,14 +4,16 @@ from __future__ import annotations
 import csv
 import io
 
-from iosim.results.result import RunResult
+from iosim.results.result import RunResult, Skipped
 
 COLUMNS = ("gpu", "algo", "N", "d", "B×H", "causal", "pass", "HBM read", "HBM write", "L2 traffic", "L2 hit",
            "time", "bound", "peak mem")
 
 
 def human_bytes(n: float) -> str:
-    for unit, k in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+    if abs(n) >= 1e21:  # beyond any memory: scientific, not a thousand-digit count of exabytes
+        return f"{n:.3g} B"
+    for unit, k in (("EB", 1e18), ("PB", 1e15), ("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
         if abs(n) >= k:
             return f"{n / k:.3g} {unit}" if n / k < 100 else f"{n / k:.0f} {unit}"
     return f"{n:.0f} B"
@@ -25,17 +27,20 @@ def human_time(s: float) -> str:
     return f"{s * 1e6:.3g} µs"
 
 
-def row(r: RunResult) -> dict:
+def row(r: RunResult | Skipped) -> dict:
+    """One table line; a skipped run shows its configuration and its reason where the bound goes."""
     p = r.config["problem"]
-    lv = r.levels
     heads = f"{p['batch']}×{p['heads']}" + (f"/{p['kv_heads']}" if p["kv_heads"] != p["heads"] else "")
-    return {
-        "gpu": r.gpu, "algo": r.config["algo"], "N": p["seq_q"], "d": p["head_dim"], "B×H": heads,
-        "causal": "yes" if p["causal"] else "no", "pass": "fwd+bwd" if p["backward"] else "fwd",
+    out = {"gpu": r.gpu, "algo": r.config["algo"], "N": p["seq_q"], "d": p["head_dim"], "B×H": heads,
+           "causal": "yes" if p["causal"] else "no", "pass": "fwd+bwd" if p["backward"] else "fwd",
+           "peak mem": human_bytes(r.peak_hbm_bytes) + (" (OOM)" if r.out_of_memory else "")}
+    if isinstance(r, Skipped):
+        return out | {c: "-" for c in ("HBM read", "HBM write", "L2 traffic", "L2 hit", "time")} | {"bound": r.reason}
+    lv = r.levels
+    return out | {
         "HBM read": human_bytes(lv["hbm"].read_bytes), "HBM write": human_bytes(lv["hbm"].write_bytes),
         "L2 traffic": human_bytes(lv["l2"].total), "L2 hit": f"{100 * r.l2_hit_rate:.1f}%",
         "time": human_time(r.time_s), "bound": r.bound,
-        "peak mem": human_bytes(r.peak_hbm_bytes) + (" (OOM)" if r.out_of_memory else ""),
     }
 
 
@@ -53,20 +58,32 @@ def table(results: list) -> str:
     return "\n".join(lines)
 
 
+CONFIG_COLUMNS = ("gpu", "algo", "seq_q", "seq_k", "head_dim", "batch", "heads", "kv_heads", "dtype", "causal",
+                  "backward", "block_m", "block_n", "warps", "stages", "grid_order", "mode", "host_tensors")
+LEVEL_COLUMNS = tuple(f"{lv}_{k}_bytes" for lv in ("sram", "l2", "hbm", "host") for k in ("read", "write"))
+
+
 def csv_text(results: list) -> str:
-    """Flat CSV in base units (bytes, seconds)."""
+    """Flat CSV in base units (bytes, seconds; ``l2_hit_rate`` a fraction), one row per run with every
+    configuration column, so that rows of a tiling sweep can be told apart; a skipped run has its
+    reason in ``skipped`` and empty counts."""
     out = io.StringIO()
-    fields = ["gpu", "algo", "seq_q", "seq_k", "head_dim", "batch", "heads", "kv_heads", "dtype", "causal",
-              "backward", "mode"] + [f"{lv}_{k}_bytes" for lv in ("sram", "l2", "hbm", "host") for k in ("read", "write")] \
-        + ["l2_hit_rate", "time_s", "bound", "peak_hbm_bytes"]
-    w = csv.DictWriter(out, fieldnames=fields)
+    fields = list(CONFIG_COLUMNS) + list(LEVEL_COLUMNS) + ["l2_hit_rate", "time_s", "bound", "peak_hbm_bytes",
+                                                           "hbm_capacity_bytes", "skipped"]
+    w = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
     w.writeheader()
     for r in results:
-        p = r.config["problem"]
-        d = {k: p[k] for k in ("seq_q", "seq_k", "head_dim", "batch", "heads", "kv_heads", "dtype", "causal", "backward")}
-        d |= {"gpu": r.gpu, "algo": r.config["algo"], "mode": r.mode, "l2_hit_rate": r.l2_hit_rate,
-              "time_s": r.time_s, "bound": r.bound, "peak_hbm_bytes": r.peak_hbm_bytes}
-        for lv, t in r.levels.items():
-            d[f"{lv}_read_bytes"], d[f"{lv}_write_bytes"] = t.read_bytes, t.write_bytes
+        c = r.config
+        d = {k: c["problem"][k] for k in ("seq_q", "seq_k", "head_dim", "batch", "heads", "kv_heads", "dtype",
+                                          "causal", "backward")}
+        d |= {k: c["tiling"][k] for k in ("block_m", "block_n", "warps", "stages", "grid_order")}
+        d |= {"gpu": r.gpu, "algo": c["algo"], "mode": r.mode, "host_tensors": "+".join(c.get("host_tensors", [])),
+              "peak_hbm_bytes": r.peak_hbm_bytes, "hbm_capacity_bytes": r.hbm_capacity_bytes}
+        if isinstance(r, Skipped):
+            d["skipped"] = r.reason
+        else:
+            d |= {"l2_hit_rate": r.l2_hit_rate, "time_s": r.time_s, "bound": r.bound}
+            for lv, t in r.levels.items():
+                d[f"{lv}_read_bytes"], d[f"{lv}_write_bytes"] = t.read_bytes, t.write_bytes
         w.writerow(d)
     return out.getvalue()

@@ -151,6 +151,40 @@ class RunResult:
                    d.get("final_writeback_bytes", 0))
 
 
+@dataclass(frozen=True)
+class Skipped:
+    """A run that was not simulated, and why: its tensors exceed the GPU's memory (``OOM: needs 1.1 TB of
+    40 GB``, as the FlashAttention paper's tables mark PyTorch) or its tiles do not fit. A sweep keeps it
+    as a row with its reason, so one such point never ends the sweep."""
+
+    config: dict
+    gpu: str
+    mode: str
+    reason: str  # one line
+    peak_hbm_bytes: int
+    hbm_capacity_bytes: int
+    field: str | None = None  # the configuration field at fault (None: the problem's size, for OOM)
+
+    @property
+    def out_of_memory(self) -> bool:
+        return self.peak_hbm_bytes > self.hbm_capacity_bytes
+
+    def to_dict(self) -> dict:
+        return {"config": self.config, "gpu": self.gpu, "mode": self.mode, "skipped": self.reason,
+                "field": self.field, "peak_hbm_bytes": self.peak_hbm_bytes,
+                "hbm_capacity_bytes": self.hbm_capacity_bytes, "out_of_memory": self.out_of_memory}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Skipped:
+        return cls(d["config"], d["gpu"], d["mode"], d["skipped"], d["peak_hbm_bytes"], d["hbm_capacity_bytes"],
+                   d.get("field"))
+
+
+def result_from_dict(d: dict) -> RunResult | Skipped:
+    """A simulated run or a skipped one, from what its ``to_dict`` wrote."""
+    return Skipped.from_dict(d) if "skipped" in d else RunResult.from_dict(d)
+
+
 def _kernel_dict(k: KernelResult) -> dict:
     d = {f.name: getattr(k, f.name) for f in fields(k)}
     d["levels"] = {lv: asdict(t) for lv, t in k.levels.items()}

@@ -4,6 +4,9 @@ A file is::
 
     {"schema": "iosim-results", "schema_version": 1, "results": [RunResult.to_dict(), ...]}
 
+A run that could not happen is kept as ``Skipped.to_dict()``: its configuration, GPU and reason
+(``"skipped": "OOM: needs 1.1 TB of 80 GB"``).
+
 Each result's ``config`` is checked by :meth:`RunConfig.from_dict`, every byte count, time and
 FLOP count must be a finite number >= 0, and the derived values ``to_dict`` adds (``levels``,
 ``bound``, ``achieved``, ...) are checked when present and ignored on reading. A bad file raises a
@@ -20,7 +23,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, ValidationError, field_validator
 
 from iosim.files import atomic_write_text
-from iosim.results.result import RunResult
+from iosim.results.result import RunResult, Skipped, result_from_dict
 from iosim.schedule.problem import MODES, ConfigError, RunConfig
 from iosim.schema import (
     FieldProblem,
@@ -29,6 +32,7 @@ from iosim.schema import (
     NonNegative,
     NonNegativeInt,
     error_line,
+    explain,
     read_json,
     schema_version,
 )
@@ -41,7 +45,7 @@ class ResultsError(ValueError):
     """A results file that cannot be written or read; one line naming the file and the field."""
 
 
-def save_results(results: Iterable[RunResult], path) -> Path:
+def save_results(results: Iterable[RunResult | Skipped], path) -> Path:
     """Write ``results`` as an ``iosim-results`` JSON file, atomically (all or nothing), validated first."""
     path = Path(path)
     if not path.parent.is_dir():
@@ -56,12 +60,12 @@ def save_results(results: Iterable[RunResult], path) -> Path:
     return path
 
 
-def load_results(path) -> list[RunResult]:
+def load_results(path) -> list[RunResult | Skipped]:
     """Read an ``iosim-results`` file; a bad one raises :class:`ResultsError` naming the file and field."""
     path = Path(path)
     doc = read_json(path, ResultsError)
     _validate(doc, path)
-    return [RunResult.from_dict(d) for d in doc["results"]]  # the file's own values: ints stay ints
+    return [result_from_dict(d) for d in doc["results"]]  # the file's own values: ints stay ints
 
 
 def _validate(doc: Any, path: Path) -> None:
@@ -69,6 +73,17 @@ def _validate(doc: Any, path: Path) -> None:
         _ResultsFile.model_validate(doc)
     except ValidationError as e:
         raise ResultsError(error_line(str(path), e, _ResultsFile)) from None
+    for i, result in enumerate(doc["results"]):
+        model = _Skipped if "skipped" in result else _Result
+        try:
+            model.model_validate(result)
+        except ValidationError as e:
+            raise ResultsError(_within(path, i, explain(e, model))) from None
+
+
+def _within(path: Path, i: int, problem: tuple) -> str:
+    where, message = problem
+    return f"{path}: results[{i}]{'.' + where if where else ''}: {message}"
 
 
 # --------------------------------------------------------------------------- the schema
@@ -147,10 +162,25 @@ class _Result(FileModel):
         return config
 
 
+class _Skipped(FileModel):
+    """A run that could not happen, as ``Skipped.to_dict`` writes it."""
+
+    config: dict[str, Any]
+    gpu: Line
+    mode: Literal[MODES]
+    skipped: Line
+    field: Line | None = None
+    peak_hbm_bytes: NonNegative
+    hbm_capacity_bytes: NonNegative
+    out_of_memory: bool | None = None  # derived
+
+    _run_config = field_validator("config")(_Result._run_config.__func__)
+
+
 _Version = schema_version(SCHEMA_VERSION)
 
 
 class _ResultsFile(FileModel):
     schema_: Literal[SCHEMA] = Field(alias="schema")
     schema_version: _Version
-    results: list[_Result]
+    results: list[dict[str, Any]]  # each a _Result, or a _Skipped where it has "skipped"

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from iosim.schedule import flash1, flash2, standard
 from iosim.schedule.common import Schedule, TensorSet, check_problem
+from iosim.schedule.ir import HOST
 from iosim.schedule.problem import RunConfig
 from iosim.schedule.tiling import resolve
 
@@ -29,11 +30,11 @@ def build_schedule(config: RunConfig) -> Schedule:
 def peak_footprint(tensors: tuple, kernels: tuple, keep: tuple) -> int:
     """Bytes allocated at the busiest kernel: inputs and outputs always, intermediates while in use.
 
-    An intermediate lives from the first kernel that touches it to the last (PyTorch frees a tensor
+    Tensors placed in host memory are not counted. An intermediate lives from the first kernel that touches it to the last (PyTorch frees a tensor
     when its last use ends); saved tensors of the forward pass (P, LSE) live on into the backward.
     ``keep`` names the tensors that live throughout (the call's inputs and outputs).
     """
-    names = [t.name for t in tensors]
+    names = [t.name for t in tensors if t.placement != HOST]  # host-resident tensors take no HBM
     size = {t.name: t.nbytes for t in tensors}
     first, last = {}, {}
     for k, kernel in enumerate(kernels):
