@@ -132,8 +132,9 @@ def test_summary_rows_show_every_field_with_unit_and_source():
 def test_write_profile_round_trips(name, tmp_path):
     out = write_profile(read_profile_dict(name), tmp_path / f"{name}.yaml", comment="a copy\nfor a test")
     a, b = load_profile(name), load_profile(out)
-    assert dataclasses.replace(b, path=a.path) == a
-    assert hash(dataclasses.replace(b, path=a.path)) == hash(a)
+    assert b.id == str(out.resolve())  # a copy named like the built-in is labelled by its path
+    assert dataclasses.replace(b, path=a.path, id=a.id) == a
+    assert hash(dataclasses.replace(b, path=a.path, id=a.id)) == hash(a)
     assert out.read_text().startswith("# a copy\n# for a test\n")
 
 
@@ -288,3 +289,35 @@ def test_non_utf8_file_is_one_line(tmp_path):
     with pytest.raises(ProfileError) as e:
         load_profile(path)
     assert str(e.value) == f"{path}: cannot read: not UTF-8 text (byte 0xd6 at offset {data.index(0xd6)})"
+
+
+@pytest.mark.parametrize("name,value,unit,needle", [
+    ("dram_efficiency", 1e-320, None, "outside what a GPU has"),  # used to divide to nan in the table
+    ("hbm_bandwidth", 5e6, "TB/s", "outside what a GPU has"),
+    ("launch_overhead", 5, "s", "outside what a GPU has"),
+    ("regs_per_sm", 1000, None, "must hold one warp at max_regs_per_thread"),
+])
+def test_implausible_values_are_refused_where_written(tmp_path, name, value, unit, needle):
+    import yaml
+
+    from iosim.hardware.profile import ProfileError, load_profile, read_profile_dict
+
+    d = read_profile_dict("h100")
+    d["fields"][name]["value"] = value
+    if unit:
+        d["fields"][name]["unit"] = unit
+    path = tmp_path / "odd.yaml"
+    path.write_text(yaml.safe_dump(d))
+    with pytest.raises(ProfileError, match=f"odd.yaml: fields.{name}: .*{needle}"):
+        load_profile(path)
+
+
+def test_a_users_profile_named_like_a_builtin_is_labelled_by_its_path(tmp_path):
+    import shutil
+
+    from iosim.hardware.profile import load_profile
+
+    builtin = load_profile("h100")
+    copy = tmp_path / f"{builtin.id}.yaml"
+    shutil.copy(builtin.path, copy)
+    assert load_profile(copy).id == str(copy.resolve()) != builtin.id

@@ -19,6 +19,7 @@ OPTION_OF = {"seq_q": "seq-len", "seq_k": "seq-k", "host_tensors": "host",
 COMMANDS = {
     "simulate": "iosim.cli.simulate_cmd:simulate",
     "plot": "iosim.cli.plot_cmd:plot",
+    "sweep": "iosim.cli.sweep_cmd:sweep",
     "validate": "iosim.cli.validate_cmd:validate",
     "profiles": "iosim.cli.profiles_cmd:profiles",
     "measure": "iosim.cli.measure_cmd:measure",

@@ -22,13 +22,17 @@ DEFAULT_TILING = Tiling()  # every algorithm's own defaults
 
 
 def _gpus(ctx, param, value):
-    names = [g for v in value for g in v.split(",") if g] or ["a100"]
-    for name in names:
+    given = [g.strip() for v in value for g in v.split(",")]
+    names = [g for g in given if g]
+    if value and not names:
+        raise click.BadParameter("no GPU given; see `iosim profiles` for the built-in ones")
+    paths = {}
+    for name in names or ["a100"]:
         try:
-            load_profile(name)
+            paths.setdefault(load_profile(name).path, name)  # an alias and its id name one GPU: once
         except ProfileError as e:
             raise click.BadParameter(str(e)) from None
-    return names
+    return list(paths.values())
 
 
 def _algos(ctx, param, value):
@@ -101,7 +105,8 @@ def sweep_options(seq_default: str, seq_callback=parse_sizes):
         click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True,
                      help="Worker processes for the simulations."),
         click.option("--save", type=PATH, callback=_save_path, default=None,
-                     help="Also write the simulated results to this JSON file (re-plot it with --from)."),
+                     help="Also write the simulated results to this JSON file (re-plot it with --from); written "
+                          "as runs finish, and runs already in it are not simulated again."),
         click.option("--from", "saved", type=PATH, callback=_saved_results, default=None,
                      help="Plot the results saved in this file instead of simulating; the options above "
                           "that describe a simulation are then ignored."),
@@ -194,7 +199,8 @@ def _results(opts: dict, tilings: tuple = (DEFAULT_TILING,)) -> list:
         work = [(c, g) for g in opts["gpu"] for c in configs]
         hidden = len(work) < 4 or not sys.stderr.isatty()
         with click.progressbar(length=len(work), label="simulating", file=sys.stderr, hidden=hidden) as bar:
-            results = sweep.run(work, jobs=opts["jobs"], progress=lambda _: bar.update(1))
+            results = sweep.run(work, jobs=opts["jobs"], progress=lambda _: bar.update(1),
+                                results_file=opts["save"])  # saved as they finish; a rerun resumes
     if opts["save"] is not None:
         sweep.save_results(results, opts["save"])
         click.echo(f"wrote {opts['save']} ({len(results)} runs)")

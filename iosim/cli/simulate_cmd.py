@@ -71,7 +71,8 @@ def parse_gpus(ctx, param, value):
     names = list(dict.fromkeys(g for g in given if g))
     if value and not names:
         raise click.BadParameter("no GPU given; see `iosim profiles` for the built-in ones")
-    return [load_profile(g) for g in names or ["a100"]]
+    profiles = [load_profile(g) for g in names or ["a100"]]
+    return list({p.path: p for p in profiles}.values())  # an alias and its id name one GPU: run it once
 
 
 @click.command()
@@ -105,10 +106,12 @@ def parse_gpus(ctx, param, value):
 @click.option("--kernel", "kernel", default=None, metavar="FILE.py:FN",
               help="Your Triton kernel's launcher fn(q, k, v, causal) (needs the kernels extra): simulated as "
                    "flash2 with the tiling its launches use, its math priced from its own compiled SASS.")
+@click.option("--jobs", "-j", "workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Worker processes for the runs (not with --kernel).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list, one object per run.")
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV, one row per run, in bytes and seconds.")
 def simulate(gpu, algo, seq, seq_k, head_dim, batch, heads, kv_heads, dtype, causal, backward, block_m, block_n,
-             warps, stages, grid_order, mode, host, kernel, as_json, as_csv):
+             warps, stages, grid_order, mode, host, kernel, workers, as_json, as_csv):
     """Simulate attention on a GPU: bytes per memory level (SRAM, L2, HBM, host), time, bound.
 
     With no options: standard attention vs FlashAttention-2, forward, fp16, d = 64, batch 4 × 16
@@ -133,12 +136,23 @@ def simulate(gpu, algo, seq, seq_k, head_dim, batch, heads, kv_heads, dtype, cau
         raise click.UsageError("--json and --csv are exclusive: choose one output format")
     jobs = [(c, g) for g in gpu for c in configs]
     quiet = as_json or as_csv or len(jobs) < 4 or not sys.stderr.isatty()
-    from iosim.simulate import simulate_or_skip
-
     if kernel:
         jobs = _kernel_jobs(kernel, jobs)
     else:
         jobs = [(c, g, None) for c, g in jobs]
+    if workers > 1 and not kernel:
+        from iosim import sweep
+
+        with click.progressbar(length=len(jobs), label="simulating", file=sys.stderr, hidden=quiet) as bar:
+            results = sweep.run([(c, g) for c, g, _ in jobs], jobs=workers, progress=lambda _: bar.update(1))
+    else:
+        results = _one_by_one(jobs, quiet)
+    _print(results, jobs, kernel, as_json, as_csv)
+
+
+def _one_by_one(jobs: list, quiet: bool) -> list:
+    from iosim.simulate import simulate_or_skip
+
     results = []
     with click.progressbar(jobs, label="simulating", file=sys.stderr, hidden=quiet) as bar:
         for config, profile, codes in bar:
@@ -147,6 +161,11 @@ def simulate(gpu, algo, seq, seq_k, head_dim, batch, heads, kv_heads, dtype, cau
                     results.append(simulate_or_skip(config, profile, codes=codes, progress=progress))
             else:
                 results.append(simulate_or_skip(config, profile, codes=codes))
+    return results
+
+
+def _print(results: list, jobs: list, kernel, as_json: bool, as_csv: bool) -> None:
+    """The table (or JSON, CSV); exit 2 where every run was refused for one option, 1 where none ran."""
     skipped = [r for r in results if isinstance(r, Skipped)]
     if skipped and len(skipped) == len(results) and all(r.field for r in skipped):
         raise ConfigError(skipped[0].field, skipped[0].reason.removeprefix(f"{skipped[0].field}: "))

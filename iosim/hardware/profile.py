@@ -247,12 +247,21 @@ def build_profile(data: Any, path: Path) -> Profile:
     values = {name: entry.base for name, entry in entries.items()}
     kwargs = {_ATTR.get(n, n): v for n, v in values.items() if not n.startswith("tensor_flops_")}
     return Profile(
-        id=Path(path).stem, name=doc.name, arch=doc.arch, path=Path(path),
+        id=profile_id(Path(path)), name=doc.name, arch=doc.arch, path=Path(path),
         tensor_flops=MappingProxyType({d: values[f"tensor_flops_{d}"] for d in TENSOR_DTYPES}),
         sources=MappingProxyType({n: e.source for n, e in entries.items()}),
         calibration=None if doc.calibration is None else MappingProxyType(dict(data["calibration"])),
         **kwargs,
     )
+
+
+def profile_id(path: Path) -> str:
+    """How results name a profile: its file's stem; a user's file named like a built-in one by its path,
+    so that the two are never labelled the same."""
+    path = Path(path)
+    if path.parent != profile_dir() and path.stem in builtin_profiles():
+        return str(path)
+    return path.stem
 
 
 # --------------------------------------------------------------------------- the schema
@@ -326,6 +335,10 @@ class _FieldsBase(FileModel):
             if a is not None and not (a <= b if op == "<=" else a < b):
                 raise FieldProblem(small, f"must be {op} {big} ({format_quantity(b, 'size')}), "
                                           f"got {format_quantity(a, 'size')}")
+        regs, most = base("regs_per_sm"), base("max_regs_per_thread")
+        if regs is not None and most is not None and regs < 32 * most:
+            raise FieldProblem("regs_per_sm", f"must hold one warp at max_regs_per_thread ({most} x 32 = "
+                                              f"{32 * most}), got {regs}")
         return self
 
 

@@ -1,6 +1,8 @@
 """The units a profile may write its numbers in, per dimension, and how a base-unit value is shown."""
 from __future__ import annotations
 
+import math
+
 # Allowed units per dimension, as factors to the base unit. Sizes take decimal (KB = 1e3) and binary
 # (KiB = 2**10) prefixes; rates take the decimal prefixes that datasheets quote them in.
 UNITS: dict[str, dict[str, int | float]] = {
@@ -12,6 +14,19 @@ UNITS: dict[str, dict[str, int | float]] = {
     "time": {"s": 1, "ms": 1e-3, "us": 1e-6, "ns": 1e-9},
     "count": {"count": 1},
     "fraction": {"fraction": 1},
+}
+
+
+# Base-unit bounds no GPU comes near, so that a typo or a broken measurement (an efficiency of
+# 1e-320 that later divides to NaN, a 1 EB L2) is refused where it is written, not met as nan later.
+PLAUSIBLE = {
+    "fraction": (0.01, 1.0),  # of a datasheet peak; a measured 1 % means the measurement failed
+    "bandwidth": (1e6, 1e15),  # 1 MB/s .. 1 PB/s
+    "flop rate": (1e9, 1e18),
+    "frequency": (1e7, 1e11),  # 10 MHz .. 100 GHz
+    "time": (0.0, 1.0),  # latencies and overheads: under a second
+    "size": (1, 2 ** 50),  # up to 1 PiB
+    "count": (1, 10 ** 7),
 }
 
 
@@ -29,6 +44,10 @@ def to_base(value: int | float, unit: str, dim: str) -> int | float:
     if dim == "fraction" and value > 1:
         raise ValueError(f"a fraction must be in (0, 1], got {value!r}")
     base = value * allowed[unit]
+    lo, hi = PLAUSIBLE.get(dim, (0, math.inf))
+    if not lo <= base <= hi:
+        raise ValueError(f"{value!r} {unit} is outside what a GPU has: {dim} must be within "
+                         f"{format_quantity(lo, dim)} .. {format_quantity(hi, dim)}")
     if dim in ("count", "size"):
         whole = round(base)
         if abs(base - whole) > 1e-9 * base:

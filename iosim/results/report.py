@@ -48,6 +48,8 @@ def table(results: list) -> str:
     """Aligned text table, one line per run; constant columns are hoisted into a header line."""
     rows = [row(r) for r in results]
     constant = [c for c in COLUMNS if len({x[c] for x in rows}) == 1 and len(rows) > 1]
+    if len(constant) == len(COLUMNS):  # identical rows: show them, not a header over nothing
+        constant = []
     shown = [c for c in COLUMNS if c not in constant]
     widths = {c: max(len(c), *(len(str(x[c])) for x in rows)) for c in shown}
     lines = []
