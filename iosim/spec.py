@@ -126,7 +126,7 @@ def _sizes(value, path: Path, where: str) -> list:
         return [value]
     import click
 
-    from iosim.cli.simulate_cmd import parse_sizes
+    from iosim.cli.options import parse_sizes
 
     try:
         return parse_sizes(None, None, str(value))

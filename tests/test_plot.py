@@ -284,3 +284,24 @@ def test_a_sweep_past_the_gpus_memory_is_plotted_and_saved_not_lost(tmp_path):
     assert skipped[0].reason.startswith("OOM: needs") and skipped[0].out_of_memory
     r = invoke("plot", "runtime", "--from", saved, "-o", tmp_path / "t.png")
     assert r.exit_code == 0 and "skipped: standard N=16384 on rtx4090: OOM: needs" in r.output
+
+
+def test_plot_reads_what_simulate_json_prints_and_writes_its_numbers_beside_the_figure(tmp_path):
+    """One results format: ``simulate --json`` output is a ``--from`` file; each figure gets a CSV of
+    the runs it plots (every configuration column, so tiling sweeps stay apart)."""
+    printed = invoke("simulate", "--algo", "flash2", "--seq-len", "512,1k", "--json").output
+    saved = tmp_path / "printed.json"
+    saved.write_text(printed)
+    r = invoke("plot", "runtime", "--from", saved, "-o", tmp_path / "t.png")
+    assert r.exit_code == 0, r.output
+    rows = (tmp_path / "t.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    assert len(rows) == 3 and {"block_m", "block_n", "time_s", "hbm_read_bytes"} <= set(header)
+    times = [float(row.split(",")[header.index("time_s")]) for row in rows[1:]]
+    assert times == [x["time_s"] for x in json.loads(printed)]
+    r = invoke("plot", "blocks", "--algo", "flash2", "--seq-len", "1k", "--block-m", "64,128", "--block-n", "64",
+               "-o", tmp_path / "b.png")
+    assert r.exit_code == 0, r.output
+    blocks = [row.split(",") for row in (tmp_path / "b.csv").read_text().splitlines()]
+    i = blocks[0].index("block_m")
+    assert [row[i] for row in blocks[1:]] == ["64", "128"]

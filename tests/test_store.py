@@ -77,8 +77,10 @@ def test_bad_file_is_one_line_naming_file_and_field(saved, change, expected):
 
 def test_top_level_and_encoding(tmp_path):
     path = tmp_path / "list.json"
-    path.write_text("[]")
-    with pytest.raises(ResultsError, match=r"list.json: top level: must be a mapping, got list$"):
+    path.write_text("[]")  # what `iosim simulate --json` prints for no run: no results
+    assert load_results(path) == []
+    path.write_text('"runs"')
+    with pytest.raises(ResultsError, match=r"list.json: top level: must be a mapping, got 'runs'$"):
         load_results(path)
     path.write_bytes(b'{"schema": "iosim-r\xe9sults"}')
     with pytest.raises(ResultsError) as e:
@@ -94,3 +96,17 @@ def test_save_refuses_what_it_could_not_read_back(results, tmp_path):
         save_results(results, tmp_path / "missing" / "runs.json")
     assert list(tmp_path.iterdir()) == []
     assert store.SCHEMA == "iosim-results"
+
+
+def test_to_dataframe_has_the_csv_rows(results, tmp_path):
+    """Notebooks get the same rows as the CSV: the frame written as CSV reads back as csv_text's table."""
+    pd = pytest.importorskip("pandas")
+    import io
+
+    from iosim.results import records, to_dataframe
+    from iosim.results.report import csv_text
+
+    frame = to_dataframe(results)
+    assert len(frame) == len(results) and list(frame.columns) == list(records(results)[0])
+    assert frame["time_s"].tolist() == [r.time_s for r in results]
+    assert pd.read_csv(io.StringIO(csv_text(results))).equals(pd.read_csv(io.StringIO(frame.to_csv(index=False))))

@@ -3,115 +3,26 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import sys
 
 import click
 
-from iosim.hardware.catalog import builtin_profiles
+from iosim.cli.options import parse_algos, parse_gpus, parse_sizes, run_configs, run_options
 from iosim.results import report
 from iosim.results.result import Skipped
-from iosim.schedule.problem import ALGOS, DTYPE_BYTES, GRID_ORDERS, MODES, ConfigError, Problem, RunConfig, Tiling
+from iosim.schedule.problem import ConfigError
 
-DEFAULT_SEQ = "1k,2k,4k,8k,16k"
-
-
-def parse_sizes(ctx, param, value):
-    """``1k,2k`` or ``512:64k`` (powers of two from 512 up to 64K); ``k`` means 1024; whole numbers > 0."""
-    if value is None:
-        return None
-    out = []
-    for part in str(value).replace(" ", "").split(","):
-        if ":" in part:
-            ends = part.split(":")
-            if len(ends) != 2:
-                raise click.BadParameter(f"{part!r}: a range is LOW:HIGH, e.g. 1k:16k")
-            lo, hi = (_size(x, value) for x in ends)
-            if lo > hi:
-                raise click.BadParameter(f"{part!r}: a range goes up, LOW:HIGH with LOW <= HIGH")
-            while lo <= hi:
-                out.append(lo)
-                lo *= 2
-        else:
-            out.append(_size(part, value))
-    return list(dict.fromkeys(out))  # each size once, in the order given
-
-
-def _size(text: str, value) -> int:
-    """One size: a whole number > 0, optionally with ``k`` (×1024): ``4096``, ``4k``, ``1.5k``."""
-    scale = 1024 if text.lower().endswith("k") else 1
-    digits = text[:-1] if scale > 1 else text
-    try:
-        number = int(digits) * scale if digits.isdigit() else float(digits) * scale
-    except ValueError:
-        number = None
-    if number is None or not math.isfinite(number) or number != int(number) or number <= 0:
-        what = repr(text) if text else "an empty size"
-        raise click.BadParameter(f"{value!r}: {what} is not a whole number > 0; give sizes like 4096, 4k or a "
-                                 "doubling range 1k:16k")
-    return int(number)
-
-
-def parse_algos(ctx, param, value):
-    given = [a.strip() for v in value for a in v.split(",")]
-    names = list(dict.fromkeys(a for a in given if a))  # each algorithm once, in the order given
-    if value and not names:
-        raise click.BadParameter(f"no algorithm given; choose from {', '.join(ALGOS)}")
-    names = names or ["standard", "flash2"]
-    bad = [a for a in names if a not in ALGOS]
-    if bad:
-        raise click.BadParameter(f"{bad[0]!r} is not one of {', '.join(ALGOS)}")
-    return names
-
-
-def parse_gpus(ctx, param, value):
-    from iosim.hardware.profile import load_profile  # validation machinery: only when options are parsed
-
-    given = [g.strip() for v in value for g in v.split(",")]
-    names = list(dict.fromkeys(g for g in given if g))
-    if value and not names:
-        raise click.BadParameter("no GPU given; see `iosim profiles` for the built-in ones")
-    profiles = [load_profile(g) for g in names or ["a100"]]
-    return list({p.path: p for p in profiles}.values())  # an alias and its id name one GPU: run it once
+__all__ = ["simulate", "parse_sizes", "parse_algos", "parse_gpus"]  # the parsers live in iosim.cli.options
 
 
 @click.command()
-@click.option("--gpu", multiple=True, callback=parse_gpus, metavar="NAME|FILE",
-              help=f"GPU profile, built in ({', '.join(builtin_profiles())}; aliases a100, h100, 4090) or a "
-                   "profile YAML; repeat or comma-separate to compare. [default: a100]")
-@click.option("--algo", multiple=True, callback=parse_algos, metavar="ALGO",
-              help=f"Algorithm(s), comma-separated: {', '.join(ALGOS)}. [default: standard,flash2]")
-@click.option("--seq-len", "seq", default=DEFAULT_SEQ, show_default=True, callback=parse_sizes,
-              help="Sequence length(s) N: a list (1k,4k) or a doubling range (512:64k).")
-@click.option("--seq-k", type=int, default=None, help="Key/value length if different from N (non-causal).")
-@click.option("--head-dim", "-d", type=int, default=64, show_default=True, help="Head dimension d.")
-@click.option("--batch", "-b", type=int, default=4, show_default=True, help="Batch size.")
-@click.option("--heads", type=int, default=16, show_default=True, help="Query heads.")
-@click.option("--kv-heads", type=int, default=None, help="Key/value heads (GQA; 1 = MQA). [default: --heads]")
-@click.option("--dtype", type=click.Choice(list(DTYPE_BYTES)), default="fp16", show_default=True)
-@click.option("--causal", is_flag=True, help="Causal mask (flash kernels skip fully masked blocks).")
-@click.option("--backward", is_flag=True, help="Forward and backward pass.")
-@click.option("--block-m", type=int, default=None, help="Rows of Q per tile (B_r). [default: per algorithm]")
-@click.option("--block-n", type=int, default=None, help="Rows of K/V per tile (B_c). [default: per algorithm]")
-@click.option("--warps", type=int, default=None, help="Warps per CTA. [default: per algorithm]")
-@click.option("--stages", type=int, default=None, help="Software pipeline stages. [default: per algorithm]")
-@click.option("--grid-order", type=click.Choice(GRID_ORDERS), default="rows", show_default=True,
-              help="rows: the Q blocks of one head launch together (FlashAttention-2); "
-                   "heads: the same Q block of every head launches together (flash2 only).")
-@click.option("--mode", type=click.Choice(MODES), default="plain", show_default=True,
-              help="plain: L2 contents carry across kernels; ncu: L2 flushed before each kernel, as "
-                   "Nsight Compute measures.")
-@click.option("--host", "host", multiple=True, type=click.Choice(["Q", "K", "V", "O"]),
-              help="Place a tensor in host memory, read over the host link (repeatable).")
+@run_options()
 @click.option("--kernel", "kernel", default=None, metavar="FILE.py:FN",
               help="Your Triton kernel's launcher fn(q, k, v, causal) (needs the kernels extra): simulated as "
                    "flash2 with the tiling its launches use, its math priced from its own compiled SASS.")
-@click.option("--jobs", "-j", "workers", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Worker processes for the runs (not with --kernel).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list, one object per run.")
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV, one row per run, in bytes and seconds.")
-def simulate(gpu, algo, seq, seq_k, head_dim, batch, heads, kv_heads, dtype, causal, backward, block_m, block_n,
-             warps, stages, grid_order, mode, host, kernel, workers, as_json, as_csv):
+def simulate(kernel, as_json, as_csv, **opts):
     """Simulate attention on a GPU: bytes per memory level (SRAM, L2, HBM, host), time, bound.
 
     With no options: standard attention vs FlashAttention-2, forward, fp16, d = 64, batch 4 × 16
@@ -124,17 +35,12 @@ def simulate(gpu, algo, seq, seq_k, head_dim, batch, heads, kv_heads, dtype, cau
     per kernel where its time goes (tensor cores, SIMT pipes, memory).
     """
     if kernel:
-        algo = _kernel_algo(algo)
-    configs = [
-        RunConfig(algo=a, problem=Problem(batch=batch, heads=heads, kv_heads=kv_heads, seq_q=n, seq_k=seq_k,
-                                          head_dim=head_dim, dtype=dtype, causal=causal, backward=backward),
-                  tiling=Tiling(block_m=block_m, block_n=block_n, warps=warps, stages=stages, grid_order=grid_order),
-                  mode=mode, host_tensors=host)
-        for a in algo for n in seq
-    ]
+        opts["algo"] = _kernel_algo(opts["algo"])
+    configs = run_configs(opts)
+    workers = opts["workers"]
     if as_json and as_csv:
         raise click.UsageError("--json and --csv are exclusive: choose one output format")
-    jobs = [(c, g) for g in gpu for c in configs]
+    jobs = [(c, g) for g in opts["gpu"] for c in configs]
     quiet = as_json or as_csv or len(jobs) < 4 or not sys.stderr.isatty()
     if kernel:
         jobs = _kernel_jobs(kernel, jobs)

@@ -63,21 +63,20 @@ def table(results: list) -> str:
 CONFIG_COLUMNS = ("gpu", "algo", "seq_q", "seq_k", "head_dim", "batch", "heads", "kv_heads", "dtype", "causal",
                   "backward", "block_m", "block_n", "warps", "stages", "grid_order", "mode", "host_tensors")
 LEVEL_COLUMNS = tuple(f"{lv}_{k}_bytes" for lv in ("sram", "l2", "hbm", "host") for k in ("read", "write"))
+FIELDS = [*CONFIG_COLUMNS, *LEVEL_COLUMNS, "l2_hit_rate", "time_s", "bound", "peak_hbm_bytes", "hbm_capacity_bytes",
+          "skipped"]
 
 
-def csv_text(results: list) -> str:
-    """Flat CSV in base units (bytes, seconds; ``l2_hit_rate`` a fraction), one row per run with every
+def records(results: list) -> list[dict]:
+    """One flat dict per run in base units (bytes, seconds; ``l2_hit_rate`` a fraction) with every
     configuration column, so that rows of a tiling sweep can be told apart; a skipped run has its
-    reason in ``skipped`` and empty counts."""
-    out = io.StringIO()
-    fields = list(CONFIG_COLUMNS) + list(LEVEL_COLUMNS) + ["l2_hit_rate", "time_s", "bound", "peak_hbm_bytes",
-                                                           "hbm_capacity_bytes", "skipped"]
-    w = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
-    w.writeheader()
+    reason in ``skipped`` and no counts. The rows of :func:`csv_text` and of ``to_dataframe``."""
+    out = []
     for r in results:
         c = r.config
-        d = {k: c["problem"][k] for k in ("seq_q", "seq_k", "head_dim", "batch", "heads", "kv_heads", "dtype",
-                                          "causal", "backward")}
+        d = dict.fromkeys(FIELDS)
+        d |= {k: c["problem"][k] for k in ("seq_q", "seq_k", "head_dim", "batch", "heads", "kv_heads", "dtype",
+                                           "causal", "backward")}
         d |= {k: c["tiling"][k] for k in ("block_m", "block_n", "warps", "stages", "grid_order")}
         d |= {"gpu": r.gpu, "algo": c["algo"], "mode": r.mode, "host_tensors": "+".join(c.get("host_tensors", [])),
               "peak_hbm_bytes": r.peak_hbm_bytes, "hbm_capacity_bytes": r.hbm_capacity_bytes}
@@ -87,5 +86,23 @@ def csv_text(results: list) -> str:
             d |= {"l2_hit_rate": r.l2_hit_rate, "time_s": r.time_s, "bound": r.bound}
             for lv, t in r.levels.items():
                 d[f"{lv}_read_bytes"], d[f"{lv}_write_bytes"] = t.read_bytes, t.write_bytes
-        w.writerow(d)
+        out.append(d)
+    return out
+
+
+def csv_text(results: list) -> str:
+    """Flat CSV of :func:`records`: one row per run, in base units."""
+    out = io.StringIO()
+    w = csv.DictWriter(out, fieldnames=FIELDS, lineterminator="\n")
+    w.writeheader()
+    w.writerows(records(results))
     return out.getvalue()
+
+
+def to_dataframe(results: list):
+    """:func:`records` as a pandas DataFrame, for notebooks (pandas is not a dependency of iosim)."""
+    try:
+        import pandas as pd
+    except ImportError:
+        raise ImportError("to_dataframe needs pandas: pip install pandas") from None
+    return pd.DataFrame(records(results), columns=FIELDS)

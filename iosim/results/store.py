@@ -61,9 +61,12 @@ def save_results(results: Iterable[RunResult | Skipped], path) -> Path:
 
 
 def load_results(path) -> list[RunResult | Skipped]:
-    """Read an ``iosim-results`` file; a bad one raises :class:`ResultsError` naming the file and field."""
+    """Read an ``iosim-results`` file (or the list ``iosim simulate --json`` prints); a bad one raises
+    :class:`ResultsError` naming the file and field."""
     path = Path(path)
     doc = read_json(path, ResultsError)
+    if isinstance(doc, list):  # what `iosim simulate --json` prints: the same results, without the envelope
+        doc = {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "results": doc}
     _validate(doc, path)
     return [result_from_dict(d) for d in doc["results"]]  # the file's own values: ints stay ints
 
@@ -127,6 +130,7 @@ class _Kernel(FileModel):
     regs_per_thread: NonNegativeInt = 0
     smem_bytes: NonNegativeInt = 0
     bound: Line | None = None  # derived
+    time_split: dict[str, Any] | None = None  # derived, where a user's kernel was priced (simulate --kernel)
 
 
 class _Result(FileModel):

@@ -1,0 +1,151 @@
+"""The one option set that describes a run, shared by ``iosim simulate`` and ``iosim plot`` (and the
+same fields as :class:`~iosim.schedule.problem.RunConfig` and a sweep spec): GPU, algorithm, N, seq_k,
+d, batch, heads, kv-heads, dtype, causal, backward, tiling, grid order, mode, host placement, jobs."""
+from __future__ import annotations
+
+import math
+
+import click
+
+from iosim.hardware.catalog import builtin_profiles
+from iosim.schedule.problem import ALGOS, DTYPE_BYTES, GRID_ORDERS, MODES, Problem, RunConfig, Tiling
+
+DEFAULT_SEQ = "1k,2k,4k,8k,16k"
+
+
+def parse_sizes(ctx, param, value):
+    """``1k,2k`` or ``512:64k`` (powers of two from 512 up to 64K); ``k`` means 1024; whole numbers > 0."""
+    if value is None:
+        return None
+    out = []
+    for part in str(value).replace(" ", "").split(","):
+        if ":" in part:
+            ends = part.split(":")
+            if len(ends) != 2:
+                raise click.BadParameter(f"{part!r}: a range is LOW:HIGH, e.g. 1k:16k")
+            lo, hi = (_size(x, value) for x in ends)
+            if lo > hi:
+                raise click.BadParameter(f"{part!r}: a range goes up, LOW:HIGH with LOW <= HIGH")
+            while lo <= hi:
+                out.append(lo)
+                lo *= 2
+        else:
+            out.append(_size(part, value))
+    return list(dict.fromkeys(out))  # each size once, in the order given
+
+
+def _size(text: str, value) -> int:
+    """One size: a whole number > 0, optionally with ``k`` (×1024): ``4096``, ``4k``, ``1.5k``."""
+    scale = 1024 if text.lower().endswith("k") else 1
+    digits = text[:-1] if scale > 1 else text
+    try:
+        number = int(digits) * scale if digits.isdigit() else float(digits) * scale
+    except ValueError:
+        number = None
+    if number is None or not math.isfinite(number) or number != int(number) or number <= 0:
+        what = repr(text) if text else "an empty size"
+        raise click.BadParameter(f"{value!r}: {what} is not a whole number > 0; give sizes like 4096, 4k or a "
+                                 "doubling range 1k:16k")
+    return int(number)
+
+
+def parse_algos(ctx, param, value):
+    given = [a.strip() for v in value for a in v.split(",")]
+    names = list(dict.fromkeys(a for a in given if a))  # each algorithm once, in the order given
+    if value and not names:
+        raise click.BadParameter(f"no algorithm given; choose from {', '.join(ALGOS)}")
+    names = names or ["standard", "flash2"]
+    bad = [a for a in names if a not in ALGOS]
+    if bad:
+        raise click.BadParameter(f"{bad[0]!r} is not one of {', '.join(ALGOS)}")
+    return names
+
+
+def parse_gpus(ctx, param, value):
+    from iosim.hardware.profile import ProfileError, load_profile  # validation machinery: only when parsed
+
+    given = [g.strip() for v in value for g in v.split(",")]
+    names = list(dict.fromkeys(g for g in given if g))
+    if value and not names:
+        raise click.BadParameter("no GPU given; see `iosim profiles` for the built-in ones")
+    try:
+        profiles = [load_profile(g) for g in names or ["a100"]]
+    except ProfileError as e:
+        raise click.BadParameter(str(e)) from None
+    return list({p.path: p for p in profiles}.values())  # an alias and its id name one GPU: run it once
+
+
+
+def run_options(seq_default: str = DEFAULT_SEQ, algo_default: str = "standard,flash2", seq_callback=parse_sizes,
+                tiles: bool = True):
+    """Decorate a command with the options that describe its runs (``tiles=False``: the command takes
+    --block-m/--block-n itself, as lists)."""
+    def algos(ctx, param, value):
+        return parse_algos(ctx, param, value or (algo_default,))
+
+    options = [
+        click.option("--gpu", multiple=True, callback=parse_gpus, metavar="NAME|FILE",
+                     help=f"GPU profile, built in ({', '.join(builtin_profiles())}; aliases a100, h100, 4090) or a "
+                          "profile YAML; repeat or comma-separate to compare. [default: a100]"),
+        click.option("--algo", multiple=True, callback=algos, metavar="ALGO",
+                     help=f"Algorithm(s), comma-separated: {', '.join(ALGOS)}. [default: {algo_default}]"),
+        click.option("--seq-len", "seq", default=seq_default, show_default=True, callback=seq_callback,
+                     help="Sequence length(s) N: a list (1k,4k) or a doubling range (512:64k)."),
+        click.option("--seq-k", type=click.IntRange(min=1), default=None,
+                     help="Key/value length if different from N (non-causal)."),
+        click.option("--head-dim", "-d", type=click.IntRange(min=1), default=64, show_default=True,
+                     help="Head dimension d."),
+        click.option("--batch", "-b", type=click.IntRange(min=1), default=4, show_default=True, help="Batch size."),
+        click.option("--heads", type=click.IntRange(min=1), default=16, show_default=True, help="Query heads."),
+        click.option("--kv-heads", type=click.IntRange(min=1), default=None,
+                     help="Key/value heads (GQA; 1 = MQA). [default: --heads]"),
+        click.option("--dtype", type=click.Choice(list(DTYPE_BYTES)), default="fp16", show_default=True,
+                     help="Element type of Q, K, V and O."),
+        click.option("--causal", is_flag=True, help="Causal mask (flash kernels skip fully masked blocks)."),
+        click.option("--backward", is_flag=True, help="Forward and backward pass."),
+    ]
+    if tiles:
+        options += [
+            click.option("--block-m", type=int, default=None, help="Rows of Q per tile (B_r). [default: per algorithm]"),
+            click.option("--block-n", type=int, default=None,
+                         help="Rows of K/V per tile (B_c). [default: per algorithm]"),
+        ]
+    options += [
+        click.option("--warps", type=int, default=None, help="Warps per CTA. [default: per algorithm]"),
+        click.option("--stages", type=int, default=None, help="Software pipeline stages. [default: per algorithm]"),
+        click.option("--grid-order", type=click.Choice(GRID_ORDERS), default="rows", show_default=True,
+                     help="rows: the Q blocks of one head launch together (FlashAttention-2); "
+                          "heads: the same Q block of every head launches together (flash2 only)."),
+        click.option("--mode", type=click.Choice(MODES), default="plain", show_default=True,
+                     help="plain: L2 contents carry across kernels; ncu: L2 flushed before each kernel, as "
+                          "Nsight Compute measures."),
+        click.option("--host", "host", multiple=True, type=click.Choice(["Q", "K", "V", "O"]),
+                     help="Place a tensor in host memory, read and written over the host link (repeatable)."),
+        click.option("--jobs", "-j", "workers", type=click.IntRange(min=1), default=1, show_default=True,
+                     help="Worker processes for the runs."),
+    ]
+
+    def decorate(f):
+        for option in reversed(options):
+            f = option(f)
+        return f
+
+    return decorate
+
+
+RUN_FIELDS = ("gpu", "algo", "seq", "seq_k", "head_dim", "batch", "heads", "kv_heads", "dtype", "causal", "backward",
+              "block_m", "block_n", "warps", "stages", "grid_order", "mode", "host", "workers")
+
+
+def run_configs(o: dict, tilings=None) -> list:
+    """Every run the options describe, algorithm by algorithm, tiling by tiling, N by N."""
+    if tilings is None:
+        tilings = [Tiling(block_m=o.get("block_m"), block_n=o.get("block_n"), warps=o["warps"], stages=o["stages"],
+                          grid_order=o["grid_order"])]
+    return [
+        RunConfig(algo=a, problem=Problem(batch=o["batch"], heads=o["heads"], kv_heads=o["kv_heads"], seq_q=n,
+                                          seq_k=o["seq_k"], head_dim=o["head_dim"], dtype=o["dtype"],
+                                          causal=o["causal"], backward=o["backward"]),
+                  tiling=t, mode=o["mode"], host_tensors=o["host"])
+        for a in o["algo"] for t in tilings for n in o["seq"]
+    ]
