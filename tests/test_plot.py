@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -165,14 +166,22 @@ def test_memory_vs_seqlen_draws_capacity(results):
     assert len(lines(ax)) == 4 + 2
 
 
-def test_block_sweep_one_line_per_algorithm():
+def test_block_sweep_is_a_heatmap_over_the_tiles():
     rs = sweep.run([(c, "a100") for bm, bn in ((64, 32), (64, 64), (128, 32))
                     for c in configs(("flash2",), (512,), block_m=bm, block_n=bn)])
     fig = plotting.block_sweep(rs)
     hbm, time = fig.axes
-    assert [t.get_text() for t in hbm.get_xticklabels()] == ["64×32", "64×64", "128×32"]
-    assert len(hbm.get_lines()) == len(time.get_lines()) == 1
-    assert list(time.get_lines()[0].get_ydata()) == [r.time_s for r in rs]
+    assert [t.get_text() for t in time.get_yticklabels()] == ["64", "128"]  # block_m down the rows
+    assert [t.get_text() for t in time.get_xticklabels()] == ["32", "64"]  # block_n across
+    cells = time.get_images()[0].get_array()
+    expected = {(64, 32): rs[0].time_s, (64, 64): rs[1].time_s, (128, 32): rs[2].time_s}
+    for (m, n), t in expected.items():
+        assert cells[[64, 128].index(m), [32, 64].index(n)] == pytest.approx(np.log10(t))
+    assert cells.mask[1, 1]  # 128 × 64 was not simulated: an empty cell, not a zero
+    best = min(expected, key=expected.get)
+    (outline,) = time.patches
+    assert outline.get_xy() == ([32, 64].index(best[1]) - 0.5, [64, 128].index(best[0]) - 0.5)
+    assert len(hbm.texts) == len(time.texts) == 3
     with pytest.raises(plotting.PlotError, match="one N"):
         plotting.block_sweep(rs + sweep.run([(configs(("flash2",), (1024,))[0], "a100")]))
 
@@ -305,3 +314,14 @@ def test_plot_reads_what_simulate_json_prints_and_writes_its_numbers_beside_the_
     blocks = [row.split(",") for row in (tmp_path / "b.csv").read_text().splitlines()]
     i = blocks[0].index("block_m")
     assert [row[i] for row in blocks[1:]] == ["64", "128"]
+
+
+def test_plot_io_by_gpu_has_a_column_per_gpu(tmp_path):
+    r = invoke("plot", "io", "--gpu", "a100,h100", "--algo", "flash2", "--seq-len", "512,1k", "--by-gpu",
+               "-o", tmp_path / "io.png")
+    assert r.exit_code == 0, r.output
+    r = invoke("plot", "io", "--gpu", "a100,h100", "--algo", "flash2", "--seq-len", "512,1k", "-o", tmp_path / "one.png")
+    assert r.exit_code == 0 and (tmp_path / "io.csv").read_text() == (tmp_path / "one.csv").read_text()
+    fig = plotting.io_vs_seqlen(sweep.run([(c, g) for g in ("a100", "h100") for c in configs(("flash2",), (512, 1024))]),
+                                by_gpu=True)
+    assert len(fig.axes) == 3 * 2 and "a100" in fig.axes[0].get_title() and "h100" in fig.axes[1].get_title()

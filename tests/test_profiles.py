@@ -321,3 +321,20 @@ def test_a_users_profile_named_like_a_builtin_is_labelled_by_its_path(tmp_path):
     copy = tmp_path / f"{builtin.id}.yaml"
     shutil.copy(builtin.path, copy)
     assert load_profile(copy).id == str(copy.resolve()) != builtin.id
+
+
+def test_profiles_new_writes_a_template_that_loads_like_its_base(tmp_path):
+    from click.testing import CliRunner
+
+    from iosim.cli import main
+    from iosim.hardware.profile import load_profile
+
+    out = tmp_path / "my-gpu.yaml"
+    r = CliRunner().invoke(main, ["profiles", "new", "--base", "h100", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    mine, base = load_profile(out), load_profile("h100")
+    assert mine.id == "my-gpu" and mine.name.endswith("(edited copy)")
+    assert dataclasses.replace(mine, id=base.id, name=base.name, path=base.path) == base  # every number kept
+    assert out.read_text().startswith("# A GPU profile for iosim, started from h100-sxm")
+    again = CliRunner().invoke(main, ["profiles", "new", "-o", str(out)])
+    assert again.exit_code == 2 and "exists" in again.output  # never overwrites an edited file

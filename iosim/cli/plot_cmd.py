@@ -110,14 +110,15 @@ def plot():
 @plot.command()
 @sweep_options("1k:16k")
 @measured_option
-def io(output, measured, **opts):
+@click.option("--by-gpu", is_flag=True, help="A column of panels per GPU (a row per level) instead of one panel per level.")
+def io(output, measured, by_gpu, **opts):
     """Bytes read + written per level (HBM, L2, SRAM) against N, log-log, with the paper's closed forms.
 
     One line per GPU and algorithm; the FlashAttention paper's HBM access counts (no cache) dashed in
     the algorithm's colour; with --measured, the matching cases' DRAM and L2 counters as open markers.
     """
     runs = _simulated(_results(opts))
-    _write(plotting.io_vs_seqlen(runs, measured=measured), output, runs)
+    _write(plotting.io_vs_seqlen(runs, measured=measured, by_gpu=by_gpu), output, runs)
 
 
 @plot.command()

@@ -1,9 +1,12 @@
 """``iosim profiles``: the GPU profiles iosim knows, and every number in one with its source."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
-from iosim.hardware.profile import builtin_profiles, load_profile
+from iosim.files import unwritable
+from iosim.hardware.profile import builtin_profiles, load_profile, read_profile_dict, write_profile
 
 
 @click.group(invoke_without_command=True)
@@ -28,3 +31,31 @@ def show(name):
     w1 = max(len(r[1]) for r in rows)
     for field, value, source in rows:
         click.echo(f"  {field:{w0}s}  {value:>{w1}s}  {source}")
+
+
+@profiles.command()
+@click.option("--base", default="h100", show_default=True, metavar="NAME|FILE",
+              help="The profile to start from: a built-in name or a YAML file.")
+@click.option("--name", "title", default=None, help="The GPU's name in the new file. [default: the base's, marked as a copy]")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The new profile file (.yaml); it is not overwritten if it exists.")
+def new(base, title, output):
+    """Write a profile to edit: every field of --base with its value, unit and source, one per line.
+
+    Change the values your GPU differs in and say where each came from in its ``source``; then
+    ``iosim simulate --gpu FILE`` uses it (``iosim profiles show FILE`` checks it).
+    """
+    if output.suffix not in (".yaml", ".yml"):
+        raise click.BadParameter(f"{output}: a profile file ends in .yaml", param_hint="--output")
+    problem = "exists; choose another name or remove it" if output.exists() else unwritable(output)
+    if problem:
+        raise click.BadParameter(f"{output}: {problem}", param_hint="--output")
+    raw = read_profile_dict(base)
+    raw["name"] = title or f"{raw['name']} (edited copy)"
+    raw.pop("calibration", None)
+    base_id = load_profile(base).id
+    write_profile(raw, output, comment=(
+        f"A GPU profile for iosim, started from {base_id}: edit the values your GPU differs in and name\n"
+        "each one's source (a datasheet section, or 'measured: <file/command>'). Units per field: see\n"
+        "`iosim profiles show` and iosim/hardware/units.py. Check it with: iosim profiles show THIS_FILE"))
+    click.echo(f"wrote {output} (from {base_id}); edit it, then: iosim simulate --gpu {output}")

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter, NullLocator
 
 from iosim.costs import closed_forms
@@ -90,27 +92,41 @@ def runtime_vs_seqlen(results, measured=None) -> Figure:
 
 
 def block_sweep(results) -> Figure:
-    """HBM bytes and time against the tile shape (block_m × block_n) at one N, one line per (GPU, algorithm)."""
+    """HBM bytes and time over the tile shape at one N: a heatmap per (GPU, algorithm) and metric, rows
+    block_m, columns block_n, each cell labelled with its value and the fastest tile outlined."""
     results = _nonempty(results)
     ns = sorted({r.config["problem"]["seq_q"] for r in results})
     if len(ns) != 1:
         raise PlotError(f"block_sweep takes results of one N, got N = {', '.join(map(str, ns))}")
-    blocks = sorted({_tile(r) for r in results})
-    fig = Figure(figsize=(8.5, 3.8), layout="constrained")
-    axes = fig.subplots(1, 2)
-    for key, rs in _series(results, by=_tile).items():
-        x = [blocks.index(_tile(r)) for r in rs]
-        axes[0].plot(x, [r.levels["hbm"].total for r in rs], **_style(key, results))
-        axes[1].plot(x, [r.time_s for r in rs], **_style(key, results))
-    for ax, title, fmt in ((axes[0], "HBM (DRAM) bytes read + written", _bytes_formatter),
-                           (axes[1], "predicted time", _time_formatter)):
-        ax.set_yscale("log")
-        _y_ticks(ax, fmt)
-        ax.set_xticks(range(len(blocks)), [f"{m}×{n}" for m, n in blocks], rotation=45, fontsize=8)
-        ax.set(xlabel="block_m × block_n", title=title)
-        ax.grid(True, which="major", alpha=0.3)
-    _legend(fig)
-    fig.suptitle(_problem_title(results), fontsize=10)
+    series = _series(results, by=_tile)
+    ms = sorted({_tile(r)[0] for r in results})
+    ns_ = sorted({_tile(r)[1] for r in results})
+    fig = Figure(figsize=(1.2 * len(ns_) * 2 + 2.4, 1.0 * len(ms) * len(series) + 1.6), layout="constrained")
+    grid = fig.subplots(len(series), 2, squeeze=False)
+    metrics = (("HBM bytes read + written", lambda r: r.levels["hbm"].total, human_bytes),
+               ("predicted time", lambda r: r.time_s, human_time))
+    for row, (key, rs) in enumerate(series.items()):
+        gpu, algo, _ = key
+        for col, (title, value, text) in enumerate(metrics):
+            ax = grid[row][col]
+            cells = np.full((len(ms), len(ns_)), np.nan)
+            for r in rs:
+                m, n = _tile(r)
+                cells[ms.index(m), ns_.index(n)] = value(r)
+            # colour from the best cell (light) to twice it and beyond (dark): near-equal cells look alike
+            low = np.log10(np.nanmin(cells))
+            ax.imshow(np.log10(cells), cmap="viridis_r", aspect="auto", vmin=low, vmax=low + np.log10(2))
+            for (i, j), v in np.ndenumerate(cells):
+                if np.isfinite(v):
+                    dark = np.log10(v) - low > 0.5 * np.log10(2)
+                    ax.text(j, i, text(v), ha="center", va="center", fontsize=8, color="white" if dark else "black")
+            best = np.unravel_index(np.nanargmin(cells), cells.shape)
+            ax.add_patch(Rectangle((best[1] - 0.5, best[0] - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2))
+            ax.set_xticks(range(len(ns_)), ns_)
+            ax.set_yticks(range(len(ms)), ms)
+            ax.set(xlabel="block_n", ylabel="block_m", title=f"{title} — {algo} ({gpu})")
+            ax.title.set_fontsize(9)
+    fig.suptitle(_problem_title(results) + f", N = {ns[0]}", fontsize=10)
     return fig
 
 
