@@ -112,3 +112,19 @@ def test_truncated_file_and_a_plot_folder_that_cannot_be(tmp_path):
     assert r.exit_code == 2 and "cut.json" in r.output
     r = CliRunner().invoke(main, ["validate", str(good), "--plots", str(cut / "figures")])  # under a file
     assert r.exit_code == 2 and "--plots" in r.output and "not a folder" in r.output
+
+
+def test_validate_names_only_its_own_options(tmp_path):
+    """Options of --live alone are refused without it; a case the model cannot run is listed with a
+    reason that names no option of another command."""
+    good = _subset(tmp_path)
+    for extra in (["--grid", "default"], ["--out", str(tmp_path / "runs")]):
+        r = CliRunner().invoke(main, ["validate", str(good), *extra])
+        assert r.exit_code == 2 and f"{extra[0]} applies with --live" in r.output
+    doc = json.loads(good.read_text())
+    doc["cases"][0]["run_config"]["tiling"] |= {"block_m": 256, "block_n": 256, "stages": 6}
+    good.write_text(json.dumps(doc))
+    r = CliRunner().invoke(main, ["validate", str(good), "--json"])
+    assert r.exit_code == 0, r.output
+    (skipped,) = json.loads(r.output)["skipped"]
+    assert "shared memory per CTA" in skipped["why"] and "--" not in skipped["why"]

@@ -36,6 +36,10 @@ def validate(files, live, grid, out, gpu, as_json, plots):
     table shows predicted, measured and the error; the paper's closed-form DRAM count stands beside
     it. The summary gives median and max |error| per metric and the worst cases.
     """
+    source = click.get_current_context().get_parameter_source
+    for option, name in (("--grid", "grid"), ("--out", "out")):
+        if not live and source(name) != click.core.ParameterSource.DEFAULT:
+            raise click.UsageError(f"{option} applies with --live (what to measure, and where); add --live or drop it")
     for option, folder in (("--plots", plots), ("--out", out)):
         problem = folder and unwritable(folder, folder=True)
         if problem:

@@ -10,7 +10,7 @@ def ctas_per_sm(kernel, profile) -> int:
         raise ConfigError(
             "tiling",
             f"{kernel.name} needs {kernel.smem_bytes} bytes of shared memory per CTA; {profile.name} allows "
-            f"{profile.smem_per_cta} (lower --block-m, --block-n or --stages)",
+            f"{profile.smem_per_cta}: smaller tiles or fewer pipeline stages fit",
         )
     limits = [profile.max_ctas_per_sm, profile.max_warps_per_sm // kernel.warps]
     if kernel.smem_bytes:
