@@ -37,6 +37,8 @@ def unwritable(path, folder: bool = False) -> str | None:
         target = next((p for p in path.parents if p.exists()), Path("."))
         if not target.is_dir():
             return f"{target} is not a folder"
+    elif target.exists() and not target.is_dir():
+        return f"{target} is not a folder"
     elif not target.is_dir():
         return f"folder {target} does not exist"
     if not os.access(target, os.W_OK | os.X_OK):

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from iosim.files import unwritable
 from iosim.hardware.profile import resolve_profile_path
 
 
@@ -55,6 +56,9 @@ def measure(out, grid, kernel, algo, pass_, batch, heads, kv_heads, seq_len, hea
     kernel configuration, rewritten after every batch so a cut-short run keeps what finished.
     Without ncu, or without permission to read counters, it records timings and the reason.
     """
+    problem = unwritable(out, folder=True)
+    if problem:  # before any GPU time is spent
+        raise click.BadParameter(f"{out}: {problem}", param_hint="--out")
     harness = _kernels("harness")
     path = Path(out) / "measurements.json"
     if kernel:
@@ -88,6 +92,9 @@ def calibrate(base, out, from_raw):
     overhead, L2/DRAM load latency (a pointer chase timed in-kernel, the L2 one on resident lines)
     and the SM clock sustained under load. Implausible values are not written (the summary says why). Measured fields carry "measured: iosim calibrate, <gpu>, <date>" as source.
     """
+    problem = unwritable(out)
+    if problem:  # before any GPU time is spent
+        raise click.BadParameter(f"{out}: {problem}", param_hint="--out")
     cal = _kernels("calibrate")
     base_path = resolve_profile_path(base)
     try:
