@@ -325,3 +325,16 @@ def test_plot_io_by_gpu_has_a_column_per_gpu(tmp_path):
     fig = plotting.io_vs_seqlen(sweep.run([(c, g) for g in ("a100", "h100") for c in configs(("flash2",), (512, 1024))]),
                                 by_gpu=True)
     assert len(fig.axes) == 3 * 2 and "a100" in fig.axes[0].get_title() and "h100" in fig.axes[1].get_title()
+
+
+def test_single_panel_legend_overlaps_neither_title_nor_axes(results):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig = plotting.runtime_vs_seqlen(results)
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()  # lay out (constrained layout) before measuring
+    renderer = canvas.get_renderer()
+    (legend,) = fig.legends
+    box = legend.get_window_extent(renderer)
+    for other in (fig._suptitle.get_window_extent(renderer), fig.axes[0].get_tightbbox(renderer)):
+        assert not box.overlaps(other)

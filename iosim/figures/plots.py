@@ -179,14 +179,12 @@ def save(fig: Figure, path) -> Path:
 
 
 def _legend(fig) -> None:
-    """One legend for all panels, each label once in the order first drawn: beside a single panel, else below."""
+    """One legend for all panels, each label once in the order first drawn, below them (beside a panel it
+    ran into the figure's title)."""
     entries = {}
     for ax in fig.axes:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             entries.setdefault(label, handle)
-    if len(fig.axes) == 1:
-        fig.legend(list(entries.values()), list(entries), loc="outside right upper", fontsize=8, frameon=False)
-        return
     columns = max(1, min(len(entries), int(fig.get_figwidth() / 3.3)))  # ~3.3 in. per label at 8 pt
     fig.legend(list(entries.values()), list(entries), loc="outside lower center", ncols=columns, fontsize=8,
                frameon=False)
