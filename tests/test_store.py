@@ -110,3 +110,10 @@ def test_to_dataframe_has_the_csv_rows(results, tmp_path):
     assert len(frame) == len(results) and list(frame.columns) == list(records(results)[0])
     assert frame["time_s"].tolist() == [r.time_s for r in results]
     assert pd.read_csv(io.StringIO(csv_text(results))).equals(pd.read_csv(io.StringIO(frame.to_csv(index=False))))
+
+
+def test_a_table_of_identical_runs_shows_its_rows(results):
+    from iosim.results.report import table
+
+    lines = table([results[0], results[0]]).splitlines()
+    assert len(lines) == 3 and lines[1].split() == lines[2].split() and results[0].gpu in lines[1]
