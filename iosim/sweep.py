@@ -36,19 +36,20 @@ SweepError = ResultsError
 
 # --------------------------------------------------------------------------- running
 
+CONNECT_TIMEOUT_S = 10  # a scheduler address that does not answer is an error within this
 SAVE_EVERY_S = 2.0  # a results file is rewritten at most this often while a sweep runs (and at its end)
 
 
 def run(work: Iterable[tuple[RunConfig, str | Path | Profile]], *, jobs: int = 1,
         progress: Callable[[RunResult | Skipped], None] | None = None, scheduler=None,
-        results_file: str | Path | None = None) -> list[RunResult | Skipped]:
+        results_file: str | Path | None = None, resume: bool = True) -> list[RunResult | Skipped]:
     """Simulate each ``(config, gpu)`` of ``work``; results in the order of ``work``.
 
     ``jobs`` > 1 runs that many local worker processes; ``scheduler`` (``tcp://HOST:PORT``, or a
     ``distributed`` Client or cluster) runs them on a Dask cluster instead, whose workers have iosim
     installed. ``progress`` is called once per finished simulation with its result, in the order they
-    finish. With ``results_file``, runs already in that file are not simulated again (a rerun resumes)
-    and the file is rewritten, in the order of ``work``, as runs finish: an interrupted sweep keeps
+    finish. With ``results_file``, runs already in that file are not simulated again (a rerun resumes;
+    ``resume=False`` simulates them all) and the file is rewritten, in the order of ``work``, as runs finish: an interrupted sweep keeps
     what finished. A point that cannot run (out of the GPU's memory, tiles that do not fit) is a
     :class:`Skipped` row with its reason; a problem the model refuses outright raises the library's
     own error (:class:`ConfigError`, :class:`ProfileError`). Deterministic: any ``jobs`` or
@@ -58,7 +59,7 @@ def run(work: Iterable[tuple[RunConfig, str | Path | Profile]], *, jobs: int = 1
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise SweepError(f"jobs: must be a positive integer, got {jobs!r}")
     out: list[RunResult | Skipped | None] = [None] * len(work)
-    if results_file is not None and Path(results_file).exists():
+    if resume and results_file is not None and Path(results_file).exists():
         _resume(out, work, Path(results_file))
     todo = [i for i, r in enumerate(out) if r is None]
     saver = _Saver(results_file, out)
@@ -106,7 +107,7 @@ class _Saver:
             self.now()
 
     def now(self) -> None:
-        if self.path is not None:
+        if self.path is not None and any(r is not None for r in self.out):  # no file for a sweep that ran nothing
             save_results([r for r in self.out if r is not None], self.path)
             self.last = time.monotonic()
 
@@ -134,8 +135,8 @@ def _on_dask(scheduler, work: list, todo: list, finished) -> None:
         raise SweepError("scheduler: a Dask cluster needs dask.distributed: pip install 'iosim[sweep]'") from None
     own = isinstance(scheduler, str) or hasattr(scheduler, "scheduler_address")
     try:
-        client = Client(scheduler) if own else scheduler
-    except OSError as e:
+        client = Client(scheduler, timeout=CONNECT_TIMEOUT_S) if own else scheduler
+    except (OSError, TimeoutError) as e:
         raise SweepError(f"scheduler: cannot reach {scheduler}: {e}") from None
     try:
         futures = {client.submit(_simulate_one, *_portable_job(work[i]), pure=False): i for i in todo}

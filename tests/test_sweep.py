@@ -130,3 +130,22 @@ def test_ctrl_c_stops_a_parallel_sweep_within_two_seconds(tmp_path):
     assert "run again to resume" in err and "Traceback" not in err
     assert 0 < len(sweep.load_results(out)) < 64
     assert sorted(os.listdir(tmp_path)) == ["runs.json", "spec.yaml"]
+
+
+def test_an_unreachable_scheduler_is_one_line_and_writes_nothing(tmp_path, monkeypatch):
+    pytest.importorskip("distributed")
+    monkeypatch.setattr(sweep, "CONNECT_TIMEOUT_S", 1)
+    out = tmp_path / "runs.json"
+    r = CliRunner().invoke(main, ["sweep", str(write_spec(tmp_path)), "-o", str(out), "--scheduler", "tcp://127.0.0.1:1"])
+    assert r.exit_code == 2 and "scheduler: cannot reach tcp://127.0.0.1:1" in r.output and not out.exists()
+
+
+def test_fresh_simulates_everything_again_and_keeps_the_old_file_until_then(tmp_path, monkeypatch):
+    path, out = write_spec(tmp_path), tmp_path / "runs.json"
+    assert CliRunner().invoke(main, ["sweep", str(path), "-o", str(out)]).exit_code == 0
+    whole = out.read_bytes()
+    simulated = []
+    real = sweep.simulate_or_skip
+    monkeypatch.setattr(sweep, "simulate_or_skip", lambda c, g: simulated.append(c) or real(c, g))
+    assert CliRunner().invoke(main, ["sweep", str(path), "-o", str(out), "--fresh"]).exit_code == 0
+    assert len(simulated) == 16 and out.read_bytes() == whole

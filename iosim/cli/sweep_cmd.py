@@ -51,11 +51,9 @@ def sweep(spec, out, jobs, scheduler, fresh):
     problem = unwritable(out)
     if problem:
         raise click.BadParameter(f"{out}: {problem}", param_hint="--out")
-    if fresh and out.exists():
-        out.unlink()
     with tqdm(total=len(work), unit=" runs", desc="sweep", disable=None, file=sys.stderr, dynamic_ncols=True) as bar:
         try:
-            results = sweeps.run(work, jobs=jobs, scheduler=scheduler, results_file=out,
+            results = sweeps.run(work, jobs=jobs, scheduler=scheduler, results_file=out, resume=not fresh,
                                  progress=lambda _: bar.update(1))
         except KeyboardInterrupt:
             bar.close()
