@@ -3,8 +3,8 @@
 :func:`run` simulates each job in turn, or spreads them over local worker processes (``jobs=N``)
 or a Dask cluster (``scheduler``); every way the results come back in the order of the jobs, and a
 simulation is deterministic, so they give the same numbers. With a results file the sweep keeps
-what finished as it goes and resumes from it. The file that keeps them is :mod:`iosim.results.store` (``save_results`` and
-``load_results`` are re-exported here).
+what finished as it goes and resumes from it. The file that keeps them is
+:mod:`iosim.results.store` (``save_results`` and ``load_results`` are re-exported here).
 """
 from __future__ import annotations
 
@@ -48,9 +48,9 @@ def run(work: Iterable[tuple[RunConfig, str | Path | Profile]], *, jobs: int = 1
     ``jobs`` > 1 runs that many local worker processes; ``scheduler`` (``tcp://HOST:PORT``, or a
     ``distributed`` Client or cluster) runs them on a Dask cluster instead, whose workers have iosim
     installed. ``progress`` is called once per finished simulation with its result, in the order they
-    finish. With ``results_file``, runs already in that file are not simulated again (a rerun resumes;
-    ``resume=False`` simulates them all) and the file is rewritten, in the order of ``work``, as runs finish: an interrupted sweep keeps
-    what finished. A point that cannot run (out of the GPU's memory, tiles that do not fit) is a
+    finish. With ``results_file``, runs already in that file are not simulated again (a rerun
+    resumes; ``resume=False`` simulates them all) and the file is rewritten, in the order of
+    ``work``, as runs finish: an interrupted sweep keeps what finished. A point that cannot run (out of the GPU's memory, tiles that do not fit) is a
     :class:`Skipped` row with its reason; a problem the model refuses outright raises the library's
     own error (:class:`ConfigError`, :class:`ProfileError`). Deterministic: any ``jobs`` or
     scheduler gives the same results, and the same file byte for byte.

@@ -30,8 +30,9 @@ def build_schedule(config: RunConfig) -> Schedule:
 def peak_footprint(tensors: tuple, kernels: tuple, keep: tuple) -> int:
     """Bytes allocated at the busiest kernel: inputs and outputs always, intermediates while in use.
 
-    Tensors placed in host memory are not counted. An intermediate lives from the first kernel that touches it to the last (PyTorch frees a tensor
-    when its last use ends); saved tensors of the forward pass (P, LSE) live on into the backward.
+    Tensors placed in host memory are not counted. An intermediate lives from the first kernel that
+    touches it to the last (PyTorch frees a tensor when its last use ends); saved tensors of the
+    forward pass (P, LSE) live on into the backward.
     ``keep`` names the tensors that live throughout (the call's inputs and outputs).
     """
     names = [t.name for t in tensors if t.placement != HOST]  # host-resident tensors take no HBM
