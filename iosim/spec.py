@@ -86,8 +86,8 @@ def runs(doc: Any, path: Path) -> list[tuple[RunConfig, str]]:
             config = RunConfig(algo=algo, problem=Problem(**p), tiling=Tiling(**t), mode=mode, host_tensors=host)
             check_problem(config)  # what the schedule would refuse (head_dim, grid order, ...), refused now
         except ConfigError as e:
-            where = e.field if e.field in ("algo", "mode") else (
-                f"problem.{e.field}" if e.field in PROBLEM_FIELDS else f"tiling.{e.field}")
+            where = (f"problem.{e.field}" if e.field in PROBLEM_FIELDS
+                     else f"tiling.{e.field}" if e.field in TILING_FIELDS else e.field)
             raise SpecError(f"{path}: {where}: {str(e).split(': ', 1)[1]}") from None
         except TypeError as e:
             raise SpecError(f"{path}: {e}") from None

@@ -47,6 +47,8 @@ def test_a_spec_means_every_combination_in_a_fixed_order(tmp_path):
     ({"gpu": "nope"}, "gpu: unknown profile 'nope'"),
     ({"schema_version": 2}, "schema_version: expected 1, got 2"),
     ({"problem": {"causal": []}}, "problem.causal: an empty list means no run"),
+    ({"host_tensors": ["X"]}, "host_tensors: can place Q, K, V, O in host memory, got 'X'"),
+    ({"problem": {"seq_q": 1024, "seq_k": 2048, "causal": True}}, "problem.seq_k: causal attention needs seq_k"),
 ])
 def test_a_bad_spec_is_one_line_naming_the_field(tmp_path, change, needle):
     path = write_spec(tmp_path, SPEC | change)
