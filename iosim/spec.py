@@ -33,6 +33,7 @@ from iosim.hardware.profile import ProfileError, load_profile
 from iosim.schedule.common import check_problem
 from iosim.schedule.problem import ConfigError, Problem, RunConfig, Tiling
 from iosim.schema import unreadable
+from iosim.sizes import SizeError, parse_sizes
 
 SCHEMA = "iosim-sweep"
 SCHEMA_VERSION = 1
@@ -124,14 +125,10 @@ def _values(section: dict, name: str, path: Path, default: list, prefix: str = "
 def _sizes(value, path: Path, where: str) -> list:
     if isinstance(value, int) and not isinstance(value, bool):
         return [value]
-    import click
-
-    from iosim.cli.options import parse_sizes
-
     try:
-        return parse_sizes(None, None, str(value))
-    except click.BadParameter as e:
-        raise SpecError(f"{path}: {where}: {e.message}") from None
+        return parse_sizes(str(value))
+    except SizeError as e:
+        raise SpecError(f"{path}: {where}: {e}") from None
 
 
 def _gpu(name, path: Path) -> str:

@@ -3,10 +3,9 @@ same fields as :class:`~iosim.schedule.problem.RunConfig` and a sweep spec): GPU
 d, batch, heads, kv-heads, dtype, causal, backward, tiling, grid order, mode, host placement, jobs."""
 from __future__ import annotations
 
-import math
-
 import click
 
+from iosim import sizes
 from iosim.hardware.catalog import builtin_profiles
 from iosim.schedule.problem import ALGOS, DTYPE_BYTES, GRID_ORDERS, MODES, Problem, RunConfig, Tiling
 
@@ -17,36 +16,10 @@ def parse_sizes(ctx, param, value):
     """``1k,2k`` or ``512:64k`` (powers of two from 512 up to 64K); ``k`` means 1024; whole numbers > 0."""
     if value is None:
         return None
-    out = []
-    for part in str(value).replace(" ", "").split(","):
-        if ":" in part:
-            ends = part.split(":")
-            if len(ends) != 2:
-                raise click.BadParameter(f"{part!r}: a range is LOW:HIGH, e.g. 1k:16k")
-            lo, hi = (_size(x, value) for x in ends)
-            if lo > hi:
-                raise click.BadParameter(f"{part!r}: a range goes up, LOW:HIGH with LOW <= HIGH")
-            while lo <= hi:
-                out.append(lo)
-                lo *= 2
-        else:
-            out.append(_size(part, value))
-    return list(dict.fromkeys(out))  # each size once, in the order given
-
-
-def _size(text: str, value) -> int:
-    """One size: a whole number > 0, optionally with ``k`` (×1024): ``4096``, ``4k``, ``1.5k``."""
-    scale = 1024 if text.lower().endswith("k") else 1
-    digits = text[:-1] if scale > 1 else text
     try:
-        number = int(digits) * scale if digits.isdigit() else float(digits) * scale
-    except ValueError:
-        number = None
-    if number is None or not math.isfinite(number) or number != int(number) or number <= 0:
-        what = repr(text) if text else "an empty size"
-        raise click.BadParameter(f"{value!r}: {what} is not a whole number > 0; give sizes like 4096, 4k or a "
-                                 "doubling range 1k:16k")
-    return int(number)
+        return sizes.parse_sizes(value)
+    except sizes.SizeError as e:
+        raise click.BadParameter(str(e)) from None
 
 
 def parse_algos(ctx, param, value):
