@@ -616,23 +616,30 @@ def bwd_tile_flops(torch, dtype, head_dim: int, iters: int = 128) -> float:
 
 # (block_n K/V rows, block_m Q rows, head_dim, warps, CTAs per SM) of the backward's atomics series
 BWD_ATOMIC_TILES = ((128, 64, 64, 8, 1), (64, 64, 64, 4, 2))
+# pipeline depths measured besides the default tiling's: a deeper loop hides more of its atomics
+# (experiments/measurements/h200/atomics: 0.91 of the payload time exposed at 2 stages, 0.60 at 3)
+BWD_ATOMIC_STAGES = (1, 3, 4)
 
 
-def bwd_tile_atomics(torch, bn: int, bm: int, d: int, warps: int, c: int, iters: int = 1024, progress=print) -> dict:
+def bwd_tile_atomics(torch, bn: int, bm: int, d: int, warps: int, c: int, iters: int = 1024, progress=print,
+                     stages: int | None = None) -> dict:
     """The backward tile loop with dQ kept in registers ("plain") and with dQ added atomically every
     iteration ("atomic", as FlashAttention-2), one after the other, fp16, exactly ``c`` CTAs per SM
     (grid = c × SM count; a variant whose resources do not allow c is skipped, see :func:`ctas_per_sm`).
     Each atomic launch adds c·SMs·iters tiles of bm·d fp32 into 16 target tiles, ≈ c·SMs/16 CTAs per tile
     at once.
 
-    Returns ``{"tile_bwd_<plain|atomic>_fp16_<bn>x<bm>x<d>w<warps>_c<c>": FLOP/s (the five matmuls,
-    10·bm·bn·d per iteration), "..._ok_sms": SMs that ran exactly c CTAs, "<atomic key>_bytes_per_s":
-    atomic payload bytes / time}``.
+    Returns ``{"tile_bwd_<plain|atomic>_fp16_<bn>x<bm>x<d>w<warps>[s<stages>]_c<c>": FLOP/s (the five
+    matmuls, 10·bm·bn·d per iteration), "..._ok_sms": SMs that ran exactly c CTAs, "<atomic
+    key>_bytes_per_s": atomic payload bytes / time}``; ``s<stages>`` where ``stages`` is given (else the
+    default tiling's depth).
     """
     sms, out = torch.cuda.get_device_properties(0).multi_processor_count, {}
+    depth = "" if stages is None else f"s{stages}"
     for atomic in (False, True):
-        key = f"tile_bwd_{'atomic' if atomic else 'plain'}_fp16_{bn}x{bm}x{d}w{warps}_c{c}"
-        setup = lambda ctas: _bwd_setup(torch, bn, bm, d, warps, ctas, iters=iters, atomic=atomic, record_sm=True)
+        key = f"tile_bwd_{'atomic' if atomic else 'plain'}_fp16_{bn}x{bm}x{d}w{warps}{depth}_c{c}"
+        setup = lambda ctas: _bwd_setup(torch, bn, bm, d, warps, ctas, iters=iters, atomic=atomic, record_sm=True,
+                                        stages=stages)
         if not _fitting(torch, setup(0)[0](), warps, (c,), lambda _: key, progress):
             continue
         fn, sm_ids = setup(c * sms)
@@ -834,6 +841,9 @@ def _series_steps(torch, progress) -> list:
             + [("mma.sync tiles", part(hmma_tile_flops, torch))]
             + [(f"bwd atomics {bn}x{bm}x{d}w{w} c={c}", part(bwd_tile_atomics, torch, bn, bm, d, w, c, progress=progress))
                for bn, bm, d, w, c in BWD_ATOMIC_TILES]
+            + [(f"bwd atomics {bn}x{bm}x{d}w{w}s{st} c={c}",
+                part(bwd_tile_atomics, torch, bn, bm, d, w, c, progress=progress, stages=st))
+               for bn, bm, d, w, c in BWD_ATOMIC_TILES for st in BWD_ATOMIC_STAGES]
             + [("L2 write", part(l2_write_bandwidth, torch))])
 
 

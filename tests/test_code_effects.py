@@ -113,6 +113,12 @@ def test_atomic_exposure_is_the_added_time_over_the_payload_time():
     assert atomic_exposure(profile, 1) == pytest.approx(0.4)
     assert atomic_exposure(profile, 3) == pytest.approx(0.4)  # nearest measured occupancy
     assert atomic_exposure(BARE, 1) == 0.0
+    # a 3-stage variant (s3 in its key) that shows 25 %: kernels 3 and more stages deep take it, others the
+    # default depth's (2); the CTAs per SM are matched first
+    deeper = {"tile_bwd_plain_fp16_128x64x64w8s3_c1": sms * flops / t_plain,
+              "tile_bwd_atomic_fp16_128x64x64w8s3_c1": sms * flops / (t_plain + 0.25 * payload / (bw / sms))}
+    profile = _with_raw(H200, raw | deeper)
+    assert [atomic_exposure(profile, 1, st) for st in (1, 2, 3, 4)] == pytest.approx([0.4, 0.4, 0.25, 0.25])
 
 
 def test_spills_cross_to_l2_by_what_shared_memory_leaves_of_l1():

@@ -304,7 +304,7 @@ def tensor_rate(profile, dtype: str, mma: str = "fwd", head_dim: int | None = No
 
 
 _OCC = re.compile(r"^tile_occ_fp16_(\d+)x(\d+)x(\d+)w(\d+)(?:s(\d+))?_c(\d+)$")
-_BWD_ATOMIC = re.compile(r"^tile_bwd_atomic_fp16_(\d+)x(\d+)x(\d+)w(\d+)_c(\d+)$")
+_BWD_ATOMIC = re.compile(r"^tile_bwd_atomic_fp16_(\d+)x(\d+)x(\d+)w(\d+)(?:s(\d+))?_c(\d+)$")
 CALIBRATION_STAGES = 2  # pipeline stages of the tile loops whose key names none (the default tiling's)
 
 
@@ -366,10 +366,12 @@ def _interpolate(curve: list[tuple[float, float]], x: float) -> float:
     return curve[-1][1]
 
 
-def atomic_exposure(profile, share: int) -> float:
+def atomic_exposure(profile, share: int, stages: int = CALIBRATION_STAGES) -> float:
     """Share of a CTA's atomic-add time (its payload at the SM's share of ``l2_atomic_bandwidth``)
     that lengthens its loop, from the calibration's backward tile loop with and without the dQ
-    atomics at one and at two CTAs per SM; 0 where not measured (atomics then only load the L2)."""
+    atomics at one and at two CTAs per SM and, where measured, at several pipeline depths (a deeper
+    loop hides more): the CTAs per SM nearest ``share``, then the depth nearest ``stages``; 0 where
+    not measured (atomics then only load the L2)."""
     raw = _raw(profile)
     if not profile.l2_atomic_bandwidth:
         return 0.0
@@ -379,17 +381,17 @@ def atomic_exposure(profile, share: int) -> float:
         plain = raw.get(key.replace("_atomic_", "_plain_"))
         if not (m and value and plain):
             continue
-        bn, bm, d, ctas = (int(m.group(i)) for i in (1, 2, 3, 5))
+        bn, bm, d, _, depth, ctas = (int(g) if g else CALIBRATION_STAGES for g in m.groups())
         flops = 10.0 * bm * bn * d  # five matmuls per iteration
         per_sm = profile.l2_atomic_bandwidth / profile.sm_count
         # one round (every resident CTA one iteration) takes ctas·SMs·flops / rate; per CTA and
         # iteration the atomics add (round with − round without) and carry bm·d fp32
         added = ctas * profile.sm_count * flops * (1.0 / float(value) - 1.0 / float(plain))
         payload = ctas * bm * d * 4 / per_sm  # the round's atomics at the SM's share of the L2 rate
-        found[ctas] = min(1.0, max(0.0, added / payload))
+        found[ctas, depth] = min(1.0, max(0.0, added / payload))
     if not found:
         return 0.0
-    return found[min(found, key=lambda c: (abs(c - share), c))]
+    return found[min(found, key=lambda k: (abs(k[0] - share), k[0], abs(k[1] - stages), k[1]))]
 
 
 def cta_time(t_tensor: float, t_simt: float, share: int, overlap: float) -> float:

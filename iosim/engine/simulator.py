@@ -151,7 +151,7 @@ class Engine:
         rate = tensor_rate(profile, self.dtype, kernel.mma, head_dim, kernel.warps, per_sm,
                            (kernel.block_i, kernel.block_u), kernel.stages)
         return {"iter": loop, "chain": chain, "once": simt_seconds(code.outside, kernel.warps, profile), "masked": masked,
-                "tensor": rate / profile.sm_count, "atomic": atomic_exposure(profile, per_sm), "spills": spills}
+                "tensor": rate / profile.sm_count, "atomic": atomic_exposure(profile, per_sm, kernel.stages), "spills": spills}
 
     def _kernel(self, kernel, per_sm):
         slots = per_sm * self.profile.sm_count
