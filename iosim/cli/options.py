@@ -106,9 +106,6 @@ def run_options(seq_default: str = DEFAULT_SEQ, algo_default: str = "standard,fl
     return decorate
 
 
-RUN_FIELDS = ("gpu", "algo", "seq", "seq_k", "head_dim", "batch", "heads", "kv_heads", "dtype", "causal", "backward",
-              "block_m", "block_n", "warps", "stages", "grid_order", "mode", "host", "workers")
-
 
 def run_configs(o: dict, tilings=None) -> list:
     """Every run the options describe, algorithm by algorithm, tiling by tiling, N by N."""

@@ -9,8 +9,9 @@ import click
 from iosim import sweep
 from iosim.cli.options import parse_sizes, run_configs, run_options
 from iosim.figures import plots as plotting
-from iosim.files import unwritable
+from iosim.files import atomic_write_text, unwritable
 from iosim.measure.measurement import MeasurementError, load_measurement
+from iosim.results.report import csv_text
 from iosim.schedule.problem import Tiling
 
 DEFAULT_ALGOS = "standard,flash1,flash2"
@@ -157,9 +158,12 @@ def memory(output, **opts):
 
 
 def _results(opts: dict, tilings: list | None = None) -> list:
-    """The saved results of --from, or a sweep of every GPU × algorithm × tiling × N (saved if --save)."""
+    """The saved results of --from, or a sweep of every GPU × algorithm × tiling × N (saved if --save, as
+    the runs finish)."""
     if opts["saved"] is not None:
         results = opts["saved"]
+        if opts["save"] is not None:
+            sweep.save_results(results, opts["save"])
     else:
         configs = run_configs(opts, None if tilings is None else list(tilings))
         work = [(c, g) for g in opts["gpu"] for c in configs]
@@ -168,7 +172,6 @@ def _results(opts: dict, tilings: list | None = None) -> list:
             results = sweep.run(work, jobs=opts["workers"], progress=lambda _: bar.update(1),
                                 results_file=opts["save"])  # saved as they finish; a rerun resumes
     if opts["save"] is not None:
-        sweep.save_results(results, opts["save"])
         click.echo(f"wrote {opts['save']} ({len(results)} runs)")
     return results
 
@@ -187,9 +190,6 @@ def _simulated(results: list) -> list:
 
 def _write(fig, output: Path, results: list) -> None:
     """The figure, and beside it (same name, .csv) the runs it plots, one row each, every column."""
-    from iosim.files import atomic_write_text
-    from iosim.results.report import csv_text
-
     plotting.save(fig, output)
     data = output.with_suffix(".csv")
     atomic_write_text(data, csv_text(results))

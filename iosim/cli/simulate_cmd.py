@@ -7,12 +7,10 @@ import sys
 
 import click
 
-from iosim.cli.options import parse_algos, parse_gpus, parse_sizes, run_configs, run_options
+from iosim.cli.options import run_configs, run_options
 from iosim.results import report
 from iosim.results.result import Skipped
 from iosim.schedule.problem import ConfigError
-
-__all__ = ["simulate", "parse_sizes", "parse_algos", "parse_gpus"]  # the parsers live in iosim.cli.options
 
 
 @click.command()
