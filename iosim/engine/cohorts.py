@@ -62,9 +62,13 @@ class Step:
         return self.iters if self.span is None else self.span
 
 
-def steps(kernel: Kernel, g0: int, g1: int, line_iters: int, aggregate: bool = True):
-    """Yield the :class:`Step` s of the cohort ``g0..g1`` of ``kernel``; ``line_iters`` iterations fill a line."""
-    return _PROGRAMS[kernel.program][0](kernel, g0, g1, line_iters, aggregate)
+def steps(kernel: Kernel, g0: int, g1: int, line_iters: int, aggregate: bool = True, cache: dict | None = None):
+    """Yield the :class:`Step` s of the cohort ``g0..g1`` of ``kernel``; ``line_iters`` iterations fill a line.
+
+    ``cache`` (a dict kept for one kernel) holds the steps of a lone CTA by its tile coordinates, which
+    every slice shares: the same steps again, only their slices differ.
+    """
+    return _PROGRAMS[kernel.program][0](kernel, g0, g1, line_iters, aggregate, cache)
 
 
 def line_iters(kernel: Kernel, geometry) -> int:
@@ -73,13 +77,13 @@ def line_iters(kernel: Kernel, geometry) -> int:
 
 
 # -- the tile loop: prologue, loop over u, epilogue ----------------------------------------------
-def tile_steps(k: Kernel, g0: int, g1: int, line_iters: int, aggregate: bool = True):
+def tile_steps(k: Kernel, g0: int, g1: int, line_iters: int, aggregate: bool = True, cache: dict | None = None):
     """Aggregated, a step spans whole lines of the streamed tensor and a cohort's loop takes at
     most :data:`MAX_STEPS` steps; a CTA whose trip ends inside a step reads only its own
     iterations and leaves at the step's end.
     """
     if g1 - g0 == 1:  # most causal cohorts after the first wave: the same steps without numpy's overhead
-        return _one_cta_steps(k, g0, line_iters, aggregate)
+        return _one_cta_steps(k, g0, line_iters, aggregate, {} if cache is None else cache)
     return _cohort_steps(k, g0, g1, line_iters, aggregate)
 
 
@@ -125,21 +129,34 @@ def _edges(top: int, line_iters: int, aggregate: bool) -> list:
     return edges
 
 
-def _one_cta_steps(k: Kernel, g: int, line_iters: int, aggregate: bool):
-    """:func:`tile_steps` for a cohort of one CTA, in plain integers: the same steps, accesses in the same order."""
+def _one_cta_steps(k: Kernel, g: int, line_iters: int, aggregate: bool, cache: dict):
+    """:func:`tile_steps` for a cohort of one CTA, in plain integers: the same steps, accesses in the same
+    order. Its steps are kept in ``cache`` by tile coordinates with slices as slots (the query slice,
+    the key/value slice, then a fanned-out pattern's query slices), and filled in for this CTA."""
     sl, i, j = (int(x[0]) for x in k.coords(g, g + 1))
-    kv = int(k.kv_slice(sl))
+    template = cache.get((i, j))
+    if template is None:
+        template = cache[(i, j)] = list(_one_cta_template(k, i, j, line_iters, aggregate))
+    b, h = divmod(sl, k.kv_heads)  # a fanned-out pattern's CTA runs over key/value slices
+    slots = (sl, int(k.kv_slice(sl))) + tuple(b * k.heads + h * k.kv_group + n for n in range(k.kv_group))
+    for step in template:
+        yield Step([(n, slots[s], r0, r1, c0, c1, kind, m) for n, s, r0, r1, c0, c1, kind, m in step.accesses],
+                   step.active, step.flops, step.sram_read, step.done, step.iters, step.span, step.span_flops)
+
+
+def _one_cta_template(k: Kernel, i: int, j: int, line_iters: int, aggregate: bool):
+    """The steps of a lone CTA at tile ``i, j``, with slot numbers for slices (see :func:`_one_cta_steps`)."""
     start, trips = (int(x[0]) for x in k.loop_bounds(np.array([i]), np.array([j])))
     edges = _edges(trips, line_iters, aggregate)
     for n, (t0, t1) in enumerate(zip(edges[:-1], edges[1:])):
         acc: list = []
         if n == 0:
-            _emit_one(k, acc, PRO, sl, kv, i, j, 0, 0)
+            _emit_one(k, acc, PRO, i, j, 0, 0)
         if trips > t0:
-            _emit_one(k, acc, LOOP, sl, kv, i, j, start + t0, start + min(trips, t1))
+            _emit_one(k, acc, LOOP, i, j, start + t0, start + min(trips, t1))
         fin = trips <= t1
         if fin:
-            _emit_one(k, acc, EPI, sl, kv, i, j, 0, 0)
+            _emit_one(k, acc, EPI, i, j, 0, 0)
         iters = float(max(min(trips, t1) - t0, 0))
         flops = k.iter_flops * iters
         if n == 0:
@@ -149,18 +166,19 @@ def _one_cta_steps(k: Kernel, g: int, line_iters: int, aggregate: bool):
             return
 
 
-def _emit_one(k: Kernel, out: list, phase, sl: int, kv: int, i: int, j: int, u0: int, u1: int) -> None:
+def _emit_one(k: Kernel, out: list, phase, i: int, j: int, u0: int, u1: int) -> None:
+    """A lone CTA's accesses of ``phase``, its slices as slots: 0 the query slice, 1 the key/value
+    slice, 2 + g the g-th query head of a fanned-out pattern's group."""
     for p in k.patterns:
         if p.phase is not phase:
             continue
         r0, r1 = _span(k, p.rows, i, j, u0, u1, p.tensor, 0)
         c0, c1 = _span(k, p.cols, i, j, u0, u1, p.tensor, 1)
         if p.fan:
-            b, h = divmod(sl, k.kv_heads)
             for g in range(k.kv_group):
-                out.append(Access(p.tensor, b * k.heads + h * k.kv_group + g, r0, r1, c0, c1, p.kind, 1))
+                out.append(Access(p.tensor, 2 + g, r0, r1, c0, c1, p.kind, 1))
         else:
-            out.append(Access(p.tensor, kv if p.kv else sl, r0, r1, c0, c1, p.kind, 1))
+            out.append(Access(p.tensor, 1 if p.kv else 0, r0, r1, c0, c1, p.kind, 1))
 
 
 def _emit(k: Kernel, out: list, phase, sl, kv, i, j, u0, u1) -> None:
@@ -273,7 +291,8 @@ def _join(keys, mult, lo, hi, same):
 
 
 # -- FlashAttention-1's double loop: one CTA per slice ---------------------------------------------
-def double_loop_steps(k: Flash1Kernel, g0: int, g1: int, line_iters: int, aggregate: bool = True):
+def double_loop_steps(k: Flash1Kernel, g0: int, g1: int, line_iters: int, aggregate: bool = True,
+                      cache: dict | None = None):
     """Algorithm 1's program for a :class:`~iosim.schedule.flash1.Flash1Kernel`: for each K/V block
     j, read K_j and V_j once, then for every Q block i from ``k.inner_start(j)`` on read Q_i and read
     and write back the per-row state (``k.state``); aggregated, at most :data:`INNER_STEPS` steps per

@@ -72,48 +72,75 @@ class L2Cache:
         partition); a line only its first user read occupies ``private`` copies on average.
         ``lockstep``: the ``mult`` CTAs issue their loads together, so the request coalescer merges them.
         """
-        st = self.stats
-        if kind == READ:
-            st.read_bytes += nbytes * mult
-            # identical loads of CTAs in flight together reach the slices once per coalescing group
-            st.lookup_bytes += nbytes * (-(-mult // self.coalesce) if lockstep else mult)
-        else:
-            st.write_bytes += nbytes * mult
-            st.lookup_bytes += nbytes * mult
-        if line_bytes > self.capacity:
-            return self._bypass(placement, kind, nbytes, mult, now)
-        line = self.lines.get(key)
-        if line is None:
-            line = self.lines[key] = [0, 0, now, [] if lo is not None else None, [] if lo is not None else None,
-                                      who, self.private]
-        else:
-            self.lines.move_to_end(key)
-        # a line read by others than its first user, or written at all, is held in every partition: the
-        # writer's and the home's (the l2 probe's dirty plateau, 43 % of the L2 on the H100 and the H200)
-        if line[6] < self.replicas and (mult > 1 or line[5] != who or kind == WRITE):
-            self.used += line[0] * (self.replicas - line[6])
-            line[6] = self.replicas
-        ready = now
-        grow = _cover(line, 0, 3, lo, hi, nbytes, line_bytes)
-        if kind != WRITE:
-            st.hit_bytes += nbytes * mult - grow
-            st.miss_bytes += grow
-            if grow:
-                line[2] = max(line[2], self.memory[placement].reserve(now, grow))
-                st.fill_bytes[placement] += grow
-            ready = max(now, line[2])
-        self.used += grow * line[6]
-        if kind != READ and placement == HOST:  # host memory is written through: posted over the host link
-            self.memory[placement].reserve(now, nbytes * mult, write=True)
-            st.writeback_bytes[placement] += nbytes * mult
-        elif kind != READ:
-            added = _cover(line, 1, 4, lo, hi, nbytes, line_bytes)
-            if added:
-                self.dirty += added
-                if key not in self.dirty_order:
-                    self.dirty_order[key] = True
-        self._evict(now, keep=key)
+        head = key[:2]
+        ready, _ = self.access_pieces(head, ((key[2], key[3], nbytes, line_bytes, lo, hi),), placement, kind, mult,
+                                      now, who, lockstep)
         return ready
+
+    def access_pieces(self, head: tuple, pieces, placement: str, kind: AccessKind, mult: int, now: float,
+                      who=None, lockstep: bool = True, lone: float = 0.0) -> tuple:
+        """:meth:`access` for each ``(line_row, line_col, nbytes, line_bytes, lo, hi)`` of ``pieces``, in
+        order, on the lines ``head + (line_row, line_col)``; return when the last data is there and
+        ``lone`` plus the bytes loads filled per CTA (misses over ``mult``). One call per tile rather than per line: the engine's
+        cost is the Python around each line, and a line already whole and present costs a hit only."""
+        st, lines, replicas = self.stats, self.lines, self.replicas
+        ready = now
+        read, write = kind == READ, kind == WRITE
+        for a, b, nbytes, line_bytes, lo, hi in pieces:
+            key = head + (a, b)
+            total = nbytes * mult
+            if read:
+                st.read_bytes += total
+                # identical loads of CTAs in flight together reach the slices once per coalescing group
+                st.lookup_bytes += nbytes * (-(-mult // self.coalesce) if lockstep else mult)
+            else:
+                st.write_bytes += total
+                st.lookup_bytes += total
+            if line_bytes > self.capacity:
+                r = self._bypass(placement, kind, nbytes, mult, now)
+                if read:
+                    lone += total / mult
+                ready = max(ready, r)
+                continue
+            line = lines.get(key)
+            if line is None:
+                line = lines[key] = [0, 0, now, [] if lo is not None else None, [] if lo is not None else None,
+                                     who, self.private]
+            else:
+                lines.move_to_end(key)
+                if read and line[0] == line_bytes and (line[6] >= replicas or (mult == 1 and line[5] == who)):
+                    # a hit on a whole line that keeps its copies: nothing grows, nothing is evicted
+                    st.hit_bytes += total
+                    if line[2] > ready:
+                        ready = line[2]
+                    continue
+            # a line read by others than its first user, or written at all, is held in every partition: the
+            # writer's and the home's (the l2 probe's dirty plateau, 43 % of the L2 on the H100 and the H200)
+            if line[6] < replicas and (mult > 1 or line[5] != who or write):
+                self.used += line[0] * (replicas - line[6])
+                line[6] = replicas
+            grow = _cover(line, 0, 3, lo, hi, nbytes, line_bytes)
+            if not write:
+                st.hit_bytes += total - grow
+                st.miss_bytes += grow
+                if read:
+                    lone += grow / mult
+                if grow:
+                    line[2] = max(line[2], self.memory[placement].reserve(now, grow))
+                    st.fill_bytes[placement] += grow
+                ready = max(ready, line[2])
+            self.used += grow * line[6]
+            if not read and placement == HOST:  # host memory is written through: posted over the host link
+                self.memory[placement].reserve(now, total, write=True)
+                st.writeback_bytes[placement] += total
+            elif not read:
+                added = _cover(line, 1, 4, lo, hi, nbytes, line_bytes)
+                if added:
+                    self.dirty += added
+                    if key not in self.dirty_order:
+                        self.dirty_order[key] = True
+            self._evict(now, keep=key)
+        return ready, lone
 
     def spill(self, reloads: float, spills: float) -> None:
         """Count registers a kernel spilled to local memory and reloaded: L2 traffic that hits (the

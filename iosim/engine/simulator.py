@@ -60,6 +60,7 @@ MIN_LINE = 4096  # bytes; lines never get smaller, so a tiny L2 stays fast
 MISS_PASS_STAGES = 2  # pipeline stages of the loop whose missed pass calibrate measures (microbench.miss_cost)
 LINES_PER_SLICE = 1024  # a tensor slice far larger than the L2 is cut into at most this many lines
 TIMELINE_BINS = 100
+PIECE_CACHE = 200_000  # rectangles whose cut into lines is kept (a few hundred bytes each)
 
 
 class Engine:
@@ -100,6 +101,7 @@ class Engine:
         self._kernel_start = 0.0  # when the kernel now running started: its first wave's cohorts launch then
         self.events = 0
         self.records: list[KernelResult] = []
+        self._pieces: dict = {}  # (tensor, r0, r1, c0, c1) -> its lines' pieces and bytes: every slice is cut alike
 
     def geometry(self, name: str) -> LineGeometry:
         return self.geoms[self.index[name]]
@@ -158,6 +160,7 @@ class Engine:
         before = self._snapshot()
         start = self._kernel_start = self.env.now
         line_iters = cohorts.line_iters(kernel, self.geometry)
+        self._steps = {}  # a lone CTA's steps by tile, shared by every slice (see cohorts.steps)
         state = {"free": slots, "wake": None}
         nxt, n = 0, kernel.ctas
         running = []
@@ -182,6 +185,7 @@ class Engine:
 
     def _cohort(self, kernel, g0, g1, line_iters, state):
         env, l2, links, geoms, places, index = self.env, self.l2, self.links, self.geoms, self.places, self.index
+        pieces = self._pieces
         who = (len(self.records), g0)  # this cohort: its lines are private until another cohort touches them
         stages = kernel.stages
         code = self._code
@@ -195,29 +199,31 @@ class Engine:
         lockstep = env.now == self._kernel_start or kernel.causal is CausalMode.NONE
         looped = {p.tensor for p in kernel.patterns if p.phase == LOOP}  # read once a pass, the rest once a CTA
         self.resident += g1 - g0
-        for step in cohorts.steps(kernel, g0, g1, line_iters, self.aggregate):
+        for step in cohorts.steps(kernel, g0, g1, line_iters, self.aggregate, self._steps):
             now = env.now
             ready, moved, missed, atomic, written = now, 0, False, 0, 0
             distinct, lone = 0, 0.0  # bytes of lines read; bytes filled for them, per CTA reading them
             loads = {}  # bytes loaded per tensor: independent loads a CTA issues together
             for name, sl, r0, r1, c0, c1, kind, mult in step.accesses:
                 t = index[name]
-                place = places[t]
-                for a, b, nbytes, line_bytes, lo, hi in geoms[t].pieces(r0, r1, c0, c1):
-                    m0 = l2.stats.miss_bytes
-                    r = l2.access((t, sl, a, b), place, kind, nbytes, line_bytes, mult, now, lo, hi, who, lockstep)
-                    if kind == READ:
-                        lone += (l2.stats.miss_bytes - m0) / mult
-                    if r > ready:
-                        ready, missed = r, True
-                    moved += nbytes * mult
-                    if kind == ATOMIC:
-                        atomic += nbytes * mult
-                    elif kind == WRITE:
-                        written += nbytes * mult
-                    elif kind == READ:
-                        loads[name] = loads.get(name, 0) + nbytes * mult
-                        distinct += nbytes
+                rect = (t, r0, r1, c0, c1)
+                cut = pieces.get(rect)
+                if cut is None:
+                    if len(pieces) > PIECE_CACHE:
+                        pieces.clear()
+                    cut = pieces[rect] = _cut(geoms[t], r0, r1, c0, c1)
+                r, lone = l2.access_pieces((t, sl), cut[0], places[t], kind, mult, now, who, lockstep, lone)
+                if r > ready:
+                    ready, missed = r, True
+                nbytes = cut[1]
+                moved += nbytes * mult
+                if kind == ATOMIC:
+                    atomic += nbytes * mult
+                elif kind == WRITE:
+                    written += nbytes * mult
+                elif kind == READ:
+                    loads[name] = loads.get(name, 0) + nbytes * mult
+                    distinct += nbytes
             if atomic and self.atomics is not None:
                 ready = max(ready, self.atomics.reserve(now, atomic))
                 moved -= atomic
@@ -336,6 +342,12 @@ class Engine:
         for lv in ("hbm", "l2", "host"):
             out[lv] = self.links[lv].histogram(edges).astype(np.int64).tolist()
         return out
+
+
+def _cut(geometry: LineGeometry, r0: int, r1: int, c0: int, c1: int) -> tuple:
+    """A rectangle's pieces of lines (:meth:`LineGeometry.pieces`) and its bytes."""
+    cut = tuple(geometry.pieces(r0, r1, c0, c1))
+    return cut, sum(p[2] for p in cut)
 
 
 def _private_copies(profile, replicas: int) -> float:
