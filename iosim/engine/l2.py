@@ -83,34 +83,34 @@ class L2Cache:
         order, on the lines ``head + (line_row, line_col)``; return when the last data is there and
         ``lone`` plus the bytes loads filled per CTA (misses over ``mult``). One call per tile rather than per line: the engine's
         cost is the Python around each line, and a line already whole and present costs a hit only."""
-        st, lines, replicas = self.stats, self.lines, self.replicas
+        st, lines, replicas, capacity = self.stats, self.lines, self.replicas, self.capacity
         ready = now
         read, write = kind == READ, kind == WRITE
+        # identical loads of CTAs in flight together reach the slices once per coalescing group
+        lookups = (-(-mult // self.coalesce) if lockstep else mult) if read else mult
+        moved = hits = 0
         for a, b, nbytes, line_bytes, lo, hi in pieces:
-            key = head + (a, b)
             total = nbytes * mult
-            if read:
-                st.read_bytes += total
-                # identical loads of CTAs in flight together reach the slices once per coalescing group
-                st.lookup_bytes += nbytes * (-(-mult // self.coalesce) if lockstep else mult)
-            else:
-                st.write_bytes += total
-                st.lookup_bytes += total
-            if line_bytes > self.capacity:
+            moved += nbytes
+            if line_bytes > capacity:
                 r = self._bypass(placement, kind, nbytes, mult, now)
                 if read:
                     lone += total / mult
                 ready = max(ready, r)
                 continue
+            key = head + (a, b)
             line = lines.get(key)
             if line is None:
                 line = lines[key] = [0, 0, now, [] if lo is not None else None, [] if lo is not None else None,
                                      who, self.private]
             else:
                 lines.move_to_end(key)
-                if read and line[0] == line_bytes and (line[6] >= replicas or (mult == 1 and line[5] == who)):
-                    # a hit on a whole line that keeps its copies: nothing grows, nothing is evicted
-                    st.hit_bytes += total
+                if line[0] == line_bytes and not write and (
+                        (read and (line[6] >= replicas or (mult == 1 and line[5] == who)))
+                        or (line[1] == line_bytes and line[6] >= replicas and placement != HOST)):
+                    # a hit on a whole line that keeps its copies (an atomic's line already all dirty):
+                    # nothing grows, nothing is evicted
+                    hits += total
                     if line[2] > ready:
                         ready = line[2]
                     continue
@@ -121,7 +121,7 @@ class L2Cache:
                 line[6] = replicas
             grow = _cover(line, 0, 3, lo, hi, nbytes, line_bytes)
             if not write:
-                st.hit_bytes += total - grow
+                hits += total - grow
                 st.miss_bytes += grow
                 if read:
                     lone += grow / mult
@@ -139,7 +139,14 @@ class L2Cache:
                     self.dirty += added
                     if key not in self.dirty_order:
                         self.dirty_order[key] = True
-            self._evict(now, keep=key)
+            if self.used > capacity or self.dirty > self.dirty_limit:
+                self._evict(now, keep=key)
+        if read:
+            st.read_bytes += moved * mult
+        else:
+            st.write_bytes += moved * mult
+        st.lookup_bytes += moved * lookups
+        st.hit_bytes += hits
         return ready, lone
 
     def spill(self, reloads: float, spills: float) -> None:
