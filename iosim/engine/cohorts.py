@@ -23,7 +23,7 @@ from typing import NamedTuple
 import numpy as np
 
 from iosim.schedule.flash1 import Flash1Kernel
-from iosim.schedule.ir import EPI, LOOP, PRO, READ, WRITE, AccessKind, Flops, Kernel, Program
+from iosim.schedule.ir import EPI, LOOP, PRO, READ, WRITE, AccessKind, CausalMode, Flops, Kernel, Program
 
 MAX_STEPS = 32  # aggregated steps per cohort loop: bounds the engine's cost per CTA
 INNER_STEPS = 8  # FlashAttention-1: aggregated steps per pass over Q and the per-row state O, ℓ, m
@@ -184,18 +184,36 @@ def _emit_one(k: Kernel, out: list, phase, i: int, j: int, u0: int, u1: int) -> 
 def _emit(k: Kernel, out: list, phase, sl, kv, i, j, u0, u1) -> None:
     if len(sl) == 0:
         return
+    # without a causal mask every CTA of a cohort is at the same loop block: a tile indexed by the loop
+    # alone is the same rectangle for all of them, and only the slices make runs
+    uniform = phase is LOOP and k.causal is CausalMode.NONE and len(sl) > SMALL_COHORT
     for p in k.patterns:
         if p.phase is not phase:
             continue
         s = kv if p.kv else sl
-        r0, r1 = _span(k, p.rows, i, j, u0, u1, p.tensor, 0)
-        c0, c1 = _span(k, p.cols, i, j, u0, u1, p.tensor, 1)
+        same = uniform and p.rows in ("u", "all") and p.cols in ("u", "all")
+        if same:
+            a, b = int(u0[0]), int(u1[0])
+            r0, r1 = _span(k, p.rows, 0, 0, a, b, p.tensor, 0)
+            c0, c1 = _span(k, p.cols, 0, 0, a, b, p.tensor, 1)
+        else:
+            r0, r1 = _span(k, p.rows, i, j, u0, u1, p.tensor, 0)
+            c0, c1 = _span(k, p.cols, i, j, u0, u1, p.tensor, 1)
         for g in range(k.kv_group if p.fan else 1):
             if p.fan:
                 b, h = np.divmod(sl, k.kv_heads)
                 s = b * k.heads + h * k.kv_group + g
-            for sl_, a0, a1, b0, b1, mult in _rects(s, r0, r1, c0, c1):
+            rects = _runs(s, r0, r1, c0, c1) if same else _rects(s, r0, r1, c0, c1)
+            for sl_, a0, a1, b0, b1, mult in rects:
                 out.append(Access(p.tensor, sl_, a0, a1, b0, b1, p.kind, mult))
+
+
+def _runs(sl, r0: int, r1: int, c0: int, c1: int) -> list:
+    """:func:`_rects` where every CTA touches the same rectangle of its slice: one per run of equal slices
+    (rectangles of different slices never merge)."""
+    starts = np.flatnonzero(np.concatenate(([True], sl[1:] != sl[:-1])))
+    mult = np.diff(np.append(starts, len(sl)))
+    return [(s, r0, r1, c0, c1, m) for s, m in zip(sl[starts].tolist(), mult.tolist())]
 
 
 def _span(k: Kernel, dim: str, i, j, u0, u1, tensor: str, axis: int):
