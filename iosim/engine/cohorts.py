@@ -283,28 +283,36 @@ def _join_listed(rows: list, lo: int, hi: int, same: tuple) -> list:
 
 
 def _rects_array(sl, r0, r1, c0, c1):
-    keys = np.stack([sl, r0, r1, c0, c1], axis=1)
-    starts = np.flatnonzero(np.concatenate([[True], np.any(keys[1:] != keys[:-1], axis=1)]))
-    mult = np.diff(np.append(starts, len(keys)))
-    keys = keys[starts]
-    keys, mult = _join(keys, mult, lo=1, hi=2, same=[0, 3, 4])
-    keys, mult = _join(keys, mult, lo=3, hi=4, same=[0, 1, 2])
-    return [tuple(row) + (m,) for row, m in zip(keys.tolist(), mult.tolist())]
+    """:func:`_rects` on many CTAs, column by column in numpy."""
+    cols = [sl, r0, r1, c0, c1]
+    change = np.empty(len(sl), dtype=bool)
+    change[0] = True
+    np.not_equal(sl[1:], sl[:-1], out=change[1:])
+    for c in cols[1:]:
+        change[1:] |= c[1:] != c[:-1]
+    starts = np.flatnonzero(change)
+    mult = np.diff(np.append(starts, len(sl)))
+    if len(starts) < len(sl):
+        cols = [c[starts] for c in cols]
+    cols, mult = _join(cols, mult, lo=1, hi=2, same=(0, 3, 4))
+    cols, mult = _join(cols, mult, lo=3, hi=4, same=(0, 1, 2))
+    return list(zip(*(c.tolist() for c in cols), mult.tolist()))
 
 
-def _join(keys, mult, lo, hi, same):
+def _join(cols: list, mult, lo: int, hi: int, same: tuple):
     """Merge consecutive single rectangles that agree on ``same`` and abut (``hi`` of one = ``lo`` of next)."""
-    if len(keys) == 1:
-        return keys, mult
+    if len(mult) == 1:
+        return cols, mult
     single = mult == 1
-    joins = (single[1:] & single[:-1] & np.all(keys[1:, same] == keys[:-1, same], axis=1)
-             & (keys[1:, lo] == keys[:-1, hi]))
+    joins = single[1:] & single[:-1] & (cols[lo][1:] == cols[hi][:-1])
+    for k in same:
+        joins &= cols[k][1:] == cols[k][:-1]
     if not joins.any():
-        return keys, mult
-    starts = np.flatnonzero(np.concatenate([[True], ~joins]))
-    ends = np.append(starts[1:], len(keys)) - 1
-    out = keys[starts].copy()
-    out[:, hi] = keys[ends, hi]
+        return cols, mult
+    starts = np.flatnonzero(np.concatenate(([True], ~joins)))
+    ends = np.append(starts[1:], len(mult)) - 1
+    out = [c[starts] for c in cols]
+    out[hi] = cols[hi][ends]
     return out, mult[starts]
 
 
