@@ -101,7 +101,7 @@ class Engine:
         self._kernel_start = 0.0  # when the kernel now running started: its first wave's cohorts launch then
         self.events = 0
         self.records: list[KernelResult] = []
-        self._pieces: dict = {}  # (tensor, r0, r1, c0, c1) -> its lines' pieces and bytes: every slice is cut alike
+        self._pieces: dict = {}  # (tensor, r0, r1, c0, c1) -> index, placement, pieces, bytes: slices are cut alike
 
     def geometry(self, name: str) -> LineGeometry:
         return self.geoms[self.index[name]]
@@ -205,17 +205,17 @@ class Engine:
             distinct, lone = 0, 0.0  # bytes of lines read; bytes filled for them, per CTA reading them
             loads = {}  # bytes loaded per tensor: independent loads a CTA issues together
             for name, sl, r0, r1, c0, c1, kind, mult in step.accesses:
-                t = index[name]
-                rect = (t, r0, r1, c0, c1)
+                rect = (name, r0, r1, c0, c1)
                 cut = pieces.get(rect)
                 if cut is None:
                     if len(pieces) > PIECE_CACHE:
                         pieces.clear()
-                    cut = pieces[rect] = _cut(geoms[t], r0, r1, c0, c1)
-                r, lone = l2.access_pieces((t, sl), cut[0], places[t], kind, mult, now, who, lockstep, lone)
+                    t = index[name]
+                    cut = pieces[rect] = (t, places[t]) + _cut(geoms[t], r0, r1, c0, c1)
+                t, place, parts, nbytes = cut
+                r, lone = l2.access_pieces((t, sl), parts, place, kind, mult, now, who, lockstep, lone)
                 if r > ready:
                     ready, missed = r, True
-                nbytes = cut[1]
                 moved += nbytes * mult
                 if kind == ATOMIC:
                     atomic += nbytes * mult
