@@ -130,6 +130,7 @@ class Engine:
             if self.mode == "ncu":
                 self.l2.flush(self.env.now, invalidate=True, timed=False)
             self._code = self._price_code(kernel, self.codes[n], self.per_sm[n])
+            self._paces = {}
             yield from self._kernel(kernel, self.per_sm[n])
 
     def _price_code(self, kernel, code, per_sm: int) -> dict:
@@ -198,6 +199,9 @@ class Engine:
         # the kernel starts, or when equal trips free their slots together; causal CTAs free them one by one
         lockstep = env.now == self._kernel_start or kernel.causal is CausalMode.NONE
         looped = {p.tensor for p in kernel.patterns if p.phase == LOOP}  # read once a pass, the rest once a CTA
+        spilled = any(code["spills"])
+        per = kernel.iter_flops.tensor / code["tensor"]  # tensor-core seconds of one iteration
+        paces = self._paces  # seconds of one plain iteration by CTAs sharing an SM
         self.resident += g1 - g0
         for step in cohorts.steps(kernel, g0, g1, line_iters, self.aggregate, self._steps):
             now = env.now
@@ -227,7 +231,7 @@ class Engine:
             if atomic and self.atomics is not None:
                 ready = max(ready, self.atomics.reserve(now, atomic))
                 moved -= atomic
-            if step.iters and any(code["spills"]):  # spilled registers: to the L2 and back, hitting there
+            if step.iters and spilled:  # spilled registers: to the L2 and back, hitting there
                 reloads, spills = (b * step.iters * step.active for b in code["spills"])
                 l2.spill(reloads, spills)
                 moved += reloads + spills
@@ -241,8 +245,9 @@ class Engine:
             if step.active:
                 # priced iteration by iteration, as one CTA running them one at a time would be: a step's
                 # first pass carries the CTA's work outside the loop (prologue, epilogue), the rest are alike
-                per = kernel.iter_flops.tensor / code["tensor"]
-                plain = sm_time(per, code["iter"], code["chain"], share, self.overlap)
+                plain = paces.get(share)
+                if plain is None:
+                    plain = paces[share] = sm_time(per, code["iter"], code["chain"], share, self.overlap)
                 if first:
                     outside = ((step.span_flops or step.flops).tensor / code["tensor"]) - per * length
                     head = min(1.0, length)
