@@ -14,7 +14,7 @@ import argparse
 import sys
 from dataclasses import replace
 
-from iosim.kernels.cases import OURS, CaseSpec, case
+from iosim.kernels.cases import TRAINED, CaseSpec, case
 from iosim.kernels.device import HarnessError, cuda_torch, one_line
 from iosim.kernels.inputs import make_forward, make_inputs
 from iosim.kernels.timing import time_fn
@@ -76,7 +76,7 @@ def main(argv=None) -> int:
     parser.add_argument("--causal", action="store_true", help="causal mask (FLOPs halved)")
     parser.add_argument("--tokens", type=int, default=16384, help="B·N, tokens per batch (B = tokens / N)")
     parser.add_argument("--width", type=int, default=2048, help="H·d, model width (H = width / d)")
-    parser.add_argument("--impls", nargs="+", default=list(OURS + PEERS), choices=OURS + PEERS,
+    parser.add_argument("--impls", nargs="+", default=list(TRAINED + PEERS), choices=TRAINED + PEERS,
                         help="implementations to time")
     args = parser.parse_args(argv)
     try:

@@ -21,7 +21,8 @@ def simulate(config: RunConfig, gpu: str | Profile = "a100", *, aggregate: bool 
     CTAs finish (CTAs of the whole run, and the name of the kernel running).
     """
     profile = gpu if isinstance(gpu, Profile) else load_profile(gpu)
-    return Engine(build_schedule(config), profile, mode=config.mode, aggregate=aggregate, l2_bytes=l2_bytes,
+    return Engine(build_schedule(config, profile.sm_count), profile, mode=config.mode, aggregate=aggregate,
+                  l2_bytes=l2_bytes,
                   codes=codes, triton_version=triton_version, progress=progress).run()
 
 
@@ -32,7 +33,7 @@ def simulate_or_skip(config: RunConfig, gpu: str | Profile = "a100", **options) 
     from iosim.results.report import human_bytes
 
     profile = gpu if isinstance(gpu, Profile) else load_profile(gpu)
-    schedule = build_schedule(config)
+    schedule = build_schedule(config, profile.sm_count)
     skip = {"config": schedule.config.to_dict(), "gpu": profile.id, "mode": config.mode,
             "peak_hbm_bytes": schedule.peak_hbm_bytes, "hbm_capacity_bytes": profile.hbm_bytes}
     if schedule.peak_hbm_bytes > profile.hbm_bytes:

@@ -1,4 +1,5 @@
-"""Triton attention kernels whose memory schedules the simulator models: standard, FlashAttention-1, FlashAttention-2.
+"""Triton attention kernels whose memory schedules the simulator models: standard, FlashAttention-1, FlashAttention-2,
+and flash-decoding (split-KV inference, forward only).
 
 Each algorithm is one module with the same interface (``attention``, ``tiling``, ``bwd_tiling``,
 ``run_config``, ``LAUNCHES``). The modules import torch and triton on first use, so looking up
@@ -14,7 +15,8 @@ from __future__ import annotations
 import importlib
 from collections.abc import Mapping
 
-ALGO_NAMES = ("standard", "flash1", "flash2")
+ALGO_NAMES = ("standard", "flash1", "flash2")  # training kernels: forward and backward
+INFERENCE_NAMES = ("flash_decode",)  # forward only
 
 
 class _LazyModules(Mapping):
@@ -38,4 +40,4 @@ class _LazyModules(Mapping):
         return f"ALGOS({', '.join(self._names)})"
 
 
-ALGOS = _LazyModules(ALGO_NAMES)
+ALGOS = _LazyModules(ALGO_NAMES + INFERENCE_NAMES)

@@ -10,11 +10,12 @@ from iosim.measure.measurement import KERNEL_IMPL, SDPA_IMPLS
 from iosim.schedule.problem import HEAD_DIMS, ConfigError, Problem, RunConfig, Tiling
 from iosim.schedule.tiling import FWD, resolve_tiling
 
-OURS = ("flash2", "flash1", "standard")  # our Triton kernels (iosim.kernels.ALGO_NAMES), in the grids' order
+TRAINED = ("flash2", "flash1", "standard")  # our training kernels (iosim.kernels.ALGO_NAMES), in the grids' order
+OURS = TRAINED + ("flash_decode",)  # and the inference kernel (forward only)
 IMPLS = OURS + ("standard_eager", *SDPA_IMPLS, KERNEL_IMPL)
 REPO = Path(__file__).resolve().parent.parent  # the repository root of a checkout (kernels/ lives in it)
 FOREIGN_MANIFEST = Path("experiments/foreign_kernels/manifest.yaml")  # relative to the repository root
-_SHORT = {"block_m": "bm", "block_n": "bn", "stages": "s", "warps": "w"}  # name parts, in this order
+_SHORT = {"block_m": "bm", "block_n": "bn", "stages": "s", "warps": "w", "splits": "sp"}  # name parts, in this order
 
 
 @dataclass(frozen=True)
@@ -201,6 +202,30 @@ def h200_grid() -> list[CaseSpec]:
     ] + default_grid()
 
 
+def decode_grid() -> list[CaseSpec]:
+    """Inference: one decode step (and a few speculative ones) against a KV cache, d = 128, 32 query heads.
+
+    flash_decode at batch 1-256 and KV length 1K-256K with GQA 4 (8 KV heads); MHA, GQA 8 and MQA at one
+    size; 4 and 16 query rows; split counts 1, 4 and 16 beside FlashAttention-2's choice; bf16; then
+    flash2 on the same decode (no split: one CTA per head) and SDPA's flash backend as the outside
+    reference. The largest cache is 34 GB (batch 64, 128K).
+    """
+    def S(batch, seq_k, kv_heads=8, seq_q=1, impl="flash_decode", splits=None, dtype="fp16"):
+        problem = Problem(batch=batch, heads=32, kv_heads=kv_heads, seq_q=seq_q, seq_k=seq_k, head_dim=128, dtype=dtype)
+        return CaseSpec(impl, problem, Tiling(splits=splits))
+
+    sizes = [(1, n) for n in (1024, 8192, 32768, 131072, 262144)] + [(8, n) for n in (1024, 8192, 32768, 131072)]
+    sizes += [(64, n) for n in (1024, 8192, 32768, 131072)] + [(256, n) for n in (1024, 4096, 16384)]
+    cases = [S(b, n) for b, n in sizes]
+    cases += [S(8, 32768, kv_heads=h) for h in (32, 4, 1)]
+    cases += [S(8, 8192, seq_q=q) for q in (4, 16)]
+    cases += [S(1, 32768, splits=n) for n in (1, 4, 16)] + [S(8, 32768, splits=n) for n in (1, 4)]
+    cases += [S(8, 32768, dtype="bf16")]
+    cases += [S(b, n, impl="flash2") for b, n in ((1, 32768), (8, 8192), (64, 8192))]
+    cases += [S(b, n, impl="sdpa_flash") for b, n in ((1, 32768), (8, 32768), (64, 8192), (256, 4096))]
+    return cases
+
+
 def kernel_case(ref: str, algo: str = "flash2", pass_: str = "fwd", **problem) -> CaseSpec:
     """A user's kernel ``ref`` (``path.py:fn``) as a case; ``problem`` as :class:`Problem` takes it."""
     if pass_ not in ("fwd", "fwd_bwd"):
@@ -245,4 +270,5 @@ def manifest_cases(path: Path | None = None) -> list[CaseSpec]:
     return cases
 
 
-GRIDS = {"default": default_grid, "smoke": smoke_grid, "h200": h200_grid, "foreign": manifest_cases}
+GRIDS = {"default": default_grid, "smoke": smoke_grid, "h200": h200_grid, "decode": decode_grid,
+         "foreign": manifest_cases}

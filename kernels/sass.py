@@ -176,7 +176,7 @@ def parse_res_usage(text: str) -> dict[str, dict[str, int]]:
 def configurations() -> list[tuple[str, dict, dict]]:
     """(algo, problem fields, tiling overrides) for every case of the default grid run by our kernels and
     every algorithm's default tiling at d = 32, 64, 128, fp16/bf16, causal or not, forward and backward."""
-    from iosim.kernels.cases import GRIDS, OURS
+    from iosim.kernels.cases import GRIDS, OURS, TRAINED
 
     configs = []
     for spec in GRIDS["default"]():
@@ -184,7 +184,7 @@ def configurations() -> list[tuple[str, dict, dict]]:
             p = spec.problem
             configs.append((spec.impl, dict(heads=p.heads, kv_heads=p.kv_heads, head_dim=p.head_dim, dtype=p.dtype,
                                             causal=p.causal, backward=p.backward), spec.overrides()))
-    for algo in OURS:
+    for algo in TRAINED:
         for d in (32, 64, 128):
             for dtype in ("fp16", "bf16"):
                 for causal in (False, True):

@@ -64,8 +64,9 @@ def run_options(seq_default: str = DEFAULT_SEQ, algo_default: str = "standard,fl
                      help=f"Algorithm(s), comma-separated: {', '.join(ALGOS)}. [default: {algo_default}]"),
         click.option("--seq-len", "seq", default=seq_default, show_default=True, callback=seq_callback,
                      help="Sequence length(s) N: a list (1k,4k) or a doubling range (512:64k)."),
-        click.option("--seq-k", type=click.IntRange(min=1), default=None,
-                     help="Key/value length if different from N (non-causal)."),
+        click.option("--seq-k", default=None, callback=parse_sizes,
+                     help="Key/value length(s) if different from N (non-causal), as --seq-len: with N = 1..16 a "
+                          "decode step against a KV cache (try --algo flash_decode)."),
         click.option("--head-dim", "-d", type=click.IntRange(min=1), default=64, show_default=True,
                      help="Head dimension d."),
         click.option("--batch", "-b", type=click.IntRange(min=1), default=4, show_default=True, help="Batch size."),
@@ -86,6 +87,9 @@ def run_options(seq_default: str = DEFAULT_SEQ, algo_default: str = "standard,fl
     options += [
         click.option("--warps", type=int, default=None, help="Warps per CTA. [default: per algorithm]"),
         click.option("--stages", type=int, default=None, help="Software pipeline stages. [default: per algorithm]"),
+        click.option("--splits", type=click.IntRange(min=1), default=None,
+                     help="flash_decode: CTAs the K/V length is split across, combined by a second kernel. "
+                          "[default: as FlashAttention-2 chooses for the GPU's SMs]"),
         click.option("--grid-order", type=click.Choice(GRID_ORDERS), default="rows", show_default=True,
                      help="rows: the Q blocks of one head launch together (FlashAttention-2); "
                           "heads: the same Q block of every head launches together (flash2 only)."),
@@ -111,11 +115,11 @@ def run_configs(o: dict, tilings=None) -> list:
     """Every run the options describe, algorithm by algorithm, tiling by tiling, N by N."""
     if tilings is None:
         tilings = [Tiling(block_m=o.get("block_m"), block_n=o.get("block_n"), warps=o["warps"], stages=o["stages"],
-                          grid_order=o["grid_order"])]
+                          grid_order=o["grid_order"], splits=o.get("splits"))]
     return [
         RunConfig(algo=a, problem=Problem(batch=o["batch"], heads=o["heads"], kv_heads=o["kv_heads"], seq_q=n,
-                                          seq_k=o["seq_k"], head_dim=o["head_dim"], dtype=o["dtype"],
+                                          seq_k=nk, head_dim=o["head_dim"], dtype=o["dtype"],
                                           causal=o["causal"], backward=o["backward"]),
                   tiling=t, mode=o["mode"], host_tensors=o["host"])
-        for a in o["algo"] for t in tilings for n in o["seq"]
+        for a in o["algo"] for t in tilings for n in o["seq"] for nk in (o["seq_k"] or [None])
     ]

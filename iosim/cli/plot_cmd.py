@@ -139,7 +139,8 @@ def runtime(output, measured, **opts):
               help="Rows of K/V per tile (B_c), comma-separated.")
 def blocks(output, block_m, block_n, **opts):
     """HBM bytes and time against the tile shape (block_m × block_n) at one sequence length."""
-    tilings = [Tiling(block_m=m, block_n=n, warps=opts["warps"], stages=opts["stages"], grid_order=opts["grid_order"])
+    tilings = [Tiling(block_m=m, block_n=n, warps=opts["warps"], stages=opts["stages"], grid_order=opts["grid_order"],
+                      splits=opts.get("splits"))
                for m in block_m for n in block_n]
     runs = _simulated(_results(opts, tilings))
     _write(plotting.block_sweep(runs), output, runs)

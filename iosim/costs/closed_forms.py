@@ -12,7 +12,8 @@ Three kinds of formula, all pure functions of the problem (no engine):
 """
 from __future__ import annotations
 
-from iosim.schedule.problem import RunConfig
+from iosim.schedule.problem import ConfigError, RunConfig
+from iosim.schedule.tiling import decode_split_blocks
 
 FP32 = 4
 
@@ -80,6 +81,8 @@ def no_cache_bytes(config: RunConfig) -> dict:
 
     if config.algo.startswith("standard"):
         _standard(p, config.tiling, config.algo == "standard_eager", add)
+    elif config.algo == "flash_decode":
+        _flash_decode(p, config.tiling, add)
     elif config.algo == "flash1":
         _flash1(p, config.tiling, add)
         if p.backward:
@@ -90,6 +93,20 @@ def no_cache_bytes(config: RunConfig) -> dict:
         if p.backward:
             _flash2_bwd(p, config.backward_tiling, add)
     return total
+
+
+def _flash_decode(p, t, add):
+    """Each split CTA reads its group's query rows and its share of K/V; with two or more splits every
+    query row's fp32 partial output and logsumexp go out once per split and come back in the combine."""
+    if t.splits is None:
+        raise ConfigError("splits", "flash_decode's counts need the splits (a schedule built for a GPU has them)")
+    e, d = p.elem_bytes, p.head_dim
+    _, used = decode_split_blocks(_cdiv(p.seq_k, t.block_n), t.splits)
+    q = p.bh * p.seq_q * d * e
+    partials = p.bh * p.seq_q * used * (d + 1) * FP32 if used > 1 else 0
+    add(used * q + 2 * p.bh_kv * p.seq_k * d * e, partials or q)  # the split kernel
+    if partials:
+        add(partials, q)  # the combine
 
 
 def _flash2_fwd(p, t, add):

@@ -184,9 +184,9 @@ def _emit_one(k: Kernel, out: list, phase, i: int, j: int, u0: int, u1: int) -> 
 def _emit(k: Kernel, out: list, phase, sl, kv, i, j, u0, u1) -> None:
     if len(sl) == 0:
         return
-    # without a causal mask every CTA of a cohort is at the same loop block: a tile indexed by the loop
-    # alone is the same rectangle for all of them, and only the slices make runs
-    uniform = phase is LOOP and k.causal is CausalMode.NONE and len(sl) > SMALL_COHORT
+    # without a causal mask or a split loop every CTA of a cohort is at the same loop block: a tile
+    # indexed by the loop alone is the same rectangle for all of them, and only the slices make runs
+    uniform = phase is LOOP and k.causal is CausalMode.NONE and not k.split_blocks and len(sl) > SMALL_COHORT
     for p in k.patterns:
         if p.phase is not phase:
             continue

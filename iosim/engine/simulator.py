@@ -338,6 +338,7 @@ class Engine:
             roofline=roofline(levels, flops, instructions, self.profile, self.dtype, kernel.mma, head_dim),
             mma=kernel.mma, instructions=instructions, code=code.source, l2_lookup_bytes=st.lookup_bytes - lookups,
             regs_per_thread=kernel.regs_per_thread, smem_bytes=kernel.smem_bytes,
+            launch_s=self.profile.launch_overhead + (self.profile.kernel_start_overhead or 0.0),
         )
 
     def _timeline(self) -> dict:

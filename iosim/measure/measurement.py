@@ -392,6 +392,7 @@ class _Tiling(FileModel):
     warps: PositiveInt | None = None
     stages: PositiveInt | None = None
     grid_order: Literal[GRID_ORDERS] = "rows"
+    splits: PositiveInt | None = None  # flash_decode: the K/V splits launched
 
 
 class _RunConfig(FileModel):

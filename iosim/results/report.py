@@ -6,7 +6,7 @@ import io
 
 from iosim.results.result import RunResult, Skipped
 
-COLUMNS = ("gpu", "algo", "N", "d", "B×H", "causal", "pass", "HBM read", "HBM write", "L2 traffic", "L2 hit",
+COLUMNS = ("gpu", "algo", "N", "Nk", "d", "B×H", "causal", "pass", "HBM read", "HBM write", "L2 traffic", "L2 hit",
            "time", "bound", "peak mem")
 
 
@@ -31,7 +31,8 @@ def row(r: RunResult | Skipped) -> dict:
     """One table line; a skipped run shows its configuration and its reason where the bound goes."""
     p = r.config["problem"]
     heads = f"{p['batch']}×{p['heads']}" + (f"/{p['kv_heads']}" if p["kv_heads"] != p["heads"] else "")
-    out = {"gpu": r.gpu, "algo": r.config["algo"], "N": p["seq_q"], "d": p["head_dim"], "B×H": heads,
+    out = {"gpu": r.gpu, "algo": r.config["algo"], "N": p["seq_q"], "Nk": p.get("seq_k") or p["seq_q"],
+           "d": p["head_dim"], "B×H": heads,
            "causal": "yes" if p["causal"] else "no", "pass": "fwd+bwd" if p["backward"] else "fwd",
            "peak mem": human_bytes(r.peak_hbm_bytes) + (" (OOM)" if r.out_of_memory else "")}
     if isinstance(r, Skipped):
@@ -61,7 +62,7 @@ def table(results: list) -> str:
 
 
 CONFIG_COLUMNS = ("gpu", "algo", "seq_q", "seq_k", "head_dim", "batch", "heads", "kv_heads", "dtype", "causal",
-                  "backward", "block_m", "block_n", "warps", "stages", "grid_order", "mode", "host_tensors")
+                  "backward", "block_m", "block_n", "warps", "stages", "grid_order", "splits", "mode", "host_tensors")
 LEVEL_COLUMNS = tuple(f"{lv}_{k}_bytes" for lv in ("sram", "l2", "hbm", "host") for k in ("read", "write"))
 FIELDS = [*CONFIG_COLUMNS, *LEVEL_COLUMNS, "l2_hit_rate", "time_s", "bound", "peak_hbm_bytes", "hbm_capacity_bytes",
           "skipped"]
@@ -77,7 +78,7 @@ def records(results: list) -> list[dict]:
         d = dict.fromkeys(FIELDS)
         d |= {k: c["problem"][k] for k in ("seq_q", "seq_k", "head_dim", "batch", "heads", "kv_heads", "dtype",
                                            "causal", "backward")}
-        d |= {k: c["tiling"][k] for k in ("block_m", "block_n", "warps", "stages", "grid_order")}
+        d |= {k: c["tiling"].get(k) for k in ("block_m", "block_n", "warps", "stages", "grid_order", "splits")}
         d |= {"gpu": r.gpu, "algo": c["algo"], "mode": r.mode, "host_tensors": "+".join(c.get("host_tensors", [])),
               "peak_hbm_bytes": r.peak_hbm_bytes, "hbm_capacity_bytes": r.hbm_capacity_bytes}
         if isinstance(r, Skipped):

@@ -51,6 +51,7 @@ class KernelResult:
     l2_lookup_bytes: int = 0  # bytes the L2 slices looked up: SM loads after request coalescing, stores, atomics
     regs_per_thread: int = 0  # launch resources the occupancy came from
     smem_bytes: int = 0
+    launch_s: float = 0.0  # of time_s: the launch overhead and first-wave start every kernel pays
 
     @property
     def bound(self) -> str:
@@ -102,13 +103,20 @@ class RunResult:
 
     @property
     def bound(self) -> str:
-        """The resource whose busy time dominates, or ``occupancy`` when none explains the time."""
+        """The resource whose busy time dominates; when none explains the time, ``launch`` if kernel
+        launches and starts take half of it, ``grid`` if the kernel
+        that takes longest has fewer CTAs than the GPU has slots for (a decode step without splits),
+        else ``occupancy`` (latency the resident CTAs do not hide)."""
         busy = {}
         for k in self.kernels:
             for res, t in k.roofline.items():
                 busy[res] = busy.get(res, 0.0) + t
         res = max(busy, key=busy.get)
-        return res if busy[res] >= 0.6 * self.time_s else "occupancy"
+        if busy[res] >= 0.6 * self.time_s:
+            return res
+        if sum(k.launch_s for k in self.kernels) >= 0.5 * self.time_s:
+            return "launch"
+        return "grid" if max(self.kernels, key=lambda k: k.time_s).waves < 1 else "occupancy"
 
     @property
     def out_of_memory(self) -> bool:

@@ -129,6 +129,7 @@ class _Kernel(FileModel):
     l2_lookup_bytes: NonNegative = 0
     regs_per_thread: NonNegativeInt = 0
     smem_bytes: NonNegativeInt = 0
+    launch_s: NonNegative = 0.0  # of time_s: launch overhead and first-wave start
     bound: Line | None = None  # derived
     time_split: dict[str, Any] | None = None  # derived, where a user's kernel was priced (simulate --kernel)
 

@@ -1,23 +1,32 @@
 """Compile an attention problem into the kernels a real implementation launches (a :class:`Schedule`)."""
 from __future__ import annotations
 
-from iosim.schedule import flash1, flash2, standard
+from dataclasses import replace
+
+from iosim.schedule import flash1, flash2, flash_decode, standard
 from iosim.schedule.common import Schedule, TensorSet, check_problem
 from iosim.schedule.ir import HOST
 from iosim.schedule.problem import RunConfig
 from iosim.schedule.tiling import resolve
 
-BUILDERS = {"standard": standard.build, "standard_eager": standard.build, "flash1": flash1.build, "flash2": flash2.build}
+BUILDERS = {"standard": standard.build, "standard_eager": standard.build, "flash1": flash1.build, "flash2": flash2.build,
+            "flash_decode": flash_decode.build}
 INPUTS = ("Q", "K", "V")
 BACKWARD_INPUTS = ("dO",)
 OUTPUTS = ("O",)
 BACKWARD_OUTPUTS = ("dQ", "dK", "dV")
 
 
-def build_schedule(config: RunConfig) -> Schedule:
-    """The kernels of ``config.algo`` for ``config.problem``, in launch order; the schedule keeps the resolved config."""
+def build_schedule(config: RunConfig, sm_count: int | None = None) -> Schedule:
+    """The kernels of ``config.algo`` for ``config.problem``, in launch order; the schedule keeps the resolved config.
+
+    ``sm_count``: the GPU's SMs, for choices a real implementation makes at launch from them (the
+    splits of flash-decoding); the resolved config records what was chosen.
+    """
     check_problem(config)
     config = resolve(config)
+    if config.algo == "flash_decode":
+        config = replace(config, tiling=replace(config.tiling, splits=flash_decode.splits_for(config, sm_count)))
     ts = TensorSet(config)
     kernels = BUILDERS[config.algo](ts, config)
     p = config.problem

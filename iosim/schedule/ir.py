@@ -143,6 +143,7 @@ class Kernel:
     smem_bytes: int = 0
     regs_per_thread: int = 64
     extents: tuple = ()  # (tensor name, rows, cols) to clip rectangles against
+    split_blocks: int = 0  # > 0: CTA i loops over its own share of the loop, blocks [i·split_blocks, (i+1)·split_blocks)
 
     @cached_property
     def _extent(self) -> dict:
@@ -176,6 +177,9 @@ class Kernel:
         """First loop block and trip count of each CTA (causal kernels skip fully masked blocks)."""
         n = self.n_loop
         start = np.zeros_like(i)
+        if self.split_blocks:  # split-KV: each CTA along i streams its own share of the blocks
+            start = np.minimum(i * self.split_blocks, n)
+            return start, np.minimum(start + self.split_blocks, n) - start
         if self.causal is CausalMode.STOP:  # forward: key blocks up to the query block's last row
             stop = np.minimum(n, -(-((i + 1) * self.block_i) // self.block_u))
         elif self.causal is CausalMode.START:  # backward: query blocks from the key block's first row on

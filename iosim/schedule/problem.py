@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 DTYPE_BYTES = {"fp16": 2, "bf16": 2, "fp32": 4}
 HEAD_DIMS = (16, 32, 64, 128)  # what the Triton kernels take (a power of two for tl.arange), so what is modelled
 WARPS = (1, 2, 4, 8, 16)
-ALGOS = ("standard", "standard_eager", "flash1", "flash2")
+ALGOS = ("standard", "standard_eager", "flash1", "flash2", "flash_decode")
 GRID_ORDERS = ("rows", "heads")
 MODES = ("plain", "ncu")
 
@@ -106,6 +106,7 @@ class Tiling:
     warps: int | None = None
     stages: int | None = None
     grid_order: str = "rows"
+    splits: int | None = None  # flash_decode: CTAs the K/V length is split across (None: fill the GPU)
 
     def __post_init__(self):
         for name in ("block_m", "block_n"):
@@ -118,6 +119,8 @@ class Tiling:
             raise ConfigError("warps", f"must be one of {', '.join(map(str, WARPS))}, got {self.warps}")
         if self.stages is not None:
             _positive_int("stages", self.stages)
+        if self.splits is not None:
+            _positive_int("splits", self.splits)
         if self.grid_order not in GRID_ORDERS:
             raise ConfigError("grid_order", f"must be one of {', '.join(GRID_ORDERS)}, got {self.grid_order!r}")
 
@@ -148,7 +151,11 @@ class RunConfig:
         object.__setattr__(self, "host_tensors", tuple(self.host_tensors))
 
     def to_dict(self) -> dict:
-        return asdict(self) | {"host_tensors": list(self.host_tensors)}
+        out = asdict(self) | {"host_tensors": list(self.host_tensors)}
+        for key in ("tiling", "backward_tiling"):  # only flash-decoding splits: other runs keep their old form
+            if out[key] is not None and out[key]["splits"] is None:
+                del out[key]["splits"]
+        return out
 
     def resolved(self) -> RunConfig:
         """This configuration with both passes' tiles, warps and stages spelled out (see :mod:`iosim.schedule.tiling`)."""

@@ -8,6 +8,7 @@ backward is tiled differently from its forward (K/V rows per CTA, Q rows per ste
 """
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 from iosim.schedule.problem import ConfigError, RunConfig, Tiling
@@ -26,7 +27,46 @@ FLASH2_WARPS_LARGE_D = 8  # warps of the forward for head dims above 64
 # 4 warps the Triton backward spills registers at d = 64 (220 B/thread on an H200, 2.4× slower).
 FLASH2_BWD = Tiling(block_m=64, block_n=128, warps=8, stages=2)
 
+# Flash-decoding (split-KV): one CTA per (key/value head, split) holds the G query heads of its group
+# and their query rows together (block_m: those rows, padded to a tensor-core tile), and streams its
+# share of the K/V length in 64-row blocks; a second kernel combines the splits.
+FLASH_DECODE = Tiling(block_m=None, block_n=64, warps=4, stages=2)
+MIN_ROWS = 16  # the smallest M of a tensor-core tile (tl.dot)
+MAX_SPLITS = 128  # FlashAttention-2's cap on splits
+
 GRID_ORDERS = {"flash2": ("rows", "heads")}  # algorithms whose forward grid order is selectable
+
+
+def decode_rows(group: int, seq_q: int) -> int:
+    """Rows of one flash-decoding CTA: the group's query heads × query positions, padded to a power of two ≥ 16."""
+    return max(MIN_ROWS, 1 << (group * seq_q - 1).bit_length())
+
+
+def decode_splits(ctas: int, sm_count: int, n_blocks: int, max_splits: int = MAX_SPLITS) -> int:
+    """Splits of the K/V length as FlashAttention-2 chooses them (``num_splits_heuristic``, flash_api.cpp,
+    called with two CTAs per SM): none when the CTAs already fill 80 % of the slots; else the fewest
+    splits whose waves are within 85 % of the best wave efficiency, among split counts that change
+    the K/V blocks per split."""
+    slots = 2 * sm_count
+    if ctas >= 0.8 * slots:
+        return 1
+    top = min(max_splits, slots, n_blocks)
+
+    def eligible(n: int) -> bool:
+        return n == 1 or -(-n_blocks // n) != -(-n_blocks // (n - 1))
+
+    def efficiency(n: int) -> float:
+        waves = ctas * n / slots
+        return waves / math.ceil(waves)
+
+    best = max((efficiency(n) for n in range(1, top + 1) if eligible(n)), default=1.0)
+    return next((n for n in range(1, top + 1) if eligible(n) and efficiency(n) >= 0.85 * best), 1)
+
+
+def decode_split_blocks(n_blocks: int, splits: int) -> tuple[int, int]:
+    """K/V blocks per split and the splits that then hold any (the last ones may be empty otherwise)."""
+    per = -(-n_blocks // max(1, min(splits, n_blocks)))
+    return per, -(-n_blocks // per)
 
 
 def default_tiling(algo: str, pass_: str, head_dim: int) -> Tiling:
@@ -35,6 +75,10 @@ def default_tiling(algo: str, pass_: str, head_dim: int) -> Tiling:
         raise ValueError(f"pass_(={pass_!r}) must be one of {FWD}, {BWD}")
     if algo.startswith("standard"):
         return STANDARD
+    if algo == "flash_decode":
+        if pass_ == BWD:
+            raise ConfigError("backward", "flash_decode is a forward (inference) kernel; it has no backward")
+        return FLASH_DECODE
     if pass_ == BWD:  # flash1's backward is FlashAttention-2's
         return FLASH2_BWD
     if algo == "flash1":
@@ -60,10 +104,18 @@ def resolve(config: RunConfig) -> RunConfig:
     """
     d = config.problem.head_dim
     fwd = resolve_tiling(config.algo, FWD, d, config.tiling)
+    if config.algo == "flash_decode":
+        p = config.problem
+        rows = decode_rows(p.group, p.seq_q)
+        if fwd.block_m is not None and fwd.block_m < rows:
+            raise ConfigError("block_m", f"flash_decode holds a group's {p.group} heads × {p.seq_q} query rows in one "
+                                         f"CTA: needs >= {rows}, got {fwd.block_m}")
+        fwd = replace(fwd, block_m=fwd.block_m or rows)
     bwd = None
     if config.problem.backward:
         bwd = resolve_tiling(config.algo, BWD, d, config.backward_tiling or config.tiling)
     return replace(config, tiling=fwd, backward_tiling=bwd)
 
 
-__all__ = ["default_tiling", "resolve_tiling", "resolve", "FWD", "BWD", "GRID_ORDERS"]
+__all__ = ["default_tiling", "resolve_tiling", "resolve", "decode_rows", "decode_splits", "decode_split_blocks",
+           "FWD", "BWD", "GRID_ORDERS"]

@@ -1,0 +1,82 @@
+"""Flash-decoding (split-KV): a few query rows against a long K/V cache, the K/V length split across CTAs.
+
+Mirrors ``kernels/flash_decode.py`` kernel for kernel:
+``decode_split``  grid (splits, B·Hkv): a CTA holds the G query heads × Nq rows of one key/value head
+                  (read once), streams its share of the K/V rows (blocks [s·per, (s+1)·per)) and
+                  writes each row's fp32 partial output and logsumexp, or O itself when there is one split;
+``decode_reduce`` grid (B·H·Nq,), only with two or more splits: a CTA per query row reads that row's
+                  partials and logsumexps over the splits and writes its O.
+Tensors are described as the kernels address them: Q and (one split) O as (B·Hkv) × (G·Nq) rows (the
+query heads of a group are contiguous), the partials as one slice per query row × splits rows.
+"""
+from __future__ import annotations
+
+import math
+
+from iosim.schedule.common import FP32, TensorSet, extents, regs_estimate
+from iosim.schedule.ir import EPI, LOOP, PRO, READ, WRITE, Flops, Kernel, Pattern
+from iosim.schedule.problem import ConfigError, RunConfig
+from iosim.schedule.tiling import decode_split_blocks, decode_splits
+
+
+def splits_for(config: RunConfig, sm_count: int | None) -> int:
+    """The splits the kernel launches: the tiling's, else FlashAttention-2's choice for ``sm_count`` SMs."""
+    p, t = config.problem, config.tiling
+    n_blocks = -(-p.seq_k // t.block_n)
+    if t.splits is not None:
+        return decode_split_blocks(n_blocks, t.splits)[1]
+    if sm_count is None:
+        raise ConfigError("splits", "flash_decode needs --splits or a GPU to choose them for")
+    return decode_split_blocks(n_blocks, decode_splits(p.bh_kv, sm_count, n_blocks))[1]
+
+
+def build(ts: TensorSet, config: RunConfig, sm_count: int | None = None) -> list:
+    p, t = config.problem, config.tiling
+    if p.causal:
+        raise ConfigError("causal", "flash_decode is modelled without a causal mask (every query row sees the whole cache)")
+    if p.backward:
+        raise ConfigError("backward", "flash_decode is a forward (inference) kernel; it has no backward")
+    bm, bn, d, eb = t.block_m, t.block_n, p.head_dim, p.elem_bytes
+    rows = p.group * p.seq_q  # query rows of one CTA (padded to bm on the tensor cores)
+    n_blocks = -(-p.seq_k // bn)
+    per, splits = decode_split_blocks(n_blocks, splits_for(config, sm_count))
+    ts.add("Q", p.bh_kv, rows, d, eb, rows)
+    ts.add("K", p.bh_kv, p.seq_k, d, eb, bn)
+    ts.add("V", p.bh_kv, p.seq_k, d, eb, bn)
+    if splits == 1:
+        ts.add("O", p.bh_kv, rows, d, eb, rows)
+        out = (Pattern("O", EPI, WRITE, "all"),)
+        names = ("Q", "K", "V", "O")
+    else:
+        ts.add("Opart", p.bh_kv * rows, splits, d, FP32, 1)
+        ts.add("LSEpart", p.bh_kv * rows, splits, 1, FP32, 1)
+        # each split writes one row of every query row's partials: a fan over the CTA's query rows
+        out = (Pattern("Opart", EPI, WRITE, "i", fan=True), Pattern("LSEpart", EPI, WRITE, "i", fan=True))
+        names = ("Q", "K", "V", "Opart", "LSEpart")
+    stages = t.stages
+    kernels = [Kernel(
+        name="decode_split", slices=p.bh_kv, ti=splits, tj=1, block_i=1, block_j=1, block_u=bn,
+        patterns=(Pattern("Q", PRO, READ, "all"), Pattern("K", LOOP, READ, "u"), Pattern("V", LOOP, READ, "u")) + out,
+        loop_extent=p.seq_k, split_blocks=per,
+        # per K/V block, on bm padded rows: S = QKᵀ and O += PV on tensor cores; the online softmax in SIMT
+        iter_flops=Flops(tensor=4.0 * bm * bn * d, simt=5.0 * bm * bn + bm * d, sfu=bm * bn),
+        end_flops=Flops(simt=2.0 * bm * d, sfu=bm),
+        iter_sram=(bm + 2 * bn) * d * eb,
+        # the fan over partials: the CTA's slice is one key/value head, its "group" the query rows it holds
+        kv_group=rows, heads=rows, kv_heads=1,
+        warps=t.warps, stages=stages, smem_bytes=eb * d * (bm + 2 * bn * stages),
+        regs_per_thread=regs_estimate(bm * d + bm * bn, bm * d * eb, t.warps),
+        extents=extents(ts, names),
+    )]
+    if splits > 1:
+        ts.add("O", p.bh_kv * rows, 1, d, eb, 1)
+        width = 1 << max(0, math.ceil(math.log2(splits)))
+        kernels.append(Kernel(
+            name="decode_reduce", slices=p.bh_kv * rows, ti=1, tj=1, block_i=1, block_j=1, block_u=1,
+            patterns=(Pattern("LSEpart", PRO, READ, "all"), Pattern("Opart", PRO, READ, "all"),
+                      Pattern("O", EPI, WRITE, "all")),
+            end_flops=Flops(simt=3.0 * width * d + 4.0 * width, sfu=width),
+            warps=4, smem_bytes=0, regs_per_thread=32,
+            extents=extents(ts, ("LSEpart", "Opart", "O")),
+        ))
+    return kernels
