@@ -12,6 +12,7 @@ heads of a group × Nq query positions) and ``used`` splits of SPLIT = per·bloc
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import replace
 
 import torch
@@ -114,16 +115,26 @@ def launch_tiling(q, k, v, causal=False, backward=False, **overrides) -> tuple[P
     if backward:
         raise ConfigError("backward", "flash_decode is a forward (inference) kernel; it has no backward")
     problem = _common.check_inputs(q, k, v, causal=False)
+    sms = _sm_count(q.device.index or 0) if q.device.type == "cuda" else INTERPRETER_SMS
+    cfg, per = _plan(problem, tuple(sorted(overrides.items())), sms)
+    return problem, cfg, per
+
+
+@functools.lru_cache(maxsize=256)
+def _plan(problem: Problem, overrides: tuple, sms: int) -> tuple[Tiling, int]:
+    """The launch plan of a call shape (cached: a decode step is tens of microseconds, and choosing
+    its splits in Python would otherwise cost as much as the kernels)."""
     # resolve() sets block_m = decode_rows(G, Nq) and refuses a given block_m below it
-    cfg = RunConfig(algo=ALGO, problem=problem, tiling=_common.overrides_tiling(overrides)).resolved().tiling
+    cfg = RunConfig(algo=ALGO, problem=problem, tiling=_common.overrides_tiling(dict(overrides))).resolved().tiling
     n_blocks = triton.cdiv(problem.seq_k, cfg.block_n)
-    splits = cfg.splits
-    if splits is None:
-        sms = (torch.cuda.get_device_properties(q.device).multi_processor_count if q.device.type == "cuda"
-               else INTERPRETER_SMS)
-        splits = decode_splits(problem.bh_kv, sms, n_blocks)
+    splits = cfg.splits if cfg.splits is not None else decode_splits(problem.bh_kv, sms, n_blocks)
     per, used = decode_split_blocks(n_blocks, splits)
-    return problem, replace(cfg, splits=used), per
+    return replace(cfg, splits=used), per
+
+
+@functools.lru_cache(maxsize=16)
+def _sm_count(device: int) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count
 
 
 def run_config(q, k, v, causal=False, backward=False, **overrides) -> dict:
