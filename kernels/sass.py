@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import itertools
 import json
 import os
 import subprocess
@@ -28,6 +29,7 @@ from iosim.costs.sass import KernelMix, kernel_mix, mix_key, mixes_filename, wri
 
 DEFAULT_ARCH = 90
 SEQ = 128  # sequence length of the capture tensors: a multiple of 128, so NQ, NK, N·d are 16-divisible as on the GPU
+DECODE_SEQ_K = 128 * 128  # KV length of the decode captures: 128 blocks of 128, so up to 128 splits
 
 
 @dataclass(frozen=True)
@@ -190,6 +192,15 @@ def configurations() -> list[tuple[str, dict, dict]]:
                 for causal in (False, True):
                     configs.append((algo, dict(heads=16, kv_heads=16, head_dim=d, dtype=dtype, causal=causal,
                                                backward=True), {}))
+    # flash-decoding: 16, 32 and 64 query rows per CTA (group 4 × 1, 8, 16 positions), one split (O written directly)
+    # and every power-of-two split count the combine is compiled for (2-128), at d = 64 and 128
+    for d in (64, 128):
+        for dtype in ("fp16", "bf16"):
+            for heads, seq_q in ((32, 1), (32, 8), (32, 16)):
+                for splits, block_n in itertools.product((1, 2, 4, 8, 16, 32, 64, 128), (64, 128)):
+                    configs.append(("flash_decode", dict(heads=heads, kv_heads=8, head_dim=d, dtype=dtype, causal=False,
+                                                         backward=False, seq_q=seq_q, seq_k=DECODE_SEQ_K),
+                                    {"splits": splits, "block_n": block_n}))
     return configs
 
 
@@ -201,8 +212,8 @@ def capture_config(algo: str, problem: dict, overrides: dict, arch: int = DEFAUL
 
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[problem["dtype"]]
     h, hkv, d = problem["heads"], problem["kv_heads"], problem["head_dim"]
-    q = torch.zeros((1, h, SEQ, d), dtype=dtype, requires_grad=problem["backward"])
-    k = torch.zeros((1, hkv, SEQ, d), dtype=dtype, requires_grad=problem["backward"])
+    q = torch.zeros((1, h, problem.get("seq_q", SEQ), d), dtype=dtype, requires_grad=problem["backward"])
+    k = torch.zeros((1, hkv, problem.get("seq_k", SEQ), d), dtype=dtype, requires_grad=problem["backward"])
     v = torch.zeros_like(k, requires_grad=problem["backward"])
 
     def call():

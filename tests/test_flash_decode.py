@@ -123,13 +123,14 @@ def test_forward_matches_float64_and_launches_the_reported_splits(case, dtype, o
 def test_run_config_reports_the_splits_that_hold_blocks():
     """1000 rows in 64-row blocks are 16 blocks; 7 splits take 3 each, so only 6 splits hold any."""
     q, k, v = inputs(SMALL[0][0], F16)
-    config = flash_decode.run_config(q, k, v, splits=7)
+    config = flash_decode.run_config(q, k, v, splits=7, block_n=64)
     assert config["tiling"] == {"block_m": 16, "block_n": 64, "warps": 4, "stages": 2, "grid_order": "rows",
                                 "splits": 6}
     assert config["problem"]["seq_q"] == 1 and config["problem"]["seq_k"] == 1000
     assert RunConfig.from_dict(config).resolved().to_dict() == config  # the simulator takes it as is
     assert flash_decode.run_config(q, k, v, splits=7, block_m=64)["tiling"]["block_m"] == 64
-    assert flash_decode.run_config(q, k, v, splits=100)["tiling"]["splits"] == 16  # at most one per block
+    assert flash_decode.run_config(q, k, v, splits=100, block_n=64)["tiling"]["splits"] == 16  # one per block at most
+    assert flash_decode.run_config(q, k, v, splits=100)["tiling"]["splits"] == 8  # 128-row blocks by default
 
 
 def test_module_reference_matches_float64():
