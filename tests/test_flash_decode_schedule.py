@@ -125,3 +125,35 @@ def test_cli_sweeps_kv_length_and_takes_splits():
     assert table.exit_code == 0 and "Nk" in table.output.splitlines()[1]
     bad = CliRunner().invoke(main, ["simulate", "--algo", "flash_decode", "--splits", "0"])
     assert bad.exit_code == 2 and "--splits" in bad.output
+
+
+def test_decode_plots_sweep_the_kv_length():
+    from iosim.figures import plots
+
+    runs = [simulate(decode(batch=b, heads=32, kv_heads=8, seq_k=n, head_dim=128, mode="plain"), "h100")
+            for b in (1, 8) for n in (1024, 4096, 16384)]
+    peak = {"h100-sxm": 3.35e12}
+    fig = plots.bandwidth_vs_length(runs, peak)
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == "KV length" and len(ax.get_lines()) == 3  # two batches and the datasheet line
+    for line, b in zip(ax.get_lines(), (1, 8)):
+        assert list(line.get_xdata()) == [1024, 4096, 16384]
+        expected = [r.levels["hbm"].total / r.time_s / 3.35e12 for r in runs if r.config["problem"]["batch"] == b]
+        assert list(line.get_ydata()) == pytest.approx(expected)
+        assert all(0 < y <= 1 for y in line.get_ydata())
+    assert plots.io_vs_seqlen(runs).axes[0].get_xlabel() == "KV length"
+    out = CliRunner().invoke(main, ["plot", "bandwidth", "-o", "/dev/null/x.png"])
+    assert out.exit_code != 0 and "-o" in out.output  # an unwritable output is refused before any work
+
+
+def test_a_sweep_spec_takes_kv_lengths_and_splits(tmp_path):
+    from iosim.spec import load_spec
+
+    spec = tmp_path / "decode.yaml"
+    spec.write_text("schema: iosim-sweep\nschema_version: 1\ngpu: h200\nalgo: flash_decode\n"
+                    "problem: {seq_q: 1, seq_k: 1k:4k, heads: 32, kv_heads: 8, batch: [1, 8]}\n"
+                    "tiling: {splits: [1, 4]}\n")
+    runs = load_spec(spec)
+    assert [(c.problem.seq_k, c.problem.batch, c.tiling.splits) for c, _ in runs][:4] == [
+        (1024, 1, 1), (1024, 1, 4), (1024, 8, 1), (1024, 8, 4)]
+    assert len(runs) == 12

@@ -69,7 +69,8 @@ def run_options(seq_default: str = DEFAULT_SEQ, algo_default: str = "standard,fl
                           "decode step against a KV cache (try --algo flash_decode)."),
         click.option("--head-dim", "-d", type=click.IntRange(min=1), default=64, show_default=True,
                      help="Head dimension d."),
-        click.option("--batch", "-b", type=click.IntRange(min=1), default=4, show_default=True, help="Batch size."),
+        click.option("--batch", "-b", default="4", show_default=True, callback=parse_sizes,
+                     help="Batch size(s), as --seq-len (1,8,64 or 1:256)."),
         click.option("--heads", type=click.IntRange(min=1), default=16, show_default=True, help="Query heads."),
         click.option("--kv-heads", type=click.IntRange(min=1), default=None,
                      help="Key/value heads (GQA; 1 = MQA). [default: --heads]"),
@@ -117,9 +118,9 @@ def run_configs(o: dict, tilings=None) -> list:
         tilings = [Tiling(block_m=o.get("block_m"), block_n=o.get("block_n"), warps=o["warps"], stages=o["stages"],
                           grid_order=o["grid_order"], splits=o.get("splits"))]
     return [
-        RunConfig(algo=a, problem=Problem(batch=o["batch"], heads=o["heads"], kv_heads=o["kv_heads"], seq_q=n,
+        RunConfig(algo=a, problem=Problem(batch=b, heads=o["heads"], kv_heads=o["kv_heads"], seq_q=n,
                                           seq_k=nk, head_dim=o["head_dim"], dtype=o["dtype"],
                                           causal=o["causal"], backward=o["backward"]),
                   tiling=t, mode=o["mode"], host_tensors=o["host"])
-        for a in o["algo"] for t in tilings for n in o["seq"] for nk in (o["seq_k"] or [None])
+        for a in o["algo"] for t in tilings for b in o["batch"] for n in o["seq"] for nk in (o["seq_k"] or [None])
     ]

@@ -105,6 +105,7 @@ def plot():
       iosim plot io -o io.png --gpu h100 --measured experiments/measurements/h100/measurements.json
       iosim plot runtime -o t.svg --save runs.json ; iosim plot runtime -o t.pdf --from runs.json
       iosim plot blocks -o blocks.png --algo flash2 --seq-len 4k --block-m 64,128 --block-n 32,64,128
+      iosim plot bandwidth -o bw.png --algo flash2,flash_decode --seq-len 1 --seq-k 1k:128k --batch 1,8,64
     """
 
 
@@ -144,6 +145,18 @@ def blocks(output, block_m, block_n, **opts):
                for m in block_m for n in block_n]
     runs = _simulated(_results(opts, tilings))
     _write(plotting.block_sweep(runs), output, runs)
+
+
+@plot.command()
+@sweep_options("1k:16k")
+def bandwidth(output, **opts):
+    """Achieved HBM bandwidth (a fraction of the datasheet's) against N, or against the KV length when
+    N is one value and --seq-k several (decode: --seq-len 1 --seq-k 1k:128k --algo flash_decode)."""
+    runs = _simulated(_results(opts))
+    from iosim.hardware.profile import load_profile  # the results' GPUs, also those of --from
+
+    peak = {gpu: load_profile(gpu).hbm_bandwidth for gpu in dict.fromkeys(r.gpu for r in runs)}
+    _write(plotting.bandwidth_vs_length(runs, peak), output, runs)
 
 
 @plot.command()

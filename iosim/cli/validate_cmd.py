@@ -98,13 +98,14 @@ def _table(results) -> str:
     lines = [head]
     for r in results:
         p, m = r.predicted, r.measured
-        paper_err = (r.paper["dram_bytes"] - m["dram_bytes"]) / m["dram_bytes"] if m.get("dram_bytes") else None
+        paper = r.paper.get("dram_bytes")  # none for a decode step: the paper counts square problems
+        paper_err = (paper - m["dram_bytes"]) / m["dram_bytes"] if m.get("dram_bytes") and paper is not None else None
         # measured slice lookups where counted, else every L2 tag lookup (older files' lts__t_bytes)
         lookups = m.get("l2_lookup_bytes", m.get("l2_bytes"))
         lookup_err = r.error("l2_lookup_bytes") if "l2_lookup_bytes" in m else r.error("l2_bytes")
         lines.append(
             f"{r.name[:52]:52s} {human_bytes(p['dram_bytes']):>10s} {_b(m.get('dram_bytes')):>10s} "
-            f"{_pct(r.error('dram_bytes')):>7s} {human_bytes(r.paper['dram_bytes']):>9s} {_pct(paper_err):>8s} "
+            f"{_pct(r.error('dram_bytes')):>7s} {_b(paper):>9s} {_pct(paper_err):>8s} "
             f"{human_bytes(p['xbar_bytes']):>9s} {_b(m.get('xbar_bytes')):>9s} {_pct(r.error('xbar_bytes')):>7s} "
             f"{human_bytes(p['l2_lookup_bytes']):>10s} {_b(lookups):>9s} {_pct(lookup_err):>7s} "
             f"{human_time(p['time_s']):>9s} {human_time(m['time_s']):>9s} {_pct(r.error('time_s')):>7s}")

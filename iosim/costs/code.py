@@ -19,7 +19,6 @@ from iosim.costs.issue import KernelCode, LoopCode, loop_code
 from iosim.costs.sass import KernelMix, load_mixes
 from iosim.schedule.standard import BLOCK_K as STANDARD_BLOCK_K
 
-
 KERNEL_DTYPES = {"decode_reduce": "fp32"}  # kernels whose mix is keyed by another dtype than the problem's (fp32 partials)
 
 

@@ -24,9 +24,13 @@ from iosim.schedule.problem import RunConfig
 FORMATS = ("png", "svg", "pdf")
 LEVEL_TITLE = {"hbm": "HBM (DRAM) traffic", "l2": "L2 traffic", "sram": "SRAM traffic", "host": "host traffic"}
 ALGO_COLOUR = {"standard": "C3", "standard_eager": "C1", "flash1": "C0", "flash2": "C2",
-               "sdpa_flash": "C4", "sdpa_cudnn": "C5"}
+               "sdpa_flash": "C4", "sdpa_cudnn": "C5", "flash_decode": "C6"}
 GPU_MARKERS = ("o", "s", "^", "D", "v", "P")
 PNG_DPI = 110
+
+
+X_LABEL = {"seq_q": "sequence length N", "seq_k": "KV length"}
+SHAPE_STYLES = ("-", "--", "-.", ":")
 
 
 class PlotError(ValueError):
@@ -47,6 +51,7 @@ def io_vs_seqlen(results, measured=None, closed_form: bool = True, levels=("hbm"
     plotted series — DRAM bytes on the HBM panel, L2 bytes on the L2 panel.
     """
     results = _nonempty(results)
+    field = _swept(results)
     columns = _gpus(results) if by_gpu else [None]
     # by_gpu: a level per row, a GPU per column; otherwise the levels side by side
     shape = (len(levels), len(columns)) if by_gpu else (1, len(levels))
@@ -58,19 +63,19 @@ def io_vs_seqlen(results, measured=None, closed_form: bool = True, levels=("hbm"
         for row, level in enumerate(levels):
             i, j = (row, c) if by_gpu else (0, row)
             ax = grid[i][j]
-            for key, rs in _series(shown).items():
-                ax.plot(_ns(rs), [r.levels[level].total for r in rs], **_style(key, results, not by_gpu))
-            if closed_form and level in ("hbm", "l2"):
+            for key, rs in _series(shown, field=field).items():
+                ax.plot(_ns(rs, field), [r.levels[level].total for r in rs], **_style(key, results, not by_gpu))
+            if closed_form and level in ("hbm", "l2") and field == "seq_q":
                 _paper_lines(ax, shown)
             counter = {"hbm": _dram_bytes, "l2": _l2_bytes}.get(level)
             if counter:
-                _measured_points(ax, cases, gpu, counter)
-            _log_axes(ax, _ns(shown), _bytes_formatter)
+                _measured_points(ax, cases, gpu, counter, field)
+            _log_axes(ax, _ns(shown, field), _bytes_formatter)
             ax.set_title(LEVEL_TITLE.get(level, level) + (f" — {gpu}" if gpu else ""), fontsize=10)
             if j == 0:
                 ax.set_ylabel("bytes read + written")
             if i == shape[0] - 1:
-                ax.set_xlabel("sequence length N")
+                ax.set_xlabel(X_LABEL[field])
     _legend(fig)
     fig.suptitle(_problem_title(results), fontsize=10)
     return fig
@@ -79,13 +84,39 @@ def io_vs_seqlen(results, measured=None, closed_form: bool = True, levels=("hbm"
 def runtime_vs_seqlen(results, measured=None) -> Figure:
     """Predicted time against N (log-log), one line per (GPU, algorithm); measured medians as markers."""
     results = _nonempty(results)
+    field = _swept(results)
     fig = Figure(figsize=(8.8, 4.2), layout="constrained")
     ax = fig.subplots()
-    for key, rs in _series(results).items():
-        ax.plot(_ns(rs), [r.time_s for r in rs], **_style(key, results))
-    _measured_points(ax, _measured_cases(measured, results, need="timing"), None, lambda case: case.timing.median_s)
-    _log_axes(ax, _ns(results), _time_formatter)
-    ax.set(xlabel="sequence length N", ylabel="time", title="predicted time" + (" vs measured" if measured else ""))
+    for key, rs in _series(results, field=field).items():
+        ax.plot(_ns(rs, field), [r.time_s for r in rs], **_style(key, results))
+    _measured_points(ax, _measured_cases(measured, results, need="timing"), None, lambda case: case.timing.median_s,
+                     field)
+    _log_axes(ax, _ns(results, field), _time_formatter)
+    ax.set(xlabel=X_LABEL[field], ylabel="time", title="predicted time" + (" vs measured" if measured else ""))
+    _legend(fig)
+    fig.suptitle(_problem_title(results), fontsize=10)
+    return fig
+
+
+def bandwidth_vs_length(results, peak: dict) -> Figure:
+    """Achieved HBM bandwidth — HBM bytes over predicted time, as a fraction of ``peak[gpu]`` (the
+    profile's datasheet bytes/s) — against the swept length, one line per (GPU, algorithm, shape): how
+    close a memory-bound run (a decode step) comes to the memory system, and where launches or too few
+    CTAs hold it back."""
+    results = _nonempty(results)
+    field = _swept(results)
+    fig = Figure(figsize=(8.8, 4.2), layout="constrained")
+    ax = fig.subplots()
+    for key, rs in _series(results, field=field).items():
+        ax.plot(_ns(rs, field), [r.levels["hbm"].total / r.time_s / peak[r.gpu] for r in rs], **_style(key, results))
+    ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_locator(FixedLocator(sorted(set(_ns(results, field)))))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_major_formatter(FuncFormatter(_n_formatter))
+    ax.set_ylim(0, 1.05)
+    ax.axhline(1.0, color="0.5", linestyle=":", linewidth=1)
+    ax.grid(True, which="major", alpha=0.3)
+    ax.set(xlabel=X_LABEL[field], ylabel="HBM bandwidth / datasheet", title="achieved HBM bandwidth")
     _legend(fig)
     fig.suptitle(_problem_title(results), fontsize=10)
     return fig
@@ -208,14 +239,28 @@ def _signature(config: dict) -> tuple:
             p["backward"], config.get("mode", "plain"), t["block_m"], t["block_n"], t["grid_order"])
 
 
-def _series(results, by=None) -> dict:
-    """{(gpu, algo, signature): results sorted by N (or by ``by``)}, in order of first appearance."""
+def _series(results, by=None, field: str = "seq_q") -> dict:
+    """{(gpu, algo, signature): results sorted by the swept length ``field`` (or by ``by``)}, in order of
+    first appearance."""
     out: dict = {}
     for r in results:
         sig = _signature(r.config) if by is None else ()
         out.setdefault((r.gpu, r.config["algo"], sig), []).append(r)
-    key = by or (lambda r: r.config["problem"]["seq_q"])
+    key = by or (lambda r: _length(r.config["problem"], field))
     return {k: sorted(v, key=key) for k, v in out.items()}
+
+
+def _swept(results) -> str:
+    """Which length the x axis shows: the KV length when the query length is one and the KV length
+    varies (decode: ``--seq-len 1 --seq-k 1k:128k``), else the sequence length N."""
+    problems = [r.config["problem"] for r in results]
+    if len({p["seq_q"] for p in problems}) == 1 and len({_length(p, "seq_k") for p in problems}) > 1:
+        return "seq_k"
+    return "seq_q"
+
+
+def _length(problem: dict, field: str) -> int:
+    return problem.get(field) or problem["seq_q"]  # results written before seq_k was recorded
 
 
 def _style(key, results, gpu_in_label: bool = True) -> dict:
@@ -223,7 +268,11 @@ def _style(key, results, gpu_in_label: bool = True) -> dict:
     gpu, algo, sig = key
     label = (f"{algo} ({gpu})" if gpu_in_label else algo) + _shape_suffix(sig, algo, results)
     marker = GPU_MARKERS[_gpus(results).index(gpu) % len(GPU_MARKERS)] if gpu_in_label else "o"
-    return dict(color=ALGO_COLOUR.get(algo, "C7"), marker=marker, markersize=4, linewidth=1.5, label=label)
+    # an algorithm's several shapes (batch sizes, head dims) share its colour and differ in line style
+    sigs = list(dict.fromkeys(_signature(r.config) for r in results if r.config["algo"] == algo))
+    style = SHAPE_STYLES[sigs.index(sig) % len(SHAPE_STYLES)] if sig in sigs else "-"
+    return dict(color=ALGO_COLOUR.get(algo, "C7"), marker=marker, markersize=4, linewidth=1.5, linestyle=style,
+                label=label)
 
 
 def _shape_suffix(sig, algo, results) -> str:
@@ -256,8 +305,8 @@ def _problem_title(results) -> str:
             f"{', ncu mode' if results[0].config.get('mode') == 'ncu' else ''}")
 
 
-def _ns(results) -> list:
-    return [r.config["problem"]["seq_q"] for r in results]
+def _ns(results, field: str = "seq_q") -> list:
+    return [_length(r.config["problem"], field) for r in results]
 
 
 def _tile(r) -> tuple:
@@ -287,28 +336,31 @@ def _measured_cases(measured, results, need: str = "counters") -> list:
         return []
     files = measured if isinstance(measured, (list, tuple)) else [measured]
     wanted = {(r.config["algo"], _signature(r.config)[:6], r.config["tiling"]["grid_order"],
-               r.config["problem"]["seq_q"]) for r in results}
+               r.config["tiling"].get("splits"), r.config["problem"]["seq_q"], _length(r.config["problem"], "seq_k"))
+              for r in results}
     out = []
     for m in files:
         for case in m.cases:
             if case.error or getattr(case, need) is None or case.run_config.get("algo") is None:
                 continue
             config = RunConfig.from_dict(case.run_config).resolved().to_dict()
-            key = (case.impl, _signature(config)[:6], config["tiling"]["grid_order"], config["problem"]["seq_q"])
+            key = (case.impl, _signature(config)[:6], config["tiling"]["grid_order"], config["tiling"].get("splits"),
+                   config["problem"]["seq_q"], _length(config["problem"], "seq_k"))
             if key in wanted:
                 out.append((m.provenance.gpu_name, case.impl, case))
     return out
 
 
-def _measured_points(ax, cases, gpu, value) -> None:
-    """One open-marker series per (measured GPU, impl); with ``gpu`` only the cases measured on it."""
+def _measured_points(ax, cases, gpu, value, field: str = "seq_q") -> None:
+    """One open-marker series per (measured GPU, impl) against the swept length ``field``; with ``gpu``
+    only the cases measured on it."""
     groups: dict = {}
     for gpu_name, impl, case in cases:
         if gpu is None or _same_gpu(gpu, gpu_name):
             groups.setdefault((gpu_name, impl), []).append(case)
     for (gpu_name, impl), cs in groups.items():
-        cs = sorted(cs, key=lambda c: c.run_config["problem"]["seq_q"])
-        ax.plot([c.run_config["problem"]["seq_q"] for c in cs], [value(c) for c in cs], linestyle="none",
+        cs = sorted(cs, key=lambda c: _length(c.run_config["problem"], field))
+        ax.plot([_length(c.run_config["problem"], field) for c in cs], [value(c) for c in cs], linestyle="none",
                 marker="o", markersize=8, markerfacecolor="none", markeredgewidth=1.5,
                 color=ALGO_COLOUR.get(impl, "C7"), label=f"measured {impl} ({gpu_name})")
 
