@@ -123,6 +123,8 @@ def test_cli_sweeps_kv_length_and_takes_splits():
     table = CliRunner().invoke(main, ["simulate", "--gpu", "h100", "--algo", "flash_decode", "--seq-len", "1",
                                       "--seq-k", "1k,2k", "--heads", "32", "--kv-heads", "8"])
     assert table.exit_code == 0 and "Nk" in table.output.splitlines()[1]
+    plain = CliRunner().invoke(main, ["simulate", "--algo", "flash2", "--seq-len", "1k,2k"])
+    assert plain.exit_code == 0 and "Nk" not in plain.output  # self-attention: Nk is N
     bad = CliRunner().invoke(main, ["simulate", "--algo", "flash_decode", "--splits", "0"])
     assert bad.exit_code == 2 and "--splits" in bad.output
 

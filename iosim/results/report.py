@@ -46,12 +46,14 @@ def row(r: RunResult | Skipped) -> dict:
 
 
 def table(results: list) -> str:
-    """Aligned text table, one line per run; constant columns are hoisted into a header line."""
+    """Aligned text table, one line per run; constant columns are hoisted into a header line, and the
+    KV length is left out where it is N for every run (self-attention)."""
     rows = [row(r) for r in results]
-    constant = [c for c in COLUMNS if len({x[c] for x in rows}) == 1 and len(rows) > 1]
-    if len(constant) == len(COLUMNS):  # identical rows: show them, not a header over nothing
+    columns = [c for c in COLUMNS if c != "Nk" or any(x["Nk"] != x["N"] for x in rows)]
+    constant = [c for c in columns if len({x[c] for x in rows}) == 1 and len(rows) > 1]
+    if len(constant) == len(columns):  # identical rows: show them, not a header over nothing
         constant = []
-    shown = [c for c in COLUMNS if c not in constant]
+    shown = [c for c in columns if c not in constant]
     widths = {c: max(len(c), *(len(str(x[c])) for x in rows)) for c in shown}
     lines = []
     if constant:
