@@ -10,7 +10,9 @@ CTAs, not with tile pairs:
 - consecutive loop iterations are merged into steps of whole L2 lines of the streamed tensor, at
   most :data:`MAX_STEPS` per cohort loop; a CTA whose loop ends inside a step reads only its own
   iterations and leaves at the step's end.
-With ``aggregate=False`` every CTA is its own cohort and every iteration its own step; the tests
+A lone CTA's steps depend only on its tile, so they are kept per kernel by tile and reused for
+every slice (``steps(..., cache)``). With ``aggregate=False`` every CTA is its own cohort and every
+iteration its own step; the tests
 check that both give the same byte counts. Where the L2 must evict, the order of tiles within one
 instant (a cohort's CTAs in one batch, or one by one) decides some victims, and the counts then
 agree to a few percent (tested too). The cost is then a few steps per cohort: CTAs, not tile pairs.
@@ -193,9 +195,9 @@ def _emit(k: Kernel, out: list, phase, sl, kv, i, j, u0, u1) -> None:
         s = kv if p.kv else sl
         same = uniform and p.rows in ("u", "all") and p.cols in ("u", "all")
         if same:
-            a, b = int(u0[0]), int(u1[0])
-            r0, r1 = _span(k, p.rows, 0, 0, a, b, p.tensor, 0)
-            c0, c1 = _span(k, p.cols, 0, 0, a, b, p.tensor, 1)
+            lo, hi = int(u0[0]), int(u1[0])  # the cohort's loop blocks, the same for each CTA
+            r0, r1 = _span(k, p.rows, 0, 0, lo, hi, p.tensor, 0)
+            c0, c1 = _span(k, p.cols, 0, 0, lo, hi, p.tensor, 1)
         else:
             r0, r1 = _span(k, p.rows, i, j, u0, u1, p.tensor, 0)
             c0, c1 = _span(k, p.cols, i, j, u0, u1, p.tensor, 1)
