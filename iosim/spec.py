@@ -37,7 +37,8 @@ from iosim.sizes import SizeError, parse_sizes
 
 SCHEMA = "iosim-sweep"
 SCHEMA_VERSION = 1
-PROBLEM_FIELDS = ("seq_q", "seq_k", "head_dim", "batch", "heads", "kv_heads", "dtype", "causal", "backward")
+PROBLEM_FIELDS = ("seq_q", "seq_k", "head_dim", "batch", "heads", "kv_heads", "dtype", "causal", "backward",
+                  "page_size")
 TILING_FIELDS = ("block_m", "block_n", "warps", "stages", "grid_order", "splits")
 TOP_FIELDS = ("schema", "schema_version", "gpu", "algo", "problem", "tiling", "mode", "host_tensors")
 SIZE_FIELDS = ("seq_q", "seq_k")

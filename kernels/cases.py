@@ -70,6 +70,8 @@ class CaseSpec:
         parts = [impl, self.pass_, p.dtype, heads, seq, f"d{p.head_dim}"]
         if p.causal:
             parts.append("causal")
+        if p.page_size:
+            parts.append(f"pg{p.page_size}")
         tiles = "".join(f"{short}{getattr(self.tiling, key)}" for key, short in _SHORT.items()
                         if getattr(self.tiling, key) is not None)
         if tiles:
@@ -226,6 +228,18 @@ def decode_grid() -> list[CaseSpec]:
     return cases
 
 
+def paged_grid() -> list[CaseSpec]:
+    """A paged KV cache beside a contiguous one: flash_decode at four decode sizes (d = 128, 32 query
+    heads, 8 KV heads, one query row) with the cache contiguous and in pages of 16, 64 and 256 tokens
+    in a random order, plus MQA with 16-token pages."""
+    def S(batch, seq_k, page=None, kv_heads=8):
+        return CaseSpec("flash_decode", Problem(batch=batch, heads=32, kv_heads=kv_heads, seq_q=1, seq_k=seq_k,
+                                                head_dim=128, page_size=page))
+
+    sizes = ((1, 131072), (8, 32768), (64, 8192), (256, 4096))
+    return [S(b, n, page) for b, n in sizes for page in (None, 16, 64, 256)] + [S(8, 32768, 16, 1), S(8, 32768, None, 1)]
+
+
 def kernel_case(ref: str, algo: str = "flash2", pass_: str = "fwd", **problem) -> CaseSpec:
     """A user's kernel ``ref`` (``path.py:fn``) as a case; ``problem`` as :class:`Problem` takes it."""
     if pass_ not in ("fwd", "fwd_bwd"):
@@ -270,5 +284,5 @@ def manifest_cases(path: Path | None = None) -> list[CaseSpec]:
     return cases
 
 
-GRIDS = {"default": default_grid, "smoke": smoke_grid, "h200": h200_grid, "decode": decode_grid,
+GRIDS = {"default": default_grid, "smoke": smoke_grid, "h200": h200_grid, "decode": decode_grid, "paged": paged_grid,
          "foreign": manifest_cases}

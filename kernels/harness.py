@@ -73,7 +73,8 @@ def _ran_with(spec: CaseSpec, tensors, recorded: list[dict]) -> tuple[dict, list
 
     mod = kernels.ALGOS[spec.impl]
     q, k, v, _ = tensors
-    config = mod.run_config(q, k, v, spec.problem.causal, spec.backward, **spec.overrides())
+    paged = {"page_size": spec.problem.page_size} if spec.problem.page_size else {}
+    config = mod.run_config(q, k, v, spec.problem.causal, spec.backward, **paged, **spec.overrides())
     return _plain(config), _plain(list(mod.LAUNCHES))
 
 

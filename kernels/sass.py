@@ -201,6 +201,10 @@ def configurations() -> list[tuple[str, dict, dict]]:
                     configs.append(("flash_decode", dict(heads=heads, kv_heads=8, head_dim=d, dtype=dtype, causal=False,
                                                          backward=False, seq_q=seq_q, seq_k=DECODE_SEQ_K),
                                     {"splits": splits, "block_n": block_n}))
+    # a paged cache (one query row, the default 128-row blocks): every page size, one split and several
+    for d, dtype, page, splits in itertools.product((64, 128), ("fp16", "bf16"), (16, 32, 64, 128, 256), (1, 4)):
+        configs.append(("flash_decode", dict(heads=32, kv_heads=8, head_dim=d, dtype=dtype, causal=False, backward=False,
+                                             seq_q=1, seq_k=DECODE_SEQ_K, page_size=page), {"splits": splits}))
     return configs
 
 
@@ -215,6 +219,11 @@ def capture_config(algo: str, problem: dict, overrides: dict, arch: int = DEFAUL
     q = torch.zeros((1, h, problem.get("seq_q", SEQ), d), dtype=dtype, requires_grad=problem["backward"])
     k = torch.zeros((1, hkv, problem.get("seq_k", SEQ), d), dtype=dtype, requires_grad=problem["backward"])
     v = torch.zeros_like(k, requires_grad=problem["backward"])
+
+    if problem.get("page_size"):  # a paged cache: the same call on pools of pages
+        mod = ALGOS[algo]
+        pages = mod.to_pages(k.detach(), v.detach(), problem["page_size"])
+        return capture_launches(lambda: mod.attention_paged(q, *pages, k.shape[2], **overrides), arch=arch)[1]
 
     def call():
         o = ALGOS[algo].attention(q, k, v, causal=problem["causal"], **overrides)

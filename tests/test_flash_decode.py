@@ -22,7 +22,7 @@ import triton
 
 from iosim.kernels import flash_decode
 from iosim.schedule.problem import RunConfig
-from iosim.schedule.tiling import decode_rows, decode_split_blocks, decode_splits
+from iosim.schedule.tiling import FLASH_DECODE, decode_rows, decode_split_blocks, decode_splits
 
 DEVICE = "cpu" if os.environ.get("TRITON_INTERPRET") == "1" else "cuda"
 UNIT_ROUNDOFF = {torch.float16: 2.0**-11, torch.bfloat16: 2.0**-8}
@@ -103,7 +103,7 @@ def test_forward_matches_float64_and_launches_the_reported_splits(case, dtype, o
 
     config = flash_decode.run_config(q, k, v, **overrides)
     t = config["tiling"]
-    block_n = overrides.get("block_n", 64)
+    block_n = overrides.get("block_n", FLASH_DECODE.block_n)
     used = launched_splits(case, block_n, overrides.get("splits"))
     block_m = decode_rows(case.heads // case.kv_heads, case.seq_q)
     assert (t["splits"], t["block_m"], t["block_n"]) == (used, block_m, block_n)
@@ -154,3 +154,46 @@ def test_what_decode_does_not_do_is_refused():
         flash_decode.attention(q, k, v, splits=0)
     with pytest.raises(ValueError, match="blocks"):
         flash_decode.run_config(q, k, v, blocks=2)
+
+
+PAGED = [  # (case, page size, block_n): pages smaller than, equal to and larger than a K/V block
+    (Case(2, 4, 2, 1, 1000, 16), 16, 32),
+    (Case(1, 8, 2, 3, 777, 32), 64, 32),
+    (Case(3, 4, 1, 1, 130, 16), 256, 64),
+    (Case(1, 4, 4, 16, 300, 16), 32, 32),
+]
+
+
+@pytest.mark.parametrize("case, page, block_n", PAGED, ids=[f"paged{n}-p{p}" for n, (_, p, _) in enumerate(PAGED)])
+@pytest.mark.parametrize("dtype", (F16, BF16), ids=("fp16", "bf16"))
+def test_paged_cache_matches_float64(case, page, block_n, dtype):
+    """A cache in pages of ``page`` tokens in a random order gives the contiguous answer; the last page is ragged."""
+    q, k, v = inputs(case, dtype)
+    k_pages, v_pages, table = flash_decode.to_pages(k, v, page)
+    n = triton.cdiv(case.seq_k, page)
+    assert table.shape == (case.batch, n) and sorted(table.flatten().tolist()) == list(range(case.batch * n))
+    b, t = case.batch - 1, case.seq_k - 1  # the last token of the last sequence, where its page says
+    assert torch.equal(k_pages[table[b, t // page], t % page], k[b, :, t])
+    out = flash_decode.attention_paged(q, k_pages, v_pages, table, case.seq_k, block_n=block_n, splits=3)
+    err = relative_error(out, reference(q, k, v))
+    assert err < TOL_UNITS * UNIT_ROUNDOFF[dtype], f"error {err:.2e}"
+    assert flash_decode.LAUNCHES[0]["kernel"] == "decode_split_paged"
+    assert flash_decode.LAUNCHES[0]["constexprs"]["PAGE"] == page
+    config = flash_decode.run_config(q, k, v, page_size=page, block_n=block_n, splits=3)
+    assert config["problem"]["page_size"] == page and config["tiling"]["splits"] == flash_decode.LAUNCHES[0]["grid"][0]
+
+
+@pytest.mark.gpu
+def test_paged_cache_on_the_gpu():
+    case = Case(4, 32, 8, 1, 8191, 128)
+    q, k, v = inputs(case, F16)
+    for page in (16, 256):
+        out = flash_decode.attention_paged(q, *flash_decode.to_pages(k, v, page), case.seq_k)
+        assert relative_error(out, reference(q, k, v)) < TOL_UNITS * UNIT_ROUNDOFF[F16]
+
+
+def test_paged_pools_must_be_contiguous():
+    q, k, v = inputs(PAGED[0][0], F16)
+    k_pages, v_pages, table = flash_decode.to_pages(k, v, 16)
+    with pytest.raises(ValueError, match="contiguous"):
+        flash_decode.attention_paged(q, k_pages.transpose(1, 2), v_pages.transpose(1, 2), table, 1000)

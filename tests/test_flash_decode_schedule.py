@@ -159,3 +159,24 @@ def test_a_sweep_spec_takes_kv_lengths_and_splits(tmp_path):
     assert [(c.problem.seq_k, c.problem.batch, c.tiling.splits) for c, _ in runs][:4] == [
         (1024, 1, 1), (1024, 1, 4), (1024, 8, 1), (1024, 8, 4)]
     assert len(runs) == 12
+
+
+def test_a_paged_cache_moves_the_contiguous_bytes():
+    """Pages in any order hold the same K/V bytes; the block table's 4 bytes a page are left out."""
+    flat, paged = (simulate(replace_problem(decode(kv_heads=2, seq_k=3000, splits=3), page_size=page), "h100",
+                            l2_bytes=l2)
+                   for page, l2 in ((None, 0), (16, 0)))
+    assert [k.name for k in paged.kernels] == ["decode_split_paged", "decode_reduce"]
+    assert {lv: t.total for lv, t in paged.levels.items()} == {lv: t.total for lv, t in flat.levels.items()}
+    with pytest.raises(ConfigError, match="page_size"):
+        build_schedule(RunConfig(algo="flash2", problem=Problem(seq_q=1, seq_k=100, page_size=16)))
+    with pytest.raises(ConfigError, match="page_size"):
+        Problem(page_size=100)
+    bad = CliRunner().invoke(main, ["simulate", "--algo", "flash_decode", "--page-size", "100"])
+    assert bad.exit_code == 2 and "--page-size" in bad.output
+
+
+def replace_problem(config: RunConfig, **changes) -> RunConfig:
+    from dataclasses import replace
+
+    return replace(config, problem=replace(config.problem, **changes))

@@ -21,11 +21,12 @@ def _kernels(module: str):
 @click.command()
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Folder for measurements.json and measurements.csv (created if missing).")
-@click.option("--grid", type=click.Choice(["default", "smoke", "h200", "decode", "foreign"]), default="default",
+@click.option("--grid", type=click.Choice(["default", "smoke", "h200", "decode", "paged", "foreign"]), default="default",
               show_default=True,
               help="default: the 61-case data set (standard, flash1, flash2, eager PyTorch, SDPA); smoke: 8 small "
                    "cases; h200: default plus long causal d=128 cases; decode: 34 inference cases (flash_decode "
-                   "at batch 1-256, KV 1K-256K, GQA, splits; flash2 and SDPA beside it); foreign: the cases of "
+                   "at batch 1-256, KV 1K-256K, GQA, splits; flash2 and SDPA beside it); paged: 18 decode cases, "
+                   "the KV cache contiguous and in pages of 16-256 tokens; foreign: the cases of "
                    "experiments/foreign_kernels/manifest.yaml.")
 @click.option("--kernel", metavar="FILE.py:FN", help="Measure one user Triton kernel fn(q, k, v, causal, sm_scale) "
               "instead of a grid.")

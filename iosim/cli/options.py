@@ -7,7 +7,7 @@ import click
 
 from iosim import sizes
 from iosim.hardware.catalog import builtin_profiles
-from iosim.schedule.problem import ALGOS, DTYPE_BYTES, GRID_ORDERS, MODES, Problem, RunConfig, Tiling
+from iosim.schedule.problem import ALGOS, DTYPE_BYTES, GRID_ORDERS, MODES, PAGE_SIZES, Problem, RunConfig, Tiling
 
 DEFAULT_SEQ = "1k,2k,4k,8k,16k"
 
@@ -78,6 +78,8 @@ def run_options(seq_default: str = DEFAULT_SEQ, algo_default: str = "standard,fl
                      help="Element type of Q, K, V and O."),
         click.option("--causal", is_flag=True, help="Causal mask (flash kernels skip fully masked blocks)."),
         click.option("--backward", is_flag=True, help="Forward and backward pass."),
+        click.option("--page-size", type=click.Choice([str(n) for n in PAGE_SIZES]), default=None,
+                     help="flash_decode: the KV cache in pages of this many tokens, in any order (vLLM-style)."),
     ]
     if tiles:
         options += [
@@ -120,7 +122,8 @@ def run_configs(o: dict, tilings=None) -> list:
     return [
         RunConfig(algo=a, problem=Problem(batch=b, heads=o["heads"], kv_heads=o["kv_heads"], seq_q=n,
                                           seq_k=nk, head_dim=o["head_dim"], dtype=o["dtype"],
-                                          causal=o["causal"], backward=o["backward"]),
+                                          causal=o["causal"], backward=o["backward"],
+                                          page_size=int(o["page_size"]) if o.get("page_size") else None),
                   tiling=t, mode=o["mode"], host_tensors=o["host"])
         for a in o["algo"] for t in tilings for b in o["batch"] for n in o["seq"] for nk in (o["seq_k"] or [None])
     ]

@@ -22,13 +22,16 @@ from iosim.schedule.standard import BLOCK_K as STANDARD_BLOCK_K
 KERNEL_DTYPES = {"decode_reduce": "fp32"}  # kernels whose mix is keyed by another dtype than the problem's (fp32 partials)
 
 
-def _expected(kernel, head_dim: int, tiling=None) -> dict | None:
+def _expected(kernel, head_dim: int, tiling=None, page_size: int | None = None) -> dict | None:
     """The constexprs our Triton kernel of that name was launched with for this schedule kernel
     (``tiling``: the schedule's resolved forward tiling, for the decode kernels' rows and splits)."""
     causal = kernel.causal.value != ""
     name = kernel.name
     if name == "decode_split":
         return {"D": head_dim, "BM": tiling.block_m, "BN": kernel.block_u, "ONE": tiling.splits == 1}
+    if name == "decode_split_paged":
+        return {"D": head_dim, "BM": tiling.block_m, "BN": kernel.block_u, "ONE": tiling.splits == 1,
+                "PAGE": page_size}
     if name == "decode_reduce":
         return {"D": head_dim, "BS": 1 << (tiling.splits - 1).bit_length()}
     if name == "flash2_fwd":
@@ -76,7 +79,7 @@ def compiled_codes(schedule, arch: str, triton_version: str | None = None) -> li
         if schedule.config.algo == "standard_eager" and kernel.name == "softmax":  # PyTorch's own kernel
             out.append(aten_softmax_code(problem.seq_k, kernel.warps, arch))
             continue
-        want = _expected(kernel, problem.head_dim, schedule.config.tiling)
+        want = _expected(kernel, problem.head_dim, schedule.config.tiling, problem.page_size)
         dtype = KERNEL_DTYPES.get(kernel.name, problem.dtype)
         mixes = index.get((kernel.name, dtype, kernel.warps, kernel.stages), []) if want else []
         mix = next((m for m in mixes if all(_constexprs(m.key).get(k, v) == v for k, v in want.items())), None)

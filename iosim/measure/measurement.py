@@ -382,6 +382,7 @@ class _Problem(FileModel):
     dtype: Literal[tuple(DTYPE_BYTES)]
     causal: bool
     backward: bool
+    page_size: PositiveInt | None = None  # a paged KV cache (flash_decode)
 
 
 class _Tiling(FileModel):

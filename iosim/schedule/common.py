@@ -56,6 +56,8 @@ def check_problem(config: RunConfig) -> None:
         raise ConfigError("head_dim", f"must be one of {', '.join(map(str, HEAD_DIMS))}, got {p.head_dim}")
     if p.causal and p.seq_q != p.seq_k:
         raise ConfigError("seq_k", f"causal attention needs seq_k == seq_q ({p.seq_q}), got {p.seq_k}")
+    if p.page_size is not None and config.algo != "flash_decode":
+        raise ConfigError("page_size", f"a paged KV cache is modelled for flash_decode, not {config.algo}")
     unknown = set(config.host_tensors) - {"Q", "K", "V", "O"}
     if unknown:
         raise ConfigError("host_tensors", f"can place Q, K, V, O in host memory, got {sorted(unknown)[0]!r}")

@@ -8,6 +8,9 @@ Mirrors ``kernels/flash_decode.py`` kernel for kernel:
                   partials and logsumexps over the splits and writes its O.
 Tensors are described as the kernels address them: Q and (one split) O as (B·Hkv) × (G·Nq) rows (the
 query heads of a group are contiguous), the partials as one slice per query row × splits rows.
+A paged cache (``page_size``) runs ``decode_split_paged``: the same bytes of K and V, found through a
+block table whose int32 entries (4 bytes a page, under 0.01 % of the K/V bytes) are left out; where the
+pages lie in memory does not change what the L2 holds or what is read.
 """
 from __future__ import annotations
 
@@ -55,7 +58,7 @@ def build(ts: TensorSet, config: RunConfig, sm_count: int | None = None) -> list
         names = ("Q", "K", "V", "Opart", "LSEpart")
     stages = t.stages
     kernels = [Kernel(
-        name="decode_split", slices=p.bh_kv, ti=splits, tj=1, block_i=1, block_j=1, block_u=bn,
+        name="decode_split_paged" if p.page_size else "decode_split", slices=p.bh_kv, ti=splits, tj=1, block_i=1, block_j=1, block_u=bn,
         patterns=(Pattern("Q", PRO, READ, "all"), Pattern("K", LOOP, READ, "u"), Pattern("V", LOOP, READ, "u")) + out,
         loop_extent=p.seq_k, split_blocks=per,
         # per K/V block, on bm padded rows: S = QKᵀ and O += PV on tensor cores; the online softmax in SIMT

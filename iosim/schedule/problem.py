@@ -15,6 +15,7 @@ WARPS = (1, 2, 4, 8, 16)
 ALGOS = ("standard", "standard_eager", "flash1", "flash2", "flash_decode")
 GRID_ORDERS = ("rows", "heads")
 MODES = ("plain", "ncu")
+PAGE_SIZES = (16, 32, 64, 128, 256)  # tokens per page of a paged KV cache (vLLM's and FlashInfer's range)
 
 
 class ConfigError(ValueError):
@@ -47,6 +48,7 @@ class Problem:
     dtype: str = "fp16"
     causal: bool = False
     backward: bool = False
+    page_size: int | None = None  # a paged KV cache: pages of this many tokens, in any order (flash_decode)
 
     def __post_init__(self):
         if self.kv_heads is None:
@@ -59,6 +61,8 @@ class Problem:
             raise ConfigError("kv_heads", f"must divide heads={self.heads}, got {self.kv_heads}")
         if self.dtype not in DTYPE_BYTES:
             raise ConfigError("dtype", f"must be one of {', '.join(DTYPE_BYTES)}, got {self.dtype!r}")
+        if self.page_size is not None and self.page_size not in PAGE_SIZES:
+            raise ConfigError("page_size", f"must be one of {', '.join(map(str, PAGE_SIZES))}, got {self.page_size!r}")
 
     @property
     def elem_bytes(self) -> int:
@@ -155,6 +159,8 @@ class RunConfig:
         for key in ("tiling", "backward_tiling"):  # only flash-decoding splits: other runs keep their old form
             if out[key] is not None and out[key]["splits"] is None:
                 del out[key]["splits"]
+        if out["problem"]["page_size"] is None:  # only a paged KV cache says so
+            del out["problem"]["page_size"]
         return out
 
     def resolved(self) -> RunConfig:
