@@ -16,11 +16,12 @@ import json
 import sys
 from datetime import datetime, timezone
 
+from iosim.costs.closed_forms import compulsory_bytes
 from iosim.kernels.cases import CaseSpec
 from iosim.kernels.device import HarnessError, cuda_torch, one_line
 from iosim.kernels.inputs import make_forward, make_inputs
 from iosim.kernels.timing import time_fn
-from iosim.schedule.problem import Problem, Tiling
+from iosim.schedule.problem import Problem, RunConfig, Tiling
 
 # (batch, KV length): batch ≥ 8 at KV ≥ 32K is the goal's range; the small ones show where launches dominate
 SIZES = [(1, 8192), (1, 131072), (8, 32768), (8, 131072), (32, 32768), (64, 32768), (128, 16384), (256, 8192)]
@@ -36,11 +37,6 @@ def copy_bandwidth(torch) -> float:
     buffers.clear()
     torch.cuda.empty_cache()
     return 2 * COPY_BYTES / seconds
-
-
-def decode_bytes(p: Problem) -> int:
-    """What a decode step must move: K and V once, Q read and O written once."""
-    return p.elem_bytes * p.head_dim * (2 * p.bh_kv * p.seq_k + 2 * p.bh * p.seq_q)
 
 
 def time_impl(torch, impl: str, problem: Problem) -> tuple[float | None, str]:
@@ -79,7 +75,7 @@ def main(argv=None) -> int:
         p = Problem(batch=batch, heads=HEADS, kv_heads=KV_HEADS, seq_q=1, seq_k=seq_k, head_dim=HEAD_DIM)
         ours, note_ours = time_impl(torch, "flash_decode", p)
         sdpa, note_sdpa = time_impl(torch, "sdpa_flash", p)
-        nbytes = decode_bytes(p)
+        nbytes = sum(compulsory_bytes(RunConfig(algo="flash_decode", problem=p)).values())  # K, V, Q once; O once
         rows.append({"batch": batch, "seq_k": seq_k, "bytes": nbytes, "ours_s": ours, "sdpa_s": sdpa,
                      "ours_note": note_ours, "sdpa_note": note_sdpa})
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from dataclasses import replace
 
 import pytest
 from click.testing import CliRunner
@@ -177,6 +178,4 @@ def test_a_paged_cache_moves_the_contiguous_bytes():
 
 
 def replace_problem(config: RunConfig, **changes) -> RunConfig:
-    from dataclasses import replace
-
     return replace(config, problem=replace(config.problem, **changes))

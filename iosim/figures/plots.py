@@ -109,10 +109,7 @@ def bandwidth_vs_length(results, peak: dict) -> Figure:
     ax = fig.subplots()
     for key, rs in _series(results, field=field).items():
         ax.plot(_ns(rs, field), [r.levels["hbm"].total / r.time_s / peak[r.gpu] for r in rs], **_style(key, results))
-    ax.set_xscale("log", base=2)
-    ax.xaxis.set_major_locator(FixedLocator(sorted(set(_ns(results, field)))))
-    ax.xaxis.set_minor_locator(NullLocator())
-    ax.xaxis.set_major_formatter(FuncFormatter(_n_formatter))
+    _length_axis(ax, _ns(results, field))
     ax.set_ylim(0, 1.05)
     ax.axhline(1.0, color="0.5", linestyle=":", linewidth=1)
     ax.grid(True, which="major", alpha=0.3)
@@ -382,14 +379,18 @@ def _l2_bytes(case) -> float:
 
 
 def _log_axes(ax, ns, fmt) -> None:
-    ax.set_xscale("log", base=2)
+    _length_axis(ax, ns)
     ax.set_yscale("log")
-    ticks = sorted(set(ns))
-    ax.xaxis.set_major_locator(FixedLocator(ticks))
-    ax.xaxis.set_minor_locator(NullLocator())
-    ax.xaxis.set_major_formatter(FuncFormatter(_n_formatter))
     _y_ticks(ax, fmt)
     ax.grid(True, which="major", alpha=0.3)
+
+
+def _length_axis(ax, ns) -> None:
+    """A log₂ x axis with a tick at each plotted length, labelled 1K, 2K, ..."""
+    ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_locator(FixedLocator(sorted(set(ns))))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_major_formatter(FuncFormatter(_n_formatter))
 
 
 def _y_ticks(ax, fmt) -> None:
