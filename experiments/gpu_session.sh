@@ -11,6 +11,10 @@
 #   h) the L2 dirty-limit/capacity probe (ncu)  -> $OUT/l2/l2_probe.json                    (≤ 300 s)
 #   i) ATen's softmax code, by row length (ncu) -> $OUT/aten/aten_probe.json                (≤ 300 s)
 #   j) causal CTA timelines (%globaltimer)      -> $OUT/trace/causal_trace-*.json           (≤ 300 s)
+#   k) inference kernels on the GPU             -> $OUT/pytest_gpu_inference.log            (≤ 180 s)
+#   l) DRAM read and copy rates alone           -> $OUT/run-dram-calibrated.yaml        (≤ 120 s)
+#   m) the variable-length grid (ncu)           -> $OUT/varlen/measurements.json + .csv     (≤ 500 s)
+#   n) the sliding-window grid (ncu)            -> $OUT/window/measurements.json + .csv     (≤ 400 s)
 # A step that fails or runs out of time does not stop the next. Measurement files are rewritten
 # atomically after each batch of cases, so a step cut short keeps every finished batch. Progress
 # goes to $OUT/session.log. All steps take longer than one 10-minute device command: name the steps
@@ -87,5 +91,11 @@ want h && step "h) l2 probe" 300 "$PY" -m iosim.kernels.l2_probe --out "$OUT/l2"
 want i && step "i) aten probe" 300 "$PY" -m iosim.kernels.aten_probe --out "$OUT/aten" >>"$LOG" 2>&1
 want j && step "j) causal trace" 300 "$PY" -m iosim.kernels.causal_trace --out "$OUT/trace" --seq-len 131072 65536 \
     --order rows,heads >>"$LOG" 2>&1
+want k && step "k) pytest -m gpu (inference)" 180 "$PY" -m pytest tests/test_varlen_kernels.py tests/test_flash_decode.py \
+    -m gpu -q -p no:cacheprovider >"$OUT/pytest_gpu_inference.log" 2>&1
+want l && step "l) calibrate DRAM" 120 "$PY" -m iosim calibrate --base "hardware_profiles/$PROFILE.yaml" \
+    --only "DRAM,DRAM read stream" --out "$OUT/run-dram-calibrated.yaml" >>"$LOG" 2>&1
+want m && step "m) measurement grid varlen" 500 "$PY" -m iosim measure --grid varlen --out "$OUT/varlen" >>"$LOG" 2>&1
+want n && step "n) measurement grid window" 400 "$PY" -m iosim measure --grid window --out "$OUT/window" >>"$LOG" 2>&1
 echo "done $(date -u +%FT%TZ), $SECONDS s in all" >>"$LOG"
 ls -laR "$OUT" >>"$LOG"

@@ -31,6 +31,31 @@ def parse_sizes(text) -> list[int]:
     return list(dict.fromkeys(out))
 
 
+def parse_lengths(text) -> list[int]:
+    """A variable-length batch: each request's length in order, repeats kept; ``COUNTxSIZE`` repeats a
+    length (``3x512,8k`` is 512, 512, 512, 8192)."""
+    out = []
+    for part in str(text).replace(" ", "").split(","):
+        count, sep, size = part.lower().partition("x")
+        if not sep:
+            count, size = "1", part
+        if not count.isdigit() or int(count) <= 0:
+            raise SizeError(f"{str(text)!r}: {part!r}: a repeat is COUNTxSIZE with COUNT a whole number > 0, e.g. 4x512")
+        out += [_size(size, text)] * int(count)
+    return out
+
+
+def lengths_text(lengths) -> str:
+    """:func:`parse_lengths`' spelling of a batch of lengths, runs of a length as ``COUNTxSIZE``."""
+    parts: list = []
+    for n in lengths:
+        if parts and parts[-1][1] == n:
+            parts[-1][0] += 1
+        else:
+            parts.append([1, n])
+    return ",".join(f"{c}x{n}" if c > 1 else str(n) for c, n in parts)
+
+
 def _size(text: str, whole) -> int:
     """One size: a whole number > 0, optionally with ``k`` (×1024): ``4096``, ``4k``, ``1.5k``."""
     scale = 1024 if text.lower().endswith("k") else 1
@@ -46,4 +71,4 @@ def _size(text: str, whole) -> int:
     return int(number)
 
 
-__all__ = ["SizeError", "parse_sizes"]
+__all__ = ["SizeError", "parse_sizes", "parse_lengths", "lengths_text"]

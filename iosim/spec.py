@@ -14,6 +14,8 @@ same list of runs::
       batch: 4
       heads: 16
       causal: [false, true]
+      # seq_lens: [512, 4k, 37]    # a variable-length batch (one list; a list of lists for several);
+      #                            # batch and, in a prefill, seq_q follow from it
     tiling: {block_m: 128}
     mode: plain
     host_tensors: []
@@ -33,12 +35,12 @@ from iosim.hardware.profile import ProfileError, load_profile
 from iosim.schedule.common import check_problem
 from iosim.schedule.problem import ConfigError, Problem, RunConfig, Tiling
 from iosim.schema import unreadable
-from iosim.sizes import SizeError, parse_sizes
+from iosim.sizes import SizeError, parse_lengths, parse_sizes
 
 SCHEMA = "iosim-sweep"
 SCHEMA_VERSION = 1
 PROBLEM_FIELDS = ("seq_q", "seq_k", "head_dim", "batch", "heads", "kv_heads", "dtype", "causal", "backward",
-                  "page_size")
+                  "page_size", "seq_lens", "window")
 TILING_FIELDS = ("block_m", "block_n", "warps", "stages", "grid_order", "splits")
 TOP_FIELDS = ("schema", "schema_version", "gpu", "algo", "problem", "tiling", "mode", "host_tensors")
 SIZE_FIELDS = ("seq_q", "seq_k")
@@ -83,6 +85,10 @@ def runs(doc: Any, path: Path) -> list[tuple[RunConfig, str]]:
     out = []
     for gpu, algo, mode, *values in itertools.product(gpus, algos, modes, *axes):
         p = {k: v for k, v in zip(PROBLEM_FIELDS, values[:len(PROBLEM_FIELDS)]) if v is not None}
+        if "seq_lens" in p:  # the requests set the batch, and a prefill's N is the longest
+            p.setdefault("batch", len(p["seq_lens"]))
+            if algo != "flash_decode":
+                p.setdefault("seq_q", max(p["seq_lens"]))
         t = {k: v for k, v in zip(TILING_FIELDS, values[len(PROBLEM_FIELDS):]) if v is not None}
         try:
             config = RunConfig(algo=algo, problem=Problem(**p), tiling=Tiling(**t), mode=mode, host_tensors=host)
@@ -120,7 +126,19 @@ def _values(section: dict, name: str, path: Path, default: list, prefix: str = "
         raise SpecError(f"{path}: {prefix}{name}: an empty list means no run; give at least one value")
     if name in SIZE_FIELDS:
         values = [v for x in values for v in _sizes(x, path, prefix + name)]
+    if name == "seq_lens":  # one batch is a list (or "4x512,8k"); several batches, a list of them
+        batches = values if all(isinstance(v, (list, str)) for v in values) else [values]
+        values = [tuple(_lengths(v, path, prefix + name)) for v in batches]
     return list(dict.fromkeys(values))
+
+
+def _lengths(value, path: Path, where: str) -> list:
+    if isinstance(value, list):
+        value = ",".join(str(v) for v in value)
+    try:
+        return parse_lengths(str(value))
+    except SizeError as e:
+        raise SpecError(f"{path}: {where}: {e}") from None
 
 
 def _sizes(value, path: Path, where: str) -> list:

@@ -2,7 +2,7 @@
 
 :func:`calibrate` runs the microbenchmarks of :mod:`iosim.kernels.microbench`, copies the base
 profile and replaces ``dram_efficiency`` (copy / datasheet HBM bandwidth), ``dram_write_efficiency``
-(writes alone), ``l2_efficiency`` (L2 read / datasheet L2 bandwidth), ``l2_write_efficiency`` (stores into the L2), ``tensor_efficiency`` (best Triton tile loop, fp16 / datasheet fp16
+(writes alone), ``dram_read_efficiency`` (reads alone, the best Triton stream), ``l2_efficiency`` (L2 read / datasheet L2 bandwidth), ``l2_write_efficiency`` (stores into the L2), ``tensor_efficiency`` (best Triton tile loop, fp16 / datasheet fp16
 tensor peak), ``tensor_efficiency_bwd``, ``launch_overhead``, ``l2_atomic_bandwidth``,
 ``cta_load_bandwidth``, the L2 and DRAM latencies, ``sm_clock`` (the SM clock sustained under a
 tl.dot load), ``tensor_efficiency_solo`` (the tile loop with one CTA per SM), ``kernel_start_overhead``
@@ -41,7 +41,7 @@ from pathlib import Path
 
 from iosim.hardware.profile import OPTIONAL, REQUIRED, UNITS, read_profile_dict, write_profile
 from iosim.kernels.device import HarnessError, cuda_torch
-from iosim.kernels.microbench import run_all
+from iosim.kernels.microbench import STREAM_CONFIGS, run_all
 from iosim.schedule.tiling import BWD, FWD, default_tiling
 
 # Raw keys that feed no profile field: kept under calibration.raw, checked by _raw_flags
@@ -125,6 +125,11 @@ def _efficiencies(f: _Fields, raw: dict) -> None:
         f.put("dram_efficiency", raw["dram_copy"] / peak, "fraction",
               f"device-to-device copy of 2 GiB, {raw['dram_copy'] / 1e12:.3f} TB/s (bytes read + written) "
               f"/ hbm_bandwidth {peak / 1e12:.3f} TB/s")
+    if "dram_read_stream" in raw:
+        peak = _si(f.fields["hbm_bandwidth"], "hbm_bandwidth")
+        f.put("dram_read_efficiency", raw["dram_read_stream"] / peak, "fraction",
+              f"reads alone: the best of {len(STREAM_CONFIGS)} Triton streams summing 2 GiB (2-8 CTAs per SM, 8-16 KiB "
+              f"loads, 4-8 warps, own chunks or grid-strided), {raw['dram_read_stream'] / 1e12:.3f} TB/s / hbm_bandwidth {peak / 1e12:.3f} TB/s")
     if "dram_write" in raw:
         peak = _si(f.fields["hbm_bandwidth"], "hbm_bandwidth")
         f.put("dram_write_efficiency", raw["dram_write"] / peak, "fraction",
@@ -278,15 +283,16 @@ def _provenance(torch) -> dict:
             "hostname": socket.gethostname()}
 
 
-def calibrate(base_profile_path, out_path, progress=print) -> dict:
-    """Measure, write the calibrated profile to ``out_path``, print and return the summary rows."""
+def calibrate(base_profile_path, out_path, progress=print, only=None) -> dict:
+    """Measure (``only``: those microbenchmark steps), write the calibrated profile to ``out_path``,
+    print and return the summary rows."""
     torch = cuda_torch()
     base = read_profile_dict(base_profile_path)
     provenance = _provenance(torch)
     models = re.findall(r"[A-Z]\d{3}", base.get("name", ""))
     if models and not any(m in provenance["gpu"] for m in models):
         progress(f"warning: {base_profile_path} describes {base.get('name')}, this GPU is {provenance['gpu']}")
-    raw = run_all(progress)
+    raw = run_all(progress, only)
     profile, rows = calibrated_profile(base, raw, provenance)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -332,6 +338,32 @@ def rederive(base_profile_path, calibrated_paths, out_path, progress=print) -> d
         "Fields whose source starts with 'measured: iosim calibrate' were measured; the rest are the base profile's."))
     progress(summary(rows))
     return {"rows": rows, "raw": raw}
+
+
+def fold(calibrated_path, run_path, out_path, progress=print) -> dict:
+    """Add to a calibrated profile what a later run measured that it lacks (no GPU): the run's raw
+    numbers missing from the profile's raw block, and the fields made from them alone. Everything the
+    profile has keeps its value, bit for bit; ``calibration.added`` records the run."""
+    profile = read_profile_dict(calibrated_path)
+    run = read_profile_dict(run_path)
+    cal, run_cal = profile.get("calibration") or {}, run.get("calibration") or {}
+    for path, c in ((calibrated_path, cal), (run_path, run_cal)):
+        if not c.get("raw"):
+            raise HarnessError(f"{path}: no calibration.raw block")
+    new = {k: v for k, v in run_cal["raw"].items() if k not in cal["raw"]}
+    if not new:
+        raise HarnessError(f"{run_path}: adds no raw number that {calibrated_path} lacks")
+    provenance = {k: v for k, v in run_cal.items() if k not in ("raw", "raw_units")}
+    made, rows = calibrated_profile({k: v for k, v in profile.items() if k != "calibration"}, new, provenance)
+    added = [name for name in made["fields"] if made["fields"][name] != profile["fields"].get(name)]
+    profile["fields"].update({name: made["fields"][name] for name in added})
+    profile["calibration"] = dict(cal, raw=dict(sorted({**cal["raw"], **made["calibration"]["raw"]}.items())),
+                                  added=list(cal.get("added", [])) + [dict(provenance, raw=sorted(new), fields=added)])
+    header = [line[2:] for line in Path(calibrated_path).read_text().splitlines() if line.startswith("# ")]
+    write_profile(profile, Path(out_path), comment="\n".join(header + [
+        f"{', '.join(added) or 'Raw numbers'} added by calibrate --add-from from the run of {provenance.get('date')}."]))
+    progress(summary(rows))
+    return {"rows": rows, "raw": new}
 
 
 def main(argv=None) -> int:

@@ -1,18 +1,20 @@
 """What to measure: a case (an implementation, a problem and tiling overrides) and the grids of cases."""
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import yaml
 
-from iosim.measure.measurement import KERNEL_IMPL, SDPA_IMPLS
+from iosim.measure.measurement import KERNEL_IMPL, REFERENCE_IMPLS
 from iosim.schedule.problem import HEAD_DIMS, ConfigError, Problem, RunConfig, Tiling
 from iosim.schedule.tiling import FWD, resolve_tiling
+from iosim.sizes import lengths_text
 
 TRAINED = ("flash2", "flash1", "standard")  # our training kernels (iosim.kernels.ALGO_NAMES), in the grids' order
 OURS = TRAINED + ("flash_decode",)  # and the inference kernel (forward only)
-IMPLS = OURS + ("standard_eager", *SDPA_IMPLS, KERNEL_IMPL)
+IMPLS = OURS + ("standard_eager", *REFERENCE_IMPLS, KERNEL_IMPL)
 REPO = Path(__file__).resolve().parent.parent  # the repository root of a checkout (kernels/ lives in it)
 FOREIGN_MANIFEST = Path("experiments/foreign_kernels/manifest.yaml")  # relative to the repository root
 _SHORT = {"block_m": "bm", "block_n": "bn", "stages": "s", "warps": "w", "splits": "sp"}  # name parts, in this order
@@ -72,6 +74,10 @@ class CaseSpec:
             parts.append("causal")
         if p.page_size:
             parts.append(f"pg{p.page_size}")
+        if p.seq_lens is not None:
+            parts.append(_lengths_part(p.seq_lens))
+        if p.window is not None:
+            parts.append(f"w{p.window}")
         tiles = "".join(f"{short}{getattr(self.tiling, key)}" for key, short in _SHORT.items()
                         if getattr(self.tiling, key) is not None)
         if tiles:
@@ -102,8 +108,9 @@ class CaseSpec:
             return RunConfig(algo=self.impl, problem=self.problem, tiling=self.tiling).resolved().to_dict()
         if self.impl == KERNEL_IMPL:  # the tiling is read off its launches once it has run
             return {"algo": self.algo, "problem": asdict(self.problem), "tiling": {}}
-        sdpa = self.impl.startswith("sdpa")
-        return {"algo": None if sdpa else self.impl, "problem": asdict(self.problem), "tiling": None if sdpa else {}}
+        outside = self.impl in REFERENCE_IMPLS
+        return {"algo": None if outside else self.impl, "problem": asdict(self.problem),
+                "tiling": None if outside else {}}
 
     def to_json(self) -> dict:
         return {"impl": self.impl, "problem": asdict(self.problem), "tiling": asdict(self.tiling), "name": self.name,
@@ -114,6 +121,12 @@ class CaseSpec:
         """The case ``to_json`` wrote (after a trip through JSON): what the ncu child receives."""
         return cls(impl=data["impl"], problem=Problem(**data["problem"]), tiling=Tiling(**data["tiling"]),
                    name=data["name"], kernel=data.get("kernel"), algo=data.get("algo"))
+
+
+def _lengths_part(lens: tuple) -> str:
+    """A variable-length batch in a case name: its lengths where short, else count, range and total."""
+    text = lengths_text(lens).replace(",", "_")
+    return f"vl{text}" if len(text) <= 24 else f"vl{len(lens)}r{min(lens)}-{max(lens)}t{sum(lens)}"
 
 
 def case(impl: str, pass_: str = "fwd", *, seq: int = 4096, tiling: Tiling | None = None, **problem) -> CaseSpec:
@@ -240,6 +253,64 @@ def paged_grid() -> list[CaseSpec]:
     return [S(b, n, page) for b, n in sizes for page in (None, 16, 64, 256)] + [S(8, 32768, 16, 1), S(8, 32768, None, 1)]
 
 
+def spread(count: int, low: int, high: int) -> tuple[int, ...]:
+    """``count`` lengths spread log-uniformly over [low, high] in a fixed, unsorted order (the golden
+    ratio's sequence, no random generator): a batch of requests of mixed lengths."""
+    ratio = math.log(high / low)
+    return tuple(round(low * math.exp(ratio * ((n * 0.6180339887) % 1.0))) for n in range(count))
+
+
+def varlen_grid() -> list[CaseSpec]:
+    """Variable-length batches (d = 128, 32 query heads, 8 KV heads, fp16). Prefill (flash2, causal):
+    one long request among short ones, equal lengths packed, halving lengths (also non-causal and
+    MQA), 32 mixed lengths, and the padded batch of the halving one for comparison. Decode
+    (flash_decode, one query row): caches of halving lengths (also MQA, 16-token pages, 4 query rows),
+    64 and 256 mixed lengths, and the padded batch for comparison. FlexAttention (a document mask for
+    the prefill, a length mask for the decode) beside them, listed and not modelled."""
+    halving = (8192, 4096, 2048, 1024, 512, 256, 128, 64)
+
+    def P(lens, causal=True, kv_heads=8, impl="flash2"):
+        return CaseSpec(impl, Problem(batch=len(lens), heads=32, kv_heads=kv_heads, seq_q=max(lens), seq_lens=lens,
+                                      head_dim=128, causal=causal))
+
+    def D(lens, kv_heads=8, seq_q=1, page=None, impl="flash_decode"):
+        return CaseSpec(impl, Problem(batch=len(lens), heads=32, kv_heads=kv_heads, seq_q=seq_q, seq_lens=lens,
+                                      head_dim=128, page_size=page))
+
+    cases = [P((16384,) + (1024,) * 15), P((512,) * 64), P(halving), P(halving, causal=False),
+             P(halving, kv_heads=1), P(spread(32, 128, 16384))]
+    cases.append(CaseSpec("flash2", Problem(batch=8, heads=32, kv_heads=8, seq_q=8192, head_dim=128, causal=True)))
+    long = tuple(n * 16 for n in halving)  # 131072 down to 1024
+    cases += [D(long), D(long, kv_heads=1), D(long, page=16), D(long, seq_q=4), D(spread(64, 1024, 65536)),
+              D(spread(256, 512, 8192))]
+    cases.append(CaseSpec("flash_decode", Problem(batch=8, heads=32, kv_heads=8, seq_q=1, seq_k=131072, head_dim=128)))
+    cases += [P(halving, impl="flex"), D(long, impl="flex")]
+    return cases
+
+
+def window_grid() -> list[CaseSpec]:
+    """Sliding-window (local, causal) attention (d = 128, 32 query heads, 8 KV heads, fp16): prefill
+    with windows of 512-4096 at 8K-32K (one window not a multiple of the blocks), causal without a
+    window beside one, a variable-length batch with a window; decode of the last 4096-8192 keys of
+    caches of 32K-256K (also 4 query rows); FlexAttention beside a prefill and a decode."""
+    def P(seq, window, batch=1, impl="flash2"):
+        return CaseSpec(impl, Problem(batch=batch, heads=32, kv_heads=8, seq_q=seq, head_dim=128, causal=True,
+                                      window=window))
+
+    def D(batch, seq_k, window, seq_q=1, impl="flash_decode"):
+        return CaseSpec(impl, Problem(batch=batch, heads=32, kv_heads=8, seq_q=seq_q, seq_k=seq_k, head_dim=128,
+                                      window=window))
+
+    halving = (8192, 4096, 2048, 1024, 512, 256, 128, 64)
+    cases = [P(32768, 4096), P(16384, 512, batch=2), P(16384, 4096, batch=2), P(8192, 1000, batch=4),
+             P(16384, None, batch=2),
+             CaseSpec("flash2", Problem(batch=8, heads=32, kv_heads=8, seq_q=8192, seq_lens=halving, head_dim=128,
+                                        causal=True, window=1024))]
+    cases += [D(8, 131072, 4096), D(64, 32768, 4096), D(1, 262144, 8192), D(8, 32768, 4096, seq_q=4)]
+    cases += [P(16384, 4096, batch=2, impl="flex"), D(8, 131072, 4096, impl="flex")]
+    return cases
+
+
 def kernel_case(ref: str, algo: str = "flash2", pass_: str = "fwd", **problem) -> CaseSpec:
     """A user's kernel ``ref`` (``path.py:fn``) as a case; ``problem`` as :class:`Problem` takes it."""
     if pass_ not in ("fwd", "fwd_bwd"):
@@ -285,4 +356,5 @@ def manifest_cases(path: Path | None = None) -> list[CaseSpec]:
 
 
 GRIDS = {"default": default_grid, "smoke": smoke_grid, "h200": h200_grid, "decode": decode_grid, "paged": paged_grid,
+         "varlen": varlen_grid, "window": window_grid,
          "foreign": manifest_cases}

@@ -64,11 +64,11 @@ def _kernel():
             c_lo = c * CHUNK * BN
             c_hi = tl.minimum(lo, c_lo + CHUNK * BN)
             acc, l_i, m_i = _fwd_blocks(acc, l_i, m_i, q, K + kv_off, V + kv_off, rows, c_lo, c_hi, NK, qk_scale,
-                                        False, True, D, BM, BN)
+                                        False, True, D, BM, BN, 0, False, D)
             t = globaltimer(tl.sum(l_i, 0).to(tl.int32) + tl.zeros([1], tl.int32))
             tl.store(base + 2 + c + one, t)
         acc, l_i, m_i = _fwd_blocks(acc, l_i, m_i, q, K + kv_off, V + kv_off, rows, lo, hi, NK, qk_scale,
-                                    True, True, D, BM, BN)
+                                    True, True, D, BM, BN, 0, False, D)
         tl.store(O + q_off, (acc / l_i[:, None]).to(O.dtype.element_ty), mask=rows[:, None] < NQ)
         tl.store(LSE + bh.to(tl.int64) * NQ + rows, m_i + tl.log2(l_i), mask=rows < NQ)
         t1 = globaltimer(tl.sum(tl.sum(acc, 1), 0).to(tl.int32) + tl.zeros([1], tl.int32))

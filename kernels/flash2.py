@@ -65,32 +65,36 @@ def reference(q, k, v, causal=False, sm_scale=None, block_m=128, block_n=64):
 # ---------------------------------------------------------------------------------------------
 @triton.jit
 def _fwd_blocks(acc, l_i, m_i, q, k_ptrs, v_ptrs, rows, lo, hi, NK, qk_scale,
-                MASK: tl.constexpr, CAUSAL: tl.constexpr, D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr):
+                MASK: tl.constexpr, CAUSAL: tl.constexpr, D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
+                W, WINDOW: tl.constexpr, STRIDE: tl.constexpr):
     """Online softmax over K/V blocks [lo, hi) in BN steps: per block read BN·d of K and of V.
 
     ``m_i`` is in log2 units (scores times qk_scale = sm_scale · log2 e). MASK is set only for the
-    blocks that cross the causal diagonal or the ragged end of K/V.
+    blocks that cross the causal diagonal, the window's lower edge (WINDOW: row r sees keys above
+    r − W) or the ragged end of K/V. Rows of K and V are STRIDE elements apart.
     """
     for start in range(lo, hi, BN):
         cols = start + tl.arange(0, BN)
         if MASK:
-            k = tl.load(k_ptrs + start * D, mask=cols[:, None] < NK, other=0.0)
+            k = tl.load(k_ptrs + start * STRIDE, mask=cols[:, None] < NK, other=0.0)
         else:
-            k = tl.load(k_ptrs + start * D)
+            k = tl.load(k_ptrs + start * STRIDE)
         s = mma(q, tl.trans(k), tl.zeros((BM, BN), dtype=tl.float32)) * qk_scale
         if MASK:
             valid = cols[None, :] < NK
             if CAUSAL:
                 valid = valid & (cols[None, :] <= rows[:, None])
+            if WINDOW:
+                valid = valid & (cols[None, :] > rows[:, None] - W)
             s = tl.where(valid, s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, axis=1))
         p = tl.exp2(s - m_new[:, None])
         alpha = tl.exp2(m_i - m_new)
         l_i = l_i * alpha + tl.sum(p, axis=1)
         if MASK:
-            v = tl.load(v_ptrs + start * D, mask=cols[:, None] < NK, other=0.0)
+            v = tl.load(v_ptrs + start * STRIDE, mask=cols[:, None] < NK, other=0.0)
         else:
-            v = tl.load(v_ptrs + start * D)
+            v = tl.load(v_ptrs + start * STRIDE)
         # P is rounded to the input dtype before the PV matmul, as FlashAttention does.
         acc = mma(p.to(v.dtype), v, acc * alpha[:, None])
         m_i = m_new
@@ -123,9 +127,9 @@ def flash2_fwd(Q, K, V, O, LSE, H, HKV, NQ, NK, qk_scale, CAUSAL: tl.constexpr, 
         lo = (NK // BN) * BN  # full blocks; a ragged tail block is masked
         hi = NK
     acc, l_i, m_i = _fwd_blocks(acc, l_i, m_i, q, K + kv_off, V + kv_off, rows, 0, lo, NK, qk_scale,
-                                False, CAUSAL, D, BM, BN)
+                                False, CAUSAL, D, BM, BN, 0, False, D)
     acc, l_i, m_i = _fwd_blocks(acc, l_i, m_i, q, K + kv_off, V + kv_off, rows, lo, hi, NK, qk_scale,
-                                True, CAUSAL, D, BM, BN)
+                                True, CAUSAL, D, BM, BN, 0, False, D)
     tl.store(O + q_off, (acc / l_i[:, None]).to(O.dtype.element_ty), mask=rows[:, None] < NQ)
     lse = (m_i + tl.log2(l_i)) / LOG2E_C  # log2 units back to natural log
     tl.store(LSE + bh.to(tl.int64) * NQ + rows, lse, mask=rows < NQ)

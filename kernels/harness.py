@@ -31,7 +31,7 @@ from pathlib import Path
 
 from iosim.kernels.cases import GRIDS, OURS, CaseSpec, kernel_case
 from iosim.kernels.device import HarnessError, cuda_torch, one_line
-from iosim.kernels.inputs import make_call, make_inputs
+from iosim.kernels.inputs import kernel_module, make_call, make_inputs, run_config_of
 from iosim.kernels.profiler import find_ncu, metrics_for, ncu_version, on_terminate, profile_batch
 from iosim.kernels.timing import time_fn
 from iosim.kernels.user_kernel import main_launch, recording_launches, tiling_from_launch
@@ -69,13 +69,7 @@ def _ran_with(spec: CaseSpec, tensors, recorded: list[dict]) -> tuple[dict, list
         return user_run_config(spec, recorded), _plain(recorded)
     if spec.impl not in OURS:
         return spec.run_config(), []
-    import iosim.kernels as kernels
-
-    mod = kernels.ALGOS[spec.impl]
-    q, k, v, _ = tensors
-    paged = {"page_size": spec.problem.page_size} if spec.problem.page_size else {}
-    config = mod.run_config(q, k, v, spec.problem.causal, spec.backward, **paged, **spec.overrides())
-    return _plain(config), _plain(list(mod.LAUNCHES))
+    return _plain(run_config_of(spec, tensors)), _plain(list(kernel_module(spec).LAUNCHES))
 
 
 def _skeleton(spec: CaseSpec, error: str) -> Case:

@@ -7,11 +7,29 @@ from iosim.kernels.cases import OURS, CaseSpec
 from iosim.kernels.device import HarnessError
 
 
+def packed(spec: CaseSpec) -> bool:
+    """Whether the case runs on tokens packed as (total, heads, d): our flash2 on a variable-length batch
+    or with a window (``kernels/varlen.py``), and FlexAttention's prefill of a variable-length batch
+    (one sequence of every request's tokens, (1, heads, total, d), under a document mask)."""
+    p = spec.problem
+    if spec.impl == "flash2":
+        return p.seq_lens is not None or p.window is not None
+    return spec.impl == "flex" and p.seq_lens is not None and p.seq_q == p.seq_k
+
+
 def make_inputs(torch, spec: CaseSpec):
     """Random q, k, v (and dO) from a fixed seed: never zeros, whose products the GPU may shortcut."""
     p = spec.problem
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[p.dtype]
     gen = torch.Generator(device="cuda").manual_seed(0)
+    if packed(spec):
+        total = sum(p.lengths) if p.seq_lens is not None else p.batch * p.seq_q
+
+        def tokens(heads):
+            shape = (1, heads, total, p.head_dim) if spec.impl == "flex" else (total, heads, p.head_dim)
+            return torch.randn(*shape, dtype=dtype, device="cuda", generator=gen)
+
+        return tokens(p.heads), tokens(p.kv_heads), tokens(p.kv_heads), None
 
     def rand(heads, seq):
         return torch.randn(p.batch, heads, seq, p.head_dim, dtype=dtype, device="cuda", generator=gen)
@@ -28,12 +46,15 @@ def make_forward(torch, spec: CaseSpec):
     """``f(q, k, v) -> o`` for the case's implementation."""
     p = spec.problem
     if spec.impl in OURS:
-        import iosim.kernels as kernels
-
-        mod, overrides = kernels.ALGOS[spec.impl], spec.overrides()
+        mod, overrides = kernel_module(spec), spec.overrides()
+        if packed(spec):
+            return _packed(torch, mod, p, overrides)
+        local = {"seq_lens": _device_lengths(torch, p), "window": p.window} if spec.impl == "flash_decode" else {}
         if p.page_size:
-            return _paged(mod, p, overrides)
-        return lambda q, k, v: mod.attention(q, k, v, causal=p.causal, **overrides)
+            return _paged(mod, p, overrides, local)
+        return lambda q, k, v: mod.attention(q, k, v, causal=p.causal, **local, **overrides)
+    if spec.impl == "flex":
+        return _flex(torch, p)
     if spec.impl == "kernel":  # a user's kernel file, loaded by path
         from iosim.kernels.user_kernel import load_kernel
 
@@ -63,7 +84,49 @@ def make_forward(torch, spec: CaseSpec):
     return sdpa
 
 
-def _paged(mod, p, overrides):
+def kernel_module(spec: CaseSpec):
+    """The module of our kernels that runs the case: ``kernels/varlen.py`` for a packed flash2 case."""
+    import iosim.kernels as kernels
+
+    if spec.impl == "flash2" and packed(spec):
+        from iosim.kernels import varlen
+
+        return varlen
+    return kernels.ALGOS[spec.impl]
+
+
+def run_config_of(spec: CaseSpec, tensors) -> dict:
+    """The configuration our kernel reports for the case's call on ``tensors``."""
+    p, mod = spec.problem, kernel_module(spec)
+    q, k, v, _ = tensors
+    if spec.impl == "flash2" and packed(spec):
+        lens = _lengths(p)
+        cu = mod.cu_seqlens(lens, q.device)
+        return mod.run_config(q, k, v, cu, cu, lens, p.causal, p.window, **spec.overrides())
+    local = {"seq_lens": p.seq_lens, "window": p.window} if spec.impl == "flash_decode" else {}
+    paged = {"page_size": p.page_size} if p.page_size else {}
+    return mod.run_config(q, k, v, p.causal, spec.backward, **paged, **local, **spec.overrides())
+
+
+def _lengths(p) -> tuple:
+    """Each request's tokens (a window on a uniform batch: every request N long)."""
+    return p.seq_lens if p.seq_lens is not None else (p.seq_q,) * p.batch
+
+
+def _device_lengths(torch, p):
+    """A variable-length decode's cache lengths as the kernel takes them (int32 on the GPU), or None."""
+    return None if p.seq_lens is None else torch.tensor(p.seq_lens, dtype=torch.int32, device="cuda")
+
+
+def _packed(torch, varlen, p, overrides):
+    """``f(q, k, v)`` on packed tokens: ``attention_varlen`` with the requests' offsets."""
+    lens = _lengths(p)
+    cu = varlen.cu_seqlens(lens, "cuda")
+    return lambda q, k, v: varlen.attention_varlen(q, k, v, cu, cu, max(lens), max(lens), causal=p.causal,
+                                                   window=p.window, **overrides)
+
+
+def _paged(mod, p, overrides, local):
     """``f(q, k, v)`` on a paged copy of k, v (``mod.to_pages``), made on the first call: the harness's
     warm-up, outside any timing or profiled range."""
     pools: dict = {}
@@ -73,9 +136,56 @@ def _paged(mod, p, overrides):
         if key not in pools:
             pools.clear()
             pools[key] = mod.to_pages(k, v, p.page_size)
-        return mod.attention_paged(q, *pools[key], p.seq_k, **overrides)
+        return mod.attention_paged(q, *pools[key], p.seq_k, **local, **overrides)
 
     return paged
+
+
+def _flex(torch, p):
+    """FlexAttention (compiled) under the case's mask: causal and the window within each request; a
+    variable-length prefill as one packed sequence with a document mask; a decode's queries at the end
+    of each request's cache (the last ``window`` keys of it with a window). The block mask is made on
+    the first call, the harness's warm-up."""
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+    attend = torch.compile(flex_attention, dynamic=False)
+    state: dict = {}
+    prefill, window = p.seq_q == p.seq_k, p.window
+
+    def mask_mod():
+        if prefill:
+            doc = None
+            if p.seq_lens is not None:
+                doc = torch.repeat_interleave(torch.arange(p.batch, device="cuda"),
+                                              torch.tensor(p.seq_lens, device="cuda"))
+
+            def prefill_mask(b, h, q_idx, kv_idx):
+                keep = (kv_idx <= q_idx) if p.causal else (kv_idx >= 0)
+                if window is not None:
+                    keep = keep & (q_idx - kv_idx < window)
+                return keep if doc is None else keep & (doc[q_idx] == doc[kv_idx])
+
+            return prefill_mask
+        lens = torch.tensor(_lengths_k(p), dtype=torch.int32, device="cuda")
+
+        def decode_mask(b, h, q_idx, kv_idx):
+            keep = kv_idx < lens[b]
+            return keep & (kv_idx >= lens[b] - window) if window is not None else keep
+
+        return decode_mask
+
+    def flex(q, k, v):
+        if "mask" not in state:
+            batch = (1 if p.seq_lens is not None else None) if prefill else p.batch  # None: every request alike
+            state["mask"] = create_block_mask(mask_mod(), batch, None, q.shape[2], k.shape[2], device="cuda")
+        return attend(q, k, v, block_mask=state["mask"], enable_gqa=p.kv_heads != p.heads)
+
+    return flex
+
+
+def _lengths_k(p) -> tuple:
+    """Each request's K/V length in a decode."""
+    return p.seq_lens if p.seq_lens is not None else (p.seq_k,) * p.batch
 
 
 def make_call(torch, spec: CaseSpec, tensors):

@@ -5,7 +5,8 @@ flushed), except those timed inside the kernel (``%globaltimer`` and ``%clock64`
 inline PTX): the pointer chases, whose L2 pass must find its lines resident, and the SM clock; and
 except the L2 write, timed by ``time_warm`` (CUDA events, no flush: its buffer must stay in the L2):
 
-- DRAM read (a reduction over 2 GiB, ≫ the L2), write (a fill) and copy (bytes read + written);
+- DRAM read (a reduction over 2 GiB, ≫ the L2), write (a fill) and copy (bytes read + written), and
+  reads alone as fast as a Triton stream gets them (the best of a few CTA counts and load widths);
 - L2 read bandwidth: every SM re-reads an 8 MiB buffer (about ¼ of an H100's L2) with ``.cg``
   loads, which skip L1, so every byte is served by the L2;
 - tensor-core throughput: cuBLAS 8192³ matmuls (fp16, bf16) and Triton loops of the tile shapes our
@@ -50,7 +51,8 @@ block_m × block_n × d and w<warps>, the backward's block_n K/V rows × block_m
 - ``l2_write`` (bytes/s): plain stores by 16 CTAs per SM into an L2-resident 16 MiB fp32 buffer, ≈ 500
   passes per launch, timed without an L2 flush (``time_warm``);
 - ``miss_pass_s`` (seconds, :func:`miss_cost`): what a two-stage pass of the tile loop waits when its
-  loads miss the L2, against the same loop on resident tiles.
+  loads miss the L2, against the same loop on resident tiles; ``miss_pass_<bm>x<bn>x<d>w<warps>_s``
+  (:func:`miss_costs`) the same over tiles of 16-64 KiB of K and V a pass.
 """
 from __future__ import annotations
 
@@ -61,7 +63,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 
-from iosim.kernels.device import cuda_torch, one_line
+from iosim.kernels.device import HarnessError, cuda_torch, one_line
 from iosim.kernels.timing import time_fn, time_warm
 from iosim.schedule.tiling import BWD, FWD, default_tiling
 
@@ -105,6 +107,53 @@ def dram_bandwidth(torch, nbytes: int = 2 * GiB) -> dict:
     write = time_fn(lambda: dst.fill_(1.0)).median_s
     copy = time_fn(lambda: dst.copy_(src)).median_s
     return {"dram_read": nbytes / read, "dram_write": nbytes / write, "dram_copy": 2 * nbytes / copy}
+
+
+def _stream_kernel():
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def dram_stream(src, out, per_cta, BLOCK: tl.constexpr, STRIDED: tl.constexpr = False):
+        """Each CTA sums per_cta elements: its own contiguous share, or (STRIDED) every grid-th block."""
+        pid = tl.program_id(0)
+        offs = tl.arange(0, BLOCK)
+        acc = tl.zeros([BLOCK], tl.float32)
+        if STRIDED:
+            ctas = tl.num_programs(0)
+            for i in range(0, per_cta // BLOCK):
+                acc += tl.load(src + (i * ctas + pid).to(tl.int64) * BLOCK + offs).to(tl.float32)
+        else:
+            base = src + pid.to(tl.int64) * per_cta
+            for i in range(0, per_cta, BLOCK):
+                acc += tl.load(base + i + offs).to(tl.float32)
+        tl.store(out + pid * BLOCK + offs, acc)  # keeps the loads alive
+
+    return dram_stream
+
+
+# CTAs per SM, fp16 elements a load, warps, stages, and whether CTAs interleave their blocks (grid-stride)
+STREAM_CONFIGS = tuple((c, block, warps, stages, strided) for c in (2, 4, 8) for block in (4096, 8192)
+                       for warps, stages in ((4, 3), (8, 4)) for strided in (False, True))
+
+
+def dram_read_stream(torch, nbytes: int = 2 * GiB) -> dict:
+    """Bytes per second a Triton kernel reads from DRAM alone: each CTA sums its share of ``nbytes``
+    (≫ the L2), contiguous or grid-strided, with wide loads; the best of :data:`STREAM_CONFIGS`, because a
+    ceiling is what the best-fed stream reaches (``torch.sum``'s reduction, ``dram_read``, reads slower)."""
+    kernel = _stream_kernel()
+    src = torch.randn(nbytes // 2, dtype=torch.float16, device="cuda")
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    best = 0.0
+    for c, block, warps, stages, strided in STREAM_CONFIGS:
+        ctas = c * sms
+        per_cta = src.numel() // ctas // block * block
+        out = torch.empty(ctas * block, dtype=torch.float32, device="cuda")
+        fn = lambda: kernel[(ctas,)](src, out, per_cta, BLOCK=block, STRIDED=strided,  # noqa: E731
+                                     num_warps=warps, num_stages=stages)
+        fn()
+        best = max(best, ctas * per_cta * 2 / time_fn(fn).median_s)
+    return {"dram_read_stream": best}
 
 
 def _l2_kernel():
@@ -376,6 +425,22 @@ def miss_cost(torch, bm: int = 128, bn: int = 64, d: int = 64, warps: int = 4, i
         fn()
         out[f"miss_pass_{label}_s"] = time_fn(fn).median_s / iters
     out["miss_pass_s"] = out["miss_pass_stream_s"] - out["miss_pass_resident_s"]
+    return out
+
+
+# tiles (bm, bn, d, warps) of the miss-cost series: 16, 32 and 64 KiB of K and V a pass, at FlashAttention-2's
+# forward tiles (128 query rows) and at flash-decoding's (16 rows)
+MISS_TILES = ((128, 64, 64, 4), (128, 64, 128, 8), (64, 64, 64, 4), (16, 64, 128, 4), (16, 128, 128, 4))
+
+
+def miss_costs(torch) -> dict:
+    """:func:`miss_cost` over :data:`MISS_TILES`: ``miss_pass_<bm>x<bn>x<d>w<warps>_s`` (and its ``_stream_s``,
+    ``_resident_s``), what a missed pass waits as its K/V bytes grow."""
+    out = {}
+    for bm, bn, d, warps in MISS_TILES:
+        tag = f"miss_pass_{bm}x{bn}x{d}w{warps}"
+        for key, value in miss_cost(torch, bm, bn, d, warps).items():
+            out[key.replace("miss_pass", tag)] = value
     return out
 
 
@@ -853,12 +918,14 @@ def _latencies(torch, progress) -> dict:
     return instruction_latencies(torch, progress=progress)
 
 
-def run_all(progress=print) -> dict:
-    """Every microbenchmark; values in bytes/s, FLOP/s and seconds."""
+def run_all(progress=print, only=None) -> dict:
+    """Every microbenchmark (``only``: those whose step names it gives, e.g. ``("DRAM read stream",)``);
+    values in bytes/s, FLOP/s and seconds."""
     torch = cuda_torch()
     raw = {}
     steps = [
         ("DRAM", lambda: dram_bandwidth(torch)),
+        ("DRAM read stream", lambda: dram_read_stream(torch)),
         ("L2", lambda: l2_bandwidth(torch)),
         ("cuBLAS", lambda: {f"matmul_{n}": matmul_flops(torch, dt) for n, dt in
                             (("fp16", torch.float16), ("bf16", torch.bfloat16))}),
@@ -877,7 +944,15 @@ def run_all(progress=print) -> dict:
         ("instruction latencies", lambda: _latencies(torch, progress)),
         ("CTA fixed cost", lambda: cta_fixed_cost(torch)),
         ("miss cost", lambda: miss_cost(torch)),
+        ("miss cost series", lambda: miss_costs(torch)),
     ]
+    if only is not None:
+        wanted = {name.strip().lower() for name in only}
+        unknown = wanted - {label.lower() for label, _ in steps}
+        if unknown:
+            raise HarnessError(f"only: no microbenchmark step {sorted(unknown)[0]!r}; the steps are "
+                               + ", ".join(label for label, _ in steps))
+        steps = [(label, step) for label, step in steps if label.lower() in wanted]
     for label, step in steps:
         t0 = time.perf_counter()
         try:
@@ -890,7 +965,7 @@ def run_all(progress=print) -> dict:
     return raw
 
 
-_FACTORIES = {"l2_read": _l2_kernel, "l2_write": _l2_write_kernel, "tile_mma": _tile_kernel, "clock_probe": _clock_kernel,
+_FACTORIES = {"dram_stream": _stream_kernel, "l2_read": _l2_kernel, "l2_write": _l2_write_kernel, "tile_mma": _tile_kernel, "clock_probe": _clock_kernel,
               "tile_mma_bwd": _bwd_tile_kernel, "chase": _chase_kernel, "tile_atomics": _atomic_kernel,
               "serial_tiles": _serial_kernel, "empty": _empty_kernel}
 

@@ -30,6 +30,9 @@ from iosim.costs.sass import KernelMix, kernel_mix, mix_key, mixes_filename, wri
 DEFAULT_ARCH = 90
 SEQ = 128  # sequence length of the capture tensors: a multiple of 128, so NQ, NK, N·d are 16-divisible as on the GPU
 DECODE_SEQ_K = 128 * 128  # KV length of the decode captures: 128 blocks of 128, so up to 128 splits
+VARLEN_SEQ_LENS = (SEQ, 3 * SEQ)  # a packed batch of the varlen captures: total and offsets 16-divisible
+WINDOW = 4 * SEQ  # window of the local-attention captures (16-divisible, as a model's window is)
+DECODE_WINDOW = DECODE_SEQ_K - 128  # decode window: 127 + 1 blocks of 128, so still up to 128 splits
 
 
 @dataclass(frozen=True)
@@ -177,7 +180,8 @@ def parse_res_usage(text: str) -> dict[str, dict[str, int]]:
 # ---------------------------------------------------------------------------------------------
 def configurations() -> list[tuple[str, dict, dict]]:
     """(algo, problem fields, tiling overrides) for every case of the default grid run by our kernels and
-    every algorithm's default tiling at d = 32, 64, 128, fp16/bf16, causal or not, forward and backward."""
+    every algorithm's default tiling at d = 32, 64, 128, fp16/bf16, causal or not, forward and backward,
+    and the variable-length and sliding-window kernels (:func:`ragged_configurations`)."""
     from iosim.kernels.cases import GRIDS, OURS, TRAINED
 
     configs = []
@@ -205,17 +209,41 @@ def configurations() -> list[tuple[str, dict, dict]]:
     for d, dtype, page, splits in itertools.product((64, 128), ("fp16", "bf16"), (16, 32, 64, 128, 256), (1, 4)):
         configs.append(("flash_decode", dict(heads=32, kv_heads=8, head_dim=d, dtype=dtype, causal=False, backward=False,
                                              seq_q=1, seq_k=DECODE_SEQ_K, page_size=page), {"splits": splits}))
+    return configs + ragged_configurations()
+
+
+def ragged_configurations() -> list[tuple[str, dict, dict]]:
+    """The varlen forward (flash2 with ``seq_lens``) at d = 64, 128, fp16/bf16, MHA (16 heads) and GQA
+    (32 over 8), causal with and without a window and non-causal; the ragged decode (flash_decode with
+    ``seq_lens``) with and without a window, 1 and 4 query rows, one split and every power-of-two split
+    count the combine is compiled for (2-128), contiguous, and paged (16, 64, 256 tokens) at 1 and 4 splits."""
+    configs = []
+    for d, dtype, (heads, kv_heads), (causal, window) in itertools.product(
+            (64, 128), ("fp16", "bf16"), ((16, 16), (32, 8)), ((True, None), (True, WINDOW), (False, None))):
+        configs.append(("flash2", dict(heads=heads, kv_heads=kv_heads, head_dim=d, dtype=dtype, causal=causal,
+                                       backward=False, seq_lens=VARLEN_SEQ_LENS, window=window), {}))
+    layouts = [(None, (1, 2, 4, 8, 16, 32, 64, 128))] + [(page, (1, 4)) for page in (16, 64, 256)]
+    for d, dtype, seq_q, window, (page, all_splits) in itertools.product(
+            (64, 128), ("fp16", "bf16"), (1, 4), (None, DECODE_WINDOW), layouts):
+        for splits in all_splits:
+            configs.append(("flash_decode", dict(heads=32, kv_heads=8, head_dim=d, dtype=dtype, causal=False,
+                                                 backward=False, seq_q=seq_q, seq_k=DECODE_SEQ_K, page_size=page,
+                                                 seq_lens=(DECODE_SEQ_K,), window=window), {"splits": splits}))
     return configs
 
 
 def capture_config(algo: str, problem: dict, overrides: dict, arch: int = DEFAULT_ARCH) -> list[Launch]:
-    """The launches of one attention call (forward, and backward when ``problem["backward"]``) on CPU tensors."""
+    """The launches of one attention call (forward, and backward when ``problem["backward"]``) on CPU tensors;
+    a problem with ``seq_lens`` is a packed varlen forward (flash2) or a ragged decode."""
     import torch
 
     from iosim.kernels import ALGOS
 
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[problem["dtype"]]
     h, hkv, d = problem["heads"], problem["kv_heads"], problem["head_dim"]
+    if problem.get("seq_lens") and algo != "flash_decode":
+        return _capture_varlen(problem, dtype, arch)
+    ragged = {"seq_lens": problem["seq_lens"], "window": problem.get("window")} if problem.get("seq_lens") else {}
     q = torch.zeros((1, h, problem.get("seq_q", SEQ), d), dtype=dtype, requires_grad=problem["backward"])
     k = torch.zeros((1, hkv, problem.get("seq_k", SEQ), d), dtype=dtype, requires_grad=problem["backward"])
     v = torch.zeros_like(k, requires_grad=problem["backward"])
@@ -223,14 +251,29 @@ def capture_config(algo: str, problem: dict, overrides: dict, arch: int = DEFAUL
     if problem.get("page_size"):  # a paged cache: the same call on pools of pages
         mod = ALGOS[algo]
         pages = mod.to_pages(k.detach(), v.detach(), problem["page_size"])
-        return capture_launches(lambda: mod.attention_paged(q, *pages, k.shape[2], **overrides), arch=arch)[1]
+        return capture_launches(lambda: mod.attention_paged(q, *pages, k.shape[2], **ragged, **overrides),
+                                arch=arch)[1]
 
     def call():
-        o = ALGOS[algo].attention(q, k, v, causal=problem["causal"], **overrides)
+        o = ALGOS[algo].attention(q, k, v, causal=problem["causal"], **ragged, **overrides)
         if problem["backward"]:
             torch.autograd.grad(o, (q, k, v), torch.zeros_like(o))
 
     return capture_launches(call, arch=arch)[1]
+
+
+def _capture_varlen(problem: dict, dtype, arch: int) -> list[Launch]:
+    """The launch of one ``attention_varlen`` call on packed zero inputs, one length per sequence."""
+    import torch
+
+    from iosim.kernels import varlen
+
+    lens, d = problem["seq_lens"], problem["head_dim"]
+    q = torch.zeros((sum(lens), problem["heads"], d), dtype=dtype)
+    k = torch.zeros((sum(lens), problem["kv_heads"], d), dtype=dtype)
+    cu = varlen.cu_seqlens(lens, "cpu")
+    return capture_launches(varlen.attention_varlen, q, k, torch.zeros_like(k), cu, cu, max(lens), max(lens),
+                            causal=problem["causal"], window=problem.get("window"), arch=arch)[1]
 
 
 def unique_launches(arch: int = DEFAULT_ARCH, log=None) -> list[Launch]:

@@ -133,6 +133,41 @@ def test_write_rates_become_fractions_of_the_datasheet_and_impossible_ones_are_r
     assert "above 1" in refused["l2_write_efficiency"] and "l2_write_efficiency" not in profile["fields"]
 
 
+def test_a_read_stream_becomes_the_read_efficiency_and_one_above_the_datasheet_is_refused():
+    base = read_profile_dict("h200")  # HBM 4.8 TB/s
+    profile, _ = calibrated_profile(base, {"dram_read_stream": 4.56e12}, H100)
+    assert profile["fields"]["dram_read_efficiency"]["value"] == pytest.approx(0.95)
+    assert load_profile("h200").dram_read_bandwidth is None  # not measured: reads go at the copy rate
+    _, rows = calibrated_profile(base, {"dram_read_stream": 5e12}, H100)
+    assert "above 1" in {r[0]: r[4] for r in rows if r[2] is None}["dram_read_efficiency"]
+
+
+def test_a_later_partial_run_adds_its_numbers_and_changes_nothing_else(tmp_path):
+    """fold: the run's new raw numbers and the fields made from them join the profile, bit for bit beside it."""
+    from iosim.kernels.calibrate import fold
+    from iosim.kernels.device import HarnessError
+
+    base = read_profile_dict("h200-calibrated")  # without its read stream: what the fold adds
+    base["fields"].pop("dram_read_efficiency", None)
+    base["calibration"]["raw"].pop("dram_read_stream", None)
+    write_profile(base, tmp_path / "base.yaml")
+    base = read_profile_dict(tmp_path / "base.yaml")
+    run = dict(read_profile_dict("h200"), calibration={"gpu": "NVIDIA H200", "date": "2026-12-01",
+                                                         "raw": {"dram_read_stream": 4.6e12, "dram_copy": 1.0}})
+    write_profile(run, tmp_path / "run.yaml")
+    out = tmp_path / "folded.yaml"
+    fold(tmp_path / "base.yaml", tmp_path / "run.yaml", out, progress=lambda _: None)
+    folded = read_profile_dict(out)
+    assert folded["fields"].pop("dram_read_efficiency")["value"] == pytest.approx(4.6 / 4.8, abs=1e-4)
+    assert folded["fields"] == base["fields"]  # dram_copy was in the profile already: not taken
+    raw = folded["calibration"]["raw"]
+    assert raw.pop("dram_read_stream") == 4.6e12 and raw == base["calibration"]["raw"]
+    assert folded["calibration"]["added"][-1]["raw"] == ["dram_read_stream"]
+    assert load_profile(out).dram_read_bandwidth == pytest.approx(4.6e12, rel=1e-4)
+    with pytest.raises(HarnessError, match="adds no raw number"):
+        fold(out, tmp_path / "run.yaml", tmp_path / "again.yaml", progress=lambda _: None)
+
+
 def test_raw_only_numbers_are_kept_and_implausible_ones_flagged():
     base = read_profile_dict("h200")  # 132 SMs, fp16 tensor peak 989.5 TFLOP/s, L2 12 TB/s
     good = {"tile_occ_fp16_128x64x64w4_c2": 5.1e14, "tile_occ_fp16_128x64x64w4_c2_ok_sms": 132.0,
@@ -297,6 +332,19 @@ def test_bwd_tile_loop_atomic_dq_tiles_add_up_to_the_registers_sum(bn, bm):
     assert torch.equal(atomic.double().cpu(), ref_atomic)
     # What the atomics gathered per Q block is, summed, what the CTAs kept in registers.
     assert torch.equal(atomic.view(n_q, bm, d).sum(0), plain.view(ctas, bm, d).sum(0))
+
+
+def test_dram_stream_sums_each_ctas_own_share():
+    torch, dev, mb = _kernel_env()
+    ctas, per_cta, block = 3, 64, 16
+    src = torch.randint(-4, 5, (ctas * per_cta,), generator=torch.Generator().manual_seed(3)).to(torch.float16)
+    out = torch.zeros(ctas * block, dtype=torch.float32, device=dev)
+    mb.dram_stream[(ctas,)](src.to(dev), out, per_cta, BLOCK=block)
+    want = src.double().view(ctas, per_cta // block, block).sum(1)
+    assert torch.equal(out.cpu().double().view(ctas, block), want)
+    mb.dram_stream[(ctas,)](src.to(dev), out, per_cta, BLOCK=block, STRIDED=True)  # every ctas-th block
+    want = src.double().view(per_cta // block, ctas, block).sum(0)
+    assert torch.equal(out.cpu().double().view(ctas, block), want)
 
 
 def test_l2_write_stores_every_visited_block():

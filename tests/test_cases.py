@@ -151,3 +151,29 @@ def test_the_foreign_grid_reads_a_manifest_relative_to_its_folder(tmp_path):
     (tmp_path / "bad.yaml").write_text("kernel: F1.py:attention\n")
     with pytest.raises(ConfigError, match="YAML list"):
         manifest_cases(tmp_path / "bad.yaml")
+
+
+def test_varlen_and_window_grids_name_build_and_travel():
+    """Each case once, back from JSON, its schedule built (ours) or its algo null (FlexAttention), caches in memory."""
+    from iosim.kernels.cases import spread, varlen_grid, window_grid
+    from iosim.kernels.inputs import packed
+    from iosim.schedule.build import build_schedule
+
+    for grid in (varlen_grid(), window_grid()):
+        assert len({c.name for c in grid}) == len(grid)
+        for spec in grid:
+            assert CaseSpec.from_json(json.loads(json.dumps(spec.to_json()))) == spec
+            config = spec.run_config()
+            if spec.impl == "flex":
+                assert config["algo"] is None
+                continue
+            schedule = build_schedule(RunConfig.from_dict(config), sm_count=132)
+            assert schedule.peak_hbm_bytes < 40e9, spec.name
+            p = spec.problem
+            assert packed(spec) == (spec.impl == "flash2" and (p.seq_lens is not None or p.window is not None))
+    lens = spread(64, 1024, 65536)
+    assert min(lens) >= 1024 and max(lens) <= 65536 and len(set(lens)) == 64
+    assert spread(64, 1024, 65536) == lens  # no random generator: the same batch on every machine
+    names = [c.name for c in varlen_grid()]
+    assert "flash2-fwd-fp16-b64h32kv8-n512-d128-causal-vl64x512" in names  # short: the lengths themselves
+    assert any(n.endswith("-vl64r1024-63357t1002584") for n in names)  # long: count, range and total

@@ -52,3 +52,16 @@ def test_writes_alone_go_no_faster_than_the_write_bandwidth_and_reads_still_shar
     # a write bandwidth at or above the link's own is no constraint
     fast = Link("hbm", 1024.0, write_bandwidth=4096.0)
     assert fast.reserve(0.0, 512, write=True) == 0.5 and fast.write_bandwidth is None
+
+
+def test_reads_alone_go_at_their_rate_and_a_copy_at_the_copy_rate():
+    """A measured read-only rate above the copy rate: reads stream at it, equal reads and writes at the copy rate."""
+    link = Link("hbm", 4e12, write_bandwidth=3e12, read_bandwidth=5e12)
+    assert link.reserve(0.0, 5_000_000) == pytest.approx(1e-6)
+    copy = Link("hbm", 4e12, write_bandwidth=3e12, read_bandwidth=5e12)
+    copy.reserve(0.0, 4_000_000)
+    assert copy.reserve(0.0, 4_000_000, write=True) == pytest.approx(8_000_000 / 4e12)
+    fill = Link("hbm", 4e12, write_bandwidth=3e12, read_bandwidth=5e12)
+    assert fill.reserve(0.0, 3_000_000, write=True) == pytest.approx(1e-6)  # writes alone: their own rate
+    slower = Link("hbm", 4e12, read_bandwidth=3e12)  # a read rate below the copy rate is not believed
+    assert slower.reserve(0.0, 4_000_000) == pytest.approx(1e-6)

@@ -17,7 +17,7 @@ SETUP.read(REPO / "setup.cfg")
 # What each layer may import (besides itself and the plain utilities below). The flow is
 # profile + problem -> schedule -> engine -> counts -> priced result -> report/plot; validation joins a
 # measurement file and a priced result; the GPU side (iosim.kernels) shares only plain data.
-UTILITIES = {"iosim.files", "iosim.schema"}
+UTILITIES = {"iosim.files", "iosim.schema", "iosim.sizes"}  # leaf modules (they import no iosim module)
 ALLOWED = {
     "iosim.schedule": {"iosim.schedule"},
     "iosim.hardware": {"iosim.hardware"},

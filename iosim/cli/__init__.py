@@ -10,7 +10,7 @@ from iosim.hardware.catalog import ProfileError
 from iosim.schedule.problem import ConfigError
 
 # Library field names whose option is spelled differently.
-OPTION_OF = {"seq_q": "seq-len", "seq_k": "seq-k", "host_tensors": "host",
+OPTION_OF = {"seq_q": "seq-len", "seq_k": "seq-k", "host_tensors": "host", "seq_lens": "seq-lens", "page_size": "page-size",
              "tiling": "block-m/--block-n/--stages"}  # shared memory per CTA: the three together decide it
 
 

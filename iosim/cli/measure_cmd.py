@@ -21,12 +21,15 @@ def _kernels(module: str):
 @click.command()
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Folder for measurements.json and measurements.csv (created if missing).")
-@click.option("--grid", type=click.Choice(["default", "smoke", "h200", "decode", "paged", "foreign"]), default="default",
+@click.option("--grid", type=click.Choice(["default", "smoke", "h200", "decode", "paged", "varlen", "window", "foreign"]),
+              default="default",
               show_default=True,
               help="default: the 61-case data set (standard, flash1, flash2, eager PyTorch, SDPA); smoke: 8 small "
                    "cases; h200: default plus long causal d=128 cases; decode: 34 inference cases (flash_decode "
                    "at batch 1-256, KV 1K-256K, GQA, splits; flash2 and SDPA beside it); paged: 18 decode cases, "
-                   "the KV cache contiguous and in pages of 16-256 tokens; foreign: the cases of "
+                   "the KV cache contiguous and in pages of 16-256 tokens; varlen: 16 variable-length batches "
+                   "(prefill and decode, FlexAttention beside them); window: 12 sliding-window cases (prefill and "
+                   "decode, FlexAttention beside them); foreign: the cases of "
                    "experiments/foreign_kernels/manifest.yaml.")
 @click.option("--kernel", metavar="FILE.py:FN", help="Measure one user Triton kernel fn(q, k, v, causal, sm_scale) "
               "instead of a grid.")
@@ -87,7 +90,13 @@ def measure(out, grid, kernel, algo, pass_, batch, heads, kv_heads, seq_len, hea
 @click.option("--from-raw", "from_raw", type=click.Path(exists=True, dir_okay=False), metavar="FILE", multiple=True,
               help="Derive the fields from the calibration.raw block of FILE, a calibrated profile (repeat the "
                    "option for several runs: each raw number's median) instead of measuring: no GPU needed.")
-def calibrate(base, out, from_raw):
+@click.option("--only", metavar="STEPS", default=None,
+              help="Measure only these microbenchmark steps, comma-separated (e.g. 'DRAM read stream'); the "
+                   "other fields keep the base profile's values.")
+@click.option("--add-from", "add_from", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
+              help="Add to --base (a calibrated profile) the raw numbers FILE (a later, partial run) measured that "
+                   "--base lacks, and the fields made from them; nothing --base has changes. No GPU needed.")
+def calibrate(base, out, from_raw, only, add_from):
     """Measure what the datasheet only promises and write a calibrated profile.
 
     Microbenchmarks: DRAM copy bandwidth, L2 read bandwidth (every SM re-reading 8 MiB), tensor-core
@@ -101,10 +110,15 @@ def calibrate(base, out, from_raw):
     cal = _kernels("calibrate")
     base_path = resolve_profile_path(base)
     try:
+        if from_raw and add_from:
+            raise click.UsageError("--from-raw and --add-from are exclusive: derive a profile, or add to one")
         if from_raw:
             cal.rederive(base_path, [Path(f) for f in from_raw], Path(out), progress=click.echo)
+        elif add_from:
+            cal.fold(base_path, Path(add_from), Path(out), progress=click.echo)
         else:
-            cal.calibrate(base_path, Path(out), progress=click.echo)  # one-line refusal without a CUDA GPU
+            steps = None if only is None else [s for s in only.split(",") if s.strip()]
+            cal.calibrate(base_path, Path(out), progress=click.echo, only=steps)  # one-line refusal without a GPU
     except cal.HarnessError as e:
         raise click.UsageError(str(e)) from None
     click.echo(f"wrote {out}")

@@ -22,6 +22,16 @@ def parse_sizes(ctx, param, value):
         raise click.BadParameter(str(e)) from None
 
 
+def parse_lengths(ctx, param, value):
+    """A variable-length batch: ``512,4k,37`` or ``4x512,8k`` (repeats), one length per request."""
+    if value is None:
+        return None
+    try:
+        return sizes.parse_lengths(value)
+    except sizes.SizeError as e:
+        raise click.BadParameter(str(e)) from None
+
+
 def parse_algos(ctx, param, value):
     given = [a.strip() for v in value for a in v.split(",")]
     names = list(dict.fromkeys(a for a in given if a))  # each algorithm once, in the order given
@@ -80,6 +90,14 @@ def run_options(seq_default: str = DEFAULT_SEQ, algo_default: str = "standard,fl
         click.option("--backward", is_flag=True, help="Forward and backward pass."),
         click.option("--page-size", type=click.Choice([str(n) for n in PAGE_SIZES]), default=None,
                      help="flash_decode: the KV cache in pages of this many tokens, in any order (vLLM-style)."),
+        click.option("--seq-lens", default=None, callback=parse_lengths, metavar="LENGTHS",
+                     help="A variable-length batch (cu_seqlens packing, no padding): each request's length, "
+                          "e.g. 512,4k,37 or 4x512,8k; sets --batch. flash2: the prefill of each request "
+                          "(N = the longest); flash_decode: each request's KV cache length (--seq-len query rows)."),
+        click.option("--window", default=None, callback=parse_sizes,
+                     help="Local (sliding-window) attention: a query sees its WINDOW most recent keys, itself "
+                          "included; as --seq-len for several. flash2 (with --causal) and flash_decode (the "
+                          "cache's last WINDOW keys)."),
     ]
     if tiles:
         options += [
@@ -115,15 +133,28 @@ def run_options(seq_default: str = DEFAULT_SEQ, algo_default: str = "standard,fl
 
 
 def run_configs(o: dict, tilings=None) -> list:
-    """Every run the options describe, algorithm by algorithm, tiling by tiling, N by N."""
+    """Every run the options describe, algorithm by algorithm, tiling by tiling, N by N.
+
+    With --seq-lens the batch is those requests: a prefill's N is the longest (--seq-len and --seq-k
+    do not apply), a decode keeps --seq-len query rows against caches of those lengths."""
     if tilings is None:
         tilings = [Tiling(block_m=o.get("block_m"), block_n=o.get("block_n"), warps=o["warps"], stages=o["stages"],
                           grid_order=o["grid_order"], splits=o.get("splits"))]
+    lens = o.get("seq_lens")
+    page = int(o["page_size"]) if o.get("page_size") else None
+
+    def sizes(algo):  # (batch, N, seq_k, seq_lens) of each run
+        if lens is None:
+            return [(b, n, nk, None) for b in o["batch"] for n in o["seq"] for nk in (o["seq_k"] or [None])]
+        if algo == "flash_decode":
+            return [(len(lens), n, None, tuple(lens)) for n in o["seq"]]
+        return [(len(lens), max(lens), None, tuple(lens))]
+
     return [
         RunConfig(algo=a, problem=Problem(batch=b, heads=o["heads"], kv_heads=o["kv_heads"], seq_q=n,
                                           seq_k=nk, head_dim=o["head_dim"], dtype=o["dtype"],
-                                          causal=o["causal"], backward=o["backward"],
-                                          page_size=int(o["page_size"]) if o.get("page_size") else None),
+                                          causal=o["causal"], backward=o["backward"], seq_lens=ls, page_size=page,
+                                          window=w),
                   tiling=t, mode=o["mode"], host_tensors=o["host"])
-        for a in o["algo"] for t in tilings for b in o["batch"] for n in o["seq"] for nk in (o["seq_k"] or [None])
+        for a in o["algo"] for t in tilings for b, n, nk, ls in sizes(a) for w in (o.get("window") or [None])
     ]

@@ -97,25 +97,40 @@ def no_cache_bytes(config: RunConfig) -> dict:
 
 def _flash_decode(p, t, add):
     """Each split CTA reads its group's query rows and its share of K/V; with two or more splits every
-    query row's fp32 partial output and logsumexp go out once per split and come back in the combine."""
+    query row's fp32 partial output and logsumexp go out once per split and come back in the combine.
+    Per request: its own cache length, and with a window only the blocks from the one holding the
+    window's first key; splits with no block of a request do nothing."""
     if t.splits is None:
         raise ConfigError("splits", "flash_decode's counts need the splits (a schedule built for a GPU has them)")
-    e, d = p.elem_bytes, p.head_dim
-    _, used = decode_split_blocks(_cdiv(p.seq_k, t.block_n), t.splits)
-    q = p.bh * p.seq_q * d * e
-    partials = p.bh * p.seq_q * used * (d + 1) * FP32 if used > 1 else 0
-    add(used * q + 2 * p.bh_kv * p.seq_k * d * e, partials or q)  # the split kernel
-    if partials:
-        add(partials, q)  # the combine
+    e, d, bn = p.elem_bytes, p.head_dim, t.block_n
+    per, used = decode_split_blocks(_cdiv(p.seq_k, bn), t.splits)
+    if p.window is not None:
+        per, used = decode_split_blocks(min(_cdiv(p.seq_k, bn), _cdiv(p.window, bn) + 1), t.splits)
+    q = p.heads * p.seq_q * d * e  # one request's query rows (and its output)
+    for nk in p.lengths:
+        first = (max(nk - p.window, 0) if p.window else 0) // bn * bn
+        mine = _cdiv(_cdiv(nk, bn) - first // bn, per)  # splits holding a block of this request
+        partials = p.heads * p.seq_q * mine * (d + 1) * FP32 if used > 1 else 0
+        add(mine * q + 2 * p.kv_heads * (nk - first) * d * e, partials or q)  # the split kernel
+        if partials:
+            add(partials, q)  # the combine
 
 
 def _flash2_fwd(p, t, add):
+    """Each Q block reads its K/V blocks (causal: up to the diagonal; a window: from the block holding
+    its first row's oldest key), the last one clipped at the request's length; requests of a
+    variable-length batch each have their own length."""
     bm, bn, d, e = t.block_m, t.block_n, p.head_dim, p.elem_bytes
-    kv_rows = 0
-    for i in range(_cdiv(p.seq_q, bm)):
-        stop = min(_cdiv((i + 1) * bm, bn), _cdiv(p.seq_k, bn)) if p.causal else _cdiv(p.seq_k, bn)
-        kv_rows += min(p.seq_k, stop * bn)
-    add(p.bh * (p.seq_q * d * e + 2 * kv_rows * d * e), p.bh * p.seq_q * (d * e + FP32))
+    ragged = p.seq_lens is not None
+    for nq in p.lengths if ragged else (p.seq_q,):
+        nk = nq if ragged else p.seq_k
+        kv_rows = 0
+        for i in range(_cdiv(nq, bm)):
+            stop = min(_cdiv((i + 1) * bm, bn), _cdiv(nk, bn)) if p.causal else _cdiv(nk, bn)
+            start = max(0, i * bm - p.window + 1) // bn if p.window else 0
+            kv_rows += min(nk, stop * bn) - min(nk, start * bn)
+        heads = p.heads if ragged else p.bh
+        add(heads * (nq * d * e + 2 * kv_rows * d * e), heads * nq * (d * e + FP32))
 
 
 def _flash2_bwd(p, t, add):
@@ -182,10 +197,18 @@ def _standard(p, t, eager, add):
 
 # -- bounds -------------------------------------------------------------------------------------------
 def compulsory_bytes(config: RunConfig) -> dict:
-    """Inputs read once and outputs written once: what an unbounded cache leaves for HBM."""
+    """Inputs read once and outputs written once: what an unbounded cache leaves for HBM (a
+    variable-length batch: each request's own rows; a decode window: only the window's keys)."""
     p = config.problem
     e = p.elem_bytes
-    q, kv = p.bh * p.seq_q * p.head_dim * e, p.bh_kv * p.seq_k * p.head_dim * e
+    if p.seq_lens is not None and p.seq_q == p.seq_k:  # a prefill: each request's queries are its keys
+        rows_q = sum(p.seq_lens)
+    else:
+        rows_q = p.batch * p.seq_q
+    rows_k = sum(p.lengths)
+    if p.window is not None and not p.causal:  # a decode sees the window's last keys only
+        rows_k = sum(min(n, p.window) for n in p.lengths)
+    q, kv = p.heads * rows_q * p.head_dim * e, p.kv_heads * rows_k * p.head_dim * e
     reads, writes = q + 2 * kv, q
     if p.backward:
         reads, writes = reads + q, writes + q + 2 * kv  # dO in; dQ, dK, dV out

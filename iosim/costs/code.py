@@ -19,7 +19,7 @@ from iosim.costs.issue import KernelCode, LoopCode, loop_code
 from iosim.costs.sass import KernelMix, load_mixes
 from iosim.schedule.standard import BLOCK_K as STANDARD_BLOCK_K
 
-KERNEL_DTYPES = {"decode_reduce": "fp32"}  # kernels whose mix is keyed by another dtype than the problem's (fp32 partials)
+KERNEL_DTYPES = {"decode_reduce": "fp32", "decode_reduce_ragged": "fp32"}  # kernels whose mix is keyed by another dtype than the problem's (fp32 partials)
 
 
 def _expected(kernel, head_dim: int, tiling=None, page_size: int | None = None) -> dict | None:
@@ -34,6 +34,14 @@ def _expected(kernel, head_dim: int, tiling=None, page_size: int | None = None) 
                 "PAGE": page_size}
     if name == "decode_reduce":
         return {"D": head_dim, "BS": 1 << (tiling.splits - 1).bit_length()}
+    if name == "decode_split_ragged":
+        return {"D": head_dim, "BM": tiling.block_m, "BN": kernel.block_u, "ONE": tiling.splits == 1,
+                "PAGED": page_size is not None, "WINDOW": kernel.window > 0, "PAGE": page_size or 0}
+    if name == "decode_reduce_ragged":
+        return {"D": head_dim, "BS": 1 << (tiling.splits - 1).bit_length(), "BN": kernel.block_u,
+                "WINDOW": kernel.window > 0}
+    if name == "flash2_varlen_fwd":  # its row strides (heads·d) change addresses only: any heads' variant serves
+        return {"D": head_dim, "BM": kernel.block_i, "BN": kernel.block_u, "CAUSAL": causal, "WINDOW": kernel.window > 0}
     if name == "flash2_fwd":
         return {"D": head_dim, "BM": kernel.block_i, "BN": kernel.block_u, "CAUSAL": causal,
                 "HEADS_FIRST": kernel.order.value == "heads"}

@@ -20,6 +20,12 @@ def rates(profile) -> dict:
     }
 
 
+def read_rates(profile) -> dict:
+    """Sustained bytes/s of reads alone per memory level, where measured above :func:`rates` (HBM
+    reads alone stream faster than a copy, which turns the bus around between reads and writes)."""
+    return {"hbm": profile.dram_read_bandwidth} if profile.dram_read_bandwidth else {}
+
+
 def write_rates(profile) -> dict:
     """Sustained bytes/s of writes alone per memory level, where measured: a level's writes go no
     faster than this even when its reads and writes together go at :func:`rates`."""

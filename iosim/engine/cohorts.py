@@ -92,7 +92,8 @@ def tile_steps(k: Kernel, g0: int, g1: int, line_iters: int, aggregate: bool = T
 def _cohort_steps(k: Kernel, g0: int, g1: int, line_iters: int, aggregate: bool):
     sl, i, j = k.coords(g0, g1)
     kv = k.kv_slice(sl)
-    start, trips = k.loop_bounds(i, j)
+    start, trips = k.loop_bounds(i, j, sl)
+    live = k.live(i, sl)  # a variable-length batch's CTAs past their request's rows exit untouched
     edges = _edges(int(trips.max()), line_iters, aggregate)
     left = np.ones(len(sl), dtype=bool)
     for n, (t0, t1) in enumerate(zip(edges[:-1], edges[1:])):
@@ -100,21 +101,22 @@ def _cohort_steps(k: Kernel, g0: int, g1: int, line_iters: int, aggregate: bool)
         fin = left & (trips <= t1)
         acc: list = []
         if n == 0:
-            _emit(k, acc, PRO, sl, kv, i, j, None, None)
+            _emit(k, acc, PRO, sl[live], kv[live], i[live], j[live], None, None)
         m = act & (trips > t0)
         if m.any():
             u0 = start[m] + t0
             _emit(k, acc, LOOP, sl[m], kv[m], i[m], j[m], u0, start[m] + np.minimum(trips[m], t1))
-        if fin.any():
-            _emit(k, acc, EPI, sl[fin], kv[fin], i[fin], j[fin], None, None)
+        out = fin & live
+        if out.any():
+            _emit(k, acc, EPI, sl[out], kv[out], i[out], j[out], None, None)
         n_act = int(act.sum())
         own = np.clip(np.minimum(trips[act], t1) - t0, 0, None)  # each active CTA's iterations in this step
         iters = float(own.sum())
         span = float(own.max()) if len(own) else 0.0
         flops = k.iter_flops * (iters / n_act)  # per active CTA, on average
         longest = k.iter_flops * span
-        if n == 0:  # prologue and epilogue work, charged once per CTA
-            flops, longest = flops + k.end_flops, longest + k.end_flops
+        if n == 0:  # prologue and epilogue work, charged once per CTA that has any
+            flops, longest = flops + k.end_flops * (float(live.sum()) / n_act), longest + k.end_flops
         yield Step(acc, n_act, flops, k.iter_sram * iters, int(fin.sum()), iters / n_act, span, longest)
         left &= ~fin
 
@@ -136,9 +138,10 @@ def _one_cta_steps(k: Kernel, g: int, line_iters: int, aggregate: bool, cache: d
     order. Its steps are kept in ``cache`` by tile coordinates with slices as slots (the query slice,
     the key/value slice, then a fanned-out pattern's query slices), and filled in for this CTA."""
     sl, i, j = (int(x[0]) for x in k.coords(g, g + 1))
-    template = cache.get((i, j))
+    b = -1 if k.ragged is None else sl // k.ragged.per_batch  # a variable-length batch's request
+    template = cache.get((i, j, b))
     if template is None:
-        template = cache[(i, j)] = list(_one_cta_template(k, i, j, line_iters, aggregate))
+        template = cache[(i, j, b)] = list(_one_cta_template(k, i, j, b, line_iters, aggregate))
     b, h = divmod(sl, k.kv_heads)  # a fanned-out pattern's CTA runs over key/value slices
     slots = (sl, int(k.kv_slice(sl))) + tuple(b * k.heads + h * k.kv_group + n for n in range(k.kv_group))
     for step in template:
@@ -146,36 +149,43 @@ def _one_cta_steps(k: Kernel, g: int, line_iters: int, aggregate: bool, cache: d
                    step.active, step.flops, step.sram_read, step.done, step.iters, step.span, step.span_flops)
 
 
-def _one_cta_template(k: Kernel, i: int, j: int, line_iters: int, aggregate: bool):
-    """The steps of a lone CTA at tile ``i, j``, with slot numbers for slices (see :func:`_one_cta_steps`)."""
-    start, trips = (int(x[0]) for x in k.loop_bounds(np.array([i]), np.array([j])))
+def _one_cta_template(k: Kernel, i: int, j: int, b: int, line_iters: int, aggregate: bool):
+    """The steps of a lone CTA at tile ``i, j`` (of request ``b`` in a variable-length batch), with slot
+    numbers for slices (see :func:`_one_cta_steps`)."""
+    sl = np.array([max(b, 0) * (k.ragged.per_batch if k.ragged else 0)])  # a slice of the request
+    start, trips = (int(x[0]) for x in k.loop_bounds(np.array([i]), np.array([j]), sl))
+    live = bool(k.live(np.array([i]), sl)[0])
     edges = _edges(trips, line_iters, aggregate)
     for n, (t0, t1) in enumerate(zip(edges[:-1], edges[1:])):
         acc: list = []
-        if n == 0:
-            _emit_one(k, acc, PRO, i, j, 0, 0)
+        if n == 0 and live:
+            _emit_one(k, acc, PRO, i, j, 0, 0, b)
         if trips > t0:
-            _emit_one(k, acc, LOOP, i, j, start + t0, start + min(trips, t1))
+            _emit_one(k, acc, LOOP, i, j, start + t0, start + min(trips, t1), b)
         fin = trips <= t1
-        if fin:
-            _emit_one(k, acc, EPI, i, j, 0, 0)
+        if fin and live:
+            _emit_one(k, acc, EPI, i, j, 0, 0, b)
         iters = float(max(min(trips, t1) - t0, 0))
         flops = k.iter_flops * iters
-        if n == 0:
+        if n == 0 and live:
             flops = flops + k.end_flops
         yield Step(acc, 1, flops, k.iter_sram * iters, int(fin), iters, iters, flops)  # the one CTA is the longest
         if fin:
             return
 
 
-def _emit_one(k: Kernel, out: list, phase, i: int, j: int, u0: int, u1: int) -> None:
+def _emit_one(k: Kernel, out: list, phase, i: int, j: int, u0: int, u1: int, b: int = -1) -> None:
     """A lone CTA's accesses of ``phase``, its slices as slots: 0 the query slice, 1 the key/value
-    slice, 2 + g the g-th query head of a fanned-out pattern's group."""
+    slice, 2 + g the g-th query head of a fanned-out pattern's group (``b``: its request's rows clip them)."""
     for p in k.patterns:
         if p.phase is not phase:
             continue
         r0, r1 = _span(k, p.rows, i, j, u0, u1, p.tensor, 0)
         c0, c1 = _span(k, p.cols, i, j, u0, u1, p.tensor, 1)
+        if b >= 0 and p.tensor in k.ragged.limits:
+            r1 = min(r1, int(k.ragged.limits[p.tensor][b]))
+            if r0 >= r1:
+                continue
         if p.fan:
             for g in range(k.kv_group):
                 out.append(Access(p.tensor, 2 + g, r0, r1, c0, c1, p.kind, 1))
@@ -188,10 +198,12 @@ def _emit(k: Kernel, out: list, phase, sl, kv, i, j, u0, u1) -> None:
         return
     # without a causal mask or a split loop every CTA of a cohort is at the same loop block: a tile
     # indexed by the loop alone is the same rectangle for all of them, and only the slices make runs
-    uniform = phase is LOOP and k.causal is CausalMode.NONE and not k.split_blocks and len(sl) > SMALL_COHORT
+    uniform = (phase is LOOP and k.causal is CausalMode.NONE and not k.split_blocks and k.ragged is None
+               and len(sl) > SMALL_COHORT)
     for p in k.patterns:
         if p.phase is not phase:
             continue
+        psl = sl  # the CTAs this pattern touches memory for
         s = kv if p.kv else sl
         same = uniform and p.rows in ("u", "all") and p.cols in ("u", "all")
         if same:
@@ -201,9 +213,16 @@ def _emit(k: Kernel, out: list, phase, sl, kv, i, j, u0, u1) -> None:
         else:
             r0, r1 = _span(k, p.rows, i, j, u0, u1, p.tensor, 0)
             c0, c1 = _span(k, p.cols, i, j, u0, u1, p.tensor, 1)
+        if k.ragged is not None and p.tensor in k.ragged.limits:  # each request's tiles end at its rows
+            r1 = np.minimum(r1, k.ragged.limits[p.tensor][k.request(sl)])
+            keep = r0 < r1
+            if not keep.all():
+                psl, s, r0, r1, c0, c1 = (x[keep] for x in (sl, s, r0, r1, c0, c1))
+                if not len(psl):
+                    continue
         for g in range(k.kv_group if p.fan else 1):
             if p.fan:
-                b, h = np.divmod(sl, k.kv_heads)
+                b, h = np.divmod(psl, k.kv_heads)
                 s = b * k.heads + h * k.kv_group + g
             rects = _runs(s, r0, r1, c0, c1) if same else _rects(s, r0, r1, c0, c1)
             for sl_, a0, a1, b0, b1, mult in rects:

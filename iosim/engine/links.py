@@ -14,15 +14,24 @@ import numpy as np
 
 
 class Link:
-    """A FIFO server of ``bandwidth`` bytes/s that records what it moved and when."""
+    """A FIFO server of ``bandwidth`` bytes/s that records what it moved and when.
 
-    def __init__(self, name: str, bandwidth: float, write_bandwidth: float | None = None):
-        if bandwidth <= 0:
-            raise ValueError(f"{name}: bandwidth(={bandwidth}) must be > 0")
-        if write_bandwidth is not None and write_bandwidth <= 0:
-            raise ValueError(f"{name}: write_bandwidth(={write_bandwidth}) must be > 0")
+    Where reads alone stream faster (``read_bandwidth``), a read byte takes 1/read_bandwidth seconds
+    and a written byte 2/bandwidth − 1/read_bandwidth, so that equal reads and writes (a copy, how
+    ``bandwidth`` is measured) still go at ``bandwidth``: the writes carry the bus turnarounds.
+    """
+
+    def __init__(self, name: str, bandwidth: float, write_bandwidth: float | None = None,
+                 read_bandwidth: float | None = None):
+        for what, rate in (("bandwidth", bandwidth), ("write_bandwidth", write_bandwidth),
+                           ("read_bandwidth", read_bandwidth)):
+            if rate is not None and rate <= 0:
+                raise ValueError(f"{name}: {what}(={rate}) must be > 0")
         self.name = name
         self.bandwidth = bandwidth
+        faster = read_bandwidth is not None and read_bandwidth > bandwidth
+        self.read_rate = read_bandwidth if faster else bandwidth  # bytes/s each kind is served at
+        self.write_rate = 1.0 / (2.0 / bandwidth - 1.0 / read_bandwidth) if faster else bandwidth
         # Writes alone may go slower than reads and writes together: a second clock for their bytes.
         self.write_bandwidth = write_bandwidth if write_bandwidth and write_bandwidth < bandwidth else None
         self.write_busy_until = 0.0
@@ -37,7 +46,7 @@ class Link:
         """Queue ``nbytes`` at time ``now`` (``write``: bytes towards the memory); return when the last byte is through."""
         if nbytes <= 0:
             return now
-        service = nbytes / self.bandwidth
+        service = nbytes / (self.write_rate if write else self.read_rate)
         finish = max(now, self.busy_until) + service
         self.busy_until = finish
         if write and self.write_bandwidth:

@@ -34,9 +34,11 @@ import simpy
 
 from iosim.costs.code import compiled_codes
 from iosim.costs.issue import (
+    CTA_LOAD_WARPS,
     atomic_exposure,
     chain_seconds,
     cta_load_seconds,
+    cta_stream_bandwidth,
     estimated_code,
     latencies,
     reload_miss,
@@ -45,7 +47,7 @@ from iosim.costs.issue import (
     spill_traffic,
     tensor_rate,
 )
-from iosim.costs.pricing import instruction_totals, rates, roofline, write_rates
+from iosim.costs.pricing import instruction_totals, rates, read_rates, roofline, write_rates
 from iosim.engine import cohorts
 from iosim.engine.l2 import L2Cache
 from iosim.engine.lines import LineGeometry
@@ -75,8 +77,8 @@ class Engine:
         self._done, self._total = 0, sum(k.ctas for k in schedule.kernels)
         self.env = simpy.Environment()
         self.dtype = schedule.config.problem.dtype
-        writes = write_rates(profile)
-        self.links = {lv: Link(lv, rate, writes.get(lv)) for lv, rate in rates(profile).items()}
+        writes, reads = write_rates(profile), read_rates(profile)
+        self.links = {lv: Link(lv, rate, writes.get(lv), reads.get(lv)) for lv, rate in rates(profile).items()}
         # Atomic adds are served by the L2's atomic units at their own rate, where the profile has it.
         self.atomics = Link("atomic", profile.l2_atomic_bandwidth) if profile.l2_atomic_bandwidth else None
         capacity = profile.l2_bytes if l2_bytes is None else l2_bytes
@@ -91,6 +93,7 @@ class Engine:
         self.l2 = L2Cache(capacity, {"hbm": self.links["hbm"], "host": self.links["host"]}, self.places, dirty_limit,
                           replicas, profile.lrc_sms or 1, _private_copies(profile, replicas))
         self.overlap = profile.math_overlap or 0.0
+        self._stream_bw = cta_stream_bandwidth(profile)  # a pipelined CTA's tiles from the L2 at most this fast
         # Each kernel's code (compiled SASS where known, else estimated from FLOPs) and its launch resources.
         if codes is None:
             codes = compiled_codes(schedule, profile.arch, triton_version)
@@ -193,6 +196,7 @@ class Engine:
         sms = self.profile.sm_count
         lat_dram, lat_l2 = self.profile.dram_latency or 0.0, self.profile.l2_latency or 0.0
         cta_bw = self.profile.cta_load_bandwidth
+        stream_bw = self._stream_bw
         miss_pass = ((self.profile.calibration or {}).get("raw") or {}).get("miss_pass_s", 0.0)
         first = True
         # CTAs launched together stay in lockstep (their identical loads merge in the request coalescer) when
@@ -248,6 +252,9 @@ class Engine:
                 plain = paces.get(share)
                 if plain is None:
                     plain = paces[share] = sm_time(per, code["iter"], code["chain"], share, self.overlap)
+                if stream_bw and stages > 1 and step.iters and loads:  # nor faster than it pulls its tiles
+                    tiles = sum(b for n, b in loads.items() if n in looped) / step.active / step.iters
+                    plain = max(plain, tiles * CTA_LOAD_WARPS / (stream_bw * kernel.warps))
                 if first:
                     outside = ((step.span_flops or step.flops).tensor / code["tensor"]) - per * length
                     head = min(1.0, length)
@@ -328,7 +335,7 @@ class Engine:
         }
         flops = {"tensor": self._math[0], "simt": self._math[1], "sfu": self._math[2]}
         code = self.codes[len(self.records)]
-        instructions = instruction_totals(code, self._code["masked"], self._iters, kernel.ctas, kernel.warps)
+        instructions = instruction_totals(code, self._code["masked"], self._iters, _live_ctas(kernel), kernel.warps)
         head_dim = self.schedule.config.problem.head_dim
         slots = per_sm * self.profile.sm_count
         return KernelResult(
@@ -375,24 +382,42 @@ def _with_resources(kernel, code):
     return replace(kernel, **changes) if changes else kernel
 
 
+def _live_ctas(kernel) -> int:
+    """CTAs that run the kernel's code: all but a variable-length batch's CTAs past their request's rows."""
+    if kernel.ragged is None:
+        return kernel.ctas
+    sl, i, _ = kernel.coords(0, kernel.ctas)
+    return int(kernel.live(i, sl).sum())
+
+
 def _masked_share(kernel) -> float:
     """Share of a kernel's loop iterations that run the masked loop body: the blocks the causal
-    diagonal crosses, and a ragged last block."""
+    diagonal or a window's lower edge crosses, a ragged last block, and a window's first split block."""
     if not kernel.n_loop or kernel.program.value != "tile_loop":
         return 0.0
-    _, i, j = kernel.coords(0, min(kernel.ctas, kernel.ti * kernel.tj))  # one slice: every slice is alike
-    start, trips = kernel.loop_bounds(i, j)
+    every = kernel.ragged is not None  # a variable-length batch's slices differ; otherwise one slice says it all
+    sl, i, j = kernel.coords(0, kernel.ctas if every else min(kernel.ctas, kernel.ti * kernel.tj))
+    start, trips = kernel.loop_bounds(i, j, sl)
     total = float(trips.sum())
     if not total:
         return 0.0
-    n, bi, bu, stop = kernel.n_loop, kernel.block_i, kernel.block_u, start + trips
+    bi, bu, stop = kernel.block_i, kernel.block_u, start + trips
+    extent = kernel.ragged.arrays[2][kernel.request(sl)] if every else kernel.loop_extent
+    n = -(-extent // bu)
+    edge = start
     if kernel.causal.value == "stop":  # forward: from the block holding the CTA's first row on
         lo, hi = np.minimum((i * bi) // bu, stop), stop
+        if kernel.window:  # and below the first block every row of the CTA sees whole
+            edge = np.clip(-(-np.maximum(0, (i + 1) * bi - kernel.window) // bu), start, lo)
     elif kernel.causal.value == "start":  # backward: up to the block holding the CTA's last row
         lo, hi = start, np.maximum(start, np.minimum(-(-((i + 1) * bi) // bu), stop))
     else:
         lo = hi = stop
-    masked = hi - lo
-    if kernel.loop_extent % bu:  # the ragged last block, where the CTA reaches it outside [lo, hi)
-        masked = masked + ((trips > 0) & (stop == n) & ~((lo <= n - 1) & (n - 1 < hi)))
+        if kernel.window and kernel.split_blocks:  # a decode window: the first split's first block, if the
+            cut = (extent - kernel.window) % bu != 0  # window starts inside it
+            edge = start + ((i == 0) & (trips > 0) & (extent > kernel.window) & cut)
+    masked = hi - lo + (edge - start)
+    ragged = (extent % bu) != 0  # the ragged last block, where the CTA reaches it outside [lo, hi)
+    inside = ((lo <= n - 1) & (n - 1 < hi)) | ((start <= n - 1) & (n - 1 < edge))
+    masked = masked + (ragged & (trips > 0) & (stop == n) & ~inside)
     return float(masked.sum()) / total

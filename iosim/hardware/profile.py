@@ -44,7 +44,7 @@ OPTIONAL: dict[str, str | None] = {"l2_dirty_limit": "size", "l2_sweep_bytes": "
                                    "fp32_lanes_per_sm": "count", "int32_lanes_per_sm": "count",
                                    "lsu_lanes_per_sm": "count", "lrc_sms": "count", "l1_bytes": "size",
                                    "kernel_start_overhead": "time", "dram_write_efficiency": "fraction",
-                                   "l2_write_efficiency": "fraction"}
+                                   "l2_write_efficiency": "fraction", "dram_read_efficiency": "fraction"}
 _ATTR = {"boost_clock": "clock_hz"}  # YAML field -> Profile attribute where the names differ
 
 
@@ -96,6 +96,7 @@ class Profile:
     kernel_start_overhead: float | None = None  # seconds once per kernel inside its duration (first wave's dispatch, cold caches, fill, exit)
     dram_write_efficiency: float | None = None  # a write-only DRAM stream's share of hbm_bandwidth (measured)
     l2_write_efficiency: float | None = None  # all SMs storing into L2-resident lines: share of l2_bandwidth (measured)
+    dram_read_efficiency: float | None = None  # a read-only DRAM stream's share of hbm_bandwidth (measured)
     sources: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), hash=False, repr=False)
     calibration: Mapping[str, Any] | None = field(default=None, hash=False, repr=False)
 
@@ -122,6 +123,11 @@ class Profile:
     def dram_write_bandwidth(self) -> float | None:
         """DRAM bytes/s a stream of writes alone sustains, where measured."""
         return self.hbm_bandwidth * self.dram_write_efficiency if self.dram_write_efficiency else None
+
+    @property
+    def dram_read_bandwidth(self) -> float | None:
+        """DRAM bytes/s a stream of reads alone sustains, where measured."""
+        return self.hbm_bandwidth * self.dram_read_efficiency if self.dram_read_efficiency else None
 
     @property
     def l2_write_bandwidth(self) -> float | None:

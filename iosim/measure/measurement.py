@@ -51,9 +51,11 @@ from iosim.schema import (
 
 SCHEMA = "iosim-measurement"
 SCHEMA_VERSION = 1
-SDPA_IMPLS = ("sdpa_flash", "sdpa_cudnn")
+# PyTorch's own attention (SDPA's flash and cuDNN backends, FlexAttention): outside references, measured
+# and listed, their schedules not modelled
+REFERENCE_IMPLS = ("sdpa_flash", "sdpa_cudnn", "flex")
 KERNEL_IMPL = "kernel"  # a user's Triton kernel file, modelled as the schedule in run_config.algo
-IMPLS = ALGOS + SDPA_IMPLS + (KERNEL_IMPL,)
+IMPLS = ALGOS + REFERENCE_IMPLS + (KERNEL_IMPL,)
 PASSES = ("fwd", "fwd_bwd")
 CACHE_CONTROLS = ("all", "none")
 PROBLEM_KEYS = ("batch", "heads", "kv_heads", "seq_q", "seq_k", "head_dim", "dtype", "causal", "backward")
@@ -383,6 +385,8 @@ class _Problem(FileModel):
     causal: bool
     backward: bool
     page_size: PositiveInt | None = None  # a paged KV cache (flash_decode)
+    seq_lens: list[PositiveInt] | None = None  # a variable-length batch: each request's length
+    window: PositiveInt | None = None  # local attention: keys a query sees
 
 
 class _Tiling(FileModel):
@@ -424,12 +428,12 @@ class _Case(FileModel):
         algo = self.run_config.algo
         if (self.impl == KERNEL_IMPL) != (self.kernel is not None):
             raise FieldProblem("kernel", f"must be given exactly when impl is {KERNEL_IMPL!r}")
-        if self.impl in SDPA_IMPLS and algo is not None:
+        if self.impl in REFERENCE_IMPLS and algo is not None:
             raise FieldProblem("run_config.algo", f"must be null for {self.impl}, got {algo!r}")
         if self.impl == KERNEL_IMPL:
             if algo is None:
                 raise FieldProblem("run_config.algo", "must name the modelled schedule for a user's kernel")
-        elif self.impl not in SDPA_IMPLS and algo != self.impl:
+        elif self.impl not in REFERENCE_IMPLS and algo != self.impl:
             raise FieldProblem("run_config.algo", f"must equal the case's impl {self.impl!r}, got {algo!r}")
         backward = self.pass_ == "fwd_bwd"
         if self.run_config.problem.backward != backward:

@@ -168,9 +168,10 @@ def _measured(case) -> dict:
 
 
 def _paper(config: RunConfig) -> dict:
-    """The paper's count, for the square problems of its algorithms (none for a decode step)."""
+    """The paper's count, for the square problems of its algorithms (none for a decode step, a
+    variable-length batch or a window, which the papers do not count)."""
     p = config.problem
-    if config.algo == "flash_decode" or p.seq_q != p.seq_k:
+    if config.algo == "flash_decode" or p.seq_q != p.seq_k or p.seq_lens is not None or p.window is not None:
         return {}
     b = closed_forms.paper_bytes(config)
     return {"dram_bytes": b["read"] + b["write"]}

@@ -5,9 +5,11 @@ import csv
 import io
 
 from iosim.results.result import RunResult, Skipped
+from iosim.sizes import lengths_text
 
-COLUMNS = ("gpu", "algo", "N", "Nk", "d", "B×H", "causal", "pass", "HBM read", "HBM write", "L2 traffic", "L2 hit",
-           "time", "bound", "peak mem")
+COLUMNS = ("gpu", "algo", "N", "Nk", "lengths", "window", "d", "B×H", "causal", "pass", "HBM read", "HBM write",
+           "L2 traffic", "L2 hit", "time", "bound", "peak mem")
+OPTIONAL = {"lengths": "-", "window": "-"}  # columns shown only where some run has them
 
 
 def human_bytes(n: float) -> str:
@@ -32,6 +34,7 @@ def row(r: RunResult | Skipped) -> dict:
     p = r.config["problem"]
     heads = f"{p['batch']}×{p['heads']}" + (f"/{p['kv_heads']}" if p["kv_heads"] != p["heads"] else "")
     out = {"gpu": r.gpu, "algo": r.config["algo"], "N": p["seq_q"], "Nk": p.get("seq_k") or p["seq_q"],
+           "lengths": lengths_text(p["seq_lens"]) if p.get("seq_lens") else "-", "window": p.get("window") or "-",
            "d": p["head_dim"], "B×H": heads,
            "causal": "yes" if p["causal"] else "no", "pass": "fwd+bwd" if p["backward"] else "fwd",
            "peak mem": human_bytes(r.peak_hbm_bytes) + (" (OOM)" if r.out_of_memory else "")}
@@ -49,7 +52,8 @@ def table(results: list) -> str:
     """Aligned text table, one line per run; constant columns are hoisted into a header line, and the
     KV length is left out where it is N for every run (self-attention)."""
     rows = [row(r) for r in results]
-    columns = [c for c in COLUMNS if c != "Nk" or any(x["Nk"] != x["N"] for x in rows)]
+    columns = [c for c in COLUMNS if (c != "Nk" or any(x["Nk"] != x["N"] for x in rows))
+               and (c not in OPTIONAL or any(x[c] != OPTIONAL[c] for x in rows))]
     constant = [c for c in columns if len({x[c] for x in rows}) == 1 and len(rows) > 1]
     if len(constant) == len(columns):  # identical rows: show them, not a header over nothing
         constant = []
@@ -64,7 +68,8 @@ def table(results: list) -> str:
 
 
 CONFIG_COLUMNS = ("gpu", "algo", "seq_q", "seq_k", "head_dim", "batch", "heads", "kv_heads", "dtype", "causal",
-                  "backward", "block_m", "block_n", "warps", "stages", "grid_order", "splits", "mode", "host_tensors")
+                  "backward", "block_m", "block_n", "warps", "stages", "grid_order", "splits", "mode", "host_tensors",
+                  "page_size", "seq_lens", "window")
 LEVEL_COLUMNS = tuple(f"{lv}_{k}_bytes" for lv in ("sram", "l2", "hbm", "host") for k in ("read", "write"))
 FIELDS = [*CONFIG_COLUMNS, *LEVEL_COLUMNS, "l2_hit_rate", "time_s", "bound", "peak_hbm_bytes", "hbm_capacity_bytes",
           "skipped"]
@@ -81,6 +86,8 @@ def records(results: list) -> list[dict]:
         d |= {k: c["problem"][k] for k in ("seq_q", "seq_k", "head_dim", "batch", "heads", "kv_heads", "dtype",
                                            "causal", "backward")}
         d |= {k: c["tiling"].get(k) for k in ("block_m", "block_n", "warps", "stages", "grid_order", "splits")}
+        lens = c["problem"].get("seq_lens")
+        d |= {k: c["problem"].get(k) for k in ("page_size", "window")} | {"seq_lens": lengths_text(lens) if lens else None}
         d |= {"gpu": r.gpu, "algo": c["algo"], "mode": r.mode, "host_tensors": "+".join(c.get("host_tensors", [])),
               "peak_hbm_bytes": r.peak_hbm_bytes, "hbm_capacity_bytes": r.hbm_capacity_bytes}
         if isinstance(r, Skipped):

@@ -46,6 +46,10 @@ def peak_footprint(tensors: tuple, kernels: tuple, keep: tuple) -> int:
     """
     names = [t.name for t in tensors if t.placement != HOST]  # host-resident tensors take no HBM
     size = {t.name: t.nbytes for t in tensors}
+    for kernel in kernels:  # a variable-length batch's tensors are packed: each request holds its own rows
+        for name, rows in (kernel.ragged.rows if kernel.ragged else ()):
+            t = next(t for t in tensors if t.name == name)
+            size[name] = t.slices // len(rows) * sum(rows) * t.cols * t.elem_bytes
     first, last = {}, {}
     for k, kernel in enumerate(kernels):
         used = {p.tensor for p in kernel.patterns} | {name for name, _, _ in kernel.extents}

@@ -58,6 +58,18 @@ def check_problem(config: RunConfig) -> None:
         raise ConfigError("seq_k", f"causal attention needs seq_k == seq_q ({p.seq_q}), got {p.seq_k}")
     if p.page_size is not None and config.algo != "flash_decode":
         raise ConfigError("page_size", f"a paged KV cache is modelled for flash_decode, not {config.algo}")
+    for name, what in (("seq_lens", "a variable-length batch"), ("window", "local (sliding-window) attention")):
+        if getattr(p, name) is None:
+            continue
+        if config.algo not in ("flash2", "flash_decode"):
+            raise ConfigError(name, f"{what} is modelled for flash2 and flash_decode, not {config.algo}")
+        if p.backward:
+            raise ConfigError("backward", f"{what} is modelled forward only (inference kernels)")
+    if config.algo == "flash2" and p.window is not None and not p.causal:
+        raise ConfigError("window", "local attention in a prefill is causal: set causal")
+    if config.algo == "flash2" and p.seq_lens is not None and p.seq_q != p.seq_k:
+        raise ConfigError("seq_q", f"a variable-length prefill gives each request its own length as queries and keys: "
+                                   f"seq_q must be the longest, {p.seq_k}, got {p.seq_q}")
     unknown = set(config.host_tensors) - {"Q", "K", "V", "O"}
     if unknown:
         raise ConfigError("host_tensors", f"can place Q, K, V, O in host memory, got {sorted(unknown)[0]!r}")

@@ -1,6 +1,9 @@
 """FlashAttention-2 (Dao 2023): one CTA per Q block streaming K/V; backward one CTA per K/V block.
 
-Mirrors ``kernels/flash2.py`` kernel for kernel:
+Mirrors ``kernels/flash2.py`` kernel for kernel (a variable-length batch or a window runs
+``kernels/varlen.py``'s ``flash2_varlen_fwd``: the same forward on packed rows, each request's CTAs
+clipped to its length, those past it exiting at once, and a window's K/V blocks starting at the block
+holding the first row's oldest key):
 forward  ``flash2_fwd``   grid (Tr, B·H) ("rows") or (B·H, Tr) ("heads"): read Q_i once, stream K_j, V_j
                           (causal: up to the diagonal), write O_i and the fp32 logsumexp once;
 backward ``zeros`` (fp32 dQ accumulator), ``flash2_bwd_pre`` (D = rowsum(dO∘O)), ``flash2_bwd``
@@ -10,8 +13,10 @@ backward ``zeros`` (fp32 dQ accumulator), ``flash2_bwd_pre`` (D = rowsum(dO∘O)
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 from iosim.schedule.common import FP32, TensorSet, elementwise, extents, group_sum, regs_estimate
-from iosim.schedule.ir import ATOMIC, EPI, LOOP, PRO, READ, WRITE, CausalMode, Flops, GridOrder, Kernel, Pattern
+from iosim.schedule.ir import ATOMIC, EPI, LOOP, PRO, READ, WRITE, CausalMode, Flops, GridOrder, Kernel, Pattern, Ragged
 from iosim.schedule.problem import RunConfig, Tiling
 
 
@@ -45,6 +50,17 @@ def forward_kernel(ts: TensorSet, config: RunConfig, tiling: Tiling, o_name: str
         regs_per_thread=regs_estimate(bm * d + bm * bn, bm * d * eb, tiling.warps),
         extents=extents(ts, ("Q", "K", "V", o_name, "LSE")),
     )
+
+
+def local_forward(kernel: Kernel, config: RunConfig) -> Kernel:
+    """The forward on a variable-length batch or with a window: ``flash2_varlen_fwd``'s CTAs."""
+    p = config.problem
+    ragged = None
+    if p.seq_lens is not None:
+        lens = p.seq_lens
+        ragged = Ragged(per_batch=p.heads, tiles=tuple(-(-n // kernel.block_i) for n in lens), first=(0,) * p.batch,
+                        loop_rows=lens, rows=tuple((t, lens) for t in ("Q", "K", "V", "O", "LSE")))
+    return replace(kernel, name="flash2_varlen_fwd", window=p.window or 0, ragged=ragged)
 
 
 def backward_kernels(ts: TensorSet, config: RunConfig, tiling: Tiling) -> list:
@@ -105,6 +121,8 @@ def backward_kernels(ts: TensorSet, config: RunConfig, tiling: Tiling) -> list:
 
 def build(ts: TensorSet, config: RunConfig) -> list:
     kernels = [forward_kernel(ts, config, config.tiling)]
+    if config.problem.seq_lens is not None or config.problem.window is not None:
+        kernels[0] = local_forward(kernels[0], config)
     if config.problem.backward:
         kernels += backward_kernels(ts, config, config.backward_tiling)
     return kernels

@@ -115,6 +115,29 @@ class Flops:
 
 
 @dataclass(frozen=True)
+class Ragged:
+    """A variable-length batch's shape in one kernel: per request, the CTAs along i that have work (the
+    rest exit before touching memory), the first loop block and the rows its loop streams; ``rows``
+    clips the tiles of each named tensor to the rows the request holds. ``per_batch`` consecutive
+    slices belong to one request."""
+
+    per_batch: int
+    tiles: tuple
+    first: tuple
+    loop_rows: tuple
+    rows: tuple = ()  # (tensor name, rows per request)
+
+    @cached_property
+    def arrays(self) -> tuple:
+        """tiles, first and loop_rows as int64 arrays indexed by request."""
+        return tuple(np.asarray(x, dtype=np.int64) for x in (self.tiles, self.first, self.loop_rows))
+
+    @cached_property
+    def limits(self) -> dict:
+        return {name: np.asarray(n, dtype=np.int64) for name, n in self.rows}
+
+
+@dataclass(frozen=True)
 class Kernel:
     """A grid of ``slices × ti × tj`` CTAs launched in ``order``, each running the same tile program."""
 
@@ -144,6 +167,8 @@ class Kernel:
     regs_per_thread: int = 64
     extents: tuple = ()  # (tensor name, rows, cols) to clip rectangles against
     split_blocks: int = 0  # > 0: CTA i loops over its own share of the loop, blocks [i·split_blocks, (i+1)·split_blocks)
+    window: int = 0  # > 0: local attention, a query row sees the ``window`` keys up to itself (causal STOP)
+    ragged: Ragged | None = None  # a variable-length batch: each request's own extents
 
     @cached_property
     def _extent(self) -> dict:
@@ -173,21 +198,41 @@ class Kernel:
         i, j = np.divmod(t, self.tj)
         return sl, i, j
 
-    def loop_bounds(self, i, j):
-        """First loop block and trip count of each CTA (causal kernels skip fully masked blocks)."""
-        n = self.n_loop
-        start = np.zeros_like(i)
+    def request(self, sl):
+        """The request (batch item) of each slice of a variable-length batch."""
+        return sl // self.ragged.per_batch
+
+    def live(self, i, sl):
+        """Which CTAs have work: all but a variable-length batch's CTAs past their request's rows."""
+        if self.ragged is None:
+            return np.ones(len(i), dtype=bool)
+        return i < self.ragged.arrays[0][self.request(sl)]
+
+    def loop_bounds(self, i, j, sl=None):
+        """First loop block and trip count of each CTA (causal kernels skip fully masked blocks, a window
+        the blocks below it; a variable-length batch's CTAs loop over their own request's blocks)."""
+        n, first = self.n_loop, 0
+        if self.ragged is not None:
+            _, first, rows = (a[self.request(sl)] for a in self.ragged.arrays)
+            n = -(-rows // self.block_u)
+        start = np.zeros_like(i) + first
         if self.split_blocks:  # split-KV: each CTA along i streams its own share of the blocks
-            start = np.minimum(i * self.split_blocks, n)
-            return start, np.minimum(start + self.split_blocks, n) - start
-        if self.causal is CausalMode.STOP:  # forward: key blocks up to the query block's last row
-            stop = np.minimum(n, -(-((i + 1) * self.block_i) // self.block_u))
-        elif self.causal is CausalMode.START:  # backward: query blocks from the key block's first row on
-            start = (i * self.block_i) // self.block_u
-            stop = np.full_like(i, n)
+            start = np.minimum(start + i * self.split_blocks, n)
+            trips = np.minimum(start + self.split_blocks, n) - start
         else:
-            stop = np.full_like(i, n)
-        return start, np.maximum(stop - start, 0)
+            if self.causal is CausalMode.STOP:  # forward: key blocks up to the query block's last row
+                stop = np.minimum(n, -(-((i + 1) * self.block_i) // self.block_u))
+                if self.window:  # and from the block holding the first row's oldest key
+                    start = np.maximum(start, np.maximum(0, i * self.block_i - self.window + 1) // self.block_u)
+            elif self.causal is CausalMode.START:  # backward: query blocks from the key block's first row on
+                start = (i * self.block_i) // self.block_u
+                stop = np.zeros_like(i) + n
+            else:
+                stop = np.zeros_like(i) + n
+            trips = np.maximum(stop - start, 0)
+        if self.ragged is not None:
+            trips = np.where(self.live(i, sl), trips, 0)
+        return start, trips
 
     def kv_slice(self, sl):
         """Key/value slice each query slice reads (grouped-query heads share one)."""
@@ -197,9 +242,9 @@ class Kernel:
     def total_flops(self) -> Flops:
         """Work of the whole grid, counted from the schedule alone (the engine's tally must match)."""
         sl, i, j = self.coords(0, self.ctas)
-        _, trips = self.loop_bounds(i, j)
-        return self.iter_flops * float(trips.sum()) + self.end_flops * self.ctas
+        _, trips = self.loop_bounds(i, j, sl)
+        return self.iter_flops * float(trips.sum()) + self.end_flops * float(self.live(i, sl).sum())
 
 
-__all__ = ["AccessKind", "Phase", "CausalMode", "GridOrder", "Program", "Tensor", "Pattern", "Flops", "Kernel",
+__all__ = ["AccessKind", "Phase", "CausalMode", "GridOrder", "Program", "Tensor", "Pattern", "Flops", "Ragged", "Kernel",
            "READ", "WRITE", "ATOMIC", "PRO", "LOOP", "EPI", "HBM", "HOST"]

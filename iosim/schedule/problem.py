@@ -37,6 +37,12 @@ class Problem:
 
     ``kv_heads`` < ``heads`` is grouped-query attention (1 = multi-query): query head h reads
     key/value head ``h // (heads // kv_heads)``. ``backward`` adds the gradient pass.
+
+    ``seq_lens`` is a variable-length batch (``cu_seqlens`` packing, no padding): one length per
+    request, the query and key length of each in a prefill, the K/V cache length of each in a decode
+    (``seq_q`` query rows each); ``seq_k`` is then the longest. ``window`` is local attention: a query
+    sees its ``window`` most recent keys, itself included (causal; in a decode, the last ``window``
+    keys of the cache).
     """
 
     batch: int = 4
@@ -49,14 +55,32 @@ class Problem:
     causal: bool = False
     backward: bool = False
     page_size: int | None = None  # a paged KV cache: pages of this many tokens, in any order (flash_decode)
+    seq_lens: tuple[int, ...] | None = None  # a variable-length batch: each request's length
+    window: int | None = None  # local attention: keys a query sees, itself included
 
     def __post_init__(self):
         if self.kv_heads is None:
             object.__setattr__(self, "kv_heads", self.heads)
+        if self.seq_lens is not None:
+            lens = self.seq_lens
+            if isinstance(lens, (str, bytes)) or not hasattr(lens, "__iter__"):
+                raise ConfigError("seq_lens", f"must be a list of positive integers, got {lens!r}")
+            lens = tuple(lens)
+            for n in lens:
+                _positive_int("seq_lens", n)
+            if len(lens) != self.batch:
+                raise ConfigError("seq_lens", f"needs one length per request (batch={self.batch}), got {len(lens)}")
+            if self.seq_k is not None and self.seq_k != max(lens):
+                raise ConfigError("seq_k", f"is the longest of seq_lens ({max(lens)}) in a variable-length batch, "
+                                           f"got {self.seq_k}")
+            object.__setattr__(self, "seq_lens", lens)
+            object.__setattr__(self, "seq_k", max(lens))
         if self.seq_k is None:
             object.__setattr__(self, "seq_k", self.seq_q)
         for name in ("batch", "heads", "kv_heads", "seq_q", "seq_k", "head_dim"):
             _positive_int(name, getattr(self, name))
+        if self.window is not None:
+            _positive_int("window", self.window)
         if self.heads % self.kv_heads:
             raise ConfigError("kv_heads", f"must divide heads={self.heads}, got {self.kv_heads}")
         if self.dtype not in DTYPE_BYTES:
@@ -87,11 +111,24 @@ class Problem:
         b, h = divmod(bh, self.heads)
         return b * self.kv_heads + h // self.group
 
+    @property
+    def lengths(self) -> tuple[int, ...]:
+        """Each request's length (its K/V length): ``seq_lens``, or ``seq_k`` for every request."""
+        return self.seq_lens if self.seq_lens is not None else (self.seq_k,) * self.batch
+
     def flops(self) -> float:
-        """Matmul FLOPs by the FlashAttention papers' convention: 4·B·H·Nq·Nk·d, ½ if causal, ×3.5 with backward."""
-        f = 4.0 * self.bh * self.seq_q * self.seq_k * self.head_dim
-        if self.causal:
-            f /= 2
+        """Matmul FLOPs by the FlashAttention papers' convention: 4·H·d per (query, key) pair of every
+        request, Nq·Nk pairs, ½ if causal, ×3.5 with backward; a window counts the pairs it keeps
+        (N·W − W²/2 causal, which is N²/2 at W = N; Nq·W in a decode)."""
+        pairs = 0.0
+        for n in self.lengths:
+            nq = n if self.seq_lens is not None and self.seq_q == self.seq_k else self.seq_q
+            if self.causal:
+                w = min(self.window or n, n)
+                pairs += n * w - w * w / 2
+            else:
+                pairs += nq * min(self.window or n, n)
+        f = 4.0 * self.heads * self.head_dim * pairs
         return f * 3.5 if self.backward else f
 
 
@@ -159,8 +196,11 @@ class RunConfig:
         for key in ("tiling", "backward_tiling"):  # only flash-decoding splits: other runs keep their old form
             if out[key] is not None and out[key]["splits"] is None:
                 del out[key]["splits"]
-        if out["problem"]["page_size"] is None:  # only a paged KV cache says so
-            del out["problem"]["page_size"]
+        for key in ("page_size", "seq_lens", "window"):  # only a paged cache, a ragged batch, a window say so
+            if out["problem"][key] is None:
+                del out["problem"][key]
+        if out["problem"].get("seq_lens") is not None:
+            out["problem"]["seq_lens"] = list(out["problem"]["seq_lens"])
         return out
 
     def resolved(self) -> RunConfig:
