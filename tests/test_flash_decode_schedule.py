@@ -111,6 +111,10 @@ def test_bound_names_why_a_decode_is_slow():
     assert split.bound == "hbm" and split.time_s < few.time_s / 4
     short = simulate(decode(batch=1, heads=32, kv_heads=8, seq_k=1024, head_dim=128, splits=4, mode="plain"), "h100")
     assert short.bound == "launch"  # two kernel launches for 4 MB
+    # a combine that takes most of the time and no resource explains: the reduction (made so by hand)
+    split_k, combine = split.kernels
+    slow = replace(combine, time_s=3 * split.time_s, roofline={lv: 0.0 for lv in combine.roofline})
+    assert replace(split, kernels=(split_k, slow), time_s=split_k.time_s + slow.time_s).bound == "reduction"
 
 
 def test_cli_sweeps_kv_length_and_takes_splits():

@@ -58,6 +58,9 @@ class KernelResult:
         return max(self.roofline, key=self.roofline.get)
 
 
+REDUCTION = "decode_reduce"  # flash-decoding's combine kernels: a run they dominate is ``reduction``-bound
+
+
 @dataclass(frozen=True)
 class RunResult:
     """One simulated attention call on one GPU profile."""
@@ -103,7 +106,8 @@ class RunResult:
 
     @property
     def bound(self) -> str:
-        """The resource whose busy time dominates; when none explains the time, ``launch`` if kernel
+        """The resource whose busy time dominates; when none explains the time, ``reduction`` if
+        flash-decoding's combine of the splits takes half of it, ``launch`` if kernel
         launches and starts take half of it, ``grid`` if the kernel
         that takes longest has fewer CTAs than the GPU has slots for (a decode step without splits),
         else ``occupancy`` (latency the resident CTAs do not hide)."""
@@ -114,6 +118,8 @@ class RunResult:
         res = max(busy, key=busy.get)
         if busy[res] >= 0.6 * self.time_s:
             return res
+        if sum(k.time_s for k in self.kernels if k.name.startswith(REDUCTION)) >= 0.5 * self.time_s:
+            return "reduction"
         if sum(k.launch_s for k in self.kernels) >= 0.5 * self.time_s:
             return "launch"
         return "grid" if max(self.kernels, key=lambda k: k.time_s).waves < 1 else "occupancy"
