@@ -207,3 +207,17 @@ def test_spec_takes_a_batch_of_lengths_or_several(tmp_path):
     assert [c.problem.seq_lens for c, _ in one] == [(512, 37)]
     with pytest.raises(SpecError, match="problem.seq_lens"):
         runs(doc | {"problem": {"seq_lens": "4x0"}}, tmp_path / "s.yaml")
+
+
+def test_plots_sweep_the_window_and_tell_curves_apart_by_it():
+    """Only the window varying: it is the x axis; N varying with two windows: a curve each, labelled W=."""
+    from iosim.figures import plots
+
+    runs = [simulate(prefill(seq=512, batch=1, window=w), "h100") for w in (32, 64, 128)]
+    ax = plots.io_vs_seqlen(runs).axes[0]
+    assert ax.get_xlabel() == "window W (keys a query sees)"
+    assert [list(line.get_xdata()) for line in ax.get_lines()] == [[32, 64, 128]]
+    runs = [simulate(prefill(seq=n, batch=1, window=w), "h100") for w in (32, 64) for n in (256, 512)]
+    fig = plots.runtime_vs_seqlen(runs)
+    labels = [line.get_label() for line in fig.axes[0].get_lines()]
+    assert fig.axes[0].get_xlabel() == "sequence length N" and labels == ["flash2 (h100-sxm) W=32", "flash2 (h100-sxm) W=64"]

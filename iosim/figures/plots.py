@@ -20,6 +20,7 @@ from iosim.costs import closed_forms
 from iosim.files import atomic_open, unwritable
 from iosim.results.report import human_bytes, human_time
 from iosim.schedule.problem import RunConfig
+from iosim.sizes import lengths_text
 
 FORMATS = ("png", "svg", "pdf")
 LEVEL_TITLE = {"hbm": "HBM (DRAM) traffic", "l2": "L2 traffic", "sram": "SRAM traffic", "host": "host traffic"}
@@ -29,7 +30,7 @@ GPU_MARKERS = ("o", "s", "^", "D", "v", "P")
 PNG_DPI = 110
 
 
-X_LABEL = {"seq_q": "sequence length N", "seq_k": "KV length"}
+X_LABEL = {"seq_q": "sequence length N", "seq_k": "KV length", "window": "window W (keys a query sees)"}
 SHAPE_STYLES = ("-", "--", "-.", ":")
 
 
@@ -229,11 +230,12 @@ def _gpus(results) -> list:
     return list(dict.fromkeys(r.gpu for r in results))
 
 
-def _signature(config: dict) -> tuple:
+def _signature(config: dict, swept: str = "seq_q") -> tuple:
     """What identifies a curve besides the GPU, the algorithm and the swept variable."""
     p, t = config["problem"], config["tiling"]
     return (p["head_dim"], p["batch"] * p["heads"], p["heads"] // p["kv_heads"], p["dtype"], p["causal"],
-            p["backward"], config.get("mode", "plain"), t["block_m"], t["block_n"], t["grid_order"])
+            p["backward"], config.get("mode", "plain"), t["block_m"], t["block_n"], t["grid_order"],
+            tuple(p.get("seq_lens") or ()), None if swept == "window" else p.get("window"))
 
 
 def _series(results, by=None, field: str = "seq_q") -> dict:
@@ -241,7 +243,7 @@ def _series(results, by=None, field: str = "seq_q") -> dict:
     first appearance."""
     out: dict = {}
     for r in results:
-        sig = _signature(r.config) if by is None else ()
+        sig = _signature(r.config, field) if by is None else ()
         out.setdefault((r.gpu, r.config["algo"], sig), []).append(r)
     key = by or (lambda r: _length(r.config["problem"], field))
     return {k: sorted(v, key=key) for k, v in out.items()}
@@ -249,15 +251,21 @@ def _series(results, by=None, field: str = "seq_q") -> dict:
 
 def _swept(results) -> str:
     """Which length the x axis shows: the KV length when the query length is one and the KV length
-    varies (decode: ``--seq-len 1 --seq-k 1k:128k``), else the sequence length N."""
+    varies (decode: ``--seq-len 1 --seq-k 1k:128k``), the window when only it varies (``--window
+    512:8k``), else the sequence length N."""
     problems = [r.config["problem"] for r in results]
-    if len({p["seq_q"] for p in problems}) == 1 and len({_length(p, "seq_k") for p in problems}) > 1:
-        return "seq_k"
+    if len({p["seq_q"] for p in problems}) == 1:
+        if len({_length(p, "seq_k") for p in problems}) > 1:
+            return "seq_k"
+        if len({p.get("window") for p in problems}) > 1:
+            return "window"
     return "seq_q"
 
 
 def _length(problem: dict, field: str) -> int:
-    return problem.get(field) or problem["seq_q"]  # results written before seq_k was recorded
+    """The swept length of a run: no window is the whole sequence; results written before seq_k was
+    recorded have it equal to N."""
+    return problem.get(field) or (problem.get("seq_k") if field == "window" else None) or problem["seq_q"]
 
 
 def _style(key, results, gpu_in_label: bool = True) -> dict:
@@ -278,7 +286,8 @@ def _shape_suffix(sig, algo, results) -> str:
     Per algorithm, because each resolves its own default tiles: standard's 128 × 128 beside
     flash2's 128 × 64 is not a difference the legend should spell out.
     """
-    sigs = {_signature(r.config) for r in results if r.config["algo"] == algo}
+    swept = _swept(results)
+    sigs = {_signature(r.config, swept) for r in results if r.config["algo"] == algo}
     if not sig or len(sigs) < 2:
         return ""
     varying = [i for i in range(len(sig)) if len({x[i] for x in sigs}) > 1]
@@ -286,10 +295,11 @@ def _shape_suffix(sig, algo, results) -> str:
 
 
 def _describe(sig) -> list:
-    d, bh, group, dtype, causal, backward, mode, bm, bn, order = sig
+    d, bh, group, dtype, causal, backward, mode, bm, bn, order, lengths, window = sig
     return [f"d={d}", f"B·H={bh}", f"GQA {group}", dtype, "causal" if causal else "non-causal",
             "fwd+bwd" if backward else "fwd", mode, f"block_m={bm}", f"block_n={bn}",
-            f"{order} order"]
+            f"{order} order", f"lengths {lengths_text(lengths)}" if lengths else "padded",
+            f"W={window}" if window else "no window"]
 
 
 def _problem_title(results) -> str:
