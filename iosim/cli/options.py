@@ -12,24 +12,21 @@ from iosim.schedule.problem import ALGOS, DTYPE_BYTES, GRID_ORDERS, MODES, PAGE_
 DEFAULT_SEQ = "1k,2k,4k,8k,16k"
 
 
-def parse_sizes(ctx, param, value):
-    """``1k,2k`` or ``512:64k`` (powers of two from 512 up to 64K); ``k`` means 1024; whole numbers > 0."""
-    if value is None:
-        return None
-    try:
-        return sizes.parse_sizes(value)
-    except sizes.SizeError as e:
-        raise click.BadParameter(str(e)) from None
+def _size_option(parse):
+    """A click callback for one of :mod:`iosim.sizes`' parsers: no value passes, a bad one is a usage error."""
+    def callback(ctx, param, value):
+        if value is None:
+            return None
+        try:
+            return parse(value)
+        except sizes.SizeError as e:
+            raise click.BadParameter(str(e)) from None
+
+    return callback
 
 
-def parse_lengths(ctx, param, value):
-    """A variable-length batch: ``512,4k,37`` or ``4x512,8k`` (repeats), one length per request."""
-    if value is None:
-        return None
-    try:
-        return sizes.parse_lengths(value)
-    except sizes.SizeError as e:
-        raise click.BadParameter(str(e)) from None
+parse_sizes = _size_option(sizes.parse_sizes)  # 1k,2k or 512:64k (doubling); k means 1024; whole numbers > 0
+parse_lengths = _size_option(sizes.parse_lengths)  # a variable-length batch: 512,4k,37 or 4x512,8k (repeats)
 
 
 def parse_algos(ctx, param, value):
