@@ -192,6 +192,9 @@ def test_cli_takes_lengths_and_windows():
                                "--window", "128,256", "-d", "32", "--heads", "4", "--batch", "1"])
     assert out.exit_code == 0, out.output
     assert "window" in out.output and "128" in out.output and "256" in out.output
+    for order in (["--seq-lens", "1k,2k", "--batch", "4"], ["--batch", "4", "--seq-lens", "1k,2k"]):
+        clash = runner.invoke(main, ["simulate", "--algo", "flash2", "--causal", *order])
+        assert clash.exit_code == 2 and "--batch" in clash.output and "2 requests" in clash.output
     bad = runner.invoke(main, ["simulate", "--algo", "flash2", "--window", "128"])
     assert bad.exit_code == 2 and "--window" in bad.output and "causal" in bad.output
     assert "Traceback" not in bad.output

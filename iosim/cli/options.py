@@ -10,6 +10,7 @@ from iosim.hardware.catalog import builtin_profiles
 from iosim.schedule.problem import ALGOS, DTYPE_BYTES, GRID_ORDERS, MODES, PAGE_SIZES, Problem, RunConfig, Tiling
 
 DEFAULT_SEQ = "1k,2k,4k,8k,16k"
+DEFAULT_BATCH = 4
 
 
 def _size_option(parse):
@@ -26,6 +27,9 @@ def _size_option(parse):
 
 
 parse_sizes = _size_option(sizes.parse_sizes)  # 1k,2k or 512:64k (doubling); k means 1024; whole numbers > 0
+_lengths = _size_option(sizes.parse_lengths)
+
+
 parse_lengths = _size_option(sizes.parse_lengths)  # a variable-length batch: 512,4k,37 or 4x512,8k (repeats)
 
 
@@ -76,8 +80,8 @@ def run_options(seq_default: str = DEFAULT_SEQ, algo_default: str = "standard,fl
                           "decode step against a KV cache (try --algo flash_decode)."),
         click.option("--head-dim", "-d", type=click.IntRange(min=1), default=64, show_default=True,
                      help="Head dimension d."),
-        click.option("--batch", "-b", default="4", show_default=True, callback=parse_sizes,
-                     help="Batch size(s), as --seq-len (1,8,64 or 1:256)."),
+        click.option("--batch", "-b", default=None, callback=parse_sizes,
+                     help=f"Batch size(s), as --seq-len (1,8,64 or 1:256). [default: {DEFAULT_BATCH}]"),
         click.option("--heads", type=click.IntRange(min=1), default=16, show_default=True, help="Query heads."),
         click.option("--kv-heads", type=click.IntRange(min=1), default=None,
                      help="Key/value heads (GQA; 1 = MQA). [default: --heads]"),
@@ -139,10 +143,14 @@ def run_configs(o: dict, tilings=None) -> list:
                           grid_order=o["grid_order"], splits=o.get("splits"))]
     lens = o.get("seq_lens")
     page = int(o["page_size"]) if o.get("page_size") else None
+    batches = o.get("batch") or [DEFAULT_BATCH]
+    if lens is not None and o.get("batch") not in (None, [len(lens)]):
+        raise click.BadParameter(f"--seq-lens gives {len(lens)} requests, the batch; leave --batch out or give "
+                                 f"--batch {len(lens)}", param_hint="--batch")
 
     def sizes(algo):  # (batch, N, seq_k, seq_lens) of each run
         if lens is None:
-            return [(b, n, nk, None) for b in o["batch"] for n in o["seq"] for nk in (o["seq_k"] or [None])]
+            return [(b, n, nk, None) for b in batches for n in o["seq"] for nk in (o["seq_k"] or [None])]
         if algo == "flash_decode":
             return [(len(lens), n, None, tuple(lens)) for n in o["seq"]]
         return [(len(lens), max(lens), None, tuple(lens))]
