@@ -209,7 +209,19 @@ def configurations() -> list[tuple[str, dict, dict]]:
     for d, dtype, page, splits in itertools.product((64, 128), ("fp16", "bf16"), (16, 32, 64, 128, 256), (1, 4)):
         configs.append(("flash_decode", dict(heads=32, kv_heads=8, head_dim=d, dtype=dtype, causal=False, backward=False,
                                              seq_q=1, seq_k=DECODE_SEQ_K, page_size=page), {"splits": splits}))
-    return configs + ragged_configurations()
+    return configs + ragged_configurations() + mqa_configurations()
+
+
+def mqa_configurations() -> list[tuple[str, dict, dict]]:
+    """Multi-query decode: 32 query heads on one KV head fill a 32-row tile; contiguous, paged (16, 64, 256
+    tokens) and ragged (with and without a window), one split (O written directly) and several (partials)."""
+    configs = []
+    for d, dtype, page, ragged, splits in itertools.product((64, 128), ("fp16", "bf16"), (None, 16, 64, 256),
+                                                            (None, (), DECODE_WINDOW), (1, 4)):
+        local = {} if ragged is None else {"seq_lens": (DECODE_SEQ_K,), "window": ragged or None}
+        configs.append(("flash_decode", dict(heads=32, kv_heads=1, head_dim=d, dtype=dtype, causal=False, backward=False,
+                                             seq_q=1, seq_k=DECODE_SEQ_K, page_size=page, **local), {"splits": splits}))
+    return configs
 
 
 def ragged_configurations() -> list[tuple[str, dict, dict]]:
