@@ -406,7 +406,8 @@ def cta_fixed_cost(torch, bm: int = 128, bn: int = 64, d: int = 64, warps: int =
             "cta_each_s": each, "cta_kernel_s": float(fixed) - each}
 
 
-def miss_cost(torch, bm: int = 128, bn: int = 64, d: int = 64, warps: int = 4, iters: int = 256) -> dict:
+def miss_cost(torch, bm: int = 128, bn: int = 64, d: int = 64, warps: int = 4, iters: int = 256,
+              softmax: bool = False) -> dict:
     """What a pipelined pass waits when its loads miss the L2: the tile loop (two stages, one CTA on
     every other SM, so DRAM bandwidth never binds) reading each K/V tile once from DRAM (``STREAM``,
     the L2 flushed before each launch) against the same loop on L2-resident tiles. Returns seconds
@@ -421,7 +422,7 @@ def miss_cost(torch, bm: int = 128, bn: int = 64, d: int = 64, warps: int = 4, i
     for label, stream in (("resident", False), ("stream", True)):
         n_kv = k.shape[0] // bn if stream else 16
         fn = lambda: _tile_kernel()[(ctas,)](q, k, v, o, o, n_kv, 1.0, ITERS=iters, BM=bm, BN=bn, D=d,  # noqa: E731
-                                             STREAM=stream, num_warps=warps, num_stages=stages)
+                                             STREAM=stream, SOFTMAX=softmax, num_warps=warps, num_stages=stages)
         fn()
         out[f"miss_pass_{label}_s"] = time_fn(fn).median_s / iters
     out["miss_pass_s"] = out["miss_pass_stream_s"] - out["miss_pass_resident_s"]
@@ -433,13 +434,14 @@ def miss_cost(torch, bm: int = 128, bn: int = 64, d: int = 64, warps: int = 4, i
 MISS_TILES = ((128, 64, 64, 4), (128, 64, 128, 8), (64, 64, 64, 4), (16, 64, 128, 4), (16, 128, 128, 4))
 
 
-def miss_costs(torch) -> dict:
+def miss_costs(torch, softmax: bool = False) -> dict:
     """:func:`miss_cost` over :data:`MISS_TILES`: ``miss_pass_<bm>x<bn>x<d>w<warps>_s`` (and its ``_stream_s``,
-    ``_resident_s``), what a missed pass waits as its K/V bytes grow."""
+    ``_resident_s``), what a missed pass waits as its K/V bytes grow; with ``softmax`` the loop runs
+    FlashAttention-2's online softmax (keys ``miss_pass_softmax_*``)."""
     out = {}
     for bm, bn, d, warps in MISS_TILES:
-        tag = f"miss_pass_{bm}x{bn}x{d}w{warps}"
-        for key, value in miss_cost(torch, bm, bn, d, warps).items():
+        tag = f"miss_pass_{'softmax_' if softmax else ''}{bm}x{bn}x{d}w{warps}"
+        for key, value in miss_cost(torch, bm, bn, d, warps, softmax=softmax).items():
             out[key.replace("miss_pass", tag)] = value
     return out
 
@@ -945,6 +947,7 @@ def run_all(progress=print, only=None) -> dict:
         ("CTA fixed cost", lambda: cta_fixed_cost(torch)),
         ("miss cost", lambda: miss_cost(torch)),
         ("miss cost series", lambda: miss_costs(torch)),
+        ("miss cost series softmax", lambda: miss_costs(torch, softmax=True)),
     ]
     if only is not None:
         wanted = {name.strip().lower() for name in only}

@@ -159,22 +159,24 @@ def cta_load_seconds(nbytes: float, warps: int, cta_load_bandwidth: float) -> fl
     return nbytes / (cta_load_bandwidth * warps / CTA_LOAD_WARPS)
 
 
-MISS_SERIES = re.compile(r"miss_pass_(\d+)x(\d+)x(\d+)w(\d+)_resident_s")
+MISS_SERIES = re.compile(r"miss_pass_(softmax_)?(\d+)x(\d+)x(\d+)w(\d+)_resident_s")
 
 
 def cta_stream_bandwidth(profile) -> float | None:
     """Bytes/s one 4-warp CTA pulls its pipelined K/V tiles from the L2 at best: the fastest pass of the
-    calibrated tile loop on L2-resident tiles (``miss_pass_<bm>x<bn>x<d>w<warps>_resident_s``, 2·bn·d fp16
-    bytes a pass; per 4 warps), None where not measured. A loop with little math per byte (decode's 16
-    query rows) runs at this rate, not at its instructions' pace."""
+    calibrated tile loop on L2-resident tiles (``miss_pass_[softmax_]<bm>x<bn>x<d>w<warps>_resident_s``,
+    2·bn·d fp16 bytes a pass; per 4 warps) — with FlashAttention-2's online softmax where measured, the
+    loop our kernels run — None where not measured. A loop with little math per byte (decode's 16 query
+    rows) runs at this rate, not at its instructions' pace."""
     raw = (profile.calibration or {}).get("raw") or {}
-    rates = []
+    rates: dict = {}
     for key, seconds in raw.items():
         m = MISS_SERIES.fullmatch(key)
         if m and seconds > 0:
-            _, bn, d, warps = map(int, m.groups())
-            rates.append(2 * bn * d * 2 / seconds * CTA_LOAD_WARPS / warps)
-    return max(rates, default=None)
+            softmax, _, bn, d, warps = m.groups()
+            rates.setdefault(bool(softmax), []).append(2 * int(bn) * int(d) * 2 / seconds * CTA_LOAD_WARPS / int(warps))
+    best = rates.get(True) or rates.get(False)
+    return max(best) if best else None
 
 
 def reload_miss(code: KernelCode, warps: int, ctas_per_sm: int, profile) -> float:
