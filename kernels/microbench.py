@@ -430,8 +430,9 @@ def miss_cost(torch, bm: int = 128, bn: int = 64, d: int = 64, warps: int = 4, i
 
 
 # tiles (bm, bn, d, warps) of the miss-cost series: 16, 32 and 64 KiB of K and V a pass, at FlashAttention-2's
-# forward tiles (128 query rows) and at flash-decoding's (16 rows)
-MISS_TILES = ((128, 64, 64, 4), (128, 64, 128, 8), (64, 64, 64, 4), (16, 64, 128, 4), (16, 128, 128, 4))
+# forward tiles (128 query rows) and at flash-decoding's (16 rows; 32 for multi-query: 32 query heads a KV head)
+MISS_TILES = ((128, 64, 64, 4), (128, 64, 128, 8), (64, 64, 64, 4), (16, 64, 128, 4), (16, 128, 128, 4),
+              (32, 64, 128, 4), (32, 128, 128, 4))
 
 
 def miss_costs(torch, softmax: bool = False) -> dict:
