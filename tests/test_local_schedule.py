@@ -160,7 +160,8 @@ def test_schedules_refuse_what_no_kernel_runs():
     for config, field in ((prefill((10, 20), window=4, causal=False), "window"),
                           (RunConfig("flash1", Problem(batch=2, seq_q=20, seq_lens=(10, 20))), "seq_lens"),
                           (RunConfig("flash2", Problem(batch=2, seq_q=20, seq_lens=(10, 20), backward=True)), "backward"),
-                          (RunConfig("flash2", Problem(batch=2, seq_q=10, seq_lens=(10, 20))), "seq_q")):
+                          (RunConfig("flash2", Problem(batch=2, seq_q=10, seq_lens=(10, 20))), "seq_q"),
+                          (RunConfig("flash2", Problem(batch=2, seq_q=40, seq_lens=(10, 20), causal=True)), "seq_q")):
         with pytest.raises(ConfigError) as e:
             build_schedule(config)
         assert e.value.field == field

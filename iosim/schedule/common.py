@@ -54,8 +54,6 @@ def check_problem(config: RunConfig) -> None:
     p = config.problem
     if p.head_dim not in HEAD_DIMS:
         raise ConfigError("head_dim", f"must be one of {', '.join(map(str, HEAD_DIMS))}, got {p.head_dim}")
-    if p.causal and p.seq_q != p.seq_k:
-        raise ConfigError("seq_k", f"causal attention needs seq_k == seq_q ({p.seq_q}), got {p.seq_k}")
     if p.page_size is not None and config.algo != "flash_decode":
         raise ConfigError("page_size", f"a paged KV cache is modelled for flash_decode, not {config.algo}")
     for name, what in (("seq_lens", "a variable-length batch"), ("window", "local (sliding-window) attention")):
@@ -70,6 +68,8 @@ def check_problem(config: RunConfig) -> None:
     if config.algo == "flash2" and p.seq_lens is not None and p.seq_q != p.seq_k:
         raise ConfigError("seq_q", f"a variable-length prefill gives each request its own length as queries and keys: "
                                    f"seq_q must be the longest, {p.seq_k}, got {p.seq_q}")
+    if p.causal and p.seq_q != p.seq_k:
+        raise ConfigError("seq_k", f"causal attention needs seq_k == seq_q ({p.seq_q}), got {p.seq_k}")
     unknown = set(config.host_tensors) - {"Q", "K", "V", "O"}
     if unknown:
         raise ConfigError("host_tensors", f"can place Q, K, V, O in host memory, got {sorted(unknown)[0]!r}")
