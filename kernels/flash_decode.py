@@ -14,8 +14,8 @@ A ragged batch (``seq_lens``: request b uses the first nk_b rows of its cache, a
 ``flash_attn_with_kvcache``'s ``cache_seqlens``) or a window (the last W keys of each cache) launches
 ``decode_split_ragged`` and ``decode_reduce_ragged`` instead. The split plan (``used``, ``per``) comes
 from the allocation on the host, as FlashAttention plans it without reading the lengths
-(:func:`plan_blocks`); request b's splits start at its window's first block fb_b = start_b // block_n
-(start_b = max(nk_b − W, 0), 0 without a window) and only the first
+(:func:`iosim.schedule.tiling.decode_plan_blocks`); request b's splits start at its window's first
+block fb_b = start_b // block_n (start_b = max(nk_b − W, 0), 0 without a window) and only the first
 used_b = cdiv(cdiv(nk_b, block_n) − fb_b, per) of them hold keys:
 
 ``decode_split_ragged``  grid (used, B·Hkv): a CTA of an empty split (s ≥ used_b) reads and writes
@@ -38,7 +38,7 @@ from iosim.kernels import _common
 from iosim.kernels._common import LOG2E, LOG2E_C, launch, mma
 from iosim.kernels.flash2 import _fwd_blocks
 from iosim.schedule.problem import ConfigError, Problem, RunConfig, Tiling
-from iosim.schedule.tiling import FWD, decode_split_blocks, decode_splits
+from iosim.schedule.tiling import FWD, decode_plan_blocks, decode_split_blocks, decode_splits
 
 ALGO = "flash_decode"
 # decode_reduce has no loop to tile or pipeline: 4 warps and the default 2 stages, as
@@ -58,7 +58,7 @@ def reference(q, k, v, sm_scale=None, splits=3, block_n=64, seq_lens=None, windo
     group = q.shape[1] // k.shape[1]
     k, v = k.repeat_interleave(group, 1).float(), v.repeat_interleave(group, 1).float()
     scale = _common.default_scale(q.shape[-1], sm_scale)
-    per = decode_split_blocks(plan_blocks(k.shape[2], block_n, window), splits)[0] * block_n
+    per = decode_split_blocks(decode_plan_blocks(k.shape[2], block_n, window), splits)[0] * block_n
     lens = [k.shape[2]] * q.shape[0] if seq_lens is None else [int(n) for n in seq_lens]
     out = []
     for b, nk in enumerate(lens):
@@ -306,19 +306,10 @@ def _plan(problem: Problem, overrides: tuple, sms: int) -> tuple[Tiling, int]:
     its splits in Python would otherwise cost as much as the kernels)."""
     # resolve() sets block_m = decode_rows(G, Nq) and refuses a given block_m below it
     cfg = RunConfig(algo=ALGO, problem=problem, tiling=_common.overrides_tiling(dict(overrides))).resolved().tiling
-    n_blocks = plan_blocks(problem.seq_k, cfg.block_n, problem.window)
+    n_blocks = decode_plan_blocks(problem.seq_k, cfg.block_n, problem.window)
     splits = cfg.splits if cfg.splits is not None else decode_splits(problem.bh_kv, sms, n_blocks)
     per, used = decode_split_blocks(n_blocks, splits)
     return replace(cfg, splits=used), per
-
-
-def plan_blocks(seq_k: int, block_n: int, window: int | None) -> int:
-    """K/V blocks the split plan divides: those of the allocation's ``seq_k`` rows, or with a window at
-    most the cdiv(W, block_n) + 1 blocks W keys can touch. It follows the allocation, never the
-    lengths (on the device): for a ragged batch the simulator should plan from max(seq_lens) only when
-    the cache is allocated at that length."""
-    n_blocks = triton.cdiv(seq_k, block_n)
-    return n_blocks if window is None else min(n_blocks, triton.cdiv(window, block_n) + 1)
 
 
 @functools.lru_cache(maxsize=16)

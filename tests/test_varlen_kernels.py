@@ -29,7 +29,7 @@ import triton
 
 from iosim.kernels import flash_decode, varlen
 from iosim.schedule.problem import RunConfig
-from iosim.schedule.tiling import FLASH_DECODE, decode_rows, decode_split_blocks
+from iosim.schedule.tiling import FLASH_DECODE, decode_plan_blocks, decode_rows, decode_split_blocks
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
 
@@ -330,9 +330,9 @@ def test_ragged_decode_plans_from_the_allocation():
     assert RunConfig.from_dict(config).resolved().to_dict() == config
     windowed = flash_decode.run_config(q, k, v, seq_lens=[10, 70], window=100, splits=4, block_n=64)
     assert windowed["tiling"]["splits"] == 3 and windowed["problem"]["window"] == 100
-    assert flash_decode.plan_blocks(1000, 64, None) == 16
-    assert flash_decode.plan_blocks(1000, 64, 100) == 3 and flash_decode.plan_blocks(1000, 64, 128) == 3
-    assert flash_decode.plan_blocks(100, 64, 1000) == 2
+    assert decode_plan_blocks(1000, 64, None) == 16
+    assert decode_plan_blocks(1000, 64, 100) == 3 and decode_plan_blocks(1000, 64, 128) == 3
+    assert decode_plan_blocks(100, 64, 1000) == 2
 
 
 def test_module_reference_with_lengths_and_window_matches_float64():
@@ -341,7 +341,7 @@ def test_module_reference_with_lengths_and_window_matches_float64():
     q, k, v = (x.double() for x in decode_inputs(case, 4, F16))
     out = flash_decode.reference(q, k, v, splits=3, block_n=32, seq_lens=case.seq_lens, window=case.window)
     torch.testing.assert_close(out, decode_reference(q, k, v, case.seq_lens, case.window), rtol=0, atol=1e-5)
-    assert decode_split_blocks(flash_decode.plan_blocks(130, 32, 45), 3) == (1, 3)
+    assert decode_split_blocks(decode_plan_blocks(130, 32, 45), 3) == (1, 3)
 
 
 def test_ragged_decode_refuses_bad_lengths():

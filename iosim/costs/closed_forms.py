@@ -13,7 +13,7 @@ Three kinds of formula, all pure functions of the problem (no engine):
 from __future__ import annotations
 
 from iosim.schedule.problem import ConfigError, RunConfig
-from iosim.schedule.tiling import decode_split_blocks
+from iosim.schedule.tiling import decode_plan_blocks, decode_split_blocks
 
 FP32 = 4
 
@@ -103,9 +103,7 @@ def _flash_decode(p, t, add):
     if t.splits is None:
         raise ConfigError("splits", "flash_decode's counts need the splits (a schedule built for a GPU has them)")
     e, d, bn = p.elem_bytes, p.head_dim, t.block_n
-    per, used = decode_split_blocks(_cdiv(p.seq_k, bn), t.splits)
-    if p.window is not None:
-        per, used = decode_split_blocks(min(_cdiv(p.seq_k, bn), _cdiv(p.window, bn) + 1), t.splits)
+    per, used = decode_split_blocks(decode_plan_blocks(p.seq_k, bn, p.window), t.splits)
     q = p.heads * p.seq_q * d * e  # one request's query rows (and its output)
     for nk in p.lengths:
         first = (max(nk - p.window, 0) if p.window else 0) // bn * bn

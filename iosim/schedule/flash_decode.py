@@ -23,13 +23,7 @@ import math
 from iosim.schedule.common import FP32, TensorSet, extents, regs_estimate
 from iosim.schedule.ir import EPI, LOOP, PRO, READ, WRITE, Flops, Kernel, Pattern, Ragged
 from iosim.schedule.problem import ConfigError, RunConfig
-from iosim.schedule.tiling import decode_split_blocks, decode_splits
-
-
-def plan_blocks(p, block_n: int) -> int:
-    """K/V blocks the splits are planned over: the longest cache's, or at most those a window spans."""
-    n_blocks = -(-p.seq_k // block_n)
-    return n_blocks if p.window is None else min(n_blocks, -(-p.window // block_n) + 1)
+from iosim.schedule.tiling import decode_plan_blocks, decode_split_blocks, decode_splits
 
 
 def ragged(p, block_n: int, per: int) -> tuple:
@@ -42,7 +36,7 @@ def ragged(p, block_n: int, per: int) -> tuple:
 def splits_for(config: RunConfig, sm_count: int | None) -> int:
     """The splits the kernel launches: the tiling's, else FlashAttention-2's choice for ``sm_count`` SMs."""
     p, t = config.problem, config.tiling
-    n_blocks = plan_blocks(p, t.block_n)
+    n_blocks = decode_plan_blocks(p.seq_k, t.block_n, p.window)
     if t.splits is not None:
         return decode_split_blocks(n_blocks, t.splits)[1]
     if sm_count is None:
@@ -58,7 +52,7 @@ def build(ts: TensorSet, config: RunConfig, sm_count: int | None = None) -> list
         raise ConfigError("backward", "flash_decode is a forward (inference) kernel; it has no backward")
     bm, bn, d, eb = t.block_m, t.block_n, p.head_dim, p.elem_bytes
     rows = p.group * p.seq_q  # query rows of one CTA (padded to bm on the tensor cores)
-    per, splits = decode_split_blocks(plan_blocks(p, bn), splits_for(config, sm_count))
+    per, splits = decode_split_blocks(decode_plan_blocks(p.seq_k, bn, p.window), splits_for(config, sm_count))
     local = p.seq_lens is not None or p.window is not None
     ts.add("Q", p.bh_kv, rows, d, eb, rows)
     ts.add("K", p.bh_kv, p.seq_k, d, eb, bn)

@@ -65,6 +65,13 @@ def decode_splits(ctas: int, sm_count: int, n_blocks: int, max_splits: int = MAX
     return next((n for n in range(1, top + 1) if eligible(n) and efficiency(n) >= 0.85 * best), 1)
 
 
+def decode_plan_blocks(seq_k: int, block_n: int, window: int | None = None) -> int:
+    """K/V blocks flash-decoding's split plan divides: those of the cache's ``seq_k`` rows (the allocation,
+    the longest request's), or with a window at most the cdiv(W, block_n) + 1 blocks W keys can touch."""
+    n_blocks = -(-seq_k // block_n)
+    return n_blocks if window is None else min(n_blocks, -(-window // block_n) + 1)
+
+
 def decode_split_blocks(n_blocks: int, splits: int) -> tuple[int, int]:
     """K/V blocks per split and the splits that then hold any (the last ones may be empty otherwise)."""
     per = -(-n_blocks // max(1, min(splits, n_blocks)))
@@ -119,5 +126,5 @@ def resolve(config: RunConfig) -> RunConfig:
     return replace(config, tiling=fwd, backward_tiling=bwd)
 
 
-__all__ = ["default_tiling", "resolve_tiling", "resolve", "decode_rows", "decode_splits", "decode_split_blocks",
+__all__ = ["default_tiling", "resolve_tiling", "resolve", "decode_rows", "decode_splits", "decode_plan_blocks", "decode_split_blocks",
            "FWD", "BWD", "GRID_ORDERS"]
