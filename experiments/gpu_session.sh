@@ -11,10 +11,12 @@
 #   h) the L2 dirty-limit/capacity probe (ncu)  -> $OUT/l2/l2_probe.json                    (≤ 300 s)
 #   i) ATen's softmax code, by row length (ncu) -> $OUT/aten/aten_probe.json                (≤ 300 s)
 #   j) causal CTA timelines (%globaltimer)      -> $OUT/trace/causal_trace-*.json           (≤ 300 s)
-#   k) inference kernels on the GPU             -> $OUT/pytest_gpu_inference.log            (≤ 180 s)
+#   k) inference kernels on the GPU             -> $OUT/pytest_gpu_inference.log            (≤ 120 s)
 #   l) DRAM read and copy rates alone           -> $OUT/run-dram-calibrated.yaml        (≤ 120 s)
 #   m) the variable-length grid (ncu)           -> $OUT/varlen/measurements.json + .csv     (≤ 500 s)
 #   n) the sliding-window grid (ncu)            -> $OUT/window/measurements.json + .csv     (≤ 400 s)
+#   o) tiny kernels' durations under ncu        -> $OUT/launch/launch_probe.json            (≤ 120 s)
+#   p) FlexAttention on a paged cache (ncu)     -> $OUT/paged_flex/measurements.json + .csv (≤ 400 s)
 # A step that fails or runs out of time does not stop the next. Measurement files are rewritten
 # atomically after each batch of cases, so a step cut short keeps every finished batch. Progress
 # goes to $OUT/session.log. All steps take longer than one 10-minute device command: name the steps
@@ -97,5 +99,8 @@ want l && step "l) calibrate DRAM" 120 "$PY" -m iosim calibrate --base "hardware
     --only "DRAM,DRAM read stream" --out "$OUT/run-dram-calibrated.yaml" >>"$LOG" 2>&1
 want m && step "m) measurement grid varlen" 500 "$PY" -m iosim measure --grid varlen --out "$OUT/varlen" >>"$LOG" 2>&1
 want n && step "n) measurement grid window" 400 "$PY" -m iosim measure --grid window --out "$OUT/window" >>"$LOG" 2>&1
+want o && step "o) launch probe" 120 "$PY" -m iosim.kernels.launch_probe --out "$OUT/launch" >>"$LOG" 2>&1
+want p && step "p) measurement grid paged_flex" 400 "$PY" -m iosim measure --grid paged_flex --out "$OUT/paged_flex" \
+    >>"$LOG" 2>&1
 echo "done $(date -u +%FT%TZ), $SECONDS s in all" >>"$LOG"
 ls -laR "$OUT" >>"$LOG"

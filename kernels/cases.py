@@ -253,6 +253,21 @@ def paged_grid() -> list[CaseSpec]:
     return [S(b, n, page) for b, n in sizes for page in (None, 16, 64, 256)] + [S(8, 32768, 16, 1), S(8, 32768, None, 1)]
 
 
+def paged_flex_grid() -> list[CaseSpec]:
+    """FlexAttention's decode on a paged cache (PyTorch's PagedAttention page table) beside flash_decode on
+    the same pages, in one run: batch 8 × 32K and batch 64 × 8K (d = 128, 32 query heads, 8 KV heads), in
+    pages of 64 and 256 tokens, FlexAttention also on 16-token pages and on the contiguous cache."""
+    def S(batch, seq_k, page=None, impl="flash_decode"):
+        return CaseSpec(impl, Problem(batch=batch, heads=32, kv_heads=8, seq_q=1, seq_k=seq_k, head_dim=128,
+                                      page_size=page))
+
+    cases = []
+    for batch, seq_k in ((8, 32768), (64, 8192)):
+        cases += [S(batch, seq_k, page, impl) for page in (64, 256) for impl in ("flash_decode", "flex")]
+        cases.append(S(batch, seq_k, impl="flex"))
+    return cases + [S(8, 32768, 16, "flex")]
+
+
 def spread(count: int, low: int, high: int) -> tuple[int, ...]:
     """``count`` lengths spread log-uniformly over [low, high] in a fixed, unsorted order (the golden
     ratio's sequence, no random generator): a batch of requests of mixed lengths."""
@@ -356,5 +371,5 @@ def manifest_cases(path: Path | None = None) -> list[CaseSpec]:
 
 
 GRIDS = {"default": default_grid, "smoke": smoke_grid, "h200": h200_grid, "decode": decode_grid, "paged": paged_grid,
-         "varlen": varlen_grid, "window": window_grid,
+         "paged_flex": paged_flex_grid, "varlen": varlen_grid, "window": window_grid,
          "foreign": manifest_cases}

@@ -141,23 +141,23 @@ def _paged(mod, p, overrides, local):
     return paged
 
 
-def _flex(torch, p):
+def _flex(torch, p, compiled: bool = True):
     """FlexAttention (compiled) under the case's mask: causal and the window within each request; a
     variable-length prefill as one packed sequence with a document mask; a decode's queries at the end
     of each request's cache (the last ``window`` keys of it with a window). The block mask is made on
-    the first call, the harness's warm-up."""
+    the first call, the harness's warm-up. A paged cache: :func:`_flex_paged`. ``compiled=False`` runs
+    FlexAttention eagerly (its reference path, on any device: the CPU tests)."""
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
-    attend = torch.compile(flex_attention, dynamic=False)
+    attend = torch.compile(flex_attention, dynamic=False) if compiled else flex_attention
     state: dict = {}
     prefill, window = p.seq_q == p.seq_k, p.window
 
-    def mask_mod():
+    def mask_mod(dev="cuda"):
         if prefill:
             doc = None
             if p.seq_lens is not None:
-                doc = torch.repeat_interleave(torch.arange(p.batch, device="cuda"),
-                                              torch.tensor(p.seq_lens, device="cuda"))
+                doc = torch.repeat_interleave(torch.arange(p.batch, device=dev), torch.tensor(p.seq_lens, device=dev))
 
             def prefill_mask(b, h, q_idx, kv_idx):
                 keep = (kv_idx <= q_idx) if p.causal else (kv_idx >= 0)
@@ -166,7 +166,7 @@ def _flex(torch, p):
                 return keep if doc is None else keep & (doc[q_idx] == doc[kv_idx])
 
             return prefill_mask
-        lens = torch.tensor(_lengths_k(p), dtype=torch.int32, device="cuda")
+        lens = torch.tensor(_lengths_k(p), dtype=torch.int32, device=dev)
 
         def decode_mask(b, h, q_idx, kv_idx):
             keep = kv_idx < lens[b]
@@ -174,11 +174,50 @@ def _flex(torch, p):
 
         return decode_mask
 
+    if p.page_size:
+        return _flex_paged(torch, p, attend, create_block_mask, mask_mod)
+
     def flex(q, k, v):
         if "mask" not in state:
             batch = (1 if p.seq_lens is not None else None) if prefill else p.batch  # None: every request alike
             state["mask"] = create_block_mask(mask_mod(), batch, None, q.shape[2], k.shape[2], device="cuda")
         return attend(q, k, v, block_mask=state["mask"], enable_gqa=p.kv_heads != p.heads)
+
+    return flex
+
+
+def _flex_paged(torch, p, attend, create_block_mask, mask_mod):
+    """FlexAttention's decode on a paged cache (``torch.nn.attention.experimental``'s PagedAttention, as
+    its paged-attention example runs it): each request's keys copied into pages of ``page_size``
+    tokens handed out by its page table, the block mask (key blocks of one page) mapped to physical
+    pages, and the score mod that maps a physical key back to its request's position. Built on the
+    first call, the harness's warm-up; the timed call is the attention alone."""
+    from torch.nn.attention.experimental._paged_attention import PagedAttention
+
+    page, state = p.page_size, {}
+
+    def flex(q, k, v):
+        key = (k.data_ptr(), v.data_ptr())
+        if state.get("key") != key:
+            state.clear()
+            lens, dev = _lengths_k(p), k.device
+            pages = sum(-(-n // page) for n in lens)
+            table = PagedAttention(pages, page, p.batch, device=str(dev))
+            k_cache = k.new_zeros(1, k.shape[1], pages * page, k.shape[3])
+            v_cache = v.new_zeros(1, v.shape[1], pages * page, v.shape[3])
+            for b, n in enumerate(lens):
+                row = torch.tensor([b], device=dev)
+                table.reserve(row, torch.tensor(n, device=dev))
+                table.assign(row, torch.arange(n, device=dev)[None], k[b:b + 1, :, :n], v[b:b + 1, :, :n],
+                             k_cache, v_cache)
+            kv_len = torch.tensor(lens, device=dev)
+            logical = create_block_mask(mask_mod(dev), p.batch, None, q.shape[2], k.shape[2], device=dev,
+                                        BLOCK_SIZE=(max(16, page), page))
+            state.update(key=key, caches=(k_cache, v_cache), mask=table.convert_logical_block_mask(logical, kv_len=kv_len),
+                         score=table.get_score_mod(None, kv_len=kv_len))
+        k_cache, v_cache = state["caches"]
+        return attend(q, k_cache, v_cache, block_mask=state["mask"], score_mod=state["score"],
+                      enable_gqa=p.kv_heads != p.heads)
 
     return flex
 

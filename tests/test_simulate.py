@@ -229,3 +229,50 @@ def test_a_row_kernel_beyond_one_sms_registers_runs_one_cta_per_sm():
     assert ctas_per_sm(replace(softmax, regs_per_thread=32), h100) == 4  # 2048 threads: four CTAs of 512
     with pytest.raises(ConfigError, match="warps"):  # more threads than an SM has is still refused
         ctas_per_sm(replace(softmax, warps=h100.max_warps_per_sm * 2), h100)
+
+
+def test_fixed_cost_per_kernel_launch_start_and_ncu():
+    """Every kernel pays the launch; only a kernel with a tile loop pays the tile loop's measured start
+    (``kernel_start_overhead``); under ncu the launch is what ncu reports for an empty kernel."""
+    base = load_profile("h200-calibrated")
+    start, launch, ncu = base.kernel_start_overhead, base.launch_overhead, base.ncu_launch_overhead
+    assert start and ncu and ncu != launch
+    config = RunConfig(algo="flash1", problem=Problem(batch=1, heads=2, seq_q=256, head_dim=64))
+    for mode, fixed in (("plain", launch), ("ncu", ncu)):
+        r = simulate(config.with_(mode=mode), base)
+        costs = {k.name: k.launch_s for k in r.kernels}
+        # flash1's fills and cast have no loop; its forward loops over K/V and Q blocks
+        assert costs == pytest.approx({"zeros_o": fixed, "zeros_l": fixed, "fill_m": fixed,
+                                       "flash1_fwd": fixed + start, "cast_o": fixed})
+        assert all(k.time_s >= k.launch_s for k in r.kernels)
+    plain = simulate(config.with_(mode="ncu"), replace(base, ncu_launch_overhead=None))
+    assert plain.kernels[0].launch_s == pytest.approx(launch)  # no ncu measurement: the launch as measured
+
+
+def test_a_ragged_kernel_reads_its_length_before_its_tiles(monkeypatch):
+    """Kernels of a variable-length batch or a window read a request's length (or offsets) before they can
+    address a tile: one more round trip in the first wave, the DRAM latency where the L2 starts empty."""
+    h200 = load_profile("h200-calibrated")
+    problem = Problem(batch=4, heads=8, kv_heads=2, seq_q=1, seq_lens=(4096, 1000, 300, 2048), head_dim=128)
+    config = RunConfig(algo="flash_decode", problem=problem, tiling=Tiling(splits=4), mode="ncu")
+    schedule = build_schedule(config)
+    assert [(k.name, k.lookups) for k in schedule.kernels] == [("decode_split_ragged", 1), ("decode_reduce_ragged", 1)]
+    uniform = build_schedule(replace(config, problem=replace(problem, seq_lens=None, seq_k=4096)))
+    assert [k.lookups for k in uniform.kernels] == [0, 0]
+    varlen = build_schedule(RunConfig(algo="flash2", problem=Problem(batch=2, heads=2, seq_q=512, seq_lens=(512, 100),
+                                                                     head_dim=64)))
+    assert varlen.kernels[0].lookups == 1
+
+    import iosim.simulate as sim
+
+    with_lookup = simulate(config, h200)
+    original = sim.build_schedule
+
+    def no_lookups(*args, **kwargs):
+        s = original(*args, **kwargs)
+        return replace(s, kernels=tuple(replace(k, lookups=0) for k in s.kernels))
+
+    monkeypatch.setattr(sim, "build_schedule", no_lookups)
+    without = simulate(config, h200)
+    for a, b in zip(with_lookup.kernels, without.kernels):
+        assert a.time_s - b.time_s == pytest.approx(h200.dram_latency, rel=1e-6)

@@ -184,8 +184,22 @@ class Engine:
             yield self.env.timeout(drain - self.env.now)
         # Launch, grid setup and drain: what an empty kernel costs back to back (profile's launch_overhead),
         # and what a real kernel's first wave costs once beyond its trips and first loads (kernel_start_overhead).
-        yield self.env.timeout(self.profile.launch_overhead + (self.profile.kernel_start_overhead or 0.0))
+        yield self.env.timeout(self._fixed_cost(kernel))
         self.records.append(self._record(kernel, per_sm, before, start))
+
+    def _fixed_cost(self, kernel) -> float:
+        """What a kernel costs beyond its CTAs' work: the launch, and for a kernel with a tile loop the
+        measured start of its first wave (``kernel_start_overhead``, measured on the tile loop: its
+        dispatch, pipeline fill and exit). A kernel without a loop in its schedule or its compiled code
+        (fills, casts, softmax, flash-decoding's combine) pays the launch alone. The launch is an empty
+        kernel's cost back to back (``launch_overhead``), or in ``ncu`` mode, where each kernel runs
+        alone, the duration Nsight Compute reports for it (``ncu_launch_overhead``, where measured)."""
+        code, profile = self.codes[len(self.records)], self.profile
+        looped = kernel.loop_extent > 0 or code.loop.instructions > 0
+        launch = profile.launch_overhead
+        if self.mode == "ncu" and profile.ncu_launch_overhead:
+            launch = profile.ncu_launch_overhead
+        return launch + ((profile.kernel_start_overhead or 0.0) if looped else 0.0)
 
     def _cohort(self, kernel, g0, g1, line_iters, state):
         env, l2, links, geoms, places, index = self.env, self.l2, self.links, self.geoms, self.places, self.index
@@ -272,6 +286,11 @@ class Engine:
             # Load latency: paid once by a pipelined CTA (its later loads are issued ahead), and on
             # every iteration by an unpipelined one, whose next loads wait for this iteration's math.
             latency = lat_dram if missed else lat_l2
+            # a value read before the first tiles (``lookups``): a round trip for the kernel's first wave (to
+            # DRAM where its L2 starts empty, ncu mode); a later CTA's starts while the CTA beside it works
+            lookup = 0.0
+            if now == self._kernel_start:
+                lookup = lat_dram if self.mode == "ncu" else lat_l2
             if stages > 1:
                 end = max(now + math, ready)
                 passes = length - 1 if first else length  # a CTA's first pass waits its first loads instead
@@ -283,9 +302,10 @@ class Engine:
                     ahead = (stages - MISS_PASS_STAGES) * math / length
                     end += max(0.0, miss_pass - ahead) * passes * min(1.0, lone / distinct)
                 if first:
-                    # a CTA's first loads have nothing issued ahead of them: a round trip, then its first
+                    # a CTA's first loads have nothing issued ahead of them: a round trip (one more for
+                    # each value it must read before it can address them, ``lookups``), then its first
                     # pass's tiles at the rate its warps keep bytes in flight (the largest sets the pace)
-                    end += latency
+                    end += latency + kernel.lookups * lookup
                     if cta_bw and step.active and loads:
                         per_pass = max(1.0, step.iters)
                         first_tile = max(b / (per_pass if n in looped else 1.0) for n, b in loads.items()) / step.active
@@ -293,7 +313,7 @@ class Engine:
             else:
                 # each iteration's loads: a round trip, then as fast as one CTA keeps bytes in flight;
                 # loads of different tensors are issued together, so the largest sets the pace
-                serial = latency * max(1.0, length)
+                serial = latency * max(1.0, length) + (kernel.lookups * lookup if first else 0.0)
                 if cta_bw and step.active and loads:
                     scale = length / step.iters if step.iters else 1.0
                     serial += cta_load_seconds(scale * max(loads.values()) / step.active, kernel.warps, cta_bw)
@@ -345,7 +365,7 @@ class Engine:
             roofline=roofline(levels, flops, instructions, self.profile, self.dtype, kernel.mma, head_dim),
             mma=kernel.mma, instructions=instructions, code=code.source, l2_lookup_bytes=st.lookup_bytes - lookups,
             regs_per_thread=kernel.regs_per_thread, smem_bytes=kernel.smem_bytes,
-            launch_s=self.profile.launch_overhead + (self.profile.kernel_start_overhead or 0.0),
+            launch_s=self._fixed_cost(kernel),
         )
 
     def _timeline(self) -> dict:

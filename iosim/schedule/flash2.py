@@ -60,7 +60,8 @@ def local_forward(kernel: Kernel, config: RunConfig) -> Kernel:
         lens = p.seq_lens
         ragged = Ragged(per_batch=p.heads, tiles=tuple(-(-n // kernel.block_i) for n in lens), first=(0,) * p.batch,
                         loop_rows=lens, rows=tuple((t, lens) for t in ("Q", "K", "V", "O", "LSE")))
-    return replace(kernel, name="flash2_varlen_fwd", window=p.window or 0, ragged=ragged)
+    # each CTA reads its request's offsets (cu_seqlens) before it can address a tile
+    return replace(kernel, name="flash2_varlen_fwd", window=p.window or 0, ragged=ragged, lookups=1)
 
 
 def backward_kernels(ts: TensorSet, config: RunConfig, tiling: Tiling) -> list:

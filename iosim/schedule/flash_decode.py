@@ -82,7 +82,7 @@ def build(ts: TensorSet, config: RunConfig, sm_count: int | None = None) -> list
         kv_group=rows, heads=rows, kv_heads=1,
         warps=t.warps, stages=stages, smem_bytes=eb * d * (bm + 2 * bn * stages),
         regs_per_thread=regs_estimate(bm * d + bm * bn, bm * d * eb, t.warps),
-        extents=extents(ts, names), window=p.window or 0,
+        extents=extents(ts, names), window=p.window or 0, lookups=1 if local else 0,  # reads its request's length
         ragged=Ragged(per_batch=p.kv_heads, tiles=used, first=first, loop_rows=p.lengths,
                       rows=(("K", p.lengths), ("V", p.lengths)) + (("Opart", used), ("LSEpart", used)) * (splits > 1))
         if local else None,
@@ -96,7 +96,7 @@ def build(ts: TensorSet, config: RunConfig, sm_count: int | None = None) -> list
                       Pattern("O", EPI, WRITE, "all")),
             end_flops=Flops(simt=3.0 * width * d + 4.0 * width, sfu=width),
             warps=4, smem_bytes=0, regs_per_thread=32,
-            extents=extents(ts, ("LSEpart", "Opart", "O")),
+            extents=extents(ts, ("LSEpart", "Opart", "O")), lookups=1 if local else 0,
             ragged=Ragged(per_batch=p.kv_heads * rows, tiles=(1,) * p.batch, first=(0,) * p.batch,
                           loop_rows=(0,) * p.batch, rows=(("LSEpart", used), ("Opart", used))) if local else None,
         ))

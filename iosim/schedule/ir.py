@@ -169,6 +169,7 @@ class Kernel:
     split_blocks: int = 0  # > 0: CTA i loops over its own share of the loop, blocks [i·split_blocks, (i+1)·split_blocks)
     window: int = 0  # > 0: local attention, a query row sees the ``window`` keys up to itself (causal STOP)
     ragged: Ragged | None = None  # a variable-length batch: each request's own extents
+    lookups: int = 0  # dependent loads before a CTA can address its tiles (a request's length or offset read first)
 
     @cached_property
     def _extent(self) -> dict:

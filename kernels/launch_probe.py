@@ -1,0 +1,160 @@
+"""What a kernel costs under Nsight Compute before it does any work: the duration ncu reports for tiny kernels.
+
+``iosim calibrate``'s ``launch_overhead`` is what an empty kernel costs back to back (the GPU's launch
+pipeline overlapping one kernel's setup with the last one's work). Nsight Compute runs each profiled
+kernel alone, caches flushed, and its ``gpu__time_duration`` spans the whole of one kernel: the
+cost a validation in ``ncu`` mode must charge every kernel. Three families, each 4 warps a CTA:
+
+- ``empty``: a kernel that returns at once, at 1 to 4224 CTAs;
+- ``store``: each CTA stores one 512-byte row (a fill, or a combine kernel's output);
+- ``gather``: each CTA loads R rows of 512 bytes in one go and stores one: a loopless load-and-store
+  kernel (flash-decoding's combine has this shape), at 32 and 1056 CTAs.
+
+The profile takes ``ncu_launch_overhead`` from the empty kernel (the median over its grids of at most
+one wave); the rest is data to test the model's loopless kernels against.
+
+    python -m iosim.kernels.launch_probe --out DIR     # runs ncu on itself; writes DIR/launch_probe.json
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import re
+import signal
+import statistics
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from iosim.kernels.device import HarnessError, cuda_torch, one_line
+from iosim.kernels.harness import provenance
+from iosim.kernels.ncu import BASE_METRICS, kernel_counters, parse_ncu_raw_csv
+from iosim.kernels.profiler import metrics_for, ncu_version, on_terminate, profiled_launch, require_ncu, run_probe
+
+ROW = 128  # fp32 per row: 512 bytes
+NUM_WARPS = 4
+# (family, rows loaded per CTA, grid): rows 0 loads nothing; the empty kernel stores nothing either
+LAUNCHES = ([("empty", 0, g) for g in (1, 33, 132, 264, 1056, 4224)]
+            + [("store", 0, g) for g in (1, 32, 132, 1056, 4224)]
+            + [("gather", r, g) for g in (32, 1056) for r in (1, 8, 32, 128)])
+TAG = "launch-{}-{}-{}"  # NVTX range: family, rows, grid
+_TAG_RE = re.compile(r"launch-([a-z]+)-(\d+)-(\d+)")
+PROBE_METRICS = ("l1tex__m_xbar2l1tex_read_bytes.sum", "sm__cycles_elapsed.max", "sm__cycles_elapsed.avg.per_second")
+FIELDS = ("duration_s", "dram_read_bytes", "dram_write_bytes", "xbar_read_bytes", "cycles", "sm_clock_hz")
+
+
+@functools.cache
+def _kernels():
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def empty(out):
+        """Nothing: the launch, the CTAs' start and exit."""
+        pass
+
+    @triton.jit
+    def store(out, ROW: tl.constexpr):
+        """CTA c writes row c (ROW fp32)."""
+        c = tl.program_id(0).to(tl.int64)
+        offs = tl.arange(0, ROW)
+        tl.store(out + c * ROW + offs, offs.to(tl.float32))
+
+    @triton.jit
+    def gather(src, out, ROWS: tl.constexpr, ROW: tl.constexpr):
+        """CTA c loads its ROWS rows of ROW fp32 at once and writes their column sums as row c."""
+        c = tl.program_id(0).to(tl.int64)
+        rows, cols = tl.arange(0, ROWS), tl.arange(0, ROW)
+        tile = tl.load(src + (c * ROWS + rows[:, None]) * ROW + cols[None, :])
+        tl.store(out + c * ROW + cols, tl.sum(tile, axis=0))
+
+    return empty, store, gather
+
+
+def launch(family: str, rows: int, grid: int, src, out):
+    """One launch of ``family`` over ``grid`` CTAs (``rows`` rows loaded per CTA for ``gather``)."""
+    empty, store, gather = _kernels()
+    if family == "empty":
+        return empty[(grid,)](out, num_warps=NUM_WARPS)
+    if family == "store":
+        return store[(grid,)](out, ROW=ROW, num_warps=NUM_WARPS)
+    return gather[(grid,)](src, out, ROWS=rows, ROW=ROW, num_warps=NUM_WARPS)
+
+
+def child() -> int:
+    """Runs under ncu: every launch warmed up outside the profiled range, then one profiled and tagged."""
+    torch = cuda_torch()
+    most = max(g for _, _, g in LAUNCHES)
+    src = torch.randn(most * max(r for _, r, _ in LAUNCHES) * ROW, dtype=torch.float32, device="cuda")
+    out = torch.empty(most * ROW, dtype=torch.float32, device="cuda")
+    for family, rows, grid in LAUNCHES:
+        profiled_launch(torch, TAG.format(family, rows, grid),
+                        lambda f=family, r=rows, g=grid: launch(f, r, g, src, out))
+    return 0
+
+
+def results(rows: list[dict]) -> list[dict]:
+    """One entry per tagged launch (family, rows, grid, bytes loaded per CTA and the counters ``FIELDS``)."""
+    out = []
+    for row in rows:
+        m = next((m for part in re.split(r"[:\s\"]", row["nvtx"]) if (m := _TAG_RE.fullmatch(part))), None)
+        if m is None:
+            continue
+        counters = kernel_counters(row)
+        rows_, grid = int(m.group(2)), int(m.group(3))
+        out.append({"family": m.group(1), "rows": rows_, "grid": grid, "load_bytes_per_cta": rows_ * ROW * 4,
+                    **{f: getattr(counters, f) for f in FIELDS}})
+    return sorted(out, key=lambda r: (r["family"], r["rows"], r["grid"]))
+
+
+def summary(res: list[dict], sm_count: int) -> dict:
+    """``ncu_launch_overhead_s``: the median duration of the empty kernel over its grids of at most one wave
+    (one CTA per SM); None without such launches."""
+    empty = [r["duration_s"] for r in res if r["family"] == "empty" and r["grid"] <= sm_count and r["duration_s"]]
+    return {"ncu_launch_overhead_s": statistics.median(empty) if empty else None,
+            "empty_by_grid": {r["grid"]: r["duration_s"] for r in res if r["family"] == "empty"}}
+
+
+def probe(out_dir: Path, timeout_s: float = 300) -> dict:
+    """Run the probe under ncu, write ``out_dir/launch_probe.json`` (and ncu's log and CSV), return the data."""
+    torch = cuda_torch()
+    ncu = require_ncu("launch probe")
+    metrics, _ = metrics_for(ncu)
+    keep = [m for m in metrics if m in BASE_METRICS or m in PROBE_METRICS]
+    prov = provenance(ncu_version(ncu), counters=True, metrics_missing=[])
+    csv = run_probe("iosim.kernels.launch_probe", "launch_probe", out_dir, keep, "launch probe", timeout_s)
+    res = results(parse_ncu_raw_csv(csv))
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    data = {"provenance": asdict(prov), "sm_count": sms, "num_warps": NUM_WARPS, "row_bytes": ROW * 4,
+            "metrics": keep, "results": res, "summary": summary(res, sms)}
+    (out_dir / "launch_probe.json").write_text(json.dumps(data, indent=1) + "\n")
+    return data
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m iosim.kernels.launch_probe", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, help="folder for launch_probe.json, ncu's log and CSV")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # the process ncu profiles
+    args = parser.parse_args(argv)
+    if args.child:
+        return child()
+    if args.out is None:
+        parser.error("--out is required")
+    signal.signal(signal.SIGTERM, on_terminate)  # a `timeout` ending us ends ncu's process group too
+    try:
+        data = probe(args.out)
+    except (HarnessError, ValueError) as e:
+        print(f"error: {one_line(e)}", file=sys.stderr)
+        return 2
+    for r in data["results"]:
+        print(f"{r['family']:<6} rows {r['rows']:>3} grid {r['grid']:>4}: {r['duration_s'] * 1e6:6.2f} us, "
+              f"DRAM read {r['dram_read_bytes']}")
+    e = data["summary"]["ncu_launch_overhead_s"]
+    print(f"ncu_launch_overhead {'-' if e is None else f'{e * 1e6:.3f} us'}")
+    print(f"wrote {args.out / 'launch_probe.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
