@@ -23,24 +23,22 @@ dominate: about a second per launch, 31 launches, well under the 3 minutes the s
 """
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import re
-import signal
 import statistics
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from iosim.kernels.device import HarnessError, cuda_torch, one_line
+from iosim.kernels.device import cuda_torch
 from iosim.kernels.harness import provenance
 from iosim.kernels.ncu import BASE_METRICS, SECTOR_BYTES, kernel_counters, parse_ncu_raw_csv
 from iosim.kernels.profiler import (
     NCU_TIMEOUT_S,
     metrics_for,
     ncu_version,
-    on_terminate,
+    probe_cli,
     profiled_launch,
     require_ncu,
     run_probe,
@@ -324,35 +322,25 @@ def probe(out_dir: Path, timeout_s: float = NCU_TIMEOUT_S) -> dict:
     return data
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m iosim.kernels.l2_probe", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, help="folder for l2_probe.json, ncu's log and raw CSV")
-    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # the process ncu profiles
-    args = parser.parse_args(argv)
-    if args.child:
-        return child()
-    if args.out is None:
-        parser.error("--out is required")
-    signal.signal(signal.SIGTERM, on_terminate)  # a `timeout` ending us ends ncu's process group too
-    try:
-        data = probe(args.out)
-    except (HarnessError, ValueError) as e:
-        print(f"error: {one_line(e)}", file=sys.stderr)
-        return 2
-    for r in data["results"].get("dirty", []):
-        print(f"dirty  {r['size_bytes'] / MiB:>5.0f} MiB: DRAM write {r['dram_write_bytes'] / MiB:7.2f} MiB, "
-              f"retained {r['retained_bytes'] / MiB:6.2f} MiB, {r['duration_s'] * 1e6:7.1f} us")
+def report(data: dict) -> list[str]:
+    """What the command prints: each launch's bytes and time, then the dirty limit and half-miss size."""
+    lines = [f"dirty  {r['size_bytes'] / MiB:>5.0f} MiB: DRAM write {r['dram_write_bytes'] / MiB:7.2f} MiB, "
+             f"retained {r['retained_bytes'] / MiB:6.2f} MiB, {r['duration_s'] * 1e6:7.1f} us"
+             for r in data["results"].get("dirty", [])]
     for name in ("sweep", "shared"):
         for r in data["results"].get(name, []):
             miss = r.get("second_pass_miss")
-            print(f"{name:<6} {r['size_bytes'] / MiB:>5.0f} MiB: DRAM read {r['dram_read_over_size']:.3f} x size"
-                  + ("" if miss is None else f", second-pass miss {miss:.3f}") + f", {r['duration_s'] * 1e6:7.1f} us")
+            lines.append(f"{name:<6} {r['size_bytes'] / MiB:>5.0f} MiB: DRAM read {r['dram_read_over_size']:.3f} x size"
+                         + ("" if miss is None else f", second-pass miss {miss:.3f}")
+                         + f", {r['duration_s'] * 1e6:7.1f} us")
     s = data["summary"]
     limit, half = s["dirty_limit_bytes"], s["sweep_half_miss_bytes"]
-    print(f"dirty limit {'-' if limit is None else f'{limit / MiB:.2f} MiB'}, "
-          f"sweep half-miss size {'-' if half is None else f'{half / MiB:.1f} MiB'}")
-    print(f"wrote {args.out / 'l2_probe.json'}")
-    return 0
+    return lines + [f"dirty limit {'-' if limit is None else f'{limit / MiB:.2f} MiB'}, "
+                    f"sweep half-miss size {'-' if half is None else f'{half / MiB:.1f} MiB'}"]
+
+
+def main(argv=None) -> int:
+    return probe_cli(argv, "python -m iosim.kernels.l2_probe", __doc__, "l2_probe", child, probe, report)
 
 
 if __name__ == "__main__":

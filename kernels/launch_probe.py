@@ -17,20 +17,18 @@ one wave); the rest is data to test the model's loopless kernels against.
 """
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import re
-import signal
 import statistics
 import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from iosim.kernels.device import HarnessError, cuda_torch, one_line
+from iosim.kernels.device import cuda_torch
 from iosim.kernels.harness import provenance
 from iosim.kernels.ncu import BASE_METRICS, kernel_counters, parse_ncu_raw_csv
-from iosim.kernels.profiler import metrics_for, ncu_version, on_terminate, profiled_launch, require_ncu, run_probe
+from iosim.kernels.profiler import metrics_for, ncu_version, probe_cli, profiled_launch, require_ncu, run_probe
 
 ROW = 128  # fp32 per row: 512 bytes
 NUM_WARPS = 4
@@ -132,28 +130,16 @@ def probe(out_dir: Path, timeout_s: float = 300) -> dict:
     return data
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m iosim.kernels.launch_probe", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, help="folder for launch_probe.json, ncu's log and CSV")
-    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # the process ncu profiles
-    args = parser.parse_args(argv)
-    if args.child:
-        return child()
-    if args.out is None:
-        parser.error("--out is required")
-    signal.signal(signal.SIGTERM, on_terminate)  # a `timeout` ending us ends ncu's process group too
-    try:
-        data = probe(args.out)
-    except (HarnessError, ValueError) as e:
-        print(f"error: {one_line(e)}", file=sys.stderr)
-        return 2
-    for r in data["results"]:
-        print(f"{r['family']:<6} rows {r['rows']:>3} grid {r['grid']:>4}: {r['duration_s'] * 1e6:6.2f} us, "
-              f"DRAM read {r['dram_read_bytes']}")
+def report(data: dict) -> list[str]:
+    """What the command prints: each launch's duration, then the summary."""
+    lines = [f"{r['family']:<6} rows {r['rows']:>3} grid {r['grid']:>4}: {r['duration_s'] * 1e6:6.2f} us, "
+             f"DRAM read {r['dram_read_bytes']}" for r in data["results"]]
     e = data["summary"]["ncu_launch_overhead_s"]
-    print(f"ncu_launch_overhead {'-' if e is None else f'{e * 1e6:.3f} us'}")
-    print(f"wrote {args.out / 'launch_probe.json'}")
-    return 0
+    return lines + [f"ncu_launch_overhead {'-' if e is None else f'{e * 1e6:.3f} us'}"]
+
+
+def main(argv=None) -> int:
+    return probe_cli(argv, "python -m iosim.kernels.launch_probe", __doc__, "launch_probe", child, probe, report)
 
 
 if __name__ == "__main__":

@@ -12,14 +12,13 @@ crossbar carries k buffers.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
-from iosim.kernels.device import HarnessError, cuda_torch, one_line
+from iosim.kernels.device import cuda_torch
 from iosim.kernels.ncu import BASE_METRICS, kernel_counters, parse_ncu_raw_csv
-from iosim.kernels.profiler import metrics_for, profiled_launch, require_ncu, run_probe
+from iosim.kernels.profiler import metrics_for, probe_cli, profiled_launch, require_ncu, run_probe
 
 KS = (1, 2, 4, 8, 16, 33, 66, 132, 264)
 VARIANTS = ("same", "pairs", "mod2")
@@ -103,26 +102,15 @@ def probe(out_dir: Path, timeout_s: float = 300) -> dict:
     return data
 
 
+def report(data: dict) -> list[str]:
+    """What the command prints: each launch's crossbar, L2-lookup, LRC and DRAM counts."""
+    return [f"{variant:>5} k={k:>3}: xbar {r['xbar_read_bytes']}, L2 lookups {r['l2_lookup_read_sectors']}, "
+            f"LRC in/out {r['lrc_in_sectors']}/{r['lrc_out_sectors']}, DRAM {r['dram_read_bytes']}"
+            for variant, by_k in data["results"].items() for k, r in sorted(by_k.items())]
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m iosim.kernels.lrc_probe", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, help="folder for lrc_probe.json, ncu's log and CSV")
-    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # the process ncu profiles
-    args = parser.parse_args(argv)
-    if args.child:
-        return child()
-    if args.out is None:
-        parser.error("--out is required")
-    try:
-        data = probe(args.out)
-    except (HarnessError, ValueError) as e:
-        print(f"error: {one_line(e)}", file=sys.stderr)
-        return 2
-    for variant, by_k in data["results"].items():
-        for k, r in sorted(by_k.items()):
-            print(f"{variant:>5} k={k:>3}: xbar {r['xbar_read_bytes']}, L2 lookups {r['l2_lookup_read_sectors']}, "
-                  f"LRC in/out {r['lrc_in_sectors']}/{r['lrc_out_sectors']}, DRAM {r['dram_read_bytes']}")
-    print(f"wrote {args.out / 'lrc_probe.json'}")
-    return 0
+    return probe_cli(argv, "python -m iosim.kernels.lrc_probe", __doc__, "lrc_probe", child, probe, report)
 
 
 if __name__ == "__main__":

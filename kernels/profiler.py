@@ -9,6 +9,7 @@ hung profiler is killed after ``NCU_TIMEOUT_S`` and a SIGTERM to us (``timeout``
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -212,3 +213,27 @@ def ncu_child(spec_path: str, result_path: str) -> int:
 
 if __name__ == "__main__":
     sys.exit(ncu_child(*sys.argv[1:3]))
+
+
+def probe_cli(argv, prog: str, doc: str, stem: str, child, probe, report) -> int:
+    """A probe's command line: ``--out DIR`` runs ``probe(DIR)`` (which profiles ``--child`` under ncu)
+    and prints ``report(data)``'s lines; ``--child`` is the profiled process. A failure is one line on
+    stderr and exit 2, and a ``timeout`` ending us ends ncu's process group too."""
+    parser = argparse.ArgumentParser(prog=prog, description=doc.splitlines()[0])
+    parser.add_argument("--out", type=Path, help=f"folder for {stem}.json, ncu's log and CSV")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)  # the process ncu profiles
+    args = parser.parse_args(argv)
+    if args.child:
+        return child()
+    if args.out is None:
+        parser.error("--out is required")
+    signal.signal(signal.SIGTERM, on_terminate)
+    try:
+        data = probe(args.out)
+    except (HarnessError, ValueError) as e:
+        print(f"error: {one_line(e)}", file=sys.stderr)
+        return 2
+    for line in report(data):
+        print(line)
+    print(f"wrote {args.out / (stem + '.json')}")
+    return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
+from ncu_export import ncu_csv
 
 from iosim.kernels import aten_probe
 from iosim.kernels.ncu import parse_ncu_raw_csv
@@ -16,16 +17,8 @@ UNITS = ("byte", "byte", "ns", "byte", "%", "inst", "inst", "inst")
 
 
 def _csv(kernels) -> str:
-    """An ``ncu --csv --page raw --print-units base`` export: header, units row, one row per kernel."""
-    head = ["ID", "Process ID", "Kernel Name",
-            "thread Domain:Push/Pop_Range:PL_Type:PL_Value:CLR_Type:Color:Msg_Type:Msg", "Block Size", "Grid Size",
-            *COLUMNS]
-    lines = [",".join(f'"{h}"' for h in head), ",".join(['""'] * 6 + [f'"{u}"' for u in UNITS])]
-    for i, (name, tag, values) in enumerate(kernels):
-        nvtx = f'900  ""<default domain>:{tag}:none:none:none:none:none:none"" ' if tag else ""
-        cells = [str(i), "900", name, nvtx, "(1024, 1, 1)", "(43690, 1, 1)", *(f"{v:,}" for v in values)]
-        lines.append(",".join(f'"{c}"' for c in cells))
-    return "==PROF== Disconnected from process 900\n" + "\n".join(lines) + "\n"
+    """The export of ATen's softmax launches: (name, tag, values), 43690 CTAs of 1024 threads each."""
+    return ncu_csv(COLUMNS, UNITS, [(name, tag, 43690, values) for name, tag, values in kernels], block=1024)
 
 
 ELEMS_3072 = (aten_probe.ROWS_ELEMS // 3072) * 3072  # whole rows only: 43690 rows of 3072

@@ -6,6 +6,7 @@ import json
 import signal
 
 import pytest
+from ncu_export import ncu_csv
 
 from iosim.kernels import l2_probe
 from iosim.kernels.ncu import parse_ncu_raw_csv
@@ -96,21 +97,10 @@ COLUMNS = ("dram__bytes_read.sum", "dram__bytes_write.sum", "gpu__time_duration.
 UNITS = ("byte", "byte", "ns", "byte", "%", "byte", "sector", "sector")
 
 
-def _csv(kernels) -> str:
-    """An ``ncu --csv --page raw --print-units base`` export: header, units row, one row per kernel."""
-    head = ["ID", "Process ID", "Kernel Name",
-            "thread Domain:Push/Pop_Range:PL_Type:PL_Value:CLR_Type:Color:Msg_Type:Msg", "Block Size", "Grid Size",
-            *COLUMNS]
-    lines = [",".join(f'"{h}"' for h in head), ",".join(['""'] * 6 + [f'"{u}"' for u in UNITS])]
-    for i, (name, tag, grid, values) in enumerate(kernels):
-        nvtx = f'900  ""<default domain>:{tag}:none:none:none:none:none:none"" ' if tag else ""
-        cells = [str(i), "900", name, nvtx, "(256, 1, 1)", f"({grid}, 1, 1)", *(f"{v:,}" for v in values)]
-        lines.append(",".join(f'"{c}"' for c in cells))
-    return "==PROF== Disconnected from process 900\n" + "\n".join(lines) + "\n"
 
 
 # per kernel: DRAM read, DRAM write, ns, lts bytes, hit %, xbar read, lookup read sectors, lookup write sectors
-EXPORT = _csv([
+EXPORT = ncu_csv(COLUMNS, UNITS, [
     ("chunk_read", "l2-sweep-16777216", 264, (20 * MiB, 0, 30_000, 32 * MiB, 37.5, 32 * MiB, MiB, 0)),
     ("chunk_write", "l2-dirty-8388608", 528, (0, 2 * MiB, 4_000, 8 * MiB, 100, 0, 0, 262_144)),
     ("elementwise", "", 128, (4_096, 0, 2_000, 4_096, 0, 4_096, 128, 0)),  # untagged: not the probe's
@@ -118,7 +108,7 @@ EXPORT = _csv([
     ("chunk_read", "l2-shared-16777216", 132, (32 * MiB, 0, 900_000, 132 * 16 * MiB, 98, 132 * 16 * MiB,
                                                66 * 16 * MiB // 32, 0)),  # lookups: half the requests
     ("chunk_write", "l2-dirty-4194304", 528, (0, 0, 2_500, 4 * MiB, 100, 0, 0, 131_072)),
-])
+], block=256)
 
 
 def test_results_from_an_export_by_nvtx_tag():

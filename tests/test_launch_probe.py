@@ -6,6 +6,7 @@ import json
 import signal
 
 import pytest
+from ncu_export import ncu_csv
 
 from iosim.kernels import launch_probe
 from iosim.kernels.ncu import parse_ncu_raw_csv
@@ -15,21 +16,10 @@ COLUMNS = ("dram__bytes_read.sum", "dram__bytes_write.sum", "gpu__time_duration.
 UNITS = ("byte", "byte", "ns", "byte", "%")
 
 
-def _csv(kernels) -> str:
-    """An ``ncu --csv --page raw --print-units base`` export: header, units row, one row per kernel."""
-    head = ["ID", "Process ID", "Kernel Name",
-            "thread Domain:Push/Pop_Range:PL_Type:PL_Value:CLR_Type:Color:Msg_Type:Msg", "Block Size", "Grid Size",
-            *COLUMNS]
-    lines = [",".join(f'"{h}"' for h in head), ",".join(['""'] * 6 + [f'"{u}"' for u in UNITS])]
-    for i, (name, tag, grid, values) in enumerate(kernels):
-        nvtx = f'900  ""<default domain>:{tag}:none:none:none:none:none:none"" ' if tag else ""
-        cells = [str(i), "900", name, nvtx, "(128, 1, 1)", f"({grid}, 1, 1)", *(f"{v:,}" for v in values)]
-        lines.append(",".join(f'"{c}"' for c in cells))
-    return "==PROF== Disconnected from process 900\n" + "\n".join(lines) + "\n"
 
 
 # per kernel: DRAM read, DRAM write, ns, lts bytes, hit %
-EXPORT = _csv([
+EXPORT = ncu_csv(COLUMNS, UNITS, [
     ("empty", "launch-empty-0-1", 1, (0, 0, 1_500, 0, 0)),
     ("empty", "launch-empty-0-132", 132, (0, 0, 1_700, 0, 0)),
     ("empty", "launch-empty-0-4224", 4224, (0, 0, 3_000, 0, 0)),  # more than a wave: not the launch alone
