@@ -17,7 +17,8 @@ missed the L2 waits the calibrated miss cost (less what a deeper pipeline hides)
 CTAs reading the missing line together: the followers stream behind the one that missed.
 
 Kernel boundaries: every kernel pays the profile's launch overhead (what an empty kernel costs back
-to back) and its measured start cost (the first wave's dispatch, cold caches, pipeline fill). In
+to back; in ``ncu`` mode what Nsight Compute reports for an empty kernel alone), and a kernel with a
+tile loop the loop's measured start cost (the first wave's dispatch, cold caches, pipeline fill). In
 ``plain`` mode the L2 keeps its contents from one kernel to the next, and what is still dirty at
 the end is counted as written back. In ``ncu`` mode (Nsight Compute's default cache
 control) dirty lines are written back and the L2 invalidated before each kernel, outside any
@@ -182,8 +183,7 @@ class Engine:
         drain = max(self.links["hbm"].drained_at, self.links["host"].drained_at)
         if drain > self.env.now:  # posted writes still draining (to HBM or host memory) belong to this kernel
             yield self.env.timeout(drain - self.env.now)
-        # Launch, grid setup and drain: what an empty kernel costs back to back (profile's launch_overhead),
-        # and what a real kernel's first wave costs once beyond its trips and first loads (kernel_start_overhead).
+        # Launch, grid setup and drain, and a tile loop's first-wave start (see _fixed_cost).
         yield self.env.timeout(self._fixed_cost(kernel))
         self.records.append(self._record(kernel, per_sm, before, start))
 
