@@ -17,6 +17,7 @@
 #   n) the sliding-window grid (ncu)            -> $OUT/window/measurements.json + .csv     (≤ 400 s)
 #   o) tiny kernels' durations under ncu        -> $OUT/launch/launch_probe.json            (≤ 120 s)
 #   p) FlexAttention on a paged cache (ncu)     -> $OUT/paged_flex/measurements.json + .csv (≤ 400 s)
+#   q) decode CTAs alone on their SMs (ncu)     -> $OUT/lone/measurements.json + .csv       (≤ 300 s)
 # A step that fails or runs out of time does not stop the next. Measurement files are rewritten
 # atomically after each batch of cases, so a step cut short keeps every finished batch. Progress
 # goes to $OUT/session.log. All steps take longer than one 10-minute device command: name the steps
@@ -102,5 +103,6 @@ want n && step "n) measurement grid window" 400 "$PY" -m iosim measure --grid wi
 want o && step "o) launch probe" 120 "$PY" -m iosim.kernels.launch_probe --out "$OUT/launch" >>"$LOG" 2>&1
 want p && step "p) measurement grid paged_flex" 400 "$PY" -m iosim measure --grid paged_flex --out "$OUT/paged_flex" \
     >>"$LOG" 2>&1
+want q && step "q) measurement grid lone" 300 "$PY" -m iosim measure --grid lone --out "$OUT/lone" >>"$LOG" 2>&1
 echo "done $(date -u +%FT%TZ), $SECONDS s in all" >>"$LOG"
 ls -laR "$OUT" >>"$LOG"

@@ -370,6 +370,20 @@ def manifest_cases(path: Path | None = None) -> list[CaseSpec]:
     return cases
 
 
+def lone_grid() -> list[CaseSpec]:
+    """flash_decode with fewer CTAs than SMs, each alone on its SM for its whole loop (d = 128, 32 query
+    heads, one cache of 131072 keys): what one CTA's pass takes when neither DRAM bandwidth nor a CTA
+    beside it binds, at 16, 32 and 64 query rows a tile (GQA 4, MQA, MQA with two query rows), in the
+    contiguous and the variable-length (ragged) kernel, then one and two CTAs on every SM."""
+    def S(kv_heads, splits, seq_q=1, ragged=False):
+        return CaseSpec("flash_decode", Problem(batch=1, heads=32, kv_heads=kv_heads, seq_q=seq_q, seq_k=131072,
+                                                seq_lens=(131072,) if ragged else None, head_dim=128),
+                        Tiling(splits=splits))
+
+    cases = [S(kv, sp, ragged=r) for kv, sp in ((8, 8), (1, 28)) for r in (False, True)]
+    return cases + [S(1, 28, seq_q=2), S(1, 28, seq_q=2, ragged=True), S(1, 132), S(1, 264)]
+
+
 GRIDS = {"default": default_grid, "smoke": smoke_grid, "h200": h200_grid, "decode": decode_grid, "paged": paged_grid,
-         "paged_flex": paged_flex_grid, "varlen": varlen_grid, "window": window_grid,
+         "paged_flex": paged_flex_grid, "lone": lone_grid, "varlen": varlen_grid, "window": window_grid,
          "foreign": manifest_cases}

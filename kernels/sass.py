@@ -181,7 +181,8 @@ def parse_res_usage(text: str) -> dict[str, dict[str, int]]:
 def configurations() -> list[tuple[str, dict, dict]]:
     """(algo, problem fields, tiling overrides) for every case of the default grid run by our kernels and
     every algorithm's default tiling at d = 32, 64, 128, fp16/bf16, causal or not, forward and backward,
-    and the variable-length and sliding-window kernels (:func:`ragged_configurations`)."""
+    the variable-length and sliding-window kernels (:func:`ragged_configurations`), multi-query decode
+    (:func:`mqa_configurations`) and the lone grid's decodes (:func:`lone_configurations`)."""
     from iosim.kernels.cases import GRIDS, OURS, TRAINED
 
     configs = []
@@ -209,7 +210,17 @@ def configurations() -> list[tuple[str, dict, dict]]:
     for d, dtype, page, splits in itertools.product((64, 128), ("fp16", "bf16"), (16, 32, 64, 128, 256), (1, 4)):
         configs.append(("flash_decode", dict(heads=32, kv_heads=8, head_dim=d, dtype=dtype, causal=False, backward=False,
                                              seq_q=1, seq_k=DECODE_SEQ_K, page_size=page), {"splits": splits}))
-    return configs + ragged_configurations() + mqa_configurations()
+    return configs + ragged_configurations() + mqa_configurations() + lone_configurations()
+
+
+def lone_configurations() -> list[tuple[str, dict, dict]]:
+    """The lone grid's decodes (CTAs alone on their SMs): split counts and tiles the other configurations
+    lack. Last, so that a kernel variant they share with those keeps the launch it was first compiled from."""
+    from iosim.kernels.cases import GRIDS
+
+    return [(spec.impl, dict(heads=p.heads, kv_heads=p.kv_heads, head_dim=p.head_dim, dtype=p.dtype, causal=False,
+                             backward=False, seq_q=p.seq_q, seq_k=p.seq_k, seq_lens=p.seq_lens), spec.overrides())
+            for spec, p in ((spec, spec.problem) for spec in GRIDS["lone"]())]
 
 
 def mqa_configurations() -> list[tuple[str, dict, dict]]:
@@ -301,17 +312,18 @@ def unique_launches(arch: int = DEFAULT_ARCH, log=None) -> list[Launch]:
 
 def calibration_launches(arch: int = DEFAULT_ARCH) -> list[Launch]:
     """The tile loops ``iosim calibrate`` times, as it launches them: the occupancy series two and three
-    stages deep and the series with FlashAttention-2's softmax (:mod:`iosim.kernels.microbench`). Their
+    stages deep, the series with FlashAttention-2's softmax and the miss-cost series' softmax loops
+    (:mod:`iosim.kernels.microbench`). Their
     own SIMT code is inside each calibrated rate; the model takes it out before adding a kernel's."""
     import torch
 
     from iosim.kernels import microbench as mb
     from iosim.schedule.tiling import FWD, default_tiling
 
-    series = ([(t, None, False) for t in mb.OCC_TILES] + [(t, 3, False) for t in mb.OCC_TILES_S3]
-              + [(t, None, True) for t in mb.SOFTMAX_TILES])
+    series = ([(t[:4], None, False) for t in mb.OCC_TILES] + [(t[:4], 3, False) for t in mb.OCC_TILES_S3]
+              + [(t[:4], None, True) for t in mb.SOFTMAX_TILES] + [(t, None, True) for t in mb.MISS_TILES])
     seen: dict[str, Launch] = {}
-    for (bm, bn, d, warps, _), stages, softmax in series:
+    for (bm, bn, d, warps), stages, softmax in series:
         stages = default_tiling("flash2", FWD, d).stages if stages is None else stages
         q, k = torch.zeros(bm, d, dtype=torch.float16), torch.zeros(16 * bn, d, dtype=torch.float16)
         o, ids = torch.zeros(1, dtype=torch.float32), torch.zeros(1, dtype=torch.int32)

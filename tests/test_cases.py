@@ -177,3 +177,21 @@ def test_varlen_and_window_grids_name_build_and_travel():
     names = [c.name for c in varlen_grid()]
     assert "flash2-fwd-fp16-b64h32kv8-n512-d128-causal-vl64x512" in names  # short: the lengths themselves
     assert any(n.endswith("-vl64r1024-63357t1002584") for n in names)  # long: count, range and total
+
+
+def test_the_lone_grid_leaves_each_decode_cta_alone_on_its_sm_then_fills_one_and_two_waves():
+    from iosim.hardware.profile import load_profile
+    from iosim.kernels.cases import GRIDS, lone_grid
+    from iosim.schedule.build import build_schedule
+
+    sms = load_profile("h200").sm_count
+    grid = lone_grid()
+    assert GRIDS["lone"] is lone_grid and len({c.name for c in grid}) == len(grid)
+    ctas, rows = [], set()
+    for spec in grid:
+        config = RunConfig.from_dict(spec.run_config())
+        split = build_schedule(config).kernels[0]
+        ctas.append(split.ctas)
+        rows.add((config.tiling.block_m, split.name))
+    assert all(n < sms // 2 for n in ctas[:-2]) and sms // 2 < ctas[-2] <= sms < ctas[-1] <= 2 * sms
+    assert rows == {(m, k) for m in (16, 32, 64) for k in ("decode_split", "decode_split_ragged")}

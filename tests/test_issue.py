@@ -124,3 +124,30 @@ def test_committed_sass_predicts_the_instructions_the_h200_executed(h200_cases, 
     assert fwd.instructions["total"] == pytest.approx(measured.inst_executed, rel=0.01)
     assert fwd.instructions["xu"] == pytest.approx(measured.inst_pipes["xu"], rel=0.02)
     assert fwd.regs_per_thread == measured.registers
+
+
+def test_the_lone_excess_is_the_calibrated_pass_beyond_its_own_loops_price():
+    """What a tile shape's calibrated loop waits beyond its compiled code: linear in the measured pass,
+    never negative, nothing where the shape's loop was not compiled; for the committed H200 calibration
+    nothing on FlashAttention-2's 128- and 64-row tiles (their price is their code) and an eighth or
+    more of the pass on flash-decoding's 16- and 32-row tiles."""
+    from iosim.costs.issue import lone_excess
+    from iosim.kernels.microbench import MISS_TILES
+
+    h200 = load_profile("h200-calibrated")
+    raw = h200.calibration["raw"]
+
+    def with_pass(shape, seconds):
+        tag = "miss_pass_softmax_{}x{}x{}w{}_resident_s".format(*shape)
+        return replace(h200, calibration={**h200.calibration, "raw": {**raw, tag: seconds}})
+
+    shape = (32, 128, 128, 4)
+    own = 1e-3 - lone_excess(with_pass(shape, 1e-3), "fp16", *shape)  # what its loop's code is priced at
+    assert 0 < own < raw["miss_pass_softmax_32x128x128w4_resident_s"]
+    assert lone_excess(with_pass(shape, own + 2e-7), "fp16", *shape) == pytest.approx(2e-7, rel=1e-6)
+    assert lone_excess(with_pass(shape, own / 2), "fp16", *shape) == 0.0
+    assert lone_excess(with_pass((48, 128, 128, 4), 1e-3), "fp16", 48, 128, 128, 4) == 0.0  # no compiled loop
+    for bm, bn, d, w in MISS_TILES:
+        resident = raw[f"miss_pass_softmax_{bm}x{bn}x{d}w{w}_resident_s"]
+        share = lone_excess(h200, "fp16", bm, bn, d, w) / resident
+        assert (share < 0.02) if bm >= 64 else (share > 0.1), (bm, bn, d, w, share)

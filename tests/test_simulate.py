@@ -276,3 +276,25 @@ def test_a_ragged_kernel_reads_its_length_before_its_tiles(monkeypatch):
     without = simulate(config, h200)
     for a, b in zip(with_lookup.kernels, without.kernels):
         assert a.time_s - b.time_s == pytest.approx(h200.dram_latency, rel=1e-6)
+
+
+def test_a_lone_decode_cta_waits_its_shapes_calibrated_excess_on_every_later_pass():
+    """CTAs alone on their SMs (28 MQA splits on 132 SMs) pass through their loop at their own code's price
+    plus what the calibrated loop of the same tile shape waits beyond its code: the kernel lasts its
+    longest CTA's passes after the first longer by exactly that per pass, and by nothing without the series."""
+    h200 = load_profile("h200-calibrated")
+    config = RunConfig(algo="flash_decode", problem=Problem(batch=1, heads=32, kv_heads=1, seq_q=1, seq_k=131072,
+                                                            head_dim=128), tiling=Tiling(splits=28), mode="ncu")
+    split = build_schedule(config).kernels[0]
+    assert (split.name, split.ctas) == ("decode_split", 28) and split.ctas < h200.sm_count
+    raw = dict(h200.calibration["raw"])
+    tag = "miss_pass_softmax_32x128x128w4_resident_s"
+    assert tag in raw
+    extra = 1e-6
+    runs = {}
+    for label, value in (("none", None), ("base", raw[tag]), ("more", raw[tag] + extra)):
+        series = {k: v for k, v in raw.items() if k != tag} | ({} if value is None else {tag: value})
+        profile = replace(h200, calibration={**h200.calibration, "raw": series})
+        runs[label] = simulate(config, profile).kernels[0].time_s
+    assert runs["more"] - runs["base"] == pytest.approx((split.split_blocks - 1) * extra, rel=1e-6)
+    assert runs["base"] > runs["none"]  # the committed calibration: a 32-row loop waits beyond its code

@@ -21,15 +21,17 @@ def _kernels(module: str):
 @click.command()
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Folder for measurements.json and measurements.csv (created if missing).")
-@click.option("--grid", type=click.Choice(["default", "smoke", "h200", "decode", "paged", "paged_flex", "varlen",
-                                                "window", "foreign"]),
+@click.option("--grid", type=click.Choice(["default", "smoke", "h200", "decode", "paged", "paged_flex", "lone",
+                                                "varlen", "window", "foreign"]),
               default="default",
               show_default=True,
               help="default: the 61-case data set (standard, flash1, flash2, eager PyTorch, SDPA); smoke: 8 small "
                    "cases; h200: default plus long causal d=128 cases; decode: 34 inference cases (flash_decode "
                    "at batch 1-256, KV 1K-256K, GQA, splits; flash2 and SDPA beside it); paged: 18 decode cases, "
                    "the KV cache contiguous and in pages of 16-256 tokens; paged_flex: 11 decode cases, FlexAttention on "
-                   "a paged cache (PyTorch's PagedAttention) beside flash_decode on the same pages; varlen: 16 variable-length batches "
+                   "a paged cache (PyTorch's PagedAttention) beside flash_decode on the same pages; lone: 8 decode "
+                   "cases with fewer CTAs than SMs (one CTA's pass alone on its SM, 16-64 query rows, contiguous and "
+                   "ragged); varlen: 16 variable-length batches "
                    "(prefill and decode, FlexAttention beside them); window: 12 sliding-window cases (prefill and "
                    "decode, FlexAttention beside them); foreign: the cases of "
                    "experiments/foreign_kernels/manifest.yaml.")

@@ -38,7 +38,7 @@ def _expected(kernel, head_dim: int, tiling=None, page_size: int | None = None) 
         return {"D": head_dim, "BM": tiling.block_m, "BN": kernel.block_u, "ONE": tiling.splits == 1,
                 "PAGED": page_size is not None, "WINDOW": kernel.window > 0, "PAGE": page_size or 0}
     if name == "decode_reduce_ragged":
-        return {"D": head_dim, "BS": 1 << (tiling.splits - 1).bit_length(), "BN": kernel.block_u,
+        return {"D": head_dim, "BS": 1 << (tiling.splits - 1).bit_length(), "BN": tiling.block_n,
                 "WINDOW": kernel.window > 0}
     if name == "flash2_varlen_fwd":  # its row strides (heads·d) change addresses only: any heads' variant serves
         return {"D": head_dim, "BM": kernel.block_i, "BN": kernel.block_u, "CAUSAL": causal, "WINDOW": kernel.window > 0}

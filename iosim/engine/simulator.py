@@ -9,7 +9,8 @@ host :class:`~iosim.engine.links.Link`), moves its bytes over the L2's own link 
 L2's atomic units, where measured; spilled registers to the L2 and back), and computes on its SM's
 share of the tensor cores and issue slots, priced from the kernel's compiled code
 (:mod:`iosim.costs.issue`: issue slots, one warp's own schedule with its uncovered waits, the
-tensor rate at the kernel's occupancy, the exposed share of its atomics); with two or more pipeline
+tensor rate at the kernel's occupancy, the exposed share of its atomics, and for a CTA alone on its
+SM what the calibrated loop of its tile shape waits beyond its code); with two or more pipeline
 stages the loads of a step overlap its math and their latency is paid once, with one stage every
 iteration waits for its loads. Writes go no faster than the measured write-only rates. A CTA's first
 loads cost a round trip and its first tiles at the per-CTA load rate; a later pass whose tiles
@@ -42,6 +43,7 @@ from iosim.costs.issue import (
     cta_stream_bandwidth,
     estimated_code,
     latencies,
+    lone_excess,
     reload_miss,
     simt_seconds,
     sm_time,
@@ -138,8 +140,9 @@ class Engine:
             yield from self._kernel(kernel, self.per_sm[n])
 
     def _price_code(self, kernel, code, per_sm: int) -> dict:
-        """Seconds one CTA alone on its SM spends per loop iteration and once, the tensor rate of one
-        SM at the kernel's occupancy and instruction kind, and the share of atomic time it waits for."""
+        """Seconds one CTA alone on its SM spends per loop iteration (and, by its tile shape's calibrated
+        loop, waits beyond that) and once, the tensor rate of one SM at the kernel's occupancy and
+        instruction kind, and the share of atomic time it waits for."""
         profile = self.profile
         head_dim = self.schedule.config.problem.head_dim
         masked = _masked_share(kernel) if code.masked is not None else 0.0
@@ -157,8 +160,12 @@ class Engine:
         spills = tuple(per_pass(lambda c, n=n: spill_traffic(c, kernel.warps, miss)[n]) for n in (0, 1))
         rate = tensor_rate(profile, self.dtype, kernel.mma, head_dim, kernel.warps, per_sm,
                            (kernel.block_i, kernel.block_u), kernel.stages)
-        return {"iter": loop, "chain": chain, "once": simt_seconds(code.outside, kernel.warps, profile), "masked": masked,
-                "tensor": rate / profile.sm_count, "atomic": atomic_exposure(profile, per_sm, kernel.stages), "spills": spills}
+        lone = 0.0  # what a pass alone on its SM waits beyond its code (the calibrated loop of its tile shape)
+        if kernel.mma != "bwd" and kernel.block_u and head_dim and kernel.iter_flops.tensor:
+            rows = round(kernel.iter_flops.tensor / (4 * kernel.block_u * head_dim))  # a decode tile packs heads
+            lone = lone_excess(profile, self.dtype, rows, kernel.block_u, head_dim, kernel.warps)
+        return {"iter": loop, "chain": chain, "lone": lone, "once": simt_seconds(code.outside, kernel.warps, profile),
+                "masked": masked, "tensor": rate / profile.sm_count, "atomic": atomic_exposure(profile, per_sm, kernel.stages), "spills": spills}
 
     def _kernel(self, kernel, per_sm):
         slots = per_sm * self.profile.sm_count
@@ -266,6 +273,8 @@ class Engine:
                 plain = paces.get(share)
                 if plain is None:
                     plain = paces[share] = sm_time(per, code["iter"], code["chain"], share, self.overlap)
+                    if share == 1 and stages > 1:  # alone on its SM, as its shape's loop was calibrated
+                        plain = paces[share] = plain + code["lone"]
                 if stream_bw and stages > 1 and step.iters and loads:  # nor faster than it pulls its tiles
                     tiles = sum(b for n, b in loads.items() if n in looped) / step.active / step.iters
                     plain = max(plain, tiles * CTA_LOAD_WARPS / (stream_bw * kernel.warps))
