@@ -18,6 +18,8 @@
 #   o) tiny kernels' durations under ncu        -> $OUT/launch/launch_probe.json            (≤ 120 s)
 #   p) FlexAttention on a paged cache (ncu)     -> $OUT/paged_flex/measurements.json + .csv (≤ 400 s)
 #   q) decode CTAs alone on their SMs (ncu)     -> $OUT/lone/measurements.json + .csv       (≤ 300 s)
+#   r) the Hopper (TMA) forward: GPU tests, its tiles and the kernels beside SDPA
+#                                                -> $OUT/hopper/*.txt, pytest_gpu_hopper.log  (≤ 500 s)
 # A step that fails or runs out of time does not stop the next. Measurement files are rewritten
 # atomically after each batch of cases, so a step cut short keeps every finished batch. Progress
 # goes to $OUT/session.log. All steps take longer than one 10-minute device command: name the steps
@@ -104,5 +106,18 @@ want o && step "o) launch probe" 120 "$PY" -m iosim.kernels.launch_probe --out "
 want p && step "p) measurement grid paged_flex" 400 "$PY" -m iosim measure --grid paged_flex --out "$OUT/paged_flex" \
     >>"$LOG" 2>&1
 want q && step "q) measurement grid lone" 300 "$PY" -m iosim measure --grid lone --out "$OUT/lone" >>"$LOG" 2>&1
+if want r; then
+    mkdir -p "$OUT/hopper"
+    step "r) pytest -m gpu (hopper)" 120 "$PY" -m pytest tests/test_flash_hopper.py -q -p no:cacheprovider \
+        >"$OUT/pytest_gpu_hopper.log" 2>&1
+    step "r) hopper tiles" 120 "$PY" experiments/bench_kernels.py --seq 4096 --impls sdpa_cudnn hopper hopper_fp8 \
+        --hopper-tiles 128x64x8x3 128x128x8x2 128x128x8x4 128x64x4x3 128x128x4x3 >"$OUT/hopper/tiles_d128.txt" 2>&1
+    for d in 64 128; do
+        for c in "" --causal; do
+            step "r) kernels d=$d $c" 120 "$PY" experiments/bench_kernels.py --seq 1024 4096 16384 --head-dim "$d" $c \
+                --impls flash2 sdpa_flash sdpa_cudnn hopper hopper_fp8 >"$OUT/hopper/bench_d$d${c:+_causal}.txt" 2>&1
+        done
+    done
+fi
 echo "done $(date -u +%FT%TZ), $SECONDS s in all" >>"$LOG"
 ls -laR "$OUT" >>"$LOG"

@@ -1,0 +1,85 @@
+"""The Hopper forward (TMA tensor descriptors) against float64, fp16/bf16 and fp8, on ragged shapes.
+
+Without CUDA the kernel runs in the Triton interpreter (tensor descriptors included) on small shapes
+and blocks; the ``gpu`` cases run it compiled with its default tiles. fp16/bf16: as in
+tests/test_kernels.py, max|O − ref| ≤ 10 u · max|ref| (u the input dtype's unit roundoff). fp8: the
+reference takes the dequantised inputs, so the kernel's error is its rounding of P (in [0, 1]) to
+e4m3 before P V: at most 2⁻⁴ relative for normal values and 2⁻¹⁰ absolute below e4m3's smallest
+normal (2⁻⁶), so |O − ref| ≤ (2⁻⁴ + Nk · 2⁻¹⁰) · max|V| (the softmax denominator is ≥ 1), plus O's own
+rounding to fp16.
+"""
+from __future__ import annotations
+
+import math
+import os
+
+import pytest
+import torch
+
+from iosim.kernels import flash_hopper as fh
+
+DEVICE = "cpu" if os.environ.get("TRITON_INTERPRET") == "1" else "cuda"
+UNIT = {torch.float16: 2.0**-11, torch.bfloat16: 2.0**-8}
+
+# (batch, heads, kv_heads, N, d, causal, dtype, tiles): N never a multiple of the blocks
+SMALL = [(1, 2, 1, 200, 64, True, torch.float16, {"block_m": 64, "block_n": 32}),
+         (2, 2, 2, 77, 64, False, torch.bfloat16, {"block_m": 32, "block_n": 64}),
+         (1, 4, 2, 150, 128, True, torch.float16, {"block_m": 64, "block_n": 32})]
+BIG = [pytest.param(2, 8, 2, 1000, 128, True, torch.float16, {}, marks=pytest.mark.gpu),
+       pytest.param(1, 8, 8, 3000, 64, False, torch.bfloat16, {}, marks=pytest.mark.gpu)]
+
+
+def reference(q, k, v, causal):
+    """softmax(QKᵀ/√d [+ causal mask]) V and the LSE in float64, GQA by repeating K/V heads."""
+    group = q.shape[1] // k.shape[1]
+    k, v = (t.double().repeat_interleave(group, 1) for t in (k, v))
+    s = q.double() @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
+    if causal:
+        s = s.masked_fill(torch.ones(s.shape[-2:], dtype=torch.bool, device=s.device).triu(1), float("-inf"))
+    return torch.softmax(s, -1) @ v, torch.logsumexp(s, -1)
+
+
+def _inputs(batch, heads, kv_heads, n, d, dtype=torch.float32, seed=0):
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    return [torch.randn(shape, generator=g).to(DEVICE, dtype)
+            for shape in ((batch, heads, n, d), (batch, kv_heads, n, d), (batch, kv_heads, n, d))]
+
+
+@pytest.mark.parametrize("batch, heads, kv_heads, n, d, causal, dtype, tiles", SMALL + BIG)
+def test_forward_matches_float64(batch, heads, kv_heads, n, d, causal, dtype, tiles):
+    q, k, v = _inputs(batch, heads, kv_heads, n, d, dtype)
+    o, lse = fh.attention(q, k, v, causal, **tiles)
+    ref, ref_lse = reference(q, k, v, causal)
+    assert o.dtype == dtype and o.shape == q.shape and lse.shape == q.shape[:3]
+    assert (o.double() - ref).abs().max() <= 10 * UNIT[dtype] * ref.abs().max()
+    assert (lse.double() - ref_lse).abs().max() <= 1e-4 * ref_lse.abs().max()
+
+
+@pytest.mark.parametrize("batch, heads, kv_heads, n, d, causal, tiles", [
+    (1, 2, 1, 150, 64, True, {"block_m": 64, "block_n": 32}),
+    (1, 2, 2, 77, 128, False, {"block_m": 32, "block_n": 64}),
+    pytest.param(2, 8, 2, 1000, 128, True, {}, marks=pytest.mark.gpu)])
+def test_fp8_forward_within_e4m3s_rounding_of_p(batch, heads, kv_heads, n, d, causal, tiles):
+    q, k, v = _inputs(batch, heads, kv_heads, n, d)
+    (q8, qs), (k8, ks), (v8, vs) = fh.quantize(q), fh.quantize(k), fh.quantize(v, transpose=True)
+    assert v8.shape == (batch, kv_heads, d, n) and v8.stride(-2) % 16 == 0
+    o, lse = fh.attention(q8, k8, v8, causal, scales=(qs, ks, vs), **tiles)
+    dq, dk, dv = q8.double() * qs, k8.double() * ks, v8.double().transpose(-1, -2) * vs
+    ref, ref_lse = reference(dq, dk, dv, causal)
+    bound = (2.0**-4 + n * 2.0**-10) * dv.abs().max() + UNIT[torch.float16] * ref.abs().max()
+    assert o.dtype == torch.float16 and (o.double() - ref).abs().max() <= bound
+    assert (lse.double() - ref_lse).abs().max() <= 1e-4 * ref_lse.abs().max()  # S is exact in fp32
+
+
+def test_bad_inputs_are_refused_with_the_field():
+    q, k, v = _inputs(1, 2, 2, 80, 64, torch.float16)
+    with pytest.raises(ValueError, match="head_dim"):
+        fh.attention(q[..., :48].contiguous(), k[..., :48].contiguous(), v[..., :48].contiguous())
+    (q8, qs), (k8, ks), (v8, vs) = fh.quantize(q), fh.quantize(k), fh.quantize(v, transpose=True)
+    with pytest.raises(ValueError, match="scales"):
+        fh.attention(q8, k8, v8)
+    with pytest.raises(ValueError, match="v shape"):  # V not transposed
+        fh.attention(q8, k8, fh.quantize(v)[0], scales=(qs, ks, vs))
+    with pytest.raises(ValueError, match="transposed"):  # transposed but rows not 16-byte aligned
+        odd = v8.new_zeros((1, 2, 64, 81))[..., :80]
+        fh.attention(q8, k8, odd, scales=(qs, ks, vs))
