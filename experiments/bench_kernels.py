@@ -29,28 +29,37 @@ PEERS = ("sdpa_flash", "sdpa_cudnn")
 HOPPER = ("hopper", "hopper_fp8")  # forward only
 
 
-def bench_hopper(torch, spec: CaseSpec, fp8: bool, tiles: dict) -> tuple[float | None, None, str]:
-    """(forward seconds, None, note) of the Hopper kernel on the case's shape, random inputs."""
-    from iosim.kernels import flash_hopper
-
-    p = spec.problem
+def _guarded(torch, run) -> tuple[float | None, float | None, str]:
+    """``run()``'s (forward, backward) seconds and no note; (None, None, why) where it failed."""
     try:
-        dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[p.dtype]
-        q = torch.randn(p.batch, p.heads, p.seq_q, p.head_dim, device="cuda", dtype=dtype)
-        k, v = (torch.randn(p.batch, p.kv_heads, p.seq_k, p.head_dim, device="cuda", dtype=dtype) for _ in range(2))
-        if fp8:
-            (q, qs), (k, ks), (v, vs) = (flash_hopper.quantize(q), flash_hopper.quantize(k),
-                                         flash_hopper.quantize(v, transpose=True))
-            extra = {"scales": (qs, ks, vs)}
-        else:
-            extra = {}
-        return time_fn(lambda: flash_hopper.attention(q, k, v, p.causal, **tiles, **extra)).median_s, None, ""
+        fwd, bwd = run()
+        return fwd, bwd, ""
     except torch.cuda.OutOfMemoryError:
         return None, None, "out of memory"
     except Exception as e:
         return None, None, one_line(e)
     finally:
         torch.cuda.empty_cache()
+
+
+def bench_hopper(torch, spec: CaseSpec, fp8: bool, tiles: dict) -> tuple[float | None, None, str]:
+    """(forward seconds, None, note) of the Hopper kernel on the case's shape, random inputs."""
+    from iosim.kernels import flash_hopper
+
+    p = spec.problem
+
+    def run():
+        dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[p.dtype]
+        q = torch.randn(p.batch, p.heads, p.seq_q, p.head_dim, device="cuda", dtype=dtype)
+        k, v = (torch.randn(p.batch, p.kv_heads, p.seq_k, p.head_dim, device="cuda", dtype=dtype) for _ in range(2))
+        extra = {}
+        if fp8:
+            (q, qs), (k, ks), (v, vs) = (flash_hopper.quantize(q), flash_hopper.quantize(k),
+                                         flash_hopper.quantize(v, transpose=True))
+            extra = {"scales": (qs, ks, vs)}
+        return time_fn(lambda: flash_hopper.attention(q, k, v, p.causal, **tiles, **extra)).median_s, None
+
+    return _guarded(torch, run)
 
 
 def tiles_arg(text: str) -> dict:
@@ -65,19 +74,14 @@ def tiles_arg(text: str) -> dict:
 
 def bench_one(torch, spec: CaseSpec) -> tuple[float | None, float | None, str]:
     """(forward seconds, backward seconds, note); None where that pass failed."""
-    try:
+    def run():
         q, k, v, do = make_inputs(torch, spec)
         forward = make_forward(torch, spec)
         fwd = time_fn(lambda: forward(q, k, v)).median_s
         o = forward(q, k, v)
-        bwd = time_fn(lambda: torch.autograd.grad(o, (q, k, v), do, retain_graph=True)).median_s
-        return fwd, bwd, ""
-    except torch.cuda.OutOfMemoryError:
-        return None, None, "out of memory"
-    except Exception as e:
-        return None, None, one_line(e)
-    finally:
-        torch.cuda.empty_cache()
+        return fwd, time_fn(lambda: torch.autograd.grad(o, (q, k, v), do, retain_graph=True)).median_s
+
+    return _guarded(torch, run)
 
 
 def table(seq: int, head_dim: int, dtype: str, causal: bool, tokens: int, width: int, impls, hopper_tiles=()) -> str:

@@ -142,12 +142,12 @@ def test_the_lone_excess_is_the_calibrated_pass_beyond_its_own_loops_price():
         return replace(h200, calibration={**h200.calibration, "raw": {**raw, tag: seconds}})
 
     shape = (32, 128, 128, 4)
-    own = 1e-3 - lone_excess(with_pass(shape, 1e-3), "fp16", *shape)  # what its loop's code is priced at
+    own = 1e-3 - lone_excess(with_pass(shape, 1e-3), *shape)  # what its loop's code is priced at
     assert 0 < own < raw["miss_pass_softmax_32x128x128w4_resident_s"]
-    assert lone_excess(with_pass(shape, own + 2e-7), "fp16", *shape) == pytest.approx(2e-7, rel=1e-6)
-    assert lone_excess(with_pass(shape, own / 2), "fp16", *shape) == 0.0
-    assert lone_excess(with_pass((48, 128, 128, 4), 1e-3), "fp16", 48, 128, 128, 4) == 0.0  # no compiled loop
+    assert lone_excess(with_pass(shape, own + 2e-7), *shape) == pytest.approx(2e-7, rel=1e-6)
+    assert lone_excess(with_pass(shape, own / 2), *shape) == 0.0
+    assert lone_excess(with_pass((48, 128, 128, 4), 1e-3), 48, 128, 128, 4) == 0.0  # no compiled loop
     for bm, bn, d, w in MISS_TILES:
         resident = raw[f"miss_pass_softmax_{bm}x{bn}x{d}w{w}_resident_s"]
-        share = lone_excess(h200, "fp16", bm, bn, d, w) / resident
+        share = lone_excess(h200, bm, bn, d, w) / resident
         assert (share < 0.02) if bm >= 64 else (share > 0.1), (bm, bn, d, w, share)

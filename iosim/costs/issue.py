@@ -179,18 +179,18 @@ def cta_stream_bandwidth(profile) -> float | None:
     return max(best) if best else None
 
 
-def lone_excess(profile, dtype: str, rows: int, bn: int, d: int, warps: int) -> float:
+def lone_excess(profile, rows: int, bn: int, d: int, warps: int) -> float:
     """Seconds a CTA alone on its SM spends in each pass of an online-softmax tile loop of this shape
     (``rows`` × ``bn`` × ``d``, ``warps`` warps) beyond what its own code prices at: the calibrated loop
     of that shape on L2-resident tiles (``miss_pass_softmax_<rows>x<bn>x<d>w<warps>_resident_s``, one
-    CTA on every other SM) less what :func:`sm_time` prices that loop's own compiled code at. Large
+    CTA on every other SM, fp16) less what :func:`sm_time` prices that loop's own compiled code at. Large
     tiles are priced right (none); tiles of a few query rows (decode) wait more than their code explains.
     0 where the shape or its loop's code was not calibrated."""
     resident = _raw(profile).get(f"miss_pass_softmax_{rows}x{bn}x{d}w{warps}_resident_s")
     loop = calibration_loop(profile, rows, bn, d, warps, CALIBRATION_STAGES, True)
     if not resident or loop is None:
         return 0.0
-    rate = tensor_rate(profile, dtype, "fwd", d, warps, 1, (rows, bn), CALIBRATION_STAGES) / profile.sm_count
+    rate = tensor_rate(profile, "fp16", "fwd", d, warps, 1, (rows, bn), CALIBRATION_STAGES) / profile.sm_count
     own = sm_time(4.0 * rows * bn * d / rate, simt_seconds(loop, warps, profile),
                   chain_seconds(loop, profile, latencies(profile, 0.0)), 1, profile.math_overlap or 0.0)
     return max(0.0, float(resident) - own)

@@ -163,7 +163,7 @@ class Engine:
         lone = 0.0  # what a pass alone on its SM waits beyond its code (the calibrated loop of its tile shape)
         if kernel.mma != "bwd" and kernel.block_u and head_dim and kernel.iter_flops.tensor:
             rows = round(kernel.iter_flops.tensor / (4 * kernel.block_u * head_dim))  # a decode tile packs heads
-            lone = lone_excess(profile, self.dtype, rows, kernel.block_u, head_dim, kernel.warps)
+            lone = lone_excess(profile, rows, kernel.block_u, head_dim, kernel.warps)
         return {"iter": loop, "chain": chain, "lone": lone, "once": simt_seconds(code.outside, kernel.warps, profile),
                 "masked": masked, "tensor": rate / profile.sm_count, "atomic": atomic_exposure(profile, per_sm, kernel.stages), "spills": spills}
 
