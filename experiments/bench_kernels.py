@@ -1,9 +1,10 @@
 """TFLOP/s of our attention kernels beside PyTorch's SDPA flash and cuDNN backends, measured in one run.
 
-``hopper`` and ``hopper_fp8`` are the forward-only Hopper kernel (``iosim.kernels.flash_hopper``: TMA
-tensor descriptors; fp8 e4m3 with per-tensor scales, V transposed beforehand, outside the timing);
-``--hopper-tiles`` times it at other tiles (block_m x block_n x warps x stages, ``ws`` appended: with
-Triton's warp specialisation of its loop) too.
+``hopper`` is the Hopper kernel (``iosim.kernels.flash_hopper``: TMA tensor descriptors), forward and
+backward; ``hopper_fp8`` its forward in fp8 e4m3 with per-tensor scales (V transposed beforehand, outside
+the timing). ``--hopper-tiles`` times its forward at other tiles (block_m x block_n x warps x stages,
+``ws`` appended: with Triton's warp specialisation of its loop), ``--hopper-bwd-tiles`` its backward
+(``tma`` appended: dQ added by TMA reductions).
 
 FLOPs by ``Problem.flops()`` (4·B·H·N²·d, halved when causal, for the forward; the backward counts
 2.5× the forward). Defaults follow the reference table (h100-measured.md): fp16, d = 128, N = 4096,
@@ -11,8 +12,8 @@ B·N = 16K tokens, H·d = 2048. Each pass is timed with ``iosim.kernels.timing.t
 medians); the backward alone is timed by re-running ``autograd.grad`` on one retained forward graph.
 Needs the package installed with the kernels extra (``pip install -e '.[kernels]'``).
 
-    python3 experiments/bench_kernels.py [--seq 1024 4096] [--head-dim 64] [--causal] [--dtype bf16]
-        [--impls flash2 sdpa_cudnn hopper hopper_fp8] [--hopper-tiles 128x128x8x3 128x64x8x2]
+    python3 experiments/bench_kernels.py [--seq 1024 4096] [--head-dim 64 128] [--causal [both]] [--dtype bf16]
+        [--impls flash2 sdpa_cudnn hopper hopper_fp8] [--hopper-tiles 128x128x8x3] [--hopper-bwd-tiles 64x128x8x2tma]
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from iosim.kernels.inputs import make_forward, make_inputs
 from iosim.kernels.timing import time_fn
 
 PEERS = ("sdpa_flash", "sdpa_cudnn")
-HOPPER = ("hopper", "hopper_fp8")  # forward only
+HOPPER = ("hopper", "hopper_fp8")  # the Hopper kernel; fp8 forward only
 
 
 def _guarded(torch, run) -> tuple[float | None, float | None, str]:
@@ -42,8 +43,11 @@ def _guarded(torch, run) -> tuple[float | None, float | None, str]:
         torch.cuda.empty_cache()
 
 
-def bench_hopper(torch, spec: CaseSpec, fp8: bool, tiles: dict) -> tuple[float | None, None, str]:
-    """(forward seconds, None, note) of the Hopper kernel on the case's shape, random inputs."""
+def bench_hopper(torch, spec: CaseSpec, fp8: bool, tiles: dict | None, bwd_tiles: dict | None
+                 ) -> tuple[float | None, float | None, str]:
+    """(forward seconds, backward seconds, note) of the Hopper kernel on the case's shape, random inputs.
+
+    ``tiles`` None: the forward is not timed; ``bwd_tiles`` None: the backward is not (fp8 has none)."""
     from iosim.kernels import flash_hopper
 
     p = spec.problem
@@ -52,24 +56,46 @@ def bench_hopper(torch, spec: CaseSpec, fp8: bool, tiles: dict) -> tuple[float |
         dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[p.dtype]
         q = torch.randn(p.batch, p.heads, p.seq_q, p.head_dim, device="cuda", dtype=dtype)
         k, v = (torch.randn(p.batch, p.kv_heads, p.seq_k, p.head_dim, device="cuda", dtype=dtype) for _ in range(2))
-        extra = {}
         if fp8:
             (q, qs), (k, ks), (v, vs) = (flash_hopper.quantize(q), flash_hopper.quantize(k),
                                          flash_hopper.quantize(v, transpose=True))
-            extra = {"scales": (qs, ks, vs)}
-        return time_fn(lambda: flash_hopper.attention(q, k, v, p.causal, **tiles, **extra)).median_s, None
+            return time_fn(lambda: flash_hopper.attention(q, k, v, p.causal, scales=(qs, ks, vs), **tiles)).median_s, None
+        fwd = None if tiles is None else time_fn(lambda: flash_hopper.attention(q, k, v, p.causal, **tiles)).median_s
+        if bwd_tiles is None:
+            return fwd, None
+        for t in (q, k, v):
+            t.requires_grad_()
+        o = flash_hopper.fwd(q, k, v, p.causal, **bwd_tiles)
+        do = torch.randn_like(o)
+        return fwd, time_fn(lambda: torch.autograd.grad(o, (q, k, v), do, retain_graph=True)).median_s
 
     return _guarded(torch, run)
 
 
 def tiles_arg(text: str) -> dict:
-    """``BMxBNxWxS`` (``ws`` appended: warp-specialised) as the Hopper kernel's keyword arguments."""
+    """``BMxBNxWxS`` (``ws`` appended: warp-specialised) as the Hopper forward's keyword arguments."""
     ws = text.lower().endswith("ws")
     try:
         bm, bn, w, st = (int(x) for x in text.lower().removesuffix("ws").split("x"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"tiles must be BMxBNxWARPSxSTAGES[ws], e.g. 128x128x8x3; got {text!r}") from None
     return {"block_m": bm, "block_n": bn, "warps": w, "stages": st, "warp_specialize": ws}
+
+
+def bwd_tiles_arg(text: str) -> dict:
+    """``BMxBNxWxS`` (``tma`` appended: dQ added by TMA reductions) as the Hopper backward's keyword arguments."""
+    tma = text.lower().endswith("tma")
+    try:
+        bm, bn, w, st = (int(x) for x in text.lower().removesuffix("tma").split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"backward tiles must be BMxBNxWARPSxSTAGES[tma], e.g. 64x128x8x2; got {text!r}"
+                                         ) from None
+    return {"block_m": bm, "block_n": bn, "warps": w, "stages": st, "dq_tma": tma}
+
+
+def _tiles_label(t: dict) -> str:
+    suffix = "ws" if t.get("warp_specialize") else "tma" if t.get("dq_tma") else ""
+    return f"{t['block_m']}x{t['block_n']}x{t['warps']}x{t['stages']}{suffix}"
 
 
 def bench_one(torch, spec: CaseSpec) -> tuple[float | None, float | None, str]:
@@ -84,20 +110,22 @@ def bench_one(torch, spec: CaseSpec) -> tuple[float | None, float | None, str]:
     return _guarded(torch, run)
 
 
-def table(seq: int, head_dim: int, dtype: str, causal: bool, tokens: int, width: int, impls, hopper_tiles=()) -> str:
+def table(seq: int, head_dim: int, dtype: str, causal: bool, tokens: int, width: int, impls, hopper_tiles=(),
+          hopper_bwd_tiles=()) -> str:
     torch = cuda_torch()
     batch, heads = max(1, tokens // seq), max(1, width // head_dim)
     results = {}
-    runs = [(impl, {}) for impl in impls]
-    runs += [(f"hopper {t['block_m']}x{t['block_n']}x{t['warps']}x{t['stages']}{'ws' if t['warp_specialize'] else ''}", t)
-             for t in hopper_tiles]
-    for impl, tiles in runs:
+    # (row label, forward tiles, backward tiles) of the Hopper kernel; {} its defaults, None that pass untimed
+    runs = [(impl, {}, {} if impl == "hopper" else None) for impl in impls]
+    runs += [(f"hopper {_tiles_label(t)}", t, None) for t in hopper_tiles]
+    runs += [(f"hopper bwd {_tiles_label(t)}", None, t) for t in hopper_bwd_tiles]
+    for impl, tiles, bwd_tiles in runs:
         base = impl.split()[0]
         spec = case("flash2" if base in HOPPER else base, "fwd_bwd", batch=batch, heads=heads, seq=seq,
                     head_dim=head_dim, dtype=dtype, causal=causal)
         fwd_flops = replace(spec.problem, backward=False).flops()
         if base in HOPPER:
-            fwd, bwd, note = bench_hopper(torch, spec, base == "hopper_fp8", tiles)
+            fwd, bwd, note = bench_hopper(torch, spec, base == "hopper_fp8", tiles, bwd_tiles)
         else:
             fwd, bwd, note = bench_one(torch, spec)
         results[impl] = (fwd and fwd_flops / fwd / 1e12, bwd and 2.5 * fwd_flops / bwd / 1e12, fwd, bwd, note)
@@ -123,21 +151,27 @@ def table(seq: int, head_dim: int, dtype: str, causal: bool, tokens: int, width:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seq", type=int, nargs="+", default=[4096], help="sequence lengths N")
-    parser.add_argument("--head-dim", type=int, default=128, help="head dimension d")
+    parser.add_argument("--head-dim", type=int, nargs="+", default=[128], help="head dimensions d")
     parser.add_argument("--dtype", choices=("fp16", "bf16"), default="fp16", help="input dtype")
-    parser.add_argument("--causal", action="store_true", help="causal mask (FLOPs halved)")
+    parser.add_argument("--causal", nargs="?", const="yes", default="no", choices=("no", "yes", "both"),
+                        help="causal mask (FLOPs halved); 'both': a table without it and one with it")
     parser.add_argument("--tokens", type=int, default=16384, help="B·N, tokens per batch (B = tokens / N)")
     parser.add_argument("--width", type=int, default=2048, help="H·d, model width (H = width / d)")
     parser.add_argument("--impls", nargs="+", default=list(TRAINED + PEERS), choices=TRAINED + PEERS + HOPPER,
-                        help="implementations to time (hopper, hopper_fp8: forward only)")
+                        help="implementations to time (hopper_fp8: forward only)")
     parser.add_argument("--hopper-tiles", nargs="+", type=tiles_arg, default=[], metavar="BMxBNxWxS",
-                        help="also time the Hopper kernel at these tiles, e.g. 128x128x8x3")
+                        help="also time the Hopper forward at these tiles, e.g. 128x128x8x3 (ws: warp-specialised)")
+    parser.add_argument("--hopper-bwd-tiles", nargs="+", type=bwd_tiles_arg, default=[], metavar="BMxBNxWxS",
+                        help="also time the Hopper backward at these tiles, e.g. 64x128x8x2 (tma: dQ by TMA reductions)")
     args = parser.parse_args(argv)
+    masks = {"no": (False,), "yes": (True,), "both": (False, True)}[args.causal]
     try:
-        for seq in args.seq:
-            print(table(seq, args.head_dim, args.dtype, args.causal, args.tokens, args.width, args.impls,
-                        args.hopper_tiles), flush=True)
-            print()
+        for head_dim in args.head_dim:
+            for causal in masks:
+                for seq in args.seq:
+                    print(table(seq, head_dim, args.dtype, causal, args.tokens, args.width, args.impls,
+                                args.hopper_tiles, args.hopper_bwd_tiles), flush=True)
+                    print()
     except HarnessError as e:
         print(f"bench_kernels: {e}", file=sys.stderr)
         return 2

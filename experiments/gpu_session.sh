@@ -20,6 +20,9 @@
 #   q) decode CTAs alone on their SMs (ncu)     -> $OUT/lone/measurements.json + .csv       (≤ 300 s)
 #   r) the Hopper (TMA) forward: GPU tests, its tiles and the kernels beside SDPA
 #                                                -> $OUT/hopper/*.txt, pytest_gpu_hopper.log  (≤ 500 s)
+#   s) the Hopper backward: GPU tests and its tiles -> $OUT/hopper/bwd_tiles_d128.txt        (≤ 300 s)
+#   t) every kernel beside SDPA in one run, the hopper grid (ncu)
+#                                                -> $OUT/hopper/bench_all.txt, $OUT/hopper/ncu/ (≤ 900 s)
 # A step that fails or runs out of time does not stop the next. Measurement files are rewritten
 # atomically after each batch of cases, so a step cut short keeps every finished batch. Progress
 # goes to $OUT/session.log. All steps take longer than one 10-minute device command: name the steps
@@ -118,6 +121,20 @@ if want r; then
                 --impls flash2 sdpa_flash sdpa_cudnn hopper hopper_fp8 >"$OUT/hopper/bench_d$d${c:+_causal}.txt" 2>&1
         done
     done
+fi
+if want s; then
+    mkdir -p "$OUT/hopper"
+    step "s) pytest -m gpu (hopper)" 150 "$PY" -m pytest tests/test_flash_hopper.py -q -p no:cacheprovider \
+        >"$OUT/pytest_gpu_hopper.log" 2>&1
+    step "s) hopper backward tiles" 150 "$PY" experiments/bench_kernels.py --seq 4096 16384 --impls flash2 sdpa_cudnn hopper \
+        --hopper-bwd-tiles 64x128x8x2tma 64x128x4x2 64x128x8x3 64x64x4x3 32x128x8x2 128x64x8x2 64x128x8x1 \
+        >"$OUT/hopper/bwd_tiles_d128.txt" 2>&1
+fi
+if want t; then
+    mkdir -p "$OUT/hopper"
+    step "t) kernels, one run" 400 "$PY" experiments/bench_kernels.py --seq 1024 4096 16384 --head-dim 64 128 \
+        --causal both --impls flash2 sdpa_flash sdpa_cudnn hopper hopper_fp8 >"$OUT/hopper/bench_all.txt" 2>&1
+    step "t) measurement grid hopper" 500 "$PY" -m iosim measure --grid hopper --out "$OUT/hopper/ncu" >>"$LOG" 2>&1
 fi
 echo "done $(date -u +%FT%TZ), $SECONDS s in all" >>"$LOG"
 ls -laR "$OUT" >>"$LOG"

@@ -384,6 +384,25 @@ def lone_grid() -> list[CaseSpec]:
     return cases + [S(1, 28, seq_q=2), S(1, 28, seq_q=2, ragged=True), S(1, 132), S(1, 264)]
 
 
+HOPPER_KERNEL = "kernels/flash_hopper.py:fwd"  # the Hopper (TMA) kernel, forward and backward under autograd
+
+
+def hopper_grid() -> list[CaseSpec]:
+    """The Hopper kernel (``kernels/flash_hopper.py``, TMA; modelled with FlashAttention-2's schedule) forward
+    and forward + backward, and SDPA's cuDNN and flash backends on its shapes: d = 128 at N = 4K and 16K,
+    d = 64, causal N = 8K, bf16 GQA (16 query heads on 4)."""
+    shapes = [dict(batch=4, heads=16, seq_q=4096, head_dim=128), dict(batch=1, heads=16, seq_q=16384, head_dim=128),
+              dict(batch=4, heads=16, seq_q=4096, head_dim=64),
+              dict(batch=2, heads=16, seq_q=8192, head_dim=128, causal=True),
+              dict(batch=4, heads=16, kv_heads=4, seq_q=4096, head_dim=128, dtype="bf16")]
+    cases = [kernel_case(HOPPER_KERNEL, "flash2", pass_, **dict(shape)) for pass_ in ("fwd", "fwd_bwd") for shape in shapes]
+    cases += [case("sdpa_cudnn", pass_, seq=shape["seq_q"], **{k: v for k, v in shape.items() if k != "seq_q"})
+              for pass_ in ("fwd", "fwd_bwd") for shape in (shapes[0], shapes[2], shapes[3], shapes[4])]
+    cases += [case("sdpa_flash", "fwd_bwd", seq=shape["seq_q"], **{k: v for k, v in shape.items() if k != "seq_q"})
+              for shape in (shapes[0], shapes[3])]
+    return cases
+
+
 GRIDS = {"default": default_grid, "smoke": smoke_grid, "h200": h200_grid, "decode": decode_grid, "paged": paged_grid,
          "paged_flex": paged_flex_grid, "lone": lone_grid, "varlen": varlen_grid, "window": window_grid,
-         "foreign": manifest_cases}
+         "foreign": manifest_cases, "hopper": hopper_grid}

@@ -2,7 +2,8 @@
 
 k CTAs (k in ``KS``) each read a buffer of ``BUFFER_BYTES`` with L1-bypassing loads (``.cg``), at the
 same time (k ≤ 2 per SM, all resident at once). Variant ``same``: every CTA reads buffer 0;
-``pairs``: CTA c reads buffer c // 2; ``mod2``: CTA c reads buffer c % 2. Under ncu (L2 flushed
+``pairs``: CTA c reads buffer c // 2; ``mod2``: CTA c reads buffer c % 2. The ``_tma`` variants read the
+same bytes by TMA: 4 × 256 fp32 boxes of a tensor descriptor, as Hopper kernels load their tiles. Under ncu (L2 flushed
 before each launch) each launch reports crossbar read bytes (what the SMs received), L2 slice
 lookup read sectors (what the slices served), the LRC's sectors in and out, and DRAM read bytes:
 if the coalescer merges the k identical requests, lookups stay near one buffer's sectors while the
@@ -21,7 +22,8 @@ from iosim.kernels.ncu import BASE_METRICS, kernel_counters, parse_ncu_raw_csv
 from iosim.kernels.profiler import metrics_for, probe_cli, profiled_launch, require_ncu, run_probe
 
 KS = (1, 2, 4, 8, 16, 33, 66, 132, 264)
-VARIANTS = ("same", "pairs", "mod2")
+VARIANTS = ("same", "pairs", "mod2", "same_tma", "pairs_tma", "mod2_tma")
+BOX = (4, 256)  # a TMA box: rows × fp32 columns (at most 256 a dimension), BLOCK elements
 BUFFER_BYTES = 256 * 2**10  # per CTA: 64 loads of 4 KiB (1024 fp32 per 4-warp CTA)
 BLOCK = 1024  # fp32 per load
 TAG = "lrc-{}-{}"  # NVTX range: variant, k
@@ -54,23 +56,53 @@ def _kernel():
     return shared_read
 
 
+def _tma_kernel():
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def shared_read_tma(desc, out, MODE: tl.constexpr, ITERS: tl.constexpr, ROWS: tl.constexpr, COLS: tl.constexpr):
+        """``shared_read`` by TMA: ITERS boxes of ROWS × COLS fp32 of the buffer MODE picks."""
+        pid = tl.program_id(0)
+        if MODE == 0:
+            buf = 0
+        elif MODE == 1:
+            buf = pid // 2
+        else:
+            buf = pid % 2
+        acc = tl.zeros([ROWS, COLS], tl.float32)
+        for i in range(ITERS):
+            acc += desc.load([(buf * ITERS + i) * ROWS, 0])
+        offs = tl.arange(0, ROWS)[:, None] * COLS + tl.arange(0, COLS)[None, :]
+        tl.store(out + pid * ROWS * COLS + offs, acc)
+
+    return shared_read_tma
+
+
 def buffers(variant: str, k: int) -> int:
     """Distinct buffers k CTAs read in ``variant``."""
-    return {"same": 1, "pairs": (k + 1) // 2, "mod2": min(k, 2)}[variant]
+    return {"same": 1, "pairs": (k + 1) // 2, "mod2": min(k, 2)}[variant.removesuffix("_tma")]
 
 
 def child() -> int:
     """Runs under ncu: one warm-up launch per shape outside the profiled range, then one profiled and tagged."""
     torch = cuda_torch()
-    kernel = _kernel()
+    kernel, tma = _kernel(), _tma_kernel()
     iters = BUFFER_BYTES // (4 * BLOCK)
     src = torch.randn(max(KS) * iters * BLOCK, dtype=torch.float32, device="cuda")
     out = torch.empty(max(KS) * BLOCK, dtype=torch.float32, device="cuda")
-    for mode, variant in enumerate(VARIANTS):
+    from triton.tools.tensor_descriptor import TensorDescriptor
+    desc = TensorDescriptor.from_tensor(src.view(-1, BOX[1]), list(BOX))
+    for n, variant in enumerate(VARIANTS):
+        mode = n % 3
         for k in KS:
-            profiled_launch(torch, TAG.format(variant, k),
-                            lambda k=k, mode=mode: kernel[(k,)](src, out, MODE=mode, ITERS=iters, BLOCK=BLOCK,
-                                                                num_warps=4))
+            if variant.endswith("_tma"):
+                launch = lambda k=k, mode=mode: tma[(k,)](desc, out, MODE=mode, ITERS=iters, ROWS=BOX[0], COLS=BOX[1],  # noqa: E731
+                                                           num_warps=4)
+            else:
+                launch = lambda k=k, mode=mode: kernel[(k,)](src, out, MODE=mode, ITERS=iters, BLOCK=BLOCK,  # noqa: E731
+                                                              num_warps=4)
+            profiled_launch(torch, TAG.format(variant, k), launch)
     return 0
 
 

@@ -8,7 +8,8 @@ needs to reach the file's backward. Launches map onto the flash2 schedule by rol
 main launch (BLOCK_M and BLOCK_N, the largest grid) is ``flash2_fwd``; in the backward, the
 preprocess (no BLOCK_N, or named pre/delta/preprocess) is ``flash2_bwd_pre`` and the main launch
 ``flash2_bwd``. ``python -m iosim.kernels.user_codes --manifest M --out DIR`` writes the mixes of
-every case of a foreign-kernel manifest (read back by :mod:`iosim.measure.kernel_codes`).
+every case of a foreign-kernel manifest (``--grid hopper``: of a measurement grid's user-kernel cases),
+read back by :mod:`iosim.measure.kernel_codes`.
 """
 from __future__ import annotations
 
@@ -177,13 +178,15 @@ def _case_mixes(ref: str, config: dict, arch: int) -> dict:
             "mixes": [None if m is None else m.to_dict() for m in mixes], **tiling}
 
 
-def manifest_mixes(manifest: Path, arch: int, workers: int, log=None) -> dict:
-    """{case name: {kernel, schedule, mixes, tiling, backward_tiling}} for every case of ``manifest``."""
+def manifest_mixes(manifest: Path | None, arch: int, workers: int, log=None, grid: str | None = None) -> dict:
+    """{case name: {kernel, schedule, mixes, tiling, backward_tiling}} for every case of ``manifest``, or
+    every user-kernel case of the measurement grid ``grid`` (``iosim measure --grid``)."""
     import multiprocessing
 
-    from iosim.kernels.cases import manifest_cases
+    from iosim.kernels.cases import GRIDS, manifest_cases
+    from iosim.measure.measurement import KERNEL_IMPL
 
-    cases = manifest_cases(manifest)
+    cases = manifest_cases(manifest) if grid is None else [c for c in GRIDS[grid]() if c.impl == KERNEL_IMPL]
     jobs = {c.name: (c.kernel, {"algo": c.algo, "problem": c.run_config()["problem"]}) for c in cases}
     out: dict = {}
     start = time.perf_counter()
@@ -208,9 +211,14 @@ def _child_env() -> None:
 
 
 def main(argv=None) -> int:
-    """Compile every case of a foreign-kernel manifest for sm_ARCH; write DIR/sm_<arch>-triton-<version>.json."""
+    """Compile every case of a foreign-kernel manifest (or a grid's user-kernel cases) for sm_ARCH; write
+    DIR/sm_<arch>-triton-<version>.json."""
+    from iosim.kernels.cases import GRIDS
+
     parser = argparse.ArgumentParser(prog="python -m iosim.kernels.user_codes", description=main.__doc__)
-    parser.add_argument("--manifest", type=Path, required=True, help="foreign-kernel manifest (YAML)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--manifest", type=Path, help="foreign-kernel manifest (YAML)")
+    source.add_argument("--grid", choices=sorted(GRIDS), help="the user-kernel cases of this measurement grid (hopper)")
     parser.add_argument("--out", type=Path, required=True, help="folder for the mixes file")
     parser.add_argument("--arch", type=int, default=DEFAULT_ARCH, help="compute capability as an int (90 = sm_90)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="compile processes")
@@ -220,7 +228,7 @@ def main(argv=None) -> int:
     def log(msg):
         print(msg, file=sys.stderr, flush=True)
 
-    cases = manifest_mixes(args.manifest, args.arch, args.workers, log)
+    cases = manifest_mixes(args.manifest, args.arch, args.workers, log, args.grid)
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / mixes_filename(args.arch, triton.__version__)
     doc = {"schema": SCHEMA, "schema_version": 1, "arch": f"sm_{args.arch}", "triton": triton.__version__,

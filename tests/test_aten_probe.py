@@ -76,3 +76,13 @@ def test_a_probe_launch_is_warmed_up_outside_the_profiled_range():
         nvtx=SimpleNamespace(range_push=lambda tag: calls.append(f"push {tag}"), range_pop=lambda: calls.append("pop")))
     profiler.profiled_launch(SimpleNamespace(cuda=cuda), "softmax-768", lambda: calls.append("launch"))
     assert calls == ["launch", "sync", "start", "push softmax-768", "launch", "sync", "pop", "stop"]
+
+
+def test_lrc_probe_tma_variants_read_the_same_buffers():
+    """The TMA variants of the LRC probe read the buffers of their .cg twins, in TMA boxes of one load's bytes."""
+    from iosim.kernels import lrc_probe
+
+    for k in lrc_probe.KS:
+        for variant in ("same", "pairs", "mod2"):
+            assert lrc_probe.buffers(f"{variant}_tma", k) == lrc_probe.buffers(variant, k)
+    assert lrc_probe.BOX[0] * lrc_probe.BOX[1] == lrc_probe.BLOCK and lrc_probe.BOX[1] <= 256

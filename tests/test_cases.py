@@ -4,12 +4,15 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from importlib import resources
+from pathlib import Path
 
 import pytest
 
 from iosim.kernels import harness
 from iosim.kernels.cases import REF_TILING, CaseSpec, case, default_grid, smoke_grid
 from iosim.schedule.problem import ConfigError, Problem, RunConfig, Tiling
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _committed_names(path: str) -> list[str]:
@@ -195,3 +198,19 @@ def test_the_lone_grid_leaves_each_decode_cta_alone_on_its_sm_then_fills_one_and
         rows.add((config.tiling.block_m, split.name))
     assert all(n < sms // 2 for n in ctas[:-2]) and sms // 2 < ctas[-2] <= sms < ctas[-1] <= 2 * sms
     assert rows == {(m, k) for m in (16, 32, 64) for k in ("decode_split", "decode_split_ragged")}
+
+
+def test_hopper_grid_is_the_committed_set_and_its_compiled_code():
+    """The hopper grid: the Hopper kernel forward and forward + backward on five shapes, SDPA beside it; the
+    committed H200 set measured exactly these cases and kernels/mixes holds each kernel case's code."""
+    from iosim.kernels.cases import GRIDS, HOPPER_KERNEL, hopper_grid
+
+    grid = hopper_grid()
+    assert GRIDS["hopper"] is hopper_grid
+    assert [c.name for c in grid] == _committed_names("h200/hopper/ncu_bwd/measurements.json")
+    kernels = [c for c in grid if c.impl == "kernel"]
+    assert len(kernels) == 10 and {c.kernel for c in kernels} == {HOPPER_KERNEL}
+    assert {c.pass_ for c in kernels} == {"fwd", "fwd_bwd"} and {c.impl for c in grid} >= {"sdpa_cudnn", "sdpa_flash"}
+    for version in ("3.6.0", "3.9.0"):
+        mixes = json.loads((REPO / "kernels" / "mixes" / f"sm_90-triton-{version}.json").read_text())
+        assert sorted(mixes["cases"]) == sorted(c.name for c in kernels), version

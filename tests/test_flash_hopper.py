@@ -7,6 +7,8 @@ reference takes the dequantised inputs, so the kernel's error is its rounding of
 e4m3 before P V: at most 2⁻⁴ relative for normal values and 2⁻¹⁰ absolute below e4m3's smallest
 normal (2⁻⁶), so |O − ref| ≤ (2⁻⁴ + Nk · 2⁻¹⁰) · max|V| (the softmax denominator is ≥ 1), plus O's own
 rounding to fp16.
+Backward: dQ, dK, dV against float64 autograd of the reference, max|g − ref| ≤ 20 u · max|ref| (P and dS
+are rounded to the input dtype before their products, as in every FlashAttention backward).
 """
 from __future__ import annotations
 
@@ -83,3 +85,28 @@ def test_bad_inputs_are_refused_with_the_field():
     with pytest.raises(ValueError, match="transposed"):  # transposed but rows not 16-byte aligned
         odd = v8.new_zeros((1, 2, 64, 81))[..., :80]
         fh.attention(q8, k8, odd, scales=(qs, ks, vs))
+
+
+# backward cases: (batch, heads, kv_heads, N, d, causal, dtype, tiles), N never a multiple of the blocks
+BWD_SMALL = [(1, 2, 1, 150, 64, True, torch.float16, {"block_m": 32, "block_n": 64}),
+             (2, 2, 2, 77, 64, False, torch.bfloat16, {"block_m": 32, "block_n": 32}),
+             (1, 4, 2, 100, 128, True, torch.float16, {"block_m": 64, "block_n": 32})]
+BWD_BIG = [pytest.param(2, 8, 2, 1000, 128, True, torch.float16, {}, marks=pytest.mark.gpu),
+           pytest.param(1, 8, 8, 3000, 64, False, torch.bfloat16, {}, marks=pytest.mark.gpu),
+           pytest.param(1, 8, 4, 1000, 128, False, torch.float16, {"dq_tma": True}, marks=pytest.mark.gpu),
+           pytest.param(1, 4, 4, 777, 128, True, torch.bfloat16, {"dq_tma": True}, marks=pytest.mark.gpu)]
+
+
+@pytest.mark.parametrize("batch, heads, kv_heads, n, d, causal, dtype, tiles", BWD_SMALL + BWD_BIG)
+def test_backward_matches_float64(batch, heads, kv_heads, n, d, causal, dtype, tiles):
+    q, k, v = (t.requires_grad_() for t in _inputs(batch, heads, kv_heads, n, d, dtype))
+    do = _inputs(batch, heads, heads, n, d, dtype, seed=1)[0]
+    o = fh.fwd(q, k, v, causal, **tiles)
+    grads = torch.autograd.grad(o, (q, k, v), do)
+    leaves = [t.detach().double().requires_grad_() for t in (q, k, v)]
+    ref, _ = reference(*leaves, causal)
+    refs = torch.autograd.grad(ref, leaves, do.double())
+    assert [r["kernel"] for r in fh.LAUNCHES] == ["hopper_fwd", "flash2_bwd_pre", "hopper_bwd"]
+    for g, r, t in zip(grads, refs, (q, k, v)):
+        assert g.dtype == dtype and g.shape == t.shape
+        assert (g.double() - r).abs().max() <= 20 * UNIT[dtype] * r.abs().max()

@@ -119,6 +119,24 @@ def test_back_branches_to_one_target_form_one_loop():
     assert mix.outside.opcodes == {"EXIT": 1, "MOV": 1}
 
 
+def test_out_of_line_waits_after_the_last_exit_close_no_loop():
+    """A TMA kernel's mbarrier waits: the body branches forward to a retry loop placed after the last EXIT,
+    which branches back into the body. Neither that loop nor the jump back is a loop of the kernel: the
+    body's own loop stays its innermost (found by hand in hopper_fwd's SASS, Triton 3.6 and 3.9)."""
+    text = "\n".join(["Function : k", "/*0000*/ MOV R0, RZ ;",
+                      "/*0010*/ SYNCS.PHASECHK.TRANS64.TRYWAIT P0, [UR4], R5 ;", "/*0020*/ @!P0 BRA 0x90 ;",
+                      "/*0030*/ HGMMA.64x128x16.F32 R24, gdesc[UR12], R24 ;", "/*0040*/ FADD R1, R1, 1 ;",
+                      "/*0050*/ @P1 BRA 0x10 ;", "/*0060*/ @!P2 EXIT ;", "/*0070*/ STG.E [R2], R1 ;",
+                      "/*0080*/ EXIT ;",
+                      "/*0090*/ SYNCS.PHASECHK.TRANS64.TRYWAIT P0, [UR4], R5 ;", "/*00a0*/ @!P0 BRA 0x90 ;",
+                      "/*00b0*/ BRA 0x30 ;", "/*00c0*/ BRA 0xc0 ;"])
+    insns = parse_functions(text)["k"]
+    assert loop_ranges(insns) == [(1, 5)]
+    mix = kernel_mix(text)
+    assert [(loop.instructions, loop.depth, loop.innermost) for loop in mix.loops] == [(5, 1, True)]
+    assert [body.instructions for body in mix.loop_bodies()] == [5]
+
+
 def test_json_round_trip():
     mix = kernel_mix(NESTED, key="nested|fp16|w4|s3|BLOCK=128", n_regs=20, shared_bytes=0)
     again = KernelMix.from_dict(json.loads(json.dumps(mix.to_dict())))

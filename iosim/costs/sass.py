@@ -277,12 +277,23 @@ def loop_ranges(insns: list[Instruction]) -> list[tuple[int, int]]:
     an address at or before it closes the loop ``[target, b]``; back branches to one target merge."""
     index = {insn.address: k for k, insn in enumerate(insns)}
     last_back: dict[int, int] = {}
-    for k, insn in enumerate(insns):
+    cold = _cold_start(insns)
+    for k, insn in enumerate(insns[:cold]):
         if insn.target is not None and insn.target <= insn.address and not _self_branch(insn):
             first = index.get(insn.target)
             if first is not None:
                 last_back[first] = max(k, last_back.get(first, k))
     return sorted(last_back.items())
+
+
+def _cold_start(insns: list[Instruction]) -> int:
+    """Index of the first instruction after the last unconditional EXIT: out-of-line code the body jumps to
+    and back from (the retry loops of a TMA copy's mbarrier wait), whose back branches close no loop of
+    the kernel. ``len(insns)`` when nothing follows it."""
+    for k in range(len(insns) - 1, -1, -1):
+        if insns[k].opcode == "EXIT" and not _PRED.match(insns[k].text.strip()):
+            return k + 1
+    return len(insns)
 
 
 def loop_mixes(insns: list[Instruction]) -> tuple[list[LoopMix], LoopMix]:
