@@ -47,7 +47,8 @@ block_m × block_n × d and w<warps>, the backward's block_n K/V rows × block_m
   10·bm·bn·d per iteration): the backward tile loop with dQ kept in registers, and with the (bm × d) fp32
   dQ tile added every iteration by relaxed ``tl.atomic_add`` into its Q block's tile of a zeroed buffer
   (16 tiles, ≈ c·SMs/16 CTAs adding into each at once), at 128x64x64w8 c = 1 and 64x64x64w4 c = 2;
-  ``<atomic key>_bytes_per_s``: its atomic payload bytes / time;
+  ``<atomic key>_bytes_per_s``: its atomic payload bytes / time; ``tile_bwd_<plain|atomic>_tma_...`` the
+  same with Q and dO loaded by TMA (128x64x64w8, c = 1, 2 and 3 stages);
 - ``l2_write`` (bytes/s): plain stores by 16 CTAs per SM into an L2-resident 16 MiB fp32 buffer, ≈ 500
   passes per launch, timed without an L2 flush (``time_warm``);
 - ``miss_pass_s`` (seconds, :func:`miss_cost`): what a two-stage pass of the tile loop waits when its
@@ -641,19 +642,68 @@ def _bwd_tile_kernel():
     return tile_mma_bwd
 
 
+@functools.cache
+def _bwd_tile_tma_kernel():
+    import triton
+    import triton.language as tl
+
+    _, _, smid = _ptx()
+
+    @triton.jit
+    def tile_mma_bwd_tma(DESC_Q, DESC_DO, K, V, OUT, DQ, SMS, N_Q, ITERS: tl.constexpr, BM: tl.constexpr,
+                         BN: tl.constexpr, D: tl.constexpr, ATOMIC: tl.constexpr = False, RECORD_SM: tl.constexpr = False):
+        """``tile_mma_bwd`` with Q and dO loaded by TMA (BM × d boxes of tensor descriptors), as Hopper kernels
+        load them: the loads no longer queue in the memory pipe beside the dQ atomics."""
+        pid = tl.program_id(0)
+        if RECORD_SM:
+            one = tl.arange(0, 1)
+            tl.store(SMS + pid + one, smid(one))
+        rm, rn, rd = tl.arange(0, BM), tl.arange(0, BN), tl.arange(0, D)
+        k = tl.load(K + rn[:, None] * D + rd[None, :])
+        v = tl.load(V + rn[:, None] * D + rd[None, :])
+        dk = tl.zeros([BN, D], tl.float32)
+        dv = tl.zeros([BN, D], tl.float32)
+        dq = tl.zeros([BM, D], tl.float32)
+        for i in range(ITERS):
+            j = (pid + i) % N_Q
+            q = DESC_Q.load([j * BM, 0])
+            do = DESC_DO.load([j * BM, 0])
+            st = tl.dot(k, tl.trans(q)).to(q.dtype)
+            dv = tl.dot(st, do, dv)
+            dpt = tl.dot(v, tl.trans(do)).to(q.dtype)
+            dk = tl.dot(dpt, q, dk)
+            if ATOMIC:
+                tl.atomic_add(DQ + j * BM * D + rm[:, None] * D + rd[None, :], tl.dot(tl.trans(dpt), k), sem="relaxed")
+            else:
+                dq = tl.dot(tl.trans(dpt), k, dq)
+        tl.store(OUT + pid * BN * D + rn[:, None] * D + rd[None, :], dk + dv)
+        if not ATOMIC:
+            tl.store(DQ + pid * BM * D + rm[:, None] * D + rd[None, :], dq)
+
+    return tile_mma_bwd_tma
+
+
 def bwd_tile_loop(q, do, k, v, out, dq, sm_ids, *, bm: int, ctas: int, iters: int, warps: int, stages: int,
-                  atomic: bool = False, record_sm: bool = False):
+                  atomic: bool = False, record_sm: bool = False, tma: bool = False):
     """Launch ``tile_mma_bwd`` on ``ctas`` CTAs (0: compile and load only) and return the compiled kernel.
 
     q and do are (N_Q·bm × d), k and v (block_n × d); ``out`` takes each CTA's dK + dV (block_n × d fp32),
     ``dq`` each CTA's dQ (bm × d fp32) or, with ``atomic``, the N_Q atomically summed dQ tiles.
     """
     bn, d = k.shape
-    return _bwd_tile_kernel()[(ctas,)](q, do, k, v, out, dq, sm_ids, q.shape[0] // bm, ITERS=iters, BM=bm, BN=bn,
-                                       D=d, ATOMIC=atomic, RECORD_SM=record_sm, num_warps=warps, num_stages=stages)
+    n_q = q.shape[0] // bm
+    if tma:  # q and do as tensor descriptors of BM × d boxes
+        from triton.tools.tensor_descriptor import TensorDescriptor
+        q, do = (TensorDescriptor.from_tensor(t, [bm, d]) for t in (q, do))
+        kernel = _bwd_tile_tma_kernel()
+    else:
+        kernel = _bwd_tile_kernel()
+    return kernel[(ctas,)](q, do, k, v, out, dq, sm_ids, n_q, ITERS=iters, BM=bm, BN=bn, D=d, ATOMIC=atomic,
+                           RECORD_SM=record_sm, num_warps=warps, num_stages=stages)
 
 
-def _bwd_setup(torch, bn, bm, d, warps, ctas, *, iters, atomic=False, record_sm=False, dtype=None, stages=None):
+def _bwd_setup(torch, bn, bm, d, warps, ctas, *, iters, atomic=False, record_sm=False, dtype=None, stages=None,
+               tma=False):
     """A no-argument launcher of the backward tile loop on ``ctas`` CTAs (0: compile only) over random inputs
     (16 Q blocks), and the tensor its CTAs write their ``%smid`` into. The atomic variant's dQ buffer is
     zeroed once and keeps adding over the repetitions: only the time is kept."""
@@ -667,7 +717,7 @@ def _bwd_setup(torch, bn, bm, d, warps, ctas, *, iters, atomic=False, record_sm=
     sm_ids = torch.full((room,), -1, dtype=torch.int32, device="cuda")
     stages = default_tiling("flash2", BWD, d).stages if stages is None else stages
     return (lambda: bwd_tile_loop(q, do, k, v, out, dq, sm_ids, bm=bm, ctas=ctas, iters=iters, warps=warps,
-                                  stages=stages, atomic=atomic, record_sm=record_sm)), sm_ids
+                                  stages=stages, atomic=atomic, record_sm=record_sm, tma=tma)), sm_ids
 
 
 def bwd_tile_flops(torch, dtype, head_dim: int, iters: int = 128) -> float:
@@ -687,10 +737,13 @@ BWD_ATOMIC_TILES = ((128, 64, 64, 8, 1), (64, 64, 64, 4, 2))
 # pipeline depths measured besides the default tiling's: a deeper loop hides more of its atomics
 # (experiments/measurements/h200/atomics: 0.91 of the payload time exposed at 2 stages, 0.60 at 3)
 BWD_ATOMIC_STAGES = (1, 3, 4)
+# the same loop with Q and dO loaded by TMA (``tile_bwd_*_tma_*``), as the Hopper backward loads them,
+# at its pipeline depths: does a loop whose loads bypass the memory pipe wait for its atomics alike?
+BWD_ATOMIC_TMA_STAGES = (2, 3)
 
 
 def bwd_tile_atomics(torch, bn: int, bm: int, d: int, warps: int, c: int, iters: int = 1024, progress=print,
-                     stages: int | None = None) -> dict:
+                     stages: int | None = None, tma: bool = False) -> dict:
     """The backward tile loop with dQ kept in registers ("plain") and with dQ added atomically every
     iteration ("atomic", as FlashAttention-2), one after the other, fp16, exactly ``c`` CTAs per SM
     (grid = c × SM count; a variant whose resources do not allow c is skipped, see :func:`ctas_per_sm`).
@@ -700,14 +753,14 @@ def bwd_tile_atomics(torch, bn: int, bm: int, d: int, warps: int, c: int, iters:
     Returns ``{"tile_bwd_<plain|atomic>_fp16_<bn>x<bm>x<d>w<warps>[s<stages>]_c<c>": FLOP/s (the five
     matmuls, 10·bm·bn·d per iteration), "..._ok_sms": SMs that ran exactly c CTAs, "<atomic
     key>_bytes_per_s": atomic payload bytes / time}``; ``s<stages>`` where ``stages`` is given (else the
-    default tiling's depth).
+    default tiling's depth). ``tma``: Q and dO loaded by TMA, keys ``tile_bwd_<plain|atomic>_tma_fp16_...``.
     """
     sms, out = torch.cuda.get_device_properties(0).multi_processor_count, {}
     depth = "" if stages is None else f"s{stages}"
     for atomic in (False, True):
-        key = f"tile_bwd_{'atomic' if atomic else 'plain'}_fp16_{bn}x{bm}x{d}w{warps}{depth}_c{c}"
+        key = f"tile_bwd_{'atomic' if atomic else 'plain'}{'_tma' if tma else ''}_fp16_{bn}x{bm}x{d}w{warps}{depth}_c{c}"
         setup = lambda ctas: _bwd_setup(torch, bn, bm, d, warps, ctas, iters=iters, atomic=atomic, record_sm=True,
-                                        stages=stages)
+                                        stages=stages, tma=tma)
         if not _fitting(torch, setup(0)[0](), warps, (c,), lambda _: key, progress):
             continue
         fn, sm_ids = setup(c * sms)
@@ -912,6 +965,9 @@ def _series_steps(torch, progress) -> list:
             + [(f"bwd atomics {bn}x{bm}x{d}w{w}s{st} c={c}",
                 part(bwd_tile_atomics, torch, bn, bm, d, w, c, progress=progress, stages=st))
                for bn, bm, d, w, c in BWD_ATOMIC_TILES for st in BWD_ATOMIC_STAGES]
+            + [(f"bwd atomics tma {bn}x{bm}x{d}w{w}s{st} c={c}",
+                part(bwd_tile_atomics, torch, bn, bm, d, w, c, progress=progress, stages=st, tma=True))
+               for bn, bm, d, w, c in BWD_ATOMIC_TILES[:1] for st in BWD_ATOMIC_TMA_STAGES]
             + [("L2 write", part(l2_write_bandwidth, torch))])
 
 
@@ -970,7 +1026,7 @@ def run_all(progress=print, only=None) -> dict:
 
 
 _FACTORIES = {"dram_stream": _stream_kernel, "l2_read": _l2_kernel, "l2_write": _l2_write_kernel, "tile_mma": _tile_kernel, "clock_probe": _clock_kernel,
-              "tile_mma_bwd": _bwd_tile_kernel, "chase": _chase_kernel, "tile_atomics": _atomic_kernel,
+              "tile_mma_bwd": _bwd_tile_kernel, "tile_mma_bwd_tma": _bwd_tile_tma_kernel, "chase": _chase_kernel, "tile_atomics": _atomic_kernel,
               "serial_tiles": _serial_kernel, "empty": _empty_kernel}
 
 

@@ -119,6 +119,27 @@ def test_atomic_exposure_is_the_added_time_over_the_payload_time():
               "tile_bwd_atomic_fp16_128x64x64w8s3_c1": sms * flops / (t_plain + 0.25 * payload / (bw / sms))}
     profile = _with_raw(H200, raw | deeper)
     assert [atomic_exposure(profile, 1, st) for st in (1, 2, 3, 4)] == pytest.approx([0.4, 0.4, 0.25, 0.25])
+    # the same loop loading by TMA (tma in its key) shows 10 %: a TMA kernel takes it, the others never do;
+    # a TMA kernel on a profile without that series takes the memory pipe's
+    tma = {"tile_bwd_plain_tma_fp16_128x64x64w8s3_c1": sms * flops / t_plain,
+           "tile_bwd_atomic_tma_fp16_128x64x64w8s3_c1": sms * flops / (t_plain + 0.1 * payload / (bw / sms))}
+    with_tma = _with_raw(H200, raw | deeper | tma)
+    assert [atomic_exposure(with_tma, 1, st, tma=True) for st in (2, 3)] == pytest.approx([0.1, 0.1])
+    assert [atomic_exposure(with_tma, 1, st) for st in (2, 3)] == pytest.approx([0.4, 0.25])
+    assert atomic_exposure(profile, 1, 3, tma=True) == pytest.approx(0.25)
+
+
+def test_a_loop_that_loads_by_tma_is_marked_so():
+    """kernel_code marks a kernel whose loop body issues UTMALDG (a TMA copy) as loading by TMA."""
+    from iosim.costs.code import kernel_code
+    from iosim.costs.sass import kernel_mix
+
+    def mix(load):
+        return kernel_mix("\n".join(["Function : k", "/*0000*/ MOV R0, RZ ;", f"/*0010*/ {load} ;",
+                                     "/*0020*/ HGMMA.64x128x16.F32 R24, gdesc[UR12], R24 ;", "/*0030*/ @P1 BRA 0x10 ;",
+                                     "/*0040*/ EXIT ;"]))
+    assert kernel_code(mix("UTMALDG.3D [UR8], [UR4]"), "t").tma
+    assert not kernel_code(mix("LDGSTS.E.BYPASS.128 [R1], [R2.64]"), "t").tma
 
 
 def test_spills_cross_to_l2_by_what_shared_memory_leaves_of_l1():

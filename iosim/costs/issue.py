@@ -80,6 +80,7 @@ class KernelCode:
     spill_bytes: int = 0  # local-memory bytes per thread the compiler spilled
     local_bytes: int = 0  # local memory per thread in all (spills and stack frame): the spill footprint
     source: str = "estimate"
+    tma: bool = False  # its loop loads its tiles by TMA (UTMALDG), not through the memory pipe
 
 
 def loop_code(mix: LoopMix) -> LoopCode:
@@ -342,6 +343,7 @@ def tensor_rate(profile, dtype: str, mma: str = "fwd", head_dim: int | None = No
 
 _OCC = re.compile(r"^tile_occ_fp16_(\d+)x(\d+)x(\d+)w(\d+)(?:s(\d+))?_c(\d+)$")
 _BWD_ATOMIC = re.compile(r"^tile_bwd_atomic_fp16_(\d+)x(\d+)x(\d+)w(\d+)(?:s(\d+))?_c(\d+)$")
+_BWD_ATOMIC_TMA = re.compile(r"^tile_bwd_atomic_tma_fp16_(\d+)x(\d+)x(\d+)w(\d+)(?:s(\d+))?_c(\d+)$")
 CALIBRATION_STAGES = 2  # pipeline stages of the tile loops whose key names none (the default tiling's)
 
 
@@ -403,18 +405,23 @@ def _interpolate(curve: list[tuple[float, float]], x: float) -> float:
     return curve[-1][1]
 
 
-def atomic_exposure(profile, share: int, stages: int = CALIBRATION_STAGES) -> float:
+def atomic_exposure(profile, share: int, stages: int = CALIBRATION_STAGES, tma: bool = False) -> float:
     """Share of a CTA's atomic-add time (its payload at the SM's share of ``l2_atomic_bandwidth``)
     that lengthens its loop, from the calibration's backward tile loop with and without the dQ
     atomics at one and at two CTAs per SM and, where measured, at several pipeline depths (a deeper
     loop hides more): the CTAs per SM nearest ``share``, then the depth nearest ``stages``; 0 where
-    not measured (atomics then only load the L2)."""
+    not measured (atomics then only load the L2). ``tma``: the loop loads its tiles by TMA, whose
+    copies do not queue in the memory pipe behind the atomics; the same loop loading by TMA
+    (``tile_bwd_*_tma_*``) where it was measured."""
     raw = _raw(profile)
     if not profile.l2_atomic_bandwidth:
         return 0.0
+    pattern = _BWD_ATOMIC
+    if tma and any(_BWD_ATOMIC_TMA.match(key) for key in raw):
+        pattern = _BWD_ATOMIC_TMA
     found = {}
     for key, value in raw.items():
-        m = _BWD_ATOMIC.match(key)
+        m = pattern.match(key)
         plain = raw.get(key.replace("_atomic_", "_plain_"))
         if not (m and value and plain):
             continue

@@ -165,7 +165,7 @@ class Engine:
             rows = round(kernel.iter_flops.tensor / (4 * kernel.block_u * head_dim))  # a decode tile packs heads
             lone = lone_excess(profile, rows, kernel.block_u, head_dim, kernel.warps)
         return {"iter": loop, "chain": chain, "lone": lone, "once": simt_seconds(code.outside, kernel.warps, profile),
-                "masked": masked, "tensor": rate / profile.sm_count, "atomic": atomic_exposure(profile, per_sm, kernel.stages), "spills": spills}
+                "masked": masked, "tensor": rate / profile.sm_count, "atomic": atomic_exposure(profile, per_sm, kernel.stages, code.tma), "spills": spills}
 
     def _kernel(self, kernel, per_sm):
         slots = per_sm * self.profile.sm_count
