@@ -110,3 +110,32 @@ def test_backward_matches_float64(batch, heads, kv_heads, n, d, causal, dtype, t
     for g, r, t in zip(grads, refs, (q, k, v)):
         assert g.dtype == dtype and g.shape == t.shape
         assert (g.double() - r).abs().max() <= 20 * UNIT[dtype] * r.abs().max()
+
+
+def _bench_kernels():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / "bench_kernels.py"
+    spec = importlib.util.spec_from_file_location("bench_kernels", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_kernels_reads_the_hopper_tiles_and_refuses_bad_ones(capsys):
+    import argparse
+
+    bench = _bench_kernels()
+    assert bench.tiles_arg("128x64x8x3ws") == {"block_m": 128, "block_n": 64, "warps": 8, "stages": 3,
+                                               "warp_specialize": True}
+    assert bench.bwd_tiles_arg("64x128x8x2TMA") == {"block_m": 64, "block_n": 128, "warps": 8, "stages": 2,
+                                                    "dq_tma": True}
+    assert bench._tiles_label(bench.bwd_tiles_arg("64x128x8x3")) == "64x128x8x3"
+    for bad in ("64x128x8", "64x128x8x2ws"):
+        with pytest.raises(argparse.ArgumentTypeError, match="BMxBNxWARPSxSTAGES"):
+            bench.bwd_tiles_arg(bad)
+    if DEVICE == "cpu":  # no GPU: one line naming why, exit status 2, no traceback
+        assert bench.main(["--seq", "256", "--head-dim", "64", "128", "--causal", "both"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("bench_kernels: ") and len(err.strip().splitlines()) == 1
