@@ -1,0 +1,25 @@
+set -u
+PY=/opt/torch/.venv/bin/python3; [ -x $PY ] || PY=python3
+NCU_DIR=$(ls -d /opt/nvidia/nsight-compute/*/ 2>/dev/null | sort | tail -n 1); command -v ncu >/dev/null || export PATH="$NCU_DIR:$PATH"
+mkdir -p $OUT/sdpa_sass
+cat > /tmp/child.py <<'PYEOF'
+import torch, torch.nn.functional as F
+from torch.nn.attention import sdpa_kernel, SDPBackend
+torch.manual_seed(0)
+q = torch.randn(4, 16, 4096, 128, device="cuda", dtype=torch.float16, requires_grad=True)
+k = torch.randn_like(q, requires_grad=True); v = torch.randn_like(q, requires_grad=True)
+do = torch.randn_like(q)
+for name, be in (("cudnn", SDPBackend.CUDNN_ATTENTION), ("flash", SDPBackend.FLASH_ATTENTION)):
+    with sdpa_kernel(be):
+        o = F.scaled_dot_product_attention(q, k, v); torch.autograd.grad(o, (q, k, v), do)
+        torch.cuda.synchronize()
+        torch.cuda.profiler.start(); torch.cuda.nvtx.range_push(name)
+        o = F.scaled_dot_product_attention(q, k, v); torch.autograd.grad(o, (q, k, v), do)
+        torch.cuda.synchronize(); torch.cuda.nvtx.range_pop(); torch.cuda.profiler.stop()
+PYEOF
+(date -u +%FT%TZ; nvidia-smi --query-gpu=name,driver_version --format=csv,noheader; $PY -c 'import torch;print(torch.__version__)'; ncu --version | tail -1) > $OUT/sdpa_sass/provenance.txt
+timeout 400 ncu --profile-from-start off --nvtx --clock-control none --section SourceCounters -f -o $OUT/sdpa_sass/sdpa_src $PY /tmp/child.py > $OUT/sdpa_sass/ncu.log 2>&1; echo "ncu rc=$?"
+tail -5 $OUT/sdpa_sass/ncu.log
+timeout 200 ncu --import $OUT/sdpa_sass/sdpa_src.ncu-rep --page source --print-source sass --csv > $OUT/sdpa_sass/sdpa_sass.csv 2> $OUT/sdpa_sass/export.err; echo "export rc=$?"; head -c 600 $OUT/sdpa_sass/export.err
+ls -la $OUT/sdpa_sass; head -5 $OUT/sdpa_sass/sdpa_sass.csv | cut -c1-300; wc -l $OUT/sdpa_sass/sdpa_sass.csv
+gzip -k $OUT/sdpa_sass/sdpa_sass.csv; rm -f $OUT/sdpa_sass/sdpa_sass.csv
