@@ -51,6 +51,8 @@ block_m × block_n × d and w<warps>, the backward's block_n K/V rows × block_m
   same with Q and dO loaded by TMA (128x64x64w8, c = 1, 2 and 3 stages);
 - ``l2_write`` (bytes/s): plain stores by 16 CTAs per SM into an L2-resident 16 MiB fp32 buffer, ≈ 500
   passes per launch, timed without an L2 flush (``time_warm``);
+- ``serial_<ld|rw>_<bytes>_s`` (seconds per tile, :func:`cta_store_cost`): a 4-warp CTA's unpipelined loop over
+  fp32 tiles loading each (``ld``), and loading and storing each back (``rw``), as flash1 writes O_i;
 - ``miss_pass_s`` (seconds, :func:`miss_cost`): what a two-stage pass of the tile loop waits when its
   loads miss the L2, against the same loop on resident tiles; ``miss_pass_<bm>x<bn>x<d>w<warps>_s``
   (:func:`miss_costs`) the same over tiles of 16-64 KiB of K and V a pass.
@@ -887,6 +889,43 @@ def _serial_kernel():
     return serial_tiles
 
 
+def _serial_rw_kernel():
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def serial_rw_tiles(src, dst, ITERS: tl.constexpr, ROWS: tl.constexpr, D: tl.constexpr):
+        """``serial_tiles`` that also stores each tile it loaded (scaled) to its own place of ``dst`` before
+        loading the next, as flash1's inner loop writes O_i back (num_stages=1)."""
+        pid = tl.program_id(0)
+        offs = tl.arange(0, ROWS)[:, None] * D + tl.arange(0, D)[None, :]
+        base = pid.to(tl.int64) * ITERS * ROWS * D
+        for i in range(ITERS):
+            x = tl.load(src + base + i * ROWS * D + offs)
+            tl.store(dst + base + i * ROWS * D + offs, x * 0.5)
+
+    return serial_rw_tiles
+
+
+def cta_store_cost(torch, ctas: int = 64, iters: int = 256, d: int = 64) -> dict:
+    """What storing each tile adds to an unpipelined CTA's loop: seconds per tile of ``serial_tiles`` (load,
+    use) and of ``serial_rw_tiles`` (load, store it back elsewhere), fp32 tiles of 32 and 128 rows × 64, 64
+    CTAs of 4 warps; raw keys ``serial_<ld|rw>_<bytes>_s``."""
+    load, rw = _serial_kernel(), _serial_rw_kernel()
+    out = {}
+    for rows in (32, 128):
+        src = torch.randn(ctas * iters * rows * d, dtype=torch.float32, device="cuda")
+        dst = torch.empty_like(src)
+        small = torch.empty(ctas * rows * d, dtype=torch.float32, device="cuda")
+        for key, run in ((f"serial_ld_{rows * d * 4}_s",
+                          lambda: load[(ctas,)](src, small, ITERS=iters, ROWS=rows, D=d, num_warps=4, num_stages=1)),
+                         (f"serial_rw_{rows * d * 4}_s",
+                          lambda: rw[(ctas,)](src, dst, ITERS=iters, ROWS=rows, D=d, num_warps=4, num_stages=1))):
+            run()
+            out[key] = time_fn(run).median_s / iters
+    return out
+
+
 def cta_load_rate(torch, ctas: int = 64, iters: int = 256, d: int = 64) -> dict:
     """Per-CTA latency and bandwidth of unpipelined tile loads from DRAM (4 warps, fp32 tiles of 32
     and 128 rows × 64): the line through the two times per tile."""
@@ -994,6 +1033,7 @@ def run_all(progress=print, only=None) -> dict:
         ("launch", lambda: launch_overhead(torch)),
         ("atomics", lambda: atomic_bandwidth(torch)),
         ("serial loads", lambda: cta_load_rate(torch)),
+        ("serial stores", lambda: cta_store_cost(torch)),
         ("latency", lambda: {**load_latency(torch, 4 * 2**20, in_l2=True),
                              **load_latency(torch, 2 * GiB, in_l2=False)}),
         ("SM clock", lambda: sm_clock(torch)),
