@@ -154,9 +154,9 @@ class Engine:
             return value + masked * (cost(code.masked) - value) if masked else value
 
         loop = per_pass(lambda c: simt_seconds(c, kernel.warps, profile))
-        # A pipelined loop's pace is its warps' own schedule; an unpipelined one (one stage) waits for
-        # its loads every iteration, and the calibrated per-CTA load time (see _cohort) stands for that chain.
-        chain = per_pass(lambda c: chain_seconds(c, profile, latency)) if kernel.stages > 1 else 0.0
+        # A loop's pace is at least its warps' own schedule (stall counts and uncovered waits); an
+        # unpipelined one (one stage) also waits for its loads every iteration (see _cohort).
+        chain = per_pass(lambda c: chain_seconds(c, profile, latency))
         spills = tuple(per_pass(lambda c, n=n: spill_traffic(c, kernel.warps, miss)[n]) for n in (0, 1))
         rate = tensor_rate(profile, self.dtype, kernel.mma, head_dim, kernel.warps, per_sm,
                            (kernel.block_i, kernel.block_u), kernel.stages)
@@ -326,7 +326,14 @@ class Engine:
                 if cta_bw and step.active and loads:
                     scale = length / step.iters if step.iters else 1.0
                     serial += cta_load_seconds(scale * max(loads.values()) / step.active, kernel.warps, cta_bw)
-                end = ready + math + serial
+                # CTAs stepping together each wait for their own share of the step's bytes, then compute
+                # while the others' bytes move: the step lasts the longer of the cohort's transfer and one
+                # CTA's (its share, then its math and round trips), as the same CTAs run one by one do
+                wait = ready - now
+                if step.active > 1 and wait > 0:
+                    end = now + max(wait, wait / step.active + math + serial)
+                else:
+                    end = ready + math + serial
             first = False
             self.events += 1
             yield env.timeout(end - now)
