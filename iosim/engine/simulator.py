@@ -217,6 +217,9 @@ class Engine:
         sms = self.profile.sm_count
         lat_dram, lat_l2 = self.profile.dram_latency or 0.0, self.profile.l2_latency or 0.0
         cta_bw = self.profile.cta_load_bandwidth
+        # an unpipelined CTA keeps the same bytes in flight whatever serves them (Little's law): tiles the
+        # L2 holds come faster than the calibrated rate (measured from DRAM) by the ratio of the latencies
+        cta_bw_hit = cta_bw * lat_dram / lat_l2 if cta_bw and lat_l2 and lat_dram > lat_l2 else cta_bw
         stream_bw = self._stream_bw
         miss_pass = ((self.profile.calibration or {}).get("raw") or {}).get("miss_pass_s", 0.0)
         first = True
@@ -233,6 +236,7 @@ class Engine:
             ready, moved, missed, atomic, written = now, 0, False, 0, 0
             distinct, lone = 0, 0.0  # bytes of lines read; bytes filled for them, per CTA reading them
             loads = {}  # bytes loaded per tensor: independent loads a CTA issues together
+            late = set()  # tensors some of whose loads this step waited for memory
             for name, sl, r0, r1, c0, c1, kind, mult in step.accesses:
                 rect = (name, r0, r1, c0, c1)
                 cut = pieces.get(rect)
@@ -253,6 +257,8 @@ class Engine:
                 elif kind == READ:
                     loads[name] = loads.get(name, 0) + nbytes * mult
                     distinct += nbytes
+                    if r > now:
+                        late.add(name)
             if atomic and self.atomics is not None:
                 ready = max(ready, self.atomics.reserve(now, atomic))
                 moved -= atomic
@@ -325,7 +331,8 @@ class Engine:
                 serial = latency * max(1.0, length) + (kernel.lookups * lookup if first else 0.0)
                 if cta_bw and step.active and loads:
                     scale = length / step.iters if step.iters else 1.0
-                    serial += cta_load_seconds(scale * max(loads.values()) / step.active, kernel.warps, cta_bw)
+                    serial += max(cta_load_seconds(scale * b / step.active, kernel.warps, cta_bw if n in late else cta_bw_hit)
+                                  for n, b in loads.items())
                 # CTAs stepping together each wait for their own share of the step's bytes, then compute
                 # while the others' bytes move: the step lasts the longer of the cohort's transfer and one
                 # CTA's (its share, then its math and round trips), as the same CTAs run one by one do
