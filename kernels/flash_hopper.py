@@ -203,8 +203,7 @@ def attention(q, k, v, causal=False, sm_scale=None, block_m=None, block_n=None, 
         _common.check_inputs(q, k, v, causal)
     B, H, NQ, D = q.shape
     HKV, NK = k.shape[1], k.shape[2]
-    bm, bn, w, st = TILES[D]
-    bm, bn, w, st = block_m or bm, block_n or bn, warps or w, stages or st
+    bm, bn, w, st = _tiles(TILES, D, block_m, block_n, warps, stages)
     scale = _common.default_scale(D, sm_scale)
     qs, ks, vs = scales if fp8 else (1.0, 1.0, 1.0)
     o = torch.empty((B, H, NQ, D), device=q.device, dtype=out_dtype if fp8 else q.dtype)
@@ -221,6 +220,12 @@ def attention(q, k, v, causal=False, sm_scale=None, block_m=None, block_n=None, 
     return o, lse
 
 
+def _tiles(table: dict, head_dim: int, block_m, block_n, warps, stages) -> tuple:
+    """(block_m, block_n, warps, stages): the table's defaults for ``head_dim`` where not given."""
+    bm, bn, w, st = table[head_dim]
+    return block_m or bm, block_n or bn, warps or w, stages or st
+
+
 def _rows_aligned(v) -> bool:
     """A (B, Hkv, d, Nk) view TMA can read: unit stride along Nk, rows 16 bytes apart, heads evenly spaced."""
     return (v.stride(-1) == 1 and v.stride(-2) % 16 == 0 and v.stride(1) == v.shape[2] * v.stride(2)
@@ -234,8 +239,7 @@ def backward(do, q, k, v, o, lse, causal=False, sm_scale=None, block_m=None, blo
     _common.check_inputs(q, k, v, causal)
     B, H, NQ, D = q.shape
     HKV, NK = k.shape[1], k.shape[2]
-    bm, bn, w, st = BWD_TILES[D]
-    bm, bn, w, st = block_m or bm, block_n or bn, warps or w, stages or st
+    bm, bn, w, st = _tiles(BWD_TILES, D, block_m, block_n, warps, stages)
     scale = _common.default_scale(D, sm_scale)
     do = do.contiguous()
     dq = torch.zeros((B, H, NQ, D), device=q.device, dtype=torch.float32)

@@ -655,7 +655,8 @@ def _bwd_tile_tma_kernel():
     def tile_mma_bwd_tma(DESC_Q, DESC_DO, K, V, OUT, DQ, SMS, N_Q, ITERS: tl.constexpr, BM: tl.constexpr,
                          BN: tl.constexpr, D: tl.constexpr, ATOMIC: tl.constexpr = False, RECORD_SM: tl.constexpr = False):
         """``tile_mma_bwd`` with Q and dO loaded by TMA (BM × d boxes of tensor descriptors), as Hopper kernels
-        load them: the loads no longer queue in the memory pipe beside the dQ atomics."""
+        load them: the loads no longer queue in the memory pipe beside the dQ atomics. A kernel of its own
+        rather than a constexpr of ``tile_mma_bwd``, whose committed compiled mixes are keyed by its constexprs."""
         pid = tl.program_id(0)
         if RECORD_SM:
             one = tl.arange(0, 1)
