@@ -13,6 +13,9 @@ kernel) three families of launches each report DRAM, crossbar and L2-slice count
 - ``shared``: one CTA per SM, each reading the whole S-byte buffer once (in lockstep as far as the
   hardware keeps them): DRAM read bytes near S mean data many SMs read is fetched and stored once,
   near 2·S once per L2 partition.
+- ``sharedsweep``: the same, each CTA reading the buffer twice: a cyclic sweep of data every SM reads.
+  Its second-pass miss against ``sweep``'s says how many copies the L2 keeps of a line SMs of both
+  partitions read, against one only its own SM reads (long causal attention's K/V is the former).
 
     python -m iosim.kernels.l2_probe --out DIR     # runs ncu on itself; writes DIR/l2_probe.json
 
@@ -88,6 +91,7 @@ VARIANTS = {v.name: v for v in (
     Variant("dirty", (4, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 128, 192), ctas_per_sm=4, passes=0),
     Variant("sweep", (16, 24, 32, 40, 48, 56, 64, 72, 80, 96, 112, 128, 160), ctas_per_sm=2, passes=2),
     Variant("shared", (16, 32, 48, 64, 96), ctas_per_sm=1, passes=1, shared=True),
+    Variant("sharedsweep", (16, 20, 24, 28, 32, 36, 40, 48, 56, 64), ctas_per_sm=1, passes=2, shared=True),
 )}
 
 
@@ -207,7 +211,8 @@ def derive(variant: Variant, size: int, counters: dict, ctas: int | None) -> dic
     dirty: ``retained_bytes = size - dram_write_bytes`` (dirty data left in L2 at the end) and the write
     lookups per byte written (≈1). Reads: ``requested_bytes`` (what the CTAs load), DRAM reads per
     buffer byte, crossbar and L2-lookup bytes per requested byte; a multi-pass sweep adds the miss
-    fraction of the later passes, ``(dram_read_bytes - size) / ((passes - 1) · size)``.
+    fraction of the later passes, ``(dram_read_bytes - size) / ((passes - 1) · size)`` (shared or not: the
+    buffer is fetched once a pass either way).
     """
     if variant.passes == 0:
         writes = counters.get("l2_lookup_write_sectors")
@@ -219,7 +224,7 @@ def derive(variant: Variant, size: int, counters: dict, ctas: int | None) -> dic
     out = {"requested_bytes": requested, "dram_read_over_size": counters["dram_read_bytes"] / size,
            "xbar_over_requested": _ratio(counters.get("xbar_read_bytes"), requested),
            "read_lookups_over_requested": _ratio(None if lookups is None else lookups * SECTOR_BYTES, requested)}
-    if variant.passes > 1 and not variant.shared:
+    if variant.passes > 1:
         out["second_pass_miss"] = (counters["dram_read_bytes"] - size) / ((variant.passes - 1) * size)
     return out
 
@@ -285,15 +290,20 @@ def half_miss_size(curve) -> float | None:
 
 
 def summary(res: dict[str, list[dict]]) -> dict:
-    """The dirty limit (:func:`dirty_limit`), the sweep's miss curve and its half-miss size, the shared read's
-    DRAM bytes per buffer byte."""
+    """The dirty limit (:func:`dirty_limit`), the sweeps' miss curves and half-miss sizes (private and shared),
+    the shared read's DRAM bytes per buffer byte."""
     limit, plateau = dirty_limit([(r["size_bytes"], r["retained_bytes"]) for r in res.get("dirty", [])])
-    sweep = [{"size_bytes": r["size_bytes"], "second_pass_miss": r["second_pass_miss"]} for r in res.get("sweep", [])]
-    return {"dirty_limit_bytes": limit, "dirty_plateau_sizes": list(plateau),
-            "sweep_curve": sweep,
-            "sweep_half_miss_bytes": half_miss_size([(p["size_bytes"], p["second_pass_miss"]) for p in sweep]),
-            "shared_curve": [{"size_bytes": r["size_bytes"], "dram_read_over_size": r["dram_read_over_size"]}
-                             for r in res.get("shared", [])]}
+    sweep, shared = ([{"size_bytes": r["size_bytes"], "second_pass_miss": r["second_pass_miss"]} for r in res.get(v, [])]
+                     for v in ("sweep", "sharedsweep"))
+    out = {"dirty_limit_bytes": limit, "dirty_plateau_sizes": list(plateau),
+           "sweep_curve": sweep,
+           "sweep_half_miss_bytes": half_miss_size([(p["size_bytes"], p["second_pass_miss"]) for p in sweep]),
+           "shared_curve": [{"size_bytes": r["size_bytes"], "dram_read_over_size": r["dram_read_over_size"]}
+                            for r in res.get("shared", [])]}
+    if shared:
+        out["shared_sweep_curve"] = shared
+        out["shared_sweep_half_miss_bytes"] = half_miss_size([(p["size_bytes"], p["second_pass_miss"]) for p in shared])
+    return out
 
 
 # --------------------------------------------------------------------------- the ncu run
@@ -327,16 +337,18 @@ def report(data: dict) -> list[str]:
     lines = [f"dirty  {r['size_bytes'] / MiB:>5.0f} MiB: DRAM write {r['dram_write_bytes'] / MiB:7.2f} MiB, "
              f"retained {r['retained_bytes'] / MiB:6.2f} MiB, {r['duration_s'] * 1e6:7.1f} us"
              for r in data["results"].get("dirty", [])]
-    for name in ("sweep", "shared"):
+    for name in ("sweep", "shared", "sharedsweep"):
         for r in data["results"].get(name, []):
             miss = r.get("second_pass_miss")
             lines.append(f"{name:<6} {r['size_bytes'] / MiB:>5.0f} MiB: DRAM read {r['dram_read_over_size']:.3f} x size"
                          + ("" if miss is None else f", second-pass miss {miss:.3f}")
                          + f", {r['duration_s'] * 1e6:7.1f} us")
     s = data["summary"]
-    limit, half = s["dirty_limit_bytes"], s["sweep_half_miss_bytes"]
+    limit, half, shared = s["dirty_limit_bytes"], s["sweep_half_miss_bytes"], s.get("shared_sweep_half_miss_bytes")
     return lines + [f"dirty limit {'-' if limit is None else f'{limit / MiB:.2f} MiB'}, "
-                    f"sweep half-miss size {'-' if half is None else f'{half / MiB:.1f} MiB'}"]
+                    f"sweep half-miss size {'-' if half is None else f'{half / MiB:.1f} MiB'}"
+                    + ("" if "shared_sweep_curve" not in s else
+                       f", shared sweep half-miss size {'-' if shared is None else f'{shared / MiB:.1f} MiB'}")]
 
 
 def main(argv=None) -> int:

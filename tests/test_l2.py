@@ -131,3 +131,20 @@ def test_a_line_fills_exactly_the_bytes_not_yet_present(seed):
         l2.access(A, "hbm", READ, hi - lo, LINE, 1, float(n), lo, hi)
         assert l2.stats.miss_bytes - before == len(set(range(lo, hi)) - present), (n, lo, hi)
         present |= set(range(lo, hi))
+
+
+def test_bytes_another_cta_is_bringing_in_come_when_its_pass_gets_them():
+    """A convoy: CTA 1 misses a line's first half at t = 0 and its step, over [0, 10], reaches that data at
+    its end; CTA 2 reading the same bytes at t = 1 hits, and gets them at t = 10 (its load merges with the
+    fill in flight), while CTA 3 reading the line's other half, which it misses, waits only for its own fill."""
+    l2 = cache()
+    filled = []
+    ready, lone, behind = l2.access_pieces((0, 0), ((0, 0, 1024, LINE, 0, 1024),), "hbm", READ, 1, 0.0, who=1,
+                                           filled=filled)
+    assert (ready, lone, behind) == (1.0, 1024.0, 0.0)
+    assert [upto for _, upto in filled] == [1024]
+    L2Cache.usable([(line, upto / 1024) for line, upto in filled], 0.0, 10.0)
+    assert l2.access_pieces((0, 0), ((0, 0, 1024, LINE, 0, 1024),), "hbm", READ, 1, 1.0, who=2) == (1.0, 0.0, 10.0)
+    ready, lone, behind = l2.access_pieces((0, 0), ((0, 0, 1024, LINE, 1024, 2048),), "hbm", READ, 1, 1.0, who=3)
+    assert (ready, lone, behind) == (2.0, 1024.0, 1.0)
+    assert counts(l2) == (3072, 0, 1024, 2048, 2048, 0)

@@ -134,6 +134,24 @@ def test_summary_from_an_export_is_plain_json():
     assert json.loads(json.dumps(s)) == s
 
 
+def test_a_shared_sweep_misses_its_second_pass_by_dram_reads_past_one_buffer():
+    """Every CTA reads the whole buffer twice: the buffer comes from DRAM once a pass at most, so DRAM
+    reads of 1.5 buffers mean half the second pass missed, whatever the number of CTAs."""
+    rows = parse_ncu_raw_csv(ncu_csv(COLUMNS, UNITS, [
+        ("chunk_read", f"l2-sharedsweep-{16 * MiB}", 132, (16 * MiB, 0, 9e5, 1, 99, 2 * 132 * 16 * MiB, 1, 0)),
+        ("chunk_read", f"l2-sharedsweep-{32 * MiB}", 132, (48 * MiB, 0, 9e5, 1, 50, 2 * 132 * 32 * MiB, 1, 0)),
+        ("chunk_read", f"l2-sharedsweep-{48 * MiB}", 132, (96 * MiB, 0, 9e5, 1, 0, 2 * 132 * 48 * MiB, 1, 0)),
+    ], block=256))
+    res = l2_probe.results(rows)
+    assert [r["second_pass_miss"] for r in res["sharedsweep"]] == [0.0, 0.5, 1.0]
+    assert res["sharedsweep"][0]["requested_bytes"] == 2 * 132 * 16 * MiB
+    assert [r["xbar_over_requested"] for r in res["sharedsweep"]] == [1.0] * 3
+    s = l2_probe.summary(res)
+    assert s["shared_sweep_half_miss_bytes"] == 32 * MiB
+    assert [p["second_pass_miss"] for p in s["shared_sweep_curve"]] == [0.0, 0.5, 1.0]
+    assert l2_probe.report({"results": res, "summary": s})[-1].endswith("shared sweep half-miss size 32.0 MiB")
+
+
 # --------------------------------------------------------------------------- kernels (interpreter on CPU)
 
 

@@ -64,13 +64,15 @@ class Step:
         return self.iters if self.span is None else self.span
 
 
-def steps(kernel: Kernel, g0: int, g1: int, line_iters: int, aggregate: bool = True, cache: dict | None = None):
+def steps(kernel: Kernel, g0: int, g1: int, line_iters: int, aggregate: bool = True, cache: dict | None = None,
+          max_steps: int = MAX_STEPS):
     """Yield the :class:`Step` s of the cohort ``g0..g1`` of ``kernel``; ``line_iters`` iterations fill a line.
 
     ``cache`` (a dict kept for one kernel) holds the steps of a lone CTA by its tile coordinates, which
-    every slice shares: the same steps again, only their slices differ.
+    every slice shares: the same steps again, only their slices differ. ``max_steps`` caps a tile loop's
+    aggregated steps (:data:`MAX_STEPS`; more: steps of one line, as fine as the L2 is modelled).
     """
-    return _PROGRAMS[kernel.program][0](kernel, g0, g1, line_iters, aggregate, cache)
+    return _PROGRAMS[kernel.program][0](kernel, g0, g1, line_iters, aggregate, cache, max_steps)
 
 
 def line_iters(kernel: Kernel, geometry) -> int:
@@ -79,22 +81,23 @@ def line_iters(kernel: Kernel, geometry) -> int:
 
 
 # -- the tile loop: prologue, loop over u, epilogue ----------------------------------------------
-def tile_steps(k: Kernel, g0: int, g1: int, line_iters: int, aggregate: bool = True, cache: dict | None = None):
+def tile_steps(k: Kernel, g0: int, g1: int, line_iters: int, aggregate: bool = True, cache: dict | None = None,
+               max_steps: int = MAX_STEPS):
     """Aggregated, a step spans whole lines of the streamed tensor and a cohort's loop takes at
     most :data:`MAX_STEPS` steps; a CTA whose trip ends inside a step reads only its own
     iterations and leaves at the step's end.
     """
     if g1 - g0 == 1:  # most causal cohorts after the first wave: the same steps without numpy's overhead
-        return _one_cta_steps(k, g0, line_iters, aggregate, {} if cache is None else cache)
-    return _cohort_steps(k, g0, g1, line_iters, aggregate)
+        return _one_cta_steps(k, g0, line_iters, aggregate, {} if cache is None else cache, max_steps)
+    return _cohort_steps(k, g0, g1, line_iters, aggregate, max_steps)
 
 
-def _cohort_steps(k: Kernel, g0: int, g1: int, line_iters: int, aggregate: bool):
+def _cohort_steps(k: Kernel, g0: int, g1: int, line_iters: int, aggregate: bool, max_steps: int = MAX_STEPS):
     sl, i, j = k.coords(g0, g1)
     kv = k.kv_slice(sl)
     start, trips = k.loop_bounds(i, j, sl)
     live = k.live(i, sl)  # a variable-length batch's CTAs past their request's rows exit untouched
-    edges = _edges(int(trips.max()), line_iters, aggregate)
+    edges = _edges(int(trips.max()), line_iters, aggregate, max_steps)
     left = np.ones(len(sl), dtype=bool)
     for n, (t0, t1) in enumerate(zip(edges[:-1], edges[1:])):
         act = left.copy()
@@ -121,10 +124,10 @@ def _cohort_steps(k: Kernel, g0: int, g1: int, line_iters: int, aggregate: bool)
         left &= ~fin
 
 
-def _edges(top: int, line_iters: int, aggregate: bool) -> list:
-    """Iteration counts at which a cohort's steps end (the first is 0): whole lines, at most MAX_STEPS."""
+def _edges(top: int, line_iters: int, aggregate: bool, max_steps: int = MAX_STEPS) -> list:
+    """Iteration counts at which a cohort's steps end (the first is 0): whole lines, at most ``max_steps``."""
     if aggregate:
-        per = line_iters * max(1, -(-top // (MAX_STEPS * line_iters)))
+        per = line_iters * max(1, -(-top // (max_steps * line_iters)))
         edges = list(range(0, top, per)) + [top]
     else:
         edges = list(range(top + 1))
@@ -133,7 +136,7 @@ def _edges(top: int, line_iters: int, aggregate: bool) -> list:
     return edges
 
 
-def _one_cta_steps(k: Kernel, g: int, line_iters: int, aggregate: bool, cache: dict):
+def _one_cta_steps(k: Kernel, g: int, line_iters: int, aggregate: bool, cache: dict, max_steps: int = MAX_STEPS):
     """:func:`tile_steps` for a cohort of one CTA, in plain integers: the same steps, accesses in the same
     order. Its steps are kept in ``cache`` by tile coordinates with slices as slots (the query slice,
     the key/value slice, then a fanned-out pattern's query slices), and filled in for this CTA."""
@@ -141,7 +144,7 @@ def _one_cta_steps(k: Kernel, g: int, line_iters: int, aggregate: bool, cache: d
     b = -1 if k.ragged is None else sl // k.ragged.per_batch  # a variable-length batch's request
     template = cache.get((i, j, b))
     if template is None:
-        template = cache[(i, j, b)] = list(_one_cta_template(k, i, j, b, line_iters, aggregate))
+        template = cache[(i, j, b)] = list(_one_cta_template(k, i, j, b, line_iters, aggregate, max_steps))
     b, h = divmod(sl, k.kv_heads)  # a fanned-out pattern's CTA runs over key/value slices
     slots = (sl, int(k.kv_slice(sl))) + tuple(b * k.heads + h * k.kv_group + n for n in range(k.kv_group))
     for step in template:
@@ -149,13 +152,13 @@ def _one_cta_steps(k: Kernel, g: int, line_iters: int, aggregate: bool, cache: d
                    step.active, step.flops, step.sram_read, step.done, step.iters, step.span, step.span_flops)
 
 
-def _one_cta_template(k: Kernel, i: int, j: int, b: int, line_iters: int, aggregate: bool):
+def _one_cta_template(k: Kernel, i: int, j: int, b: int, line_iters: int, aggregate: bool, max_steps: int = MAX_STEPS):
     """The steps of a lone CTA at tile ``i, j`` (of request ``b`` in a variable-length batch), with slot
     numbers for slices (see :func:`_one_cta_steps`)."""
     sl = np.array([max(b, 0) * (k.ragged.per_batch if k.ragged else 0)])  # a slice of the request
     start, trips = (int(x[0]) for x in k.loop_bounds(np.array([i]), np.array([j]), sl))
     live = bool(k.live(np.array([i]), sl)[0])
-    edges = _edges(trips, line_iters, aggregate)
+    edges = _edges(trips, line_iters, aggregate, max_steps)
     for n, (t0, t1) in enumerate(zip(edges[:-1], edges[1:])):
         acc: list = []
         if n == 0 and live:
@@ -339,11 +342,11 @@ def _join(cols: list, mult, lo: int, hi: int, same: tuple):
 
 # -- FlashAttention-1's double loop: one CTA per slice ---------------------------------------------
 def double_loop_steps(k: Flash1Kernel, g0: int, g1: int, line_iters: int, aggregate: bool = True,
-                      cache: dict | None = None):
+                      cache: dict | None = None, max_steps: int = MAX_STEPS):
     """Algorithm 1's program for a :class:`~iosim.schedule.flash1.Flash1Kernel`: for each K/V block
     j, read K_j and V_j once, then for every Q block i from ``k.inner_start(j)`` on read Q_i and read
     and write back the per-row state (``k.state``); aggregated, at most :data:`INNER_STEPS` steps per
-    pass over Q, each a whole number of lines."""
+    pass over Q, each a whole number of lines (``max_steps`` is the tile loop's and not used here)."""
     sl, _, _ = k.coords(g0, g1)
     kv = k.kv_slice(sl)
     n, bi, bj, d = len(sl), k.block_i, k.block_j, k.extent(k.query)[1]

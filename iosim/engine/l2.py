@@ -38,7 +38,8 @@ class L2Stats:
 
 
 class L2Cache:
-    """LRU over lines ``(tensor index, slice, line_row, line_col)``; a line is ``[present, dirty, ready_at]``.
+    """LRU over lines ``(tensor index, slice, line_row, line_col)``; a line is ``[present, dirty, ready_at,
+    present spans, dirty spans, first user, copies, usable_at]``.
 
     ``memory`` maps a placement (``"hbm"``/``"host"``) to the link that fills and drains it; a link has
     ``reserve(now, nbytes) -> finish_time``. Times are seconds of simulated time.
@@ -73,22 +74,27 @@ class L2Cache:
         ``lockstep``: the ``mult`` CTAs issue their loads together, so the request coalescer merges them.
         """
         head = key[:2]
-        ready, _ = self.access_pieces(head, ((key[2], key[3], nbytes, line_bytes, lo, hi),), placement, kind, mult,
+        ready, _, _ = self.access_pieces(head, ((key[2], key[3], nbytes, line_bytes, lo, hi),), placement, kind, mult,
                                       now, who, lockstep)
         return ready
 
     def access_pieces(self, head: tuple, pieces, placement: str, kind: AccessKind, mult: int, now: float,
-                      who=None, lockstep: bool = True, lone: float = 0.0) -> tuple:
+                      who=None, lockstep: bool = True, lone: float = 0.0, filled: list | None = None) -> tuple:
         """:meth:`access` for each ``(line_row, line_col, nbytes, line_bytes, lo, hi)`` of ``pieces``, in
         order, on the lines ``head + (line_row, line_col)``; return when the last data is there and
-        ``lone`` plus the bytes loads filled per CTA (misses over ``mult``). One call per tile rather than per line: the engine's
-        cost is the Python around each line, and a line already whole and present costs a hit only."""
+        ``lone`` plus the bytes loads filled per CTA (misses over ``mult``), and when the bytes it found
+        present are there for a CTA whose passes are still bringing them in (see :meth:`usable`; ``now``
+        if none). One call per tile rather than per line: the engine's
+        cost is the Python around each line, and a line already whole and present costs a hit only.
+        ``filled`` collects ``(line, bytes of pieces up to and including it)`` for every line a load
+        filled, so the caller can say when its data is there (:meth:`usable`)."""
         st, lines, replicas, capacity = self.stats, self.lines, self.replicas, self.capacity
         ready = now
         read, write = kind == READ, kind == WRITE
         # identical loads of CTAs in flight together reach the slices once per coalescing group
         lookups = (-(-mult // self.coalesce) if lockstep else mult) if read else mult
         moved = hits = 0
+        behind = now  # when the present bytes it reads arrive for a CTA whose pass is bringing them in
         for a, b, nbytes, line_bytes, lo, hi in pieces:
             total = nbytes * mult
             moved += nbytes
@@ -102,7 +108,7 @@ class L2Cache:
             line = lines.get(key)
             if line is None:
                 line = lines[key] = [0, 0, now, [] if lo is not None else None, [] if lo is not None else None,
-                                     who, self.private]
+                                     who, self.private, 0.0]
             else:
                 lines.move_to_end(key)
                 if line[0] == line_bytes and not write and (
@@ -113,6 +119,8 @@ class L2Cache:
                     hits += total
                     if line[2] > ready:
                         ready = line[2]
+                    if line[7] > behind:
+                        behind = line[7]
                     continue
             # a line read by others than its first user, or written at all, is held in every partition: the
             # writer's and the home's (the l2 probe's dirty plateau, 43 % of the L2 on the H100 and the H200)
@@ -128,7 +136,11 @@ class L2Cache:
                 if grow:
                     line[2] = max(line[2], self.memory[placement].reserve(now, grow))
                     st.fill_bytes[placement] += grow
+                    if filled is not None:
+                        filled.append((line, moved))
                 ready = max(ready, line[2])
+                if grow < nbytes and line[7] > behind:  # bytes another CTA's pass is still bringing in
+                    behind = line[7]
             self.used += grow * line[6]
             if not read and placement == HOST:  # host memory is written through: posted over the host link
                 self.memory[placement].reserve(now, total, write=True)
@@ -147,7 +159,19 @@ class L2Cache:
             st.write_bytes += moved * mult
         st.lookup_bytes += moved * lookups
         st.hit_bytes += hits
-        return ready, lone
+        return ready, lone, behind
+
+    @staticmethod
+    def usable(filled: list, start: float, end: float) -> None:
+        """Lines a CTA filled over ``[start, end]``, as ``(line, share of the way)``, hold their data from
+        when its passes reached them: a CTA reading them earlier waits as long, since its load merges
+        with the fill in flight and gets the same bytes at the same time (a convoy behind a CTA that
+        misses moves at its pace)."""
+        span = end - start
+        for line, share in filled:
+            at = start + span * share
+            if at > line[7]:
+                line[7] = at
 
     def spill(self, reloads: float, spills: float) -> None:
         """Count registers a kernel spilled to local memory and reloaded: L2 traffic that hits (the

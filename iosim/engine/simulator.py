@@ -172,6 +172,7 @@ class Engine:
         before = self._snapshot()
         start = self._kernel_start = self.env.now
         line_iters = cohorts.line_iters(kernel, self.geometry)
+        self._max_steps = kernel.loop_extent + 1 if self._fine(kernel) else cohorts.MAX_STEPS
         self._steps = {}  # a lone CTA's steps by tile, shared by every slice (see cohorts.steps)
         state = {"free": slots, "wake": None}
         nxt, n = 0, kernel.ctas
@@ -193,6 +194,20 @@ class Engine:
         # Launch, grid setup and drain, and a tile loop's first-wave start (see _fixed_cost).
         yield self.env.timeout(self._fixed_cost(kernel))
         self.records.append(self._record(kernel, per_sm, before, start))
+
+    def _fine(self, kernel) -> bool:
+        """Whether a kernel's aggregated steps must be one L2 line long (the per-CTA timeline, as fine
+        as the L2 is modelled) rather than up to ``MAX_STEPS`` a loop: where its CTAs' trips differ
+        (causal), so that after the first wave they run one by one and how close together they run
+        decides which re-reads hit (convoys, see L2Cache.usable), and the L2 cannot hold one slice
+        of what its loop streams as lines read by several CTAs (one copy per partition). CTAs of
+        equal trips step in lockstep waves, where line-long steps change no byte (measured: flash2
+        at N = 64K, forward and backward, H100)."""
+        if kernel.causal is CausalMode.NONE:
+            return False
+        streamed = {p.tensor for p in kernel.patterns if p.phase == LOOP}
+        per_slice = sum(t.rows * t.cols * t.elem_bytes for t in (self.geometry(n).tensor for n in streamed))
+        return per_slice * self.l2.replicas > self.l2.capacity
 
     def _fixed_cost(self, kernel) -> float:
         """What a kernel costs beyond its CTAs' work: the launch, and for a kernel with a tile loop the
@@ -231,12 +246,14 @@ class Engine:
         per = kernel.iter_flops.tensor / code["tensor"]  # tensor-core seconds of one iteration
         paces = self._paces  # seconds of one plain iteration by CTAs sharing an SM
         self.resident += g1 - g0
-        for step in cohorts.steps(kernel, g0, g1, line_iters, self.aggregate, self._steps):
+        for step in cohorts.steps(kernel, g0, g1, line_iters, self.aggregate, self._steps, self._max_steps):
             now = env.now
             ready, moved, missed, atomic, written = now, 0, False, 0, 0
             distinct, lone = 0, 0.0  # bytes of lines read; bytes filled for them, per CTA reading them
             loads = {}  # bytes loaded per tensor: independent loads a CTA issues together
             late = set()  # tensors some of whose loads this step waited for memory
+            fills = []  # (line, share of the step's passes) of every line its loads filled
+            behind = now  # when the last bytes it shares with a CTA ahead of it arrive there
             for name, sl, r0, r1, c0, c1, kind, mult in step.accesses:
                 rect = (name, r0, r1, c0, c1)
                 cut = pieces.get(rect)
@@ -246,7 +263,12 @@ class Engine:
                     t = index[name]
                     cut = pieces[rect] = (t, places[t]) + _cut(geoms[t], r0, r1, c0, c1)
                 t, place, parts, nbytes = cut
-                r, lone = l2.access_pieces((t, sl), parts, place, kind, mult, now, who, lockstep, lone)
+                got = [] if kind == READ else None
+                r, lone, b = l2.access_pieces((t, sl), parts, place, kind, mult, now, who, lockstep, lone, got)
+                if got:
+                    fills += [(line, upto / nbytes) for line, upto in got]
+                if b > behind:
+                    behind = b
                 if r > ready:
                     ready, missed = r, True
                 moved += nbytes * mult
@@ -341,6 +363,12 @@ class Engine:
                     end = now + max(wait, wait / step.active + math + serial)
                 else:
                     end = ready + math + serial
+            if behind > end:
+                # behind a CTA that is bringing in the same bytes (its loads merge with that one's fills in
+                # flight, so the data comes to both at once): its pass over the last of them ends with that one's
+                end = behind
+            if fills and end > now:
+                l2.usable(fills, now, end)
             first = False
             self.events += 1
             yield env.timeout(end - now)
