@@ -65,12 +65,12 @@ class Step:
 
 
 def steps(kernel: Kernel, g0: int, g1: int, line_iters: int, aggregate: bool = True, cache: dict | None = None,
-          max_steps: int = MAX_STEPS):
+          max_steps: int | None = MAX_STEPS):
     """Yield the :class:`Step` s of the cohort ``g0..g1`` of ``kernel``; ``line_iters`` iterations fill a line.
 
     ``cache`` (a dict kept for one kernel) holds the steps of a lone CTA by its tile coordinates, which
     every slice shares: the same steps again, only their slices differ. ``max_steps`` caps a tile loop's
-    aggregated steps (:data:`MAX_STEPS`; more: steps of one line, as fine as the L2 is modelled).
+    aggregated steps (:data:`MAX_STEPS`; None: steps of one line, as fine as the L2 is modelled).
     """
     return _PROGRAMS[kernel.program][0](kernel, g0, g1, line_iters, aggregate, cache, max_steps)
 
@@ -82,7 +82,7 @@ def line_iters(kernel: Kernel, geometry) -> int:
 
 # -- the tile loop: prologue, loop over u, epilogue ----------------------------------------------
 def tile_steps(k: Kernel, g0: int, g1: int, line_iters: int, aggregate: bool = True, cache: dict | None = None,
-               max_steps: int = MAX_STEPS):
+               max_steps: int | None = MAX_STEPS):
     """Aggregated, a step spans whole lines of the streamed tensor and a cohort's loop takes at
     most :data:`MAX_STEPS` steps; a CTA whose trip ends inside a step reads only its own
     iterations and leaves at the step's end.
@@ -92,7 +92,7 @@ def tile_steps(k: Kernel, g0: int, g1: int, line_iters: int, aggregate: bool = T
     return _cohort_steps(k, g0, g1, line_iters, aggregate, max_steps)
 
 
-def _cohort_steps(k: Kernel, g0: int, g1: int, line_iters: int, aggregate: bool, max_steps: int = MAX_STEPS):
+def _cohort_steps(k: Kernel, g0: int, g1: int, line_iters: int, aggregate: bool, max_steps: int | None = MAX_STEPS):
     sl, i, j = k.coords(g0, g1)
     kv = k.kv_slice(sl)
     start, trips = k.loop_bounds(i, j, sl)
@@ -124,10 +124,11 @@ def _cohort_steps(k: Kernel, g0: int, g1: int, line_iters: int, aggregate: bool,
         left &= ~fin
 
 
-def _edges(top: int, line_iters: int, aggregate: bool, max_steps: int = MAX_STEPS) -> list:
-    """Iteration counts at which a cohort's steps end (the first is 0): whole lines, at most ``max_steps``."""
+def _edges(top: int, line_iters: int, aggregate: bool, max_steps: int | None = MAX_STEPS) -> list:
+    """Iteration counts at which a cohort's steps end (the first is 0): whole lines, at most ``max_steps``
+    (None: one line each)."""
     if aggregate:
-        per = line_iters * max(1, -(-top // (max_steps * line_iters)))
+        per = line_iters * (1 if max_steps is None else max(1, -(-top // (max_steps * line_iters))))
         edges = list(range(0, top, per)) + [top]
     else:
         edges = list(range(top + 1))
@@ -136,7 +137,7 @@ def _edges(top: int, line_iters: int, aggregate: bool, max_steps: int = MAX_STEP
     return edges
 
 
-def _one_cta_steps(k: Kernel, g: int, line_iters: int, aggregate: bool, cache: dict, max_steps: int = MAX_STEPS):
+def _one_cta_steps(k: Kernel, g: int, line_iters: int, aggregate: bool, cache: dict, max_steps: int | None = MAX_STEPS):
     """:func:`tile_steps` for a cohort of one CTA, in plain integers: the same steps, accesses in the same
     order. Its steps are kept in ``cache`` by tile coordinates with slices as slots (the query slice,
     the key/value slice, then a fanned-out pattern's query slices), and filled in for this CTA."""
@@ -152,7 +153,7 @@ def _one_cta_steps(k: Kernel, g: int, line_iters: int, aggregate: bool, cache: d
                    step.active, step.flops, step.sram_read, step.done, step.iters, step.span, step.span_flops)
 
 
-def _one_cta_template(k: Kernel, i: int, j: int, b: int, line_iters: int, aggregate: bool, max_steps: int = MAX_STEPS):
+def _one_cta_template(k: Kernel, i: int, j: int, b: int, line_iters: int, aggregate: bool, max_steps: int | None = MAX_STEPS):
     """The steps of a lone CTA at tile ``i, j`` (of request ``b`` in a variable-length batch), with slot
     numbers for slices (see :func:`_one_cta_steps`)."""
     sl = np.array([max(b, 0) * (k.ragged.per_batch if k.ragged else 0)])  # a slice of the request
@@ -342,7 +343,7 @@ def _join(cols: list, mult, lo: int, hi: int, same: tuple):
 
 # -- FlashAttention-1's double loop: one CTA per slice ---------------------------------------------
 def double_loop_steps(k: Flash1Kernel, g0: int, g1: int, line_iters: int, aggregate: bool = True,
-                      cache: dict | None = None, max_steps: int = MAX_STEPS):
+                      cache: dict | None = None, max_steps: int | None = MAX_STEPS):
     """Algorithm 1's program for a :class:`~iosim.schedule.flash1.Flash1Kernel`: for each K/V block
     j, read K_j and V_j once, then for every Q block i from ``k.inner_start(j)`` on read Q_i and read
     and write back the per-row state (``k.state``); aggregated, at most :data:`INNER_STEPS` steps per

@@ -172,7 +172,7 @@ class Engine:
         before = self._snapshot()
         start = self._kernel_start = self.env.now
         line_iters = cohorts.line_iters(kernel, self.geometry)
-        self._max_steps = kernel.loop_extent + 1 if self._fine(kernel) else cohorts.MAX_STEPS
+        self._max_steps = None if self._fine(kernel) else cohorts.MAX_STEPS
         self._steps = {}  # a lone CTA's steps by tile, shared by every slice (see cohorts.steps)
         state = {"free": slots, "wake": None}
         nxt, n = 0, kernel.ctas
