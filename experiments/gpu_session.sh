@@ -23,6 +23,8 @@
 #   s) the Hopper backward: GPU tests and its tiles -> $OUT/hopper/bwd_tiles_d128.txt        (≤ 300 s)
 #   t) every kernel beside SDPA in one run, the hopper grid (ncu)
 #                                                -> $OUT/hopper/bench_all.txt, $OUT/hopper/ncu/ (≤ 900 s)
+#   u) SDPA's kernels' SASS at d = 64 (ncu source page) -> $OUT/sdpa_sass_d64/             (≤ 300 s)
+#   v) SDPA cuDNN and flash on held-out shapes (ncu) -> $OUT/sdpa/measurements.json + .csv  (≤ 560 s)
 # A step that fails or runs out of time does not stop the next. Measurement files are rewritten
 # atomically after each batch of cases, so a step cut short keeps every finished batch. Progress
 # goes to $OUT/session.log. All steps take longer than one 10-minute device command: name the steps
@@ -135,6 +137,13 @@ if want t; then
     step "t) kernels, one run" 400 "$PY" experiments/bench_kernels.py --seq 1024 4096 16384 --head-dim 64 128 \
         --causal both --impls flash2 sdpa_flash sdpa_cudnn hopper hopper_fp8 >"$OUT/hopper/bench_all.txt" 2>&1
     step "t) measurement grid hopper" 500 "$PY" -m iosim measure --grid hopper --out "$OUT/hopper/ncu" >>"$LOG" 2>&1
+fi
+if want u; then
+    OUT="$OUT" SHAPE="4 16 4096 64" DIR=sdpa_sass_d64 step "u) SDPA SASS d64" 300 bash experiments/probes/sdpa_source_sass.sh >>"$LOG" 2>&1
+    rm -f "$OUT/sdpa_sass_d64/sdpa_src.ncu-rep"
+fi
+if want v; then
+    step "v) measurement grid sdpa" 560 "$PY" -m iosim measure --grid sdpa --out "$OUT/sdpa" >>"$LOG" 2>&1
 fi
 echo "done $(date -u +%FT%TZ), $SECONDS s in all" >>"$LOG"
 ls -laR "$OUT" >>"$LOG"

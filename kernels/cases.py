@@ -403,6 +403,18 @@ def hopper_grid() -> list[CaseSpec]:
     return cases
 
 
+def sdpa_grid() -> list[CaseSpec]:
+    """SDPA's cuDNN and flash backends on shapes no committed case has (held out from the reference models,
+    whose code was read at B·H = 64, N = 4096): d = 64 and 128, N = 2K-16K, causal, GQA, bf16, forward and
+    forward + backward."""
+    shapes = [dict(batch=8, heads=16, seq=2048, head_dim=128), dict(batch=1, heads=16, seq=16384, head_dim=128),
+              dict(batch=4, heads=16, seq=4096, head_dim=128, causal=True),
+              dict(batch=1, heads=32, kv_heads=8, seq=8192, head_dim=128, causal=True),
+              dict(batch=2, heads=16, seq=8192, head_dim=64), dict(batch=8, heads=8, seq=2048, head_dim=128, dtype="bf16")]
+    return [case(impl, pass_, **shape) for impl in ("sdpa_cudnn", "sdpa_flash") for pass_ in ("fwd", "fwd_bwd")
+            for shape in shapes]
+
+
 GRIDS = {"default": default_grid, "smoke": smoke_grid, "h200": h200_grid, "decode": decode_grid, "paged": paged_grid,
          "paged_flex": paged_flex_grid, "lone": lone_grid, "varlen": varlen_grid, "window": window_grid,
-         "foreign": manifest_cases, "hopper": hopper_grid}
+         "foreign": manifest_cases, "hopper": hopper_grid, "sdpa": sdpa_grid}

@@ -142,9 +142,16 @@ def test_bytes_another_cta_is_bringing_in_come_when_its_pass_gets_them():
     ready, lone, behind = l2.access_pieces((0, 0), ((0, 0, 1024, LINE, 0, 1024),), "hbm", READ, 1, 0.0, who=1,
                                            filled=filled)
     assert (ready, lone, behind) == (1.0, 1024.0, 0.0)
-    assert [upto for _, upto in filled] == [1024]
-    L2Cache.usable([(line, upto / 1024) for line, upto in filled], 0.0, 10.0)
+    assert [(upto, lo, hi) for _, upto, lo, hi in filled] == [(1024, 0, 1024)]
+    L2Cache.usable([(line, upto / 1024, lo, hi) for line, upto, lo, hi in filled], 0.0, 10.0)
     assert l2.access_pieces((0, 0), ((0, 0, 1024, LINE, 0, 1024),), "hbm", READ, 1, 1.0, who=2) == (1.0, 0.0, 10.0)
-    ready, lone, behind = l2.access_pieces((0, 0), ((0, 0, 1024, LINE, 1024, 2048),), "hbm", READ, 1, 1.0, who=3)
+    filled = []
+    ready, lone, behind = l2.access_pieces((0, 0), ((0, 0, 1024, LINE, 1024, 2048),), "hbm", READ, 1, 1.0, who=3,
+                                           filled=filled)
     assert (ready, lone, behind) == (2.0, 1024.0, 1.0)
     assert counts(l2) == (3072, 0, 1024, 2048, 2048, 0)
+    # CTA 3's pass reaches the second half at t = 20: a reader of the first half (there since t = 10)
+    # does not wait for it, a reader of the second half does
+    L2Cache.usable([(line, 1.0, lo, hi) for line, _, lo, hi in filled], 1.0, 20.0)
+    assert l2.access_pieces((0, 0), ((0, 0, 512, LINE, 0, 512),), "hbm", READ, 1, 12.0, who=4)[2] == 12.0
+    assert l2.access_pieces((0, 0), ((0, 0, 512, LINE, 1024, 1536),), "hbm", READ, 1, 12.0, who=4)[2] == 20.0

@@ -26,19 +26,24 @@ def validated():
 @pytest.mark.parametrize("ceilings", THRESHOLDS, ids=[t["data"].split("measurements/")[-1] for t in THRESHOLDS])
 def test_fidelity_does_not_regress(ceilings):
     """On every committed set, the medians (and worst cases) of |error| stay at or below the committed ceilings."""
-    stats = summary(validate(load_measurement(REPO / ceilings["data"]))[0])
+    impls = tuple(ceilings["impls"]) if "impls" in ceilings else None  # a set's cases of these implementations
+    stats = summary(validate(load_measurement(REPO / ceilings["data"]), impls=impls)[0])
     for metric, ceiling in ceilings["median_abs_error"].items():
         assert stats[metric]["median_abs_error"] <= ceiling, (metric, stats[metric])
     for metric, ceiling in ceilings["max_abs_error"].items():
         assert stats[metric]["max_abs_error"] <= ceiling, (metric, stats[metric]["worst"])
 
 
-def test_every_modelled_case_is_compared_and_sdpa_is_listed(validated):
+def test_every_modelled_case_is_compared_sdpa_included(validated):
+    """Every case is simulated: iosim's kernels by their run configuration, SDPA's cuDNN and flash
+    backends (on this sm_90 GPU) as the references of iosim.schedule.references."""
     results, skipped = validated
     m = load_measurement(DATA)
-    modelled = [c for c in m.cases if c.run_config and c.run_config.get("algo")]
-    assert len(results) == len(modelled) >= 40
-    assert {why.split()[0] for _, why in skipped} == {"sdpa_flash", "sdpa_cudnn"}
+    assert len(results) == len(m.cases) >= 40 and not skipped
+    sdpa = [r for r in results if r.name.startswith("sdpa_")]
+    assert len(sdpa) == 8 and all(r.config.get("impl") in ("sdpa_cudnn", "sdpa_flash") for r in sdpa)
+    only = validate(m, impls=("sdpa_cudnn",))[0]
+    assert {r.name for r in only} == {r.name for r in sdpa if r.name.startswith("sdpa_cudnn")}
 
 
 def test_l2_aware_model_beats_the_paper_formula(validated):

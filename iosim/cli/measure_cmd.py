@@ -22,7 +22,7 @@ def _kernels(module: str):
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Folder for measurements.json and measurements.csv (created if missing).")
 @click.option("--grid", type=click.Choice(["default", "smoke", "h200", "decode", "paged", "paged_flex", "lone",
-                                                "varlen", "window", "foreign", "hopper"]),
+                                                "varlen", "window", "foreign", "hopper", "sdpa"]),
               default="default",
               show_default=True,
               help="default: the 61-case data set (standard, flash1, flash2, eager PyTorch, SDPA); smoke: 8 small "
@@ -35,7 +35,8 @@ def _kernels(module: str):
                    "(prefill and decode, FlexAttention beside them); window: 12 sliding-window cases (prefill and "
                    "decode, FlexAttention beside them); foreign: the cases of "
                    "experiments/foreign_kernels/manifest.yaml; hopper: 20 cases, kernels/flash_hopper.py (TMA) "
-                   "forward and forward + backward, SDPA cuDNN and flash on its shapes.")
+                   "forward and forward + backward, SDPA cuDNN and flash on its shapes; sdpa: 24 cases, SDPA cuDNN and "
+                   "flash on shapes held out from their models (d = 64/128, N = 2K-16K, causal, GQA, bf16).")
 @click.option("--kernel", metavar="FILE.py:FN", help="Measure one user Triton kernel fn(q, k, v, causal, sm_scale) "
               "instead of a grid.")
 @click.option("--algo", type=click.Choice(["flash2", "flash1", "standard"]), default="flash2", show_default=True,

@@ -7,7 +7,7 @@ import click
 
 from iosim import sizes
 from iosim.hardware.catalog import builtin_profiles
-from iosim.schedule.problem import ALGOS, DTYPE_BYTES, GRID_ORDERS, MODES, PAGE_SIZES, Problem, RunConfig, Tiling
+from iosim.schedule.problem import ALGOS, DTYPE_BYTES, GRID_ORDERS, IMPLS, MODES, PAGE_SIZES, Problem, RunConfig, Tiling
 
 DEFAULT_SEQ = "1k,2k,4k,8k,16k"
 DEFAULT_BATCH = 4
@@ -112,6 +112,9 @@ def run_options(seq_default: str = DEFAULT_SEQ, algo_default: str = "standard,fl
         click.option("--splits", type=click.IntRange(min=1), default=None,
                      help="flash_decode: CTAs the K/V length is split across, combined by a second kernel. "
                           "[default: as FlashAttention-2 chooses for the GPU's SMs]"),
+        click.option("--impl", type=click.Choice(("ours",) + IMPLS), default="ours", show_default=True,
+                     help="Whose kernels run flash2: ours (iosim's Triton kernels), or PyTorch SDPA's cuDNN or "
+                          "FlashAttention-2 CUDA backend, on their own tiles and code (sm_90 GPUs, d = 64 or 128)."),
         click.option("--grid-order", type=click.Choice(GRID_ORDERS), default="rows", show_default=True,
                      help="rows: the Q blocks of one head launch together (FlashAttention-2); "
                           "heads: the same Q block of every head launches together (flash2 only)."),
@@ -160,6 +163,7 @@ def run_configs(o: dict, tilings=None) -> list:
                                           seq_k=nk, head_dim=o["head_dim"], dtype=o["dtype"],
                                           causal=o["causal"], backward=o["backward"], seq_lens=ls, page_size=page,
                                           window=w),
-                  tiling=t, mode=o["mode"], host_tensors=o["host"])
+                  tiling=t, mode=o["mode"], host_tensors=o["host"],
+                  impl=None if o.get("impl", "ours") == "ours" else o["impl"])
         for a in o["algo"] for t in tilings for b, n, nk, ls in sizes(a) for w in (o.get("window") or [None])
     ]

@@ -34,6 +34,8 @@ def simulate(kernel, as_json, as_csv, **opts):
     """
     if kernel:
         opts["algo"] = _kernel_algo(opts["algo"])
+    elif opts.get("impl", "ours") != "ours":  # SDPA's kernels run flash2's schedule (see --impl)
+        opts["algo"] = _kernel_algo(opts["algo"], f"--impl {opts['impl']}")
     configs = run_configs(opts)
     workers = opts["workers"]
     if as_json and as_csv:
@@ -103,13 +105,13 @@ def cta_progress(label: str):
         yield progress
 
 
-def _kernel_algo(algo: list) -> list:
-    """--kernel models the user's kernel as flash2: the default algorithms give way; others are refused."""
+def _kernel_algo(algo: list, who: str = "--kernel") -> list:
+    """--kernel (or --impl) models the kernel as flash2: the default algorithms give way; others are refused."""
     source = click.get_current_context().get_parameter_source("algo")
     if source == click.core.ParameterSource.DEFAULT:
         return ["flash2"]
     if algo != ["flash2"]:
-        raise click.BadParameter(f"--kernel is simulated as flash2 (the FlashAttention-2 schedule), not "
+        raise click.BadParameter(f"{who} is simulated as flash2 (the FlashAttention-2 schedule), not "
                                  f"{','.join(algo)}", param_hint="--algo")
     return algo
 

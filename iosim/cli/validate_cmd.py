@@ -27,7 +27,11 @@ from iosim.results.report import human_bytes, human_time
               help='Print {"summary": ..., "cases": [{"config", "predicted", "measured", ...}]}.')
 @click.option("--plots", type=click.Path(file_okay=False), default=None,
               help="Folder to write validation_scatter.png and validation_error_vs_n.png into (made if missing).")
-def validate(files, live, grid, out, gpu, as_json, plots):
+@click.option("--impl", "impls", default=None, metavar="IMPL[,IMPL]",
+              help="Only the cases of these implementations (a case's impl: flash2, flash1, standard, "
+                   "standard_eager, flash_decode, kernel, sdpa_cudnn, sdpa_flash, flex; ours: all but PyTorch's "
+                   "SDPA and FlexAttention). [default: all]")
+def validate(files, live, grid, out, gpu, as_json, plots, impls):
     """Compare iosim's predictions with measured DRAM bytes, L2 bytes and time, case by case.
 
     FILES are measurement files written by `iosim measure` (default: the committed H100 set). Each
@@ -57,7 +61,8 @@ def validate(files, live, grid, out, gpu, as_json, plots):
             bar.set_postfix_str(name[:40], refresh=False)
             bar.update(done - bar.n)
 
-        results, skipped = validate_files(files, gpu, progress=progress)
+        wanted = tuple(x.strip() for x in impls.split(",") if x.strip()) if impls else None
+        results, skipped = validate_files(files, gpu, progress=progress, impls=wanted)
     stats = summary(results)
     if as_json:
         click.echo(json.dumps({"summary": stats, "cases": [r.to_dict() for r in results],

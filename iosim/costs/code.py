@@ -19,6 +19,7 @@ from iosim.costs.issue import KernelCode, LoopCode, loop_code
 from iosim.costs.sass import KernelMix, load_mixes
 from iosim.schedule.standard import BLOCK_K as STANDARD_BLOCK_K
 
+REFERENCE_MIXES = "references-sm_90.json"  # SDPA's kernels' code per warp and iteration (experiments/reference_mixes.py)
 KERNEL_DTYPES = {"decode_reduce": "fp32", "decode_reduce_ragged": "fp32"}  # kernels whose mix is keyed by another dtype than the problem's (fp32 partials)
 
 
@@ -152,4 +153,33 @@ def kernel_code(mix: KernelMix, source: str) -> KernelCode:
                       source=source, tma=any(body.opcode("UTMALDG") for body in ordered))
 
 
-__all__ = ["aten_softmax_code", "compiled_codes", "kernel_code"]
+@functools.lru_cache(maxsize=2)
+def _references() -> dict:
+    data = json.loads(resources.files("iosim.costs.mixes").joinpath(REFERENCE_MIXES).read_text())
+    return {(e["impl"], e["kernel"], e["head_dim"]): e for e in data["kernels"]} | {"": data}
+
+
+def reference_codes(schedule, impl: str) -> list:
+    """A :class:`KernelCode` per kernel of ``schedule`` (an SDPA backend's, see
+    :mod:`iosim.schedule.references`) from what its kernels executed on the GPU: the committed
+    per-warp, per-iteration mix of the matching cuDNN or FlashAttention-2 kernel for the loop kernels
+    (prologue and epilogue spread over the iterations of the launch they were read from), None for
+    the elementwise ones (estimated from their FLOPs, like ours)."""
+    table = _references()
+    head_dim = schedule.config.problem.head_dim
+    out = []
+    for kernel in schedule.kernels:
+        e = table.get((impl, kernel.name, head_dim))
+        if e is None:
+            out.append(None)
+            continue
+        loop = LoopCode(e["instructions"], MappingProxyType(dict(e["pipes"])), e["local_loads"], e["local_stores"])
+        launch = e["launch"]
+        out.append(KernelCode(loop=loop, regs_per_thread=e["registers"], shared_bytes=e["shared_bytes"],
+                              source=f"ncu source page: {e['name'][:60]} (B{launch['batch']}×H{launch['heads']}, "
+                                     f"N {launch['seq']}, d {head_dim}), {table[''].get('arch')}",
+                              tma=e["tma"], specialised=e["specialised"]))
+    return out
+
+
+__all__ = ["aten_softmax_code", "compiled_codes", "kernel_code", "reference_codes"]

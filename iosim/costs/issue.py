@@ -81,6 +81,10 @@ class KernelCode:
     local_bytes: int = 0  # local memory per thread in all (spills and stack frame): the spill footprint
     source: str = "estimate"
     tma: bool = False  # its loop loads its tiles by TMA (UTMALDG), not through the memory pipe
+    # warp-specialised (FlashAttention-3, cuDNN): producer warps load the tiles and reduce dQ by TMA, and
+    # the consumer warpgroups take turns on the tensor cores, one's softmax running under the other's
+    # products (ping-pong), so within a CTA tensor and SIMT time overlap and no atomic waits in the loop
+    specialised: bool = False
 
 
 def loop_code(mix: LoopMix) -> LoopCode:
@@ -438,23 +442,26 @@ def atomic_exposure(profile, share: int, stages: int = CALIBRATION_STAGES, tma: 
     return found[min(found, key=lambda k: (abs(k[0] - share), k[0], abs(k[1] - stages), k[1]))]
 
 
-def cta_time(t_tensor: float, t_simt: float, share: int, overlap: float) -> float:
+def cta_time(t_tensor: float, t_simt: float, share: int, overlap: float, specialised: bool = False) -> float:
     """SM time per CTA for work of ``t_tensor`` + ``t_simt`` alone, with ``share`` CTAs on the SM.
 
-    Within a CTA the two wait for each other; co-resident CTAs hide ``overlap`` of the shorter.
+    Within a CTA the two wait for each other; co-resident CTAs hide ``overlap`` of the shorter. A
+    warp-specialised CTA (:attr:`KernelCode.specialised`) hides all of the shorter: its consumer
+    warpgroups alternate, one's softmax under the other's products, so it takes the longer of the two.
     """
-    hidden = overlap * min(t_tensor, t_simt) if share > 1 else 0.0
+    hidden = min(t_tensor, t_simt) if specialised else overlap * min(t_tensor, t_simt) if share > 1 else 0.0
     return t_tensor + t_simt - hidden
 
 
-def sm_time(t_tensor: float, t_issue: float, t_chain: float, share: int, overlap: float) -> float:
+def sm_time(t_tensor: float, t_issue: float, t_chain: float, share: int, overlap: float,
+            specialised: bool = False) -> float:
     """SM time for ``share`` resident CTAs to do one step each: per CTA ``t_tensor`` of tensor-core
     work and ``t_issue`` of issue slots, and one warp's own pass ``t_chain`` (its stall counts and
     uncovered waits). The sub-partitions issue the CTAs' warps in turn, so SIMT takes the longer of
-    all their issue slots and one warp's chain; tensor and SIMT time add within a CTA (see
-    :func:`cta_time`)."""
+    all their issue slots and one warp's chain; tensor and SIMT time add within a CTA unless it is
+    warp-specialised (see :func:`cta_time`)."""
     simt = max(share * t_issue, t_chain)
-    return share * cta_time(t_tensor, simt / share, share, overlap)
+    return share * cta_time(t_tensor, simt / share, share, overlap, specialised)
 
 
 __all__ = ["KernelCode", "LoopCode", "atomic_exposure", "calibration_loop", "chain_seconds", "cta_load_seconds",

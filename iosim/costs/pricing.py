@@ -61,9 +61,10 @@ def simt_time(instructions: Mapping, profile) -> float:
 
 
 def roofline(levels: dict, flops: dict, instructions: Mapping, profile, dtype: str, mma: str = "fwd",
-             head_dim: int | None = None) -> dict:
+             head_dim: int | None = None, specialised: bool = False) -> dict:
     """Seconds each resource alone would need for a kernel's counts; math is tensor cores then SIMT,
-    which wait for each other within a CTA."""
+    which wait for each other within a CTA (or the longer of the two, for a warp-specialised kernel
+    whose warpgroups take turns: :attr:`iosim.costs.issue.KernelCode.specialised`)."""
     r, w = rates(profile), write_rates(profile)
 
     def level(lv):  # all its bytes at its rate, and no faster than its writes alone go
@@ -75,7 +76,7 @@ def roofline(levels: dict, flops: dict, instructions: Mapping, profile, dtype: s
         "l2": level("l2"),
         "host": levels["host"].total / r["host"],
         "compute": _math(flops["tensor"] / tensor_rate(profile, dtype, mma, head_dim), simt_time(instructions, profile),
-                         profile.math_overlap or 0.0),
+                         1.0 if specialised else profile.math_overlap or 0.0),
     }
 
 

@@ -107,8 +107,7 @@ def _cohort_steps(k: Kernel, g0: int, g1: int, line_iters: int, aggregate: bool,
             _emit(k, acc, PRO, sl[live], kv[live], i[live], j[live], None, None)
         m = act & (trips > t0)
         if m.any():
-            u0 = start[m] + t0
-            _emit(k, acc, LOOP, sl[m], kv[m], i[m], j[m], u0, start[m] + np.minimum(trips[m], t1))
+            _emit(k, acc, LOOP, sl[m], kv[m], i[m], j[m], *_blocks(k, start[m], trips[m], t0, t1))
         out = fin & live
         if out.any():
             _emit(k, acc, EPI, sl[out], kv[out], i[out], j[out], None, None)
@@ -165,7 +164,7 @@ def _one_cta_template(k: Kernel, i: int, j: int, b: int, line_iters: int, aggreg
         if n == 0 and live:
             _emit_one(k, acc, PRO, i, j, 0, 0, b)
         if trips > t0:
-            _emit_one(k, acc, LOOP, i, j, start + t0, start + min(trips, t1), b)
+            _emit_one(k, acc, LOOP, i, j, *_blocks(k, start, trips, t0, t1), b)
         fin = trips <= t1
         if fin and live:
             _emit_one(k, acc, EPI, i, j, 0, 0, b)
@@ -176,6 +175,14 @@ def _one_cta_template(k: Kernel, i: int, j: int, b: int, line_iters: int, aggreg
         yield Step(acc, 1, flops, k.iter_sram * iters, int(fin), iters, iters, flops)  # the one CTA is the longest
         if fin:
             return
+
+
+def _blocks(k: Kernel, start, trips, t0: int, t1: int) -> tuple:
+    """Loop blocks ``[u0, u1)`` iterations ``t0..t1`` of CTAs whose loops run ``start``, ``trips`` reach:
+    from the first block up, or for a reversed loop from the last down."""
+    if k.reverse:
+        return start + trips - np.minimum(trips, t1), start + trips - t0
+    return start + t0, start + np.minimum(trips, t1)
 
 
 def _emit_one(k: Kernel, out: list, phase, i: int, j: int, u0: int, u1: int, b: int = -1) -> None:

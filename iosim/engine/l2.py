@@ -39,7 +39,8 @@ class L2Stats:
 
 class L2Cache:
     """LRU over lines ``(tensor index, slice, line_row, line_col)``; a line is ``[present, dirty, ready_at,
-    present spans, dirty spans, first user, copies, usable_at]``.
+    present spans, dirty spans, first user, copies, usable_at, usable spans]`` (``usable spans``: ``(lo, hi,
+    usable_at)`` of each fill whose place in the line is known, see :meth:`usable`).
 
     ``memory`` maps a placement (``"hbm"``/``"host"``) to the link that fills and drains it; a link has
     ``reserve(now, nbytes) -> finish_time``. Times are seconds of simulated time.
@@ -86,8 +87,9 @@ class L2Cache:
         present are there for a CTA whose passes are still bringing them in (see :meth:`usable`; ``now``
         if none). One call per tile rather than per line: the engine's
         cost is the Python around each line, and a line already whole and present costs a hit only.
-        ``filled`` collects ``(line, bytes of pieces up to and including it)`` for every line a load
-        filled, so the caller can say when its data is there (:meth:`usable`)."""
+        ``filled`` collects ``(line, bytes of pieces up to and including it, lo, hi)`` for every line a
+        load filled (``lo``, ``hi``: the piece's span, where known), so the caller can say when its data
+        is there (:meth:`usable`)."""
         st, lines, replicas, capacity = self.stats, self.lines, self.replicas, self.capacity
         ready = now
         read, write = kind == READ, kind == WRITE
@@ -108,7 +110,7 @@ class L2Cache:
             line = lines.get(key)
             if line is None:
                 line = lines[key] = [0, 0, now, [] if lo is not None else None, [] if lo is not None else None,
-                                     who, self.private, 0.0]
+                                     who, self.private, 0.0, [] if lo is not None else None]
             else:
                 lines.move_to_end(key)
                 if line[0] == line_bytes and not write and (
@@ -120,7 +122,7 @@ class L2Cache:
                     if line[2] > ready:
                         ready = line[2]
                     if line[7] > behind:
-                        behind = line[7]
+                        behind = max(behind, _usable_at(line, lo, hi))
                     continue
             # a line read by others than its first user, or written at all, is held in every partition: the
             # writer's and the home's (the l2 probe's dirty plateau, 43 % of the L2 on the H100 and the H200)
@@ -137,10 +139,10 @@ class L2Cache:
                     line[2] = max(line[2], self.memory[placement].reserve(now, grow))
                     st.fill_bytes[placement] += grow
                     if filled is not None:
-                        filled.append((line, moved))
+                        filled.append((line, moved, lo, hi))
                 ready = max(ready, line[2])
                 if grow < nbytes and line[7] > behind:  # bytes another CTA's pass is still bringing in
-                    behind = line[7]
+                    behind = max(behind, _usable_at(line, lo, hi))
             self.used += grow * line[6]
             if not read and placement == HOST:  # host memory is written through: posted over the host link
                 self.memory[placement].reserve(now, total, write=True)
@@ -163,15 +165,18 @@ class L2Cache:
 
     @staticmethod
     def usable(filled: list, start: float, end: float) -> None:
-        """Lines a CTA filled over ``[start, end]``, as ``(line, share of the way)``, hold their data from
-        when its passes reached them: a CTA reading them earlier waits as long, since its load merges
-        with the fill in flight and gets the same bytes at the same time (a convoy behind a CTA that
-        misses moves at its pace)."""
+        """Lines a CTA filled over ``[start, end]``, as ``(line, share of the way, lo, hi)``, hold the
+        bytes it filled from when its passes reached them: a CTA reading them earlier waits as long,
+        since its load merges with the fill in flight and gets the same bytes at the same time (a convoy
+        behind a CTA that misses moves at its pace). Where the fill's place in the line is known only
+        readers of those bytes wait: bytes of the line filled earlier are there already."""
         span = end - start
-        for line, share in filled:
+        for line, share, lo, hi in filled:
             at = start + span * share
             if at > line[7]:
                 line[7] = at
+            if lo is not None and line[8] is not None:
+                line[8].append((lo, hi, at))
 
     def spill(self, reloads: float, spills: float) -> None:
         """Count registers a kernel spilled to local memory and reloaded: L2 traffic that hits (the
@@ -233,6 +238,19 @@ class L2Cache:
         while self.dirty > self.dirty_limit:
             key = next(iter(self.dirty_order))
             self._clean(key, self.lines[key], now)
+
+
+def _usable_at(line: list, lo, hi) -> float:
+    """When the bytes ``[lo, hi)`` of ``line`` are there for a reader merging with the fills in flight:
+    the latest usable time of the fills that cover any of them (the line's latest where places are not known)."""
+    spans = line[8]
+    if lo is None or spans is None:
+        return line[7]
+    at = 0.0
+    for a, b, t in spans:
+        if a < hi and b > lo and t > at:
+            at = t
+    return at
 
 
 def _cover(line: list, count: int, spans: int, lo, hi, nbytes: int, line_bytes: int) -> int:

@@ -34,7 +34,7 @@ from dataclasses import replace
 import numpy as np
 import simpy
 
-from iosim.costs.code import compiled_codes
+from iosim.costs.code import compiled_codes, reference_codes
 from iosim.costs.issue import (
     CTA_LOAD_WARPS,
     atomic_exposure,
@@ -59,6 +59,7 @@ from iosim.engine.occupancy import ctas_per_sm
 from iosim.results.result import KernelResult, RunResult, Traffic
 from iosim.schedule.common import Schedule
 from iosim.schedule.ir import ATOMIC, LOOP, READ, WRITE, CausalMode
+from iosim.schedule.references import check_reference
 
 LINES_PER_L2 = 256  # an L2 line of the model is at most 1/256 of the cache (see iosim.engine.lines)
 MIN_LINE = 4096  # bytes; lines never get smaller, so a tiny L2 stays fast
@@ -98,8 +99,10 @@ class Engine:
         self.overlap = profile.math_overlap or 0.0
         self._stream_bw = cta_stream_bandwidth(profile)  # a pipelined CTA's tiles from the L2 at most this fast
         # Each kernel's code (compiled SASS where known, else estimated from FLOPs) and its launch resources.
+        impl = schedule.config.impl  # PyTorch SDPA's kernels: priced from what they executed (iosim.schedule.references)
+        check_reference(schedule.config, profile.arch)
         if codes is None:
-            codes = compiled_codes(schedule, profile.arch, triton_version)
+            codes = reference_codes(schedule, impl) if impl else compiled_codes(schedule, profile.arch, triton_version)
         self.codes = [c or estimated_code(k.iter_flops, k.end_flops, k.warps) for c, k in zip(codes, schedule.kernels)]
         self.kernels = [_with_resources(k, c) for k, c in zip(schedule.kernels, self.codes)]
         self.per_sm = [ctas_per_sm(k, profile) for k in self.kernels]  # refuses tiles that don't fit, up front
@@ -164,8 +167,11 @@ class Engine:
         if kernel.mma != "bwd" and kernel.block_u and head_dim and kernel.iter_flops.tensor:
             rows = round(kernel.iter_flops.tensor / (4 * kernel.block_u * head_dim))  # a decode tile packs heads
             lone = lone_excess(profile, rows, kernel.block_u, head_dim, kernel.warps)
+        # a warp-specialised kernel's dQ reductions leave by TMA from a producer warp: none waits in the loop
+        atomic = 0.0 if code.specialised else atomic_exposure(profile, per_sm, kernel.stages, code.tma)
         return {"iter": loop, "chain": chain, "lone": lone, "once": simt_seconds(code.outside, kernel.warps, profile),
-                "masked": masked, "tensor": rate / profile.sm_count, "atomic": atomic_exposure(profile, per_sm, kernel.stages, code.tma), "spills": spills}
+                "masked": masked, "tensor": rate / profile.sm_count, "atomic": atomic, "spills": spills,
+                "specialised": code.specialised}
 
     def _kernel(self, kernel, per_sm):
         slots = per_sm * self.profile.sm_count
@@ -266,7 +272,7 @@ class Engine:
                 got = [] if kind == READ else None
                 r, lone, b = l2.access_pieces((t, sl), parts, place, kind, mult, now, who, lockstep, lone, got)
                 if got:
-                    fills += [(line, upto / nbytes) for line, upto in got]
+                    fills += [(line, upto / nbytes, lo, hi) for line, upto, lo, hi in got]
                 if b > behind:
                     behind = b
                 if r > ready:
@@ -300,7 +306,8 @@ class Engine:
                 # first pass carries the CTA's work outside the loop (prologue, epilogue), the rest are alike
                 plain = paces.get(share)
                 if plain is None:
-                    plain = paces[share] = sm_time(per, code["iter"], code["chain"], share, self.overlap)
+                    plain = paces[share] = sm_time(per, code["iter"], code["chain"], share, self.overlap,
+                                                   code["specialised"])
                     if share == 1 and stages > 1:  # alone on its SM, as its shape's loop was calibrated
                         plain = paces[share] = plain + code["lone"]
                 if stream_bw and stages > 1 and step.iters and loads:  # nor faster than it pulls its tiles
@@ -310,7 +317,7 @@ class Engine:
                     outside = ((step.span_flops or step.flops).tensor / code["tensor"]) - per * length
                     head = min(1.0, length)
                     math = sm_time(per * head + outside, code["iter"] * head + code["once"], code["chain"] * head,
-                                   share, self.overlap) + max(0.0, length - 1) * plain
+                                   share, self.overlap, code["specialised"]) + max(0.0, length - 1) * plain
                 else:
                     math = length * plain
                 if atomic and code["atomic"]:  # the exposed share of this SM's atomic traffic
@@ -413,7 +420,8 @@ class Engine:
             name=kernel.name, ctas=kernel.ctas, ctas_per_sm=per_sm, waves=kernel.ctas / slots, levels=levels,
             l2_hit_bytes=st.hit_bytes - hit, l2_miss_bytes=st.miss_bytes - miss, flops=flops,
             dirty_left_bytes=self.l2.dirty, start_s=start, time_s=self.env.now - start,
-            roofline=roofline(levels, flops, instructions, self.profile, self.dtype, kernel.mma, head_dim),
+            roofline=roofline(levels, flops, instructions, self.profile, self.dtype, kernel.mma, head_dim,
+                              code.specialised),
             mma=kernel.mma, instructions=instructions, code=code.source, l2_lookup_bytes=st.lookup_bytes - lookups,
             regs_per_thread=kernel.regs_per_thread, smem_bytes=kernel.smem_bytes,
             launch_s=self._fixed_cost(kernel),

@@ -13,8 +13,10 @@ look up after Hopper's request coalescer merged identical loads (``l2_lookup_byt
 instructions the kernels' compiled code predicts against ``smsp__inst_executed``. Time is Nsight
 Compute's summed kernel duration when counters exist (same conditions as the simulation), else the
 median wall time.
-The FlashAttention paper's closed form is reported beside it. Cases the simulator does not model
-(PyTorch SDPA's fused kernels) are listed and left out of the summary.
+The FlashAttention paper's closed form is reported beside it. PyTorch SDPA's cuDNN and flash
+backends are modelled on sm_90 (:mod:`iosim.schedule.references`: FlashAttention-2's schedule on
+their tiles, priced from what their kernels executed); cases the simulator does not model (other
+GPUs, FlexAttention) are listed and left out of the summary.
 """
 from __future__ import annotations
 
@@ -25,8 +27,9 @@ from pathlib import Path
 from iosim.costs import closed_forms
 from iosim.hardware.profile import ProfileError, builtin_profiles, load_profile
 from iosim.measure.kernel_codes import case_codes
-from iosim.measure.measurement import KERNEL_IMPL, Measurement, load_measurement
-from iosim.schedule.problem import ConfigError, RunConfig
+from iosim.measure.measurement import KERNEL_IMPL, REFERENCE_IMPLS, Measurement, load_measurement
+from iosim.schedule.problem import IMPLS, ConfigError, Problem, RunConfig
+from iosim.schedule.references import reference_config
 from iosim.simulate import simulate
 
 METRICS = ("dram_read_bytes", "dram_write_bytes", "dram_bytes", "xbar_bytes", "l2_lookup_bytes", "l2_bytes",
@@ -79,26 +82,39 @@ def profile_for(gpu_name: str, override: str | None = None, where: str = "proven
                           f"(built in: {', '.join(builtin_profiles())})")
 
 
-def validate(measurement: Measurement, gpu: str | None = None, progress=None, source: str = "") -> tuple:
-    """Simulate every modelled case of ``measurement``; return (case results, names of cases skipped and why)."""
+def validate(measurement: Measurement, gpu: str | None = None, progress=None, source: str = "",
+             impls: tuple | None = None) -> tuple:
+    """Simulate every modelled case of ``measurement`` (of those ``impls`` only, where given: ``flash2``,
+    ``sdpa_cudnn``, ``kernel``, ...; ``ours``: every case not PyTorch's own attention); return (case
+    results, names of cases skipped and why)."""
     prov = measurement.provenance
     profile = profile_for(prov.gpu_name, gpu, f"{source}: provenance.gpu_name" if source else "provenance.gpu_name")
     results, skipped = [], []
     for n, case in enumerate(measurement.cases):
         if progress:  # progress(cases started, cases in the file, the case now simulated)
             progress(n + 1, len(measurement.cases), case.name)
+        if impls is not None and case.impl not in impls and not ("ours" in impls and case.impl not in REFERENCE_IMPLS):
+            continue
         why = _skip_reason(case)
         if why:
             skipped.append((case.name, why))
             continue
         counted = case.counters is not None
         mode = "ncu" if counted and prov.cache_control == "all" else "plain"
+        codes, note = (None, "")
         try:
-            config = RunConfig.from_dict(case.run_config).with_(mode=mode)
+            if case.impl in IMPLS:  # SDPA's backends: flash2's schedule on their kernels (iosim.schedule.references)
+                problem = Problem(**case.run_config["problem"])
+                try:
+                    config = reference_config(case.impl, problem, profile.arch, mode)
+                except ConfigError as e:
+                    skipped.append((case.name, f"not modelled: {e}"))
+                    continue
+            else:
+                config = RunConfig.from_dict(case.run_config).with_(mode=mode)
         except (ConfigError, TypeError) as e:
             raise ValidationError(f"{source}: cases[{n}].run_config: {e}") from None
         # --- a user's kernel is priced with its own compiled code (iosim.measure.kernel_codes) ---
-        codes, note = (None, "")
         if case.impl == KERNEL_IMPL:
             codes, note = case_codes(case, config, profile.arch, _triton(prov.triton))
         # --- end of the user-kernel code lookup ---
@@ -112,14 +128,14 @@ def validate(measurement: Measurement, gpu: str | None = None, progress=None, so
     return results, skipped
 
 
-def validate_files(paths, gpu: str | None = None, progress=None) -> tuple:
+def validate_files(paths, gpu: str | None = None, progress=None, impls: tuple | None = None) -> tuple:
     """:func:`validate` over several files; ``progress(done, total, name)`` counts the cases of all of them."""
     results, skipped = [], []
     measurements = [(path, load_measurement(path)) for path in paths]
     total, before = sum(len(m.cases) for _, m in measurements), 0
     for path, measurement in measurements:
         step = (lambda n, _, name, before=before: progress(before + n, total, name)) if progress else None
-        r, s = validate(measurement, gpu, step, source=Path(path).name)
+        r, s = validate(measurement, gpu, step, source=Path(path).name, impls=impls)
         before += len(measurement.cases)
         results += r
         skipped += s
@@ -134,7 +150,9 @@ def _triton(version: str | None) -> str | None:
 def _skip_reason(case) -> str | None:
     if case.error:
         return f"failed on the GPU: {case.error}"
-    if not case.run_config or case.run_config.get("algo") is None:
+    if case.impl in IMPLS and (case.run_config or {}).get("problem"):
+        pass  # modelled (iosim.schedule.references)
+    elif not case.run_config or case.run_config.get("algo") is None:
         return f"{case.impl} is an outside reference, not modelled"
     if case.counters is None and case.timing is None:
         return "no counters and no timing"

@@ -7,6 +7,7 @@ from iosim.schedule import flash1, flash2, flash_decode, standard
 from iosim.schedule.common import Schedule, TensorSet, check_problem
 from iosim.schedule.ir import HOST
 from iosim.schedule.problem import RunConfig
+from iosim.schedule.references import reference_kernels
 from iosim.schedule.tiling import resolve
 
 BUILDERS = {"standard": standard.build, "standard_eager": standard.build, "flash1": flash1.build, "flash2": flash2.build,
@@ -29,6 +30,8 @@ def build_schedule(config: RunConfig, sm_count: int | None = None) -> Schedule:
         config = replace(config, tiling=replace(config.tiling, splits=flash_decode.splits_for(config, sm_count)))
     ts = TensorSet(config)
     kernels = BUILDERS[config.algo](ts, config)
+    if config.impl is not None:  # PyTorch SDPA's kernels running the same schedule
+        kernels = reference_kernels(kernels, config.impl)
     p = config.problem
     inputs = INPUTS + (BACKWARD_INPUTS if p.backward else ())
     outputs = OUTPUTS + (BACKWARD_OUTPUTS if p.backward else ())

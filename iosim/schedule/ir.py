@@ -170,6 +170,7 @@ class Kernel:
     window: int = 0  # > 0: local attention, a query row sees the ``window`` keys up to itself (causal STOP)
     ragged: Ragged | None = None  # a variable-length batch: each request's own extents
     lookups: int = 0  # dependent loads before a CTA can address its tiles (a request's length or offset read first)
+    reverse: bool = False  # the loop walks its blocks from the last down (FlashAttention-2's CUDA kernels)
 
     @cached_property
     def _extent(self) -> dict:

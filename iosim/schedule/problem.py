@@ -15,6 +15,7 @@ WARPS = (1, 2, 4, 8, 16)
 ALGOS = ("standard", "standard_eager", "flash1", "flash2", "flash_decode")
 GRID_ORDERS = ("rows", "heads")
 MODES = ("plain", "ncu")
+IMPLS = ("sdpa_cudnn", "sdpa_flash")  # kernels other than iosim's own that run an algorithm (iosim.schedule.references)
 PAGE_SIZES = (16, 32, 64, 128, 256)  # tokens per page of a paged KV cache (vLLM's and FlashInfer's range)
 
 
@@ -183,16 +184,23 @@ class RunConfig:
     mode: str = "plain"
     host_tensors: tuple[str, ...] = ()
     backward_tiling: Tiling | None = None  # the backward kernels' tiling; None: ``tiling``'s overrides
+    impl: str | None = None  # whose kernels run it: None for iosim's Triton kernels, else one of IMPLS (PyTorch SDPA's)
 
     def __post_init__(self):
         if self.algo not in ALGOS:
             raise ConfigError("algo", f"must be one of {', '.join(ALGOS)}, got {self.algo!r}")
+        if self.impl is not None and self.impl not in IMPLS:
+            raise ConfigError("impl", f"must be one of {', '.join(IMPLS)} (or none: iosim's kernels), got {self.impl!r}")
+        if self.impl is not None and self.algo != "flash2":
+            raise ConfigError("impl", f"{self.impl} runs FlashAttention-2's schedule: algo must be flash2, got {self.algo!r}")
         if self.mode not in MODES:
             raise ConfigError("mode", f"must be one of {', '.join(MODES)}, got {self.mode!r}")
         object.__setattr__(self, "host_tensors", tuple(self.host_tensors))
 
     def to_dict(self) -> dict:
         out = asdict(self) | {"host_tensors": list(self.host_tensors)}
+        if out["impl"] is None:  # only SDPA's kernels say so: other runs keep their old form
+            del out["impl"]
         for key in ("tiling", "backward_tiling"):  # only flash-decoding splits: other runs keep their old form
             if out[key] is not None and out[key]["splits"] is None:
                 del out[key]["splits"]

@@ -33,6 +33,17 @@ FLASH2_BWD = Tiling(block_m=64, block_n=128, warps=8, stages=2)
 # 64-row blocks kept too few bytes in flight per CTA at batch 8: 273 µs against 257 µs at 128 rows, B = 8,
 # KV = 32K, d = 128); a second kernel combines the splits.
 FLASH_DECODE = Tiling(block_m=None, block_n=128, warps=4, stages=2)
+# PyTorch SDPA's kernels (iosim.schedule.references): head dim -> (forward, backward) tiling of the kernels
+# each backend launches on sm_90; warps are those that compute (cuDNN's two consumer warpgroups).
+# cuDNN: flash_fprop_wgmma_*_64x128x<d> (two consumers of 64 Q rows against 128 K/V rows) and
+# flash_bprop_wgmma_* (128 K/V rows a CTA, 64 Q rows a step); FlashAttention-2's CUDA kernels:
+# Flash_fwd_kernel_traits<d, bm, bn, warps> and Flash_bwd_kernel_traits<d, bm, bn, warps, ...>.
+REFERENCE_TILES = {
+    "sdpa_cudnn": {d: (Tiling(block_m=128, block_n=128, warps=8, stages=2), Tiling(block_m=64, block_n=128, warps=8, stages=2))
+                   for d in (64, 128)},
+    "sdpa_flash": {64: (Tiling(block_m=128, block_n=128, warps=4, stages=2), Tiling(block_m=128, block_n=128, warps=8, stages=2)),
+                   128: (Tiling(block_m=128, block_n=64, warps=4, stages=2), Tiling(block_m=64, block_n=128, warps=8, stages=2))},
+}
 MIN_ROWS = 16  # the smallest M of a tensor-core tile (tl.dot)
 MAX_SPLITS = 128  # FlashAttention-2's cap on splits
 
@@ -78,10 +89,17 @@ def decode_split_blocks(n_blocks: int, splits: int) -> tuple[int, int]:
     return per, -(-n_blocks // per)
 
 
-def default_tiling(algo: str, pass_: str, head_dim: int) -> Tiling:
-    """The fully specified defaults of ``algo``'s kernels in one pass (``fwd`` or ``bwd``)."""
+def default_tiling(algo: str, pass_: str, head_dim: int, impl: str | None = None) -> Tiling:
+    """The fully specified defaults of ``algo``'s kernels in one pass (``fwd`` or ``bwd``); ``impl``: of
+    PyTorch SDPA's kernels of that name rather than iosim's."""
     if pass_ not in (FWD, BWD):
         raise ValueError(f"pass_(={pass_!r}) must be one of {FWD}, {BWD}")
+    if impl is not None:
+        tiles = REFERENCE_TILES[impl].get(head_dim)
+        if tiles is None:
+            raise ConfigError("head_dim", f"{impl} is modelled at head dims {', '.join(map(str, REFERENCE_TILES[impl]))} "
+                                          f"(where its kernels' code was read), got {head_dim}")
+        return tiles[pass_ == BWD]
     if algo.startswith("standard"):
         return STANDARD
     if algo == "flash_decode":
@@ -95,11 +113,11 @@ def default_tiling(algo: str, pass_: str, head_dim: int) -> Tiling:
     return replace(FLASH2_FWD, warps=FLASH2_FWD.warps if head_dim <= 64 else FLASH2_WARPS_LARGE_D)
 
 
-def resolve_tiling(algo: str, pass_: str, head_dim: int, overrides: Tiling) -> Tiling:
+def resolve_tiling(algo: str, pass_: str, head_dim: int, overrides: Tiling, impl: str | None = None) -> Tiling:
     """``overrides`` with every ``None`` replaced by the pass's default; the backward grid order is fixed."""
     if overrides.grid_order != "rows" and overrides.grid_order not in GRID_ORDERS.get(algo, ("rows",)):
         raise ConfigError("grid_order", f"'heads' is modelled for flash2 only (its Triton kernel takes it), not {algo}")
-    base = default_tiling(algo, pass_, head_dim)
+    base = default_tiling(algo, pass_, head_dim, impl)
     given = {k: v for k, v in vars(overrides).items() if v is not None and k != "grid_order"}
     order = overrides.grid_order if pass_ == FWD else "rows"
     return replace(base, **given, grid_order=order)
@@ -112,7 +130,7 @@ def resolve(config: RunConfig) -> RunConfig:
     A config that already names a ``backward_tiling`` keeps it (resolved against the backward defaults).
     """
     d = config.problem.head_dim
-    fwd = resolve_tiling(config.algo, FWD, d, config.tiling)
+    fwd = resolve_tiling(config.algo, FWD, d, config.tiling, config.impl)
     if config.algo == "flash_decode":
         p = config.problem
         rows = decode_rows(p.group, p.seq_q)
@@ -122,9 +140,9 @@ def resolve(config: RunConfig) -> RunConfig:
         fwd = replace(fwd, block_m=fwd.block_m or rows)
     bwd = None
     if config.problem.backward:
-        bwd = resolve_tiling(config.algo, BWD, d, config.backward_tiling or config.tiling)
+        bwd = resolve_tiling(config.algo, BWD, d, config.backward_tiling or config.tiling, config.impl)
     return replace(config, tiling=fwd, backward_tiling=bwd)
 
 
 __all__ = ["default_tiling", "resolve_tiling", "resolve", "decode_rows", "decode_splits", "decode_plan_blocks", "decode_split_blocks",
-           "FWD", "BWD", "GRID_ORDERS"]
+           "FWD", "BWD", "GRID_ORDERS", "REFERENCE_TILES"]

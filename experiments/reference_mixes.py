@@ -1,0 +1,107 @@
+"""Write iosim/costs/mixes/references-sm_90.json: SDPA's cuDNN and flash kernels' code per warp and iteration.
+
+Reads the committed Nsight Compute source pages (``experiments/probes/sdpa_source_sass.sh`` on the
+H200: every SASS line of each kernel with the warp instructions it executed, one forward and backward
+at B 4 × H 16, N 4096, d = 64 and d = 128) and divides each forward and backward kernel's executed
+counts by the loop iterations and computing warps of that launch as iosim schedules it
+(:func:`iosim.schedule.references.reference_config`). Registers and shared memory per CTA come from
+the committed measurements that ran the same kernel. A kernel is warp-specialised where its code
+reallocates registers between warpgroups (``USETMAXREG``, CUTLASS's producer/consumer split).
+
+    python experiments/reference_mixes.py            # rewrite the JSON
+    python experiments/reference_mixes.py --check    # exit 1 if the committed JSON differs
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+from iosim.costs.code import REFERENCE_MIXES
+from iosim.costs.executed import read_source_page
+from iosim.schedule.build import build_schedule
+from iosim.schedule.problem import Problem
+from iosim.schedule.references import REFERENCE_ARCH, reference_config
+
+ROOT = Path(__file__).resolve().parent.parent
+H200 = ROOT / "experiments" / "measurements" / "h200"
+# the source pages and the launch each profiled (experiments/probes/sdpa_source_sass.sh, SHAPE)
+CAPTURES = ((H200 / "sdpa_sass" / "sdpa_sass.csv.gz", Problem(batch=4, heads=16, seq_q=4096, head_dim=128, backward=True)),
+            (H200 / "sdpa_sass_d64" / "sdpa_sass.csv.gz", Problem(batch=4, heads=16, seq_q=4096, head_dim=64, backward=True)))
+# which profiled kernel is which schedule kernel, per backend
+ROLES = {"sdpa_cudnn": (("flash_fprop_wgmma", "flash2_fwd"), ("flash_bprop_wgmma", "flash2_bwd")),
+         "sdpa_flash": (("flash_fwd_kernel<", "flash2_fwd"), ("flash_bwd_dq_dk_dv_loop", "flash2_bwd"))}
+# measurement files whose per-kernel records carry registers and shared memory of these kernels
+RESOURCE_FILES = (H200 / "hopper" / "ncu_bwd" / "measurements.json", H200 / "measurements.json")
+
+
+def _plain(name: str) -> str:
+    """A kernel name without the casts ncu's source page prints in template arguments."""
+    return re.sub(r"\((?:int|bool|unsigned int)\)", "", name).replace(" ", "")
+
+
+def _resources() -> dict:
+    out = {}
+    for path in RESOURCE_FILES:
+        for case in json.loads(path.read_text())["cases"]:
+            for k in (case.get("counters") or {}).get("kernels") or []:
+                out.setdefault(_plain(k["name"]), (k.get("registers"), k.get("shared_bytes"), k.get("block")))
+    return out
+
+
+def _iterations(impl: str, problem: Problem, kernel_name: str) -> tuple[float, int]:
+    schedule = build_schedule(reference_config(impl, problem, REFERENCE_ARCH), 132)
+    kernel = next(k for k in schedule.kernels if k.name == kernel_name)
+    sl, i, j = kernel.coords(0, kernel.ctas)
+    _, trips = kernel.loop_bounds(i, j, sl)
+    return float(trips.sum()), kernel.warps
+
+
+def build() -> dict:
+    resources = _resources()
+    entries = []
+    for path, problem in CAPTURES:
+        profiled = read_source_page(path)
+        for impl, roles in ROLES.items():
+            for needle, role in roles:
+                found = next(k for k in profiled if needle in k.name)
+                iterations, warps = _iterations(impl, problem, role)
+                per = iterations * warps
+                opcodes = found.opcodes()
+                regs, smem, block = resources.get(_plain(found.name), (None, None, None))
+                entries.append({
+                    "impl": impl, "kernel": role, "head_dim": problem.head_dim, "name": found.name,
+                    "capture": str(path.relative_to(ROOT)),
+                    "launch": {"batch": problem.batch, "heads": problem.heads, "seq": problem.seq_q,
+                               "iterations": iterations, "warps": warps},
+                    "instructions": found.instructions / per,
+                    "pipes": {p: n / per for p, n in sorted(found.pipes().items())},
+                    "local_loads": opcodes.get("LDL", 0.0) / per, "local_stores": opcodes.get("STL", 0.0) / per,
+                    "registers": regs, "shared_bytes": smem, "threads": block[0] if block else None,
+                    "specialised": opcodes.get("USETMAXREG", 0) > 0,
+                    "tma": opcodes.get("UTMALDG", 0) > 0,
+                })
+    return {"arch": f"sm_{REFERENCE_ARCH}", "source": "ncu source pages (SourceCounters) on an NVIDIA H200, "
+            "driver 580.159.04, torch 2.11.0+cu130, Nsight Compute 2025.3.1.0",
+            "command": "python experiments/reference_mixes.py", "kernels": entries}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--check", action="store_true", help="compare with the committed file instead of writing it")
+    args = parser.parse_args(argv)
+    text = json.dumps(build(), indent=1) + "\n"
+    target = ROOT / "iosim" / "costs" / "mixes" / REFERENCE_MIXES
+    if args.check:
+        same = target.exists() and target.read_text() == text
+        print(f"{target.relative_to(ROOT)}: {'up to date' if same else 'differs from what the captures give'}")
+        return 0 if same else 1
+    target.write_text(text)
+    print(f"wrote {target.relative_to(ROOT)}: {len(json.loads(text)['kernels'])} kernels")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
