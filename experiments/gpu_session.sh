@@ -25,6 +25,11 @@
 #                                                -> $OUT/hopper/bench_all.txt, $OUT/hopper/ncu/ (≤ 900 s)
 #   u) SDPA's kernels' SASS at d = 64 (ncu source page) -> $OUT/sdpa_sass_d64/             (≤ 300 s)
 #   v) SDPA cuDNN and flash on held-out shapes (ncu) -> $OUT/sdpa/measurements.json + .csv  (≤ 560 s)
+#   w) the Hopper kernel's fp8 forward: GPU tests, its compiled code, the fp8 grid (ncu)
+#                                                -> $OUT/fp8/{pytest_gpu_fp8.log,mixes/,measurements.json} (≤ 500 s)
+#   x) the tile loop in fp8 beside fp16 (calibrate --only "fp8 tiles") -> $OUT/fp8/fp8_tiles.yaml (≤ 200 s)
+#   y) the fp8 tile loop's occupancy series and the calibration loops' compiled code
+#                                                -> $OUT/fp8/fp8_occupancy.yaml, $OUT/fp8/calmix/ (≤ 400 s)
 # A step that fails or runs out of time does not stop the next. Measurement files are rewritten
 # atomically after each batch of cases, so a step cut short keeps every finished batch. Progress
 # goes to $OUT/session.log. All steps take longer than one 10-minute device command: name the steps
@@ -144,6 +149,24 @@ if want u; then
 fi
 if want v; then
     step "v) measurement grid sdpa" 560 "$PY" -m iosim measure --grid sdpa --out "$OUT/sdpa" >>"$LOG" 2>&1
+fi
+if want w; then
+    mkdir -p "$OUT/fp8/mixes"
+    cp kernels/mixes/sm_90-triton-3.6.0.json "$OUT/fp8/mixes/" 2>/dev/null  # the hopper grid's cases stay beside
+    step "w) GPU tests fp8" 150 "$PY" -m pytest -q -x tests/test_flash_hopper.py -k "fp8" >"$OUT/fp8/pytest_gpu_fp8.log" 2>&1
+    step "w) fp8 mixes" 150 "$PY" -m iosim.kernels.user_codes --grid fp8 --out "$OUT/fp8/mixes" >>"$LOG" 2>&1
+    step "w) measurement grid fp8" 300 "$PY" -m iosim measure --grid fp8 --out "$OUT/fp8" >>"$LOG" 2>&1
+fi
+if want x; then
+    mkdir -p "$OUT/fp8"
+    step "x) fp8 tiles" 200 "$PY" -m iosim calibrate --base "$PROFILE" --out "$OUT/fp8/fp8_tiles.yaml" --only "fp8 tiles" \
+        >"$OUT/fp8/fp8_tiles.log" 2>&1
+fi
+if want y; then
+    mkdir -p "$OUT/fp8/calmix"
+    step "y) fp8 occupancy" 300 "$PY" -m iosim calibrate --base "$PROFILE" --out "$OUT/fp8/fp8_occupancy.yaml" \
+        --only "fp8 occupancy" >"$OUT/fp8/fp8_occupancy.log" 2>&1
+    step "y) calibration mixes" 100 "$PY" -m iosim.kernels.sass --calibration --out "$OUT/fp8/calmix" >>"$LOG" 2>&1
 fi
 echo "done $(date -u +%FT%TZ), $SECONDS s in all" >>"$LOG"
 ls -laR "$OUT" >>"$LOG"

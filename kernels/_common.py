@@ -18,6 +18,7 @@ from iosim.schedule.problem import HEAD_DIMS, ConfigError, Problem, RunConfig, T
 from iosim.schedule.tiling import resolve_tiling
 
 DTYPE_NAMES = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}
+TORCH_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32, "fp8": torch.float8_e4m3fn}
 TILING_KEYS = tuple(f.name for f in fields(Tiling))
 LOG2E = 1.4426950408889634  # exp(x) = exp2(x · log2 e)
 LOG2E_C = tl.constexpr(LOG2E)  # the same, usable inside kernels
@@ -49,6 +50,18 @@ def check_inputs(q, k, v, causal: bool, backward: bool = False) -> Problem:
         raise ValueError(f"causal attention needs seq_q == seq_k, got {seq_q} and {seq_k}")
     return Problem(batch=batch, heads=heads, kv_heads=kv_heads, seq_q=seq_q, seq_k=seq_k, head_dim=head_dim,
                    dtype=DTYPE_NAMES[q.dtype], causal=bool(causal), backward=bool(backward))
+
+
+def fp8_inputs(q, k, v):
+    """fp8 (e4m3) inputs as fp8 attention kernels take them (FlashAttention-3's layout, which Hopper's fp8
+    wgmma needs: both operands K-major): q and k as given, (B, H|Hkv, N, d), and v transposed to
+    (B, Hkv, d, N), its rows padded to 16 bytes (TMA's stride alignment). Values are cast, unscaled:
+    random normal inputs lie well inside e4m3's range (±448)."""
+    fp8 = torch.float8_e4m3fn
+    n = v.shape[-2]
+    vt = torch.zeros((*v.shape[:-2], v.shape[-1], -(-n // 16) * 16), dtype=fp8, device=v.device)
+    vt[..., :n] = v.transpose(-1, -2).to(fp8)
+    return q.to(fp8), k.to(fp8), vt[..., :n]
 
 
 def check_head_dim(head_dim: int) -> None:

@@ -23,7 +23,7 @@ backward tile loop with dQ in registers or added atomically (``tile_bwd_plain_*`
 the scoreboard waits a kernel's schedule leaves uncovered); :mod:`iosim.kernels.microbench` says what
 each measures. One that cannot be
 what it claims (``*_ok_sms`` below the SM count: the SMs did not hold exactly c CTAs each; a rate not above
-0, a tile rate above the datasheet fp16 tensor peak) is kept but FLAGGED in the summary.
+0, a tile rate above the datasheet tensor peak of its operands, fp16 or fp8) is kept but FLAGGED in the summary.
 
     python3 -m iosim.kernels.calibrate --base hardware_profiles/h100-sxm.yaml --out FILE
 """
@@ -246,9 +246,12 @@ def _clock_and_solo(f: _Fields, raw: dict) -> None:
 def _raw_flags(f: _Fields, raw: dict) -> None:
     """Flag the raw-only numbers (:data:`RAW_ONLY`) that cannot be what they claim; they stay in the raw block."""
     sms = _si(f.fields["sm_count"], "sm_count")
-    peak = _si(f.fields["tensor_flops_fp16"], "tensor_flops_fp16")
+    peaks = {d: _si(f.fields[f"tensor_flops_{d}"], f"tensor_flops_{d}") for d in ("fp16", "fp8")
+             if f"tensor_flops_{d}" in f.fields}
     for key in sorted(k for k in raw if k.startswith(RAW_ONLY)):
         value = raw[key]
+        dtype = "fp8" if "_fp8_" in key and "fp8" in peaks else "fp16"  # an fp8 loop against the fp8 peak
+        peak = peaks[dtype]
         ctas = re.search(r"_c(\d+)_ok_sms$", key)
         if ctas:
             if value < sms:
@@ -257,7 +260,7 @@ def _raw_flags(f: _Fields, raw: dict) -> None:
         elif not math.isfinite(value) or value <= 0:
             f.flag(key, value, "", f"measured {value:.4g}, not a positive number")
         elif key.startswith("tile_") and not key.endswith("_bytes_per_s") and value > peak:
-            f.flag(key, value, "FLOP/s", f"{value / 1e12:.0f} TFLOP/s is above the datasheet tensor_flops_fp16 "
+            f.flag(key, value, "FLOP/s", f"{value / 1e12:.0f} TFLOP/s is above the datasheet tensor_flops_{dtype} "
                    f"{peak / 1e12:.1f} TFLOP/s")
 
 

@@ -403,6 +403,18 @@ def hopper_grid() -> list[CaseSpec]:
     return cases
 
 
+HOPPER_FP8_KERNEL = "kernels/flash_hopper.py:fwd_fp8"  # the Hopper forward on e4m3 inputs, unit scales
+
+
+def fp8_grid() -> list[CaseSpec]:
+    """The Hopper kernel's fp8 (e4m3) forward: d = 128 at N = 4K and 16K, causal N = 8K, GQA 16 on 4,
+    and d = 64, the hopper grid's shapes (its fp16 forward measured there)."""
+    shapes = [dict(batch=4, heads=16, seq_q=4096, head_dim=128), dict(batch=1, heads=16, seq_q=16384, head_dim=128),
+              dict(batch=2, heads=16, seq_q=8192, head_dim=128, causal=True),
+              dict(batch=4, heads=16, kv_heads=4, seq_q=4096, head_dim=128), dict(batch=4, heads=16, seq_q=4096, head_dim=64)]
+    return [kernel_case(HOPPER_FP8_KERNEL, "flash2", "fwd", dtype="fp8", **shape) for shape in shapes]
+
+
 def sdpa_grid() -> list[CaseSpec]:
     """SDPA's cuDNN and flash backends on shapes no committed case has (held out from the reference models,
     whose code was read at B·H = 64, N = 4096): d = 64 and 128, N = 2K-16K, causal, GQA, bf16, forward and
@@ -417,4 +429,4 @@ def sdpa_grid() -> list[CaseSpec]:
 
 GRIDS = {"default": default_grid, "smoke": smoke_grid, "h200": h200_grid, "decode": decode_grid, "paged": paged_grid,
          "paged_flex": paged_flex_grid, "lone": lone_grid, "varlen": varlen_grid, "window": window_grid,
-         "foreign": manifest_cases, "hopper": hopper_grid, "sdpa": sdpa_grid}
+         "foreign": manifest_cases, "hopper": hopper_grid, "sdpa": sdpa_grid, "fp8": fp8_grid}

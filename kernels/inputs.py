@@ -20,7 +20,10 @@ def packed(spec: CaseSpec) -> bool:
 def make_inputs(torch, spec: CaseSpec):
     """Random q, k, v (and dO) from a fixed seed: never zeros, whose products the GPU may shortcut."""
     p = spec.problem
-    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[p.dtype]
+    from iosim.kernels._common import TORCH_DTYPES, fp8_inputs
+
+    fp8 = p.dtype == "fp8"
+    dtype = torch.float16 if fp8 else TORCH_DTYPES[p.dtype]  # fp8: drawn in fp16, then cast (fp8_inputs)
     gen = torch.Generator(device="cuda").manual_seed(0)
     if packed(spec):
         total = sum(p.lengths) if p.seq_lens is not None else p.batch * p.seq_q
@@ -35,6 +38,11 @@ def make_inputs(torch, spec: CaseSpec):
         return torch.randn(p.batch, heads, seq, p.head_dim, dtype=dtype, device="cuda", generator=gen)
 
     q, k, v = rand(p.heads, p.seq_q), rand(p.kv_heads, p.seq_k), rand(p.kv_heads, p.seq_k)
+    if fp8:  # forward only (no fp8 backward is modelled): e4m3, V transposed
+        if p.backward or spec.impl != "kernel":
+            raise HarnessError("fp8: a user kernel's forward only (fn(q, k, v) on e4m3 inputs, V transposed)")
+        q, k, v = fp8_inputs(q, k, v)
+        return q, k, v, None
     do = rand(p.heads, p.seq_q) if p.backward else None
     if p.backward:
         for t in (q, k, v):

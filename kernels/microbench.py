@@ -305,13 +305,14 @@ def _tile_kernel():
     @triton.jit
     def tile_mma(Q, K, V, O, SMS, N_KV, qk_scale, ITERS: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
                  D: tl.constexpr, RECORD_SM: tl.constexpr = False, SOFTMAX: tl.constexpr = False,
-                 RECORD_TIME: tl.constexpr = False, STREAM: tl.constexpr = False):
+                 RECORD_TIME: tl.constexpr = False, STREAM: tl.constexpr = False, V_T: tl.constexpr = False):
         """ITERS times: read BN·d of K and of V (tile (pid + i) mod N_KV, L1/L2-resident), S = Q Kᵀ and
         O += P V with P = S (no softmax) or, with SOFTMAX, FlashAttention-2's online softmax of S·qk_scale
         (log2 units), line for line as kernels/flash2.py's _fwd_blocks computes it; O is then normalised.
         RECORD_TIME: each CTA writes %globaltimer at its start and after its last product to SMS[2·pid]
         and SMS[2·pid + 1] (int64). STREAM: CTA pid reads tiles pid·ITERS + i instead, each once (from
-        DRAM when the L2 was flushed)."""
+        DRAM when the L2 was flushed). V_T: V is stored transposed, (d × N_KV·BN), and P V multiplies by the
+        transpose of its (d × BN) tile: both operands K-major, as fp8 wgmma takes them (the fp8 loop)."""
         pid = tl.program_id(0)
         if RECORD_SM:  # which SM this CTA ran on: checks how many CTAs each SM held
             one = tl.arange(0, 1)
@@ -330,7 +331,10 @@ def _tile_kernel():
             else:
                 j = (pid + i) % N_KV  # K/V tiles vary, so nothing is hoisted; all stay in L1/L2
             k = tl.load(K + j * BN * D + rn[:, None] * D + rd[None, :])
-            v = tl.load(V + j * BN * D + rn[:, None] * D + rd[None, :])
+            if V_T:
+                v = tl.trans(tl.load(V + rd[:, None] * (N_KV * BN) + j * BN + rn[None, :]))
+            else:
+                v = tl.load(V + j * BN * D + rn[:, None] * D + rd[None, :])
             s = tl.dot(q, tl.trans(k))
             if SOFTMAX:
                 s = s * qk_scale
@@ -361,8 +365,9 @@ def tile_loop(q, k, v, o, sm_ids, *, bn: int, ctas: int, iters: int, warps: int,
     pid·block_m of ``o`` and, with ``record_sm``, its ``%smid`` at ``sm_ids[pid]``.
     """
     bm, d = q.shape
+    v_t = v.element_size() == 1  # fp8: V stored transposed, (d × N_KV·bn) (_tile_inputs)
     return _tile_kernel()[(ctas,)](q, k, v, o, sm_ids, k.shape[0] // bn, qk_scale, ITERS=iters, BM=bm, BN=bn, D=d,
-                                   RECORD_SM=record_sm, SOFTMAX=softmax, num_warps=warps, num_stages=stages)
+                                   RECORD_SM=record_sm, SOFTMAX=softmax, V_T=v_t, num_warps=warps, num_stages=stages)
 
 
 CTA_SPAN_ITERS = (1, 2, 4, 8, 16, 32)  # loop trips of the one-wave spans cta_fixed_cost fits
@@ -451,9 +456,14 @@ def miss_costs(torch, softmax: bool = False) -> dict:
 
 
 def _tile_inputs(torch, dtype, bm: int, bn: int, d: int, n_kv: int = 16):
-    q = torch.randn(bm, d, dtype=dtype, device="cuda")
-    k = torch.randn(n_kv * bn, d, dtype=dtype, device="cuda") * 0.05
-    v = torch.randn(n_kv * bn, d, dtype=dtype, device="cuda")
+    """q (bm × d), k and v (n_kv·bn × d) random; fp8 (e4m3): cast from fp16, V stored transposed (d × n_kv·bn)."""
+    fp8 = dtype == torch.float8_e4m3fn
+    make = torch.float16 if fp8 else dtype
+    q = torch.randn(bm, d, dtype=make, device="cuda")
+    k = torch.randn(n_kv * bn, d, dtype=make, device="cuda") * 0.05
+    v = torch.randn(n_kv * bn, d, dtype=make, device="cuda")
+    if fp8:
+        return q.to(dtype), k.to(dtype), v.t().contiguous().to(dtype)
     return q, k, v
 
 
@@ -477,6 +487,17 @@ def tile_flops(torch, dtype, head_dim: int, iters: int = 256) -> float:
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     return _tile_rate(torch, t.block_m, t.block_n, head_dim, t.warps, 2 * sms, iters=iters, dtype=dtype,
                       stages=t.stages)[0]
+
+
+def fp8_tile_flops(torch) -> dict:
+    """The tile loop's two matmuls in fp8 (e4m3, V transposed: both operands K-major, as fp8 wgmma takes
+    them) and in fp16 back to back, at each head dim: ``tile_fp8_d<d>`` and ``beside_fp8_tile_fp16_d<d>``
+    (the same run's fp16, against which the fp8 rate is read: :func:`iosim.costs.issue.occupancy_rate`)."""
+    out = {}
+    for d in (64, 128):
+        out[f"tile_fp8_d{d}"] = tile_flops(torch, torch.float8_e4m3fn, d)
+        out[f"beside_fp8_tile_fp16_d{d}"] = tile_flops(torch, torch.float16, d)
+    return out
 
 
 SOLO_TILES = ((128, 64, 64, 4), (128, 64, 128, 8))  # (block_m, block_n, head_dim, warps) run one CTA per SM
@@ -505,7 +526,7 @@ SOFTMAX_TILES = ((128, 64, 64, 4, (1, 2)), (128, 64, 128, 8, (1,)))
 
 
 def tile_flops_resident(torch, bm: int, bn: int, d: int, warps: int, counts, softmax: bool = False,
-                        iters: int = 4096, progress=print, stages: int | None = None) -> dict:
+                        iters: int = 4096, progress=print, stages: int | None = None, dtype=None) -> dict:
     """FLOP/s of the fp16 tile loop (with FlashAttention-2's online softmax when ``softmax``) with exactly c
     CTAs on every SM, for each c in ``counts``: grid = c × SM count on an idle GPU, which the block
     scheduler spreads evenly. A c that the compiled kernel's registers or shared memory do not allow
@@ -513,21 +534,24 @@ def tile_flops_resident(torch, bm: int, bn: int, d: int, warps: int, counts, sof
 
     Returns ``{"tile_<occ|softmax>_fp16_<bm>x<bn>x<d>w<warps>_c<c>": FLOP/s (the two matmuls only),
     "..._ok_sms": SMs that ran exactly c CTAs (by ``%smid``; the SM count when all did)}``; with
-    ``stages`` other than the default tiling's, the key reads ``...w<warps>s<stages>_c<c>``.
+    ``stages`` other than the default tiling's, the key reads ``...w<warps>s<stages>_c<c>``; with ``dtype``
+    float8_e4m3fn the loop multiplies fp8 operands (V transposed) and the key reads ``tile_occ_fp8_...``.
     """
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     default = default_tiling("flash2", FWD, d).stages
     stages = default if stages is None else stages
     tag = f"w{warps}" + (f"s{stages}" if stages != default else "")
-    key = lambda c: f"tile_{'softmax' if softmax else 'occ'}_fp16_{bm}x{bn}x{d}{tag}_c{c}"  # noqa: E731
-    q, k, v = _tile_inputs(torch, torch.float16, bm, bn, d)
+    dtype = dtype or torch.float16
+    name = "fp8" if dtype == torch.float8_e4m3fn else "fp16"
+    key = lambda c: f"tile_{'softmax' if softmax else 'occ'}_{name}_{bm}x{bn}x{d}{tag}_c{c}"  # noqa: E731
+    q, k, v = _tile_inputs(torch, dtype, bm, bn, d)
     one_f, one_i = (torch.empty(1, dtype=t, device="cuda") for t in (torch.float32, torch.int32))
     compiled = tile_loop(q, k, v, one_f, one_i, bn=bn, ctas=0, iters=iters, warps=warps, softmax=softmax,
                          stages=stages, record_sm=True)
     out = {}
     for c in _fitting(torch, compiled, warps, counts, key, progress):
         rate, sm_ids = _tile_rate(torch, bm, bn, d, warps, c * sms, iters=iters, stages=stages, softmax=softmax,
-                                  record_sm=True)
+                                  record_sm=True, dtype=dtype)
         out[key(c)], out[key(c) + "_ok_sms"] = rate, float(sms_running(sm_ids, c))
     return out
 
@@ -1030,6 +1054,11 @@ def run_all(progress=print, only=None) -> dict:
                             (("fp16", torch.float16), ("bf16", torch.bfloat16))}),
         ("tiles", lambda: {f"tile_{n}_d{d}": tile_flops(torch, dt, d) for n, dt in
                            (("fp16", torch.float16), ("bf16", torch.bfloat16)) for d in (64, 128)}),
+        ("fp8 tiles", lambda: fp8_tile_flops(torch)),
+        ("fp8 occupancy", lambda: {k: v for (bm, bn, d, w, cs), st in
+                                   [(t, None) for t in OCC_TILES] + [(t, 3) for t in OCC_TILES_S3]
+                                   for k, v in tile_flops_resident(torch, bm, bn, d, w, cs, progress=progress,
+                                                                   stages=st, dtype=torch.float8_e4m3fn).items()}),
         ("bwd tiles", lambda: {f"tile_bwd_fp16_d{d}": bwd_tile_flops(torch, torch.float16, d) for d in (64, 128)}),
         ("launch", lambda: launch_overhead(torch)),
         ("atomics", lambda: atomic_bandwidth(torch)),

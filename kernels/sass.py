@@ -312,22 +312,25 @@ def unique_launches(arch: int = DEFAULT_ARCH, log=None) -> list[Launch]:
 
 def calibration_launches(arch: int = DEFAULT_ARCH) -> list[Launch]:
     """The tile loops ``iosim calibrate`` times, as it launches them: the occupancy series two and three
-    stages deep, the series with FlashAttention-2's softmax and the miss-cost series' softmax loops
-    (:mod:`iosim.kernels.microbench`). Their
+    stages deep (fp16, and fp8 with V transposed), the series with FlashAttention-2's softmax and the
+    miss-cost series' softmax loops (:mod:`iosim.kernels.microbench`). Their
     own SIMT code is inside each calibrated rate; the model takes it out before adding a kernel's."""
     import torch
 
     from iosim.kernels import microbench as mb
     from iosim.schedule.tiling import FWD, default_tiling
 
-    series = ([(t[:4], None, False) for t in mb.OCC_TILES] + [(t[:4], 3, False) for t in mb.OCC_TILES_S3]
-              + [(t[:4], None, True) for t in mb.SOFTMAX_TILES] + [(t, None, True) for t in mb.MISS_TILES])
+    occupancy = [(t[:4], None, False) for t in mb.OCC_TILES] + [(t[:4], 3, False) for t in mb.OCC_TILES_S3]
+    series = ([(*s, torch.float16) for s in occupancy] + [(*s, torch.float8_e4m3fn) for s in occupancy]
+              + [(t[:4], None, True, torch.float16) for t in mb.SOFTMAX_TILES]
+              + [(t, None, True, torch.float16) for t in mb.MISS_TILES])
     seen: dict[str, Launch] = {}
-    for (bm, bn, d, warps), stages, softmax in series:
+    for (bm, bn, d, warps), stages, softmax, dtype in series:
         stages = default_tiling("flash2", FWD, d).stages if stages is None else stages
-        q, k = torch.zeros(bm, d, dtype=torch.float16), torch.zeros(16 * bn, d, dtype=torch.float16)
+        q, k = torch.zeros(bm, d, dtype=dtype), torch.zeros(16 * bn, d, dtype=dtype)
+        v = k if dtype == torch.float16 else torch.zeros(d, 16 * bn, dtype=dtype)  # fp8: V transposed
         o, ids = torch.zeros(1, dtype=torch.float32), torch.zeros(1, dtype=torch.int32)
-        _, launches = capture_launches(mb.tile_loop, q, k, k, o, ids, bn=bn, ctas=1, iters=4096, warps=warps,
+        _, launches = capture_launches(mb.tile_loop, q, k, v, o, ids, bn=bn, ctas=1, iters=4096, warps=warps,
                                        stages=stages, softmax=softmax, record_sm=True, arch=arch)
         for launch in launches:
             seen.setdefault(launch.key(), launch)

@@ -76,12 +76,17 @@ def capture(ref: str, config: RunConfig, arch: int = DEFAULT_ARCH, base: Path | 
 
     fn = load_kernel(ref, base)
     p = config.problem
-    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[p.dtype]
+    from iosim.kernels._common import TORCH_DTYPES, fp8_inputs
+
+    fp8 = p.dtype == "fp8"
+    dtype = torch.float16 if fp8 else TORCH_DTYPES[p.dtype]
     seq_q, seq_k = _capture_seqs(config)
     grad = p.backward
     q = torch.zeros((p.batch, p.heads, seq_q, p.head_dim), dtype=dtype, requires_grad=grad)
     k = torch.zeros((p.batch, p.kv_heads, seq_k, p.head_dim), dtype=dtype, requires_grad=grad)
     v = torch.zeros_like(k, requires_grad=grad)
+    if fp8:  # as the harness gives them (e4m3, V transposed)
+        q, k, v = fp8_inputs(q, k, v)
     o, fwd = capture_launches(fn, q, k, v, causal=p.causal, arch=arch)
     bwd: list[Launch] = []
     if grad:
@@ -212,7 +217,7 @@ def _child_env() -> None:
 
 def main(argv=None) -> int:
     """Compile every case of a foreign-kernel manifest (or a grid's user-kernel cases) for sm_ARCH; write
-    DIR/sm_<arch>-triton-<version>.json."""
+    DIR/sm_<arch>-triton-<version>.json (cases already in that file and not compiled now are kept)."""
     from iosim.kernels.cases import GRIDS
 
     parser = argparse.ArgumentParser(prog="python -m iosim.kernels.user_codes", description=main.__doc__)
@@ -231,6 +236,8 @@ def main(argv=None) -> int:
     cases = manifest_mixes(args.manifest, args.arch, args.workers, log, args.grid)
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / mixes_filename(args.arch, triton.__version__)
+    if path.exists():  # another grid's cases (the hopper grid beside the fp8 one) stay
+        cases = {**json.loads(path.read_text()).get("cases", {}), **cases}
     doc = {"schema": SCHEMA, "schema_version": 1, "arch": f"sm_{args.arch}", "triton": triton.__version__,
            "cases": cases}
     path.write_text(json.dumps(doc, indent=1) + "\n")

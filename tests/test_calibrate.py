@@ -190,6 +190,10 @@ def test_raw_only_numbers_are_kept_and_implausible_ones_flagged():
     assert "above the datasheet tensor_flops_fp16 989.5 TFLOP/s" in flagged["tile_occ_fp16_128x64x64w4_c1"]
     assert profile["calibration"]["raw"] == bad and profile["fields"] == base["fields"]
     assert "FLAGGED" in summary(rows)
+    # an fp8 loop is held to the fp8 peak (1979 TFLOP/s on the H200): above fp16's is plausible, above fp8's not
+    fp8 = {"tile_occ_fp8_128x64x128w4s3_c2": 1.2e15, "tile_occ_fp8_128x64x128w4_c2": 2.1e15}
+    flagged = {r[0]: r[4] for r in calibrated_profile(base, fp8, H100)[1]}
+    assert set(flagged) == {"tile_occ_fp8_128x64x128w4_c2"} and "tensor_flops_fp8 1979.0" in flagged.popitem()[1]
 
 
 # ---------------------------------------------------------------------------------------------

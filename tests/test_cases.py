@@ -211,6 +211,11 @@ def test_hopper_grid_is_the_committed_set_and_its_compiled_code():
     kernels = [c for c in grid if c.impl == "kernel"]
     assert len(kernels) == 10 and {c.kernel for c in kernels} == {HOPPER_KERNEL}
     assert {c.pass_ for c in kernels} == {"fwd", "fwd_bwd"} and {c.impl for c in grid} >= {"sdpa_cudnn", "sdpa_flash"}
+    from iosim.kernels.cases import fp8_grid
+
+    fp8 = fp8_grid()  # the fp8 forward on the same shapes, committed as h200/fp8
+    assert [c.name for c in fp8] == _committed_names("h200/fp8/measurements.json")
+    assert {c.problem.dtype for c in fp8} == {"fp8"} and not any(c.problem.backward for c in fp8)
     for version in ("3.6.0", "3.9.0"):
         mixes = json.loads((REPO / "kernels" / "mixes" / f"sm_90-triton-{version}.json").read_text())
-        assert sorted(mixes["cases"]) == sorted(c.name for c in kernels), version
+        assert sorted(mixes["cases"]) == sorted(c.name for c in kernels + fp8), version

@@ -73,6 +73,22 @@ def test_fp8_forward_within_e4m3s_rounding_of_p(batch, heads, kv_heads, n, d, ca
     assert (lse.double() - ref_lse).abs().max() <= 1e-4 * ref_lse.abs().max()  # S is exact in fp32
 
 
+@pytest.mark.parametrize("n, causal", [(150, True), pytest.param(1000, False, marks=pytest.mark.gpu)])
+def test_fp8_entry_on_the_harness_inputs(n, causal):
+    """``fwd_fp8`` (what ``iosim measure --dtype fp8`` times) on the inputs the harness makes
+    (``fp8_inputs``: e4m3 casts, V transposed, rows padded): unit scales, the same bound as above."""
+    from iosim.kernels._common import fp8_inputs
+
+    q, k, v = _inputs(1, 2, 1, n, 64)
+    q8, k8, v8 = fp8_inputs(q, k, v)
+    assert v8.dtype == torch.float8_e4m3fn and v8.shape == (1, 1, 64, n) and v8.stride(-2) % 16 == 0
+    o = fh.fwd_fp8(q8, k8, v8, causal)
+    dq, dk, dv = q8.double(), k8.double(), v8.double().transpose(-1, -2)
+    ref, _ = reference(dq, dk, dv, causal)
+    bound = (2.0**-4 + n * 2.0**-10) * dv.abs().max() + UNIT[torch.float16] * ref.abs().max()
+    assert o.dtype == torch.float16 and (o.double() - ref).abs().max() <= bound
+
+
 def test_bad_inputs_are_refused_with_the_field():
     q, k, v = _inputs(1, 2, 2, 80, 64, torch.float16)
     with pytest.raises(ValueError, match="head_dim"):

@@ -91,8 +91,13 @@ def test_h100_fractions_reproduce_the_measured_ceilings():
     p = load_profile("h100")
     assert p.peak_dram_bandwidth == pytest.approx(2.96e12, rel=0.002)
     assert p.peak_tensor_flops("fp16") == pytest.approx(702e12, rel=0.002)
+    assert p.tensor_flops["fp8"] == pytest.approx(2 * p.tensor_flops["fp16"], rel=1e-4)  # WP104: fp8 dense 1978.9, fp16 989.4 TFLOP/s
+    with pytest.raises(ValueError, match="fp4"):
+        p.peak_tensor_flops("fp4")
+    a100 = load_profile("a100")  # no fp8 tensor cores: no peak, and its summary leaves the field out
     with pytest.raises(ValueError, match="fp8"):
-        p.peak_tensor_flops("fp8")
+        a100.peak_tensor_flops("fp8")
+    assert "tensor_flops_fp8" not in {row[0] for row in a100.summary_rows()}
 
 
 def test_units_convert_to_base_units(tmp_path):
@@ -119,7 +124,8 @@ def test_format_quantity_picks_the_largest_exact_unit():
 def test_summary_rows_show_every_field_with_unit_and_source():
     rows = load_profile("h100").summary_rows()
     # every required field, then the optional ones the file sets
-    present = ("l2_dirty_limit", "fp32_lanes_per_sm", "int32_lanes_per_sm", "lsu_lanes_per_sm", "lrc_sms", "l1_bytes")
+    present = ("l2_dirty_limit", "fp32_lanes_per_sm", "int32_lanes_per_sm", "lsu_lanes_per_sm", "lrc_sms", "l1_bytes",
+               "tensor_flops_fp8")
     assert [r[0] for r in rows] == list(REQUIRED) + [f for f in OPTIONAL if f in present]
     by_field = {f: (v, s) for f, v, s in rows}
     assert by_field["l2_bytes"][0] == "50 MiB"

@@ -22,7 +22,7 @@ def _kernels(module: str):
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Folder for measurements.json and measurements.csv (created if missing).")
 @click.option("--grid", type=click.Choice(["default", "smoke", "h200", "decode", "paged", "paged_flex", "lone",
-                                                "varlen", "window", "foreign", "hopper", "sdpa"]),
+                                                "varlen", "window", "foreign", "hopper", "sdpa", "fp8"]),
               default="default",
               show_default=True,
               help="default: the 61-case data set (standard, flash1, flash2, eager PyTorch, SDPA); smoke: 8 small "
@@ -36,7 +36,8 @@ def _kernels(module: str):
                    "decode, FlexAttention beside them); foreign: the cases of "
                    "experiments/foreign_kernels/manifest.yaml; hopper: 20 cases, kernels/flash_hopper.py (TMA) "
                    "forward and forward + backward, SDPA cuDNN and flash on its shapes; sdpa: 24 cases, SDPA cuDNN and "
-                   "flash on shapes held out from their models (d = 64/128, N = 2K-16K, causal, GQA, bf16).")
+                   "flash on shapes held out from their models (d = 64/128, N = 2K-16K, causal, GQA, bf16); fp8: 5 cases, "
+                   "kernels/flash_hopper.py's fp8 (e4m3) forward on the hopper grid's shapes.")
 @click.option("--kernel", metavar="FILE.py:FN", help="Measure one user Triton kernel fn(q, k, v, causal, sm_scale) "
               "instead of a grid.")
 @click.option("--algo", type=click.Choice(["flash2", "flash1", "standard"]), default="flash2", show_default=True,
@@ -49,8 +50,9 @@ def _kernels(module: str):
 @click.option("--seq-len", type=click.IntRange(min=1), default=4096, show_default=True,
               help="--kernel: sequence length (queries and keys).")
 @click.option("--head-dim", type=click.IntRange(min=1), default=64, show_default=True, help="--kernel: head dim.")
-@click.option("--dtype", type=click.Choice(["fp16", "bf16", "fp32"]), default="fp16", show_default=True,
-              help="--kernel: element type.")
+@click.option("--dtype", type=click.Choice(["fp16", "bf16", "fp32", "fp8"]), default="fp16", show_default=True,
+              help="--kernel: element type (fp8: e4m3 inputs, V transposed to (B, Hkv, d, N) as FlashAttention-3 "
+                   "takes it; forward only).")
 @click.option("--causal", is_flag=True, help="--kernel: causal mask.")
 @click.option("--no-ncu", is_flag=True, help="Timings only, without Nsight Compute counters.")
 @click.option("--warmup-ms", type=float, default=25, show_default=True, help="do_bench warm-up budget per case.")

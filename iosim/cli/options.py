@@ -86,7 +86,8 @@ def run_options(seq_default: str = DEFAULT_SEQ, algo_default: str = "standard,fl
         click.option("--kv-heads", type=click.IntRange(min=1), default=None,
                      help="Key/value heads (GQA; 1 = MQA). [default: --heads]"),
         click.option("--dtype", type=click.Choice(list(DTYPE_BYTES)), default="fp16", show_default=True,
-                     help="Element type of Q, K, V and O."),
+                     help="Element type of Q, K, V and O (fp8: e4m3 Q, K, V and an fp16 O, flash2 forward on GPUs "
+                          "with fp8 tensor cores)."),
         click.option("--causal", is_flag=True, help="Causal mask (flash kernels skip fully masked blocks)."),
         click.option("--backward", is_flag=True, help="Forward and backward pass."),
         click.option("--page-size", type=click.Choice([str(n) for n in PAGE_SIZES]), default=None,

@@ -128,7 +128,7 @@ def _flash2_fwd(p, t, add):
             start = max(0, i * bm - p.window + 1) // bn if p.window else 0
             kv_rows += min(nk, stop * bn) - min(nk, start * bn)
         heads = p.heads if ragged else p.bh
-        add(heads * (nq * d * e + 2 * kv_rows * d * e), heads * nq * (d * e + FP32))
+        add(heads * (nq * d * e + 2 * kv_rows * d * e), heads * nq * (d * p.out_bytes + FP32))  # O: fp16 for fp8
 
 
 def _flash2_bwd(p, t, add):
@@ -207,7 +207,7 @@ def compulsory_bytes(config: RunConfig) -> dict:
     if p.window is not None and not p.causal:  # a decode sees the window's last keys only
         rows_k = sum(min(n, p.window) for n in p.lengths)
     q, kv = p.heads * rows_q * p.head_dim * e, p.kv_heads * rows_k * p.head_dim * e
-    reads, writes = q + 2 * kv, q
+    reads, writes = q + 2 * kv, p.heads * rows_q * p.head_dim * p.out_bytes  # O (fp16 for fp8 inputs)
     if p.backward:
         reads, writes = reads + q, writes + q + 2 * kv  # dO in; dQ, dK, dV out
     return {"read": reads, "write": writes}
@@ -217,7 +217,10 @@ def roofline_time(config: RunConfig, profile) -> float:
     """Lower bound: the convention's FLOPs at the tensor peak, or compulsory bytes at peak bandwidth."""
     b = compulsory_bytes(config)
     flops = config.problem.flops()
-    return max(flops / profile.tensor_flops[config.problem.dtype], (b["read"] + b["write"]) / profile.hbm_bandwidth)
+    dtype = config.problem.dtype
+    if dtype not in profile.tensor_flops:
+        raise ConfigError("dtype", f"{dtype} needs {dtype} tensor cores: the {profile.id} profile has none")
+    return max(flops / profile.tensor_flops[dtype], (b["read"] + b["write"]) / profile.hbm_bandwidth)
 
 
 __all__ = ["paper_standard", "paper_flash1", "paper_flash2", "paper_bytes", "no_cache_bytes", "compulsory_bytes",

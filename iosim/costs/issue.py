@@ -252,15 +252,18 @@ def _calibration_loops(arch: str, triton_version: str | None) -> dict:
         c = mix.meta.get("constexprs", {})
         loops = mix.loop_bodies()
         if loops:
-            out[(c["BM"], c["BN"], c["D"], mix.num_warps, mix.meta["num_stages"], bool(c.get("SOFTMAX")))] = \
+            dtype = "fp8" if c.get("V_T") else "fp16"  # the fp8 loop reads V transposed (microbench.tile_mma)
+            out[(c["BM"], c["BN"], c["D"], mix.num_warps, mix.meta["num_stages"], bool(c.get("SOFTMAX")), dtype)] = \
                 loop_code(loops[0])
     return out
 
 
-def calibration_loop(profile, bm: int, bn: int, d: int, warps: int, stages: int, softmax: bool = False):
-    """The compiled loop body of the calibration's tile loop of that shape, or None."""
+def calibration_loop(profile, bm: int, bn: int, d: int, warps: int, stages: int, softmax: bool = False,
+                     dtype: str = "fp16"):
+    """The compiled loop body of the calibration's tile loop of that shape (and operand type), or None."""
     version = (profile.calibration or {}).get("triton")
-    return _calibration_loops(str(profile.arch).removeprefix("sm_"), version).get((bm, bn, d, warps, stages, softmax))
+    return _calibration_loops(str(profile.arch).removeprefix("sm_"), version).get(
+        (bm, bn, d, warps, stages, softmax, dtype))
 
 
 _SOFTMAX = re.compile(r"^tile_softmax_fp16_(\d+)x(\d+)x(\d+)w(\d+)(?:s(\d+))?_c(\d+)$")
@@ -313,8 +316,9 @@ def tensor_rates(profile) -> Mapping:
         m = _OCC.match(key)
         if not (m and value):
             continue
-        bm, bn, d, w, st, c = (int(g) if g else CALIBRATION_STAGES for g in m.groups())
-        loop = calibration_loop(profile, bm, bn, d, w, st)
+        dtype = m.group(1)
+        bm, bn, d, w, st, c = (int(g) if g else CALIBRATION_STAGES for g in m.groups()[1:])
+        loop = calibration_loop(profile, bm, bn, d, w, st, dtype=dtype)
         if loop is None:
             continue
         flops = 4.0 * bm * bn * d * c * profile.sm_count  # one pass of each of the c CTAs on every SM
@@ -333,40 +337,44 @@ def tensor_rate(profile, dtype: str, mma: str = "fwd", head_dim: int | None = No
     raw = _raw(profile)
     if mma != "bwd" and warps and ctas_per_sm and head_dim is not None:
         rate = occupancy_rate(tensor_rates(profile), dtype, head_dim, tile, warps, ctas_per_sm * warps / WARPGROUP, profile.sm_count,
-                              stages)
+                              stages, profile)
         if rate:
             return rate
     key = f"tile_{'bwd_' if mma == 'bwd' else ''}{dtype}_d{head_dim}"
     if head_dim is not None and raw.get(key):
         return float(raw[key])
+    fp16 = raw.get(key.replace(f"_{dtype}_", "_fp16_"))
+    if dtype in PEAK_SCALED and head_dim is not None and fp16 and dtype in profile.tensor_flops:
+        return float(fp16) * profile.tensor_flops[dtype] / profile.tensor_flops["fp16"]
     efficiency = profile.tensor_efficiency
     if mma == "bwd" and profile.tensor_efficiency_bwd:
         efficiency = profile.tensor_efficiency_bwd
     return profile.tensor_flops[dtype] * efficiency
 
 
-_OCC = re.compile(r"^tile_occ_fp16_(\d+)x(\d+)x(\d+)w(\d+)(?:s(\d+))?_c(\d+)$")
+_OCC = re.compile(r"^tile_occ_(fp16|fp8)_(\d+)x(\d+)x(\d+)w(\d+)(?:s(\d+))?_c(\d+)$")  # fp8: its own series
 _BWD_ATOMIC = re.compile(r"^tile_bwd_atomic_fp16_(\d+)x(\d+)x(\d+)w(\d+)(?:s(\d+))?_c(\d+)$")
 _BWD_ATOMIC_TMA = re.compile(r"^tile_bwd_atomic_tma_fp16_(\d+)x(\d+)x(\d+)w(\d+)(?:s(\d+))?_c(\d+)$")
 CALIBRATION_STAGES = 2  # pipeline stages of the tile loops whose key names none (the default tiling's)
 
 
 def occupancy_curve(raw: Mapping, head_dim: int, tile: tuple[int, int] | None = None, warps: int | None = None,
-                    sm_count: int | None = None, stages: int | None = None) -> list[tuple[float, float]]:
+                    sm_count: int | None = None, stages: int | None = None, dtype: str = "fp16") -> list[tuple[float, float]]:
     """(warpgroups per SM, FLOP/s) of the calibrated tile loop at several occupancies, at ``head_dim``
     (another head dim's loop is another loop) with ``warps`` warps per CTA (one CTA of 8 warps is not
     two of 4: its warpgroups wait for each other at every barrier); of the pipeline depths measured,
     the one nearest ``stages`` (a deeper loop issues each load a pass ahead); of the tile shapes, the
     one nearest ``tile`` (block_m, block_n): the same product size per iteration first, then the
     nearest sides, then the one measured at more occupancies. Empty where none was measured; a point
-    whose CTAs did not spread as intended (``_ok_sms`` short of ``sm_count``) is left out."""
+    whose CTAs did not spread as intended (``_ok_sms`` short of ``sm_count``) is left out. ``dtype``: the
+    series of loops run on those operands (fp16, or fp8 where calibrated)."""
     series: dict[tuple, list] = {}
     for key, value in raw.items():
         m = _OCC.match(key)
         ok = raw.get(f"{key}_ok_sms")
-        if not (m and value) or (ok is not None and ok < (sm_count or 1)):
+        if not (m and value) or (ok is not None and ok < (sm_count or 1)) or m.group(1) != dtype:
             continue
-        bm, bn, d, w, st, ctas = (int(g) if g else CALIBRATION_STAGES for g in m.groups())
+        bm, bn, d, w, st, ctas = (int(g) if g else CALIBRATION_STAGES for g in m.groups()[1:])
         if d == head_dim and (warps is None or w == warps):
             series.setdefault((bm, bn, st), []).append((ctas * w / WARPGROUP, float(value)))
     if not series:
@@ -385,17 +393,30 @@ def occupancy_curve(raw: Mapping, head_dim: int, tile: tuple[int, int] | None = 
     return sorted(series[min(series, key=distance)])
 
 
+PEAK_SCALED = ("fp8",)  # dtypes no tile loop was calibrated in: the fp16 loop's rate times the datasheets' peak ratio
+
+
 def occupancy_rate(raw: Mapping, dtype: str, head_dim: int, tile: tuple[int, int] | None, warps: int,
-                   warpgroups: float, sm_count: int | None = None, stages: int | None = None) -> float | None:
+                   warpgroups: float, sm_count: int | None = None, stages: int | None = None,
+                   profile=None) -> float | None:
     """FLOP/s of the calibrated tile loop nearest the kernel's tiles and warps at ``warpgroups`` per SM
     (interpolated, flat beyond the measured occupancies), scaled from fp16 to ``dtype`` by the plain
-    tile calibration; None where that was not measured."""
+    tile calibration (``tile_<dtype>_d<d>`` over the fp16 loop measured beside it where there is one,
+    ``beside_<dtype>_tile_fp16_d<d>``), else for a dtype in ``PEAK_SCALED`` by ``profile``'s datasheet
+    peaks (fp8 wgmma does twice fp16's work per clock); an fp8 kernel takes the fp8 loops' own series
+    (``tile_occ_fp8_*``) where they were measured. None where nothing was."""
+    own = occupancy_curve(raw, head_dim, tile, warps, sm_count, stages, dtype) if dtype == "fp8" else []
+    if own:  # fp8 loops measured at these occupancies: their own rates
+        return _interpolate(own, warpgroups)
     curve = occupancy_curve(raw, head_dim, tile, warps, sm_count, stages)
     if not curve:
         return None
     rate = _interpolate(curve, warpgroups)
-    if dtype != "fp16" and raw.get(f"tile_{dtype}_d{head_dim}") and raw.get(f"tile_fp16_d{head_dim}"):
-        rate *= float(raw[f"tile_{dtype}_d{head_dim}"]) / float(raw[f"tile_fp16_d{head_dim}"])
+    base = raw.get(f"beside_{dtype}_tile_fp16_d{head_dim}") or raw.get(f"tile_fp16_d{head_dim}")  # the same run's fp16
+    if dtype != "fp16" and raw.get(f"tile_{dtype}_d{head_dim}") and base:
+        rate *= float(raw[f"tile_{dtype}_d{head_dim}"]) / float(base)
+    elif dtype in PEAK_SCALED and profile is not None and dtype in profile.tensor_flops:
+        rate *= profile.tensor_flops[dtype] / profile.tensor_flops["fp16"]
     return rate
 
 

@@ -59,6 +59,7 @@ from iosim.engine.occupancy import ctas_per_sm
 from iosim.results.result import KernelResult, RunResult, Traffic
 from iosim.schedule.common import Schedule
 from iosim.schedule.ir import ATOMIC, LOOP, READ, WRITE, CausalMode
+from iosim.schedule.problem import ConfigError
 from iosim.schedule.references import check_reference
 
 LINES_PER_L2 = 256  # an L2 line of the model is at most 1/256 of the cache (see iosim.engine.lines)
@@ -99,6 +100,9 @@ class Engine:
         self.overlap = profile.math_overlap or 0.0
         self._stream_bw = cta_stream_bandwidth(profile)  # a pipelined CTA's tiles from the L2 at most this fast
         # Each kernel's code (compiled SASS where known, else estimated from FLOPs) and its launch resources.
+        if self.dtype not in profile.tensor_flops:
+            raise ConfigError("dtype", f"{self.dtype} needs {self.dtype} tensor cores: the {profile.id} profile has none "
+                                       f"(tensor_flops_{self.dtype}); it has {', '.join(profile.tensor_flops)}")
         impl = schedule.config.impl  # PyTorch SDPA's kernels: priced from what they executed (iosim.schedule.references)
         check_reference(schedule.config, profile.arch)
         if codes is None:

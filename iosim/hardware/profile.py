@@ -25,6 +25,7 @@ from iosim.schema import FieldProblem, FileModel, Line, Number, Text, dotted, ex
 
 SCHEMA_VERSION = 1
 TENSOR_DTYPES = ("fp16", "bf16", "fp32")  # fp32 means TF32 tensor cores
+OPTIONAL_TENSOR_DTYPES = ("fp8",)  # e4m3 products: a GPU without fp8 tensor cores leaves the field out
 
 # Field -> dimension (None: a string), in display order.
 REQUIRED: dict[str, str | None] = {
@@ -45,7 +46,7 @@ OPTIONAL: dict[str, str | None] = {"l2_dirty_limit": "size", "l2_sweep_bytes": "
                                    "lsu_lanes_per_sm": "count", "lrc_sms": "count", "l1_bytes": "size",
                                    "kernel_start_overhead": "time", "dram_write_efficiency": "fraction",
                                    "l2_write_efficiency": "fraction", "dram_read_efficiency": "fraction",
-                                   "ncu_launch_overhead": "time"}
+                                   "ncu_launch_overhead": "time", "tensor_flops_fp8": "flop rate"}
 _ATTR = {"boost_clock": "clock_hz"}  # YAML field -> Profile attribute where the names differ
 
 
@@ -72,7 +73,7 @@ class Profile:
     hbm_bandwidth: float
     host_bandwidth: float
     host_link: str
-    tensor_flops: Mapping[str, float] = field(hash=False)  # keyed by TENSOR_DTYPES; dense, FP32 accumulate
+    tensor_flops: Mapping[str, float] = field(hash=False)  # keyed by TENSOR_DTYPES (and fp8 where it has it); dense, FP32 accumulate
     simt_fp32_flops: float
     sfu_ops_per_clk_per_sm: int
     launch_overhead: float
@@ -137,15 +138,15 @@ class Profile:
         return self.l2_bandwidth * self.l2_write_efficiency if self.l2_write_efficiency else None
 
     def peak_tensor_flops(self, dtype: str) -> float:
-        """Achievable dense tensor-core FLOP/s for ``dtype`` (fp16, bf16, or fp32 meaning TF32)."""
+        """Achievable dense tensor-core FLOP/s for ``dtype`` (fp16, bf16, fp32 meaning TF32, or fp8 where it has it)."""
         if dtype not in self.tensor_flops:
             raise ValueError(f"dtype(={dtype!r}) must be one of {', '.join(self.tensor_flops)}")
         return self.tensor_flops[dtype] * self.tensor_efficiency
 
     def value(self, name: str) -> Any:
         """The base-unit value of a YAML field name (``boost_clock``, ``tensor_flops_bf16``, ...)."""
-        if name.startswith("tensor_flops_"):
-            return self.tensor_flops[name.removeprefix("tensor_flops_")]
+        if name.startswith("tensor_flops_"):  # None for a dtype it has no tensor cores for (fp8 on an A100)
+            return self.tensor_flops.get(name.removeprefix("tensor_flops_"))
         return getattr(self, _ATTR.get(name, name))
 
     def summary_rows(self) -> list[tuple[str, str, str]]:
@@ -256,7 +257,8 @@ def build_profile(data: Any, path: Path) -> Profile:
     kwargs = {_ATTR.get(n, n): v for n, v in values.items() if not n.startswith("tensor_flops_")}
     return Profile(
         id=profile_id(Path(path)), name=doc.name, arch=doc.arch, path=Path(path),
-        tensor_flops=MappingProxyType({d: values[f"tensor_flops_{d}"] for d in TENSOR_DTYPES}),
+        tensor_flops=MappingProxyType({d: values[f"tensor_flops_{d}"] for d in TENSOR_DTYPES + OPTIONAL_TENSOR_DTYPES
+                                       if f"tensor_flops_{d}" in values}),
         sources=MappingProxyType({n: e.source for n, e in entries.items()}),
         calibration=None if doc.calibration is None else MappingProxyType(dict(data["calibration"])),
         **kwargs,

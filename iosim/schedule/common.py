@@ -70,6 +70,11 @@ def check_problem(config: RunConfig) -> None:
                                    f"seq_q must be the longest, {p.seq_k}, got {p.seq_q}")
     if p.causal and p.seq_q != p.seq_k:
         raise ConfigError("seq_k", f"causal attention needs seq_k == seq_q ({p.seq_q}), got {p.seq_k}")
+    if p.dtype == "fp8" and (config.algo != "flash2" or p.backward or config.impl is not None
+                             or p.seq_lens is not None or p.window is not None):
+        raise ConfigError("dtype", "fp8 (e4m3) is modelled for flash2's forward on iosim's kernels only (the Hopper "
+                                   f"kernel's fp8 forward), not {config.algo}{' backward' if p.backward else ''}"
+                                   f"{' on ' + config.impl if config.impl else ''}")
     unknown = set(config.host_tensors) - {"Q", "K", "V", "O"}
     if unknown:
         raise ConfigError("host_tensors", f"can place Q, K, V, O in host memory, got {sorted(unknown)[0]!r}")

@@ -26,7 +26,7 @@ def forward_kernel(ts: TensorSet, config: RunConfig, tiling: Tiling, o_name: str
     ts.add("Q", p.bh, p.seq_q, d, eb, bm)
     ts.add("K", p.bh_kv, p.seq_k, d, eb, bn)
     ts.add("V", p.bh_kv, p.seq_k, d, eb, bn)
-    ts.add(o_name, p.bh, p.seq_q, d, eb, bm)
+    ts.add(o_name, p.bh, p.seq_q, d, p.out_bytes, bm)
     ts.add("LSE", p.bh, p.seq_q, 1, FP32, bm)
     stages = tiling.stages
     return Kernel(

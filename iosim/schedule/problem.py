@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields, replace
 
-DTYPE_BYTES = {"fp16": 2, "bf16": 2, "fp32": 4}
+DTYPE_BYTES = {"fp16": 2, "bf16": 2, "fp32": 4, "fp8": 1}  # fp8: e4m3 Q, K, V (the output is fp16)
+OUT_DTYPE = {"fp8": "fp16"}  # the output's type where it differs from the inputs' (fp8 attention writes fp16 O)
 HEAD_DIMS = (16, 32, 64, 128)  # what the Triton kernels take (a power of two for tl.arange), so what is modelled
 WARPS = (1, 2, 4, 8, 16)
 ALGOS = ("standard", "standard_eager", "flash1", "flash2", "flash_decode")
@@ -92,6 +93,11 @@ class Problem:
     @property
     def elem_bytes(self) -> int:
         return DTYPE_BYTES[self.dtype]
+
+    @property
+    def out_bytes(self) -> int:
+        """Bytes of an element of the output O (fp16 for fp8 inputs, as FlashAttention-3 writes it)."""
+        return DTYPE_BYTES[OUT_DTYPE.get(self.dtype, self.dtype)]
 
     @property
     def bh(self) -> int:
