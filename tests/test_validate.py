@@ -133,3 +133,13 @@ def test_validate_names_only_its_own_options(tmp_path):
     assert r.exit_code == 0, r.output
     (skipped,) = json.loads(r.output)["skipped"]
     assert "shared memory per CTA" in skipped["why"] and "--" not in skipped["why"]
+
+
+def test_cases_on_several_processes_give_the_same_results():
+    """``--jobs``: each case is simulated on its own (deterministically), so workers change nothing but time."""
+    from iosim.measure.validate import validate_files
+
+    path = [str(REPO / "experiments" / "measurements" / "h200" / "fp8" / "measurements.json")]
+    one, two = validate_files(path), validate_files(path, jobs=2)
+    assert [r.to_dict() for r in one[0]] == [r.to_dict() for r in two[0]] and one[1] == two[1]
+    assert len(one[0]) == 5

@@ -31,7 +31,9 @@ from iosim.results.report import human_bytes, human_time
               help="Only the cases of these implementations (a case's impl: flash2, flash1, standard, "
                    "standard_eager, flash_decode, kernel, sdpa_cudnn, sdpa_flash, flex; ours: all but PyTorch's "
                    "SDPA and FlexAttention). [default: all]")
-def validate(files, live, grid, out, gpu, as_json, plots, impls):
+@click.option("--jobs", "-j", "workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Worker processes for the cases (each is simulated on its own; the results are the same).")
+def validate(files, live, grid, out, gpu, as_json, plots, impls, workers):
     """Compare iosim's predictions with measured DRAM bytes, L2 bytes and time, case by case.
 
     FILES are measurement files written by `iosim measure` (default: the committed H100 set). Each
@@ -62,7 +64,7 @@ def validate(files, live, grid, out, gpu, as_json, plots, impls):
             bar.update(done - bar.n)
 
         wanted = tuple(x.strip() for x in impls.split(",") if x.strip()) if impls else None
-        results, skipped = validate_files(files, gpu, progress=progress, impls=wanted)
+        results, skipped = validate_files(files, gpu, progress=progress, impls=wanted, jobs=workers)
     stats = summary(results)
     if as_json:
         click.echo(json.dumps({"summary": stats, "cases": [r.to_dict() for r in results],

@@ -20,7 +20,9 @@ GPUs, FlexAttention) are listed and left out of the summary.
 """
 from __future__ import annotations
 
+import functools
 import statistics
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -83,59 +85,93 @@ def profile_for(gpu_name: str, override: str | None = None, where: str = "proven
 
 
 def validate(measurement: Measurement, gpu: str | None = None, progress=None, source: str = "",
-             impls: tuple | None = None) -> tuple:
+             impls: tuple | None = None, jobs: int = 1, path: str | Path | None = None) -> tuple:
     """Simulate every modelled case of ``measurement`` (of those ``impls`` only, where given: ``flash2``,
     ``sdpa_cudnn``, ``kernel``, ...; ``ours``: every case not PyTorch's own attention); return (case
-    results, names of cases skipped and why)."""
+    results, names of cases skipped and why). ``jobs`` > 1 simulates the cases on that many processes
+    (each reloads the measurement from ``path``, the file it came from); the results are the same."""
     prov = measurement.provenance
     profile = profile_for(prov.gpu_name, gpu, f"{source}: provenance.gpu_name" if source else "provenance.gpu_name")
-    results, skipped = [], []
-    for n, case in enumerate(measurement.cases):
-        if progress:  # progress(cases started, cases in the file, the case now simulated)
-            progress(n + 1, len(measurement.cases), case.name)
-        if impls is not None and case.impl not in impls and not ("ours" in impls and case.impl not in REFERENCE_IMPLS):
-            continue
-        why = _skip_reason(case)
-        if why:
-            skipped.append((case.name, why))
-            continue
-        counted = case.counters is not None
-        mode = "ncu" if counted and prov.cache_control == "all" else "plain"
-        codes, note = (None, "")
-        try:
-            if case.impl in IMPLS:  # SDPA's backends: flash2's schedule on their kernels (iosim.schedule.references)
-                problem = Problem(**case.run_config["problem"])
-                try:
-                    config = reference_config(case.impl, problem, profile.arch, mode)
-                except ConfigError as e:
-                    skipped.append((case.name, f"not modelled: {e}"))
-                    continue
-            else:
-                config = RunConfig.from_dict(case.run_config).with_(mode=mode)
-        except (ConfigError, TypeError) as e:
-            raise ValidationError(f"{source}: cases[{n}].run_config: {e}") from None
-        # --- a user's kernel is priced with its own compiled code (iosim.measure.kernel_codes) ---
-        if case.impl == KERNEL_IMPL:
-            codes, note = case_codes(case, config, profile.arch, _triton(prov.triton))
-        # --- end of the user-kernel code lookup ---
-        try:
-            run = simulate(config, profile, codes=codes, triton_version=_triton(prov.triton))
-        except ConfigError as e:  # a case the model cannot run (e.g. causal with seq_k != seq_q): listed
-            skipped.append((case.name, f"not modelled: {e}"))
-            continue
-        results.append(CaseResult(case.name, config.to_dict(), profile.id, _predicted(run),
-                                  _measured(case), _paper(config), note))
+    cases = measurement.cases
+    chosen = [n for n, case in enumerate(cases) if _selected(case, impls)]
+    if jobs > 1 and path is not None and len(chosen) > 1:
+        done: dict = {}
+        with ProcessPoolExecutor(max_workers=min(jobs, len(chosen))) as pool:
+            futures = {pool.submit(_case_in_worker, str(path), n, gpu, source): n for n in chosen}
+            for future in as_completed(futures):
+                n = futures[future]
+                done[n] = future.result()
+                if progress:
+                    progress(len(done), len(cases), cases[n].name)
+        outcomes = [done[n] for n in chosen]
+    else:
+        outcomes = []
+        for n in chosen:
+            if progress:  # progress(cases started, cases in the file, the case now simulated)
+                progress(n + 1, len(cases), cases[n].name)
+            outcomes.append(_case(cases[n], n, profile, prov, source))
+    results = [value for kind, value in outcomes if kind == "result"]
+    skipped = [value for kind, value in outcomes if kind == "skipped"]
     return results, skipped
 
 
-def validate_files(paths, gpu: str | None = None, progress=None, impls: tuple | None = None) -> tuple:
-    """:func:`validate` over several files; ``progress(done, total, name)`` counts the cases of all of them."""
+def _selected(case, impls: tuple | None) -> bool:
+    return impls is None or case.impl in impls or ("ours" in impls and case.impl not in REFERENCE_IMPLS)
+
+
+@functools.lru_cache(maxsize=4)
+def _worker_measurement(path: str) -> Measurement:
+    return load_measurement(path)
+
+
+def _case_in_worker(path: str, n: int, gpu: str | None, source: str) -> tuple:
+    """:func:`_case` in a worker process: the measurement and profile loaded there (profiles do not pickle)."""
+    measurement = _worker_measurement(path)
+    prov = measurement.provenance
+    profile = profile_for(prov.gpu_name, gpu, f"{source}: provenance.gpu_name" if source else "provenance.gpu_name")
+    return _case(measurement.cases[n], n, profile, prov, source)
+
+
+def _case(case, n: int, profile, prov, source: str) -> tuple:
+    """One case simulated as it ran: ``("result", CaseResult)`` or ``("skipped", (name, why))``."""
+    why = _skip_reason(case)
+    if why:
+        return "skipped", (case.name, why)
+    counted = case.counters is not None
+    mode = "ncu" if counted and prov.cache_control == "all" else "plain"
+    codes, note = (None, "")
+    try:
+        if case.impl in IMPLS:  # SDPA's backends: flash2's schedule on their kernels (iosim.schedule.references)
+            problem = Problem(**case.run_config["problem"])
+            try:
+                config = reference_config(case.impl, problem, profile.arch, mode)
+            except ConfigError as e:
+                return "skipped", (case.name, f"not modelled: {e}")
+        else:
+            config = RunConfig.from_dict(case.run_config).with_(mode=mode)
+    except (ConfigError, TypeError) as e:
+        raise ValidationError(f"{source}: cases[{n}].run_config: {e}") from None
+    # --- a user's kernel is priced with its own compiled code (iosim.measure.kernel_codes) ---
+    if case.impl == KERNEL_IMPL:
+        codes, note = case_codes(case, config, profile.arch, _triton(prov.triton))
+    # --- end of the user-kernel code lookup ---
+    try:
+        run = simulate(config, profile, codes=codes, triton_version=_triton(prov.triton))
+    except ConfigError as e:  # a case the model cannot run (e.g. causal with seq_k != seq_q): listed
+        return "skipped", (case.name, f"not modelled: {e}")
+    return "result", CaseResult(case.name, config.to_dict(), profile.id, _predicted(run), _measured(case),
+                                _paper(config), note)
+
+
+def validate_files(paths, gpu: str | None = None, progress=None, impls: tuple | None = None, jobs: int = 1) -> tuple:
+    """:func:`validate` over several files (``jobs`` processes for each file's cases); ``progress(done,
+    total, name)`` counts the cases of all of them."""
     results, skipped = [], []
     measurements = [(path, load_measurement(path)) for path in paths]
     total, before = sum(len(m.cases) for _, m in measurements), 0
     for path, measurement in measurements:
         step = (lambda n, _, name, before=before: progress(before + n, total, name)) if progress else None
-        r, s = validate(measurement, gpu, step, source=Path(path).name, impls=impls)
+        r, s = validate(measurement, gpu, step, source=Path(path).name, impls=impls, jobs=jobs, path=path)
         before += len(measurement.cases)
         results += r
         skipped += s
