@@ -8,6 +8,7 @@ same list of runs::
     schema_version: 1
     gpu: [h100, a100]              # built-in names or profile files (relative to the spec)
     algo: [standard, flash2]
+    # impl: [ours, sdpa_cudnn]     # whose kernels run flash2 (PyTorch SDPA's on sm_90 GPUs)
     problem:
       seq_q: 1k:16k                # sizes as on the command line: a list, 4k, or a doubling range
       head_dim: [64, 128]
@@ -42,7 +43,7 @@ SCHEMA_VERSION = 1
 PROBLEM_FIELDS = ("seq_q", "seq_k", "head_dim", "batch", "heads", "kv_heads", "dtype", "causal", "backward",
                   "page_size", "seq_lens", "window")
 TILING_FIELDS = ("block_m", "block_n", "warps", "stages", "grid_order", "splits")
-TOP_FIELDS = ("schema", "schema_version", "gpu", "algo", "problem", "tiling", "mode", "host_tensors")
+TOP_FIELDS = ("schema", "schema_version", "gpu", "algo", "impl", "problem", "tiling", "mode", "host_tensors")
 SIZE_FIELDS = ("seq_q", "seq_k")
 
 
@@ -79,11 +80,12 @@ def runs(doc: Any, path: Path) -> list[tuple[RunConfig, str]]:
     axes = [_values(problem, f, path, [None], "problem.") for f in PROBLEM_FIELDS]
     axes += [_values(tiling, f, path, [None], "tiling.") for f in TILING_FIELDS]
     modes = _values(doc, "mode", path, ["plain"])
+    impls = _values(doc, "impl", path, ["ours"])
     host = doc.get("host_tensors") or []
     if not isinstance(host, list) or not all(isinstance(t, str) for t in host):
         raise SpecError(f"{path}: host_tensors: must be a list of tensor names (Q, K, V, O), got {host!r}")
     out = []
-    for gpu, algo, mode, *values in itertools.product(gpus, algos, modes, *axes):
+    for gpu, algo, impl, mode, *values in itertools.product(gpus, algos, impls, modes, *axes):
         p = {k: v for k, v in zip(PROBLEM_FIELDS, values[:len(PROBLEM_FIELDS)]) if v is not None}
         if "seq_lens" in p:  # the requests set the batch, and a prefill's N is the longest
             p.setdefault("batch", len(p["seq_lens"]))
@@ -91,7 +93,8 @@ def runs(doc: Any, path: Path) -> list[tuple[RunConfig, str]]:
                 p.setdefault("seq_q", max(p["seq_lens"]))
         t = {k: v for k, v in zip(TILING_FIELDS, values[len(PROBLEM_FIELDS):]) if v is not None}
         try:
-            config = RunConfig(algo=algo, problem=Problem(**p), tiling=Tiling(**t), mode=mode, host_tensors=host)
+            config = RunConfig(algo=algo, problem=Problem(**p), tiling=Tiling(**t), mode=mode, host_tensors=host,
+                               impl=None if impl == "ours" else impl)
             check_problem(config)  # what the schedule would refuse (head_dim, grid order, ...), refused now
         except ConfigError as e:
             where = (f"problem.{e.field}" if e.field in PROBLEM_FIELDS

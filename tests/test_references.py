@@ -195,7 +195,7 @@ def test_reference_refusals_name_the_field():
         reference_config("sdpa_cudnn", Problem(), "sm_80")
     with pytest.raises(ConfigError, match="^impl: "):
         RunConfig(algo="flash1", impl="sdpa_flash")
-    with pytest.raises(ConfigError, match="^impl: must be one of sdpa_cudnn, sdpa_flash"):
+    with pytest.raises(ConfigError, match="^impl: must be one of ours, sdpa_cudnn, sdpa_flash"):
         RunConfig(impl="cudnn")
     with pytest.raises(ConfigError, match="head_dim: sdpa_cudnn is modelled at head dims 64, 128"):
         simulate(RunConfig(impl="sdpa_cudnn", problem=Problem(head_dim=32)), "h200")
@@ -211,3 +211,13 @@ def test_cli_impl_runs_flash2_on_the_backend_and_refuses_other_gpus():
     assert run["config"]["tiling"]["block_n"] == 128
     bad = runner.invoke(main, ["simulate", "--gpu", "a100", "--impl", "sdpa_cudnn"])
     assert bad.exit_code == 2 and "sm_90" in bad.output and "Traceback" not in bad.output
+
+
+def test_plot_takes_impl_as_flash2_and_labels_it(tmp_path):
+    """``iosim plot`` with --impl: the default algorithms give way to flash2, the rows say whose kernels ran."""
+    out = tmp_path / "io.png"
+    done = CliRunner().invoke(main, ["plot", "io", "--gpu", "h200", "--impl", "sdpa_flash", "--seq-len", "1k,2k",
+                                     "-d", "64", "-o", str(out)])
+    assert done.exit_code == 0, done.output
+    rows = (tmp_path / "io.csv").read_text().splitlines()
+    assert len(rows) == 3 and all(",flash2/sdpa_flash," in row for row in rows[1:])

@@ -38,6 +38,13 @@ def test_a_spec_means_every_combination_in_a_fixed_order(tmp_path):
     assert last[1] == "4090" and last[0].algo == "flash2" and last[0].problem.seq_q == 1024
 
 
+def test_a_spec_compares_whose_kernels_run_flash2(tmp_path):
+    """``impl``: iosim's kernels (ours) beside PyTorch SDPA's, an axis like any other."""
+    doc = SPEC | {"gpu": "h200", "algo": "flash2", "impl": ["ours", "sdpa_cudnn"], "problem": {"seq_q": 1024}}
+    work = specs.load_spec(write_spec(tmp_path, doc))
+    assert [c.impl for c, _ in work] == [None, "sdpa_cudnn"] and all(c.algo == "flash2" for c, _ in work)
+
+
 @pytest.mark.parametrize("change,needle", [
     ({"problem": {"seq_len": 4096}}, "problem.seq_len: unknown field; allowed: seq_q, seq_k"),
     ({"problem": {"seq_q": "0:4k"}}, "problem.seq_q: '0:4k': '0' is not a whole number > 0"),
@@ -49,6 +56,7 @@ def test_a_spec_means_every_combination_in_a_fixed_order(tmp_path):
     ({"problem": {"causal": []}}, "problem.causal: an empty list means no run"),
     ({"host_tensors": ["X"]}, "host_tensors: can place Q, K, V, O in host memory, got 'X'"),
     ({"problem": {"seq_q": 1024, "seq_k": 2048, "causal": True}}, "problem.seq_k: causal attention needs seq_k"),
+    ({"impl": "cudnn"}, "impl: must be one of ours, sdpa_cudnn, sdpa_flash"),
 ])
 def test_a_bad_spec_is_one_line_naming_the_field(tmp_path, change, needle):
     path = write_spec(tmp_path, SPEC | change)

@@ -137,11 +137,24 @@ def run_options(seq_default: str = DEFAULT_SEQ, algo_default: str = "standard,fl
 
 
 
+def flash2_only(algo: list, who: str) -> list:
+    """``who`` (--kernel, --impl) runs flash2's schedule: the default algorithms give way to it; others are refused."""
+    source = click.get_current_context().get_parameter_source("algo")
+    if source == click.core.ParameterSource.DEFAULT:
+        return ["flash2"]
+    if algo != ["flash2"]:
+        raise click.BadParameter(f"{who} is simulated as flash2 (the FlashAttention-2 schedule), not "
+                                 f"{','.join(algo)}", param_hint="--algo")
+    return algo
+
+
 def run_configs(o: dict, tilings=None) -> list:
     """Every run the options describe, algorithm by algorithm, tiling by tiling, N by N.
 
     With --seq-lens the batch is those requests: a prefill's N is the longest (--seq-len and --seq-k
     do not apply), a decode keeps --seq-len query rows against caches of those lengths."""
+    if o.get("impl", "ours") != "ours":  # PyTorch SDPA's kernels run flash2's schedule
+        o = {**o, "algo": flash2_only(o["algo"], f"--impl {o['impl']}")}
     if tilings is None:
         tilings = [Tiling(block_m=o.get("block_m"), block_n=o.get("block_n"), warps=o["warps"], stages=o["stages"],
                           grid_order=o["grid_order"], splits=o.get("splits"))]

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from iosim.cli.options import run_configs, run_options
+from iosim.cli.options import flash2_only, run_configs, run_options
 from iosim.results import report
 from iosim.results.result import Skipped
 from iosim.schedule.problem import ConfigError
@@ -33,9 +33,7 @@ def simulate(kernel, as_json, as_csv, **opts):
     per kernel where its time goes (tensor cores, SIMT pipes, memory).
     """
     if kernel:
-        opts["algo"] = _kernel_algo(opts["algo"])
-    elif opts.get("impl", "ours") != "ours":  # SDPA's kernels run flash2's schedule (see --impl)
-        opts["algo"] = _kernel_algo(opts["algo"], f"--impl {opts['impl']}")
+        opts["algo"] = flash2_only(opts["algo"], "--kernel")
     configs = run_configs(opts)
     workers = opts["workers"]
     if as_json and as_csv:
@@ -103,17 +101,6 @@ def cta_progress(label: str):
             bar.update(done - bar.n)
 
         yield progress
-
-
-def _kernel_algo(algo: list, who: str = "--kernel") -> list:
-    """--kernel (or --impl) models the kernel as flash2: the default algorithms give way; others are refused."""
-    source = click.get_current_context().get_parameter_source("algo")
-    if source == click.core.ParameterSource.DEFAULT:
-        return ["flash2"]
-    if algo != ["flash2"]:
-        raise click.BadParameter(f"{who} is simulated as flash2 (the FlashAttention-2 schedule), not "
-                                 f"{','.join(algo)}", param_hint="--algo")
-    return algo
 
 
 def _kernel_jobs(ref: str, jobs: list) -> list:

@@ -18,7 +18,7 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullForma
 
 from iosim.costs import closed_forms
 from iosim.files import atomic_open, unwritable
-from iosim.results.report import human_bytes, human_time
+from iosim.results.report import algo_label, human_bytes, human_time
 from iosim.schedule.problem import RunConfig
 from iosim.sizes import lengths_text
 
@@ -244,7 +244,7 @@ def _series(results, by=None, field: str = "seq_q") -> dict:
     out: dict = {}
     for r in results:
         sig = _signature(r.config, field) if by is None else ()
-        out.setdefault((r.gpu, r.config["algo"], sig), []).append(r)
+        out.setdefault((r.gpu, algo_label(r.config), sig), []).append(r)
     key = by or (lambda r: _length(r.config["problem"], field))
     return {k: sorted(v, key=key) for k, v in out.items()}
 
@@ -274,7 +274,7 @@ def _style(key, results, gpu_in_label: bool = True) -> dict:
     label = (f"{algo} ({gpu})" if gpu_in_label else algo) + _shape_suffix(sig, algo, results)
     marker = GPU_MARKERS[_gpus(results).index(gpu) % len(GPU_MARKERS)] if gpu_in_label else "o"
     # an algorithm's several shapes (batch sizes, head dims) share its colour and differ in line style
-    sigs = list(dict.fromkeys(_signature(r.config) for r in results if r.config["algo"] == algo))
+    sigs = list(dict.fromkeys(_signature(r.config) for r in results if algo_label(r.config) == algo))
     style = SHAPE_STYLES[sigs.index(sig) % len(SHAPE_STYLES)] if sig in sigs else "-"
     return dict(color=ALGO_COLOUR.get(algo, "C7"), marker=marker, markersize=4, linewidth=1.5, linestyle=style,
                 label=label)
@@ -287,7 +287,7 @@ def _shape_suffix(sig, algo, results) -> str:
     flash2's 128 × 64 is not a difference the legend should spell out.
     """
     swept = _swept(results)
-    sigs = {_signature(r.config, swept) for r in results if r.config["algo"] == algo}
+    sigs = {_signature(r.config, swept) for r in results if algo_label(r.config) == algo}
     if not sig or len(sigs) < 2:
         return ""
     varying = [i for i in range(len(sig)) if len({x[i] for x in sigs}) > 1]

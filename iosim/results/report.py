@@ -33,7 +33,7 @@ def row(r: RunResult | Skipped) -> dict:
     """One table line; a skipped run shows its configuration and its reason where the bound goes."""
     p = r.config["problem"]
     heads = f"{p['batch']}×{p['heads']}" + (f"/{p['kv_heads']}" if p["kv_heads"] != p["heads"] else "")
-    out = {"gpu": r.gpu, "algo": _algo(r.config), "N": p["seq_q"], "Nk": p.get("seq_k") or p["seq_q"],
+    out = {"gpu": r.gpu, "algo": algo_label(r.config), "N": p["seq_q"], "Nk": p.get("seq_k") or p["seq_q"],
            "lengths": lengths_text(p["seq_lens"]) if p.get("seq_lens") else "-", "window": p.get("window") or "-",
            "d": p["head_dim"], "B×H": heads,
            "causal": "yes" if p["causal"] else "no", "pass": "fwd+bwd" if p["backward"] else "fwd",
@@ -88,7 +88,7 @@ def records(results: list) -> list[dict]:
         d |= {k: c["tiling"].get(k) for k in ("block_m", "block_n", "warps", "stages", "grid_order", "splits")}
         lens = c["problem"].get("seq_lens")
         d |= {k: c["problem"].get(k) for k in ("page_size", "window")} | {"seq_lens": lengths_text(lens) if lens else None}
-        d |= {"gpu": r.gpu, "algo": _algo(c), "mode": r.mode, "host_tensors": "+".join(c.get("host_tensors", [])),
+        d |= {"gpu": r.gpu, "algo": algo_label(c), "mode": r.mode, "host_tensors": "+".join(c.get("host_tensors", [])),
               "peak_hbm_bytes": r.peak_hbm_bytes, "hbm_capacity_bytes": r.hbm_capacity_bytes}
         if isinstance(r, Skipped):
             d["skipped"] = r.reason
@@ -118,6 +118,6 @@ def to_dataframe(results: list):
     return pd.DataFrame(records(results), columns=FIELDS)
 
 
-def _algo(config: dict) -> str:
+def algo_label(config: dict) -> str:
     """The algorithm, and whose kernels run it where they are not iosim's (``flash2/sdpa_cudnn``)."""
     return config["algo"] + (f"/{config['impl']}" if config.get("impl") else "")

@@ -196,7 +196,7 @@ class RunConfig:
         if self.algo not in ALGOS:
             raise ConfigError("algo", f"must be one of {', '.join(ALGOS)}, got {self.algo!r}")
         if self.impl is not None and self.impl not in IMPLS:
-            raise ConfigError("impl", f"must be one of {', '.join(IMPLS)} (or none: iosim's kernels), got {self.impl!r}")
+            raise ConfigError("impl", f"must be one of ours, {', '.join(IMPLS)} (ours: iosim's own kernels), got {self.impl!r}")
         if self.impl is not None and self.algo != "flash2":
             raise ConfigError("impl", f"{self.impl} runs FlashAttention-2's schedule: algo must be flash2, got {self.algo!r}")
         if self.mode not in MODES:
