@@ -154,9 +154,10 @@ def kernel_code(mix: KernelMix, source: str) -> KernelCode:
 
 
 @functools.lru_cache(maxsize=2)
-def _references() -> dict:
+def _references() -> tuple[dict, str]:
+    """({(impl, schedule kernel, head dim): entry}, the architecture they were read on)."""
     data = json.loads(resources.files("iosim.costs.mixes").joinpath(REFERENCE_MIXES).read_text())
-    return {(e["impl"], e["kernel"], e["head_dim"]): e for e in data["kernels"]} | {"": data}
+    return {(e["impl"], e["kernel"], e["head_dim"]): e for e in data["kernels"]}, data["arch"]
 
 
 def reference_codes(schedule, impl: str) -> list:
@@ -165,7 +166,7 @@ def reference_codes(schedule, impl: str) -> list:
     per-warp, per-iteration mix of the matching cuDNN or FlashAttention-2 kernel for the loop kernels
     (prologue and epilogue spread over the iterations of the launch they were read from), None for
     the elementwise ones (estimated from their FLOPs, like ours)."""
-    table = _references()
+    table, arch = _references()
     head_dim = schedule.config.problem.head_dim
     out = []
     for kernel in schedule.kernels:
@@ -177,7 +178,7 @@ def reference_codes(schedule, impl: str) -> list:
         launch = e["launch"]
         out.append(KernelCode(loop=loop, regs_per_thread=e["registers"], shared_bytes=e["shared_bytes"],
                               source=f"ncu source page: {e['name'][:60]} (B{launch['batch']}×H{launch['heads']}, "
-                                     f"N {launch['seq']}, d {head_dim}), {table[''].get('arch')}",
+                                     f"N {launch['seq']}, d {head_dim}), {arch}",
                               tma=e["tma"], specialised=e["specialised"]))
     return out
 

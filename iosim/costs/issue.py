@@ -252,7 +252,7 @@ def _calibration_loops(arch: str, triton_version: str | None) -> dict:
         c = mix.meta.get("constexprs", {})
         loops = mix.loop_bodies()
         if loops:
-            dtype = "fp8" if c.get("V_T") else "fp16"  # the fp8 loop reads V transposed (microbench.tile_mma)
+            dtype = "fp8" if mix.key.split("|")[1].startswith("fp8") else "fp16"  # its operands (fp8e4nv: e4m3)
             out[(c["BM"], c["BN"], c["D"], mix.num_warps, mix.meta["num_stages"], bool(c.get("SOFTMAX")), dtype)] = \
                 loop_code(loops[0])
     return out

@@ -99,12 +99,13 @@ class Engine:
                           replicas, profile.lrc_sms or 1, _private_copies(profile, replicas))
         self.overlap = profile.math_overlap or 0.0
         self._stream_bw = cta_stream_bandwidth(profile)  # a pipelined CTA's tiles from the L2 at most this fast
-        # Each kernel's code (compiled SASS where known, else estimated from FLOPs) and its launch resources.
         if self.dtype not in profile.tensor_flops:
             raise ConfigError("dtype", f"{self.dtype} needs {self.dtype} tensor cores: the {profile.id} profile has none "
                                        f"(tensor_flops_{self.dtype}); it has {', '.join(profile.tensor_flops)}")
-        impl = schedule.config.impl  # PyTorch SDPA's kernels: priced from what they executed (iosim.schedule.references)
         check_reference(schedule.config, profile.arch)
+        # Each kernel's code (compiled SASS where known; for PyTorch SDPA's kernels what they executed, see
+        # iosim.schedule.references; else estimated from FLOPs) and its launch resources.
+        impl = schedule.config.impl
         if codes is None:
             codes = reference_codes(schedule, impl) if impl else compiled_codes(schedule, profile.arch, triton_version)
         self.codes = [c or estimated_code(k.iter_flops, k.end_flops, k.warps) for c, k in zip(codes, schedule.kernels)]
