@@ -143,3 +143,14 @@ def test_cases_on_several_processes_give_the_same_results():
     one, two = validate_files(path), validate_files(path, jobs=2)
     assert [r.to_dict() for r in one[0]] == [r.to_dict() for r in two[0]] and one[1] == two[1]
     assert len(one[0]) == 5
+
+
+def test_impl_filter_names_an_unknown_or_absent_implementation():
+    fp8 = str(REPO / "experiments" / "measurements" / "h200" / "fp8" / "measurements.json")
+    runner = CliRunner()
+    bad = runner.invoke(main, ["validate", fp8, "--impl", "cudnn"])
+    assert bad.exit_code == 2 and "'cudnn': must be one of ours, standard" in bad.output
+    none = runner.invoke(main, ["validate", fp8, "--impl", "flex"])
+    assert none.exit_code == 2 and "no case of measurements.json is of flex" in none.output
+    ok = runner.invoke(main, ["validate", fp8, "--impl", "ours", "--json"])
+    assert ok.exit_code == 0 and len(json.loads(ok.output)["cases"]) == 5

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from iosim.files import unwritable
-from iosim.measure.measurement import committed_set
+from iosim.measure.measurement import IMPLS, committed_set
 from iosim.measure.validate import METRICS, summary, validate_files
 from iosim.results.report import human_bytes, human_time
 
@@ -50,6 +50,7 @@ def validate(files, live, grid, out, gpu, as_json, plots, impls, workers):
         problem = folder and unwritable(folder, folder=True)
         if problem:
             raise click.BadParameter(f"{folder}: {problem}", param_hint=option)
+    wanted = _impls(impls)
     if live:
         files = (_measure_live(grid, out),)
     files = files or (str(committed_set("h100")),)
@@ -63,8 +64,10 @@ def validate(files, live, grid, out, gpu, as_json, plots, impls, workers):
             bar.set_postfix_str(name[:40], refresh=False)
             bar.update(done - bar.n)
 
-        wanted = tuple(x.strip() for x in impls.split(",") if x.strip()) if impls else None
         results, skipped = validate_files(files, gpu, progress=progress, impls=wanted, jobs=workers)
+    if wanted and not results and not skipped:
+        raise click.BadParameter(f"no case of {', '.join(Path(f).name for f in files)} is of {', '.join(wanted)}",
+                                 param_hint="--impl")
     stats = summary(results)
     if as_json:
         click.echo(json.dumps({"summary": stats, "cases": [r.to_dict() for r in results],
@@ -77,6 +80,18 @@ def validate(files, live, grid, out, gpu, as_json, plots, impls, workers):
             click.echo(f"\nnot compared ({len(skipped)}): " + "; ".join(f"{n} ({w})" for n, w in skipped))
     if plots:
         _write_plots(results, Path(plots))
+
+
+def _impls(text: str | None) -> tuple | None:
+    """The --impl names, each one a case's impl or ``ours``; a one-line error names an unknown one."""
+    if not text:
+        return None
+    names = tuple(x.strip() for x in text.split(",") if x.strip())
+    allowed = ("ours",) + IMPLS
+    unknown = [n for n in names if n not in allowed]
+    if unknown or not names:
+        raise click.BadParameter(f"{(unknown or [text])[0]!r}: must be one of {', '.join(allowed)}", param_hint="--impl")
+    return names
 
 
 def _measure_live(grid: str, out: str | None) -> str:
