@@ -7,7 +7,17 @@ import click
 
 from iosim import sizes
 from iosim.hardware.catalog import builtin_profiles
-from iosim.schedule.problem import ALGOS, DTYPE_BYTES, GRID_ORDERS, IMPLS, MODES, PAGE_SIZES, Problem, RunConfig, Tiling
+from iosim.schedule.problem import (
+    ALGOS,
+    DTYPE_BYTES,
+    GRID_ORDERS,
+    MODES,
+    PAGE_SIZES,
+    SDPA_IMPLS,
+    Problem,
+    RunConfig,
+    Tiling,
+)
 
 DEFAULT_SEQ = "1k,2k,4k,8k,16k"
 DEFAULT_BATCH = 4
@@ -113,7 +123,7 @@ def run_options(seq_default: str = DEFAULT_SEQ, algo_default: str = "standard,fl
         click.option("--splits", type=click.IntRange(min=1), default=None,
                      help="flash_decode: CTAs the K/V length is split across, combined by a second kernel. "
                           "[default: as FlashAttention-2 chooses for the GPU's SMs]"),
-        click.option("--impl", type=click.Choice(("ours",) + IMPLS), default="ours", show_default=True,
+        click.option("--impl", type=click.Choice(("ours",) + SDPA_IMPLS), default="ours", show_default=True,
                      help="Whose kernels run flash2: ours (iosim's Triton kernels), or PyTorch SDPA's cuDNN or "
                           "FlashAttention-2 CUDA backend, on their own tiles and code (sm_90 GPUs, d = 64 or 128)."),
         click.option("--grid-order", type=click.Choice(GRID_ORDERS), default="rows", show_default=True,

@@ -30,7 +30,7 @@ from iosim.costs import closed_forms
 from iosim.hardware.profile import ProfileError, builtin_profiles, load_profile
 from iosim.measure.kernel_codes import case_codes
 from iosim.measure.measurement import KERNEL_IMPL, REFERENCE_IMPLS, Measurement, load_measurement
-from iosim.schedule.problem import IMPLS, ConfigError, Problem, RunConfig
+from iosim.schedule.problem import SDPA_IMPLS, ConfigError, Problem, RunConfig
 from iosim.schedule.references import reference_config
 from iosim.simulate import simulate
 
@@ -141,7 +141,7 @@ def _case(case, n: int, profile, prov, source: str) -> tuple:
     mode = "ncu" if counted and prov.cache_control == "all" else "plain"
     codes, note = (None, "")
     try:
-        if case.impl in IMPLS:  # SDPA's backends: flash2's schedule on their kernels (iosim.schedule.references)
+        if case.impl in SDPA_IMPLS:  # SDPA's backends: flash2's schedule on their kernels (iosim.schedule.references)
             problem = Problem(**case.run_config["problem"])
             try:
                 config = reference_config(case.impl, problem, profile.arch, mode)
@@ -186,9 +186,8 @@ def _triton(version: str | None) -> str | None:
 def _skip_reason(case) -> str | None:
     if case.error:
         return f"failed on the GPU: {case.error}"
-    if case.impl in IMPLS and (case.run_config or {}).get("problem"):
-        pass  # modelled (iosim.schedule.references)
-    elif not case.run_config or case.run_config.get("algo") is None:
+    sdpa = case.impl in SDPA_IMPLS and (case.run_config or {}).get("problem")  # modelled (iosim.schedule.references)
+    if not sdpa and (not case.run_config or case.run_config.get("algo") is None):
         return f"{case.impl} is an outside reference, not modelled"
     if case.counters is None and case.timing is None:
         return "no counters and no timing"

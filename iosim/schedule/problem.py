@@ -16,7 +16,7 @@ WARPS = (1, 2, 4, 8, 16)
 ALGOS = ("standard", "standard_eager", "flash1", "flash2", "flash_decode")
 GRID_ORDERS = ("rows", "heads")
 MODES = ("plain", "ncu")
-IMPLS = ("sdpa_cudnn", "sdpa_flash")  # kernels other than iosim's own that run an algorithm (iosim.schedule.references)
+SDPA_IMPLS = ("sdpa_cudnn", "sdpa_flash")  # kernels other than iosim's own that run an algorithm (iosim.schedule.references)
 PAGE_SIZES = (16, 32, 64, 128, 256)  # tokens per page of a paged KV cache (vLLM's and FlashInfer's range)
 
 
@@ -190,13 +190,13 @@ class RunConfig:
     mode: str = "plain"
     host_tensors: tuple[str, ...] = ()
     backward_tiling: Tiling | None = None  # the backward kernels' tiling; None: ``tiling``'s overrides
-    impl: str | None = None  # whose kernels run it: None for iosim's Triton kernels, else one of IMPLS (PyTorch SDPA's)
+    impl: str | None = None  # whose kernels run it: None for iosim's Triton kernels, else one of SDPA_IMPLS (PyTorch SDPA's)
 
     def __post_init__(self):
         if self.algo not in ALGOS:
             raise ConfigError("algo", f"must be one of {', '.join(ALGOS)}, got {self.algo!r}")
-        if self.impl is not None and self.impl not in IMPLS:
-            raise ConfigError("impl", f"must be one of ours, {', '.join(IMPLS)} (ours: iosim's own kernels), got {self.impl!r}")
+        if self.impl is not None and self.impl not in SDPA_IMPLS:
+            raise ConfigError("impl", f"must be one of ours, {', '.join(SDPA_IMPLS)} (ours: iosim's own kernels), got {self.impl!r}")
         if self.impl is not None and self.algo != "flash2":
             raise ConfigError("impl", f"{self.impl} runs FlashAttention-2's schedule: algo must be flash2, got {self.algo!r}")
         if self.mode not in MODES:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from iosim.schedule.problem import IMPLS, ConfigError, Problem, RunConfig
+from iosim.schedule.problem import SDPA_IMPLS, ConfigError, Problem, RunConfig
 
 REFERENCE_ARCH = "sm_90"  # the kernels these describe are cuDNN's and FlashAttention-2's choices on Hopper
 REVERSED = {"sdpa_flash": ("flash2_fwd", "flash2_bwd")}  # kernels whose loop walks its blocks from the last down
@@ -55,4 +55,4 @@ def reference_kernels(kernels: list, impl: str | None) -> list:
     return [replace(k, reverse=True) if k.name in reversed_ else k for k in kernels]
 
 
-__all__ = ["IMPLS", "REFERENCE_ARCH", "check_reference", "reference_config", "reference_kernels"]
+__all__ = ["SDPA_IMPLS", "REFERENCE_ARCH", "check_reference", "reference_config", "reference_kernels"]
