@@ -216,3 +216,25 @@ def test_few_ctas_merge_rectangles_as_the_array_path_does():
             c0 = rng.integers(0, 3, n) * 8
             r1, c1 = r0 + 16 * rng.integers(1, 3, n), c0 + 8
             assert cohorts._rects(sl, r0, r1, c0, c1) == cohorts._rects_array(sl, r0, r1, c0, c1)
+
+
+MERGED = SMALL[1::3] + [cfg(causal=True, seq_lens=(200, 37)), cfg(seq_lens=(64, 200)),
+                        cfg(causal=True, window=40, kv_heads=1)]
+
+
+@pytest.mark.parametrize("config", MERGED, ids=lambda c: f"{c.algo}-{c.problem.seq_q}-c{int(c.problem.causal)}")
+@pytest.mark.parametrize("aggregate", [True, False])
+def test_a_few_ctas_on_line_long_steps_merge_their_own_steps(config, aggregate):
+    """Cohorts of 2 to SMALL_COHORT CTAs on line-long steps (or one iteration each) are their CTAs' own
+    steps merged: exactly the steps the array path yields for the cohort."""
+    for k in build_schedule(config).kernels:
+        if k.program is not Program.TILE_LOOP:
+            continue
+        for n in (2, 3, 7, cohorts.SMALL_COHORT):
+            for g in range(0, max(1, k.ctas - n + 1), max(1, k.ctas // 5)):
+                g1 = min(k.ctas, g + n)
+                if g1 - g < 2:
+                    continue
+                merged = list(cohorts.steps(k, g, g1, 2, aggregate, {}, max_steps=None))
+                general = list(cohorts._cohort_steps(k, g, g1, 2, aggregate, max_steps=None))
+                assert merged == general, (k.name, g, g1)

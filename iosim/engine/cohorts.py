@@ -19,7 +19,7 @@ agree to a few percent (tested too). The cost is then a few steps per cohort: CT
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import numpy as np
@@ -89,6 +89,10 @@ def tile_steps(k: Kernel, g0: int, g1: int, line_iters: int, aggregate: bool = T
     """
     if g1 - g0 == 1:  # most causal cohorts after the first wave: the same steps without numpy's overhead
         return _one_cta_steps(k, g0, line_iters, aggregate, {} if cache is None else cache, max_steps)
+    if g1 - g0 <= SMALL_COHORT and (max_steps is None or not aggregate):
+        # a few CTAs on line-long steps (causal CTAs freed together): every CTA's steps end where the
+        # cohort's do, so the cohort's steps are its CTAs' own merged, without numpy's overhead
+        return _merged_steps(k, g0, g1, line_iters, aggregate, {} if cache is None else cache, max_steps)
     return _cohort_steps(k, g0, g1, line_iters, aggregate, max_steps)
 
 
@@ -140,6 +144,14 @@ def _one_cta_steps(k: Kernel, g: int, line_iters: int, aggregate: bool, cache: d
     """:func:`tile_steps` for a cohort of one CTA, in plain integers: the same steps, accesses in the same
     order. Its steps are kept in ``cache`` by tile coordinates with slices as slots (the query slice,
     the key/value slice, then a fanned-out pattern's query slices), and filled in for this CTA."""
+    template, slots = _template(k, g, line_iters, aggregate, cache, max_steps)
+    for step in template:
+        yield Step([(n, slots[s], r0, r1, c0, c1, kind, m) for n, s, r0, r1, c0, c1, kind, m in step.accesses],
+                   step.active, step.flops, step.sram_read, step.done, step.iters, step.span, step.span_flops)
+
+
+def _template(k: Kernel, g: int, line_iters: int, aggregate: bool, cache: dict, max_steps: int | None):
+    """CTA ``g``'s steps with slices as slots, kept in ``cache`` by tile, and its slots' slices."""
     sl, i, j = (int(x[0]) for x in k.coords(g, g + 1))
     b = -1 if k.ragged is None else sl // k.ragged.per_batch  # a variable-length batch's request
     template = cache.get((i, j, b))
@@ -147,9 +159,49 @@ def _one_cta_steps(k: Kernel, g: int, line_iters: int, aggregate: bool, cache: d
         template = cache[(i, j, b)] = list(_one_cta_template(k, i, j, b, line_iters, aggregate, max_steps))
     b, h = divmod(sl, k.kv_heads)  # a fanned-out pattern's CTA runs over key/value slices
     slots = (sl, int(k.kv_slice(sl))) + tuple(b * k.heads + h * k.kv_group + n for n in range(k.kv_group))
-    for step in template:
-        yield Step([(n, slots[s], r0, r1, c0, c1, kind, m) for n, s, r0, r1, c0, c1, kind, m in step.accesses],
-                   step.active, step.flops, step.sram_read, step.done, step.iters, step.span, step.span_flops)
+    return template, slots
+
+
+@dataclass
+class _TemplateStep(Step):
+    """A lone CTA's step, its accesses' groups as :func:`_emit` forms them: (phase, pattern, fanned-out head)."""
+
+    keys: list = field(default_factory=list)
+    live: bool = True  # the CTA runs its prologue and epilogue (a variable-length batch's CTAs past their rows do not)
+
+
+def _merged_steps(k: Kernel, g0: int, g1: int, line_iters: int, aggregate: bool, cache: dict,
+                  max_steps: int | None):
+    """:func:`_cohort_steps` for a few CTAs whose steps all end at the same iterations (line-long steps, or
+    one iteration each): each step is its CTAs' own steps merged, accesses grouped as :func:`_emit` groups
+    them (by phase, pattern and fanned-out head, CTAs in grid order) and rectangles merged as :func:`_rects`
+    does; the counts as :func:`_cohort_steps` computes them."""
+    ctas = [_template(k, g, line_iters, aggregate, cache, max_steps) for g in range(g0, g1)]
+    live = sum(1 for template, _ in ctas if template[0].live)
+    for n in range(max(len(template) for template, _ in ctas)):
+        groups: dict = {}
+        own, done = [], 0
+        for template, slots in ctas:
+            if n >= len(template):  # finished in an earlier step
+                continue
+            step = template[n]
+            own.append(step.iters)
+            done += step.done
+            for key, (name, s, r0, r1, c0, c1, kind, _) in zip(step.keys, step.accesses):
+                group = groups.get(key)
+                if group is None:
+                    group = groups[key] = (name, kind, [])
+                group[2].append((slots[s], r0, r1, c0, c1))
+        acc = [Access(name, s, r0, r1, c0, c1, kind, m) for _, (name, kind, keys) in sorted(groups.items())
+               for s, r0, r1, c0, c1, m in _rects_listed(keys)]
+        n_act = len(own)
+        iters = float(sum(own))
+        span = float(max(own))
+        flops = k.iter_flops * (iters / n_act)
+        longest = k.iter_flops * span
+        if n == 0:
+            flops, longest = flops + k.end_flops * (float(live) / n_act), longest + k.end_flops
+        yield Step(acc, n_act, flops, k.iter_sram * iters, done, iters / n_act, span, longest)
 
 
 def _one_cta_template(k: Kernel, i: int, j: int, b: int, line_iters: int, aggregate: bool, max_steps: int | None = MAX_STEPS):
@@ -161,18 +213,20 @@ def _one_cta_template(k: Kernel, i: int, j: int, b: int, line_iters: int, aggreg
     edges = _edges(trips, line_iters, aggregate, max_steps)
     for n, (t0, t1) in enumerate(zip(edges[:-1], edges[1:])):
         acc: list = []
+        keys: list = []
         if n == 0 and live:
-            _emit_one(k, acc, PRO, i, j, 0, 0, b)
+            _emit_one(k, acc, PRO, i, j, 0, 0, b, keys)
         if trips > t0:
-            _emit_one(k, acc, LOOP, i, j, *_blocks(k, start, trips, t0, t1), b)
+            _emit_one(k, acc, LOOP, i, j, *_blocks(k, start, trips, t0, t1), b, keys)
         fin = trips <= t1
         if fin and live:
-            _emit_one(k, acc, EPI, i, j, 0, 0, b)
+            _emit_one(k, acc, EPI, i, j, 0, 0, b, keys)
         iters = float(max(min(trips, t1) - t0, 0))
         flops = k.iter_flops * iters
         if n == 0 and live:
             flops = flops + k.end_flops
-        yield Step(acc, 1, flops, k.iter_sram * iters, int(fin), iters, iters, flops)  # the one CTA is the longest
+        # the one CTA is the longest
+        yield _TemplateStep(acc, 1, flops, k.iter_sram * iters, int(fin), iters, iters, flops, keys, live)
         if fin:
             return
 
@@ -185,10 +239,14 @@ def _blocks(k: Kernel, start, trips, t0: int, t1: int) -> tuple:
     return start + t0, start + np.minimum(trips, t1)
 
 
-def _emit_one(k: Kernel, out: list, phase, i: int, j: int, u0: int, u1: int, b: int = -1) -> None:
+_PHASES = {PRO: 0, LOOP: 1, EPI: 2}  # the order _cohort_steps emits phases in
+
+
+def _emit_one(k: Kernel, out: list, phase, i: int, j: int, u0: int, u1: int, b: int = -1, keys: list | None = None) -> None:
     """A lone CTA's accesses of ``phase``, its slices as slots: 0 the query slice, 1 the key/value
-    slice, 2 + g the g-th query head of a fanned-out pattern's group (``b``: its request's rows clip them)."""
-    for p in k.patterns:
+    slice, 2 + g the g-th query head of a fanned-out pattern's group (``b``: its request's rows clip them).
+    ``keys`` collects each access's group (phase, pattern, fanned-out head: see :func:`_merged_steps`)."""
+    for n, p in enumerate(k.patterns):
         if p.phase is not phase:
             continue
         r0, r1 = _span(k, p.rows, i, j, u0, u1, p.tensor, 0)
@@ -200,8 +258,12 @@ def _emit_one(k: Kernel, out: list, phase, i: int, j: int, u0: int, u1: int, b: 
         if p.fan:
             for g in range(k.kv_group):
                 out.append(Access(p.tensor, 2 + g, r0, r1, c0, c1, p.kind, 1))
+                if keys is not None:
+                    keys.append((_PHASES[phase], n, g))
         else:
             out.append(Access(p.tensor, 1 if p.kv else 0, r0, r1, c0, c1, p.kind, 1))
+            if keys is not None:
+                keys.append((_PHASES[phase], n, 0))
 
 
 def _emit(k: Kernel, out: list, phase, sl, kv, i, j, u0, u1) -> None:

@@ -95,8 +95,11 @@ class L2Cache:
         read, write = kind == READ, kind == WRITE
         # identical loads of CTAs in flight together reach the slices once per coalescing group
         lookups = (-(-mult // self.coalesce) if lockstep else mult) if read else mult
-        moved = hits = 0
+        moved = hits = missed = 0
         behind = now  # when the present bytes it reads arrive for a CTA whose pass is bringing them in
+        get, to_end, private, link = lines.get, lines.move_to_end, self.private, self.memory[placement]
+        through = not read and placement == HOST  # host memory is written through: posted over the host link
+        dirty_order = self.dirty_order
         for a, b, nbytes, line_bytes, lo, hi in pieces:
             total = nbytes * mult
             moved += nbytes
@@ -104,15 +107,17 @@ class L2Cache:
                 r = self._bypass(placement, kind, nbytes, mult, now)
                 if read:
                     lone += total / mult
-                ready = max(ready, r)
+                if r > ready:
+                    ready = r
                 continue
             key = head + (a, b)
-            line = lines.get(key)
+            line = get(key)
             if line is None:
-                line = lines[key] = [0, 0, now, [] if lo is not None else None, [] if lo is not None else None,
-                                     who, self.private, 0.0, [] if lo is not None else None]
+                known = lo is not None
+                line = lines[key] = [0, 0, now, [] if known else None, [] if known else None, who, private, 0.0,
+                                     [] if known else None]
             else:
-                lines.move_to_end(key)
+                to_end(key)
                 if line[0] == line_bytes and not write and (
                         (read and (line[6] >= replicas or (mult == 1 and line[5] == who)))
                         or (line[1] == line_bytes and line[6] >= replicas and placement != HOST)):
@@ -129,32 +134,43 @@ class L2Cache:
             if line[6] < replicas and (mult > 1 or line[5] != who or write):
                 self.used += line[0] * (replicas - line[6])
                 line[6] = replicas
-            grow = _cover(line, 0, 3, lo, hi, nbytes, line_bytes)
+            ivs = line[3]
+            if line[0] == 0 and ivs is not None and not ivs and lo is not None:  # a new line: the piece is all of it
+                ivs.append((lo, hi))
+                grow = nbytes
+                line[0] = nbytes
+            else:
+                grow = _cover(line, 0, 3, lo, hi, nbytes, line_bytes)
             if not write:
                 hits += total - grow
-                st.miss_bytes += grow
                 if read:
                     lone += grow / mult
                 if grow:
-                    line[2] = max(line[2], self.memory[placement].reserve(now, grow))
-                    st.fill_bytes[placement] += grow
+                    missed += grow
+                    r = link.reserve(now, grow)
+                    if r > line[2]:
+                        line[2] = r
                     if filled is not None:
                         filled.append((line, moved, lo, hi))
-                ready = max(ready, line[2])
+                if line[2] > ready:
+                    ready = line[2]
                 if grow < nbytes and line[7] > behind:  # bytes another CTA's pass is still bringing in
                     behind = max(behind, _usable_at(line, lo, hi))
             self.used += grow * line[6]
-            if not read and placement == HOST:  # host memory is written through: posted over the host link
-                self.memory[placement].reserve(now, total, write=True)
+            if through:
+                link.reserve(now, total, write=True)
                 st.writeback_bytes[placement] += total
             elif not read:
                 added = _cover(line, 1, 4, lo, hi, nbytes, line_bytes)
                 if added:
                     self.dirty += added
-                    if key not in self.dirty_order:
-                        self.dirty_order[key] = True
+                    if key not in dirty_order:
+                        dirty_order[key] = True
             if self.used > capacity or self.dirty > self.dirty_limit:
                 self._evict(now, keep=key)
+        if missed:
+            st.miss_bytes += missed
+            st.fill_bytes[placement] += missed
         if read:
             st.read_bytes += moved * mult
         else:
@@ -227,13 +243,14 @@ class L2Cache:
         return nbytes
 
     def _evict(self, now: float, keep) -> None:
+        lines = self.lines
         while self.used > self.capacity:
-            key, line = next(iter(self.lines.items()))
+            key, line = lines.popitem(last=False)
             if key == keep:  # never evict the line being served
-                self.lines.move_to_end(key)
-                key, line = next(iter(self.lines.items()))
-            self._clean(key, line, now)
-            del self.lines[key]
+                lines[key] = line
+                key, line = lines.popitem(last=False)
+            if line[1]:
+                self._clean(key, line, now)
             self.used -= line[0] * line[6]
         while self.dirty > self.dirty_limit:
             key = next(iter(self.dirty_order))
