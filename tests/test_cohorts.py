@@ -224,17 +224,18 @@ MERGED = SMALL[1::3] + [cfg(causal=True, seq_lens=(200, 37)), cfg(seq_lens=(64, 
 
 @pytest.mark.parametrize("config", MERGED, ids=lambda c: f"{c.algo}-{c.problem.seq_q}-c{int(c.problem.causal)}")
 @pytest.mark.parametrize("aggregate", [True, False])
-def test_a_few_ctas_on_line_long_steps_merge_their_own_steps(config, aggregate):
-    """Cohorts of 2 to SMALL_COHORT CTAs on line-long steps (or one iteration each) are their CTAs' own
-    steps merged: exactly the steps the array path yields for the cohort."""
+@pytest.mark.parametrize("max_steps", [None, 3, cohorts.MAX_STEPS])
+def test_a_few_ctas_merge_their_own_steps(config, aggregate, max_steps):
+    """Cohorts of 2 to MERGED_COHORT CTAs are their CTAs' own steps, cut at the cohort's step size,
+    merged: exactly the steps the array path yields for the cohort."""
     for k in build_schedule(config).kernels:
         if k.program is not Program.TILE_LOOP:
             continue
-        for n in (2, 3, 7, cohorts.SMALL_COHORT):
+        for n in (2, 3, 7, cohorts.MERGED_COHORT):
             for g in range(0, max(1, k.ctas - n + 1), max(1, k.ctas // 5)):
                 g1 = min(k.ctas, g + n)
                 if g1 - g < 2:
                     continue
-                merged = list(cohorts.steps(k, g, g1, 2, aggregate, {}, max_steps=None))
-                general = list(cohorts._cohort_steps(k, g, g1, 2, aggregate, max_steps=None))
+                merged = list(cohorts.steps(k, g, g1, 2, aggregate, {}, max_steps=max_steps))
+                general = list(cohorts._cohort_steps(k, g, g1, 2, aggregate, max_steps=max_steps))
                 assert merged == general, (k.name, g, g1)

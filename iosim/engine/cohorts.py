@@ -30,6 +30,7 @@ from iosim.schedule.ir import EPI, LOOP, PRO, READ, WRITE, AccessKind, CausalMod
 MAX_STEPS = 32  # aggregated steps per cohort loop: bounds the engine's cost per CTA
 INNER_STEPS = 8  # FlashAttention-1: aggregated steps per pass over Q and the per-row state O, ℓ, m
 SMALL_COHORT = 32  # CTAs up to which rectangles are merged in plain lists rather than numpy arrays
+MERGED_COHORT = 16  # CTAs up to which a cohort's steps are its CTAs' kept steps merged (numpy is faster beyond)
 
 
 class Access(NamedTuple):
@@ -89,9 +90,9 @@ def tile_steps(k: Kernel, g0: int, g1: int, line_iters: int, aggregate: bool = T
     """
     if g1 - g0 == 1:  # most causal cohorts after the first wave: the same steps without numpy's overhead
         return _one_cta_steps(k, g0, line_iters, aggregate, {} if cache is None else cache, max_steps)
-    if g1 - g0 <= SMALL_COHORT and (max_steps is None or not aggregate):
-        # a few CTAs on line-long steps (causal CTAs freed together): every CTA's steps end where the
-        # cohort's do, so the cohort's steps are its CTAs' own merged, without numpy's overhead
+    if g1 - g0 <= MERGED_COHORT:
+        # a few CTAs (causal CTAs freed together): each CTA's steps, cut at the cohort's step size, end
+        # where the cohort's do, so the cohort's steps are its CTAs' own merged, without numpy's overhead
         return _merged_steps(k, g0, g1, line_iters, aggregate, {} if cache is None else cache, max_steps)
     return _cohort_steps(k, g0, g1, line_iters, aggregate, max_steps)
 
@@ -127,17 +128,22 @@ def _cohort_steps(k: Kernel, g0: int, g1: int, line_iters: int, aggregate: bool,
         left &= ~fin
 
 
-def _edges(top: int, line_iters: int, aggregate: bool, max_steps: int | None = MAX_STEPS) -> list:
+def _edges(top: int, line_iters: int, aggregate: bool, max_steps: int | None = MAX_STEPS, per: int | None = None) -> list:
     """Iteration counts at which a cohort's steps end (the first is 0): whole lines, at most ``max_steps``
-    (None: one line each)."""
-    if aggregate:
-        per = line_iters * (1 if max_steps is None else max(1, -(-top // (max_steps * line_iters))))
-        edges = list(range(0, top, per)) + [top]
-    else:
-        edges = list(range(top + 1))
+    (None: one line each), or every ``per`` iterations where given (the cohort's step size)."""
+    if per is None:
+        per = _step_size(top, line_iters, aggregate, max_steps)
+    edges = list(range(0, top, per)) + [top]
     if len(edges) == 1:
         edges.append(0)
     return edges
+
+
+def _step_size(top: int, line_iters: int, aggregate: bool, max_steps: int | None) -> int:
+    """Iterations a step of a cohort whose longest loop runs ``top`` spans (one, not aggregated)."""
+    if not aggregate:
+        return 1
+    return line_iters * (1 if max_steps is None else max(1, -(-top // (max_steps * line_iters))))
 
 
 def _one_cta_steps(k: Kernel, g: int, line_iters: int, aggregate: bool, cache: dict, max_steps: int | None = MAX_STEPS):
@@ -150,13 +156,15 @@ def _one_cta_steps(k: Kernel, g: int, line_iters: int, aggregate: bool, cache: d
                    step.active, step.flops, step.sram_read, step.done, step.iters, step.span, step.span_flops)
 
 
-def _template(k: Kernel, g: int, line_iters: int, aggregate: bool, cache: dict, max_steps: int | None):
-    """CTA ``g``'s steps with slices as slots, kept in ``cache`` by tile, and its slots' slices."""
+def _template(k: Kernel, g: int, line_iters: int, aggregate: bool, cache: dict, max_steps: int | None,
+              per: int | None = None):
+    """CTA ``g``'s steps with slices as slots, kept in ``cache`` by tile and step size (``per``
+    iterations; None: the CTA's own), and its slots' slices."""
     sl, i, j = (int(x[0]) for x in k.coords(g, g + 1))
     b = -1 if k.ragged is None else sl // k.ragged.per_batch  # a variable-length batch's request
-    template = cache.get((i, j, b))
+    template = cache.get((i, j, b, per))
     if template is None:
-        template = cache[(i, j, b)] = list(_one_cta_template(k, i, j, b, line_iters, aggregate, max_steps))
+        template = cache[(i, j, b, per)] = list(_one_cta_template(k, i, j, b, line_iters, aggregate, max_steps, per))
     b, h = divmod(sl, k.kv_heads)  # a fanned-out pattern's CTA runs over key/value slices
     slots = (sl, int(k.kv_slice(sl))) + tuple(b * k.heads + h * k.kv_group + n for n in range(k.kv_group))
     return template, slots
@@ -176,7 +184,11 @@ def _merged_steps(k: Kernel, g0: int, g1: int, line_iters: int, aggregate: bool,
     one iteration each): each step is its CTAs' own steps merged, accesses grouped as :func:`_emit` groups
     them (by phase, pattern and fanned-out head, CTAs in grid order) and rectangles merged as :func:`_rects`
     does; the counts as :func:`_cohort_steps` computes them."""
-    ctas = [_template(k, g, line_iters, aggregate, cache, max_steps) for g in range(g0, g1)]
+    per = None  # line-long steps (or one iteration each): every CTA's own step size is the cohort's
+    if aggregate and max_steps is not None:  # the step size follows the cohort's longest loop
+        sl, i, j = k.coords(g0, g1)
+        per = _step_size(int(k.loop_bounds(i, j, sl)[1].max()), line_iters, aggregate, max_steps)
+    ctas = [_template(k, g, line_iters, aggregate, cache, max_steps, per) for g in range(g0, g1)]
     live = sum(1 for template, _ in ctas if template[0].live)
     for n in range(max(len(template) for template, _ in ctas)):
         groups: dict = {}
@@ -204,13 +216,14 @@ def _merged_steps(k: Kernel, g0: int, g1: int, line_iters: int, aggregate: bool,
         yield Step(acc, n_act, flops, k.iter_sram * iters, done, iters / n_act, span, longest)
 
 
-def _one_cta_template(k: Kernel, i: int, j: int, b: int, line_iters: int, aggregate: bool, max_steps: int | None = MAX_STEPS):
+def _one_cta_template(k: Kernel, i: int, j: int, b: int, line_iters: int, aggregate: bool,
+                      max_steps: int | None = MAX_STEPS, per: int | None = None):
     """The steps of a lone CTA at tile ``i, j`` (of request ``b`` in a variable-length batch), with slot
-    numbers for slices (see :func:`_one_cta_steps`)."""
+    numbers for slices (see :func:`_one_cta_steps`); ``per``: iterations a step (None: its own step size)."""
     sl = np.array([max(b, 0) * (k.ragged.per_batch if k.ragged else 0)])  # a slice of the request
     start, trips = (int(x[0]) for x in k.loop_bounds(np.array([i]), np.array([j]), sl))
     live = bool(k.live(np.array([i]), sl)[0])
-    edges = _edges(trips, line_iters, aggregate, max_steps)
+    edges = _edges(trips, line_iters, aggregate, max_steps, per)
     for n, (t0, t1) in enumerate(zip(edges[:-1], edges[1:])):
         acc: list = []
         keys: list = []

@@ -97,9 +97,8 @@ class L2Cache:
         lookups = (-(-mult // self.coalesce) if lockstep else mult) if read else mult
         moved = hits = missed = 0
         behind = now  # when the present bytes it reads arrive for a CTA whose pass is bringing them in
-        get, to_end, private, link = lines.get, lines.move_to_end, self.private, self.memory[placement]
+        get, to_end = lines.get, lines.move_to_end
         through = not read and placement == HOST  # host memory is written through: posted over the host link
-        dirty_order = self.dirty_order
         for a, b, nbytes, line_bytes, lo, hi in pieces:
             total = nbytes * mult
             moved += nbytes
@@ -114,8 +113,8 @@ class L2Cache:
             line = get(key)
             if line is None:
                 known = lo is not None
-                line = lines[key] = [0, 0, now, [] if known else None, [] if known else None, who, private, 0.0,
-                                     [] if known else None]
+                line = lines[key] = [0, 0, now, [] if known else None, [] if known else None, who, self.private,
+                                     0.0, [] if known else None]
             else:
                 to_end(key)
                 if line[0] == line_bytes and not write and (
@@ -147,7 +146,7 @@ class L2Cache:
                     lone += grow / mult
                 if grow:
                     missed += grow
-                    r = link.reserve(now, grow)
+                    r = self.memory[placement].reserve(now, grow)
                     if r > line[2]:
                         line[2] = r
                     if filled is not None:
@@ -158,14 +157,14 @@ class L2Cache:
                     behind = max(behind, _usable_at(line, lo, hi))
             self.used += grow * line[6]
             if through:
-                link.reserve(now, total, write=True)
+                self.memory[placement].reserve(now, total, write=True)
                 st.writeback_bytes[placement] += total
             elif not read:
                 added = _cover(line, 1, 4, lo, hi, nbytes, line_bytes)
                 if added:
                     self.dirty += added
-                    if key not in dirty_order:
-                        dirty_order[key] = True
+                    if key not in self.dirty_order:
+                        self.dirty_order[key] = True
             if self.used > capacity or self.dirty > self.dirty_limit:
                 self._evict(now, keep=key)
         if missed:
