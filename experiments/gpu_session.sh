@@ -30,6 +30,8 @@
 #   x) the tile loop in fp8 beside fp16 (calibrate --only "fp8 tiles") -> $OUT/fp8/fp8_tiles.yaml (≤ 200 s)
 #   y) the fp8 tile loop's occupancy series and the calibration loops' compiled code
 #                                                -> $OUT/fp8/fp8_occupancy.yaml, $OUT/fp8/calmix/ (≤ 400 s)
+#   z) the held-out long causal foreign kernels (F1, F4, F5, F8; or the cases in $HELDOUT) again, to see
+#      how far DRAM bytes repeat from run to run -> $OUT/heldout_repeat/<case>-r$REPEAT/measurements.json (≤ 4 × 150 s)
 # A step that fails or runs out of time does not stop the next. Measurement files are rewritten
 # atomically after each batch of cases, so a step cut short keeps every finished batch. Progress
 # goes to $OUT/session.log. All steps take longer than one 10-minute device command: name the steps
@@ -167,6 +169,19 @@ if want y; then
     step "y) fp8 occupancy" 300 "$PY" -m iosim calibrate --base "$PROFILE" --out "$OUT/fp8/fp8_occupancy.yaml" \
         --only "fp8 occupancy" >"$OUT/fp8/fp8_occupancy.log" 2>&1
     step "y) calibration mixes" 100 "$PY" -m iosim.kernels.sass --calibration --out "$OUT/fp8/calmix" >>"$LOG" 2>&1
+fi
+if want z; then
+    R=${REPEAT:-2}
+    SPECS=("foreign_kernels/F1_exp_maskall 8 131072 128" "foreign_kernels/F4_wideN_prescaleq 8 98304 128"
+           "foreign_kernels/F5_narrowN_deep 8 131072 128" "foreign_kernels/F8_hinted_ptrs 4 262144 64")
+    [ -n "${HELDOUT:-}" ] && IFS=';' read -ra SPECS <<<"$HELDOUT"  # "FILE HEADS N D;FILE HEADS N D"
+    for spec in "${SPECS[@]}"; do
+        set -- $spec
+        case_dir="$OUT/heldout_repeat/$(basename "$1")-h$2-n$3-d$4-r$R"
+        step "z) held-out $1 again (r$R)" 150 "$PY" -m iosim measure --kernel "experiments/$1.py:attention" \
+            --algo flash2 --pass fwd --batch 1 --heads "$2" --seq-len "$3" --head-dim "$4" --causal --out "$case_dir" >>"$LOG" 2>&1
+        rm -f "$case_dir/measurements.csv"  # the JSON's twin: the device returns few files
+    done
 fi
 echo "done $(date -u +%FT%TZ), $SECONDS s in all" >>"$LOG"
 ls -laR "$OUT" >>"$LOG"
