@@ -97,6 +97,16 @@ def test_time_never_beats_the_roofline(config):
     assert r.time_s >= closed_forms.roofline_time(config, load_profile("a100")) * (1 - 1e-9)
 
 
+def test_counts_are_plain_integers_that_json_writes():
+    """Causal CTAs that run alone (their kept steps' loop ends clipped by numpy's minimum) still count
+    bytes as Python integers: a result goes to JSON as it is (a sweep's results file; this one failed)."""
+    r = simulate(RunConfig(algo="flash2", problem=Problem(batch=1, heads=2, seq_q=16384, head_dim=128, causal=True)), "h100")
+    for k in r.kernels:
+        for t in k.levels.values():
+            assert type(t.read_bytes) is int and type(t.write_bytes) is int, k.name
+    assert RunResult.from_dict(json.loads(json.dumps(r.to_dict()))).to_dict() == r.to_dict()
+
+
 def test_deterministic_and_json_round_trip():
     c = cfg("flash2", seq_q=1000, causal=True, backward=True)
     a, b = simulate(c, "h100"), simulate(c, "h100")

@@ -230,7 +230,8 @@ def _one_cta_template(k: Kernel, i: int, j: int, b: int, line_iters: int, aggreg
         if n == 0 and live:
             _emit_one(k, acc, PRO, i, j, 0, 0, b, keys)
         if trips > t0:
-            _emit_one(k, acc, LOOP, i, j, *_blocks(k, start, trips, t0, t1), b, keys)
+            u0, u1 = _blocks(k, start, trips, t0, t1)
+            _emit_one(k, acc, LOOP, i, j, int(u0), int(u1), b, keys)  # plain integers, as counts must stay
         fin = trips <= t1
         if fin and live:
             _emit_one(k, acc, EPI, i, j, 0, 0, b, keys)
