@@ -11,7 +11,7 @@ CTAs, not with tile pairs:
   most :data:`MAX_STEPS` per cohort loop; a CTA whose loop ends inside a step reads only its own
   iterations and leaves at the step's end.
 A lone CTA's steps depend only on its tile, so they are kept per kernel by tile and reused for
-every slice (``steps(..., cache)``). With ``aggregate=False`` every CTA is its own cohort and every
+every slice (``steps(..., cache)``); a cohort of a few CTAs merges its CTAs' kept steps. With ``aggregate=False`` every CTA is its own cohort and every
 iteration its own step; the tests
 check that both give the same byte counts. Where the L2 must evict, the order of tiles within one
 instant (a cohort's CTAs in one batch, or one by one) decides some victims, and the counts then
@@ -180,8 +180,8 @@ class _TemplateStep(Step):
 
 def _merged_steps(k: Kernel, g0: int, g1: int, line_iters: int, aggregate: bool, cache: dict,
                   max_steps: int | None):
-    """:func:`_cohort_steps` for a few CTAs whose steps all end at the same iterations (line-long steps, or
-    one iteration each): each step is its CTAs' own steps merged, accesses grouped as :func:`_emit` groups
+    """:func:`_cohort_steps` for a few CTAs: each CTA's kept steps, cut at the cohort's step size, end where
+    the cohort's do, so each step is its CTAs' own steps merged, accesses grouped as :func:`_emit` groups
     them (by phase, pattern and fanned-out head, CTAs in grid order) and rectangles merged as :func:`_rects`
     does; the counts as :func:`_cohort_steps` computes them."""
     per = None  # line-long steps (or one iteration each): every CTA's own step size is the cohort's

@@ -133,13 +133,7 @@ class L2Cache:
             if line[6] < replicas and (mult > 1 or line[5] != who or write):
                 self.used += line[0] * (replicas - line[6])
                 line[6] = replicas
-            ivs = line[3]
-            if line[0] == 0 and ivs is not None and not ivs and lo is not None:  # a new line: the piece is all of it
-                ivs.append((lo, hi))
-                grow = nbytes
-                line[0] = nbytes
-            else:
-                grow = _cover(line, 0, 3, lo, hi, nbytes, line_bytes)
+            grow = _cover(line, 0, 3, lo, hi, nbytes, line_bytes)
             if not write:
                 hits += total - grow
                 if read:
