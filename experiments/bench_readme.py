@@ -32,7 +32,7 @@ def readme_commands(text: str) -> list[str]:
             inside = line.strip() == "```bash"
             continue
         if inside and "iosim " in line:  # a command of its own, or the quickstart's after its install
-            line = line.rsplit("&& ", 1)[-1] if not line.startswith("iosim ") else line
+            line = line.rsplit("&& ", 1)[-1]
             if line.startswith("iosim "):
                 out.append(" ".join(shlex.split(line, comments=True)))
     return out
@@ -62,7 +62,7 @@ def main() -> int:
     text = (REPO / "README.md").read_text()
     commands = [c for c in readme_commands(text) if args.only is None or args.only in c]
     print(f"{'s':>7s} {'goal':>5s} {'ratio':>6s}  command")
-    slow = over = ran = 0
+    over_goal = over_10 = ran = 0
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "study.yaml").write_text(sweep_spec(text))
         subprocess.run(["iosim", "profiles", "new", "--base", "h100", "-o", "my-gpu.yaml"], cwd=tmp,
@@ -82,10 +82,10 @@ def main() -> int:
             except subprocess.TimeoutExpired:
                 seconds, note = args.timeout, f"   (over {args.timeout:.0f} s)"
             ran += 1
-            slow += seconds > GOAL_S
-            over += seconds > 10.0
+            over_goal += seconds > GOAL_S
+            over_10 += seconds > 10.0
             print(f"{seconds:7.1f} {GOAL_S:5.0f} {seconds / GOAL_S:6.2f}  {command}{note}", flush=True)
-    print(f"\n{ran} commands run: {slow} over {GOAL_S:.0f} s, {over} over 10 s")
+    print(f"\n{ran} commands run: {over_goal} over {GOAL_S:.0f} s, {over_10} over 10 s")
     return 0
 
 
