@@ -32,6 +32,9 @@
 #                                                -> $OUT/fp8/fp8_occupancy.yaml, $OUT/fp8/calmix/ (≤ 400 s)
 #   z) the held-out long causal foreign kernels (F1, F4, F5, F8; or the cases in $HELDOUT) again, to see
 #      how far DRAM bytes repeat from run to run -> $OUT/heldout_repeat/<case>-r$REPEAT/measurements.json (≤ 4 × 150 s)
+#   tp) kernels written by others (experiments/thirdparty_kernels, files not committed: see its README):
+#      launchers checked against SDPA, their code compiled here, the manifest measured (ncu)
+#                                                -> $OUT/thirdparty/{check.log,mixes/,measurements.json} (≤ 560 s)
 # A step that fails or runs out of time does not stop the next. Measurement files are rewritten
 # atomically after each batch of cases, so a step cut short keeps every finished batch. Progress
 # goes to $OUT/session.log. All steps take longer than one 10-minute device command: name the steps
@@ -182,6 +185,16 @@ if want z; then
             --algo flash2 --pass fwd --batch 1 --heads "$2" --seq-len "$3" --head-dim "$4" --causal --out "$case_dir" >>"$LOG" 2>&1
         rm -f "$case_dir/measurements.csv"  # the JSON's twin: the device returns few files
     done
+fi
+if want tp; then
+    TP=experiments/thirdparty_kernels
+    mkdir -p "$OUT/thirdparty"
+    step "tp) third-party launchers vs SDPA" 120 "$PY" "$TP/check_gpu.py" >"$OUT/thirdparty/check.log" 2>&1
+    step "tp) third-party mixes" 120 "$PY" -m iosim.kernels.user_codes --manifest "$TP/manifest.yaml" \
+        --out "$OUT/thirdparty/mixes" >>"$LOG" 2>&1
+    step "tp) third-party grid" 420 "$PY" -m iosim measure --manifest "$TP/manifest.yaml" --out "$OUT/thirdparty" \
+        >>"$LOG" 2>&1
+    rm -f "$OUT/thirdparty/measurements.csv"  # the JSON's twin: the device returns few files
 fi
 echo "done $(date -u +%FT%TZ), $SECONDS s in all" >>"$LOG"
 ls -laR "$OUT" >>"$LOG"

@@ -29,7 +29,7 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from iosim.kernels.cases import GRIDS, OURS, CaseSpec, kernel_case
+from iosim.kernels.cases import GRIDS, OURS, CaseSpec, kernel_case, manifest_cases
 from iosim.kernels.device import HarnessError, cuda_torch, one_line
 from iosim.kernels.inputs import kernel_module, make_call, make_inputs, run_config_of
 from iosim.kernels.profiler import find_ncu, metrics_for, ncu_version, on_terminate, profile_batch
@@ -37,8 +37,8 @@ from iosim.kernels.timing import time_fn
 from iosim.kernels.user_kernel import main_launch, recording_launches, tiling_from_launch
 from iosim.measure.measurement import Case, Measurement, Provenance, dump_measurement
 
-__all__ = ["BATCH_SIZE", "GRIDS", "HarnessError", "kernel_case", "measure", "main", "provenance", "time_case",
-           "user_run_config"]
+__all__ = ["BATCH_SIZE", "GRIDS", "HarnessError", "kernel_case", "manifest_cases", "measure", "main", "provenance",
+           "time_case", "user_run_config"]
 
 BATCH_SIZE = 12  # cases per ncu start: the first batch is the reference and SDPA cases
 

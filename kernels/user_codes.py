@@ -25,6 +25,7 @@ from pathlib import Path
 
 from iosim.costs.code import kernel_code
 from iosim.costs.sass import KernelMix, mixes_filename
+from iosim.kernels.device import HarnessError, one_line
 from iosim.kernels.sass import DEFAULT_ARCH, Launch, capture_launches, compile_sass
 from iosim.kernels.user_kernel import load_kernel, tile_sizes, tiling_from_launch
 from iosim.schedule.build import build_schedule
@@ -87,11 +88,26 @@ def capture(ref: str, config: RunConfig, arch: int = DEFAULT_ARCH, base: Path | 
     v = torch.zeros_like(k, requires_grad=grad)
     if fp8:  # as the harness gives them (e4m3, V transposed)
         q, k, v = fp8_inputs(q, k, v)
-    o, fwd = capture_launches(fn, q, k, v, causal=p.causal, arch=arch)
+    shape = f"q {tuple(q.shape)}, k and v {tuple(k.shape)}, {p.dtype}, causal={p.causal}"
+    try:
+        o, fwd = capture_launches(fn, q, k, v, causal=p.causal, arch=arch)
+    except Exception as e:  # the user's launcher failed: say so in one line, not a traceback
+        raise HarnessError(f"kernel {ref}: its call on CPU tensors ({shape}) failed: {_reason(e)}") from None
     bwd: list[Launch] = []
     if grad:
-        _, bwd = capture_launches(torch.autograd.grad, o, (q, k, v), torch.zeros_like(o), arch=arch)
+        try:
+            _, bwd = capture_launches(torch.autograd.grad, o, (q, k, v), torch.zeros_like(o), arch=arch)
+        except Exception as e:
+            raise HarnessError(f"kernel {ref}: its backward through autograd ({shape}) failed: {_reason(e)}") from None
     return fwd, bwd, seq_q
+
+
+def _reason(e: BaseException) -> str:
+    """A failure in the user's code in one line: Triton's compile errors as ``at LINE:COL: what``."""
+    lines = [x.strip() for x in str(e).strip().splitlines() if x.strip()]
+    if type(e).__name__ == "CompilationError" and len(lines) > 1:  # "at 30:18:", the source, "^", the reason
+        return f"{lines[0]} {lines[-1]}"[:300]
+    return one_line(e)
 
 
 def roles(schedule_names: list[str], fwd: list[Launch], bwd: list[Launch]) -> list[Launch | None]:
@@ -138,7 +154,13 @@ def user_mixes(ref: str, config: RunConfig, arch: int = DEFAULT_ARCH,
     mixes = []
     for launch in roles(names, fwd, bwd):
         if launch is not None and id(launch) not in compiled:
-            compiled[id(launch)] = compile_sass(launch, arch)
+            try:
+                compiled[id(launch)] = compile_sass(launch, arch)
+            except Exception as e:  # e.g. a Triton version that no longer takes the kernel's code
+                import triton
+
+                raise HarnessError(f"kernel {ref}: {launch.kernel} does not compile for sm_{arch} with Triton "
+                                   f"{triton.__version__}: {_reason(e)}") from None
         mixes.append(None if launch is None else compiled[id(launch)])
     return mixes, tilings(fwd, bwd, seq_q, config.problem.batch * config.problem.heads)
 
@@ -185,7 +207,8 @@ def _case_mixes(ref: str, config: dict, arch: int) -> dict:
 
 def manifest_mixes(manifest: Path | None, arch: int, workers: int, log=None, grid: str | None = None) -> dict:
     """{case name: {kernel, schedule, mixes, tiling, backward_tiling}} for every case of ``manifest``, or
-    every user-kernel case of the measurement grid ``grid`` (``iosim measure --grid``)."""
+    every user-kernel case of the measurement grid ``grid`` (``iosim measure --grid``); a case whose kernel
+    this Triton cannot compile is logged and left out."""
     import multiprocessing
 
     from iosim.kernels.cases import GRIDS, manifest_cases
@@ -194,21 +217,31 @@ def manifest_mixes(manifest: Path | None, arch: int, workers: int, log=None, gri
     cases = manifest_cases(manifest) if grid is None else [c for c in GRIDS[grid]() if c.impl == KERNEL_IMPL]
     jobs = {c.name: (c.kernel, {"algo": c.algo, "problem": c.run_config()["problem"]}) for c in cases}
     out: dict = {}
+    failed: dict = {}  # case name -> why it did not compile (logged; left out of the file)
     start = time.perf_counter()
     if workers <= 1:
         for name, (ref, config) in jobs.items():
-            out[name] = _case_mixes(ref, config, arch)
+            try:
+                out[name] = _case_mixes(ref, config, arch)
+            except HarnessError as e:  # one kernel this Triton cannot compile: the others still count
+                failed[name] = str(e)
             if log:
-                log(f"[{len(out)}/{len(jobs)}] {time.perf_counter() - start:6.1f} s  {name}")
+                log(f"[{len(out) + len(failed)}/{len(jobs)}] {time.perf_counter() - start:6.1f} s  {name}"
+                    + (f"  FAILED: {failed[name]}" if name in failed else ""))
         return out
     with ProcessPoolExecutor(max(1, workers), mp_context=multiprocessing.get_context("spawn"),
                              initializer=_child_env) as pool:
         futures = {pool.submit(_case_mixes, ref, config, arch): name for name, (ref, config) in jobs.items()}
         for future in as_completed(futures):
-            out[futures[future]] = future.result()
+            name = futures[future]
+            try:
+                out[name] = future.result()
+            except HarnessError as e:
+                failed[name] = str(e)
             if log:
-                log(f"[{len(out)}/{len(jobs)}] {time.perf_counter() - start:6.1f} s  {futures[future]}")
-    return {name: out[name] for name in jobs}
+                log(f"[{len(out) + len(failed)}/{len(jobs)}] {time.perf_counter() - start:6.1f} s  {name}"
+                    + (f"  FAILED: {failed[name]}" if name in failed else ""))
+    return {name: out[name] for name in jobs if name in out}
 
 
 def _child_env() -> None:

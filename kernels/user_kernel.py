@@ -13,6 +13,7 @@ import contextlib
 import importlib.util
 import inspect
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -155,14 +156,25 @@ def recording_launches():
 
 # Names a kernel's tile sizes go by (query rows, key/value rows per tile), as Triton kernels in the wild spell them.
 TILE_NAMES = (("BLOCK_M", "BLOCK_N"), ("BM", "BN"), ("BLOCK_Q", "BLOCK_KV"))
+# Other spellings of the two tile sizes kernels in the wild use (BLOCK_SIZE_M, TILE_Q, Q_BLOCK_SIZE, BLOCK_K, ...):
+# a block/tile word and a query-side (M, Q) or key-side (N, K, KV) letter, in either order.
+_TILE_WORD = r"(?:BLOCK|BLK|TILE|BS)(?:_?SIZE)?"
+_QUERY_TILE = re.compile(rf"^(?:{_TILE_WORD}_?(?:M|Q|QO)|(?:M|Q)_?{_TILE_WORD})$")
+_KEY_TILE = re.compile(rf"^(?:{_TILE_WORD}_?(?:N|K|KV)|(?:N|K|KV)_?{_TILE_WORD})$")
 
 
 def tile_sizes(launch: dict) -> tuple:
-    """(query rows, key/value rows) of a launch's tile from its constexprs; (None, None) when it names none."""
+    """(query rows, key/value rows) of a launch's tile from its constexprs (:data:`TILE_NAMES`, else one name of
+    each side spelled as :data:`_QUERY_TILE` and :data:`_KEY_TILE` say); (None, None) when it names none."""
     c = launch.get("constexprs") or {}
     for m, n in TILE_NAMES:
         if isinstance(c.get(m), int) and isinstance(c.get(n), int):
             return c[m], c[n]
+    ints = {k.upper(): v for k, v in c.items() if isinstance(v, int) and not isinstance(v, bool) and v > 0}
+    query = [v for k, v in ints.items() if _QUERY_TILE.match(k)]
+    key = [v for k, v in ints.items() if _KEY_TILE.match(k)]
+    if len(query) == 1 and len(key) == 1:
+        return query[0], key[0]
     return None, None
 
 

@@ -144,3 +144,21 @@ def test_repeated_sizes_and_algorithms_run_once():
     r = run("simulate", "--algo", "flash2,flash2", "--seq-len", "1k,1k,512:1k", "--csv")
     assert r.exit_code == 0
     assert [x.split(",")[2] for x in r.output.strip().splitlines()[1:]] == ["1024", "512"]
+
+
+def test_measure_manifest_errors_name_the_option(tmp_path):
+    """``iosim measure --manifest``: a file that is not a list of cases, or given with --kernel, is a one-line
+    usage error (exit 2) before any GPU work, and nothing is written."""
+    pytest.importorskip("torch")
+    from click.testing import CliRunner
+
+    from iosim.cli import main
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("kernel: a.py:f\n")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["measure", "--manifest", str(bad), "--out", str(out)])
+    assert result.exit_code == 2 and "--manifest" in result.output and "must be a YAML list of cases" in result.output
+    result = CliRunner().invoke(main, ["measure", "--manifest", str(bad), "--kernel", "a.py:f", "--out", str(out)])
+    assert result.exit_code == 2 and "--kernel and --manifest" in result.output
+    assert not (out / "measurements.json").exists()

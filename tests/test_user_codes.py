@@ -110,3 +110,63 @@ def test_simulate_kernel_refuses_another_algorithm():
 
     result = CliRunner().invoke(main, ["simulate", "--kernel", F1, "--algo", "standard"])
     assert result.exit_code == 2 and "--kernel is simulated as flash2" in result.output
+
+
+_BROKEN = '''
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _k(X, BLOCK_SIZE_M: tl.constexpr, BLOCK_SIZE_N: tl.constexpr):
+    x = tl.load(X + tl.arange(0, BLOCK_SIZE_M))
+    tl.store(X + tl.arange(0, BLOCK_SIZE_M), tl.no_such_function(x))
+
+
+@triton.jit
+def _untiled(X, N: tl.constexpr):
+    tl.store(X + tl.arange(0, N), tl.load(X + tl.arange(0, N)) * 2)
+
+
+def fwd(q, k, v, causal=False, sm_scale=None):
+    if q.shape[-1] != 64:
+        raise ValueError("this kernel takes head dim 64 only")
+    _k[(3, 64)](q, BLOCK_SIZE_M=128, BLOCK_SIZE_N=64)
+    return q
+
+
+def untiled(q, k, v, causal=False, sm_scale=None):
+    _untiled[(1,)](q, N=16)
+    return q
+'''
+
+
+@pytest.mark.sass
+@pytest.mark.parametrize("head_dim, said", [(128, "its call on CPU tensors (q (4, 16, 384, 128)"),
+                                             (64, "_k does not compile for sm_90 with Triton")])
+def test_simulate_kernel_that_fails_is_one_line_naming_the_kernel(tmp_path, head_dim, said):
+    """A user's launcher that raises, or a kernel the installed Triton cannot compile: exit 2 and one line that
+    names the kernel and why, no traceback."""
+    (tmp_path / "broken.py").write_text(_BROKEN)
+    env = dict(os.environ, TRITON_INTERPRET="0")
+    out = subprocess.run([sys.executable, "-m", "iosim", "simulate", "--kernel", f"{tmp_path}/broken.py:fwd", "--gpu",
+                          "h200", "-d", str(head_dim)], env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    error = [line for line in out.stderr.splitlines() if line.startswith("Error:")]
+    assert len(error) == 1 and said in error[0] and "broken.py:fwd" in error[0], out.stderr
+    if head_dim == 64:
+        assert "no_such_function" in error[0]
+
+
+@pytest.mark.sass
+def test_simulate_kernel_without_tiles_says_it_is_estimated(tmp_path):
+    """A launcher whose kernel names no tile sizes: the run goes on, priced from FLOPs, with a note saying so."""
+    (tmp_path / "broken.py").write_text(_BROKEN)
+    env = dict(os.environ, TRITON_INTERPRET="0")
+    out = subprocess.run([sys.executable, "-m", "iosim", "simulate", "--kernel", f"{tmp_path}/broken.py:untiled",
+                          "--gpu", "h200", "--seq-len", "1k", "--json"], env=env, cwd=REPO, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "launches nothing iosim takes for flash2_fwd" in out.stderr
+    (run,) = json.loads(out.stdout)
+    assert run["kernels"][0]["code"] == "estimate"

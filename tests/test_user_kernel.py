@@ -72,3 +72,20 @@ def test_a_missing_file_or_function_is_a_harness_error_naming_it(tmp_path):
         user_kernel.load_kernel(f"{bad}:attention")
     with pytest.raises(HarnessError, match="must be 'path/to/file.py:function'"):
         user_kernel.load_kernel("no_colon.py")
+
+
+@pytest.mark.parametrize("constexprs, tiles", [
+    ({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_DMODEL": 64}, (128, 64)),
+    ({"BLOCK_SIZE_M": 64, "BLOCK_SIZE_N": 32, "HEAD_DIM": 128}, (64, 32)),
+    ({"TILE_Q": 128, "TILE_KV": 64, "IS_CAUSAL": True}, (128, 64)),
+    ({"Q_BLOCK_SIZE": 64, "KV_BLOCK_SIZE": 128}, (64, 128)),
+    ({"block_q": 32, "block_k": 64}, (32, 64)),
+    ({"BLOCK_DMODEL": 64, "HEAD_DIM": 64}, (None, None)),  # a head dim is not a tile
+    ({"BLOCK_M1": 32, "BLOCK_N1": 128}, (None, None)),  # numbered (a backward's two loops): not guessed
+    ({"BLOCK_M": 64, "TILE_M": 128, "BLOCK_N": 32, "TILE_N": 32}, (64, 32)),  # the plain names win
+    ({"BLOCK_SIZE_M": 64, "TILE_Q": 128, "BLOCK_N": 32}, (None, None)),  # two query-side candidates: ambiguous
+])
+def test_tile_sizes_read_the_spellings_kernels_use(constexprs, tiles):
+    from iosim.kernels.user_kernel import tile_sizes
+
+    assert tile_sizes({"constexprs": constexprs}) == tiles

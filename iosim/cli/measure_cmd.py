@@ -8,6 +8,7 @@ import click
 
 from iosim.files import unwritable
 from iosim.hardware.profile import resolve_profile_path
+from iosim.schedule.problem import ConfigError
 
 
 def _kernels(module: str):
@@ -40,6 +41,10 @@ def _kernels(module: str):
                    "kernels/flash_hopper.py's fp8 (e4m3) forward on the hopper grid's shapes.")
 @click.option("--kernel", metavar="FILE.py:FN", help="Measure one user Triton kernel fn(q, k, v, causal, sm_scale) "
               "instead of a grid.")
+@click.option("--manifest", type=click.Path(exists=True, dir_okay=False), metavar="FILE.yaml",
+              help="Measure the cases of a kernel manifest instead of a grid: a YAML list of {kernel: FILE.py:FN, "
+                   "algo, pass, problem: {batch, heads, kv_heads, seq_q, seq_k, head_dim, dtype, causal}}, each FILE "
+                   "relative to the manifest (as experiments/foreign_kernels/manifest.yaml).")
 @click.option("--algo", type=click.Choice(["flash2", "flash1", "standard"]), default="flash2", show_default=True,
               help="The schedule that models --kernel.")
 @click.option("--pass", "pass_", type=click.Choice(["fwd", "fwd_bwd"]), default="fwd", show_default=True,
@@ -57,7 +62,7 @@ def _kernels(module: str):
 @click.option("--no-ncu", is_flag=True, help="Timings only, without Nsight Compute counters.")
 @click.option("--warmup-ms", type=float, default=25, show_default=True, help="do_bench warm-up budget per case.")
 @click.option("--rep-ms", type=float, default=100, show_default=True, help="do_bench measuring budget per case.")
-def measure(out, grid, kernel, algo, pass_, batch, heads, kv_heads, seq_len, head_dim, dtype, causal, no_ncu,
+def measure(out, grid, kernel, manifest, algo, pass_, batch, heads, kv_heads, seq_len, head_dim, dtype, causal, no_ncu,
             warmup_ms, rep_ms):
     """Time our Triton kernels and PyTorch SDPA on this GPU and read Nsight Compute counters.
 
@@ -70,6 +75,8 @@ def measure(out, grid, kernel, algo, pass_, batch, heads, kv_heads, seq_len, hea
     kernel configuration, rewritten after every batch so a cut-short run keeps what finished.
     Without ncu, or without permission to read counters, it records timings and the reason.
     """
+    if kernel and manifest:
+        raise click.UsageError("--kernel and --manifest: give one (a manifest names its kernels)")
     problem = unwritable(out, folder=True)
     if problem:  # before any GPU time is spent
         raise click.BadParameter(f"{out}: {problem}", param_hint="--out")
@@ -78,6 +85,11 @@ def measure(out, grid, kernel, algo, pass_, batch, heads, kv_heads, seq_len, hea
     if kernel:
         cases = [harness.kernel_case(kernel, algo, pass_, batch=batch, heads=heads, kv_heads=kv_heads or heads,
                                      seq_q=seq_len, head_dim=head_dim, dtype=dtype, causal=causal)]
+    elif manifest:
+        try:
+            cases = harness.manifest_cases(Path(manifest))
+        except ConfigError as e:
+            raise click.BadParameter(str(e), param_hint="--manifest") from None
     else:
         cases = harness.GRIDS[grid]()
     try:

@@ -110,7 +110,7 @@ def _kernel_jobs(ref: str, jobs: list) -> list:
         import torch  # noqa: F401  (the capture runs the user's launcher on CPU tensors)
         import triton  # noqa: F401
 
-        from iosim.kernels.user_codes import configure
+        from iosim.kernels.user_codes import configure, schedule_names
         from iosim.kernels.user_kernel import HarnessError
     except ImportError as e:
         click.echo(f"Error: --kernel needs torch and triton ({e.name} is missing): pip install -e '.[kernels]'",
@@ -122,10 +122,14 @@ def _kernel_jobs(ref: str, jobs: list) -> list:
             config, codes, conflicts = configure(ref, config, int(profile.arch.removeprefix("sm_")))
         except (HarnessError, ConfigError) as e:
             raise click.BadParameter(str(e), param_hint="--kernel") from None
-        for line in conflicts:
+        lines = [f"launches with {line}" for line in conflicts]
+        names = schedule_names(config)
+        lines += [f"launches nothing iosim takes for {name} (a Triton kernel with tile-size constexprs such as BLOCK_M "
+                  f"and BLOCK_N): it is priced from its FLOPs" for name, code in zip(names, codes) if code is None]
+        for line in lines:
             if line not in noted:
                 noted.add(line)
-                click.echo(f"note: {ref} launches with {line}", err=True)
+                click.echo(f"note: {ref} {line}", err=True)
         out.append((config, profile, codes))
     return out
 

@@ -1,0 +1,43 @@
+"""Each launcher of this folder's kernels against PyTorch's SDPA in float32 on a GPU (random inputs, N = 1024 and
+2048, causal and not): the largest absolute error per launcher, so that a wrong launcher is not measured.
+
+    python experiments/thirdparty_kernels/check_gpu.py   (needs the kernel files, see README.md)
+"""
+import importlib.util
+import sys
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+LAUNCHERS = {"tutorial_fa.py": ["fwd_128x64_w4_s3", "fwd_128x128_w8_s3", "fwd_64x64_w4_s4", "fwd_128x32_w4_s2",
+                                "fwd_128x64_w4_s3_devdesc"],
+             "tlk_flash.py": ["fwd"]}
+
+
+def main() -> int:
+    bad = 0
+    for file, names in LAUNCHERS.items():
+        spec = importlib.util.spec_from_file_location(file[:-3], HERE / file)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        for name in names:
+            for d in (64, 128):
+                for n, causal in ((1024, False), (2048, True)):
+                    torch.manual_seed(0)
+                    q, k, v = (torch.randn(2, 4, n, d, device="cuda", dtype=torch.float16) for _ in range(3))
+                    try:
+                        o = getattr(module, name)(q, k, v, causal=causal)
+                    except Exception as e:  # e.g. a tile wider than the head dim
+                        print(f"{file}:{name} d={d} n={n} causal={causal}: {type(e).__name__}: {str(e)[:120]}")
+                        continue
+                    ref = torch.nn.functional.scaled_dot_product_attention(q.float(), k.float(), v.float(),
+                                                                           is_causal=causal)
+                    err = (o.float() - ref).abs().max().item()
+                    bad += err > 2e-2
+                    print(f"{file}:{name} d={d} n={n} causal={causal}: max |error| {err:.2e}")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
