@@ -35,6 +35,11 @@
 #   tp) kernels written by others (experiments/thirdparty_kernels, files not committed: see its README):
 #      launchers checked against SDPA, their code compiled here, the manifest measured (ncu)
 #                                                -> $OUT/thirdparty/{check.log,mixes/,measurements.json} (≤ 560 s)
+#   tpa) the tutorial as published, autotuner included: its configs' code compiled into the committed mixes
+#      file, its launchers checked, its manifest measured (ncu), iosim's own pick by simulation
+#                                                -> $OUT/thirdparty/autotuned/ (≤ 680 s)
+#   tpb) the tutorial's older block-pointer form, autotuned and at one config: launchers checked, compiled into
+#      the committed mixes file, measured (ncu)  -> $OUT/thirdparty/blockptr/ (≤ 560 s)
 # A step that fails or runs out of time does not stop the next. Measurement files are rewritten
 # atomically after each batch of cases, so a step cut short keeps every finished batch. Progress
 # goes to $OUT/session.log. All steps take longer than one 10-minute device command: name the steps
@@ -195,6 +200,32 @@ if want tp; then
     step "tp) third-party grid" 420 "$PY" -m iosim measure --manifest "$TP/manifest.yaml" --out "$OUT/thirdparty" \
         >>"$LOG" 2>&1
     rm -f "$OUT/thirdparty/measurements.csv"  # the JSON's twin: the device returns few files
+fi
+if want tpa; then
+    TP=experiments/thirdparty_kernels
+    A="$OUT/thirdparty/autotuned"
+    mkdir -p "$A/mixes"
+    cp "$TP/mixes/sm_90-triton-"*.json "$A/mixes/" 2>/dev/null  # the file the new cases are merged into
+    step "tpa) launchers vs SDPA" 120 "$PY" "$TP/check_gpu.py" >"$A/check.log" 2>&1
+    step "tpa) autotuned mixes" 200 "$PY" -m iosim.kernels.user_codes --manifest "$TP/manifest_autotuned.yaml" \
+        --out "$A/mixes" >>"$LOG" 2>&1
+    step "tpa) autotuned grid" 240 "$PY" -m iosim measure --manifest "$TP/manifest_autotuned.yaml" --out "$A" \
+        >>"$LOG" 2>&1
+    rm -f "$A/measurements.csv"
+    step "tpa) iosim's pick" 120 "$PY" -m iosim simulate --gpu h200 --kernel "$TP/tutorial_auto.py:attention" \
+        --seq-len 4096 --head-dim 128 --batch 4 --heads 16 >"$A/simulate_pick.txt" 2>&1
+fi
+if want tpb; then
+    TP=experiments/thirdparty_kernels
+    B="$OUT/thirdparty/blockptr"
+    mkdir -p "$B"
+    step "tpb) launchers vs SDPA" 150 "$PY" "$TP/check_gpu.py" >"$B/check.log" 2>&1
+    cp "$TP/mixes/sm_90-triton-3.6.0.json" "$B/"  # the file the new cases are merged into, returned beside
+    step "tpb) block-pointer mixes" 150 "$PY" -m iosim.kernels.user_codes --manifest "$TP/manifest_blockptr.yaml" \
+        --out "$B" >>"$LOG" 2>&1
+    step "tpb) block-pointer grid" 240 "$PY" -m iosim measure --manifest "$TP/manifest_blockptr.yaml" --out "$B" \
+        >>"$LOG" 2>&1
+    rm -f "$B/measurements.csv"
 fi
 echo "done $(date -u +%FT%TZ), $SECONDS s in all" >>"$LOG"
 ls -laR "$OUT" >>"$LOG"

@@ -84,6 +84,9 @@ def time_case(spec: CaseSpec, warmup_ms: float, rep_ms: float) -> Case:
     try:
         tensors = make_inputs(torch, spec)
         fn = make_call(torch, spec, tensors)
+        if spec.kernel:  # a user's kernel may be autotuned: its first call times every config; record a later one
+            fn()
+            torch.cuda.synchronize()
         with recording_launches() as recorded:
             fn()  # compile, and check that it runs
             torch.cuda.synchronize()
@@ -170,8 +173,9 @@ def measure(cases, out_path, *, ncu=True, warmup_ms=25, rep_ms=100, progress=pri
         if no_counters is None and ok:
             t0 = time.perf_counter()
             torch.cuda.empty_cache()
+            pins = [list(c.launches or ()) for c in timed if c.error is None]  # autotuned kernels as they ran
             counters, child_errors, failure = profile_batch(ok, ncu_path, workdir, f"batch{b // batch_size:02d}",
-                                                            metrics)
+                                                            metrics, pins)
             progress(f"  ncu, {len(ok)} cases: {failure[0] if failure else 'ok'} ({time.perf_counter() - t0:.1f} s)")
             if failure and failure[1]:
                 no_counters = failure[0]  # e.g. no permission: later batches would fail the same way

@@ -149,18 +149,23 @@ def on_terminate(signum, frame):
 
 
 def profile_batch(specs: list[CaseSpec], ncu: str, workdir: Path, tag: str, metrics=BASE_METRICS,
-                  ) -> tuple[dict[str, Counters], dict[str, str], tuple[str, bool] | None]:
+                  pins: list | None = None) -> tuple[dict[str, Counters], dict[str, str], tuple[str, bool] | None]:
     """Counters for each case of a batch from one ncu run, of ``metrics`` (:func:`metrics_for`).
 
+    ``pins``: per case, the launches the timed run recorded (``kernel``, ``constexprs``, ``num_warps``,
+    ``num_stages``): an autotuned kernel runs at the config it ran there (:func:`pinned_autotune`), not at
+    whatever its autotuner picks again in the profiled process.
     Returns ``(counters by case name, per-case errors from the child, batch failure or None)``;
     a batch failure is ``(one-line reason, fatal)`` where fatal means ncu cannot work on this machine.
     """
     spec_path, result_path = workdir / f"{tag}-cases.json", workdir / f"{tag}-child.json"
+    pins_path = workdir / f"{tag}-pins.json"
     report, log_path = workdir / f"{tag}", workdir / f"{tag}-ncu.log"
     spec_path.write_text(json.dumps([s.to_json() for s in specs]))
+    pins_path.write_text(json.dumps(pins or [[] for _ in specs]))
     cmd = [ncu, "--profile-from-start", "off", "--nvtx", "--clock-control", "none", "--cache-control", "all",
            "--metrics", ",".join(metrics), "-f", "-o", str(report),
-           sys.executable, "-m", "iosim.kernels.profiler", str(spec_path), str(result_path)]
+           sys.executable, "-m", "iosim.kernels.profiler", str(spec_path), str(result_path), str(pins_path)]
     rc = _run_group(cmd, log_path, workdir, NCU_TIMEOUT_S)
     log = log_path.read_text(errors="replace")
     rep = report.with_suffix(".ncu-rep")
@@ -182,15 +187,49 @@ def profile_batch(specs: list[CaseSpec], ncu: str, workdir: Path, tag: str, metr
     return {specs[i].name: c for i, c in by_index.items() if i < len(specs)}, errors, None
 
 
-def ncu_child(spec_path: str, result_path: str) -> int:
+@contextlib.contextmanager
+def pinned_autotune(launches: list):
+    """Autotuned kernels keep only the config of the recorded launch of the same kernel (its tile constexprs,
+    warps and stages), so nothing is timed again and the profiled call runs what the timed one ran; a kernel
+    with no matching config keeps its own choice."""
+    from triton.runtime import autotuner
+
+    prune = autotuner.Autotuner.prune_configs
+
+    def matches(config, launch) -> bool:
+        named = launch.get("constexprs") or {}
+        return (all(named.get(k) == v for k, v in config.kwargs.items())
+                and config.num_warps == launch.get("num_warps") and config.num_stages == launch.get("num_stages"))
+
+    def pinned(self, kwargs, *args, **kw):
+        configs = prune(self, kwargs, *args, **kw)
+        mine = [x for x in launches if x.get("kernel") == self.base_fn.__name__]
+        kept = [c for c in configs if any(matches(c, x) for x in mine)]
+        return kept[:1] or configs
+
+    autotuner.Autotuner.prune_configs = pinned
+    try:
+        yield
+    finally:
+        autotuner.Autotuner.prune_configs = prune
+
+
+def ncu_child(spec_path: str, result_path: str, pins_path: str | None = None) -> int:
     """Runs under ncu: each case warmed up, then one call inside the profiled range and its NVTX tag."""
     torch = cuda_torch()
     specs = [CaseSpec.from_json(d) for d in json.loads(Path(spec_path).read_text())]
+    pins = json.loads(Path(pins_path).read_text()) if pins_path else [[] for _ in specs]
     errors = {}
     for i, spec in enumerate(specs):
         torch.cuda.empty_cache()
         try:
             fn = make_call(torch, spec, make_inputs(torch, spec))
+            if pins[i]:
+                call = fn
+
+                def fn(call=call, launches=pins[i]):
+                    with pinned_autotune(launches):
+                        call()
             fn()  # warm-up, outside the profiled range
             torch.cuda.synchronize()
             torch.cuda.profiler.start()
@@ -212,7 +251,7 @@ def ncu_child(spec_path: str, result_path: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(ncu_child(*sys.argv[1:3]))
+    sys.exit(ncu_child(*sys.argv[1:4]))
 
 
 def probe_cli(argv, prog: str, doc: str, stem: str, child, probe, report) -> int:

@@ -57,8 +57,17 @@ class Launch:
 
     @property
     def fn(self):
-        """The ``JITFunction`` (looked up by module and name, so a record crosses processes)."""
-        return getattr(importlib.import_module(self.module), self.kernel)
+        """The ``JITFunction`` (looked up by module and name, so a record crosses processes; an autotuned
+        or heuristics-wrapped kernel's own function under its wrappers)."""
+        fn = getattr(importlib.import_module(self.module), self.kernel)
+        while not hasattr(fn, "_pack_args") and hasattr(fn, "fn"):
+            fn = fn.fn
+        return fn
+
+    @property
+    def variant(self) -> str | None:
+        """For a launch of an autotuned kernel, which of its configs it ran (see :func:`capture_launches`)."""
+        return self.extra.get("autotune")
 
     def named_constexprs(self) -> dict:
         return {self.arg_names[path[0]]: _plain(value) for path, value in self.constexprs.items()}
@@ -104,11 +113,33 @@ def _recording(launches: list, arch: int):
                                options.num_stages, signature, dict(constexprs), attrs, option_args, names))
         return None
 
+    from triton.runtime import autotuner
+
+    tuner_run = autotuner.Autotuner.run
+
+    def tuned(self, *args, **kwargs):
+        """An autotuned launch: every config the autotuner would time (after its pruning), each recorded
+        once and labelled with its config, instead of timing them; nothing runs."""
+        self.nargs = dict(zip(self.arg_names, args))
+        configs = self.prune_configs(kwargs) if len(self.configs) > 1 else list(self.configs)
+        for config in configs:
+            settings = config.all_kwargs()
+            if config.pre_hook is not None:  # e.g. a tensor descriptor's block shape, set from the config
+                config.pre_hook({**self.nargs, **kwargs, **settings})
+            first = len(launches)
+            self.fn.run(*args, **kwargs, **settings)
+            shown = " ".join(f"{k}={v}" for k, v in settings.items() if v is not None and (k, v) != ("num_ctas", 1))
+            for launch in launches[first:]:
+                launch.extra.setdefault("autotune", f"{self.base_fn.__name__}: {shown}")
+        return None
+
     jit.JITFunction.run = run
+    autotuner.Autotuner.run = tuned
     try:
         yield
     finally:
         jit.JITFunction.run = original
+        autotuner.Autotuner.run = tuner_run
 
 
 def capture_launches(fn, *args, arch: int = DEFAULT_ARCH, **kwargs):

@@ -105,7 +105,8 @@ def capture(ref: str, config: RunConfig, arch: int = DEFAULT_ARCH, base: Path | 
 def _reason(e: BaseException) -> str:
     """A failure in the user's code in one line: Triton's compile errors as ``at LINE:COL: what``."""
     lines = [x.strip() for x in str(e).strip().splitlines() if x.strip()]
-    if type(e).__name__ == "CompilationError" and len(lines) > 1:  # "at 30:18:", the source, "^", the reason
+    compile_error = any(c.__name__ == "CompilationError" for c in type(e).__mro__)  # and its subclasses
+    if compile_error and len(lines) > 1:  # "at 30:18:", the source, "^", the reason
         return f"{lines[0]} {lines[-1]}"[:300]
     return one_line(e)
 
@@ -144,12 +145,33 @@ def schedule_names(config: RunConfig) -> list[str]:
         return [k.name for k in build_schedule(config.with_(problem=problem)).kernels]
 
 
-def user_mixes(ref: str, config: RunConfig, arch: int = DEFAULT_ARCH,
-               base: Path | None = None) -> tuple[list[KernelMix | None], dict]:
-    """Per schedule kernel of ``config`` (algo flash2) the user's compiled mix (None: no counterpart), and
-    the tiling the launches imply (``{"tiling": ..., "backward_tiling": ...}``)."""
-    fwd, bwd, seq_q = capture(ref, config, arch, base)
-    names = schedule_names(config)
+def _tuner(label: str) -> str:
+    return label.split(":", 1)[0]
+
+
+def choices(launches: list[Launch]) -> list[str | None]:
+    """The configs the phase's attention kernel was recorded at when it is autotuned (its autotuner's
+    labels, in the autotuner's order), else ``[None]``."""
+    tuned = [x for x in launches if x.variant is not None and _is_tiled(x) and not _is_pre(x)]
+    if not tuned:
+        return [None]
+    kernel = _tuner(tuned[0].variant)
+    return list(dict.fromkeys(x.variant for x in tuned if _tuner(x.variant) == kernel))
+
+
+def at_choice(launches: list[Launch], choice: str | None) -> list[Launch]:
+    """The launches one call makes with the autotuned kernel ``choice`` names at that config and every other
+    autotuned kernel at its first config (launches of kernels not autotuned are always in)."""
+    pick: dict[str, str] = {}
+    for x in launches:
+        if x.variant is not None:
+            pick.setdefault(_tuner(x.variant), x.variant)
+    if choice is not None:
+        pick[_tuner(choice)] = choice
+    return [x for x in launches if x.variant is None or pick.get(_tuner(x.variant)) == x.variant]
+
+
+def _compiled_mixes(ref: str, names: list[str], fwd: list[Launch], bwd: list[Launch], arch: int) -> list:
     compiled: dict[int, KernelMix] = {}
     mixes = []
     for launch in roles(names, fwd, bwd):
@@ -162,27 +184,60 @@ def user_mixes(ref: str, config: RunConfig, arch: int = DEFAULT_ARCH,
                 raise HarnessError(f"kernel {ref}: {launch.kernel} does not compile for sm_{arch} with Triton "
                                    f"{triton.__version__}: {_reason(e)}") from None
         mixes.append(None if launch is None else compiled[id(launch)])
-    return mixes, tilings(fwd, bwd, seq_q, config.problem.batch * config.problem.heads)
+    return mixes
+
+
+def user_candidates(ref: str, config: RunConfig, arch: int = DEFAULT_ARCH,
+                    base: Path | None = None) -> list[tuple[str | None, list[KernelMix | None], dict]]:
+    """``(config label, mixes, tiling)`` per config of the user's forward kernel: one, labelled None, unless
+    the kernel is autotuned; then one per config its autotuner would time (see :func:`user_mixes`). The
+    backward's autotuned kernels, if any, run their first config."""
+    fwd, bwd, seq_q = capture(ref, config, arch, base)
+    names = schedule_names(config)
+    bwd = at_choice(bwd, None)
+    out, failed = [], []
+    for choice in choices(fwd):
+        launches = at_choice(fwd, choice)
+        try:
+            mixes = _compiled_mixes(ref, names, launches, bwd, arch)
+        except HarnessError as e:  # a config the autotuner would skip too (it does not compile): leave it out
+            if choice is None:
+                raise
+            failed.append(e)
+            continue
+        out.append((choice, mixes, tilings(launches, bwd, seq_q, config.problem.batch * config.problem.heads)))
+    if not out:
+        raise failed[0]
+    return out
+
+
+def user_mixes(ref: str, config: RunConfig, arch: int = DEFAULT_ARCH,
+               base: Path | None = None) -> tuple[list[KernelMix | None], dict]:
+    """Per schedule kernel of ``config`` (algo flash2) the user's compiled mix (None: no counterpart), and
+    the tiling the launches imply (``{"tiling": ..., "backward_tiling": ...}``); an autotuned kernel at its
+    first config (:func:`user_candidates` gives every one)."""
+    fwd, bwd, seq_q = capture(ref, config, arch, base)
+    fwd, bwd = at_choice(fwd, choices(fwd)[0]), at_choice(bwd, None)
+    return (_compiled_mixes(ref, schedule_names(config), fwd, bwd, arch),
+            tilings(fwd, bwd, seq_q, config.problem.batch * config.problem.heads))
+
+
+def _codes(ref: str, mixes: list, arch: int) -> list:
+    import triton
+
+    name = Path(ref.rpartition(":")[0]).name
+    return [None if m is None else kernel_code(m, f"sass: {name} {m.meta.get('kernel', '?')}, sm_{arch}, "
+                                                  f"triton {triton.__version__}") for m in mixes]
 
 
 def user_codes(ref: str, config: RunConfig, arch: int = DEFAULT_ARCH, base: Path | None = None) -> tuple[list, dict]:
     """Per schedule kernel of ``config`` a :class:`~iosim.costs.issue.KernelCode` of the user's kernel ``ref``
     (``file.py:fn``) or None, and the tiling its launches imply (see :func:`user_mixes`)."""
-    import triton
-
     mixes, tiling = user_mixes(ref, config, arch, base)
-    name = Path(ref.rpartition(":")[0]).name
-    codes = [None if m is None else kernel_code(m, f"sass: {name} {m.meta.get('kernel', '?')}, sm_{arch}, "
-                                                  f"triton {triton.__version__}") for m in mixes]
-    return codes, tiling
+    return _codes(ref, mixes, arch), tiling
 
 
-def configure(ref: str, config: RunConfig, arch: int = DEFAULT_ARCH) -> tuple[RunConfig, list, list[str]]:
-    """``config`` (algo flash2) as the user's kernel ``ref`` runs it: the tiling its launches imply in place
-    of ``config``'s, its codes, and one line per tiling field the kernel overrode (``block_m 64 -> 128``)."""
-    if config.algo != "flash2":
-        raise ConfigError("algo", f"a user's kernel is modelled as flash2, got {config.algo!r}")
-    codes, found = user_codes(ref, config, arch)
+def _with_tiling(config: RunConfig, found: dict) -> tuple[RunConfig, list[str]]:
     changes, conflicts = {}, []
     for key in ("tiling", "backward_tiling"):
         if key not in found:
@@ -192,17 +247,42 @@ def configure(ref: str, config: RunConfig, arch: int = DEFAULT_ARCH) -> tuple[Ru
         conflicts += [f"{key}.{f} {getattr(mine, f)} -> {v}" for f, v in theirs.items()
                       if getattr(mine, f) is not None and getattr(mine, f) != v]
         changes[key] = replace(mine, **theirs)
-    return config.with_(**changes), codes, conflicts
+    return config.with_(**changes), conflicts
+
+
+def configure(ref: str, config: RunConfig, arch: int = DEFAULT_ARCH) -> tuple[RunConfig, list, list[str]]:
+    """``config`` (algo flash2) as the user's kernel ``ref`` runs it: the tiling its launches imply in place
+    of ``config``'s, its codes, and one line per tiling field the kernel overrode (``block_m 64 -> 128``).
+    An autotuned kernel at its first config (:func:`configure_all` gives every one)."""
+    return configure_all(ref, config, arch)[0][1:]
+
+
+def configure_all(ref: str, config: RunConfig, arch: int = DEFAULT_ARCH) -> list[tuple[str | None, RunConfig, list, list[str]]]:
+    """``(config label, run config, codes, overridden fields)`` per config of the user's kernel (see
+    :func:`configure`): one, labelled None, unless its forward is autotuned."""
+    if config.algo != "flash2":
+        raise ConfigError("algo", f"a user's kernel is modelled as flash2, got {config.algo!r}")
+    out = []
+    for label, mixes, found in user_candidates(ref, config, arch):
+        run, conflicts = _with_tiling(config, found)
+        out.append((label, run, _codes(ref, mixes, arch), conflicts))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
 # A manifest's mixes, per Triton version
 # ---------------------------------------------------------------------------------------------
 def _case_mixes(ref: str, config: dict, arch: int) -> dict:
+    """One case's entry: its mixes and tiling; for an autotuned kernel those of its first config, and every
+    config's under ``variants`` (validation takes the one whose tiles the GPU ran)."""
     run = RunConfig.from_dict(config)
-    mixes, tiling = user_mixes(ref, run, arch)
-    return {"kernel": ref, "schedule": schedule_names(run),
-            "mixes": [None if m is None else m.to_dict() for m in mixes], **tiling}
+    candidates = user_candidates(ref, run, arch)
+    entries = [{"label": label, "mixes": [None if m is None else m.to_dict() for m in mixes], **tiling}
+               for label, mixes, tiling in candidates]
+    out = {"kernel": ref, "schedule": schedule_names(run), **{k: v for k, v in entries[0].items() if k != "label"}}
+    if len(entries) > 1:
+        out["variants"] = entries
+    return out
 
 
 def manifest_mixes(manifest: Path | None, arch: int, workers: int, log=None, grid: str | None = None) -> dict:

@@ -48,3 +48,27 @@ def test_each_case_gets_its_counters_or_a_one_line_reason():
     failed = harness.with_counters(case, counters, {case.name: "out of memory"}, None)
     assert (failed.counters, failed.counters_error) == (None, "out of memory")  # partial counts are dropped
     assert harness.with_counters(case, {}, {}, None).counters_error == "ncu profiled no kernel of this case"
+
+
+def test_pinned_autotune_keeps_the_config_the_timed_run_recorded():
+    """Under ncu an autotuned kernel must run the config its timed run ran (its autotuner may pick another one in
+    a fresh process): pinned_autotune keeps only that config, and leaves other kernels' choices alone."""
+    triton = pytest.importorskip("triton")
+    import triton.language as tl
+
+    from iosim.kernels.profiler import pinned_autotune
+
+    @triton.autotune(configs=[triton.Config({"BLOCK_M": m}, num_warps=w, num_stages=s)
+                              for m in (64, 128) for w in (4, 8) for s in (2, 3)], key=["n"])
+    @triton.jit
+    def tuned_kernel(x, n, BLOCK_M: tl.constexpr):
+        tl.store(x + tl.arange(0, BLOCK_M), tl.zeros([BLOCK_M], tl.float32))
+
+    tuned_kernel.nargs = {}
+    ran = [{"kernel": "tuned_kernel", "constexprs": {"BLOCK_M": 128, "n": 7}, "num_warps": 4, "num_stages": 3}]
+    with pinned_autotune(ran):
+        (kept,) = tuned_kernel.prune_configs({})
+    assert (kept.kwargs["BLOCK_M"], kept.num_warps, kept.num_stages) == (128, 4, 3)
+    with pinned_autotune([{**ran[0], "kernel": "another"}]):
+        assert len(tuned_kernel.prune_configs({})) == 8
+    assert len(tuned_kernel.prune_configs({})) == 8  # the patch is undone

@@ -170,3 +170,87 @@ def test_simulate_kernel_without_tiles_says_it_is_estimated(tmp_path):
     assert "launches nothing iosim takes for flash2_fwd" in out.stderr
     (run,) = json.loads(out.stdout)
     assert run["kernels"][0]["code"] == "estimate"
+
+
+_AUTOTUNED = '''
+import torch
+import triton
+import triton.language as tl
+
+
+@triton.autotune(configs=[triton.Config({"BLOCK_M": 64, "BLOCK_N": 32}, num_warps=4, num_stages=2),
+                          triton.Config({"BLOCK_M": 128, "BLOCK_N": 64}, num_warps=8, num_stages=3),
+                          triton.Config({"BLOCK_M": 128, "BLOCK_N": 256}, num_warps=4, num_stages=2)],
+                 key=["N"])
+@triton.jit
+def _fwd(Q, K, O, N, D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    tl.static_assert(BLOCK_N <= 2 * D)  # the last config does not compile at D = 64 (as the tutorial's asserts)
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols = tl.arange(0, D)
+    base = tl.program_id(1) * N * D
+    q = tl.load(Q + base + rows[:, None] * D + cols[None, :])
+    acc = tl.zeros([BLOCK_M, D], dtype=tl.float32)
+    for start in range(0, N, BLOCK_N):
+        keys = start + tl.arange(0, BLOCK_N)
+        k = tl.load(K + base + keys[:, None] * D + cols[None, :])
+        s = tl.dot(q, tl.trans(k))
+        acc += tl.dot(tl.exp2(s).to(tl.float16), k)
+    tl.store(O + base + rows[:, None] * D + cols[None, :], acc.to(tl.float16))
+
+
+def fwd(q, k, v, causal=False, sm_scale=None):
+    o = torch.empty_like(q)
+    n = q.shape[2]
+    _fwd[lambda meta: (triton.cdiv(n, meta["BLOCK_M"]), q.shape[0] * q.shape[1])](q, k, o, n, D=q.shape[3])
+    return o
+'''
+
+
+@pytest.mark.sass
+def test_an_autotuned_kernel_is_priced_at_each_config_and_runs_at_the_fastest(tmp_path):
+    """An autotuned kernel: each config the autotuner would time is recorded (none run), the ones that compile
+    become candidates with their own tiles, and ``simulate --kernel`` runs the one it predicts fastest."""
+    (tmp_path / "tuned.py").write_text(_AUTOTUNED)
+    script = f"""
+import json, os, sys
+os.environ["TRITON_INTERPRET"] = "0"
+from iosim.kernels.user_codes import configure_all
+from iosim.schedule.problem import Problem, RunConfig
+from iosim.simulate import simulate
+config = RunConfig(algo="flash2", problem=Problem(batch=1, heads=4, seq_q=2048, head_dim=64))
+out = []
+for label, run, codes, _ in configure_all({str(tmp_path / 'tuned.py') + ':fwd'!r}, config):
+    t = run.tiling
+    out.append([label, t.block_m, t.block_n, t.warps, t.stages, simulate(run, "h200", codes=codes).time_s])
+print(json.dumps(out))
+"""
+    found = _compiled(script)
+    assert [row[1:5] for row in found] == [[64, 32, 4, 2], [128, 64, 8, 3]]
+    assert all(row[0].startswith("_fwd: BLOCK_M=") for row in found)
+    fastest = min(found, key=lambda row: row[5])
+    env = dict(os.environ, TRITON_INTERPRET="0")
+    out = subprocess.run([sys.executable, "-m", "iosim", "simulate", "--kernel", f"{tmp_path}/tuned.py:fwd", "--gpu",
+                          "h200", "--seq-len", "2k", "--heads", "4", "--batch", "1", "--json"], env=env, cwd=REPO,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "is autotuned: 2 configs simulated" in out.stderr and fastest[0] in out.stderr
+    (run,) = json.loads(out.stdout)
+    assert run["config"]["tiling"]["block_m"] == fastest[1] and run["config"]["tiling"]["block_n"] == fastest[2]
+    assert run["time_s"] == pytest.approx(fastest[5])
+
+
+def test_an_autotuned_case_reads_the_config_the_gpu_ran(tmp_path):
+    """A mixes file's autotuned entry holds every config: validation takes the one whose tiles the GPU ran,
+    and the first config where none matches."""
+    first, second = (json.loads((MIXES / "sm_90-triton-3.6.0.json").read_text())["cases"][c] for c in (F1_CASE, B1_CASE))
+    entry = {**first, "variants": [{"label": "a", "mixes": first["mixes"], "tiling": {**first["tiling"]}},
+                                   {"label": "b", "mixes": second["mixes"][:1], "tiling": {**first["tiling"], "block_m": 64}}]}
+    doc = {"schema": "iosim-kernel-mixes", "arch": "sm_90", "triton": "3.6.0", "cases": {"c": entry}}
+    path = tmp_path / "sm_90-triton-3.6.0.json"
+    path.write_text(json.dumps(doc))
+    plain = load_case_codes(path, "c")
+    ran_b = load_case_codes(path, "c", {**first["tiling"], "block_m": 64})
+    unknown = load_case_codes(path, "c", {**first["tiling"], "block_m": 32})
+    assert plain[0].loop.instructions == unknown[0].loop.instructions
+    assert ran_b[0].loop.instructions == kernel_code(KernelMix.from_dict(second["mixes"][0]), "").loop.instructions
+    assert ran_b[0].loop.instructions != plain[0].loop.instructions

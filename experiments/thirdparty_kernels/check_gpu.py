@@ -12,7 +12,8 @@ import torch
 HERE = Path(__file__).resolve().parent
 LAUNCHERS = {"tutorial_fa.py": ["fwd_128x64_w4_s3", "fwd_128x128_w8_s3", "fwd_64x64_w4_s4", "fwd_128x32_w4_s2",
                                 "fwd_128x64_w4_s3_devdesc"],
-             "tlk_flash.py": ["fwd"]}
+             "tlk_flash.py": ["fwd"], "tutorial_auto.py": ["attention"],
+             "tutorial_bp.py": ["attention", "fwd_128x64_w4_s3"]}
 
 
 def main() -> int:

@@ -105,12 +105,14 @@ def cta_progress(label: str):
 
 def _kernel_jobs(ref: str, jobs: list) -> list:
     """(config with the kernel's own tiling, profile, the kernel's codes) per job; a note on stderr where
-    the kernel's launches override a tiling option."""
+    the kernel's launches override a tiling option. An autotuned kernel is simulated at every config its
+    autotuner would time, and runs at the one predicted fastest (as the autotuner would pick, if the model
+    is right), with a note naming it."""
     try:
         import torch  # noqa: F401  (the capture runs the user's launcher on CPU tensors)
         import triton  # noqa: F401
 
-        from iosim.kernels.user_codes import configure, schedule_names
+        from iosim.kernels.user_codes import configure_all, schedule_names
         from iosim.kernels.user_kernel import HarnessError
     except ImportError as e:
         click.echo(f"Error: --kernel needs torch and triton ({e.name} is missing): pip install -e '.[kernels]'",
@@ -119,10 +121,11 @@ def _kernel_jobs(ref: str, jobs: list) -> list:
     out, noted = [], set()
     for config, profile in jobs:
         try:
-            config, codes, conflicts = configure(ref, config, int(profile.arch.removeprefix("sm_")))
+            candidates = configure_all(ref, config, int(profile.arch.removeprefix("sm_")))
         except (HarnessError, ConfigError) as e:
             raise click.BadParameter(str(e), param_hint="--kernel") from None
-        lines = [f"launches with {line}" for line in conflicts]
+        label, config, codes, conflicts = _fastest(ref, candidates, profile) if len(candidates) > 1 else candidates[0]
+        lines = [f"launches with {line}" for line in conflicts] if label is None else []
         names = schedule_names(config)
         lines += [f"launches nothing iosim takes for {name} (a Triton kernel with tile-size constexprs such as BLOCK_M "
                   f"and BLOCK_N): it is priced from its FLOPs" for name, code in zip(names, codes) if code is None]
@@ -132,6 +135,28 @@ def _kernel_jobs(ref: str, jobs: list) -> list:
                 click.echo(f"note: {ref} {line}", err=True)
         out.append((config, profile, codes))
     return out
+
+
+def _fastest(ref: str, candidates: list, profile) -> tuple:
+    """The candidate (label, config, codes, conflicts) of an autotuned kernel whose simulated time is least."""
+    from iosim.results.report import human_time
+    from iosim.simulate import simulate_or_skip
+
+    timed = []
+    for candidate in candidates:
+        result = simulate_or_skip(candidate[1], profile, codes=candidate[2])
+        if getattr(result, "time_s", None) is not None:
+            timed.append((result.time_s, candidate))
+    if not timed:  # no config can run (each one skipped): the first, whose run says why
+        return candidates[0]
+    best_time, best = min(timed, key=lambda t: t[0])
+    slowest = max(t for t, _ in timed)
+    p = best[1].problem
+    unfit = f" ({len(candidates) - len(timed)} more do not fit)" if len(timed) < len(candidates) else ""
+    click.echo(f"note: {ref} is autotuned: {len(timed)} configs simulated{unfit} on {profile.id} at "
+               f"N = {p.seq_q}, d = {p.head_dim}; the fastest predicted ({human_time(best_time)}, slowest "
+               f"{human_time(slowest)}) is {best[0]}", err=True)
+    return best
 
 
 def time_split(kernel, profile, dtype: str, head_dim: int) -> dict:

@@ -21,15 +21,20 @@ SCHEMA = "iosim-kernel-mixes"
 REPO = Path(__file__).resolve().parents[2]  # the checkout's root: kernel paths in measurement files are relative to it
 
 
-def load_case_codes(path: Path | str, case_name: str) -> list | None:
+def load_case_codes(path: Path | str, case_name: str, tiling: dict | None = None) -> list | None:
     """One :class:`~iosim.costs.issue.KernelCode` or None per schedule kernel of ``case_name`` in the mixes
-    file ``path``; None when the file has no such case."""
+    file ``path``; None when the file has no such case. An autotuned kernel's entry holds every config
+    (``variants``): the one whose forward tiles, warps and stages are ``tiling``'s (what the GPU ran)."""
     doc = json.loads(Path(path).read_text())
     if doc.get("schema") != SCHEMA:
         raise ValueError(f"{path}: schema must be {SCHEMA!r}, got {doc.get('schema')!r}")
     entry = doc["cases"].get(case_name)
     if entry is None:
         return None
+    if tiling and entry.get("variants"):
+        fields = ("block_m", "block_n", "warps", "stages")
+        entry = {**entry, **next((v for v in entry["variants"]
+                                  if all(v.get("tiling", {}).get(f) == tiling.get(f) for f in fields)), {})}
     file = Path(str(entry["kernel"]).rpartition(":")[0]).name
     source = f"sass: {file} {{}}, {doc['arch']}, triton {doc['triton']}"
     return [None if m is None else kernel_code(mix := KernelMix.from_dict(m), source.format(mix.meta.get("kernel", "?")))
@@ -75,7 +80,7 @@ def case_codes(case, config, arch: str, triton_version: str | None) -> tuple[lis
     ``python -m iosim.kernels.user_codes --manifest M --out DIR`` writes the mixes beside the kernels."""
     path = mixes_file(case.kernel, arch, triton_version)
     if path is not None:
-        codes = load_case_codes(path, case.name)
+        codes = load_case_codes(path, case.name, (getattr(case, "run_config", None) or {}).get("tiling"))
         if codes is not None:
             note = "" if path.name.endswith(f"-{triton_version}.json") else f"code from {path.name}"
             return codes, note
