@@ -7,7 +7,8 @@ The forward's output is garbage (nothing executes) but has the right shape, whic
 needs to reach the file's backward. Launches map onto the flash2 schedule by role: the forward's
 main launch (BLOCK_M and BLOCK_N, the largest grid) is ``flash2_fwd``; in the backward, the
 preprocess (no BLOCK_N, or named pre/delta/preprocess) is ``flash2_bwd_pre`` and the main launch
-``flash2_bwd``. ``python -m iosim.kernels.user_codes --manifest M --out DIR`` writes the mixes of
+``flash2_bwd``. An autotuned kernel is recorded at every config its autotuner would time, each a candidate
+(:func:`user_candidates`, :func:`configure_all`). ``python -m iosim.kernels.user_codes --manifest M --out DIR`` writes the mixes of
 every case of a foreign-kernel manifest (``--grid hopper``: of a measurement grid's user-kernel cases),
 read back by :mod:`iosim.measure.kernel_codes`.
 """
@@ -214,12 +215,9 @@ def user_candidates(ref: str, config: RunConfig, arch: int = DEFAULT_ARCH,
 def user_mixes(ref: str, config: RunConfig, arch: int = DEFAULT_ARCH,
                base: Path | None = None) -> tuple[list[KernelMix | None], dict]:
     """Per schedule kernel of ``config`` (algo flash2) the user's compiled mix (None: no counterpart), and
-    the tiling the launches imply (``{"tiling": ..., "backward_tiling": ...}``); an autotuned kernel at its
-    first config (:func:`user_candidates` gives every one)."""
-    fwd, bwd, seq_q = capture(ref, config, arch, base)
-    fwd, bwd = at_choice(fwd, choices(fwd)[0]), at_choice(bwd, None)
-    return (_compiled_mixes(ref, schedule_names(config), fwd, bwd, arch),
-            tilings(fwd, bwd, seq_q, config.problem.batch * config.problem.heads))
+    the tiling the launches imply (``{"tiling": ..., "backward_tiling": ...}``); an autotuned kernel at the
+    first of its configs that compiles (:func:`user_candidates` gives every one)."""
+    return user_candidates(ref, config, arch, base)[0][1:]
 
 
 def _codes(ref: str, mixes: list, arch: int) -> list:
@@ -250,16 +248,11 @@ def _with_tiling(config: RunConfig, found: dict) -> tuple[RunConfig, list[str]]:
     return config.with_(**changes), conflicts
 
 
-def configure(ref: str, config: RunConfig, arch: int = DEFAULT_ARCH) -> tuple[RunConfig, list, list[str]]:
-    """``config`` (algo flash2) as the user's kernel ``ref`` runs it: the tiling its launches imply in place
-    of ``config``'s, its codes, and one line per tiling field the kernel overrode (``block_m 64 -> 128``).
-    An autotuned kernel at its first config (:func:`configure_all` gives every one)."""
-    return configure_all(ref, config, arch)[0][1:]
-
-
 def configure_all(ref: str, config: RunConfig, arch: int = DEFAULT_ARCH) -> list[tuple[str | None, RunConfig, list, list[str]]]:
-    """``(config label, run config, codes, overridden fields)`` per config of the user's kernel (see
-    :func:`configure`): one, labelled None, unless its forward is autotuned."""
+    """``(config label, run config, codes, overridden fields)`` per config of the user's kernel ``ref``: the run
+    config (algo flash2) as the kernel runs it, the tiling its launches imply in place of ``config``'s, its
+    codes, and one line per tiling field the kernel overrode (``block_m 64 -> 128``). One entry, labelled
+    None, unless its forward is autotuned."""
     if config.algo != "flash2":
         raise ConfigError("algo", f"a user's kernel is modelled as flash2, got {config.algo!r}")
     out = []

@@ -40,8 +40,9 @@ def simulate(kernel, as_json, as_csv, **opts):
         raise click.UsageError("--json and --csv are exclusive: choose one output format")
     jobs = [(c, g) for g in opts["gpu"] for c in configs]
     quiet = as_json or as_csv or len(jobs) < 4 or not sys.stderr.isatty()
+    known: dict = {}  # job index -> its result, where choosing an autotuned kernel's config already ran it
     if kernel:
-        jobs = _kernel_jobs(kernel, jobs)
+        jobs, known = _kernel_jobs(kernel, jobs)
     else:
         jobs = [(c, g, None) for c, g in jobs]
     if workers > 1 and not kernel:
@@ -50,17 +51,19 @@ def simulate(kernel, as_json, as_csv, **opts):
         with click.progressbar(length=len(jobs), label="simulating", file=sys.stderr, hidden=quiet) as bar:
             results = sweep.run([(c, g) for c, g, _ in jobs], jobs=workers, progress=lambda _: bar.update(1))
     else:
-        results = _one_by_one(jobs, quiet)
+        results = _one_by_one(jobs, quiet, known)
     _print(results, jobs, kernel, as_json, as_csv)
 
 
-def _one_by_one(jobs: list, quiet: bool) -> list:
+def _one_by_one(jobs: list, quiet: bool, known: dict) -> list:
     from iosim.simulate import simulate_or_skip
 
     results = []
     with click.progressbar(jobs, label="simulating", file=sys.stderr, hidden=quiet) as bar:
-        for config, profile, codes in bar:
-            if quiet:  # no bar over the runs: a long run shows its own CTAs instead (after a second)
+        for n, (config, profile, codes) in enumerate(bar):
+            if n in known:
+                results.append(known[n])
+            elif quiet:  # no bar over the runs: a long run shows its own CTAs instead (after a second)
                 with cta_progress(config.algo) as progress:
                     results.append(simulate_or_skip(config, profile, codes=codes, progress=progress))
             else:
@@ -103,11 +106,11 @@ def cta_progress(label: str):
         yield progress
 
 
-def _kernel_jobs(ref: str, jobs: list) -> list:
-    """(config with the kernel's own tiling, profile, the kernel's codes) per job; a note on stderr where
-    the kernel's launches override a tiling option. An autotuned kernel is simulated at every config its
-    autotuner would time, and runs at the one predicted fastest (as the autotuner would pick, if the model
-    is right), with a note naming it."""
+def _kernel_jobs(ref: str, jobs: list) -> tuple[list, dict]:
+    """(config with the kernel's own tiling, profile, the kernel's codes) per job, and the results already
+    simulated by index; a note on stderr where the kernel's launches override a tiling option. An autotuned
+    kernel is simulated at every config its autotuner would time, and runs at the one predicted fastest (as
+    the autotuner would pick, if the model is right), with a note naming it."""
     try:
         import torch  # noqa: F401  (the capture runs the user's launcher on CPU tensors)
         import triton  # noqa: F401
@@ -118,13 +121,16 @@ def _kernel_jobs(ref: str, jobs: list) -> list:
         click.echo(f"Error: --kernel needs torch and triton ({e.name} is missing): pip install -e '.[kernels]'",
                    err=True)
         sys.exit(2)
-    out, noted = [], set()
+    out, noted, known = [], set(), {}
     for config, profile in jobs:
         try:
             candidates = configure_all(ref, config, int(profile.arch.removeprefix("sm_")))
         except (HarnessError, ConfigError) as e:
             raise click.BadParameter(str(e), param_hint="--kernel") from None
-        label, config, codes, conflicts = _fastest(ref, candidates, profile) if len(candidates) > 1 else candidates[0]
+        if len(candidates) > 1:
+            (label, config, codes, conflicts), known[len(out)] = _fastest(ref, candidates, profile)
+        else:
+            label, config, codes, conflicts = candidates[0]
         lines = [f"launches with {line}" for line in conflicts] if label is None else []
         names = schedule_names(config)
         lines += [f"launches nothing iosim takes for {name} (a Triton kernel with tile-size constexprs such as BLOCK_M "
@@ -134,29 +140,31 @@ def _kernel_jobs(ref: str, jobs: list) -> list:
                 noted.add(line)
                 click.echo(f"note: {ref} {line}", err=True)
         out.append((config, profile, codes))
-    return out
+    return out, known
 
 
 def _fastest(ref: str, candidates: list, profile) -> tuple:
-    """The candidate (label, config, codes, conflicts) of an autotuned kernel whose simulated time is least."""
+    """The candidate (label, config, codes, conflicts) of an autotuned kernel whose simulated time is least,
+    and its result."""
     from iosim.results.report import human_time
     from iosim.simulate import simulate_or_skip
 
-    timed = []
+    timed, first = [], None
     for candidate in candidates:
         result = simulate_or_skip(candidate[1], profile, codes=candidate[2])
+        first = first or result
         if getattr(result, "time_s", None) is not None:
-            timed.append((result.time_s, candidate))
-    if not timed:  # no config can run (each one skipped): the first, whose run says why
-        return candidates[0]
-    best_time, best = min(timed, key=lambda t: t[0])
-    slowest = max(t for t, _ in timed)
+            timed.append((result.time_s, candidate, result))
+    if not timed:  # no config can run (each one skipped): the first, whose row says why
+        return candidates[0], first
+    best_time, best, best_result = min(timed, key=lambda t: t[0])
+    slowest = max(t[0] for t in timed)
     p = best[1].problem
     unfit = f" ({len(candidates) - len(timed)} more do not fit)" if len(timed) < len(candidates) else ""
     click.echo(f"note: {ref} is autotuned: {len(timed)} configs simulated{unfit} on {profile.id} at "
                f"N = {p.seq_q}, d = {p.head_dim}; the fastest predicted ({human_time(best_time)}, slowest "
                f"{human_time(slowest)}) is {best[0]}", err=True)
-    return best
+    return best, best_result
 
 
 def time_split(kernel, profile, dtype: str, head_dim: int) -> dict:
