@@ -254,3 +254,23 @@ def test_an_autotuned_case_reads_the_config_the_gpu_ran(tmp_path):
     assert plain[0].loop.instructions == unknown[0].loop.instructions
     assert ran_b[0].loop.instructions == kernel_code(KernelMix.from_dict(second["mixes"][0]), "").loop.instructions
     assert ran_b[0].loop.instructions != plain[0].loop.instructions
+
+
+@pytest.mark.parametrize("data", ["autotuned", "blockptr"])
+def test_every_autotuned_case_has_the_code_of_the_config_it_ran(data):
+    """The committed third-party sets: each autotuned case's mixes entry holds the compiled code of exactly the
+    config the GPU ran (its recorded tiles, warps, stages), so validation never falls back to another config's."""
+    from iosim.measure.measurement import load_measurement
+
+    m = load_measurement(REPO / f"experiments/measurements/h200/thirdparty/{data}/measurements.json")
+    doc = json.loads((REPO / "experiments/thirdparty_kernels/mixes/sm_90-triton-3.6.0.json").read_text())
+    fields = ("block_m", "block_n", "warps", "stages")
+    tuned = [c for c in m.cases if "variants" in doc["cases"][c.name]]
+    assert tuned  # the autotuned launchers' cases
+    for case in tuned:
+        ran = case.run_config["tiling"]
+        matching = [v for v in doc["cases"][case.name]["variants"] if all(v["tiling"][f] == ran[f] for f in fields)]
+        assert len(matching) == 1, case.name
+        mix = KernelMix.from_dict(matching[0]["mixes"][0])
+        assert (mix.meta["constexprs"]["BLOCK_M"], mix.meta["constexprs"]["BLOCK_N"]) == (ran["block_m"], ran["block_n"])
+        assert (mix.meta["num_stages"], mix.num_warps) == (ran["stages"], ran["warps"])
