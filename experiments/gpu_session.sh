@@ -40,6 +40,8 @@
 #                                                -> $OUT/thirdparty/autotuned/ (≤ 680 s)
 #   tpb) the tutorial's older block-pointer form, autotuned and at one config: launchers checked, compiled into
 #      the committed mixes file, measured (ncu)  -> $OUT/thirdparty/blockptr/ (≤ 560 s)
+#   sm) loops that move much through shared memory, its wavefronts counted (ncu): the smem grid, its cases'
+#      code compiled here                        -> $OUT/smem/{measurements.json,mixes/} (≤ 560 s)
 # A step that fails or runs out of time does not stop the next. Measurement files are rewritten
 # atomically after each batch of cases, so a step cut short keeps every finished batch. Progress
 # goes to $OUT/session.log. All steps take longer than one 10-minute device command: name the steps
@@ -226,6 +228,12 @@ if want tpb; then
     step "tpb) block-pointer grid" 240 "$PY" -m iosim measure --manifest "$TP/manifest_blockptr.yaml" --out "$B" \
         >>"$LOG" 2>&1
     rm -f "$B/measurements.csv"
+fi
+if want sm; then
+    mkdir -p "$OUT/smem/mixes"
+    step "sm) smem grid mixes" 120 "$PY" -m iosim.kernels.user_codes --grid smem --out "$OUT/smem/mixes" >>"$LOG" 2>&1
+    step "sm) smem grid" 420 "$PY" -m iosim measure --grid smem --out "$OUT/smem" >>"$LOG" 2>&1
+    rm -f "$OUT/smem/measurements.csv"  # the JSON's twin: the device returns few files
 fi
 echo "done $(date -u +%FT%TZ), $SECONDS s in all" >>"$LOG"
 ls -laR "$OUT" >>"$LOG"

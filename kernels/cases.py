@@ -427,6 +427,31 @@ def sdpa_grid() -> list[CaseSpec]:
             for shape in shapes]
 
 
+TLK_KERNEL = "experiments/thirdparty_kernels/tlk_flash.py:fwd"  # triton-lang/kernels' 16 x 16 tiles (gitignored, README)
+TUTORIAL_64 = "experiments/thirdparty_kernels/tutorial_fa.py:fwd_64x64_w4_s4"  # Triton's tutorial (gitignored, README)
+FOREIGN = "experiments/foreign_kernels/{}.py:attention"
+
+
+def smem_grid() -> list[CaseSpec]:
+    """Kernels whose loops move much through shared memory, with its wavefronts counted, on shapes no
+    committed case has: triton-lang/kernels' 16 x 16-tile forward (mma.sync, ldmatrix, cross-warp reductions),
+    Triton's tutorial at 64 x 64, the foreign kernels F2 (cp.async) and B2 (backward), flash_decode's 16-row
+    tiles (and its KV 1K step again), and our flash2 forward and backward."""
+    cases = [kernel_case(TLK_KERNEL, batch=2, heads=16, seq_q=8192, head_dim=64),
+             kernel_case(TLK_KERNEL, batch=8, heads=16, seq_q=2048, head_dim=128),
+             kernel_case(TLK_KERNEL, batch=1, heads=32, seq_q=8192, head_dim=64, causal=True),
+             kernel_case(TUTORIAL_64, batch=8, heads=16, seq_q=2048, head_dim=64),
+             kernel_case(FOREIGN.format("F2_exp2_masksplit"), batch=4, heads=16, seq_q=2048, head_dim=128),
+             kernel_case(FOREIGN.format("B2_bwd_exp2_small"), "flash2", "fwd_bwd", batch=4, heads=16, seq_q=2048,
+                         head_dim=64)]
+    decode = [Problem(batch=b, heads=32, kv_heads=kv, seq_q=1, seq_k=n, head_dim=128)
+              for b, kv, n in ((1, 8, 1024), (4, 8, 4096), (1, 1, 16384))]
+    cases += [CaseSpec("flash_decode", p, Tiling()) for p in decode]
+    cases += [case("flash2", seq=3072, batch=4, heads=16, head_dim=64, tiling=REF_TILING),
+              case("flash2", "fwd_bwd", seq=3072, batch=4, heads=16, head_dim=64, tiling=REF_TILING)]
+    return cases
+
+
 GRIDS = {"default": default_grid, "smoke": smoke_grid, "h200": h200_grid, "decode": decode_grid, "paged": paged_grid,
          "paged_flex": paged_flex_grid, "lone": lone_grid, "varlen": varlen_grid, "window": window_grid,
-         "foreign": manifest_cases, "hopper": hopper_grid, "sdpa": sdpa_grid, "fp8": fp8_grid}
+         "foreign": manifest_cases, "hopper": hopper_grid, "sdpa": sdpa_grid, "fp8": fp8_grid, "smem": smem_grid}

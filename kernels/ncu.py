@@ -47,6 +47,7 @@ OPTIONAL_FIELDS = {
     "inst_executed": ("smsp__inst_executed.sum",),
     "local_load_bytes": ("l1tex__t_bytes_pipe_lsu_mem_local_op_ld.sum",),
     "local_store_bytes": ("l1tex__t_bytes_pipe_lsu_mem_local_op_st.sum",),
+    "shared_wavefronts": ("l1tex__data_pipe_lsu_wavefronts_mem_shared.sum",),
     "achieved_occupancy_pct": ("sm__warps_active.avg.pct_of_peak_sustained_active",),
     "occupancy_limit_registers": ("launch__occupancy_limit_registers",),
     "occupancy_limit_shared_mem": ("launch__occupancy_limit_shared_mem",),
@@ -54,8 +55,16 @@ OPTIONAL_FIELDS = {
     "cycles": ("sm__cycles_elapsed.max",),
 }
 SECTOR_BYTES = 32  # an L2 sector
+# Shared-memory wavefronts by operation (l1tex__data_pipe_lsu_wavefronts_mem_shared_op_<op>.sum) and bank conflicts
+# (l1tex__data_bank_conflicts_pipe_lsu_mem_shared_op_<op>.sum, as "<op>_conflicts"): which instructions the data
+# path's total holds. Names a chip lacks are dropped.
+SHARED_OPS = ("ld", "st", "ldsm", "stsm", "ldgsts", "atom")
+SHARED_OP_METRICS = {**{op: f"l1tex__data_pipe_lsu_wavefronts_mem_shared_op_{op}.sum" for op in SHARED_OPS},
+                     **{f"{op}_conflicts": f"l1tex__data_bank_conflicts_pipe_lsu_mem_shared_op_{op}.sum"
+                        for op in ("ld", "st")}}
 EXTRA_METRICS = tuple(dict.fromkeys(
-    [m for names in OPTIONAL_FIELDS.values() for m in names] + [f"smsp__inst_executed_pipe_{p}.sum" for p in PIPES]))
+    [m for names in OPTIONAL_FIELDS.values() for m in names] + [f"smsp__inst_executed_pipe_{p}.sum" for p in PIPES]
+    + list(SHARED_OP_METRICS.values())))
 # Every metric we may ask for. Each metric group may add a replay pass of every kernel: the extras
 # roughly double the profiling time of a case.
 NCU_METRICS = BASE_METRICS + EXTRA_METRICS
@@ -203,6 +212,8 @@ def optional_counters(row: dict) -> dict:
         out["achieved_occupancy_pct"] = min(100.0, max(0.0, out["achieved_occupancy_pct"]))
     pipes = {p: float(row[m]) for p in PIPES if row.get(m := f"smsp__inst_executed_pipe_{p}.sum") is not None}
     out["inst_pipes"] = pipes or None
+    ops = {op: float(row[m]) for op, m in SHARED_OP_METRICS.items() if row.get(m) is not None}
+    out["shared_ops"] = ops or None
     return out
 
 

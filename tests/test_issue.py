@@ -8,7 +8,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from iosim.costs.issue import KernelCode, LoopCode, cta_time, estimated_code, simt_seconds, warp_cycles
+from iosim.costs.issue import (
+    KernelCode,
+    LoopCode,
+    cta_time,
+    estimated_code,
+    shared_cycles,
+    shared_seconds,
+    simt_seconds,
+    sm_time,
+    warp_cycles,
+)
 from iosim.costs.pricing import instruction_totals, simt_time
 from iosim.engine.l2 import L2Cache
 from iosim.engine.simulator import _masked_share
@@ -36,6 +46,24 @@ def test_issue_bound_when_no_pipe_is_busier_than_one_instruction_per_clock():
     # two warps of a CTA share each sub-partition: an 8-warp CTA takes twice a 4-warp one's time
     assert simt_seconds(loop, 8, H200) == pytest.approx(2 * simt_seconds(loop, 4, H200))
     assert simt_seconds(loop, 4, H200) == pytest.approx(500.0 / H200.issue_clock_hz)
+
+
+def test_ldmatrix_loops_take_the_sms_one_shared_memory_path_in_turn():
+    """128 bytes a clock per SM: an ldmatrix.x4 (512 bytes) takes 4 clocks, a shuffle or 32-bit LDS one, and
+    the SM's warps take turns on the path whatever sub-partition they issue from. It bounds a step (it runs
+    beside the tensor cores and the other pipes) rather than adding to it."""
+    loop = LoopCode(122.0, {"lsu": 38.0}, shared={128: 22.0, 256: 1.0, 512: 10.0})
+    assert shared_cycles(loop, H200) == 22 + 2 + 40
+    assert shared_seconds(loop, 4, H200) == pytest.approx(4 * 64 / H200.issue_clock_hz)  # 256 clocks > 122 issued
+    assert shared_seconds(loop, 8, H200) == pytest.approx(2 * shared_seconds(loop, 4, H200))
+    assert shared_cycles(loop.scaled(0.5), H200) == pytest.approx(32)
+    issue, path = simt_seconds(loop, 4, H200), shared_seconds(loop, 4, H200)
+    assert issue == pytest.approx(warp_cycles(loop, H200) / H200.issue_clock_hz)  # issue slots alone, as before
+    for tensor, share in ((1e-9, 9), (5e-7, 2)):  # path-bound where products are short, untouched where long
+        alone = sm_time(tensor, issue, 0.0, share, 0.0)
+        assert sm_time(tensor, issue, 0.0, share, 0.0, t_shared=path) == pytest.approx(max(alone, share * path))
+    unknown = LoopCode(122.0, {"lsu": 38.0})  # mixes written before the shared accesses were recorded
+    assert shared_cycles(unknown, H200) == 0.0
 
 
 def test_the_estimate_spreads_every_operation_over_the_threads():

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from iosim.costs.sass import (
+    Instruction,
     KernelMix,
     LoopMix,
     available_versions,
@@ -29,6 +30,7 @@ from iosim.costs.sass import (
     opcode_of,
     parse_functions,
     pipe_of,
+    shared_bytes,
 )
 
 DATA = Path(__file__).parent / "data"
@@ -144,6 +146,19 @@ def test_json_round_trip():
     assert LoopMix.from_dict(json.loads(json.dumps(mix.loops[0].to_dict()))) == mix.loops[0]
 
 
+@pytest.mark.parametrize("text, nbytes", [
+    ("LDS R4, [R2]", 128), ("LDS.U16 R4, [R2]", 64), ("LDS.64 R4, [R2]", 256), ("LDS.U.128 R4, [R2+0x10]", 512),
+    ("@P1 STS [R32+0x3800], R51", 128), ("STS.128 [R16+UR7+0x3000], R4", 512),
+    ("LDSM.16.M88.4 R24, [R39+UR7+0x3000]", 512), ("LDSM.16.MT88.2 R20, [R20]", 256), ("STSM.16.M88.2 [R30], R24", 256),
+    ("LDGSTS.E.BYPASS.LTC128B.128 [R45], desc[UR14][R10.64], P0", 512), ("SHFL.BFLY PT, R11, R8, 0x2, 0x1f", 128),
+    ("@!PT LDS RZ, [RZ]", 0), ("LDG.E.128 R4, desc[UR4][R2.64]", 0), ("HGMMA.64x64x16.F32 R24, gdesc[UR4], R24", 0),
+])
+def test_shared_bytes_per_warp_instruction(text, nbytes):
+    """32 threads x the element width the modifier names (4 bytes unless named); 128 bytes per 8x8 matrix of
+    16-bit values for ldmatrix/stmatrix; nothing for global loads, wgmma operands or never-executed padding."""
+    assert shared_bytes(Instruction(0, opcode_of(text), text)) == nbytes
+
+
 # ---------------------------------------------------------------------------------------------
 # Committed data
 # ---------------------------------------------------------------------------------------------
@@ -206,6 +221,7 @@ DOT_LOOP = textwrap.dedent('''
     def launcher():
         for bk in (32, 64):
             dot_loop[(1,)](a, b, c, 256, BM=64, BN=64, BK=bk, num_warps=4, num_stages=1)
+        dot_loop[(1,)](a, b, c, 256, BM=16, BN=16, BK=32, num_warps=1, num_stages=1)  # mma.sync, ldmatrix
     _, launches = capture_launches(launcher)
     json.dump([compile_sass(launch).to_dict() for launch in launches], sys.stdout)
 ''')
@@ -218,7 +234,7 @@ def test_compile_tiny_kernel_for_sm90(tmp_path):
     env = {**os.environ, "TRITON_INTERPRET": "0", "TRITON_CACHE_DIR": str(tmp_path / "cache")}
     run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
-    bk32, bk64 = (KernelMix.from_dict(d) for d in json.loads(run.stdout))
+    bk32, bk64, small = (KernelMix.from_dict(d) for d in json.loads(run.stdout))
     for mix, bk in ((bk32, 32), (bk64, 64)):
         (loop,) = mix.innermost()
         # One warpgroup, 64 × 64 tile: one wgmma m64n64k16 per 16 of K, which reads a 64 × 16 tile of A
@@ -230,3 +246,10 @@ def test_compile_tiny_kernel_for_sm90(tmp_path):
         assert mix.outside.opcode("MUFU") >= 64 * 64 // 128  # exp2 of the tile after the loop
         assert mix.n_regs and mix.meta["arch"] == "sm_90" and mix.meta["constexprs"]["BK"] == bk
         assert mix.key == mix_key("dot_loop", "fp16", 4, 1, {"BM": 64, "BN": 64, "BK": bk})
+    # One warp, 16 x 16 tile: mma.sync m16n8k16 (two per 16 of K), its operands staged through shared memory:
+    # each element of the 16 x 32 A and 32 x 16 B tiles (fp16) stored once and read once by ldmatrix, a
+    # whole number of source iterations per body (four HMMA each).
+    (loop,) = small.innermost()
+    iterations, tile_bytes = loop.opcode("HMMA") // 4, (16 * 32 + 32 * 16) * 2
+    assert loop.opcode("HMMA") % 4 == 0 and loop.opcode("LDSM") > 0 and not loop.opcode("HGMMA")
+    assert sum(b * n for b, n in loop.shared.items()) == 2 * tile_bytes * iterations

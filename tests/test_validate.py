@@ -75,7 +75,8 @@ def test_cli_json_shape(tmp_path):
     out = json.loads(r.output)
     assert set(out) >= {"summary", "cases"}
     for case in out["cases"]:
-        assert set(case["predicted"]) == set(METRICS)
+        # shared-memory wavefronts are predicted only for kernels without wgmma (flash2 on sm_90 has it)
+        assert set(case["predicted"]) == set(METRICS) - {"shared_wavefronts"}
         # the H100 set predates the crossbar, slice-lookup and instruction counters
         assert set(case["measured"]) == {"dram_read_bytes", "dram_write_bytes", "dram_bytes", "l2_bytes", "time_s"}
         assert case["config"]["algo"] == "flash2"

@@ -150,7 +150,8 @@ def kernel_code(mix: KernelMix, source: str) -> KernelCode:
     masked = loop_code(ordered[-1]) if len(ordered) > 1 else None
     return KernelCode(loop=loop_code(ordered[0]), masked=masked, outside=outside, regs_per_thread=mix.n_regs,
                       shared_bytes=mix.shared_bytes, spill_bytes=mix.n_spill_bytes, local_bytes=mix.local_bytes,
-                      source=source, tma=any(body.opcode("UTMALDG") for body in ordered))
+                      source=source, tma=any(body.opcode("UTMALDG") for body in ordered),
+                      wgmma=any(body.opcode("HGMMA") for body in (*mix.loops, mix.outside)))
 
 
 @functools.lru_cache(maxsize=2)

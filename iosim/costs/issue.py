@@ -52,11 +52,14 @@ class LoopCode:
     local_stores: float = 0.0  # STL: registers spilled
     waits: Mapping[str, tuple] = field(default_factory=lambda: MappingProxyType({}), hash=False)  # see LoopMix.waits
     stall_cycles: float | None = None  # one warp's issue cycles by the compiler's stall counts (None: unknown)
+    # bytes a warp instruction moves through shared memory -> such instructions per warp (None: not recorded)
+    shared: Mapping[int, float] | None = field(default=None, hash=False)
 
     def scaled(self, k: float) -> LoopCode:
         return LoopCode(self.instructions * k, MappingProxyType({p: n * k for p, n in self.pipes.items()}),
                         self.local_loads * k, self.local_stores * k, self.waits,
-                        None if self.stall_cycles is None else self.stall_cycles * k)
+                        None if self.stall_cycles is None else self.stall_cycles * k,
+                        None if self.shared is None else MappingProxyType({b: n * k for b, n in self.shared.items()}))
 
     def exposed_cycles(self, opcode: str, latency: float) -> float:
         """Cycles one warp waits per pass for ``opcode`` results of ``latency`` cycles that the
@@ -85,6 +88,9 @@ class KernelCode:
     # the consumer warpgroups take turns on the tensor cores, one's softmax running under the other's
     # products (ping-pong), so within a CTA tensor and SIMT time overlap and no atomic waits in the loop
     specialised: bool = False
+    # its products are wgmma, whose operands the tensor cores read from shared memory by descriptor: through the
+    # same data path as the LSU's wavefronts (Nsight Compute counts them together), but no instruction says how much
+    wgmma: bool = False
 
 
 def loop_code(mix: LoopMix) -> LoopCode:
@@ -92,7 +98,8 @@ def loop_code(mix: LoopMix) -> LoopCode:
     return LoopCode(float(mix.instructions), MappingProxyType({p: float(n) for p, n in mix.pipes.items()}),
                     float(mix.opcodes.get("LDL", 0)),
                     float(mix.opcodes.get("STL", 0)), MappingProxyType({k: tuple(v) for k, v in mix.waits.items()}),
-                    None if mix.stall_cycles is None else float(mix.stall_cycles))
+                    None if mix.stall_cycles is None else float(mix.stall_cycles),
+                    None if mix.shared is None else MappingProxyType({b: float(n) for b, n in mix.shared.items()}))
 
 
 def lanes(profile, pipe: str) -> float | None:
@@ -119,10 +126,28 @@ def warp_cycles(loop: LoopCode, profile) -> float:
     return max(loop.instructions, busiest)
 
 
+def shared_cycles(loop: LoopCode, profile) -> float:
+    """SM clocks one warp's ``loop`` holds the shared-memory data path: each instruction's bytes in
+    wavefronts of ``smem_bytes_per_clk_per_sm`` (at least one each; bank conflicts not counted). One
+    path per SM, shared by its four sub-partitions: a loop of ``ldmatrix``, shared loads and shuffles
+    (mma.sync tiles, cross-warp reductions) can be bound by it rather than by its issue slots or
+    products. 0 where the code or the profile does not say."""
+    width = getattr(profile, "smem_bytes_per_clk_per_sm", None)
+    if not (loop.shared and width):
+        return 0.0
+    return sum(n * max(1, math.ceil(b / width)) for b, n in loop.shared.items())
+
+
 def simt_seconds(loop: LoopCode, warps: int, profile) -> float:
     """Time one CTA of ``warps`` warps spends issuing ``loop`` once, alone on its SM."""
     per_subpartition = -(-warps // SUBPARTITIONS)
     return per_subpartition * warp_cycles(loop, profile) / profile.issue_clock_hz
+
+
+def shared_seconds(loop: LoopCode, warps: int, profile) -> float:
+    """Time the SM's shared-memory path takes for one pass of ``loop`` by a CTA of ``warps`` warps: its
+    warps take turns on it whatever sub-partition they issue from."""
+    return warps * shared_cycles(loop, profile) / profile.issue_clock_hz
 
 
 # producer opcode -> the calibration's raw latency keys (SM cycles) that price a wait for its result
@@ -197,7 +222,8 @@ def lone_excess(profile, rows: int, bn: int, d: int, warps: int) -> float:
         return 0.0
     rate = tensor_rate(profile, "fp16", "fwd", d, warps, 1, (rows, bn), CALIBRATION_STAGES) / profile.sm_count
     own = sm_time(4.0 * rows * bn * d / rate, simt_seconds(loop, warps, profile),
-                  chain_seconds(loop, profile, latencies(profile, 0.0)), 1, profile.math_overlap or 0.0)
+                  chain_seconds(loop, profile, latencies(profile, 0.0)), 1, profile.math_overlap or 0.0,
+                  t_shared=shared_seconds(loop, warps, profile))
     return max(0.0, float(resident) - own)
 
 
@@ -475,17 +501,19 @@ def cta_time(t_tensor: float, t_simt: float, share: int, overlap: float, special
 
 
 def sm_time(t_tensor: float, t_issue: float, t_chain: float, share: int, overlap: float,
-            specialised: bool = False) -> float:
+            specialised: bool = False, t_shared: float = 0.0) -> float:
     """SM time for ``share`` resident CTAs to do one step each: per CTA ``t_tensor`` of tensor-core
     work and ``t_issue`` of issue slots, and one warp's own pass ``t_chain`` (its stall counts and
     uncovered waits). The sub-partitions issue the CTAs' warps in turn, so SIMT takes the longer of
     all their issue slots and one warp's chain; tensor and SIMT time add within a CTA unless it is
-    warp-specialised (see :func:`cta_time`)."""
+    warp-specialised (see :func:`cta_time`). Nor can the step be shorter than ``share`` turns of
+    ``t_shared`` on the SM's one shared-memory path (:func:`shared_seconds`), which runs beside the
+    tensor cores and the other pipes: a bound, not a term."""
     simt = max(share * t_issue, t_chain)
-    return share * cta_time(t_tensor, simt / share, share, overlap, specialised)
+    return max(share * cta_time(t_tensor, simt / share, share, overlap, specialised), share * t_shared)
 
 
 __all__ = ["KernelCode", "LoopCode", "atomic_exposure", "calibration_loop", "chain_seconds", "cta_load_seconds",
            "cta_time", "estimated_code", "lanes", "latencies", "lone_excess", "loop_code", "occupancy_curve",
-           "occupancy_rate", "own_simt_share", "reload_miss", "simt_seconds", "sm_time", "spill_traffic",
+           "occupancy_rate", "own_simt_share", "reload_miss", "shared_cycles", "shared_seconds", "simt_seconds", "sm_time", "spill_traffic",
            "tensor_rate", "tensor_rates", "warp_cycles"]

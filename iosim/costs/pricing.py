@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from iosim.costs.issue import SUBPARTITIONS, WARP, lanes, tensor_rate
+from iosim.costs.issue import SUBPARTITIONS, WARP, lanes, shared_cycles, tensor_rate
 
 
 def rates(profile) -> dict:
@@ -33,15 +33,24 @@ def write_rates(profile) -> dict:
     return {lv: rate for lv, rate in out.items() if rate}
 
 
-def instruction_totals(code, masked_share: float, iterations: float, ctas: int, warps: int) -> dict:
+def instruction_totals(code, masked_share: float, iterations: float, ctas: int, warps: int, profile=None) -> dict:
     """Warp instructions a kernel executes, in total and per pipe: ``iterations`` loop iterations
-    (summed over CTAs, ``masked_share`` of them masked) and each CTA's code outside its loops."""
+    (summed over CTAs, ``masked_share`` of them masked) and each CTA's code outside its loops; with a
+    ``profile``, also the wavefronts its shared-memory instructions take (``shared_wavefronts``, where every
+    part of its code recorded them and none is a wgmma, whose operand reads by descriptor no instruction
+    counts: :func:`iosim.costs.issue.shared_cycles`)."""
     out: dict[str, float] = {}
+    parts = [code.loop, code.outside] + ([code.masked] if code.masked is not None else [])
+    wavefronts = profile is not None and not getattr(code, "wgmma", False) and \
+        all(p.shared is not None or not p.instructions for p in parts) and \
+        bool(getattr(profile, "smem_bytes_per_clk_per_sm", None))
 
     def add(loop, times):
         out["total"] = out.get("total", 0.0) + loop.instructions * times
         for pipe, n in loop.pipes.items():
             out[pipe] = out.get(pipe, 0.0) + n * times
+        if wavefronts:
+            out["shared_wavefronts"] = out.get("shared_wavefronts", 0.0) + shared_cycles(loop, profile) * times
 
     unmasked = iterations * (1.0 - masked_share) if code.masked is not None else iterations
     add(code.loop, unmasked * warps)
@@ -57,7 +66,8 @@ def simt_time(instructions: Mapping, profile) -> float:
     per_clock = profile.sm_count * profile.issue_clock_hz
     issue = instructions.get("total", 0.0) / (SUBPARTITIONS * per_clock)
     pipes = [n * WARP / (lanes(profile, p) * per_clock) for p, n in instructions.items() if lanes(profile, p)]
-    return max([issue, *pipes])
+    shared = instructions.get("shared_wavefronts", 0.0) / per_clock  # one wavefront a clock per SM
+    return max([issue, shared, *pipes])
 
 
 def roofline(levels: dict, flops: dict, instructions: Mapping, profile, dtype: str, mma: str = "fwd",

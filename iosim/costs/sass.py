@@ -186,6 +186,9 @@ class LoopMix:
     # of what a missed load costs (not priced yet: see README, long causal sequences).
     load_wait: int | None = None  # async-copy groups a pass lets stay in flight at its wait (DEPBAR.LE SB0, N)
     async_tensor: float = 0.0  # share of the pass's tensor instructions issued after its last wgmma wait
+    # bytes one warp instruction moves through the SM's shared-memory data path -> such instructions per pass
+    # (:func:`shared_accesses`; None: not recorded, mixes written before it was)
+    shared: dict[int, int] | None = None
 
     @classmethod
     def of(cls, insns: list[Instruction], depth: int = 0, innermost: bool = True, loop: bool = False) -> LoopMix:
@@ -200,7 +203,7 @@ class LoopMix:
         return cls(opcodes=dict(sorted(opcodes.items())), pipes=dict(sorted(pipes.items())),
                    instructions=len(insns), depth=depth, start=insns[0].address if insns else 0,
                    end=insns[-1].address if insns else 0, innermost=innermost, stall_cycles=stall, waits=waits,
-                   load_wait=load_wait, async_tensor=async_tensor)
+                   load_wait=load_wait, async_tensor=async_tensor, shared=shared_accesses(insns))
 
     def pipe(self, name: str) -> int:
         return self.pipes.get(name, 0)
@@ -219,12 +222,51 @@ class LoopMix:
             out.update(stall_cycles=self.stall_cycles, waits={k: list(v) for k, v in sorted(self.waits.items())})
         if self.load_wait is not None:
             out.update(load_wait=self.load_wait, async_tensor=round(self.async_tensor, 4))
+        if self.shared is not None:
+            out.update(shared={str(k): v for k, v in sorted(self.shared.items())})
         return out
 
     @classmethod
     def from_dict(cls, data: dict) -> LoopMix:
+        shared = data.get("shared")
         return cls(**{**data, "opcodes": dict(data["opcodes"]), "pipes": dict(data["pipes"]),
-                      "waits": {k: list(v) for k, v in data.get("waits", {}).items()}})
+                      "waits": {k: list(v) for k, v in data.get("waits", {}).items()},
+                      "shared": None if shared is None else {int(k): int(v) for k, v in shared.items()}})
+
+
+# Shared-memory data path: what each warp instruction moves through it (the 32 banks of 4 bytes that serve one
+# 128-byte wavefront a clock, CUDA C++ Programming Guide, "Shared Memory" of compute capability 5.x-9.0).
+_WIDTH_BYTES = {"U8": 1, "S8": 1, "U16": 2, "S16": 2, "32": 4, "64": 8, "128": 16}  # per thread, 4 unless named
+_SHARED_PER_THREAD = ("LDS", "STS", "ATOMS", "LDGSTS")  # one element per thread, of the width its modifier names
+_MATRICES = re.compile(r"\.M(?:88|816|832|T88|T816)\.(\d)\b")  # LDSM/STSM: .x1/.x2/.x4 8x8 matrices of 16 bits
+_NEVER = re.compile(r"^@!U?PT\s")  # predicated on !PT: issued, never executed (ptxas padding)
+
+
+def shared_bytes(insn: Instruction) -> int:
+    """Bytes one warp instruction moves through the shared-memory data path: 32 threads' elements for
+    LDS/STS/ATOMS and the shared-memory side of an LDGSTS async copy, 128 bytes per 8x8 matrix of
+    LDSM/STSM, a 4-byte word per thread for SHFL (shuffles cross the same crossbar); 0 for anything
+    else, and for an instruction predicated on ``!PT`` (never executed)."""
+    text = insn.text.strip()
+    if _NEVER.match(text):
+        return 0
+    op = insn.opcode
+    full = _PRED.sub("", text).split(None, 1)[0]
+    if op in _SHARED_PER_THREAD:
+        modifiers = full.split(".")[1:]
+        return 32 * next((_WIDTH_BYTES[m] for m in modifiers if m in _WIDTH_BYTES), 4)
+    if op in ("LDSM", "STSM"):
+        m = _MATRICES.search(full)
+        return 128 * int(m.group(1)) if m else 128
+    if op == "SHFL":
+        return 128
+    return 0
+
+
+def shared_accesses(insns: list[Instruction]) -> dict[int, int]:
+    """Bytes per warp instruction -> how many such instructions ``insns`` issue through shared memory."""
+    out = Counter(b for b in map(shared_bytes, insns) if b)
+    return dict(sorted(out.items()))
 
 
 _LOAD_WAIT = re.compile(r"\bDEPBAR\.LE\s+SB0\s*,\s*(0x[0-9a-fA-F]+|\d+)")

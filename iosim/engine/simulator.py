@@ -45,6 +45,7 @@ from iosim.costs.issue import (
     latencies,
     lone_excess,
     reload_miss,
+    shared_seconds,
     simt_seconds,
     sm_time,
     spill_traffic,
@@ -162,6 +163,7 @@ class Engine:
             return value + masked * (cost(code.masked) - value) if masked else value
 
         loop = per_pass(lambda c: simt_seconds(c, kernel.warps, profile))
+        shared = per_pass(lambda c: shared_seconds(c, kernel.warps, profile))
         # A loop's pace is at least its warps' own schedule (stall counts and uncovered waits); an
         # unpipelined one (one stage) also waits for its loads every iteration (see _cohort).
         chain = per_pass(lambda c: chain_seconds(c, profile, latency))
@@ -175,6 +177,7 @@ class Engine:
         # a warp-specialised kernel's dQ reductions leave by TMA from a producer warp: none waits in the loop
         atomic = 0.0 if code.specialised else atomic_exposure(profile, per_sm, kernel.stages, code.tma)
         return {"iter": loop, "chain": chain, "lone": lone, "once": simt_seconds(code.outside, kernel.warps, profile),
+                "shared": shared, "shared_once": shared_seconds(code.outside, kernel.warps, profile),
                 "masked": masked, "tensor": rate / profile.sm_count, "atomic": atomic, "spills": spills,
                 "specialised": code.specialised}
 
@@ -312,7 +315,7 @@ class Engine:
                 plain = paces.get(share)
                 if plain is None:
                     plain = paces[share] = sm_time(per, code["iter"], code["chain"], share, self.overlap,
-                                                   code["specialised"])
+                                                   code["specialised"], code["shared"])
                     if share == 1 and stages > 1:  # alone on its SM, as its shape's loop was calibrated
                         plain = paces[share] = plain + code["lone"]
                 if stream_bw and stages > 1 and step.iters and loads:  # nor faster than it pulls its tiles
@@ -322,7 +325,8 @@ class Engine:
                     outside = ((step.span_flops or step.flops).tensor / code["tensor"]) - per * length
                     head = min(1.0, length)
                     math = sm_time(per * head + outside, code["iter"] * head + code["once"], code["chain"] * head,
-                                   share, self.overlap, code["specialised"]) + max(0.0, length - 1) * plain
+                                   share, self.overlap, code["specialised"],
+                                   code["shared"] * head + code["shared_once"]) + max(0.0, length - 1) * plain
                 else:
                     math = length * plain
                 if atomic and code["atomic"]:  # the exposed share of this SM's atomic traffic
@@ -418,7 +422,8 @@ class Engine:
         }
         flops = {"tensor": self._math[0], "simt": self._math[1], "sfu": self._math[2]}
         code = self.codes[len(self.records)]
-        instructions = instruction_totals(code, self._code["masked"], self._iters, _live_ctas(kernel), kernel.warps)
+        instructions = instruction_totals(code, self._code["masked"], self._iters, _live_ctas(kernel), kernel.warps,
+                                          self.profile)
         head_dim = self.schedule.config.problem.head_dim
         slots = per_sm * self.profile.sm_count
         return KernelResult(

@@ -43,7 +43,8 @@ OPTIONAL: dict[str, str | None] = {"l2_dirty_limit": "size", "l2_sweep_bytes": "
                                    "tensor_efficiency_bwd": "fraction", "cta_load_bandwidth": "bandwidth",
                                    "sm_clock": "frequency", "tensor_efficiency_solo": "fraction",
                                    "fp32_lanes_per_sm": "count", "int32_lanes_per_sm": "count",
-                                   "lsu_lanes_per_sm": "count", "lrc_sms": "count", "l1_bytes": "size",
+                                   "lsu_lanes_per_sm": "count", "smem_bytes_per_clk_per_sm": "count",
+                                   "lrc_sms": "count", "l1_bytes": "size",
                                    "kernel_start_overhead": "time", "dram_write_efficiency": "fraction",
                                    "l2_write_efficiency": "fraction", "dram_read_efficiency": "fraction",
                                    "ncu_launch_overhead": "time", "tensor_flops_fp8": "flop rate"}
@@ -93,6 +94,7 @@ class Profile:
     fp32_lanes_per_sm: int | None = None  # FP32 (FMA pipe) results per clock per SM
     int32_lanes_per_sm: int | None = None  # ALU pipe (INT32, compare, select, min/max) results per clock per SM
     lsu_lanes_per_sm: int | None = None  # load/store unit threads per clock per SM
+    smem_bytes_per_clk_per_sm: int | None = None  # shared-memory data path per SM: one wavefront of this many bytes a clock
     lrc_sms: int | None = None  # SMs whose identical L2 requests, in flight together, the request coalescer merges
     l1_bytes: int | None = None  # L1 data cache and shared memory together, per SM (what shared memory leaves is L1)
     kernel_start_overhead: float | None = None  # seconds once per kernel inside its duration (first wave's dispatch, cold caches, fill, exit)

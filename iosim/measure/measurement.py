@@ -133,6 +133,8 @@ class KernelCounters:
     inst_pipes: dict[str, float] | None = None  # pipe -> smsp__inst_executed_pipe_<pipe>.sum
     local_load_bytes: float | None = None  # l1tex__t_bytes_pipe_lsu_mem_local_op_ld.sum (register spills)
     local_store_bytes: float | None = None  # l1tex__t_bytes_pipe_lsu_mem_local_op_st.sum
+    shared_wavefronts: float | None = None  # l1tex__data_pipe_lsu_wavefronts_mem_shared.sum: shared-memory data path
+    shared_ops: dict[str, float] | None = None  # op (ld, st, ldsm, ldgsts, ...; <op>_conflicts) -> its wavefronts
     achieved_occupancy_pct: float | None = None  # sm__warps_active.avg.pct_of_peak_sustained_active
     occupancy_limit_registers: float | None = None  # launch__occupancy_limit_registers, CTAs per SM
     occupancy_limit_shared_mem: float | None = None  # launch__occupancy_limit_shared_mem, CTAs per SM
@@ -144,8 +146,9 @@ class KernelCounters:
             value = getattr(self, name)
             if value is not None:
                 object.__setattr__(self, name, tuple(value))
-        if self.inst_pipes is not None:
-            object.__setattr__(self, "inst_pipes", dict(self.inst_pipes))
+        for name in ("inst_pipes", "shared_ops"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, dict(getattr(self, name)))
 
 
 @dataclass(frozen=True)
@@ -172,6 +175,7 @@ class Counters:
     inst_executed: float | None = None
     local_load_bytes: float | None = None
     local_store_bytes: float | None = None
+    shared_wavefronts: float | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "kernels", tuple(self.kernels))
@@ -198,9 +202,10 @@ class Counters:
 
 SUMMED = ("xbar_read_bytes", "xbar_write_bytes", "l2_lookup_read_sectors", "l2_lookup_write_sectors",
           "l2_lookup_atom_sectors", "l2_lookup_red_sectors", "l2_lookup_read_bytes", "l2_lookup_write_bytes",
-          "lrc_in_sectors", "lrc_out_sectors", "inst_executed", "local_load_bytes", "local_store_bytes")
+          "lrc_in_sectors", "lrc_out_sectors", "inst_executed", "local_load_bytes", "local_store_bytes",
+          "shared_wavefronts")
 # Optional counters written only when known, so that files from before they existed write back unchanged.
-_KERNEL_OPTIONAL = (*SUMMED, "inst_pipes", "achieved_occupancy_pct", "occupancy_limit_registers",
+_KERNEL_OPTIONAL = (*SUMMED, "inst_pipes", "shared_ops", "achieved_occupancy_pct", "occupancy_limit_registers",
                     "occupancy_limit_shared_mem", "sm_clock_hz", "cycles")
 
 
@@ -345,6 +350,8 @@ class _Kernel(FileModel):
     inst_pipes: dict[str, NonNegative] | None = None
     local_load_bytes: NonNegative | None = None
     local_store_bytes: NonNegative | None = None
+    shared_wavefronts: NonNegative | None = None
+    shared_ops: dict[str, NonNegative] | None = None
     achieved_occupancy_pct: _Percent | None = None
     occupancy_limit_registers: NonNegative | None = None
     occupancy_limit_shared_mem: NonNegative | None = None
@@ -372,6 +379,7 @@ class _Counters(FileModel):
     inst_executed: NonNegative | None = None
     local_load_bytes: NonNegative | None = None
     local_store_bytes: NonNegative | None = None
+    shared_wavefronts: NonNegative | None = None
 
 
 class _Problem(FileModel):

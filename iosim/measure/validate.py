@@ -10,7 +10,9 @@ move over the crossbar (``xbar_bytes``; ncu's ``l1tex__m_xbar2l1tex_read_bytes``
 look up after Hopper's request coalescer merged identical loads (``l2_lookup_bytes``;
 ``lts__t_sectors_srcunit_tex_op_*`` × 32). Files without those counters compare ``l2_bytes``
 (``lts__t_bytes``, every tag lookup) with the predicted lookups. ``inst_executed`` holds the warp
-instructions the kernels' compiled code predicts against ``smsp__inst_executed``. Time is Nsight
+instructions the kernels' compiled code predicts against ``smsp__inst_executed``, and
+``shared_wavefronts`` the shared-memory wavefronts it predicts (:func:`iosim.costs.issue.shared_cycles`)
+against ``l1tex__data_pipe_lsu_wavefronts_mem_shared`` where a file has that counter. Time is Nsight
 Compute's summed kernel duration when counters exist (same conditions as the simulation), else the
 median wall time.
 The FlashAttention paper's closed form is reported beside it. PyTorch SDPA's cuDNN and flash
@@ -35,7 +37,7 @@ from iosim.schedule.references import reference_config
 from iosim.simulate import simulate
 
 METRICS = ("dram_read_bytes", "dram_write_bytes", "dram_bytes", "xbar_bytes", "l2_lookup_bytes", "l2_bytes",
-           "inst_executed", "time_s")
+           "inst_executed", "shared_wavefronts", "time_s")
 WITHIN = 1.35  # every case's prediction should lie within this factor of its measurement
 # Substrings of the GPU name a driver reports -> built-in profile id.
 GPU_PROFILES = (("H200", "h200"), ("H100", "h100-sxm"), ("A100-SXM4-80GB", "a100-sxm4-80gb"),
@@ -197,9 +199,12 @@ def _skip_reason(case) -> str | None:
 def _predicted(run) -> dict:
     hbm, l2 = run.levels["hbm"], run.levels["l2"]
     lookups = sum(k.l2_lookup_bytes for k in run.kernels)
-    return {"dram_read_bytes": hbm.read_bytes, "dram_write_bytes": hbm.write_bytes, "dram_bytes": hbm.total,
-            "xbar_bytes": l2.total, "l2_lookup_bytes": lookups, "l2_bytes": lookups,
-            "inst_executed": sum(k.instructions.get("total", 0.0) for k in run.kernels), "time_s": run.time_s}
+    out = {"dram_read_bytes": hbm.read_bytes, "dram_write_bytes": hbm.write_bytes, "dram_bytes": hbm.total,
+           "xbar_bytes": l2.total, "l2_lookup_bytes": lookups, "l2_bytes": lookups,
+           "inst_executed": sum(k.instructions.get("total", 0.0) for k in run.kernels), "time_s": run.time_s}
+    if all("shared_wavefronts" in k.instructions for k in run.kernels):  # every kernel's code recorded them
+        out["shared_wavefronts"] = sum(k.instructions["shared_wavefronts"] for k in run.kernels)
+    return out
 
 
 def _measured(case) -> dict:
@@ -217,6 +222,8 @@ def _measured(case) -> dict:
         out["l2_bytes"] = c.l2_bytes
     if c.inst_executed is not None:
         out["inst_executed"] = c.inst_executed
+    if c.shared_wavefronts is not None:
+        out["shared_wavefronts"] = c.shared_wavefronts
     return out
 
 
