@@ -19,11 +19,12 @@ from iosim.costs.issue import (
     sm_time,
     warp_cycles,
 )
-from iosim.costs.pricing import instruction_totals, simt_time
+from iosim.costs.pricing import instruction_totals, roofline, simt_time
 from iosim.engine.l2 import L2Cache
 from iosim.engine.simulator import _masked_share
 from iosim.hardware.profile import load_profile
 from iosim.measure.measurement import load_measurement
+from iosim.results.result import Traffic
 from iosim.schedule.build import build_schedule
 from iosim.schedule.ir import READ, WRITE, Flops
 from iosim.schedule.problem import Problem, RunConfig
@@ -88,6 +89,20 @@ def test_instruction_totals_and_their_issue_time_are_conserved():
     assert out["fma"] == pytest.approx(4 * (300 * 6 + 100 * 8))
     issue = out["total"] / (4 * H200.sm_count * H200.issue_clock_hz)
     assert simt_time(out, H200) == pytest.approx(issue)  # no pipe is busier than issue here
+    assert "shared_wavefronts" not in out  # asked without a profile
+
+
+def test_shared_wavefronts_are_conserved_and_bound_the_roofline():
+    """Every pass's wavefronts counted once (512-byte ldmatrix: 4; 128-byte shuffle: 1); a wgmma kernel's are
+    not predicted (its operand reads by descriptor go through the same path uncounted)."""
+    loop = LoopCode(10.0, {"lsu": 3.0}, shared={512: 2.0, 128: 1.0})
+    code = KernelCode(loop=loop, outside=LoopCode(5.0, {"alu": 5.0}, shared={}))
+    out = instruction_totals(code, masked_share=0.0, iterations=400.0, ctas=10, warps=4, profile=H200)
+    assert out["shared_wavefronts"] == pytest.approx(4 * 400 * 9)
+    assert "shared_wavefronts" not in instruction_totals(replace(code, wgmma=True), 0.0, 400.0, 10, 4, profile=H200)
+    levels = {lv: Traffic(0, 0) for lv in ("hbm", "l2", "host")}
+    compute = roofline(levels, {"tensor": 0.0}, out, H200, "fp16")["compute"]
+    assert compute == pytest.approx(4 * 400 * 9 / (H200.sm_count * H200.issue_clock_hz))  # path-bound, not issue-bound
 
 
 def test_the_masked_share_of_a_causal_forward_is_its_diagonal_blocks():

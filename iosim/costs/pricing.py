@@ -66,15 +66,20 @@ def simt_time(instructions: Mapping, profile) -> float:
     per_clock = profile.sm_count * profile.issue_clock_hz
     issue = instructions.get("total", 0.0) / (SUBPARTITIONS * per_clock)
     pipes = [n * WARP / (lanes(profile, p) * per_clock) for p, n in instructions.items() if lanes(profile, p)]
-    shared = instructions.get("shared_wavefronts", 0.0) / per_clock  # one wavefront a clock per SM
-    return max([issue, shared, *pipes])
+    return max([issue, *pipes])
+
+
+def shared_time(instructions: Mapping, profile) -> float:
+    """Seconds every SM's shared-memory path needs for a kernel's wavefronts (one a clock per SM)."""
+    return instructions.get("shared_wavefronts", 0.0) / (profile.sm_count * profile.issue_clock_hz)
 
 
 def roofline(levels: dict, flops: dict, instructions: Mapping, profile, dtype: str, mma: str = "fwd",
              head_dim: int | None = None, specialised: bool = False) -> dict:
     """Seconds each resource alone would need for a kernel's counts; math is tensor cores then SIMT,
     which wait for each other within a CTA (or the longer of the two, for a warp-specialised kernel
-    whose warpgroups take turns: :attr:`iosim.costs.issue.KernelCode.specialised`)."""
+    whose warpgroups take turns: :attr:`iosim.costs.issue.KernelCode.specialised`), and no shorter than
+    the shared-memory path's wavefronts, which run beside both."""
     r, w = rates(profile), write_rates(profile)
 
     def level(lv):  # all its bytes at its rate, and no faster than its writes alone go
@@ -85,8 +90,9 @@ def roofline(levels: dict, flops: dict, instructions: Mapping, profile, dtype: s
         "hbm": level("hbm"),
         "l2": level("l2"),
         "host": levels["host"].total / r["host"],
-        "compute": _math(flops["tensor"] / tensor_rate(profile, dtype, mma, head_dim), simt_time(instructions, profile),
-                         1.0 if specialised else profile.math_overlap or 0.0),
+        "compute": max(_math(flops["tensor"] / tensor_rate(profile, dtype, mma, head_dim),
+                             simt_time(instructions, profile), 1.0 if specialised else profile.math_overlap or 0.0),
+                       shared_time(instructions, profile)),
     }
 
 
