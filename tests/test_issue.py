@@ -194,3 +194,17 @@ def test_the_lone_excess_is_the_calibrated_pass_beyond_its_own_loops_price():
         resident = raw[f"miss_pass_softmax_{bm}x{bn}x{d}w{w}_resident_s"]
         share = lone_excess(h200, bm, bn, d, w) / resident
         assert (share < 0.02) if bm >= 64 else (share > 0.1), (bm, bn, d, w, share)
+
+
+def test_the_time_split_names_the_shared_memory_path_when_it_binds():
+    from types import SimpleNamespace
+
+    from iosim.cli.simulate_cmd import time_split
+
+    per_clock = H200.sm_count * H200.issue_clock_hz
+    kernel = SimpleNamespace(flops={"tensor": 0.0}, mma="fwd", roofline={"hbm": 0.0, "l2": 0.0, "host": 0.0},
+                             instructions={"total": 4.0 * per_clock, "shared_wavefronts": 3.0 * per_clock})
+    split = time_split(kernel, H200, "fp16", 64)
+    assert split["simt_bound"] == "shared memory" and split["simt"] == pytest.approx(1.0)  # 3 s of path, 1 s of issue
+    kernel.instructions["shared_wavefronts"] = 0.5 * per_clock
+    assert time_split(kernel, H200, "fp16", 64)["simt_bound"] == "issue"

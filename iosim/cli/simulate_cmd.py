@@ -168,8 +168,9 @@ def _fastest(ref: str, candidates: list, profile) -> tuple:
 
 
 def time_split(kernel, profile, dtype: str, head_dim: int) -> dict:
-    """Shares of one kernel's roofline time: tensor cores, SIMT (and what bounds it), memory (the busiest
-    of HBM, L2, host link). Shares of their sum, so the three add up to 1."""
+    """Shares of one kernel's roofline time: tensor cores, SIMT (and what bounds it: issue slots, a pipe, or the
+    SM's shared-memory path), memory (the busiest of HBM, L2, host link). Shares of their sum, so the three add
+    up to 1."""
     from iosim.costs.issue import SUBPARTITIONS, WARP, lanes, tensor_rate
 
     tensor = kernel.flops.get("tensor", 0.0) / tensor_rate(profile, dtype, kernel.mma, head_dim)
@@ -177,6 +178,8 @@ def time_split(kernel, profile, dtype: str, head_dim: int) -> dict:
     simt = {"issue": kernel.instructions.get("total", 0.0) / (SUBPARTITIONS * per_clock)}
     simt |= {p: n * WARP / (lanes(profile, p) * per_clock) for p, n in kernel.instructions.items()
              if p != "total" and lanes(profile, p)}
+    if kernel.instructions.get("shared_wavefronts"):  # the SM's shared-memory path, one wavefront a clock
+        simt["shared memory"] = kernel.instructions["shared_wavefronts"] / per_clock
     bound = max(simt, key=simt.get)
     memory = max(kernel.roofline[k] for k in ("hbm", "l2", "host"))
     total = tensor + simt[bound] + memory or 1.0
