@@ -172,6 +172,7 @@ def time_split(kernel, profile, dtype: str, head_dim: int) -> dict:
     SM's shared-memory path), memory (the busiest of HBM, L2, host link). Shares of their sum, so the three add
     up to 1."""
     from iosim.costs.issue import SUBPARTITIONS, WARP, lanes, tensor_rate
+    from iosim.costs.pricing import shared_time
 
     tensor = kernel.flops.get("tensor", 0.0) / tensor_rate(profile, dtype, kernel.mma, head_dim)
     per_clock = profile.sm_count * profile.issue_clock_hz
@@ -179,7 +180,7 @@ def time_split(kernel, profile, dtype: str, head_dim: int) -> dict:
     simt |= {p: n * WARP / (lanes(profile, p) * per_clock) for p, n in kernel.instructions.items()
              if p != "total" and lanes(profile, p)}
     if kernel.instructions.get("shared_wavefronts"):  # the SM's shared-memory path, one wavefront a clock
-        simt["shared memory"] = kernel.instructions["shared_wavefronts"] / per_clock
+        simt["shared memory"] = shared_time(kernel.instructions, profile)
     bound = max(simt, key=simt.get)
     memory = max(kernel.roofline[k] for k in ("hbm", "l2", "host"))
     total = tensor + simt[bound] + memory or 1.0

@@ -132,7 +132,7 @@ def shared_cycles(loop: LoopCode, profile) -> float:
     path per SM, shared by its four sub-partitions: a loop of ``ldmatrix``, shared loads and shuffles
     (mma.sync tiles, cross-warp reductions) can be bound by it rather than by its issue slots or
     products. 0 where the code or the profile does not say."""
-    width = getattr(profile, "smem_bytes_per_clk_per_sm", None)
+    width = profile.smem_bytes_per_clk_per_sm
     if not (loop.shared and width):
         return 0.0
     return sum(n * max(1, math.ceil(b / width)) for b, n in loop.shared.items())
@@ -515,5 +515,5 @@ def sm_time(t_tensor: float, t_issue: float, t_chain: float, share: int, overlap
 
 __all__ = ["KernelCode", "LoopCode", "atomic_exposure", "calibration_loop", "chain_seconds", "cta_load_seconds",
            "cta_time", "estimated_code", "lanes", "latencies", "lone_excess", "loop_code", "occupancy_curve",
-           "occupancy_rate", "own_simt_share", "reload_miss", "shared_cycles", "shared_seconds", "simt_seconds", "sm_time", "spill_traffic",
-           "tensor_rate", "tensor_rates", "warp_cycles"]
+           "occupancy_rate", "own_simt_share", "reload_miss", "shared_cycles", "shared_seconds", "simt_seconds",
+           "sm_time", "spill_traffic", "tensor_rate", "tensor_rates", "warp_cycles"]

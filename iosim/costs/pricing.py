@@ -41,9 +41,8 @@ def instruction_totals(code, masked_share: float, iterations: float, ctas: int, 
     counts: :func:`iosim.costs.issue.shared_cycles`)."""
     out: dict[str, float] = {}
     parts = [code.loop, code.outside] + ([code.masked] if code.masked is not None else [])
-    wavefronts = profile is not None and not getattr(code, "wgmma", False) and \
-        all(p.shared is not None or not p.instructions for p in parts) and \
-        bool(getattr(profile, "smem_bytes_per_clk_per_sm", None))
+    wavefronts = profile is not None and bool(profile.smem_bytes_per_clk_per_sm) and not code.wgmma and \
+        all(p.shared is not None or not p.instructions for p in parts)
 
     def add(loop, times):
         out["total"] = out.get("total", 0.0) + loop.instructions * times
