@@ -40,6 +40,8 @@
 #                                                -> $OUT/thirdparty/autotuned/ (≤ 680 s)
 #   tpb) the tutorial's older block-pointer form, autotuned and at one config: launchers checked, compiled into
 #      the committed mixes file, measured (ncu)  -> $OUT/thirdparty/blockptr/ (≤ 560 s)
+#   tpf) FlagAttention's forward (flag_attn.py, not committed): launchers checked, compiled, measured (ncu)
+#                                                -> $OUT/thirdparty/flag/{check.log,mixes/,measurements.json} (≤ 560 s)
 #   sm) loops that move much through shared memory, its wavefronts counted (ncu): the smem grid, its cases'
 #      code compiled here                        -> $OUT/smem/{measurements.json,mixes/} (≤ 560 s)
 # A step that fails or runs out of time does not stop the next. Measurement files are rewritten
@@ -228,6 +230,16 @@ if want tpb; then
     step "tpb) block-pointer grid" 240 "$PY" -m iosim measure --manifest "$TP/manifest_blockptr.yaml" --out "$B" \
         >>"$LOG" 2>&1
     rm -f "$B/measurements.csv"
+fi
+if want tpf; then
+    TP=experiments/thirdparty_kernels
+    F="$OUT/thirdparty/flag"
+    mkdir -p "$F/mixes"
+    step "tpf) FlagAttention launchers vs SDPA" 120 "$PY" "$TP/check_gpu.py" flag_attn.py >"$F/check.log" 2>&1
+    step "tpf) FlagAttention mixes" 120 "$PY" -m iosim.kernels.user_codes --manifest "$TP/manifest_flag.yaml" \
+        --out "$F/mixes" >>"$LOG" 2>&1
+    step "tpf) FlagAttention grid" 320 "$PY" -m iosim measure --manifest "$TP/manifest_flag.yaml" --out "$F" >>"$LOG" 2>&1
+    rm -f "$F/measurements.csv"  # the JSON's twin: the device returns few files
 fi
 if want sm; then
     mkdir -p "$OUT/smem/mixes"

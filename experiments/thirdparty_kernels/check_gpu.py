@@ -1,7 +1,8 @@
 """Each launcher of this folder's kernels against PyTorch's SDPA in float32 on a GPU (random inputs, N = 1024 and
 2048, causal and not): the largest absolute error per launcher, so that a wrong launcher is not measured.
 
-    python experiments/thirdparty_kernels/check_gpu.py   (needs the kernel files, see README.md)
+    python experiments/thirdparty_kernels/check_gpu.py [FILE.py ...]   (needs the kernel files, see README.md;
+                                                                      FILE: only those files' launchers)
 """
 import importlib.util
 import sys
@@ -13,12 +14,16 @@ HERE = Path(__file__).resolve().parent
 LAUNCHERS = {"tutorial_fa.py": ["fwd_128x64_w4_s3", "fwd_128x128_w8_s3", "fwd_64x64_w4_s4", "fwd_128x32_w4_s2",
                                 "fwd_128x64_w4_s3_devdesc"],
              "tlk_flash.py": ["fwd"], "tutorial_auto.py": ["attention"],
-             "tutorial_bp.py": ["attention", "fwd_128x64_w4_s3"]}
+             "tutorial_bp.py": ["attention", "fwd_128x64_w4_s3"],
+             "flag_attn.py": ["fwd", "fwd_128x64_s3_w4", "fwd_128x128_s3_w8", "fwd_128x32_s2_w4", "fwd_64x64_s3_w4"]}
 
 
 def main() -> int:
     bad = 0
+    only = set(sys.argv[1:])
     for file, names in LAUNCHERS.items():
+        if only and file not in only:
+            continue
         spec = importlib.util.spec_from_file_location(file[:-3], HERE / file)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
