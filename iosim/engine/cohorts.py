@@ -104,6 +104,7 @@ def _cohort_steps(k: Kernel, g0: int, g1: int, line_iters: int, aggregate: bool,
     live = k.live(i, sl)  # a variable-length batch's CTAs past their request's rows exit untouched
     edges = _edges(int(trips.max()), line_iters, aggregate, max_steps)
     left = np.ones(len(sl), dtype=bool)
+    runs: dict = {}  # a uniform loop's runs of slices per pattern: every CTA is in every step but its last
     for n, (t0, t1) in enumerate(zip(edges[:-1], edges[1:])):
         act = left.copy()
         fin = left & (trips <= t1)
@@ -111,7 +112,9 @@ def _cohort_steps(k: Kernel, g0: int, g1: int, line_iters: int, aggregate: bool,
         if n == 0:
             _emit(k, acc, PRO, sl[live], kv[live], i[live], j[live], None, None)
         m = act & (trips > t0)
-        if m.any():
+        if m.all():
+            _emit(k, acc, LOOP, sl, kv, i, j, *_blocks(k, start, trips, t0, t1), runs)
+        elif m.any():
             _emit(k, acc, LOOP, sl[m], kv[m], i[m], j[m], *_blocks(k, start[m], trips[m], t0, t1))
         out = fin & live
         if out.any():
@@ -280,7 +283,10 @@ def _emit_one(k: Kernel, out: list, phase, i: int, j: int, u0: int, u1: int, b: 
                 keys.append((_PHASES[phase], n, 0))
 
 
-def _emit(k: Kernel, out: list, phase, sl, kv, i, j, u0, u1) -> None:
+def _emit(k: Kernel, out: list, phase, sl, kv, i, j, u0, u1, runs: dict | None = None) -> None:
+    """The accesses of ``phase`` of CTAs at slices ``sl`` (key/value slices ``kv``), tiles ``i``, ``j``,
+    loop blocks ``u0..u1``, merged into rectangles. ``runs`` keeps each pattern's runs of slices where
+    the loop tile is the same for every CTA: the same CTAs in every step of a cohort give the same runs."""
     if len(sl) == 0:
         return
     # without a causal mask or a split loop every CTA of a cohort is at the same loop block: a tile
@@ -311,17 +317,25 @@ def _emit(k: Kernel, out: list, phase, sl, kv, i, j, u0, u1) -> None:
             if p.fan:
                 b, h = np.divmod(psl, k.kv_heads)
                 s = b * k.heads + h * k.kv_group + g
-            rects = _runs(s, r0, r1, c0, c1) if same else _rects(s, r0, r1, c0, c1)
-            for sl_, a0, a1, b0, b1, mult in rects:
+            if same:
+                key = (id(p), g)
+                slices = None if runs is None else runs.get(key)
+                if slices is None:
+                    slices = _slice_runs(s)
+                    if runs is not None:
+                        runs[key] = slices
+                out += [Access(p.tensor, s_, r0, r1, c0, c1, p.kind, m_) for s_, m_ in slices]
+                continue
+            for sl_, a0, a1, b0, b1, mult in _rects(s, r0, r1, c0, c1):
                 out.append(Access(p.tensor, sl_, a0, a1, b0, b1, p.kind, mult))
 
 
-def _runs(sl, r0: int, r1: int, c0: int, c1: int) -> list:
-    """:func:`_rects` where every CTA touches the same rectangle of its slice: one per run of equal slices
-    (rectangles of different slices never merge)."""
+def _slice_runs(sl) -> list:
+    """``(slice, CTAs)`` of each run of equal slices: where every CTA touches the same rectangle of its
+    slice, one access per run (rectangles of different slices never merge)."""
     starts = np.flatnonzero(np.concatenate(([True], sl[1:] != sl[:-1])))
     mult = np.diff(np.append(starts, len(sl)))
-    return [(s, r0, r1, c0, c1, m) for s, m in zip(sl[starts].tolist(), mult.tolist())]
+    return list(zip(sl[starts].tolist(), mult.tolist()))
 
 
 def _span(k: Kernel, dim: str, i, j, u0, u1, tensor: str, axis: int):
