@@ -28,6 +28,7 @@ from iosim.costs.code import kernel_code
 from iosim.costs.sass import KernelMix, mixes_filename
 from iosim.kernels.device import HarnessError, one_line
 from iosim.kernels.sass import DEFAULT_ARCH, Launch, capture_launches, compile_sass
+from iosim.kernels.simulated_device import simulated_device
 from iosim.kernels.user_kernel import load_kernel, tile_sizes, tiling_from_launch
 from iosim.schedule.build import build_schedule
 from iosim.schedule.problem import ConfigError, RunConfig, Tiling
@@ -72,8 +73,14 @@ def _capture_seqs(config: RunConfig) -> tuple[int, int]:
     return seq_q, seq_k
 
 
-def capture(ref: str, config: RunConfig, arch: int = DEFAULT_ARCH, base: Path | None = None):
-    """(forward launches, backward launches, Nq of the capture) of one call of the user's kernel ``ref``."""
+def capture(ref: str, config: RunConfig, arch: int = DEFAULT_ARCH, base: Path | None = None, sms: int | None = None):
+    """(forward launches, backward launches, Nq of the capture) of one call of the user's kernel ``ref``,
+    its module loaded and its launcher run as on an sm_``arch`` GPU of ``sms`` SMs (:func:`simulated_device`)."""
+    with simulated_device(arch, sms):
+        return _capture(ref, config, arch, base)
+
+
+def _capture(ref: str, config: RunConfig, arch: int, base: Path | None):
     import torch
 
     fn = load_kernel(ref, base)
@@ -112,10 +119,21 @@ def _reason(e: BaseException) -> str:
     return one_line(e)
 
 
+_KV_WORDS = ("kv", "dk")  # a backward kernel over key/value blocks (``_bwd_kv_kernel``, ``_attn_bwd_dkdv``, ...)
+
+
+def _bwd_main(bwd: list[Launch]) -> Launch | None:
+    """The backward's attention kernel: where there are several tiled ones (dK/dV and dQ apart), the one over
+    key/value blocks, as flash2's backward is, if its name says so; else as :func:`_main` picks."""
+    tiled = [x for x in bwd if _is_tiled(x) and not _is_pre(x)]
+    kv = [x for x in tiled if any(w in x.kernel.lower() for w in _KV_WORDS)]
+    return _main(kv) if len(tiled) > 1 and kv else _main(bwd)
+
+
 def roles(schedule_names: list[str], fwd: list[Launch], bwd: list[Launch]) -> list[Launch | None]:
     """The launch that runs each schedule kernel (None where the user's code has no counterpart)."""
     pre = next((x for x in bwd if _is_pre(x)), None)
-    by_role = {"fwd": _main(fwd), "bwd_pre": pre, "bwd": _main([x for x in bwd if x is not pre])}
+    by_role = {"fwd": _main(fwd), "bwd_pre": pre, "bwd": _bwd_main([x for x in bwd if x is not pre])}
     out = []
     for name in schedule_names:
         role = "bwd_pre" if name.endswith("_bwd_pre") else "bwd" if name.endswith("_bwd") else \
@@ -124,13 +142,25 @@ def roles(schedule_names: list[str], fwd: list[Launch], bwd: list[Launch]) -> li
     return out
 
 
+def unmodelled(schedule_names: list[str], fwd: list[Launch], bwd: list[Launch]) -> list[str]:
+    """Tiled kernels the user's code launches that no schedule kernel stands for (a backward that computes dQ
+    in a kernel of its own, as FlagAttention's does, where flash2's schedule adds it atomically): their names,
+    each once, so that the run can say its time leaves them out."""
+    taken = {id(x) for x in roles(schedule_names, fwd, bwd) if x is not None}
+    names: list[str] = []
+    for launch in fwd + bwd:
+        if id(launch) not in taken and _is_tiled(launch) and not _is_pre(launch) and launch.kernel not in names:
+            names.append(launch.kernel)
+    return names
+
+
 def tilings(fwd: list[Launch], bwd: list[Launch], seq_q: int, bh: int | None = None) -> dict:
     """The run config's ``tiling`` (forward main launch) and ``backward_tiling`` (backward main launch)."""
     out = {}
     main = _main(fwd)
     if main is not None:
         out["tiling"] = tiling_from_launch(_record(main), seq_q, bh)
-    main = _main([x for x in bwd if not _is_pre(x)])
+    main = _bwd_main([x for x in bwd if not _is_pre(x)])
     if main is not None:
         out["backward_tiling"] = dict(tiling_from_launch(_record(main), seq_q), grid_order="rows")
     return out
@@ -188,12 +218,13 @@ def _compiled_mixes(ref: str, names: list[str], fwd: list[Launch], bwd: list[Lau
     return mixes
 
 
-def user_candidates(ref: str, config: RunConfig, arch: int = DEFAULT_ARCH,
-                    base: Path | None = None) -> list[tuple[str | None, list[KernelMix | None], dict]]:
+def user_candidates(ref: str, config: RunConfig, arch: int = DEFAULT_ARCH, base: Path | None = None,
+                    sms: int | None = None) -> list[tuple[str | None, list[KernelMix | None], dict]]:
     """``(config label, mixes, tiling)`` per config of the user's forward kernel: one, labelled None, unless
     the kernel is autotuned; then one per config its autotuner would time (see :func:`user_mixes`). The
-    backward's autotuned kernels, if any, run their first config."""
-    fwd, bwd, seq_q = capture(ref, config, arch, base)
+    backward's autotuned kernels, if any, run their first config. ``sms``: the simulated GPU's SM count,
+    for launchers that read it."""
+    fwd, bwd, seq_q = capture(ref, config, arch, base, sms)
     names = schedule_names(config)
     bwd = at_choice(bwd, None)
     out, failed = [], []
@@ -206,7 +237,11 @@ def user_candidates(ref: str, config: RunConfig, arch: int = DEFAULT_ARCH,
                 raise
             failed.append(e)
             continue
-        out.append((choice, mixes, tilings(launches, bwd, seq_q, config.problem.batch * config.problem.heads)))
+        found = tilings(launches, bwd, seq_q, config.problem.batch * config.problem.heads)
+        left = unmodelled(names, launches, bwd)
+        if left:
+            found["unmodelled"] = left
+        out.append((choice, mixes, found))
     if not out:
         raise failed[0]
     return out
@@ -248,37 +283,40 @@ def _with_tiling(config: RunConfig, found: dict) -> tuple[RunConfig, list[str]]:
     return config.with_(**changes), conflicts
 
 
-def configure_all(ref: str, config: RunConfig, arch: int = DEFAULT_ARCH) -> list[tuple[str | None, RunConfig, list, list[str]]]:
-    """``(config label, run config, codes, overridden fields)`` per config of the user's kernel ``ref``: the run
-    config (algo flash2) as the kernel runs it, the tiling its launches imply in place of ``config``'s, its
-    codes, and one line per tiling field the kernel overrode (``block_m 64 -> 128``). One entry, labelled
+def configure_all(ref: str, config: RunConfig, arch: int = DEFAULT_ARCH,
+                  sms: int | None = None) -> list[tuple[str | None, RunConfig, list, list[str], list[str]]]:
+    """``(config label, run config, codes, overridden fields, unmodelled kernels)`` per config of the user's
+    kernel ``ref``: the run config (algo flash2) as the kernel runs it, the tiling its launches imply in place
+    of ``config``'s, its codes, one line per tiling field the kernel overrode (``block_m 64 -> 128``), and the
+    tiled kernels it launches that the schedule has no place for (:func:`unmodelled`). One entry, labelled
     None, unless its forward is autotuned."""
     if config.algo != "flash2":
         raise ConfigError("algo", f"a user's kernel is modelled as flash2, got {config.algo!r}")
     out = []
-    for label, mixes, found in user_candidates(ref, config, arch):
+    for label, mixes, found in user_candidates(ref, config, arch, sms=sms):
         run, conflicts = _with_tiling(config, found)
-        out.append((label, run, _codes(ref, mixes, arch), conflicts))
+        out.append((label, run, _codes(ref, mixes, arch), conflicts, found.get("unmodelled", [])))
     return out
 
 
 # ---------------------------------------------------------------------------------------------
 # A manifest's mixes, per Triton version
 # ---------------------------------------------------------------------------------------------
-def _case_mixes(ref: str, config: dict, arch: int) -> dict:
+def _case_mixes(ref: str, config: dict, arch: int, sms: int | None = None) -> dict:
     """One case's entry: its mixes and tiling; for an autotuned kernel those of its first config, and every
     config's under ``variants`` (validation takes the one whose tiles the GPU ran)."""
     run = RunConfig.from_dict(config)
-    candidates = user_candidates(ref, run, arch)
-    entries = [{"label": label, "mixes": [None if m is None else m.to_dict() for m in mixes], **tiling}
-               for label, mixes, tiling in candidates]
+    candidates = user_candidates(ref, run, arch, sms=sms)
+    entries = [{"label": label, "mixes": [None if m is None else m.to_dict() for m in mixes],
+                **{k: v for k, v in tiling.items() if k != "unmodelled"}} for label, mixes, tiling in candidates]
     out = {"kernel": ref, "schedule": schedule_names(run), **{k: v for k, v in entries[0].items() if k != "label"}}
     if len(entries) > 1:
         out["variants"] = entries
     return out
 
 
-def manifest_mixes(manifest: Path | None, arch: int, workers: int, log=None, grid: str | None = None) -> dict:
+def manifest_mixes(manifest: Path | None, arch: int, workers: int, log=None, grid: str | None = None,
+                   sms: int | None = None) -> dict:
     """{case name: {kernel, schedule, mixes, tiling, backward_tiling}} for every case of ``manifest``, or
     every user-kernel case of the measurement grid ``grid`` (``iosim measure --grid``); a case whose kernel
     this Triton cannot compile is logged and left out."""
@@ -295,7 +333,7 @@ def manifest_mixes(manifest: Path | None, arch: int, workers: int, log=None, gri
     if workers <= 1:
         for name, (ref, config) in jobs.items():
             try:
-                out[name] = _case_mixes(ref, config, arch)
+                out[name] = _case_mixes(ref, config, arch, sms)
             except HarnessError as e:  # one kernel this Triton cannot compile: the others still count
                 failed[name] = str(e)
             if log:
@@ -304,7 +342,7 @@ def manifest_mixes(manifest: Path | None, arch: int, workers: int, log=None, gri
         return out
     with ProcessPoolExecutor(max(1, workers), mp_context=multiprocessing.get_context("spawn"),
                              initializer=_child_env) as pool:
-        futures = {pool.submit(_case_mixes, ref, config, arch): name for name, (ref, config) in jobs.items()}
+        futures = {pool.submit(_case_mixes, ref, config, arch, sms): name for name, (ref, config) in jobs.items()}
         for future in as_completed(futures):
             name = futures[future]
             try:
@@ -332,6 +370,8 @@ def main(argv=None) -> int:
     source.add_argument("--grid", choices=sorted(GRIDS), help="the user-kernel cases of this measurement grid (hopper)")
     parser.add_argument("--out", type=Path, required=True, help="folder for the mixes file")
     parser.add_argument("--arch", type=int, default=DEFAULT_ARCH, help="compute capability as an int (90 = sm_90)")
+    parser.add_argument("--sms", type=int, default=None,
+                        help="SM count the launchers see (get_device_properties; default: unknown, an error if read)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="compile processes")
     args = parser.parse_args(argv)
     import triton
@@ -339,7 +379,7 @@ def main(argv=None) -> int:
     def log(msg):
         print(msg, file=sys.stderr, flush=True)
 
-    cases = manifest_mixes(args.manifest, args.arch, args.workers, log, args.grid)
+    cases = manifest_mixes(args.manifest, args.arch, args.workers, log, args.grid, args.sms)
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / mixes_filename(args.arch, triton.__version__)
     if path.exists():  # another grid's cases (the hopper grid beside the fp8 one) stay

@@ -219,7 +219,7 @@ from iosim.schedule.problem import Problem, RunConfig
 from iosim.simulate import simulate
 config = RunConfig(algo="flash2", problem=Problem(batch=1, heads=4, seq_q=2048, head_dim=64))
 out = []
-for label, run, codes, _ in configure_all({str(tmp_path / 'tuned.py') + ':fwd'!r}, config):
+for label, run, codes, _, _ in configure_all({str(tmp_path / 'tuned.py') + ':fwd'!r}, config):
     t = run.tiling
     out.append([label, t.block_m, t.block_n, t.warps, t.stages, simulate(run, "h200", codes=codes).time_s])
 print(json.dumps(out))
@@ -274,3 +274,27 @@ def test_every_autotuned_case_has_the_code_of_the_config_it_ran(data):
         mix = KernelMix.from_dict(matching[0]["mixes"][0])
         assert (mix.meta["constexprs"]["BLOCK_M"], mix.meta["constexprs"]["BLOCK_N"]) == (ran["block_m"], ran["block_n"])
         assert (mix.meta["num_stages"], mix.num_warps) == (ran["stages"], ran["warps"])
+
+
+def _launch(name: str, grid: tuple, tiled: bool = True):
+    from iosim.kernels.sass import Launch
+
+    constexprs = {(0,): 64, (1,): 64} if tiled else {}
+    return Launch(name, "m", grid, 4, 2, {}, constexprs, {}, {}, ("BLOCK_M", "BLOCK_N"))
+
+
+def test_tiled_kernels_no_schedule_kernel_stands_for_are_named():
+    """A backward that computes dQ in a kernel of its own (FlagAttention's: a K/V-outer dK/dV kernel and a
+    Q-outer dQ kernel) has one more tiled kernel than flash2's schedule: the K/V one stands for flash2_bwd and
+    the other is named, so the run can say its time is left out; a preprocess and kernels without tiles are not."""
+    from iosim.kernels.user_codes import roles, unmodelled
+
+    names = ["flash2_fwd", "zeros_dq", "flash2_bwd_pre", "flash2_bwd", "cast_dq"]
+    fwd = [_launch("_fwd_kernel", (32, 16, 4))]
+    bwd = [_launch("_bwd_preprocess", (32, 16, 4), tiled=False), _launch("_bwd_kv_kernel", (32, 16, 4)),
+           _launch("_bwd_q_kernel", (32, 16, 4))]
+    taken = [x.kernel if x else None for x in roles(names, fwd, bwd)]
+    assert taken == ["_fwd_kernel", None, "_bwd_preprocess", "_bwd_kv_kernel", None]  # over K/V blocks, as flash2's
+    assert unmodelled(names, fwd, bwd) == ["_bwd_q_kernel"]
+    assert unmodelled(names, fwd, bwd[:2]) == []  # flash2's own shape: one tiled backward kernel
+    assert unmodelled(names[:1], fwd, []) == []

@@ -124,14 +124,17 @@ def _kernel_jobs(ref: str, jobs: list) -> tuple[list, dict]:
     out, noted, known = [], set(), {}
     for config, profile in jobs:
         try:
-            candidates = configure_all(ref, config, int(profile.arch.removeprefix("sm_")))
+            candidates = configure_all(ref, config, int(profile.arch.removeprefix("sm_")), profile.sm_count)
         except (HarnessError, ConfigError) as e:
             raise click.BadParameter(str(e), param_hint="--kernel") from None
         if len(candidates) > 1:
-            (label, config, codes, conflicts), known[len(out)] = _fastest(ref, candidates, profile)
+            (label, config, codes, conflicts, left), known[len(out)] = _fastest(ref, candidates, profile)
         else:
-            label, config, codes, conflicts = candidates[0]
+            label, config, codes, conflicts, left = candidates[0]
         lines = [f"launches with {line}" for line in conflicts] if label is None else []
+        if left:  # e.g. a backward whose dQ is a kernel of its own: flash2's schedule adds it atomically
+            lines.append(f"also launches {', '.join(left)}, which {config.algo}'s schedule has no kernel for: "
+                         f"its time and bytes are left out")
         names = schedule_names(config)
         lines += [f"launches nothing iosim takes for {name} (a Triton kernel with tile-size constexprs such as BLOCK_M "
                   f"and BLOCK_N): it is priced from its FLOPs" for name, code in zip(names, codes) if code is None]
@@ -144,7 +147,7 @@ def _kernel_jobs(ref: str, jobs: list) -> tuple[list, dict]:
 
 
 def _fastest(ref: str, candidates: list, profile) -> tuple:
-    """The candidate (label, config, codes, conflicts) of an autotuned kernel whose simulated time is least,
+    """The candidate (label, config, codes, conflicts, unmodelled) of an autotuned kernel whose simulated time is least,
     and its result."""
     from iosim.results.report import human_time
     from iosim.simulate import simulate_or_skip
