@@ -9,8 +9,10 @@ in a scratch folder (the README's sweep spec written there as ``study.yaml``, ``
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import tempfile
@@ -76,10 +78,15 @@ def main() -> int:
             if words[1:3] == ["profiles", "new"] and "-o" in words:  # it refuses to overwrite: the setup's copy goes
                 (Path(tmp) / words[words.index("-o") + 1]).unlink(missing_ok=True)
             t0 = time.perf_counter()
+            # its own process group, so that a command past the limit goes with its worker processes (-j 2)
+            proc = subprocess.Popen(words, cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                    start_new_session=True)
             try:
-                done = subprocess.run(words, cwd=tmp, capture_output=True, timeout=args.timeout, check=False)
-                seconds, note = time.perf_counter() - t0, "" if done.returncode == 0 else f"   (exit {done.returncode})"
+                code = proc.wait(timeout=args.timeout)
+                seconds, note = time.perf_counter() - t0, "" if code == 0 else f"   (exit {code})"
             except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
                 seconds, note = args.timeout, f"   (over {args.timeout:.0f} s)"
             ran += 1
             over_goal += seconds > GOAL_S
