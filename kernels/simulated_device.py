@@ -59,7 +59,7 @@ class _Properties(SimpleNamespace):
 
 
 @contextlib.contextmanager
-def simulated_device(arch: int, sms: int | None = None, name: str | None = None):
+def simulated_device(arch: int, sms: int | None = None):
     """Inside the block, ``torch.cuda``'s device queries and Triton's active driver answer as an
     sm_``arch`` GPU with ``sms`` SMs (None: a launcher that reads the SM count gets a one-line error);
     where a GPU is present nothing changes."""
@@ -71,7 +71,7 @@ def simulated_device(arch: int, sms: int | None = None, name: str | None = None)
     import triton
 
     major, minor = divmod(arch, 10)
-    props = {"name": name or f"simulated sm_{arch}", "major": major, "minor": minor, "warp_size": 32}
+    props = {"name": f"simulated sm_{arch}", "major": major, "minor": minor, "warp_size": 32}
     if sms is not None:
         props["multi_processor_count"] = sms
     properties = _Properties(**props)

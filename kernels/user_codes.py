@@ -247,12 +247,12 @@ def user_candidates(ref: str, config: RunConfig, arch: int = DEFAULT_ARCH, base:
     return out
 
 
-def user_mixes(ref: str, config: RunConfig, arch: int = DEFAULT_ARCH,
-               base: Path | None = None) -> tuple[list[KernelMix | None], dict]:
+def user_mixes(ref: str, config: RunConfig, arch: int = DEFAULT_ARCH, base: Path | None = None,
+               sms: int | None = None) -> tuple[list[KernelMix | None], dict]:
     """Per schedule kernel of ``config`` (algo flash2) the user's compiled mix (None: no counterpart), and
     the tiling the launches imply (``{"tiling": ..., "backward_tiling": ...}``); an autotuned kernel at the
     first of its configs that compiles (:func:`user_candidates` gives every one)."""
-    return user_candidates(ref, config, arch, base)[0][1:]
+    return user_candidates(ref, config, arch, base, sms)[0][1:]
 
 
 def _codes(ref: str, mixes: list, arch: int) -> list:
@@ -263,10 +263,11 @@ def _codes(ref: str, mixes: list, arch: int) -> list:
                                                   f"triton {triton.__version__}") for m in mixes]
 
 
-def user_codes(ref: str, config: RunConfig, arch: int = DEFAULT_ARCH, base: Path | None = None) -> tuple[list, dict]:
+def user_codes(ref: str, config: RunConfig, arch: int = DEFAULT_ARCH, base: Path | None = None,
+               sms: int | None = None) -> tuple[list, dict]:
     """Per schedule kernel of ``config`` a :class:`~iosim.costs.issue.KernelCode` of the user's kernel ``ref``
     (``file.py:fn``) or None, and the tiling its launches imply (see :func:`user_mixes`)."""
-    mixes, tiling = user_mixes(ref, config, arch, base)
+    mixes, tiling = user_mixes(ref, config, arch, base, sms)
     return _codes(ref, mixes, arch), tiling
 
 
