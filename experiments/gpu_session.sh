@@ -42,6 +42,10 @@
 #      the committed mixes file, measured (ncu)  -> $OUT/thirdparty/blockptr/ (≤ 560 s)
 #   tpf) FlagAttention's forward (flag_attn.py, not committed): launchers checked, compiled, measured (ncu)
 #                                                -> $OUT/thirdparty/flag/{check.log,mixes/,measurements.json} (≤ 560 s)
+#   tpfb) FlagAttention's forward and backward (dQ in a kernel of its own): launchers and gradients checked, compiled,
+#      measured (ncu)                            -> $OUT/thirdparty/flag_bwd/{check.log,measurements.json} (≤ 560 s)
+#   dq) our flash2 backward with dQ in a kernel of its own beside the atomic one: GPU tests, the dq grid (ncu)
+#                                                -> $OUT/dq/{pytest_gpu_dq.log,measurements.json} (≤ 400 s)
 #   sm) loops that move much through shared memory, its wavefronts counted (ncu): the smem grid, its cases'
 #      code compiled here                        -> $OUT/smem/{measurements.json,mixes/} (≤ 560 s)
 # A step that fails or runs out of time does not stop the next. Measurement files are rewritten
@@ -240,6 +244,23 @@ if want tpf; then
         --out "$F/mixes" >>"$LOG" 2>&1
     step "tpf) FlagAttention grid" 320 "$PY" -m iosim measure --manifest "$TP/manifest_flag.yaml" --out "$F" >>"$LOG" 2>&1
     rm -f "$F/measurements.csv"  # the JSON's twin: the device returns few files
+fi
+if want tpfb; then
+    TP=experiments/thirdparty_kernels
+    F="$OUT/thirdparty/flag_bwd"
+    mkdir -p "$F" "$OUT/flag_bwd_mixes"
+    step "tpfb) FlagAttention launchers and gradients vs SDPA" 120 "$PY" "$TP/check_gpu.py" flag_attn.py >"$F/check.log" 2>&1
+    step "tpfb) FlagAttention backward mixes" 120 "$PY" -m iosim.kernels.user_codes --manifest "$TP/manifest_flag_bwd.yaml" \
+        --out "$OUT/flag_bwd_mixes" >>"$LOG" 2>&1
+    step "tpfb) FlagAttention backward grid" 420 "$PY" -m iosim measure --manifest "$TP/manifest_flag_bwd.yaml" --out "$F" >>"$LOG" 2>&1
+    rm -f "$F/measurements.csv"  # the JSON's twin: the device returns few files
+fi
+if want dq; then
+    mkdir -p "$OUT/dq"
+    step "dq) flash kernels with dQ apart on the GPU" 150 "$PY" -m pytest -q -p no:cacheprovider tests/test_kernels.py \
+        -k "dq" >"$OUT/dq/pytest_gpu_dq.log" 2>&1
+    step "dq) the dq grid" 400 "$PY" -m iosim measure --grid dq --out "$OUT/dq" >>"$LOG" 2>&1
+    rm -f "$OUT/dq/measurements.csv"  # the JSON's twin: the device returns few files
 fi
 if want sm; then
     mkdir -p "$OUT/smem/mixes"

@@ -14,7 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
-from iosim.schedule.problem import HEAD_DIMS, ConfigError, Problem, RunConfig, Tiling
+from iosim.schedule.problem import DQ_MODES, HEAD_DIMS, ConfigError, Problem, RunConfig, Tiling
 from iosim.schedule.tiling import resolve_tiling
 
 DTYPE_NAMES = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}
@@ -70,11 +70,21 @@ def check_head_dim(head_dim: int) -> None:
 
 
 def overrides_tiling(overrides: dict) -> Tiling:
-    """Keyword overrides as a :class:`Tiling` (``None`` = default); a bad key or value is a ConfigError naming it."""
+    """Keyword overrides as a :class:`Tiling` (``None`` = default; ``dq`` is not a tiling key and is left
+    to :func:`dq_mode`); a bad key or value is a ConfigError naming it."""
+    overrides = {k: v for k, v in overrides.items() if k != "dq"}
     unknown = sorted(set(overrides) - set(TILING_KEYS))
     if unknown:
-        raise ConfigError(unknown[0], f"unknown tiling key; allowed: {', '.join(TILING_KEYS)}")
+        raise ConfigError(unknown[0], f"unknown tiling key; allowed: {', '.join(TILING_KEYS + ('dq',))}")
     return Tiling(**overrides)
+
+
+def dq_mode(overrides: dict) -> str:
+    """How the backward computes dQ (``RunConfig.dq``): the ``dq`` override, ``atomic`` by default."""
+    dq = overrides.get("dq", "atomic")
+    if dq not in DQ_MODES:
+        raise ConfigError("dq", f"must be one of {', '.join(DQ_MODES)}, got {dq!r}")
+    return dq
 
 
 def pass_tiling(algo: str, pass_: str, head_dim: int, overrides: dict) -> Tiling:
@@ -88,7 +98,8 @@ def run_config(algo: str, q, k, v, causal: bool, backward: bool, overrides: dict
     """The plain-data description of one call: ``RunConfig.to_dict()`` with both passes' tilings resolved,
     so it says exactly what the kernels launch (``backward_tiling`` is None without the backward)."""
     problem = check_inputs(q, k, v, causal, backward)
-    return RunConfig(algo=algo, problem=problem, tiling=overrides_tiling(overrides)).resolved().to_dict()
+    return RunConfig(algo=algo, problem=problem, tiling=overrides_tiling(overrides),
+                     dq=dq_mode(overrides)).resolved().to_dict()
 
 
 def default_scale(head_dim: int, sm_scale) -> float:

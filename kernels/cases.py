@@ -36,6 +36,7 @@ class CaseSpec:
     name: str = ""
     kernel: str | None = None
     algo: str | None = None
+    dq: str = "atomic"  # our flash backwards: dQ by atomics or in a kernel of its own (RunConfig.dq)
 
     def __post_init__(self):
         if self.impl not in IMPLS:
@@ -58,6 +59,11 @@ class CaseSpec:
             resolve_tiling(self.impl, FWD, self.problem.head_dim, self.tiling)  # e.g. grid_order for flash2 only
         elif self.tiling != Tiling():
             raise ConfigError("tiling", f"only our kernels take tiling overrides, not {self.impl}")
+        if self.dq != "atomic":
+            if self.impl not in ("flash1", "flash2") or not self.problem.backward:
+                raise ConfigError("dq", f"{self.dq} is a choice of our flash1/flash2 backwards, not of {self.impl} "
+                                        f"{self.pass_}")
+            RunConfig(algo=self.impl, problem=self.problem, dq=self.dq)  # refuses a value outside DQ_MODES
         if not self.name:
             object.__setattr__(self, "name", self._default_name())
 
@@ -84,6 +90,8 @@ class CaseSpec:
             parts.append(tiles)
         if self.tiling.grid_order != "rows":
             parts.append(self.tiling.grid_order)
+        if self.dq != "atomic":
+            parts.append(f"dq{self.dq}")
         return "-".join(parts)
 
     @property
@@ -98,14 +106,15 @@ class CaseSpec:
         return self.problem.flops()
 
     def overrides(self) -> dict:
-        """The tiling overrides as the kernels' keyword arguments."""
-        return {key: value for key, value in asdict(self.tiling).items() if value is not None}
+        """The tiling overrides (and ``dq`` where not atomic) as the kernels' keyword arguments."""
+        dq = {"dq": self.dq} if self.dq != "atomic" else {}
+        return {key: value for key, value in asdict(self.tiling).items() if value is not None} | dq
 
     def run_config(self) -> dict:
         """The configuration the simulator takes for this case: resolved for our kernels; for SDPA,
         whose kernels we do not know, ``algo`` and ``tiling`` are null; eager PyTorch has no tiling."""
         if self.impl in OURS:
-            return RunConfig(algo=self.impl, problem=self.problem, tiling=self.tiling).resolved().to_dict()
+            return RunConfig(algo=self.impl, problem=self.problem, tiling=self.tiling, dq=self.dq).resolved().to_dict()
         if self.impl == KERNEL_IMPL:  # the tiling is read off its launches once it has run
             return {"algo": self.algo, "problem": asdict(self.problem), "tiling": {}}
         outside = self.impl in REFERENCE_IMPLS
@@ -114,13 +123,13 @@ class CaseSpec:
 
     def to_json(self) -> dict:
         return {"impl": self.impl, "problem": asdict(self.problem), "tiling": asdict(self.tiling), "name": self.name,
-                "kernel": self.kernel, "algo": self.algo}
+                "kernel": self.kernel, "algo": self.algo, "dq": self.dq}
 
     @classmethod
     def from_json(cls, data: dict) -> CaseSpec:
         """The case ``to_json`` wrote (after a trip through JSON): what the ncu child receives."""
         return cls(impl=data["impl"], problem=Problem(**data["problem"]), tiling=Tiling(**data["tiling"]),
-                   name=data["name"], kernel=data.get("kernel"), algo=data.get("algo"))
+                   name=data["name"], kernel=data.get("kernel"), algo=data.get("algo"), dq=data.get("dq", "atomic"))
 
 
 def _lengths_part(lens: tuple) -> str:
@@ -452,6 +461,27 @@ def smem_grid() -> list[CaseSpec]:
     return cases
 
 
+def dq_grid() -> list[CaseSpec]:
+    """Our flash2 backward with dQ in a kernel of its own (``dq: separate``) beside the atomic one on the same
+    problems: d = 64 and 128, causal or not, GQA, at the backward's default tiles and at 64 × 64."""
+    problems = [dict(seq=4096, batch=4, heads=16, head_dim=64), dict(seq=8192, batch=2, heads=16, head_dim=128),
+                dict(seq=4096, batch=4, heads=16, head_dim=64, causal=True),
+                dict(seq=8192, batch=2, heads=16, head_dim=128, causal=True),
+                dict(seq=4096, batch=2, heads=32, kv_heads=8, head_dim=128, causal=True, dtype="bf16")]
+    cases = []
+    for p in problems:
+        for dq in ("atomic", "separate"):
+            spec = case("flash2", "fwd_bwd", **p)
+            cases.append(CaseSpec(spec.impl, spec.problem, spec.tiling, dq=dq))
+    small = Tiling(block_m=64, block_n=64, warps=4)
+    cases += [CaseSpec("flash2", case("flash2", "fwd_bwd", seq=4096, batch=4, heads=16, head_dim=64).problem, small,
+                       dq="separate"),
+              CaseSpec("flash2", case("flash2", "fwd_bwd", seq=8192, batch=2, heads=16, head_dim=128,
+                                      causal=True).problem, small, dq="separate")]
+    return cases
+
+
 GRIDS = {"default": default_grid, "smoke": smoke_grid, "h200": h200_grid, "decode": decode_grid, "paged": paged_grid,
          "paged_flex": paged_flex_grid, "lone": lone_grid, "varlen": varlen_grid, "window": window_grid,
-         "foreign": manifest_cases, "hopper": hopper_grid, "sdpa": sdpa_grid, "fp8": fp8_grid, "smem": smem_grid}
+         "foreign": manifest_cases, "hopper": hopper_grid, "sdpa": sdpa_grid, "fp8": fp8_grid, "smem": smem_grid,
+         "dq": dq_grid}

@@ -153,7 +153,7 @@ class _Attention(torch.autograd.Function):
         LAUNCHES.clear()
         o, l, m = _forward(q, k, v, causal, scale, cfg)
         ctx.save_for_backward(q, k, v, o, l, m)
-        ctx.causal, ctx.scale = causal, scale
+        ctx.causal, ctx.scale, ctx.dq = causal, scale, _common.dq_mode(overrides)
         ctx.bwd_cfg = bwd_tiling(q.shape[-1], q.dtype, **overrides)
         return o
 
@@ -163,5 +163,6 @@ class _Attention(torch.autograd.Function):
         lse = torch.empty_like(m)
         launch(LAUNCHES, flash1_lse, (triton.cdiv(m.numel(), LSE_BLOCK),), m, l, lse, m.numel(), BLOCK=LSE_BLOCK,
                num_warps=4, num_stages=1)
-        grads = flash2.backward(do.contiguous(), q, k, v, o, lse, ctx.causal, ctx.scale, ctx.bwd_cfg, LAUNCHES)
+        grads = flash2.backward(do.contiguous(), q, k, v, o, lse, ctx.causal, ctx.scale, ctx.bwd_cfg, LAUNCHES,
+                                ctx.dq)
         return *grads, None, None, None

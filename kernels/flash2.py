@@ -8,7 +8,10 @@ Backward (FA2 Algorithm 2): a memset of the fp32 dQ accumulator, ``flash2_bwd_pr
 D = rowsum(dO ∘ O), then one CTA per (K/V block, batch·head) that loads K_j, V_j once, streams
 Q_i, dO_i, LSE_i, D_i, keeps dK_j, dV_j on chip and atomically adds its dQ_i share in fp32;
 for GQA torch then sums the per-query-head dK, dV over each group; finally dQ is cast to the
-input dtype.
+input dtype. With ``dq="separate"`` (FlagAttention's and Triton's tutorial's way) there is no memset,
+atomic or cast: ``flash2_bwd_kv`` is ``flash2_bwd`` without dQ, and ``flash2_bwd_q``, one CTA per
+(Q block, batch·head), loads Q_i, dO_i, LSE_i, D_i once, streams K_j, V_j as the forward does and
+writes dQ_i once in the input dtype.
 """
 from __future__ import annotations
 
@@ -150,10 +153,9 @@ def flash2_bwd_pre(O, DO, DELTA, NQ, D: tl.constexpr, BM: tl.constexpr):
 
 
 @triton.jit
-def flash2_bwd(Q, K, V, DO, LSE, DELTA, DQ, DK, DV, H, HKV, NQ, NK, sm_scale, CAUSAL: tl.constexpr,
-               D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, SEM: tl.constexpr):
-    """One (K/V block j, bh) per CTA. Read BN·d of K and of V once; per visited Q block read BM·d of Q
-    and of dO and BM each of LSE and D, and atomically add BM·d (fp32) into dQ; write BN·d of dK and dV."""
+def _bwd_kv(Q, K, V, DO, LSE, DELTA, DQ, DK, DV, H, HKV, NQ, NK, sm_scale, CAUSAL: tl.constexpr,
+            D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, SEM: tl.constexpr, ATOMIC_DQ: tl.constexpr):
+    """The backward over one K/V block (see :func:`flash2_bwd`); ``ATOMIC_DQ``: also add each dQ share into DQ."""
     j = tl.program_id(0)
     bh = tl.program_id(1)
     cols = j * BN + tl.arange(0, BN)
@@ -187,11 +189,63 @@ def flash2_bwd(Q, K, V, DO, LSE, DELTA, DQ, DK, DV, H, HKV, NQ, NK, sm_scale, CA
         dp_t = mma(v, tl.trans(do), tl.zeros((BN, BM), dtype=tl.float32))
         ds_t = (p_t * (dp_t - delta[None, :])).to(do.dtype)
         dk = mma(ds_t, tl.trans(q_t), dk)
-        d_q = mma(tl.trans(ds_t), k, tl.zeros((BM, D), dtype=tl.float32)) * sm_scale
-        tl.atomic_add(DQ + q_off, d_q, mask=rows[:, None] < NQ, sem=SEM)
+        if ATOMIC_DQ:
+            d_q = mma(tl.trans(ds_t), k, tl.zeros((BM, D), dtype=tl.float32)) * sm_scale
+            tl.atomic_add(DQ + q_off, d_q, mask=rows[:, None] < NQ, sem=SEM)
     out_off = bh.to(tl.int64) * NK * D + cols[:, None] * D + ds[None, :]
     tl.store(DK + out_off, (dk * sm_scale).to(DK.dtype.element_ty), mask=cols[:, None] < NK)
     tl.store(DV + out_off, dv.to(DV.dtype.element_ty), mask=cols[:, None] < NK)
+
+
+@triton.jit
+def flash2_bwd(Q, K, V, DO, LSE, DELTA, DQ, DK, DV, H, HKV, NQ, NK, sm_scale, CAUSAL: tl.constexpr,
+               D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr, SEM: tl.constexpr):
+    """One (K/V block j, bh) per CTA. Read BN·d of K and of V once; per visited Q block read BM·d of Q
+    and of dO and BM each of LSE and D, and atomically add BM·d (fp32) into dQ; write BN·d of dK and dV."""
+    _bwd_kv(Q, K, V, DO, LSE, DELTA, DQ, DK, DV, H, HKV, NQ, NK, sm_scale, CAUSAL, D, BM, BN, SEM, True)
+
+
+@triton.jit
+def flash2_bwd_kv(Q, K, V, DO, LSE, DELTA, DK, DV, H, HKV, NQ, NK, sm_scale, CAUSAL: tl.constexpr,
+                  D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr):
+    """:func:`flash2_bwd` without dQ (``dq="separate"``): write BN·d of dK and dV, nothing else."""
+    _bwd_kv(Q, K, V, DO, LSE, DELTA, DK, DK, DV, H, HKV, NQ, NK, sm_scale, CAUSAL, D, BM, BN, "relaxed", False)
+
+
+@triton.jit
+def flash2_bwd_q(Q, K, V, DO, LSE, DELTA, DQ, H, HKV, NQ, NK, sm_scale, CAUSAL: tl.constexpr,
+                 D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr):
+    """One (Q block i, bh) per CTA (``dq="separate"``): read BM·d of Q and of dO and BM each of LSE and D
+    once, 2·BN·d per visited K/V block (causal: up to the diagonal); write BM·d of dQ once (input dtype)."""
+    i = tl.program_id(0)
+    bh = tl.program_id(1)
+    rows = i * BM + tl.arange(0, BM)
+    ds = tl.arange(0, D)
+    q_off = bh.to(tl.int64) * NQ * D + rows[:, None] * D + ds[None, :]
+    q = tl.load(Q + q_off, mask=rows[:, None] < NQ, other=0.0)
+    do = tl.load(DO + q_off, mask=rows[:, None] < NQ, other=0.0)
+    lse = tl.load(LSE + bh.to(tl.int64) * NQ + rows, mask=rows < NQ, other=0.0)
+    delta = tl.load(DELTA + bh.to(tl.int64) * NQ + rows, mask=rows < NQ, other=0.0)
+    kv_base = kv_row(bh, H, HKV).to(tl.int64) * NK * D
+    qk_scale = sm_scale * LOG2E_C
+    d_q = tl.zeros((BM, D), dtype=tl.float32)
+    hi = NK
+    if CAUSAL:
+        hi = tl.minimum((i + 1) * BM, NK)  # the last block starts at or before the last row
+    for start in range(0, hi, BN):
+        cols = start + tl.arange(0, BN)
+        kv_off = kv_base + cols[:, None] * D + ds[None, :]
+        k = tl.load(K + kv_off, mask=cols[:, None] < NK, other=0.0)
+        v = tl.load(V + kv_off, mask=cols[:, None] < NK, other=0.0)
+        s = mma(q, tl.trans(k), tl.zeros((BM, BN), dtype=tl.float32))
+        valid = (rows[:, None] < NQ) & (cols[None, :] < NK)
+        if CAUSAL:
+            valid = valid & (cols[None, :] <= rows[:, None])
+        p = tl.where(valid, tl.exp2(s * qk_scale - lse[:, None] * LOG2E_C), 0.0)
+        dp = mma(do, tl.trans(v), tl.zeros((BM, BN), dtype=tl.float32))
+        d_s = (p * (dp - delta[:, None])).to(k.dtype)
+        d_q = mma(d_s, k, d_q)
+    tl.store(DQ + q_off, (d_q * sm_scale).to(DQ.dtype.element_ty), mask=rows[:, None] < NQ)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -236,28 +290,40 @@ def forward(q, k, v, causal, scale, cfg, launches):
     return o, lse
 
 
-def backward(do, q, k, v, o, lse, causal, scale, cfg, launches):
-    """Launch the backward (memset, flash2_bwd_pre, flash2_bwd, GQA sums, dQ cast); return dq, dk, dv.
+def backward(do, q, k, v, o, lse, causal, scale, cfg, launches, dq="atomic"):
+    """Launch the backward (memset, flash2_bwd_pre, flash2_bwd, GQA sums, dQ cast; with ``dq="separate"``
+    flash2_bwd_pre, flash2_bwd_kv, flash2_bwd_q, GQA sums); return dq, dk, dv.
 
     Shared with flash1, whose autograd backward is this one (with LSE = m + log ℓ).
     """
     B, H, NQ, D = q.shape
     HKV, NK = k.shape[1], k.shape[2]
     BM, BN, w, st = cfg.block_m, cfg.block_n, cfg.warps, cfg.stages
-    dq_acc = torch.zeros((B, H, NQ, D), device=q.device, dtype=torch.float32)
+    atomic = dq == "atomic"
+    if atomic:
+        dq_acc = torch.zeros((B, H, NQ, D), device=q.device, dtype=torch.float32)
     delta = torch.empty((B, H, NQ), device=q.device, dtype=torch.float32)
     launch(launches, flash2_bwd_pre, (triton.cdiv(NQ, BM), B * H), o, do, delta, NQ, D=D, BM=BM,
            num_warps=w, num_stages=st)
     dk_h = torch.empty((B, H, NK, D), device=q.device, dtype=q.dtype)
     dv_h = torch.empty_like(dk_h)
-    launch(launches, flash2_bwd, (triton.cdiv(NK, BN), B * H), q, k, v, do, lse, delta, dq_acc, dk_h, dv_h,
-           H, HKV, NQ, NK, scale, CAUSAL=causal, D=D, BM=BM, BN=BN, SEM=ATOMIC_SEM, num_warps=w, num_stages=st)
+    if atomic:
+        launch(launches, flash2_bwd, (triton.cdiv(NK, BN), B * H), q, k, v, do, lse, delta, dq_acc, dk_h, dv_h,
+               H, HKV, NQ, NK, scale, CAUSAL=causal, D=D, BM=BM, BN=BN, SEM=ATOMIC_SEM, num_warps=w, num_stages=st)
+        d_q = dq_acc.to(q.dtype)
+    else:
+        launch(launches, flash2_bwd_kv, (triton.cdiv(NK, BN), B * H), q, k, v, do, lse, delta, dk_h, dv_h,
+               H, HKV, NQ, NK, scale, CAUSAL=causal, D=D, BM=BM, BN=BN, num_warps=w, num_stages=st)
+        d_q = torch.empty_like(q)
+        launch(launches, flash2_bwd_q, (triton.cdiv(NQ, BM), B * H), q, k, v, do, lse, delta, d_q,
+               H, HKV, NQ, NK, scale, CAUSAL=causal, D=D, BM=BM, BN=BN, num_warps=w, num_stages=st)
     d_k, d_v = _common.reduce_gqa(dk_h, HKV), _common.reduce_gqa(dv_h, HKV)  # torch sums, GQA only
-    return dq_acc.to(q.dtype), d_k, d_v
+    return d_q, d_k, d_v
 
 
 class _Attention(torch.autograd.Function):
-    """Forward launches flash2_fwd (``LAUNCHES`` reset); backward appends flash2_bwd_pre, flash2_bwd."""
+    """Forward launches flash2_fwd (``LAUNCHES`` reset); backward appends flash2_bwd_pre, flash2_bwd (or
+    flash2_bwd_kv, flash2_bwd_q with the override ``dq="separate"``)."""
 
     @staticmethod
     def forward(ctx, q, k, v, causal, sm_scale, overrides):
@@ -266,12 +332,12 @@ class _Attention(torch.autograd.Function):
         LAUNCHES.clear()
         o, lse = forward(q, k, v, causal, scale, cfg, LAUNCHES)
         ctx.save_for_backward(q, k, v, o, lse)
-        ctx.causal, ctx.scale = causal, scale
+        ctx.causal, ctx.scale, ctx.dq = causal, scale, _common.dq_mode(overrides)
         ctx.bwd_cfg = bwd_tiling(q.shape[-1], q.dtype, **overrides)
         return o
 
     @staticmethod
     def backward(ctx, do):
         q, k, v, o, lse = ctx.saved_tensors
-        grads = backward(do.contiguous(), q, k, v, o, lse, ctx.causal, ctx.scale, ctx.bwd_cfg, LAUNCHES)
+        grads = backward(do.contiguous(), q, k, v, o, lse, ctx.causal, ctx.scale, ctx.bwd_cfg, LAUNCHES, ctx.dq)
         return *grads, None, None, None

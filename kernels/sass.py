@@ -210,14 +210,15 @@ def parse_res_usage(text: str) -> dict[str, dict[str, int]]:
 # Our kernels' configurations
 # ---------------------------------------------------------------------------------------------
 def configurations() -> list[tuple[str, dict, dict]]:
-    """(algo, problem fields, tiling overrides) for every case of the default grid run by our kernels and
-    every algorithm's default tiling at d = 32, 64, 128, fp16/bf16, causal or not, forward and backward,
+    """(algo, problem fields, tiling overrides) for every case of the default and dq grids run by our kernels and
+    every algorithm's default tiling at d = 32, 64, 128, fp16/bf16, causal or not, forward and backward (its dQ
+    atomic or in a kernel of its own),
     the variable-length and sliding-window kernels (:func:`ragged_configurations`), multi-query decode
     (:func:`mqa_configurations`) and the lone grid's decodes (:func:`lone_configurations`)."""
     from iosim.kernels.cases import GRIDS, OURS, TRAINED
 
     configs = []
-    for spec in GRIDS["default"]():
+    for spec in GRIDS["default"]() + GRIDS["dq"]():
         if spec.impl in OURS:
             p = spec.problem
             configs.append((spec.impl, dict(heads=p.heads, kv_heads=p.kv_heads, head_dim=p.head_dim, dtype=p.dtype,
@@ -226,8 +227,9 @@ def configurations() -> list[tuple[str, dict, dict]]:
         for d in (32, 64, 128):
             for dtype in ("fp16", "bf16"):
                 for causal in (False, True):
-                    configs.append((algo, dict(heads=16, kv_heads=16, head_dim=d, dtype=dtype, causal=causal,
-                                               backward=True), {}))
+                    for dq in ("atomic", "separate"):  # the backward's dQ by atomics, or in a kernel of its own
+                        configs.append((algo, dict(heads=16, kv_heads=16, head_dim=d, dtype=dtype, causal=causal,
+                                                   backward=True), {} if dq == "atomic" else {"dq": dq}))
     # flash-decoding: 16, 32 and 64 query rows per CTA (group 4 × 1, 8, 16 positions), one split (O written directly)
     # and every power-of-two split count the combine is compiled for (2-128), at d = 64 and 128
     for d in (64, 128):

@@ -130,16 +130,29 @@ def _bwd_main(bwd: list[Launch]) -> Launch | None:
     return _main(kv) if len(tiled) > 1 and kv else _main(bwd)
 
 
+def _dq_main(bwd: list[Launch]) -> Launch | None:
+    """The backward's kernel over query blocks beside the one over key/value blocks (dQ in a kernel of its own,
+    as FlagAttention's ``_bwd_q_kernel``): None unless the backward has both."""
+    main = _bwd_main(bwd)
+    if main is None or not any(w in main.kernel.lower() for w in _KV_WORDS):
+        return None
+    return _main([x for x in bwd if x is not main and _is_tiled(x) and not _is_pre(x)])
+
+
+def separate_dq(bwd: list[Launch]) -> bool:
+    """Whether the user's backward computes dQ in a kernel of its own (run config ``dq: separate``)."""
+    return _dq_main(bwd) is not None
+
+
+_ROLES = (("_bwd_pre", "bwd_pre"), ("_bwd_kv", "bwd"), ("_bwd_q", "bwd_q"), ("_bwd", "bwd"), ("_fwd", "fwd"))
+
+
 def roles(schedule_names: list[str], fwd: list[Launch], bwd: list[Launch]) -> list[Launch | None]:
     """The launch that runs each schedule kernel (None where the user's code has no counterpart)."""
     pre = next((x for x in bwd if _is_pre(x)), None)
-    by_role = {"fwd": _main(fwd), "bwd_pre": pre, "bwd": _bwd_main([x for x in bwd if x is not pre])}
-    out = []
-    for name in schedule_names:
-        role = "bwd_pre" if name.endswith("_bwd_pre") else "bwd" if name.endswith("_bwd") else \
-            "fwd" if name.endswith("_fwd") else None
-        out.append(by_role.get(role))
-    return out
+    rest = [x for x in bwd if x is not pre]
+    by_role = {"fwd": _main(fwd), "bwd_pre": pre, "bwd": _bwd_main(rest), "bwd_q": _dq_main(rest)}
+    return [by_role.get(next((role for end, role in _ROLES if name.endswith(end)), None)) for name in schedule_names]
 
 
 def unmodelled(schedule_names: list[str], fwd: list[Launch], bwd: list[Launch]) -> list[str]:
@@ -225,8 +238,9 @@ def user_candidates(ref: str, config: RunConfig, arch: int = DEFAULT_ARCH, base:
     backward's autotuned kernels, if any, run their first config. ``sms``: the simulated GPU's SM count,
     for launchers that read it."""
     fwd, bwd, seq_q = capture(ref, config, arch, base, sms)
-    names = schedule_names(config)
     bwd = at_choice(bwd, None)
+    dq = "separate" if separate_dq([x for x in bwd if not _is_pre(x)]) else config.dq
+    names = schedule_names(config.with_(dq=dq))
     out, failed = [], []
     for choice in choices(fwd):
         launches = at_choice(fwd, choice)
@@ -238,6 +252,8 @@ def user_candidates(ref: str, config: RunConfig, arch: int = DEFAULT_ARCH, base:
             failed.append(e)
             continue
         found = tilings(launches, bwd, seq_q, config.problem.batch * config.problem.heads)
+        if dq != config.dq:
+            found["dq"] = dq
         left = unmodelled(names, launches, bwd)
         if left:
             found["unmodelled"] = left
@@ -273,6 +289,9 @@ def user_codes(ref: str, config: RunConfig, arch: int = DEFAULT_ARCH, base: Path
 
 def _with_tiling(config: RunConfig, found: dict) -> tuple[RunConfig, list[str]]:
     changes, conflicts = {}, []
+    if found.get("dq", config.dq) != config.dq:  # the user's backward computes dQ in a kernel of its own
+        changes["dq"] = found["dq"]
+        conflicts.append(f"dq {config.dq} -> {found['dq']}")
     for key in ("tiling", "backward_tiling"):
         if key not in found:
             continue
@@ -310,7 +329,8 @@ def _case_mixes(ref: str, config: dict, arch: int, sms: int | None = None) -> di
     candidates = user_candidates(ref, run, arch, sms=sms)
     entries = [{"label": label, "mixes": [None if m is None else m.to_dict() for m in mixes],
                 **{k: v for k, v in tiling.items() if k != "unmodelled"}} for label, mixes, tiling in candidates]
-    out = {"kernel": ref, "schedule": schedule_names(run), **{k: v for k, v in entries[0].items() if k != "label"}}
+    schedule = schedule_names(run.with_(dq=entries[0].get("dq", run.dq)))
+    out = {"kernel": ref, "schedule": schedule, **{k: v for k, v in entries[0].items() if k != "label"}}
     if len(entries) > 1:
         out["variants"] = entries
     return out

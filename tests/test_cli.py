@@ -45,6 +45,18 @@ def test_simulate_csv_has_a_row_per_run():
     assert rows[0].startswith("gpu,algo,seq_q") and [x.split(",")[2] for x in rows[1:]] == ["512", "1024", "2048"]
 
 
+def test_dq_in_a_kernel_of_its_own_runs_its_kernels():
+    """--dq separate: no fp32 accumulator (memset, cast) and no atomics, dQ from a kernel over Q blocks; --algo
+    standard keeps its own backward."""
+    args = ("simulate", "--gpu", "h100", "--algo", "flash2,standard", "--seq-len", "1k", "--backward", "--json")
+    sep, atomic = (json.loads(run(*args, "--dq", dq).output) for dq in ("separate", "atomic"))
+    names = [[k["name"] for k in r["kernels"]] for r in (sep[0], atomic[0])]
+    assert names == [["flash2_fwd", "flash2_bwd_pre", "flash2_bwd_kv", "flash2_bwd_q"],
+                     ["flash2_fwd", "zeros_dq", "flash2_bwd_pre", "flash2_bwd", "cast_dq"]]
+    assert sep[0]["config"]["dq"] == "separate" and "dq" not in atomic[0]["config"]
+    assert sep[1]["config"]["algo"] == "standard" and "dq" not in sep[1]["config"] and sep[1] == atomic[1]
+
+
 def test_user_profile_file_works_like_a_builtin(tmp_path):
     from iosim.hardware.profile import read_profile_dict, write_profile
 
@@ -82,6 +94,8 @@ def test_user_profile_file_works_like_a_builtin(tmp_path):
     (("--json", "--csv"), "--json and --csv are exclusive"),
     (("--causal", "--seq-k", "2048"), "--seq-k: causal attention needs seq_k == seq_q"),
     (("--algo", "flash2", "--stages", "10"), "--block-m/--block-n/--stages: flash2_fwd needs"),
+    (("--dq", "fused"), "--dq"),
+    (("--impl", "sdpa_flash", "--backward", "--dq", "separate"), "--dq: separate is a FlashAttention backward"),
 ])
 def test_bad_input_is_one_line_exit_2(args, needle):
     r = run("simulate", *args)

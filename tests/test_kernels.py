@@ -71,6 +71,13 @@ def _cases():
             for n, case in enumerate(BIG):
                 yield pytest.param(algo, case._replace(tiling={"grid_order": order}),
                                    id=f"{algo}-{order}-big{n}", marks=pytest.mark.gpu)
+        if algo in ("flash1", "flash2"):  # the backward with dQ in a kernel of its own
+            for n, case in enumerate(SMALL):
+                yield pytest.param(algo, case._replace(tiling=case.tiling | {"dq": "separate"}),
+                                   id=f"{algo}-dq-separate-small{n}")
+            for n, case in enumerate(BIG[:2]):
+                yield pytest.param(algo, case._replace(tiling={"dq": "separate"}), id=f"{algo}-dq-separate-big{n}",
+                                   marks=pytest.mark.gpu)
 
 
 def inputs(case: Case, seed: int = 0):
@@ -112,8 +119,11 @@ def expected_launches(algo: str, case: Case) -> list[tuple[str, list[int]]]:
         return [("qk", nn_tiles), ("softmax", rows), ("pv", [cdiv(n_q, m), bh, 1]),
                 ("dv", [cdiv(n_k, m), bh, 1]), ("dp", nn_tiles), ("ds", rows),
                 ("dq", [cdiv(n_q, m), bh, 1]), ("dk", [cdiv(n_k, m), bh, 1])]
-    backward = [("flash2_bwd_pre", [cdiv(n_q, bwd.block_m), bh, 1]),
-                ("flash2_bwd", [cdiv(n_k, bwd.block_n), bh, 1])]
+    backward = [("flash2_bwd_pre", [cdiv(n_q, bwd.block_m), bh, 1])]
+    if case.tiling.get("dq") == "separate":  # dK, dV over K/V blocks, then dQ over Q blocks
+        backward += [("flash2_bwd_kv", [cdiv(n_k, bwd.block_n), bh, 1]), ("flash2_bwd_q", [cdiv(n_q, bwd.block_m), bh, 1])]
+    else:
+        backward += [("flash2_bwd", [cdiv(n_k, bwd.block_n), bh, 1])]
     if algo == "flash1":
         return [("flash1_fwd", [bh, 1, 1]), ("flash1_lse", [cdiv(bh * n_q, flash1.LSE_BLOCK), 1, 1])] + backward
     t = flash2.tiling(d, case.dtype, **case.tiling)
@@ -179,6 +189,18 @@ def test_run_config_is_plain_data_with_the_simulator_keys(algo):
     assert RunConfig.from_dict(config).to_dict() == config  # the simulator takes it as is
     assert RunConfig.from_dict(config).resolved().to_dict() == config  # already resolved
     assert ALGOS[algo].run_config(q, k, v)["backward_tiling"] is None  # forward only
+
+
+@pytest.mark.parametrize("algo", ["flash1", "flash2"])
+def test_run_config_reports_how_dq_is_computed(algo):
+    """``dq="separate"`` is reported as the simulator's RunConfig field; ``atomic`` (the default) keeps the old form;
+    another value is refused naming the field."""
+    q, k, v, _ = inputs(SMALL[1])
+    config = ALGOS[algo].run_config(q, k, v, causal=True, backward=True, dq="separate")
+    assert config["dq"] == "separate" and RunConfig.from_dict(config).dq == "separate"
+    assert "dq" not in ALGOS[algo].run_config(q, k, v, causal=True, backward=True, dq="atomic")
+    with pytest.raises(ValueError, match="^dq: must be one of atomic, separate"):
+        ALGOS[algo].run_config(q, k, v, backward=True, dq="fused")
 
 
 def test_tiling_defaults_and_overrides():

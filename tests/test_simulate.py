@@ -21,26 +21,43 @@ REPO = Path(__file__).resolve().parents[1]
 UNBOUNDED = 1 << 40
 
 
-def cfg(algo="flash2", mode="ncu", tiling=None, **problem):
+def cfg(algo="flash2", mode="ncu", tiling=None, dq="atomic", **problem):
     base = dict(batch=2, heads=4, seq_q=200, head_dim=32)
     return RunConfig(algo=algo, problem=Problem(**(base | problem)), tiling=tiling or Tiling(block_m=32, block_n=16),
-                     mode=mode)
+                     mode=mode, dq=dq)
 
 
 SMALL = [
     cfg(algo, causal=causal, backward=bwd, kv_heads=kvh, seq_q=n)
     for algo, causal, bwd, kvh, n in itertools.product(
         ["flash2", "flash1", "standard", "standard_eager"], [False, True], [False, True], [4, 1], [100, 257])
+] + [  # the flash backwards with dQ in a kernel of its own
+    cfg(algo, causal=causal, backward=True, kv_heads=kvh, seq_q=n, dq="separate")
+    for algo, causal, kvh, n in itertools.product(["flash2", "flash1"], [False, True], [4, 1], [100, 257])
 ]
 
 
 @pytest.mark.parametrize("config", SMALL, ids=lambda c: f"{c.algo}-{c.problem.seq_q}-c{int(c.problem.causal)}"
-                         f"-b{int(c.problem.backward)}-kv{c.problem.kv_heads}")
+                         f"-b{int(c.problem.backward)}-kv{c.problem.kv_heads}" + ("-dqsep" if c.dq == "separate" else ""))
 def test_no_l2_equals_closed_form(config):
     """With no L2 every CTA fetches its own tiles: HBM bytes are the exact tiled counts."""
     hbm = simulate(config, "h100", l2_bytes=0).levels["hbm"]
     expected = closed_forms.no_cache_bytes(config)
     assert (hbm.read_bytes, hbm.write_bytes) == (expected["read"], expected["write"])
+
+
+def test_dq_is_a_choice_of_the_flash_backwards():
+    """RunConfig.dq: one of atomic, separate; separate only for iosim's (or a user's) flash1/flash2 kernels; it
+    round-trips through to_dict, which leaves the default out (old files stay as they were)."""
+    with pytest.raises(ConfigError, match="^dq: must be one of atomic, separate, got 'fused'"):
+        RunConfig(dq="fused")
+    with pytest.raises(ConfigError, match="^dq: separate .* algo must be flash1 or flash2"):
+        RunConfig(algo="standard", dq="separate")
+    with pytest.raises(ConfigError, match="^dq: separate .* impl sdpa_flash"):
+        RunConfig(impl="sdpa_flash", dq="separate")
+    c = cfg(dq="separate", backward=True)
+    assert c.to_dict()["dq"] == "separate" and RunConfig.from_dict(c.to_dict()) == c
+    assert "dq" not in cfg(backward=True).to_dict()
 
 
 @pytest.mark.parametrize("backward", [False, True])
@@ -52,12 +69,13 @@ def test_one_tile_standard_is_the_papers_algorithm_0(backward):
     assert (hbm.read_bytes, hbm.write_bytes) == (paper["read"], paper["write"])
 
 
-@pytest.mark.parametrize("algo", ["flash2", "flash1", "standard", "standard_eager"])
+@pytest.mark.parametrize("algo, dq", [(a, "atomic") for a in ["flash2", "flash1", "standard", "standard_eager"]]
+                         + [("flash2", "separate"), ("flash1", "separate")])
 @pytest.mark.parametrize("backward", [False, True])
-def test_unbounded_l2_leaves_only_compulsory_reads(algo, backward):
+def test_unbounded_l2_leaves_only_compulsory_reads(algo, dq, backward):
     """An L2 that never evicts reads each input from HBM once and writes nothing back during the run;
     what it wrote (the outputs among it) reaches HBM once, at the end."""
-    c = cfg(algo, mode="plain", seq_q=300, kv_heads=2, backward=backward)
+    c = cfg(algo, mode="plain", seq_q=300, kv_heads=2, backward=backward, dq=dq)
     r = simulate(c, "h100", l2_bytes=UNBOUNDED)
     assert r.levels["hbm"].read_bytes == closed_forms.compulsory_bytes(c)["read"]
     assert sum(k.levels["hbm"].write_bytes for k in r.kernels) == 0

@@ -103,6 +103,24 @@ def test_simulate_kernel_end_to_end():
     assert split["tensor"] + split["simt"] + split["memory"] == pytest.approx(1.0)
 
 
+@pytest.mark.sass
+def test_simulate_kernel_whose_backward_computes_dq_apart():
+    """A user's backward with dQ in a kernel of its own runs flash2's ``dq: separate`` schedule, each kernel with
+    its own compiled code, and says that it took it."""
+    env = dict(os.environ, TRITON_INTERPRET="0")
+    out = subprocess.run([sys.executable, "-m", "iosim", "simulate", "--kernel",
+                          "tests/data/user_kernel_dq_separate.py:attention", "--gpu", "h200", "--seq-len", "2k",
+                          "--head-dim", "64", "--backward", "--json"],
+                         env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    (run,) = json.loads(out.stdout)
+    assert run["config"]["dq"] == "separate" and "dq atomic -> separate" in out.stderr
+    codes = {k["name"]: k["code"] for k in run["kernels"]}
+    assert list(codes) == ["flash2_fwd", "flash2_bwd_pre", "flash2_bwd_kv", "flash2_bwd_q"]
+    for name in ("flash2_bwd_kv", "flash2_bwd_q"):
+        assert codes[name].startswith(f"sass: user_kernel_dq_separate.py {name}")
+
+
 def test_simulate_kernel_refuses_another_algorithm():
     from click.testing import CliRunner
 
@@ -298,3 +316,19 @@ def test_tiled_kernels_no_schedule_kernel_stands_for_are_named():
     assert unmodelled(names, fwd, bwd) == ["_bwd_q_kernel"]
     assert unmodelled(names, fwd, bwd[:2]) == []  # flash2's own shape: one tiled backward kernel
     assert unmodelled(names[:1], fwd, []) == []
+
+
+def test_a_backward_with_dq_in_a_kernel_of_its_own_takes_the_separate_schedule():
+    """FlagAttention's shape (dK/dV over K/V blocks, dQ over Q blocks) is flash2's ``dq: separate`` schedule: each
+    of its tiled kernels has a place and none is left out; flash2's own shape (one tiled backward kernel) is not."""
+    from iosim.kernels.user_codes import roles, separate_dq, unmodelled
+
+    names = ["flash2_fwd", "flash2_bwd_pre", "flash2_bwd_kv", "flash2_bwd_q"]
+    fwd = [_launch("_fwd_kernel", (32, 16, 4))]
+    bwd = [_launch("_bwd_preprocess", (32, 16, 4), tiled=False), _launch("_bwd_q_kernel", (64, 16, 4)),
+           _launch("_bwd_kv_kernel", (32, 16, 4))]
+    assert separate_dq(bwd[1:]) and not separate_dq(bwd[2:])
+    assert not separate_dq([_launch("attn_bwd_a", (32, 16, 4)), _launch("attn_bwd_b", (32, 16, 4))])  # no K/V name
+    taken = [x.kernel if x else None for x in roles(names, fwd, bwd)]
+    assert taken == ["_fwd_kernel", "_bwd_preprocess", "_bwd_kv_kernel", "_bwd_q_kernel"]
+    assert unmodelled(names, fwd, bwd) == []

@@ -1,5 +1,6 @@
 """Each launcher of this folder's kernels against PyTorch's SDPA in float32 on a GPU (random inputs, N = 1024 and
-2048, causal and not): the largest absolute error per launcher, so that a wrong launcher is not measured.
+2048, causal and not): the largest absolute error per launcher (and, for the launchers in BACKWARD, of dQ, dK, dV
+against SDPA's gradients), so that a wrong launcher is not measured.
 
     python experiments/thirdparty_kernels/check_gpu.py [FILE.py ...]   (needs the kernel files, see README.md;
                                                                       FILE: only those files' launchers)
@@ -15,7 +16,9 @@ LAUNCHERS = {"tutorial_fa.py": ["fwd_128x64_w4_s3", "fwd_128x128_w8_s3", "fwd_64
                                 "fwd_128x64_w4_s3_devdesc"],
              "tlk_flash.py": ["fwd"], "tutorial_auto.py": ["attention"],
              "tutorial_bp.py": ["attention", "fwd_128x64_w4_s3"],
-             "flag_attn.py": ["fwd", "fwd_128x64_s3_w4", "fwd_128x128_s3_w8", "fwd_128x32_s2_w4", "fwd_64x64_s3_w4"]}
+             "flag_attn.py": ["fwd", "fwd_128x64_s3_w4", "fwd_128x128_s3_w8", "fwd_128x32_s2_w4", "fwd_64x64_s3_w4",
+                              "fwd_bwd", "fwd_bwd_a100"]}
+BACKWARD = {"flag_attn.py": {"fwd_bwd", "fwd_bwd_a100"}}  # launchers whose gradients are checked too
 
 
 def main() -> int:
@@ -31,17 +34,27 @@ def main() -> int:
             for d in (64, 128):
                 for n, causal in ((1024, False), (2048, True)):
                     torch.manual_seed(0)
-                    q, k, v = (torch.randn(2, 4, n, d, device="cuda", dtype=torch.float16) for _ in range(3))
+                    grads = name in BACKWARD.get(file, ())
+                    q, k, v = (torch.randn(2, 4, n, d, device="cuda", dtype=torch.float16, requires_grad=grads)
+                               for _ in range(3))
                     try:
                         o = getattr(module, name)(q, k, v, causal=causal)
                     except Exception as e:  # e.g. a tile wider than the head dim
                         print(f"{file}:{name} d={d} n={n} causal={causal}: {type(e).__name__}: {str(e)[:120]}")
                         continue
-                    ref = torch.nn.functional.scaled_dot_product_attention(q.float(), k.float(), v.float(),
-                                                                           is_causal=causal)
+                    q32, k32, v32 = (x.detach().float().requires_grad_(grads) for x in (q, k, v))
+                    ref = torch.nn.functional.scaled_dot_product_attention(q32, k32, v32, is_causal=causal)
                     err = (o.float() - ref).abs().max().item()
+                    what = ""
+                    if grads:
+                        do = torch.randn_like(o)
+                        o.backward(do)
+                        ref.backward(do.float())
+                        gerr = max((a.grad.float() - b.grad).abs().max().item() for a, b in ((q, q32), (k, k32), (v, v32)))
+                        err = max(err, gerr)
+                        what = f" (dQ, dK, dV: {gerr:.2e})"
                     bad += err > 2e-2
-                    print(f"{file}:{name} d={d} n={n} causal={causal}: max |error| {err:.2e}")
+                    print(f"{file}:{name} d={d} n={n} causal={causal}: max |error| {err:.2e}{what}")
     return 1 if bad else 0
 
 

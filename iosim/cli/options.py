@@ -9,6 +9,7 @@ from iosim import sizes
 from iosim.hardware.catalog import builtin_profiles
 from iosim.schedule.problem import (
     ALGOS,
+    DQ_MODES,
     DTYPE_BYTES,
     GRID_ORDERS,
     MODES,
@@ -100,6 +101,10 @@ def run_options(seq_default: str = DEFAULT_SEQ, algo_default: str = "standard,fl
                           "with fp8 tensor cores)."),
         click.option("--causal", is_flag=True, help="Causal mask (flash kernels skip fully masked blocks)."),
         click.option("--backward", is_flag=True, help="Forward and backward pass."),
+        click.option("--dq", type=click.Choice(DQ_MODES), default="atomic", show_default=True,
+                     help="How a flash backward computes dQ: atomic (FlashAttention-2's: the kernel over K/V blocks "
+                          "adds into an fp32 dQ) or separate (a second kernel over Q blocks streams K/V again and "
+                          "writes dQ once, as FlagAttention and Triton's tutorial do). flash1 and flash2."),
         click.option("--page-size", type=click.Choice([str(n) for n in PAGE_SIZES]), default=None,
                      help="flash_decode: the KV cache in pages of this many tokens, in any order (vLLM-style)."),
         click.option("--seq-lens", default=None, callback=parse_lengths, metavar="LENGTHS",
@@ -188,6 +193,7 @@ def run_configs(o: dict, tilings=None) -> list:
                                           causal=o["causal"], backward=o["backward"], seq_lens=ls, page_size=page,
                                           window=w),
                   tiling=t, mode=o["mode"], host_tensors=o["host"],
-                  impl=None if o.get("impl", "ours") == "ours" else o["impl"])
+                  impl=None if o.get("impl", "ours") == "ours" else o["impl"],
+                  dq=o.get("dq", "atomic") if a in ("flash1", "flash2") else "atomic")
         for a in o["algo"] for t in tilings for b, n, nk, ls in sizes(a) for w in (o.get("window") or [None])
     ]

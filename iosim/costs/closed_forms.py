@@ -87,11 +87,11 @@ def no_cache_bytes(config: RunConfig) -> dict:
         _flash1(p, config.tiling, add)
         if p.backward:
             add(2 * p.bh * p.seq_q * FP32, p.bh * p.seq_q * FP32)  # LSE = m + log ℓ
-            _flash2_bwd(p, config.backward_tiling, add)
+            _flash2_bwd(p, config.backward_tiling, add, config.dq)
     else:
         _flash2_fwd(p, config.tiling, add)
         if p.backward:
-            _flash2_bwd(p, config.backward_tiling, add)
+            _flash2_bwd(p, config.backward_tiling, add, config.dq)
     return total
 
 
@@ -131,19 +131,28 @@ def _flash2_fwd(p, t, add):
         add(heads * (nq * d * e + 2 * kv_rows * d * e), heads * nq * (d * p.out_bytes + FP32))  # O: fp16 for fp8
 
 
-def _flash2_bwd(p, t, add):
+def _flash2_bwd(p, t, add, dq: str = "atomic"):
+    """FlashAttention-2's backward: each K/V block re-reads the Q rows it sees (causal: from the diagonal's
+    block on) with dO, LSE and D; ``dq`` ``atomic`` adds dQ into an fp32 buffer there (read and written per
+    visible row), ``separate`` recomputes it in a kernel over Q blocks that re-reads K/V as the forward does."""
     bm, bn, d, e = t.block_m, t.block_n, p.head_dim, p.elem_bytes
     nq, nk, bh = p.seq_q, p.seq_k, p.bh
-    add(0, bh * nq * d * FP32)  # zeros: dQ accumulator
+    atomic = dq == "atomic"
+    if atomic:
+        add(0, bh * nq * d * FP32)  # zeros: dQ accumulator
     add(2 * bh * nq * d * e, bh * nq * FP32)  # D = rowsum(dO ∘ O)
     q_rows = sum(nq - min(nq, ((j * bn) // bm) * bm if p.causal else 0) for j in range(_cdiv(nk, bn)))
     per_row = 2 * d * e + 2 * FP32  # Q, dO, LSE, D
-    atomic = d * FP32  # dQ row: read and written back by the atomic add
+    acc = d * FP32 if atomic else 0  # dQ row: read and written back by the atomic add
     kv_out = bh if p.group > 1 else p.bh_kv
-    add(bh * (2 * nk * d * e + q_rows * (per_row + atomic)), bh * q_rows * atomic + 2 * kv_out * nk * d * e)
+    add(bh * (2 * nk * d * e + q_rows * (per_row + acc)), bh * q_rows * acc + 2 * kv_out * nk * d * e)
+    if not atomic:  # dQ over Q blocks: Q, dO, LSE, D once, K/V as the forward streams them, dQ written once
+        kv_rows = sum(min(nk, _cdiv((i + 1) * bm, bn) * bn) if p.causal else nk for i in range(_cdiv(nq, bm)))
+        add(bh * (nq * per_row + 2 * kv_rows * d * e), bh * nq * d * e)
     if p.group > 1:
         add(2 * bh * nk * d * e, 2 * p.bh_kv * nk * d * e)
-    add(bh * nq * d * FP32, bh * nq * d * e)  # cast dQ
+    if atomic:
+        add(bh * nq * d * FP32, bh * nq * d * e)  # cast dQ
 
 
 def _flash1(p, t, add):

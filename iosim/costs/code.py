@@ -46,8 +46,10 @@ def _expected(kernel, head_dim: int, tiling=None, page_size: int | None = None) 
     if name == "flash2_fwd":
         return {"D": head_dim, "BM": kernel.block_i, "BN": kernel.block_u, "CAUSAL": causal,
                 "HEADS_FIRST": kernel.order.value == "heads"}
-    if name == "flash2_bwd":
+    if name in ("flash2_bwd", "flash2_bwd_kv"):
         return {"D": head_dim, "BM": kernel.block_u, "BN": kernel.block_i, "CAUSAL": causal}
+    if name == "flash2_bwd_q":
+        return {"D": head_dim, "BM": kernel.block_i, "BN": kernel.block_u, "CAUSAL": causal}
     if name == "flash1_fwd":
         return {"D": head_dim, "BM": kernel.block_i, "BN": kernel.block_j, "CAUSAL": causal}
     if name in ("pv", "dv", "dq", "dk"):

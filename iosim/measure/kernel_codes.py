@@ -3,7 +3,8 @@
 ``python -m iosim.kernels.user_codes --manifest M --out DIR`` compiles every case of a foreign-kernel
 manifest and writes ``DIR/sm_<arch>-triton-<version>.json``: ``{"schema": "iosim-kernel-mixes",
 "arch", "triton", "cases": {case name: {"kernel", "schedule": [schedule kernel names], "mixes":
-[KernelMix dict or null per schedule kernel], "tiling", "backward_tiling"}}}``. This module reads
+[KernelMix dict or null per schedule kernel], "tiling", "backward_tiling", and "dq": "separate" where the
+backward computes dQ in a kernel of its own}}}``. This module reads
 those files without torch or triton; :func:`case_codes` is what validation calls for an ``impl``
 ``kernel`` case: the mixes file beside the kernel file (``<folder>/mixes/``) for the measurement's
 Triton version (the nearest committed one if absent), else a compile on this machine when Triton
@@ -39,6 +40,17 @@ def load_case_codes(path: Path | str, case_name: str, tiling: dict | None = None
     source = f"sass: {file} {{}}, {doc['arch']}, triton {doc['triton']}"
     return [None if m is None else kernel_code(mix := KernelMix.from_dict(m), source.format(mix.meta.get("kernel", "?")))
             for m in entry["mixes"]]
+
+
+def case_dq(case, arch: str, triton_version: str | None) -> str | None:
+    """How the measured user kernel ``case``'s backward computes dQ as its committed mixes say (``separate``: a
+    kernel of its own, whose code the entry holds in the schedule's ``flash2_bwd_q`` place); None when no
+    committed entry says (the run config's own then holds)."""
+    path = mixes_file(case.kernel, arch, triton_version)
+    if path is None:
+        return None
+    entry = json.loads(Path(path).read_text()).get("cases", {}).get(case.name)
+    return None if entry is None else entry.get("dq", "atomic")
 
 
 def _version(text: str) -> tuple[int, ...]:
@@ -87,4 +99,4 @@ def case_codes(case, config, arch: str, triton_version: str | None) -> tuple[lis
     return None, "no committed mixes for this case (python -m iosim.kernels.user_codes writes them): estimated code"
 
 
-__all__ = ["case_codes", "load_case_codes", "mixes_file"]
+__all__ = ["case_codes", "case_dq", "load_case_codes", "mixes_file"]

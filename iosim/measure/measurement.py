@@ -17,7 +17,7 @@ that did not run (out of memory, say); its timing and counters are null.
 Every file is validated on load against the pydantic models below (:mod:`iosim.schema`): a bad one
 raises :class:`MeasurementError` whose one-line message names the file and the field
 (``cases[3].counters.dram_read_bytes: must be >= 0, got -1``). ``run_config`` may also carry
-``backward_tiling``, ``mode`` and ``host_tensors``, and its tilings may be resolved (every tile
+``backward_tiling``, ``mode``, ``host_tensors`` and ``dq``, and its tilings may be resolved (every tile
 spelled out) or overrides only. A kernel's counters added later are optional and default to null,
 and a null optional counter is left out when written, so files written before it existed read and
 write back unchanged. ``impl`` ``kernel`` is a user's Triton kernel file (``Case.kernel``:
@@ -36,7 +36,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Field, ValidationError, model_validator
 
 from iosim.files import atomic_write_text
-from iosim.schedule.problem import ALGOS, DTYPE_BYTES, GRID_ORDERS, MODES
+from iosim.schedule.problem import ALGOS, DQ_MODES, DTYPE_BYTES, GRID_ORDERS, MODES
 from iosim.schema import (
     FieldProblem,
     FileModel,
@@ -417,6 +417,7 @@ class _RunConfig(FileModel):
     backward_tiling: _Tiling | None = None
     mode: Literal[MODES] = "plain"
     host_tensors: list[str] = []
+    dq: Literal[DQ_MODES] = "atomic"  # written only where the backward computes dQ in a kernel of its own
 
 
 class _Case(FileModel):

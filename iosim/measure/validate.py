@@ -30,7 +30,7 @@ from pathlib import Path
 
 from iosim.costs import closed_forms
 from iosim.hardware.profile import ProfileError, builtin_profiles, load_profile
-from iosim.measure.kernel_codes import case_codes
+from iosim.measure.kernel_codes import case_codes, case_dq
 from iosim.measure.measurement import KERNEL_IMPL, REFERENCE_IMPLS, Measurement, load_measurement
 from iosim.schedule.problem import SDPA_IMPLS, ConfigError, Problem, RunConfig
 from iosim.schedule.references import reference_config
@@ -155,6 +155,9 @@ def _case(case, n: int, profile, prov, source: str) -> tuple:
         raise ValidationError(f"{source}: cases[{n}].run_config: {e}") from None
     # --- a user's kernel is priced with its own compiled code (iosim.measure.kernel_codes) ---
     if case.impl == KERNEL_IMPL:
+        dq = case_dq(case, profile.arch, _triton(prov.triton))
+        if dq is not None and "dq" not in case.run_config and config.problem.backward:  # recorded before RunConfig.dq
+            config = config.with_(dq=dq)
         codes, note = case_codes(case, config, profile.arch, _triton(prov.triton))
     # --- end of the user-kernel code lookup ---
     try:

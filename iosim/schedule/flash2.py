@@ -10,6 +10,10 @@ backward ``zeros`` (fp32 dQ accumulator), ``flash2_bwd_pre`` (D = rowsum(dO∘O)
                           grid (Tc, B·H): read K_j, V_j once, stream Q_i, dO_i, LSE_i, D_i (causal: from
                           the diagonal), atomically add dS·K_j into dQ_i, write dK_j, dV_j once;
                           then ``sum`` over the query heads of a group (GQA only) and ``cast`` dQ.
+backward with ``dq: separate`` (FlagAttention's, the Triton tutorial's loops): ``flash2_bwd_pre``, then
+         ``flash2_bwd_kv`` as ``flash2_bwd`` without dQ, then ``flash2_bwd_q`` grid (Tr, B·H): read Q_i,
+                          dO_i, LSE_i, D_i once, stream K_j, V_j (causal: up to the diagonal), write dQ_i
+                          once in the input dtype; then the group sums (GQA only).
 """
 from __future__ import annotations
 
@@ -69,9 +73,11 @@ def backward_kernels(ts: TensorSet, config: RunConfig, tiling: Tiling) -> list:
     bm, bn, d, eb = tiling.block_m, tiling.block_n, p.head_dim, p.elem_bytes
     stages, warps = tiling.stages, tiling.warps
     gqa = p.group > 1
+    atomic = config.dq == "atomic"
     dk, dv = ("dKh", "dVh") if gqa else ("dK", "dV")
     ts.add("dO", p.bh, p.seq_q, d, eb, bm)
-    ts.add("dQacc", p.bh, p.seq_q, d, FP32, bm)
+    if atomic:
+        ts.add("dQacc", p.bh, p.seq_q, d, FP32, bm)
     ts.add("D", p.bh, p.seq_q, 1, FP32, bm)
     ts.add(dk, p.bh if gqa else p.bh_kv, p.seq_k, d, eb, bn)
     ts.add(dv, p.bh if gqa else p.bh_kv, p.seq_k, d, eb, bn)
@@ -79,15 +85,17 @@ def backward_kernels(ts: TensorSet, config: RunConfig, tiling: Tiling) -> list:
     ts.add("V", p.bh_kv, p.seq_k, d, eb, bn)
     ts.add("Q", p.bh, p.seq_q, d, eb, bm)
     ts.add("LSE", p.bh, p.seq_q, 1, FP32, bm)
-    kernels = [elementwise("zeros_dq", ts, (), ("dQacc",), p.bh, p.seq_q, d, simt_per_elem=0)]
+    kernels = [elementwise("zeros_dq", ts, (), ("dQacc",), p.bh, p.seq_q, d, simt_per_elem=0)] if atomic else []
     kernels.append(Kernel(
         name="flash2_bwd_pre", slices=p.bh, ti=-(-p.seq_q // bm), tj=1, block_i=bm, block_j=1, block_u=1,
         patterns=(Pattern("O", PRO, READ, "i"), Pattern("dO", PRO, READ, "i"), Pattern("D", EPI, WRITE, "i")),
         end_flops=Flops(simt=2.0 * bm * d), warps=4, smem_bytes=0, regs_per_thread=64,
         extents=extents(ts, ("O", "dO", "D")),
     ))
+    dq = (Pattern("dQacc", LOOP, ATOMIC, "u"),) if atomic else ()
     kernels.append(Kernel(
-        name="flash2_bwd", slices=p.bh, ti=-(-p.seq_k // bn), tj=1, block_i=bn, block_j=1, block_u=bm,
+        name="flash2_bwd" if atomic else "flash2_bwd_kv", slices=p.bh, ti=-(-p.seq_k // bn), tj=1, block_i=bn,
+        block_j=1, block_u=bm,
         patterns=(
             Pattern("K", PRO, READ, "i", kv=True),
             Pattern("V", PRO, READ, "i", kv=True),
@@ -95,29 +103,62 @@ def backward_kernels(ts: TensorSet, config: RunConfig, tiling: Tiling) -> list:
             Pattern("dO", LOOP, READ, "u"),
             Pattern("LSE", LOOP, READ, "u"),
             Pattern("D", LOOP, READ, "u"),
-            Pattern("dQacc", LOOP, ATOMIC, "u"),
+            *dq,
             Pattern(dk, EPI, WRITE, "i", kv=not gqa),
             Pattern(dv, EPI, WRITE, "i", kv=not gqa),
         ),
         loop_extent=p.seq_q,
-        # per Q block: recompute S, dV += PᵀdO, dP = dO Vᵀ, dK += dSᵀQ, dQ += dS K (five matmuls).
-        iter_flops=Flops(tensor=10.0 * bm * bn * d, simt=6.0 * bm * bn, sfu=bm * bn),
+        # per Q block: recompute S, dV += PᵀdO, dP = dO Vᵀ, dK += dSᵀQ, and (atomic) dQ += dS K.
+        iter_flops=Flops(tensor=(10.0 if atomic else 8.0) * bm * bn * d, simt=(6.0 if atomic else 5.0) * bm * bn,
+                         sfu=bm * bn),
         end_flops=Flops(simt=2.0 * bn * d),
-        iter_sram=4 * bm * d * eb,
+        iter_sram=(4 if atomic else 2) * bm * d * eb,
         causal=CausalMode.START if p.causal else CausalMode.NONE, kv_group=p.group, heads=p.heads, kv_heads=p.kv_heads,
         order=GridOrder.ROWS, warps=warps, stages=stages, mma="bwd",
         smem_bytes=eb * d * (2 * bn + 2 * bm * stages) + 2 * FP32 * bm * stages,
         regs_per_thread=regs_estimate(2 * bn * d + 2 * bm * bn, 0, warps),
-        extents=extents(ts, ("K", "V", "Q", "dO", "LSE", "D", "dQacc", dk, dv)),
+        extents=extents(ts, ("K", "V", "Q", "dO", "LSE", "D", *(("dQacc",) if atomic else ()), dk, dv)),
     ))
+    if not atomic:
+        ts.add("dQ", p.bh, p.seq_q, d, eb, bm)
+        kernels.append(dq_kernel(ts, config, tiling))
     if gqa:
         ts.add("dK", p.bh_kv, p.seq_k, d, eb)
         ts.add("dV", p.bh_kv, p.seq_k, d, eb)
         kernels.append(group_sum("sum_dk", ts, "dKh", "dK", p))
         kernels.append(group_sum("sum_dv", ts, "dVh", "dV", p))
-    ts.add("dQ", p.bh, p.seq_q, d, eb)
-    kernels.append(elementwise("cast_dq", ts, ("dQacc",), ("dQ",), p.bh, p.seq_q, d))
+    if atomic:
+        ts.add("dQ", p.bh, p.seq_q, d, eb)
+        kernels.append(elementwise("cast_dq", ts, ("dQacc",), ("dQ",), p.bh, p.seq_q, d))
     return kernels
+
+
+def dq_kernel(ts: TensorSet, config: RunConfig, tiling: Tiling) -> Kernel:
+    """``flash2_bwd_q``: dQ over Q blocks, the forward's loop with the backward's recomputation."""
+    p = config.problem
+    bm, bn, d, eb = tiling.block_m, tiling.block_n, p.head_dim, p.elem_bytes
+    return Kernel(
+        name="flash2_bwd_q", slices=p.bh, ti=-(-p.seq_q // bm), tj=1, block_i=bm, block_j=1, block_u=bn,
+        patterns=(
+            Pattern("Q", PRO, READ, "i"),
+            Pattern("dO", PRO, READ, "i"),
+            Pattern("LSE", PRO, READ, "i"),
+            Pattern("D", PRO, READ, "i"),
+            Pattern("K", LOOP, READ, "u", kv=True),
+            Pattern("V", LOOP, READ, "u", kv=True),
+            Pattern("dQ", EPI, WRITE, "i"),
+        ),
+        loop_extent=p.seq_k,
+        # per K/V block: recompute S and P = exp2(S - LSE), dP = dO Vᵀ, dS = P∘(dP - D), dQ += dS K.
+        iter_flops=Flops(tensor=6.0 * bm * bn * d, simt=4.0 * bm * bn, sfu=bm * bn),
+        end_flops=Flops(simt=2.0 * bm * d),
+        iter_sram=2 * bn * d * eb,
+        causal=CausalMode.STOP if p.causal else CausalMode.NONE, kv_group=p.group, heads=p.heads, kv_heads=p.kv_heads,
+        order=GridOrder.ROWS, warps=tiling.warps, stages=tiling.stages,
+        smem_bytes=eb * d * (2 * bm + 2 * bn * tiling.stages),
+        regs_per_thread=regs_estimate(2 * bm * d + 2 * bm * bn, 0, tiling.warps),
+        extents=extents(ts, ("Q", "dO", "LSE", "D", "K", "V", "dQ")),
+    )
 
 
 def build(ts: TensorSet, config: RunConfig) -> list:

@@ -17,6 +17,7 @@ ALGOS = ("standard", "standard_eager", "flash1", "flash2", "flash_decode")
 GRID_ORDERS = ("rows", "heads")
 MODES = ("plain", "ncu")
 SDPA_IMPLS = ("sdpa_cudnn", "sdpa_flash")  # kernels other than iosim's own that run an algorithm (iosim.schedule.references)
+DQ_MODES = ("atomic", "separate")  # how a FlashAttention backward computes dQ (RunConfig.dq)
 PAGE_SIZES = (16, 32, 64, 128, 256)  # tokens per page of a paged KV cache (vLLM's and FlashInfer's range)
 
 
@@ -180,6 +181,9 @@ class RunConfig:
     ``mode`` is ``plain`` (L2 contents carry from one kernel to the next, as in a normal run) or
     ``ncu`` (L2 written back and invalidated before every kernel, as Nsight Compute's default
     cache control does). ``host_tensors`` names tensors that live in host memory (offload).
+    ``dq`` is how a FlashAttention backward computes dQ: ``atomic`` (FlashAttention-2's, ``kernels/flash2.py``:
+    the kernel over K/V blocks adds each dQ block atomically into an fp32 buffer) or ``separate`` (a second
+    kernel over Q blocks streams K/V again and writes dQ once, as FlagAttention and Triton's tutorial do).
     :func:`iosim.schedule.tiling.resolve` fills every ``None`` of the tilings with its default; a
     simulation's result records the resolved configuration.
     """
@@ -191,6 +195,7 @@ class RunConfig:
     host_tensors: tuple[str, ...] = ()
     backward_tiling: Tiling | None = None  # the backward kernels' tiling; None: ``tiling``'s overrides
     impl: str | None = None  # whose kernels run it: None for iosim's Triton kernels, else one of SDPA_IMPLS (PyTorch SDPA's)
+    dq: str = "atomic"  # a FlashAttention backward's dQ: one of DQ_MODES
 
     def __post_init__(self):
         if self.algo not in ALGOS:
@@ -201,12 +206,19 @@ class RunConfig:
             raise ConfigError("impl", f"{self.impl} runs FlashAttention-2's schedule: algo must be flash2, got {self.algo!r}")
         if self.mode not in MODES:
             raise ConfigError("mode", f"must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.dq not in DQ_MODES:
+            raise ConfigError("dq", f"must be one of {', '.join(DQ_MODES)}, got {self.dq!r}")
+        if self.dq != "atomic" and (self.algo not in ("flash1", "flash2") or self.impl is not None):
+            raise ConfigError("dq", f"{self.dq} is a FlashAttention backward of iosim's or a user's kernels: algo must "
+                                    f"be flash1 or flash2 with impl ours, got algo {self.algo!r}, impl {self.impl or 'ours'}")
         object.__setattr__(self, "host_tensors", tuple(self.host_tensors))
 
     def to_dict(self) -> dict:
         out = asdict(self) | {"host_tensors": list(self.host_tensors)}
         if out["impl"] is None:  # only SDPA's kernels say so: other runs keep their old form
             del out["impl"]
+        if out["dq"] == "atomic":  # only a backward with dQ in a kernel of its own says so
+            del out["dq"]
         for key in ("tiling", "backward_tiling"):  # only flash-decoding splits: other runs keep their old form
             if out[key] is not None and out[key]["splits"] is None:
                 del out[key]["splits"]
