@@ -747,7 +747,10 @@ def _bwd_setup(torch, bn, bm, d, warps, ctas, *, iters, atomic=False, record_sm=
                                   stages=stages, atomic=atomic, record_sm=record_sm, tma=tma)), sm_ids
 
 
-def bwd_tile_flops(torch, dtype, head_dim: int, iters: int = 128) -> float:
+BWD_TILE_ITERS = 128  # passes of the backward's tile loop ``tile_bwd_<dtype>_d<d>`` times (its compiled code has them)
+
+
+def bwd_tile_flops(torch, dtype, head_dim: int, iters: int = BWD_TILE_ITERS) -> float:
     """FLOP/s of the backward's five matmuls on block_n K/V rows × block_m Q rows × d tiles, with flash2's
     default backward tiling (tiles, warps, stages), one CTA per SM."""
     t = default_tiling("flash2", BWD, head_dim)

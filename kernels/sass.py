@@ -346,12 +346,12 @@ def unique_launches(arch: int = DEFAULT_ARCH, log=None) -> list[Launch]:
 def calibration_launches(arch: int = DEFAULT_ARCH) -> list[Launch]:
     """The tile loops ``iosim calibrate`` times, as it launches them: the occupancy series two and three
     stages deep (fp16, and fp8 with V transposed), the series with FlashAttention-2's softmax and the
-    miss-cost series' softmax loops (:mod:`iosim.kernels.microbench`). Their
+    miss-cost series' softmax loops, and the backward's five-matmul loop (:mod:`iosim.kernels.microbench`). Their
     own SIMT code is inside each calibrated rate; the model takes it out before adding a kernel's."""
     import torch
 
     from iosim.kernels import microbench as mb
-    from iosim.schedule.tiling import FWD, default_tiling
+    from iosim.schedule.tiling import BWD, FWD, default_tiling
 
     occupancy = [(t[:4], None, False) for t in mb.OCC_TILES] + [(t[:4], 3, False) for t in mb.OCC_TILES_S3]
     series = ([(*s, torch.float16) for s in occupancy] + [(*s, torch.float8_e4m3fn) for s in occupancy]
@@ -365,6 +365,15 @@ def calibration_launches(arch: int = DEFAULT_ARCH) -> list[Launch]:
         o, ids = torch.zeros(1, dtype=torch.float32), torch.zeros(1, dtype=torch.int32)
         _, launches = capture_launches(mb.tile_loop, q, k, v, o, ids, bn=bn, ctas=1, iters=4096, warps=warps,
                                        stages=stages, softmax=softmax, record_sm=True, arch=arch)
+        for launch in launches:
+            seen.setdefault(launch.key(), launch)
+    for d in (64, 128):  # the backward's five-matmul loop ``tile_bwd_fp16_d<d>`` times, at flash2's backward tiling
+        t = default_tiling("flash2", BWD, d)
+        q = torch.zeros(16 * t.block_m, d, dtype=torch.float16)
+        k = torch.zeros(t.block_n, d, dtype=torch.float16)
+        out, ids = torch.zeros(1, dtype=torch.float32), torch.zeros(1, dtype=torch.int32)
+        _, launches = capture_launches(mb.bwd_tile_loop, q, q, k, k, out, out, ids, bm=t.block_m, ctas=1,
+                                       iters=mb.BWD_TILE_ITERS, warps=t.warps, stages=t.stages, arch=arch)
         for launch in launches:
             seen.setdefault(launch.key(), launch)
     return list(seen.values())

@@ -321,6 +321,29 @@ def test_the_products_rate_left_by_the_loops_own_instructions_stays_below_the_te
     assert tensor_rates(BARE) == {}  # nothing calibrated, nothing to free
 
 
+def test_the_backward_rate_is_freed_of_its_loops_own_instructions_as_the_forwards_are():
+    """The backward's five-matmul loop, priced as the model prices a kernel (its products at the freed rate plus
+    the measured share of its own compiled code), takes the time the calibration measured; the products rate lies
+    between the measured one and the tensor peak; bf16 takes the fp16 loop scaled as the forward's tile loop scales;
+    without the loop's code (the H100's calibration) the measured rate stands."""
+    from iosim.costs.issue import _calibration_loops, _simt_round, own_simt_share, tensor_rate
+    from iosim.schedule.tiling import BWD, default_tiling
+
+    raw = H200.calibration["raw"]
+    for d in (64, 128):
+        t = default_tiling("flash2", BWD, d)
+        loop = _calibration_loops("90", H200.calibration["triton"])[("bwd", t.block_m, t.block_n, d, t.warps, t.stages)]
+        flops = 10.0 * t.block_m * t.block_n * d * H200.sm_count
+        freed = tensor_rate(H200, "fp16", "bwd", d)
+        assert raw[f"tile_bwd_fp16_d{d}"] < freed < H200.tensor_flops["fp16"]
+        priced = flops / freed + own_simt_share(H200) * _simt_round(H200, loop, t.warps, 1)
+        assert priced == pytest.approx(flops / raw[f"tile_bwd_fp16_d{d}"], rel=1e-9)
+        scale = raw[f"tile_bf16_d{d}"] / raw[f"tile_fp16_d{d}"]
+        assert tensor_rate(H200, "bf16", "bwd", d) == pytest.approx(freed * scale, rel=1e-12)
+    h100 = load_profile("h100-sxm-calibrated")
+    assert tensor_rate(h100, "fp16", "bwd", 128) == h100.calibration["raw"]["tile_bwd_fp16_d128"]
+
+
 def test_each_ctas_start_costs_what_the_calibration_measured_per_wave():
     """Against a committed measurement the model was not set by: waves of CTAs in lockstep at the span
     loop's tiles (128 x 64, d = 64, 4 warps, 2 per SM, 4 trips each) cost, beyond their trips, within 20 % of

@@ -267,8 +267,9 @@ def _raw(profile) -> Mapping:
 
 @functools.lru_cache(maxsize=8)
 def _calibration_loops(arch: str, triton_version: str | None) -> dict:
-    """(block_m, block_n, head_dim, warps, stages, softmax) -> the loop body of that tile loop as
-    ``iosim calibrate`` ran it (the committed calibration mixes of the Triton it ran under)."""
+    """(block_m, block_n, head_dim, warps, stages, softmax, dtype) -> the loop body of that tile loop as
+    ``iosim calibrate`` ran it (the committed calibration mixes of the Triton it ran under); the backward's
+    loop under ("bwd", block_m, block_n, head_dim, warps, stages)."""
     try:
         found = load_mixes(arch, triton_version, calibration=True)
     except FileNotFoundError:
@@ -277,7 +278,9 @@ def _calibration_loops(arch: str, triton_version: str | None) -> dict:
     for mix in found.mixes:
         c = mix.meta.get("constexprs", {})
         loops = mix.loop_bodies()
-        if loops:
+        if loops and mix.kernel == "tile_mma_bwd":  # the backward's five-matmul loop, keyed apart
+            out[("bwd", c["BM"], c["BN"], c["D"], mix.num_warps, mix.meta["num_stages"])] = loop_code(loops[0])
+        elif loops:
             dtype = "fp8" if mix.key.split("|")[1].startswith("fp8") else "fp16"  # its operands (fp8e4nv: e4m3)
             out[(c["BM"], c["BN"], c["D"], mix.num_warps, mix.meta["num_stages"], bool(c.get("SOFTMAX")), dtype)] = \
                 loop_code(loops[0])
@@ -328,6 +331,24 @@ def own_simt_share(profile) -> float:
     return min(1.0, max(0.0, num / den)) if den else 0.0
 
 
+def bwd_products_rate(profile, head_dim: int, rate: float) -> float:
+    """The backward's calibrated five-matmul rate (``tile_bwd_fp16_d<d>``, one CTA an SM at flash2's backward
+    tiling) freed of its loop's own SIMT code as the forward's rates are (:func:`tensor_rates`): what is left
+    is the tensor-core time a kernel's own instructions are added to. The measured rate where the loop's
+    compiled code is missing."""
+    from iosim.schedule.tiling import BWD, default_tiling
+
+    t = default_tiling("flash2", BWD, head_dim)
+    version = (profile.calibration or {}).get("triton")
+    loop = _calibration_loops(str(profile.arch).removeprefix("sm_"), version).get(
+        ("bwd", t.block_m, t.block_n, head_dim, t.warps, t.stages))
+    if loop is None:
+        return rate
+    flops = 10.0 * t.block_m * t.block_n * head_dim * profile.sm_count  # one pass of one CTA on every SM
+    products = flops / rate - own_simt_share(profile) * _simt_round(profile, loop, t.warps, 1)
+    return flops / products if products > 0 else rate
+
+
 @functools.lru_cache(maxsize=16)
 def tensor_rates(profile) -> Mapping:
     """The calibration's raw numbers with each occupancy point's rate freed of its own loop's SIMT code:
@@ -368,10 +389,15 @@ def tensor_rate(profile, dtype: str, mma: str = "fwd", head_dim: int | None = No
             return rate
     key = f"tile_{'bwd_' if mma == 'bwd' else ''}{dtype}_d{head_dim}"
     if head_dim is not None and raw.get(key):
-        return float(raw[key])
+        return bwd_products_rate(profile, head_dim, float(raw[key])) if mma == "bwd" else float(raw[key])
+    bwd16, fwd, fwd16 = (raw.get(f"tile_bwd_fp16_d{head_dim}"), raw.get(f"tile_{dtype}_d{head_dim}"),
+                         raw.get(f"beside_{dtype}_tile_fp16_d{head_dim}") or raw.get(f"tile_fp16_d{head_dim}"))
+    if mma == "bwd" and head_dim is not None and bwd16 and fwd and fwd16:  # as the forward's rates scale to dtype
+        return bwd_products_rate(profile, head_dim, float(bwd16)) * float(fwd) / float(fwd16)
     fp16 = raw.get(key.replace(f"_{dtype}_", "_fp16_"))
     if dtype in PEAK_SCALED and head_dim is not None and fp16 and dtype in profile.tensor_flops:
-        return float(fp16) * profile.tensor_flops[dtype] / profile.tensor_flops["fp16"]
+        fp16 = bwd_products_rate(profile, head_dim, float(fp16)) if mma == "bwd" else float(fp16)
+        return fp16 * profile.tensor_flops[dtype] / profile.tensor_flops["fp16"]
     efficiency = profile.tensor_efficiency
     if mma == "bwd" and profile.tensor_efficiency_bwd:
         efficiency = profile.tensor_efficiency_bwd
