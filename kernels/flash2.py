@@ -209,6 +209,7 @@ def flash2_bwd(Q, K, V, DO, LSE, DELTA, DQ, DK, DV, H, HKV, NQ, NK, sm_scale, CA
 def flash2_bwd_kv(Q, K, V, DO, LSE, DELTA, DK, DV, H, HKV, NQ, NK, sm_scale, CAUSAL: tl.constexpr,
                   D: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr):
     """:func:`flash2_bwd` without dQ (``dq="separate"``): write BN·d of dK and dV, nothing else."""
+    # no dQ: the DQ slot takes DK, which the body never adds into when ATOMIC_DQ is off
     _bwd_kv(Q, K, V, DO, LSE, DELTA, DK, DK, DV, H, HKV, NQ, NK, sm_scale, CAUSAL, D, BM, BN, "relaxed", False)
 
 

@@ -12,6 +12,7 @@ is installed, else nothing (the simulator falls back to its estimates) with a no
 """
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -26,7 +27,7 @@ def load_case_codes(path: Path | str, case_name: str, tiling: dict | None = None
     """One :class:`~iosim.costs.issue.KernelCode` or None per schedule kernel of ``case_name`` in the mixes
     file ``path``; None when the file has no such case. An autotuned kernel's entry holds every config
     (``variants``): the one whose forward tiles, warps and stages are ``tiling``'s (what the GPU ran)."""
-    doc = json.loads(Path(path).read_text())
+    doc = _read(Path(path))
     if doc.get("schema") != SCHEMA:
         raise ValueError(f"{path}: schema must be {SCHEMA!r}, got {doc.get('schema')!r}")
     entry = doc["cases"].get(case_name)
@@ -49,8 +50,19 @@ def case_dq(case, arch: str, triton_version: str | None) -> str | None:
     path = mixes_file(case.kernel, arch, triton_version)
     if path is None:
         return None
-    entry = json.loads(Path(path).read_text()).get("cases", {}).get(case.name)
+    entry = _read(Path(path)).get("cases", {}).get(case.name)
     return None if entry is None else entry.get("dq", "atomic")
+
+
+def _read(path: Path) -> dict:
+    """A mixes file, parsed once per version of it: validation looks up every case of a measurement in it."""
+    st = path.stat()
+    return _parse(str(path), st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=4)
+def _parse(path: str, mtime_ns: int, size: int) -> dict:
+    return json.loads(Path(path).read_text())
 
 
 def _version(text: str) -> tuple[int, ...]:
