@@ -142,12 +142,13 @@ def _recording(launches: list, arch: int):
         autotuner.Autotuner.run = tuner_run
 
 
-def capture_launches(fn, *args, arch: int = DEFAULT_ARCH, **kwargs):
+def capture_launches(fn, *args, arch: int = DEFAULT_ARCH, launches: list | None = None, **kwargs):
     """Run ``fn(*args, **kwargs)`` with every Triton launch recorded, not run; return (its result, launches).
+    ``launches``: the list to record into (its length at any moment says how many came so far).
 
     Kernels must be compiled ``@triton.jit`` functions: under ``TRITON_INTERPRET=1`` there is nothing to capture.
     """
-    launches: list[Launch] = []
+    launches = [] if launches is None else launches
     with _recording(launches, arch):
         result = fn(*args, **kwargs)
     return result, launches

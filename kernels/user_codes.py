@@ -7,7 +7,9 @@ The forward's output is garbage (nothing executes) but has the right shape, whic
 needs to reach the file's backward. Launches map onto the flash2 schedule by role: the forward's
 main launch (BLOCK_M and BLOCK_N, the largest grid) is ``flash2_fwd``; in the backward, the
 preprocess (no BLOCK_N, or named pre/delta/preprocess) is ``flash2_bwd_pre`` and the main launch
-``flash2_bwd``. An autotuned kernel is recorded at every config its autotuner would time, each a candidate
+``flash2_bwd``. What the launcher runs in PyTorch between its launches is recorded in the same call
+(:mod:`iosim.kernels.launcher_ops`) and becomes the run config's ``launcher_ops``: PyTorch kernels of the
+schedule (:mod:`iosim.schedule.launcher`). An autotuned kernel is recorded at every config its autotuner would time, each a candidate
 (:func:`user_candidates`, :func:`configure_all`). ``python -m iosim.kernels.user_codes --manifest M --out DIR`` writes the mixes of
 every case of a foreign-kernel manifest (``--grid hopper``: of a measurement grid's user-kernel cases),
 read back by :mod:`iosim.measure.kernel_codes`.
@@ -76,12 +78,21 @@ def _capture_seqs(config: RunConfig) -> tuple[int, int]:
 def capture(ref: str, config: RunConfig, arch: int = DEFAULT_ARCH, base: Path | None = None, sms: int | None = None):
     """(forward launches, backward launches, Nq of the capture) of one call of the user's kernel ``ref``,
     its module loaded and its launcher run as on an sm_``arch`` GPU of ``sms`` SMs (:func:`simulated_device`)."""
+    return capture_all(ref, config, arch, base, sms)[:3]
+
+
+def capture_all(ref: str, config: RunConfig, arch: int = DEFAULT_ARCH, base: Path | None = None,
+                sms: int | None = None):
+    """:func:`capture`'s launches and Nq, and what the launcher ran in PyTorch: (forward launches, backward
+    launches, Nq, Nk, the :class:`~iosim.kernels.launcher_ops.Recording`, the call's tensors by role)."""
     with simulated_device(arch, sms):
         return _capture(ref, config, arch, base)
 
 
 def _capture(ref: str, config: RunConfig, arch: int, base: Path | None):
     import torch
+
+    from iosim.kernels.launcher_ops import Recording, recording
 
     fn = load_kernel(ref, base)
     p = config.problem
@@ -97,17 +108,26 @@ def _capture(ref: str, config: RunConfig, arch: int, base: Path | None):
     if fp8:  # as the harness gives them (e4m3, V transposed)
         q, k, v = fp8_inputs(q, k, v)
     shape = f"q {tuple(q.shape)}, k and v {tuple(k.shape)}, {p.dtype}, causal={p.causal}"
+    rec = Recording()
+    fwd: list[Launch] = []
+    rec.launches = fwd
     try:
-        o, fwd = capture_launches(fn, q, k, v, causal=p.causal, arch=arch)
+        with recording(rec):
+            o, _ = capture_launches(fn, q, k, v, causal=p.causal, arch=arch, launches=fwd)
     except Exception as e:  # the user's launcher failed: say so in one line, not a traceback
         raise HarnessError(f"kernel {ref}: its call on CPU tensors ({shape}) failed: {_reason(e)}") from None
+    tensors = {"Q": q, "K": k, "V": v, "O": o if isinstance(o, torch.Tensor) else None}
     bwd: list[Launch] = []
     if grad:
+        do = torch.zeros_like(o)
+        rec.phase, rec.launches = "bwd", bwd
         try:
-            _, bwd = capture_launches(torch.autograd.grad, o, (q, k, v), torch.zeros_like(o), arch=arch)
+            with recording(rec):
+                grads, _ = capture_launches(torch.autograd.grad, o, (q, k, v), do, arch=arch, launches=bwd)
         except Exception as e:
             raise HarnessError(f"kernel {ref}: its backward through autograd ({shape}) failed: {_reason(e)}") from None
-    return fwd, bwd, seq_q
+        tensors.update({"dO": do, "dQ": grads[0], "dK": grads[1], "dV": grads[2]})
+    return fwd, bwd, seq_q, seq_k, rec, tensors
 
 
 def _reason(e: BaseException) -> str:
@@ -237,13 +257,15 @@ def user_candidates(ref: str, config: RunConfig, arch: int = DEFAULT_ARCH, base:
     the kernel is autotuned; then one per config its autotuner would time (see :func:`user_mixes`). The
     backward's autotuned kernels, if any, run their first config. ``sms``: the simulated GPU's SM count,
     for launchers that read it."""
-    fwd, bwd, seq_q = capture(ref, config, arch, base, sms)
-    bwd = at_choice(bwd, None)
+    fwd_all, bwd_all, seq_q, seq_k, rec, tensors = capture_all(ref, config, arch, base, sms)
+    fwd, bwd = fwd_all, at_choice(bwd_all, None)
     dq = "separate" if separate_dq([x for x in bwd if not _is_pre(x)]) else config.dq
-    names = schedule_names(config.with_(dq=dq))
+    bare = schedule_names(config.with_(dq=dq))  # the schedule's kernels before the launcher's own operations
     out, failed = [], []
     for choice in choices(fwd):
         launches = at_choice(fwd, choice)
+        ops = _launcher_ops(rec, tensors, seq_q, seq_k, bare, launches, bwd, {"fwd": fwd_all, "bwd": bwd_all})
+        names = schedule_names(config.with_(dq=dq, launcher_ops=ops))
         try:
             mixes = _compiled_mixes(ref, names, launches, bwd, arch)
         except HarnessError as e:  # a config the autotuner would skip too (it does not compile): leave it out
@@ -254,6 +276,8 @@ def user_candidates(ref: str, config: RunConfig, arch: int = DEFAULT_ARCH, base:
         found = tilings(launches, bwd, seq_q, config.problem.batch * config.problem.heads)
         if dq != config.dq:
             found["dq"] = dq
+        if ops:
+            found["launcher_ops"] = ops
         left = unmodelled(names, launches, bwd)
         if left:
             found["unmodelled"] = left
@@ -261,6 +285,20 @@ def user_candidates(ref: str, config: RunConfig, arch: int = DEFAULT_ARCH, base:
     if not out:
         raise failed[0]
     return out
+
+
+def _launcher_ops(rec, tensors: dict, seq_q: int, seq_k: int, names: list[str], fwd: list[Launch], bwd: list[Launch],
+                  recorded: dict) -> tuple:
+    """What the launcher ran in PyTorch (:func:`iosim.kernels.launcher_ops.launcher_ops`), each operation placed
+    before the schedule kernel (of ``names``) whose launch follows it among the ``recorded`` launches of its pass."""
+    from iosim.kernels.launcher_ops import launcher_ops
+
+    runs = {id(launch): name for name, launch in zip(names, roles(names, fwd, bwd)) if launch is not None}
+
+    def next_kernel(phase: str, after: int) -> str | None:
+        return next((runs[id(x)] for x in recorded[phase][after:] if id(x) in runs), None)
+
+    return launcher_ops(rec, tensors, seq_q, seq_k, next_kernel, tensors["Q"].shape[-1])
 
 
 def user_mixes(ref: str, config: RunConfig, arch: int = DEFAULT_ARCH, base: Path | None = None,
@@ -289,6 +327,8 @@ def user_codes(ref: str, config: RunConfig, arch: int = DEFAULT_ARCH, base: Path
 
 def _with_tiling(config: RunConfig, found: dict) -> tuple[RunConfig, list[str]]:
     changes, conflicts = {}, []
+    if found.get("launcher_ops"):  # what the launcher runs in PyTorch besides its Triton kernels
+        changes["launcher_ops"] = found["launcher_ops"]
     if found.get("dq", config.dq) != config.dq:  # the user's backward computes dQ in a kernel of its own
         changes["dq"] = found["dq"]
         conflicts.append(f"dq {config.dq} -> {found['dq']}")
@@ -328,8 +368,11 @@ def _case_mixes(ref: str, config: dict, arch: int, sms: int | None = None) -> di
     run = RunConfig.from_dict(config)
     candidates = user_candidates(ref, run, arch, sms=sms)
     entries = [{"label": label, "mixes": [None if m is None else m.to_dict() for m in mixes],
-                **{k: v for k, v in tiling.items() if k != "unmodelled"}} for label, mixes, tiling in candidates]
-    schedule = schedule_names(run.with_(dq=entries[0].get("dq", run.dq)))
+                **{k: v for k, v in tiling.items() if k not in ("unmodelled", "launcher_ops")},
+                **({"launcher_ops": run.with_(launcher_ops=tiling["launcher_ops"]).to_dict()["launcher_ops"]}
+                   if tiling.get("launcher_ops") else {})} for label, mixes, tiling in candidates]
+    schedule = schedule_names(run.with_(dq=entries[0].get("dq", run.dq),
+                                        launcher_ops=entries[0].get("launcher_ops", ())))
     out = {"kernel": ref, "schedule": schedule, **{k: v for k, v in entries[0].items() if k != "label"}}
     if len(entries) > 1:
         out["variants"] = entries

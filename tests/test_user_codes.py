@@ -121,6 +121,24 @@ def test_simulate_kernel_whose_backward_computes_dq_apart():
         assert codes[name].startswith(f"sass: user_kernel_dq_separate.py {name}")
 
 
+def test_simulate_kernel_prices_what_its_launcher_runs_in_pytorch():
+    """A launcher that copies K and V for every query head (``repeat_interleave``) before its kernel: each copy is
+    a kernel of the run, placed before the attention kernel, moving K (or V) once in and G copies out."""
+    env = dict(os.environ, TRITON_INTERPRET="0")
+    out = subprocess.run([sys.executable, "-m", "iosim", "simulate", "--kernel",
+                          "tests/data/user_kernel_expand_kv.py:attention", "--gpu", "h200", "--seq-len", "1536",
+                          "--head-dim", "64", "--heads", "8", "--kv-heads", "2", "-b", "1", "--mode", "ncu", "--json"],
+                         env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "runs 2 PyTorch operations besides its Triton kernels" in out.stderr
+    (run,) = json.loads(out.stdout)
+    assert [k["name"] for k in run["kernels"]] == ["torch_clone", "torch_clone", "flash2_fwd"]
+    kv = 1 * 2 * 1536 * 64 * 2  # one of K, V: bytes
+    for copy in run["kernels"][:2]:  # read once from DRAM; 4 copies written (what the L2 keeps dirty stays unseen)
+        assert copy["levels"]["hbm"]["read_bytes"] == kv
+        assert copy["levels"]["l2"]["write_bytes"] == 4 * kv
+
+
 def test_simulate_kernel_refuses_another_algorithm():
     from click.testing import CliRunner
 

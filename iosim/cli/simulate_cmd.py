@@ -137,13 +137,25 @@ def _kernel_jobs(ref: str, jobs: list) -> tuple[list, dict]:
                          f"its time and bytes are left out")
         names = schedule_names(config)
         lines += [f"launches nothing iosim takes for {name} (a Triton kernel with tile-size constexprs such as BLOCK_M "
-                  f"and BLOCK_N): it is priced from its FLOPs" for name, code in zip(names, codes) if code is None]
+                  f"and BLOCK_N): it is priced from its FLOPs" for name, code in zip(names, codes)
+                  if code is None and not _torch_kernel(name)]
+        if config.launcher_ops:
+            ops = ", ".join(f"{op.op} ({op.phase}, before {op.before or 'its end'})" for op in config.launcher_ops)
+            lines.append(f"runs {len(config.launcher_ops)} PyTorch operations besides its Triton kernels, each priced "
+                         f"as a PyTorch kernel (or as the schedule's own where it does the same): {ops}")
         for line in lines:
             if line not in noted:
                 noted.add(line)
                 click.echo(f"note: {ref} {line}", err=True)
         out.append((config, profile, codes))
     return out, known
+
+
+def _torch_kernel(name: str) -> bool:
+    """Whether a schedule kernel is a PyTorch operation (the schedule's own, or one the user's launcher runs)."""
+    from iosim.schedule.launcher import TORCH_KERNELS
+
+    return name in TORCH_KERNELS or name.startswith("torch_")
 
 
 def _fastest(ref: str, candidates: list, profile) -> tuple:

@@ -3,8 +3,9 @@
 ``python -m iosim.kernels.user_codes --manifest M --out DIR`` compiles every case of a foreign-kernel
 manifest and writes ``DIR/sm_<arch>-triton-<version>.json``: ``{"schema": "iosim-kernel-mixes",
 "arch", "triton", "cases": {case name: {"kernel", "schedule": [schedule kernel names], "mixes":
-[KernelMix dict or null per schedule kernel], "tiling", "backward_tiling", and "dq": "separate" where the
-backward computes dQ in a kernel of its own}}}``. This module reads
+[KernelMix dict or null per schedule kernel], "tiling", "backward_tiling", "dq": "separate" where the
+backward computes dQ in a kernel of its own, and "launcher_ops" where the launcher runs PyTorch operations of its
+own (:mod:`iosim.kernels.launcher_ops`)}}}``. This module reads
 those files without torch or triton; :func:`case_codes` is what validation calls for an ``impl``
 ``kernel`` case: the mixes file beside the kernel file (``<folder>/mixes/``) for the measurement's
 Triton version (the nearest committed one if absent), else a compile on this machine when Triton
@@ -33,10 +34,7 @@ def load_case_codes(path: Path | str, case_name: str, tiling: dict | None = None
     entry = doc["cases"].get(case_name)
     if entry is None:
         return None
-    if tiling and entry.get("variants"):
-        fields = ("block_m", "block_n", "warps", "stages")
-        entry = {**entry, **next((v for v in entry["variants"]
-                                  if all(v.get("tiling", {}).get(f) == tiling.get(f) for f in fields)), {})}
+    entry = _variant(entry, tiling)
     file = Path(str(entry["kernel"]).rpartition(":")[0]).name
     source = f"sass: {file} {{}}, {doc['arch']}, triton {doc['triton']}"
     return [None if m is None else kernel_code(mix := KernelMix.from_dict(m), source.format(mix.meta.get("kernel", "?")))
@@ -52,6 +50,29 @@ def case_dq(case, arch: str, triton_version: str | None) -> str | None:
         return None
     entry = _read(Path(path)).get("cases", {}).get(case.name)
     return None if entry is None else entry.get("dq", "atomic")
+
+
+def case_launcher_ops(case, arch: str, triton_version: str | None, tiling: dict | None = None) -> list:
+    """What the measured user kernel ``case``'s launcher runs in PyTorch besides its Triton kernels, as its committed
+    mixes entry recorded it (``launcher_ops``, :class:`~iosim.schedule.problem.LauncherOp` dicts; an autotuned
+    kernel's at the config whose tiles are ``tiling``'s); empty where the entry says nothing."""
+    path = mixes_file(case.kernel, arch, triton_version)
+    if path is None:
+        return []
+    entry = _read(Path(path)).get("cases", {}).get(case.name)
+    if entry is None:
+        return []
+    return list(_variant(entry, tiling).get("launcher_ops", []))
+
+
+def _variant(entry: dict, tiling: dict | None) -> dict:
+    """A case's entry, for an autotuned kernel (``variants``) at the config whose forward tiles, warps and stages
+    are ``tiling``'s (what the GPU ran)."""
+    if tiling and entry.get("variants"):
+        fields = ("block_m", "block_n", "warps", "stages")
+        return {**entry, **next((v for v in entry["variants"]
+                                 if all(v.get("tiling", {}).get(f) == tiling.get(f) for f in fields)), {})}
+    return entry
 
 
 def _read(path: Path) -> dict:
@@ -111,4 +132,4 @@ def case_codes(case, config, arch: str, triton_version: str | None) -> tuple[lis
     return None, "no committed mixes for this case (python -m iosim.kernels.user_codes writes them): estimated code"
 
 
-__all__ = ["case_codes", "case_dq", "load_case_codes", "mixes_file"]
+__all__ = ["case_codes", "case_dq", "case_launcher_ops", "load_case_codes", "mixes_file"]

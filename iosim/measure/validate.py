@@ -30,7 +30,7 @@ from pathlib import Path
 
 from iosim.costs import closed_forms
 from iosim.hardware.profile import ProfileError, builtin_profiles, load_profile
-from iosim.measure.kernel_codes import case_codes, case_dq
+from iosim.measure.kernel_codes import case_codes, case_dq, case_launcher_ops
 from iosim.measure.measurement import KERNEL_IMPL, REFERENCE_IMPLS, Measurement, load_measurement
 from iosim.schedule.problem import SDPA_IMPLS, ConfigError, Problem, RunConfig
 from iosim.schedule.references import reference_config
@@ -158,6 +158,9 @@ def _case(case, n: int, profile, prov, source: str) -> tuple:
         dq = case_dq(case, profile.arch, _triton(prov.triton))
         if dq is not None and "dq" not in case.run_config and config.problem.backward:  # recorded before RunConfig.dq
             config = config.with_(dq=dq)
+        ops = case_launcher_ops(case, profile.arch, _triton(prov.triton), case.run_config.get("tiling"))
+        if ops and not config.launcher_ops:  # what its launcher runs in PyTorch, as the committed capture says
+            config = RunConfig.from_dict({**config.to_dict(), "launcher_ops": ops})
         codes, note = case_codes(case, config, profile.arch, _triton(prov.triton))
     # --- end of the user-kernel code lookup ---
     try:

@@ -6,6 +6,7 @@ from dataclasses import replace
 from iosim.schedule import flash1, flash2, flash_decode, standard
 from iosim.schedule.common import Schedule, TensorSet, check_problem
 from iosim.schedule.ir import HOST
+from iosim.schedule.launcher import with_launcher_ops
 from iosim.schedule.problem import RunConfig
 from iosim.schedule.references import reference_kernels
 from iosim.schedule.tiling import resolve
@@ -32,6 +33,8 @@ def build_schedule(config: RunConfig, sm_count: int | None = None) -> Schedule:
     kernels = BUILDERS[config.algo](ts, config)
     if config.impl is not None:  # PyTorch SDPA's kernels running the same schedule
         kernels = reference_kernels(kernels, config.impl)
+    if config.launcher_ops:  # what a user's launcher runs in PyTorch besides its Triton kernels
+        kernels = with_launcher_ops(kernels, ts, config)
     p = config.problem
     inputs = INPUTS + (BACKWARD_INPUTS if p.backward else ())
     outputs = OUTPUTS + (BACKWARD_OUTPUTS if p.backward else ())

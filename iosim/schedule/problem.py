@@ -19,6 +19,9 @@ MODES = ("plain", "ncu")
 SDPA_IMPLS = ("sdpa_cudnn", "sdpa_flash")  # kernels other than iosim's own that run an algorithm (iosim.schedule.references)
 DQ_MODES = ("atomic", "separate")  # how a FlashAttention backward computes dQ (RunConfig.dq)
 PAGE_SIZES = (16, 32, 64, 128, 256)  # tokens per page of a paged KV cache (vLLM's and FlashInfer's range)
+PHASES = ("fwd", "bwd")  # the passes a launcher's PyTorch operations run in (LauncherOp.phase)
+ROLES = ("Q", "K", "V", "O", "dO", "dQ", "dK", "dV")  # tensors of the call a launcher operation can touch
+SEQ_DIMS = ("Nq", "Nk")  # a launcher operand's dimensions that are the problem's sequence lengths
 
 
 class ConfigError(ValueError):
@@ -175,6 +178,69 @@ class Tiling:
 
 
 @dataclass(frozen=True)
+class Operand:
+    """A tensor a launcher operation reads or writes: which of the call's tensors it is (``tensor``, one of
+    :data:`ROLES`; None for the launcher's own temporaries), its shape with the sequence dimensions named
+    (``"Nq"``, ``"Nk"``: they take the problem's lengths) and its element size."""
+
+    tensor: str | None
+    shape: tuple
+    elem_bytes: int
+
+    def __post_init__(self):
+        if self.tensor is not None and self.tensor not in ROLES:
+            raise ConfigError("launcher_ops.tensor", f"must be one of {', '.join(ROLES)} or null, got {self.tensor!r}")
+        shape = tuple(self.shape)
+        for dim in shape:
+            if dim not in SEQ_DIMS and (not isinstance(dim, int) or isinstance(dim, bool) or dim <= 0):
+                raise ConfigError("launcher_ops.shape", f"dimensions must be positive integers or one of "
+                                                        f"{', '.join(SEQ_DIMS)}, got {dim!r}")
+        _positive_int("launcher_ops.elem_bytes", self.elem_bytes)
+        object.__setattr__(self, "shape", shape)
+
+    def dims(self, seq_q: int, seq_k: int) -> tuple[int, ...]:
+        """The shape at sequence lengths ``seq_q``, ``seq_k``."""
+        return tuple(seq_q if d == "Nq" else seq_k if d == "Nk" else d for d in self.shape)
+
+    def numel(self, seq_q: int, seq_k: int) -> int:
+        n = 1
+        for dim in self.dims(seq_q, seq_k):
+            n *= dim
+        return n
+
+    def nbytes(self, seq_q: int, seq_k: int) -> int:
+        return self.numel(seq_q, seq_k) * self.elem_bytes
+
+
+@dataclass(frozen=True)
+class LauncherOp:
+    """A PyTorch operation a user's launcher runs between its Triton kernels (``torch.zeros_like(dq)``, a group
+    sum of dK, a cast), as :mod:`iosim.kernels.launcher_ops` records it: the ATen operator, the pass, the
+    schedule kernel it runs before (None: at the end of its pass) and the tensors it reads and writes.
+    The schedule prices it as a PyTorch elementwise kernel (:mod:`iosim.schedule.launcher`)."""
+
+    op: str
+    phase: str
+    before: str | None = None
+    reads: tuple = ()
+    writes: tuple = ()
+
+    def __post_init__(self):
+        if self.phase not in PHASES:
+            raise ConfigError("launcher_ops.phase", f"must be one of {', '.join(PHASES)}, got {self.phase!r}")
+        if not self.writes:
+            raise ConfigError("launcher_ops.writes", f"{self.op}: an operation the schedule prices writes a tensor")
+        for name in ("reads", "writes"):
+            ops = tuple(o if isinstance(o, Operand) else _build(Operand, dict(o), f"launcher_ops.{name}")
+                        for o in getattr(self, name))
+            object.__setattr__(self, name, ops)
+
+    def bytes(self, seq_q: int, seq_k: int) -> tuple[int, int]:
+        """(bytes read, bytes written) at sequence lengths ``seq_q``, ``seq_k``."""
+        return (sum(o.nbytes(seq_q, seq_k) for o in self.reads), sum(o.nbytes(seq_q, seq_k) for o in self.writes))
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """Everything one simulation needs besides the hardware profile.
 
@@ -196,6 +262,7 @@ class RunConfig:
     backward_tiling: Tiling | None = None  # the backward kernels' tiling; None: ``tiling``'s overrides
     impl: str | None = None  # whose kernels run it: None for iosim's Triton kernels, else one of SDPA_IMPLS (PyTorch SDPA's)
     dq: str = "atomic"  # a FlashAttention backward's dQ: one of DQ_MODES
+    launcher_ops: tuple = ()  # LauncherOp: what a user's launcher runs in PyTorch besides its Triton kernels
 
     def __post_init__(self):
         if self.algo not in ALGOS:
@@ -212,6 +279,12 @@ class RunConfig:
             raise ConfigError("dq", f"{self.dq} is a FlashAttention backward of iosim's or a user's kernels: algo must "
                                     f"be flash1 or flash2 with impl ours, got algo {self.algo!r}, impl {self.impl or 'ours'}")
         object.__setattr__(self, "host_tensors", tuple(self.host_tensors))
+        ops = tuple(o if isinstance(o, LauncherOp) else _build(LauncherOp, dict(o), "launcher_ops")
+                    for o in self.launcher_ops)
+        if ops and (self.algo != "flash2" or self.impl is not None):
+            raise ConfigError("launcher_ops", f"are a user's kernel's (algo flash2, impl ours), got algo {self.algo!r}, "
+                                              f"impl {self.impl or 'ours'}")
+        object.__setattr__(self, "launcher_ops", ops)
 
     def to_dict(self) -> dict:
         out = asdict(self) | {"host_tensors": list(self.host_tensors)}
@@ -219,6 +292,11 @@ class RunConfig:
             del out["impl"]
         if out["dq"] == "atomic":  # only a backward with dQ in a kernel of its own says so
             del out["dq"]
+        if not out["launcher_ops"]:  # only a user's launcher with PyTorch operations of its own says so
+            del out["launcher_ops"]
+        else:
+            out["launcher_ops"] = [dict(op, **{key: [dict(o, shape=list(o["shape"])) for o in op[key]]
+                                               for key in ("reads", "writes")}) for op in out["launcher_ops"]]
         for key in ("tiling", "backward_tiling"):  # only flash-decoding splits: other runs keep their old form
             if out[key] is not None and out[key]["splits"] is None:
                 del out[key]["splits"]

@@ -1,0 +1,146 @@
+"""A user's launcher's own PyTorch operations: recorded while it is captured, placed in the schedule, priced.
+
+Checked against what is independent of the code under test: with no L2 an added kernel moves exactly the bytes
+its operation reads and writes (the limiting case), an operation the schedule already runs adds nothing (the
+schedule is the same), and the recorder against the operations a plain PyTorch function runs.
+"""
+from __future__ import annotations
+
+import pytest
+
+from iosim.schedule.build import build_schedule
+from iosim.schedule.problem import ConfigError, LauncherOp, Operand, Problem, RunConfig
+from iosim.simulate import simulate
+
+B, H, D = 2, 4, 64
+
+
+def _problem(seq: int = 1000, kv_heads: int = H, **kw) -> Problem:
+    return Problem(batch=B, heads=H, kv_heads=kv_heads, seq_q=seq, head_dim=D, backward=True, **kw)
+
+
+def _flag_ops(kv_heads: int = H) -> tuple:
+    """FlagAttention's backward launcher: dQ zero-filled before the dQ kernel, dK and dV summed over each group."""
+    group = H // kv_heads
+    return (
+        LauncherOp("aten.zeros_like.default", "bwd", "flash2_bwd_q", (), (Operand("dQ", (B, H, "Nq", D), 2),)),
+        LauncherOp("aten.sum.dim_IntList", "bwd", None, (Operand(None, (B, kv_heads, group, "Nk", D), 2),),
+                   (Operand("dK", (B, kv_heads, "Nk", D), 2),)),
+        LauncherOp("aten.sum.dim_IntList", "bwd", None, (Operand(None, (B, kv_heads, group, "Nk", D), 2),),
+                   (Operand("dV", (B, kv_heads, "Nk", D), 2),)),
+    )
+
+
+def test_launcher_ops_round_trip_and_name_the_bad_field():
+    config = RunConfig(problem=_problem(), dq="separate", launcher_ops=_flag_ops())
+    data = config.to_dict()
+    assert data["launcher_ops"][1]["reads"][0] == {"tensor": None, "shape": [B, H, 1, "Nk", D], "elem_bytes": 2}
+    assert RunConfig.from_dict(data) == config
+    assert "launcher_ops" not in RunConfig(problem=_problem()).to_dict()  # runs without them keep their form
+    bad = [({"phase": "middle"}, "launcher_ops.phase: must be one of fwd, bwd"),
+           ({"writes": []}, "launcher_ops.writes"),
+           ({"writes": [{"tensor": "P", "shape": [1], "elem_bytes": 2}]}, "launcher_ops.tensor: must be one of Q, K"),
+           ({"writes": [{"tensor": None, "shape": ["N"], "elem_bytes": 2}]}, "launcher_ops.shape"),
+           ({"writes": [{"tensor": None, "shape": [4], "elem_bytes": 0}]}, "launcher_ops.elem_bytes"),
+           ({"wrote": []}, "launcher_ops.wrote: unknown field")]
+    for change, message in bad:
+        op = {**data["launcher_ops"][0], **change}
+        with pytest.raises(ConfigError, match=message):
+            RunConfig.from_dict({**data, "launcher_ops": [op]})
+    with pytest.raises(ConfigError, match="launcher_ops: are a user's kernel's"):
+        RunConfig(algo="flash1", problem=_problem(), launcher_ops=_flag_ops())
+
+
+def test_each_operation_is_a_kernel_in_its_place():
+    names = [k.name for k in build_schedule(RunConfig(problem=_problem(), dq="separate", launcher_ops=_flag_ops())).kernels]
+    assert names == ["flash2_fwd", "flash2_bwd_pre", "flash2_bwd_kv", "torch_zeros_like", "flash2_bwd_q", "torch_sum",
+                     "torch_sum"]
+    copy = LauncherOp("aten.clone.default", "fwd", None, (Operand("Q", (B, H, "Nq", D), 2),),
+                      (Operand(None, (B, H, "Nq", D), 2),))
+    fill = LauncherOp("aten.fill_.Scalar", "fwd", "flash2_fwd", (), (Operand(None, (B, H, "Nq"), 4),))
+    names = [k.name for k in build_schedule(RunConfig(problem=_problem(), launcher_ops=(copy, fill))).kernels]
+    assert names[:3] == ["torch_fill_", "flash2_fwd", "torch_clone"]  # before the kernel named; else its pass's end
+    # the capture says what runs in PyTorch: the schedule's own dQ fill and cast, which this launcher does not run, go
+    assert names[3:] == ["flash2_bwd_pre", "flash2_bwd"]
+
+
+def test_with_no_l2_an_added_kernel_moves_exactly_its_operation_bytes():
+    for seq in (1000, 3000):  # the sequence dimensions take the problem's length
+        config = RunConfig(problem=_problem(seq), dq="separate", launcher_ops=_flag_ops(), mode="ncu")
+        run = simulate(config, "h200", l2_bytes=0)
+        added = [k for k in run.kernels if k.name.startswith("torch_")]
+        assert len(added) == 3
+        for kernel, op in zip(added, config.launcher_ops):
+            reads, writes = op.bytes(seq, seq)
+            assert (kernel.levels["hbm"].read_bytes, kernel.levels["hbm"].write_bytes) == (reads, writes)
+        assert added[0].levels["hbm"].write_bytes == B * H * seq * D * 2
+
+
+def test_an_operation_the_schedule_runs_already_adds_nothing():
+    """flash2's atomic backward fills and casts its fp32 dQ accumulator, and sums dK, dV over groups: a launcher
+    that does the same in PyTorch runs the same schedule, byte for byte."""
+    p = _problem(kv_heads=2)
+    ops = (
+        LauncherOp("aten.zeros.default", "bwd", "flash2_bwd", (), (Operand(None, (B, H, "Nq", D), 4),)),
+        LauncherOp("aten.sum.dim_IntList", "bwd", None, (Operand(None, (B, 2, 2, "Nk", D), 2),),
+                   (Operand("dK", (B, 2, "Nk", D), 2),)),
+        LauncherOp("aten.sum.dim_IntList", "bwd", None, (Operand(None, (B, 2, 2, "Nk", D), 2),),
+                   (Operand("dV", (B, 2, "Nk", D), 2),)),
+        LauncherOp("aten._to_copy.default", "bwd", None, (Operand(None, (B, H, "Nq", D), 4),),
+                   (Operand("dQ", (B, H, "Nq", D), 2),)),
+    )
+    bare = build_schedule(RunConfig(problem=p))
+    with_ops = build_schedule(RunConfig(problem=p, launcher_ops=ops))
+    assert [k.name for k in with_ops.kernels] == [k.name for k in bare.kernels]
+    assert "sum_dk" in [k.name for k in bare.kernels]
+    # one more fill than the schedule has is one more kernel
+    more = build_schedule(RunConfig(problem=p, launcher_ops=ops + ops[:1]))
+    assert [k.name for k in more.kernels].count("torch_zeros") == 1
+    # group sums in fp32, then casts (the foreign kernels' launchers): the schedule's bf16 sums are not run
+    fp32 = tuple(LauncherOp(name, "bwd", None, (Operand(None, shape_in, eb_in),), (Operand(out, shape_out, eb_out),))
+                 for out in ("dK", "dV") for name, shape_in, eb_in, shape_out, eb_out in (
+                     ("aten.sum.dim_IntList", (B, 2, 2, "Nk", D), 4, (B, 2, "Nk", D), 4),
+                     ("aten._to_copy.default", (B, 2, "Nk", D), 4, (B, 2, "Nk", D), 2)))
+    names = [k.name for k in build_schedule(RunConfig(problem=p, launcher_ops=ops[:1] + ops[3:] + fp32)).kernels]
+    assert names == ["flash2_fwd", "zeros_dq", "flash2_bwd_pre", "flash2_bwd", "cast_dq", "torch_sum",
+                     "torch__to_copy", "torch_sum", "torch__to_copy"]
+
+
+def test_a_call_tensor_is_the_schedules_own_and_a_temporary_is_new():
+    schedule = build_schedule(RunConfig(problem=_problem(), dq="separate", launcher_ops=_flag_ops()))
+    fill, total = (next(k for k in schedule.kernels if k.name == n) for n in ("torch_zeros_like", "torch_sum"))
+    assert [pt.tensor for pt in fill.patterns] == ["dQ"]
+    assert [pt.tensor for pt in total.patterns] == ["tmp1", "dK"]
+    assert schedule.tensor("tmp1").nbytes == schedule.tensor("dK").nbytes
+
+
+def test_the_recorder_keeps_what_moves_bytes_and_names_the_calls_tensors():
+    torch = pytest.importorskip("torch")
+    from iosim.kernels.launcher_ops import Recording, launcher_ops, recording
+
+    q = torch.zeros(B, H, 96, D, dtype=torch.float16)
+    k = torch.zeros(B, 2, 128, D, dtype=torch.float16)
+    rec = Recording()
+    with recording(rec):
+        o = torch.empty_like(q)  # an allocation: nothing moves
+        rec.launches.append("a Triton launch")
+        dk_h = torch.zeros(B, H, 128, D, dtype=torch.float16)  # a fill: written, not read
+        dk = dk_h.view(B, 2, 2, 128, D).sum(2)  # a view (nothing), then a reduction
+        rec.launches.append("another")
+        scale = torch.ones(1)  # no sequence dimension: left out
+    assert [op.op for op in rec.ops] == ["aten.zeros.default", "aten.sum.dim_IntList", "aten.ones.default"]
+    assert [op.after for op in rec.ops] == [1, 1, 2]
+    ops = launcher_ops(rec, {"Q": q, "K": k, "O": o, "dK": dk}, 96, 128,
+                       lambda phase, after: {1: "flash2_bwd_q"}.get(after))
+    assert len(ops) == 2 and scale.numel() == 1
+    fill, total = ops
+    assert fill.reads == () and fill.writes == (Operand(None, (B, H, "Nk", D), 2),) and fill.before == "flash2_bwd_q"
+    assert total.reads == (Operand(None, (B, 2, 2, "Nk", D), 2),)
+    assert total.writes == (Operand("dK", (B, 2, "Nk", D), 2),)
+    assert total.bytes(1000, 4000) == (B * H * 4000 * D * 2, B * 2 * 4000 * D * 2)
+    # a capture length that equals the head dimension: the last dimension stays the head dimension
+    rec = Recording()
+    with recording(rec):
+        acc = torch.zeros(B, H, 96, 64)
+    (fill,) = launcher_ops(rec, {"Q": q}, 96, 64, lambda phase, after: None, head_dim=64)
+    assert fill.writes == (Operand(None, (B, H, "Nq", 64), 4),) and acc.shape[-1] == 64
