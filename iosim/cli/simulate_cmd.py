@@ -17,7 +17,8 @@ from iosim.schedule.problem import ConfigError
 @run_options()
 @click.option("--kernel", "kernel", default=None, metavar="FILE.py:FN",
               help="Your Triton kernel's launcher fn(q, k, v, causal) (needs the kernels extra): simulated as "
-                   "flash2 with the tiling its launches use, its math priced from its own compiled SASS.")
+                   "flash2 with the tiling its launches use, its math priced from its own compiled SASS, and what "
+                   "it runs in PyTorch between its kernels (fills, copies, casts, sums) as PyTorch kernels.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list, one object per run.")
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV, one row per run, in bytes and seconds.")
 def simulate(kernel, as_json, as_csv, **opts):
@@ -29,8 +30,9 @@ def simulate(kernel, as_json, as_csv, **opts):
     Nsight Compute's dram__bytes counters would show, L2 bytes what the papers call HBM accesses.
 
     With --kernel FILE.py:FN your own kernel is captured on CPU tensors, compiled for each GPU's
-    architecture, and simulated as flash2 with its own tiling and instruction mix; the table then says
-    per kernel where its time goes (tensor cores, SIMT pipes, memory).
+    architecture, and simulated as flash2 with its own tiling and instruction mix, beside what its launcher
+    runs in PyTorch (a note lists those operations); the table then says per kernel where its time goes
+    (tensor cores, SIMT pipes, memory).
     """
     if kernel:
         opts["algo"] = flash2_only(opts["algo"], "--kernel")
