@@ -119,9 +119,9 @@ def _capture(ref: str, config: RunConfig, arch: int, base: Path | None):
     tensors = {"Q": q, "K": k, "V": v, "O": o if isinstance(o, torch.Tensor) else None}
     bwd: list[Launch] = []
     if grad:
-        do = torch.zeros_like(o)
         rec.phase, rec.launches = "bwd", bwd
         try:
+            do = torch.zeros_like(o)  # made before the recording: the caller's gradient, not the launcher's work
             with recording(rec):
                 grads, _ = capture_launches(torch.autograd.grad, o, (q, k, v), do, arch=arch, launches=bwd)
         except Exception as e:
