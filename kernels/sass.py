@@ -84,6 +84,22 @@ def _plain(value):
     return value if isinstance(value, (bool, int, float, str)) or value is None else str(value)
 
 
+def _storages(bound_args) -> tuple:
+    """Addresses of the storages of a launch's tensor arguments (a tensor descriptor's by its base): which
+    tensors the kernel reads and writes, matched against the launcher's own operations."""
+    values = bound_args.values() if isinstance(bound_args, dict) else bound_args
+    out = []
+    for value in values:
+        tensor = getattr(value, "base", value)  # a host-side TensorDescriptor holds its tensor as .base
+        storage = getattr(tensor, "untyped_storage", None)
+        if storage is not None:
+            try:
+                out.append(storage().data_ptr())
+            except (RuntimeError, TypeError):  # a tensor without storage (meta, fake)
+                continue
+    return tuple(out)
+
+
 def _backend(arch: int):
     from triton.backends.compiler import GPUTarget
     from triton.compiler import make_backend
@@ -110,7 +126,8 @@ def _recording(launches: list, arch: int):
         names = tuple(p.name for p in self.params)
         option_args = {k: v for k, v in kwargs.items() if k not in names}
         launches.append(Launch(self.__name__, self.module, tuple(int(g) for g in grid), options.num_warps,
-                               options.num_stages, signature, dict(constexprs), attrs, option_args, names))
+                               options.num_stages, signature, dict(constexprs), attrs, option_args, names,
+                               {"storages": _storages(bound_args)}))
         return None
 
     from triton.runtime import autotuner

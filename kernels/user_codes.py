@@ -294,11 +294,13 @@ def _launcher_ops(rec, tensors: dict, seq_q: int, seq_k: int, names: list[str], 
     from iosim.kernels.launcher_ops import launcher_ops
 
     runs = {id(launch): name for name, launch in zip(names, roles(names, fwd, bwd)) if launch is not None}
+    args = {rec.at_launch(address, phase, n) for phase, launches in recorded.items()
+            for n, launch in enumerate(launches) if id(launch) in runs for address in launch.extra.get("storages", ())}
 
     def next_kernel(phase: str, after: int) -> str | None:
         return next((runs[id(x)] for x in recorded[phase][after:] if id(x) in runs), None)
 
-    return launcher_ops(rec, tensors, seq_q, seq_k, next_kernel, tensors["Q"].shape[-1])
+    return launcher_ops(rec, tensors, seq_q, seq_k, next_kernel, tensors["Q"].shape[-1], args)
 
 
 def user_mixes(ref: str, config: RunConfig, arch: int = DEFAULT_ARCH, base: Path | None = None,

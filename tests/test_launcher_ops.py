@@ -6,6 +6,8 @@ schedule is the same), and the recorder against the operations a plain PyTorch f
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from iosim.schedule.build import build_schedule
@@ -144,3 +146,47 @@ def test_the_recorder_keeps_what_moves_bytes_and_names_the_calls_tensors():
         acc = torch.zeros(B, H, 96, 64)
     (fill,) = launcher_ops(rec, {"Q": q}, 96, 64, lambda phase, after: None, head_dim=64)
     assert fill.writes == (Operand(None, (B, H, "Nq", 64), 4),) and acc.shape[-1] == 64
+
+
+def test_copies_of_k_and_v_for_every_head_make_the_kernels_run_without_gqa():
+    """K and V repeated for every query head before the kernel: with no L2 the forward moves what the same
+    forward without GQA moves (Q once, 4 heads of K and V once per Q block: the paper's count), and the copies
+    read the call's 2-head K, V and write 4 heads."""
+    p = Problem(batch=B, heads=H, kv_heads=2, seq_q=1000, head_dim=D)
+    copies = tuple(LauncherOp("aten.clone.default", "fwd", "flash2_fwd", (Operand(None, (B, 2, "Nk", D), 2),),
+                              (Operand(t, (B, 2, 2, "Nk", D), 2),)) for t in ("K", "V"))
+    run = simulate(RunConfig(problem=p, launcher_ops=copies, mode="ncu"), "h200", l2_bytes=0)
+    assert run.config["problem"]["kv_heads"] == H
+    fwd = next(k for k in run.kernels if k.name == "flash2_fwd")
+    mha = simulate(RunConfig(problem=replace(p, kv_heads=H), mode="ncu"), "h200", l2_bytes=0).kernels[0]
+    slice_bytes = 1000 * D * 2
+    blocks = -(-1000 // run.config["tiling"]["block_m"])
+    assert fwd.levels["hbm"] == mha.levels["hbm"]
+    assert fwd.levels["hbm"].read_bytes == B * H * slice_bytes * (1 + 2 * blocks)
+    for copy in (k for k in run.kernels if k.name == "torch_clone"):
+        assert (copy.levels["hbm"].read_bytes, copy.levels["hbm"].write_bytes) == (B * 2 * slice_bytes,
+                                                                                     B * H * slice_bytes)
+
+
+def test_a_copy_the_kernel_is_handed_is_the_input_and_a_reused_address_is_not_a_role():
+    torch = pytest.importorskip("torch")
+    from iosim.kernels.launcher_ops import Recording, launcher_ops, recording
+
+    q = torch.zeros(B, H, 96, D, dtype=torch.float16)
+    k = torch.zeros(B, 2, 96, D, dtype=torch.float16)
+    rec = Recording()
+    with recording(rec):
+        scaled = k * 0.5  # a copy of K that the kernel is handed instead of K
+        rec.launches.append("the kernel")
+        temp = torch.zeros(B, H, 96, D, dtype=torch.float16)  # a temporary, freed ...
+        address = temp.untyped_storage().data_ptr()
+        del temp
+        dq = torch.zeros(B, H, 96, D, dtype=torch.float16)  # ... and its memory taken by the gradient
+    kernel_args = {rec.at_launch(scaled.untyped_storage().data_ptr(), "fwd", 0)}
+    ops = launcher_ops(rec, {"Q": q, "K": k, "dQ": dq}, 96, 128, lambda phase, after: None, D, kernel_args)
+    mul, fill_temp, fill_dq = ops
+    assert mul.reads == (Operand(None, (B, 2, "Nq", D), 2),) and mul.writes == (Operand("K", (B, 2, "Nq", D), 2),)
+    assert fill_dq.writes[0].tensor == "dQ"
+    if dq.untyped_storage().data_ptr() != address:
+        pytest.skip("the allocator did not give the freed memory to the next tensor of its size")
+    assert fill_temp.writes[0].tensor is None  # the same address, an earlier allocation: not dQ

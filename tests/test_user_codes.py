@@ -123,7 +123,8 @@ def test_simulate_kernel_whose_backward_computes_dq_apart():
 
 def test_simulate_kernel_prices_what_its_launcher_runs_in_pytorch():
     """A launcher that copies K and V for every query head (``repeat_interleave``) before its kernel: each copy is
-    a kernel of the run, placed before the attention kernel, moving K (or V) once in and G copies out."""
+    a kernel of the run, placed before the attention kernel, moving K (or V) once in and G copies out, and the
+    kernel, handed the copies, runs without GQA."""
     env = dict(os.environ, TRITON_INTERPRET="0")
     out = subprocess.run([sys.executable, "-m", "iosim", "simulate", "--kernel",
                           "tests/data/user_kernel_expand_kv.py:attention", "--gpu", "h200", "--seq-len", "1536",
@@ -131,12 +132,15 @@ def test_simulate_kernel_prices_what_its_launcher_runs_in_pytorch():
                          env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "runs 2 PyTorch operations besides its Triton kernels" in out.stderr
+    assert "they run with 8 key/value heads, not 2" in out.stderr
     (run,) = json.loads(out.stdout)
     assert [k["name"] for k in run["kernels"]] == ["torch_clone", "torch_clone", "flash2_fwd"]
     kv = 1 * 2 * 1536 * 64 * 2  # one of K, V: bytes
     for copy in run["kernels"][:2]:  # read once from DRAM; 4 copies written (what the L2 keeps dirty stays unseen)
         assert copy["levels"]["hbm"]["read_bytes"] == kv
         assert copy["levels"]["l2"]["write_bytes"] == 4 * kv
+    # the kernel reads Q and the copies, 8 heads each, once from DRAM (the L2 is flushed before it)
+    assert run["kernels"][2]["levels"]["hbm"]["read_bytes"] == 3 * 4 * kv
 
 
 def test_simulate_kernel_refuses_another_algorithm():

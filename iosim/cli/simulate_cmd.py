@@ -142,9 +142,15 @@ def _kernel_jobs(ref: str, jobs: list) -> tuple[list, dict]:
                   f"and BLOCK_N): it is priced from its FLOPs" for name, code in zip(names, codes)
                   if code is None and not _torch_kernel(name)]
         if config.launcher_ops:
+            from iosim.schedule.launcher import kernels_view
+
             ops = ", ".join(f"{op.op} ({op.phase}, before {op.before or 'its end'})" for op in config.launcher_ops)
             lines.append(f"runs {len(config.launcher_ops)} PyTorch operations besides its Triton kernels, each priced "
                          f"as a PyTorch kernel (or as the schedule's own where it does the same): {ops}")
+            seen = kernels_view(config).problem
+            if seen.kv_heads != config.problem.kv_heads:
+                lines.append(f"hands its kernels K and V copied for every query head: they run with {seen.kv_heads} "
+                             f"key/value heads, not {config.problem.kv_heads}")
         for line in lines:
             if line not in noted:
                 noted.add(line)

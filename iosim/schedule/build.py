@@ -6,7 +6,7 @@ from dataclasses import replace
 from iosim.schedule import flash1, flash2, flash_decode, standard
 from iosim.schedule.common import Schedule, TensorSet, check_problem
 from iosim.schedule.ir import HOST
-from iosim.schedule.launcher import with_launcher_ops
+from iosim.schedule.launcher import kernels_view, with_launcher_ops
 from iosim.schedule.problem import RunConfig
 from iosim.schedule.references import reference_kernels
 from iosim.schedule.tiling import resolve
@@ -26,7 +26,7 @@ def build_schedule(config: RunConfig, sm_count: int | None = None) -> Schedule:
     splits of flash-decoding); the resolved config records what was chosen.
     """
     check_problem(config)
-    config = resolve(config)
+    config = resolve(kernels_view(config) if config.launcher_ops else config)
     if config.algo == "flash_decode":
         config = replace(config, tiling=replace(config.tiling, splits=flash_decode.splits_for(config, sm_count)))
     ts = TensorSet(config)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import replace
 
 from iosim.schedule.common import TensorSet, elementwise
 from iosim.schedule.ir import READ, WRITE, Kernel
@@ -45,6 +46,20 @@ def with_launcher_ops(kernels: list, ts: TensorSet, config: RunConfig) -> list:
         if n not in own:
             out.append(kernel)
     return out + added.get(len(kernels), [])
+
+
+def kernels_view(config: RunConfig) -> RunConfig:
+    """The problem as the kernels see it: where the launcher hands them K and V copied for every query head
+    (an operation writes K or V with ``heads`` heads: ``repeat_interleave``, ``repeat_kv``), they run without
+    GQA, ``kv_heads`` = ``heads``."""
+    p = config.problem
+    if p.kv_heads == p.heads:
+        return config
+    full = p.batch * p.heads * p.seq_k * p.head_dim
+    for op in config.launcher_ops:
+        if any(o.tensor in ("K", "V") and o.numel(p.seq_q, p.seq_k) == full for o in op.writes):
+            return config.with_(problem=replace(p, kv_heads=p.heads))
+    return config
 
 
 def _kind(op: LauncherOp) -> str:
@@ -129,4 +144,4 @@ def _short(op: str) -> str:
     return re.sub(r"\W", "_", parts[1] if len(parts) > 1 and parts[0] == "aten" else parts[0])
 
 
-__all__ = ["TORCH_KERNELS", "with_launcher_ops"]
+__all__ = ["TORCH_KERNELS", "kernels_view", "with_launcher_ops"]
