@@ -64,6 +64,9 @@ class CaseSpec:
                 raise ConfigError("dq", f"{self.dq} is a choice of our flash1/flash2 backwards, not of {self.impl} "
                                         f"{self.pass_}")
             RunConfig(algo=self.impl, problem=self.problem, dq=self.dq)  # refuses a value outside DQ_MODES
+            if self.dq == "fused":
+                raise ConfigError("dq", "fused is a user's kernel's (Triton's tutorial backward); iosim's flash1/flash2 "
+                                        "kernels run atomic or separate")
         if not self.name:
             object.__setattr__(self, "name", self._default_name())
 

@@ -27,7 +27,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from iosim.costs.code import kernel_code
-from iosim.costs.sass import KernelMix, mixes_filename
+from iosim.costs.sass import KernelMix, mixes_filename, split_loops
 from iosim.kernels.device import HarnessError, one_line
 from iosim.kernels.sass import DEFAULT_ARCH, Launch, capture_launches, compile_sass
 from iosim.kernels.simulated_device import simulated_device
@@ -164,6 +164,27 @@ def separate_dq(bwd: list[Launch]) -> bool:
     return _dq_main(bwd) is not None
 
 
+FUSED_TILES = ("BLOCK_M2", "BLOCK_N2")  # a backward kernel's second loop's tiles (Triton's tutorial's dQ loop)
+
+
+def fused_dq(bwd: list[Launch]) -> bool:
+    """Whether the user's backward computes dQ in a second loop of its one kernel over K/V blocks, over the Q block
+    of each CTA's own rows (run config ``dq: fused``): its tiles name a second loop's sizes (``BLOCK_M2``,
+    ``BLOCK_N2``, Triton's tutorial) and no other kernel computes dQ."""
+    main = _bwd_main(bwd)
+    if main is None or _dq_main(bwd) is not None:
+        return False
+    c = main.named_constexprs()
+    return all(isinstance(c.get(name), int) and not isinstance(c.get(name), bool) for name in FUSED_TILES)
+
+
+def dq_mode(bwd: list[Launch], default: str) -> str:
+    """How the user's backward computes dQ (:data:`iosim.schedule.problem.DQ_MODES`): a kernel of its own, a
+    second loop of its one kernel, else ``default``."""
+    rest = [x for x in bwd if not _is_pre(x)]
+    return "separate" if separate_dq(rest) else "fused" if fused_dq(rest) else default
+
+
 _ROLES = (("_bwd_pre", "bwd_pre"), ("_bwd_kv", "bwd"), ("_bwd_q", "bwd_q"), ("_bwd", "bwd"), ("_fwd", "fwd"))
 
 
@@ -171,7 +192,8 @@ def roles(schedule_names: list[str], fwd: list[Launch], bwd: list[Launch]) -> li
     """The launch that runs each schedule kernel (None where the user's code has no counterpart)."""
     pre = next((x for x in bwd if _is_pre(x)), None)
     rest = [x for x in bwd if x is not pre]
-    by_role = {"fwd": _main(fwd), "bwd_pre": pre, "bwd": _bwd_main(rest), "bwd_q": _dq_main(rest)}
+    by_role = {"fwd": _main(fwd), "bwd_pre": pre, "bwd": _bwd_main(rest),
+               "bwd_q": _bwd_main(rest) if fused_dq(rest) else _dq_main(rest)}
     return [by_role.get(next((role for end, role in _ROLES if name.endswith(end)), None)) for name in schedule_names]
 
 
@@ -236,9 +258,12 @@ def at_choice(launches: list[Launch], choice: str | None) -> list[Launch]:
 
 
 def _compiled_mixes(ref: str, names: list[str], fwd: list[Launch], bwd: list[Launch], arch: int) -> list:
+    """Per schedule kernel the compiled mix of the launch that runs it; one launch that runs two schedule kernels
+    (a backward's two loops, ``dq: fused``) gives each its own loops (:func:`iosim.costs.sass.split_loops`)."""
     compiled: dict[int, KernelMix] = {}
     mixes = []
-    for launch in roles(names, fwd, bwd):
+    launches = roles(names, fwd, bwd)
+    for launch in launches:
         if launch is not None and id(launch) not in compiled:
             try:
                 compiled[id(launch)] = compile_sass(launch, arch)
@@ -248,6 +273,10 @@ def _compiled_mixes(ref: str, names: list[str], fwd: list[Launch], bwd: list[Lau
                 raise HarnessError(f"kernel {ref}: {launch.kernel} does not compile for sm_{arch} with Triton "
                                    f"{triton.__version__}: {_reason(e)}") from None
         mixes.append(None if launch is None else compiled[id(launch)])
+    for launch in {id(x): x for x in launches if x is not None}.values():
+        places = [n for n, x in enumerate(launches) if x is launch]
+        if len(places) == 2:
+            mixes[places[0]], mixes[places[1]] = split_loops(compiled[id(launch)])
     return mixes
 
 
@@ -259,7 +288,7 @@ def user_candidates(ref: str, config: RunConfig, arch: int = DEFAULT_ARCH, base:
     for launchers that read it."""
     fwd_all, bwd_all, seq_q, seq_k, rec, tensors = capture_all(ref, config, arch, base, sms)
     fwd, bwd = fwd_all, at_choice(bwd_all, None)
-    dq = "separate" if separate_dq([x for x in bwd if not _is_pre(x)]) else config.dq
+    dq = dq_mode(bwd, config.dq)
     bare = schedule_names(config.with_(dq=dq))  # the schedule's kernels before the launcher's own operations
     out, failed = [], []
     for choice in choices(fwd):

@@ -155,7 +155,8 @@ def recording_launches():
 
 
 # Names a kernel's tile sizes go by (query rows, key/value rows per tile), as Triton kernels in the wild spell them.
-TILE_NAMES = (("BLOCK_M", "BLOCK_N"), ("BM", "BN"), ("BLOCK_Q", "BLOCK_KV"))
+TILE_NAMES = (("BLOCK_M", "BLOCK_N"), ("BM", "BN"), ("BLOCK_Q", "BLOCK_KV"),
+              ("BLOCK_M1", "BLOCK_N1"))  # the last: a backward's first loop (Triton's tutorial: BLOCK_M2, BLOCK_N2 its second)
 # Other spellings of the two tile sizes kernels in the wild use (BLOCK_SIZE_M, TILE_Q, Q_BLOCK_SIZE, BLOCK_K, ...):
 # a block/tile word and a query-side (M, Q) or key-side (N, K, KV) letter, in either order.
 _TILE_WORD = r"(?:BLOCK|BLK|TILE|BS)(?:_?SIZE)?"

@@ -94,7 +94,7 @@ def test_user_profile_file_works_like_a_builtin(tmp_path):
     (("--json", "--csv"), "--json and --csv are exclusive"),
     (("--causal", "--seq-k", "2048"), "--seq-k: causal attention needs seq_k == seq_q"),
     (("--algo", "flash2", "--stages", "10"), "--block-m/--block-n/--stages: flash2_fwd needs"),
-    (("--dq", "fused"), "--dq"),
+    (("--dq", "merged"), "--dq"),
     (("--impl", "sdpa_flash", "--backward", "--dq", "separate"), "--dq: separate is a FlashAttention backward"),
 ])
 def test_bad_input_is_one_line_exit_2(args, needle):

@@ -31,14 +31,15 @@ SMALL = [
     cfg(algo, causal=causal, backward=bwd, kv_heads=kvh, seq_q=n)
     for algo, causal, bwd, kvh, n in itertools.product(
         ["flash2", "flash1", "standard", "standard_eager"], [False, True], [False, True], [4, 1], [100, 257])
-] + [  # the flash backwards with dQ in a kernel of its own
-    cfg(algo, causal=causal, backward=True, kv_heads=kvh, seq_q=n, dq="separate")
-    for algo, causal, kvh, n in itertools.product(["flash2", "flash1"], [False, True], [4, 1], [100, 257])
+] + [  # the flash backwards with dQ in a kernel of its own, or in a second loop of the K/V kernel
+    cfg(algo, causal=causal, backward=True, kv_heads=kvh, seq_q=n, dq=dq)
+    for algo, causal, kvh, n, dq in itertools.product(["flash2", "flash1"], [False, True], [4, 1], [100, 257],
+                                                       ["separate", "fused"])
 ]
 
 
 @pytest.mark.parametrize("config", SMALL, ids=lambda c: f"{c.algo}-{c.problem.seq_q}-c{int(c.problem.causal)}"
-                         f"-b{int(c.problem.backward)}-kv{c.problem.kv_heads}" + ("-dqsep" if c.dq == "separate" else ""))
+                         f"-b{int(c.problem.backward)}-kv{c.problem.kv_heads}" + ("" if c.dq == "atomic" else f"-dq{c.dq}"))
 def test_no_l2_equals_closed_form(config):
     """With no L2 every CTA fetches its own tiles: HBM bytes are the exact tiled counts."""
     hbm = simulate(config, "h100", l2_bytes=0).levels["hbm"]
@@ -47,10 +48,10 @@ def test_no_l2_equals_closed_form(config):
 
 
 def test_dq_is_a_choice_of_the_flash_backwards():
-    """RunConfig.dq: one of atomic, separate; separate only for iosim's (or a user's) flash1/flash2 kernels; it
-    round-trips through to_dict, which leaves the default out (old files stay as they were)."""
-    with pytest.raises(ConfigError, match="^dq: must be one of atomic, separate, got 'fused'"):
-        RunConfig(dq="fused")
+    """RunConfig.dq: one of atomic, separate, fused; the last two only for iosim's (or a user's) flash1/flash2
+    kernels; it round-trips through to_dict, which leaves the default out (old files stay as they were)."""
+    with pytest.raises(ConfigError, match="^dq: must be one of atomic, separate, fused, got 'merged'"):
+        RunConfig(dq="merged")
     with pytest.raises(ConfigError, match="^dq: separate .* algo must be flash1 or flash2"):
         RunConfig(algo="standard", dq="separate")
     with pytest.raises(ConfigError, match="^dq: separate .* impl sdpa_flash"):
@@ -326,3 +327,18 @@ def test_a_lone_decode_cta_waits_its_shapes_calibrated_excess_on_every_later_pas
         runs[label] = simulate(config, profile).kernels[0].time_s
     assert runs["more"] - runs["base"] == pytest.approx((split.split_blocks - 1) * extra, rel=1e-6)
     assert runs["base"] > runs["none"]  # the committed calibration: a 32-row loop waits beyond its code
+
+
+def test_a_fused_backwards_second_loop_runs_in_its_kernels_launch():
+    """dq fused: the dQ loop is the K/V kernel's second loop, tiles swapped (its CTA's Q block is its K/V block's
+    rows), with no launch of its own, nor (under Nsight Compute) an L2 flushed before it."""
+    from iosim.schedule.build import build_schedule
+
+    fused = cfg(backward=True, dq="fused", seq_q=512)
+    kv, q = build_schedule(fused).kernels[-2:]
+    assert (kv.name, q.name, kv.launch, q.launch) == ("flash2_bwd_kv", "flash2_bwd_q", True, False)
+    assert (q.block_i, q.block_u) == (kv.block_i, kv.block_u) == (16, 32)
+    runs = {dq: simulate(cfg(backward=True, dq=dq, seq_q=512, mode="ncu"), "h100") for dq in ("fused", "separate")}
+    assert runs["fused"].kernels[-1].launch_s == 0 and runs["separate"].kernels[-1].launch_s > 0
+    # K and V the dQ loop streams are still in the L2 from the K/V loop: fewer DRAM reads than after a flush
+    assert runs["fused"].kernels[-1].levels["hbm"].read_bytes < runs["separate"].kernels[-1].levels["hbm"].read_bytes

@@ -354,3 +354,42 @@ def test_a_backward_with_dq_in_a_kernel_of_its_own_takes_the_separate_schedule()
     taken = [x.kernel if x else None for x in roles(names, fwd, bwd)]
     assert taken == ["_fwd_kernel", "_bwd_preprocess", "_bwd_kv_kernel", "_bwd_q_kernel"]
     assert unmodelled(names, fwd, bwd) == []
+
+
+def test_a_backward_whose_one_kernel_runs_both_loops_takes_the_fused_schedule():
+    """Triton's tutorial shape: one backward kernel whose tiles name a second loop (BLOCK_M1/N1 for dK, dV over the
+    CTA's K/V block, BLOCK_M2/N2 for dQ over its Q block) is flash2's ``dq: fused``, that one launch standing for
+    both loops; a kernel with one pair of tiles is not, nor is FlagAttention's shape."""
+    from iosim.kernels.sass import Launch
+    from iosim.kernels.user_codes import dq_mode, fused_dq, roles, unmodelled
+
+    tiles = {(0,): 32, (1,): 128, (2,): 128, (3,): 32}
+    fused = Launch("_attn_bwd", "m", (32, 1, 64), 4, 5, {}, tiles, {}, {},
+                   ("BLOCK_M1", "BLOCK_N1", "BLOCK_M2", "BLOCK_N2"))
+    pre = _launch("_attn_bwd_preprocess", (32, 64), tiled=False)
+    assert fused_dq([fused]) and dq_mode([pre, fused], "atomic") == "fused"
+    assert not fused_dq([_launch("_bwd_kernel", (32, 16, 4))])
+    assert dq_mode([pre, _launch("_bwd_q_kernel", (64, 16, 4)), _launch("_bwd_kv_kernel", (32, 16, 4))],
+                   "atomic") == "separate"
+    names = ["flash2_fwd", "flash2_bwd_pre", "flash2_bwd_kv", "flash2_bwd_q"]
+    fwd = [_launch("_attn_fwd", (32, 64, 1))]
+    taken = roles(names, fwd, [pre, fused])
+    assert [x.kernel if x else None for x in taken] == ["_attn_fwd", "_attn_bwd_preprocess", "_attn_bwd", "_attn_bwd"]
+    assert taken[2] is taken[3] and unmodelled(names, fwd, [pre, fused]) == []
+
+
+def test_a_kernel_of_two_loops_is_split_where_its_second_loop_begins():
+    """The innermost loops in code order (each as a masked and an unmasked copy) are cut in half: the first loop's
+    copies and the code outside loops for the first kernel, the second loop's copies for the second."""
+    from iosim.costs.code import kernel_code
+    from iosim.costs.sass import KernelMix, LoopMix, split_loops
+
+    loops = tuple(LoopMix(opcodes={"HMMA": n}, instructions=n, depth=1) for n in (40, 30, 20, 10))
+    mix = KernelMix("_attn_bwd", loops=loops, outside=LoopMix(instructions=7), n_regs=255, shared_bytes=1024)
+    first, second = split_loops(mix)
+    assert [x.instructions for x in first.loops] == [40, 30] and [x.instructions for x in second.loops] == [20, 10]
+    assert first.outside.instructions == 7 and second.outside.instructions == 0
+    assert (first.n_regs, second.n_regs, second.shared_bytes) == (255, 255, 1024)
+    a, b = kernel_code(first, "a"), kernel_code(second, "b")
+    assert (a.loop.instructions, a.masked.instructions, b.loop.instructions, b.masked.instructions) == (30, 40, 10, 20)
+    assert split_loops(KernelMix("one", loops=loops[:1]))[1].loops == ()

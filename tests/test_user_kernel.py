@@ -81,7 +81,8 @@ def test_a_missing_file_or_function_is_a_harness_error_naming_it(tmp_path):
     ({"Q_BLOCK_SIZE": 64, "KV_BLOCK_SIZE": 128}, (64, 128)),
     ({"block_q": 32, "block_k": 64}, (32, 64)),
     ({"BLOCK_DMODEL": 64, "HEAD_DIM": 64}, (None, None)),  # a head dim is not a tile
-    ({"BLOCK_M1": 32, "BLOCK_N1": 128}, (None, None)),  # numbered (a backward's two loops): not guessed
+    ({"BLOCK_M1": 32, "BLOCK_N1": 128, "BLOCK_M2": 128, "BLOCK_N2": 32}, (32, 128)),  # a backward's first loop
+    ({"BLOCK_M2": 128, "BLOCK_N2": 32}, (None, None)),  # other numbers: not guessed
     ({"BLOCK_M": 64, "TILE_M": 128, "BLOCK_N": 32, "TILE_N": 32}, (64, 32)),  # the plain names win
     ({"BLOCK_SIZE_M": 64, "TILE_Q": 128, "BLOCK_N": 32}, (None, None)),  # two query-side candidates: ambiguous
 ])

@@ -103,8 +103,10 @@ def run_options(seq_default: str = DEFAULT_SEQ, algo_default: str = "standard,fl
         click.option("--backward", is_flag=True, help="Forward and backward pass."),
         click.option("--dq", type=click.Choice(DQ_MODES), default="atomic", show_default=True,
                      help="How a flash backward computes dQ: atomic (FlashAttention-2's: the kernel over K/V blocks "
-                          "adds into an fp32 dQ) or separate (a second kernel over Q blocks streams K/V again and "
-                          "writes dQ once, as FlagAttention and Triton's tutorial do). flash1 and flash2."),
+                          "adds into an fp32 dQ), separate (a second kernel over Q blocks streams K/V again and "
+                          "writes dQ once, as FlagAttention does) or fused (the same two loops in one kernel, each "
+                          "CTA's Q block its K/V block's rows, as Triton's tutorial does; a user's kernel). flash1 "
+                          "and flash2."),
         click.option("--page-size", type=click.Choice([str(n) for n in PAGE_SIZES]), default=None,
                      help="flash_decode: the KV cache in pages of this many tokens, in any order (vLLM-style)."),
         click.option("--seq-lens", default=None, callback=parse_lengths, metavar="LENGTHS",

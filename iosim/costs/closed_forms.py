@@ -134,7 +134,8 @@ def _flash2_fwd(p, t, add):
 def _flash2_bwd(p, t, add, dq: str = "atomic"):
     """FlashAttention-2's backward: each K/V block re-reads the Q rows it sees (causal: from the diagonal's
     block on) with dO, LSE and D; ``dq`` ``atomic`` adds dQ into an fp32 buffer there (read and written per
-    visible row), ``separate`` recomputes it in a kernel over Q blocks that re-reads K/V as the forward does."""
+    visible row), ``separate`` recomputes it in a kernel over Q blocks that re-reads K/V as the forward does, ``fused`` in a
+    second loop of the same kernel over Q blocks of the K/V block's rows (the tiles swapped)."""
     bm, bn, d, e = t.block_m, t.block_n, p.head_dim, p.elem_bytes
     nq, nk, bh = p.seq_q, p.seq_k, p.bh
     atomic = dq == "atomic"
@@ -147,6 +148,8 @@ def _flash2_bwd(p, t, add, dq: str = "atomic"):
     kv_out = bh if p.group > 1 else p.bh_kv
     add(bh * (2 * nk * d * e + q_rows * (per_row + acc)), bh * q_rows * acc + 2 * kv_out * nk * d * e)
     if not atomic:  # dQ over Q blocks: Q, dO, LSE, D once, K/V as the forward streams them, dQ written once
+        if dq == "fused":  # the K/V-outer loop's CTAs go on to Q blocks of their own rows: the tiles swapped
+            bm, bn = bn, bm
         kv_rows = sum(min(nk, _cdiv((i + 1) * bm, bn) * bn) if p.causal else nk for i in range(_cdiv(nq, bm)))
         add(bh * (nq * per_row + 2 * kv_rows * d * e), bh * nq * d * e)
     if p.group > 1:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 
 # Opcode → Nsight Compute pipe (the suffix of smsp__inst_executed_pipe_<pipe>) on sm_90.
@@ -401,6 +401,18 @@ class KernelMix:
     def from_dict(cls, data: dict) -> KernelMix:
         return cls(**{**data, "loops": tuple(LoopMix.from_dict(d) for d in data["loops"]),
                       "outside": LoopMix.from_dict(data["outside"]), "meta": dict(data.get("meta", {}))})
+
+
+def split_loops(mix: KernelMix) -> tuple[KernelMix, KernelMix]:
+    """A kernel that runs two loops one after the other (a backward's K/V-outer loop, then its Q-outer loop over
+    the same CTA's rows) as two: its loops in code order, cut where the second half of its innermost loops begins
+    (each loop may come as a masked and an unmasked copy), the code outside every loop with the first, the
+    resources with both."""
+    inner = [n for n, loop in enumerate(mix.loops) if loop.innermost]
+    cut = inner[len(inner) // 2] if len(inner) >= 2 else len(mix.loops)
+    first = replace(mix, loops=mix.loops[:cut], meta={**mix.meta, "part": "first loop"})
+    second = replace(mix, loops=mix.loops[cut:], outside=LoopMix(), meta={**mix.meta, "part": "second loop"})
+    return first, second
 
 
 def kernel_mix(sass: str, kernel: str | None = None, **resources_) -> KernelMix:

@@ -142,7 +142,7 @@ class Engine:
     # -- kernels ---------------------------------------------------------------------------------
     def _main(self):
         for n, kernel in enumerate(self.kernels):
-            if self.mode == "ncu":
+            if self.mode == "ncu" and kernel.launch:  # a kernel's second loop (dq: fused) runs in its launch
                 self.l2.flush(self.env.now, invalidate=True, timed=False)
             self._code = self._price_code(kernel, self.codes[n], self.per_sm[n])
             self._paces = {}
@@ -231,6 +231,8 @@ class Engine:
         kernel's cost back to back (``launch_overhead``), or in ``ncu`` mode, where each kernel runs
         alone, the duration Nsight Compute reports for it (``ncu_launch_overhead``, where measured)."""
         code, profile = self.codes[len(self.records)], self.profile
+        if not kernel.launch:  # the second loop of the kernel before it: that kernel's launch and start
+            return 0.0
         looped = kernel.loop_extent > 0 or code.loop.instructions > 0
         launch = profile.launch_overhead
         if self.mode == "ncu" and profile.ncu_launch_overhead:

@@ -10,7 +10,9 @@ backward ``zeros`` (fp32 dQ accumulator), ``flash2_bwd_pre`` (D = rowsum(dO∘O)
                           grid (Tc, B·H): read K_j, V_j once, stream Q_i, dO_i, LSE_i, D_i (causal: from
                           the diagonal), atomically add dS·K_j into dQ_i, write dK_j, dV_j once;
                           then ``sum`` over the query heads of a group (GQA only) and ``cast`` dQ.
-backward with ``dq: separate`` (FlagAttention's, the Triton tutorial's loops): ``flash2_bwd_pre``, then
+backward with ``dq: separate`` (FlagAttention's loops; ``fused``: the Triton tutorial's, the two loops one
+         kernel whose CTA j runs K/V block j's loop then Q block j's, so the dQ loop's tiles are the other's
+         swapped and it pays no launch of its own): ``flash2_bwd_pre``, then
          ``flash2_bwd_kv`` as ``flash2_bwd`` without dQ, then ``flash2_bwd_q`` grid (Tr, B·H): read Q_i,
                           dO_i, LSE_i, D_i once, stream K_j, V_j (causal: up to the diagonal), write dQ_i
                           once in the input dtype; then the group sums (GQA only).
@@ -120,8 +122,13 @@ def backward_kernels(ts: TensorSet, config: RunConfig, tiling: Tiling) -> list:
         extents=extents(ts, ("K", "V", "Q", "dO", "LSE", "D", *(("dQacc",) if atomic else ()), dk, dv)),
     ))
     if not atomic:
-        ts.add("dQ", p.bh, p.seq_q, d, eb, bm)
-        kernels.append(dq_kernel(ts, config, tiling))
+        if config.dq == "fused":  # the same CTAs go on to dQ: their Q block is their K/V block's rows
+            dq_tiling = replace(tiling, block_m=tiling.block_n, block_n=tiling.block_m)
+            ts.add("dQ", p.bh, p.seq_q, d, eb, dq_tiling.block_m)
+            kernels.append(replace(dq_kernel(ts, config, dq_tiling), launch=False))
+        else:
+            ts.add("dQ", p.bh, p.seq_q, d, eb, bm)
+            kernels.append(dq_kernel(ts, config, tiling))
     if gqa:
         ts.add("dK", p.bh_kv, p.seq_k, d, eb)
         ts.add("dV", p.bh_kv, p.seq_k, d, eb)

@@ -171,6 +171,7 @@ class Kernel:
     ragged: Ragged | None = None  # a variable-length batch: each request's own extents
     lookups: int = 0  # dependent loads before a CTA can address its tiles (a request's length or offset read first)
     reverse: bool = False  # the loop walks its blocks from the last down (FlashAttention-2's CUDA kernels)
+    launch: bool = True  # False: the second loop of the kernel before it, in that kernel's launch (dq: fused)
 
     @cached_property
     def _extent(self) -> dict:

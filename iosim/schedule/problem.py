@@ -17,7 +17,7 @@ ALGOS = ("standard", "standard_eager", "flash1", "flash2", "flash_decode")
 GRID_ORDERS = ("rows", "heads")
 MODES = ("plain", "ncu")
 SDPA_IMPLS = ("sdpa_cudnn", "sdpa_flash")  # kernels other than iosim's own that run an algorithm (iosim.schedule.references)
-DQ_MODES = ("atomic", "separate")  # how a FlashAttention backward computes dQ (RunConfig.dq)
+DQ_MODES = ("atomic", "separate", "fused")  # how a FlashAttention backward computes dQ (RunConfig.dq)
 PAGE_SIZES = (16, 32, 64, 128, 256)  # tokens per page of a paged KV cache (vLLM's and FlashInfer's range)
 PHASES = ("fwd", "bwd")  # the passes a launcher's PyTorch operations run in (LauncherOp.phase)
 ROLES = ("Q", "K", "V", "O", "dO", "dQ", "dK", "dV")  # tensors of the call a launcher operation can touch
@@ -249,7 +249,9 @@ class RunConfig:
     cache control does). ``host_tensors`` names tensors that live in host memory (offload).
     ``dq`` is how a FlashAttention backward computes dQ: ``atomic`` (FlashAttention-2's, ``kernels/flash2.py``:
     the kernel over K/V blocks adds each dQ block atomically into an fp32 buffer) or ``separate`` (a second
-    kernel over Q blocks streams K/V again and writes dQ once, as FlagAttention and Triton's tutorial do).
+    kernel over Q blocks streams K/V again and writes dQ once, as FlagAttention does) or ``fused`` (the same two
+    loops in one kernel, each CTA the K/V-outer loop of its K/V block then the Q-outer loop of its Q block, as
+    Triton's tutorial does).
     :func:`iosim.schedule.tiling.resolve` fills every ``None`` of the tilings with its default; a
     simulation's result records the resolved configuration.
     """
