@@ -79,11 +79,15 @@ def overrides_tiling(overrides: dict) -> Tiling:
     return Tiling(**overrides)
 
 
+KERNEL_DQ_MODES = ("atomic", "separate")  # the RunConfig.dq modes these kernels implement (fused: Triton's tutorial's)
+
+
 def dq_mode(overrides: dict) -> str:
     """How the backward computes dQ (``RunConfig.dq``): the ``dq`` override, ``atomic`` by default."""
     dq = overrides.get("dq", "atomic")
-    if dq not in DQ_MODES:
-        raise ConfigError("dq", f"must be one of {', '.join(DQ_MODES)}, got {dq!r}")
+    if dq not in KERNEL_DQ_MODES:
+        raise ConfigError("dq", f"must be one of {', '.join(KERNEL_DQ_MODES)}, got {dq!r}"
+                                + (" (fused is modelled for a user's kernel, not run by iosim's)" if dq in DQ_MODES else ""))
     return dq
 
 
