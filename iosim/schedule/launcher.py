@@ -5,8 +5,9 @@ of dK and dV over each group of query heads, a cast, a ``contiguous()`` copy. Ea
 that moves bytes through the L2 and DRAM (FlagAttention's backward: 16 % of its DRAM bytes). The captured
 operations (:class:`~iosim.schedule.problem.LauncherOp`, recorded by :mod:`iosim.kernels.launcher_ops`) become
 PyTorch elementwise kernels (:func:`~iosim.schedule.common.elementwise`) placed before the schedule kernel they
-precede. An operation that does what one of the schedule's own PyTorch kernels does (the same bytes read and
-written in the same pass: flash2's dQ fill and cast, its group sums) is that kernel, not a second one.
+precede. An operation that does what one of the schedule's own PyTorch kernels does (the same kind, fill, copy
+or sum, the same bytes read and written, in the same pass: flash2's dQ fill and cast, its group sums) is that
+kernel, not a second one; those of the schedule's own that the launcher does not run are dropped.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from dataclasses import replace
 
 from iosim.schedule.common import TensorSet, elementwise
 from iosim.schedule.ir import READ, WRITE, Kernel
-from iosim.schedule.problem import LauncherOp, Operand, RunConfig
+from iosim.schedule.problem import LauncherOp, RunConfig
 
 # flash2's own kernels that stand for PyTorch operations of its launcher (kernels/flash2.py runs them in torch),
 # by what they do: an operation does what one of them does if it is of that kind and moves the same bytes
@@ -100,8 +101,8 @@ def _kernel(op: LauncherOp, ts: TensorSet, config: RunConfig, n: int) -> Kernel:
     numel = [o.numel(p.seq_q, p.seq_k) for o in operands]
     slices, rows = _layout(operands, numel, ts, p.seq_q, p.seq_k)
     names = []
-    for o, count in zip(operands, numel):
-        name = _tensor_name(o, n)
+    for i, (o, count) in enumerate(zip(operands, numel)):
+        name = o.tensor if o.tensor is not None else f"tmp{n}_{i}"  # each temporary its own tensor
         spec = ts.specs.get(name)
         cols = count // (slices * rows)
         if spec is not None and (spec[0], spec[1], spec[2], spec[3]) != (slices, rows, cols, o.elem_bytes):
@@ -132,10 +133,6 @@ def _layout(operands: tuple, numel: list, ts: TensorSet, seq_q: int, seq_k: int)
     if all(count % (slices * rows) == 0 for count in numel):
         return slices, rows
     return 1, math.gcd(*numel)
-
-
-def _tensor_name(o: Operand, n: int) -> str:
-    return o.tensor if o.tensor is not None else f"tmp{n}"
 
 
 def _short(op: str) -> str:
