@@ -25,20 +25,20 @@ _KV_ROLES = ("K", "V", "dK", "dV")
 _INPUT_ROLES = ("Q", "K", "V", "dO")  # the call's inputs a launcher may hand its kernels a copy of
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Tensor:
     storage: tuple  # (address, generation): tensors that share it are the same memory (see Recording.fresh)
     shape: tuple
     elem_bytes: int
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Op:
     op: str
     phase: str
     after: int  # Triton launches recorded before it in its phase
-    reads: list
-    writes: list
+    reads: tuple
+    writes: tuple
 
 
 class Recording:
@@ -91,8 +91,8 @@ class Recording:
         if not outs or name in MOVES_NOTHING or name.startswith("empty"):
             return
         ins = [] if name in FILLS else [t for t in tensors if not (name == "copy_" and mutated and t is mutated[0])]
-        self.ops.append(_Op(str(func), self.phase, len(self.launches), [self._record(t) for t in ins],
-                            [self._record(t) for t in outs]))
+        self.ops.append(_Op(str(func), self.phase, len(self.launches), tuple(self._record(t) for t in ins),
+                            tuple(self._record(t) for t in outs)))
 
     def _record(self, t) -> _Tensor:
         """A tensor by the memory it spans: a broadcast dimension (stride 0, ``expand``) repeats the same bytes
