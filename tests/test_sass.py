@@ -25,8 +25,10 @@ from iosim.costs.sass import (
     find_mix,
     kernel_mix,
     load_mixes,
+    local_bytes,
     loop_ranges,
     mix_key,
+    mma_flops,
     opcode_of,
     parse_functions,
     pipe_of,
@@ -157,6 +159,63 @@ def test_shared_bytes_per_warp_instruction(text, nbytes):
     """32 threads x the element width the modifier names (4 bytes unless named); 128 bytes per 8x8 matrix of
     16-bit values for ldmatrix/stmatrix; nothing for global loads, wgmma operands or never-executed padding."""
     assert shared_bytes(Instruction(0, opcode_of(text), text)) == nbytes
+
+
+@pytest.mark.parametrize("text, nbytes", [
+    ("LDL R4, [R1+0x10]", 4), ("LDL.LU R4, [R1+0x10]", 4), ("LDL.LU.64 R4, [R1+0x18]", 8),
+    ("LDL.128 R8, [R1+0x20]", 16), ("@P0 STL.64 [R1+0x8], R6", 8), ("STL [R1], R3", 4), ("STL.U8 [R1+0x3], R3", 1),
+    ("@!PT LDL R0, [R1]", 0),
+])
+def test_local_bytes_per_thread(text, nbytes):
+    """A spill moves the width its modifier names per thread (PTX ld.local/st.local .b32/.b64/.b128): a
+    4-byte word unless named; never-executed padding moves nothing."""
+    assert local_bytes(Instruction(0, opcode_of(text), text)) == nbytes
+
+
+@pytest.mark.parametrize("text, flops", [
+    ("HGMMA.64x128x16.F32 R24, gdesc[UR4], R24, gsb0", 2 * 64 * 128 * 16 / 4),  # a warpgroup's product, 4 warps
+    ("HGMMA.64x16x16.F32 R24, gdesc[UR8], RZ, !UPT", 2 * 64 * 16 * 16 / 4),
+    ("QGMMA.64x64x32.F32.E4M3.E4M3 R24, gdesc[UR4], R24", 2 * 64 * 64 * 32 / 4),
+    ("HMMA.16816.F32 R4, R8, R12, R4", 2 * 16 * 8 * 16), ("HMMA.1688.F32 R4, R8, R12, R4", 2 * 16 * 8 * 8),
+    ("FFMA R1, R2, R3, R4", 0), ("@!PT HGMMA.64x64x16.F32 R24, gdesc[UR4], R24", 0),
+])
+def test_mma_flops_by_shape(text, flops):
+    """M·N·K of the instruction's shape, twice (a multiply and an add); wgmma's is the warpgroup's, one
+    quarter per issuing warp; mma.sync's (HMMA.16816: m16n8k16) one warp's."""
+    assert mma_flops(Instruction(0, opcode_of(text), text)) == flops
+
+
+def test_masked_copy_over_half_tiles_is_the_masked_body():
+    """The Triton tutorial's backward steps the causal diagonal in half tiles: its masked loop comes first and
+    issues fewer instructions than the unmasked one, so fewest-instructions would swap them. The unmasked body
+    is the one doing the most tensor-core work a pass; the masked one runs as many passes a block as its
+    products are smaller."""
+    from iosim.costs.code import kernel_code
+
+    half = LoopMix(opcodes={"HGMMA": 8, "FSEL": 40}, pipes={"tensor": 8, "alu": 40}, instructions=300, depth=1,
+                   tensor_flops=8 * 2 * 64 * 16 * 16 / 4)
+    whole = LoopMix(opcodes={"HGMMA": 8}, pipes={"tensor": 8}, instructions=340, depth=1,
+                    tensor_flops=8 * 2 * 64 * 32 * 16 / 4)
+    mix = KernelMix(kernel="bwd", loops=(half, whole))
+    assert mix.loop_bodies() == [whole, half]
+    code = kernel_code(mix, "test")
+    assert code.loop.instructions == 340 and code.masked.instructions == 300 and code.masked_passes == 2.0
+    # the same tile in both (a forward's masked copy): the one with fewer instructions is the unmasked one
+    same = LoopMix(opcodes={"HGMMA": 8, "FSEL": 40}, pipes={"tensor": 8}, instructions=400, depth=1,
+                   tensor_flops=whole.tensor_flops)
+    assert kernel_code(KernelMix(kernel="fwd", loops=(same, whole)), "test").masked_passes == 1.0
+    assert KernelMix(kernel="fwd", loops=(same, whole)).loop_bodies() == [whole, same]
+
+
+def test_spill_words_follow_widths():
+    """A loop's spills in 4-byte words per thread: a 64-bit reload is two words."""
+    from iosim.costs.issue import loop_code
+
+    loop = LoopMix(opcodes={"LDL": 3, "STL": 2}, instructions=5, local_load_bytes=4 + 8 + 16, local_store_bytes=8 + 4)
+    code = loop_code(loop)
+    assert (code.local_loads, code.local_stores) == (7.0, 3.0)
+    legacy = loop_code(LoopMix(opcodes={"LDL": 3, "STL": 2}, instructions=5))  # a mix written before widths
+    assert (legacy.local_loads, legacy.local_stores) == (3.0, 2.0)
 
 
 # ---------------------------------------------------------------------------------------------

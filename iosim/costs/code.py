@@ -140,6 +140,16 @@ def aten_softmax_code(n: int, warps: int, arch: str) -> KernelCode | None:
                       source=f"ncu: ATen {variant}, {table['arch']}, torch {table['torch']}")
 
 
+def masked_passes(bodies: list) -> float:
+    """Passes of the masked loop body (the last of ``bodies``, :meth:`KernelMix.loop_bodies`) per block of the
+    unmasked one (the first): the ratio of their products per pass where both recorded them, so a masked copy
+    over half tiles runs two passes a block; 1 otherwise."""
+    if len(bodies) < 2:
+        return 1.0
+    plain, masked = bodies[0].tensor_flops, bodies[-1].tensor_flops
+    return plain / masked if plain and masked and plain > masked else 1.0
+
+
 def kernel_code(mix: KernelMix, source: str) -> KernelCode:
     """A compiled kernel's cost description: its innermost loop (the unmasked one, and the masked one
     where the compiler emitted two loops one after the other), code outside loops, resources."""
@@ -150,7 +160,8 @@ def kernel_code(mix: KernelMix, source: str) -> KernelCode:
                           shared_bytes=mix.shared_bytes, spill_bytes=mix.n_spill_bytes, local_bytes=mix.local_bytes,
                           source=source)
     masked = loop_code(ordered[-1]) if len(ordered) > 1 else None
-    return KernelCode(loop=loop_code(ordered[0]), masked=masked, outside=outside, regs_per_thread=mix.n_regs,
+    return KernelCode(loop=loop_code(ordered[0]), masked=masked, masked_passes=masked_passes(ordered),
+                      outside=outside, regs_per_thread=mix.n_regs,
                       shared_bytes=mix.shared_bytes, spill_bytes=mix.n_spill_bytes, local_bytes=mix.local_bytes,
                       source=source, tma=any(body.opcode("UTMALDG") for body in ordered),
                       wgmma=any(body.opcode("HGMMA") for body in (*mix.loops, mix.outside)))

@@ -48,8 +48,8 @@ class LoopCode:
 
     instructions: float
     pipes: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}), hash=False)
-    local_loads: float = 0.0  # LDL: registers the compiler spilled, reloaded (one 4-byte word per thread each)
-    local_stores: float = 0.0  # STL: registers spilled
+    local_loads: float = 0.0  # registers the compiler spilled, reloaded (LDL): 4-byte words per thread
+    local_stores: float = 0.0  # registers spilled (STL): 4-byte words per thread
     waits: Mapping[str, tuple] = field(default_factory=lambda: MappingProxyType({}), hash=False)  # see LoopMix.waits
     stall_cycles: float | None = None  # one warp's issue cycles by the compiler's stall counts (None: unknown)
     # bytes a warp instruction moves through shared memory -> such instructions per warp (None: not recorded)
@@ -77,6 +77,9 @@ class KernelCode:
 
     loop: LoopCode
     masked: LoopCode | None = None
+    # passes of the masked loop per block of the unmasked one's: a masked copy over smaller tiles (the Triton
+    # tutorial's backward steps its diagonal blocks in halves) runs more of them, as many as its products are smaller
+    masked_passes: float = 1.0
     outside: LoopCode = LoopCode(0.0)
     regs_per_thread: int | None = None
     shared_bytes: int | None = None
@@ -94,10 +97,13 @@ class KernelCode:
 
 
 def loop_code(mix: LoopMix) -> LoopCode:
-    """A compiled loop's (or a kernel's code outside its loops') cost description from its SASS mix."""
+    """A compiled loop's (or a kernel's code outside its loops') cost description from its SASS mix; its
+    spills in 4-byte words by each LDL/STL's width where the mix recorded them, else a word an instruction."""
+    loads, stores = float(mix.opcodes.get("LDL", 0)), float(mix.opcodes.get("STL", 0))
+    if mix.local_load_bytes is not None:
+        loads, stores = mix.local_load_bytes / 4.0, (mix.local_store_bytes or 0) / 4.0
     return LoopCode(float(mix.instructions), MappingProxyType({p: float(n) for p, n in mix.pipes.items()}),
-                    float(mix.opcodes.get("LDL", 0)),
-                    float(mix.opcodes.get("STL", 0)), MappingProxyType({k: tuple(v) for k, v in mix.waits.items()}),
+                    loads, stores, MappingProxyType({k: tuple(v) for k, v in mix.waits.items()}),
                     None if mix.stall_cycles is None else float(mix.stall_cycles),
                     None if mix.shared is None else MappingProxyType({b: float(n) for b, n in mix.shared.items()}))
 
@@ -242,7 +248,7 @@ def reload_miss(code: KernelCode, warps: int, ctas_per_sm: int, profile) -> floa
 
 def spill_traffic(loop: LoopCode, warps: int, miss: float = 1.0) -> tuple[float, float]:
     """Bytes one CTA's pass through ``loop`` moves between the SM and the L2 for spilled registers:
-    (reloads, spills). Every LDL/STL moves one 4-byte word per thread; a spill store always crosses
+    (reloads, spills), from the 4-byte words each thread loads and stores a pass; a spill store always crosses
     to the L2 (measured on the H200: local stores ≈ crossbar writes), a reload only when it misses L1
     (the share ``miss``, :func:`reload_miss`)."""
     per = WARP * 4 * warps

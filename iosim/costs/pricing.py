@@ -35,7 +35,8 @@ def write_rates(profile) -> dict:
 
 def instruction_totals(code, masked_share: float, iterations: float, ctas: int, warps: int, profile=None) -> dict:
     """Warp instructions a kernel executes, in total and per pipe: ``iterations`` loop iterations
-    (summed over CTAs, ``masked_share`` of them masked) and each CTA's code outside its loops; with a
+    (summed over CTAs, ``masked_share`` of them masked, each of those ``code.masked_passes`` passes of the
+    masked body) and each CTA's code outside its loops; with a
     ``profile``, also the wavefronts its shared-memory instructions take (``shared_wavefronts``, where every
     part of its code recorded them and none is a wgmma, whose operand reads by descriptor no instruction
     counts: :func:`iosim.costs.issue.shared_cycles`)."""
@@ -54,7 +55,7 @@ def instruction_totals(code, masked_share: float, iterations: float, ctas: int, 
     unmasked = iterations * (1.0 - masked_share) if code.masked is not None else iterations
     add(code.loop, unmasked * warps)
     if code.masked is not None:
-        add(code.masked, iterations * masked_share * warps)
+        add(code.masked, iterations * masked_share * code.masked_passes * warps)
     add(code.outside, ctas * warps)
     return out
 

@@ -189,6 +189,13 @@ class LoopMix:
     # bytes one warp instruction moves through the SM's shared-memory data path -> such instructions per pass
     # (:func:`shared_accesses`; None: not recorded, mixes written before it was)
     shared: dict[int, int] | None = None
+    # FLOPs one warp's pass does on the tensor cores, from each MMA instruction's shape (:func:`mma_flops`): a
+    # loop whose tiles are smaller (a masked copy over half tiles) does less a pass (None: not recorded)
+    tensor_flops: float | None = None
+    # bytes one thread's pass loads from and stores to local memory (spilled registers), by each LDL/STL's
+    # width (None: not recorded; then a 4-byte word an instruction)
+    local_load_bytes: int | None = None
+    local_store_bytes: int | None = None
 
     @classmethod
     def of(cls, insns: list[Instruction], depth: int = 0, innermost: bool = True, loop: bool = False) -> LoopMix:
@@ -203,7 +210,10 @@ class LoopMix:
         return cls(opcodes=dict(sorted(opcodes.items())), pipes=dict(sorted(pipes.items())),
                    instructions=len(insns), depth=depth, start=insns[0].address if insns else 0,
                    end=insns[-1].address if insns else 0, innermost=innermost, stall_cycles=stall, waits=waits,
-                   load_wait=load_wait, async_tensor=async_tensor, shared=shared_accesses(insns))
+                   load_wait=load_wait, async_tensor=async_tensor, shared=shared_accesses(insns),
+                   tensor_flops=float(sum(map(mma_flops, insns))),
+                   local_load_bytes=sum(local_bytes(i) for i in insns if i.opcode == "LDL"),
+                   local_store_bytes=sum(local_bytes(i) for i in insns if i.opcode == "STL"))
 
     def pipe(self, name: str) -> int:
         return self.pipes.get(name, 0)
@@ -224,6 +234,10 @@ class LoopMix:
             out.update(load_wait=self.load_wait, async_tensor=round(self.async_tensor, 4))
         if self.shared is not None:
             out.update(shared={str(k): v for k, v in sorted(self.shared.items())})
+        if self.tensor_flops is not None:
+            out.update(tensor_flops=self.tensor_flops)
+        if self.local_load_bytes is not None:
+            out.update(local_load_bytes=self.local_load_bytes, local_store_bytes=self.local_store_bytes)
         return out
 
     @classmethod
@@ -261,6 +275,39 @@ def shared_bytes(insn: Instruction) -> int:
     if op == "SHFL":
         return 128
     return 0
+
+
+def local_bytes(insn: Instruction) -> int:
+    """Bytes one thread moves with a local-memory load or store (``LDL.LU.64``: 8), by its width modifier;
+    0 for an instruction predicated on ``!PT`` (never executed)."""
+    text = insn.text.strip()
+    if _NEVER.match(text):
+        return 0
+    modifiers = _PRED.sub("", text).split(None, 1)[0].split(".")[1:]
+    return next((_WIDTH_BYTES[m] for m in modifiers if m in _WIDTH_BYTES), 4)
+
+
+_GMMA_SHAPE = re.compile(r"^(\d+)x(\d+)x(\d+)$")  # wgmma: HGMMA.64x128x16 (M x N x K of the warpgroup's product)
+# mma.sync shapes as SASS writes them (HMMA.16816: m16 n8 k16), PTX ISA "Matrix shape" tables
+_MMA_SHAPES = {"884": (8, 8, 4), "1684": (16, 8, 4), "1688": (16, 8, 8), "16816": (16, 8, 16), "8816": (8, 8, 16),
+               "16832": (16, 8, 32), "8832": (8, 8, 32), "16864": (16, 8, 64), "168128": (16, 8, 128),
+               "168256": (16, 8, 256)}
+WARPGROUP_WARPS = 4  # a wgmma is one warpgroup's product: each of its 4 warps issues the instruction
+
+
+def mma_flops(insn: Instruction) -> float:
+    """FLOPs (2 per multiply-add) one warp's issue of a tensor-core instruction does: M·N·K of its shape, a
+    wgmma's shared by the four warps of its warpgroup; 0 for anything else or a shape not known."""
+    if pipe_of(insn.opcode) != "tensor" or _NEVER.match(insn.text.strip()):
+        return 0.0
+    modifiers = _PRED.sub("", insn.text.strip()).split(None, 1)[0].split(".")[1:]
+    if not modifiers:
+        return 0.0
+    m = _GMMA_SHAPE.match(modifiers[0])
+    if m:
+        return 2.0 * int(m.group(1)) * int(m.group(2)) * int(m.group(3)) / WARPGROUP_WARPS
+    shape = _MMA_SHAPES.get(modifiers[0])
+    return 2.0 * shape[0] * shape[1] * shape[2] if shape else 0.0
 
 
 def shared_accesses(insns: list[Instruction]) -> dict[int, int]:
@@ -384,11 +431,12 @@ class KernelMix:
         return [loop for loop in self.loops if loop.innermost]
 
     def loop_bodies(self) -> list[LoopMix]:
-        """The innermost loops at the deepest nesting, fewest instructions first: the unmasked body, then
-        the masked one where the compiler emitted two loops one after the other."""
+        """The innermost loops at the deepest nesting, the unmasked body first, then the masked one where the
+        compiler emitted two loops one after the other: the one doing the most tensor-core work a pass (a
+        masked copy may step over smaller tiles), then the fewest instructions (masks add instructions)."""
         loops = self.innermost()
         deepest = max((m.depth for m in loops), default=0)
-        return sorted((m for m in loops if m.depth == deepest), key=lambda m: m.instructions)
+        return sorted((m for m in loops if m.depth == deepest), key=lambda m: (-(m.tensor_flops or 0.0), m.instructions))
 
     def to_dict(self) -> dict:
         return {"kernel": self.kernel, "key": self.key, "n_regs": self.n_regs, "spill_stores": self.spill_stores,

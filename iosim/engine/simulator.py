@@ -158,9 +158,9 @@ class Engine:
         miss = reload_miss(code, kernel.warps, per_sm, profile)
         latency = latencies(profile, miss)
 
-        def per_pass(cost):  # a pass's cost, the masked loop body's for the masked share of passes
+        def per_pass(cost):  # a block's cost: the masked loop body's (its passes a block) for the masked share
             value = cost(code.loop)
-            return value + masked * (cost(code.masked) - value) if masked else value
+            return value + masked * (code.masked_passes * cost(code.masked) - value) if masked else value
 
         loop = per_pass(lambda c: simt_seconds(c, kernel.warps, profile))
         shared = per_pass(lambda c: shared_seconds(c, kernel.warps, profile))
