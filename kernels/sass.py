@@ -228,7 +228,7 @@ def parse_res_usage(text: str) -> dict[str, dict[str, int]]:
 # Our kernels' configurations
 # ---------------------------------------------------------------------------------------------
 def configurations() -> list[tuple[str, dict, dict]]:
-    """(algo, problem fields, tiling overrides) for every case of the default and dq grids run by our kernels and
+    """(algo, problem fields, tiling overrides) for every case of the default, dq and smem grids run by our kernels and
     every algorithm's default tiling at d = 32, 64, 128, fp16/bf16, causal or not, forward and backward (its dQ
     atomic or in a kernel of its own),
     the variable-length and sliding-window kernels (:func:`ragged_configurations`), multi-query decode
@@ -236,7 +236,8 @@ def configurations() -> list[tuple[str, dict, dict]]:
     from iosim.kernels.cases import GRIDS, OURS, TRAINED
 
     configs = []
-    for spec in GRIDS["default"]() + GRIDS["dq"]():
+    smem = [spec for spec in GRIDS["smem"]() if spec.impl in TRAINED]  # its decode cases: lone_configurations
+    for spec in GRIDS["default"]() + GRIDS["dq"]() + smem:
         if spec.impl in OURS:
             p = spec.problem
             configs.append((spec.impl, dict(heads=p.heads, kv_heads=p.kv_heads, head_dim=p.head_dim, dtype=p.dtype,

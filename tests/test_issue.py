@@ -92,6 +92,21 @@ def test_instruction_totals_and_their_issue_time_are_conserved():
     assert "shared_wavefronts" not in out  # asked without a profile
 
 
+def test_masked_passes_and_spilled_bytes_are_conserved():
+    """A masked copy over half tiles runs two passes a masked block; every pass's spills are its threads' words
+    × 4 bytes, loads and stores apart, and a kernel that spills nothing reports no local bytes."""
+    code = KernelCode(loop=LoopCode(10.0, {"fma": 6.0}, local_loads=3.0, local_stores=2.0),
+                      masked=LoopCode(8.0, {"fma": 4.0}, local_loads=1.0), masked_passes=2.0,
+                      outside=LoopCode(5.0, {"alu": 5.0}, local_stores=4.0))
+    out = instruction_totals(code, masked_share=0.25, iterations=400.0, ctas=10, warps=4)
+    assert out["total"] == pytest.approx(4 * (300 * 10 + 100 * 2 * 8 + 10 * 5))
+    thread_bytes = 4 * 32 * 4  # warps x threads x bytes a word
+    assert out["local_load_bytes"] == pytest.approx(thread_bytes * (300 * 3 + 100 * 2 * 1))
+    assert out["local_store_bytes"] == pytest.approx(thread_bytes * (300 * 2 + 10 * 4))
+    plain = KernelCode(loop=LoopCode(10.0, {"fma": 6.0}), outside=LoopCode(5.0, {"alu": 5.0}))
+    assert "local_load_bytes" not in instruction_totals(plain, 0.0, 400.0, 10, 4)
+
+
 def test_shared_wavefronts_are_conserved_and_bound_the_roofline():
     """Every pass's wavefronts counted once (512-byte ldmatrix: 4; 128-byte shuffle: 1); a wgmma kernel's are
     not predicted (its operand reads by descriptor go through the same path uncounted)."""

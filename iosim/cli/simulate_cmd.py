@@ -215,8 +215,12 @@ def _split_lines(r, profile) -> str:
     lines = []
     for k in r.kernels:
         s = time_split(k, profile, p["dtype"], p["head_dim"])
+        spills = ""
+        if k.instructions.get("local_load_bytes") or k.instructions.get("local_store_bytes"):  # registers spilled
+            spills = (f", spills {k.instructions.get('local_load_bytes', 0.0) / 1e9:.2f} GB reloaded and "
+                      f"{k.instructions.get('local_store_bytes', 0.0) / 1e9:.2f} GB stored (local memory)")
         lines.append(f"N={p['seq_q']} {k.name}: time split: tensor {100 * s['tensor']:.0f}%, SIMT {100 * s['simt']:.0f}% "
-                     f"({s['simt_bound']} bound), memory {100 * s['memory']:.0f}%  [code: {k.code}]")
+                     f"({s['simt_bound']} bound), memory {100 * s['memory']:.0f}%{spills}  [code: {k.code}]")
     return "\n".join(lines)
 
 

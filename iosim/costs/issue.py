@@ -37,6 +37,8 @@ from iosim.costs.sass import LoopMix, load_mixes
 SUBPARTITIONS = 4  # warp schedulers per SM on every architecture iosim models (Volta to Hopper)
 WARP = 32
 WARPGROUP = 4  # warps that issue one wgmma together (Hopper)
+LOCAL_WORD = 4  # bytes: LoopCode counts spills in 32-bit words per thread
+
 # pipe -> the profile field with its lanes per SM (None: the profile's SFU rate)
 _LANES = {"fma": "fp32_lanes_per_sm", "fmaheavy": "fp32_lanes_per_sm", "fp16": "fp32_lanes_per_sm",
           "alu": "int32_lanes_per_sm", "xu": None, "lsu": "lsu_lanes_per_sm"}
@@ -251,7 +253,7 @@ def spill_traffic(loop: LoopCode, warps: int, miss: float = 1.0) -> tuple[float,
     (reloads, spills), from the 4-byte words each thread loads and stores a pass; a spill store always crosses
     to the L2 (measured on the H200: local stores ≈ crossbar writes), a reload only when it misses L1
     (the share ``miss``, :func:`reload_miss`)."""
-    per = WARP * 4 * warps
+    per = WARP * LOCAL_WORD * warps
     return loop.local_loads * per * miss, loop.local_stores * per
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from iosim.costs.issue import SUBPARTITIONS, WARP, lanes, shared_cycles, tensor_rate
+from iosim.costs.issue import LOCAL_WORD, SUBPARTITIONS, WARP, lanes, shared_cycles, tensor_rate
 
 
 def rates(profile) -> dict:
@@ -39,7 +39,8 @@ def instruction_totals(code, masked_share: float, iterations: float, ctas: int, 
     masked body) and each CTA's code outside its loops; with a
     ``profile``, also the wavefronts its shared-memory instructions take (``shared_wavefronts``, where every
     part of its code recorded them and none is a wgmma, whose operand reads by descriptor no instruction
-    counts: :func:`iosim.costs.issue.shared_cycles`)."""
+    counts: :func:`iosim.costs.issue.shared_cycles`), and where it spills the bytes its threads load and store in
+    local memory (``local_load_bytes``, ``local_store_bytes``: what Nsight Compute's local-memory counters read)."""
     out: dict[str, float] = {}
     parts = [code.loop, code.outside] + ([code.masked] if code.masked is not None else [])
     wavefronts = profile is not None and bool(profile.smem_bytes_per_clk_per_sm) and not code.wgmma and \
@@ -49,6 +50,9 @@ def instruction_totals(code, masked_share: float, iterations: float, ctas: int, 
         out["total"] = out.get("total", 0.0) + loop.instructions * times
         for pipe, n in loop.pipes.items():
             out[pipe] = out.get(pipe, 0.0) + n * times
+        if loop.local_loads or loop.local_stores:  # spilled registers: bytes its threads load and store locally
+            for key, words in (("local_load_bytes", loop.local_loads), ("local_store_bytes", loop.local_stores)):
+                out[key] = out.get(key, 0.0) + words * LOCAL_WORD * WARP * times
         if wavefronts:
             out["shared_wavefronts"] = out.get("shared_wavefronts", 0.0) + shared_cycles(loop, profile) * times
 

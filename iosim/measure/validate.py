@@ -37,7 +37,7 @@ from iosim.schedule.references import reference_config
 from iosim.simulate import simulate
 
 METRICS = ("dram_read_bytes", "dram_write_bytes", "dram_bytes", "xbar_bytes", "l2_lookup_bytes", "l2_bytes",
-           "inst_executed", "shared_wavefronts", "time_s")
+           "inst_executed", "shared_wavefronts", "local_bytes", "time_s")
 WITHIN = 1.35  # every case's prediction should lie within this factor of its measurement
 # Substrings of the GPU name a driver reports -> built-in profile id.
 GPU_PROFILES = (("H200", "h200"), ("H100", "h100-sxm"), ("A100-SXM4-80GB", "a100-sxm4-80gb"),
@@ -210,6 +210,8 @@ def _predicted(run) -> dict:
            "inst_executed": sum(k.instructions.get("total", 0.0) for k in run.kernels), "time_s": run.time_s}
     if all("shared_wavefronts" in k.instructions for k in run.kernels):  # every kernel's code recorded them
         out["shared_wavefronts"] = sum(k.instructions["shared_wavefronts"] for k in run.kernels)
+    out["local_bytes"] = sum(k.instructions.get(key, 0.0) for k in run.kernels
+                             for key in ("local_load_bytes", "local_store_bytes"))
     return out
 
 
@@ -230,6 +232,8 @@ def _measured(case) -> dict:
         out["inst_executed"] = c.inst_executed
     if c.shared_wavefronts is not None:
         out["shared_wavefronts"] = c.shared_wavefronts
+    if c.local_load_bytes is not None and c.local_store_bytes is not None:
+        out["local_bytes"] = c.local_load_bytes + c.local_store_bytes
     return out
 
 
