@@ -107,6 +107,23 @@ def test_masked_passes_and_spilled_bytes_are_conserved():
     assert "local_load_bytes" not in instruction_totals(plain, 0.0, 400.0, 10, 4)
 
 
+def test_reloads_of_rewritten_slots_miss_once_the_spill_space_exceeds_l1():
+    """Words a pass stores and reloads cycle through the whole spill space (LRU: all miss once it exceeds what L1
+    keeps, none while it fits); words spilled once are reloaded at the linear share; stores always cross."""
+    from iosim.costs.issue import reload_miss, rewritten_miss, spill_traffic
+
+    loop = LoopCode(100.0, {}, local_loads=10.0, local_stores=6.0)
+    per = 32 * 4 * 4  # threads x bytes a word x warps
+    reloads, stores = spill_traffic(loop, warps=4, miss=0.25, rewritten=1.0)
+    assert stores == 6 * per and reloads == pytest.approx((6 * 1.0 + 4 * 0.25) * per)
+    assert spill_traffic(loop, warps=4, miss=0.25) == (10 * 0.25 * per, 6 * per)  # no rewritten share given
+    free = H200.l1_bytes - H200.smem_per_sm
+    fits = KernelCode(loop=loop, local_bytes=free // (32 * 4) - 4)  # one 4-warp CTA's spill space, just under
+    spills = KernelCode(loop=loop, local_bytes=4 * free // (32 * 4))  # four times what L1 keeps
+    assert rewritten_miss(fits, 4, 1, H200) == 0.0 and reload_miss(fits, 4, 1, H200) == 0.0
+    assert rewritten_miss(spills, 4, 1, H200) == 1.0 and reload_miss(spills, 4, 1, H200) == pytest.approx(0.75)
+
+
 def test_shared_wavefronts_are_conserved_and_bound_the_roofline():
     """Every pass's wavefronts counted once (512-byte ldmatrix: 4; 128-byte shuffle: 1); a wgmma kernel's are
     not predicted (its operand reads by descriptor go through the same path uncounted)."""

@@ -248,13 +248,29 @@ def reload_miss(code: KernelCode, warps: int, ctas_per_sm: int, profile) -> floa
     return min(1.0, max(0.0, 1.0 - free / footprint))
 
 
-def spill_traffic(loop: LoopCode, warps: int, miss: float = 1.0) -> tuple[float, float]:
+def spill_traffic(loop: LoopCode, warps: int, miss: float = 1.0, rewritten: float | None = None) -> tuple[float, float]:
     """Bytes one CTA's pass through ``loop`` moves between the SM and the L2 for spilled registers:
     (reloads, spills), from the 4-byte words each thread loads and stores a pass; a spill store always crosses
     to the L2 (measured on the H200: local stores ≈ crossbar writes), a reload only when it misses L1
-    (the share ``miss``, :func:`reload_miss`)."""
+    (the share ``miss``, :func:`reload_miss`). Reloads of words the pass stores again (as many as it stores)
+    are reused only after the whole spill space has cycled through L1, so they miss as ``rewritten`` says
+    (:func:`rewritten_miss`; ``miss`` where not given); the rest reload values spilled once."""
     per = WARP * LOCAL_WORD * warps
-    return loop.local_loads * per * miss, loop.local_stores * per
+    paired = min(loop.local_loads, loop.local_stores)
+    cycled = miss if rewritten is None else rewritten
+    return (paired * cycled + (loop.local_loads - paired) * miss) * per, loop.local_stores * per
+
+
+def rewritten_miss(code: KernelCode, warps: int, ctas_per_sm: int, profile) -> float:
+    """Share of reloads of spill slots rewritten every pass that miss L1: the slots cycle, each reused only after
+    the SM's whole spill space went through, so under LRU all miss where that space exceeds the L1 shared memory
+    leaves and none where it fits; 1 where the profile has no L1 size."""
+    footprint = code.local_bytes * WARP * warps * ctas_per_sm
+    if not footprint:
+        return 0.0
+    if not profile.l1_bytes:
+        return 1.0
+    return 1.0 if footprint > max(0, profile.l1_bytes - profile.smem_per_sm) else 0.0
 
 
 def estimated_code(iter_flops, end_flops, warps: int) -> KernelCode:
@@ -549,5 +565,5 @@ def sm_time(t_tensor: float, t_issue: float, t_chain: float, share: int, overlap
 
 __all__ = ["KernelCode", "LoopCode", "atomic_exposure", "calibration_loop", "chain_seconds", "cta_load_seconds",
            "cta_time", "estimated_code", "lanes", "latencies", "lone_excess", "loop_code", "occupancy_curve",
-           "occupancy_rate", "own_simt_share", "reload_miss", "shared_cycles", "shared_seconds", "simt_seconds",
+           "occupancy_rate", "own_simt_share", "reload_miss", "rewritten_miss", "shared_cycles", "shared_seconds", "simt_seconds",
            "sm_time", "spill_traffic", "tensor_rate", "tensor_rates", "warp_cycles"]

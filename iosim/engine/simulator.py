@@ -45,6 +45,7 @@ from iosim.costs.issue import (
     latencies,
     lone_excess,
     reload_miss,
+    rewritten_miss,
     shared_seconds,
     simt_seconds,
     sm_time,
@@ -167,7 +168,8 @@ class Engine:
         # A loop's pace is at least its warps' own schedule (stall counts and uncovered waits); an
         # unpipelined one (one stage) also waits for its loads every iteration (see _cohort).
         chain = per_pass(lambda c: chain_seconds(c, profile, latency))
-        spills = tuple(per_pass(lambda c, n=n: spill_traffic(c, kernel.warps, miss)[n]) for n in (0, 1))
+        cycled = rewritten_miss(code, kernel.warps, per_sm, profile)
+        spills = tuple(per_pass(lambda c, n=n: spill_traffic(c, kernel.warps, miss, cycled)[n]) for n in (0, 1))
         rate = tensor_rate(profile, self.dtype, kernel.mma, head_dim, kernel.warps, per_sm,
                            (kernel.block_i, kernel.block_u), kernel.stages)
         lone = 0.0  # what a pass alone on its SM waits beyond its code (the calibrated loop of its tile shape)
