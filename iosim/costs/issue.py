@@ -235,16 +235,21 @@ def lone_excess(profile, rows: int, bn: int, d: int, warps: int) -> float:
     return max(0.0, float(resident) - own)
 
 
+def _spill_space(code: KernelCode, warps: int, ctas_per_sm: int, profile) -> tuple[int, int | None]:
+    """(bytes of local memory the SM's resident threads spill to, bytes of L1 shared memory leaves: Triton asks
+    for the largest carve-out, so ``l1_bytes − smem_per_sm``; None where the profile has no L1 size)."""
+    footprint = code.local_bytes * WARP * warps * ctas_per_sm
+    return footprint, (max(0, profile.l1_bytes - profile.smem_per_sm) if profile.l1_bytes else None)
+
+
 def reload_miss(code: KernelCode, warps: int, ctas_per_sm: int, profile) -> float:
     """Share of spill reloads that miss L1: the spill space of the SM's resident threads against the
-    L1 that shared memory leaves (Triton asks for the largest shared-memory carve-out, so
-    ``l1_bytes − smem_per_sm``); 1 where the profile has no L1 size."""
-    footprint = code.local_bytes * WARP * warps * ctas_per_sm
+    L1 that shared memory leaves (:func:`_spill_space`); 1 where the profile has no L1 size."""
+    footprint, free = _spill_space(code, warps, ctas_per_sm, profile)
     if not footprint:
         return 0.0
-    if not profile.l1_bytes:
+    if free is None:
         return 1.0
-    free = max(0, profile.l1_bytes - profile.smem_per_sm)
     return min(1.0, max(0.0, 1.0 - free / footprint))
 
 
@@ -265,12 +270,10 @@ def rewritten_miss(code: KernelCode, warps: int, ctas_per_sm: int, profile) -> f
     """Share of reloads of spill slots rewritten every pass that miss L1: the slots cycle, each reused only after
     the SM's whole spill space went through, so under LRU all miss where that space exceeds the L1 shared memory
     leaves and none where it fits; 1 where the profile has no L1 size."""
-    footprint = code.local_bytes * WARP * warps * ctas_per_sm
+    footprint, free = _spill_space(code, warps, ctas_per_sm, profile)
     if not footprint:
         return 0.0
-    if not profile.l1_bytes:
-        return 1.0
-    return 1.0 if footprint > max(0, profile.l1_bytes - profile.smem_per_sm) else 0.0
+    return 1.0 if free is None or footprint > free else 0.0
 
 
 def estimated_code(iter_flops, end_flops, warps: int) -> KernelCode:
