@@ -32,11 +32,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from iosim.costs.sass import LoopMix, load_mixes
+from iosim.costs.sass import WARPGROUP, LoopMix, load_mixes
 
 SUBPARTITIONS = 4  # warp schedulers per SM on every architecture iosim models (Volta to Hopper)
 WARP = 32
-WARPGROUP = 4  # warps that issue one wgmma together (Hopper)
 LOCAL_WORD = 4  # bytes: LoopCode counts spills in 32-bit words per thread
 
 # pipe -> the profile field with its lanes per SM (None: the profile's SFU rate)

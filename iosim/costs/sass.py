@@ -261,14 +261,12 @@ def shared_bytes(insn: Instruction) -> int:
     LDS/STS/ATOMS and the shared-memory side of an LDGSTS async copy, 128 bytes per 8x8 matrix of
     LDSM/STSM, a 4-byte word per thread for SHFL (shuffles cross the same crossbar); 0 for anything
     else, and for an instruction predicated on ``!PT`` (never executed)."""
-    text = insn.text.strip()
-    if _NEVER.match(text):
+    executed, full = _mnemonic(insn)
+    if not executed:
         return 0
     op = insn.opcode
-    full = _PRED.sub("", text).split(None, 1)[0]
     if op in _SHARED_PER_THREAD:
-        modifiers = full.split(".")[1:]
-        return 32 * next((_WIDTH_BYTES[m] for m in modifiers if m in _WIDTH_BYTES), 4)
+        return 32 * _width(full)
     if op in ("LDSM", "STSM"):
         m = _MATRICES.search(full)
         return 128 * int(m.group(1)) if m else 128
@@ -280,11 +278,19 @@ def shared_bytes(insn: Instruction) -> int:
 def local_bytes(insn: Instruction) -> int:
     """Bytes one thread moves with a local-memory load or store (``LDL.LU.64``: 8), by its width modifier;
     0 for an instruction predicated on ``!PT`` (never executed)."""
+    executed, full = _mnemonic(insn)
+    return _width(full) if executed else 0
+
+
+def _mnemonic(insn: Instruction) -> tuple[bool, str]:
+    """(whether it ever executes: not predicated on ``!PT``, its mnemonic with modifiers: ``LDL.LU.64``)."""
     text = insn.text.strip()
-    if _NEVER.match(text):
-        return 0
-    modifiers = _PRED.sub("", text).split(None, 1)[0].split(".")[1:]
-    return next((_WIDTH_BYTES[m] for m in modifiers if m in _WIDTH_BYTES), 4)
+    return not _NEVER.match(text), _PRED.sub("", text).split(None, 1)[0]
+
+
+def _width(mnemonic: str) -> int:
+    """Bytes per thread a load or store's width modifier names (``.64``: 8), 4 unless named."""
+    return next((_WIDTH_BYTES[m] for m in mnemonic.split(".")[1:] if m in _WIDTH_BYTES), 4)
 
 
 _GMMA_SHAPE = re.compile(r"^(\d+)x(\d+)x(\d+)$")  # wgmma: HGMMA.64x128x16 (M x N x K of the warpgroup's product)
@@ -292,20 +298,19 @@ _GMMA_SHAPE = re.compile(r"^(\d+)x(\d+)x(\d+)$")  # wgmma: HGMMA.64x128x16 (M x 
 _MMA_SHAPES = {"884": (8, 8, 4), "1684": (16, 8, 4), "1688": (16, 8, 8), "16816": (16, 8, 16), "8816": (8, 8, 16),
                "16832": (16, 8, 32), "8832": (8, 8, 32), "16864": (16, 8, 64), "168128": (16, 8, 128),
                "168256": (16, 8, 256)}
-WARPGROUP_WARPS = 4  # a wgmma is one warpgroup's product: each of its 4 warps issues the instruction
+WARPGROUP = 4  # warps that issue one wgmma together (Hopper): each issues the instruction
 
 
 def mma_flops(insn: Instruction) -> float:
     """FLOPs (2 per multiply-add) one warp's issue of a tensor-core instruction does: M·N·K of its shape, a
     wgmma's shared by the four warps of its warpgroup; 0 for anything else or a shape not known."""
-    if pipe_of(insn.opcode) != "tensor" or _NEVER.match(insn.text.strip()):
-        return 0.0
-    modifiers = _PRED.sub("", insn.text.strip()).split(None, 1)[0].split(".")[1:]
-    if not modifiers:
+    executed, full = _mnemonic(insn)
+    modifiers = full.split(".")[1:]
+    if pipe_of(insn.opcode) != "tensor" or not executed or not modifiers:
         return 0.0
     m = _GMMA_SHAPE.match(modifiers[0])
     if m:
-        return 2.0 * int(m.group(1)) * int(m.group(2)) * int(m.group(3)) / WARPGROUP_WARPS
+        return 2.0 * int(m.group(1)) * int(m.group(2)) * int(m.group(3)) / WARPGROUP
     shape = _MMA_SHAPES.get(modifiers[0])
     return 2.0 * shape[0] * shape[1] * shape[2] if shape else 0.0
 
