@@ -10,7 +10,7 @@ from iosim.schedule.problem import ConfigError, RunConfig
 
 def simulate(config: RunConfig, gpu: str | Profile = "a100", *, aggregate: bool = True,
              l2_bytes: int | None = None, codes: list | None = None, triton_version: str | None = None,
-             progress=None) -> RunResult:
+             progress=None, l2_lines: int | None = None) -> RunResult:
     """Simulate ``config`` on ``gpu`` (a built-in profile name, a profile file, or a :class:`Profile`).
 
     ``l2_bytes`` overrides the L2 capacity the model uses (0: no L2; the closed forms' limit).
@@ -18,12 +18,14 @@ def simulate(config: RunConfig, gpu: str | Profile = "a100", *, aggregate: bool 
     :class:`~iosim.costs.issue.KernelCode` or None per kernel, e.g. a user's kernel), else iosim's own
     kernels' committed SASS mixes for the profile's architecture and ``triton_version`` (the newest
     committed when None), else an estimate from FLOPs. ``progress(done, total, kernel)`` is called as
-    CTAs finish (CTAs of the whole run, and the name of the kernel running).
+    CTAs finish (CTAs of the whole run, and the name of the kernel running). ``l2_lines`` sets the L2
+    model's resolution, lines per L2 partition (default :data:`~iosim.engine.simulator.LINES_PER_L2`):
+    how finely reuse is resolved, and what a prediction's sensitivity to it is measured with.
     """
     profile = gpu if isinstance(gpu, Profile) else load_profile(gpu)
     return Engine(build_schedule(config, profile.sm_count), profile, mode=config.mode, aggregate=aggregate,
-                  l2_bytes=l2_bytes,
-                  codes=codes, triton_version=triton_version, progress=progress).run()
+                  l2_bytes=l2_bytes, codes=codes, triton_version=triton_version, progress=progress,
+                  l2_lines=l2_lines).run()
 
 
 def simulate_or_skip(config: RunConfig, gpu: str | Profile = "a100", **options) -> RunResult | Skipped:

@@ -92,6 +92,28 @@ def test_unbounded_l2_dirty_bytes_are_the_written_tensors():
     assert r.kernels[-1].dirty_left_bytes == o_and_lse == r.levels["hbm"].write_bytes
 
 
+@pytest.mark.parametrize("lines", [1, 16, 1024])
+@pytest.mark.parametrize("algo", ["flash2", "flash1", "standard"])
+def test_l2_resolution_keeps_the_limits(algo, lines):
+    """The L2 model's resolution (lines per partition) moves what an evicting L2 keeps, never the limits:
+    an unbounded L2 still reads each input once, no L2 still gives the exact tiled counts, and bytes are
+    conserved at a small L2 however coarse its lines."""
+    c = cfg(algo, mode="plain", seq_q=300, kv_heads=2, backward=True)
+    assert simulate(c, "h100", l2_bytes=UNBOUNDED, l2_lines=lines).levels["hbm"].read_bytes == \
+        closed_forms.compulsory_bytes(c)["read"]
+    hbm = simulate(c.with_(mode="ncu"), "h100", l2_bytes=0, l2_lines=lines).levels["hbm"]
+    expected = closed_forms.no_cache_bytes(c)
+    assert (hbm.read_bytes, hbm.write_bytes) == (expected["read"], expected["write"])
+    for k in simulate(c, "h100", l2_bytes=256 * 1024, l2_lines=lines).kernels:
+        assert k.l2_miss_bytes == k.levels["hbm"].read_bytes + k.levels["host"].read_bytes
+
+
+@pytest.mark.parametrize("lines", [0, -4, 2.5, True])
+def test_l2_resolution_must_be_a_positive_integer(lines):
+    with pytest.raises(ConfigError, match="^l2_lines: must be a positive integer"):
+        simulate(cfg(), "h100", l2_lines=lines)
+
+
 @pytest.mark.parametrize("config", SMALL[::5], ids=lambda c: f"{c.algo}-{c.problem.seq_q}")
 @pytest.mark.parametrize("l2", [0, 64 * 1024, None])
 def test_bytes_are_conserved(config, l2):

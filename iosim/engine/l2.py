@@ -99,6 +99,8 @@ class L2Cache:
         behind = now  # when the present bytes it reads arrive for a CTA whose pass is bringing them in
         get, to_end = lines.get, lines.move_to_end
         through = not read and placement == HOST  # host memory is written through: posted over the host link
+        reserve = self.memory[placement].reserve
+        private, dirty_limit = self.private, self.dirty_limit
         for a, b, nbytes, line_bytes, lo, hi in pieces:
             total = nbytes * mult
             moved += nbytes
@@ -113,7 +115,7 @@ class L2Cache:
             line = get(key)
             if line is None:
                 known = lo is not None
-                line = lines[key] = [0, 0, now, [] if known else None, [] if known else None, who, self.private,
+                line = lines[key] = [0, 0, now, [] if known else None, [] if known else None, who, private,
                                      0.0, [] if known else None]
             else:
                 to_end(key)
@@ -140,7 +142,7 @@ class L2Cache:
                     lone += grow / mult
                 if grow:
                     missed += grow
-                    r = self.memory[placement].reserve(now, grow)
+                    r = reserve(now, grow)
                     if r > line[2]:
                         line[2] = r
                     if filled is not None:
@@ -151,7 +153,7 @@ class L2Cache:
                     behind = max(behind, _usable_at(line, lo, hi))
             self.used += grow * line[6]
             if through:
-                self.memory[placement].reserve(now, total, write=True)
+                reserve(now, total, write=True)
                 st.writeback_bytes[placement] += total
             elif not read:
                 added = _cover(line, 1, 4, lo, hi, nbytes, line_bytes)
@@ -159,7 +161,7 @@ class L2Cache:
                     self.dirty += added
                     if key not in self.dirty_order:
                         self.dirty_order[key] = True
-            if self.used > capacity or self.dirty > self.dirty_limit:
+            if self.used > capacity or self.dirty > dirty_limit:
                 self._evict(now, keep=key)
         if missed:
             st.miss_bytes += missed

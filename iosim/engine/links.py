@@ -47,11 +47,15 @@ class Link:
         if nbytes <= 0:
             return now
         service = nbytes / (self.write_rate if write else self.read_rate)
-        finish = max(now, self.busy_until) + service
+        busy = self.busy_until
+        finish = (now if now > busy else busy) + service
         self.busy_until = finish
         if write and self.write_bandwidth:
-            self.write_busy_until = max(now, self.write_busy_until) + nbytes / self.write_bandwidth
-            finish = max(finish, self.write_busy_until)
+            w = self.write_busy_until
+            w = (now if now > w else w) + nbytes / self.write_bandwidth
+            self.write_busy_until = w
+            if w > finish:
+                finish = w
         self.busy_time += service
         self.moved += nbytes
         self._finish.append(finish)

@@ -64,7 +64,7 @@ from iosim.schedule.ir import ATOMIC, LOOP, READ, WRITE, CausalMode
 from iosim.schedule.problem import ConfigError
 from iosim.schedule.references import check_reference
 
-LINES_PER_L2 = 256  # an L2 line of the model is at most 1/256 of the cache (see iosim.engine.lines)
+LINES_PER_L2 = 256  # default resolution: an L2 line of the model is at most 1/256 of a partition (iosim.engine.lines)
 MIN_LINE = 4096  # bytes; lines never get smaller, so a tiny L2 stays fast
 MISS_PASS_STAGES = 2  # pipeline stages of the loop whose missed pass calibrate measures (microbench.miss_cost)
 LINES_PER_SLICE = 1024  # a tensor slice far larger than the L2 is cut into at most this many lines
@@ -77,7 +77,7 @@ class Engine:
 
     def __init__(self, schedule: Schedule, profile, mode: str = "plain", aggregate: bool = True,
                  l2_bytes: int | None = None, codes: list | None = None, triton_version: str | None = None,
-                 progress=None):
+                 progress=None, l2_lines: int | None = None):
         self.schedule, self.profile, self.mode, self.aggregate = schedule, profile, mode, aggregate
         # progress(CTAs done, CTAs of the run, kernel running): called as CTAs finish
         self.progress = progress
@@ -89,7 +89,11 @@ class Engine:
         # Atomic adds are served by the L2's atomic units at their own rate, where the profile has it.
         self.atomics = Link("atomic", profile.l2_atomic_bandwidth) if profile.l2_atomic_bandwidth else None
         capacity = profile.l2_bytes if l2_bytes is None else l2_bytes
-        line = max(MIN_LINE, capacity // (LINES_PER_L2 * profile.l2_partitions))
+        # the L2 model's resolution: lines per partition (experiments/discretization.py shows what it moves)
+        lines = LINES_PER_L2 if l2_lines is None else l2_lines
+        if not isinstance(lines, int) or isinstance(lines, bool) or lines < 1:
+            raise ConfigError("l2_lines", f"must be a positive integer (lines of the L2 model per partition), got {lines!r}")
+        line = max(MIN_LINE, capacity // (lines * profile.l2_partitions))
         self.index = {t.name: n for n, t in enumerate(schedule.tensors)}
         # A slice far larger than the L2 (S and P at large N) streams through it: its lines may be
         # coarser, so that the cost of a pass stays bounded (at most LINES_PER_SLICE lines a slice).

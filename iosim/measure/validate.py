@@ -87,11 +87,13 @@ def profile_for(gpu_name: str, override: str | None = None, where: str = "proven
 
 
 def validate(measurement: Measurement, gpu: str | None = None, progress=None, source: str = "",
-             impls: tuple | None = None, jobs: int = 1, path: str | Path | None = None) -> tuple:
+             impls: tuple | None = None, jobs: int = 1, path: str | Path | None = None,
+             l2_lines: int | None = None) -> tuple:
     """Simulate every modelled case of ``measurement`` (of those ``impls`` only, where given: ``flash2``,
     ``sdpa_cudnn``, ``kernel``, ...; ``ours``: every case not PyTorch's own attention); return (case
     results, names of cases skipped and why). ``jobs`` > 1 simulates the cases on that many processes
-    (each reloads the measurement from ``path``, the file it came from); the results are the same."""
+    (each reloads the measurement from ``path``, the file it came from); the results are the same.
+    ``l2_lines``: the L2 model's resolution (see :func:`~iosim.simulate.simulate`)."""
     prov = measurement.provenance
     profile = profile_for(prov.gpu_name, gpu, f"{source}: provenance.gpu_name" if source else "provenance.gpu_name")
     cases = measurement.cases
@@ -99,7 +101,7 @@ def validate(measurement: Measurement, gpu: str | None = None, progress=None, so
     if jobs > 1 and path is not None and len(chosen) > 1:
         done: dict = {}
         with ProcessPoolExecutor(max_workers=min(jobs, len(chosen))) as pool:
-            futures = {pool.submit(_case_in_worker, str(path), n, gpu, source): n for n in chosen}
+            futures = {pool.submit(_case_in_worker, str(path), n, gpu, source, l2_lines): n for n in chosen}
             for future in as_completed(futures):
                 n = futures[future]
                 done[n] = future.result()
@@ -111,7 +113,7 @@ def validate(measurement: Measurement, gpu: str | None = None, progress=None, so
         for n in chosen:
             if progress:  # progress(cases started, cases in the file, the case now simulated)
                 progress(n + 1, len(cases), cases[n].name)
-            outcomes.append(_case(cases[n], n, profile, prov, source))
+            outcomes.append(_case(cases[n], n, profile, prov, source, l2_lines))
     results = [value for kind, value in outcomes if kind == "result"]
     skipped = [value for kind, value in outcomes if kind == "skipped"]
     return results, skipped
@@ -126,15 +128,15 @@ def _worker_measurement(path: str) -> Measurement:
     return load_measurement(path)
 
 
-def _case_in_worker(path: str, n: int, gpu: str | None, source: str) -> tuple:
+def _case_in_worker(path: str, n: int, gpu: str | None, source: str, l2_lines: int | None = None) -> tuple:
     """:func:`_case` in a worker process: the measurement and profile loaded there (profiles do not pickle)."""
     measurement = _worker_measurement(path)
     prov = measurement.provenance
     profile = profile_for(prov.gpu_name, gpu, f"{source}: provenance.gpu_name" if source else "provenance.gpu_name")
-    return _case(measurement.cases[n], n, profile, prov, source)
+    return _case(measurement.cases[n], n, profile, prov, source, l2_lines)
 
 
-def _case(case, n: int, profile, prov, source: str) -> tuple:
+def _case(case, n: int, profile, prov, source: str, l2_lines: int | None = None) -> tuple:
     """One case simulated as it ran: ``("result", CaseResult)`` or ``("skipped", (name, why))``."""
     why = _skip_reason(case)
     if why:
@@ -164,7 +166,7 @@ def _case(case, n: int, profile, prov, source: str) -> tuple:
         codes, note = case_codes(case, config, profile.arch, _triton(prov.triton))
     # --- end of the user-kernel code lookup ---
     try:
-        run = simulate(config, profile, codes=codes, triton_version=_triton(prov.triton))
+        run = simulate(config, profile, codes=codes, triton_version=_triton(prov.triton), l2_lines=l2_lines)
     except ConfigError as e:  # a case the model cannot run (e.g. causal with seq_k != seq_q): listed
         return "skipped", (case.name, f"not modelled: {e}")
     return "result", CaseResult(case.name, config.to_dict(), profile.id, _predicted(run), _measured(case),
