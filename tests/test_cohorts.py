@@ -163,14 +163,18 @@ def test_long_causal_aggregation_under_eviction_is_the_per_cta_run(n, heads, l2)
     assert fast.time_s == pytest.approx(slow.time_s, rel=0.02)
 
 
-def test_a_step_lasts_as_long_as_its_longest_cta():
-    """Causal CTAs of one cohort run different trips: a step's length and work are its longest CTA's
-    (the engine prices time by them), while its average work still sums to the schedule's FLOPs."""
+def test_a_cta_leaves_when_its_own_loop_ends():
+    """Causal CTAs of one cohort run different trips: the cohort's steps end where each CTA's loop does,
+    so every CTA leaves (its slot free for the next) after its own trips, as run one by one; a step
+    lasts as long as its longest CTA, and the steps' work still sums to the schedule's FLOPs."""
     k = kernel("flash2", "flash2_fwd", seq_q=128, causal=True)  # 4 Q blocks per head: 1, 2, 3, 4 trips
-    (step,) = cohorts.steps(k, 0, k.ctas, 4, aggregate=True)
-    assert (step.length, step.iters) == (4.0, 2.5)
-    assert step.span_flops.tensor == pytest.approx(4 * k.iter_flops.tensor + k.end_flops.tensor)
-    assert step.flops.tensor * step.active == pytest.approx(k.total_flops().tensor)
+    steps = list(cohorts.steps(k, 0, k.ctas, 4, aggregate=True))
+    heads = k.ctas // 4
+    assert [s.done for s in steps] == [heads] * 4
+    assert [s.active for s in steps] == [4 * heads, 3 * heads, 2 * heads, heads]
+    assert [s.length for s in steps] == [1.0] * 4
+    assert steps[0].span_flops.tensor == pytest.approx(k.iter_flops.tensor + k.end_flops.tensor)
+    assert sum(s.flops.tensor * s.active for s in steps) == pytest.approx(k.total_flops().tensor)
 
 
 @pytest.mark.parametrize("algo,causal,backward", [("flash2", True, False), ("flash2", False, False),

@@ -90,11 +90,23 @@ def tile_steps(k: Kernel, g0: int, g1: int, line_iters: int, aggregate: bool = T
     """
     if g1 - g0 == 1:  # most causal cohorts after the first wave: the same steps without numpy's overhead
         return _one_cta_steps(k, g0, line_iters, aggregate, {} if cache is None else cache, max_steps)
-    if g1 - g0 <= MERGED_COHORT:
+    if g1 - g0 <= MERGED_COHORT and _ends_align(k, g0, g1, line_iters, aggregate, max_steps):
         # a few CTAs (causal CTAs freed together): each CTA's steps, cut at the cohort's step size, end
         # where the cohort's do, so the cohort's steps are its CTAs' own merged, without numpy's overhead
         return _merged_steps(k, g0, g1, line_iters, aggregate, {} if cache is None else cache, max_steps)
     return _cohort_steps(k, g0, g1, line_iters, aggregate, max_steps)
+
+
+def _ends_align(k: Kernel, g0: int, g1: int, line_iters: int, aggregate: bool, max_steps: int | None) -> bool:
+    """Whether every CTA of the cohort ``g0..g1`` ends its loop at one of the cohort's step edges (or with
+    the longest), so that its CTAs' own steps merged step by step let each leave when its loop ends."""
+    sl, i, j = k.coords(g0, g1)
+    trips = k.loop_bounds(i, j, sl)[1]
+    top = int(trips.max())
+    if int(trips.min()) == top:
+        return True
+    per = _step_size(top, line_iters, aggregate, max_steps)
+    return bool(np.all((trips % per == 0) | (trips == top)))
 
 
 def _cohort_steps(k: Kernel, g0: int, g1: int, line_iters: int, aggregate: bool, max_steps: int | None = MAX_STEPS):
@@ -102,7 +114,7 @@ def _cohort_steps(k: Kernel, g0: int, g1: int, line_iters: int, aggregate: bool,
     kv = k.kv_slice(sl)
     start, trips = k.loop_bounds(i, j, sl)
     live = k.live(i, sl)  # a variable-length batch's CTAs past their request's rows exit untouched
-    edges = _edges(int(trips.max()), line_iters, aggregate, max_steps)
+    edges = _edges(int(trips.max()), line_iters, aggregate, max_steps, ends=trips)
     left = np.ones(len(sl), dtype=bool)
     runs: dict = {}  # a uniform loop's runs of slices per pattern: every CTA is in every step but its last
     for n, (t0, t1) in enumerate(zip(edges[:-1], edges[1:])):
@@ -131,14 +143,21 @@ def _cohort_steps(k: Kernel, g0: int, g1: int, line_iters: int, aggregate: bool,
         left &= ~fin
 
 
-def _edges(top: int, line_iters: int, aggregate: bool, max_steps: int | None = MAX_STEPS, per: int | None = None) -> list:
+def _edges(top: int, line_iters: int, aggregate: bool, max_steps: int | None = MAX_STEPS, per: int | None = None,
+           ends=None) -> list:
     """Iteration counts at which a cohort's steps end (the first is 0): whole lines, at most ``max_steps``
-    (None: one line each), or every ``per`` iterations where given (the cohort's step size)."""
+    (None: one line each), or every ``per`` iterations where given (the cohort's step size); and where
+    its CTAs' loops end (``ends``: each CTA's trips), so that a CTA leaves its SM when its own loop does,
+    as it does run one by one, not at the end of a step a longer CTA sets."""
     if per is None:
         per = _step_size(top, line_iters, aggregate, max_steps)
     edges = list(range(0, top, per)) + [top]
     if len(edges) == 1:
         edges.append(0)
+    elif ends is not None and len(ends) > 1:
+        extra = np.unique(ends[(ends > 0) & (ends < top) & (ends % per != 0)])
+        if len(extra):
+            edges = sorted(edges + extra.tolist())
     return edges
 
 

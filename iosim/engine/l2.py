@@ -87,7 +87,7 @@ class L2Cache:
         present are there for a CTA whose passes are still bringing them in (see :meth:`usable`; ``now``
         if none). One call per tile rather than per line: the engine's
         cost is the Python around each line, and a line already whole and present costs a hit only.
-        ``filled`` collects ``(line, bytes of pieces up to and including it, lo, hi)`` for every line a
+        ``filled`` collects ``(line, bytes of pieces before it, up to and including it, lo, hi)`` for every line a
         load filled (``lo``, ``hi``: the piece's span, where known), so the caller can say when its data
         is there (:meth:`usable`)."""
         st, lines, replicas, capacity = self.stats, self.lines, self.replicas, self.capacity
@@ -146,7 +146,7 @@ class L2Cache:
                     if r > line[2]:
                         line[2] = r
                     if filled is not None:
-                        filled.append((line, moved, lo, hi))
+                        filled.append((line, moved - nbytes, moved, lo, hi))
                 if line[2] > ready:
                     ready = line[2]
                 if grow < nbytes and line[7] > behind:  # bytes another CTA's pass is still bringing in
@@ -175,19 +175,23 @@ class L2Cache:
         return ready, lone, behind
 
     @staticmethod
-    def usable(filled: list, start: float, end: float) -> None:
-        """Lines a CTA filled over ``[start, end]``, as ``(line, share of the way, lo, hi)``, hold the
-        bytes it filled from when its passes reached them: a CTA reading them earlier waits as long,
-        since its load merges with the fill in flight and gets the same bytes at the same time (a convoy
-        behind a CTA that misses moves at its pace). Where the fill's place in the line is known only
-        readers of those bytes wait: bytes of the line filled earlier are there already."""
+    def usable(filled: list, start: float, end: float, reverse: bool = False) -> None:
+        """Lines a CTA filled over ``[start, end]``, as ``(line, share of the way at the piece's start,
+        share at its end, lo, hi)``, hold the bytes it filled from when its passes reached them: a CTA
+        reading them earlier waits as long, since its load merges with the fill in flight and gets the
+        same bytes at the same time (a convoy behind a CTA that misses moves at its pace). Where the
+        fill's place in the line is known only readers of those bytes wait, each byte until the filler
+        reached it (its passes taken at an even pace over the piece, from its last byte down where the
+        loop runs in ``reverse``): bytes filled earlier are there."""
         span = end - start
-        for line, share, lo, hi in filled:
-            at = start + span * share
-            if at > line[7]:
-                line[7] = at
+        for line, share0, share1, lo, hi in filled:
+            if reverse:  # the pass meets the access's pieces, and each piece's bytes, last first
+                share0, share1 = 1.0 - share1, 1.0 - share0
+            first, last = start + span * share0, start + span * share1
+            if last > line[7]:
+                line[7] = last
             if lo is not None and line[8] is not None:
-                line[8].append((lo, hi, at))
+                line[8].append((lo, hi, last, first) if reverse else (lo, hi, first, last))
 
     def spill(self, reloads: float, spills: float) -> None:
         """Count registers a kernel spilled to local memory and reloaded: L2 traffic that hits (the
@@ -254,14 +258,19 @@ class L2Cache:
 
 def _usable_at(line: list, lo, hi) -> float:
     """When the bytes ``[lo, hi)`` of ``line`` are there for a reader merging with the fills in flight:
-    the latest usable time of the fills that cover any of them (the line's latest where places are not known)."""
+    in each fill that covers any of them, when the filler reached the last of them (a fill's span is
+    ``(a, b, time at a, time at b)``, its pace even in between); the line's latest where places are
+    not known."""
     spans = line[8]
     if lo is None or spans is None:
         return line[7]
     at = 0.0
-    for a, b, t in spans:
-        if a < hi and b > lo and t > at:
-            at = t
+    for a, b, ta, tb in spans:
+        if a < hi and b > lo:
+            x0, x1 = max(lo, a), min(hi, b)
+            t = ta + (tb - ta) * (max(x0 - a, x1 - a) if tb >= ta else min(x0 - a, x1 - a)) / (b - a)
+            if t > at:
+                at = t
     return at
 
 

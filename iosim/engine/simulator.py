@@ -288,7 +288,7 @@ class Engine:
                 got = [] if kind == READ else None
                 r, lone, b = l2.access_pieces((t, sl), parts, place, kind, mult, now, who, lockstep, lone, got)
                 if got:
-                    fills += [(line, upto / nbytes, lo, hi) for line, upto, lo, hi in got]
+                    fills += [(line, before / nbytes, upto / nbytes, lo, hi) for line, before, upto, lo, hi in got]
                 if b > behind:
                     behind = b
                 if r > ready:
@@ -392,7 +392,7 @@ class Engine:
                 # flight, so the data comes to both at once): its pass over the last of them ends with that one's
                 end = behind
             if fills and end > now:
-                l2.usable(fills, now, end)
+                l2.usable(fills, now, end, getattr(kernel, "reverse", False))
             first = False
             self.events += 1
             yield env.timeout(end - now)
