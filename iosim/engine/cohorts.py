@@ -8,8 +8,8 @@ CTAs, not with tile pairs:
   multiplicity (the first CTA misses, the rest hit the fill in flight, exactly as one CTA each);
 - tiles of adjacent CTAs that form one rectangle are merged into one access;
 - consecutive loop iterations are merged into steps of whole L2 lines of the streamed tensor, at
-  most :data:`MAX_STEPS` per cohort loop; a CTA whose loop ends inside a step reads only its own
-  iterations and leaves at the step's end.
+  most :data:`MAX_STEPS` per cohort loop, and cut where each CTA's loop ends, so that every CTA
+  leaves (its slot free for the next) when its own loop does, as run one by one.
 A lone CTA's steps depend only on its tile, so they are kept per kernel by tile and reused for
 every slice (``steps(..., cache)``); a cohort of a few CTAs merges its CTAs' kept steps. With ``aggregate=False`` every CTA is its own cohort and every
 iteration its own step; the tests
@@ -54,7 +54,7 @@ class Step:
     active: int  # CTAs computing in this step
     flops: Flops  # per active CTA
     sram_read: float  # operand bytes read from shared memory, all CTAs together
-    done: int  # CTAs that finish in this step (they leave at its end)
+    done: int  # CTAs that finish in this step (they leave at its end, which is their loop's end)
     iters: float = 0.0  # loop iterations per active CTA: dependent round trips when loads are not pipelined
     span: float | None = None  # iterations of the longest CTA: the step lasts as long as it (None: ``iters``)
     span_flops: Flops | None = None  # work of the longest CTA (None: ``flops``)
@@ -85,8 +85,7 @@ def line_iters(kernel: Kernel, geometry) -> int:
 def tile_steps(k: Kernel, g0: int, g1: int, line_iters: int, aggregate: bool = True, cache: dict | None = None,
                max_steps: int | None = MAX_STEPS):
     """Aggregated, a step spans whole lines of the streamed tensor and a cohort's loop takes at
-    most :data:`MAX_STEPS` steps; a CTA whose trip ends inside a step reads only its own
-    iterations and leaves at the step's end.
+    most :data:`MAX_STEPS` steps besides the edges where its CTAs' loops end (each leaves there).
     """
     if g1 - g0 == 1:  # most causal cohorts after the first wave: the same steps without numpy's overhead
         return _one_cta_steps(k, g0, line_iters, aggregate, {} if cache is None else cache, max_steps)

@@ -313,7 +313,7 @@ class Engine:
                 written += spills
             ready = max(ready, links["l2"].reserve(now, moved - written), links["l2"].reserve(now, written, write=True))
             # each CTA gets its SM's math units and issue slots, shared with the CTAs resident beside it;
-            # the step lasts as long as its longest CTA (``length`` iterations); all leave at its end
+            # the step lasts as long as its longest CTA (``length`` iterations); those whose loops end here leave
             share = max(1, -(-self.resident // sms))
             length = step.length
             math = 0.0
