@@ -266,9 +266,9 @@ def _usable_at(line: list, lo, hi) -> float:
         return line[7]
     at = 0.0
     for a, b, ta, tb in spans:
-        if a < hi and b > lo:
-            x0, x1 = max(lo, a), min(hi, b)
-            t = ta + (tb - ta) * (max(x0 - a, x1 - a) if tb >= ta else min(x0 - a, x1 - a)) / (b - a)
+        if a < hi and b > lo:  # even pace: the later of the overlap's two ends
+            pace = (tb - ta) / (b - a)
+            t = ta + pace * ((min(hi, b) if pace >= 0 else max(lo, a)) - a)
             if t > at:
                 at = t
     return at

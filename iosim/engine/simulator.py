@@ -392,7 +392,7 @@ class Engine:
                 # flight, so the data comes to both at once): its pass over the last of them ends with that one's
                 end = behind
             if fills and end > now:
-                l2.usable(fills, now, end, getattr(kernel, "reverse", False))
+                l2.usable(fills, now, end, kernel.reverse)
             first = False
             self.events += 1
             yield env.timeout(end - now)
