@@ -369,3 +369,29 @@ def test_a_fused_backwards_second_loop_runs_in_its_kernels_launch():
     assert fused_q.levels["l2"] == separate_q.levels["l2"]  # the same loads and stores reach the L2
     # K and V the dQ loop streams are still in the L2 from the K/V loop: fewer DRAM reads than after a flush
     assert fused_q.levels["hbm"].read_bytes < separate_q.levels["hbm"].read_bytes
+
+
+def test_a_fused_launch_runs_each_ctas_second_loop_as_its_first_ends():
+    """dq fused runs both loops in one launch: each CTA goes on to its dQ loop when its K/V loop ends, so the
+    dQ loop reads its head's Q, dO, K, V while the K/V loop of the CTAs beside it still holds them in the L2.
+    Against the same two loops launched one after the other (every head's first loop, then every head's
+    second): the same loads and stores reach the L2 (the order moves no request), fewer reach DRAM where the
+    L2 holds a few heads but not all, and the launch ends sooner (one causal tail, not two)."""
+    from iosim.engine.simulator import Engine
+
+    config = cfg(backward=True, dq="fused", causal=True, seq_q=2048, head_dim=64, heads=16, batch=4, mode="plain",
+                 tiling=Tiling(block_m=64, block_n=64))
+    profile = load_profile("h100")
+    l2 = 16 << 20  # the heads in flight together (a head's Q, dO, K, V: 1 MiB) fit, the 64 heads' do not
+    schedule = build_schedule(config, profile.sm_count)
+    fused = Engine(schedule, profile, l2_bytes=l2).run()
+    apart = replace(schedule, kernels=[replace(k, launch=True) for k in schedule.kernels])
+    sequential = Engine(apart, profile, l2_bytes=l2).run()
+    (f_kv, f_q), (s_kv, s_q) = fused.kernels[-2:], sequential.kernels[-2:]
+    assert (f_kv.name, f_q.name) == ("flash2_bwd_kv", "flash2_bwd_q")
+    assert f_kv.levels["l2"] == s_kv.levels["l2"] and f_q.levels["l2"] == s_q.levels["l2"]
+    assert f_q.levels["hbm"].read_bytes < 0.5 * s_q.levels["hbm"].read_bytes
+    fused_time = f_kv.time_s + f_q.time_s
+    assert fused_time < s_kv.time_s + s_q.time_s - s_q.launch_s
+    assert f_q.start_s == pytest.approx(f_kv.start_s + f_kv.time_s)  # reported apart, end to end
+    assert f_q.launch_s == 0 and f_kv.launch_s > 0

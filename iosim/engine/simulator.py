@@ -17,6 +17,10 @@ loads cost a round trip and its first tiles at the per-CTA load rate; a later pa
 missed the L2 waits the calibrated miss cost (less what a deeper pipeline hides), paid once among
 CTAs reading the missing line together: the followers stream behind the one that missed.
 
+A kernel whose second loop the schedule lists as a kernel of its own (``launch=False``: the tutorial's
+backward, ``dq: fused``) runs in the first's launch: each CTA goes on to its second loop when its first
+ends and leaves its slot after it; each loop is reported as a kernel, the second from the first's end.
+
 Kernel boundaries: every kernel pays the profile's launch overhead (what an empty kernel costs back
 to back; in ``ncu`` mode what Nsight Compute reports for an empty kernel alone), and a kernel with a
 tile loop the loop's measured start cost (the first wave's dispatch, cold caches, pipeline fill). In
@@ -29,7 +33,7 @@ Deterministic: no randomness, and ties between processes are broken by SimPy's F
 """
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import simpy
@@ -54,7 +58,7 @@ from iosim.costs.issue import (
 )
 from iosim.costs.pricing import instruction_totals, rates, read_rates, roofline, write_rates
 from iosim.engine import cohorts
-from iosim.engine.l2 import L2Cache
+from iosim.engine.l2 import L2Cache, L2Stats
 from iosim.engine.lines import LineGeometry
 from iosim.engine.links import Link
 from iosim.engine.occupancy import ctas_per_sm
@@ -118,7 +122,6 @@ class Engine:
         self.kernels = [_with_resources(k, c) for k, c in zip(schedule.kernels, self.codes)]
         self.per_sm = [ctas_per_sm(k, profile) for k in self.kernels]  # refuses tiles that don't fit, up front
         self.resident = 0
-        self._kernel_start = 0.0  # when the kernel now running started: its first wave's cohorts launch then
         self.events = 0
         self.records: list[KernelResult] = []
         self._pieces: dict = {}  # (tensor, r0, r1, c0, c1) -> index, placement, pieces, bytes: slices are cut alike
@@ -146,12 +149,25 @@ class Engine:
 
     # -- kernels ---------------------------------------------------------------------------------
     def _main(self):
-        for n, kernel in enumerate(self.kernels):
-            if self.mode == "ncu" and kernel.launch:  # a kernel's second loop (dq: fused) runs in its launch
+        n = 0
+        while n < len(self.kernels):
+            if self.mode == "ncu" and self.kernels[n].launch:  # each launch alone, its caches cleaned first
                 self.l2.flush(self.env.now, invalidate=True, timed=False)
-            self._code = self._price_code(kernel, self.codes[n], self.per_sm[n])
-            self._paces = {}
-            yield from self._kernel(kernel, self.per_sm[n])
+            # a kernel's second loop (dq: fused) runs in its launch: each CTA goes on to it when its first ends
+            m = n + 1
+            while m < len(self.kernels) and not self.kernels[m].launch and self.kernels[m].ctas == self.kernels[n].ctas:
+                m += 1
+            if m < len(self.kernels) and not self.kernels[m].launch:  # grids that differ: one after the other
+                m = n + 1
+            yield from self._launch([self._phase(k) for k in range(n, m)])
+            n = m
+
+    def _phase(self, n: int) -> _Phase:
+        """Kernel ``n`` of the schedule with its code priced and its counters at zero."""
+        kernel, per_sm = self.kernels[n], self.per_sm[n]
+        return _Phase(n, kernel, per_sm, self._price_code(kernel, self.codes[n], per_sm),
+                      cohorts.line_iters(kernel, self.geometry),
+                      None if self._fine(kernel) else cohorts.MAX_STEPS, L2Stats())
 
     def _price_code(self, kernel, code, per_sm: int) -> dict:
         """Seconds one CTA alone on its SM spends per loop iteration (and, by its tile shape's calibrated
@@ -187,33 +203,40 @@ class Engine:
                 "masked": masked, "tensor": rate / profile.sm_count, "atomic": atomic, "spills": spills,
                 "specialised": code.specialised}
 
-    def _kernel(self, kernel, per_sm):
+    def _launch(self, phases: list):
+        """One kernel launch: its CTAs dispatched in grid order into free slots, each running the loops of
+        ``phases`` one after the other (more than one: a kernel whose second loop the schedule lists apart)."""
+        kernel, per_sm = phases[0].kernel, min(ph.per_sm for ph in phases)
         slots = per_sm * self.profile.sm_count
-        before = self._snapshot()
-        start = self._kernel_start = self.env.now
-        line_iters = cohorts.line_iters(kernel, self.geometry)
-        self._max_steps = None if self._fine(kernel) else cohorts.MAX_STEPS
-        self._steps = {}  # a lone CTA's steps by tile, shared by every slice (see cohorts.steps)
-        state = {"free": slots, "wake": None}
+        start = self.env.now
+        for ph in phases:
+            ph.start = start
+        state = {"free": slots, "wake": None, "running": []}
         nxt, n = 0, kernel.ctas
-        running = []
         while nxt < n:
             if state["free"] > 0:
                 m = min(state["free"], n - nxt) if self.aggregate else 1
                 state["free"] -= m
-                running.append(self.env.process(self._cohort(kernel, nxt, nxt + m, line_iters, state)))
+                state["running"].append(self.env.process(self._cohort(phases, 0, nxt, nxt + m, state)))
                 nxt += m
                 continue
             state["wake"] = self.env.event()
             yield state["wake"]
             yield self.env.timeout(0)  # let every CTA finishing at this instant free its slot first
-        yield simpy.AllOf(self.env, running)
+        while not all(p.triggered for p in state["running"]):  # a CTA's later loop starts as its first ends
+            yield simpy.AllOf(self.env, list(state["running"]))
+        self.l2.stats = phases[-1].stats  # what drains now belongs to the launch's last loop
         drain = max(self.links["hbm"].drained_at, self.links["host"].drained_at)
         if drain > self.env.now:  # posted writes still draining (to HBM or host memory) belong to this kernel
             yield self.env.timeout(drain - self.env.now)
         # Launch, grid setup and drain, and a tile loop's first-wave start (see _fixed_cost).
-        yield self.env.timeout(self._fixed_cost(kernel))
-        self.records.append(self._record(kernel, per_sm, before, start))
+        fixed = self._fixed_cost(phases[0].n)
+        yield self.env.timeout(fixed)
+        for k, ph in enumerate(phases):  # a loop's time: from the end of the one before to its last CTA's end
+            last = k == len(phases) - 1
+            begin = phases[k - 1].end if k else start
+            end = self.env.now if last else max(begin, ph.end)
+            self.records.append(self._record(ph, begin, end, fixed if k == 0 else 0.0))
 
     def _fine(self, kernel) -> bool:
         """Whether a kernel's aggregated steps must be one L2 line long (the per-CTA timeline, as fine
@@ -229,14 +252,14 @@ class Engine:
         per_slice = sum(t.rows * t.cols * t.elem_bytes for t in (self.geometry(n).tensor for n in streamed))
         return per_slice * self.l2.replicas > self.l2.capacity
 
-    def _fixed_cost(self, kernel) -> float:
+    def _fixed_cost(self, n: int) -> float:
         """What a kernel costs beyond its CTAs' work: the launch, and for a kernel with a tile loop the
         measured start of its first wave (``kernel_start_overhead``, measured on the tile loop: its
         dispatch, pipeline fill and exit). A kernel without a loop in its schedule or its compiled code
         (fills, casts, softmax, flash-decoding's combine) pays the launch alone. The launch is an empty
         kernel's cost back to back (``launch_overhead``), or in ``ncu`` mode, where each kernel runs
         alone, the duration Nsight Compute reports for it (``ncu_launch_overhead``, where measured)."""
-        code, profile = self.codes[len(self.records)], self.profile
+        kernel, code, profile = self.kernels[n], self.codes[n], self.profile
         if not kernel.launch:  # the second loop of the kernel before it: that kernel's launch and start
             return 0.0
         looped = kernel.loop_extent > 0 or code.loop.instructions > 0
@@ -245,12 +268,16 @@ class Engine:
             launch = profile.ncu_launch_overhead
         return launch + ((profile.kernel_start_overhead or 0.0) if looped else 0.0)
 
-    def _cohort(self, kernel, g0, g1, line_iters, state):
+    def _cohort(self, phases, k, g0, g1, state):
+        """CTAs ``g0..g1`` running loop ``k`` of their launch's ``phases``; those whose loop ends go on to the
+        next, or leave their SM after the last."""
         env, l2, links, geoms, places, index = self.env, self.l2, self.links, self.geoms, self.places, self.index
+        ph = phases[k]
+        kernel, line_iters = ph.kernel, ph.line_iters
         pieces = self._pieces
-        who = (len(self.records), g0)  # this cohort: its lines are private until another cohort touches them
+        who = (ph.n, g0)  # this cohort: its lines are private until another cohort touches them
         stages = kernel.stages
-        code = self._code
+        code = ph.code
         sms = self.profile.sm_count
         lat_dram, lat_l2 = self.profile.dram_latency or 0.0, self.profile.l2_latency or 0.0
         cta_bw = self.profile.cta_load_bandwidth
@@ -262,14 +289,20 @@ class Engine:
         first = True
         # CTAs launched together stay in lockstep (their identical loads merge in the request coalescer) when
         # the kernel starts, or when equal trips free their slots together; causal CTAs free them one by one
-        lockstep = env.now == self._kernel_start or kernel.causal is CausalMode.NONE
+        lockstep = env.now == ph.start or kernel.causal is CausalMode.NONE
         looped = {p.tensor for p in kernel.patterns if p.phase == LOOP}  # read once a pass, the rest once a CTA
         spilled = any(code["spills"])
         per = kernel.iter_flops.tensor / code["tensor"]  # tensor-core seconds of one iteration
-        paces = self._paces  # seconds of one plain iteration by CTAs sharing an SM
-        self.resident += g1 - g0
-        for step in cohorts.steps(kernel, g0, g1, line_iters, self.aggregate, self._steps, self._max_steps):
+        paces = ph.paces  # seconds of one plain iteration by CTAs sharing an SM
+        if k == 0:
+            self.resident += g1 - g0
+        later = k + 1 < len(phases)
+        if later:  # which CTAs end their loop at each step's end: they go on to the next loop then
+            sl, i, j = kernel.coords(g0, g1)
+            trips, reached, going = kernel.loop_bounds(i, j, sl)[1], 0.0, np.ones(g1 - g0, dtype=bool)
+        for step in cohorts.steps(kernel, g0, g1, line_iters, self.aggregate, ph.steps, ph.max_steps):
             now = env.now
+            l2.stats = ph.stats
             ready, moved, missed, atomic, written = now, 0, False, 0, 0
             distinct, lone = 0, 0.0  # bytes of lines read; bytes filled for them, per CTA reading them
             loads = {}  # bytes loaded per tensor: independent loads a CTA issues together
@@ -339,18 +372,18 @@ class Engine:
                     math = length * plain
                 if atomic and code["atomic"]:  # the exposed share of this SM's atomic traffic
                     math += code["atomic"] * atomic / step.active * share / (self.profile.l2_atomic_bandwidth / sms)
-            self._math[0] += step.flops.tensor * step.active
-            self._math[1] += step.flops.simt * step.active
-            self._math[2] += step.flops.sfu * step.active
-            self._iters += step.iters * step.active
-            self._sram_read += step.sram_read
+            ph.math[0] += step.flops.tensor * step.active
+            ph.math[1] += step.flops.simt * step.active
+            ph.math[2] += step.flops.sfu * step.active
+            ph.iters += step.iters * step.active
+            ph.sram_read += step.sram_read
             # Load latency: paid once by a pipelined CTA (its later loads are issued ahead), and on
             # every iteration by an unpipelined one, whose next loads wait for this iteration's math.
             latency = lat_dram if missed else lat_l2
             # a value read before the first tiles (``lookups``): a round trip for the kernel's first wave (to
             # DRAM where its L2 starts empty, ncu mode); a later CTA's starts while the CTA beside it works
             lookup = 0.0
-            if now == self._kernel_start:
+            if now == ph.start:
                 lookup = lat_dram if self.mode == "ncu" else lat_l2
             if stages > 1:
                 end = max(now + math, ready)
@@ -396,53 +429,53 @@ class Engine:
             first = False
             self.events += 1
             yield env.timeout(end - now)
-            if step.done:
-                self._leave(step.done, state)
+            if later:
+                reached += step.length
+            if not step.done:
+                continue
+            if later:  # each run of CTAs whose loop ended goes on to the next loop together, as one cohort
+                ended = going & (trips <= reached)
+                going &= ~ended
+                ph.end = max(ph.end, env.now)
+                for a, b in _runs(np.flatnonzero(ended)):
+                    state["running"].append(env.process(self._cohort(phases, k + 1, g0 + a, g0 + b, state)))
+            else:
+                self._leave(step.done, state, kernel.name)
 
-    def _leave(self, count: int, state: dict) -> None:
+    def _leave(self, count: int, state: dict, name: str) -> None:
         """``count`` CTAs finish: their slots are free for the dispatcher."""
         self.resident -= count
         state["free"] += count
         self._done += count
         if self.progress is not None:
-            self.progress(self._done, self._total, self.kernels[len(self.records)].name)
+            self.progress(self._done, self._total, name)
         if state["wake"] is not None and not state["wake"].triggered:
             state["wake"].succeed()
 
     # -- bookkeeping -----------------------------------------------------------------------------
-    def _snapshot(self):
-        self._math = [0.0, 0.0, 0.0]
-        self._iters = 0.0
-        self._sram_read = 0.0
-        st = self.l2.stats
-        return (st.read_bytes, st.write_bytes, st.hit_bytes, st.miss_bytes, dict(st.fill_bytes), dict(st.writeback_bytes),
-                st.lookup_bytes)
-
-    def _record(self, kernel, per_sm, before, start) -> KernelResult:
-        st = self.l2.stats
-        rd, wr, hit, miss, fill, wb, lookups = before
-        l2_read = st.read_bytes - rd
+    def _record(self, ph, start: float, end: float, fixed: float) -> KernelResult:
+        kernel, per_sm, st = ph.kernel, ph.per_sm, ph.stats
         levels = {
-            "sram": Traffic(int(self._sram_read), l2_read),
-            "l2": Traffic(l2_read, st.write_bytes - wr),
-            "hbm": Traffic(st.fill_bytes["hbm"] - fill["hbm"], st.writeback_bytes["hbm"] - wb["hbm"]),
-            "host": Traffic(st.fill_bytes["host"] - fill["host"], st.writeback_bytes["host"] - wb["host"]),
+            "sram": Traffic(int(ph.sram_read), st.read_bytes),
+            "l2": Traffic(st.read_bytes, st.write_bytes),
+            "hbm": Traffic(st.fill_bytes["hbm"], st.writeback_bytes["hbm"]),
+            "host": Traffic(st.fill_bytes["host"], st.writeback_bytes["host"]),
         }
-        flops = {"tensor": self._math[0], "simt": self._math[1], "sfu": self._math[2]}
-        code = self.codes[len(self.records)]
-        instructions = instruction_totals(code, self._code["masked"], self._iters, _live_ctas(kernel), kernel.warps,
+        flops = {"tensor": ph.math[0], "simt": ph.math[1], "sfu": ph.math[2]}
+        code = self.codes[ph.n]
+        instructions = instruction_totals(code, ph.code["masked"], ph.iters, _live_ctas(kernel), kernel.warps,
                                           self.profile)
         head_dim = self.schedule.config.problem.head_dim
         slots = per_sm * self.profile.sm_count
         return KernelResult(
             name=kernel.name, ctas=kernel.ctas, ctas_per_sm=per_sm, waves=kernel.ctas / slots, levels=levels,
-            l2_hit_bytes=st.hit_bytes - hit, l2_miss_bytes=st.miss_bytes - miss, flops=flops,
-            dirty_left_bytes=self.l2.dirty, start_s=start, time_s=self.env.now - start,
+            l2_hit_bytes=st.hit_bytes, l2_miss_bytes=st.miss_bytes, flops=flops,
+            dirty_left_bytes=self.l2.dirty, start_s=start, time_s=end - start,
             roofline=roofline(levels, flops, instructions, self.profile, self.dtype, kernel.mma, head_dim,
                               code.specialised),
-            mma=kernel.mma, instructions=instructions, code=code.source, l2_lookup_bytes=st.lookup_bytes - lookups,
+            mma=kernel.mma, instructions=instructions, code=code.source, l2_lookup_bytes=st.lookup_bytes,
             regs_per_thread=kernel.regs_per_thread, smem_bytes=kernel.smem_bytes,
-            launch_s=self._fixed_cost(kernel),
+            launch_s=fixed,
         )
 
     def _timeline(self) -> dict:
@@ -452,6 +485,36 @@ class Engine:
         for lv in ("hbm", "l2", "host"):
             out[lv] = self.links[lv].histogram(edges).astype(np.int64).tolist()
         return out
+
+
+@dataclass
+class _Phase:
+    """One loop of a launch as it runs: kernel ``n`` of the schedule, its priced code, its step settings
+    (``max_steps`` None: line-long steps, see Engine._fine), the steps a lone CTA takes by tile (shared by
+    every slice, see cohorts.steps) and what it counted: L2 traffic, FLOPs, iterations, shared-memory reads."""
+
+    n: int
+    kernel: object
+    per_sm: int
+    code: dict
+    line_iters: int
+    max_steps: int | None
+    stats: L2Stats
+    paces: dict = field(default_factory=dict)  # seconds of one plain iteration by CTAs sharing an SM
+    steps: dict = field(default_factory=dict)
+    math: list = field(default_factory=lambda: [0.0, 0.0, 0.0])
+    iters: float = 0.0
+    sram_read: float = 0.0
+    start: float = 0.0  # when its launch started: its first wave's cohorts start then
+    end: float = 0.0  # when its last CTA ended this loop (where a later loop follows it in the launch)
+
+
+def _runs(idx) -> list:
+    """``(first, end)`` of each run of consecutive integers in the sorted array ``idx``."""
+    if not len(idx):
+        return []
+    cuts = np.flatnonzero(np.diff(idx) != 1) + 1
+    return [(int(r[0]), int(r[-1]) + 1) for r in np.split(idx, cuts)]
 
 
 def _cut(geometry: LineGeometry, r0: int, r1: int, c0: int, c1: int) -> tuple:
