@@ -155,9 +155,9 @@ class Engine:
                 self.l2.flush(self.env.now, invalidate=True, timed=False)
             # a kernel's second loop (dq: fused) runs in its launch: each CTA goes on to it when its first ends
             m = n + 1
-            while m < len(self.kernels) and not self.kernels[m].launch and self.kernels[m].ctas == self.kernels[n].ctas:
+            while m < len(self.kernels) and not self.kernels[m].launch:
                 m += 1
-            if m < len(self.kernels) and not self.kernels[m].launch:  # grids that differ: one after the other
+            if any(k.ctas != self.kernels[n].ctas for k in self.kernels[n:m]):  # grids that differ: one after the other
                 m = n + 1
             yield from self._launch([self._phase(k) for k in range(n, m)])
             n = m
