@@ -416,3 +416,30 @@ def test_a_deeper_pipeline_hides_the_miss_behind_the_passes_it_issued_its_loads_
     miss = 1e-8  # well under one pass (~0.6 µs)
     assert _streaming_forward(miss, stages=3) == pytest.approx(_streaming_forward(0.0, stages=3), rel=1e-9)
     assert _streaming_forward(miss) > _streaming_forward(0.0) * 1.005
+
+
+def test_spilled_registers_beyond_the_l2_reach_dram():
+    """The other limit: where the resident CTAs' spill frames (local bytes per thread x threads x CTA slots) are
+    far larger than the L2, a CTA's frame is evicted before its next pass reloads it, so every reload after a
+    CTA's first pass (which stores before it reloads) comes from DRAM, and the frames push tiles out too; per
+    CTA, one pass at a time."""
+    from iosim.simulate import simulate
+    config = _forward(n=1024)
+    plain = KernelCode(loop=LoopCode(500.0, {"fma": 300.0}), regs_per_thread=128, shared_bytes=48 * 1024)
+    spilled = replace(plain, loop=LoopCode(500.0, {"fma": 300.0}, local_loads=300.0, local_stores=200.0),
+                      local_bytes=4096)  # 512 KiB a 4-warp CTA, of which a pass reloads up to 150 KiB
+    l2 = 1 << 20  # the 64 CTAs' passes touch some 10 MB of their frames
+    a = simulate(config, H200, codes=[plain], l2_bytes=l2, aggregate=False)
+    b = simulate(config, H200, codes=[spilled], l2_bytes=l2, aggregate=False)
+    k = a.kernels[0]
+    passes = config.problem.seq_k // 64  # every CTA runs the whole K/V loop
+    reloads = b.levels["l2"].read_bytes - a.levels["l2"].read_bytes  # what reached the L2 (checked above)
+    per_pass = reloads / (passes * k.ctas)
+    missed = b.levels["hbm"].read_bytes - a.levels["hbm"].read_bytes
+    frames = per_pass * (passes - 1) * k.ctas
+    # at least every frame reload; at most that and every tile the frames pushed out of the L2 as well
+    assert frames <= missed <= frames + a.levels["l2"].read_bytes - a.levels["hbm"].read_bytes
+    # and what it stored: written back as it is evicted (what is dirty at the end is flushed unseen, ncu mode)
+    spills = b.levels["l2"].write_bytes - a.levels["l2"].write_bytes
+    written = b.levels["hbm"].write_bytes - a.levels["hbm"].write_bytes
+    assert 0.9 * spills <= written <= spills + a.levels["l2"].write_bytes  # and outputs the frames pushed out

@@ -6,7 +6,8 @@ scheduler does; each launch instant starts one *cohort* process for the CTAs lau
 (:mod:`iosim.engine.cohorts` turns them into steps, and says why that changes no count). A cohort
 step issues its tile accesses to the :class:`~iosim.engine.l2.L2Cache` (misses queue on the HBM or
 host :class:`~iosim.engine.links.Link`), moves its bytes over the L2's own link (atomics over the
-L2's atomic units, where measured; spilled registers to the L2 and back), and computes on its SM's
+L2's atomic units, where measured; spilled registers to the CTA's frame of local memory, lines of the L2
+like any data, and back), and computes on its SM's
 share of the tensor cores and issue slots, priced from the kernel's compiled code
 (:mod:`iosim.costs.issue`: issue slots, one warp's own schedule with its uncovered waits, the
 tensor rate at the kernel's occupancy, the exposed share of its atomics, and for a CTA alone on its
@@ -41,6 +42,7 @@ import simpy
 from iosim.costs.code import compiled_codes, reference_codes
 from iosim.costs.issue import (
     CTA_LOAD_WARPS,
+    WARP,
     atomic_exposure,
     chain_seconds,
     cta_load_seconds,
@@ -64,7 +66,7 @@ from iosim.engine.links import Link
 from iosim.engine.occupancy import ctas_per_sm
 from iosim.results.result import KernelResult, RunResult, Traffic
 from iosim.schedule.common import Schedule
-from iosim.schedule.ir import ATOMIC, LOOP, READ, WRITE, CausalMode
+from iosim.schedule.ir import ATOMIC, HBM, LOOP, READ, WRITE, CausalMode, Tensor
 from iosim.schedule.problem import ConfigError
 from iosim.schedule.references import check_reference
 
@@ -103,6 +105,7 @@ class Engine:
         # coarser, so that the cost of a pass stays bounded (at most LINES_PER_SLICE lines a slice).
         self.geoms = [LineGeometry.for_tensor(t, max(line, t.slice_bytes // LINES_PER_SLICE)) for t in schedule.tensors]
         self.places = [t.placement for t in schedule.tensors]
+        self._line = line
         dirty_limit = profile.l2_dirty_limit
         replicas = profile.l2_partitions if l2_bytes is None else 1
         self.l2 = L2Cache(capacity, {"hbm": self.links["hbm"], "host": self.links["host"]}, self.places, dirty_limit,
@@ -121,10 +124,26 @@ class Engine:
         self.codes = [c or estimated_code(k.iter_flops, k.end_flops, k.warps) for c, k in zip(codes, schedule.kernels)]
         self.kernels = [_with_resources(k, c) for k, c in zip(schedule.kernels, self.codes)]
         self.per_sm = [ctas_per_sm(k, profile) for k in self.kernels]  # refuses tiles that don't fit, up front
+        self.local = self._local_memory()
         self.resident = 0
         self.events = 0
         self.records: list[KernelResult] = []
         self._pieces: dict = {}  # (tensor, r0, r1, c0, c1) -> index, placement, pieces, bytes: slices are cut alike
+
+    def _local_memory(self) -> int | None:
+        """The tensor index of the local memory spilled registers live in (None: no kernel spills): one row
+        per CTA slot of the GPU, as wide as the largest CTA's frame (local bytes per thread × threads). A
+        CTA spills to its slot's row, so the lines the resident CTAs spill to compete with the data for the
+        L2, and reach DRAM when they are evicted, as local memory does."""
+        frames = [c.local_bytes * WARP * k.warps for c, k in zip(self.codes, self.kernels)]
+        if not any(frames):
+            return None
+        slots = max(p * self.profile.sm_count for p in self.per_sm)
+        tensor = Tensor("local", 1, slots, max(frames), 1, HBM, 1)
+        self.geoms.append(LineGeometry.for_tensor(tensor, self._line))
+        self.places.append(HBM)
+        self.index["local"] = len(self.places) - 1
+        return len(self.places) - 1
 
     def geometry(self, name: str) -> LineGeometry:
         return self.geoms[self.index[name]]
@@ -292,6 +311,8 @@ class Engine:
         lockstep = env.now == ph.start or kernel.causal is CausalMode.NONE
         looped = {p.tensor for p in kernel.patterns if p.phase == LOOP}  # read once a pass, the rest once a CTA
         spilled = any(code["spills"])
+        frame = 0 if self.local is None else self.codes[ph.n].local_bytes * WARP * kernel.warps  # local bytes a CTA
+        slots = ph.per_sm * sms
         per = kernel.iter_flops.tensor / code["tensor"]  # tensor-core seconds of one iteration
         paces = ph.paces  # seconds of one plain iteration by CTAs sharing an SM
         if k == 0:
@@ -339,9 +360,26 @@ class Engine:
             if atomic and self.atomics is not None:
                 ready = max(ready, self.atomics.reserve(now, atomic))
                 moved -= atomic
-            if step.iters and spilled:  # spilled registers: to the L2 and back, hitting there
+            if step.iters and spilled:  # spilled registers: to the L2 and back
                 reloads, spills = (b * step.iters * step.active for b in code["spills"])
-                l2.spill(reloads, spills)
+                if frame:  # each CTA's frame reloaded, then stored again, in its slot's row of local memory:
+                    # those lines through the L2 (misses filled from DRAM, evictions written back), the rest hits;
+                    # a CTA's first pass stores before it reloads (nothing of it is in its frame before)
+                    served = {}
+                    for kind, total in ((WRITE, spills), (READ, reloads)) if first else ((READ, reloads), (WRITE, spills)):
+                        cols = min(frame, int(total / step.active))
+                        got = 0
+                        for a, b in _slot_rows(g0, step.active, slots) if cols > 0 else ():
+                            t = self.local
+                            cut = _cut(geoms[t], a, b, 0, cols)
+                            r, _, _ = l2.access_pieces((t, 0), cut[0], HBM, kind, 1, now, who, False)
+                            got += cut[1]
+                            if kind == READ and r > ready:
+                                ready, missed = r, True
+                        served[kind] = got
+                    l2.spill(max(0.0, reloads - served[READ]), max(0.0, spills - served[WRITE]))
+                else:
+                    l2.spill(reloads, spills)
                 moved += reloads + spills
                 written += spills
             ready = max(ready, links["l2"].reserve(now, moved - written), links["l2"].reserve(now, written, write=True))
@@ -515,6 +553,14 @@ def _runs(idx) -> list:
         return []
     cuts = np.flatnonzero(np.diff(idx) != 1) + 1
     return [(int(r[0]), int(r[-1]) + 1) for r in np.split(idx, cuts)]
+
+
+def _slot_rows(g0: int, n: int, slots: int) -> list:
+    """Rows of local memory the CTAs ``g0..g0+n`` spill to: CTA g to its slot, g mod slots (in one or two runs)."""
+    a = g0 % slots
+    if a + n <= slots:
+        return [(a, a + n)]
+    return [(a, slots), (0, a + n - slots)]
 
 
 def _cut(geometry: LineGeometry, r0: int, r1: int, c0: int, c1: int) -> tuple:
