@@ -370,10 +370,9 @@ class Engine:
                         cols = min(frame, int(total / step.active))
                         got = 0
                         for a, b in _slot_rows(g0, step.active, slots) if cols > 0 else ():
-                            t = self.local
-                            cut = _cut(geoms[t], a, b, 0, cols)
-                            r, _, _ = l2.access_pieces((t, 0), cut[0], HBM, kind, 1, now, who, False)
-                            got += cut[1]
+                            parts, nbytes = _cut(geoms[self.local], a, b, 0, cols)
+                            r, _, _ = l2.access_pieces((self.local, 0), parts, HBM, kind, 1, now, who, False)
+                            got += nbytes
                             if kind == READ and r > ready:
                                 ready, missed = r, True
                         served[kind] = got
