@@ -124,6 +124,8 @@ class Engine:
         self.codes = [c or estimated_code(k.iter_flops, k.end_flops, k.warps) for c, k in zip(codes, schedule.kernels)]
         self.kernels = [_with_resources(k, c) for k, c in zip(schedule.kernels, self.codes)]
         self.per_sm = [ctas_per_sm(k, profile) for k in self.kernels]  # refuses tiles that don't fit, up front
+        # local memory a CTA of each kernel spills to: its frame, local bytes per thread × threads
+        self.frames = [c.local_bytes * WARP * k.warps for c, k in zip(self.codes, self.kernels)]
         self.local = self._local_memory()
         self.resident = 0
         self.events = 0
@@ -135,11 +137,10 @@ class Engine:
         per CTA slot of the GPU, as wide as the largest CTA's frame (local bytes per thread × threads). A
         CTA spills to its slot's row, so the lines the resident CTAs spill to compete with the data for the
         L2, and reach DRAM when they are evicted, as local memory does."""
-        frames = [c.local_bytes * WARP * k.warps for c, k in zip(self.codes, self.kernels)]
-        if not any(frames):
+        if not any(self.frames):
             return None
         slots = max(p * self.profile.sm_count for p in self.per_sm)
-        tensor = Tensor("local", 1, slots, max(frames), 1, HBM, 1)
+        tensor = Tensor("local", 1, slots, max(self.frames), 1, HBM, 1)
         self.geoms.append(LineGeometry.for_tensor(tensor, self._line))
         self.places.append(HBM)
         self.index["local"] = len(self.places) - 1
@@ -311,7 +312,7 @@ class Engine:
         lockstep = env.now == ph.start or kernel.causal is CausalMode.NONE
         looped = {p.tensor for p in kernel.patterns if p.phase == LOOP}  # read once a pass, the rest once a CTA
         spilled = any(code["spills"])
-        frame = 0 if self.local is None else self.codes[ph.n].local_bytes * WARP * kernel.warps  # local bytes a CTA
+        frame = self.frames[ph.n]  # local bytes a CTA spills to
         slots = ph.per_sm * sms
         per = kernel.iter_flops.tensor / code["tensor"]  # tensor-core seconds of one iteration
         paces = ph.paces  # seconds of one plain iteration by CTAs sharing an SM
