@@ -209,6 +209,50 @@ def test_spilled_registers_add_their_round_trips_to_the_l2_bytes_and_nothing_to_
     assert b.levels["hbm"].total == a.levels["hbm"].total
 
 
+def test_a_spilling_cta_moves_its_tiles_and_spills_no_faster_than_it_streams():
+    """Spill reloads that cross to the L2 and spill stores go through the CTA's load/store path with its
+    tiles: where they dominate a pass, each pass lasts its bytes at the calibrated stream rate of a 4-warp
+    CTA (a CTA's first pass, priced by its first loads, aside). So words spilled more each pass lengthen the
+    kernel by those bytes at that rate, whatever the loop's math."""
+    from iosim.costs.issue import cta_stream_bandwidth
+    from iosim.simulate import simulate
+    config = _forward()
+    plain = KernelCode(loop=LoopCode(500.0, {"fma": 300.0}), regs_per_thread=128, shared_bytes=48 * 1024)
+
+    def run(words):
+        code = replace(plain, loop=LoopCode(500.0, {"fma": 300.0}, local_loads=words, local_stores=words),
+                       local_bytes=64)
+        return simulate(config, H200, codes=[code])
+
+    a, b = run(1000.0), run(2000.0)
+    ctas, passes = a.kernels[0].ctas, config.problem.seq_k // 64
+    assert ctas <= a.kernels[0].ctas_per_sm * H200.sm_count  # one wave: every CTA's passes in a row
+    per_pass = (b.levels["l2"].total - a.levels["l2"].total) / (ctas * passes)  # bytes more crossing a pass
+    grown = b.time_s - a.time_s
+    rate = cta_stream_bandwidth(H200)
+    assert (passes - 1) * per_pass / rate <= grown * (1 + 1e-6)
+    assert grown <= passes * per_pass / rate
+
+
+@pytest.mark.parametrize("causal, l2_mib", [(True, 8), (False, 12)])
+def test_spill_frames_that_crowd_the_l2_age_no_more_aggregated_than_per_cta(causal, l2_mib):
+    """Frames of the resident CTAs (here 240 bytes a thread, over a quarter of an 8-12 MiB L2 in all) are reloaded
+    and stored every pass: an aggregated run steps such a kernel one pass at a time, so its frames are evicted
+    as often as in the per-CTA run, not once per step of many passes (which read 45-65 % fewer DRAM bytes)."""
+    from iosim.schedule.problem import Problem, RunConfig, Tiling
+    from iosim.simulate import simulate
+    config = RunConfig(algo="flash2", problem=Problem(batch=1, heads=16, seq_q=4096, seq_k=4096, head_dim=64,
+                                                      causal=causal),
+                       tiling=Tiling(block_m=128, block_n=64, warps=4, stages=2), mode="ncu")
+    plain = KernelCode(loop=LoopCode(500.0, {"fma": 300.0}), regs_per_thread=128, shared_bytes=48 * 1024)
+    code = replace(plain, loop=LoopCode(500.0, {"fma": 300.0}, local_loads=60.0, local_stores=60.0), local_bytes=240)
+    runs = [simulate(config, H200, codes=[c], l2_bytes=l2_mib << 20, aggregate=agg)
+            for c, agg in ((plain, False), (code, True), (code, False))]
+    clean, aggregated, per_cta = (r.levels["hbm"].total for r in runs)
+    assert per_cta > 3 * clean  # the frames do reach DRAM
+    assert aggregated == pytest.approx(per_cta, rel=0.05)
+
+
 def test_committed_mixes_carry_the_compilers_schedule():
     """Every loop of the committed mixes has one warp's stall cycles, at least one per instruction."""
     from iosim.costs.sass import load_mixes

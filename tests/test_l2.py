@@ -172,3 +172,16 @@ def test_a_reversed_pass_brings_a_line_in_from_the_top():
     half = LINE // 2
     assert l2.access_pieces((0, 0), ((0, 0, half, LINE, half, LINE),), "hbm", READ, 1, 1.0, who=2)[2] == 5.0
     assert l2.access_pieces((0, 0), ((0, 0, half, LINE, 0, half),), "hbm", READ, 1, 1.0, who=2)[2] == 10.0
+
+
+def test_a_run_of_a_one_row_lines_columns_is_tracked_by_place():
+    """A spill frame's line is one row of local memory; a pass stores and reloads a run of its columns.
+    Stored bytes re-read are hits however the runs are cut, and only bytes never stored fill from memory."""
+    from iosim.engine.lines import LineGeometry
+    from iosim.schedule.ir import HBM, Tensor
+    g = LineGeometry(Tensor("local", 1, 4, 4000, 1), line_rows=1, line_cols=4000)
+    l2 = L2Cache(1 << 20, {"hbm": Link("hbm", 1e12), "host": Link("host", 1e10)}, [HBM])
+    for kind, c0, c1 in ((WRITE, 1000, 2500), (WRITE, 0, 1000), (READ, 0, 2500), (READ, 500, 3000)):
+        l2.access_pieces((0, 0), tuple(g.pieces(0, 2, c0, c1)), HBM, kind, 1, 0.0, "cta", False)
+    assert l2.stats.fill_bytes["hbm"] == 2 * 500  # columns 2500..3000 of both rows: the only bytes never stored
+    assert l2.stats.hit_bytes == 2 * 2500 + 2 * 2000

@@ -21,7 +21,9 @@ def brute_pieces(g: LineGeometry, r0: int, r1: int, c0: int, c1: int) -> list:
             continue
         eb = t.elem_bytes
         span = (None, None)
-        if g.line_cols == t.cols and len(hit_cols) == len(cols):  # full-width line: the span is along rows
+        if g.line_cols == t.cols and len(rows) == 1:  # a line of one row: its bytes in a row, any run of columns
+            span = (hit_cols[0] * eb, (hit_cols[-1] + 1) * eb)
+        elif g.line_cols == t.cols and len(hit_cols) == len(cols):  # full-width line: the span is along rows
             span = ((hit_rows[0] - rows[0]) * len(cols) * eb, (hit_rows[-1] + 1 - rows[0]) * len(cols) * eb)
         elif g.line_cols != t.cols and len(hit_rows) == len(rows):  # column-split line: along columns
             span = ((hit_cols[0] - cols[0]) * len(rows) * eb, (hit_cols[-1] + 1 - cols[0]) * len(rows) * eb)
@@ -31,10 +33,12 @@ def brute_pieces(g: LineGeometry, r0: int, r1: int, c0: int, c1: int) -> list:
 
 FULL = LineGeometry(Tensor("K", 1, 100, 24, 2), line_rows=16, line_cols=24)  # whole rows; a ragged last line
 SPLIT = LineGeometry(Tensor("S", 1, 10, 100, 2), line_rows=2, line_cols=32)  # rows cut into 32-column lines
+ROW = LineGeometry(Tensor("local", 1, 6, 4000, 1), line_rows=1, line_cols=4000)  # a row a line (spill frames)
 
 
 CASES = [(FULL, r) for r in [(0, 100, 0, 24), (5, 37, 0, 24), (16, 32, 0, 24), (3, 9, 4, 20), (90, 200, 0, 24)]] + [
-    (SPLIT, r) for r in [(0, 10, 0, 100), (3, 9, 4, 70), (2, 4, 0, 100), (0, 1, 31, 33), (8, 20, 64, 200)]]
+    (SPLIT, r) for r in [(0, 10, 0, 100), (3, 9, 4, 70), (2, 4, 0, 100), (0, 1, 31, 33), (8, 20, 64, 200)]] + [
+    (ROW, r) for r in [(0, 6, 0, 4000), (1, 4, 0, 1500), (2, 3, 700, 2100), (5, 9, 3999, 5000)]]
 
 
 @pytest.mark.parametrize("geometry,rect", CASES, ids=[f"{g.tensor.name}-{r}" for g, r in CASES])

@@ -64,7 +64,9 @@ class LineGeometry:
                 ca, cb = max(c0, b0), min(c1, b1)
                 nbytes = (rb - ra) * (cb - ca) * eb
                 line_bytes = (a1 - a0) * (b1 - b0) * eb
-                if full_width:
+                if full_width and a1 - a0 == 1:  # a line of one row: any run of its columns is one span
+                    span = (ca * eb, cb * eb)
+                elif full_width:
                     span = ((ra - a0) * (b1 - b0) * eb, (rb - a0) * (b1 - b0) * eb) if cb - ca == b1 - b0 else (None, None)
                 else:
                     span = ((ca - b0) * (a1 - a0) * eb, (cb - b0) * (a1 - a0) * eb) if rb - ra == a1 - a0 else (None, None)

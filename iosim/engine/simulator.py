@@ -7,13 +7,14 @@ scheduler does; each launch instant starts one *cohort* process for the CTAs lau
 step issues its tile accesses to the :class:`~iosim.engine.l2.L2Cache` (misses queue on the HBM or
 host :class:`~iosim.engine.links.Link`), moves its bytes over the L2's own link (atomics over the
 L2's atomic units, where measured; spilled registers to the CTA's frame of local memory, lines of the L2
-like any data, and back), and computes on its SM's
+like any data, and back; where the resident CTAs' frames crowd the L2, one pass a step), and computes on its SM's
 share of the tensor cores and issue slots, priced from the kernel's compiled code
 (:mod:`iosim.costs.issue`: issue slots, one warp's own schedule with its uncovered waits, the
 tensor rate at the kernel's occupancy, the exposed share of its atomics, and for a CTA alone on its
 SM what the calibrated loop of its tile shape waits beyond its code); with two or more pipeline
 stages the loads of a step overlap its math and their latency is paid once, with one stage every
-iteration waits for its loads. Writes go no faster than the measured write-only rates. A CTA's first
+iteration waits for its loads; a pipelined CTA pulls its tiles, spill traffic included, no faster than
+the calibrated stream of one CTA. Writes go no faster than the measured write-only rates. A CTA's first
 loads cost a round trip and its first tiles at the per-CTA load rate; a later pass whose tiles
 missed the L2 waits the calibrated miss cost (less what a deeper pipeline hides), paid once among
 CTAs reading the missing line together: the followers stream behind the one that missed.
@@ -185,8 +186,10 @@ class Engine:
     def _phase(self, n: int) -> _Phase:
         """Kernel ``n`` of the schedule with its code priced and its counters at zero."""
         kernel, per_sm = self.kernels[n], self.per_sm[n]
-        return _Phase(n, kernel, per_sm, self._price_code(kernel, self.codes[n], per_sm),
-                      cohorts.line_iters(kernel, self.geometry),
+        code = self._price_code(kernel, self.codes[n], per_sm)
+        if any(code["spills"]) and self._crowded(n):  # a frame reused every pass ages no longer than a pass
+            return _Phase(n, kernel, per_sm, code, 1, None, L2Stats())
+        return _Phase(n, kernel, per_sm, code, cohorts.line_iters(kernel, self.geometry),
                       None if self._fine(kernel) else cohorts.MAX_STEPS, L2Stats())
 
     def _price_code(self, kernel, code, per_sm: int) -> dict:
@@ -271,6 +274,16 @@ class Engine:
         streamed = {p.tensor for p in kernel.patterns if p.phase == LOOP}
         per_slice = sum(t.rows * t.cols * t.elem_bytes for t in (self.geometry(n).tensor for n in streamed))
         return per_slice * self.l2.replicas > self.l2.capacity
+
+    def _crowded(self, n: int) -> bool:
+        """Whether kernel ``n``'s spill frames crowd the L2: the frames of all its resident CTAs, in the copies
+        a stored line takes, fill a quarter of it or more. A CTA reloads and stores the same slots of its frame
+        every pass, so a frame is never older than one pass; a step of many passes touches it once, and with
+        little of the L2 left beside the frames the step's tiles would push it out as the hardware does not:
+        such a kernel steps one pass at a time, as the per-CTA run does (the Triton tutorial's d = 128 backward:
+        frames of 115 KB a CTA, half the H200's L2 with their copies)."""
+        frames = self.frames[n] * self.per_sm[n] * self.profile.sm_count * self.l2.replicas
+        return 4 * frames >= self.l2.capacity > 0
 
     def _fixed_cost(self, n: int) -> float:
         """What a kernel costs beyond its CTAs' work: the launch, and for a kernel with a tile loop the
@@ -365,8 +378,18 @@ class Engine:
                 reloads, spills = (b * step.iters * step.active for b in code["spills"])
                 if frame:  # each CTA's frame reloaded, then stored again, in its slot's row of local memory:
                     # those lines through the L2 (misses filled from DRAM, evictions written back), the rest hits;
-                    # a CTA's first pass stores before it reloads (nothing of it is in its frame before)
+                    # a CTA's first pass stores before it reloads (nothing of it is in its frame before), and what
+                    # its passes reload beyond what they store (values spilled once) was stored before its loop
+                    # (outside the loop's counted traffic)
                     served = {}
+                    if first:
+                        stored, reloaded = (min(frame, int(b / step.active)) for b in (spills, reloads))
+                        if reloaded > stored:
+                            counted, l2.stats = l2.stats, L2Stats()
+                            for a, b in _slot_rows(g0, step.active, slots):
+                                l2.access_pieces((self.local, 0), _cut(geoms[self.local], a, b, stored, reloaded)[0],
+                                                 HBM, WRITE, 1, now, who, False)
+                            l2.stats = counted
                     for kind, total in ((WRITE, spills), (READ, reloads)) if first else ((READ, reloads), (WRITE, spills)):
                         cols = min(frame, int(total / step.active))
                         got = 0
@@ -397,9 +420,12 @@ class Engine:
                                                    code["specialised"], code["shared"])
                     if share == 1 and stages > 1:  # alone on its SM, as its shape's loop was calibrated
                         plain = paces[share] = plain + code["lone"]
-                if stream_bw and stages > 1 and step.iters and loads:  # nor faster than it pulls its tiles
+                if stream_bw and stages > 1 and step.iters and loads:
+                    # nor faster than it pulls its tiles, with the spill reloads and stores that cross to the
+                    # L2 through the same load/store path (the tutorial's d = 128 backward moves 36.7 GB/s an SM
+                    # of tiles and spills together, the calibrated 4-warp stream 41.6)
                     tiles = sum(b for n, b in loads.items() if n in looped) / step.active / step.iters
-                    plain = max(plain, tiles * CTA_LOAD_WARPS / (stream_bw * kernel.warps))
+                    plain = max(plain, (tiles + sum(code["spills"])) * CTA_LOAD_WARPS / (stream_bw * kernel.warps))
                 if first:
                     outside = ((step.span_flops or step.flops).tensor / code["tensor"]) - per * length
                     head = min(1.0, length)
