@@ -381,19 +381,18 @@ class Engine:
                     # a CTA's first pass stores before it reloads (nothing of it is in its frame before), and what
                     # its passes reload beyond what they store (values spilled once) was stored before its loop
                     # (outside the loop's counted traffic)
-                    served = {}
-                    if first:
-                        stored, reloaded = (min(frame, int(b / step.active)) for b in (spills, reloads))
-                        if reloaded > stored:
-                            counted, l2.stats = l2.stats, L2Stats()
-                            for a, b in _slot_rows(g0, step.active, slots):
-                                l2.access_pieces((self.local, 0), _cut(geoms[self.local], a, b, stored, reloaded)[0],
-                                                 HBM, WRITE, 1, now, who, False)
-                            l2.stats = counted
-                    for kind, total in ((WRITE, spills), (READ, reloads)) if first else ((READ, reloads), (WRITE, spills)):
-                        cols = min(frame, int(total / step.active))
+                    served, rows = {}, _slot_rows(g0, step.active, slots)
+                    width = {WRITE: min(frame, int(spills / step.active)), READ: min(frame, int(reloads / step.active))}
+                    if first and width[READ] > width[WRITE]:
+                        counted, l2.stats = l2.stats, L2Stats()
+                        for a, b in rows:
+                            l2.access_pieces((self.local, 0), _cut(geoms[self.local], a, b, width[WRITE], width[READ])[0],
+                                             HBM, WRITE, 1, now, who, False)
+                        l2.stats = counted
+                    for kind in (WRITE, READ) if first else (READ, WRITE):
+                        cols = width[kind]
                         got = 0
-                        for a, b in _slot_rows(g0, step.active, slots) if cols > 0 else ():
+                        for a, b in rows if cols > 0 else ():
                             parts, nbytes = _cut(geoms[self.local], a, b, 0, cols)
                             r, _, _ = l2.access_pieces((self.local, 0), parts, HBM, kind, 1, now, who, False)
                             got += nbytes
