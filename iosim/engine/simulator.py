@@ -381,7 +381,7 @@ class Engine:
                     # a CTA's first pass stores before it reloads (nothing of it is in its frame before), and what
                     # its passes reload beyond what they store (values spilled once) was stored before its loop
                     # (outside the loop's counted traffic)
-                    served, rows = {}, _slot_rows(g0, step.active, slots)
+                    rows = _slot_rows(g0, step.active, slots)
                     width = {WRITE: min(frame, int(spills / step.active)), READ: min(frame, int(reloads / step.active))}
                     if first and width[READ] > width[WRITE]:
                         counted, l2.stats = l2.stats, L2Stats()
@@ -390,16 +390,13 @@ class Engine:
                                              HBM, WRITE, 1, now, who, False)
                         l2.stats = counted
                     for kind in (WRITE, READ) if first else (READ, WRITE):
-                        cols = width[kind]
-                        got = 0
-                        for a, b in rows if cols > 0 else ():
-                            parts, nbytes = _cut(geoms[self.local], a, b, 0, cols)
+                        for a, b in rows if width[kind] > 0 else ():
+                            parts = _cut(geoms[self.local], a, b, 0, width[kind])[0]
                             r, _, _ = l2.access_pieces((self.local, 0), parts, HBM, kind, 1, now, who, False)
-                            got += nbytes
                             if kind == READ and r > ready:
                                 ready, missed = r, True
-                        served[kind] = got
-                    l2.spill(max(0.0, reloads - served[READ]), max(0.0, spills - served[WRITE]))
+                    # each active CTA moved ``width`` bytes of its frame through the lines (a frame is within a row)
+                    l2.spill(max(0.0, reloads - width[READ] * step.active), max(0.0, spills - width[WRITE] * step.active))
                 else:
                     l2.spill(reloads, spills)
                 moved += reloads + spills
