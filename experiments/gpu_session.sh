@@ -9,6 +9,7 @@
 #   f) the foreign kernels' grid (ncu)          -> $OUT/foreign/measurements.json + .csv    (≤ 400 s)
 #   g) instruction mixes (kernels/sass.py)      -> $OUT/mixes/                              (≤ 300 s)
 #   h) the L2 dirty-limit/capacity probe (ncu)  -> $OUT/l2/l2_probe.json                    (≤ 300 s)
+#   rw) lines stored again every pass: write-back and copies (ncu) -> $OUT/rewrite/rewrite_probe.json  (≤ 120 s)
 #   i) ATen's softmax code, by row length (ncu) -> $OUT/aten/aten_probe.json                (≤ 300 s)
 #   j) causal CTA timelines (%globaltimer)      -> $OUT/trace/causal_trace-*.json           (≤ 300 s)
 #   k) inference kernels on the GPU             -> $OUT/pytest_gpu_inference.log            (≤ 120 s)
@@ -121,6 +122,7 @@ if want g; then
     fi
 fi
 want h && step "h) l2 probe" 300 "$PY" -m iosim.kernels.l2_probe --out "$OUT/l2" >>"$LOG" 2>&1
+want rw && step "rw) rewrite probe" 120 "$PY" -m iosim.kernels.rewrite_probe --out "$OUT/rewrite" >>"$LOG" 2>&1
 want i && step "i) aten probe" 300 "$PY" -m iosim.kernels.aten_probe --out "$OUT/aten" >>"$LOG" 2>&1
 want j && step "j) causal trace" 300 "$PY" -m iosim.kernels.causal_trace --out "$OUT/trace" --seq-len 131072 65536 \
     --order rows,heads >>"$LOG" 2>&1

@@ -6,7 +6,9 @@ Policy, chosen to match what Nsight Compute's ``dram__bytes`` counters see on NV
   stream the same K/V tile together cost one DRAM read;
 - writes allocate without fetching (whole tiles are written), in every L2 partition (the writer's and
   the line's home: a store-only kernel leaves 43 % of the L2 dirty on the H100 and the H200, just under
-  the half that two copies allow), and leave the bytes dirty (writes to host memory go through to it
+  the half that two copies allow); a line its own user read in and then stores to keeps the copies its
+  read took (``iosim.kernels.rewrite_probe``: 32 MiB of private lines loaded and stored 16 times over
+  stay in the H200's 60 MiB, none fetched again); writes leave the bytes dirty (writes to host memory go through to it
   over the host link instead: the L2 holds no dirty host lines); dirty bytes
   reach DRAM only when their line is evicted, when more than ``dirty_limit`` bytes are dirty (the
   oldest dirty line is cleaned), or at an explicit ``flush`` — so output still in L2 when a kernel
@@ -130,9 +132,10 @@ class L2Cache:
                     if line[7] > behind:
                         behind = max(behind, _usable_at(line, lo, hi))
                     continue
-            # a line read by others than its first user, or written at all, is held in every partition: the
-            # writer's and the home's (the l2 probe's dirty plateau, 43 % of the L2 on the H100 and the H200)
-            if line[6] < replicas and (mult > 1 or line[5] != who or write):
+            # a line read by others than its first user, or allocated by a store, is held in every partition:
+            # the writer's and the home's (the l2 probe's dirty plateau, 43 % of the L2 on the H100 and the
+            # H200); a line its first user read in keeps its copies when that user stores to it (rewrite probe)
+            if line[6] < replicas and (mult > 1 or line[5] != who or (write and not line[0])):
                 self.used += line[0] * (replicas - line[6])
                 line[6] = replicas
             grow = _cover(line, 0, 3, lo, hi, nbytes, line_bytes)
