@@ -10,8 +10,10 @@ Policy, chosen to match what Nsight Compute's ``dram__bytes`` counters see on NV
   read took (``iosim.kernels.rewrite_probe``: 32 MiB of private lines loaded and stored 16 times over
   stay in the H200's 60 MiB, none fetched again); writes leave the bytes dirty (writes to host memory go through to it
   over the host link instead: the L2 holds no dirty host lines); dirty bytes
-  reach DRAM only when their line is evicted, when more than ``dirty_limit`` bytes are dirty (the
-  oldest dirty line is cleaned), or at an explicit ``flush`` — so output still in L2 when a kernel
+  reach DRAM only when their line is evicted, when more than ``dirty_limit`` bytes are dirty (a dirty
+  line drawn at random is cleaned, as the rewrite probe's lines stored again every pass are written back
+  gradually past the limit: the oldest would be the next one stored again, all of them every pass), or at
+  an explicit ``flush`` — so output still in L2 when a kernel
   ends is not counted in that kernel's DRAM writes, as on the hardware;
 - atomics are read-modify-write at L2: a missing line is filled first, then dirtied;
 - a line larger than the whole cache bypasses it: every access goes to memory (with a zero-sized
@@ -20,6 +22,7 @@ Lines and their geometry are described in :mod:`iosim.engine.lines`.
 """
 from __future__ import annotations
 
+import random
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -60,7 +63,9 @@ class L2Cache:
         self.coalesce = max(1, coalesce)  # identical loads merged into one lookup (profile's lrc_sms)
         self.dirty_limit = capacity if dirty_limit is None else min(dirty_limit, capacity)
         self.lines: OrderedDict = OrderedDict()
-        self.dirty_order: OrderedDict = OrderedDict()  # lines with dirty bytes, oldest first
+        self.dirty_keys: list = []  # lines with dirty bytes (in no order: a victim is drawn among them)
+        self._dirty_at: dict = {}  # line -> its index in dirty_keys
+        self._draw = random.Random(0)  # the victims' draws: the same every run
         self.used = 0
         self.dirty = 0
         self.stats = L2Stats()
@@ -162,8 +167,9 @@ class L2Cache:
                 added = _cover(line, 1, 4, lo, hi, nbytes, line_bytes)
                 if added:
                     self.dirty += added
-                    if key not in self.dirty_order:
-                        self.dirty_order[key] = True
+                    if key not in self._dirty_at:
+                        self._dirty_at[key] = len(self.dirty_keys)
+                        self.dirty_keys.append(key)
             if self.used > capacity or self.dirty > dirty_limit:
                 self._evict(now, keep=key)
         if missed:
@@ -211,7 +217,7 @@ class L2Cache:
         ``timed=False`` writes back outside simulated time (between profiled kernels).
         """
         written = 0
-        for key in list(self.dirty_order):
+        for key in list(self.dirty_keys):
             written += self._clean(key, self.lines[key], now, timed)
         if invalidate:
             self.lines.clear()
@@ -241,7 +247,12 @@ class L2Cache:
             line[1] = 0
             if line[4] is not None:
                 line[4] = []
-        self.dirty_order.pop(key, None)
+        at = self._dirty_at.pop(key, None)
+        if at is not None:  # out of the list: the last key takes its place
+            last = self.dirty_keys.pop()
+            if at < len(self.dirty_keys):
+                self.dirty_keys[at] = last
+                self._dirty_at[last] = at
         return nbytes
 
     def _evict(self, now: float, keep) -> None:
@@ -255,7 +266,7 @@ class L2Cache:
                 self._clean(key, line, now)
             self.used -= line[0] * line[6]
         while self.dirty > self.dirty_limit:
-            key = next(iter(self.dirty_order))
+            key = self.dirty_keys[self._draw.randrange(len(self.dirty_keys))]
             self._clean(key, self.lines[key], now)
 
 
