@@ -13,11 +13,15 @@ bytes:
   by atomics is the same pattern).
 - ``storefirst``: each pass stores every element, then loads it back: the first pass allocates the lines
   by a store, as a spilling CTA's first pass does (whether a stored line is held in both L2 partitions).
+- ``storesweep``: two passes, the first storing every element, the second loading them all: lines a CTA
+  stored and never read, read back after the whole buffer was stored (a cyclic sweep of stored lines,
+  beside ``iosim.kernels.l2_probe``'s of loaded ones): its re-fetches say how much the L2 holds of them.
 - ``stream``: ``rewrite`` of S plus, each pass, a read of new data (each CTA its own 64 KiB of a
   large buffer, never read again): whether lines read once push the dirty frames out.
 
 ``writes_per_pass = (DRAM write bytes) / (passes · S)`` says how much of the rewritten lines reach DRAM
-each pass; ``rereads = (DRAM read bytes - S - streamed bytes) / S`` how often they were re-fetched.
+each pass; ``rereads = (DRAM read bytes - S - streamed bytes) / S`` how often they were re-fetched (S not taken out
+where the lines are stored before they are read: ``storefirst``, ``storesweep``).
 
     python -m iosim.kernels.rewrite_probe --out DIR    # runs ncu on itself; writes DIR/rewrite_probe.json
 
@@ -68,6 +72,7 @@ _SIZES = (4, 8, 12, 16, 20, 24, 28, 32, 40, 48)
 VARIANTS = {v.name: v for v in (
     Variant("rewrite", tuple((s, 16) for s in _SIZES) + ((16, 4), (16, 64), (24, 4), (24, 64))),
     Variant("storefirst", tuple((s, 16) for s in (16, 24, 28, 32, 40, 48))),
+    Variant("storesweep", tuple((s, 2) for s in (16, 24, 28, 32, 36, 40, 44, 48, 56))),
     Variant("atomic", tuple((s, 8) for s in (4, 8, 16, 20, 24, 28, 32, 40))),
     Variant("stream", tuple((s, 16) for s in (4, 8, 16, 20, 24, 28))),
 )}
@@ -80,9 +85,10 @@ def _kernels():
 
     @triton.jit
     def rewrite(buf, stream, n, chunk, passes, stream_chunk, STREAM: tl.constexpr, ATOMIC: tl.constexpr,
-                STOREFIRST: tl.constexpr, BLOCK: tl.constexpr):
+                STOREFIRST: tl.constexpr, SWEEP: tl.constexpr, BLOCK: tl.constexpr):
         """CTA c: ``passes`` times, every element of its chunk of ``buf`` plus one (a load and a store, or an
-        atomic add; STOREFIRST: the pass number stored, then loaded); with STREAM, also a read of its own new
+        atomic add; STOREFIRST: the pass number stored, then loaded; SWEEP: stored in the first pass, loaded in
+        the others); with STREAM, also a read of its own new
         ``stream_chunk`` elements of ``stream`` each pass."""
         pid = tl.program_id(0)
         start = pid.to(tl.int64) * chunk
@@ -94,6 +100,11 @@ def _kernels():
                 idx = start + i + offs
                 if ATOMIC:
                     tl.atomic_add(buf + idx, 1.0, mask=idx < end, sem="relaxed")
+                elif SWEEP:
+                    if p == 0:
+                        tl.store(buf + idx, idx.to(tl.float32), mask=idx < end)
+                    else:
+                        acc += tl.load(buf + idx, mask=idx < end, other=0.0, cache_modifier=".cg")
                 elif STOREFIRST:
                     tl.store(buf + idx, (idx + p).to(tl.float32), mask=idx < end)
                     acc += tl.load(buf + idx, mask=idx < end, other=0.0, cache_modifier=".cg")
@@ -104,7 +115,7 @@ def _kernels():
                 s0 = (p * tl.num_programs(0) + pid).to(tl.int64) * stream_chunk
                 for i in range(0, stream_chunk, BLOCK):
                     acc += tl.load(stream + s0 + i + offs, cache_modifier=".cg")
-        if STREAM or STOREFIRST:
+        if STREAM or STOREFIRST or SWEEP:
             tl.store(stream + pid, tl.sum(acc, axis=0))  # keeps the loads alive
 
     return rewrite
@@ -118,7 +129,7 @@ def run_variant(name: str, buf, stream, n: int, grid: int, passes: int):
     if name == "stream" and passes * grid * per > stream.numel():
         raise ValueError(f"stream.numel()(={stream.numel()}) must be >= passes × grid × {per}")
     return _kernels()[(grid,)](buf, stream, n, chunk_size(n, grid), passes, per, STREAM=name == "stream",
-                               ATOMIC=name == "atomic", STOREFIRST=name == "storefirst", BLOCK=BLOCK, num_warps=NUM_WARPS)
+                               ATOMIC=name == "atomic", STOREFIRST=name == "storefirst", SWEEP=name == "storesweep", BLOCK=BLOCK, num_warps=NUM_WARPS)
 
 
 def child() -> int:
@@ -140,9 +151,10 @@ def derive(name: str, size: int, passes: int, ctas: int | None, counters: dict) 
     """Per launch: DRAM writes per pass over the buffer, and the buffer's re-fetches beyond its first fill
     (streamed bytes taken out)."""
     streamed = passes * (ctas or 0) * STREAM_BYTES if name == "stream" else 0
+    fetched = 0 if name in ("storefirst", "storesweep") else size  # stored first: nothing to fill
     return {"streamed_bytes": streamed,
             "writes_per_pass": counters["dram_write_bytes"] / (passes * size),
-            "rereads": (counters["dram_read_bytes"] - size - streamed) / size}
+            "rereads": (counters["dram_read_bytes"] - fetched - streamed) / size}
 
 
 def results(rows: list[dict]) -> dict[str, list[dict]]:

@@ -15,7 +15,7 @@ MiB = 2**20
 DATA = Path(__file__).resolve().parents[1] / "experiments" / "measurements" / "h200" / "rewrite"
 
 
-@pytest.mark.parametrize("name", ["rewrite", "atomic", "stream", "storefirst"])
+@pytest.mark.parametrize("name", ["rewrite", "atomic", "stream", "storefirst", "storesweep"])
 @pytest.mark.parametrize(("n", "grid", "passes"), [(1000, 7, 3), (100, 7, 2)])  # ragged; (100, 7): CTAs 4-6 idle
 def test_each_variant_passes_over_exactly_its_chunks(name, n, grid, passes):
     torch = pytest.importorskip("torch")
@@ -24,7 +24,7 @@ def test_each_variant_passes_over_exactly_its_chunks(name, n, grid, passes):
     stream = torch.rand(passes * grid * rewrite_probe.STREAM_BYTES // 4, dtype=torch.float32)
     rewrite_probe.run_variant(name, buf, stream, n, grid, passes)
     idx = torch.arange(n, dtype=torch.float32)
-    want = idx + passes - 1 if name == "storefirst" else torch.full((n,), float(passes))
+    want = {"storefirst": idx + passes - 1, "storesweep": idx}.get(name, torch.full((n,), float(passes)))
     assert torch.equal(buf[:n], want)
     assert torch.equal(buf[n:], torch.full((50,), -3.0))  # nothing past n
 
