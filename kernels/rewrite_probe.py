@@ -18,6 +18,9 @@ bytes:
   beside ``iosim.kernels.l2_probe``'s of loaded ones): its re-fetches say how much the L2 holds of them.
 - ``stream``: ``rewrite`` of S plus, each pass, a read of new data (each CTA its own 64 KiB of a
   large buffer, never read again): whether lines read once push the dirty frames out.
+- ``hotread`` / ``hotwrite``: each pass loads S again (kept clean) beside 64 KiB of new data a CTA read /
+  stored once (as K/V re-read beside Q read once and O written once): whether lines used once push out
+  lines read again, or leave first.
 
 ``writes_per_pass = (DRAM write bytes) / (passes · S)`` says how much of the rewritten lines reach DRAM
 each pass; ``rereads = (DRAM read bytes - S - streamed bytes) / S`` how often they were re-fetched (S not taken out
@@ -73,6 +76,8 @@ VARIANTS = {v.name: v for v in (
     Variant("rewrite", tuple((s, 16) for s in _SIZES) + ((16, 4), (16, 64), (24, 4), (24, 64))),
     Variant("storefirst", tuple((s, 16) for s in (16, 24, 28, 32, 40, 48))),
     Variant("storesweep", tuple((s, 2) for s in (16, 24, 28, 32, 36, 40, 44, 48, 56))),
+    Variant("hotread", tuple((s, 16) for s in (24, 32, 36, 40, 44, 48))),
+    Variant("hotwrite", tuple((s, 16) for s in (24, 32, 36, 40, 44, 48))),
     Variant("atomic", tuple((s, 8) for s in (4, 8, 16, 20, 24, 28, 32, 40))),
     Variant("stream", tuple((s, 16) for s in (4, 8, 16, 20, 24, 28))),
 )}
@@ -85,10 +90,11 @@ def _kernels():
 
     @triton.jit
     def rewrite(buf, stream, n, chunk, passes, stream_chunk, STREAM: tl.constexpr, ATOMIC: tl.constexpr,
-                STOREFIRST: tl.constexpr, SWEEP: tl.constexpr, BLOCK: tl.constexpr):
+                STOREFIRST: tl.constexpr, SWEEP: tl.constexpr, HOT: tl.constexpr, WSTREAM: tl.constexpr,
+                BLOCK: tl.constexpr):
         """CTA c: ``passes`` times, every element of its chunk of ``buf`` plus one (a load and a store, or an
         atomic add; STOREFIRST: the pass number stored, then loaded; SWEEP: stored in the first pass, loaded in
-        the others); with STREAM, also a read of its own new
+        the others; HOT: loaded only); with STREAM, also a read (WSTREAM: a store) of its own new
         ``stream_chunk`` elements of ``stream`` each pass."""
         pid = tl.program_id(0)
         start = pid.to(tl.int64) * chunk
@@ -100,6 +106,8 @@ def _kernels():
                 idx = start + i + offs
                 if ATOMIC:
                     tl.atomic_add(buf + idx, 1.0, mask=idx < end, sem="relaxed")
+                elif HOT:
+                    acc += tl.load(buf + idx, mask=idx < end, other=0.0, cache_modifier=".cg")
                 elif SWEEP:
                     if p == 0:
                         tl.store(buf + idx, idx.to(tl.float32), mask=idx < end)
@@ -114,8 +122,11 @@ def _kernels():
             if STREAM:
                 s0 = (p * tl.num_programs(0) + pid).to(tl.int64) * stream_chunk
                 for i in range(0, stream_chunk, BLOCK):
-                    acc += tl.load(stream + s0 + i + offs, cache_modifier=".cg")
-        if STREAM or STOREFIRST or SWEEP:
+                    if WSTREAM:
+                        tl.store(stream + s0 + i + offs, acc)
+                    else:
+                        acc += tl.load(stream + s0 + i + offs, cache_modifier=".cg")
+        if STREAM or STOREFIRST or SWEEP or HOT:
             tl.store(stream + pid, tl.sum(acc, axis=0))  # keeps the loads alive
 
     return rewrite
@@ -126,10 +137,13 @@ def run_variant(name: str, buf, stream, n: int, grid: int, passes: int):
     if n > buf.numel():
         raise ValueError(f"n(={n}) must be <= buf.numel()(={buf.numel()})")
     per = STREAM_BYTES // FP32
-    if name == "stream" and passes * grid * per > stream.numel():
+    streams = name in ("stream", "hotread", "hotwrite")
+    if streams and passes * grid * per > stream.numel():
         raise ValueError(f"stream.numel()(={stream.numel()}) must be >= passes × grid × {per}")
-    return _kernels()[(grid,)](buf, stream, n, chunk_size(n, grid), passes, per, STREAM=name == "stream",
-                               ATOMIC=name == "atomic", STOREFIRST=name == "storefirst", SWEEP=name == "storesweep", BLOCK=BLOCK, num_warps=NUM_WARPS)
+    return _kernels()[(grid,)](buf, stream, n, chunk_size(n, grid), passes, per, STREAM=streams,
+                               ATOMIC=name == "atomic", STOREFIRST=name == "storefirst", SWEEP=name == "storesweep",
+                               HOT=name in ("hotread", "hotwrite"), WSTREAM=name == "hotwrite", BLOCK=BLOCK,
+                               num_warps=NUM_WARPS)
 
 
 def child() -> int:
@@ -138,7 +152,7 @@ def child() -> int:
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     biggest = max(s for v in VARIANTS.values() for s, _ in v.points) * MiB // FP32
     buf = torch.rand(biggest, dtype=torch.float32, device="cuda")
-    longest = max(p for s, p in VARIANTS["stream"].points)
+    longest = max(p for name in ("stream", "hotread", "hotwrite") for s, p in VARIANTS[name].points)
     stream = torch.rand(longest * sms * STREAM_BYTES // FP32, dtype=torch.float32, device="cuda")
     for variant in VARIANTS.values():
         for size, passes in variant.points:
@@ -150,11 +164,12 @@ def child() -> int:
 def derive(name: str, size: int, passes: int, ctas: int | None, counters: dict) -> dict:
     """Per launch: DRAM writes per pass over the buffer, and the buffer's re-fetches beyond its first fill
     (streamed bytes taken out)."""
-    streamed = passes * (ctas or 0) * STREAM_BYTES if name == "stream" else 0
+    streamed = passes * (ctas or 0) * STREAM_BYTES if name in ("stream", "hotread", "hotwrite") else 0
     fetched = 0 if name in ("storefirst", "storesweep") else size  # stored first: nothing to fill
+    read = 0 if name == "hotwrite" else streamed  # hotwrite's stream is stored, not read
     return {"streamed_bytes": streamed,
             "writes_per_pass": counters["dram_write_bytes"] / (passes * size),
-            "rereads": (counters["dram_read_bytes"] - fetched - streamed) / size}
+            "rereads": (counters["dram_read_bytes"] - fetched - read) / size}
 
 
 def results(rows: list[dict]) -> dict[str, list[dict]]:
