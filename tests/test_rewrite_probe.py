@@ -62,49 +62,10 @@ def test_the_committed_export_reads_back_into_the_committed_results():
     assert rewrite_probe.report(data)[0].startswith("rewrite")
 
 
-def _model_rereads(size: int, passes: int, sms: int = 132) -> float:
-    """The engine's L2 (calibrated H200) on the rewrite probe's pattern: CTA c loads, then stores, its chunk of
-    ``size`` bytes each pass, in lines of the engine's size; the buffer's DRAM fills beyond its first, per size."""
-    from iosim.engine.l2 import L2Cache
-    from iosim.engine.links import Link
-    from iosim.engine.simulator import LINES_PER_L2, MIN_LINE, _private_copies
-    from iosim.hardware.profile import load_profile
-    from iosim.schedule.ir import HBM, READ, WRITE
-
-    p = load_profile("h200-calibrated")
-    l2 = L2Cache(p.l2_bytes, {"hbm": Link("hbm", 4e12), "host": Link("host", 5e10)}, [HBM], p.l2_dirty_limit,
-                 p.l2_partitions, p.lrc_sms or 1, _private_copies(p, p.l2_partitions))
-    line = max(MIN_LINE, p.l2_bytes // (LINES_PER_L2 * p.l2_partitions))
-    chunk = size // sms
-    for t in range(passes):
-        for c in range(sms):
-            pos, end = c * chunk, (c + 1) * chunk
-            while pos < end:
-                n, hi = pos // line, min(end, (pos // line + 1) * line)
-                for kind in (READ, WRITE):
-                    l2.access((0, 0, n, 0), HBM, kind, hi - pos, line, 1, float(t), pos - n * line, hi - n * line, who=c)
-                pos = hi
-    return (l2.stats.fill_bytes["hbm"] - size) / size
-
-
-@pytest.mark.parametrize("mib", [32, 48])
-def test_private_lines_loaded_then_stored_are_held_as_the_h200_holds_them(mib):
-    """The committed rewrite probe: 32 MiB of lines each CTA loads and stores again every pass stay in the
-    H200's L2 (no re-fetch in 15 passes: a stored line its own reader holds keeps its read's copies, not two),
-    48 MiB do not (fetched again 6 of the 15 times). The engine's L2 re-fetched the 32 MiB every pass while a
-    store put every line in both partitions."""
-    data = json.loads((DATA / "rewrite_probe.json").read_text())
-    (row,) = [r for r in data["results"]["rewrite"] if r["size_bytes"] == mib * MiB and r["passes"] == 16]
-    model = _model_rereads(mib * MiB, 16)
-    if row["rereads"] < 0.01:
-        assert model < 0.01
-    else:
-        assert row["rereads"] > 1 and model > 1
-
-
-def _model_writes_per_pass(size: int, passes: int, atomic: bool, sms: int = 132) -> float:
-    """The engine's L2 (calibrated H200) on the rewrite probe's ``rewrite`` or ``atomic`` pattern: DRAM writes
-    per pass over the buffer, the first pass left out (it fills the L2)."""
+def _engine_on_probe(size: int, passes: int, atomic: bool = False, sms: int = 132) -> tuple[float, float]:
+    """The engine's L2 (calibrated H200) on the rewrite probe's ``rewrite`` pattern (CTA c loads, then stores, its
+    chunk of ``size`` bytes each pass) or ``atomic`` one, in lines of the engine's size: the buffer's DRAM fills
+    beyond its first, per size, and DRAM writes per pass over it after the first pass (which fills the L2)."""
     from iosim.engine.l2 import L2Cache
     from iosim.engine.links import Link
     from iosim.engine.simulator import LINES_PER_L2, MIN_LINE, _private_copies
@@ -126,7 +87,23 @@ def _model_writes_per_pass(size: int, passes: int, atomic: bool, sms: int = 132)
                 pos = hi
         if t == 0:
             first = l2.stats.writeback_bytes["hbm"]
-    return (l2.stats.writeback_bytes["hbm"] - first) / ((passes - 1) * size)
+    st = l2.stats
+    return (st.fill_bytes["hbm"] - size) / size, (st.writeback_bytes["hbm"] - first) / ((passes - 1) * size)
+
+
+@pytest.mark.parametrize("mib", [32, 48])
+def test_private_lines_loaded_then_stored_are_held_as_the_h200_holds_them(mib):
+    """The committed rewrite probe: 32 MiB of lines each CTA loads and stores again every pass stay in the
+    H200's L2 (no re-fetch in 15 passes: a stored line its own reader holds keeps its read's copies, not two),
+    48 MiB do not (fetched again 6 of the 15 times). The engine's L2 re-fetched the 32 MiB every pass while a
+    store put every line in both partitions."""
+    data = json.loads((DATA / "rewrite_probe.json").read_text())
+    (row,) = [r for r in data["results"]["rewrite"] if r["size_bytes"] == mib * MiB and r["passes"] == 16]
+    model, _ = _engine_on_probe(mib * MiB, 16)
+    if row["rereads"] < 0.01:
+        assert model < 0.01
+    else:
+        assert row["rereads"] > 1 and model > 1
 
 
 @pytest.mark.parametrize("family,mib", [("rewrite", 28), ("rewrite", 32), ("atomic", 28), ("atomic", 32)])
@@ -138,5 +115,5 @@ def test_lines_stored_every_pass_are_written_back_gradually_past_the_dirty_limit
     data = json.loads((DATA / "rewrite_probe.json").read_text())
     passes = 16 if family == "rewrite" else 8
     (row,) = [r for r in data["results"][family] if r["size_bytes"] == mib * MiB and r["passes"] == passes]
-    model = _model_writes_per_pass(mib * MiB, passes, family == "atomic")
+    _, model = _engine_on_probe(mib * MiB, passes, family == "atomic")
     assert row["writes_per_pass"] / 2 <= model <= 2 * row["writes_per_pass"]

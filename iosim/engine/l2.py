@@ -8,7 +8,10 @@ Policy, chosen to match what Nsight Compute's ``dram__bytes`` counters see on NV
   the line's home: a store-only kernel leaves 43 % of the L2 dirty on the H100 and the H200, just under
   the half that two copies allow); a line its own user read in and then stores to keeps the copies its
   read took (``iosim.kernels.rewrite_probe``: 32 MiB of private lines loaded and stored 16 times over
-  stay in the H200's 60 MiB, none fetched again); writes leave the bytes dirty (writes to host memory go through to it
+  stay in the H200's 60 MiB, none fetched again). The same probe holds lines only stored as it holds
+  loaded ones (``storesweep``): the two copies stand in for a replacement policy this LRU lacks, under
+  which forward kernels write their O back while they run (with one copy the DRAM medians went 1.0 ->
+  2.0 %, see the probe data's README); writes leave the bytes dirty (writes to host memory go through to it
   over the host link instead: the L2 holds no dirty host lines); dirty bytes
   reach DRAM only when their line is evicted, when more than ``dirty_limit`` bytes are dirty (a dirty
   line drawn at random is cleaned, as the rewrite probe's lines stored again every pass are written back
