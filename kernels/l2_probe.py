@@ -238,6 +238,13 @@ def _tag(nvtx: str) -> tuple[Variant, int] | None:
     return None
 
 
+def launch_counters(row: dict) -> tuple[dict, int | None]:
+    """One parsed ncu row's counters ``FIELDS`` and its grid's CTAs (None where ncu reported no grid)."""
+    counters = kernel_counters(row)
+    ctas = None if counters.grid is None else counters.grid[0] * counters.grid[1] * counters.grid[2]
+    return {f: getattr(counters, f) for f in FIELDS}, ctas
+
+
 def results(rows: list[dict]) -> dict[str, list[dict]]:
     """``{variant: [row per size, ascending]}`` from parsed ncu rows, by their NVTX tags; untagged rows are skipped.
 
@@ -249,9 +256,7 @@ def results(rows: list[dict]) -> dict[str, list[dict]]:
         if tagged is None:
             continue
         variant, size = tagged
-        counters = kernel_counters(row)
-        values = {f: getattr(counters, f) for f in FIELDS}
-        ctas = None if counters.grid is None else counters.grid[0] * counters.grid[1] * counters.grid[2]
+        values, ctas = launch_counters(row)
         out.setdefault(variant.name, []).append({"size_bytes": size, "ctas": ctas, **values,
                                                  **derive(variant, size, values, ctas)})
     return {name: sorted(rs, key=lambda r: r["size_bytes"]) for name, rs in out.items()}
@@ -309,7 +314,7 @@ def summary(res: dict[str, list[dict]]) -> dict:
 # --------------------------------------------------------------------------- the ncu run
 
 
-def _device(torch) -> dict:
+def device_info(torch) -> dict:
     props = torch.cuda.get_device_properties(0)
     return {"sm_count": props.multi_processor_count, "l2_cache_bytes": getattr(props, "L2_cache_size", None)}
 
@@ -324,7 +329,7 @@ def probe(out_dir: Path, timeout_s: float = NCU_TIMEOUT_S) -> dict:
     prov = provenance(ncu_version(ncu), counters=True, metrics_missing=missing)
     export = run_probe("iosim.kernels.l2_probe", "l2_probe", out_dir, keep, "L2 probe", timeout_s)
     res = results(parse_ncu_raw_csv(export))
-    data = {"provenance": asdict(prov), "device": _device(torch), "metrics": keep, "metrics_missing": missing,
+    data = {"provenance": asdict(prov), "device": device_info(torch), "metrics": keep, "metrics_missing": missing,
             "block": BLOCK, "num_warps": NUM_WARPS, "align": ALIGN,
             "variants": {name: asdict(v) for name, v in VARIANTS.items()},
             "results": res, "summary": summary(res)}

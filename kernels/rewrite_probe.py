@@ -42,8 +42,18 @@ from pathlib import Path
 
 from iosim.kernels.device import cuda_torch
 from iosim.kernels.harness import provenance
-from iosim.kernels.l2_probe import ALIGN, BLOCK, FIELDS, FP32, NUM_WARPS, PROBE_METRICS, MiB, chunk_size
-from iosim.kernels.ncu import BASE_METRICS, kernel_counters, parse_ncu_raw_csv
+from iosim.kernels.l2_probe import (
+    ALIGN,
+    BLOCK,
+    FP32,
+    NUM_WARPS,
+    PROBE_METRICS,
+    MiB,
+    chunk_size,
+    device_info,
+    launch_counters,
+)
+from iosim.kernels.ncu import BASE_METRICS, parse_ncu_raw_csv
 from iosim.kernels.profiler import (
     NCU_TIMEOUT_S,
     metrics_for,
@@ -180,9 +190,7 @@ def results(rows: list[dict]) -> dict[str, list[dict]]:
         if m is None or m.group(1) not in VARIANTS:
             continue
         name, size, passes = m.group(1), int(m.group(2)), int(m.group(3))
-        counters = kernel_counters(row)
-        values = {f: getattr(counters, f) for f in FIELDS}
-        ctas = None if counters.grid is None else counters.grid[0] * counters.grid[1] * counters.grid[2]
+        values, ctas = launch_counters(row)
         out.setdefault(name, []).append({"size_bytes": size, "passes": passes, "ctas": ctas, **values,
                                          **derive(name, size, passes, ctas, values)})
     return {n: sorted(rs, key=lambda r: (r["passes"], r["size_bytes"])) for n, rs in out.items()}
@@ -196,9 +204,7 @@ def probe(out_dir: Path, timeout_s: float = NCU_TIMEOUT_S) -> dict:
     keep = [m for m in metrics if m in BASE_METRICS or m in PROBE_METRICS]
     prov = provenance(ncu_version(ncu), counters=True, metrics_missing=[m for m in PROBE_METRICS if m not in keep])
     export = run_probe("iosim.kernels.rewrite_probe", "rewrite_probe", out_dir, keep, "rewrite probe", timeout_s)
-    props = torch.cuda.get_device_properties(0)
-    data = {"provenance": asdict(prov), "device": {"sm_count": props.multi_processor_count,
-                                                   "l2_cache_bytes": getattr(props, "L2_cache_size", None)},
+    data = {"provenance": asdict(prov), "device": device_info(torch),
             "metrics": keep, "block": BLOCK, "num_warps": NUM_WARPS, "align": ALIGN, "stream_bytes": STREAM_BYTES,
             "variants": {n: asdict(v) for n, v in VARIANTS.items()}, "results": results(parse_ncu_raw_csv(export))}
     (out_dir / "rewrite_probe.json").write_text(json.dumps(data, indent=1) + "\n")
