@@ -101,16 +101,10 @@ class L2Cache:
         load filled (``lo``, ``hi``: the piece's span, where known), so the caller can say when its data
         is there (:meth:`usable`)."""
         st, lines, replicas, capacity = self.stats, self.lines, self.replicas, self.capacity
-        ready = now
+        ready = behind = now  # behind: when the present bytes it reads arrive for a CTA whose pass is bringing them in
         read, write = kind == READ, kind == WRITE
-        # identical loads of CTAs in flight together reach the slices once per coalescing group
-        lookups = (-(-mult // self.coalesce) if lockstep else mult) if read else mult
         moved = hits = missed = 0
-        behind = now  # when the present bytes it reads arrive for a CTA whose pass is bringing them in
         get, to_end = lines.get, lines.move_to_end
-        through = not read and placement == HOST  # host memory is written through: posted over the host link
-        reserve = self.memory[placement].reserve
-        private, dirty_limit = self.private, self.dirty_limit
         for a, b, nbytes, line_bytes, lo, hi in pieces:
             total = nbytes * mult
             moved += nbytes
@@ -125,7 +119,7 @@ class L2Cache:
             line = get(key)
             if line is None:
                 known = lo is not None
-                line = lines[key] = [0, 0, now, [] if known else None, [] if known else None, who, private,
+                line = lines[key] = [0, 0, now, [] if known else None, [] if known else None, who, self.private,
                                      0.0, [] if known else None]
             else:
                 to_end(key)
@@ -153,7 +147,7 @@ class L2Cache:
                     lone += grow / mult
                 if grow:
                     missed += grow
-                    r = reserve(now, grow)
+                    r = self.memory[placement].reserve(now, grow)
                     if r > line[2]:
                         line[2] = r
                     if filled is not None:
@@ -163,8 +157,8 @@ class L2Cache:
                 if grow < nbytes and line[7] > behind:  # bytes another CTA's pass is still bringing in
                     behind = max(behind, _usable_at(line, lo, hi))
             self.used += grow * line[6]
-            if through:
-                reserve(now, total, write=True)
+            if not read and placement == HOST:  # host memory is written through: posted over the host link
+                self.memory[placement].reserve(now, total, write=True)
                 st.writeback_bytes[placement] += total
             elif not read:
                 added = _cover(line, 1, 4, lo, hi, nbytes, line_bytes)
@@ -173,7 +167,7 @@ class L2Cache:
                     if key not in self._dirty_at:
                         self._dirty_at[key] = len(self.dirty_keys)
                         self.dirty_keys.append(key)
-            if self.used > capacity or self.dirty > dirty_limit:
+            if self.used > capacity or self.dirty > self.dirty_limit:
                 self._evict(now, keep=key)
         if missed:
             st.miss_bytes += missed
@@ -182,7 +176,8 @@ class L2Cache:
             st.read_bytes += moved * mult
         else:
             st.write_bytes += moved * mult
-        st.lookup_bytes += moved * lookups
+        # identical loads of CTAs in flight together reach the slices once per coalescing group
+        st.lookup_bytes += moved * ((-(-mult // self.coalesce) if lockstep else mult) if read else mult)
         st.hit_bytes += hits
         return ready, lone, behind
 

@@ -49,12 +49,7 @@ class LineGeometry:
         lr, lc, eb = self.line_rows, self.line_cols, t.elem_bytes
         full_width = lc == t.cols
         if full_width and c0 == 0 and c1 == lc:  # whole rows (most tiles): one line per band of rows
-            row = lc * eb
-            for a in range(r0 // lr, (r1 - 1) // lr + 1):
-                a0 = a * lr
-                a1 = min(a0 + lr, t.rows)
-                ra, rb = max(r0, a0), min(r1, a1)
-                yield a, 0, (rb - ra) * row, (a1 - a0) * row, (ra - a0) * row, (rb - a0) * row
+            yield from _row_bands(r0, r1, lr, t.rows, lc * eb)
             return
         for a in range(r0 // lr, (r1 - 1) // lr + 1):
             a0, a1 = a * lr, min((a + 1) * lr, t.rows)
@@ -75,3 +70,20 @@ class LineGeometry:
 
 def _round_up(x: int, m: int) -> int:
     return -(-x // m) * m
+
+
+def _row_bands(r0: int, r1: int, lr: int, rows: int, row: int) -> list:
+    """:meth:`LineGeometry.pieces` of rows ``r0..r1`` of a full-width tensor of ``rows`` rows of ``row`` bytes,
+    in lines of ``lr`` rows: the first and last lines may be cut, those between are whole (a long run of them is
+    most of a streamed slice)."""
+    first, last = r0 // lr, (r1 - 1) // lr
+    out = []
+    for a in (first, last) if last > first else (first,):
+        a0 = a * lr
+        a1 = min(a0 + lr, rows)
+        ra, rb = max(r0, a0), min(r1, a1)
+        out.append((a, 0, (rb - ra) * row, (a1 - a0) * row, (ra - a0) * row, (rb - a0) * row))
+    if last > first + 1:  # whole lines between: none is the tensor's last, so each holds lr rows
+        whole = lr * row
+        out[1:1] = [(a, 0, whole, whole, 0, whole) for a in range(first + 1, last)]
+    return out

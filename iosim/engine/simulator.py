@@ -304,10 +304,9 @@ class Engine:
     def _cohort(self, phases, k, g0, g1, state):
         """CTAs ``g0..g1`` running loop ``k`` of their launch's ``phases``; those whose loop ends go on to the
         next, or leave their SM after the last."""
-        env, l2, links, geoms, places, index = self.env, self.l2, self.links, self.geoms, self.places, self.index
+        env, l2, links = self.env, self.l2, self.links
         ph = phases[k]
         kernel, line_iters = ph.kernel, ph.line_iters
-        pieces = self._pieces
         who = (ph.n, g0)  # this cohort: its lines are private until another cohort touches them
         stages = kernel.stages
         code = ph.code
@@ -336,41 +335,33 @@ class Engine:
             sl, i, j = kernel.coords(g0, g1)
             trips, reached, going = kernel.loop_bounds(i, j, sl)[1], 0.0, np.ones(g1 - g0, dtype=bool)
         for step in cohorts.steps(kernel, g0, g1, line_iters, self.aggregate, ph.steps, ph.max_steps):
+            slotted = None  # a lone CTA's kept step: its plan is kept with it, its slots give the slices
+            if type(step) is cohorts.SlottedStep:
+                step, slotted = step.step, step.slots
+                plan = step.plan
+                if plan is None:
+                    plan = step.plan = self._plan(step.accesses)
+            else:
+                plan = self._plan(step.accesses)
             now = env.now
             l2.stats = ph.stats
-            ready, moved, missed, atomic, written = now, 0, False, 0, 0
-            distinct, lone = 0, 0.0  # bytes of lines read; bytes filled for them, per CTA reading them
-            loads = {}  # bytes loaded per tensor: independent loads a CTA issues together
+            accesses, moved, atomic, written, loads, distinct = plan
+            ready, missed, lone = now, False, 0.0  # lone: bytes filled for the lines read, per CTA reading them
             late = set()  # tensors some of whose loads this step waited for memory
             fills = []  # (line, share of the step's passes) of every line its loads filled
             behind = now  # when the last bytes it shares with a CTA ahead of it arrive there
-            for name, sl, r0, r1, c0, c1, kind, mult in step.accesses:
-                rect = (name, r0, r1, c0, c1)
-                cut = pieces.get(rect)
-                if cut is None:
-                    if len(pieces) > PIECE_CACHE:
-                        pieces.clear()
-                    t = index[name]
-                    cut = pieces[rect] = (t, places[t]) + _cut(geoms[t], r0, r1, c0, c1)
-                t, place, parts, nbytes = cut
+            for t, sl, place, parts, nbytes, kind, mult, name in accesses:
                 got = [] if kind == READ else None
-                r, lone, b = l2.access_pieces((t, sl), parts, place, kind, mult, now, who, lockstep, lone, got)
+                r, lone, b = l2.access_pieces((t, sl if slotted is None else slotted[sl]), parts, place, kind, mult, now,
+                                              who, lockstep, lone, got)
                 if got:
                     fills += [(line, before / nbytes, upto / nbytes, lo, hi) for line, before, upto, lo, hi in got]
                 if b > behind:
                     behind = b
                 if r > ready:
                     ready, missed = r, True
-                moved += nbytes * mult
-                if kind == ATOMIC:
-                    atomic += nbytes * mult
-                elif kind == WRITE:
-                    written += nbytes * mult
-                elif kind == READ:
-                    loads[name] = loads.get(name, 0) + nbytes * mult
-                    distinct += nbytes
-                    if r > now:
-                        late.add(name)
+                if kind == READ and r > now:
+                    late.add(name)
             if atomic and self.atomics is not None:
                 ready = max(ready, self.atomics.reserve(now, atomic))
                 moved -= atomic
@@ -386,12 +377,12 @@ class Engine:
                     if first and width[READ] > width[WRITE]:
                         counted, l2.stats = l2.stats, L2Stats()
                         for a, b in rows:
-                            l2.access_pieces((self.local, 0), _cut(geoms[self.local], a, b, width[WRITE], width[READ])[0],
+                            l2.access_pieces((self.local, 0), self._cut("local", a, b, width[WRITE], width[READ])[2],
                                              HBM, WRITE, 1, now, who, False)
                         l2.stats = counted
                     for kind in (WRITE, READ) if first else (READ, WRITE):
                         for a, b in rows if width[kind] > 0 else ():
-                            parts = _cut(geoms[self.local], a, b, 0, width[kind])[0]
+                            parts = self._cut("local", a, b, 0, width[kind])[2]
                             r, _, _ = l2.access_pieces((self.local, 0), parts, HBM, kind, 1, now, who, False)
                             if kind == READ and r > ready:
                                 ready, missed = r, True
@@ -501,6 +492,37 @@ class Engine:
                     state["running"].append(env.process(self._cohort(phases, k + 1, g0 + a, g0 + b, state)))
             else:
                 self._leave(step.done, state, kernel.name)
+
+    def _plan(self, accesses) -> tuple:
+        """What a step's accesses are, before any of them is served: each as ``(tensor index, slice, placement,
+        pieces of lines, bytes, kind, CTAs)`` and its tensor's name, and the sums the step prices: bytes moved,
+        atomically added and written, loaded per tensor, and loaded once (of lines read, whoever reads them)."""
+        pieces, cut = self._pieces, self._cut
+        out, moved, atomic, written, loads, distinct = [], 0, 0, 0, {}, 0
+        for name, sl, r0, r1, c0, c1, kind, mult in accesses:
+            t, place, parts, nbytes = pieces.get((name, r0, r1, c0, c1)) or cut(name, r0, r1, c0, c1)
+            out.append((t, sl, place, parts, nbytes, kind, mult, name))
+            moved += nbytes * mult
+            if kind == ATOMIC:
+                atomic += nbytes * mult
+            elif kind == WRITE:
+                written += nbytes * mult
+            elif kind == READ:
+                loads[name] = loads.get(name, 0) + nbytes * mult
+                distinct += nbytes
+        return out, moved, atomic, written, loads, distinct
+
+    def _cut(self, name: str, r0: int, r1: int, c0: int, c1: int) -> tuple:
+        """A rectangle of one slice of tensor ``name`` as ``(tensor index, placement, pieces of lines, bytes)``,
+        kept: every slice of a tensor is cut alike, and the same tiles come back every pass."""
+        pieces, rect = self._pieces, (name, r0, r1, c0, c1)
+        cut = pieces.get(rect)
+        if cut is None:
+            if len(pieces) > PIECE_CACHE:
+                pieces.clear()
+            t = self.index[name]
+            cut = pieces[rect] = (t, self.places[t]) + _cut(self.geoms[t], r0, r1, c0, c1)
+        return cut
 
     def _leave(self, count: int, state: dict, name: str) -> None:
         """``count`` CTAs finish: their slots are free for the dispatcher."""
