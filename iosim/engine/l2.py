@@ -134,6 +134,12 @@ class L2Cache:
                     if line[7] > behind:
                         behind = max(behind, _usable_at(line, lo, hi))
                     continue
+                if (write and line[1] == line_bytes and line[0] == line_bytes and placement != HOST
+                        and (line[6] >= replicas or (mult == 1 and line[5] == who))
+                        and (lo is not None or (line[3] is None and line[4] is None))):
+                    # a store to a whole line already dirty that keeps its copies (a spill frame stored again
+                    # every pass): nothing grows, nothing is evicted, no place becomes unknown
+                    continue
             # a line read by others than its first user, or allocated by a store, is held in every partition:
             # the writer's and the home's (the l2 probe's dirty plateau, 43 % of the L2 on the H100 and the
             # H200); a line its first user read in keeps its copies when that user stores to it (rewrite probe)

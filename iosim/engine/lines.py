@@ -51,21 +51,22 @@ class LineGeometry:
         if full_width and c0 == 0 and c1 == lc:  # whole rows (most tiles): one line per band of rows
             yield from _row_bands(r0, r1, lr, t.rows, lc * eb)
             return
+        bands = _col_bands(c0, c1, lc, t.cols)
         for a in range(r0 // lr, (r1 - 1) // lr + 1):
             a0, a1 = a * lr, min((a + 1) * lr, t.rows)
             ra, rb = max(r0, a0), min(r1, a1)
-            for b in range(c0 // lc, (c1 - 1) // lc + 1):
-                b0, b1 = b * lc, min((b + 1) * lc, t.cols)
-                ca, cb = max(c0, b0), min(c1, b1)
-                nbytes = (rb - ra) * (cb - ca) * eb
-                line_bytes = (a1 - a0) * (b1 - b0) * eb
-                if full_width and a1 - a0 == 1:  # a line of one row: any run of its columns is one span
-                    span = (ca * eb, cb * eb)
-                elif full_width:
-                    span = ((ra - a0) * (b1 - b0) * eb, (rb - a0) * (b1 - b0) * eb) if cb - ca == b1 - b0 else (None, None)
-                else:
-                    span = ((ca - b0) * (a1 - a0) * eb, (cb - b0) * (a1 - a0) * eb) if rb - ra == a1 - a0 else (None, None)
-                yield a, b, nbytes, line_bytes, span[0], span[1]
+            h, n = a1 - a0, rb - ra
+            if full_width and h == 1:  # a line of one row: any run of its columns is one span
+                yield from [(a, b, n * (cb - ca) * eb, (b1 - b0) * eb, ca * eb, cb * eb) for b, ca, cb, b0, b1 in bands]
+            elif full_width:
+                yield from [(a, b, n * (cb - ca) * eb, h * (b1 - b0) * eb)
+                            + (((ra - a0) * (b1 - b0) * eb, (rb - a0) * (b1 - b0) * eb) if cb - ca == b1 - b0 else (None, None))
+                            for b, ca, cb, b0, b1 in bands]
+            elif n == h:  # a column-split line whose rows the rectangle covers whole: its columns are one span
+                yield from [(a, b, n * (cb - ca) * eb, h * (b1 - b0) * eb, (ca - b0) * h * eb, (cb - b0) * h * eb)
+                            for b, ca, cb, b0, b1 in bands]
+            else:
+                yield from [(a, b, n * (cb - ca) * eb, h * (b1 - b0) * eb, None, None) for b, ca, cb, b0, b1 in bands]
 
 
 def _round_up(x: int, m: int) -> int:
@@ -86,4 +87,17 @@ def _row_bands(r0: int, r1: int, lr: int, rows: int, row: int) -> list:
     if last > first + 1:  # whole lines between: none is the tensor's last, so each holds lr rows
         whole = lr * row
         out[1:1] = [(a, 0, whole, whole, 0, whole) for a in range(first + 1, last)]
+    return out
+
+
+def _col_bands(c0: int, c1: int, lc: int, cols: int) -> list:
+    """``(band, first column, end column, band's first, band's end)`` of the column bands of ``lc`` columns that
+    columns ``c0..c1`` of a tensor ``cols`` wide meet: the first and last may be cut, those between are whole."""
+    first, last = c0 // lc, (c1 - 1) // lc
+    out = []
+    for b in (first, last) if last > first else (first,):
+        b0, b1 = b * lc, min((b + 1) * lc, cols)
+        out.append((b, max(c0, b0), min(c1, b1), b0, b1))
+    if last > first + 1:
+        out[1:1] = [(b, b * lc, (b + 1) * lc, b * lc, (b + 1) * lc) for b in range(first + 1, last)]
     return out
