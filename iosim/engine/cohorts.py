@@ -171,9 +171,21 @@ def _one_cta_steps(k: Kernel, g: int, line_iters: int, aggregate: bool, cache: d
     """:func:`tile_steps` for a cohort of one CTA, in plain integers: the same steps, accesses in the same
     order. Its steps are kept in ``cache`` by tile coordinates with slices as slots (the query slice,
     the key/value slice, then a fanned-out pattern's query slices), and filled in for this CTA."""
-    template, slots = _template(k, g, line_iters, aggregate, cache, max_steps)
-    for step in template:
-        yield SlottedStep(step, slots)
+    return KeptSteps(*_template(k, g, line_iters, aggregate, cache, max_steps))
+
+
+class KeptSteps:
+    """A lone CTA's steps: its tile's kept steps (``template``, slices as slots) and its slices (``slots``).
+    Iterated, the steps with this CTA's slices; the engine reads the kept steps and the slots directly."""
+
+    __slots__ = ("template", "slots")
+
+    def __init__(self, template: list, slots: tuple):
+        self.template, self.slots = template, slots
+
+    def __iter__(self):
+        slots = self.slots
+        return (SlottedStep(step, slots) for step in self.template)
 
 
 class SlottedStep:

@@ -334,15 +334,17 @@ class Engine:
         if later:  # which CTAs end their loop at each step's end: they go on to the next loop then
             sl, i, j = kernel.coords(g0, g1)
             trips, reached, going = kernel.loop_bounds(i, j, sl)[1], 0.0, np.ones(g1 - g0, dtype=bool)
-        for step in cohorts.steps(kernel, g0, g1, line_iters, self.aggregate, ph.steps, ph.max_steps):
-            slotted = None  # a lone CTA's kept step: its plan is kept with it, its slots give the slices
-            if type(step) is cohorts.SlottedStep:
-                step, slotted = step.step, step.slots
+        steps = cohorts.steps(kernel, g0, g1, line_iters, self.aggregate, ph.steps, ph.max_steps)
+        slotted = None  # a lone CTA's kept steps: each keeps its plan, the CTA's slots give the slices
+        if type(steps) is cohorts.KeptSteps:
+            steps, slotted = steps.template, steps.slots
+        for step in steps:
+            if slotted is None:
+                plan = self._plan(step.accesses)
+            else:
                 plan = step.plan
                 if plan is None:
                     plan = step.plan = self._plan(step.accesses)
-            else:
-                plan = self._plan(step.accesses)
             now = env.now
             l2.stats = ph.stats
             accesses, moved, atomic, written, loads, distinct = plan
