@@ -117,10 +117,11 @@ class L2Cache:
                 continue
             key = head + (a, b)
             line = get(key)
-            if line is None:
+            if line is None:  # a new line: what its first piece covers is present, in the copies its user takes
                 known = lo is not None
-                line = lines[key] = [0, 0, now, [] if known else None, [] if known else None, who, self.private,
-                                     0.0, [] if known else None]
+                line = lines[key] = [nbytes, 0, now, [(lo, hi)] if known else None, [] if known else None, who,
+                                     replicas if mult > 1 or write else self.private, 0.0, [] if known else None]
+                grow = nbytes
             else:
                 to_end(key)
                 if line[0] == line_bytes and not write and (
@@ -140,13 +141,13 @@ class L2Cache:
                     # a store to a whole line already dirty that keeps its copies (a spill frame stored again
                     # every pass): nothing grows, nothing is evicted, no place becomes unknown
                     continue
-            # a line read by others than its first user, or allocated by a store, is held in every partition:
-            # the writer's and the home's (the l2 probe's dirty plateau, 43 % of the L2 on the H100 and the
-            # H200); a line its first user read in keeps its copies when that user stores to it (rewrite probe)
-            if line[6] < replicas and (mult > 1 or line[5] != who or (write and not line[0])):
-                self.used += line[0] * (replicas - line[6])
-                line[6] = replicas
-            grow = _cover(line, 0, 3, lo, hi, nbytes, line_bytes)
+                # a line read by others than its first user, or allocated by a store, is held in every partition:
+                # the writer's and the home's (the l2 probe's dirty plateau, 43 % of the L2 on the H100 and the
+                # H200); a line its first user read in keeps its copies when that user stores to it (rewrite probe)
+                if line[6] < replicas and (mult > 1 or line[5] != who or (write and not line[0])):
+                    self.used += line[0] * (replicas - line[6])
+                    line[6] = replicas
+                grow = _cover(line, 0, 3, lo, hi, nbytes, line_bytes)
             if not write:
                 hits += total - grow
                 if read:
