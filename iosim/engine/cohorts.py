@@ -185,32 +185,9 @@ class KeptSteps:
 
     def __iter__(self):
         slots = self.slots
-        return (SlottedStep(step, slots) for step in self.template)
-
-
-class SlottedStep:
-    """A lone CTA's kept step (``step``, its slices as slots) and the CTA's slices (``slots``): what it counts
-    is the kept step's, its accesses are filled in only when asked for (the engine reads the kept step's
-    accesses and the slots, and keeps what it derives from them on the kept step, see ``_TemplateStep.plan``)."""
-
-    __slots__ = ("step", "slots")
-
-    def __init__(self, step: _TemplateStep, slots: tuple):
-        self.step, self.slots = step, slots
-
-    @property
-    def accesses(self) -> list:
-        slots = self.slots
-        return [Access(n, slots[s], r0, r1, c0, c1, kind, m) for n, s, r0, r1, c0, c1, kind, m in self.step.accesses]
-
-    def filled(self) -> Step:
-        """The step with this CTA's slices: what :func:`_cohort_steps` yields for it."""
-        step = self.step
-        return Step(self.accesses, step.active, step.flops, step.sram_read, step.done, step.iters, step.span,
-                    step.span_flops)
-
-    def __getattr__(self, name):  # active, flops, done, iters, ...: the kept step's
-        return getattr(self.step, name)
+        for step in self.template:
+            yield Step([Access(n, slots[s], r0, r1, c0, c1, kind, m) for n, s, r0, r1, c0, c1, kind, m in step.accesses],
+                       step.active, step.flops, step.sram_read, step.done, step.iters, step.span, step.span_flops)
 
 
 def _template(k: Kernel, g: int, line_iters: int, aggregate: bool, cache: dict, max_steps: int | None,

@@ -117,7 +117,7 @@ class L2Cache:
                 continue
             key = head + (a, b)
             line = get(key)
-            if line is None:  # a new line: what its first piece covers is present, in the copies its user takes
+            if line is None:  # a new line: its first piece present, in the copies the rule below gives a line with no bytes
                 known = lo is not None
                 line = lines[key] = [nbytes, 0, now, [(lo, hi)] if known else None, [] if known else None, who,
                                      replicas if mult > 1 or write else self.private, 0.0, [] if known else None]

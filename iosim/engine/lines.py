@@ -49,9 +49,11 @@ class LineGeometry:
         lr, lc, eb = self.line_rows, self.line_cols, t.elem_bytes
         full_width = lc == t.cols
         if full_width and c0 == 0 and c1 == lc:  # whole rows (most tiles): one line per band of rows
-            yield from _row_bands(r0, r1, lr, t.rows, lc * eb)
+            row = lc * eb
+            yield from [(a, 0, (rb - ra) * row, (a1 - a0) * row, (ra - a0) * row, (rb - a0) * row)
+                        for a, ra, rb, a0, a1 in _bands(r0, r1, lr, t.rows)]
             return
-        bands = _col_bands(c0, c1, lc, t.cols)
+        bands = _bands(c0, c1, lc, t.cols)
         for a in range(r0 // lr, (r1 - 1) // lr + 1):
             a0, a1 = a * lr, min((a + 1) * lr, t.rows)
             ra, rb = max(r0, a0), min(r1, a1)
@@ -73,31 +75,15 @@ def _round_up(x: int, m: int) -> int:
     return -(-x // m) * m
 
 
-def _row_bands(r0: int, r1: int, lr: int, rows: int, row: int) -> list:
-    """:meth:`LineGeometry.pieces` of rows ``r0..r1`` of a full-width tensor of ``rows`` rows of ``row`` bytes,
-    in lines of ``lr`` rows: the first and last lines may be cut, those between are whole (a long run of them is
-    most of a streamed slice)."""
-    first, last = r0 // lr, (r1 - 1) // lr
-    out = []
-    for a in (first, last) if last > first else (first,):
-        a0 = a * lr
-        a1 = min(a0 + lr, rows)
-        ra, rb = max(r0, a0), min(r1, a1)
-        out.append((a, 0, (rb - ra) * row, (a1 - a0) * row, (ra - a0) * row, (rb - a0) * row))
-    if last > first + 1:  # whole lines between: none is the tensor's last, so each holds lr rows
-        whole = lr * row
-        out[1:1] = [(a, 0, whole, whole, 0, whole) for a in range(first + 1, last)]
-    return out
-
-
-def _col_bands(c0: int, c1: int, lc: int, cols: int) -> list:
-    """``(band, first column, end column, band's first, band's end)`` of the column bands of ``lc`` columns that
-    columns ``c0..c1`` of a tensor ``cols`` wide meet: the first and last may be cut, those between are whole."""
-    first, last = c0 // lc, (c1 - 1) // lc
+def _bands(x0: int, x1: int, size: int, extent: int) -> list:
+    """``(band, first, end, band's first, band's end)`` of the bands of ``size`` that ``x0..x1`` of an axis
+    ``extent`` long meets (rows in bands of a line's rows, or columns in bands of its columns): the first and
+    last may be cut, those between are whole (a long run of them is most of a streamed slice)."""
+    first, last = x0 // size, (x1 - 1) // size
     out = []
     for b in (first, last) if last > first else (first,):
-        b0, b1 = b * lc, min((b + 1) * lc, cols)
-        out.append((b, max(c0, b0), min(c1, b1), b0, b1))
-    if last > first + 1:
-        out[1:1] = [(b, b * lc, (b + 1) * lc, b * lc, (b + 1) * lc) for b in range(first + 1, last)]
+        b0, b1 = b * size, min((b + 1) * size, extent)
+        out.append((b, max(x0, b0), min(x1, b1), b0, b1))
+    if last > first + 1:  # none between is the axis's last band, so each is whole
+        out[1:1] = [(b, b * size, (b + 1) * size, b * size, (b + 1) * size) for b in range(first + 1, last)]
     return out

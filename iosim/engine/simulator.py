@@ -499,10 +499,9 @@ class Engine:
         """What a step's accesses are, before any of them is served: each as ``(tensor index, slice, placement,
         pieces of lines, bytes, kind, CTAs)`` and its tensor's name, and the sums the step prices: bytes moved,
         atomically added and written, loaded per tensor, and loaded once (of lines read, whoever reads them)."""
-        pieces, cut = self._pieces, self._cut
         out, moved, atomic, written, loads, distinct = [], 0, 0, 0, {}, 0
         for name, sl, r0, r1, c0, c1, kind, mult in accesses:
-            t, place, parts, nbytes = pieces.get((name, r0, r1, c0, c1)) or cut(name, r0, r1, c0, c1)
+            t, place, parts, nbytes = self._cut(name, r0, r1, c0, c1)
             out.append((t, sl, place, parts, nbytes, kind, mult, name))
             moved += nbytes * mult
             if kind == ATOMIC:
