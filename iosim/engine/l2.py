@@ -133,7 +133,7 @@ class L2Cache:
                     if line[2] > ready:
                         ready = line[2]
                     if line[7] > behind:
-                        behind = max(behind, _usable_at(line, lo, hi))
+                        behind = max(behind, _usable_at(line, lo, hi, now))
                     continue
                 if (write and line[1] == line_bytes and line[0] == line_bytes and placement != HOST
                         and (line[6] >= replicas or (mult == 1 and line[5] == who))
@@ -162,7 +162,7 @@ class L2Cache:
                 if line[2] > ready:
                     ready = line[2]
                 if grow < nbytes and line[7] > behind:  # bytes another CTA's pass is still bringing in
-                    behind = max(behind, _usable_at(line, lo, hi))
+                    behind = max(behind, _usable_at(line, lo, hi, now))
             self.used += grow * line[6]
             if not read and placement == HOST:  # host memory is written through: posted over the host link
                 self.memory[placement].reserve(now, total, write=True)
@@ -275,21 +275,27 @@ class L2Cache:
             self._clean(key, self.lines[key], now)
 
 
-def _usable_at(line: list, lo, hi) -> float:
+def _usable_at(line: list, lo, hi, now: float) -> float:
     """When the bytes ``[lo, hi)`` of ``line`` are there for a reader merging with the fills in flight:
     in each fill that covers any of them, when the filler reached the last of them (a fill's span is
     ``(a, b, time at a, time at b)``, its pace even in between); the line's latest where places are
-    not known."""
+    not known. Fills whose bytes were all there by ``now`` hold no reader from now on: they are dropped."""
     spans = line[8]
     if lo is None or spans is None:
         return line[7]
-    at = 0.0
-    for a, b, ta, tb in spans:
+    at, live = 0.0, []
+    for span in spans:
+        a, b, ta, tb = span
+        if ta <= now and tb <= now:
+            continue
+        live.append(span)
         if a < hi and b > lo:  # even pace: the later of the overlap's two ends
             pace = (tb - ta) / (b - a)
             t = ta + pace * ((min(hi, b) if pace >= 0 else max(lo, a)) - a)
             if t > at:
                 at = t
+    if len(live) < len(spans):
+        line[8] = live
     return at
 
 
