@@ -43,6 +43,24 @@ def test_flash2_forward_cohort_by_hand():
     assert summary(cohorts.steps(k, 0, 4, line_iters=1)) == [(q + kv[0], 4, 0, 1.0), (kv[1] + out, 4, 4, 1.0)]
 
 
+def test_a_cohort_steps_head_by_head():
+    """Two heads with K/V heads of their own in one cohort: a step's accesses are the first head's CTAs'
+    (their Q blocks merged, then the K/V block both read), then the second head's, as CTAs launched
+    together issue them one after another; before, Q of both heads came first, then each K/V."""
+    k = kernel("flash2", "flash2_fwd", kv_heads=2)
+    assert k.ctas == 4
+
+    def kv(s, r):
+        return [Access(t, s, r, r + 32, 0, 32, READ, 2) for t in ("K", "V")]
+
+    def out(s):
+        return [Access(t, s, 0, 64, 0, c, WRITE, 1) for t, c in (("O", 32), ("LSE", 1))]
+
+    first = [a for s in (0, 1) for a in [Access("Q", s, 0, 64, 0, 32, READ, 1)] + kv(s, 0)]
+    last = [a for s in (0, 1) for a in kv(s, 32) + out(s)]
+    assert summary(cohorts.steps(k, 0, 4, line_iters=1)) == [(first, 4, 0, 1.0), (last, 4, 4, 1.0)]
+
+
 def test_causal_ctas_leave_the_cohort_at_the_diagonal():
     """Causal: the first Q block of each head has one K/V block to read and leaves after step 1;
     the second reads two. Rectangles of different heads do not merge."""
@@ -66,18 +84,34 @@ def test_flash1_double_loop_by_hand():
     O_i (fp32), ℓ_i, m_i read and written back; the CTA finishes with the last pair."""
     k = kernel("flash1", "flash1_fwd", heads=1)
     assert (k.program, k.tr, k.tc, cohorts.line_iters(k, lambda name: _Lines(32))) == (Program.DOUBLE_LOOP, 2, 2, 1)
-
-    def inner(i):
-        acc = [Access("Q", 0, i * 32, i * 32 + 32, 0, 32, READ, 1)]
-        for t, c in (("O32", 32), ("l", 1), ("m", 1)):
-            acc += [Access(t, 0, i * 32, i * 32 + 32, 0, c, kind, 1) for kind in (READ, WRITE)]
-        return acc
-
-    def kv(j):
-        return [Access(t, 0, j * 32, j * 32 + 32, 0, 32, READ, 1) for t in ("K", "V")]
-
-    expected = [(kv(j) * (i == 0) + inner(i), 1, int((j, i) == (1, 1)), 1) for j, i in itertools.product((0, 1), (0, 1))]
+    expected = [(_flash1_kv(j) * (i == 0) + _flash1_inner(i), 1, int((j, i) == (1, 1)), 1)
+                for j, i in itertools.product((0, 1), (0, 1))]
     assert summary(cohorts.steps(k, 0, 1, line_iters=1)) == expected
+
+
+def test_flash1_ctas_issue_their_accesses_one_after_the_other():
+    """Two query heads sharing a K/V head, one CTA each: a step's accesses are the first CTA's (its K/V
+    block, then its Q and state rows), then the second's, as the two issue them one after the other; the
+    second reads the shared K/V block again rather than both as one access."""
+    k = kernel("flash1", "flash1_fwd")
+    assert k.ctas == 2
+
+    def both(j, i):
+        return [(_flash1_kv(j, s) * (i == 0) + _flash1_inner(i, s)) for s in (0, 1)]
+
+    expected = [(sum(both(j, i), []), 2, 2 * int((j, i) == (1, 1)), 1) for j, i in itertools.product((0, 1), (0, 1))]
+    assert summary(cohorts.steps(k, 0, 2, line_iters=1)) == expected
+
+
+def _flash1_inner(i, s=0):
+    acc = [Access("Q", s, i * 32, i * 32 + 32, 0, 32, READ, 1)]
+    for t, c in (("O32", 32), ("l", 1), ("m", 1)):
+        acc += [Access(t, s, i * 32, i * 32 + 32, 0, c, kind, 1) for kind in (READ, WRITE)]
+    return acc
+
+
+def _flash1_kv(j, s=0):
+    return [Access(t, 0, j * 32, j * 32 + 32, 0, 32, READ, 1) for t in ("K", "V")]
 
 
 class _Lines:

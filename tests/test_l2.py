@@ -60,6 +60,28 @@ def test_a_write_allocates_without_a_fill_and_is_written_back_when_evicted():
     assert (list(l2.lines), l2.used, l2.dirty) == ([B], LINE, 0)
 
 
+def test_write_backs_of_accesses_served_together_queue_after_their_loads():
+    """One line of capacity, A dirty: B's fill evicts A, then C's fill evicts B. Served one by one, C's
+    fill queues behind A's write-back (C at t = 6); held together (one engine step), the reads go first
+    (B at 2, C at 4) and A's 2048 bytes are posted behind them at :meth:`post` (done at 6): the same
+    bytes and the same end, the loads no longer waiting for the write-back."""
+    C = (0, 0, 2, 0)
+    for held in (False, True):
+        l2 = cache(capacity=LINE)
+        l2.access(A, "hbm", WRITE, LINE, LINE, 1, 0.0, 0, LINE)
+        if held:
+            l2.hold_writes()
+        got = [l2.access(key, "hbm", READ, LINE, LINE, 1, 0.0, 0, LINE) for key in (B, C)]
+        if held:
+            assert l2.memory["hbm"].log == [(2.0, LINE), (4.0, LINE)]  # nothing written back yet
+            l2.post(0.0)
+        assert got == ([2.0, 4.0] if held else [2.0, 6.0])
+        assert l2.memory["hbm"].log == ([(2.0, LINE), (4.0, LINE), (6.0, LINE)] if held else
+                                        [(2.0, LINE), (4.0, LINE), (6.0, LINE)])
+        assert counts(l2) == (2 * LINE, LINE, 0, 2 * LINE, 2 * LINE, LINE)
+        assert l2.posted is None
+
+
 def test_an_atomic_fills_the_line_first_then_dirties_it():
     """Read-modify-write at the L2: a missing line is fetched (a lookup that misses), then dirtied;
     flushing writes the bytes back once."""

@@ -7,15 +7,19 @@ CTAs, not with tile pairs:
 - tiles that several CTAs of the cohort touch in the same step become one access with a
   multiplicity (the first CTA misses, the rest hit the fill in flight, exactly as one CTA each);
 - tiles of adjacent CTAs that form one rectangle are merged into one access;
+- a step's accesses go run by run of the cohort's CTAs that read one key/value slice (a head's
+  CTAs, or a group's under GQA, then the next one's), as CTAs launched together issue them one after
+  another: which lines an L2 that must evict keeps depends on that order (tiles merge within a run,
+  never across two; K/V read by a run's CTAs together stay one access, as the coalescer merges them);
 - consecutive loop iterations are merged into steps of whole L2 lines of the streamed tensor, at
   most :data:`MAX_STEPS` per cohort loop, and cut where each CTA's loop ends, so that every CTA
   leaves (its slot free for the next) when its own loop does, as run one by one.
 A lone CTA's steps depend only on its tile, so they are kept per kernel by tile and reused for
 every slice (``steps(..., cache)``); a cohort of a few CTAs merges its CTAs' kept steps. With ``aggregate=False`` every CTA is its own cohort and every
 iteration its own step; the tests
-check that both give the same byte counts. Where the L2 must evict, the order of tiles within one
-instant (a cohort's CTAs in one batch, or one by one) decides some victims, and the counts then
-agree to a few percent (tested too). The cost is then a few steps per cohort: CTAs, not tile pairs.
+check that both give the same byte counts. Where the L2 must evict, the order of tiles within a run
+(a run's CTAs in one batch, or one by one) and CTAs that drift apart when run one by one decide some
+victims, and the counts then agree to a few percent (tested too). The cost is then a few steps per cohort: CTAs, not tile pairs.
 """
 from __future__ import annotations
 
@@ -116,20 +120,25 @@ def _cohort_steps(k: Kernel, g0: int, g1: int, line_iters: int, aggregate: bool,
     edges = _edges(int(trips.max()), line_iters, aggregate, max_steps, ends=trips)
     left = np.ones(len(sl), dtype=bool)
     runs: dict = {}  # a uniform loop's runs of slices per pattern: every CTA is in every step but its last
+    grp = _groups(kv)  # each CTA's run of CTAs of one key/value slice: a step's accesses go run by run
     for n, (t0, t1) in enumerate(zip(edges[:-1], edges[1:])):
         act = left.copy()
         fin = left & (trips <= t1)
         acc: list = []
         if n == 0:
-            _emit(k, acc, PRO, sl[live], kv[live], i[live], j[live], None, None)
+            _emit(k, acc, PRO, sl[live], kv[live], i[live], j[live], None, None, grp=grp[live])
         m = act & (trips > t0)
         if m.all():
-            _emit(k, acc, LOOP, sl, kv, i, j, *_blocks(k, start, trips, t0, t1), runs)
+            _emit(k, acc, LOOP, sl, kv, i, j, *_blocks(k, start, trips, t0, t1), runs, grp=grp)
         elif m.any():
-            _emit(k, acc, LOOP, sl[m], kv[m], i[m], j[m], *_blocks(k, start[m], trips[m], t0, t1))
+            _emit(k, acc, LOOP, sl[m], kv[m], i[m], j[m], *_blocks(k, start[m], trips[m], t0, t1), grp=grp[m])
         out = fin & live
         if out.any():
-            _emit(k, acc, EPI, sl[out], kv[out], i[out], j[out], None, None)
+            _emit(k, acc, EPI, sl[out], kv[out], i[out], j[out], None, None, grp=grp[out])
+        if grp[-1]:  # CTAs of more than one key/value slice: the accesses run by run, as issued one CTA after another
+            acc = [a for _, a in sorted(acc, key=_first)]
+        else:
+            acc = [a for _, a in acc]
         n_act = int(act.sum())
         own = np.clip(np.minimum(trips[act], t1) - t0, 0, None)  # each active CTA's iterations in this step
         iters = float(own.sum())
@@ -140,6 +149,17 @@ def _cohort_steps(k: Kernel, g0: int, g1: int, line_iters: int, aggregate: bool,
             flops, longest = flops + k.end_flops * (float(live.sum()) / n_act), longest + k.end_flops
         yield Step(acc, n_act, flops, k.iter_sram * iters, int(fin.sum()), iters / n_act, span, longest)
         left &= ~fin
+
+
+def _groups(sl) -> np.ndarray:
+    """Each CTA's run of consecutive CTAs of one slice (``sl``: each CTA's), numbered from 0 in grid order."""
+    grp = np.zeros(len(sl), dtype=np.int64)
+    np.cumsum(sl[1:] != sl[:-1], out=grp[1:])
+    return grp
+
+
+def _first(tagged: tuple) -> int:
+    return tagged[0]
 
 
 def _edges(top: int, line_iters: int, aggregate: bool, max_steps: int | None = MAX_STEPS, per: int | None = None,
@@ -217,24 +237,29 @@ def _merged_steps(k: Kernel, g0: int, g1: int, line_iters: int, aggregate: bool,
                   max_steps: int | None):
     """:func:`_cohort_steps` for a few CTAs: each CTA's kept steps, cut at the cohort's step size, end where
     the cohort's do, so each step is its CTAs' own steps merged, accesses grouped as :func:`_emit` groups
-    them (by phase, pattern and fanned-out head, CTAs in grid order) and rectangles merged as :func:`_rects`
-    does; the counts as :func:`_cohort_steps` computes them."""
+    them (run of CTAs of one key/value slice, phase, pattern and fanned-out head, CTAs in grid order) and
+    rectangles merged as :func:`_rects` does; the counts as :func:`_cohort_steps` computes them."""
     per = None  # line-long steps (or one iteration each): every CTA's own step size is the cohort's
     if aggregate and max_steps is not None:  # the step size follows the cohort's longest loop
         sl, i, j = k.coords(g0, g1)
         per = _step_size(int(k.loop_bounds(i, j, sl)[1].max()), line_iters, aggregate, max_steps)
     ctas = [_template(k, g, line_iters, aggregate, cache, max_steps, per) for g in range(g0, g1)]
     live = sum(1 for template, _ in ctas if template[0].live)
+    runs, run = [], 0  # each CTA's run of CTAs of one key/value slice (slot 1), as _groups numbers them
+    for c, (_, slots) in enumerate(ctas):
+        run += c > 0 and slots[1] != ctas[c - 1][1][1]
+        runs.append(run)
     for n in range(max(len(template) for template, _ in ctas)):
         groups: dict = {}
         own, done = [], 0
-        for template, slots in ctas:
+        for (template, slots), run in zip(ctas, runs):
             if n >= len(template):  # finished in an earlier step
                 continue
             step = template[n]
             own.append(step.iters)
             done += step.done
             for key, (name, s, r0, r1, c0, c1, kind, _) in zip(step.keys, step.accesses):
+                key = (run,) + key
                 group = groups.get(key)
                 if group is None:
                     group = groups[key] = (name, kind, [])
@@ -315,10 +340,11 @@ def _emit_one(k: Kernel, out: list, phase, i: int, j: int, u0: int, u1: int, b: 
                 keys.append((_PHASES[phase], n, 0))
 
 
-def _emit(k: Kernel, out: list, phase, sl, kv, i, j, u0, u1, runs: dict | None = None) -> None:
+def _emit(k: Kernel, out: list, phase, sl, kv, i, j, u0, u1, runs: dict | None = None, grp=None) -> None:
     """The accesses of ``phase`` of CTAs at slices ``sl`` (key/value slices ``kv``), tiles ``i``, ``j``,
-    loop blocks ``u0..u1``, merged into rectangles. ``runs`` keeps each pattern's runs of slices where
-    the loop tile is the same for every CTA: the same CTAs in every step of a cohort give the same runs."""
+    loop blocks ``u0..u1``, merged into rectangles within each run of CTAs ``grp`` numbers (see
+    :func:`_groups`), as ``(run, access)``. ``runs`` keeps each pattern's runs of slices where the loop
+    tile is the same for every CTA: the same CTAs in every step of a cohort give the same runs."""
     if len(sl) == 0:
         return
     # without a causal mask or a split loop every CTA of a cohort is at the same loop block: a tile
@@ -328,7 +354,7 @@ def _emit(k: Kernel, out: list, phase, sl, kv, i, j, u0, u1, runs: dict | None =
     for p in k.patterns:
         if p.phase is not phase:
             continue
-        psl = sl  # the CTAs this pattern touches memory for
+        psl, pgrp = sl, grp  # the CTAs this pattern touches memory for
         s = kv if p.kv else sl
         same = uniform and p.rows in ("u", "all") and p.cols in ("u", "all")
         if same:
@@ -342,24 +368,27 @@ def _emit(k: Kernel, out: list, phase, sl, kv, i, j, u0, u1, runs: dict | None =
             r1 = np.minimum(r1, k.ragged.limits[p.tensor][k.request(sl)])
             keep = r0 < r1
             if not keep.all():
-                psl, s, r0, r1, c0, c1 = (x[keep] for x in (sl, s, r0, r1, c0, c1))
+                psl, pgrp, s, r0, r1, c0, c1 = (x[keep] for x in (sl, grp, s, r0, r1, c0, c1))
                 if not len(psl):
                     continue
         for g in range(k.kv_group if p.fan else 1):
             if p.fan:
                 b, h = np.divmod(psl, k.kv_heads)
                 s = b * k.heads + h * k.kv_group + g
+            # a rectangle never spans two runs: the slice and its run, as one key
+            span = int(s.max()) + 1
+            keyed = pgrp * span + s
             if same:
                 key = (id(p), g)
                 slices = None if runs is None else runs.get(key)
                 if slices is None:
-                    slices = _slice_runs(s)
+                    slices = _slice_runs(keyed)
                     if runs is not None:
                         runs[key] = slices
-                out += [Access(p.tensor, s_, r0, r1, c0, c1, p.kind, m_) for s_, m_ in slices]
+                out += [(q // span, Access(p.tensor, q % span, r0, r1, c0, c1, p.kind, m_)) for q, m_ in slices]
                 continue
-            for sl_, a0, a1, b0, b1, mult in _rects(s, r0, r1, c0, c1):
-                out.append(Access(p.tensor, sl_, a0, a1, b0, b1, p.kind, mult))
+            for q, a0, a1, b0, b1, mult in _rects(keyed, r0, r1, c0, c1):
+                out.append((q // span, Access(p.tensor, q % span, a0, a1, b0, b1, p.kind, mult)))
 
 
 def _slice_runs(sl) -> list:
@@ -476,7 +505,9 @@ def double_loop_steps(k: Flash1Kernel, g0: int, g1: int, line_iters: int, aggreg
     """Algorithm 1's program for a :class:`~iosim.schedule.flash1.Flash1Kernel`: for each K/V block
     j, read K_j and V_j once, then for every Q block i from ``k.inner_start(j)`` on read Q_i and read
     and write back the per-row state (``k.state``); aggregated, at most :data:`INNER_STEPS` steps per
-    pass over Q, each a whole number of lines (``max_steps`` is the tile loop's and not used here)."""
+    pass over Q, each a whole number of lines (``max_steps`` is the tile loop's and not used here). A
+    step's accesses go CTA by CTA, each CTA's K/V block its own (GQA heads sharing it read it again, as
+    they do one by one)."""
     sl, _, _ = k.coords(g0, g1)
     kv = k.kv_slice(sl)
     n, bi, bj, d = len(sl), k.block_i, k.block_j, k.extent(k.query)[1]
@@ -488,12 +519,9 @@ def double_loop_steps(k: Flash1Kernel, g0: int, g1: int, line_iters: int, aggreg
         for a, i0 in enumerate(cuts):
             i1 = cuts[a + 1] if a + 1 < len(cuts) else k.tr
             acc: list = []
-            if a == 0:
-                for s in np.unique(kv):
-                    m = int((kv == s).sum())
-                    acc += [Access(t, int(s), j * bj, (j + 1) * bj, 0, d, READ, m) for t in k.keys]
-            for s in sl:
-                s = int(s)
+            for s, v in zip(sl.tolist(), kv.tolist()):  # CTA by CTA, as they issue them
+                if a == 0:
+                    acc += [Access(t, v, j * bj, (j + 1) * bj, 0, d, READ, 1) for t in k.keys]
                 acc.append(Access(k.query, s, i0 * bi, i1 * bi, 0, d, READ, 1))
                 for t, cols in state:
                     acc.append(Access(t, s, i0 * bi, i1 * bi, 0, cols, READ, 1))

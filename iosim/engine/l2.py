@@ -18,6 +18,9 @@ Policy, chosen to match what Nsight Compute's ``dram__bytes`` counters see on NV
   gradually past the limit: the oldest would be the next one stored again, all of them every pass), or at
   an explicit ``flush`` — so output still in L2 when a kernel
   ends is not counted in that kernel's DRAM writes, as on the hardware;
+- the write-backs of accesses served together (one engine step: :meth:`L2Cache.hold_writes`) go on the
+  memory link after their loads (:meth:`L2Cache.post`), as a memory controller serves reads first and
+  drains posted writes behind them;
 - atomics are read-modify-write at L2: a missing line is filled first, then dirtied;
 - a line larger than the whole cache bypasses it: every access goes to memory (with a zero-sized
   L2 this reproduces the FlashAttention paper's HBM access counts).
@@ -69,6 +72,9 @@ class L2Cache:
         self.dirty_keys: list = []  # lines with dirty bytes (in no order: a victim is drawn among them)
         self._dirty_at: dict = {}  # line -> its index in dirty_keys
         self._draw = random.Random(0)  # the victims' draws: the same every run
+        # write-backs of the accesses being served together (one engine step), queued on the memory link after
+        # their loads (see :meth:`post`); None: each goes on the link when it happens
+        self.posted: list | None = None
         self.used = 0
         self.dirty = 0
         self.stats = L2Stats()
@@ -165,7 +171,7 @@ class L2Cache:
                     behind = max(behind, _usable_at(line, lo, hi, now))
             self.used += grow * line[6]
             if not read and placement == HOST:  # host memory is written through: posted over the host link
-                self.memory[placement].reserve(now, total, write=True)
+                self._write(placement, now, total)
                 st.writeback_bytes[placement] += total
             elif not read:
                 added = _cover(line, 1, 4, lo, hi, nbytes, line_bytes)
@@ -229,24 +235,45 @@ class L2Cache:
             self.used = 0
         return written
 
+    def hold_writes(self) -> None:
+        """Hold the write-backs of the accesses that follow until :meth:`post`: they are served together."""
+        self.posted = []
+
+    def post(self, now: float) -> None:
+        """Queue the held write-backs on their memory links, after the loads served with them: a memory
+        controller serves reads first and drains its posted writes behind them, so bytes written back to make
+        room for a fill never delay the loads issued together with it (on a FIFO link, a step's loads issued
+        after an eviction waited for its write-back)."""
+        posted, self.posted = self.posted, None
+        for placement, nbytes in posted or ():
+            self.memory[placement].reserve(now, nbytes, write=True)
+
+    def _write(self, placement: str, now: float, nbytes: int) -> None:
+        if self.posted is None:
+            self.memory[placement].reserve(now, nbytes, write=True)
+        else:
+            self.posted.append((placement, nbytes))
+
     def _bypass(self, placement, kind, nbytes, mult, now) -> float:
         st = self.stats
         total = nbytes * mult
-        link = self.memory[placement]
-        finish = link.reserve(now, total, write=kind == WRITE)
-        if kind != WRITE:
-            st.miss_bytes += total
-            st.fill_bytes[placement] += total
+        if kind == WRITE:
+            self._write(placement, now, total)
+            st.writeback_bytes[placement] += total
+            return now
+        finish = self.memory[placement].reserve(now, total)
+        st.miss_bytes += total
+        st.fill_bytes[placement] += total
         if kind != READ:
             st.writeback_bytes[placement] += total
-        return finish if kind != WRITE else now
+        return finish
 
     def _clean(self, key, line, now, timed: bool = True) -> int:
         nbytes = line[1]
         if nbytes:
             placement = self.placements[key[0]]
             if timed:
-                self.memory[placement].reserve(now, nbytes, write=True)
+                self._write(placement, now, nbytes)
                 self.stats.writeback_bytes[placement] += nbytes
             self.dirty -= nbytes
             line[1] = 0

@@ -5,6 +5,7 @@ system behaves in aggregate: everything in flight shares the bandwidth, and a re
 the bytes queued before it. It is the behaviour of a ``simpy.Resource(capacity=1)`` held for
 ``bytes / bandwidth`` seconds per request, computed in closed form (one ``busy_until`` clock instead
 of three SimPy events a request), because the engine issues hundreds of thousands of requests.
+The L2 queues the write-backs of a step's evictions behind the step's loads (``L2Cache.post``).
 """
 from __future__ import annotations
 

@@ -352,6 +352,7 @@ class Engine:
             late = set()  # tensors some of whose loads this step waited for memory
             fills = []  # (line, share of the step's passes) of every line its loads filled
             behind = now  # when the last bytes it shares with a CTA ahead of it arrive there
+            l2.hold_writes()  # the step's write-backs go on the memory link after its loads
             for t, sl, place, parts, nbytes, kind, mult, name in accesses:
                 got = [] if kind == READ else None
                 r, lone, b = l2.access_pieces((t, sl if slotted is None else slotted[sl]), parts, place, kind, mult, now,
@@ -394,6 +395,7 @@ class Engine:
                     l2.spill(reloads, spills)
                 moved += reloads + spills
                 written += spills
+            l2.post(now)
             ready = max(ready, links["l2"].reserve(now, moved - written), links["l2"].reserve(now, written, write=True))
             # each CTA gets its SM's math units and issue slots, shared with the CTAs resident beside it;
             # the step lasts as long as its longest CTA (``length`` iterations); those whose loops end here leave
