@@ -45,6 +45,8 @@
 #                                                -> $OUT/thirdparty/flag/{check.log,mixes/,measurements.json} (≤ 560 s)
 #   tpfb) FlagAttention's forward and backward (dQ in a kernel of its own): launchers and gradients checked, compiled,
 #      measured (ncu)                            -> $OUT/thirdparty/flag_bwd/{check.log,measurements.json} (≤ 560 s)
+#   tps) sglang's prefill attention (sglang_prefill.py, not committed): launcher checked, compiled, measured (ncu)
+#                                                -> $OUT/thirdparty/sglang/{check.log,mixes/,measurements.json} (≤ 560 s)
 #   dq) our flash2 backward with dQ in a kernel of its own beside the atomic one: GPU tests, the dq grid (ncu)
 #                                                -> $OUT/dq/{pytest_gpu_dq.log,measurements.json} (≤ 400 s)
 #   sm) loops that move much through shared memory, its wavefronts counted (ncu): the smem grid, its cases'
@@ -255,6 +257,16 @@ if want tpfb; then
     step "tpfb) FlagAttention backward mixes" 120 "$PY" -m iosim.kernels.user_codes --manifest "$TP/manifest_flag_bwd.yaml" \
         --out "$OUT/flag_bwd_mixes" >>"$LOG" 2>&1
     step "tpfb) FlagAttention backward grid" 420 "$PY" -m iosim measure --manifest "$TP/manifest_flag_bwd.yaml" --out "$F" >>"$LOG" 2>&1
+    rm -f "$F/measurements.csv"  # the JSON's twin: the device returns few files
+fi
+if want tps; then
+    TP=experiments/thirdparty_kernels
+    F="$OUT/thirdparty/sglang"
+    mkdir -p "$F/mixes"
+    step "tps) sglang launcher vs SDPA" 120 "$PY" "$TP/check_gpu.py" sglang_prefill.py >"$F/check.log" 2>&1
+    step "tps) sglang mixes" 120 "$PY" -m iosim.kernels.user_codes --manifest "$TP/manifest_sglang.yaml" \
+        --out "$F/mixes" >>"$LOG" 2>&1
+    step "tps) sglang grid" 320 "$PY" -m iosim measure --manifest "$TP/manifest_sglang.yaml" --out "$F" >>"$LOG" 2>&1
     rm -f "$F/measurements.csv"  # the JSON's twin: the device returns few files
 fi
 if want dq; then

@@ -262,7 +262,25 @@ def configurations() -> list[tuple[str, dict, dict]]:
     for d, dtype, page, splits in itertools.product((64, 128), ("fp16", "bf16"), (16, 32, 64, 128, 256), (1, 4)):
         configs.append(("flash_decode", dict(heads=32, kv_heads=8, head_dim=d, dtype=dtype, causal=False, backward=False,
                                              seq_q=1, seq_k=DECODE_SEQ_K, page_size=page), {"splits": splits}))
-    return configs + ragged_configurations() + mqa_configurations() + lone_configurations()
+    return configs + row_configurations() + ragged_configurations() + mqa_configurations() + lone_configurations()
+
+
+ROW_LENGTHS = tuple(2 ** e for e in range(8, 16))  # 256 ... 32768 columns: standard attention's row kernels' BLOCK
+CAUSAL_ROWS = 16384  # the longest causal row captured (causal needs seq_q = seq_k: S is rows × rows)
+
+
+def row_configurations() -> list[tuple[str, dict, dict]]:
+    """Standard attention at every row length its one-row-per-CTA kernels (``softmax``, ``ds``) are compiled
+    for: their whole row sits in registers, so their code (``BLOCK``, the row rounded up to a power of two,
+    and their warps) follows the row length. 16 query rows where not causal (the row kernels do not
+    depend on them), as many as the keys where causal."""
+    configs = []
+    for n, dtype, causal in itertools.product(ROW_LENGTHS, ("fp16", "bf16"), (False, True)):
+        if causal and n > CAUSAL_ROWS:
+            continue
+        configs.append(("standard", dict(heads=1, kv_heads=1, head_dim=64, dtype=dtype, causal=causal, backward=True,
+                                         seq_q=n if causal else 16, seq_k=n), {}))
+    return configs
 
 
 def lone_configurations() -> list[tuple[str, dict, dict]]:
@@ -435,6 +453,9 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="compile processes")
     parser.add_argument("--calibration", action="store_true",
                         help="compile the tile loops iosim calibrate times instead (calibration-sm_<arch>-triton-<version>.json)")
+    parser.add_argument("--only", metavar="KERNELS",
+                        help="compile only these kernels (comma-separated names, e.g. softmax,ds) and merge them into "
+                             "the existing file: every other mix is kept as it is")
     args = parser.parse_args(argv)
     import triton
 
@@ -443,9 +464,18 @@ def main(argv=None) -> int:
 
     start = time.perf_counter()
     launches = calibration_launches(args.arch) if args.calibration else unique_launches(args.arch, log)
-    mixes = compile_all(launches, args.arch, args.workers, log)
-    args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / mixes_filename(args.arch, triton.__version__, calibration=args.calibration)
+    kept: list = []
+    if args.only:
+        names = set(args.only.split(","))
+        launches = [launch for launch in launches if launch.key().split("|")[0] in names]
+        if not launches:
+            parser.error(f"--only: no kernel named {args.only!r} among our kernels' launches")
+        if path.exists():  # every other kernel's mix as committed
+            keys = {launch.key() for launch in launches}
+            kept = [KernelMix.from_dict(m) for m in json.loads(path.read_text())["mixes"] if m["key"] not in keys]
+    mixes = kept + compile_all(launches, args.arch, args.workers, log)
+    args.out.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(write_mixes(mixes, args.arch, triton.__version__), indent=1) + "\n")
     log(f"wrote {len(mixes)} mixes to {path} in {time.perf_counter() - start:.0f} s")
     return 0

@@ -1,7 +1,8 @@
 """The GPU a user's launcher sees while it is captured on a machine without one.
 
-Launchers in the wild ask the device before they launch: its compute capability to pick a config
-(``torch.cuda.get_device_capability()``, FlagAttention's ``get_fwd_config``), its SM count to size a
+Launchers in the wild ask the device before they launch: whether there is one and its compute capability
+to pick a config (``torch.cuda.get_device_capability()``, FlagAttention's ``get_fwd_config``; sglang's prefill
+kernel asks when its module is imported), its SM count to size a
 split-KV or persistent grid (``get_device_properties(...).multi_processor_count``), Triton's target to
 tell CUDA from HIP (``triton.runtime.driver.active.get_current_target()``), or they enter
 ``torch.cuda.device(q.device)``. On a machine without a GPU each of those raises, and the capture
@@ -77,6 +78,7 @@ def simulated_device(arch: int, sms: int | None = None):
     properties = _Properties(**props)
     cuda = torch.cuda
     replacements = {
+        "is_available": lambda: True,  # a module that asks at import time (sglang's) picks the GPU's config
         "get_device_capability": lambda device=None: (major, minor),
         "get_device_properties": lambda device=None: properties,
         "get_device_name": lambda device=None: properties.name,

@@ -94,7 +94,7 @@ def _capture(ref: str, config: RunConfig, arch: int, base: Path | None):
 
     from iosim.kernels.launcher_ops import Recording, recording
 
-    fn = load_kernel(ref, base)
+    fn = load_kernel(ref, base, f"_sm{arch}")  # imported as on that GPU
     p = config.problem
     from iosim.kernels._common import TORCH_DTYPES, fp8_inputs
 

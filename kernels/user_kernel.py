@@ -42,13 +42,15 @@ def resolve_path(path: str, base: Path | None = None) -> Path:
     return (base or REPO) / p
 
 
-def load_kernel(ref: str, base: Path | None = None):
-    """The function ``fn`` of the user's kernel file ``ref`` (``file.py:fn``), imported by path."""
+def load_kernel(ref: str, base: Path | None = None, device: str = ""):
+    """The function ``fn`` of the user's kernel file ``ref`` (``file.py:fn``), imported by path. ``device`` names
+    the (simulated) GPU it is imported for: a module that asks the device when it is imported is imported once
+    per device."""
     path, fn = split_ref(ref)
     file = resolve_path(path, base)
     if not file.is_file():
         raise HarnessError(f"kernel file {file} does not exist")
-    name = f"iosim_user_kernel_{abs(hash(str(file.resolve())))}"
+    name = f"iosim_user_kernel_{abs(hash(str(file.resolve())))}{device}"
     module = sys.modules.get(name)
     if module is None:
         spec = importlib.util.spec_from_file_location(name, file)

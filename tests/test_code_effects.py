@@ -487,3 +487,43 @@ def test_spilled_registers_beyond_the_l2_reach_dram():
     spills = b.levels["l2"].write_bytes - a.levels["l2"].write_bytes
     written = b.levels["hbm"].write_bytes - a.levels["hbm"].write_bytes
     assert 0.9 * spills <= written <= spills + a.levels["l2"].write_bytes  # and outputs the frames pushed out
+
+
+@pytest.mark.parametrize("n, causal", [(1000, False), (4096, True), (200, False)])
+def test_the_row_kernels_run_the_code_compiled_for_their_row_length(n, causal):
+    """Standard attention's softmax and ds hold a whole row in registers, so their code follows the row
+    length: each takes the variant compiled for the row rounded up to a power of two (and the causal mask), and
+    predicts exactly that code's instructions per warp for each of its CTAs (one per row and head)."""
+    from iosim.costs.code import compiled_codes
+    from iosim.costs.sass import load_mixes
+    from iosim.schedule.build import build_schedule
+    from iosim.schedule.problem import Problem, RunConfig
+    from iosim.simulate import simulate
+    config = RunConfig(algo="standard", problem=Problem(batch=1, heads=2, seq_q=n, seq_k=n, head_dim=64, causal=causal,
+                                                        backward=True))
+    block = 1 << (n - 1).bit_length()
+    mixes = {m.key: m for m in load_mixes(90, "3.6.0").mixes}
+    schedule = build_schedule(config)
+    codes = dict(zip((k.name for k in schedule.kernels), compiled_codes(schedule, "sm_90", "3.6.0")))
+    run = simulate(config, H200, triton_version="3.6.0")
+    for name, constexprs in (("softmax", f"CAUSAL={causal},BLOCK={block}"), ("ds", f"BLOCK={block}")):
+        kernel = next(k for k in schedule.kernels if k.name == name)
+        mix = mixes[f"{name}|fp16|w{kernel.warps}|s2|{constexprs}"]
+        assert codes[name].outside.instructions == mix.outside.instructions
+        result = next(k for k in run.kernels if k.name == name)
+        assert result.instructions["total"] == pytest.approx(mix.outside.instructions * kernel.warps * 2 * n)
+
+
+def test_the_qk_kernels_loop_over_d_runs_inside_each_cta():
+    """The QKᵀ kernel's schedule has no loop (its loop over d, BK = 32 columns a pass, stays in the CTA), so its
+    code outside loops carries the compiled loop body d / BK times: at d = 64, the outside code plus two passes."""
+    from iosim.costs.code import compiled_codes
+    from iosim.costs.sass import load_mixes
+    from iosim.schedule.build import build_schedule
+    from iosim.schedule.problem import Problem, RunConfig
+    mix = next(m for m in load_mixes(90, "3.6.0").mixes if m.key.startswith("qk|fp16|w4|s2|D=64,BM=128,BN=128"))
+    schedule = build_schedule(RunConfig(algo="standard", problem=Problem(batch=1, heads=2, seq_q=512, head_dim=64)))
+    qk = compiled_codes(schedule, "sm_90", "3.6.0")[0]
+    (body,) = mix.loop_bodies()
+    assert qk.outside.instructions == mix.outside.instructions + 2 * body.instructions
+    assert qk.outside.pipes["tensor"] == 2 * body.pipes["tensor"] > 0

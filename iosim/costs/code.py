@@ -4,11 +4,13 @@ iosim's own Triton kernels were compiled ahead of time per architecture and Trit
 (``python -m iosim.kernels.sass``) and their per-loop instruction mixes committed under
 ``iosim/costs/mixes/``; this module finds the variant a schedule kernel launches (same kernel,
 dtype, warps, stages and constexprs) so the simulator never needs Triton. A user's own kernel brings
-its code with it (:func:`kernel_code`). Kernels without a loop in the schedule (elementwise passes)
-keep the estimate from their FLOPs.
+its code with it (:func:`kernel_code`). Standard attention's row kernels (``softmax``, ``ds``: a whole row in
+registers) take the variant compiled for their row length; PyTorch's elementwise passes keep the estimate
+from their FLOPs.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -23,11 +25,15 @@ REFERENCE_MIXES = "references-sm_90.json"  # SDPA's kernels' code per warp and i
 KERNEL_DTYPES = {"decode_reduce": "fp32", "decode_reduce_ragged": "fp32"}  # kernels whose mix is keyed by another dtype than the problem's (fp32 partials)
 
 
-def _expected(kernel, head_dim: int, tiling=None, page_size: int | None = None) -> dict | None:
+def _expected(kernel, head_dim: int, tiling=None, page_size: int | None = None, problem=None) -> dict | None:
     """The constexprs our Triton kernel of that name was launched with for this schedule kernel
-    (``tiling``: the schedule's resolved forward tiling, for the decode kernels' rows and splits)."""
+    (``tiling``: the schedule's resolved forward tiling, for the decode kernels' rows and splits; ``problem``:
+    its row length, for standard attention's one-row-per-CTA kernels)."""
     causal = kernel.causal.value != ""
     name = kernel.name
+    if name in ("softmax", "ds") and problem is not None:  # the whole row in registers: BLOCK is the row, to 2^k
+        block = 1 << (problem.seq_k - 1).bit_length()
+        return {"CAUSAL": problem.causal, "BLOCK": block} if name == "softmax" else {"BLOCK": block}
     if name == "decode_split":
         return {"D": head_dim, "BM": tiling.block_m, "BN": kernel.block_u, "ONE": tiling.splits == 1}
     if name == "decode_split_paged":
@@ -90,11 +96,16 @@ def compiled_codes(schedule, arch: str, triton_version: str | None = None) -> li
         if schedule.config.algo == "standard_eager" and kernel.name == "softmax":  # PyTorch's own kernel
             out.append(aten_softmax_code(problem.seq_k, kernel.warps, arch))
             continue
-        want = _expected(kernel, problem.head_dim, schedule.config.tiling, problem.page_size)
+        want = _expected(kernel, problem.head_dim, schedule.config.tiling, problem.page_size, problem)
         dtype = KERNEL_DTYPES.get(kernel.name, problem.dtype)
         mixes = index.get((kernel.name, dtype, kernel.warps, kernel.stages), []) if want else []
         mix = next((m for m in mixes if all(_constexprs(m.key).get(k, v) == v for k, v in want.items())), None)
-        out.append(None if mix is None else kernel_code(mix, f"sass: sm_{arch.removeprefix('sm_')}, triton {version}"))
+        code = None if mix is None else kernel_code(mix, f"sass: sm_{arch.removeprefix('sm_')}, triton {version}")
+        if code is not None and kernel.name in ("qk", "dp") and code.loop.instructions:
+            # the loop over d stays inside the CTA (the schedule has none): each CTA runs it d / BK times
+            trips = -(-want["D"] // want["BK"])
+            code = dataclasses.replace(code, outside=code.outside.plus(code.loop.scaled(trips)))
+        out.append(code)
     return out
 
 

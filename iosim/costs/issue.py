@@ -62,6 +62,19 @@ class LoopCode:
                         None if self.stall_cycles is None else self.stall_cycles * k,
                         None if self.shared is None else MappingProxyType({b: n * k for b, n in self.shared.items()}))
 
+    def plus(self, other: LoopCode) -> LoopCode:
+        """This code followed by ``other``, per warp: counts add, and so do their waits and stall cycles."""
+        def add(a, b):  # keys in order of appearance (a set's order would follow the process's hash seed)
+            return MappingProxyType({k: a.get(k, 0.0) + b.get(k, 0.0) for k in dict.fromkeys([*a, *b])})
+
+        waits = MappingProxyType({op: tuple(self.waits.get(op, ())) + tuple(other.waits.get(op, ()))
+                                  for op in dict.fromkeys([*self.waits, *other.waits])})
+        stalls = None if self.stall_cycles is None or other.stall_cycles is None else self.stall_cycles + other.stall_cycles
+        shared = None if self.shared is None and other.shared is None else add(self.shared or {}, other.shared or {})
+        return LoopCode(self.instructions + other.instructions, add(self.pipes, other.pipes),
+                        self.local_loads + other.local_loads, self.local_stores + other.local_stores, waits, stalls,
+                        shared)
+
     def exposed_cycles(self, opcode: str, latency: float) -> float:
         """Cycles one warp waits per pass for ``opcode`` results of ``latency`` cycles that the
         compiler's schedule does not cover (see :func:`iosim.costs.sass.scoreboard_waits`)."""
