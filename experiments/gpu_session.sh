@@ -239,15 +239,16 @@ if want tpb; then
         >>"$LOG" 2>&1
     rm -f "$B/measurements.csv"
 fi
+third_party() {  # third_party STEP LABEL FILE MANIFEST DIR: launchers checked, compiled, measured (ncu) -> $OUT/thirdparty/DIR
+    local tp=experiments/thirdparty_kernels f="$OUT/thirdparty/$5"
+    mkdir -p "$f/mixes"
+    step "$1) $2 launchers vs SDPA" 120 "$PY" "$tp/check_gpu.py" "$3" >"$f/check.log" 2>&1
+    step "$1) $2 mixes" 120 "$PY" -m iosim.kernels.user_codes --manifest "$tp/$4" --out "$f/mixes" >>"$LOG" 2>&1
+    step "$1) $2 grid" 320 "$PY" -m iosim measure --manifest "$tp/$4" --out "$f" >>"$LOG" 2>&1
+    rm -f "$f/measurements.csv"  # the JSON's twin: the device returns few files
+}
 if want tpf; then
-    TP=experiments/thirdparty_kernels
-    F="$OUT/thirdparty/flag"
-    mkdir -p "$F/mixes"
-    step "tpf) FlagAttention launchers vs SDPA" 120 "$PY" "$TP/check_gpu.py" flag_attn.py >"$F/check.log" 2>&1
-    step "tpf) FlagAttention mixes" 120 "$PY" -m iosim.kernels.user_codes --manifest "$TP/manifest_flag.yaml" \
-        --out "$F/mixes" >>"$LOG" 2>&1
-    step "tpf) FlagAttention grid" 320 "$PY" -m iosim measure --manifest "$TP/manifest_flag.yaml" --out "$F" >>"$LOG" 2>&1
-    rm -f "$F/measurements.csv"  # the JSON's twin: the device returns few files
+    third_party tpf FlagAttention flag_attn.py manifest_flag.yaml flag
 fi
 if want tpfb; then
     TP=experiments/thirdparty_kernels
@@ -260,14 +261,7 @@ if want tpfb; then
     rm -f "$F/measurements.csv"  # the JSON's twin: the device returns few files
 fi
 if want tps; then
-    TP=experiments/thirdparty_kernels
-    F="$OUT/thirdparty/sglang"
-    mkdir -p "$F/mixes"
-    step "tps) sglang launcher vs SDPA" 120 "$PY" "$TP/check_gpu.py" sglang_prefill.py >"$F/check.log" 2>&1
-    step "tps) sglang mixes" 120 "$PY" -m iosim.kernels.user_codes --manifest "$TP/manifest_sglang.yaml" \
-        --out "$F/mixes" >>"$LOG" 2>&1
-    step "tps) sglang grid" 320 "$PY" -m iosim measure --manifest "$TP/manifest_sglang.yaml" --out "$F" >>"$LOG" 2>&1
-    rm -f "$F/measurements.csv"  # the JSON's twin: the device returns few files
+    third_party tps sglang sglang_prefill.py manifest_sglang.yaml sglang
 fi
 if want dq; then
     mkdir -p "$OUT/dq"
