@@ -471,10 +471,10 @@ def main(argv=None) -> int:
         launches = [launch for launch in launches if launch.key().split("|")[0] in names]
         if not launches:
             parser.error(f"--only: no kernel named {args.only!r} among our kernels' launches")
-        if path.exists():  # every other kernel's mix as committed
-            keys = {launch.key() for launch in launches}
-            kept = [KernelMix.from_dict(m) for m in json.loads(path.read_text())["mixes"] if m["key"] not in keys]
-    mixes = kept + compile_all(launches, args.arch, args.workers, log)
+        if path.exists():  # every other kernel's mix as committed, in its place
+            kept = [KernelMix.from_dict(m) for m in json.loads(path.read_text())["mixes"]]
+    compiled = {mix.key: mix for mix in compile_all(launches, args.arch, args.workers, log)}
+    mixes = [compiled.pop(mix.key, mix) for mix in kept] + list(compiled.values())
     args.out.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(write_mixes(mixes, args.arch, triton.__version__), indent=1) + "\n")
     log(f"wrote {len(mixes)} mixes to {path} in {time.perf_counter() - start:.0f} s")
