@@ -2,7 +2,8 @@
 
 :func:`recording` watches one call of the launcher (and of autograd through it) with a ``TorchDispatchMode``:
 every ATen operation that moves bytes — fills (``zeros_like``), copies and casts, reductions (the group sums of
-dK and dV), arithmetic — with the tensors it reads and writes and how many Triton launches came before it.
+dK and dV), arithmetic — with the tensors it reads and writes (whether each is contiguous: ATen copies a
+transposed or broadcast view element by element) and how many Triton launches came before it.
 Views, allocations (``empty``) and operations on tensors without a sequence dimension (scalars, offsets) move
 nothing the schedule prices and are left out. :func:`launcher_ops` turns the records into
 :class:`~iosim.schedule.problem.LauncherOp` s: shapes with the sequence lengths named (so they scale from the
@@ -30,6 +31,7 @@ class _Tensor:
     storage: tuple  # (address, generation): tensors that share it are the same memory (see Recording.fresh)
     shape: tuple
     elem_bytes: int
+    contiguous: bool = True  # its elements in order: False for a transposed or broadcast view
 
 
 @dataclass(frozen=True)
@@ -98,7 +100,7 @@ class Recording:
         """A tensor by the memory it spans: a broadcast dimension (stride 0, ``expand``) repeats the same bytes
         and is left out of its shape."""
         shape = tuple(int(d) for d, st in zip(t.shape, t.stride()) if st != 0 or d == 1)
-        return _Tensor(self.storage(t), shape, t.element_size())
+        return _Tensor(self.storage(t), shape, t.element_size(), bool(t.is_contiguous()))
 
 
 PHASE_ORDER = {"fwd": 0, "bwd": 1}
@@ -168,7 +170,7 @@ def _operand(t: _Tensor, roles: dict, seq_q: int, seq_k: int, head_dim: int | No
     last = len(t.shape) - 1
     shape = tuple(d if (n == last and d == head_dim) else next((name for name, size in names if d == size), d)
                   for n, d in enumerate(t.shape))
-    return Operand(role, shape, t.elem_bytes)
+    return Operand(role, shape, t.elem_bytes, t.contiguous)
 
 
 __all__ = ["Recording", "launcher_ops", "recording"]

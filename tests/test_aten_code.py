@@ -48,3 +48,52 @@ def test_eager_attention_runs_atens_softmax_and_ours_runs_its_own():
     assert codes["softmax"].source.startswith("ncu: ATen cunn_SoftMaxForwardReg")
     ours = build_schedule(RunConfig(algo="standard", problem=problem))
     assert not any(c is not None and "ATen" in c.source for c in compiled_codes(ours, "sm_90"))
+
+
+ELEMENTWISE = json.loads((REPO / "experiments/measurements/h200/aten_elementwise/aten_probe.json").read_text())["elementwise"]
+SIZES = {"float32": 4, "float16": 2}
+
+
+@pytest.mark.parametrize("label", list(ELEMENTWISE))
+def test_a_probed_pass_executes_what_its_kernel_executed(label):
+    """At each probed operation (kind and element sizes; a sum at its group) the code is what ATen's kernel
+    executed on the GPU, per element written; the repeat (4× fewer elements read) is the broadcast kind."""
+    from iosim.costs.code import aten_code
+    m = ELEMENTWISE[label]
+    kind = "broadcast" if 0 < m["in_elements"] < m["out_elements"] and m["kind"] == "strided" else m["kind"]
+    group = m["in_elements"] / m["out_elements"] if kind == "sum" else 1
+    src, dst = (SIZES[t] for t in m["dtypes"])
+    code = aten_code(kind, src, dst, group, 4096, 4, "sm_90")
+    assert code.outside.instructions * 4 == pytest.approx(m["inst_executed"] / m["out_elements"] * 4096)
+    assert code.outside.pipes["alu"] * 4 == pytest.approx(m["inst_pipes"]["alu"] / m["out_elements"] * 4096)
+
+
+def test_a_sum_is_piecewise_linear_in_its_group_and_a_plain_copy_is_a_memcpy():
+    from iosim.costs.code import aten_code
+    y = {g: ELEMENTWISE[f"sum_fp32_g{g}_d128"]["inst_executed"] / ELEMENTWISE[f"sum_fp32_g{g}_d128"]["out_elements"]
+         for g in (1, 2, 4, 8, 16)}
+    assert aten_code("sum", 4, 4, 6, 1.0, 1, "sm_90").outside.instructions == pytest.approx((y[4] + y[8]) / 2)
+    assert aten_code("sum", 4, 4, 32, 1.0, 1, "sm_90").outside.instructions == pytest.approx(y[16] + 2 * (y[16] - y[8]))
+    # a sum read in fp32 and written in fp16 (probed in neither) takes the series of what it reads
+    assert aten_code("sum", 4, 2, 4, 1.0, 1, "sm_90").outside.instructions == pytest.approx(y[4])
+    # a contiguous copy of equal element sizes is cudaMemcpy (the probe's clone launched no kernel): no instructions
+    assert "copy_fp16" not in ELEMENTWISE
+    assert aten_code("copy", 2, 2, 1, 4096, 4, "sm_90").outside.instructions == 0
+    assert aten_code("strided", 2, 2, 1, 4096, 4, "sm_80") is None and aten_code("", 2, 2, 1, 1, 4, "sm_90") is None
+
+
+def test_the_schedules_own_pytorch_passes_run_atens_kernels():
+    """flash2's dQ fill and cast and its group sums take ATen's probed code; the bytes they move are unchanged
+    (with no L2, exactly what they read and write)."""
+    from iosim.simulate import simulate
+    config = RunConfig(problem=Problem(batch=1, heads=8, kv_heads=2, seq_q=1024, head_dim=64, backward=True),
+                       mode="ncu")
+    run = simulate(config, "h200", l2_bytes=0)
+    by = {k.name: k for k in run.kernels}
+    for name, kind in (("zeros_dq", "vectorized_elementwise_kernel"), ("cast_dq", "vectorized_elementwise_kernel"),
+                       ("sum_dk", "reduce_kernel"), ("sum_dv", "reduce_kernel")):
+        assert by[name].code.startswith("ncu: ATen") and kind in by[name].code
+    fill = ELEMENTWISE["fill_fp32"]
+    assert by["zeros_dq"].instructions["total"] == pytest.approx(fill["inst_executed"] / fill["out_elements"]
+                                                                 * 8 * 1024 * 64)
+    assert by["zeros_dq"].levels["hbm"].write_bytes == 8 * 1024 * 64 * 4

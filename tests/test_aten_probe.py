@@ -42,13 +42,45 @@ def test_results_by_row_length_give_instructions_per_element():
 def test_the_code_table_is_per_element_and_per_pipe():
     data = {"provenance": {"gpu_name": "NVIDIA H200", "torch": "2.11.0", "ncu": "ncu", "date": "today"},
             "results": aten_probe.results(parse_ncu_raw_csv(EXPORT))}
-    table = aten_probe.code_table(data, "probe.json")
+    table = aten_probe.code_table([(data, "probe.json")])
     assert table["arch"] == "sm_90" and table["schema"] == "iosim-aten-code"
     row = table["softmax_forward"]["3072"]
     assert row["inst_per_element"] == pytest.approx(2.0)
     assert row["pipes_per_element"] == pytest.approx({"fma": 1.0, "xu": 0.125})
     with pytest.raises(ValueError, match="gpu_name"):
-        aten_probe.code_table({**data, "provenance": {"gpu_name": "Tesla T4"}}, "probe.json")
+        aten_probe.code_table([({**data, "provenance": {"gpu_name": "Tesla T4"}}, "probe.json")])
+
+
+ELEMENTWISE_EXPORT = ncu_csv(COLUMNS, UNITS, [
+    ("elementwise_kernel<128, 4>", "elementwise-transpose_fp16_d128", 262144,
+     (2**28, 2**28, 352_000, 2**29, 0, 2 * aten_probe.ROWS_ELEMS, aten_probe.ROWS_ELEMS // 2, 0)),
+    ("reduce_kernel<128, 4>", "elementwise-sum_fp32_g8_d128", 4096,
+     (2**29, 2**26, 158_000, 2**30, 0, 3 * aten_probe.ROWS_ELEMS // 8, 0, 0)),
+    ("elementwise_kernel<128, 4>", "elementwise-repeat_fp16_g4_d128", 262144,
+     (2**26, 2**28, 274_000, 2**29, 0, aten_probe.ROWS_ELEMS, 0, 0)),
+], block=128)
+
+
+def test_elementwise_results_and_their_table_are_per_element_written():
+    """A transpose writes as many elements as it reads; a sum of groups of 8 writes one of eight (its
+    instructions per element written, 3.0, are eight times those per element read); a repeat of 4 reads a
+    quarter of what it writes, a kind of its own in the table (broadcast)."""
+    res = aten_probe.elementwise_results(parse_ncu_raw_csv(ELEMENTWISE_EXPORT))
+    assert sorted(res) == ["repeat_fp16_g4_d128", "sum_fp32_g8_d128", "transpose_fp16_d128"]
+    t, s = res["transpose_fp16_d128"], res["sum_fp32_g8_d128"]
+    assert (t["kind"], t["in_elements"], t["out_elements"]) == ("strided", aten_probe.ROWS_ELEMS, aten_probe.ROWS_ELEMS)
+    assert t["inst_per_element"] == pytest.approx(2.0)
+    assert (s["in_elements"], s["out_elements"]) == (aten_probe.ROWS_ELEMS, aten_probe.ROWS_ELEMS // 8)
+    assert s["inst_per_element"] == pytest.approx(3 / 8)  # per element read
+    data = {"provenance": {"gpu_name": "NVIDIA H200", "torch": "2.11.0", "ncu": "ncu", "date": "today"},
+            "elementwise": res}
+    table = aten_probe.code_table([(data, "probe.json")])
+    assert "softmax_forward" not in table
+    rows = table["elementwise"]
+    assert rows["sum_fp32_g8_d128"]["group"] == 8 and rows["sum_fp32_g8_d128"]["inst_per_element"] == pytest.approx(3.0)
+    assert rows["transpose_fp16_d128"]["pipes_per_element"] == pytest.approx({"fma": 0.5, "xu": 0.0})
+    assert rows["repeat_fp16_g4_d128"]["kind"] == "broadcast"
+    assert rows["transpose_fp16_d128"]["kind"] == "strided"
 
 
 def test_without_ncu_a_probe_says_so_and_writes_nothing(tmp_path, monkeypatch):

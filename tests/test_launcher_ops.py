@@ -196,3 +196,35 @@ def test_a_copy_the_kernel_is_handed_is_the_input_and_a_reused_address_is_not_a_
     assert mul.reads == (Operand(None, (B, 2, "Nq", D), 2),) and mul.writes == (Operand("K", (B, 2, "Nq", D), 2),)
     assert fill_temp.writes[0].tensor is None  # the same address, an earlier allocation: not dQ
     assert fill_dq.writes[0].tensor == "dQ"
+
+
+def test_a_transposed_or_repeated_copy_is_recorded_as_such_and_runs_atens_strided_kernels():
+    """The recorder says which operands are not contiguous; a copy of a transposed view runs ATen's strided
+    kernel, a copy that reads fewer elements than it writes (K repeated for each query head) its broadcast one,
+    and a contiguous copy its plain one; ``contiguous`` is written only where False, so older captures read as
+    they were."""
+    torch = pytest.importorskip("torch")
+    from iosim.kernels.launcher_ops import Recording, launcher_ops, recording
+
+    q = torch.zeros(B, 96, H, D, dtype=torch.float16)  # tokens first, as a serving engine packs them
+    rec = Recording()
+    with recording(rec):
+        packed = q.transpose(1, 2).contiguous()
+        plain = packed.clone()
+    transposed, copied = launcher_ops(rec, {"Q": q}, 96, 96, lambda phase, after: "flash2_fwd")
+    assert [o.contiguous for o in transposed.reads] == [False] and transposed.writes[0].contiguous
+    assert copied.reads[0].contiguous and plain.is_contiguous()
+    config = RunConfig(problem=_problem(backward=False), launcher_ops=(transposed, copied))
+    data = config.to_dict()
+    assert data["launcher_ops"][0]["reads"][0]["contiguous"] is False
+    assert "contiguous" not in data["launcher_ops"][1]["reads"][0]
+    assert RunConfig.from_dict(data) == config
+    repeat = LauncherOp("aten.clone.default", "fwd", "flash2_fwd", (Operand(None, (B, 2, "Nk", D), 2),),
+                        (Operand("K", (B, 2, 2, "Nk", D), 2),))
+    kinds = {k.name: k.aten for k in build_schedule(RunConfig(problem=_problem(backward=False, kv_heads=2),
+                                                              launcher_ops=(transposed, repeat))).kernels}
+    assert kinds["flash2_fwd"] == ""
+    aten = [k.aten for k in build_schedule(config).kernels if k.name.startswith("torch_")]
+    assert aten == ["strided", "copy"]
+    assert [k.aten for k in build_schedule(RunConfig(problem=_problem(backward=False, kv_heads=2),
+                                                     launcher_ops=(repeat,))).kernels if k.name.startswith("torch_")] == ["broadcast"]

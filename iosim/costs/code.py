@@ -5,8 +5,8 @@ iosim's own Triton kernels were compiled ahead of time per architecture and Trit
 ``iosim/costs/mixes/``; this module finds the variant a schedule kernel launches (same kernel,
 dtype, warps, stages and constexprs) so the simulator never needs Triton. A user's own kernel brings
 its code with it (:func:`kernel_code`). Standard attention's row kernels (``softmax``, ``ds``: a whole row in
-registers) take the variant compiled for their row length; PyTorch's elementwise passes keep the estimate
-from their FLOPs.
+registers) take the variant compiled for their row length; PyTorch's own passes (softmax, fills, copies, casts,
+group sums) what ATen's kernels executed on the GPU (``iosim.kernels.aten_probe``).
 """
 from __future__ import annotations
 
@@ -149,6 +149,57 @@ def aten_softmax_code(n: int, warps: int, arch: str) -> KernelCode | None:
     total = blend(lo[1]["inst_per_element"], hi[1]["inst_per_element"])
     return KernelCode(loop=LoopCode(0.0), outside=LoopCode(total, MappingProxyType(pipes)),
                       source=f"ncu: ATen {variant}, {table['arch']}, torch {table['torch']}")
+
+
+ELEMENT_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
+
+
+def aten_code(kind: str, src_bytes: int, dst_bytes: int, group: float, elements: float, warps: int,
+              arch: str) -> KernelCode | None:
+    """A PyTorch pass of ATen kernel ``kind`` (:attr:`iosim.schedule.ir.Kernel.aten`: fill, copy, strided,
+    broadcast, sum, other) as a CTA of ``warps`` warps writing ``elements`` elements of ``dst_bytes`` bytes from
+    ``src_bytes``-byte ones (a sum: ``group`` read per element written): the warp instructions per element its
+    kernel executed in ``iosim.kernels.aten_probe``, the probed operation nearest in element sizes (a sum's
+    per element written piecewise linear in its group, through the probed groups of 1 to 16). A contiguous copy of equal
+    element sizes is a device-to-device memcpy, no kernel's instructions (the probe's clone launched none);
+    None where the architecture or kind was not probed."""
+    table = _aten_table(str(arch).removeprefix("sm_"))
+    if table is None or not kind or "elementwise" not in table:
+        return None
+    if kind == "copy" and src_bytes == dst_bytes:
+        return KernelCode(loop=LoopCode(0.0), outside=LoopCode(0.0), source=f"ncu: ATen memcpy, {table['arch']}")
+    found = [e for e in table["elementwise"].values() if e["kind"] == kind]
+    if not found:
+        return None
+
+    def distance(e):  # both element sizes (a cast's direction decides its kernel), then the one read
+        a, b = (ELEMENT_BYTES.get(t, 0) for t in e["dtypes"])
+        return ((a != src_bytes) + (b != dst_bytes), a != src_bytes) if kind != "fill" else (b != dst_bytes, 0)
+
+    best = min(distance(e) for e in found)
+    near = [e for e in found if distance(e) == best]
+    entry = min(near, key=lambda e: (abs(e["group"] - group), e["group"]))  # its pipes' shares (a sum's nearest group)
+    per_element = entry["inst_per_element"]
+    if kind == "sum":  # per element written: piecewise linear in the group through the probed ones of the nearest sizes
+        per_element = max(0.0, _through(sorted({(e["group"], e["inst_per_element"]) for e in near}), group))
+    scale = per_element / entry["inst_per_element"] if entry["inst_per_element"] else 0.0
+    per_warp = elements / warps
+    pipes = MappingProxyType({p: v * scale * per_warp for p, v in entry["pipes_per_element"].items()})
+    return KernelCode(loop=LoopCode(0.0), outside=LoopCode(per_element * per_warp, pipes),
+                      source=f"ncu: ATen {entry['kernel'].split('<')[0].split()[-1]}, {table['arch']}, torch {table['torch']}")
+
+
+def _through(points: list, x: float) -> float:
+    """Piecewise-linear through sorted ``(x, y)`` points, each end segment extended beyond it (one point: flat)."""
+    merged: dict = {}
+    for px, py in points:  # one point per x: the mean of those given there
+        merged.setdefault(px, []).append(py)
+    points = sorted((px, sum(ys) / len(ys)) for px, ys in merged.items())
+    if len(points) == 1:
+        return points[0][1]
+    segment = next(((a, b) for a, b in zip(points, points[1:]) if x <= b[0]), (points[-2], points[-1]))
+    (x0, y0), (x1, y1) = segment
+    return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
 
 
 def masked_passes(bodies: list) -> float:

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import simpy
 
-from iosim.costs.code import compiled_codes, reference_codes
+from iosim.costs.code import aten_code, compiled_codes, reference_codes
 from iosim.costs.issue import (
     CTA_LOAD_WARPS,
     WARP,
@@ -122,7 +122,8 @@ class Engine:
         impl = schedule.config.impl
         if codes is None:
             codes = reference_codes(schedule, impl) if impl else compiled_codes(schedule, profile.arch, triton_version)
-        self.codes = [c or estimated_code(k.iter_flops, k.end_flops, k.warps) for c, k in zip(codes, schedule.kernels)]
+        self.codes = [c or self._aten_code(k) or estimated_code(k.iter_flops, k.end_flops, k.warps)
+                      for c, k in zip(codes, schedule.kernels)]
         self.kernels = [_with_resources(k, c) for k, c in zip(schedule.kernels, self.codes)]
         self.per_sm = [ctas_per_sm(k, profile) for k in self.kernels]  # refuses tiles that don't fit, up front
         # local memory a CTA of each kernel spills to: its frame, local bytes per thread × threads
@@ -132,6 +133,23 @@ class Engine:
         self.events = 0
         self.records: list[KernelResult] = []
         self._pieces: dict = {}  # (tensor, r0, r1, c0, c1) -> index, placement, pieces, bytes: slices are cut alike
+
+    def _aten_code(self, kernel):
+        """A PyTorch pass's code from what ATen's kernel of its kind executed (:func:`aten_code`; None for a
+        Triton kernel, or where not probed): its elements written per CTA, and the sizes of the elements it
+        reads and writes (a sum reads ``group`` per element written)."""
+        if not kernel.aten:
+            return None
+        sizes = {t.name: t for t in self.schedule.tensors}
+        reads = [sizes[p.tensor] for p in kernel.patterns if p.kind == READ]
+        writes = [sizes[p.tensor] for p in kernel.patterns if p.kind != READ]
+        if not writes:
+            return None
+        out = writes[0]
+        src = reads[0].elem_bytes if reads else out.elem_bytes
+        elements = sum(t.nbytes // t.elem_bytes for t in writes) / kernel.ctas
+        group = kernel.kv_group if kernel.aten == "sum" else 1
+        return aten_code(kernel.aten, src, out.elem_bytes, group, elements, kernel.warps, self.profile.arch)
 
     def _local_memory(self) -> int | None:
         """The tensor index of the local memory spilled registers live in (None: no kernel spills): one row

@@ -81,8 +81,9 @@ def check_problem(config: RunConfig) -> None:
 
 
 def elementwise(name: str, ts: TensorSet, reads: tuple, writes: tuple, slices: int, rows: int, cols: int,
-                simt_per_elem: float = 1.0) -> Kernel:
-    """A PyTorch elementwise kernel over ``slices × rows × cols``: fill, copy/cast, scale, reduction."""
+                simt_per_elem: float = 1.0, aten: str = "") -> Kernel:
+    """A PyTorch elementwise kernel over ``slices × rows × cols``: fill, copy/cast, scale, reduction; ``aten``
+    names the kind of ATen kernel it runs, whose code :func:`iosim.costs.code.aten_code` prices ("": estimated)."""
     block = max(1, ELEMENTWISE_PER_CTA // cols)
     for t in reads + writes:
         ts.specs[t][4].append(block)
@@ -90,13 +91,13 @@ def elementwise(name: str, ts: TensorSet, reads: tuple, writes: tuple, slices: i
     return Kernel(
         name=name, slices=slices, ti=-(-rows // block), tj=1, block_i=block, block_j=1, block_u=1,
         patterns=pats, end_flops=Flops(simt=simt_per_elem * block * cols),
-        warps=4, smem_bytes=0, regs_per_thread=32, extents=extents(ts, reads + writes),
+        warps=4, smem_bytes=0, regs_per_thread=32, extents=extents(ts, reads + writes), aten=aten,
     )
 
 
 def group_sum(name: str, ts: TensorSet, src: str, dst: str, p) -> Kernel:
     """``src.view(B, Hkv, G, N, d).sum(2)``: a CTA per kv row block reads its G query-head blocks."""
-    k = elementwise(name, ts, (src,), (dst,), p.bh_kv, p.seq_k, p.head_dim, simt_per_elem=p.group)
+    k = elementwise(name, ts, (src,), (dst,), p.bh_kv, p.seq_k, p.head_dim, simt_per_elem=p.group, aten="sum")
     return replace(k, kv_group=p.group, heads=p.heads, kv_heads=p.kv_heads,
                    patterns=(Pattern(src, PRO, READ, "i", fan=True), Pattern(dst, EPI, WRITE, "i")))
 

@@ -80,13 +80,13 @@ def build(ts: TensorSet, config: RunConfig) -> list:
     ts.add("l", p.bh, p.seq_q, 1, FP32, tl.block_m)
     ts.add("m", p.bh, p.seq_q, 1, FP32, tl.block_m)
     kernels = [
-        elementwise("zeros_o", ts, (), ("O32",), p.bh, p.seq_q, p.head_dim, simt_per_elem=0),
-        elementwise("zeros_l", ts, (), ("l",), p.bh, p.seq_q, 1, simt_per_elem=0),
-        elementwise("fill_m", ts, (), ("m",), p.bh, p.seq_q, 1, simt_per_elem=0),
+        elementwise("zeros_o", ts, (), ("O32",), p.bh, p.seq_q, p.head_dim, simt_per_elem=0, aten="fill"),
+        elementwise("zeros_l", ts, (), ("l",), p.bh, p.seq_q, 1, simt_per_elem=0, aten="fill"),
+        elementwise("fill_m", ts, (), ("m",), p.bh, p.seq_q, 1, simt_per_elem=0, aten="fill"),
         main_kernel(ts, config, tl),
     ]
     ts.add("O", p.bh, p.seq_q, p.head_dim, p.elem_bytes)
-    kernels.append(elementwise("cast_o", ts, ("O32",), ("O",), p.bh, p.seq_q, p.head_dim))
+    kernels.append(elementwise("cast_o", ts, ("O32",), ("O",), p.bh, p.seq_q, p.head_dim, aten="copy"))
     if p.backward:
         # FlashAttention-2's backward needs the logsumexp L = m + log ℓ: one more elementwise kernel.
         ts.add("LSE", p.bh, p.seq_q, 1, FP32)

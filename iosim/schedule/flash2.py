@@ -87,7 +87,7 @@ def backward_kernels(ts: TensorSet, config: RunConfig, tiling: Tiling) -> list:
     ts.add("V", p.bh_kv, p.seq_k, d, eb, bn)
     ts.add("Q", p.bh, p.seq_q, d, eb, bm)
     ts.add("LSE", p.bh, p.seq_q, 1, FP32, bm)
-    kernels = [elementwise("zeros_dq", ts, (), ("dQacc",), p.bh, p.seq_q, d, simt_per_elem=0)] if atomic else []
+    kernels = [elementwise("zeros_dq", ts, (), ("dQacc",), p.bh, p.seq_q, d, simt_per_elem=0, aten="fill")] if atomic else []
     kernels.append(Kernel(
         name="flash2_bwd_pre", slices=p.bh, ti=-(-p.seq_q // bm), tj=1, block_i=bm, block_j=1, block_u=1,
         patterns=(Pattern("O", PRO, READ, "i"), Pattern("dO", PRO, READ, "i"), Pattern("D", EPI, WRITE, "i")),
@@ -136,7 +136,7 @@ def backward_kernels(ts: TensorSet, config: RunConfig, tiling: Tiling) -> list:
         kernels.append(group_sum("sum_dv", ts, "dVh", "dV", p))
     if atomic:
         ts.add("dQ", p.bh, p.seq_q, d, eb)
-        kernels.append(elementwise("cast_dq", ts, ("dQacc",), ("dQ",), p.bh, p.seq_q, d))
+        kernels.append(elementwise("cast_dq", ts, ("dQacc",), ("dQ",), p.bh, p.seq_q, d, aten="copy"))
     return kernels
 
 

@@ -71,6 +71,19 @@ def _kind(op: LauncherOp) -> str:
     return next((kind for part, kind in _KINDS if part in name), "other")
 
 
+def _aten(op: LauncherOp, numel: list) -> str:
+    """Which of ATen's kernels ``op`` runs (:func:`iosim.costs.code.aten_code`): its kind, and for a copy that
+    reads fewer elements than it writes (a broadcast view, K repeated for each query head) or of a transposed
+    view (an operand not contiguous) ATen's element-by-element ones, ``broadcast`` and ``strided``
+    (``numel``: its operands' elements, writes first)."""
+    kind = _kind(op)
+    if kind == "copy" and min(numel[len(op.writes):], default=0) < max(numel[:len(op.writes)]):
+        return "broadcast"
+    if kind == "copy" and any(not o.contiguous for o in op.reads + op.writes):
+        return "strided"
+    return kind
+
+
 def _phase(kernel: Kernel) -> str:
     return "fwd" if kernel.name.endswith("_fwd") else "bwd"
 
@@ -115,7 +128,7 @@ def _kernel(op: LauncherOp, ts: TensorSet, config: RunConfig, n: int) -> Kernel:
     widest = max(ts.specs[t][2] for t in names)
     fill = not op.reads
     return elementwise(f"torch_{_short(op.op)}", ts, reads, writes, slices, rows, widest,
-                       simt_per_elem=0 if fill else 1.0)
+                       simt_per_elem=0 if fill else 1.0, aten=_aten(op, numel))
 
 
 def _layout(operands: tuple, numel: list, ts: TensorSet, seq_q: int, seq_k: int) -> tuple[int, int]:

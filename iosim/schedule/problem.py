@@ -32,6 +32,15 @@ class ConfigError(ValueError):
         self.field = field_name
 
 
+def _operand_dict(o: dict) -> dict:
+    """An operand as :meth:`RunConfig.to_dict` writes it: its shape a list, ``contiguous`` only where False
+    (a capture from before it was recorded reads as contiguous)."""
+    out = dict(o, shape=list(o["shape"]))
+    if out.get("contiguous", True):
+        out.pop("contiguous", None)
+    return out
+
+
 def _positive_int(name: str, value) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
         raise ConfigError(name, f"must be a positive integer, got {value!r}")
@@ -181,11 +190,13 @@ class Tiling:
 class Operand:
     """A tensor a launcher operation reads or writes: which of the call's tensors it is (``tensor``, one of
     :data:`ROLES`; None for the launcher's own temporaries), its shape with the sequence dimensions named
-    (``"Nq"``, ``"Nk"``: they take the problem's lengths) and its element size."""
+    (``"Nq"``, ``"Nk"``: they take the problem's lengths), its element size, and whether its elements lie in
+    order (False: a transposed or broadcast view, which ATen copies element by element, not in vectors)."""
 
     tensor: str | None
     shape: tuple
     elem_bytes: int
+    contiguous: bool = True
 
     def __post_init__(self):
         if self.tensor is not None and self.tensor not in ROLES:
@@ -297,8 +308,8 @@ class RunConfig:
         if not out["launcher_ops"]:  # only a user's launcher with PyTorch operations of its own says so
             del out["launcher_ops"]
         else:
-            out["launcher_ops"] = [dict(op, **{key: [dict(o, shape=list(o["shape"])) for o in op[key]]
-                                               for key in ("reads", "writes")}) for op in out["launcher_ops"]]
+            out["launcher_ops"] = [dict(op, **{key: [_operand_dict(o) for o in op[key]] for key in ("reads", "writes")})
+                                   for op in out["launcher_ops"]]
         for key in ("tiling", "backward_tiling"):  # only flash-decoding splits: other runs keep their old form
             if out[key] is not None and out[key]["splits"] is None:
                 del out[key]["splits"]
