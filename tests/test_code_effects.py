@@ -527,3 +527,25 @@ def test_the_qk_kernels_loop_over_d_runs_inside_each_cta():
     (body,) = mix.loop_bodies()
     assert qk.outside.instructions == mix.outside.instructions + 2 * body.instructions
     assert qk.outside.pipes["tensor"] == 2 * body.pipes["tensor"] > 0
+
+
+def test_every_triton_kernel_of_ours_runs_its_committed_code():
+    """flash2's backward preprocess (``flash2_bwd_pre``, launched with the backward's warps and stages) takes its
+    committed SASS like every other Triton kernel of ours: its instructions are the mix's per warp times its warps
+    and CTAs (the H200 executed 4.45e6 at 4 × 16 heads, N = 4096, d = 64: experiments/measurements/h200/dq)."""
+    from iosim.costs.code import compiled_codes
+    from iosim.engine.simulator import Engine
+    from iosim.schedule.build import build_schedule
+    from iosim.schedule.problem import Problem, RunConfig
+    config = RunConfig(problem=Problem(batch=4, heads=16, seq_q=4096, head_dim=64, backward=True), mode="ncu")
+    schedule = build_schedule(config, H200.sm_count)
+    codes = compiled_codes(schedule, "sm_90", "3.6.0")
+    for kernel, code in zip(schedule.kernels, codes):
+        if not kernel.aten:
+            assert code is not None and code.source.startswith("sass:"), kernel.name
+    engine = Engine(schedule, H200, mode="ncu", triton_version="3.6.0")
+    n = [k.name for k in engine.kernels].index("flash2_bwd_pre")
+    pre, code = engine.kernels[n], engine.codes[n]
+    assert (pre.warps, pre.stages) == (schedule.config.backward_tiling.warps, schedule.config.backward_tiling.stages)
+    total = (code.outside.instructions + code.loop.instructions) * pre.warps * pre.ctas  # it has no loop
+    assert total == pytest.approx(4.448e6, rel=0.03)

@@ -56,6 +56,8 @@ def _expected(kernel, head_dim: int, tiling=None, page_size: int | None = None, 
         return {"D": head_dim, "BM": kernel.block_u, "BN": kernel.block_i, "CAUSAL": causal}
     if name == "flash2_bwd_q":
         return {"D": head_dim, "BM": kernel.block_i, "BN": kernel.block_u, "CAUSAL": causal}
+    if name == "flash2_bwd_pre":
+        return {"D": head_dim, "BM": kernel.block_i}
     if name == "flash1_fwd":
         return {"D": head_dim, "BM": kernel.block_i, "BN": kernel.block_j, "CAUSAL": causal}
     if name in ("pv", "dv", "dq", "dk"):

@@ -91,7 +91,7 @@ def backward_kernels(ts: TensorSet, config: RunConfig, tiling: Tiling) -> list:
     kernels.append(Kernel(
         name="flash2_bwd_pre", slices=p.bh, ti=-(-p.seq_q // bm), tj=1, block_i=bm, block_j=1, block_u=1,
         patterns=(Pattern("O", PRO, READ, "i"), Pattern("dO", PRO, READ, "i"), Pattern("D", EPI, WRITE, "i")),
-        end_flops=Flops(simt=2.0 * bm * d), warps=4, smem_bytes=0, regs_per_thread=64,
+        end_flops=Flops(simt=2.0 * bm * d), warps=warps, stages=stages, smem_bytes=0, regs_per_thread=64,
         extents=extents(ts, ("O", "dO", "D")),
     ))
     dq = (Pattern("dQacc", LOOP, ATOMIC, "u"),) if atomic else ()
