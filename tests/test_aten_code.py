@@ -97,3 +97,26 @@ def test_the_schedules_own_pytorch_passes_run_atens_kernels():
     assert by["zeros_dq"].instructions["total"] == pytest.approx(fill["inst_executed"] / fill["out_elements"]
                                                                  * 8 * 1024 * 64)
     assert by["zeros_dq"].levels["hbm"].write_bytes == 8 * 1024 * 64 * 4
+
+
+def test_a_launchers_group_sum_takes_its_group_from_what_it_reads():
+    """A launcher's sum of dK over groups of 4 query heads (autograd behind repeat_kv) reads four elements for each
+    it writes: it runs the probed sum at that group, as the schedule's own group sums do."""
+    from iosim.engine.simulator import Engine
+    from iosim.hardware.profile import load_profile
+    from iosim.schedule.build import build_schedule
+    from iosim.schedule.problem import LauncherOp, Operand
+    B, H, KV, D = 1, 8, 2, 64
+    # the kernels ran without GQA (K and V copied for every head): the sum is the launcher's own, not the schedule's
+    total = LauncherOp("aten.sum.dim_IntList", "bwd", None, (Operand(None, (B, KV, 4, "Nk", D), 2),),
+                       (Operand(None, (B, KV, "Nk", D), 2),))
+    config = RunConfig(problem=Problem(batch=B, heads=H, seq_q=1024, head_dim=D, backward=True),
+                       dq="separate", launcher_ops=(total,))
+    h200 = load_profile("h200")
+    engine = Engine(build_schedule(config, h200.sm_count), h200)
+    n = [k.name for k in engine.kernels].index("torch_sum")
+    kernel, code = engine.kernels[n], engine.codes[n]
+    probe = ELEMENTWISE["sum_fp16_g4_d128"]
+    written = B * KV * 1024 * D
+    assert code.outside.instructions * kernel.warps * kernel.ctas == pytest.approx(
+        probe["inst_executed"] / probe["out_elements"] * written)

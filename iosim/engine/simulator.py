@@ -147,8 +147,9 @@ class Engine:
             return None
         out = writes[0]
         src = reads[0].elem_bytes if reads else out.elem_bytes
-        elements = sum(t.nbytes // t.elem_bytes for t in writes) / kernel.ctas
-        group = kernel.kv_group if kernel.aten == "sum" else 1
+        written = sum(t.nbytes // t.elem_bytes for t in writes)
+        elements = written / kernel.ctas
+        group = sum(t.nbytes // t.elem_bytes for t in reads) / written if kernel.aten == "sum" else 1  # read per written
         return aten_code(kernel.aten, src, out.elem_bytes, group, elements, kernel.warps, self.profile.arch)
 
     def _local_memory(self) -> int | None:
