@@ -45,6 +45,8 @@
 #                                                -> $OUT/thirdparty/flag/{check.log,mixes/,measurements.json} (≤ 560 s)
 #   tpfb) FlagAttention's forward and backward (dQ in a kernel of its own): launchers and gradients checked, compiled,
 #      measured (ncu)                            -> $OUT/thirdparty/flag_bwd/{check.log,measurements.json} (≤ 560 s)
+#   tpfl) FlagAttention's A100 launchers, which pick their tiles by length, at held-out shapes (flag_attn.py, not
+#      committed): launchers checked, compiled, measured (ncu) -> $OUT/thirdparty/flag_bylength/ (≤ 560 s)
 #   tps) sglang's prefill attention (sglang_prefill.py, not committed): launcher checked, compiled, measured (ncu)
 #                                                -> $OUT/thirdparty/sglang/{check.log,mixes/,measurements.json} (≤ 560 s)
 #   dq) our flash2 backward with dQ in a kernel of its own beside the atomic one: GPU tests, the dq grid (ncu)
@@ -259,6 +261,9 @@ if want tpfb; then
         --out "$OUT/flag_bwd_mixes" >>"$LOG" 2>&1
     step "tpfb) FlagAttention backward grid" 420 "$PY" -m iosim measure --manifest "$TP/manifest_flag_bwd.yaml" --out "$F" >>"$LOG" 2>&1
     rm -f "$F/measurements.csv"  # the JSON's twin: the device returns few files
+fi
+if want tpfl; then
+    third_party tpfl FlagAttention flag_attn.py manifest_flag_bylength.yaml flag_bylength
 fi
 if want tps; then
     third_party tps sglang sglang_prefill.py manifest_sglang.yaml sglang

@@ -36,6 +36,7 @@ from iosim.kernels.profiler import find_ncu, metrics_for, ncu_version, on_termin
 from iosim.kernels.timing import time_fn
 from iosim.kernels.user_kernel import main_launch, recording_launches, tiling_from_launch
 from iosim.measure.measurement import Case, Measurement, Provenance, dump_measurement
+from iosim.schedule.tiling import is_preprocess, preprocess_tiling
 
 __all__ = ["BATCH_SIZE", "GRIDS", "HarnessError", "kernel_case", "manifest_cases", "measure", "main", "provenance",
            "time_case", "user_run_config"]
@@ -50,7 +51,8 @@ def _plain(data):
 
 def user_run_config(spec: CaseSpec, launches: list[dict]) -> dict:
     """A user's kernel's run_config: the modelled ``algo``, the problem, and the tiling of its main
-    forward launch (``backward_tiling``: of its main backward launch), read off the recorded launches."""
+    forward launch (``backward_tiling``: of its main backward launch; ``preprocess_tiling``: its backward
+    preprocess's rows per CTA and warps), read off the recorded launches."""
     config = spec.run_config()
     fwd = main_launch(launches, "fwd")
     if fwd is not None:
@@ -59,6 +61,9 @@ def user_run_config(spec: CaseSpec, launches: list[dict]) -> dict:
         bwd = main_launch(launches, "bwd")
         if bwd is not None:
             config["backward_tiling"] = dict(tiling_from_launch(bwd, spec.problem.seq_q), grid_order="rows")
+        pre = next((x for x in launches if is_preprocess(x)), None)
+        if pre is not None:
+            config["preprocess_tiling"] = preprocess_tiling(pre, spec.problem.seq_q, spec.problem.batch * spec.problem.heads)
     return _plain(config)
 
 

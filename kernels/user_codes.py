@@ -1,13 +1,14 @@
 """A user's Triton attention kernel's own compiled code, mapped onto the kernels of the schedule iosim models.
 
 :func:`user_codes` calls the user's launcher ``fn(q, k, v, causal)`` (and, for a backward, autograd
-through it) on small CPU tensors with every Triton launch recorded, not run
-(:func:`iosim.kernels.sass.capture_launches`), compiles each launch for sm_XX and parses its SASS.
+through it) on CPU tensors of the problem's own shape (:func:`_capture_seqs`) with every Triton launch
+recorded, not run (:func:`iosim.kernels.sass.capture_launches`), compiles each launch for sm_XX and parses
+its SASS: a launcher that picks its tiles by length picks there what it runs on the GPU.
 The forward's output is garbage (nothing executes) but has the right shape, which is all autograd
 needs to reach the file's backward. Launches map onto the flash2 schedule by role: the forward's
 main launch (BLOCK_M and BLOCK_N, the largest grid) is ``flash2_fwd``; in the backward, the
-preprocess (no BLOCK_N, or named pre/delta/preprocess) is ``flash2_bwd_pre`` and the main launch
-``flash2_bwd``. What the launcher runs in PyTorch between its launches is recorded in the same call
+preprocess (no BLOCK_N, or named pre/delta/preprocess) is ``flash2_bwd_pre`` (its rows per CTA and warps
+the run config's ``preprocess_tiling``) and the main launch ``flash2_bwd``. What the launcher runs in PyTorch between its launches is recorded in the same call
 (:mod:`iosim.kernels.launcher_ops`) and becomes the run config's ``launcher_ops``: PyTorch kernels of the
 schedule (:mod:`iosim.schedule.launcher`). An autotuned kernel is recorded at every config its autotuner would time, each a candidate
 (:func:`user_candidates`, :func:`configure_all`). ``python -m iosim.kernels.user_codes --manifest M --out DIR`` writes the mixes of
@@ -34,10 +35,11 @@ from iosim.kernels.simulated_device import simulated_device
 from iosim.kernels.user_kernel import load_kernel, tile_sizes, tiling_from_launch
 from iosim.schedule.build import build_schedule
 from iosim.schedule.problem import ConfigError, RunConfig, Tiling
+from iosim.schedule.tiling import PRE_WORDS, preprocess_tiling
 
-SEQ = 384  # capture sequence length: a multiple of 128 (16-divisible lengths and strides, as on the GPU)
+SEQ = 384  # a short capture's sequence length: a multiple of 128 (16-divisible lengths and strides, as on the GPU)
+CAPTURE_BYTES = 2 << 30  # the call's tensors a capture at the problem's own lengths may fill (see _capture_seqs)
 SCHEMA = "iosim-kernel-mixes"
-_PRE_WORDS = ("pre", "delta")  # a backward preprocess (``_bwd_preprocess``, ``_attn_bwd_delta``, ...)
 
 
 def _is_tiled(launch: Launch) -> bool:
@@ -45,7 +47,7 @@ def _is_tiled(launch: Launch) -> bool:
 
 
 def _is_pre(launch: Launch) -> bool:
-    return not _is_tiled(launch) or any(w in launch.kernel.lower() for w in _PRE_WORDS)
+    return not _is_tiled(launch) or any(w in launch.kernel.lower() for w in PRE_WORDS)
 
 
 def _main(launches: list[Launch]) -> Launch | None:
@@ -65,14 +67,46 @@ def _record(launch: Launch) -> dict:
             "constexprs": launch.named_constexprs()}
 
 
+def _call_bytes(p, seq_q: int, seq_k: int) -> int:
+    """Bytes of the tensors the capture fills: q, k, v, and a backward's dO."""
+    q = p.batch * p.heads * seq_q * p.head_dim
+    kv = p.batch * p.kv_heads * seq_k * p.head_dim
+    return p.elem_bytes * ((2 if p.backward else 1) * q + 2 * kv)
+
+
 def _capture_seqs(config: RunConfig) -> tuple[int, int]:
-    """(Nq, Nk) for the capture: multiples of 128 in the problem's ratio, Nq chosen so that the number of
-    query blocks differs from the head count (the grid order is read off grid[0])."""
+    """(Nq, Nk) the capture runs at: the problem's own, so that a launcher that picks its tiles, warps or stages
+    by length picks what it runs on the GPU, and its kernels compile with the lengths' own specialisation; where
+    the call's tensors would pass :data:`CAPTURE_BYTES` there, the longest halving of them (multiples of 128
+    in the problem's ratio) that fits, no shorter than :func:`_short_seqs`'."""
     p = config.problem
-    heads = {p.heads, p.batch * p.heads}
+    if _call_bytes(p, p.seq_q, p.seq_k) <= CAPTURE_BYTES:
+        return p.seq_q, p.seq_k
+    seq_q = p.seq_q
+    while True:
+        seq_q = seq_q // 2 // 128 * 128
+        seq_k = max(128, round(seq_q * p.seq_k / p.seq_q / 128) * 128)
+        if seq_q <= SEQ:
+            return _short_seqs(config)
+        if _call_bytes(p, seq_q, seq_k) <= CAPTURE_BYTES:
+            return seq_q, seq_k
+
+
+def _short_seqs(config: RunConfig) -> tuple[int, int]:
+    """(Nq, Nk) of a short capture: multiples of 128 in the problem's ratio, Nq chosen so that the number of
+    query blocks differs from the batch and head counts (the grid order is read off grid[0])."""
+    p = config.problem
+    heads = {p.batch, p.heads, p.batch * p.heads}
     seq_q = next((n for n in (SEQ, 640, 896, 1152) if all(n // b not in heads for b in (16, 32, 64, 128, 256))), SEQ)
     seq_k = max(128, round(seq_q * p.seq_k / p.seq_q / 128) * 128)
     return seq_q, seq_k
+
+
+def _ambiguous(launch: Launch | None, seq_q: int, p) -> bool:
+    """Whether a forward launch's grid order cannot be read off its grid: its query blocks at ``seq_q`` number as
+    many as the batch, the heads or both (``grid[0]`` could be either)."""
+    bm = tile_sizes({"constexprs": launch.named_constexprs()})[0] if launch is not None else None
+    return bool(bm) and -(-seq_q // bm) in {p.batch, p.heads, p.batch * p.heads}
 
 
 def capture(ref: str, config: RunConfig, arch: int = DEFAULT_ARCH, base: Path | None = None, sms: int | None = None):
@@ -82,14 +116,15 @@ def capture(ref: str, config: RunConfig, arch: int = DEFAULT_ARCH, base: Path | 
 
 
 def capture_all(ref: str, config: RunConfig, arch: int = DEFAULT_ARCH, base: Path | None = None,
-                sms: int | None = None):
+                sms: int | None = None, seqs: tuple[int, int] | None = None):
     """:func:`capture`'s launches and Nq, and what the launcher ran in PyTorch: (forward launches, backward
-    launches, Nq, Nk, the :class:`~iosim.kernels.launcher_ops.Recording`, the call's tensors by role)."""
+    launches, Nq, Nk, the :class:`~iosim.kernels.launcher_ops.Recording`, the call's tensors by role).
+    ``seqs``: (Nq, Nk) to capture at (default :func:`_capture_seqs`)."""
     with simulated_device(arch, sms):
-        return _capture(ref, config, arch, base)
+        return _capture(ref, config, arch, base, seqs or _capture_seqs(config))
 
 
-def _capture(ref: str, config: RunConfig, arch: int, base: Path | None):
+def _capture(ref: str, config: RunConfig, arch: int, base: Path | None, seqs: tuple[int, int]):
     import torch
 
     from iosim.kernels.launcher_ops import Recording, recording
@@ -100,7 +135,7 @@ def _capture(ref: str, config: RunConfig, arch: int, base: Path | None):
 
     fp8 = p.dtype == "fp8"
     dtype = torch.float16 if fp8 else TORCH_DTYPES[p.dtype]
-    seq_q, seq_k = _capture_seqs(config)
+    seq_q, seq_k = seqs
     grad = p.backward
     q = torch.zeros((p.batch, p.heads, seq_q, p.head_dim), dtype=dtype, requires_grad=grad)
     k = torch.zeros((p.batch, p.kv_heads, seq_k, p.head_dim), dtype=dtype, requires_grad=grad)
@@ -210,7 +245,8 @@ def unmodelled(schedule_names: list[str], fwd: list[Launch], bwd: list[Launch]) 
 
 
 def tilings(fwd: list[Launch], bwd: list[Launch], seq_q: int, bh: int | None = None) -> dict:
-    """The run config's ``tiling`` (forward main launch) and ``backward_tiling`` (backward main launch)."""
+    """The run config's ``tiling`` (forward main launch), ``backward_tiling`` (backward main launch) and
+    ``preprocess_tiling`` (the backward's preprocess: its rows per CTA and warps, given ``bh``)."""
     out = {}
     main = _main(fwd)
     if main is not None:
@@ -218,6 +254,9 @@ def tilings(fwd: list[Launch], bwd: list[Launch], seq_q: int, bh: int | None = N
     main = _bwd_main([x for x in bwd if not _is_pre(x)])
     if main is not None:
         out["backward_tiling"] = dict(tiling_from_launch(_record(main), seq_q), grid_order="rows")
+    pre = next((x for x in bwd if _is_pre(x)), None)
+    if pre is not None and bh:
+        out["preprocess_tiling"] = preprocess_tiling(_record(pre), seq_q, bh)
     return out
 
 
@@ -303,6 +342,10 @@ def user_candidates(ref: str, config: RunConfig, arch: int = DEFAULT_ARCH, base:
             failed.append(e)
             continue
         found = tilings(launches, bwd, seq_q, config.problem.batch * config.problem.heads)
+        if "tiling" in found and _ambiguous(_main(launches), seq_q, config.problem):
+            found["tiling"]["grid_order"] = _grid_order(ref, config, arch, base, sms, choice)
+        if (seq_q, seq_k) != (config.problem.seq_q, config.problem.seq_k):
+            found["capture_seqs"] = [seq_q, seq_k]
         if dq != config.dq:
             found["dq"] = dq
         if ops:
@@ -314,6 +357,16 @@ def user_candidates(ref: str, config: RunConfig, arch: int = DEFAULT_ARCH, base:
     if not out:
         raise failed[0]
     return out
+
+
+def _grid_order(ref: str, config: RunConfig, arch: int, base: Path | None, sms: int | None, choice: str | None) -> str:
+    """The forward's grid order where the capture at the problem's lengths cannot tell (:func:`_ambiguous`): read
+    off a short capture (:func:`_short_seqs`), whose query blocks number neither the batch nor the heads."""
+    seqs = _short_seqs(config)
+    fwd = capture_all(ref, config, arch, base, sms, seqs)[0]
+    labels = choices(fwd)
+    main = _main(at_choice(fwd, choice if choice in labels else labels[0]))
+    return tiling_from_launch(_record(main), seqs[0], config.problem.batch * config.problem.heads)["grid_order"]
 
 
 def _launcher_ops(rec, tensors: dict, seq_q: int, seq_k: int, names: list[str], fwd: list[Launch], bwd: list[Launch],
@@ -363,7 +416,7 @@ def _with_tiling(config: RunConfig, found: dict) -> tuple[RunConfig, list[str]]:
     if found.get("dq", config.dq) != config.dq:  # the user's backward computes dQ in a kernel of its own
         changes["dq"] = found["dq"]
         conflicts.append(f"dq {config.dq} -> {found['dq']}")
-    for key in ("tiling", "backward_tiling"):
+    for key in ("tiling", "backward_tiling", "preprocess_tiling"):
         if key not in found:
             continue
         mine = getattr(config, key) or Tiling()
@@ -386,6 +439,10 @@ def configure_all(ref: str, config: RunConfig, arch: int = DEFAULT_ARCH,
     out = []
     for label, mixes, found in user_candidates(ref, config, arch, sms=sms):
         run, conflicts = _with_tiling(config, found)
+        if found.get("capture_seqs"):  # the call's tensors at the problem's lengths would not fit the capture
+            conflicts.append(f"its tiles read off a capture at N = {found['capture_seqs'][0]} (at N = "
+                             f"{config.problem.seq_q} the call's tensors pass {CAPTURE_BYTES >> 30} GiB on the CPU): a "
+                             f"launcher that picks its tiles by length may pick others at {config.problem.seq_q}")
         out.append((label, run, _codes(ref, mixes, arch), conflicts, found.get("unmodelled", [])))
     return out
 

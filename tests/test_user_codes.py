@@ -182,7 +182,7 @@ def untiled(q, k, v, causal=False, sm_scale=None):
 
 
 @pytest.mark.sass
-@pytest.mark.parametrize("head_dim, said", [(128, "its call on CPU tensors (q (4, 16, 384, 128)"),
+@pytest.mark.parametrize("head_dim, said", [(128, "its call on CPU tensors (q (4, 16, 1024, 128)"),
                                              (64, "_k does not compile for sm_90 with Triton")])
 def test_simulate_kernel_that_fails_is_one_line_naming_the_kernel(tmp_path, head_dim, said):
     """A user's launcher that raises, or a kernel the installed Triton cannot compile: exit 2 and one line that
@@ -393,3 +393,135 @@ def test_a_kernel_of_two_loops_is_split_where_its_second_loop_begins():
     a, b = kernel_code(first, "a"), kernel_code(second, "b")
     assert (a.loop.instructions, a.masked.instructions, b.loop.instructions, b.masked.instructions) == (30, 40, 10, 20)
     assert split_loops(KernelMix("one", loops=loops[:1]))[1].loops == ()
+
+
+_BY_LENGTH = '''
+import torch
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _fwd(Q, K, O, N, D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, HEADS_FIRST: tl.constexpr):
+    if HEADS_FIRST:
+        bh, block = tl.program_id(0), tl.program_id(1)
+    else:
+        block, bh = tl.program_id(0), tl.program_id(1)
+    rows = block * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols = tl.arange(0, D)
+    base = bh * N * D
+    q = tl.load(Q + base + rows[:, None] * D + cols[None, :])
+    acc = tl.zeros([BLOCK_M, D], dtype=tl.float32)
+    for start in range(0, N, BLOCK_N):
+        keys = start + tl.arange(0, BLOCK_N)
+        k = tl.load(K + base + keys[:, None] * D + cols[None, :])
+        acc += tl.dot(tl.exp2(tl.dot(q, tl.trans(k))).to(tl.float16), k)
+    tl.store(O + base + rows[:, None] * D + cols[None, :], acc.to(tl.float16))
+
+
+def _launch(q, k, heads_first):
+    o = torch.empty_like(q)
+    n, bh = q.shape[2], q.shape[0] * q.shape[1]
+    # the launcher picks its tiles and warps by length, as many in the wild do
+    bm, bn, warps = (128, 64, 8) if n >= 2048 else (64, 32, 4)
+    grid = (bh, triton.cdiv(n, bm)) if heads_first else (triton.cdiv(n, bm), bh)
+    _fwd[grid](q, k, o, n, D=q.shape[3], BLOCK_M=bm, BLOCK_N=bn, HEADS_FIRST=heads_first, num_warps=warps)
+    return o
+
+
+def rows(q, k, v, causal=False, sm_scale=None):
+    return _launch(q, k, False)
+
+
+def heads(q, k, v, causal=False, sm_scale=None):
+    return _launch(q, k, True)
+'''
+
+
+@pytest.mark.sass
+def test_a_launcher_that_picks_its_tiles_by_length_is_captured_at_the_problems_own(tmp_path):
+    """The capture runs the launcher at the problem's own lengths: one that picks 128 × 64 tiles and 8 warps from
+    N = 2048 on gets them at N = 4096 and 64 × 32 at 1024 (a capture at a fixed short length saw 64 × 32 for both);
+    where the query blocks at that length number as many as the heads, the grid order comes from a short capture
+    (heads first: 16 blocks of 128 at N = 2048 and 16 heads); a problem whose tensors pass the capture's budget is
+    captured at a halving of its lengths, and says so."""
+    (tmp_path / "bylen.py").write_text(_BY_LENGTH)
+    script = f"""
+import json
+import iosim.kernels.user_codes as uc
+from iosim.schedule.problem import Problem, RunConfig
+out = {{}}
+for fn, n, heads in (("rows", 4096, 4), ("rows", 1024, 4), ("heads", 2048, 16), ("rows", 2048, 16)):
+    config = RunConfig(algo="flash2", problem=Problem(batch=1, heads=heads, seq_q=n, head_dim=64))
+    ((_, mixes, found),) = uc.user_candidates({str(tmp_path / 'bylen.py')!r} + ":" + fn, config)
+    t = found["tiling"]
+    out[f"{{fn}}{{n}}"] = [t["block_m"], t["block_n"], t["warps"], t["grid_order"], mixes[0].num_warps,
+                          found.get("capture_seqs")]
+uc.CAPTURE_BYTES = 3 * 1 * 4 * 4096 * 64 * 2 // 2  # q, k, v of the first problem at half its length fit, not more
+config = RunConfig(algo="flash2", problem=Problem(batch=1, heads=4, seq_q=4096, head_dim=64))
+((_, run, _, conflicts, _),) = uc.configure_all({str(tmp_path / 'bylen.py')!r} + ":rows", config)
+out["budget"] = [run.tiling.block_m, conflicts]
+print(json.dumps(out))
+"""
+    got = _compiled(script)
+    assert got["rows4096"] == [128, 64, 8, "rows", 8, None]
+    assert got["rows1024"] == [64, 32, 4, "rows", 4, None]
+    assert got["heads2048"] == [128, 64, 8, "heads", 8, None]  # 16 blocks, 16 heads: read off a short capture
+    assert got["rows2048"] == [128, 64, 8, "rows", 8, None]
+    block_m, conflicts = got["budget"]
+    assert block_m == 128 and any("capture at N = 2048" in line for line in conflicts)
+
+
+def test_a_preprocess_launch_gives_its_rows_per_cta_and_warps():
+    """A backward preprocess's launch as the run config's ``preprocess_tiling``: its grid covers batch × heads ×
+    N rows, so rows per CTA follow (a power of two, as tiles are); the schedule's ``flash2_bwd_pre`` then has
+    those CTAs and warps, and without it the backward's."""
+    from iosim.schedule.build import build_schedule
+    from iosim.schedule.problem import Problem, RunConfig, Tiling
+    from iosim.schedule.tiling import is_preprocess, preprocess_tiling
+
+    launch = {"kernel": "_attn_bwd_preprocess", "grid": [4096 // 128, 2 * 16, 1], "num_warps": 4}
+    assert is_preprocess(launch) and not is_preprocess({"kernel": "_attn_bwd", "grid": [1, 1, 1]})
+    assert preprocess_tiling(launch, 4096, 32) == {"block_m": 128, "warps": 4}
+    assert preprocess_tiling({**launch, "grid": [3, 32, 1]}, 1000, 32)["block_m"] == 512  # 334 rows: up to 512
+    problem = Problem(batch=2, heads=16, seq_q=4096, head_dim=64, backward=True)
+    base = RunConfig(algo="flash2", problem=problem, backward_tiling=Tiling(block_m=32, block_n=64, warps=8))
+    own = base.with_(preprocess_tiling=Tiling(**preprocess_tiling(launch, 4096, 32)))
+    pre = {c: next(k for k in build_schedule(c).kernels if k.name == "flash2_bwd_pre") for c in (base, own)}
+    assert (pre[base].ctas, pre[base].block_i, pre[base].warps) == (32 * 4096 // 32, 32, 8)
+    assert (pre[own].ctas, pre[own].block_i, pre[own].warps) == (32 * 4096 // 128, 128, 4)
+    assert RunConfig.from_dict(own.to_dict()) == own and "preprocess_tiling" not in base.to_dict()
+
+
+def test_every_committed_user_kernel_code_is_the_kernel_its_measurement_ran():
+    """Each measured user-kernel case's committed code (the mixes file of the Triton version it ran, the variant
+    of its tiles) compiles exactly the kernels the GPU launched: the same constexprs, warps and registers. A
+    capture at a fixed short length compiled 5 of these 250-odd kernels differently (FlagAttention's A100 launcher
+    picks 128 × 128 tiles and 8 warps beyond N = 1024; at N = 3000 its blocks do not divide the length)."""
+    from iosim.measure.kernel_codes import mixes_file
+
+    checked = 0
+    for path in sorted((REPO / "experiments/measurements").rglob("measurements.json")):
+        doc = json.loads(path.read_text())
+        version = (doc.get("provenance") or {}).get("triton", "").split("+")[0]
+        for case in doc["cases"]:
+            if case.get("impl") != "kernel" or case.get("error"):
+                continue
+            found = mixes_file(case["kernel"], "sm_90", version)
+            entry = json.loads(found.read_text())["cases"].get(case["name"]) if found else None
+            if entry is None:  # validation compiles it, or says it cannot
+                continue
+            ran_tiles = case["run_config"].get("tiling") or {}
+            fields = ("block_m", "block_n", "warps", "stages")
+            variant = next((v for v in entry.get("variants", [entry])
+                            if all(v.get("tiling", {}).get(f) == ran_tiles.get(f) for f in fields)), entry)
+            launched = {}
+            for launch in case["launches"]:
+                launched.setdefault(launch["kernel"], launch)
+            for mix in filter(None, variant["mixes"]):
+                ran = launched[mix["meta"]["kernel"]]
+                compiled = {k: v for k, v in mix["meta"]["constexprs"].items() if k in ran["constexprs"]}
+                assert (compiled, mix["num_warps"]) == (ran["constexprs"], ran["num_warps"]), (case["name"], mix["key"])
+                assert ran.get("n_regs") in (None, mix["n_regs"]), (case["name"], mix["key"])
+                checked += 1
+    assert checked > 200

@@ -415,6 +415,7 @@ class _RunConfig(FileModel):
     problem: _Problem
     tiling: _Tiling | None
     backward_tiling: _Tiling | None = None
+    preprocess_tiling: _Tiling | None = None  # a user's backward preprocess as launched (rows per CTA, warps)
     mode: Literal[MODES] = "plain"
     host_tensors: list[str] = []
     dq: Literal[DQ_MODES] = "atomic"  # written only where the backward computes dQ in a kernel of its own

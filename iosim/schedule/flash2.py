@@ -88,10 +88,12 @@ def backward_kernels(ts: TensorSet, config: RunConfig, tiling: Tiling) -> list:
     ts.add("Q", p.bh, p.seq_q, d, eb, bm)
     ts.add("LSE", p.bh, p.seq_q, 1, FP32, bm)
     kernels = [elementwise("zeros_dq", ts, (), ("dQacc",), p.bh, p.seq_q, d, simt_per_elem=0, aten="fill")] if atomic else []
+    pre = config.preprocess_tiling or Tiling()  # a user's preprocess: its own rows per CTA and warps
+    rows = pre.block_m or bm
     kernels.append(Kernel(
-        name="flash2_bwd_pre", slices=p.bh, ti=-(-p.seq_q // bm), tj=1, block_i=bm, block_j=1, block_u=1,
+        name="flash2_bwd_pre", slices=p.bh, ti=-(-p.seq_q // rows), tj=1, block_i=rows, block_j=1, block_u=1,
         patterns=(Pattern("O", PRO, READ, "i"), Pattern("dO", PRO, READ, "i"), Pattern("D", EPI, WRITE, "i")),
-        end_flops=Flops(simt=2.0 * bm * d), warps=warps, stages=stages, smem_bytes=0, regs_per_thread=64,
+        end_flops=Flops(simt=2.0 * rows * d), warps=pre.warps or warps, stages=stages, smem_bytes=0, regs_per_thread=64,
         extents=extents(ts, ("O", "dO", "D")),
     ))
     dq = (Pattern("dQacc", LOOP, ATOMIC, "u"),) if atomic else ()

@@ -276,6 +276,9 @@ class RunConfig:
     impl: str | None = None  # whose kernels run it: None for iosim's Triton kernels, else one of SDPA_IMPLS (PyTorch SDPA's)
     dq: str = "atomic"  # a FlashAttention backward's dQ: one of DQ_MODES
     launcher_ops: tuple = ()  # LauncherOp: what a user's launcher runs in PyTorch besides its Triton kernels
+    # a FlashAttention backward's preprocess (D = rowsum(dO∘O)): its rows per CTA (block_m) and warps, as a user's
+    # kernel launches it; None: the backward tiling's
+    preprocess_tiling: Tiling | None = None
 
     def __post_init__(self):
         if self.algo not in ALGOS:
@@ -310,8 +313,10 @@ class RunConfig:
         else:
             out["launcher_ops"] = [dict(op, **{key: [_operand_dict(o) for o in op[key]] for key in ("reads", "writes")})
                                    for op in out["launcher_ops"]]
-        for key in ("tiling", "backward_tiling"):  # only flash-decoding splits: other runs keep their old form
-            if out[key] is not None and out[key]["splits"] is None:
+        if out["preprocess_tiling"] is None:  # only a user's backward whose preprocess launches its own way says so
+            del out["preprocess_tiling"]
+        for key in ("tiling", "backward_tiling", "preprocess_tiling"):  # only flash-decoding splits: other runs keep
+            if out.get(key) is not None and out[key]["splits"] is None:  # their old form
                 del out[key]["splits"]
         for key in ("page_size", "seq_lens", "window"):  # only a paged cache, a ragged batch, a window say so
             if out["problem"][key] is None:
@@ -334,7 +339,9 @@ class RunConfig:
         tiling = _build(Tiling, data.pop("tiling", None) or {}, "tiling")
         backward = data.pop("backward_tiling", None)
         backward = None if backward is None else _build(Tiling, backward, "backward_tiling")
-        return _build(cls, data, "run", problem=problem, tiling=tiling, backward_tiling=backward)
+        pre = data.pop("preprocess_tiling", None)
+        pre = None if pre is None else _build(Tiling, pre, "preprocess_tiling")
+        return _build(cls, data, "run", problem=problem, tiling=tiling, backward_tiling=backward, preprocess_tiling=pre)
 
     def with_(self, **changes) -> RunConfig:
         return replace(self, **changes)

@@ -144,5 +144,21 @@ def resolve(config: RunConfig) -> RunConfig:
     return replace(config, tiling=fwd, backward_tiling=bwd)
 
 
+PRE_WORDS = ("pre", "delta")  # a backward preprocess's name says so (``_bwd_preprocess``, ``_attn_bwd_delta``, ...)
+
+
+def is_preprocess(launch: dict) -> bool:
+    """Whether a launch is a backward's preprocess (D = rowsum(dO∘O)): its name says so (:data:`PRE_WORDS`)."""
+    return any(w in launch["kernel"].lower() for w in PRE_WORDS)
+
+
+def preprocess_tiling(launch: dict, seq_q: int, bh: int) -> dict:
+    """A backward preprocess's launch as the run config's ``preprocess_tiling``: the rows each CTA covers (the
+    ``bh`` · ``seq_q`` rows over its grid, a power of two of at least 16, as tiles are) and its warps."""
+    rows = max(16, -(-bh * seq_q // max(1, math.prod(launch["grid"]))))
+    return {"block_m": 1 << (rows - 1).bit_length(), "warps": launch.get("num_warps")}
+
+
 __all__ = ["default_tiling", "resolve_tiling", "resolve", "decode_rows", "decode_splits", "decode_plan_blocks", "decode_split_blocks",
-           "FWD", "BWD", "GRID_ORDERS", "REFERENCE_TILES"]
+           "FWD", "BWD", "GRID_ORDERS", "REFERENCE_TILES", "PRE_WORDS", "is_preprocess",
+           "preprocess_tiling"]
