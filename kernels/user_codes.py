@@ -35,7 +35,7 @@ from iosim.kernels.simulated_device import simulated_device
 from iosim.kernels.user_kernel import load_kernel, tile_sizes, tiling_from_launch
 from iosim.schedule.build import build_schedule
 from iosim.schedule.problem import ConfigError, RunConfig, Tiling
-from iosim.schedule.tiling import PRE_WORDS, preprocess_tiling
+from iosim.schedule.tiling import preprocess_name, preprocess_tiling
 
 SEQ = 384  # a short capture's sequence length: a multiple of 128 (16-divisible lengths and strides, as on the GPU)
 CAPTURE_BYTES = 2 << 30  # the call's tensors a capture at the problem's own lengths may fill (see _capture_seqs)
@@ -47,7 +47,7 @@ def _is_tiled(launch: Launch) -> bool:
 
 
 def _is_pre(launch: Launch) -> bool:
-    return not _is_tiled(launch) or any(w in launch.kernel.lower() for w in PRE_WORDS)
+    return not _is_tiled(launch) or preprocess_name(launch.kernel)
 
 
 def _main(launches: list[Launch]) -> Launch | None:

@@ -482,6 +482,9 @@ def test_a_preprocess_launch_gives_its_rows_per_cta_and_warps():
 
     launch = {"kernel": "_attn_bwd_preprocess", "grid": [4096 // 128, 2 * 16, 1], "num_warps": 4}
     assert is_preprocess(launch) and not is_preprocess({"kernel": "_attn_bwd", "grid": [1, 1, 1]})
+    # a word of the name says so: a serving engine's prefill kernel is not a preprocess
+    assert [is_preprocess({"kernel": k}) for k in ("_bwd_preprocess", "_attn_bwd_delta", "bwd_prep", "_prefill_fwd_kernel",
+                                                    "prefetch_kv", "_fwd_kernel")] == [True, True, True, False, False, False]
     assert preprocess_tiling(launch, 4096, 32) == {"block_m": 128, "warps": 4}
     assert preprocess_tiling({**launch, "grid": [3, 32, 1]}, 1000, 32)["block_m"] == 512  # 334 rows: up to 512
     problem = Problem(batch=2, heads=16, seq_q=4096, head_dim=64, backward=True)
@@ -525,3 +528,15 @@ def test_every_committed_user_kernel_code_is_the_kernel_its_measurement_ran():
                 assert ran.get("n_regs") in (None, mix["n_regs"]), (case["name"], mix["key"])
                 checked += 1
     assert checked > 200
+
+
+def test_a_prefill_kernel_is_the_forward_not_a_preprocess():
+    """A serving engine's forward named for prefill (``_prefill_fwd_kernel``) is the forward's attention kernel: only a
+    word of the name that is or begins with ``prep``/``delta`` (or is ``pre``) marks a preprocess."""
+    from iosim.kernels.user_codes import _main, roles
+
+    fwd = [_launch("_prefill_fwd_kernel", (32, 16, 4))]
+    assert _main(fwd) is fwd[0]
+    bwd = [_launch("_bwd_prep", (32, 16, 4), tiled=False), _launch("_bwd_kernel", (32, 16, 4))]
+    assert [x.kernel for x in roles(["flash2_fwd", "flash2_bwd_pre", "flash2_bwd"], fwd, bwd)] == \
+        ["_prefill_fwd_kernel", "_bwd_prep", "_bwd_kernel"]

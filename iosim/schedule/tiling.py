@@ -144,12 +144,20 @@ def resolve(config: RunConfig) -> RunConfig:
     return replace(config, tiling=fwd, backward_tiling=bwd)
 
 
-PRE_WORDS = ("pre", "delta")  # a backward preprocess's name says so (``_bwd_preprocess``, ``_attn_bwd_delta``, ...)
+PRE_WORDS = ("pre", "prep", "delta")  # a backward preprocess's name says so (``_bwd_preprocess``, ``_attn_bwd_delta``)
+
+
+def preprocess_name(name: str) -> bool:
+    """Whether a kernel's name says it is a backward's preprocess: a word of it (between underscores) is or begins
+    with one of :data:`PRE_WORDS` other than ``pre`` alone (``preprocess``, ``prep``, ``delta``), or is ``pre``;
+    ``prefill``, ``prefetch`` are not."""
+    words = [w for w in name.lower().split("_") if w]
+    return any(w == "pre" or w.startswith("prep") or w.startswith("delta") for w in words)
 
 
 def is_preprocess(launch: dict) -> bool:
-    """Whether a launch is a backward's preprocess (D = rowsum(dO∘O)): its name says so (:data:`PRE_WORDS`)."""
-    return any(w in launch["kernel"].lower() for w in PRE_WORDS)
+    """Whether a launch is a backward's preprocess (D = rowsum(dO∘O)): its name says so (:func:`preprocess_name`)."""
+    return preprocess_name(launch["kernel"])
 
 
 def preprocess_tiling(launch: dict, seq_q: int, bh: int) -> dict:
@@ -161,4 +169,4 @@ def preprocess_tiling(launch: dict, seq_q: int, bh: int) -> dict:
 
 __all__ = ["default_tiling", "resolve_tiling", "resolve", "decode_rows", "decode_splits", "decode_plan_blocks", "decode_split_blocks",
            "FWD", "BWD", "GRID_ORDERS", "REFERENCE_TILES", "PRE_WORDS", "is_preprocess",
-           "preprocess_tiling"]
+           "preprocess_name", "preprocess_tiling"]
