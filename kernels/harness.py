@@ -36,7 +36,7 @@ from iosim.kernels.profiler import find_ncu, metrics_for, ncu_version, on_termin
 from iosim.kernels.timing import time_fn
 from iosim.kernels.user_kernel import main_launch, recording_launches, tiling_from_launch
 from iosim.measure.measurement import Case, Measurement, Provenance, dump_measurement
-from iosim.schedule.tiling import is_preprocess, preprocess_tiling
+from iosim.schedule.tiling import launched_preprocess
 
 __all__ = ["BATCH_SIZE", "GRIDS", "HarnessError", "kernel_case", "manifest_cases", "measure", "main", "provenance",
            "time_case", "user_run_config"]
@@ -61,9 +61,9 @@ def user_run_config(spec: CaseSpec, launches: list[dict]) -> dict:
         bwd = main_launch(launches, "bwd")
         if bwd is not None:
             config["backward_tiling"] = dict(tiling_from_launch(bwd, spec.problem.seq_q), grid_order="rows")
-        pre = next((x for x in launches if is_preprocess(x)), None)
+        pre = launched_preprocess(launches, spec.problem.seq_q, spec.problem.batch * spec.problem.heads)
         if pre is not None:
-            config["preprocess_tiling"] = preprocess_tiling(pre, spec.problem.seq_q, spec.problem.batch * spec.problem.heads)
+            config["preprocess_tiling"] = pre
     return _plain(config)
 
 

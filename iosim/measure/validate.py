@@ -34,7 +34,7 @@ from iosim.measure.kernel_codes import case_codes, case_dq, case_launcher_ops
 from iosim.measure.measurement import KERNEL_IMPL, REFERENCE_IMPLS, Measurement, load_measurement
 from iosim.schedule.problem import SDPA_IMPLS, ConfigError, Problem, RunConfig, Tiling
 from iosim.schedule.references import reference_config
-from iosim.schedule.tiling import is_preprocess, preprocess_tiling
+from iosim.schedule.tiling import launched_preprocess
 from iosim.simulate import simulate
 
 METRICS = ("dram_read_bytes", "dram_write_bytes", "dram_bytes", "xbar_bytes", "l2_lookup_bytes", "l2_bytes",
@@ -162,10 +162,10 @@ def _case(case, n: int, profile, prov, source: str, l2_lines: int | None = None)
         if dq is not None and "dq" not in case.run_config and config.problem.backward:  # recorded before RunConfig.dq
             config = config.with_(dq=dq)
         if config.problem.backward and config.preprocess_tiling is None:  # recorded before preprocess_tiling
-            pre = next((x for x in case.launches if is_preprocess(x)), None)
+            p = config.problem
+            pre = launched_preprocess(case.launches, p.seq_q, p.batch * p.heads)
             if pre is not None:
-                p = config.problem
-                config = config.with_(preprocess_tiling=Tiling(**preprocess_tiling(pre, p.seq_q, p.batch * p.heads)))
+                config = config.with_(preprocess_tiling=Tiling(**pre))
         ops = case_launcher_ops(case, profile.arch, _triton(prov.triton), case.run_config.get("tiling"))
         if ops and not config.launcher_ops:  # what its launcher runs in PyTorch, as the committed capture says
             config = RunConfig.from_dict({**config.to_dict(), "launcher_ops": ops})

@@ -167,6 +167,12 @@ def preprocess_tiling(launch: dict, seq_q: int, bh: int) -> dict:
     return {"block_m": 1 << (rows - 1).bit_length(), "warps": launch.get("num_warps")}
 
 
+def launched_preprocess(launches: list[dict], seq_q: int, bh: int) -> dict | None:
+    """:func:`preprocess_tiling` of the first preprocess among a call's launch records (None: it launches none)."""
+    pre = next((x for x in launches if is_preprocess(x)), None)
+    return None if pre is None else preprocess_tiling(pre, seq_q, bh)
+
+
 __all__ = ["default_tiling", "resolve_tiling", "resolve", "decode_rows", "decode_splits", "decode_plan_blocks", "decode_split_blocks",
            "FWD", "BWD", "GRID_ORDERS", "REFERENCE_TILES", "PRE_WORDS", "is_preprocess",
-           "preprocess_name", "preprocess_tiling"]
+           "preprocess_name", "preprocess_tiling", "launched_preprocess"]
