@@ -1,6 +1,6 @@
 """fp8 (e4m3) attention in the simulator: the bytes of e4m3 Q, K, V and an fp16 O, the tensor rate of
 the fp8 tile loop as calibrated (or the datasheet's fp8 peak over fp16's where it was not), and the
-refusals. Its fidelity against the H200's counters is tests/test_validate.py's (h200/fp8)."""
+refusals. Its fidelity against the H200's counters is tests/test_fidelity.py's (h200/fp8)."""
 from __future__ import annotations
 
 from dataclasses import replace

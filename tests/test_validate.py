@@ -1,4 +1,4 @@
-"""Validation against the committed H100 measurements: fidelity guarded in CI, the report's shape, bad input."""
+"""Validation against the committed H100 measurements: the report's shape, bad input (the fidelity ceilings: test_fidelity.py)."""
 from __future__ import annotations
 
 import json
@@ -13,25 +13,13 @@ from iosim.measure.measurement import dump_measurement, load_measurement
 from iosim.measure.validate import METRICS, summary, validate
 
 REPO = Path(__file__).resolve().parents[1]
-THRESHOLDS = json.loads((REPO / "tests" / "fidelity_thresholds.json").read_text())["sets"]
-DATA = REPO / THRESHOLDS[0]["data"]
+DATA = REPO / json.loads((REPO / "tests" / "fidelity_thresholds.json").read_text())["sets"][0]["data"]
 pytestmark = pytest.mark.xdist_group("validate")  # one worker computes the module's fixture once
 
 
 @pytest.fixture(scope="module")
 def validated():
     return validate(load_measurement(DATA))
-
-
-@pytest.mark.parametrize("ceilings", THRESHOLDS, ids=[t["data"].split("measurements/")[-1] for t in THRESHOLDS])
-def test_fidelity_does_not_regress(ceilings):
-    """On every committed set, the medians (and worst cases) of |error| stay at or below the committed ceilings."""
-    impls = tuple(ceilings["impls"]) if "impls" in ceilings else None  # a set's cases of these implementations
-    stats = summary(validate(load_measurement(REPO / ceilings["data"]), impls=impls)[0])
-    for metric, ceiling in ceilings["median_abs_error"].items():
-        assert stats[metric]["median_abs_error"] <= ceiling, (metric, stats[metric])
-    for metric, ceiling in ceilings["max_abs_error"].items():
-        assert stats[metric]["max_abs_error"] <= ceiling, (metric, stats[metric]["worst"])
 
 
 def test_every_modelled_case_is_compared_sdpa_included(validated):

@@ -284,6 +284,8 @@ def _one_cta_template(k: Kernel, i: int, j: int, b: int, line_iters: int, aggreg
     start, trips = (int(x[0]) for x in k.loop_bounds(np.array([i]), np.array([j]), sl))
     live = bool(k.live(np.array([i]), sl)[0])
     edges = _edges(trips, line_iters, aggregate, max_steps, per)
+    loop = _loop_emitter(k, i, j, b)
+    work: dict = {}  # iterations -> (FLOPs, shared-memory bytes) of that many: most steps are alike
     for n, (t0, t1) in enumerate(zip(edges[:-1], edges[1:])):
         acc: list = []
         keys: list = []
@@ -291,16 +293,19 @@ def _one_cta_template(k: Kernel, i: int, j: int, b: int, line_iters: int, aggreg
             _emit_one(k, acc, PRO, i, j, 0, 0, b, keys)
         if trips > t0:
             u0, u1 = _blocks(k, start, trips, t0, t1)
-            _emit_one(k, acc, LOOP, i, j, int(u0), int(u1), b, keys)  # plain integers, as counts must stay
+            loop(acc, keys, int(u0), int(u1))  # plain integers, as counts must stay
         fin = trips <= t1
         if fin and live:
             _emit_one(k, acc, EPI, i, j, 0, 0, b, keys)
         iters = float(max(min(trips, t1) - t0, 0))
-        flops = k.iter_flops * iters
+        alike = work.get(iters)
+        if alike is None:
+            alike = work[iters] = (k.iter_flops * iters, k.iter_sram * iters)
+        flops, sram = alike
         if n == 0 and live:
             flops = flops + k.end_flops
         # the one CTA is the longest
-        yield _TemplateStep(acc, 1, flops, k.iter_sram * iters, int(fin), iters, iters, flops, keys, live)
+        yield _TemplateStep(acc, 1, flops, sram, int(fin), iters, iters, flops, keys, live)
         if fin:
             return
 
@@ -338,6 +343,38 @@ def _emit_one(k: Kernel, out: list, phase, i: int, j: int, u0: int, u1: int, b: 
             out.append(Access(p.tensor, 1 if p.kv else 0, r0, r1, c0, c1, p.kind, 1))
             if keys is not None:
                 keys.append((_PHASES[phase], n, 0))
+
+
+def _loop_emitter(k: Kernel, i: int, j: int, b: int = -1):
+    """``emit(out, keys, u0, u1)``: :func:`_emit_one` of the loop phase for a lone CTA at tile ``i, j`` (of
+    request ``b``), its patterns' fixed sides resolved once; a step gives only its loop blocks ``u0..u1``."""
+    fixed = []  # per pattern: its index, (rows, columns) each as a span or None where the loop block sets it
+    for n, p in enumerate(k.patterns):
+        if p.phase is not LOOP:
+            continue
+        sides = tuple(None if dim == "u" else _span(k, dim, i, j, 0, 0, p.tensor, axis)
+                      for axis, dim in enumerate((p.rows, p.cols)))
+        limit = int(k.ragged.limits[p.tensor][b]) if b >= 0 and p.tensor in k.ragged.limits else None
+        fixed.append((n, p, sides, limit))
+    bu, phase = k.block_u, _PHASES[LOOP]
+
+    def emit(out: list, keys: list, u0: int, u1: int) -> None:
+        for n, p, (rows, cols), limit in fixed:
+            r0, r1 = rows or (u0 * bu, u1 * bu)
+            c0, c1 = cols or (u0 * bu, u1 * bu)
+            if limit is not None:
+                r1 = min(r1, limit)
+                if r0 >= r1:
+                    continue
+            if p.fan:
+                for g in range(k.kv_group):
+                    out.append(Access(p.tensor, 2 + g, r0, r1, c0, c1, p.kind, 1))
+                    keys.append((phase, n, g))
+            else:
+                out.append(Access(p.tensor, 1 if p.kv else 0, r0, r1, c0, c1, p.kind, 1))
+                keys.append((phase, n, 0))
+
+    return emit
 
 
 def _emit(k: Kernel, out: list, phase, sl, kv, i, j, u0, u1, runs: dict | None = None, grp=None) -> None:

@@ -343,6 +343,8 @@ class Engine:
         lockstep = env.now == ph.start or kernel.causal is CausalMode.NONE
         looped = {p.tensor for p in kernel.patterns if p.phase == LOOP}  # read once a pass, the rest once a CTA
         spilled = any(code["spills"])
+        spill_pass = sum(code["spills"])  # bytes a CTA's pass reloads and stores
+        l2_link = links["l2"]
         frame = self.frames[ph.n]  # local bytes a CTA spills to
         slots = ph.per_sm * sms
         per = kernel.iter_flops.tensor / code["tensor"]  # tensor-core seconds of one iteration
@@ -359,16 +361,16 @@ class Engine:
             steps, slotted = steps.template, steps.slots
         for step in steps:
             if slotted is None:
-                plan = self._plan(step.accesses)
+                plan = self._plan(step.accesses, looped)
             else:
                 plan = step.plan
                 if plan is None:
-                    plan = step.plan = self._plan(step.accesses)
+                    plan = step.plan = self._plan(step.accesses, looped)
             now = env.now
             l2.stats = ph.stats
-            accesses, moved, atomic, written, loads, distinct = plan
+            accesses, moved, atomic, written, loads, distinct, streamed = plan
             ready, missed, lone = now, False, 0.0  # lone: bytes filled for the lines read, per CTA reading them
-            late = set()  # tensors some of whose loads this step waited for memory
+            late = set() if stages < 2 else None  # tensors some of whose loads this step waited for memory
             fills = []  # (line, share of the step's passes) of every line its loads filled
             behind = now  # when the last bytes it shares with a CTA ahead of it arrive there
             l2.hold_writes()  # the step's write-backs go on the memory link after its loads
@@ -382,7 +384,7 @@ class Engine:
                     behind = b
                 if r > ready:
                     ready, missed = r, True
-                if kind == READ and r > now:
+                if late is not None and kind == READ and r > now:
                     late.add(name)
             if atomic and self.atomics is not None:
                 ready = max(ready, self.atomics.reserve(now, atomic))
@@ -415,7 +417,7 @@ class Engine:
                 moved += reloads + spills
                 written += spills
             l2.post(now)
-            ready = max(ready, links["l2"].reserve(now, moved - written), links["l2"].reserve(now, written, write=True))
+            ready = max(ready, l2_link.reserve(now, moved - written), l2_link.reserve(now, written, write=True))
             # each CTA gets its SM's math units and issue slots, shared with the CTAs resident beside it;
             # the step lasts as long as its longest CTA (``length`` iterations); those whose loops end here leave
             share = max(1, -(-self.resident // sms))
@@ -434,8 +436,8 @@ class Engine:
                     # nor faster than it pulls its tiles, with the spill reloads and stores that cross to the
                     # L2 through the same load/store path (the tutorial's d = 128 backward moves 36.7 GB/s an SM
                     # of tiles and spills together, the calibrated 4-warp stream 41.6)
-                    tiles = sum(b for n, b in loads.items() if n in looped) / step.active / step.iters
-                    plain = max(plain, (tiles + sum(code["spills"])) * CTA_LOAD_WARPS / (stream_bw * kernel.warps))
+                    tiles = streamed / step.active / step.iters
+                    plain = max(plain, (tiles + spill_pass) * CTA_LOAD_WARPS / (stream_bw * kernel.warps))
                 if first:
                     outside = ((step.span_flops or step.flops).tensor / code["tensor"]) - per * length
                     head = min(1.0, length)
@@ -516,10 +518,11 @@ class Engine:
             else:
                 self._leave(step.done, state, kernel.name)
 
-    def _plan(self, accesses) -> tuple:
+    def _plan(self, accesses, looped: set) -> tuple:
         """What a step's accesses are, before any of them is served: each as ``(tensor index, slice, placement,
         pieces of lines, bytes, kind, CTAs)`` and its tensor's name, and the sums the step prices: bytes moved,
-        atomically added and written, loaded per tensor, and loaded once (of lines read, whoever reads them)."""
+        atomically added and written, loaded per tensor, loaded once (of lines read, whoever reads them), and
+        loaded of the tensors its loop streams (``looped``)."""
         out, moved, atomic, written, loads, distinct = [], 0, 0, 0, {}, 0
         for name, sl, r0, r1, c0, c1, kind, mult in accesses:
             t, place, parts, nbytes = self._cut(name, r0, r1, c0, c1)
@@ -532,7 +535,7 @@ class Engine:
             elif kind == READ:
                 loads[name] = loads.get(name, 0) + nbytes * mult
                 distinct += nbytes
-        return out, moved, atomic, written, loads, distinct
+        return out, moved, atomic, written, loads, distinct, sum(b for n, b in loads.items() if n in looped)
 
     def _cut(self, name: str, r0: int, r1: int, c0: int, c1: int) -> tuple:
         """A rectangle of one slice of tensor ``name`` as ``(tensor index, placement, pieces of lines, bytes)``,
