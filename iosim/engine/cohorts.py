@@ -214,13 +214,13 @@ def _template(k: Kernel, g: int, line_iters: int, aggregate: bool, cache: dict, 
               per: int | None = None):
     """CTA ``g``'s steps with slices as slots, kept in ``cache`` by tile and step size (``per``
     iterations; None: the CTA's own), and its slots' slices."""
-    sl, i, j = (int(x[0]) for x in k.coords(g, g + 1))
+    sl, i, j = k.coord(g)
     b = -1 if k.ragged is None else sl // k.ragged.per_batch  # a variable-length batch's request
     template = cache.get((i, j, b, per))
     if template is None:
         template = cache[(i, j, b, per)] = list(_one_cta_template(k, i, j, b, line_iters, aggregate, max_steps, per))
     b, h = divmod(sl, k.kv_heads)  # a fanned-out pattern's CTA runs over key/value slices
-    slots = (sl, int(k.kv_slice(sl))) + tuple(b * k.heads + h * k.kv_group + n for n in range(k.kv_group))
+    slots = (sl, k.kv_slice(sl)) + tuple(b * k.heads + h * k.kv_group + n for n in range(k.kv_group))
     return template, slots
 
 

@@ -35,6 +35,7 @@ Deterministic: no randomness, and ties between processes are broken by SimPy's F
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -113,6 +114,8 @@ class Engine:
                           replicas, profile.lrc_sms or 1, _private_copies(profile, replicas))
         self.overlap = profile.math_overlap or 0.0
         self._stream_bw = cta_stream_bandwidth(profile)  # a pipelined CTA's tiles from the L2 at most this fast
+        # what a two-stage pass waits when all its tiles miss (calibrate's miss_pass_s; 0 where not measured)
+        self._miss_pass = ((profile.calibration or {}).get("raw") or {}).get("miss_pass_s", 0.0)
         if self.dtype not in profile.tensor_flops:
             raise ConfigError("dtype", f"{self.dtype} needs {self.dtype} tensor cores: the {profile.id} profile has none "
                                        f"(tensor_flops_{self.dtype}); it has {', '.join(profile.tensor_flops)}")
@@ -336,12 +339,12 @@ class Engine:
         # L2 holds come faster than the calibrated rate (measured from DRAM) by the ratio of the latencies
         cta_bw_hit = cta_bw * lat_dram / lat_l2 if cta_bw and lat_l2 and lat_dram > lat_l2 else cta_bw
         stream_bw = self._stream_bw
-        miss_pass = ((self.profile.calibration or {}).get("raw") or {}).get("miss_pass_s", 0.0)
+        miss_pass = self._miss_pass
         first = True
         # CTAs launched together stay in lockstep (their identical loads merge in the request coalescer) when
         # the kernel starts, or when equal trips free their slots together; causal CTAs free them one by one
         lockstep = env.now == ph.start or kernel.causal is CausalMode.NONE
-        looped = {p.tensor for p in kernel.patterns if p.phase == LOOP}  # read once a pass, the rest once a CTA
+        looped = ph.looped  # read once a pass, the rest once a CTA
         spilled = any(code["spills"])
         spill_pass = sum(code["spills"])  # bytes a CTA's pass reloads and stores
         l2_link = links["l2"]
@@ -614,6 +617,11 @@ class _Phase:
     sram_read: float = 0.0
     start: float = 0.0  # when its launch started: its first wave's cohorts start then
     end: float = 0.0  # when its last CTA ended this loop (where a later loop follows it in the launch)
+
+    @functools.cached_property
+    def looped(self) -> frozenset:
+        """Tensors its loop streams: read once a pass (the rest once a CTA)."""
+        return frozenset(p.tensor for p in self.kernel.patterns if p.phase == LOOP)
 
 
 def _runs(idx) -> list:

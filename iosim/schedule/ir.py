@@ -202,6 +202,16 @@ class Kernel:
         i, j = np.divmod(t, self.tj)
         return sl, i, j
 
+    def coord(self, g: int) -> tuple[int, int, int]:
+        """Slice, i, j of CTA ``g``, in plain integers (:meth:`coords` of one CTA, without numpy's cost)."""
+        per_slice = self.ti * self.tj
+        if self.order == GridOrder.ROWS:
+            sl, t = divmod(g, per_slice)
+        else:
+            t, sl = divmod(g, self.slices)
+        i, j = divmod(t, self.tj)
+        return sl, i, j
+
     def request(self, sl):
         """The request (batch item) of each slice of a variable-length batch."""
         return sl // self.ragged.per_batch
@@ -239,8 +249,8 @@ class Kernel:
         return start, trips
 
     def kv_slice(self, sl):
-        """Key/value slice each query slice reads (grouped-query heads share one)."""
-        b, h = np.divmod(sl, self.heads)
+        """Key/value slice each query slice reads (grouped-query heads share one); an array, or one slice's int."""
+        b, h = divmod(sl, self.heads) if isinstance(sl, int) else np.divmod(sl, self.heads)
         return b * self.kv_heads + h // self.kv_group
 
     def total_flops(self) -> Flops:
