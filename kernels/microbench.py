@@ -35,7 +35,8 @@ block_m × block_n × d and w<warps>, the backward's block_n K/V rows × block_m
   c = 1, 2, 64x64x128w4 at c = 1-3 (the small tiles reach the occupancies the large ones' registers forbid);
 - ``tile_softmax_fp16_<...>_c<c>`` (FLOP/s, the two matmuls only): the same loop with FlashAttention-2's
   online softmax of S (row max, exp2 of S minus it, row sum, the accumulator rescaled by
-  exp2(m_old - m_new)); 128x64x64w4 at c = 1, 2 and 128x64x128w8 at c = 1. Against ``tile_occ``:
+  exp2(m_old - m_new)); 128x64x64w4 and 128x64x128w4 at c = 1, 2, 128x64x128w8 at c = 1, 64x64x64w4 at
+  c = 1-4 and 64x64x128w4 at c = 1-3. Against ``tile_occ``:
   how much of one CTA's softmax a co-resident CTA's matrix products hide;
 - every ``..._c<c>`` key has a ``..._c<c>_ok_sms``: the SMs (by the CTAs' ``%smid``, last launch) that ran
   exactly c CTAs, the SM count when the occupancy was as intended. A c that the compiled kernel's
@@ -522,7 +523,10 @@ OCC_TILES = ((128, 64, 64, 4, (1, 2, 3, 4)), (64, 64, 64, 4, (1, 2, 3, 4)), (128
 # stages wait at the top of each pass for the load the pass before issued)
 OCC_TILES_S3 = ((128, 64, 64, 4, (1, 2)), (64, 64, 64, 4, (1, 2, 3, 4)), (128, 64, 128, 8, (1,)),
                 (128, 64, 128, 4, (1, 2)), (64, 64, 128, 4, (1, 2)))
-SOFTMAX_TILES = ((128, 64, 64, 4, (1, 2)), (128, 64, 128, 8, (1,)))
+# with FlashAttention-2's softmax: the large tiles where their registers allow, and the small ones at the
+# occupancies three and four CTAs an SM reach (how much of each other's softmax co-resident CTAs hide)
+SOFTMAX_TILES = ((128, 64, 64, 4, (1, 2)), (128, 64, 128, 8, (1,)), (64, 64, 64, 4, (1, 2, 3, 4)),
+                 (64, 64, 128, 4, (1, 2, 3)), (128, 64, 128, 4, (1, 2)))
 
 
 def tile_flops_resident(torch, bm: int, bn: int, d: int, warps: int, counts, softmax: bool = False,

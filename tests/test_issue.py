@@ -204,8 +204,9 @@ def test_committed_sass_predicts_the_instructions_the_h200_executed(h200_cases, 
 def test_the_lone_excess_is_the_calibrated_pass_beyond_its_own_loops_price():
     """What a tile shape's calibrated loop waits beyond its compiled code: linear in the measured pass,
     never negative, nothing where the shape's loop was not compiled; for the committed H200 calibration
-    nothing on FlashAttention-2's 128- and 64-row tiles (their price is their code) and an eighth or
-    more of the pass on flash-decoding's 16- and 32-row tiles."""
+    under 5 % of the pass on FlashAttention-2's 128- and 64-row tiles (their price is their code: 0-2 % while the
+    calibration's own-instruction share was fitted on three softmax loops, 0-4 % on eleven) and an eighth or more
+    of the pass on flash-decoding's 16- and 32-row tiles."""
     from iosim.costs.issue import lone_excess
     from iosim.kernels.microbench import MISS_TILES
 
@@ -225,7 +226,7 @@ def test_the_lone_excess_is_the_calibrated_pass_beyond_its_own_loops_price():
     for bm, bn, d, w in MISS_TILES:
         resident = raw[f"miss_pass_softmax_{bm}x{bn}x{d}w{w}_resident_s"]
         share = lone_excess(h200, bm, bn, d, w) / resident
-        assert (share < 0.02) if bm >= 64 else (share > 0.1), (bm, bn, d, w, share)
+        assert (share < 0.05) if bm >= 64 else (share > 0.1), (bm, bn, d, w, share)
 
 
 def test_the_time_split_names_the_shared_memory_path_when_it_binds():
