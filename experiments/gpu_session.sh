@@ -49,6 +49,8 @@
 #      committed): launchers checked, compiled, measured (ncu) -> $OUT/thirdparty/flag_bylength/ (≤ 560 s)
 #   tps) sglang's prefill attention (sglang_prefill.py, not committed): launcher checked, compiled, measured (ncu)
 #                                                -> $OUT/thirdparty/sglang/{check.log,mixes/,measurements.json} (≤ 560 s)
+#   tpfr) FlagAttention at held-out shapes after the softmax refit (flag_attn.py, not committed): launchers checked,
+#      compiled, measured (ncu)                  -> $OUT/thirdparty/flag_refit/ (≤ 560 s)
 #   dq) our flash2 backward with dQ in a kernel of its own beside the atomic one: GPU tests, the dq grid (ncu)
 #                                                -> $OUT/dq/{pytest_gpu_dq.log,measurements.json} (≤ 400 s)
 #   sm) loops that move much through shared memory, its wavefronts counted (ncu): the smem grid, its cases'
@@ -267,6 +269,9 @@ if want tpfl; then
 fi
 if want tps; then
     third_party tps sglang sglang_prefill.py manifest_sglang.yaml sglang
+fi
+if want tpfr; then
+    third_party tpfr FlagAttention flag_attn.py manifest_flag_refit.yaml flag_refit
 fi
 if want dq; then
     mkdir -p "$OUT/dq"
