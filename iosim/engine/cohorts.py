@@ -284,19 +284,19 @@ def _one_cta_template(k: Kernel, i: int, j: int, b: int, line_iters: int, aggreg
     start, trips = (int(x[0]) for x in k.loop_bounds(np.array([i]), np.array([j]), sl))
     live = bool(k.live(np.array([i]), sl)[0])
     edges = _edges(trips, line_iters, aggregate, max_steps, per)
-    loop = _loop_emitter(k, i, j, b)
+    pro, loop, epi = (_emitter(k, phase, i, j, b) for phase in (PRO, LOOP, EPI))
     work: dict = {}  # iterations -> (FLOPs, shared-memory bytes) of that many: most steps are alike
     for n, (t0, t1) in enumerate(zip(edges[:-1], edges[1:])):
         acc: list = []
         keys: list = []
         if n == 0 and live:
-            _emit_one(k, acc, PRO, i, j, 0, 0, b, keys)
+            pro(acc, keys)
         if trips > t0:
             u0, u1 = _blocks(k, start, trips, t0, t1)
             loop(acc, keys, int(u0), int(u1))  # plain integers, as counts must stay
         fin = trips <= t1
         if fin and live:
-            _emit_one(k, acc, EPI, i, j, 0, 0, b, keys)
+            epi(acc, keys)
         iters = float(max(min(trips, t1) - t0, 0))
         alike = work.get(iters)
         if alike is None:
@@ -321,44 +321,23 @@ def _blocks(k: Kernel, start, trips, t0: int, t1: int) -> tuple:
 _PHASES = {PRO: 0, LOOP: 1, EPI: 2}  # the order _cohort_steps emits phases in
 
 
-def _emit_one(k: Kernel, out: list, phase, i: int, j: int, u0: int, u1: int, b: int = -1, keys: list | None = None) -> None:
-    """A lone CTA's accesses of ``phase``, its slices as slots: 0 the query slice, 1 the key/value
-    slice, 2 + g the g-th query head of a fanned-out pattern's group (``b``: its request's rows clip them).
-    ``keys`` collects each access's group (phase, pattern, fanned-out head: see :func:`_merged_steps`)."""
-    for n, p in enumerate(k.patterns):
-        if p.phase is not phase:
-            continue
-        r0, r1 = _span(k, p.rows, i, j, u0, u1, p.tensor, 0)
-        c0, c1 = _span(k, p.cols, i, j, u0, u1, p.tensor, 1)
-        if b >= 0 and p.tensor in k.ragged.limits:
-            r1 = min(r1, int(k.ragged.limits[p.tensor][b]))
-            if r0 >= r1:
-                continue
-        if p.fan:
-            for g in range(k.kv_group):
-                out.append(Access(p.tensor, 2 + g, r0, r1, c0, c1, p.kind, 1))
-                if keys is not None:
-                    keys.append((_PHASES[phase], n, g))
-        else:
-            out.append(Access(p.tensor, 1 if p.kv else 0, r0, r1, c0, c1, p.kind, 1))
-            if keys is not None:
-                keys.append((_PHASES[phase], n, 0))
-
-
-def _loop_emitter(k: Kernel, i: int, j: int, b: int = -1):
-    """``emit(out, keys, u0, u1)``: :func:`_emit_one` of the loop phase for a lone CTA at tile ``i, j`` (of
-    request ``b``), its patterns' fixed sides resolved once; a step gives only its loop blocks ``u0..u1``."""
+def _emitter(k: Kernel, phase, i: int, j: int, b: int = -1):
+    """``emit(out, keys, u0, u1)``: a lone CTA's accesses of ``phase`` at tile ``i, j`` (of request ``b`` in a
+    variable-length batch, whose rows clip them) for loop blocks ``u0..u1``, its slices as slots: 0 the query
+    slice, 1 the key/value slice, 2 + g the g-th query head of a fanned-out pattern's group. ``keys`` collects
+    each access's group (phase, pattern, fanned-out head: see :func:`_merged_steps`). The patterns' sides that
+    do not follow the loop are resolved once, so a step of a kept template gives only its blocks."""
     fixed = []  # per pattern: its index, (rows, columns) each as a span or None where the loop block sets it
     for n, p in enumerate(k.patterns):
-        if p.phase is not LOOP:
+        if p.phase is not phase:
             continue
         sides = tuple(None if dim == "u" else _span(k, dim, i, j, 0, 0, p.tensor, axis)
                       for axis, dim in enumerate((p.rows, p.cols)))
         limit = int(k.ragged.limits[p.tensor][b]) if b >= 0 and p.tensor in k.ragged.limits else None
         fixed.append((n, p, sides, limit))
-    bu, phase = k.block_u, _PHASES[LOOP]
+    bu, tag = k.block_u, _PHASES[phase]
 
-    def emit(out: list, keys: list, u0: int, u1: int) -> None:
+    def emit(out: list, keys: list, u0: int = 0, u1: int = 0) -> None:
         for n, p, (rows, cols), limit in fixed:
             r0, r1 = rows or (u0 * bu, u1 * bu)
             c0, c1 = cols or (u0 * bu, u1 * bu)
@@ -369,10 +348,10 @@ def _loop_emitter(k: Kernel, i: int, j: int, b: int = -1):
             if p.fan:
                 for g in range(k.kv_group):
                     out.append(Access(p.tensor, 2 + g, r0, r1, c0, c1, p.kind, 1))
-                    keys.append((phase, n, g))
+                    keys.append((tag, n, g))
             else:
                 out.append(Access(p.tensor, 1 if p.kv else 0, r0, r1, c0, c1, p.kind, 1))
-                keys.append((phase, n, 0))
+                keys.append((tag, n, 0))
 
     return emit
 
