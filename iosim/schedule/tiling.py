@@ -144,15 +144,14 @@ def resolve(config: RunConfig) -> RunConfig:
     return replace(config, tiling=fwd, backward_tiling=bwd)
 
 
-PRE_WORDS = ("pre", "prep", "delta")  # a backward preprocess's name says so (``_bwd_preprocess``, ``_attn_bwd_delta``)
+PRE_PREFIXES = ("prep", "delta")  # how a word of a backward preprocess's name begins (``_bwd_preprocess``, ``_attn_bwd_delta``)
 
 
 def preprocess_name(name: str) -> bool:
-    """Whether a kernel's name says it is a backward's preprocess: a word of it (between underscores) is or begins
-    with one of :data:`PRE_WORDS` other than ``pre`` alone (``preprocess``, ``prep``, ``delta``), or is ``pre``;
-    ``prefill``, ``prefetch`` are not."""
+    """Whether a kernel's name says it is a backward's preprocess: a word of it (between underscores) begins with
+    one of :data:`PRE_PREFIXES` or is ``pre``; ``prefill``, ``prefetch`` are not."""
     words = [w for w in name.lower().split("_") if w]
-    return any(w == "pre" or w.startswith("prep") or w.startswith("delta") for w in words)
+    return any(w == "pre" or w.startswith(PRE_PREFIXES) for w in words)
 
 
 def is_preprocess(launch: dict) -> bool:
@@ -174,5 +173,5 @@ def launched_preprocess(launches: list[dict], seq_q: int, bh: int) -> dict | Non
 
 
 __all__ = ["default_tiling", "resolve_tiling", "resolve", "decode_rows", "decode_splits", "decode_plan_blocks", "decode_split_blocks",
-           "FWD", "BWD", "GRID_ORDERS", "REFERENCE_TILES", "PRE_WORDS", "is_preprocess",
+           "FWD", "BWD", "GRID_ORDERS", "REFERENCE_TILES", "PRE_PREFIXES", "is_preprocess",
            "preprocess_name", "preprocess_tiling", "launched_preprocess"]
