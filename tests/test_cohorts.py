@@ -183,6 +183,23 @@ def test_aggregation_under_eviction_moves_few_bytes(algo):
     assert fast.read_bytes == pytest.approx(slow.read_bytes, rel=0.05)
 
 
+@pytest.mark.parametrize("name", ["flash2_fwd", "flash2_bwd"])
+def test_kept_steps_keep_each_distinct_step_once(name):
+    """A causal kernel's tiles stream the same lines up to their diagonals: kept in one cache, every CTA's
+    steps are what a cache of its own gives (accesses, CTAs, work), and steps alike are one object, so the
+    cache holds fewer distinct steps than the tiles take in all."""
+    k = kernel("flash2", name, seq_q=1024, causal=True, backward=True)
+    shared: dict = {}
+    for g in range(k.ctas):
+        kept = cohorts.steps(k, g, g + 1, 2, True, shared, None)
+        assert summary(kept) == summary(cohorts.steps(k, g, g + 1, 2, True, {}, None))
+        assert [s.flops for s in kept] == [s.flops for s in cohorts.steps(k, g, g + 1, 2, True, {}, None)]
+    templates = [v for key, v in shared.items() if key != cohorts._ALIKE]
+    taken = sum(len(t) for t in templates)
+    distinct = {id(step) for t in templates for step in t}
+    assert len(distinct) == len(shared[cohorts._ALIKE]) < taken / 2
+
+
 @pytest.mark.parametrize("n,heads,l2", [(16384, 4, 2_000_000), (32768, 2, 8_000_000)])
 def test_long_causal_aggregation_under_eviction_is_the_per_cta_run(n, heads, l2):
     """Causal CTAs after the first wave run one by one, and where the L2 cannot hold a head's K/V which

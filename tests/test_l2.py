@@ -18,7 +18,7 @@ A, B = (0, 0, 0, 0), (0, 0, 1, 0)  # lines (tensor index, slice, line row, line 
 
 
 def cache(capacity: int = 4 * LINE, **kw) -> L2Cache:
-    memory = {"hbm": Link("hbm", 1024.0), "host": Link("host", 1024.0)}
+    memory = {"hbm": Link("hbm", 1024.0, log=True), "host": Link("host", 1024.0, log=True)}
     return L2Cache(capacity, memory, ["hbm"], **kw)
 
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from iosim.engine.links import Link
+from iosim.engine.links import FINE_BINS, FIRST_BIN_S, Link
 
 
 def test_two_requests_queue_and_the_log_holds_every_finish_time():
     """1024 B/s: 512 B at t = 0 end at 0.5 s; 1024 B asked at 0.25 s wait for them and end at 1.5 s;
     a request on an idle link (t = 2) starts at once. Powers of two keep every time exact."""
-    link = Link("hbm", 1024.0)
+    link = Link("hbm", 1024.0, log=True)
     assert link.reserve(0.0, 512) == 0.5
     assert link.reserve(0.25, 1024) == 1.5
     assert link.reserve(2.0, 256) == 2.25
@@ -30,10 +30,33 @@ def test_the_histogram_bins_bytes_by_finish_time_and_keeps_them_all():
 
 
 def test_an_empty_request_takes_no_time_and_is_not_logged():
-    link = Link("l2", 1024.0)
+    link = Link("l2", 1024.0, log=True)
     link.reserve(0.0, 1024)
     assert link.reserve(0.5, 0) == 0.5
     assert (link.log, link.busy_until) == ([(1.0, 1024)], 1.0)
+
+
+def test_the_pre_binned_timeline_is_the_logs_histogram_where_edges_fall_on_its_bins():
+    """Requests finishing over nine orders of magnitude of time widen the timeline's bins many times: on
+    edges at multiples of its (power-of-two) bins it equals numpy's histogram of the exact log, and on any
+    edges it keeps every byte, a bin's bytes shared out over its width. It holds FINE_BINS numbers however
+    many requests came, and a link without a log says so by name."""
+    rng = np.random.default_rng(0)
+    link = Link("hbm", 1e12, log=True)
+    for now, nbytes in zip(np.sort(rng.uniform(0.0, 2e-3, 5000)) ** 1.5, rng.integers(1, 1 << 20, 5000)):
+        link.reserve(float(now), int(nbytes))
+    finish, sizes = np.array([f for f, _ in link.log]), np.array([b for _, b in link.log])
+    assert len(link._bins) == FINE_BINS and link._width > FIRST_BIN_S * 1e6
+    edges = np.arange(0, 11) * (link._width * 64)
+    exact, _ = np.histogram(np.minimum(finish, edges[-1]), bins=edges, weights=sizes)
+    assert np.array_equal(link.histogram(edges), exact)
+    uneven = np.linspace(0.0, finish.max() * 0.7, 101)
+    hist = link.histogram(uneven)
+    assert hist.sum() == pytest.approx(link.moved, rel=1e-12) and (hist >= 0).all()
+    exact, _ = np.histogram(np.minimum(finish, uneven[-1]), bins=uneven, weights=sizes)
+    assert np.abs(hist - exact).max() <= 2 * sizes.max()  # a request near an edge may be shared out to the next bin
+    with pytest.raises(ValueError, match="l2: the link keeps no log"):
+        _ = Link("l2", 1.0).log
 
 
 @pytest.mark.parametrize("bandwidth", [0, -1.0])
@@ -65,3 +88,16 @@ def test_reads_alone_go_at_their_rate_and_a_copy_at_the_copy_rate():
     assert fill.reserve(0.0, 3_000_000, write=True) == pytest.approx(1e-6)  # writes alone: their own rate
     slower = Link("hbm", 4e12, read_bandwidth=3e12)  # a read rate below the copy rate is not believed
     assert slower.reserve(0.0, 4_000_000) == pytest.approx(1e-6)
+
+
+@pytest.mark.parametrize("algo", ["flash2", "standard"])
+def test_a_runs_timeline_holds_every_byte_its_kernels_moved(algo):
+    """Conservation: the pre-binned timeline of a forward + backward run sums, level by level, to the bytes its
+    kernels' counters moved over HBM and the L2 (to within a byte a bin: the bins are rounded to whole bytes)."""
+    from iosim.schedule.problem import Problem, RunConfig
+    from iosim.simulate import simulate
+
+    r = simulate(RunConfig(algo=algo, problem=Problem(batch=2, heads=8, seq_q=2048, head_dim=64, backward=True)), "h100")
+    for level in ("hbm", "l2"):
+        moved = sum(k.levels[level].total for k in r.kernels)
+        assert moved > 0 and abs(sum(r.timeline[level]) - moved) <= len(r.timeline[level])

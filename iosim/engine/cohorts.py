@@ -15,7 +15,7 @@ CTAs, not with tile pairs:
   most :data:`MAX_STEPS` per cohort loop, and cut where each CTA's loop ends, so that every CTA
   leaves (its slot free for the next) when its own loop does, as run one by one.
 A lone CTA's steps depend only on its tile, so they are kept per kernel by tile and reused for
-every slice (``steps(..., cache)``); a cohort of a few CTAs merges its CTAs' kept steps. With ``aggregate=False`` every CTA is its own cohort and every
+every slice (``steps(..., cache)``), each distinct step once (causal tiles stream the same lines); a cohort of a few CTAs merges its CTAs' kept steps. With ``aggregate=False`` every CTA is its own cohort and every
 iteration its own step; the tests
 check that both give the same byte counts. Where the L2 must evict, the order of tiles within a run
 (a run's CTAs in one batch, or one by one) and CTAs that drift apart when run one by one decide some
@@ -218,10 +218,25 @@ def _template(k: Kernel, g: int, line_iters: int, aggregate: bool, cache: dict, 
     b = -1 if k.ragged is None else sl // k.ragged.per_batch  # a variable-length batch's request
     template = cache.get((i, j, b, per))
     if template is None:
-        template = cache[(i, j, b, per)] = list(_one_cta_template(k, i, j, b, line_iters, aggregate, max_steps, per))
+        # tiles share most of their steps (a causal forward's CTAs stream the same K/V lines up to their
+        # diagonals): each distinct step is kept once, with the plan the engine derives from it
+        alike = cache.get(_ALIKE)
+        if alike is None:
+            alike = cache[_ALIKE] = {}
+        template = cache[(i, j, b, per)] = [alike.setdefault(_content(step), step) for step in
+                                            _one_cta_template(k, i, j, b, line_iters, aggregate, max_steps, per)]
     b, h = divmod(sl, k.kv_heads)  # a fanned-out pattern's CTA runs over key/value slices
     slots = (sl, k.kv_slice(sl)) + tuple(b * k.heads + h * k.kv_group + n for n in range(k.kv_group))
     return template, slots
+
+
+_ALIKE = "alike"  # the key under which a kernel's kept steps keep their distinct steps (the others are tiles)
+
+
+def _content(step) -> tuple:
+    """All that a kept step is: two steps with the same content are one, whichever tile they came from."""
+    return (tuple(step.accesses), tuple(step.keys), step.active, step.flops, step.sram_read, step.done, step.iters,
+            step.span, step.span_flops, step.live)
 
 
 @dataclass

@@ -6,12 +6,18 @@ the bytes queued before it. It is the behaviour of a ``simpy.Resource(capacity=1
 ``bytes / bandwidth`` seconds per request, computed in closed form (one ``busy_until`` clock instead
 of three SimPy events a request), because the engine issues hundreds of thousands of requests.
 The L2 queues the write-backs of a step's evictions behind the step's loads (``L2Cache.post``).
+What a link moved over time is kept pre-binned (:data:`FINE_BINS` bins by finish time, twice as wide
+whenever a request finishes past the last), so a run's memory does not grow with its requests; the
+exact log of every request is kept only when asked for (``log=True``: the tests and debugging).
 """
 from __future__ import annotations
 
 from array import array
 
 import numpy as np
+
+FINE_BINS = 4096  # bins of the pre-binned timeline; a bin is FIRST_BIN_S wide, doubled as finish times grow
+FIRST_BIN_S = 2.0 ** -40  # a power of two, so bins stay aligned with edges at powers of two and their multiples
 
 
 class Link:
@@ -23,7 +29,7 @@ class Link:
     """
 
     def __init__(self, name: str, bandwidth: float, write_bandwidth: float | None = None,
-                 read_bandwidth: float | None = None):
+                 read_bandwidth: float | None = None, log: bool = False):
         for what, rate in (("bandwidth", bandwidth), ("write_bandwidth", write_bandwidth),
                            ("read_bandwidth", read_bandwidth)):
             if rate is not None and rate <= 0:
@@ -39,9 +45,13 @@ class Link:
         self.busy_until = 0.0
         self.busy_time = 0.0
         self.moved = 0
-        # finish time and bytes of every request, as two flat arrays (16 bytes a request, not a tuple's ~120)
-        self._finish = array("d")
-        self._bytes = array("q")
+        # bytes by finish time, bin i holding [i, i + 1) × width: the timeline, in memory that does not grow
+        self._bins = [0] * FINE_BINS
+        self._width = FIRST_BIN_S
+        self._per_width = 1.0 / FIRST_BIN_S
+        # with ``log``: finish time and bytes of every request, as two flat arrays (16 bytes a request)
+        self._finish = array("d") if log else None
+        self._bytes = array("q") if log else None
 
     def reserve(self, now: float, nbytes: int, write: bool = False) -> float:
         """Queue ``nbytes`` at time ``now`` (``write``: bytes towards the memory); return when the last byte is through."""
@@ -59,21 +69,44 @@ class Link:
                 finish = w
         self.busy_time += service
         self.moved += nbytes
-        self._finish.append(finish)
-        self._bytes.append(int(nbytes))
+        i = int(finish * self._per_width)
+        if i >= FINE_BINS:
+            i = self._widen(finish)
+        self._bins[i] += nbytes
+        if self._finish is not None:
+            self._finish.append(finish)
+            self._bytes.append(int(nbytes))
         return finish
+
+    def _widen(self, finish: float) -> int:
+        """Double the bins' width, merging them in pairs, until ``finish`` falls in one; return its bin."""
+        bins = self._bins
+        while True:
+            self._width *= 2.0
+            self._per_width = 1.0 / self._width
+            bins[:] = [bins[k] + bins[k + 1] for k in range(0, FINE_BINS, 2)] + [0] * (FINE_BINS // 2)
+            i = int(finish * self._per_width)
+            if i < FINE_BINS:
+                return i
 
     @property
     def log(self) -> list[tuple[float, int]]:
-        """``(finish time, bytes)`` of every request, in the order they were queued."""
+        """``(finish time, bytes)`` of every request, in the order they were queued (a link made with ``log=True``)."""
+        if self._finish is None:
+            raise ValueError(f"{self.name}: the link keeps no log of its requests (make it with log=True)")
         return list(zip(self._finish, self._bytes))
 
     def histogram(self, edges: np.ndarray) -> np.ndarray:
-        """Bytes whose request finished in each bin of ``edges`` (later ones count in the last bin)."""
-        if not self._finish:
+        """Bytes whose request finished in each bin of ``edges`` (later ones count in the last bin), from the
+        pre-binned timeline: exact where ``edges`` fall on its bins' edges, else a bin's bytes are shared out
+        evenly over its width. Every byte the link moved is in one bin or another."""
+        bins = np.asarray(self._bins, dtype=float)
+        if not bins.any():
             return np.zeros(len(edges) - 1)
-        t = np.minimum(np.frombuffer(self._finish, dtype=float), edges[-1])
-        hist, _ = np.histogram(t, bins=edges, weights=np.frombuffer(self._bytes, dtype=np.int64))
+        cumulative = np.concatenate(([0.0], np.cumsum(bins)))
+        at = np.interp(np.asarray(edges, dtype=float), np.arange(FINE_BINS + 1) * self._width, cumulative)
+        hist = np.diff(at)
+        hist[-1] += cumulative[-1] - at[-1]  # finished after the last edge
         return hist
 
     @property

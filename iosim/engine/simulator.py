@@ -593,7 +593,7 @@ class Engine:
         edges = np.linspace(0.0, end, TIMELINE_BINS + 1)
         out = {"t_s": edges[1:].tolist()}
         for lv in ("hbm", "l2", "host"):
-            out[lv] = self.links[lv].histogram(edges).astype(np.int64).tolist()
+            out[lv] = np.rint(self.links[lv].histogram(edges)).astype(np.int64).tolist()
         return out
 
 
