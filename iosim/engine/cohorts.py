@@ -220,9 +220,7 @@ def _template(k: Kernel, g: int, line_iters: int, aggregate: bool, cache: dict, 
     if template is None:
         # tiles share most of their steps (a causal forward's CTAs stream the same K/V lines up to their
         # diagonals): each distinct step is kept once, with the plan the engine derives from it
-        alike = cache.get(_ALIKE)
-        if alike is None:
-            alike = cache[_ALIKE] = {}
+        alike = cache.setdefault(_ALIKE, {})
         template = cache[(i, j, b, per)] = [alike.setdefault(_content(step), step) for step in
                                             _one_cta_template(k, i, j, b, line_iters, aggregate, max_steps, per)]
     b, h = divmod(sl, k.kv_heads)  # a fanned-out pattern's CTA runs over key/value slices
