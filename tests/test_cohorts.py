@@ -183,6 +183,19 @@ def test_aggregation_under_eviction_moves_few_bytes(algo):
     assert fast.read_bytes == pytest.approx(slow.read_bytes, rel=0.05)
 
 
+def test_merged_tiles_share_their_lines_as_one_by_one():
+    """FlashAttention-1's backward at N = 2048 on the H100's L2 evicts. Its preprocess and its kernels' per-row
+    tiles of neighbouring CTAs meet in the model's lines (a line holds several tiles): run one by one, each
+    such line is touched by a CTA other than its first user and held in both L2 partitions; merged into one
+    access per cohort it stayed private, and the aggregated run read 5.5 % fewer DRAM bytes. Marked shared
+    alike, the two runs agree within 1 %."""
+    c = RunConfig(algo="flash1", problem=Problem(batch=2, heads=8, seq_q=2048, head_dim=64, backward=True))
+    fast, slow = simulate(c, "h100"), simulate(c, "h100", aggregate=False)
+    total = [sum(k.levels["hbm"].total for k in r.kernels) + r.final_writeback_bytes for r in (fast, slow)]
+    assert slow.kernels[-1].levels["hbm"].read_bytes > 0
+    assert total[0] == pytest.approx(total[1], rel=0.01)
+
+
 @pytest.mark.parametrize("name", ["flash2_fwd", "flash2_bwd"])
 def test_kept_steps_keep_each_distinct_step_once(name):
     """A causal kernel's tiles stream the same lines up to their diagonals: kept in one cache, every CTA's

@@ -132,6 +132,20 @@ def test_a_shared_line_occupies_a_copy_per_partition():
     assert (l2.used, l2.stats.hit_bytes) == (2048, 1024)
 
 
+def test_a_line_several_ctas_tiles_share_in_one_access_is_shared_as_if_touched_one_by_one():
+    """Tiles of two CTAs merged into one access meet in line A: held in both partitions, as when each CTA
+    reads its own half under its own name; line B, which one CTA's tile fills alone, stays private."""
+    merged, apart = cache(capacity=16 * LINE, replicas=2, private=1.5), cache(capacity=16 * LINE, replicas=2, private=1.5)
+    pieces = ((0, 0, LINE, LINE, 0, LINE), (1, 0, LINE // 2, LINE, 0, LINE // 2))
+    merged.access_pieces((0, 0), pieces, "hbm", READ, 1, 0.0, who=(0, 0), several=frozenset({(0, 0)}))
+    apart.access(A, "hbm", READ, LINE // 2, LINE, 1, 0.0, 0, LINE // 2, who=(0, 0))
+    apart.access(A, "hbm", READ, LINE // 2, LINE, 1, 0.0, LINE // 2, LINE, who=(0, 1))
+    apart.access(B, "hbm", READ, LINE // 2, LINE, 1, 0.0, 0, LINE // 2, who=(0, 1))
+    assert merged.used == apart.used == 2 * LINE + 1.5 * LINE // 2
+    assert counts(merged) == counts(apart)
+    assert [line[6] for line in merged.lines.values()] == [2, 1.5]
+
+
 def test_a_negative_capacity_is_refused_by_name():
     with pytest.raises(ValueError, match=r"capacity\(=-1\) must be >= 0"):
         cache(capacity=-1)

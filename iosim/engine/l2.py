@@ -96,7 +96,8 @@ class L2Cache:
         return ready
 
     def access_pieces(self, head: tuple, pieces, placement: str, kind: AccessKind, mult: int, now: float,
-                      who=None, lockstep: bool = True, lone: float = 0.0, filled: list | None = None) -> tuple:
+                      who=None, lockstep: bool = True, lone: float = 0.0, filled: list | None = None,
+                      several: frozenset | None = None) -> tuple:
         """:meth:`access` for each ``(line_row, line_col, nbytes, line_bytes, lo, hi)`` of ``pieces``, in
         order, on the lines ``head + (line_row, line_col)``; return when the last data is there and
         ``lone`` plus the bytes loads filled per CTA (misses over ``mult``), and when the bytes it found
@@ -105,7 +106,8 @@ class L2Cache:
         cost is the Python around each line, and a line already whole and present costs a hit only.
         ``filled`` collects ``(line, bytes of pieces before it, up to and including it, lo, hi)`` for every line a
         load filled (``lo``, ``hi``: the piece's span, where known), so the caller can say when its data
-        is there (:meth:`usable`)."""
+        is there (:meth:`usable`). ``several``: lines of ``pieces`` that more than one of the CTAs behind a
+        single access touch (their tiles merged into one rectangle), shared as if touched by several at once."""
         st, lines, replicas, capacity = self.stats, self.lines, self.replicas, self.capacity
         ready = behind = now  # behind: when the present bytes it reads arrive for a CTA whose pass is bringing them in
         read, write = kind == READ, kind == WRITE
@@ -122,16 +124,17 @@ class L2Cache:
                     ready = r
                 continue
             key = head + (a, b)
+            many = mult > 1 or (several is not None and (a, b) in several)
             line = get(key)
             if line is None:  # a new line: its first piece present, in the copies the rule below gives a line with no bytes
                 known = lo is not None
                 line = lines[key] = [nbytes, 0, now, [(lo, hi)] if known else None, [] if known else None, who,
-                                     replicas if mult > 1 or write else self.private, 0.0, [] if known else None]
+                                     replicas if many or write else self.private, 0.0, [] if known else None]
                 grow = nbytes
             else:
                 to_end(key)
                 if line[0] == line_bytes and not write and (
-                        (read and (line[6] >= replicas or (mult == 1 and line[5] == who)))
+                        (read and (line[6] >= replicas or (not many and line[5] == who)))
                         or (line[1] == line_bytes and line[6] >= replicas and placement != HOST)):
                     # a hit on a whole line that keeps its copies (an atomic's line already all dirty):
                     # nothing grows, nothing is evicted
@@ -142,7 +145,7 @@ class L2Cache:
                         behind = max(behind, _usable_at(line, lo, hi, now))
                     continue
                 if (write and line[1] == line_bytes and line[0] == line_bytes and placement != HOST
-                        and (line[6] >= replicas or (mult == 1 and line[5] == who))
+                        and (line[6] >= replicas or (not many and line[5] == who))
                         and (lo is not None or (line[3] is None and line[4] is None))):
                     # a store to a whole line already dirty that keeps its copies (a spill frame stored again
                     # every pass): nothing grows, nothing is evicted, no place becomes unknown
@@ -150,7 +153,7 @@ class L2Cache:
                 # a line read by others than its first user, or allocated by a store, is held in every partition:
                 # the writer's and the home's (the l2 probe's dirty plateau, 43 % of the L2 on the H100 and the
                 # H200); a line its first user read in keeps its copies when that user stores to it (rewrite probe)
-                if line[6] < replicas and (mult > 1 or line[5] != who or (write and not line[0])):
+                if line[6] < replicas and (many or line[5] != who or (write and not line[0])):
                     self.used += line[0] * (replicas - line[6])
                     line[6] = replicas
                 grow = _cover(line, 0, 3, lo, hi, nbytes, line_bytes)

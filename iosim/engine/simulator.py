@@ -135,7 +135,7 @@ class Engine:
         self.resident = 0
         self.events = 0
         self.records: list[KernelResult] = []
-        self._pieces: dict = {}  # (tensor, r0, r1, c0, c1) -> index, placement, pieces, bytes: slices are cut alike
+        self._pieces: dict = {}  # (tensor, r0, r1, c0, c1, tile) -> what _cut gives: slices are cut alike
 
     def _aten_code(self, kernel):
         """A PyTorch pass's code from what ATen's kernel of its kind executed (:func:`aten_code`; None for a
@@ -345,6 +345,7 @@ class Engine:
         # the kernel starts, or when equal trips free their slots together; causal CTAs free them one by one
         lockstep = env.now == ph.start or kernel.causal is CausalMode.NONE
         looped = ph.looped  # read once a pass, the rest once a CTA
+        sides = ph.tiles if self.aggregate else None  # run one by one, no rectangle holds several CTAs' tiles
         spilled = any(code["spills"])
         spill_pass = sum(code["spills"])  # bytes a CTA's pass reloads and stores
         l2_link = links["l2"]
@@ -364,11 +365,11 @@ class Engine:
             steps, slotted = steps.template, steps.slots
         for step in steps:
             if slotted is None:
-                plan = self._plan(step.accesses, looped)
+                plan = self._plan(step.accesses, looped, sides)
             else:
                 plan = step.plan
                 if plan is None:
-                    plan = step.plan = self._plan(step.accesses, looped)
+                    plan = step.plan = self._plan(step.accesses, looped, sides)
             now = env.now
             l2.stats = ph.stats
             accesses, moved, atomic, written, loads, distinct, streamed = plan
@@ -377,10 +378,10 @@ class Engine:
             fills = []  # (line, share of the step's passes) of every line its loads filled
             behind = now  # when the last bytes it shares with a CTA ahead of it arrive there
             l2.hold_writes()  # the step's write-backs go on the memory link after its loads
-            for t, sl, place, parts, nbytes, kind, mult, name in accesses:
+            for t, sl, place, parts, nbytes, kind, mult, name, several in accesses:
                 got = [] if kind == READ else None
                 r, lone, b = l2.access_pieces((t, sl if slotted is None else slotted[sl]), parts, place, kind, mult, now,
-                                              who, lockstep, lone, got)
+                                              who, lockstep, lone, got, several)
                 if got:
                     fills += [(line, before / nbytes, upto / nbytes, lo, hi) for line, before, upto, lo, hi in got]
                 if b > behind:
@@ -521,15 +522,17 @@ class Engine:
             else:
                 self._leave(step.done, state, kernel.name)
 
-    def _plan(self, accesses, looped: set) -> tuple:
+    def _plan(self, accesses, looped: set, tiles: dict | None = None) -> tuple:
         """What a step's accesses are, before any of them is served: each as ``(tensor index, slice, placement,
-        pieces of lines, bytes, kind, CTAs)`` and its tensor's name, and the sums the step prices: bytes moved,
-        atomically added and written, loaded per tensor, loaded once (of lines read, whoever reads them), and
-        loaded of the tensors its loop streams (``looped``)."""
+        pieces of lines, bytes, kind, CTAs)``, its tensor's name and the lines several CTAs' tiles of it share
+        (``tiles``: see :func:`_several`), and the sums the step prices: bytes moved, atomically added and
+        written, loaded per tensor, loaded once (of lines read, whoever reads them), and loaded of the tensors
+        its loop streams (``looped``)."""
         out, moved, atomic, written, loads, distinct = [], 0, 0, 0, {}, 0
         for name, sl, r0, r1, c0, c1, kind, mult in accesses:
-            t, place, parts, nbytes = self._cut(name, r0, r1, c0, c1)
-            out.append((t, sl, place, parts, nbytes, kind, mult, name))
+            t, place, parts, nbytes, several = self._cut(name, r0, r1, c0, c1,
+                                                         tiles.get(name) if tiles and mult == 1 else None)
+            out.append((t, sl, place, parts, nbytes, kind, mult, name, several))
             moved += nbytes * mult
             if kind == ATOMIC:
                 atomic += nbytes * mult
@@ -540,16 +543,19 @@ class Engine:
                 distinct += nbytes
         return out, moved, atomic, written, loads, distinct, sum(b for n, b in loads.items() if n in looped)
 
-    def _cut(self, name: str, r0: int, r1: int, c0: int, c1: int) -> tuple:
-        """A rectangle of one slice of tensor ``name`` as ``(tensor index, placement, pieces of lines, bytes)``,
-        kept: every slice of a tensor is cut alike, and the same tiles come back every pass."""
-        pieces, rect = self._pieces, (name, r0, r1, c0, c1)
+    def _cut(self, name: str, r0: int, r1: int, c0: int, c1: int, tile: tuple | None = None) -> tuple:
+        """A rectangle of one slice of tensor ``name`` as ``(tensor index, placement, pieces of lines, bytes, lines
+        several CTAs' tiles meet)`` (the last where ``tile`` gives a CTA's tile: see :func:`_several`), kept: every
+        slice of a tensor is cut alike, and the same tiles come back every pass."""
+        pieces, rect = self._pieces, (name, r0, r1, c0, c1, tile)
         cut = pieces.get(rect)
         if cut is None:
             if len(pieces) > PIECE_CACHE:
                 pieces.clear()
             t = self.index[name]
-            cut = pieces[rect] = (t, self.places[t]) + _cut(self.geoms[t], r0, r1, c0, c1)
+            geometry = self.geoms[t]
+            cut = pieces[rect] = ((t, self.places[t]) + _cut(geometry, r0, r1, c0, c1)
+                                  + (_several(geometry, r0, r1, c0, c1, tile) if tile else None,))
         return cut
 
     def _leave(self, count: int, state: dict, name: str) -> None:
@@ -623,6 +629,17 @@ class _Phase:
         """Tensors its loop streams: read once a pass (the rest once a CTA)."""
         return frozenset(p.tensor for p in self.kernel.patterns if p.phase == LOOP)
 
+    @functools.cached_property
+    def tiles(self) -> dict:
+        """Tensor -> (rows, columns) of one CTA's tile along the sides that follow its ``i`` or ``j`` block
+        (None along a side that does not), for tensors whose every pattern agrees: a rectangle longer than
+        that along such a side is several CTAs' tiles merged (see :func:`_several`)."""
+        k, found = self.kernel, {}
+        block = {"i": k.block_i, "j": k.block_j}
+        for p in k.patterns:
+            found.setdefault(p.tensor, set()).add((block.get(p.rows), block.get(p.cols)))
+        return {t: sides.pop() for t, sides in found.items() if len(sides) == 1 and sides != {(None, None)}}
+
 
 def _runs(idx) -> list:
     """``(first, end)`` of each run of consecutive integers in the sorted array ``idx``."""
@@ -644,6 +661,30 @@ def _cut(geometry: LineGeometry, r0: int, r1: int, c0: int, c1: int) -> tuple:
     """A rectangle's pieces of lines (:meth:`LineGeometry.pieces`) and its bytes."""
     cut = tuple(geometry.pieces(r0, r1, c0, c1))
     return cut, sum(p[2] for p in cut)
+
+
+def _several(geometry: LineGeometry, r0: int, r1: int, c0: int, c1: int, tile: tuple) -> frozenset | None:
+    """Lines of a rectangle that the tiles of more than one CTA meet, where it is several CTAs' tiles merged
+    (longer than ``tile``, a CTA's rows and columns, along a side that follows the CTA's block); None if none.
+    Run one by one, such a line is touched by a CTA other than its first user and held in every L2 partition;
+    merged into one access it would stay private: the aggregated run marks it shared alike."""
+    rb, cb = tile
+    if not ((rb and r1 - r0 > rb) or (cb and c1 - c0 > cb)):
+        return None
+    t = geometry.tensor
+    rows = _crossing(r0, min(r1, t.rows), geometry.line_rows, rb)
+    cols = _crossing(c0, min(c1, t.cols), geometry.line_cols, cb)
+    return frozenset((a, b) for a, a_crosses in rows for b, b_crosses in cols if a_crosses or b_crosses) or None
+
+
+def _crossing(x0: int, x1: int, line: int, tile: int | None) -> list:
+    """``(band, crosses)`` for each band of ``line`` (a line's rows or columns) that ``x0..x1`` meets: whether
+    its part of ``x0..x1`` holds more than one tile of ``tile`` (a CTA's tile along that side; None: one)."""
+    out = []
+    for a in range(x0 // line, (x1 - 1) // line + 1):
+        lo, hi = max(x0, a * line), min(x1, (a + 1) * line)
+        out.append((a, bool(tile) and (hi - 1) // tile > lo // tile))
+    return out
 
 
 def _private_copies(profile, replicas: int) -> float:
