@@ -51,6 +51,8 @@
 #                                                -> $OUT/thirdparty/sglang/{check.log,mixes/,measurements.json} (≤ 560 s)
 #   tpfr) FlagAttention at held-out shapes after the softmax refit (flag_attn.py, not committed): launchers checked,
 #      compiled, measured (ncu)                  -> $OUT/thirdparty/flag_refit/ (≤ 560 s)
+#   ev) kernels/flash2.py at held-out shapes the L2 must evict, both codes' predictions written before it ran
+#                                                -> $OUT/evicting/{mixes/,measurements.json} (≤ 570 s)
 #   dq) our flash2 backward with dQ in a kernel of its own beside the atomic one: GPU tests, the dq grid (ncu)
 #                                                -> $OUT/dq/{pytest_gpu_dq.log,measurements.json} (≤ 400 s)
 #   sm) loops that move much through shared memory, its wavefronts counted (ncu): the smem grid, its cases'
@@ -206,6 +208,15 @@ if want z; then
             --algo flash2 --pass fwd --batch 1 --heads "$2" --seq-len "$3" --head-dim "$4" --causal --out "$case_dir" >>"$LOG" 2>&1
         rm -f "$case_dir/measurements.csv"  # the JSON's twin: the device returns few files
     done
+fi
+if want ev; then  # kernels/flash2.py at held-out shapes the L2 must evict (experiments/heldout_kernels/manifest_evicting.yaml)
+    E="$OUT/evicting"
+    mkdir -p "$E"
+    step "ev) evicting mixes" 150 "$PY" -m iosim.kernels.user_codes --manifest experiments/heldout_kernels/manifest_evicting.yaml \
+        --out "$E/mixes" >>"$LOG" 2>&1
+    step "ev) evicting grid" 420 "$PY" -m iosim measure --manifest experiments/heldout_kernels/manifest_evicting.yaml \
+        --out "$E" >>"$LOG" 2>&1
+    rm -f "$E/measurements.csv"  # the JSON's twin: the device returns few files
 fi
 if want tp; then
     TP=experiments/thirdparty_kernels
