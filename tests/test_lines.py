@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import itertools
+import random
 
 import pytest
 
@@ -57,3 +58,35 @@ def test_lines_hold_at_most_the_target_and_align_with_the_row_unit():
     assert (g.line_rows, g.line_cols) == (64, 64)  # 78 rows fit; the largest multiple of 32 is 64
     wide = LineGeometry.for_tensor(Tensor("S", 2, 64, 4096, 2, row_unit=32), target=10_000)
     assert (wide.line_rows, wide.line_cols) == (32, 128)  # a 32-row unit of 4096 columns is too big: split
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_lines_where_merged_tiles_meet_are_those_several_tiles_cut_into(seed):
+    """A rectangle of several CTAs' tiles merged (rows in tiles of ``rb``, columns of ``cb``, from the first tile's
+    corner): the lines the engine marks as met by more than one tile are those that cutting each tile apart into
+    lines gives more than once."""
+    from iosim.engine.simulator import _several
+
+    rng = random.Random(seed)
+    for _ in range(200):
+        rows, cols = rng.choice([100, 256, 1000, 4096]), rng.choice([1, 64, 128, 1000])
+        g = LineGeometry.for_tensor(Tensor("x", 1, rows, cols, 2, row_unit=rng.choice([1, 16, 64])),
+                                    rng.choice([512, 4096, 100_000]))
+        rb, cb = rng.choice([None, 16, 64, 128]), rng.choice([None, 16, 64])
+        r0 = rng.randrange(0, rows, rb or 1)  # a merged rectangle starts where its first CTA's tile does
+        r1 = rng.randrange(r0 + 1, rows + 1)
+        c0 = rng.randrange(0, cols, cb or 1)
+        c1 = rng.randrange(c0 + 1, cols + 1)
+        seen, twice = set(), set()
+        for a0, a1 in _tiles(r0, r1, rb):
+            for b0, b1 in _tiles(c0, c1, cb):
+                lines = {(p[0], p[1]) for p in g.pieces(a0, a1, b0, b1)}
+                twice |= lines & seen
+                seen |= lines
+        assert (_several(g, r0, r1, c0, c1, (rb, cb)) or set()) == twice
+
+
+def _tiles(x0: int, x1: int, size: int | None) -> list:
+    """``x0..x1`` cut at the multiples of ``size`` (whole where None)."""
+    cuts = [x0] + [x for x in range(-(-x0 // size) * size, x1, size) if x > x0] if size else [x0]
+    return list(zip(cuts, cuts[1:] + [x1]))
