@@ -53,6 +53,8 @@
 #      compiled, measured (ncu)                  -> $OUT/thirdparty/flag_refit/ (≤ 560 s)
 #   ev) kernels/flash2.py at held-out shapes the L2 must evict, both codes' predictions written before it ran
 #                                                -> $OUT/evicting/{mixes/,measurements.json} (≤ 570 s)
+#   cv) kernels/flash2.py, short causal forward + backward where two convoy rules differ, both predictions
+#      written before it ran                     -> $OUT/convoy/{mixes/,measurements.json} (≤ 510 s)
 #   dq) our flash2 backward with dQ in a kernel of its own beside the atomic one: GPU tests, the dq grid (ncu)
 #                                                -> $OUT/dq/{pytest_gpu_dq.log,measurements.json} (≤ 400 s)
 #   sm) loops that move much through shared memory, its wavefronts counted (ncu): the smem grid, its cases'
@@ -217,6 +219,15 @@ if want ev; then  # kernels/flash2.py at held-out shapes the L2 must evict (expe
     step "ev) evicting grid" 420 "$PY" -m iosim measure --manifest experiments/heldout_kernels/manifest_evicting.yaml \
         --out "$E" >>"$LOG" 2>&1
     rm -f "$E/measurements.csv"  # the JSON's twin: the device returns few files
+fi
+if want cv; then  # kernels/flash2.py, short causal fwd+bwd where convoy rules differ (experiments/heldout_kernels/manifest_convoy.yaml)
+    V="$OUT/convoy"
+    mkdir -p "$V"
+    step "cv) convoy mixes" 150 "$PY" -m iosim.kernels.user_codes --manifest experiments/heldout_kernels/manifest_convoy.yaml \
+        --out "$V/mixes" >>"$LOG" 2>&1
+    step "cv) convoy grid" 360 "$PY" -m iosim measure --manifest experiments/heldout_kernels/manifest_convoy.yaml \
+        --out "$V" >>"$LOG" 2>&1
+    rm -f "$V/measurements.csv"  # the JSON's twin: the device returns few files
 fi
 if want tp; then
     TP=experiments/thirdparty_kernels
