@@ -227,6 +227,33 @@ def test_long_causal_aggregation_under_eviction_is_the_per_cta_run(n, heads, l2)
     assert fast.time_s == pytest.approx(slow.time_s, rel=0.02)
 
 
+def test_ctas_launched_together_share_their_sms_from_their_first_step():
+    """Standard attention's S = QK^T at N = 1024 launches 1,024 CTAs, two an SM. Run one by one, the first
+    CTAs launched were priced alone on their SMs until the rest of their wave had started (half the pass),
+    and the kernel took 2.8 % less time than aggregated; counted resident from their launch, every CTA of a
+    wave shares its SM from its first step, as a cohort's CTAs do, and the two runs agree."""
+    c = RunConfig(algo="standard", problem=Problem(batch=2, heads=8, kv_heads=2, seq_q=1024, head_dim=64))
+    fast, slow = (next(k for k in simulate(c, "h100", aggregate=a).kernels if k.name == "qk") for a in (True, False))
+    assert fast.ctas == 1024 and fast.ctas_per_sm == 2
+    assert fast.levels == slow.levels
+    assert fast.time_s == pytest.approx(slow.time_s, rel=0.005)
+
+
+def test_a_cta_waits_only_for_bytes_another_asked_for_first():
+    """FlashAttention-2's causal backward at N = 2048: a second-wave cohort reads query rows that the cohort before
+    it reaches late in a step of several passes. Run one by one, the later CTA asks for them first (it
+    misses, the other then hits) and never waits; aggregated, it waited for the other cohort's whole step
+    (+7.9 % on the kernel). A CTA now waits for bytes another is bringing in only where that one asks for
+    them (a round trip and its pipeline's depth ahead of its pass) before this CTA's own pass reaches them,
+    and the two runs take the same time."""
+    c = RunConfig(algo="flash2", problem=Problem(batch=2, heads=8, seq_q=2048, head_dim=64, causal=True,
+                                                 backward=True))
+    fast, slow = simulate(c, "h100"), simulate(c, "h100", aggregate=False)
+    a, b = (next(k for k in r.kernels if k.name == "flash2_bwd") for r in (fast, slow))
+    assert a.time_s == pytest.approx(b.time_s, rel=0.01)
+    assert fast.time_s == pytest.approx(slow.time_s, rel=0.02)
+
+
 def test_a_cta_leaves_when_its_own_loop_ends():
     """Causal CTAs of one cohort run different trips: the cohort's steps end where each CTA's loop does,
     so every CTA leaves (its slot free for the next) after its own trips, as run one by one; a step

@@ -186,27 +186,28 @@ def test_bytes_another_cta_is_bringing_in_come_when_its_pass_gets_them():
     """A convoy: CTA 1 misses a line's first half at t = 0 and its step, over [0, 10], reaches that data
     at an even pace; CTA 2 reading the same bytes at t = 1 hits, and gets each byte when CTA 1's pass
     does (its load merges with the fill in flight): all of them at t = 10, the first half of them at
-    t = 5. CTA 3 reading the line's other half, which it misses, waits only for its own fill."""
+    t = 5 (each as when, and the bytes of the access up to it, so the engine can tell who asked first). CTA 3
+    reading the line's other half, which it misses, waits only for its own fill."""
     l2 = cache()
     filled = []
     ready, lone, behind = l2.access_pieces((0, 0), ((0, 0, 1024, LINE, 0, 1024),), "hbm", READ, 1, 0.0, who=1,
                                            filled=filled)
-    assert (ready, lone, behind) == (1.0, 1024.0, 0.0)
+    assert (ready, lone, behind) == (1.0, 1024.0, None)  # nothing it reads is still being brought in
     assert [(before, upto, lo, hi) for _, before, upto, lo, hi in filled] == [(0, 1024, 0, 1024)]
     L2Cache.usable([(line, before / 1024, upto / 1024, lo, hi) for line, before, upto, lo, hi in filled], 0.0, 10.0)
-    assert l2.access_pieces((0, 0), ((0, 0, 1024, LINE, 0, 1024),), "hbm", READ, 1, 1.0, who=2) == (1.0, 0.0, 10.0)
-    assert l2.access_pieces((0, 0), ((0, 0, 512, LINE, 0, 512),), "hbm", READ, 1, 1.0, who=2)[2] == 5.0
+    assert l2.access_pieces((0, 0), ((0, 0, 1024, LINE, 0, 1024),), "hbm", READ, 1, 1.0, who=2) == (1.0, 0.0, [(10.0, 1024)])
+    assert l2.access_pieces((0, 0), ((0, 0, 512, LINE, 0, 512),), "hbm", READ, 1, 1.0, who=2)[2] == [(5.0, 512)]
     filled = []
     ready, lone, behind = l2.access_pieces((0, 0), ((0, 0, 1024, LINE, 1024, 2048),), "hbm", READ, 1, 1.0, who=3,
                                            filled=filled)
-    assert (ready, lone, behind) == (2.0, 1024.0, 1.0)
+    assert (ready, lone, behind) == (2.0, 1024.0, None)
     assert counts(l2) == (3584, 0, 1536, 2048, 2048, 0)
     # CTA 3's pass reaches the second half's end at t = 20 (its middle at 10.5): a reader of the first
     # half (there since t = 10) does not wait for it, a reader of the second half's end does
     L2Cache.usable([(line, 0.0, 1.0, lo, hi) for line, _, _, lo, hi in filled], 1.0, 20.0)
-    assert l2.access_pieces((0, 0), ((0, 0, 512, LINE, 0, 512),), "hbm", READ, 1, 12.0, who=4)[2] == 12.0
-    assert l2.access_pieces((0, 0), ((0, 0, 512, LINE, 1024, 1536),), "hbm", READ, 1, 12.0, who=4)[2] == 12.0
-    assert l2.access_pieces((0, 0), ((0, 0, 512, LINE, 1536, 2048),), "hbm", READ, 1, 12.0, who=4)[2] == 20.0
+    assert l2.access_pieces((0, 0), ((0, 0, 512, LINE, 0, 512),), "hbm", READ, 1, 12.0, who=4)[2] is None
+    assert l2.access_pieces((0, 0), ((0, 0, 512, LINE, 1024, 1536),), "hbm", READ, 1, 12.0, who=4)[2] is None
+    assert l2.access_pieces((0, 0), ((0, 0, 512, LINE, 1536, 2048),), "hbm", READ, 1, 12.0, who=4)[2] == [(20.0, 512)]
 
 
 def test_a_reversed_pass_brings_a_line_in_from_the_top():
@@ -219,8 +220,8 @@ def test_a_reversed_pass_brings_a_line_in_from_the_top():
     L2Cache.usable([(line, before / LINE, upto / LINE, lo, hi) for line, before, upto, lo, hi in filled], 0.0, 10.0,
                    reverse=True)
     half = LINE // 2
-    assert l2.access_pieces((0, 0), ((0, 0, half, LINE, half, LINE),), "hbm", READ, 1, 1.0, who=2)[2] == 5.0
-    assert l2.access_pieces((0, 0), ((0, 0, half, LINE, 0, half),), "hbm", READ, 1, 1.0, who=2)[2] == 10.0
+    assert l2.access_pieces((0, 0), ((0, 0, half, LINE, half, LINE),), "hbm", READ, 1, 1.0, who=2)[2] == [(5.0, half)]
+    assert l2.access_pieces((0, 0), ((0, 0, half, LINE, 0, half),), "hbm", READ, 1, 1.0, who=2)[2] == [(10.0, half)]
 
 
 def test_a_run_of_a_one_row_lines_columns_is_tracked_by_place():

@@ -99,17 +99,19 @@ class L2Cache:
                       who=None, lockstep: bool = True, lone: float = 0.0, filled: list | None = None,
                       several: frozenset | None = None) -> tuple:
         """:meth:`access` for each ``(line_row, line_col, nbytes, line_bytes, lo, hi)`` of ``pieces``, in
-        order, on the lines ``head + (line_row, line_col)``; return when the last data is there and
-        ``lone`` plus the bytes loads filled per CTA (misses over ``mult``), and when the bytes it found
-        present are there for a CTA whose passes are still bringing them in (see :meth:`usable`; ``now``
-        if none). One call per tile rather than per line: the engine's
+        order, on the lines ``head + (line_row, line_col)``; return when the last data is there,
+        ``lone`` plus the bytes loads filled per CTA (misses over ``mult``), and the present bytes another
+        CTA's passes are still bringing in: ``(when they are there, bytes of pieces up to and including
+        theirs)`` for each piece that has some (see :meth:`usable`; None if none), so the caller can
+        tell whether that CTA asked for them first. One call per tile rather than per line: the engine's
         cost is the Python around each line, and a line already whole and present costs a hit only.
         ``filled`` collects ``(line, bytes of pieces before it, up to and including it, lo, hi)`` for every line a
         load filled (``lo``, ``hi``: the piece's span, where known), so the caller can say when its data
         is there (:meth:`usable`). ``several``: lines of ``pieces`` that more than one of the CTAs behind a
         single access touch (their tiles merged into one rectangle), shared as if touched by several at once."""
         st, lines, replicas, capacity = self.stats, self.lines, self.replicas, self.capacity
-        ready = behind = now  # behind: when the present bytes it reads arrive for a CTA whose pass is bringing them in
+        ready = now
+        behind = None  # (when, bytes up to it) of pieces whose present bytes a CTA's pass is still bringing in
         read, write = kind == READ, kind == WRITE
         moved = hits = missed = 0
         get, to_end = lines.get, lines.move_to_end
@@ -141,8 +143,10 @@ class L2Cache:
                     hits += total
                     if line[2] > ready:
                         ready = line[2]
-                    if line[7] > behind:
-                        behind = max(behind, _usable_at(line, lo, hi, now))
+                    if line[7] > now:
+                        at = _usable_at(line, lo, hi, now)
+                        if at > now:
+                            behind = (behind or []) + [(at, moved)]
                     continue
                 if (write and line[1] == line_bytes and line[0] == line_bytes and placement != HOST
                         and (line[6] >= replicas or (not many and line[5] == who))
@@ -170,8 +174,10 @@ class L2Cache:
                         filled.append((line, moved - nbytes, moved, lo, hi))
                 if line[2] > ready:
                     ready = line[2]
-                if grow < nbytes and line[7] > behind:  # bytes another CTA's pass is still bringing in
-                    behind = max(behind, _usable_at(line, lo, hi, now))
+                if grow < nbytes and line[7] > now:  # bytes another CTA's pass is still bringing in
+                    at = _usable_at(line, lo, hi, now)
+                    if at > now:
+                        behind = (behind or []) + [(at, moved)]
             self.used += grow * line[6]
             if not read and placement == HOST:  # host memory is written through: posted over the host link
                 self._write(placement, now, total)

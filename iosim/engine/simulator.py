@@ -262,6 +262,7 @@ class Engine:
             if state["free"] > 0:
                 m = min(state["free"], n - nxt) if self.aggregate else 1
                 state["free"] -= m
+                self.resident += m  # resident from their launch: CTAs launched at one instant all share their SMs
                 state["running"].append(self.env.process(self._cohort(phases, 0, nxt, nxt + m, state)))
                 nxt += m
                 continue
@@ -353,8 +354,6 @@ class Engine:
         slots = ph.per_sm * sms
         per = kernel.iter_flops.tensor / code["tensor"]  # tensor-core seconds of one iteration
         paces = ph.paces  # seconds of one plain iteration by CTAs sharing an SM
-        if k == 0:
-            self.resident += g1 - g0
         later = k + 1 < len(phases)
         if later:  # which CTAs end their loop at each step's end: they go on to the next loop then
             sl, i, j = kernel.coords(g0, g1)
@@ -376,7 +375,7 @@ class Engine:
             ready, missed, lone = now, False, 0.0  # lone: bytes filled for the lines read, per CTA reading them
             late = set() if stages < 2 else None  # tensors some of whose loads this step waited for memory
             fills = []  # (line, share of the step's passes) of every line its loads filled
-            behind = now  # when the last bytes it shares with a CTA ahead of it arrive there
+            held = []  # (when, share of its access): bytes it reads that a CTA ahead of it is bringing in
             l2.hold_writes()  # the step's write-backs go on the memory link after its loads
             for t, sl, place, parts, nbytes, kind, mult, name, several in accesses:
                 got = [] if kind == READ else None
@@ -384,8 +383,8 @@ class Engine:
                                               who, lockstep, lone, got, several)
                 if got:
                     fills += [(line, before / nbytes, upto / nbytes, lo, hi) for line, before, upto, lo, hi in got]
-                if b > behind:
-                    behind = b
+                if b is not None:
+                    held += [(at, upto / nbytes) for at, upto in b]
                 if r > ready:
                     ready, missed = r, True
                 if late is not None and kind == READ and r > now:
@@ -465,16 +464,19 @@ class Engine:
             lookup = 0.0
             if now == ph.start:
                 lookup = lat_dram if self.mode == "ncu" else lat_l2
+            unfilled = 0.0  # what its passes would wait more if it filled all it reads itself
             if stages > 1:
                 end = max(now + math, ready)
                 passes = length - 1 if first else length  # a CTA's first pass waits its first loads instead
-                if miss_pass and passes > 0 and distinct and lone:
+                if miss_pass and passes > 0 and distinct:
                     # A pass whose tiles were not in the L2 waits at its top for them: what the calibrated
                     # two-stage loop's pass waits when all of it misses (miss_pass_s), less the passes a
                     # deeper pipeline issued its loads ahead of that. Of CTAs reading a missing line
                     # together one pays: the others find it filled behind it (a convoy).
                     ahead = (stages - MISS_PASS_STAGES) * math / length
-                    end += max(0.0, miss_pass - ahead) * passes * min(1.0, lone / distinct)
+                    wait = max(0.0, miss_pass - ahead) * passes
+                    end += wait * min(1.0, lone / distinct)
+                    unfilled = wait - wait * min(1.0, lone / distinct)
                 if first:
                     # a CTA's first loads have nothing issued ahead of them: a round trip (one more for
                     # each value it must read before it can address them, ``lookups``), then its first
@@ -500,10 +502,21 @@ class Engine:
                     end = now + max(wait, wait / step.active + math + serial)
                 else:
                     end = ready + math + serial
-            if behind > end:
+            if held:
                 # behind a CTA that is bringing in the same bytes (its loads merge with that one's fills in
-                # flight, so the data comes to both at once): its pass over the last of them ends with that one's
-                end = behind
+                # flight, so the data comes to both at once): its pass over the last of them ends with that
+                # one's. Only bytes that CTA asked for before this one does: it asks a pass's tiles a round trip
+                # and its pipeline's depth ahead of its pass; bytes it reaches later than that after this CTA's
+                # own pass asks for them, this CTA asks for first (run one by one it misses them and the other
+                # finds them filled: causal backward CTAs of a later cohort read query rows that the cohort
+                # before reaches at the end of a long step). Its pass goes at an even pace over its step, as
+                # long as it would last if it filled all it reads (a convoy's CTAs all wait for memory: one
+                # that found the bytes in flight is not faster than the one bringing them in)
+                asked = lat_dram + (stages - 1) * (plain if step.active else 0.0)  # how far ahead of its pass
+                span = end - now + unfilled
+                for at, share in held:
+                    if at > end and at - asked <= now + share * span:
+                        end = at
             if fills and end > now:
                 l2.usable(fills, now, end, kernel.reverse)
             first = False
