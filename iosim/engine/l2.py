@@ -111,7 +111,7 @@ class L2Cache:
         single access touch (their tiles merged into one rectangle), shared as if touched by several at once."""
         st, lines, replicas, capacity = self.stats, self.lines, self.replicas, self.capacity
         ready = now
-        behind = None  # (when, bytes up to it) of pieces whose present bytes a CTA's pass is still bringing in
+        pending = None  # (when, bytes up to it) of pieces whose present bytes a CTA's pass is still bringing in
         read, write = kind == READ, kind == WRITE
         moved = hits = missed = 0
         get, to_end = lines.get, lines.move_to_end
@@ -146,7 +146,9 @@ class L2Cache:
                     if line[7] > now:
                         at = _usable_at(line, lo, hi, now)
                         if at > now:
-                            behind = (behind or []) + [(at, moved)]
+                            if pending is None:
+                                pending = []
+                            pending.append((at, moved))
                     continue
                 if (write and line[1] == line_bytes and line[0] == line_bytes and placement != HOST
                         and (line[6] >= replicas or (not many and line[5] == who))
@@ -177,7 +179,9 @@ class L2Cache:
                 if grow < nbytes and line[7] > now:  # bytes another CTA's pass is still bringing in
                     at = _usable_at(line, lo, hi, now)
                     if at > now:
-                        behind = (behind or []) + [(at, moved)]
+                        if pending is None:
+                            pending = []
+                        pending.append((at, moved))
             self.used += grow * line[6]
             if not read and placement == HOST:  # host memory is written through: posted over the host link
                 self._write(placement, now, total)
@@ -201,7 +205,7 @@ class L2Cache:
         # identical loads of CTAs in flight together reach the slices once per coalescing group
         st.lookup_bytes += moved * ((-(-mult // self.coalesce) if lockstep else mult) if read else mult)
         st.hit_bytes += hits
-        return ready, lone, behind
+        return ready, lone, pending
 
     @staticmethod
     def usable(filled: list, start: float, end: float, reverse: bool = False) -> None:

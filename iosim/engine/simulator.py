@@ -474,9 +474,9 @@ class Engine:
                     # deeper pipeline issued its loads ahead of that. Of CTAs reading a missing line
                     # together one pays: the others find it filled behind it (a convoy).
                     ahead = (stages - MISS_PASS_STAGES) * math / length
-                    wait = max(0.0, miss_pass - ahead) * passes
-                    end += wait * min(1.0, lone / distinct)
-                    unfilled = wait - wait * min(1.0, lone / distinct)
+                    wait, paid = max(0.0, miss_pass - ahead) * passes, min(1.0, lone / distinct)
+                    end += wait * paid
+                    unfilled = wait - wait * paid
                 if first:
                     # a CTA's first loads have nothing issued ahead of them: a round trip (one more for
                     # each value it must read before it can address them, ``lookups``), then its first
