@@ -67,7 +67,7 @@ def main() -> int:
     over_goal = over_10 = ran = 0
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "study.yaml").write_text(sweep_spec(text))
-        subprocess.run(["iosim", "profiles", "new", "--base", "h100", "-o", "my-gpu.yaml"], cwd=tmp,
+        subprocess.run(["iosim", "profiles", "new", "--base", "h100-sxm", "-o", "my-gpu.yaml"], cwd=tmp,
                        capture_output=True, check=False)
         for command in commands:
             need = next((why for word, why in NEEDS.items() if word in command.split()), None)

@@ -110,7 +110,7 @@ case "$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 
     *H100*) PROFILE=h100-sxm ;;
     *A100*80GB*) PROFILE=a100-sxm4-80gb ;;
     *A100*) PROFILE=a100-sxm4-40gb ;;
-    *) PROFILE=h200 ;;
+    *) PROFILE=h200-sxm ;;
 esac
 CAL_NAME=${PROFILE%-sxm}
 

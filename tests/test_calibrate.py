@@ -102,14 +102,14 @@ def test_the_writer_validates(tmp_path):
 
 
 def test_sm_clock_and_solo_tile_efficiency_are_written_and_implausible_ones_refused():
-    base = read_profile_dict("h200")
+    base = read_profile_dict("h200-sxm")
     raw = {"sm_clock_dot": 1.755e9, "sm_clock_fma": 1.98e9, "tile_solo_fp16_128x64x64w4": 2.6e14,
            "tile_solo_fp16_128x64x64w4_sms": 132.0, "tile_solo_fp16_128x64x128w8": 3.0e14,
            "tile_solo_fp16_128x64x128w8_sms": 132.0}
     profile, rows = calibrated_profile(base, raw, H100)
     fields = profile["fields"]
     assert (fields["sm_clock"]["value"], fields["sm_clock"]["unit"]) == (1755.0, "MHz")
-    peak = load_profile("h200").tensor_flops["fp16"]
+    peak = load_profile("h200-sxm").tensor_flops["fp16"]
     assert fields["tensor_efficiency_solo"]["value"] == pytest.approx(2.8e14 / peak, abs=1e-4)
     assert profile["calibration"]["raw"]["tile_solo_fp16_128x64x64w4_sms"] == 132.0
     # A clock far from the boost clock, CTAs that shared SMs, a fraction above 1, a latency of 0: refused.
@@ -124,7 +124,7 @@ def test_sm_clock_and_solo_tile_efficiency_are_written_and_implausible_ones_refu
 
 
 def test_write_rates_become_fractions_of_the_datasheet_and_impossible_ones_are_refused():
-    base = read_profile_dict("h200")  # HBM 4.8 TB/s, L2 12 TB/s
+    base = read_profile_dict("h200-sxm")  # HBM 4.8 TB/s, L2 12 TB/s
     profile, rows = calibrated_profile(base, {"dram_write": 3.6e12, "l2_write": 6.0e12}, H100)
     assert profile["fields"]["dram_write_efficiency"]["value"] == pytest.approx(0.75)
     assert profile["fields"]["l2_write_efficiency"]["value"] == pytest.approx(0.5)
@@ -134,10 +134,10 @@ def test_write_rates_become_fractions_of_the_datasheet_and_impossible_ones_are_r
 
 
 def test_a_read_stream_becomes_the_read_efficiency_and_one_above_the_datasheet_is_refused():
-    base = read_profile_dict("h200")  # HBM 4.8 TB/s
+    base = read_profile_dict("h200-sxm")  # HBM 4.8 TB/s
     profile, _ = calibrated_profile(base, {"dram_read_stream": 4.56e12}, H100)
     assert profile["fields"]["dram_read_efficiency"]["value"] == pytest.approx(0.95)
-    assert load_profile("h200").dram_read_bandwidth is None  # not measured: reads go at the copy rate
+    assert load_profile("h200-sxm").dram_read_bandwidth is None  # not measured: reads go at the copy rate
     _, rows = calibrated_profile(base, {"dram_read_stream": 5e12}, H100)
     assert "above 1" in {r[0]: r[4] for r in rows if r[2] is None}["dram_read_efficiency"]
 
@@ -152,7 +152,7 @@ def test_a_later_partial_run_adds_its_numbers_and_changes_nothing_else(tmp_path)
     base["calibration"]["raw"].pop("dram_read_stream", None)
     write_profile(base, tmp_path / "base.yaml")
     base = read_profile_dict(tmp_path / "base.yaml")
-    run = dict(read_profile_dict("h200"), calibration={"gpu": "NVIDIA H200", "date": "2026-12-01",
+    run = dict(read_profile_dict("h200-sxm"), calibration={"gpu": "NVIDIA H200", "date": "2026-12-01",
                                                          "raw": {"dram_read_stream": 4.6e12, "dram_copy": 1.0}})
     write_profile(run, tmp_path / "run.yaml")
     out = tmp_path / "folded.yaml"
@@ -169,7 +169,7 @@ def test_a_later_partial_run_adds_its_numbers_and_changes_nothing_else(tmp_path)
 
 
 def test_raw_only_numbers_are_kept_and_implausible_ones_flagged():
-    base = read_profile_dict("h200")  # 132 SMs, fp16 tensor peak 989.5 TFLOP/s, L2 12 TB/s
+    base = read_profile_dict("h200-sxm")  # 132 SMs, fp16 tensor peak 989.5 TFLOP/s, L2 12 TB/s
     good = {"tile_occ_fp16_128x64x64w4_c2": 5.1e14, "tile_occ_fp16_128x64x64w4_c2_ok_sms": 132.0,
             "tile_bwd_atomic_fp16_128x64x64w8_c1": 4.0e14, "tile_bwd_atomic_fp16_128x64x64w8_c1_bytes_per_s": 6.0e12,
             "tile_hmma_fp16_32x64x64w4": 3.0e14}
@@ -427,7 +427,7 @@ def test_fields_derive_again_from_a_calibrated_profiles_raw_block_without_a_gpu(
 
     committed = read_profile_dict("h200-calibrated")
     out = tmp_path / "again.yaml"
-    rederive("h200", "h200-calibrated", out, progress=lambda _: None)
+    rederive("h200-sxm", "h200-calibrated", out, progress=lambda _: None)
     again = read_profile_dict(out)
     assert again["calibration"]["raw"] == committed["calibration"]["raw"]
     for name in ("tensor_efficiency", "kernel_start_overhead", "sm_clock", "l2_latency", "l2_dirty_limit"):

@@ -149,7 +149,7 @@ def test_steps_hold_all_the_work_of_the_schedule(config, aggregate):
 @pytest.mark.parametrize("config", SMALL[::4], ids=lambda c: f"{c.algo}-{c.problem.seq_q}-c{int(c.problem.causal)}")
 def test_engine_does_all_the_work_the_schedule_holds(config):
     """Aggregated steps (CTAs leaving mid-step, merged iterations) neither lose nor invent FLOPs."""
-    r = simulate(config, "h100")
+    r = simulate(config, "h100-sxm")
     for kernel_, k in zip(build_schedule(config).kernels, r.kernels):
         expected = kernel_.total_flops()
         assert k.flops["tensor"] == pytest.approx(expected.tensor)
@@ -165,8 +165,8 @@ def test_aggregation_changes_no_count(algo, order, backward):
     """Cohorts and line-sized steps give exactly the bytes of one CTA per process, one iteration per step."""
     c = cfg(algo, seq_q=384, batch=2, heads=8, kv_heads=4, backward=backward,
             tiling=Tiling(block_m=32, block_n=32, grid_order=order))
-    fast = simulate(c, "h100")
-    slow = simulate(c, "h100", aggregate=False)
+    fast = simulate(c, "h100-sxm")
+    slow = simulate(c, "h100-sxm", aggregate=False)
     for a, b in zip(fast.kernels, slow.kernels):
         assert (a.levels, a.l2_hit_bytes, a.flops) == (b.levels, b.l2_hit_bytes, b.flops), a.name
     assert fast.events < slow.events
@@ -177,8 +177,8 @@ def test_aggregation_under_eviction_moves_few_bytes(algo):
     """With an L2 too small for the working set, the order of tiles within one instant decides some
     LRU victims: aggregated and per-CTA runs then agree on DRAM bytes within 3 %, reads within 5 %."""
     c = cfg(algo, seq_q=384, batch=2, heads=8, kv_heads=4, tiling=Tiling(block_m=32, block_n=32))
-    fast = simulate(c, "h100", l2_bytes=96 * 1024).levels["hbm"]
-    slow = simulate(c, "h100", l2_bytes=96 * 1024, aggregate=False).levels["hbm"]
+    fast = simulate(c, "h100-sxm", l2_bytes=96 * 1024).levels["hbm"]
+    slow = simulate(c, "h100-sxm", l2_bytes=96 * 1024, aggregate=False).levels["hbm"]
     assert fast.total == pytest.approx(slow.total, rel=0.03)
     assert fast.read_bytes == pytest.approx(slow.read_bytes, rel=0.05)
 
@@ -190,7 +190,7 @@ def test_merged_tiles_share_their_lines_as_one_by_one():
     access per cohort it stayed private, and the aggregated run read 5.5 % fewer DRAM bytes. Marked shared
     alike, the two runs agree within 1 %."""
     c = RunConfig(algo="flash1", problem=Problem(batch=2, heads=8, seq_q=2048, head_dim=64, backward=True))
-    fast, slow = simulate(c, "h100"), simulate(c, "h100", aggregate=False)
+    fast, slow = simulate(c, "h100-sxm"), simulate(c, "h100-sxm", aggregate=False)
     total = [sum(k.levels["hbm"].total for k in r.kernels) + r.final_writeback_bytes for r in (fast, slow)]
     assert slow.kernels[-1].levels["hbm"].read_bytes > 0
     assert total[0] == pytest.approx(total[1], rel=0.01)
@@ -221,7 +221,7 @@ def test_long_causal_aggregation_under_eviction_is_the_per_cta_run(n, heads, l2)
     loop the aggregated run read 0.58x and 0.26x the per-CTA bytes here."""
     c = RunConfig(algo="flash2", problem=Problem(batch=1, heads=heads, seq_q=n, head_dim=128, causal=True),
                   tiling=Tiling(block_m=128, block_n=64, warps=8, stages=2, grid_order="rows"))
-    fast, slow = simulate(c, "h200", l2_bytes=l2), simulate(c, "h200", l2_bytes=l2, aggregate=False)
+    fast, slow = simulate(c, "h200-sxm", l2_bytes=l2), simulate(c, "h200-sxm", l2_bytes=l2, aggregate=False)
     assert slow.kernels[0].levels["hbm"].read_bytes > 10 * n * heads * 128 * 2 * 2  # re-reads K/V: it evicts
     assert fast.kernels[0].levels["hbm"].total == pytest.approx(slow.kernels[0].levels["hbm"].total, rel=0.005)
     assert fast.time_s == pytest.approx(slow.time_s, rel=0.02)
@@ -233,7 +233,7 @@ def test_ctas_launched_together_share_their_sms_from_their_first_step():
     and the kernel took 2.8 % less time than aggregated; counted resident from their launch, every CTA of a
     wave shares its SM from its first step, as a cohort's CTAs do, and the two runs agree."""
     c = RunConfig(algo="standard", problem=Problem(batch=2, heads=8, kv_heads=2, seq_q=1024, head_dim=64))
-    fast, slow = (next(k for k in simulate(c, "h100", aggregate=a).kernels if k.name == "qk") for a in (True, False))
+    fast, slow = (next(k for k in simulate(c, "h100-sxm", aggregate=a).kernels if k.name == "qk") for a in (True, False))
     assert fast.ctas == 1024 and fast.ctas_per_sm == 2
     assert fast.levels == slow.levels
     assert fast.time_s == pytest.approx(slow.time_s, rel=0.005)
@@ -248,7 +248,7 @@ def test_a_cta_waits_only_for_bytes_another_asked_for_first():
     and the two runs take the same time."""
     c = RunConfig(algo="flash2", problem=Problem(batch=2, heads=8, seq_q=2048, head_dim=64, causal=True,
                                                  backward=True))
-    fast, slow = simulate(c, "h100"), simulate(c, "h100", aggregate=False)
+    fast, slow = simulate(c, "h100-sxm"), simulate(c, "h100-sxm", aggregate=False)
     a, b = (next(k for k in r.kernels if k.name == "flash2_bwd") for r in (fast, slow))
     assert a.time_s == pytest.approx(b.time_s, rel=0.01)
     assert fast.time_s == pytest.approx(slow.time_s, rel=0.02)
@@ -280,7 +280,7 @@ def test_aggregated_time_is_the_per_cta_time(algo, causal, backward):
     c = RunConfig(algo=algo, problem=Problem(batch=2, heads=8, seq_q=512 if algo != "flash1" else 1024,
                                              head_dim=64, causal=causal,
                                              backward=backward), mode="ncu")  # the algorithm's own tiles
-    fast, slow = simulate(c, "h100"), simulate(c, "h100", aggregate=False)
+    fast, slow = simulate(c, "h100-sxm"), simulate(c, "h100-sxm", aggregate=False)
     assert fast.events < slow.events
     for a, b in zip(fast.kernels, slow.kernels):
         assert a.levels == b.levels, a.name

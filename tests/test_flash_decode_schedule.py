@@ -45,7 +45,7 @@ def sizes(c: RunConfig):
 def test_no_l2_is_every_tile_fetched(config):
     """Without an L2 each split CTA reads the group's queries and its K/V share; partials go out and come back once."""
     used, q, kv, partials = sizes(config)
-    hbm = simulate(config, "h100", l2_bytes=0).levels["hbm"]
+    hbm = simulate(config, "h100-sxm", l2_bytes=0).levels["hbm"]
     assert hbm.read_bytes == used * q + kv + partials
     assert hbm.write_bytes == q + partials  # O is Q's size
     assert closed_forms.no_cache_bytes(config) == {"read": hbm.read_bytes, "write": hbm.write_bytes}
@@ -55,7 +55,7 @@ def test_no_l2_is_every_tile_fetched(config):
                          f"k{c.problem.seq_k}-s{c.tiling.splits}")
 def test_unbounded_l2_reads_each_input_once(config):
     _, q, kv, _ = sizes(config)
-    r = simulate(config, "h100", l2_bytes=UNBOUNDED)
+    r = simulate(config, "h100-sxm", l2_bytes=UNBOUNDED)
     assert r.levels["hbm"].read_bytes == q + kv
     assert r.levels["l2"].read_bytes >= q + kv  # every byte an SM asked for went through the L2
 
@@ -64,8 +64,8 @@ def test_unbounded_l2_reads_each_input_once(config):
                          + [decode(batch=4, heads=16, kv_heads=4, seq_k=2000, mode="plain")])
 def test_aggregated_equals_per_cta(config):
     """Issue 9's bar: bytes within 0.5 % at every level and time within 2 %, with an L2 small enough to evict."""
-    a = simulate(config, "h100", l2_bytes=2_000_000)
-    b = simulate(config, "h100", l2_bytes=2_000_000, aggregate=False)
+    a = simulate(config, "h100-sxm", l2_bytes=2_000_000)
+    b = simulate(config, "h100-sxm", l2_bytes=2_000_000, aggregate=False)
     for lv, t in b.levels.items():
         assert a.levels[lv].total == pytest.approx(t.total, rel=0.005), lv
     assert a.time_s == pytest.approx(b.time_s, rel=0.02)
@@ -84,7 +84,7 @@ def test_splits_follow_flash_attention_2():
 
 def test_default_splits_come_from_the_gpu():
     c = decode(batch=1, heads=32, kv_heads=8, seq_k=8192, head_dim=128)
-    h100, a100 = simulate(c, "h100"), simulate(c, "a100")
+    h100, a100 = simulate(c, "h100-sxm"), simulate(c, "a100")
     n_blocks = 8192 // 64
     assert h100.config["tiling"]["splits"] == decode_split_blocks(n_blocks, decode_splits(8, 132, n_blocks))[1]
     assert a100.config["tiling"]["splits"] == decode_split_blocks(n_blocks, decode_splits(8, 108, n_blocks))[1]
@@ -105,11 +105,11 @@ def test_decode_rows_and_refusals():
 
 def test_bound_names_why_a_decode_is_slow():
     few = simulate(RunConfig(algo="flash2", problem=Problem(batch=1, heads=32, kv_heads=8, seq_q=1, seq_k=8192,
-                                                             head_dim=128)), "h100")
+                                                             head_dim=128)), "h100-sxm")
     assert few.bound == "grid"  # 32 CTAs for 132 SMs, each streaming all of K/V
-    split = simulate(decode(batch=1, heads=32, kv_heads=8, seq_k=8192, head_dim=128, mode="plain"), "h100")
+    split = simulate(decode(batch=1, heads=32, kv_heads=8, seq_k=8192, head_dim=128, mode="plain"), "h100-sxm")
     assert split.bound == "hbm" and split.time_s < few.time_s / 4
-    short = simulate(decode(batch=1, heads=32, kv_heads=8, seq_k=1024, head_dim=128, splits=4, mode="plain"), "h100")
+    short = simulate(decode(batch=1, heads=32, kv_heads=8, seq_k=1024, head_dim=128, splits=4, mode="plain"), "h100-sxm")
     assert short.bound == "launch"  # two kernel launches for 4 MB
     # a combine that takes most of the time and no resource explains: the reduction (made so by hand)
     split_k, combine = split.kernels
@@ -118,14 +118,14 @@ def test_bound_names_why_a_decode_is_slow():
 
 
 def test_cli_sweeps_kv_length_and_takes_splits():
-    r = CliRunner().invoke(main, ["simulate", "--gpu", "h100", "--algo", "flash_decode", "--seq-len", "1",
+    r = CliRunner().invoke(main, ["simulate", "--gpu", "h100-sxm", "--algo", "flash_decode", "--seq-len", "1",
                                   "--seq-k", "1k:4k", "--heads", "32", "--kv-heads", "8", "--batch", "2",
                                   "--splits", "3", "--json"])
     assert r.exit_code == 0, r.output
     runs = json.loads(r.output)
     assert [x["config"]["problem"]["seq_k"] for x in runs] == [1024, 2048, 4096]
     assert {x["config"]["tiling"]["splits"] for x in runs} == {3}
-    table = CliRunner().invoke(main, ["simulate", "--gpu", "h100", "--algo", "flash_decode", "--seq-len", "1",
+    table = CliRunner().invoke(main, ["simulate", "--gpu", "h100-sxm", "--algo", "flash_decode", "--seq-len", "1",
                                       "--seq-k", "1k,2k", "--heads", "32", "--kv-heads", "8"])
     assert table.exit_code == 0 and "Nk" in table.output.splitlines()[1]
     plain = CliRunner().invoke(main, ["simulate", "--algo", "flash2", "--seq-len", "1k,2k"])
@@ -137,7 +137,7 @@ def test_cli_sweeps_kv_length_and_takes_splits():
 def test_decode_plots_sweep_the_kv_length():
     from iosim.figures import plots
 
-    runs = [simulate(decode(batch=b, heads=32, kv_heads=8, seq_k=n, head_dim=128, mode="plain"), "h100")
+    runs = [simulate(decode(batch=b, heads=32, kv_heads=8, seq_k=n, head_dim=128, mode="plain"), "h100-sxm")
             for b in (1, 8) for n in (1024, 4096, 16384)]
     peak = {"h100-sxm": 3.35e12}
     fig = plots.bandwidth_vs_length(runs, peak)
@@ -168,7 +168,7 @@ def test_a_sweep_spec_takes_kv_lengths_and_splits(tmp_path):
 
 def test_a_paged_cache_moves_the_contiguous_bytes():
     """Pages in any order hold the same K/V bytes; the block table's 4 bytes a page are left out."""
-    flat, paged = (simulate(replace_problem(decode(kv_heads=2, seq_k=3000, splits=3), page_size=page), "h100",
+    flat, paged = (simulate(replace_problem(decode(kv_heads=2, seq_k=3000, splits=3), page_size=page), "h100-sxm",
                             l2_bytes=l2)
                    for page, l2 in ((None, 0), (16, 0)))
     assert [k.name for k in paged.kernels] == ["decode_split_paged", "decode_reduce"]

@@ -97,7 +97,7 @@ def test_a_runs_timeline_holds_every_byte_its_kernels_moved(algo):
     from iosim.schedule.problem import Problem, RunConfig
     from iosim.simulate import simulate
 
-    r = simulate(RunConfig(algo=algo, problem=Problem(batch=2, heads=8, seq_q=2048, head_dim=64, backward=True)), "h100")
+    r = simulate(RunConfig(algo=algo, problem=Problem(batch=2, heads=8, seq_q=2048, head_dim=64, backward=True)), "h100-sxm")
     for level in ("hbm", "l2"):
         moved = sum(k.levels[level].total for k in r.kernels)
         assert moved > 0 and abs(sum(r.timeline[level]) - moved) <= len(r.timeline[level])

@@ -71,7 +71,7 @@ def pairwise_prefill_bytes(c: RunConfig) -> tuple[int, int]:
 
 @pytest.mark.parametrize("config", PREFILLS, ids=ident)
 def test_prefill_without_l2_reads_the_blocks_holding_seen_keys(config):
-    hbm = simulate(config, "h100", l2_bytes=0).levels["hbm"]
+    hbm = simulate(config, "h100-sxm", l2_bytes=0).levels["hbm"]
     assert (hbm.read_bytes, hbm.write_bytes) == pairwise_prefill_bytes(config)
     assert closed_forms.no_cache_bytes(config) == {"read": hbm.read_bytes, "write": hbm.write_bytes}
 
@@ -79,7 +79,7 @@ def test_prefill_without_l2_reads_the_blocks_holding_seen_keys(config):
 @pytest.mark.parametrize("config", PREFILLS, ids=ident)
 def test_prefill_with_unbounded_l2_reads_each_row_once(config):
     """No padding traffic: each request's own rows of Q, K and V, once."""
-    hbm = simulate(config, "h100", l2_bytes=UNBOUNDED).levels["hbm"]
+    hbm = simulate(config, "h100-sxm", l2_bytes=UNBOUNDED).levels["hbm"]
     assert hbm.read_bytes == closed_forms.compulsory_bytes(config)["read"]
     p = config.problem
     assert hbm.read_bytes == (p.heads + 2 * p.kv_heads) * sum(p.lengths) * p.head_dim * p.elem_bytes
@@ -89,7 +89,7 @@ def test_prefill_with_unbounded_l2_reads_each_row_once(config):
 def test_decode_without_l2_reads_each_request_from_its_window(config):
     """Each split holding a block of a request reads the group's queries; K/V from the block holding
     the window's first key to the request's end; partials written and read back once per split."""
-    r = simulate(config, "h100", l2_bytes=0)
+    r = simulate(config, "h100-sxm", l2_bytes=0)
     p, bn = config.problem, config.tiling.block_n
     splits = r.config["tiling"]["splits"]
     span = -(-p.seq_k // bn) if p.window is None else min(-(-p.seq_k // bn), -(-p.window // bn) + 1)
@@ -109,7 +109,7 @@ def test_decode_without_l2_reads_each_request_from_its_window(config):
 
 @pytest.mark.parametrize("config", PREFILLS[:4] + DECODES, ids=ident)
 def test_aggregated_equals_per_cta(config):
-    a, b = simulate(config, "h100"), simulate(config, "h100", aggregate=False)
+    a, b = simulate(config, "h100-sxm"), simulate(config, "h100-sxm", aggregate=False)
     for lv in ("sram", "l2", "hbm"):
         assert a.levels[lv].total == pytest.approx(b.levels[lv].total, rel=0.005), lv
     assert a.time_s == pytest.approx(b.time_s, rel=0.02)
@@ -120,18 +120,18 @@ def test_equal_lengths_move_the_uniform_batchs_bytes():
     """A ragged batch whose requests are all N long is the uniform batch, packed."""
     for causal in (False, True):
         ragged, uniform = prefill((300,) * 3, causal=causal), prefill(seq=300, batch=3, causal=causal)
-        a, b = simulate(ragged, "h100"), simulate(uniform, "h100")
+        a, b = simulate(ragged, "h100-sxm"), simulate(uniform, "h100-sxm")
         assert a.kernels[0].name == "flash2_varlen_fwd" and b.kernels[0].name == "flash2_fwd"
         for lv in ("sram", "l2", "hbm"):
             assert (a.levels[lv].read_bytes, a.levels[lv].write_bytes) == (b.levels[lv].read_bytes,
                                                                            b.levels[lv].write_bytes)
-    a, b = simulate(decode((1000,) * 2), "h100"), simulate(decode(seq_k=1000, batch=2), "h100")
+    a, b = simulate(decode((1000,) * 2), "h100-sxm"), simulate(decode(seq_k=1000, batch=2), "h100-sxm")
     assert [k.name for k in a.kernels] == ["decode_split_ragged", "decode_reduce_ragged"]
     assert a.levels["hbm"] == b.levels["hbm"] and a.levels["l2"] == b.levels["l2"]
 
 
 def test_a_window_as_long_as_the_sequence_is_causal_attention():
-    a, b = simulate(prefill((300, 40), window=300), "h100"), simulate(prefill((300, 40)), "h100")
+    a, b = simulate(prefill((300, 40), window=300), "h100-sxm"), simulate(prefill((300, 40)), "h100-sxm")
     assert a.levels["hbm"] == b.levels["hbm"] and a.levels["l2"] == b.levels["l2"]
 
 
@@ -183,13 +183,13 @@ def test_lengths_parse_and_print_back():
 
 def test_cli_takes_lengths_and_windows():
     runner = CliRunner()
-    out = runner.invoke(main, ["simulate", "--gpu", "h100", "--algo", "flash2,flash_decode", "--seq-len", "1",
+    out = runner.invoke(main, ["simulate", "--gpu", "h100-sxm", "--algo", "flash2,flash_decode", "--seq-len", "1",
                                "--seq-lens", "2x300,1k", "-d", "32", "--heads", "4", "--json"])
     assert out.exit_code == 0, out.output
     got = json.loads(out.output)
     assert [r["config"]["problem"]["seq_lens"] for r in got] == [[300, 300, 1024]] * 2
     assert [r["config"]["problem"]["seq_q"] for r in got] == [1024, 1]  # a prefill's N is the longest request
-    out = runner.invoke(main, ["simulate", "--gpu", "h100", "--algo", "flash2", "--seq-len", "1k", "--causal",
+    out = runner.invoke(main, ["simulate", "--gpu", "h100-sxm", "--algo", "flash2", "--seq-len", "1k", "--causal",
                                "--window", "128,256", "-d", "32", "--heads", "4", "--batch", "1"])
     assert out.exit_code == 0, out.output
     assert "window" in out.output and "128" in out.output and "256" in out.output
@@ -202,7 +202,7 @@ def test_cli_takes_lengths_and_windows():
 
 
 def test_spec_takes_a_batch_of_lengths_or_several(tmp_path):
-    doc = {"schema": "iosim-sweep", "schema_version": 1, "gpu": "h100", "algo": ["flash2"],
+    doc = {"schema": "iosim-sweep", "schema_version": 1, "gpu": "h100-sxm", "algo": ["flash2"],
            "problem": {"seq_lens": [[512, 37], "3x100"], "causal": True, "window": [64, 128], "head_dim": 32}}
     got = runs(doc, tmp_path / "s.yaml")
     assert [(c.problem.seq_lens, c.problem.window, c.problem.batch, c.problem.seq_q) for c, _ in got] == [
@@ -217,11 +217,11 @@ def test_plots_sweep_the_window_and_tell_curves_apart_by_it():
     """Only the window varying: it is the x axis; N varying with two windows: a curve each, labelled W=."""
     from iosim.figures import plots
 
-    runs = [simulate(prefill(seq=512, batch=1, window=w), "h100") for w in (32, 64, 128)]
+    runs = [simulate(prefill(seq=512, batch=1, window=w), "h100-sxm") for w in (32, 64, 128)]
     ax = plots.io_vs_seqlen(runs).axes[0]
     assert ax.get_xlabel() == "window W (keys a query sees)"
     assert [list(line.get_xdata()) for line in ax.get_lines()] == [[32, 64, 128]]
-    runs = [simulate(prefill(seq=n, batch=1, window=w), "h100") for w in (32, 64) for n in (256, 512)]
+    runs = [simulate(prefill(seq=n, batch=1, window=w), "h100-sxm") for w in (32, 64) for n in (256, 512)]
     fig = plots.runtime_vs_seqlen(runs)
     labels = [line.get_label() for line in fig.axes[0].get_lines()]
     assert fig.axes[0].get_xlabel() == "sequence length N" and labels == ["flash2 (h100-sxm) W=32", "flash2 (h100-sxm) W=64"]

@@ -79,7 +79,7 @@ def test_built_in_data_is_package_data():
     from iosim.hardware.profile import builtin_profiles, profile_dir
     from iosim.measure.measurement import committed_set
 
-    assert {"a100-sxm4-80gb", "h100-sxm", "h200", "rtx4090"} <= set(builtin_profiles())
+    assert {"a100-sxm4-80gb", "h100-sxm", "h200-sxm", "h200-calibrated", "rtx4090"} <= set(builtin_profiles())
     assert profile_dir().resolve() == (REPO / "hardware_profiles").resolve()
     assert committed_set("h100").resolve() == (REPO / "experiments/measurements/h100/measurements.json").resolve()
 

@@ -25,7 +25,7 @@ def configs(algos=("standard", "flash2"), ns=(512, 1024), **tiling):
 @pytest.fixture(scope="module")
 def results():
     """2 GPUs × 2 algorithms × N = 512, 1024 (b4 × h16, d = 64, fp16, forward), as the committed H100 set has."""
-    return sweep.run([(c, g) for g in ("a100", "h100") for c in configs()])
+    return sweep.run([(c, g) for g in ("a100", "h100-sxm") for c in configs()])
 
 
 @pytest.fixture(scope="module")
@@ -255,7 +255,7 @@ def test_plot_bad_input_is_one_line_exit_2(tmp_path, monkeypatch, args, needle):
 
 
 def test_plot_io_overlays_a_measurement_file(tmp_path):
-    r = invoke("plot", "io", "-o", tmp_path / "m.svg", "--gpu", "h100", "--algo", "flash2", "--seq-len", "512",
+    r = invoke("plot", "io", "-o", tmp_path / "m.svg", "--gpu", "h100-sxm", "--algo", "flash2", "--seq-len", "512",
                "--measured", H100_MEASURED)
     assert r.exit_code == 0, r.output
     assert "measured flash2 (NVIDIA H100 80GB HBM3)" in (tmp_path / "m.svg").read_text()
@@ -317,14 +317,14 @@ def test_plot_reads_what_simulate_json_prints_and_writes_its_numbers_beside_the_
 
 
 def test_plot_io_by_gpu_has_a_column_per_gpu(tmp_path):
-    r = invoke("plot", "io", "--gpu", "a100,h100", "--algo", "flash2", "--seq-len", "512,1k", "--by-gpu",
+    r = invoke("plot", "io", "--gpu", "a100,h100-sxm", "--algo", "flash2", "--seq-len", "512,1k", "--by-gpu",
                "-o", tmp_path / "io.png")
     assert r.exit_code == 0, r.output
-    r = invoke("plot", "io", "--gpu", "a100,h100", "--algo", "flash2", "--seq-len", "512,1k", "-o", tmp_path / "one.png")
+    r = invoke("plot", "io", "--gpu", "a100,h100-sxm", "--algo", "flash2", "--seq-len", "512,1k", "-o", tmp_path / "one.png")
     assert r.exit_code == 0 and (tmp_path / "io.csv").read_text() == (tmp_path / "one.csv").read_text()
-    fig = plotting.io_vs_seqlen(sweep.run([(c, g) for g in ("a100", "h100") for c in configs(("flash2",), (512, 1024))]),
+    fig = plotting.io_vs_seqlen(sweep.run([(c, g) for g in ("a100", "h100-sxm") for c in configs(("flash2",), (512, 1024))]),
                                 by_gpu=True)
-    assert len(fig.axes) == 3 * 2 and "a100" in fig.axes[0].get_title() and "h100" in fig.axes[1].get_title()
+    assert len(fig.axes) == 3 * 2 and "a100" in fig.axes[0].get_title() and "h100-sxm" in fig.axes[1].get_title()
 
 
 def test_single_panel_legend_sits_below_the_panel_clear_of_the_title(results):

@@ -32,11 +32,14 @@ FP16_FLOP_PER_CLK_PER_SM = {"sm_80": 2 * 1024, "sm_89": 2 * 4 * 128 // 2, "sm_90
 
 
 def test_builtin_set_and_aliases():
-    assert {"a100-sxm4-80gb", "a100-sxm4-40gb", "rtx4090", "h100-sxm", "h200"} <= set(BUILTIN)
+    assert {"a100-sxm4-80gb", "a100-sxm4-40gb", "rtx4090", "h100-sxm", "h200-sxm"} <= set(BUILTIN)
     assert load_profile("a100").id == "a100-sxm4-80gb"
-    assert load_profile("H100").id == "h100-sxm"
     assert load_profile("4090").id == "rtx4090"
-    assert load_profile("h100") is load_profile("h100-sxm")  # cached per file
+    # a GPU's short name is the profile calibrated on it, where one is built in; the datasheet keeps its id
+    assert load_profile("H100").id == "h100-sxm-calibrated" and load_profile("h200").id == "h200-calibrated"
+    assert load_profile("h100").calibration and load_profile("h200").calibration
+    assert load_profile("h100-sxm").calibration is None is load_profile("h200-sxm").calibration
+    assert load_profile("h100") is load_profile("h100-sxm-calibrated")  # cached per file
 
 
 @pytest.mark.parametrize("name", BUILTIN)
@@ -88,7 +91,7 @@ def test_efficiencies_are_one_exactly_when_uncalibrated(name):
 
 def test_h100_fractions_reproduce_the_measured_ceilings():
     # reference-notes.md: device-to-device copy 2.96 TB/s, fp16 matmul 8192^3 702 TFLOP/s.
-    p = load_profile("h100")
+    p = load_profile("h100-sxm")
     assert p.peak_dram_bandwidth == pytest.approx(2.96e12, rel=0.002)
     assert p.peak_tensor_flops("fp16") == pytest.approx(702e12, rel=0.002)
     assert p.tensor_flops["fp8"] == pytest.approx(2 * p.tensor_flops["fp16"], rel=1e-4)  # WP104: fp8 dense 1978.9, fp16 989.4 TFLOP/s
@@ -101,7 +104,7 @@ def test_h100_fractions_reproduce_the_measured_ceilings():
 
 
 def test_units_convert_to_base_units(tmp_path):
-    raw = read_profile_dict("h100")
+    raw = read_profile_dict("h100-sxm")
     raw["fields"]["l2_bytes"].update(value=0.5, unit="GiB")
     raw["fields"]["hbm_bytes"].update(value=80, unit="GiB")
     raw["fields"]["boost_clock"].update(value=1.41, unit="GHz")
@@ -122,7 +125,7 @@ def test_format_quantity_picks_the_largest_exact_unit():
 
 
 def test_summary_rows_show_every_field_with_unit_and_source():
-    rows = load_profile("h100").summary_rows()
+    rows = load_profile("h100-sxm").summary_rows()
     # every required field, then the optional ones the file sets
     present = ("l2_dirty_limit", "fp32_lanes_per_sm", "int32_lanes_per_sm", "lsu_lanes_per_sm", "smem_bytes_per_clk_per_sm",
                "lrc_sms", "l1_bytes", "tensor_flops_fp8")
@@ -145,18 +148,18 @@ def test_write_profile_round_trips(name, tmp_path):
 
 
 def test_calibrated_copy_keeps_its_provenance_and_leaves_the_base_alone(tmp_path):
-    raw = read_profile_dict("h100")
+    raw = read_profile_dict("h100-sxm")
     raw["fields"]["dram_efficiency"] = {"value": 0.9, "unit": "fraction", "source": "measured: calib.json"}
     raw["calibration"] = {"tool": "iosim calibrate", "base": "h100-sxm", "runs": [{"n": 4096}]}
     p = load_profile(write_profile(raw, tmp_path / "h100-calibrated.yaml"))
     assert p.dram_efficiency == 0.9 and p.sources["dram_efficiency"] == "measured: calib.json"
     assert p.calibration["tool"] == "iosim calibrate" and p.calibration["runs"][0]["n"] == 4096
-    assert load_profile("h100").dram_efficiency == pytest.approx(2.96 / 3.35, abs=1e-3)
-    assert load_profile("h100").calibration is None
+    assert load_profile("h100-sxm").dram_efficiency == pytest.approx(2.96 / 3.35, abs=1e-3)
+    assert load_profile("h100-sxm").calibration is None
 
 
 def test_write_profile_refuses_an_invalid_dict_and_writes_nothing(tmp_path):
-    raw = read_profile_dict("h100")
+    raw = read_profile_dict("h100-sxm")
     raw["fields"]["sm_count"]["value"] = 0
     with pytest.raises(ProfileError, match="fields.sm_count: value must be > 0"):
         write_profile(raw, tmp_path / "bad.yaml")
@@ -164,7 +167,7 @@ def test_write_profile_refuses_an_invalid_dict_and_writes_nothing(tmp_path):
 
 
 def test_edited_file_is_reloaded(tmp_path):
-    raw = read_profile_dict("h100")
+    raw = read_profile_dict("h100-sxm")
     path = write_profile(raw, tmp_path / "p.yaml")
     assert load_profile(path).sm_count == 132
     raw["fields"]["sm_count"]["value"] = 114  # an H100 PCIe
@@ -173,7 +176,7 @@ def test_edited_file_is_reloaded(tmp_path):
 
 
 def test_builtin_error_names_the_file_as_in_the_docs():
-    raw = read_profile_dict("h100")
+    raw = read_profile_dict("h100-sxm")
     raw["fields"]["l2_bytes"]["unit"] = "GB/s"
     with pytest.raises(ProfileError) as e:
         build_profile(raw, profile_dir() / "h100-sxm.yaml")
@@ -231,7 +234,7 @@ BAD = [  # (id, field named in the message, dotted key to change, new value, exp
 
 @pytest.mark.parametrize("field,key,value,expected", [b[1:] for b in BAD], ids=[b[0] for b in BAD])
 def test_bad_file_is_refused_naming_file_and_field(tmp_path, field, key, value, expected):
-    raw = read_profile_dict("h100")
+    raw = read_profile_dict("h100-sxm")
     *parents, last = key.split(".")
     node = raw
     for k in parents:
@@ -308,7 +311,7 @@ def test_implausible_values_are_refused_where_written(tmp_path, name, value, uni
 
     from iosim.hardware.profile import ProfileError, load_profile, read_profile_dict
 
-    d = read_profile_dict("h100")
+    d = read_profile_dict("h100-sxm")
     d["fields"][name]["value"] = value
     if unit:
         d["fields"][name]["unit"] = unit
@@ -323,7 +326,7 @@ def test_a_users_profile_named_like_a_builtin_is_labelled_by_its_path(tmp_path):
 
     from iosim.hardware.profile import load_profile
 
-    builtin = load_profile("h100")
+    builtin = load_profile("h100-sxm")
     copy = tmp_path / f"{builtin.id}.yaml"
     shutil.copy(builtin.path, copy)
     assert load_profile(copy).id == str(copy.resolve()) != builtin.id
@@ -336,9 +339,9 @@ def test_profiles_new_writes_a_template_that_loads_like_its_base(tmp_path):
     from iosim.hardware.profile import load_profile
 
     out = tmp_path / "my-gpu.yaml"
-    r = CliRunner().invoke(main, ["profiles", "new", "--base", "h100", "-o", str(out)])
+    r = CliRunner().invoke(main, ["profiles", "new", "--base", "h100-sxm", "-o", str(out)])
     assert r.exit_code == 0, r.output
-    mine, base = load_profile(out), load_profile("h100")
+    mine, base = load_profile(out), load_profile("h100-sxm")
     assert mine.id == "my-gpu" and mine.name.endswith("(edited copy)")
     assert dataclasses.replace(mine, id=base.id, name=base.name, path=base.path) == base  # every number kept
     assert out.read_text().startswith("# A GPU profile for iosim, started from h100-sxm")

@@ -106,7 +106,7 @@ def measure(out, grid, kernel, manifest, algo, pass_, batch, heads, kv_heads, se
 
 
 @click.command()
-@click.option("--base", default="h100", show_default=True, metavar="NAME|FILE",
+@click.option("--base", default="h100-sxm", show_default=True, metavar="NAME|FILE",
               help="Profile whose datasheet numbers the measurements refine.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False),
               help="Calibrated profile to write (same schema; accepted by --gpu everywhere).")

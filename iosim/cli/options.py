@@ -80,8 +80,9 @@ def run_options(seq_default: str = DEFAULT_SEQ, algo_default: str = "standard,fl
 
     options = [
         click.option("--gpu", multiple=True, callback=parse_gpus, metavar="NAME|FILE",
-                     help=f"GPU profile, built in ({', '.join(builtin_profiles())}; aliases a100, h100, 4090) or a "
-                          "profile YAML; repeat or comma-separate to compare. [default: a100]"),
+                     help=f"GPU profile, built in ({', '.join(builtin_profiles())}; short names a100, h100, h200, 4090: "
+                          "the profile calibrated on that GPU where one is built in, h100-sxm and h200-sxm are the "
+                          "datasheets) or a profile YAML; repeat or comma-separate to compare. [default: a100]"),
         click.option("--algo", multiple=True, callback=algos, metavar="ALGO",
                      help=f"Algorithm(s), comma-separated: {', '.join(ALGOS)}. [default: {algo_default}]"),
         click.option("--seq-len", "seq", default=seq_default, show_default=True, callback=seq_callback,

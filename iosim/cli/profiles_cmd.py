@@ -6,18 +6,26 @@ from pathlib import Path
 import click
 
 from iosim.files import unwritable
-from iosim.hardware.profile import builtin_profiles, load_profile, read_profile_dict, write_profile
+from iosim.hardware.profile import ALIASES, builtin_profiles, load_profile, read_profile_dict, write_profile
 
 
 @click.group(invoke_without_command=True)
 @click.pass_context
 def profiles(ctx):
-    """List built-in GPU profiles; ``iosim profiles show NAME|FILE`` prints one with sources."""
+    """List built-in GPU profiles; ``iosim profiles show NAME|FILE`` prints one with sources.
+
+    A GPU's short name (h100, h200) is the profile calibrated on that GPU where one is built in;
+    its datasheet profile keeps its full name (h100-sxm, h200-sxm)."""
     if ctx.invoked_subcommand is None:
+        names = {}
+        for alias, target in ALIASES.items():
+            names.setdefault(target, []).append(alias)
         for name in builtin_profiles():
             p = load_profile(name)
-            click.echo(f"{name:16s} {p.name}  ({p.sm_count} SMs, L2 {p.l2_bytes / 2**20:.0f} MiB, "
-                       f"{p.hbm_bandwidth / 1e12:.2f} TB/s)")
+            short = f"  [{', '.join(names[name])}]" if name in names else ""
+            kind = "calibrated" if p.calibration else "datasheet"
+            click.echo(f"{name:20s} {p.name}  ({p.sm_count} SMs, L2 {p.l2_bytes / 2**20:.0f} MiB, "
+                       f"{p.hbm_bandwidth / 1e12:.2f} TB/s; {kind}){short}")
 
 
 @profiles.command()
@@ -34,7 +42,7 @@ def show(name):
 
 
 @profiles.command()
-@click.option("--base", default="h100", show_default=True, metavar="NAME|FILE",
+@click.option("--base", default="h100-sxm", show_default=True, metavar="NAME|FILE",
               help="The profile to start from: a built-in name or a YAML file.")
 @click.option("--name", "title", default=None, help="The GPU's name in the new file. [default: the base's, marked as a copy]")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), required=True,

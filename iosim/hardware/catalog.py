@@ -8,7 +8,9 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-ALIASES = {"a100": "a100-sxm4-80gb", "h100": "h100-sxm", "4090": "rtx4090"}
+# A GPU's short name is its best model: the profile calibrated on that GPU where one is built in (what
+# ``iosim validate`` simulates a measurement of it with), else its datasheet profile.
+ALIASES = {"a100": "a100-sxm4-80gb", "h100": "h100-sxm-calibrated", "h200": "h200-calibrated", "4090": "rtx4090"}
 
 
 class ProfileError(ValueError):
