@@ -55,6 +55,8 @@
 #                                                -> $OUT/evicting/{mixes/,measurements.json} (≤ 570 s)
 #   cv) kernels/flash2.py, short causal forward + backward where two convoy rules differ, both predictions
 #      written before it ran                     -> $OUT/convoy/{mixes/,measurements.json} (≤ 510 s)
+#   ip) the calibrated tile loop beside the same loop with a compile-time tile index (no integer division a pass),
+#      both loops' code                          -> $OUT/index_probe/index_probe.json (≤ 300 s)
 #   dq) our flash2 backward with dQ in a kernel of its own beside the atomic one: GPU tests, the dq grid (ncu)
 #                                                -> $OUT/dq/{pytest_gpu_dq.log,measurements.json} (≤ 400 s)
 #   sm) loops that move much through shared memory, its wavefronts counted (ncu): the smem grid, its cases'
@@ -229,6 +231,7 @@ if want cv; then  # kernels/flash2.py, short causal fwd+bwd where convoy rules d
         --out "$V" >>"$LOG" 2>&1
     rm -f "$V/measurements.csv"  # the JSON's twin: the device returns few files
 fi
+want ip && step "ip) index probe" 300 "$PY" -m iosim.kernels.index_probe --out "$OUT/index_probe" >>"$LOG" 2>&1
 if want tp; then
     TP=experiments/thirdparty_kernels
     mkdir -p "$OUT/thirdparty"
