@@ -1,7 +1,8 @@
 """How fast the simulator runs against issue 9's goals, and how close aggregation stays to per-CTA runs.
 
 Table 1: ``simulate()`` CPU time and peak memory of each goal case (the H100's datasheet profile,
-h100-sxm, which issue 9 measured with; d = 128, batch 1, 32 heads), each in a fresh process, beside its goal and the ratio to it (> 1: slower than the goal).
+h100-sxm, which issue 9 measured with; d = 128, batch 1, 32 heads), each in a fresh process, beside
+its goal and the ratio to it (> 1: slower than the goal).
 Table 2: a grid of small configurations run both aggregated and per CTA (one process per CTA, one
 iteration per step: the model's reference), with and without an L2 small enough to evict: the worst
 relative differences in HBM bytes and time, and the speed-up aggregation buys.
