@@ -57,6 +57,10 @@
 #      written before it ran                     -> $OUT/convoy/{mixes/,measurements.json} (≤ 510 s)
 #   ip) the calibrated tile loop beside the same loop with a compile-time tile index (no integer division a pass),
 #      both loops' code                          -> $OUT/index_probe/index_probe.json (≤ 300 s)
+#   hd) head dims iosim's kernels did not take before 2026-12-04: kernels/flash2.py at d = 256 (GPU tests, the
+#      held-out manifest_head_dims.yaml), each case predicted before it ran -> $OUT/head_dims/ (≤ 560 s)
+#   hds) sglang's prefill attention (sglang_prefill.py, not committed) at d = 80, 96 (padded) and 256: launcher
+#      checked, compiled, measured (ncu)         -> $OUT/thirdparty/sglang_head_dims/ (≤ 560 s)
 #   dq) our flash2 backward with dQ in a kernel of its own beside the atomic one: GPU tests, the dq grid (ncu)
 #                                                -> $OUT/dq/{pytest_gpu_dq.log,measurements.json} (≤ 400 s)
 #   sm) loops that move much through shared memory, its wavefronts counted (ncu): the smem grid, its cases'
@@ -297,6 +301,28 @@ if want tps; then
 fi
 if want tpfr; then
     third_party tpfr FlagAttention flag_attn.py manifest_flag_refit.yaml flag_refit
+fi
+if want hd; then  # kernels/flash2.py at d = 256 (experiments/heldout_kernels/manifest_head_dims.yaml)
+    H="$OUT/head_dims"
+    mkdir -p "$H"
+    step "hd) d = 256 kernels on the GPU" 120 "$PY" -m pytest -q -p no:cacheprovider tests/test_kernels.py -m gpu \
+        -k "big4" >"$H/pytest_gpu_d256.log" 2>&1
+    step "hd) head dims mixes" 120 "$PY" -m iosim.kernels.user_codes --manifest experiments/heldout_kernels/manifest_head_dims.yaml \
+        --out "$H/mixes" >>"$LOG" 2>&1
+    step "hd) head dims grid" 300 "$PY" -m iosim measure --manifest experiments/heldout_kernels/manifest_head_dims.yaml \
+        --out "$H" >>"$LOG" 2>&1
+    rm -f "$H/measurements.csv"  # the JSON's twin: the device returns few files
+fi
+if want hds; then
+    TP=experiments/thirdparty_kernels
+    S="$OUT/thirdparty/sglang_head_dims"
+    mkdir -p "$S/mixes"
+    step "hds) sglang launcher vs SDPA at d = 80, 96, 256" 120 "$PY" "$TP/check_gpu.py" --head-dims 80,96,256 \
+        sglang_prefill.py >"$S/check.log" 2>&1
+    step "hds) sglang head dims mixes" 120 "$PY" -m iosim.kernels.user_codes --manifest "$TP/manifest_sglang_head_dims.yaml" \
+        --out "$S/mixes" >>"$LOG" 2>&1
+    step "hds) sglang head dims grid" 320 "$PY" -m iosim measure --manifest "$TP/manifest_sglang_head_dims.yaml" --out "$S" >>"$LOG" 2>&1
+    rm -f "$S/measurements.csv"  # the JSON's twin: the device returns few files
 fi
 if want dq; then
     mkdir -p "$OUT/dq"

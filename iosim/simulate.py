@@ -5,6 +5,7 @@ from iosim.engine.simulator import Engine
 from iosim.hardware.profile import Profile, load_profile
 from iosim.results.result import RunResult, Skipped
 from iosim.schedule.build import build_schedule
+from iosim.schedule.common import check_own_kernels
 from iosim.schedule.problem import ConfigError, RunConfig
 
 
@@ -21,7 +22,10 @@ def simulate(config: RunConfig, gpu: str | Profile = "a100", *, aggregate: bool 
     CTAs finish (CTAs of the whole run, and the name of the kernel running). ``l2_lines`` sets the L2
     model's resolution, lines per L2 partition (default :data:`~iosim.engine.simulator.LINES_PER_L2`):
     how finely reuse is resolved, and what a prediction's sensitivity to it is measured with.
+    Without ``codes`` the kernels are iosim's own, which take a power-of-two head dim.
     """
+    if codes is None:
+        check_own_kernels(config)
     profile = gpu if isinstance(gpu, Profile) else load_profile(gpu)
     return Engine(build_schedule(config, profile.sm_count), profile, mode=config.mode, aggregate=aggregate,
                   l2_bytes=l2_bytes, codes=codes, triton_version=triton_version, progress=progress,
@@ -34,6 +38,8 @@ def simulate_or_skip(config: RunConfig, gpu: str | Profile = "a100", **options) 
     tiles the GPU cannot hold. What sweeps call, so that one such point never ends them."""
     from iosim.results.report import human_bytes
 
+    if options.get("codes") is None:
+        check_own_kernels(config)
     profile = gpu if isinstance(gpu, Profile) else load_profile(gpu)
     schedule = build_schedule(config, profile.sm_count)
     skip = {"config": schedule.config.to_dict(), "gpu": profile.id, "mode": config.mode,

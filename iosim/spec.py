@@ -33,7 +33,7 @@ from typing import Any
 import yaml
 
 from iosim.hardware.profile import ProfileError, load_profile
-from iosim.schedule.common import check_problem
+from iosim.schedule.common import check_own_kernels, check_problem
 from iosim.schedule.problem import ConfigError, Problem, RunConfig, Tiling
 from iosim.schema import unreadable
 from iosim.sizes import SizeError, parse_lengths, parse_sizes
@@ -96,6 +96,7 @@ def runs(doc: Any, path: Path) -> list[tuple[RunConfig, str]]:
             config = RunConfig(algo=algo, problem=Problem(**p), tiling=Tiling(**t), mode=mode, host_tensors=host,
                                impl=None if impl == "ours" else impl)
             check_problem(config)  # what the schedule would refuse (head_dim, grid order, ...), refused now
+            check_own_kernels(config)  # a spec runs iosim's kernels or SDPA's, never a user's
         except ConfigError as e:
             where = (f"problem.{e.field}" if e.field in PROBLEM_FIELDS
                      else f"tiling.{e.field}" if e.field in TILING_FIELDS else e.field)

@@ -229,7 +229,7 @@ def parse_res_usage(text: str) -> dict[str, dict[str, int]]:
 # ---------------------------------------------------------------------------------------------
 def configurations() -> list[tuple[str, dict, dict]]:
     """(algo, problem fields, tiling overrides) for every case of the default, dq and smem grids run by our kernels and
-    every algorithm's default tiling at d = 32, 64, 128, fp16/bf16, causal or not, forward and backward (its dQ
+    every algorithm's default tiling at d = 32, 64, 128, 256, fp16/bf16, causal or not, forward and backward (its dQ
     atomic or in a kernel of its own),
     the variable-length and sliding-window kernels (:func:`ragged_configurations`), multi-query decode
     (:func:`mqa_configurations`) and the lone grid's decodes (:func:`lone_configurations`)."""
@@ -243,7 +243,7 @@ def configurations() -> list[tuple[str, dict, dict]]:
             configs.append((spec.impl, dict(heads=p.heads, kv_heads=p.kv_heads, head_dim=p.head_dim, dtype=p.dtype,
                                             causal=p.causal, backward=p.backward), spec.overrides()))
     for algo in TRAINED:
-        for d in (32, 64, 128):
+        for d in (32, 64, 128, 256):
             for dtype in ("fp16", "bf16"):
                 for causal in (False, True):
                     for dq in ("atomic", "separate"):  # the backward's dQ by atomics, or in a kernel of its own

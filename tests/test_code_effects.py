@@ -551,3 +551,27 @@ def test_every_triton_kernel_of_ours_runs_its_committed_code():
     assert (pre.warps, pre.stages) == (schedule.config.backward_tiling.warps, schedule.config.backward_tiling.stages)
     total = (code.outside.instructions + code.loop.instructions) * pre.warps * pre.ctas  # it has no loop
     assert total == pytest.approx(4.448e6, rel=0.03)
+
+
+def test_a_head_dim_no_tile_loop_was_calibrated_at_takes_the_nearest_and_a_padded_tile_multiplies_whole():
+    """d = 256 prices its products at d = 128's calibrated rate (the nearest calibrated head, a rate per FLOP); a
+    compiled Triton kernel at d = 96 multiplies its 128-column tile, so its d = 96 FLOPs take 128 / 96 as long as
+    at the same rate. Limiting cases of the calibrated head dims themselves: unchanged."""
+    from iosim.costs.issue import calibrated_head_dim, tensor_rate
+    from iosim.engine.simulator import Engine
+    from iosim.schedule.build import build_schedule
+    from iosim.schedule.problem import Problem, RunConfig
+
+    raw = {"tile_occ_fp16_128x64x64w4_c1": 1.0, "tile_occ_fp16_128x64x128w8_c2": 1.0, "tile_bwd_fp16_d128": 1.0}
+    assert [calibrated_head_dim(raw, d) for d in (32, 64, 80, 96, 128, 256)] == [64, 64, 64, 128, 128, 128]
+    assert calibrated_head_dim({"tile_fp16_d64": 1.0}, 256) == 64 and calibrated_head_dim({}, 96) == 96
+    assert tensor_rate(H200, "fp16", "fwd", 256, 8, 1, (128, 64), 2) == tensor_rate(H200, "fp16", "fwd", 128, 8, 1, (128, 64), 2)
+    assert tensor_rate(H200, "fp16", "bwd", 256) == tensor_rate(H200, "fp16", "bwd", 128)
+    rates = {}
+    for d in (96, 128):
+        config = RunConfig(problem=Problem(batch=1, heads=4, seq_q=1024, head_dim=d))
+        schedule = build_schedule(config, H200.sm_count)
+        code = KernelCode(loop=LoopCode(400.0, {"fma": 200.0, "tensor": 16.0}), source="sass: padded.py fwd")
+        engine = Engine(schedule, H200, codes=[code])
+        rates[d] = engine._price_code(schedule.kernels[0], code, 1)["tensor"]
+    assert rates[96] == pytest.approx(rates[128] * 96 / 128)

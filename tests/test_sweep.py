@@ -48,7 +48,8 @@ def test_a_spec_compares_whose_kernels_run_flash2(tmp_path):
 @pytest.mark.parametrize("change,needle", [
     ({"problem": {"seq_len": 4096}}, "problem.seq_len: unknown field; allowed: seq_q, seq_k"),
     ({"problem": {"seq_q": "0:4k"}}, "problem.seq_q: '0:4k': '0' is not a whole number > 0"),
-    ({"problem": {"head_dim": 48}}, "problem.head_dim: must be one of 16, 32, 64, 128, got 48"),
+    ({"problem": {"head_dim": 48}}, "problem.head_dim: iosim's kernels take 16, 32, 64, 128, 256"),
+    ({"problem": {"head_dim": 36}}, "problem.head_dim: must be a multiple of 8 from 8 to 256, got 36"),
     ({"tiling": {"block_m": 100}}, "tiling.block_m: must be a power of two"),
     ({"algo": "flash3"}, "algo: must be one of standard"),
     ({"gpu": "nope"}, "gpu: unknown profile 'nope'"),

@@ -103,6 +103,44 @@ def test_simulate_kernel_end_to_end():
     assert split["tensor"] + split["simt"] + split["memory"] == pytest.approx(1.0)
 
 
+def test_the_padded_test_kernel_matches_float64():
+    """tests/data/user_kernel_padded.py (d = 96 padded to 128, masked; the interpreter) against softmax(QKᵀ/√d)V in
+    float64 on a length that is no multiple of its blocks."""
+    import importlib.util
+
+    import torch
+
+    spec = importlib.util.spec_from_file_location("user_kernel_padded", REPO / "tests/data/user_kernel_padded.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 2, 75, 96, generator=gen).to(torch.float16) for _ in range(3))
+    ref = torch.softmax(q.double() @ k.double().transpose(-1, -2) / 96 ** 0.5, -1) @ v.double()
+    out = mod.attention(q, k, v)
+    assert ((out.double() - ref).abs().max() / ref.abs().max()).item() < 10 * 2 ** -11
+
+
+@pytest.mark.sass
+def test_a_kernel_that_pads_its_head_dim_moves_bytes_of_its_own():
+    """A user's kernel at d = 96 (padded to a 128-column tile, its loads masked) is simulated at its own head dim:
+    where the L2 holds everything it reads Q, K and V once at 96 columns (compulsory bytes, not the tile's 128),
+    its math from its own code. iosim's own kernels take powers of two, and say so."""
+    env = dict(os.environ, TRITON_INTERPRET="0")
+    args = ["--gpu", "h200", "--seq-len", "1k", "--batch", "1", "--heads", "4", "-d", "96", "--json"]
+    out = subprocess.run([sys.executable, "-m", "iosim", "simulate", "--kernel",
+                          "tests/data/user_kernel_padded.py:attention", *args],
+                         env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    (run,) = json.loads(out.stdout)
+    assert run["levels"]["hbm"]["read_bytes"] == 3 * 4 * 1024 * 96 * 2
+    assert run["levels"]["hbm"]["write_bytes"] >= 4 * 1024 * 96 * 2
+    (kernel,) = run["kernels"]
+    assert kernel["code"].startswith("sass: user_kernel_padded.py padded_fwd") and kernel["instructions"]["tensor"] > 0
+    own = subprocess.run([sys.executable, "-m", "iosim", "simulate", "--algo", "flash2", *args],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert own.returncode == 2 and "iosim's kernels take 16, 32, 64, 128, 256" in own.stderr
+
+
 @pytest.mark.sass
 def test_simulate_kernel_whose_backward_computes_dq_apart():
     """A user's backward with dQ in a kernel of its own runs flash2's ``dq: separate`` schedule, each kernel with

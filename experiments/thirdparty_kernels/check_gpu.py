@@ -2,8 +2,9 @@
 2048, causal and not): the largest absolute error per launcher (and, for the launchers in BACKWARD, of dQ, dK, dV
 against SDPA's gradients), so that a wrong launcher is not measured.
 
-    python experiments/thirdparty_kernels/check_gpu.py [FILE.py ...]   (needs the kernel files, see README.md;
-                                                                      FILE: only those files' launchers)
+    python experiments/thirdparty_kernels/check_gpu.py [--head-dims 64,128] [FILE.py ...]   (needs the kernel files,
+                                                 see README.md; FILE: only those files' launchers; d = 64 and 128 unless
+                                                 --head-dims names others)
 """
 import importlib.util
 import sys
@@ -24,7 +25,11 @@ BACKWARD = {"flag_attn.py": {"fwd_bwd", "fwd_bwd_a100"}}  # launchers whose grad
 
 def main() -> int:
     bad = 0
-    only = set(sys.argv[1:])
+    args = sys.argv[1:]
+    dims = (64, 128)
+    if args[:1] == ["--head-dims"]:
+        dims, args = tuple(int(d) for d in args[1].split(",")), args[2:]
+    only = set(args)
     for file, names in LAUNCHERS.items():
         if only and file not in only:
             continue
@@ -32,7 +37,7 @@ def main() -> int:
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         for name in names:
-            for d in (64, 128):
+            for d in dims:
                 for n, causal in ((1024, False), (2048, True)):
                     torch.manual_seed(0)
                     grads = name in BACKWARD.get(file, ())

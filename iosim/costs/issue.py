@@ -419,8 +419,10 @@ def tensor_rate(profile, dtype: str, mma: str = "fwd", head_dim: int | None = No
     """Tensor-core FLOP/s the whole GPU sustains on a kernel's tiles: for a forward kernel of ``warps``
     warps with ``ctas_per_sm`` resident, the calibrated tile loop nearest its ``tile`` (block_m,
     block_n) at that occupancy; else the calibrated tile loop of the same head dimension; else the
-    profile's (forward or backward) efficiency."""
+    profile's (forward or backward) efficiency. A head dim no loop was calibrated at takes the nearest
+    calibrated one's loops (:func:`calibrated_head_dim`): a product's rate per FLOP, not its width."""
     raw = _raw(profile)
+    head_dim = calibrated_head_dim(raw, head_dim)
     if mma != "bwd" and warps and ctas_per_sm and head_dim is not None:
         rate = occupancy_rate(tensor_rates(profile), dtype, head_dim, tile, warps, ctas_per_sm * warps / WARPGROUP, profile.sm_count,
                               stages, profile)
@@ -441,6 +443,16 @@ def tensor_rate(profile, dtype: str, mma: str = "fwd", head_dim: int | None = No
     if mma == "bwd" and profile.tensor_efficiency_bwd:
         efficiency = profile.tensor_efficiency_bwd
     return profile.tensor_flops[dtype] * efficiency
+
+
+def calibrated_head_dim(raw: Mapping, head_dim: int | None) -> int | None:
+    """``head_dim`` where the calibration ran tile loops at it, else the nearest head dim it ran them at (in ratio;
+    of two as near, the larger): d = 256 takes d = 128's loops, 32 takes 64's. ``head_dim`` where none ran."""
+    dims = {int(m.group(4)) for m in map(_OCC.match, raw) if m} | {
+        int(k.rpartition("_d")[2]) for k in raw if re.fullmatch(r"tile_(bwd_)?[a-z0-9]+_d\d+", k)}
+    if head_dim is None or not dims or head_dim in dims:
+        return head_dim
+    return min(dims, key=lambda d: (abs(math.log2(d / head_dim)), -d))
 
 
 _OCC = re.compile(r"^tile_occ_(fp16|fp8)_(\d+)x(\d+)x(\d+)w(\d+)(?:s(\d+))?_c(\d+)$")  # fp8: its own series

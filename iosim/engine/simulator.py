@@ -237,6 +237,8 @@ class Engine:
         spills = tuple(per_pass(lambda c, n=n: spill_traffic(c, kernel.warps, miss, cycled)[n]) for n in (0, 1))
         rate = tensor_rate(profile, self.dtype, kernel.mma, head_dim, kernel.warps, per_sm,
                            (kernel.block_i, kernel.block_u), kernel.stages)
+        if head_dim and code.source.startswith("sass"):  # compiled Triton: a tile's d is a power of two, so a
+            rate *= head_dim / (1 << (head_dim - 1).bit_length())  # head such as 96 is multiplied at 128, masked
         lone = 0.0  # what a pass alone on its SM waits beyond its code (the calibrated loop of its tile shape)
         if kernel.mma != "bwd" and kernel.block_u and head_dim and kernel.iter_flops.tensor:
             rows = round(kernel.iter_flops.tensor / (4 * kernel.block_u * head_dim))  # a decode tile packs heads

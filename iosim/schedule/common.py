@@ -5,7 +5,7 @@ from dataclasses import dataclass, replace
 from math import gcd
 
 from iosim.schedule.ir import EPI, HBM, HOST, PRO, READ, WRITE, Flops, Kernel, Pattern, Tensor
-from iosim.schedule.problem import HEAD_DIMS, ConfigError, RunConfig
+from iosim.schedule.problem import HEAD_DIMS, ConfigError, RunConfig, head_dim_error
 
 FP32 = 4
 # Elements one CTA of a PyTorch elementwise kernel (fill, copy, cast, scale, sum) covers: 128
@@ -49,11 +49,23 @@ class TensorSet:
         return tuple(out)
 
 
+def check_own_kernels(config: RunConfig) -> None:
+    """Refuse a head dim iosim's own Triton kernels cannot take (they tile d whole, a power of two), naming the field:
+    the built-in algorithms simulate those kernels; a kernel of one's own that pads d is simulated with its code."""
+    d = config.problem.head_dim
+    if (why := head_dim_error(d)) is not None:
+        raise ConfigError("head_dim", why)
+    if config.impl is None and d not in HEAD_DIMS:
+        raise ConfigError("head_dim", f"iosim's kernels take {', '.join(map(str, HEAD_DIMS))} (a power of two, tiled "
+                                      f"whole), got {d}; a kernel of your own that pads d to its tile is modelled at "
+                                      f"any multiple of 8 up to 256 (--kernel)")
+
+
 def check_problem(config: RunConfig) -> None:
     """Refuse problems no modelled kernel can run, naming the field."""
     p = config.problem
-    if p.head_dim not in HEAD_DIMS:
-        raise ConfigError("head_dim", f"must be one of {', '.join(map(str, HEAD_DIMS))}, got {p.head_dim}")
+    if (why := head_dim_error(p.head_dim)) is not None:
+        raise ConfigError("head_dim", why)
     if p.page_size is not None and config.algo != "flash_decode":
         raise ConfigError("page_size", f"a paged KV cache is modelled for flash_decode, not {config.algo}")
     for name, what in (("seq_lens", "a variable-length batch"), ("window", "local (sliding-window) attention")):

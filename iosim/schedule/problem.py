@@ -11,7 +11,10 @@ from dataclasses import asdict, dataclass, field, fields, replace
 
 DTYPE_BYTES = {"fp16": 2, "bf16": 2, "fp32": 4, "fp8": 1}  # fp8: e4m3 Q, K, V (the output is fp16)
 OUT_DTYPE = {"fp8": "fp16"}  # the output's type where it differs from the inputs' (fp8 attention writes fp16 O)
-HEAD_DIMS = (16, 32, 64, 128)  # what the Triton kernels take (a power of two for tl.arange), so what is modelled
+HEAD_DIMS = (16, 32, 64, 128, 256)  # what iosim's Triton kernels take (a power of two for tl.arange)
+# What is modelled: rows of whole 16-byte vectors up to FlashAttention-2's and cuDNN's largest head (a kernel of
+# one's own pads a head such as 96 to its power-of-two tile and masks the loads: bytes of d, math of the tile)
+HEAD_DIM_STEP, HEAD_DIM_MAX = 8, 256
 WARPS = (1, 2, 4, 8, 16)
 ALGOS = ("standard", "standard_eager", "flash1", "flash2", "flash_decode")
 GRID_ORDERS = ("rows", "heads")
@@ -22,6 +25,14 @@ PAGE_SIZES = (16, 32, 64, 128, 256)  # tokens per page of a paged KV cache (vLLM
 PHASES = ("fwd", "bwd")  # the passes a launcher's PyTorch operations run in (LauncherOp.phase)
 ROLES = ("Q", "K", "V", "O", "dO", "dQ", "dK", "dV")  # tensors of the call a launcher operation can touch
 SEQ_DIMS = ("Nq", "Nk")  # a launcher operand's dimensions that are the problem's sequence lengths
+
+
+def head_dim_error(head_dim) -> str | None:
+    """Why ``head_dim`` is outside what is modelled (a multiple of 8 up to 256), None where it is inside."""
+    if isinstance(head_dim, int) and not isinstance(head_dim, bool) and 0 < head_dim <= HEAD_DIM_MAX \
+            and head_dim % HEAD_DIM_STEP == 0:
+        return None
+    return f"must be a multiple of {HEAD_DIM_STEP} from {HEAD_DIM_STEP} to {HEAD_DIM_MAX}, got {head_dim!r}"
 
 
 class ConfigError(ValueError):

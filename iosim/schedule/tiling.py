@@ -17,6 +17,7 @@ FWD, BWD = "fwd", "bwd"
 
 # Standard attention: 128 × 128 tiles for every matmul kernel (the softmax rows pick their own warps).
 STANDARD = Tiling(block_m=128, block_n=128, warps=4, stages=2)
+STANDARD_WARPS_LARGE_D = 8  # above d = 128: a 128 × d fp32 output tile at 4 warps spills ~1 KB a thread (PV, dQ, dK, dV)
 # FlashAttention-1: 64 Q rows against 128 K/V rows, one stage (the paper's loop issues loads as it needs them).
 FLASH1 = Tiling(block_m=64, block_n=128, warps=4, stages=1)
 # FlashAttention-2 forward: FA2's own Triton baseline uses 128-row Q blocks and 4 warps (8 for d > 64);
@@ -26,6 +27,10 @@ FLASH2_WARPS_LARGE_D = 8  # warps of the forward for head dims above 64
 # FlashAttention-2 backward: the FA2 CUDA table for ≥144 KB shared memory (64 × 128, 8 warps); with
 # 4 warps the Triton backward spills registers at d = 64 (220 B/thread on an H200, 2.4× slower).
 FLASH2_BWD = Tiling(block_m=64, block_n=128, warps=8, stages=2)
+# Above d = 128: 32 K/V rows a CTA, the largest block Triton 3.6 and 3.9 compile at d = 256 without spilling at two
+# stages (148 KB of shared memory; 64 × 64 as FlashAttention-2's CUDA backward takes 262 KB there, over an
+# H100's 227, and spills 392-568 bytes a thread at one or two stages).
+FLASH2_BWD_LARGE_D = Tiling(block_m=64, block_n=32, warps=8, stages=2)
 
 # Flash-decoding (split-KV): one CTA per (key/value head, split) holds the G query heads of its group
 # and their query rows together (block_m: those rows, padded to a tensor-core tile), and streams its
@@ -101,13 +106,13 @@ def default_tiling(algo: str, pass_: str, head_dim: int, impl: str | None = None
                                           f"(where its kernels' code was read), got {head_dim}")
         return tiles[pass_ == BWD]
     if algo.startswith("standard"):
-        return STANDARD
+        return STANDARD if head_dim <= 128 else replace(STANDARD, warps=STANDARD_WARPS_LARGE_D)
     if algo == "flash_decode":
         if pass_ == BWD:
             raise ConfigError("backward", "flash_decode is a forward (inference) kernel; it has no backward")
         return FLASH_DECODE
     if pass_ == BWD:  # flash1's backward is FlashAttention-2's
-        return FLASH2_BWD
+        return FLASH2_BWD if head_dim <= 128 else FLASH2_BWD_LARGE_D
     if algo == "flash1":
         return FLASH1
     return replace(FLASH2_FWD, warps=FLASH2_FWD.warps if head_dim <= 64 else FLASH2_WARPS_LARGE_D)
