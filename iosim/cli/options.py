@@ -91,7 +91,8 @@ def run_options(seq_default: str = DEFAULT_SEQ, algo_default: str = "standard,fl
                      help="Key/value length(s) if different from N (non-causal), as --seq-len: with N = 1..16 a "
                           "decode step against a KV cache (try --algo flash_decode)."),
         click.option("--head-dim", "-d", type=click.IntRange(min=1), default=64, show_default=True,
-                     help="Head dimension d."),
+                     help="Head dimension d: 16, 32, 64, 128 or 256 for iosim's kernels; with --kernel any "
+                          "multiple of 8 up to 256 (a kernel that pads d to its tile)."),
         click.option("--batch", "-b", default=None, callback=parse_sizes,
                      help=f"Batch size(s), as --seq-len (1,8,64 or 1:256). [default: {DEFAULT_BATCH}]"),
         click.option("--heads", type=click.IntRange(min=1), default=16, show_default=True, help="Query heads."),
