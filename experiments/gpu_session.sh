@@ -61,6 +61,9 @@
 #      held-out manifest_head_dims.yaml), each case predicted before it ran -> $OUT/head_dims/ (≤ 560 s)
 #   hds) sglang's prefill attention (sglang_prefill.py, not committed) at d = 80, 96 (padded) and 256: launcher
 #      checked, compiled, measured (ncu)         -> $OUT/thirdparty/sglang_head_dims/ (≤ 560 s)
+#   br) causal attention with seq_k != seq_q: FlagAttention's launchers (flag_attn.py, not committed; its diagonal
+#      bottom-right) checked against SDPA with that mask, then manifest_flag_chunked.yaml (ncu)
+#      -> $OUT/thirdparty/flag_chunked/; the foreign kernels' manifest_offset.yaml (top-left) -> $OUT/offset/ (≤ 560 s)
 #   dq) our flash2 backward with dQ in a kernel of its own beside the atomic one: GPU tests, the dq grid (ncu)
 #                                                -> $OUT/dq/{pytest_gpu_dq.log,measurements.json} (≤ 400 s)
 #   sm) loops that move much through shared memory, its wavefronts counted (ncu): the smem grid, its cases'
@@ -323,6 +326,19 @@ if want hds; then
         --out "$S/mixes" >>"$LOG" 2>&1
     step "hds) sglang head dims grid" 320 "$PY" -m iosim measure --manifest "$TP/manifest_sglang_head_dims.yaml" --out "$S" >>"$LOG" 2>&1
     rm -f "$S/measurements.csv"  # the JSON's twin: the device returns few files
+fi
+if want br; then
+    TP=experiments/thirdparty_kernels
+    S="$OUT/thirdparty/flag_chunked"
+    mkdir -p "$S" "$OUT/offset"
+    step "br) FlagAttention launchers at a chunked prefill vs SDPA" 120 "$PY" "$TP/check_gpu.py" --chunked flag_attn.py \
+        >"$S/check.log" 2>&1
+    step "br) FlagAttention chunked grid" 300 "$PY" -m iosim measure --manifest "$TP/manifest_flag_chunked.yaml" \
+        --out "$S" >>"$LOG" 2>&1
+    rm -f "$S/measurements.csv"  # the JSON's twin: the device returns few files
+    step "br) foreign kernels, causal with Nq < Nk" 150 "$PY" -m iosim measure \
+        --manifest experiments/foreign_kernels/manifest_offset.yaml --out "$OUT/offset" >>"$LOG" 2>&1
+    rm -f "$OUT/offset/measurements.csv"
 fi
 if want dq; then
     mkdir -p "$OUT/dq"

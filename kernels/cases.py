@@ -80,7 +80,7 @@ class CaseSpec:
             impl = f"kernel-{Path(path).stem}.{fn}"
         parts = [impl, self.pass_, p.dtype, heads, seq, f"d{p.head_dim}"]
         if p.causal:
-            parts.append("causal")
+            parts.append("causal" if p.causal_align == "top-left" else "causal-br")
         if p.page_size:
             parts.append(f"pg{p.page_size}")
         if p.seq_lens is not None:

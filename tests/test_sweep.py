@@ -56,7 +56,9 @@ def test_a_spec_compares_whose_kernels_run_flash2(tmp_path):
     ({"schema_version": 2}, "schema_version: expected 1, got 2"),
     ({"problem": {"causal": []}}, "problem.causal: an empty list means no run"),
     ({"host_tensors": ["X"]}, "host_tensors: can place Q, K, V, O in host memory, got 'X'"),
-    ({"problem": {"seq_q": 1024, "seq_k": 2048, "causal": True}}, "problem.seq_k: causal attention needs seq_k"),
+    ({"algo": "flash2", "problem": {"seq_q": 1024, "seq_k": 2048, "causal": True, "window": 256}},
+     "problem.seq_k: local attention in a prefill needs seq_k == seq_q"),
+    ({"problem": {"causal": True, "causal_align": "center"}}, "problem.causal_align: must be one of top-left, bottom-right"),
     ({"impl": "cudnn"}, "impl: must be one of ours, sdpa_cudnn, sdpa_flash"),
 ])
 def test_a_bad_spec_is_one_line_naming_the_field(tmp_path, change, needle):

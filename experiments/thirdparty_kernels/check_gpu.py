@@ -2,9 +2,10 @@
 2048, causal and not): the largest absolute error per launcher (and, for the launchers in BACKWARD, of dQ, dK, dV
 against SDPA's gradients), so that a wrong launcher is not measured.
 
-    python experiments/thirdparty_kernels/check_gpu.py [--head-dims 64,128] [FILE.py ...]   (needs the kernel files,
-                                                 see README.md; FILE: only those files' launchers; d = 64 and 128 unless
-                                                 --head-dims names others)
+    python experiments/thirdparty_kernels/check_gpu.py [--head-dims 64,128] [--chunked] [FILE.py ...]   (needs the
+                                                 kernel files, see README.md; FILE: only those files' launchers; d = 64
+                                                 and 128 unless --head-dims names others; --chunked: causal with 512
+                                                 query rows against 2048 keys, the diagonal bottom-right, instead)
 """
 import importlib.util
 import sys
@@ -29,6 +30,9 @@ def main() -> int:
     dims = (64, 128)
     if args[:1] == ["--head-dims"]:
         dims, args = tuple(int(d) for d in args[1].split(",")), args[2:]
+    shapes = ((1024, 1024, False), (2048, 2048, True))  # (query rows, keys, causal)
+    if args[:1] == ["--chunked"]:  # a chunked prefill: row i sees keys j <= i + Nk - Nq
+        shapes, args = ((512, 2048, True),), args[1:]
     only = set(args)
     for file, names in LAUNCHERS.items():
         if only and file not in only:
@@ -38,18 +42,22 @@ def main() -> int:
         spec.loader.exec_module(module)
         for name in names:
             for d in dims:
-                for n, causal in ((1024, False), (2048, True)):
+                for n, nk, causal in shapes:
                     torch.manual_seed(0)
                     grads = name in BACKWARD.get(file, ())
-                    q, k, v = (torch.randn(2, 4, n, d, device="cuda", dtype=torch.float16, requires_grad=grads)
-                               for _ in range(3))
+                    q, k, v = (torch.randn(2, 4, rows, d, device="cuda", dtype=torch.float16, requires_grad=grads)
+                               for rows in (n, nk, nk))
                     try:
                         o = getattr(module, name)(q, k, v, causal=causal)
                     except Exception as e:  # e.g. a tile wider than the head dim
-                        print(f"{file}:{name} d={d} n={n} causal={causal}: {type(e).__name__}: {str(e)[:120]}")
+                        print(f"{file}:{name} d={d} n={n} nk={nk} causal={causal}: {type(e).__name__}: {str(e)[:120]}")
                         continue
                     q32, k32, v32 = (x.detach().float().requires_grad_(grads) for x in (q, k, v))
-                    ref = torch.nn.functional.scaled_dot_product_attention(q32, k32, v32, is_causal=causal)
+                    if n == nk:
+                        ref = torch.nn.functional.scaled_dot_product_attention(q32, k32, v32, is_causal=causal)
+                    else:  # the diagonal bottom-right
+                        seen = torch.arange(nk, device="cuda")[None, :] <= torch.arange(n, device="cuda")[:, None] + nk - n
+                        ref = torch.nn.functional.scaled_dot_product_attention(q32, k32, v32, attn_mask=seen)
                     err = (o.float() - ref).abs().max().item()
                     what = ""
                     if grads:
@@ -60,7 +68,7 @@ def main() -> int:
                         err = max(err, gerr)
                         what = f" (dQ, dK, dV: {gerr:.2e})"
                     bad += err > 2e-2
-                    print(f"{file}:{name} d={d} n={n} causal={causal}: max |error| {err:.2e}{what}")
+                    print(f"{file}:{name} d={d} n={n} nk={nk} causal={causal}: max |error| {err:.2e}{what}")
     return 1 if bad else 0
 
 

@@ -9,6 +9,7 @@ from iosim import sizes
 from iosim.hardware.catalog import builtin_profiles
 from iosim.schedule.problem import (
     ALGOS,
+    CAUSAL_ALIGNS,
     DQ_MODES,
     DTYPE_BYTES,
     GRID_ORDERS,
@@ -88,8 +89,8 @@ def run_options(seq_default: str = DEFAULT_SEQ, algo_default: str = "standard,fl
         click.option("--seq-len", "seq", default=seq_default, show_default=True, callback=seq_callback,
                      help="Sequence length(s) N: a list (1k,4k) or a doubling range (512:64k)."),
         click.option("--seq-k", default=None, callback=parse_sizes,
-                     help="Key/value length(s) if different from N (non-causal), as --seq-len: with N = 1..16 a "
-                          "decode step against a KV cache (try --algo flash_decode)."),
+                     help="Key/value length(s) if different from N, as --seq-len: with N = 1..16 a decode step "
+                          "against a KV cache (try --algo flash_decode); with --causal see --causal-align."),
         click.option("--head-dim", "-d", type=click.IntRange(min=1), default=64, show_default=True,
                      help="Head dimension d: 16, 32, 64, 128 or 256 for iosim's kernels; with --kernel any "
                           "multiple of 8 up to 256 (a kernel that pads d to its tile)."),
@@ -102,6 +103,10 @@ def run_options(seq_default: str = DEFAULT_SEQ, algo_default: str = "standard,fl
                      help="Element type of Q, K, V and O (fp8: e4m3 Q, K, V and an fp16 O, flash2 forward on GPUs "
                           "with fp8 tensor cores)."),
         click.option("--causal", is_flag=True, help="Causal mask (flash kernels skip fully masked blocks)."),
+        click.option("--causal-align", type=click.Choice(CAUSAL_ALIGNS), default="top-left", show_default=True,
+                     help="Where the causal diagonal sits when --seq-k differs from N: top-left (query row i sees "
+                          "keys j <= i: PyTorch's is_causal) or bottom-right (j <= i + Nk - N: FlashAttention-2 "
+                          "from 2.1, FlashInfer; a chunked prefill after its cached prefix)."),
         click.option("--backward", is_flag=True, help="Forward and backward pass."),
         click.option("--dq", type=click.Choice(DQ_MODES), default="atomic", show_default=True,
                      help="How a flash backward computes dQ: atomic (FlashAttention-2's: the kernel over K/V blocks "
@@ -195,7 +200,7 @@ def run_configs(o: dict, tilings=None) -> list:
         RunConfig(algo=a, problem=Problem(batch=b, heads=o["heads"], kv_heads=o["kv_heads"], seq_q=n,
                                           seq_k=nk, head_dim=o["head_dim"], dtype=o["dtype"],
                                           causal=o["causal"], backward=o["backward"], seq_lens=ls, page_size=page,
-                                          window=w),
+                                          window=w, causal_align=o.get("causal_align", "top-left")),
                   tiling=t, mode=o["mode"], host_tensors=o["host"],
                   impl=None if o.get("impl", "ours") == "ours" else o["impl"],
                   dq=o.get("dq", "atomic") if a in ("flash1", "flash2") else "atomic")

@@ -114,6 +114,17 @@ def _flash_decode(p, t, add):
             add(partials, q)  # the combine
 
 
+def _diagonal_stop(i: int, bm: int, bn: int, nk: int, offset: int) -> int:
+    """K/V blocks of ``bn`` rows that Q block ``i`` of ``bm`` rows sees under a causal mask (row r sees keys up
+    to r + ``offset``), clipped to the ``nk`` keys."""
+    return min(max(0, _cdiv((i + 1) * bm + offset, bn)), _cdiv(nk, bn))
+
+
+def _diagonal_start(j: int, bn: int, bm: int, nq: int, offset: int) -> int:
+    """The first Q block of ``bm`` rows that sees K/V block ``j`` of ``bn`` rows under a causal mask."""
+    return min(max(0, (j * bn - offset) // bm), _cdiv(nq, bm))
+
+
 def _flash2_fwd(p, t, add):
     """Each Q block reads its K/V blocks (causal: up to the diagonal; a window: from the block holding
     its first row's oldest key), the last one clipped at the request's length; requests of a
@@ -124,7 +135,7 @@ def _flash2_fwd(p, t, add):
         nk = nq if ragged else p.seq_k
         kv_rows = 0
         for i in range(_cdiv(nq, bm)):
-            stop = min(_cdiv((i + 1) * bm, bn), _cdiv(nk, bn)) if p.causal else _cdiv(nk, bn)
+            stop = _diagonal_stop(i, bm, bn, nk, p.causal_offset) if p.causal else _cdiv(nk, bn)
             start = max(0, i * bm - p.window + 1) // bn if p.window else 0
             kv_rows += min(nk, stop * bn) - min(nk, start * bn)
         heads = p.heads if ragged else p.bh
@@ -142,7 +153,8 @@ def _flash2_bwd(p, t, add, dq: str = "atomic"):
     if atomic:
         add(0, bh * nq * d * FP32)  # zeros: dQ accumulator
     add(2 * bh * nq * d * e, bh * nq * FP32)  # D = rowsum(dO ∘ O)
-    q_rows = sum(nq - min(nq, ((j * bn) // bm) * bm if p.causal else 0) for j in range(_cdiv(nk, bn)))
+    q_rows = sum(nq - min(nq, _diagonal_start(j, bn, bm, nq, p.causal_offset) * bm if p.causal else 0)
+                 for j in range(_cdiv(nk, bn)))
     per_row = 2 * d * e + 2 * FP32  # Q, dO, LSE, D
     acc = d * FP32 if atomic else 0  # dQ row: read and written back by the atomic add
     kv_out = bh if p.group > 1 else p.bh_kv
@@ -150,7 +162,8 @@ def _flash2_bwd(p, t, add, dq: str = "atomic"):
     if not atomic:  # dQ over Q blocks: Q, dO, LSE, D once, K/V as the forward streams them, dQ written once
         if dq == "fused":  # the K/V-outer loop's CTAs go on to Q blocks of their own rows: the tiles swapped
             bm, bn = bn, bm
-        kv_rows = sum(min(nk, _cdiv((i + 1) * bm, bn) * bn) if p.causal else nk for i in range(_cdiv(nq, bm)))
+        kv_rows = sum(min(nk, _diagonal_stop(i, bm, bn, nk, p.causal_offset) * bn) if p.causal else nk
+                      for i in range(_cdiv(nq, bm)))
         add(bh * (nq * per_row + 2 * kv_rows * d * e), bh * nq * d * e)
     if p.group > 1:
         add(2 * bh * nk * d * e, 2 * p.bh_kv * nk * d * e)
@@ -162,7 +175,8 @@ def _flash1(p, t, add):
     br, bc, d, e = t.block_m, t.block_n, p.head_dim, p.elem_bytes
     nq, nk, bh = p.seq_q, p.seq_k, p.bh
     add(0, bh * nq * (d * FP32 + 2 * FP32))  # O = 0, ℓ = 0, m = -inf
-    q_rows = sum(nq - min(nq, ((j * bc) // br) * br if p.causal else 0) for j in range(_cdiv(nk, bc)))
+    q_rows = sum(nq - min(nq, _diagonal_start(j, bc, br, nq, p.causal_offset) * br if p.causal else 0)
+                 for j in range(_cdiv(nk, bc)))
     state = d * FP32 + 2 * FP32  # O_i, ℓ_i, m_i per row
     add(bh * (2 * nk * d * e + q_rows * (d * e + state)), bh * q_rows * state)
     add(bh * nq * d * FP32, bh * nq * d * e)  # cast O

@@ -744,12 +744,13 @@ def _masked_share(kernel) -> float:
     extent = kernel.ragged.arrays[2][kernel.request(sl)] if every else kernel.loop_extent
     n = -(-extent // bu)
     edge = start
-    if kernel.causal.value == "stop":  # forward: from the block holding the CTA's first row on
-        lo, hi = np.minimum((i * bi) // bu, stop), stop
+    o = kernel.causal_offset  # where the diagonal sits: row r sees keys up to r + o
+    if kernel.causal.value == "stop":  # forward: from the block holding the CTA's first row's diagonal on
+        lo, hi = np.clip((i * bi + o) // bu, start, stop), stop
         if kernel.window:  # and below the first block every row of the CTA sees whole
             edge = np.clip(-(-np.maximum(0, (i + 1) * bi - kernel.window) // bu), start, lo)
-    elif kernel.causal.value == "start":  # backward: up to the block holding the CTA's last row
-        lo, hi = start, np.maximum(start, np.minimum(-(-((i + 1) * bi) // bu), stop))
+    elif kernel.causal.value == "start":  # backward: up to the block holding the row that sees the CTA's last key
+        lo, hi = start, np.maximum(start, np.minimum(-(-((i + 1) * bi - o) // bu), stop))
     else:
         lo = hi = stop
         if kernel.window and kernel.split_blocks:  # a decode window: the first split's first block, if the

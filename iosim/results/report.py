@@ -29,6 +29,15 @@ def human_time(s: float) -> str:
     return f"{s * 1e6:.3g} µs"
 
 
+def causal_text(p: dict) -> str:
+    """A problem's causal mask: yes or no, or where its diagonal sits when the query and key lengths differ."""
+    if not p["causal"]:
+        return "no"
+    if (p.get("seq_k") or p["seq_q"]) == p["seq_q"]:
+        return "yes"
+    return p.get("causal_align", "top-left")
+
+
 def row(r: RunResult | Skipped) -> dict:
     """One table line; a skipped run shows its configuration and its reason where the bound goes."""
     p = r.config["problem"]
@@ -36,7 +45,7 @@ def row(r: RunResult | Skipped) -> dict:
     out = {"gpu": r.gpu, "algo": algo_label(r.config), "N": p["seq_q"], "Nk": p.get("seq_k") or p["seq_q"],
            "lengths": lengths_text(p["seq_lens"]) if p.get("seq_lens") else "-", "window": p.get("window") or "-",
            "d": p["head_dim"], "B×H": heads,
-           "causal": "yes" if p["causal"] else "no", "pass": "fwd+bwd" if p["backward"] else "fwd",
+           "causal": causal_text(p), "pass": "fwd+bwd" if p["backward"] else "fwd",
            "peak mem": human_bytes(r.peak_hbm_bytes) + (" (OOM)" if r.out_of_memory else "")}
     if isinstance(r, Skipped):
         return out | {c: "-" for c in ("HBM read", "HBM write", "L2 traffic", "L2 hit", "time")} | {"bound": r.reason}

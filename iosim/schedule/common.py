@@ -80,8 +80,12 @@ def check_problem(config: RunConfig) -> None:
     if config.algo == "flash2" and p.seq_lens is not None and p.seq_q != p.seq_k:
         raise ConfigError("seq_q", f"a variable-length prefill gives each request its own length as queries and keys: "
                                    f"seq_q must be the longest, {p.seq_k}, got {p.seq_q}")
-    if p.causal and p.seq_q != p.seq_k:
-        raise ConfigError("seq_k", f"causal attention needs seq_k == seq_q ({p.seq_q}), got {p.seq_k}")
+    if p.causal and p.seq_q != p.seq_k:  # the diagonal where causal_align puts it: modelled for these kernels
+        if p.window is not None:
+            raise ConfigError("seq_k", f"local attention in a prefill needs seq_k == seq_q ({p.seq_q}), got {p.seq_k}")
+        if config.impl is not None:
+            raise ConfigError("seq_k", f"{config.impl} is modelled causal with seq_k == seq_q ({p.seq_q}) only, "
+                                       f"got {p.seq_k}")
     if p.dtype == "fp8" and (config.algo != "flash2" or p.backward or config.impl is not None
                              or p.seq_lens is not None or p.window is not None):
         raise ConfigError("dtype", "fp8 (e4m3) is modelled for flash2's forward on iosim's kernels only (the Hopper "

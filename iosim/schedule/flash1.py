@@ -44,7 +44,10 @@ class Flash1Kernel(Kernel):
         return -(-self.seq_k // self.block_j)
 
     def inner_start(self, j: int) -> int:
-        return (j * self.block_j) // self.block_i if self.causal is not CausalMode.NONE else 0
+        """The first Q block whose rows see K/V block ``j`` (causal), else 0."""
+        if self.causal is CausalMode.NONE:
+            return 0
+        return min(self.tr, max(0, (j * self.block_j - self.causal_offset) // self.block_i))
 
     def pairs(self) -> int:
         return sum(self.tr - self.inner_start(j) for j in range(self.tc))
@@ -66,7 +69,8 @@ def main_kernel(ts: TensorSet, config: RunConfig, tl: Tiling) -> Kernel:
         # O_i (line 12) in SIMT; one exp per score and two per row.
         iter_flops=Flops(tensor=4.0 * br * bc * d, simt=5.0 * br * bc + 3.0 * br * d, sfu=br * bc + 2 * br),
         iter_sram=br * d * (eb + FP32) + 2 * bc * d * eb,
-        causal=CausalMode.STOP if p.causal else CausalMode.NONE, kv_group=p.group, heads=p.heads, kv_heads=p.kv_heads,
+        causal=CausalMode.STOP if p.causal else CausalMode.NONE,
+        causal_offset=p.causal_offset, kv_group=p.group, heads=p.heads, kv_heads=p.kv_heads,
         warps=tl.warps, stages=tl.stages, smem_bytes=eb * d * 2 * bc * tl.stages + br * d * (eb + FP32),
         regs_per_thread=regs_estimate(br * bc + br * d, 0, tl.warps),
         extents=(("Q", p.seq_q, d),) + extents(ts, ("K", "V", "O32", "l", "m")),

@@ -156,6 +156,7 @@ class Kernel:
     end_flops: Flops = Flops()  # prologue + epilogue work of one CTA
     iter_sram: float = 0.0  # operand bytes read from shared memory per iteration
     causal: CausalMode = CausalMode.NONE
+    causal_offset: int = 0  # a causal mask's diagonal: query row r sees keys up to r + causal_offset
     kv_group: int = 1  # query heads per key/value head
     heads: int = 1
     kv_heads: int = 1
@@ -234,12 +235,13 @@ class Kernel:
             start = np.minimum(start + i * self.split_blocks, n)
             trips = np.minimum(start + self.split_blocks, n) - start
         else:
-            if self.causal is CausalMode.STOP:  # forward: key blocks up to the query block's last row
-                stop = np.minimum(n, -(-((i + 1) * self.block_i) // self.block_u))
+            o = self.causal_offset
+            if self.causal is CausalMode.STOP:  # forward: key blocks up to the query block's last row's diagonal
+                stop = np.clip(-(-((i + 1) * self.block_i + o) // self.block_u), 0, n)
                 if self.window:  # and from the block holding the first row's oldest key
                     start = np.maximum(start, np.maximum(0, i * self.block_i - self.window + 1) // self.block_u)
-            elif self.causal is CausalMode.START:  # backward: query blocks from the key block's first row on
-                start = (i * self.block_i) // self.block_u
+            elif self.causal is CausalMode.START:  # backward: query blocks from the one whose rows see the key block
+                start = np.clip((i * self.block_i - o) // self.block_u, 0, n)
                 stop = np.zeros_like(i) + n
             else:
                 stop = np.zeros_like(i) + n

@@ -25,6 +25,10 @@ PAGE_SIZES = (16, 32, 64, 128, 256)  # tokens per page of a paged KV cache (vLLM
 PHASES = ("fwd", "bwd")  # the passes a launcher's PyTorch operations run in (LauncherOp.phase)
 ROLES = ("Q", "K", "V", "O", "dO", "dQ", "dK", "dV")  # tensors of the call a launcher operation can touch
 SEQ_DIMS = ("Nq", "Nk")  # a launcher operand's dimensions that are the problem's sequence lengths
+# Where a causal mask's diagonal sits when seq_q != seq_k: query row i sees keys j <= i (top-left: PyTorch's
+# is_causal, the Triton kernels here) or j <= i + seq_k - seq_q (bottom-right: FlashAttention-2 from 2.1,
+# FlashInfer, a chunked prefill after its cached prefix)
+CAUSAL_ALIGNS = ("top-left", "bottom-right")
 
 
 def head_dim_error(head_dim) -> str | None:
@@ -52,6 +56,13 @@ def _operand_dict(o: dict) -> dict:
     return out
 
 
+def _under(t: float, cap: int) -> float:
+    """The integral of ``min(cap, max(0, a))`` over ``a <= t``: the area under a causal diagonal, clipped at the keys."""
+    if t <= 0:
+        return 0.0
+    return t * t / 2 if t <= cap else cap * cap / 2 + cap * (t - cap)
+
+
 def _positive_int(name: str, value) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
         raise ConfigError(name, f"must be a positive integer, got {value!r}")
@@ -68,7 +79,8 @@ class Problem:
     request, the query and key length of each in a prefill, the K/V cache length of each in a decode
     (``seq_q`` query rows each); ``seq_k`` is then the longest. ``window`` is local attention: a query
     sees its ``window`` most recent keys, itself included (causal; in a decode, the last ``window``
-    keys of the cache).
+    keys of the cache). ``causal_align`` places a causal mask's diagonal when ``seq_q != seq_k``
+    (:data:`CAUSAL_ALIGNS`; the same mask either way when they are equal).
     """
 
     batch: int = 4
@@ -83,6 +95,7 @@ class Problem:
     page_size: int | None = None  # a paged KV cache: pages of this many tokens, in any order (flash_decode)
     seq_lens: tuple[int, ...] | None = None  # a variable-length batch: each request's length
     window: int | None = None  # local attention: keys a query sees, itself included
+    causal_align: str = "top-left"  # one of CAUSAL_ALIGNS
 
     def __post_init__(self):
         if self.kv_heads is None:
@@ -111,6 +124,8 @@ class Problem:
             raise ConfigError("kv_heads", f"must divide heads={self.heads}, got {self.kv_heads}")
         if self.dtype not in DTYPE_BYTES:
             raise ConfigError("dtype", f"must be one of {', '.join(DTYPE_BYTES)}, got {self.dtype!r}")
+        if self.causal_align not in CAUSAL_ALIGNS:
+            raise ConfigError("causal_align", f"must be one of {', '.join(CAUSAL_ALIGNS)}, got {self.causal_align!r}")
         if self.page_size is not None and self.page_size not in PAGE_SIZES:
             raise ConfigError("page_size", f"must be one of {', '.join(map(str, PAGE_SIZES))}, got {self.page_size!r}")
 
@@ -143,15 +158,28 @@ class Problem:
         return b * self.kv_heads + h // self.group
 
     @property
+    def causal_offset(self) -> int:
+        """Keys past its own index a query row sees under the causal mask: row i sees keys j <= i + offset
+        (0 top-left, seq_k - seq_q bottom-right; 0 without a mask)."""
+        if not self.causal or self.causal_align == "top-left":
+            return 0
+        return self.seq_k - self.seq_q
+
+    @property
     def lengths(self) -> tuple[int, ...]:
         """Each request's length (its K/V length): ``seq_lens``, or ``seq_k`` for every request."""
         return self.seq_lens if self.seq_lens is not None else (self.seq_k,) * self.batch
 
     def flops(self) -> float:
         """Matmul FLOPs by the FlashAttention papers' convention: 4·H·d per (query, key) pair of every
-        request, Nq·Nk pairs, ½ if causal, ×3.5 with backward; a window counts the pairs it keeps
+        request, Nq·Nk pairs, ½ if causal (with Nq != Nk the area under the diagonal), ×3.5 with backward; a window counts the pairs it keeps
         (N·W − W²/2 causal, which is N²/2 at W = N; Nq·W in a decode)."""
         pairs = 0.0
+        if self.causal and self.seq_q != self.seq_k and self.seq_lens is None:  # a rectangle cut by its diagonal:
+            o, nk = self.causal_offset, self.seq_k  # the area under it, N²/2 at equal lengths as below
+            pairs = (_under(self.seq_q + o, nk) - _under(o, nk)) * self.batch
+            f = 4.0 * self.heads * self.head_dim * pairs
+            return f * 3.5 if self.backward else f
         for n in self.lengths:
             nq = n if self.seq_lens is not None and self.seq_q == self.seq_k else self.seq_q
             if self.causal:
@@ -332,6 +360,8 @@ class RunConfig:
         for key in ("page_size", "seq_lens", "window"):  # only a paged cache, a ragged batch, a window say so
             if out["problem"][key] is None:
                 del out["problem"][key]
+        if out["problem"]["causal_align"] == "top-left":  # only a bottom-right causal mask says so
+            del out["problem"]["causal_align"]
         if out["problem"].get("seq_lens") is not None:
             out["problem"]["seq_lens"] = list(out["problem"]["seq_lens"])
         return out

@@ -1,0 +1,142 @@
+"""Causal attention with different query and key lengths: the diagonal top-left (PyTorch's is_causal) or
+bottom-right (FlashAttention-2 from 2.1, a chunked prefill). The kernels' bytes with no cache against counts
+made pair by pair from the mask itself (a tile pair is visited exactly when one of its queries sees one of its
+keys), FLOPs against the mask's pairs, the closed forms, and the option that sets it."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from iosim.cli import main
+from iosim.costs import closed_forms
+from iosim.schedule.problem import ConfigError, Problem, RunConfig, Tiling
+from iosim.simulate import simulate
+
+# (seq_q, seq_k): keys beyond the queries (a prefix), fewer keys than queries, ragged against every tile
+SHAPES = [(96, 320), (200, 72), (130, 130), (37, 301)]
+ALIGNS = ["top-left", "bottom-right"]
+TILE = Tiling(block_m=32, block_n=16)
+
+
+def config(nq, nk, align, algo="flash2", backward=False, tiling=TILE):
+    return RunConfig(algo=algo, mode="ncu", tiling=tiling, backward_tiling=Tiling(block_m=16, block_n=32),
+                     problem=Problem(batch=2, heads=4, kv_heads=2, seq_q=nq, seq_k=nk, head_dim=32, causal=True,
+                                     causal_align=align, backward=backward))
+
+
+def mask(p: Problem, rows: int | None = None) -> np.ndarray:
+    """Which key each query row sees: the diagonal where the alignment puts it; ``rows`` query rows (default
+    seq_q: a tile's padding rows beyond seq_q see keys too, as Triton kernels bound their loop by the tile's
+    last row, ``hi = (i + 1)·BM + offset``, clipped at the keys only)."""
+    shift = p.seq_k - p.seq_q if p.causal_align == "bottom-right" else 0
+    return np.arange(p.seq_k)[None, :] <= np.arange(rows or p.seq_q)[:, None] + shift
+
+
+def visited(seen: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    """Tile pairs (row block, column block) holding at least one seen pair."""
+    nr, nc = -(-seen.shape[0] // rows), -(-seen.shape[1] // cols)
+    out = np.zeros((nr, nc), dtype=bool)
+    for a in range(nr):
+        for b in range(nc):
+            out[a, b] = seen[a * rows:(a + 1) * rows, b * cols:(b + 1) * cols].any()
+    return out
+
+
+def span(block: int, size: int, n: int) -> int:
+    return min(n, (block + 1) * size) - block * size
+
+
+@pytest.mark.parametrize("align", ALIGNS)
+@pytest.mark.parametrize("nq, nk", SHAPES)
+def test_forward_without_l2_reads_the_key_blocks_its_queries_see(nq, nk, align):
+    c = config(nq, nk, align)
+    p, bm, bn = c.problem, c.tiling.block_m, c.tiling.block_n
+    seen = visited(mask(p, -(-nq // bm) * bm), bm, bn)  # the last Q tile's padding rows bound its loop
+    kv_rows = sum(span(b, bn, nk) for a in range(seen.shape[0]) for b in np.nonzero(seen[a])[0])
+    e, d = p.elem_bytes, p.head_dim
+    read = p.bh * (nq * d * e + 2 * kv_rows * d * e)
+    write = p.bh * nq * (d * e + 4)  # O and the fp32 logsumexp
+    hbm = simulate(c, "h100-sxm", l2_bytes=0).levels["hbm"]
+    assert (hbm.read_bytes, hbm.write_bytes) == (read, write)
+    assert closed_forms.no_cache_bytes(c) == {"read": read, "write": write}
+
+
+@pytest.mark.parametrize("align", ALIGNS)
+@pytest.mark.parametrize("nq, nk", SHAPES)
+def test_backward_without_l2_reads_the_query_blocks_that_see_each_key_block(nq, nk, align):
+    """The K/V-outer backward: each K/V block re-reads Q, dO, LSE, D and adds into dQ for every Q block from the
+    first whose rows see one of its keys; the mask is monotone, so those are all the blocks holding a seen pair."""
+    c = config(nq, nk, align, backward=True)
+    p, t = c.problem, c.backward_tiling
+    bm, bn, e, d = t.block_m, t.block_n, p.elem_bytes, p.head_dim
+    seen = visited(mask(p).T, bn, bm)  # K/V blocks by Q blocks
+    q_rows = sum(span(a, bm, nq) for b in range(seen.shape[0]) for a in np.nonzero(seen[b])[0])
+    read = p.bh * (2 * nk * d * e + q_rows * (2 * d * e + 2 * 4 + d * 4))  # K, V; Q, dO, LSE, D, dQ read
+    r = simulate(c, "h100-sxm", l2_bytes=0)
+    bwd = next(k for k in r.kernels if k.name == "flash2_bwd")
+    assert bwd.levels["hbm"].read_bytes == read
+    assert closed_forms.no_cache_bytes(c)["read"] == sum(k.levels["hbm"].read_bytes for k in r.kernels)
+
+
+@pytest.mark.parametrize("align", ALIGNS)
+@pytest.mark.parametrize("nq, nk", SHAPES[:2])
+def test_flash1_without_l2_revisits_the_query_blocks_that_see_each_key_block(nq, nk, align):
+    c = config(nq, nk, align, algo="flash1")
+    r = simulate(c, "h100-sxm", l2_bytes=0)
+    assert closed_forms.no_cache_bytes(c) == {"read": r.levels["hbm"].read_bytes, "write": r.levels["hbm"].write_bytes}
+    p, bm, bn = c.problem, c.tiling.block_m, c.tiling.block_n
+    seen = visited(mask(p).T, bn, bm)
+    q_rows = sum(span(a, bm, nq) for b in range(seen.shape[0]) for a in np.nonzero(seen[b])[0])
+    main_kernel = next(k for k in r.kernels if k.name == "flash1_fwd")
+    e, d = p.elem_bytes, p.head_dim
+    assert main_kernel.levels["hbm"].read_bytes == p.bh * (2 * nk * d * e + q_rows * (d * e + d * 4 + 2 * 4))
+
+
+@pytest.mark.parametrize("align", ALIGNS)
+@pytest.mark.parametrize("nq, nk", SHAPES)
+def test_flops_count_the_area_the_mask_keeps(nq, nk, align):
+    """The papers' convention counts the area under the diagonal (N²/2 at equal lengths): within half a pair a
+    query row of the pairs the mask keeps, and at equal lengths N²/2 whichever the alignment."""
+    p = config(nq, nk, align, backward=True).problem
+    pairs = p.flops() / (4.0 * p.heads * p.head_dim * p.batch * 3.5)
+    assert abs(pairs - mask(p).sum()) <= nq / 2
+    if nq == nk:
+        assert pairs == nq * nq / 2
+
+
+def test_alignment_changes_nothing_at_equal_lengths():
+    a, b = (simulate(config(130, 130, x, backward=True), "h100-sxm") for x in ALIGNS)
+    assert a.levels["hbm"].total == b.levels["hbm"].total and a.time_s == b.time_s
+
+
+def test_a_chunk_after_a_long_prefix_reads_the_whole_prefix_bottom_right_and_only_its_own_rows_top_left():
+    """With an unbounded L2, what is read is what is needed: bottom-right the chunk sees every key; top-left
+    only the first Nq keys."""
+    runs = {x: simulate(config(64, 512, x), "h100-sxm", l2_bytes=1 << 40).levels["hbm"].read_bytes for x in ALIGNS}
+    q = 2 * 4 * 64 * 32 * 2
+    kv = 2 * 2 * 2 * 32 * 2  # K and V rows of both kv heads of both batch items, per key
+    assert runs["bottom-right"] == q + 512 * kv and runs["top-left"] == q + 64 * kv
+
+
+def test_sdpa_and_windows_refuse_it():
+    with pytest.raises(ConfigError, match="seq_k: sdpa_cudnn is modelled causal with seq_k == seq_q"):
+        simulate(RunConfig(impl="sdpa_cudnn", problem=Problem(seq_q=1024, seq_k=2048, causal=True, head_dim=64)), "h200")
+    with pytest.raises(ConfigError, match="causal_align: must be one of top-left, bottom-right"):
+        Problem(causal=True, causal_align="centre")
+
+
+def test_the_option_sets_it_and_the_table_says_where_the_diagonal_is():
+    args = ["simulate", "--gpu", "h100", "--algo", "flash2", "--seq-len", "1k", "--seq-k", "4k", "--causal", "--json"]
+    out = {}
+    for align in ALIGNS:
+        r = CliRunner().invoke(main, args + ["--causal-align", align])
+        assert r.exit_code == 0, r.output
+        run = json.loads(r.output)[0]
+        out[align] = run["levels"]["hbm"]["read_bytes"]
+        assert run["config"]["problem"].get("causal_align", "top-left") == align
+    assert out["bottom-right"] > 2 * out["top-left"]
+    table = CliRunner().invoke(main, args[:-1] + ["--causal-align", "bottom-right"])
+    assert "bottom-right" in table.output
