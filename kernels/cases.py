@@ -20,6 +20,15 @@ FOREIGN_MANIFEST = Path("experiments/foreign_kernels/manifest.yaml")  # relative
 _SHORT = {"block_m": "bm", "block_n": "bn", "stages": "s", "warps": "w", "splits": "sp"}  # name parts, in this order
 
 
+def _problem_dict(p: Problem) -> dict:
+    """A problem as a measurement file records it: a top-left causal diagonal (the default) unsaid, as before it was
+    a field."""
+    out = asdict(p)
+    if out["causal_align"] == "top-left":
+        del out["causal_align"]
+    return out
+
+
 @dataclass(frozen=True)
 class CaseSpec:
     """One attention call to measure: ``impl`` on ``problem`` (``backward``: forward + backward, the
@@ -119,13 +128,13 @@ class CaseSpec:
         if self.impl in OURS:
             return RunConfig(algo=self.impl, problem=self.problem, tiling=self.tiling, dq=self.dq).resolved().to_dict()
         if self.impl == KERNEL_IMPL:  # the tiling is read off its launches once it has run
-            return {"algo": self.algo, "problem": asdict(self.problem), "tiling": {}}
+            return {"algo": self.algo, "problem": _problem_dict(self.problem), "tiling": {}}
         outside = self.impl in REFERENCE_IMPLS
-        return {"algo": None if outside else self.impl, "problem": asdict(self.problem),
+        return {"algo": None if outside else self.impl, "problem": _problem_dict(self.problem),
                 "tiling": None if outside else {}}
 
     def to_json(self) -> dict:
-        return {"impl": self.impl, "problem": asdict(self.problem), "tiling": asdict(self.tiling), "name": self.name,
+        return {"impl": self.impl, "problem": _problem_dict(self.problem), "tiling": asdict(self.tiling), "name": self.name,
                 "kernel": self.kernel, "algo": self.algo, "dq": self.dq}
 
     @classmethod

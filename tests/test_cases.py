@@ -127,8 +127,13 @@ def test_a_user_kernel_case_names_file_and_function_and_travels_to_the_ncu_child
     spec = kernel_case("experiments/foreign_kernels/F1_exp_maskall.py:attention", "flash2", "fwd_bwd",
                        batch=1, heads=8, seq_q=4096, head_dim=128, causal=True)
     assert spec.name == "kernel-F1_exp_maskall.attention-fwd_bwd-fp16-b1h8-n4096-d128-causal"
-    assert spec.run_config() == {"algo": "flash2", "problem": spec.problem.__dict__ | {}, "tiling": {}}
+    unsaid = {k: v for k, v in spec.problem.__dict__.items() if k != "causal_align"}  # the default, top-left
+    assert spec.run_config() == {"algo": "flash2", "problem": unsaid, "tiling": {}}
     assert CaseSpec.from_json(json.loads(json.dumps(spec.to_json()))) == spec
+    br = kernel_case("experiments/foreign_kernels/F1_exp_maskall.py:attention", "flash2", "fwd", batch=1, heads=8,
+                     seq_q=1024, seq_k=4096, head_dim=128, causal=True, causal_align="bottom-right")
+    assert br.name.endswith("-n1024k4096-d128-causal-br") and br.run_config()["problem"]["causal_align"] == "bottom-right"
+    assert CaseSpec.from_json(json.loads(json.dumps(br.to_json()))) == br
     with pytest.raises(ConfigError, match="algo"):
         kernel_case("x.py:attention", "sdpa_flash")
     with pytest.raises(ConfigError, match="kernel"):

@@ -36,7 +36,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Field, ValidationError, model_validator
 
 from iosim.files import atomic_write_text
-from iosim.schedule.problem import ALGOS, DQ_MODES, DTYPE_BYTES, GRID_ORDERS, MODES
+from iosim.schedule.problem import ALGOS, CAUSAL_ALIGNS, DQ_MODES, DTYPE_BYTES, GRID_ORDERS, MODES
 from iosim.schema import (
     FieldProblem,
     FileModel,
@@ -395,6 +395,7 @@ class _Problem(FileModel):
     page_size: PositiveInt | None = None  # a paged KV cache (flash_decode)
     seq_lens: list[PositiveInt] | None = None  # a variable-length batch: each request's length
     window: PositiveInt | None = None  # local attention: keys a query sees
+    causal_align: Literal[CAUSAL_ALIGNS] = "top-left"  # where a causal diagonal sits when seq_q != seq_k
 
 
 class _Tiling(FileModel):
