@@ -64,6 +64,8 @@
 #   br) causal attention with seq_k != seq_q: FlagAttention's launchers (flag_attn.py, not committed; its diagonal
 #      bottom-right) checked against SDPA with that mask, then manifest_flag_chunked.yaml (ncu)
 #      -> $OUT/thirdparty/flag_chunked/; the foreign kernels' manifest_offset.yaml (top-left) -> $OUT/offset/ (≤ 560 s)
+#   off) kernels/flash2.py causal with seq_k != seq_q (top-left): its GPU tests (big5), then the held-out
+#      manifest_offset.yaml (ncu)                 -> $OUT/heldout_offset/ (≤ 400 s)
 #   dq) our flash2 backward with dQ in a kernel of its own beside the atomic one: GPU tests, the dq grid (ncu)
 #                                                -> $OUT/dq/{pytest_gpu_dq.log,measurements.json} (≤ 400 s)
 #   sm) loops that move much through shared memory, its wavefronts counted (ncu): the smem grid, its cases'
@@ -339,6 +341,15 @@ if want br; then
     step "br) foreign kernels, causal with Nq < Nk" 150 "$PY" -m iosim measure \
         --manifest experiments/foreign_kernels/manifest_offset.yaml --out "$OUT/offset" >>"$LOG" 2>&1
     rm -f "$OUT/offset/measurements.csv"
+fi
+if want off; then
+    H="$OUT/heldout_offset"
+    mkdir -p "$H"
+    step "off) our kernels causal with Nq != Nk on the GPU" 120 "$PY" -m pytest -q -p no:cacheprovider tests/test_kernels.py \
+        -m gpu -k "big5" >"$H/pytest_gpu_offset.log" 2>&1
+    step "off) held-out offset grid" 280 "$PY" -m iosim measure --manifest experiments/heldout_kernels/manifest_offset.yaml \
+        --out "$H" >>"$LOG" 2>&1
+    rm -f "$H/measurements.csv"  # the JSON's twin: the device returns few files
 fi
 if want dq; then
     mkdir -p "$OUT/dq"

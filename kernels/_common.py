@@ -46,8 +46,6 @@ def check_inputs(q, k, v, causal: bool, backward: bool = False) -> Problem:
         raise ValueError(f"dtype must be one of fp16, bf16, fp32 and equal for q, k, v; got {q.dtype}, {k.dtype}, {v.dtype}")
     if not (q.is_contiguous() and k.is_contiguous() and v.is_contiguous()):
         raise ValueError("q, k, v must be contiguous (a hidden copy would add memory traffic)")
-    if causal and seq_q != seq_k:
-        raise ValueError(f"causal attention needs seq_q == seq_k, got {seq_q} and {seq_k}")
     return Problem(batch=batch, heads=heads, kv_heads=kv_heads, seq_q=seq_q, seq_k=seq_k, head_dim=head_dim,
                    dtype=DTYPE_NAMES[q.dtype], causal=bool(causal), backward=bool(backward))
 

@@ -66,6 +66,9 @@ class CaseSpec:
             if self.problem.head_dim not in HEAD_DIMS:
                 raise ConfigError("head_dim", f"must be one of {', '.join(map(str, HEAD_DIMS))} for {self.impl}")
             resolve_tiling(self.impl, FWD, self.problem.head_dim, self.tiling)  # e.g. grid_order for flash2 only
+            if self.problem.causal_offset:
+                raise ConfigError("causal_align", "iosim's kernels put a causal diagonal top-left; bottom-right is "
+                                                  "simulated (iosim simulate) and measured on a kernel of your own")
         elif self.tiling != Tiling():
             raise ConfigError("tiling", f"only our kernels take tiling overrides, not {self.impl}")
         if self.dq != "atomic":

@@ -140,3 +140,15 @@ def test_the_option_sets_it_and_the_table_says_where_the_diagonal_is():
     assert out["bottom-right"] > 2 * out["top-left"]
     table = CliRunner().invoke(main, args[:-1] + ["--causal-align", "bottom-right"])
     assert "bottom-right" in table.output
+
+
+def test_our_kernels_are_measured_top_left_only():
+    """iosim's Triton kernels bound their loops by the top-left diagonal: a bottom-right case of theirs is refused before
+    it runs (a kernel of one's own is measured either way)."""
+    from iosim.kernels.cases import CaseSpec, kernel_case
+
+    with pytest.raises(ConfigError, match="causal_align: iosim's kernels put a causal diagonal top-left"):
+        CaseSpec("flash2", Problem(seq_q=512, seq_k=2048, causal=True, causal_align="bottom-right"))
+    CaseSpec("flash2", Problem(seq_q=512, seq_k=2048, causal=True))  # top-left: theirs
+    kernel_case("experiments/foreign_kernels/F1_exp_maskall.py:attention", "flash2", "fwd", seq_q=512, seq_k=2048,
+                causal=True, causal_align="bottom-right")

@@ -50,6 +50,7 @@ SMALL = [
     Case(2, 4, 1, 37, 50, 16, False, F16, {"block_m": 16, "block_n": 16}),  # multi-query, Nq != Nk
     Case(1, 2, 2, 100, 100, 16, True, F16, {"block_m": 16, "block_n": 32}),
     Case(1, 2, 1, 45, 45, 256, True, BF16, {"block_m": 16, "block_n": 16}),  # the largest head, GQA
+    Case(1, 4, 2, 37, 70, 32, True, F16, {"block_m": 16, "block_n": 32}),  # causal, Nq < Nk: the diagonal top-left
 ]
 # Compiled cases: default tiling (block sizes 32..128), d = 64, 128 and 256.
 BIG = [
@@ -58,6 +59,7 @@ BIG = [
     Case(1, 4, 1, 777, 1025, 64, False, BF16, {}),
     Case(2, 4, 4, 2048, 2048, 128, True, F16, {}),
     Case(1, 8, 2, 1500, 1500, 256, True, F16, {}),
+    Case(1, 8, 2, 1000, 3000, 128, True, BF16, {}),  # causal, Nq < Nk: the diagonal top-left
 ]
 
 
