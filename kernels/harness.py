@@ -194,13 +194,14 @@ def measure(cases, out_path, *, ncu=True, warmup_ms=25, rep_ms=100, progress=pri
 
 
 def _problem_arg(text: str) -> dict:
-    """``batch=1,heads=8,causal=1,dtype=bf16`` as Problem keywords (numbers as int, causal as bool)."""
+    """``batch=1,heads=8,causal=1,dtype=bf16`` as Problem keywords (numbers as int, causal as bool, dtype and
+    causal_align as given)."""
     out = {}
     for item in filter(None, text.split(",")):
         key, _, value = item.partition("=")
         key = key.strip()
         out[key] = value == "1" or value.lower() == "true" if key == "causal" else (
-            value if key == "dtype" else int(value))
+            value if key in ("dtype", "causal_align") else int(value))
     return out
 
 

@@ -180,3 +180,22 @@ def test_measure_manifest_errors_name_the_option(tmp_path):
     result = CliRunner().invoke(main, ["measure", "--manifest", str(bad), "--kernel", "a.py:f", "--out", str(out)])
     assert result.exit_code == 2 and "--kernel and --manifest" in result.output
     assert not (out / "measurements.json").exists()
+
+
+def test_measure_kernel_records_a_causal_alignment_and_refuses_a_bad_one(tmp_path, monkeypatch):
+    """``iosim measure --kernel`` takes --seq-k and --causal-align into the case it measures (a bottom-right case is
+    named so), and a problem the model refuses is a one-line usage error before any GPU work."""
+    pytest.importorskip("torch")
+    from click.testing import CliRunner
+
+    from iosim.cli import main
+    from iosim.kernels import harness
+
+    seen = []
+    monkeypatch.setattr(harness, "measure", lambda cases, *a, **k: seen.extend(cases) or None)
+    args = ["measure", "--kernel", "tests/data/user_kernel_tiny.py:attention", "--seq-len", "128", "--seq-k", "512",
+            "--causal", "--out", str(tmp_path)]
+    CliRunner().invoke(main, args + ["--causal-align", "bottom-right"])
+    assert seen and seen[0].problem.causal_offset == 384 and seen[0].name.endswith("-n128k512-d64-causal-br")
+    bad = CliRunner().invoke(main, args + ["--dtype", "fp8", "--heads", "3", "--kv-heads", "2"])
+    assert bad.exit_code == 2 and "--kernel" in bad.output and "kv_heads" in bad.output

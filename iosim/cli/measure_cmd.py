@@ -8,7 +8,7 @@ import click
 
 from iosim.files import unwritable
 from iosim.hardware.profile import resolve_profile_path
-from iosim.schedule.problem import ConfigError
+from iosim.schedule.problem import CAUSAL_ALIGNS, ConfigError
 
 
 def _kernels(module: str):
@@ -46,7 +46,8 @@ def _kernels(module: str):
               "instead of a grid.")
 @click.option("--manifest", type=click.Path(exists=True, dir_okay=False), metavar="FILE.yaml",
               help="Measure the cases of a kernel manifest instead of a grid: a YAML list of {kernel: FILE.py:FN, "
-                   "algo, pass, problem: {batch, heads, kv_heads, seq_q, seq_k, head_dim, dtype, causal}}, each FILE "
+                   "algo, pass, problem: {batch, heads, kv_heads, seq_q, seq_k, head_dim, dtype, causal, causal_align}}, "
+                   "each FILE "
                    "relative to the manifest (as experiments/foreign_kernels/manifest.yaml).")
 @click.option("--algo", type=click.Choice(["flash2", "flash1", "standard"]), default="flash2", show_default=True,
               help="The schedule that models --kernel.")
@@ -56,17 +57,21 @@ def _kernels(module: str):
 @click.option("--heads", type=click.IntRange(min=1), default=16, show_default=True, help="--kernel: query heads.")
 @click.option("--kv-heads", type=click.IntRange(min=1), help="--kernel: key/value heads (default: --heads).")
 @click.option("--seq-len", type=click.IntRange(min=1), default=4096, show_default=True,
-              help="--kernel: sequence length (queries and keys).")
+              help="--kernel: sequence length (queries, and keys unless --seq-k).")
+@click.option("--seq-k", type=click.IntRange(min=1), default=None, help="--kernel: key/value length (default: --seq-len).")
 @click.option("--head-dim", type=click.IntRange(min=1), default=64, show_default=True, help="--kernel: head dim.")
 @click.option("--dtype", type=click.Choice(["fp16", "bf16", "fp32", "fp8"]), default="fp16", show_default=True,
               help="--kernel: element type (fp8: e4m3 inputs, V transposed to (B, Hkv, d, N) as FlashAttention-3 "
                    "takes it; forward only).")
 @click.option("--causal", is_flag=True, help="--kernel: causal mask.")
+@click.option("--causal-align", type=click.Choice(CAUSAL_ALIGNS), default="top-left", show_default=True,
+              help="--kernel: where your kernel's causal diagonal sits when --seq-k differs from --seq-len (top-left: "
+                   "row i sees keys j <= i; bottom-right: j <= i + Nk - N); it is recorded, not passed to the kernel.")
 @click.option("--no-ncu", is_flag=True, help="Timings only, without Nsight Compute counters.")
 @click.option("--warmup-ms", type=float, default=25, show_default=True, help="do_bench warm-up budget per case.")
 @click.option("--rep-ms", type=float, default=100, show_default=True, help="do_bench measuring budget per case.")
-def measure(out, grid, kernel, manifest, algo, pass_, batch, heads, kv_heads, seq_len, head_dim, dtype, causal, no_ncu,
-            warmup_ms, rep_ms):
+def measure(out, grid, kernel, manifest, algo, pass_, batch, heads, kv_heads, seq_len, seq_k, head_dim, dtype, causal,
+            causal_align, no_ncu, warmup_ms, rep_ms):
     """Time our Triton kernels and PyTorch SDPA on this GPU and read Nsight Compute counters.
 
     Each case: median time from triton.testing.do_bench on random inputs after warm-up, then one
@@ -86,8 +91,12 @@ def measure(out, grid, kernel, manifest, algo, pass_, batch, heads, kv_heads, se
     harness = _kernels("harness")
     path = Path(out) / "measurements.json"
     if kernel:
-        cases = [harness.kernel_case(kernel, algo, pass_, batch=batch, heads=heads, kv_heads=kv_heads or heads,
-                                     seq_q=seq_len, head_dim=head_dim, dtype=dtype, causal=causal)]
+        try:
+            cases = [harness.kernel_case(kernel, algo, pass_, batch=batch, heads=heads, kv_heads=kv_heads or heads,
+                                         seq_q=seq_len, seq_k=seq_k or seq_len, head_dim=head_dim, dtype=dtype,
+                                         causal=causal, causal_align=causal_align)]
+        except ConfigError as e:
+            raise click.BadParameter(str(e), param_hint="--kernel") from None
     elif manifest:
         try:
             cases = harness.manifest_cases(Path(manifest))
