@@ -140,6 +140,8 @@ def test_the_option_sets_it_and_the_table_says_where_the_diagonal_is():
     assert out["bottom-right"] > 2 * out["top-left"]
     table = CliRunner().invoke(main, args[:-1] + ["--causal-align", "bottom-right"])
     assert "bottom-right" in table.output
+    csv = CliRunner().invoke(main, args[:-1] + ["--causal-align", "bottom-right", "--csv"]).output.splitlines()
+    assert dict(zip(csv[0].split(","), csv[1].split(",")))["causal_align"] == "bottom-right"
 
 
 def test_our_kernels_are_measured_top_left_only():

@@ -78,7 +78,7 @@ def table(results: list) -> str:
 
 CONFIG_COLUMNS = ("gpu", "algo", "seq_q", "seq_k", "head_dim", "batch", "heads", "kv_heads", "dtype", "causal",
                   "backward", "block_m", "block_n", "warps", "stages", "grid_order", "splits", "mode", "host_tensors",
-                  "page_size", "seq_lens", "window")
+                  "page_size", "seq_lens", "window", "causal_align")
 LEVEL_COLUMNS = tuple(f"{lv}_{k}_bytes" for lv in ("sram", "l2", "hbm", "host") for k in ("read", "write"))
 FIELDS = [*CONFIG_COLUMNS, *LEVEL_COLUMNS, "l2_hit_rate", "time_s", "bound", "peak_hbm_bytes", "hbm_capacity_bytes",
           "skipped"]
@@ -97,6 +97,8 @@ def records(results: list) -> list[dict]:
         d |= {k: c["tiling"].get(k) for k in ("block_m", "block_n", "warps", "stages", "grid_order", "splits")}
         lens = c["problem"].get("seq_lens")
         d |= {k: c["problem"].get(k) for k in ("page_size", "window")} | {"seq_lens": lengths_text(lens) if lens else None}
+        if c["problem"]["causal"]:  # where the diagonal sits (the same either way at equal lengths)
+            d["causal_align"] = c["problem"].get("causal_align", "top-left")
         d |= {"gpu": r.gpu, "algo": algo_label(c), "mode": r.mode, "host_tensors": "+".join(c.get("host_tensors", [])),
               "peak_hbm_bytes": r.peak_hbm_bytes, "hbm_capacity_bytes": r.hbm_capacity_bytes}
         if isinstance(r, Skipped):
