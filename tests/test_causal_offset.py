@@ -154,3 +154,50 @@ def test_our_kernels_are_measured_top_left_only():
     CaseSpec("flash2", Problem(seq_q=512, seq_k=2048, causal=True))  # top-left: theirs
     kernel_case("experiments/foreign_kernels/F1_exp_maskall.py:attention", "flash2", "fwd", seq_q=512, seq_k=2048,
                 causal=True, causal_align="bottom-right")
+
+
+def _masked_attention(shift_of):
+    """A stand-in for a user's kernel in plain torch: softmax attention whose row i sees keys j <= i + shift_of(Nq, Nk)."""
+    import torch
+
+    def fn(q, k, v, causal=False, sm_scale=None):
+        g = q.shape[1] // k.shape[1]
+        k, v = k.float().repeat_interleave(g, 1), v.float().repeat_interleave(g, 1)
+        s = q.float() @ k.transpose(-1, -2) / q.shape[-1] ** 0.5
+        nq, nk = q.shape[2], k.shape[2]
+        if causal:
+            seen = torch.arange(nk)[None, :] <= torch.arange(nq)[:, None] + shift_of(nq, nk)
+            s = s.masked_fill(~seen, float("-inf"))
+        return (torch.softmax(s, -1) @ v).to(q.dtype)
+    return fn
+
+
+@pytest.mark.parametrize("shift_of, expected", [(lambda nq, nk: 0, "top-left"), (lambda nq, nk: nk - nq, "bottom-right"),
+                                               (lambda nq, nk: nk, None), (lambda nq, nk: 5, None)])
+def test_a_kernels_alignment_is_told_from_its_output(shift_of, expected):
+    """The probe compares the kernel's output with each mask's float64 reference: a mask that is neither (none, or
+    shifted elsewhere) is told as such."""
+    pytest.importorskip("torch")
+    from iosim.kernels.causal_align import choose, errors
+
+    for group in (1, 2):
+        assert choose(errors(_masked_attention(shift_of), 32, group, "cpu")) == expected
+
+
+def test_simulate_finds_a_triton_kernels_alignment_and_says_so():
+    """F2 (a foreign kernel) puts its diagonal top-left: without --causal-align, iosim runs the kernel small (Triton's
+    interpreter here), says what it found and simulates that; given, the option wins unasked."""
+    pytest.importorskip("triton")
+    from pathlib import Path
+
+    ref = "experiments/foreign_kernels/F2_exp2_masksplit.py:attention"  # top-left, committed
+    assert Path(ref.split(":")[0]).exists()
+    args = ["simulate", "--gpu", "h200", "--kernel", ref, "--seq-len", "256", "--seq-k", "640", "--causal", "-d", "64",
+            "--heads", "2", "-b", "1", "--json"]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0, r.output
+    assert "puts its causal diagonal top-left" in r.stderr
+    assert json.loads(r.stdout)[0]["config"]["problem"].get("causal_align", "top-left") == "top-left"
+    r = CliRunner().invoke(main, args + ["--causal-align", "bottom-right"])
+    assert "causal diagonal" not in r.stderr
+    assert json.loads(r.stdout)[0]["config"]["problem"]["causal_align"] == "bottom-right"

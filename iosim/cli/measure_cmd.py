@@ -5,6 +5,7 @@ import importlib
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from iosim.files import unwritable
 from iosim.hardware.profile import resolve_profile_path
@@ -90,6 +91,9 @@ def measure(out, grid, kernel, manifest, algo, pass_, batch, heads, kv_heads, se
         raise click.BadParameter(f"{out}: {problem}", param_hint="--out")
     harness = _kernels("harness")
     path = Path(out) / "measurements.json"
+    if kernel and causal and (seq_k or seq_len) != seq_len and \
+            click.get_current_context().get_parameter_source("causal_align") == ParameterSource.DEFAULT:
+        causal_align = _kernel_alignment(kernel, head_dim, heads // (kv_heads or heads))
     if kernel:
         try:
             cases = [harness.kernel_case(kernel, algo, pass_, batch=batch, heads=heads, kv_heads=kv_heads or heads,
@@ -157,3 +161,15 @@ def calibrate(base, out, from_raw, only, add_from):
 
 
 COMMANDS = [measure, calibrate]
+
+
+def _kernel_alignment(ref: str, head_dim: int, group: int) -> str:
+    """Where the user's kernel puts its causal diagonal (:mod:`iosim.kernels.causal_align`, run on this GPU), with a
+    note; top-left where it cannot be told."""
+    from iosim.kernels.causal_align import detect
+
+    align, why = detect(ref, head_dim, group)
+    said = (f"puts its causal diagonal {align} ({why}): recorded so" if align else
+            f"does not show where it puts its causal diagonal ({why}): recorded top-left; --causal-align sets it")
+    click.echo(f"note: {ref} {said}", err=True)
+    return align or "top-left"

@@ -4,8 +4,10 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
+from dataclasses import replace
 
 import click
+from click.core import ParameterSource
 
 from iosim.cli.options import flash2_only, run_configs, run_options
 from iosim.results import report
@@ -37,6 +39,8 @@ def simulate(kernel, as_json, as_csv, **opts):
     if kernel:
         opts["algo"] = flash2_only(opts["algo"], "--kernel")
     configs = run_configs(opts)
+    if kernel and click.get_current_context().get_parameter_source("causal_align") == ParameterSource.DEFAULT:
+        configs = _kernel_alignment(kernel, configs)
     workers = opts["workers"]
     if as_json and as_csv:
         raise click.UsageError("--json and --csv are exclusive: choose one output format")
@@ -106,6 +110,25 @@ def cta_progress(label: str):
             bar.update(done - bar.n)
 
         yield progress
+
+
+def _kernel_alignment(ref: str, configs: list) -> list:
+    """Causal runs with seq_k != seq_q, --causal-align not given: the alignment the user's kernel implements, found
+    by running it small (:mod:`iosim.kernels.causal_align`), with a note; where it cannot be told, top-left."""
+    wanted = {(c.problem.head_dim, c.problem.group) for c in configs if c.problem.causal and c.problem.seq_q != c.problem.seq_k}
+    if not wanted:
+        return configs
+    from iosim.kernels.causal_align import detect
+
+    found = {}
+    for head_dim, group in sorted(wanted):
+        align, why = detect(ref, head_dim, group)
+        found[head_dim, group] = align or "top-left"
+        said = (f"puts its causal diagonal {align} ({why}): simulated so" if align else
+                f"does not show where it puts its causal diagonal ({why}): simulated top-left; --causal-align sets it")
+        click.echo(f"note: {ref} {said}", err=True)
+    return [c if not c.problem.causal or c.problem.seq_q == c.problem.seq_k else
+            c.with_(problem=replace(c.problem, causal_align=found[c.problem.head_dim, c.problem.group])) for c in configs]
 
 
 def _kernel_jobs(ref: str, jobs: list) -> tuple[list, dict]:
