@@ -66,6 +66,8 @@
 #      -> $OUT/thirdparty/flag_chunked/; the foreign kernels' manifest_offset.yaml (top-left) -> $OUT/offset/ (≤ 560 s)
 #   off) kernels/flash2.py causal with seq_k != seq_q (top-left): its GPU tests (big5), then the held-out
 #      manifest_offset.yaml (ncu)                 -> $OUT/heldout_offset/ (≤ 400 s)
+#   sg) small grids (16-256 CTAs): kernels/flash2.py's and four foreign kernels' manifest_small.yaml (ncu)
+#                                                -> $OUT/heldout_small/, $OUT/small_foreign/ (≤ 400 s)
 #   dq) our flash2 backward with dQ in a kernel of its own beside the atomic one: GPU tests, the dq grid (ncu)
 #                                                -> $OUT/dq/{pytest_gpu_dq.log,measurements.json} (≤ 400 s)
 #   sm) loops that move much through shared memory, its wavefronts counted (ncu): the smem grid, its cases'
@@ -350,6 +352,14 @@ if want off; then
     step "off) held-out offset grid" 280 "$PY" -m iosim measure --manifest experiments/heldout_kernels/manifest_offset.yaml \
         --out "$H" >>"$LOG" 2>&1
     rm -f "$H/measurements.csv"  # the JSON's twin: the device returns few files
+fi
+if want sg; then
+    mkdir -p "$OUT/heldout_small" "$OUT/small_foreign"
+    step "sg) small grids, our kernel" 200 "$PY" -m iosim measure --manifest experiments/heldout_kernels/manifest_small.yaml \
+        --out "$OUT/heldout_small" >>"$LOG" 2>&1
+    step "sg) small grids, foreign kernels" 200 "$PY" -m iosim measure --manifest experiments/foreign_kernels/manifest_small.yaml \
+        --out "$OUT/small_foreign" >>"$LOG" 2>&1
+    rm -f "$OUT/heldout_small/measurements.csv" "$OUT/small_foreign/measurements.csv"  # the JSONs' twins
 fi
 if want dq; then
     mkdir -p "$OUT/dq"
