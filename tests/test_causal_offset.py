@@ -201,3 +201,19 @@ def test_simulate_finds_a_triton_kernels_alignment_and_says_so():
     r = CliRunner().invoke(main, args + ["--causal-align", "bottom-right"])
     assert "causal diagonal" not in r.stderr
     assert json.loads(r.stdout)[0]["config"]["problem"]["causal_align"] == "bottom-right"
+
+
+def test_a_multi_token_decode_is_causal_bottom_right_and_reads_the_whole_cache():
+    """Speculative decoding's check: 4 query rows against a cache, the diagonal bottom-right. The last row sees every
+    key and a CTA holds all its group's rows, so the kernels move what they move without the mask; the FLOPs count
+    the pairs the mask keeps. Top-left (rows would see the cache's first keys) and a prefill's lengths are refused."""
+    def decode(**kw):
+        return RunConfig(algo="flash_decode", mode="ncu", problem=Problem(batch=2, heads=8, kv_heads=2, seq_q=4,
+                                                                          seq_k=3000, head_dim=64, **kw))
+    masked, plain = (simulate(decode(**kw), "h200") for kw in ({"causal": True, "causal_align": "bottom-right"}, {}))
+    assert masked.levels["hbm"].total == plain.levels["hbm"].total and masked.time_s == plain.time_s
+    p = decode(causal=True, causal_align="bottom-right").problem
+    assert p.flops() < decode().problem.flops() and abs(p.flops() / (4 * 8 * 64 * 2) - mask(p).sum()) <= 4 / 2
+    for kw in ({"causal": True}, {"causal": True, "causal_align": "bottom-right", "seq_lens": (3000, 100)}):
+        with pytest.raises(ConfigError, match="causal: flash_decode is modelled causal only as a multi-token decode"):
+            simulate(decode(**kw), "h200")

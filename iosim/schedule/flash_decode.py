@@ -46,8 +46,13 @@ def splits_for(config: RunConfig, sm_count: int | None) -> int:
 
 def build(ts: TensorSet, config: RunConfig, sm_count: int | None = None) -> list:
     p, t = config.problem, config.tiling
-    if p.causal:
-        raise ConfigError("causal", "flash_decode is modelled without a causal mask (every query row sees the whole cache)")
+    # A multi-token decode (speculative decoding's check) is causal with the diagonal bottom-right: its last query row
+    # sees the whole cache and a CTA holds all its group's rows, so it visits every block as without the mask
+    if p.causal and not (p.causal_align == "bottom-right" and p.seq_q < p.seq_k and p.seq_lens is None
+                         and p.window is None):
+        raise ConfigError("causal", "flash_decode is modelled causal only as a multi-token decode: the diagonal "
+                                    "bottom-right (causal_align), fewer query rows than keys, one cache length, no "
+                                    "window")
     if p.backward:
         raise ConfigError("backward", "flash_decode is a forward (inference) kernel; it has no backward")
     bm, bn, d, eb = t.block_m, t.block_n, p.head_dim, p.elem_bytes
