@@ -46,6 +46,7 @@ class CaseSpec:
     kernel: str | None = None
     algo: str | None = None
     dq: str = "atomic"  # our flash backwards: dQ by atomics or in a kernel of its own (RunConfig.dq)
+    skips_masked: bool = True  # a user's causal kernel skips the blocks its mask hides (RunConfig.skips_masked)
 
     def __post_init__(self):
         if self.impl not in IMPLS:
@@ -131,20 +132,22 @@ class CaseSpec:
         if self.impl in OURS:
             return RunConfig(algo=self.impl, problem=self.problem, tiling=self.tiling, dq=self.dq).resolved().to_dict()
         if self.impl == KERNEL_IMPL:  # the tiling is read off its launches once it has run
-            return {"algo": self.algo, "problem": _problem_dict(self.problem), "tiling": {}}
+            out = {"algo": self.algo, "problem": _problem_dict(self.problem), "tiling": {}}
+            return out if self.skips_masked else out | {"skips_masked": False}
         outside = self.impl in REFERENCE_IMPLS
         return {"algo": None if outside else self.impl, "problem": _problem_dict(self.problem),
                 "tiling": None if outside else {}}
 
     def to_json(self) -> dict:
         return {"impl": self.impl, "problem": _problem_dict(self.problem), "tiling": asdict(self.tiling), "name": self.name,
-                "kernel": self.kernel, "algo": self.algo, "dq": self.dq}
+                "kernel": self.kernel, "algo": self.algo, "dq": self.dq, "skips_masked": self.skips_masked}
 
     @classmethod
     def from_json(cls, data: dict) -> CaseSpec:
         """The case ``to_json`` wrote (after a trip through JSON): what the ncu child receives."""
         return cls(impl=data["impl"], problem=Problem(**data["problem"]), tiling=Tiling(**data["tiling"]),
-                   name=data["name"], kernel=data.get("kernel"), algo=data.get("algo"), dq=data.get("dq", "atomic"))
+                   name=data["name"], kernel=data.get("kernel"), algo=data.get("algo"), dq=data.get("dq", "atomic"),
+                   skips_masked=data.get("skips_masked", True))
 
 
 def _lengths_part(lens: tuple) -> str:
@@ -350,12 +353,14 @@ def window_grid() -> list[CaseSpec]:
     return cases
 
 
-def kernel_case(ref: str, algo: str = "flash2", pass_: str = "fwd", **problem) -> CaseSpec:
-    """A user's kernel ``ref`` (``path.py:fn``) as a case; ``problem`` as :class:`Problem` takes it."""
+def kernel_case(ref: str, algo: str = "flash2", pass_: str = "fwd", skips_masked: bool = True, **problem) -> CaseSpec:
+    """A user's kernel ``ref`` (``path.py:fn``) as a case; ``problem`` as :class:`Problem` takes it; ``skips_masked``
+    False: a causal kernel that visits every block."""
     if pass_ not in ("fwd", "fwd_bwd"):
         raise ConfigError("pass", f"must be fwd or fwd_bwd, got {pass_!r}")
     problem.setdefault("seq_k", problem.get("seq_q", Problem().seq_q))
-    return CaseSpec(KERNEL_IMPL, Problem(backward=pass_ == "fwd_bwd", **problem), kernel=ref, algo=algo)
+    return CaseSpec(KERNEL_IMPL, Problem(backward=pass_ == "fwd_bwd", **problem), kernel=ref, algo=algo,
+                    skips_masked=skips_masked)
 
 
 def _manifest_path(path: Path | None) -> Path:
@@ -390,7 +395,8 @@ def manifest_cases(path: Path | None = None) -> list[CaseSpec]:
         file, _, fn = str(entry["kernel"]).rpartition(":")
         ref = f"{_repo_relative(path.parent / file)}:{fn}"
         problem = {k: v for k, v in entry["problem"].items() if k != "backward"}
-        cases.append(kernel_case(ref, entry.get("algo", "flash2"), entry.get("pass", "fwd"), **problem))
+        cases.append(kernel_case(ref, entry.get("algo", "flash2"), entry.get("pass", "fwd"),
+                                 bool(entry.get("skips_masked", True)), **problem))
     return cases
 
 

@@ -1,12 +1,15 @@
-"""Where a user's kernel puts its causal diagonal when the query and key lengths differ, found by running it.
+"""How a user's causal kernel treats its mask, found by running it small under Triton's interpreter.
 
-A kernel ``fn(q, k, v, causal=True)`` is called once at a small problem (48 query rows against 112 keys, neither a
-multiple of any tile) on random inputs and its output compared with softmax attention in float64 under each mask of
-:data:`iosim.schedule.problem.CAUSAL_ALIGNS`: top-left (row i sees keys j <= i) and bottom-right (j <= i + Nk - Nq).
-On a machine without a GPU the call runs under Triton's interpreter, in a child process (``TRITON_INTERPRET`` is
-read when a kernel file is imported), so it takes a few seconds.
+Two questions, both answered by calling ``fn(q, k, v, causal=...)`` on CPU tensors in a child process (the interpreter
+is chosen when a kernel file is imported), random fp16 inputs:
+- where its diagonal sits when the query and key lengths differ: at 48 query rows against 112 keys (neither a multiple
+  of any tile) its output is compared with softmax attention in float64 under each mask of
+  :data:`iosim.schedule.problem.CAUSAL_ALIGNS`, top-left (row i sees keys j <= i) and bottom-right (j <= i + Nk - Nq);
+- whether it skips the blocks its mask hides wholly, as FlashAttention does, or visits every block and masks: at
+  512 rows, the tile products it issues causal against those it issues without the mask (tiles of 128 rows or fewer
+  skip 3/8 or more of them).
 
-    python -m iosim.kernels.causal_align FILE.py:FN [--head-dim 64] [--group 1]   (prints the alignment as JSON)
+    python -m iosim.kernels.causal_align FILE.py:FN [--head-dim 64] [--group 1] [--align]   (prints JSON)
 """
 from __future__ import annotations
 
@@ -17,8 +20,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-NQ, NK = 48, 112  # the probe's lengths: the two masks differ on every row
+NQ, NK = 48, 112  # the alignment probe's lengths: the two masks differ on every row
+N_SKIP = 512  # the skip probe's length (queries and keys): 128-row tiles skip 3/8 of their products there
 TOLERANCE = 2e-2  # largest |error| over max |reference| that still matches a mask (fp16 inputs, fp32 math)
+SKIPPED = 0.85  # causal tile products over unmasked ones at or below which a kernel skips hidden blocks
 
 
 def errors(fn, head_dim: int, group: int, device: str) -> dict:
@@ -47,33 +52,75 @@ def choose(errs: dict) -> str | None:
     return hits[0] if len(hits) == 1 else None
 
 
-def detect(ref: str, head_dim: int, group: int = 1, base: Path | None = None, timeout: float = 300) -> tuple:
-    """``(alignment or None, why)`` of the user's kernel ``ref``: run in a child process, under the interpreter
-    where no GPU is present. ``why`` says what was compared or what failed."""
-    env = dict(os.environ)
-    try:
-        import torch
+def dots(fn, head_dim: int, group: int, causal: bool) -> int:
+    """Tile products (``tl.dot`` calls, every program's) ``fn`` issues at N_SKIP rows, under the interpreter."""
+    import torch
+    from triton.runtime import interpreter
 
-        gpu = torch.cuda.is_available()
-    except ImportError:
-        gpu = False
-    if not gpu:
-        env["TRITON_INTERPRET"] = "1"
+    gen = torch.Generator(device="cpu").manual_seed(1)
+    heads = max(2, group)
+    q, k, v = (torch.randn(1, h, N_SKIP, head_dim, generator=gen).to(torch.float16)
+               for h in (heads, heads // group, heads // group))
+    count = [0]
+    builder = interpreter.InterpreterBuilder
+    original = builder.create_dot
+
+    def counted(self, *args, **kwargs):
+        count[0] += 1
+        return original(self, *args, **kwargs)
+
+    builder.create_dot = counted
+    try:
+        fn(q, k, v, causal=causal)
+    finally:
+        builder.create_dot = original
+    return count[0]
+
+
+def probe(ref: str, head_dim: int, group: int = 1, align: bool = True, base: Path | None = None,
+          timeout: float = 300) -> dict:
+    """``{"align": alignment or None, "align_why", "skips": bool or None, "skips_why"}`` for the user's kernel ``ref``,
+    run in a child process under the interpreter; ``align`` False leaves the alignment out (None)."""
+    env = dict(os.environ, TRITON_INTERPRET="1")
     cmd = [sys.executable, "-m", "iosim.kernels.causal_align", ref, "--head-dim", str(head_dim), "--group", str(group)]
-    if base is not None:
-        cmd += ["--base", str(base)]
+    cmd += (["--align"] if align else []) + (["--base", str(base)] if base is not None else [])
+    out = {"align": None, "align_why": "", "skips": None, "skips_why": ""}
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
     except subprocess.TimeoutExpired:
-        return None, f"its call at {NQ} query rows against {NK} keys took over {timeout:.0f} s"
+        out["align_why"] = out["skips_why"] = f"its calls took over {timeout:.0f} s"
+        return out
     if done.returncode:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        return None, f"its call at {NQ} query rows against {NK} keys failed: {last[:160]}"
-    errs = json.loads(done.stdout)
-    found = choose(errs)
-    where = "on the GPU" if gpu else "on CPU under Triton's interpreter"
-    text = ", ".join(f"{a} {e:.1e}" for a, e in errs.items())
-    return found, f"its output at {NQ} query rows against {NK} keys ({where}) against each mask: {text}"
+        out["align_why"] = out["skips_why"] = f"its call on CPU tensors failed: {last[:160]}"
+        return out
+    got = json.loads(done.stdout)
+    if align:
+        errs = got["align"]
+        if isinstance(errs, str):
+            out["align_why"] = f"its call at {NQ} query rows against {NK} keys failed: {errs[:160]}"
+        else:
+            out["align"] = choose(errs)
+            text = ", ".join(f"{a} {e:.1e}" for a, e in errs.items())
+            out["align_why"] = f"its output at {NQ} query rows against {NK} keys against each mask: {text}"
+    counts = got["dots"]
+    if isinstance(counts, str):
+        out["skips_why"] = f"its calls at {N_SKIP} rows failed: {counts[:160]}"
+    elif counts["full"]:
+        share = counts["causal"] / counts["full"]
+        out["skips"] = share <= SKIPPED
+        out["skips_why"] = (f"at {N_SKIP} rows it issues {counts['causal']} tile products causal, {counts['full']} "
+                            f"without the mask ({share:.2f})")
+    else:
+        out["skips_why"] = f"it issued no tl.dot at {N_SKIP} rows"
+    return out
+
+
+def _attempt(call):
+    try:
+        return call()
+    except Exception as e:  # the user's launcher refusing a shape is an answer, not a crash
+        return f"{type(e).__name__}: {e}"
 
 
 def main(argv=None) -> int:
@@ -81,15 +128,17 @@ def main(argv=None) -> int:
     ap.add_argument("ref", help="path/to/file.py:fn")
     ap.add_argument("--head-dim", type=int, default=64)
     ap.add_argument("--group", type=int, default=1, help="query heads per key/value head")
+    ap.add_argument("--align", action="store_true", help="also where the diagonal sits at unequal lengths")
     ap.add_argument("--base", type=Path, default=None, help="folder a relative kernel path is taken from")
     args = ap.parse_args(argv)
-    import torch
-
     from iosim.kernels.user_kernel import load_kernel
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
     fn = load_kernel(args.ref, args.base)
-    print(json.dumps(errors(fn, args.head_dim, args.group, device)))
+    out = {"dots": _attempt(lambda: {"causal": dots(fn, args.head_dim, args.group, True),
+                                     "full": dots(fn, args.head_dim, args.group, False)})}
+    if args.align:
+        out["align"] = _attempt(lambda: errors(fn, args.head_dim, args.group, "cpu"))
+    print(json.dumps(out))
     return 0
 
 

@@ -217,3 +217,34 @@ def test_a_multi_token_decode_is_causal_bottom_right_and_reads_the_whole_cache()
     for kw in ({"causal": True}, {"causal": True, "causal_align": "bottom-right", "seq_lens": (3000, 100)}):
         with pytest.raises(ConfigError, match="causal: flash_decode is modelled causal only as a multi-token decode"):
             simulate(decode(**kw), "h200")
+
+
+def test_a_kernel_that_masks_every_block_is_found_and_simulated_so():
+    """tests/data/user_kernel_noskip.py visits every K/V block causal or not (masking each): the probe counts its tile
+    products under the interpreter (as many causal as without the mask, where F1 issues 5/8 of them), and iosim then
+    simulates its causal run moving what its non-causal run moves, with a note."""
+    pytest.importorskip("triton")
+    from iosim.kernels.causal_align import probe
+
+    assert probe("tests/data/user_kernel_noskip.py:attention", 32, 2, align=False)["skips"] is False
+    assert probe("experiments/foreign_kernels/F1_exp_maskall.py:attention", 32, 1, align=False)["skips"] is True
+    args = ["simulate", "--gpu", "h200", "--kernel", "tests/data/user_kernel_noskip.py:attention", "--seq-len", "512",
+            "-d", "32", "--heads", "2", "-b", "1", "--json"]
+    causal, plain = (CliRunner().invoke(main, args + extra) for extra in (["--causal"], []))
+    assert causal.exit_code == 0, causal.output
+    assert "visits every block under its causal mask" in causal.stderr
+    run, full = json.loads(causal.stdout)[0], json.loads(plain.stdout)[0]
+    assert run["config"]["skips_masked"] is False and run["config"]["problem"]["causal"]
+    assert run["levels"]["l2"] == full["levels"]["l2"]
+
+
+def test_visiting_every_block_is_a_users_flash2_kernels_and_round_trips():
+    from iosim.kernels.cases import CaseSpec, kernel_case
+
+    c = RunConfig(problem=Problem(causal=True), skips_masked=False)
+    assert RunConfig.from_dict(c.to_dict()) == c and "skips_masked" not in RunConfig().to_dict()
+    with pytest.raises(ConfigError, match="skips_masked: False is a user's kernel's"):
+        RunConfig(algo="flash1", skips_masked=False)
+    spec = kernel_case("tests/data/user_kernel_noskip.py:attention", "flash2", "fwd", False, causal=True)
+    assert spec.run_config()["skips_masked"] is False
+    assert CaseSpec.from_json(json.loads(json.dumps(spec.to_json()))) == spec

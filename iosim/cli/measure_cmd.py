@@ -91,12 +91,14 @@ def measure(out, grid, kernel, manifest, algo, pass_, batch, heads, kv_heads, se
         raise click.BadParameter(f"{out}: {problem}", param_hint="--out")
     harness = _kernels("harness")
     path = Path(out) / "measurements.json"
-    if kernel and causal and (seq_k or seq_len) != seq_len and \
-            click.get_current_context().get_parameter_source("causal_align") == ParameterSource.DEFAULT:
-        causal_align = _kernel_alignment(kernel, head_dim, heads // (kv_heads or heads))
+    skips = True
+    if kernel and causal:
+        given = click.get_current_context().get_parameter_source("causal_align") != ParameterSource.DEFAULT
+        causal_align, skips = _kernel_causal(kernel, head_dim, heads // (kv_heads or heads),
+                                             (seq_k or seq_len) != seq_len and not given, causal_align)
     if kernel:
         try:
-            cases = [harness.kernel_case(kernel, algo, pass_, batch=batch, heads=heads, kv_heads=kv_heads or heads,
+            cases = [harness.kernel_case(kernel, algo, pass_, skips, batch=batch, heads=heads, kv_heads=kv_heads or heads,
                                          seq_q=seq_len, seq_k=seq_k or seq_len, head_dim=head_dim, dtype=dtype,
                                          causal=causal, causal_align=causal_align)]
         except ConfigError as e:
@@ -163,13 +165,17 @@ def calibrate(base, out, from_raw, only, add_from):
 COMMANDS = [measure, calibrate]
 
 
-def _kernel_alignment(ref: str, head_dim: int, group: int) -> str:
-    """Where the user's kernel puts its causal diagonal (:mod:`iosim.kernels.causal_align`, run on this GPU), with a
-    note; top-left where it cannot be told."""
-    from iosim.kernels.causal_align import detect
+def _kernel_causal(ref: str, head_dim: int, group: int, align: bool, given: str) -> tuple[str, bool]:
+    """(alignment, skips) of the user's causal kernel, found by running it small (:mod:`iosim.kernels.causal_align`),
+    with a note: the alignment only where ``align`` (else ``given``; top-left where it cannot be told), and whether
+    it skips the blocks its mask hides (assumed where it cannot be told)."""
+    from iosim.kernels.causal_align import probe
 
-    align, why = detect(ref, head_dim, group)
-    said = (f"puts its causal diagonal {align} ({why}): recorded so" if align else
-            f"does not show where it puts its causal diagonal ({why}): recorded top-left; --causal-align sets it")
-    click.echo(f"note: {ref} {said}", err=True)
-    return align or "top-left"
+    got = probe(ref, head_dim, group, align)
+    if align:
+        click.echo(f"note: {ref} " + (f"puts its causal diagonal {got['align']} ({got['align_why']}): recorded so"
+                                     if got["align"] else f"does not show where it puts its causal diagonal "
+                                     f"({got['align_why']}): recorded top-left; --causal-align sets it"), err=True)
+    if got["skips"] is False:
+        click.echo(f"note: {ref} visits every block under its causal mask ({got['skips_why']}): recorded so", err=True)
+    return (got["align"] or "top-left") if align else given, got["skips"] is not False

@@ -39,8 +39,9 @@ def simulate(kernel, as_json, as_csv, **opts):
     if kernel:
         opts["algo"] = flash2_only(opts["algo"], "--kernel")
     configs = run_configs(opts)
-    if kernel and click.get_current_context().get_parameter_source("causal_align") == ParameterSource.DEFAULT:
-        configs = _kernel_alignment(kernel, configs)
+    if kernel:
+        given = click.get_current_context().get_parameter_source("causal_align") != ParameterSource.DEFAULT
+        configs = _kernel_causal(kernel, configs, given)
     workers = opts["workers"]
     if as_json and as_csv:
         raise click.UsageError("--json and --csv are exclusive: choose one output format")
@@ -112,23 +113,40 @@ def cta_progress(label: str):
         yield progress
 
 
-def _kernel_alignment(ref: str, configs: list) -> list:
-    """Causal runs with seq_k != seq_q, --causal-align not given: the alignment the user's kernel implements, found
-    by running it small (:mod:`iosim.kernels.causal_align`), with a note; where it cannot be told, top-left."""
-    wanted = {(c.problem.head_dim, c.problem.group) for c in configs if c.problem.causal and c.problem.seq_q != c.problem.seq_k}
-    if not wanted:
+def _kernel_causal(ref: str, configs: list, align_given: bool) -> list:
+    """Causal runs of a user's kernel as it treats its mask, found by running it small (:mod:`iosim.kernels.causal_align`),
+    with a note: the alignment where seq_k != seq_q and --causal-align was not given (top-left where it cannot be
+    told), and a kernel that visits every block rather than skipping those its mask hides."""
+    shapes = {(c.problem.head_dim, c.problem.group) for c in configs if c.problem.causal}
+    if not shapes:
         return configs
-    from iosim.kernels.causal_align import detect
+    from iosim.kernels.causal_align import probe
 
     found = {}
-    for head_dim, group in sorted(wanted):
-        align, why = detect(ref, head_dim, group)
-        found[head_dim, group] = align or "top-left"
-        said = (f"puts its causal diagonal {align} ({why}): simulated so" if align else
-                f"does not show where it puts its causal diagonal ({why}): simulated top-left; --causal-align sets it")
-        click.echo(f"note: {ref} {said}", err=True)
-    return [c if not c.problem.causal or c.problem.seq_q == c.problem.seq_k else
-            c.with_(problem=replace(c.problem, causal_align=found[c.problem.head_dim, c.problem.group])) for c in configs]
+    for head_dim, group in sorted(shapes):
+        unequal = any(c.problem.seq_q != c.problem.seq_k for c in configs
+                      if c.problem.causal and (c.problem.head_dim, c.problem.group) == (head_dim, group))
+        got = found[head_dim, group] = probe(ref, head_dim, group, align=unequal and not align_given)
+        if unequal and not align_given:
+            click.echo(f"note: {ref} " + (f"puts its causal diagonal {got['align']} ({got['align_why']}): simulated so"
+                                         if got["align"] else f"does not show where it puts its causal diagonal "
+                                         f"({got['align_why']}): simulated top-left; --causal-align sets it"), err=True)
+        if got["skips"] is False:
+            click.echo(f"note: {ref} visits every block under its causal mask ({got['skips_why']}): simulated so, its "
+                       f"loops as long as without the mask", err=True)
+        elif got["skips"] is None:
+            click.echo(f"note: {ref}: whether it skips the blocks its causal mask hides is not known "
+                       f"({got['skips_why']}): simulated skipping them, as FlashAttention does", err=True)
+    out = []
+    for c in configs:
+        got = found.get((c.problem.head_dim, c.problem.group)) if c.problem.causal else None
+        if got is not None:
+            if c.problem.seq_q != c.problem.seq_k and not align_given:
+                c = c.with_(problem=replace(c.problem, causal_align=got["align"] or "top-left"))
+            if got["skips"] is False:
+                c = c.with_(skips_masked=False)
+        out.append(c)
+    return out
 
 
 def _kernel_jobs(ref: str, jobs: list) -> tuple[list, dict]:

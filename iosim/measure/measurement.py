@@ -420,6 +420,7 @@ class _RunConfig(FileModel):
     mode: Literal[MODES] = "plain"
     host_tensors: list[str] = []
     dq: Literal[DQ_MODES] = "atomic"  # written only where the backward computes dQ in a kernel of its own
+    skips_masked: bool = True  # written only for a user's causal kernel that visits every block
 
 
 class _Case(FileModel):

@@ -50,13 +50,18 @@ def forward_kernel(ts: TensorSet, config: RunConfig, tiling: Tiling, o_name: str
         iter_flops=Flops(tensor=4.0 * bm * bn * d, simt=5.0 * bm * bn + bm * d, sfu=bm * bn),
         end_flops=Flops(simt=2.0 * bm * d, sfu=bm),
         iter_sram=(bm + 2 * bn) * d * eb,
-        causal=CausalMode.STOP if p.causal else CausalMode.NONE,
+        causal=CausalMode.STOP if skips(config) else CausalMode.NONE,
         causal_offset=p.causal_offset, kv_group=p.group, heads=p.heads, kv_heads=p.kv_heads,
         order=GridOrder(tiling.grid_order), warps=tiling.warps, stages=tiling.stages,
         smem_bytes=eb * d * (bm + 2 * bn * stages),
         regs_per_thread=regs_estimate(bm * d + bm * bn, bm * d * eb, tiling.warps),
         extents=extents(ts, ("Q", "K", "V", o_name, "LSE")),
     )
+
+
+def skips(config: RunConfig) -> bool:
+    """Whether the kernels skip the blocks a causal mask hides wholly (a kernel that only masks visits every one)."""
+    return config.problem.causal and config.skips_masked
 
 
 def local_forward(kernel: Kernel, config: RunConfig) -> Kernel:
@@ -118,7 +123,7 @@ def backward_kernels(ts: TensorSet, config: RunConfig, tiling: Tiling) -> list:
                          sfu=bm * bn),
         end_flops=Flops(simt=2.0 * bn * d),
         iter_sram=(4 if atomic else 2) * bm * d * eb,
-        causal=CausalMode.START if p.causal else CausalMode.NONE,
+        causal=CausalMode.START if skips(config) else CausalMode.NONE,
         causal_offset=p.causal_offset, kv_group=p.group, heads=p.heads, kv_heads=p.kv_heads,
         order=GridOrder.ROWS, warps=warps, stages=stages, mma="bwd",
         smem_bytes=eb * d * (2 * bn + 2 * bm * stages) + 2 * FP32 * bm * stages,
@@ -164,7 +169,7 @@ def dq_kernel(ts: TensorSet, config: RunConfig, tiling: Tiling) -> Kernel:
         iter_flops=Flops(tensor=6.0 * bm * bn * d, simt=4.0 * bm * bn, sfu=bm * bn),
         end_flops=Flops(simt=2.0 * bm * d),
         iter_sram=2 * bn * d * eb,
-        causal=CausalMode.STOP if p.causal else CausalMode.NONE,
+        causal=CausalMode.STOP if skips(config) else CausalMode.NONE,
         causal_offset=p.causal_offset, kv_group=p.group, heads=p.heads, kv_heads=p.kv_heads,
         order=GridOrder.ROWS, warps=tiling.warps, stages=tiling.stages,
         smem_bytes=eb * d * (2 * bm + 2 * bn * tiling.stages),

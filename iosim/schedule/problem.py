@@ -318,6 +318,9 @@ class RunConfig:
     # a FlashAttention backward's preprocess (D = rowsum(dO∘O)): its rows per CTA (block_m) and warps, as a user's
     # kernel launches it; None: the backward tiling's
     preprocess_tiling: Tiling | None = None
+    # a causal flash kernel skips the blocks wholly above its diagonal (True, as FlashAttention does), or visits every
+    # block and masks (False: a user's kernel that only masks, which iosim.kernels.causal_align finds by running it)
+    skips_masked: bool = True
 
     def __post_init__(self):
         if self.algo not in ALGOS:
@@ -340,6 +343,9 @@ class RunConfig:
             raise ConfigError("launcher_ops", f"are a user's kernel's (algo flash2, impl ours), got algo {self.algo!r}, "
                                               f"impl {self.impl or 'ours'}")
         object.__setattr__(self, "launcher_ops", ops)
+        if not self.skips_masked and (self.algo != "flash2" or self.impl is not None):
+            raise ConfigError("skips_masked", f"False is a user's kernel's (algo flash2, impl ours), got algo "
+                                              f"{self.algo!r}, impl {self.impl or 'ours'}")
 
     def to_dict(self) -> dict:
         out = asdict(self) | {"host_tensors": list(self.host_tensors)}
@@ -354,6 +360,8 @@ class RunConfig:
                                    for op in out["launcher_ops"]]
         if out["preprocess_tiling"] is None:  # only a user's backward whose preprocess launches its own way says so
             del out["preprocess_tiling"]
+        if out["skips_masked"]:  # only a user's causal kernel that visits every block says so
+            del out["skips_masked"]
         for key in ("tiling", "backward_tiling", "preprocess_tiling"):  # only flash-decoding splits: other runs keep
             if out.get(key) is not None and out[key]["splits"] is None:  # their old form
                 del out[key]["splits"]
