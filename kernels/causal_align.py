@@ -116,6 +116,23 @@ def probe(ref: str, head_dim: int, group: int = 1, align: bool = True, base: Pat
     return out
 
 
+def notes(ref: str, got: dict, aligned: bool, verb: str) -> list[str]:
+    """What :func:`probe` found, as notes for the user (``verb``: what iosim does with it, "simulated" or "recorded"):
+    the alignment where it was asked for (``aligned``), and a kernel that visits every block or may."""
+    out = []
+    if aligned:
+        out.append(f"{ref} puts its causal diagonal {got['align']} ({got['align_why']}): {verb} so" if got["align"] else
+                   f"{ref} does not show where it puts its causal diagonal ({got['align_why']}): {verb} top-left; "
+                   f"--causal-align sets it")
+    if got["skips"] is False:
+        out.append(f"{ref} visits every block under its causal mask ({got['skips_why']}): {verb} so, its loops as long "
+                   f"as without the mask")
+    elif got["skips"] is None:
+        out.append(f"{ref}: whether it skips the blocks its causal mask hides is not known ({got['skips_why']}): "
+                   f"{verb} skipping them, as FlashAttention does")
+    return out
+
+
 def _attempt(call):
     try:
         return call()

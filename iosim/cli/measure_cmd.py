@@ -169,13 +169,9 @@ def _kernel_causal(ref: str, head_dim: int, group: int, align: bool, given: str)
     """(alignment, skips) of the user's causal kernel, found by running it small (:mod:`iosim.kernels.causal_align`),
     with a note: the alignment only where ``align`` (else ``given``; top-left where it cannot be told), and whether
     it skips the blocks its mask hides (assumed where it cannot be told)."""
-    from iosim.kernels.causal_align import probe
+    from iosim.kernels.causal_align import notes, probe
 
     got = probe(ref, head_dim, group, align)
-    if align:
-        click.echo(f"note: {ref} " + (f"puts its causal diagonal {got['align']} ({got['align_why']}): recorded so"
-                                     if got["align"] else f"does not show where it puts its causal diagonal "
-                                     f"({got['align_why']}): recorded top-left; --causal-align sets it"), err=True)
-    if got["skips"] is False:
-        click.echo(f"note: {ref} visits every block under its causal mask ({got['skips_why']}): recorded so", err=True)
+    for line in notes(ref, got, align, "recorded"):
+        click.echo(f"note: {line}", err=True)
     return (got["align"] or "top-left") if align else given, got["skips"] is not False

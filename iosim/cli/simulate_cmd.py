@@ -120,23 +120,16 @@ def _kernel_causal(ref: str, configs: list, align_given: bool) -> list:
     shapes = {(c.problem.head_dim, c.problem.group) for c in configs if c.problem.causal}
     if not shapes:
         return configs
-    from iosim.kernels.causal_align import probe
+    from iosim.kernels.causal_align import notes, probe
 
     found = {}
     for head_dim, group in sorted(shapes):
         unequal = any(c.problem.seq_q != c.problem.seq_k for c in configs
                       if c.problem.causal and (c.problem.head_dim, c.problem.group) == (head_dim, group))
-        got = found[head_dim, group] = probe(ref, head_dim, group, align=unequal and not align_given)
-        if unequal and not align_given:
-            click.echo(f"note: {ref} " + (f"puts its causal diagonal {got['align']} ({got['align_why']}): simulated so"
-                                         if got["align"] else f"does not show where it puts its causal diagonal "
-                                         f"({got['align_why']}): simulated top-left; --causal-align sets it"), err=True)
-        if got["skips"] is False:
-            click.echo(f"note: {ref} visits every block under its causal mask ({got['skips_why']}): simulated so, its "
-                       f"loops as long as without the mask", err=True)
-        elif got["skips"] is None:
-            click.echo(f"note: {ref}: whether it skips the blocks its causal mask hides is not known "
-                       f"({got['skips_why']}): simulated skipping them, as FlashAttention does", err=True)
+        aligned = unequal and not align_given
+        got = found[head_dim, group] = probe(ref, head_dim, group, align=aligned)
+        for line in notes(ref, got, aligned, "simulated"):
+            click.echo(f"note: {line}", err=True)
     out = []
     for c in configs:
         got = found.get((c.problem.head_dim, c.problem.group)) if c.problem.causal else None
