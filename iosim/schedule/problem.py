@@ -172,8 +172,8 @@ class Problem:
 
     def flops(self) -> float:
         """Matmul FLOPs by the FlashAttention papers' convention: 4·H·d per (query, key) pair of every
-        request, Nq·Nk pairs, ½ if causal (with Nq != Nk the area under the diagonal), ×3.5 with backward; a window counts the pairs it keeps
-        (N·W − W²/2 causal, which is N²/2 at W = N; Nq·W in a decode)."""
+        request, Nq·Nk pairs, ½ if causal (with Nq != Nk the area under the diagonal), ×3.5 with backward;
+        a window counts the pairs it keeps (N·W − W²/2 causal, which is N²/2 at W = N; Nq·W in a decode)."""
         pairs = 0.0
         if self.causal and self.seq_q != self.seq_k and self.seq_lens is None:  # a rectangle cut by its diagonal:
             o, nk = self.causal_offset, self.seq_k  # the area under it, N²/2 at equal lengths as below
