@@ -72,6 +72,9 @@
 #                                                -> $OUT/dq/{pytest_gpu_dq.log,measurements.json} (≤ 400 s)
 #   sm) loops that move much through shared memory, its wavefronts counted (ncu): the smem grid, its cases'
 #      code compiled here                        -> $OUT/smem/{measurements.json,mixes/} (≤ 560 s)
+#   lt) the softmax tile loops 3 and 4 stages deep (SOFTMAX_TILES_DEEP; run 15 of 2026-12-04 also timed the miss-cost
+#      series at ten more tiles, see experiments/measurements/h200/calibration/README.md) and the calibration
+#      loops' compiled code                      -> $OUT/lone_tiles/{lone_tiles.yaml,calmix/} (≤ 480 s)
 # A step that fails or runs out of time does not stop the next. Measurement files are rewritten
 # atomically after each batch of cases, so a step cut short keeps every finished batch. Progress
 # goes to $OUT/session.log. All steps take longer than one 10-minute device command: name the steps
@@ -373,6 +376,13 @@ if want sm; then
     step "sm) smem grid mixes" 120 "$PY" -m iosim.kernels.user_codes --grid smem --out "$OUT/smem/mixes" >>"$LOG" 2>&1
     step "sm) smem grid" 420 "$PY" -m iosim measure --grid smem --out "$OUT/smem" >>"$LOG" 2>&1
     rm -f "$OUT/smem/measurements.csv"  # the JSON's twin: the device returns few files
+fi
+if want lt; then
+    mkdir -p "$OUT/lone_tiles/calmix"
+    DEEP=$("$PY" -c 'from iosim.kernels.microbench import SOFTMAX_TILES_DEEP as T; print(",".join(f"softmax tiles {a}x{b}x{d}w{w}s{s}" for a, b, d, w, _, s in T))')
+    step "lt) deep softmax tile loops" 400 "$PY" -m iosim calibrate --base "$PROFILE" --out "$OUT/lone_tiles/lone_tiles.yaml" \
+        --only "$DEEP" >"$OUT/lone_tiles/lone_tiles.log" 2>&1
+    step "lt) calibration mixes" 100 "$PY" -m iosim.kernels.sass --calibration --out "$OUT/lone_tiles/calmix" >>"$LOG" 2>&1
 fi
 echo "done $(date -u +%FT%TZ), $SECONDS s in all" >>"$LOG"
 ls -laR "$OUT" >>"$LOG"

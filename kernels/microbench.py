@@ -529,6 +529,12 @@ SOFTMAX_TILES = ((128, 64, 64, 4, (1, 2)), (128, 64, 128, 8, (1,)), (64, 64, 64,
                  (64, 64, 128, 4, (1, 2, 3)), (128, 64, 128, 4, (1, 2)))
 
 
+# the softmax loops deeper than the default two stages (stages last), at the tiles and depths others' kernels run
+# (Triton's tutorial: 3 and 4 stages): held out of own_simt_share's fit, they check how the model prices depth
+SOFTMAX_TILES_DEEP = ((128, 64, 64, 4, (1, 2), 3), (64, 64, 64, 4, (1, 2, 3), 3), (64, 64, 64, 4, (1, 2, 3), 4),
+                      (64, 64, 128, 4, (1, 2), 3), (128, 64, 128, 4, (1,), 3), (128, 64, 128, 8, (1,), 3))
+
+
 def tile_flops_resident(torch, bm: int, bn: int, d: int, warps: int, counts, softmax: bool = False,
                         iters: int = 4096, progress=print, stages: int | None = None, dtype=None) -> dict:
     """FLOP/s of the fp16 tile loop (with FlashAttention-2's online softmax when ``softmax``) with exactly c
@@ -1030,6 +1036,9 @@ def _series_steps(torch, progress) -> list:
             + [(f"softmax tiles {bm}x{bn}x{d}w{w}",
                 part(tile_flops_resident, torch, bm, bn, d, w, cs, softmax=True, progress=progress))
                for bm, bn, d, w, cs in SOFTMAX_TILES]
+            + [(f"softmax tiles {bm}x{bn}x{d}w{w}s{st}",
+                part(tile_flops_resident, torch, bm, bn, d, w, cs, softmax=True, progress=progress, stages=st))
+               for bm, bn, d, w, cs, st in SOFTMAX_TILES_DEEP]
             + [("mma.sync tiles", part(hmma_tile_flops, torch))]
             + [(f"bwd atomics {bn}x{bm}x{d}w{w} c={c}", part(bwd_tile_atomics, torch, bn, bm, d, w, c, progress=progress))
                for bn, bm, d, w, c in BWD_ATOMIC_TILES]

@@ -393,6 +393,7 @@ def calibration_launches(arch: int = DEFAULT_ARCH) -> list[Launch]:
     occupancy = [(t[:4], None, False) for t in mb.OCC_TILES] + [(t[:4], 3, False) for t in mb.OCC_TILES_S3]
     series = ([(*s, torch.float16) for s in occupancy] + [(*s, torch.float8_e4m3fn) for s in occupancy]
               + [(t[:4], None, True, torch.float16) for t in mb.SOFTMAX_TILES]
+              + [(t[:4], t[5], True, torch.float16) for t in mb.SOFTMAX_TILES_DEEP]
               + [(t, None, True, torch.float16) for t in mb.MISS_TILES])
     seen: dict[str, Launch] = {}
     for (bm, bn, d, warps), stages, softmax, dtype in series:
