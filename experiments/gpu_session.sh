@@ -75,6 +75,8 @@
 #   lt) the softmax tile loops 3 and 4 stages deep (SOFTMAX_TILES_DEEP; run 15 of 2026-12-04 also timed the miss-cost
 #      series at ten more tiles, see experiments/measurements/h200/calibration/README.md) and the calibration
 #      loops' compiled code                      -> $OUT/lone_tiles/{lone_tiles.yaml,calmix/} (≤ 480 s)
+#   cav) kernels others wrote at held-out shapes, in and out of the regimes iosim's caveats name (sglang_prefill.py,
+#      flag_attn.py: not committed), manifest_caveats.yaml (ncu) -> $OUT/thirdparty/caveats/ (≤ 500 s)
 # A step that fails or runs out of time does not stop the next. Measurement files are rewritten
 # atomically after each batch of cases, so a step cut short keeps every finished batch. Progress
 # goes to $OUT/session.log. All steps take longer than one 10-minute device command: name the steps
@@ -383,6 +385,13 @@ if want lt; then
     step "lt) deep softmax tile loops" 400 "$PY" -m iosim calibrate --base "$PROFILE" --out "$OUT/lone_tiles/lone_tiles.yaml" \
         --only "$DEEP" >"$OUT/lone_tiles/lone_tiles.log" 2>&1
     step "lt) calibration mixes" 100 "$PY" -m iosim.kernels.sass --calibration --out "$OUT/lone_tiles/calmix" >>"$LOG" 2>&1
+fi
+if want cav; then
+    S="$OUT/thirdparty/caveats"
+    mkdir -p "$S"
+    step "cav) held-out caveat grid" 480 "$PY" -m iosim measure --manifest experiments/thirdparty_kernels/manifest_caveats.yaml \
+        --out "$S" >>"$LOG" 2>&1
+    rm -f "$S/measurements.csv"  # the JSON's twin: the device returns few files
 fi
 echo "done $(date -u +%FT%TZ), $SECONDS s in all" >>"$LOG"
 ls -laR "$OUT" >>"$LOG"

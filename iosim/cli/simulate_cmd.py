@@ -92,8 +92,23 @@ def _print(results: list, jobs: list, kernel, as_json: bool, as_csv: bool) -> No
         click.echo(report.table(results))
         if kernel:
             click.echo("\n".join(_split_lines(r, p) for r, p in zip(results, profiles) if not isinstance(r, Skipped)))
+        _caveat_notes(results)
     if len(skipped) == len(results):  # nothing could be simulated: the rows say why
         sys.exit(1)
+
+
+def _caveat_notes(results: list) -> None:
+    """Each distinct caveat of the runs shown (:mod:`iosim.results.caveats`) once, as a note on stderr, with the
+    rows it concerns where they are not all."""
+    from iosim.results.caveats import caveats
+
+    rows: dict[str, list[int]] = {}
+    for n, r in enumerate(results, 1):
+        for line in caveats(r):
+            rows.setdefault(line, []).append(n)
+    for line, ns in rows.items():
+        which = "" if len(ns) == len(results) else f"row{'s' if len(ns) > 1 else ''} {', '.join(map(str, ns))}: "
+        click.echo(f"note: {which}{line}", err=True)
 
 
 @contextlib.contextmanager

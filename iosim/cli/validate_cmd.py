@@ -10,7 +10,7 @@ import click
 
 from iosim.files import unwritable
 from iosim.measure.measurement import IMPLS, committed_set
-from iosim.measure.validate import METRICS, summary, validate_files
+from iosim.measure.validate import METRICS, caveat_split, summary, validate_files
 from iosim.results.report import human_bytes, human_time
 
 
@@ -69,13 +69,19 @@ def validate(files, live, grid, out, gpu, as_json, plots, impls, workers):
         raise click.BadParameter(f"no case of {', '.join(Path(f).name for f in files)} is of {', '.join(wanted)}",
                                  param_hint="--impl")
     stats = summary(results)
+    split = caveat_split(results)
     if as_json:
         click.echo(json.dumps({"summary": stats, "cases": [r.to_dict() for r in results],
-                               "skipped": [{"name": n, "why": w} for n, w in skipped]}, indent=2))
+                               "skipped": [{"name": n, "why": w} for n, w in skipped],
+                               **({"caveats": split} if split else {})}, indent=2))
     else:
         click.echo(_table(results))
         click.echo("")
         click.echo(_summary_text(stats))
+        if split:
+            click.echo("\nDRAM |err| by where the model is least certain (iosim simulate's caveats): " + "; ".join(
+                f"{name} {g['cases']} case{'s' if g['cases'] != 1 else ''} {_abs_pct(g['median_abs_error'])}"
+                for name, g in split.items()))
         if skipped:
             click.echo(f"\nnot compared ({len(skipped)}): " + "; ".join(f"{n} ({w})" for n, w in skipped))
     if plots:
@@ -113,10 +119,14 @@ def _pct(x) -> str:
     return "—" if x is None else f"{100 * x:+.1f}%"
 
 
+def _abs_pct(x) -> str:
+    return "—" if x is None else f"median {100 * x:.1f}%"
+
+
 def _table(results) -> str:
     head = (f"{'case':52s} {'DRAM pred':>10s} {'DRAM meas':>10s} {'err':>7s} {'paper':>9s} {'err':>8s} "
             f"{'xbar pred':>9s} {'xbar meas':>9s} {'err':>7s} {'L2 lookups':>10s} {'meas':>9s} {'err':>7s} "
-            f"{'time pred':>9s} {'meas':>9s} {'err':>7s}")
+            f"{'time pred':>9s} {'meas':>9s} {'err':>7s}  caveat")
     lines = [head]
     for r in results:
         p, m = r.predicted, r.measured
@@ -130,7 +140,8 @@ def _table(results) -> str:
             f"{_pct(r.error('dram_bytes')):>7s} {_b(paper):>9s} {_pct(paper_err):>8s} "
             f"{human_bytes(p['xbar_bytes']):>9s} {_b(m.get('xbar_bytes')):>9s} {_pct(r.error('xbar_bytes')):>7s} "
             f"{human_bytes(p['l2_lookup_bytes']):>10s} {_b(lookups):>9s} {_pct(lookup_err):>7s} "
-            f"{human_time(p['time_s']):>9s} {human_time(m['time_s']):>9s} {_pct(r.error('time_s')):>7s}")
+            f"{human_time(p['time_s']):>9s} {human_time(m['time_s']):>9s} {_pct(r.error('time_s')):>7s}"
+            f"{'  ' + ','.join(r.regimes) if r.regimes else ''}")
     return "\n".join(lines)
 
 

@@ -66,6 +66,7 @@ from iosim.engine.l2 import L2Cache, L2Stats
 from iosim.engine.lines import LineGeometry
 from iosim.engine.links import Link
 from iosim.engine.occupancy import ctas_per_sm
+from iosim.results.caveats import CAUSAL_EVICTING, SPILL_FRAMES
 from iosim.results.result import KernelResult, RunResult, Traffic
 from iosim.schedule.common import Schedule
 from iosim.schedule.ir import ATOMIC, HBM, LOOP, READ, WRITE, CausalMode, Tensor
@@ -606,8 +607,19 @@ class Engine:
                               code.specialised),
             mma=kernel.mma, instructions=instructions, code=code.source, l2_lookup_bytes=st.lookup_bytes,
             regs_per_thread=kernel.regs_per_thread, smem_bytes=kernel.smem_bytes,
-            launch_s=fixed,
+            launch_s=fixed, regimes=self._regimes(ph),
         )
+
+    def _regimes(self, ph) -> tuple:
+        """Where validation found the model least certain, for this kernel (:mod:`iosim.results.caveats`): a
+        causal loop streaming more per slice than the L2 holds of shared lines (the kernels :meth:`_fine` steps
+        line by line), and spill frames that crowd the L2 (:meth:`_crowded`)."""
+        out = []
+        if ph.kernel.causal is not CausalMode.NONE and ph.kernel.n_loop and self._fine(ph.kernel):
+            out.append(CAUSAL_EVICTING)
+        if any(ph.code["spills"]) and self._crowded(ph.n):
+            out.append(SPILL_FRAMES)
+        return tuple(out)
 
     def _timeline(self) -> dict:
         end = self.env.now or 1.0

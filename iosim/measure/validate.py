@@ -32,6 +32,7 @@ from iosim.costs import closed_forms
 from iosim.hardware.profile import ProfileError, builtin_profiles, load_profile
 from iosim.measure.kernel_codes import case_codes, case_dq, case_launcher_ops
 from iosim.measure.measurement import KERNEL_IMPL, REFERENCE_IMPLS, Measurement, load_measurement
+from iosim.results.caveats import regimes
 from iosim.schedule.problem import SDPA_IMPLS, ConfigError, Problem, RunConfig, Tiling
 from iosim.schedule.references import reference_config
 from iosim.schedule.tiling import launched_preprocess
@@ -61,6 +62,7 @@ class CaseResult:
     measured: dict
     paper: dict = field(default_factory=dict)  # the paper's closed form: dram_bytes
     note: str = ""  # e.g. a user kernel priced without its own compiled code
+    regimes: tuple = ()  # where the model is least certain, by its kernels (iosim.results.caveats)
 
     def error(self, metric: str) -> float | None:
         """Relative error (predicted − measured) / measured, or None where either is missing."""
@@ -72,7 +74,8 @@ class CaseResult:
     def to_dict(self) -> dict:
         return {"name": self.name, "config": self.config, "gpu": self.gpu, "predicted": self.predicted,
                 "measured": self.measured, "paper": self.paper,
-                "error": {k: self.error(k) for k in METRICS}, **({"note": self.note} if self.note else {})}
+                "error": {k: self.error(k) for k in METRICS}, **({"note": self.note} if self.note else {}),
+                **({"regimes": list(self.regimes)} if self.regimes else {})}
 
 
 def profile_for(gpu_name: str, override: str | None = None, where: str = "provenance.gpu_name"):
@@ -176,7 +179,7 @@ def _case(case, n: int, profile, prov, source: str, l2_lines: int | None = None)
     except ConfigError as e:  # a case the model cannot run (e.g. causal with seq_k != seq_q): listed
         return "skipped", (case.name, f"not modelled: {e}")
     return "result", CaseResult(case.name, config.to_dict(), profile.id, _predicted(run), _measured(case),
-                                _paper(config), note)
+                                _paper(config), note, tuple(regimes(run)))
 
 
 def validate_files(paths, gpu: str | None = None, progress=None, impls: tuple | None = None, jobs: int = 1) -> tuple:
@@ -253,6 +256,20 @@ def _paper(config: RunConfig) -> dict:
         return {}
     b = closed_forms.paper_bytes(config)
     return {"dram_bytes": b["read"] + b["write"]}
+
+
+def caveat_split(results: list, metric: str = "dram_bytes") -> dict:
+    """Cases and median |error| of ``metric`` per regime where the model is least certain, and of the cases in
+    none (``"none"``): whether the caveats mark the larger errors. Empty where no case is in any regime."""
+    groups: dict = {}
+    for r in results:
+        e = r.error(metric)
+        for name in r.regimes or ("none",):
+            groups.setdefault(name, []).append(abs(e) if e is not None else None)
+    if set(groups) <= {"none"}:
+        return {}
+    return {name: {"cases": len(errs), "median_abs_error": statistics.median(e for e in errs if e is not None)
+                   if any(e is not None for e in errs) else None} for name, errs in groups.items()}
 
 
 def summary(results: list) -> dict:

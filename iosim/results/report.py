@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import io
 
+from iosim.results.caveats import regimes
 from iosim.results.result import RunResult, Skipped
 from iosim.sizes import lengths_text
 
@@ -81,13 +82,14 @@ CONFIG_COLUMNS = ("gpu", "algo", "seq_q", "seq_k", "head_dim", "batch", "heads",
                   "page_size", "seq_lens", "window", "causal_align")
 LEVEL_COLUMNS = tuple(f"{lv}_{k}_bytes" for lv in ("sram", "l2", "hbm", "host") for k in ("read", "write"))
 FIELDS = [*CONFIG_COLUMNS, *LEVEL_COLUMNS, "l2_hit_rate", "time_s", "bound", "peak_hbm_bytes", "hbm_capacity_bytes",
-          "skipped"]
+          "caveats", "skipped"]
 
 
 def records(results: list) -> list[dict]:
     """One flat dict per run in base units (bytes, seconds; ``l2_hit_rate`` a fraction) with every
     configuration column, so that rows of a tiling sweep can be told apart; a skipped run has its
-    reason in ``skipped`` and no counts. The rows of :func:`csv_text` and of ``to_dataframe``."""
+    reason in ``skipped`` and no counts; ``caveats`` names the regimes where the prediction is least
+    certain (:mod:`iosim.results.caveats`), separated by ``;``. The rows of :func:`csv_text` and of ``to_dataframe``."""
     out = []
     for r in results:
         c = r.config
@@ -104,7 +106,8 @@ def records(results: list) -> list[dict]:
         if isinstance(r, Skipped):
             d["skipped"] = r.reason
         else:
-            d |= {"l2_hit_rate": r.l2_hit_rate, "time_s": r.time_s, "bound": r.bound}
+            d |= {"l2_hit_rate": r.l2_hit_rate, "time_s": r.time_s, "bound": r.bound,
+                  "caveats": ";".join(regimes(r)) or None}
             for lv, t in r.levels.items():
                 d[f"{lv}_read_bytes"], d[f"{lv}_write_bytes"] = t.read_bytes, t.write_bytes
         out.append(d)

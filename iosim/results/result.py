@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
+from iosim.results.caveats import caveats
+
 LEVELS = ("sram", "l2", "hbm", "host")
 
 
@@ -52,6 +54,7 @@ class KernelResult:
     regs_per_thread: int = 0  # launch resources the occupancy came from
     smem_bytes: int = 0
     launch_s: float = 0.0  # of time_s: the launch overhead and first-wave start every kernel pays
+    regimes: tuple = ()  # where validation found the model least certain (iosim.results.caveats)
 
     @property
     def bound(self) -> str:
@@ -148,6 +151,7 @@ class RunResult:
             },
             "roofline_time_s": self.roofline_time_s,
             "kernels": [_kernel_dict(k) for k in self.kernels],
+            "caveats": caveats(self),
             "final_writeback_bytes": self.final_writeback_bytes,
             "timeline": self.timeline,
             "events": self.events,
@@ -156,8 +160,9 @@ class RunResult:
     @classmethod
     def from_dict(cls, d: dict) -> RunResult:
         kernels = tuple(
-            KernelResult(**{f.name: k[f.name] for f in fields(KernelResult) if f.name != "levels" and f.name in k},
-                         levels={lv: Traffic(**t) for lv, t in k["levels"].items()})
+            KernelResult(**{f.name: k[f.name] for f in fields(KernelResult) if f.name not in ("levels", "regimes")
+                            and f.name in k},
+                         levels={lv: Traffic(**t) for lv, t in k["levels"].items()}, regimes=tuple(k.get("regimes", ())))
             for k in d["kernels"]
         )
         return cls(d["config"], d["gpu"], d["mode"], kernels, d["time_s"], d["peak_hbm_bytes"],
@@ -202,5 +207,6 @@ def result_from_dict(d: dict) -> RunResult | Skipped:
 def _kernel_dict(k: KernelResult) -> dict:
     d = {f.name: getattr(k, f.name) for f in fields(k)}
     d["levels"] = {lv: asdict(t) for lv, t in k.levels.items()}
+    d["regimes"] = list(k.regimes)
     d["bound"] = k.bound
     return d

@@ -23,6 +23,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, ValidationError, field_validator
 
 from iosim.files import atomic_write_text
+from iosim.results.caveats import CAUSAL_EVICTING, SPILL_FRAMES
 from iosim.results.result import RunResult, Skipped, result_from_dict
 from iosim.schedule.problem import MODES, ConfigError, RunConfig
 from iosim.schema import (
@@ -130,6 +131,7 @@ class _Kernel(FileModel):
     regs_per_thread: NonNegativeInt = 0
     smem_bytes: NonNegativeInt = 0
     launch_s: NonNegative = 0.0  # of time_s: launch overhead and first-wave start
+    regimes: list[Literal[CAUSAL_EVICTING, SPILL_FRAMES]] = []  # where the model is least certain (caveats)
     bound: Line | None = None  # derived
     time_split: dict[str, Any] | None = None  # derived, where a user's kernel was priced (simulate --kernel)
 
@@ -151,6 +153,7 @@ class _Result(FileModel):
     achieved: _Counts | None = None  # derived
     roofline_time_s: NonNegative | None = None  # derived
     kernels: list[_Kernel]
+    caveats: list[Line] | None = None  # derived: the kernels' regimes in words
     final_writeback_bytes: NonNegative = 0
     timeline: dict[str, list[NonNegative]] = {}  # {"t_s": [...], level: [bytes per bin]}
     events: NonNegativeInt = 0
