@@ -35,6 +35,9 @@ def simulate(kernel, as_json, as_csv, **opts):
     architecture, and simulated as flash2 with its own tiling and instruction mix, beside what its launcher
     runs in PyTorch (a note lists those operations); the table then says per kernel where its time goes
     (tensor cores, SIMT pipes, memory).
+
+    Where validation found the model least certain (long causal runs whose K/V outgrows the L2, spill frames
+    that crowd it), a note on stderr says so, naming the kernels and rows; --json and --csv carry it too.
     """
     if kernel:
         opts["algo"] = flash2_only(opts["algo"], "--kernel")
