@@ -11,35 +11,10 @@ import argparse
 import statistics
 from pathlib import Path
 
-import iosim.measure.validate as vv
 from iosim.measure.measurement import load_measurement
+from iosim.measure.validate import validate
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def cases(paths: list[Path]):
-    """(regimes, DRAM error, time error) of every case of ``paths`` that iosim simulates."""
-    seen: dict = {}
-    original = vv.simulate
-
-    def keep(*args, **kwargs):  # the run behind each case, for its kernels' regimes
-        seen["run"] = original(*args, **kwargs)
-        return seen["run"]
-
-    vv.simulate = keep
-    try:
-        for path in paths:
-            m = load_measurement(path)
-            profile = vv.profile_for(m.provenance.gpu_name)
-            for n, case in enumerate(m.cases):
-                seen.clear()
-                kind, res = vv._case(case, n, profile, m.provenance, str(path))
-                if kind != "result" or "run" not in seen:
-                    continue
-                regimes = tuple(sorted({r for k in seen["run"].kernels for r in k.regimes}))
-                yield regimes, res.error("dram_bytes"), res.error("time_s")
-    finally:
-        vv.simulate = original
 
 
 def main() -> None:
@@ -49,8 +24,10 @@ def main() -> None:
     args = ap.parse_args()
     paths = sorted(args.gpu_dir.rglob("measurements.json"))
     groups: dict = {}
-    for regimes, dram, time in cases(paths):
-        groups.setdefault(regimes or ("none",), []).append((dram, time))
+    for path in paths:
+        for r in validate(load_measurement(path))[0]:
+            groups.setdefault(tuple(sorted(r.regimes)) or ("none",), []).append(
+                (r.error("dram_bytes"), r.error("time_s")))
     print(f"{len(paths)} measurement files under {args.gpu_dir}")
     print(f"{'regimes':32s} {'cases':>5s} {'DRAM median':>11s} {'DRAM max':>9s} {'time median':>11s} {'time max':>9s}")
     for regimes, rows in sorted(groups.items(), key=lambda g: -len(g[1])):

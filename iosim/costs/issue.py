@@ -358,7 +358,7 @@ def own_simt_share(profile) -> float:
         bm, bn, d, w, st, c = (int(g) if g else CALIBRATION_STAGES for g in m.groups())
         if st != CALIBRATION_STAGES:  # the deeper loops check the model (tests/test_code_effects.py), not fit it
             continue
-        plain = raw.get(f"tile_occ_fp16_{bm}x{bn}x{d}w{w}{'' if st == CALIBRATION_STAGES else f's{st}'}_c{c}")
+        plain = raw.get(f"tile_occ_fp16_{bm}x{bn}x{d}w{w}_c{c}")
         with_sm, without = (calibration_loop(profile, bm, bn, d, w, st, sm) for sm in (True, False))
         ok = raw.get(f"{key}_ok_sms")
         if not (plain and with_sm and without) or (ok is not None and ok < profile.sm_count):

@@ -615,7 +615,7 @@ class Engine:
         causal loop streaming more per slice than the L2 holds of shared lines (the kernels :meth:`_fine` steps
         line by line), and spill frames that crowd the L2 (:meth:`_crowded`)."""
         out = []
-        if ph.kernel.causal is not CausalMode.NONE and ph.kernel.n_loop and self._fine(ph.kernel):
+        if self._fine(ph.kernel):
             out.append(CAUSAL_EVICTING)
         if any(ph.code["spills"]) and self._crowded(ph.n):
             out.append(SPILL_FRAMES)
