@@ -336,13 +336,22 @@ def test_the_standard_matmul_kernels_take_their_compiled_registers():
     assert qk.ctas_per_sm == min(H200.regs_per_sm // (mix.n_regs * 32 * 4), H200.smem_per_sm // mix.shared_bytes)
 
 
+def _priced_softmax_pass(plain: float, bm: int, bn: int, d: int, w: int, st: int, c: int, share: float) -> float:
+    """Seconds the model gives one pass of c CTAs on every SM of the calibration's softmax loop: the matmul-only
+    loop's measured pass (``plain`` FLOP/s) less ``share`` of its own code, plus the softmax loop's own code."""
+    from iosim.costs.issue import _simt_round, calibration_loop
+    flops = 4.0 * bm * bn * d * c * H200.sm_count
+    with_sm, without = (calibration_loop(H200, bm, bn, d, w, st, s) for s in (True, False))
+    return flops / plain - share * _simt_round(H200, without, w, c) + _simt_round(H200, with_sm, w, c)
+
+
 def test_the_calibrations_softmax_loop_is_priced_from_the_loop_without_it():
     """Against committed measurements: each calibrated tile loop with FlashAttention-2's softmax takes,
     within 6 %, the loop without it less the measured share of its own instructions plus the softmax
     loop's, both priced from their compiled code (one share for five loops at one to four CTAs an SM: the
     64 x 64 tiles at three and four CTAs too, whose co-resident CTAs hide no more of each other's softmax
     than the sum of their products and instructions says)."""
-    from iosim.costs.issue import _SOFTMAX, CALIBRATION_STAGES, _simt_round, calibration_loop, own_simt_share
+    from iosim.costs.issue import _SOFTMAX, CALIBRATION_STAGES, own_simt_share
     raw = H200.calibration["raw"]
     share = own_simt_share(H200)
     assert 0.0 < share < 1.0
@@ -354,10 +363,8 @@ def test_the_calibrations_softmax_loop_is_priced_from_the_loop_without_it():
         bm, bn, d, w, st, c = (int(g) if g else CALIBRATION_STAGES for g in m.groups())
         if st != CALIBRATION_STAGES:  # the deeper loops are held out of the share (the next test)
             continue
-        plain = raw[f"tile_occ_fp16_{bm}x{bn}x{d}w{w}_c{c}"]
         flops = 4.0 * bm * bn * d * c * H200.sm_count
-        with_sm, without = (calibration_loop(H200, bm, bn, d, w, st, s) for s in (True, False))
-        predicted = flops / plain - share * _simt_round(H200, without, w, c) + _simt_round(H200, with_sm, w, c)
+        predicted = _priced_softmax_pass(raw[f"tile_occ_fp16_{bm}x{bn}x{d}w{w}_c{c}"], bm, bn, d, w, st, c, share)
         assert predicted == pytest.approx(flops / value, rel=0.06), key
         checked += 1
     assert checked == 11
@@ -371,7 +378,7 @@ def test_the_softmax_loop_three_stages_deep_is_predicted_from_the_share_fitted_t
     hidden under them. Four-stage loops have no matmul-only loop measured beside them, so none is checked."""
     import statistics
 
-    from iosim.costs.issue import _SOFTMAX, CALIBRATION_STAGES, _simt_round, calibration_loop, own_simt_share
+    from iosim.costs.issue import _SOFTMAX, CALIBRATION_STAGES, own_simt_share
     raw = H200.calibration["raw"]
     share = own_simt_share(H200)
     errors = []
@@ -384,8 +391,7 @@ def test_the_softmax_loop_three_stages_deep_is_predicted_from_the_share_fitted_t
         if plain is None:
             continue
         flops = 4.0 * bm * bn * d * c * H200.sm_count
-        with_sm, without = (calibration_loop(H200, bm, bn, d, w, st, s) for s in (True, False))
-        predicted = flops / plain - share * _simt_round(H200, without, w, c) + _simt_round(H200, with_sm, w, c)
+        predicted = _priced_softmax_pass(plain, bm, bn, d, w, st, c, share)
         errors.append(predicted * value / flops - 1.0)
         assert predicted == pytest.approx(flops / value, rel=0.12), key
     assert len(errors) == 9 and statistics.median(map(abs, errors)) < 0.06
