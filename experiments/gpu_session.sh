@@ -77,6 +77,8 @@
 #      loops' compiled code                      -> $OUT/lone_tiles/{lone_tiles.yaml,calmix/} (≤ 480 s)
 #   cav) kernels others wrote at held-out shapes, in and out of the regimes iosim's caveats name (sglang_prefill.py,
 #      flag_attn.py: not committed), manifest_caveats.yaml (ncu) -> $OUT/thirdparty/caveats/ (≤ 500 s)
+#   per) a persistent forward (foreign_kernels/F9_persistent.py: a CTA an SM, tiles taken in turn) at held-out shapes,
+#      manifest_persistent.yaml (ncu) -> $OUT/persistent/ (≤ 500 s)
 # A step that fails or runs out of time does not stop the next. Measurement files are rewritten
 # atomically after each batch of cases, so a step cut short keeps every finished batch. Progress
 # goes to $OUT/session.log. All steps take longer than one 10-minute device command: name the steps
@@ -390,6 +392,13 @@ if want cav; then
     S="$OUT/thirdparty/caveats"
     mkdir -p "$S"
     step "cav) held-out caveat grid" 480 "$PY" -m iosim measure --manifest experiments/thirdparty_kernels/manifest_caveats.yaml \
+        --out "$S" >>"$LOG" 2>&1
+    rm -f "$S/measurements.csv"  # the JSON's twin: the device returns few files
+fi
+if want per; then
+    S="$OUT/persistent"
+    mkdir -p "$S"
+    step "per) held-out persistent kernel" 480 "$PY" -m iosim measure --manifest experiments/foreign_kernels/manifest_persistent.yaml \
         --out "$S" >>"$LOG" 2>&1
     rm -f "$S/measurements.csv"  # the JSON's twin: the device returns few files
 fi

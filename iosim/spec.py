@@ -42,7 +42,7 @@ SCHEMA = "iosim-sweep"
 SCHEMA_VERSION = 1
 PROBLEM_FIELDS = ("seq_q", "seq_k", "head_dim", "batch", "heads", "kv_heads", "dtype", "causal", "backward",
                   "page_size", "seq_lens", "window", "causal_align")
-TILING_FIELDS = ("block_m", "block_n", "warps", "stages", "grid_order", "splits")
+TILING_FIELDS = ("block_m", "block_n", "warps", "stages", "grid_order", "splits", "persistent")
 TOP_FIELDS = ("schema", "schema_version", "gpu", "algo", "impl", "problem", "tiling", "mode", "host_tensors")
 SIZE_FIELDS = ("seq_q", "seq_k")
 

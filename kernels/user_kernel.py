@@ -206,12 +206,18 @@ def tiling_from_launch(launch: dict, seq_q: int, bh: int | None = None) -> dict:
     """A launch as the simulator's tiling dict: tiles (:data:`TILE_NAMES`), warps, stages, grid order.
 
     The grid order is "heads" when grid[0] is not the number of query blocks; with no tile size to
-    count them by, when grid[0] is the ``bh`` (batch × heads) slices and grid[1] is not."""
+    count them by, when grid[0] is the ``bh`` (batch × heads) slices and grid[1] is not. A one-dimensional
+    grid of fewer CTAs than tiles (query blocks × ``bh``) is a persistent kernel's (``persistent``: its
+    CTAs, each taking the tiles in turn), its tiles taken in "rows" order, query blocks first."""
     bm, bn = tile_sizes(launch)
-    grid = launch["grid"]
-    if bm:
+    grid = tuple(launch["grid"]) + (1, 1)
+    persistent = None
+    if bm and bh and grid[1] == grid[2] == 1 and grid[0] < math.ceil(seq_q / bm) * bh:
+        persistent, heads_first = grid[0], False
+    elif bm:
         heads_first = grid[0] != math.ceil(seq_q / bm)
     else:
         heads_first = bh is not None and grid[0] == bh and grid[1] != bh
-    return {"block_m": bm, "block_n": bn, "warps": launch.get("num_warps"), "stages": launch.get("num_stages"),
-            "grid_order": "heads" if heads_first else "rows"}
+    out = {"block_m": bm, "block_n": bn, "warps": launch.get("num_warps"), "stages": launch.get("num_stages"),
+           "grid_order": "heads" if heads_first else "rows"}
+    return out if persistent is None else out | {"persistent": persistent}

@@ -137,6 +137,10 @@ def run_options(seq_default: str = DEFAULT_SEQ, algo_default: str = "standard,fl
         click.option("--splits", type=click.IntRange(min=1), default=None,
                      help="flash_decode: CTAs the K/V length is split across, combined by a second kernel. "
                           "[default: as FlashAttention-2 chooses for the GPU's SMs]"),
+        click.option("--persistent", type=click.IntRange(min=1), default=None,
+                     help="flash2's forward as a persistent kernel that launches N CTAs (e.g. the GPU's SM count), "
+                          "each taking the output tiles in turn: CTA c the tiles c, c + N, ... [default: one CTA a "
+                          "tile; --kernel reads it off a one-dimensional grid of fewer CTAs than tiles]"),
         click.option("--impl", type=click.Choice(("ours",) + SDPA_IMPLS), default="ours", show_default=True,
                      help="Whose kernels run flash2: ours (iosim's Triton kernels), or PyTorch SDPA's cuDNN or "
                           "FlashAttention-2 CUDA backend, on their own tiles and code (sm_90 GPUs, d = 64 or 128)."),
@@ -181,7 +185,7 @@ def run_configs(o: dict, tilings=None) -> list:
         o = {**o, "algo": flash2_only(o["algo"], f"--impl {o['impl']}")}
     if tilings is None:
         tilings = [Tiling(block_m=o.get("block_m"), block_n=o.get("block_n"), warps=o["warps"], stages=o["stages"],
-                          grid_order=o["grid_order"], splits=o.get("splits"))]
+                          grid_order=o["grid_order"], splits=o.get("splits"), persistent=o.get("persistent"))]
     lens = o.get("seq_lens")
     page = int(o["page_size"]) if o.get("page_size") else None
     batches = o.get("batch") or [DEFAULT_BATCH]

@@ -108,6 +108,9 @@ class KernelCode:
     # its products are wgmma, whose operands the tensor cores read from shared memory by descriptor: through the
     # same data path as the LSU's wavefronts (Nsight Compute counts them together), but no instruction says how much
     wgmma: bool = False
+    # the own code of the loops enclosing the tile loop, one pass of each: a persistent kernel's tile loop (each
+    # pass one tile's prologue and epilogue; FlashAttention-1's outer loop is priced apart, see its schedule)
+    enclosing: LoopCode = LoopCode(0.0)
 
 
 def loop_code(mix: LoopMix) -> LoopCode:

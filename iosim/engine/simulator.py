@@ -128,8 +128,12 @@ class Engine:
             codes = reference_codes(schedule, impl) if impl else compiled_codes(schedule, profile.arch, triton_version)
         self.codes = [c or self._aten_code(k) or estimated_code(k.iter_flops, k.end_flops, k.warps)
                       for c, k in zip(codes, schedule.kernels)]
+        self.codes = [_persistent_code(k, c) for k, c in zip(schedule.kernels, self.codes)]
         self.kernels = [_with_resources(k, c) for k, c in zip(schedule.kernels, self.codes)]
         self.per_sm = [ctas_per_sm(k, profile) for k in self.kernels]  # refuses tiles that don't fit, up front
+        # a persistent kernel holds no more CTAs on an SM than its launch spreads there
+        self.per_sm = [min(n, -(-k.persistent // profile.sm_count)) if k.persistent else n
+                       for n, k in zip(self.per_sm, self.kernels)]
         # local memory a CTA of each kernel spills to: its frame, local bytes per thread × threads
         self.frames = [c.local_bytes * WARP * k.warps for c, k in zip(self.codes, self.kernels)]
         self.local = self._local_memory()
@@ -256,11 +260,16 @@ class Engine:
         ``phases`` one after the other (more than one: a kernel whose second loop the schedule lists apart)."""
         kernel, per_sm = phases[0].kernel, min(ph.per_sm for ph in phases)
         slots = per_sm * self.profile.sm_count
+        if kernel.persistent:  # its CTAs take the tiles in turn: as many run at once as it launched
+            slots = min(slots, kernel.persistent)
         start = self.env.now
         for ph in phases:
             ph.start = start
         state = {"free": slots, "wake": None, "running": []}
         nxt, n = 0, kernel.ctas
+        if 0 < kernel.persistent <= slots and kernel.persistent < n:
+            yield from self._persistent(phases, kernel.persistent, state)
+            nxt = n
         while nxt < n:
             if state["free"] > 0:
                 m = min(state["free"], n - nxt) if self.aggregate else 1
@@ -286,6 +295,28 @@ class Engine:
             begin = phases[k - 1].end if k else start
             end = self.env.now if last else max(begin, ph.end)
             self.records.append(self._record(ph, begin, end, fixed if k == 0 else 0.0))
+
+    def _persistent(self, phases: list, ctas: int, state: dict):
+        """A persistent launch of ``ctas`` CTAs, each taking its tiles in turn: CTA c the tiles c, c + ctas,
+        c + 2·ctas, ... (the grid's CTAs), each tile as its CTA's previous one ends, not as any slot frees (a
+        causal CTA of long tiles falls behind, and the tiles in flight spread over more heads than a launch of
+        one CTA a tile keeps together). Tiles ready at the same instant start together, in runs of consecutive ones."""
+        n = phases[0].kernel.ctas
+        state["next"] = ctas  # a tile ending makes the one ``ctas`` further on ready
+        state["ready"] = list(range(ctas))
+        launched = 0
+        while launched < n:
+            if state["ready"]:
+                ready, state["ready"] = sorted(state["ready"]), []
+                for a, b in _runs(np.asarray(ready)) if self.aggregate else ((g, g + 1) for g in ready):
+                    state["free"] -= b - a
+                    self.resident += b - a
+                    state["running"].append(self.env.process(self._cohort(phases, 0, a, b, state)))
+                    launched += b - a
+                continue
+            state["wake"] = self.env.event()
+            yield state["wake"]
+            yield self.env.timeout(0)  # let every tile ending at this instant make its successor ready first
 
     def _fine(self, kernel) -> bool:
         """Whether a kernel's aggregated steps must be one L2 line long (the per-CTA timeline, as fine
@@ -358,7 +389,8 @@ class Engine:
         per = kernel.iter_flops.tensor / code["tensor"]  # tensor-core seconds of one iteration
         paces = ph.paces  # seconds of one plain iteration by CTAs sharing an SM
         later = k + 1 < len(phases)
-        if later:  # which CTAs end their loop at each step's end: they go on to the next loop then
+        successor = state.get("next", 0)  # a persistent launch: a tile ending makes the one this far on ready
+        if later or successor:  # which CTAs end their loop at each step's end: they go on to the next loop then
             sl, i, j = kernel.coords(g0, g1)
             trips, reached, going = kernel.loop_bounds(i, j, sl)[1], 0.0, np.ones(g1 - g0, dtype=bool)
         steps = cohorts.steps(kernel, g0, g1, line_iters, self.aggregate, ph.steps, ph.max_steps)
@@ -525,7 +557,7 @@ class Engine:
             first = False
             self.events += 1
             yield env.timeout(end - now)
-            if later:
+            if later or successor:
                 reached += step.length
             if not step.done:
                 continue
@@ -536,6 +568,10 @@ class Engine:
                 for a, b in _runs(np.flatnonzero(ended)):
                     state["running"].append(env.process(self._cohort(phases, k + 1, g0 + a, g0 + b, state)))
             else:
+                if successor:  # each tile ending makes its CTA's next one ready
+                    ended = going & (trips <= reached)
+                    going &= ~ended
+                    state["ready"].extend(int(g) for g in g0 + np.flatnonzero(ended) + successor if g < kernel.ctas)
                 self._leave(step.done, state, kernel.name)
 
     def _plan(self, accesses, looped: set, tiles: dict | None = None) -> tuple:
@@ -721,6 +757,15 @@ def _private_copies(profile, replicas: int) -> float:
     if replicas <= 1 or not profile.l2_sweep_bytes:
         return 1.0
     return min(float(replicas), max(1.0, profile.l2_bytes / profile.l2_sweep_bytes))
+
+
+def _persistent_code(kernel, code):
+    """A persistent kernel's code per tile (the schedule's CTA): the loops around its tile loop, one pass a
+    tile, and its code outside every loop spread over the tiles of each of its CTAs. Code with no loop around
+    its tile loop (iosim's own kernels, launched as persistent to see what that would do) is a tile's as it is."""
+    if not kernel.persistent or kernel.ctas <= kernel.persistent or not code.enclosing.instructions:
+        return code
+    return replace(code, outside=code.outside.scaled(kernel.persistent / kernel.ctas).plus(code.enclosing))
 
 
 def _with_resources(kernel, code):

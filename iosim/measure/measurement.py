@@ -407,6 +407,7 @@ class _Tiling(FileModel):
     stages: PositiveInt | None = None
     grid_order: Literal[GRID_ORDERS] = "rows"
     splits: PositiveInt | None = None  # flash_decode: the K/V splits launched
+    persistent: PositiveInt | None = None  # a persistent forward: the CTAs it launches, each taking tiles in turn
 
 
 class _RunConfig(FileModel):

@@ -78,7 +78,8 @@ def table(results: list) -> str:
 
 
 CONFIG_COLUMNS = ("gpu", "algo", "seq_q", "seq_k", "head_dim", "batch", "heads", "kv_heads", "dtype", "causal",
-                  "backward", "block_m", "block_n", "warps", "stages", "grid_order", "splits", "mode", "host_tensors",
+                  "backward", "block_m", "block_n", "warps", "stages", "grid_order", "splits", "persistent", "mode",
+                  "host_tensors",
                   "page_size", "seq_lens", "window", "causal_align")
 LEVEL_COLUMNS = tuple(f"{lv}_{k}_bytes" for lv in ("sram", "l2", "hbm", "host") for k in ("read", "write"))
 FIELDS = [*CONFIG_COLUMNS, *LEVEL_COLUMNS, "l2_hit_rate", "time_s", "bound", "peak_hbm_bytes", "hbm_capacity_bytes",
@@ -96,7 +97,8 @@ def records(results: list) -> list[dict]:
         d = dict.fromkeys(FIELDS)
         d |= {k: c["problem"][k] for k in ("seq_q", "seq_k", "head_dim", "batch", "heads", "kv_heads", "dtype",
                                            "causal", "backward")}
-        d |= {k: c["tiling"].get(k) for k in ("block_m", "block_n", "warps", "stages", "grid_order", "splits")}
+        d |= {k: c["tiling"].get(k) for k in ("block_m", "block_n", "warps", "stages", "grid_order", "splits",
+                                             "persistent")}
         lens = c["problem"].get("seq_lens")
         d |= {k: c["problem"].get(k) for k in ("page_size", "window")} | {"seq_lens": lengths_text(lens) if lens else None}
         if c["problem"]["causal"]:  # where the diagonal sits (the same either way at equal lengths)

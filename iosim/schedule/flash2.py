@@ -53,6 +53,7 @@ def forward_kernel(ts: TensorSet, config: RunConfig, tiling: Tiling, o_name: str
         causal=CausalMode.STOP if skips(config) else CausalMode.NONE,
         causal_offset=p.causal_offset, kv_group=p.group, heads=p.heads, kv_heads=p.kv_heads,
         order=GridOrder(tiling.grid_order), warps=tiling.warps, stages=tiling.stages,
+        persistent=tiling.persistent or 0,
         smem_bytes=eb * d * (bm + 2 * bn * stages),
         regs_per_thread=regs_estimate(bm * d + bm * bn, bm * d * eb, tiling.warps),
         extents=extents(ts, ("Q", "K", "V", o_name, "LSE")),

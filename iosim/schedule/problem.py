@@ -198,7 +198,9 @@ class Tiling:
     ``block_m`` rows of Q (or of the output) and ``block_n`` rows of K/V per tile; ``None`` (also for
     ``warps`` and ``stages``) picks the algorithm's default, which matches its Triton kernel. ``grid_order`` says which grid axis the block scheduler walks fastest:
     ``rows`` launches the Q blocks of one head together (FlashAttention-2's order), ``heads`` the
-    same Q block of every head together.
+    same Q block of every head together. ``persistent`` models a persistent kernel: it launches that many
+    CTAs, each taking the tiles in turn (CTA c the tiles c, c + persistent, ...), so only that many run at
+    once and a CTA's tiles follow one another on its SM.
     """
 
     block_m: int | None = None
@@ -207,6 +209,7 @@ class Tiling:
     stages: int | None = None
     grid_order: str = "rows"
     splits: int | None = None  # flash_decode: CTAs the K/V length is split across (None: fill the GPU)
+    persistent: int | None = None  # flash2's forward: CTAs a persistent kernel launches (None: one CTA a tile)
 
     def __post_init__(self):
         for name in ("block_m", "block_n"):
@@ -221,6 +224,8 @@ class Tiling:
             _positive_int("stages", self.stages)
         if self.splits is not None:
             _positive_int("splits", self.splits)
+        if self.persistent is not None:
+            _positive_int("persistent", self.persistent)
         if self.grid_order not in GRID_ORDERS:
             raise ConfigError("grid_order", f"must be one of {', '.join(GRID_ORDERS)}, got {self.grid_order!r}")
 
@@ -343,6 +348,11 @@ class RunConfig:
             raise ConfigError("launcher_ops", f"are a user's kernel's (algo flash2, impl ours), got algo {self.algo!r}, "
                                               f"impl {self.impl or 'ours'}")
         object.__setattr__(self, "launcher_ops", ops)
+        if self.tiling.persistent is not None and (self.algo != "flash2" or self.impl is not None):
+            raise ConfigError("persistent", f"is a persistent flash2 forward's (algo flash2, impl ours), got algo "
+                                            f"{self.algo!r}, impl {self.impl or 'ours'}")
+        if self.backward_tiling is not None and self.backward_tiling.persistent is not None:
+            raise ConfigError("backward_tiling.persistent", "a persistent kernel is modelled for the forward only")
         if not self.skips_masked and (self.algo != "flash2" or self.impl is not None):
             raise ConfigError("skips_masked", f"False is a user's kernel's (algo flash2, impl ours), got algo "
                                               f"{self.algo!r}, impl {self.impl or 'ours'}")
@@ -362,9 +372,10 @@ class RunConfig:
             del out["preprocess_tiling"]
         if out["skips_masked"]:  # only a user's causal kernel that visits every block says so
             del out["skips_masked"]
-        for key in ("tiling", "backward_tiling", "preprocess_tiling"):  # only flash-decoding splits: other runs keep
-            if out.get(key) is not None and out[key]["splits"] is None:  # their old form
-                del out[key]["splits"]
+        for key in ("tiling", "backward_tiling", "preprocess_tiling"):  # only flash-decoding splits and persistent
+            for name in ("splits", "persistent"):  # kernels say so: other runs keep their old form
+                if out.get(key) is not None and out[key][name] is None:
+                    del out[key][name]
         for key in ("page_size", "seq_lens", "window"):  # only a paged cache, a ragged batch, a window say so
             if out["problem"][key] is None:
                 del out["problem"][key]
