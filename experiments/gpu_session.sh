@@ -79,6 +79,8 @@
 #      flag_attn.py: not committed), manifest_caveats.yaml (ncu) -> $OUT/thirdparty/caveats/ (≤ 500 s)
 #   per) a persistent forward (foreign_kernels/F9_persistent.py: a CTA an SM, tiles taken in turn) at held-out shapes,
 #      manifest_persistent.yaml (ncu) -> $OUT/persistent/ (≤ 500 s)
+#   per2) F10_persistent_counter.py (tiles drawn from an atomic counter) and F9 at held-out shapes,
+#      manifest_persistent_heldout.yaml (ncu) -> $OUT/persistent/heldout/ (≤ 500 s)
 # A step that fails or runs out of time does not stop the next. Measurement files are rewritten
 # atomically after each batch of cases, so a step cut short keeps every finished batch. Progress
 # goes to $OUT/session.log. All steps take longer than one 10-minute device command: name the steps
@@ -400,6 +402,13 @@ if want per; then
     mkdir -p "$S"
     step "per) held-out persistent kernel" 480 "$PY" -m iosim measure --manifest experiments/foreign_kernels/manifest_persistent.yaml \
         --out "$S" >>"$LOG" 2>&1
+    rm -f "$S/measurements.csv"  # the JSON's twin: the device returns few files
+fi
+if want per2; then
+    S="$OUT/persistent/heldout"
+    mkdir -p "$S"
+    step "per2) held-out persistent kernels, tiles bound or drawn" 480 "$PY" -m iosim measure \
+        --manifest experiments/foreign_kernels/manifest_persistent_heldout.yaml --out "$S" >>"$LOG" 2>&1
     rm -f "$S/measurements.csv"  # the JSON's twin: the device returns few files
 fi
 echo "done $(date -u +%FT%TZ), $SECONDS s in all" >>"$LOG"

@@ -8,7 +8,9 @@ import pytest
 from click.testing import CliRunner
 
 from iosim.cli import main
+from iosim.costs.code import kernel_code
 from iosim.costs.issue import KernelCode, LoopCode
+from iosim.costs.sass import KernelMix, LoopMix
 from iosim.engine.simulator import Engine, _persistent_code
 from iosim.hardware.profile import load_profile
 from iosim.kernels.user_kernel import tiling_from_launch
@@ -91,6 +93,37 @@ def test_each_tile_starts_as_its_ctas_previous_tile_ends():
     assert max(sum(s <= at < e for s, e in span.values()) for at in instants) == p
 
 
+def _mix(tile_loop_opcodes: dict) -> KernelMix:
+    """A persistent kernel's compiled mix: a loop over tiles (``tile_loop_opcodes``) around its K/V loop."""
+    tiles = LoopMix(opcodes=tile_loop_opcodes, pipes={"lsu": sum(tile_loop_opcodes.values())},
+                    instructions=sum(tile_loop_opcodes.values()), depth=1, innermost=False)
+    kv = LoopMix(opcodes={"HGMMA": 8, "FFMA": 100}, pipes={"tensor": 8, "fma": 100}, instructions=108, depth=2)
+    return KernelMix(kernel="fwd", loops=(tiles, kv), outside=LoopMix(opcodes={"S2R": 2}, pipes={"lsu": 2},
+                                                                       instructions=2))
+
+
+def test_the_loop_around_the_tile_loop_is_read_from_the_code_and_an_atomic_in_it_is_a_tile_counter():
+    bound = kernel_code(_mix({"LDG": 4, "STG": 4}), "test")
+    drawn = kernel_code(_mix({"LDG": 4, "STG": 4, "ATOMG": 1}), "test")
+    assert bound.loop.instructions == drawn.loop.instructions == 108
+    assert (bound.enclosing.instructions, drawn.enclosing.instructions) == (8, 9)
+    assert not bound.tile_counter and drawn.tile_counter
+    assert not kernel_code(_mix({"LDG": 4, "REDUX": 1}), "test").tile_counter  # a warp's reduction, not memory's
+
+
+def test_tiles_drawn_from_a_counter_start_as_any_tile_ends():
+    """With a counter the k-th tile after the first P starts as the k-th tile ends, whichever CTA's it was."""
+    p = 5
+    config = _config(causal=True, persistent=p, heads=2, n=1024)
+    code = KernelCode(loop=LoopCode(300.0, {"fma": 100.0}), enclosing=LoopCode(50.0), tile_counter=True)
+    engine = _Recording(build_schedule(config, H200.sm_count), H200, aggregate=False, codes=[code])
+    engine.run()
+    span = {g0: (start, end) for g0, g1, start, end in engine.spans if g1 == g0 + 1}
+    starts = sorted(span[t][0] for t in range(p, 16))
+    assert starts == sorted(e for _, e in span.values())[:16 - p]
+    assert any(span[t][0] != span[t - p][1] for t in range(p, 16))  # not bound to a CTA's previous tile
+
+
 def test_a_persistent_kernels_tile_code_is_its_loop_around_the_tile_loop():
     """Per tile (the schedule's CTA): the enclosing loop's body once, the code outside every loop once a launched CTA."""
     kernel = build_schedule(_config(persistent=132), H200.sm_count).kernels[0]
@@ -112,3 +145,19 @@ def test_simulate_takes_persistent_and_says_so_in_its_csv():
     bad = CliRunner().invoke(main, ["simulate", "--gpu", "h200", "--algo", "flash1", "--persistent", "132"])
     assert bad.exit_code != 0 and "persistent" in bad.output and "Traceback" not in bad.output
     assert math.isfinite(float(dict(zip(header.split(","), row.split(",")))["time_s"]))
+
+
+def test_a_causal_persistent_kernel_with_tiles_bound_to_its_ctas_is_named_where_its_dram_is_least_certain():
+    """Bound tiles of unequal length drift apart: causal and bound is flagged; not causal, or drawn from a
+    counter, or one CTA a tile, is not."""
+    from iosim.results.caveats import PERSISTENT_DRIFT
+    bound = KernelCode(loop=LoopCode(300.0, {"fma": 100.0}), enclosing=LoopCode(50.0))
+    drawn = replace(bound, tile_counter=True)
+
+    def regimes(config, code):
+        return simulate(config, H200, codes=[code]).kernels[0].regimes
+
+    assert PERSISTENT_DRIFT in regimes(_config(causal=True, persistent=66), bound)
+    assert PERSISTENT_DRIFT not in regimes(_config(causal=True, persistent=66), drawn)
+    assert PERSISTENT_DRIFT not in regimes(_config(persistent=66), bound)
+    assert PERSISTENT_DRIFT not in regimes(_config(causal=True), bound)

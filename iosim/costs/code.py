@@ -224,12 +224,13 @@ def kernel_code(mix: KernelMix, source: str) -> KernelCode:
                           shared_bytes=mix.shared_bytes, spill_bytes=mix.n_spill_bytes, local_bytes=mix.local_bytes,
                           source=source)
     masked = loop_code(ordered[-1]) if len(ordered) > 1 else None
-    enclosing = LoopCode(0.0)
+    enclosing, counter = LoopCode(0.0), False
     for body in mix.loops:  # the loops around the tile loop: their own code, one pass each
         if not body.innermost and body.depth < ordered[0].depth:
             enclosing = enclosing.plus(loop_code(body))
+            counter = counter or any(op in ("ATOM", "ATOMG", "RED", "REDG") for op in body.opcodes)  # global memory's
     return KernelCode(loop=loop_code(ordered[0]), masked=masked, masked_passes=masked_passes(ordered),
-                      outside=outside, enclosing=enclosing, regs_per_thread=mix.n_regs,
+                      outside=outside, enclosing=enclosing, tile_counter=counter, regs_per_thread=mix.n_regs,
                       shared_bytes=mix.shared_bytes, spill_bytes=mix.n_spill_bytes, local_bytes=mix.local_bytes,
                       source=source, tma=any(body.opcode("UTMALDG") for body in ordered),
                       wgmma=any(body.opcode("HGMMA") for body in (*mix.loops, mix.outside)))

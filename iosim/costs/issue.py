@@ -111,6 +111,9 @@ class KernelCode:
     # the own code of the loops enclosing the tile loop, one pass of each: a persistent kernel's tile loop (each
     # pass one tile's prologue and epilogue; FlashAttention-1's outer loop is priced apart, see its schedule)
     enclosing: LoopCode = LoopCode(0.0)
+    # the loop around the tile loop draws its next tile from a counter (an atomic in it): a persistent kernel's
+    # tiles go to whichever CTA asks first, not to a CTA fixed in advance
+    tile_counter: bool = False
 
 
 def loop_code(mix: LoopMix) -> LoopCode:

@@ -66,7 +66,7 @@ from iosim.engine.l2 import L2Cache, L2Stats
 from iosim.engine.lines import LineGeometry
 from iosim.engine.links import Link
 from iosim.engine.occupancy import ctas_per_sm
-from iosim.results.caveats import CAUSAL_EVICTING, SPILL_FRAMES
+from iosim.results.caveats import CAUSAL_EVICTING, PERSISTENT_DRIFT, SPILL_FRAMES
 from iosim.results.result import KernelResult, RunResult, Traffic
 from iosim.schedule.common import Schedule
 from iosim.schedule.ir import ATOMIC, HBM, LOOP, READ, WRITE, CausalMode, Tensor
@@ -260,14 +260,14 @@ class Engine:
         ``phases`` one after the other (more than one: a kernel whose second loop the schedule lists apart)."""
         kernel, per_sm = phases[0].kernel, min(ph.per_sm for ph in phases)
         slots = per_sm * self.profile.sm_count
-        if kernel.persistent:  # its CTAs take the tiles in turn: as many run at once as it launched
-            slots = min(slots, kernel.persistent)
+        if kernel.persistent:  # its CTAs take the tiles in turn (from a counter: as slots free, in grid order, as
+            slots = min(slots, kernel.persistent)  # below), as many at once as it launched
         start = self.env.now
         for ph in phases:
             ph.start = start
         state = {"free": slots, "wake": None, "running": []}
         nxt, n = 0, kernel.ctas
-        if 0 < kernel.persistent <= slots and kernel.persistent < n:
+        if self._bound(kernel, slots, phases[0].n):
             yield from self._persistent(phases, kernel.persistent, state)
             nxt = n
         while nxt < n:
@@ -295,6 +295,11 @@ class Engine:
             begin = phases[k - 1].end if k else start
             end = self.env.now if last else max(begin, ph.end)
             self.records.append(self._record(ph, begin, end, fixed if k == 0 else 0.0))
+
+    def _bound(self, kernel, slots: int, n: int) -> bool:
+        """Whether kernel ``n`` is persistent with each tile bound to a CTA in advance: fewer CTAs than tiles,
+        all resident at once, and no counter its CTAs draw their next tile from."""
+        return 0 < kernel.persistent <= slots and kernel.persistent < kernel.ctas and not self.codes[n].tile_counter
 
     def _persistent(self, phases: list, ctas: int, state: dict):
         """A persistent launch of ``ctas`` CTAs, each taking its tiles in turn: CTA c the tiles c, c + ctas,
@@ -655,6 +660,8 @@ class Engine:
             out.append(CAUSAL_EVICTING)
         if any(ph.code["spills"]) and self._crowded(ph.n):
             out.append(SPILL_FRAMES)
+        if ph.kernel.causal is not CausalMode.NONE and self._bound(ph.kernel, ph.per_sm * self.profile.sm_count, ph.n):
+            out.append(PERSISTENT_DRIFT)
         return tuple(out)
 
     def _timeline(self) -> dict:

@@ -2,8 +2,8 @@
 largest errors, named per kernel so that a reader can weigh the numbers (as Nsight Compute's rules flag
 what its counters alone cannot settle).
 
-The engine records which regimes a kernel ran in (``KernelResult.regimes``); this module words them. Two
-regimes, both about DRAM bytes, where held-out kernels measured on the H200 read far from the prediction
+The engine records which regimes a kernel ran in (``KernelResult.regimes``); this module words them. Three
+regimes, all about DRAM bytes, where held-out kernels measured on the H200 read far from the prediction
 while SRAM and L2 bytes, instructions and most times held:
 
 - ``causal_evicting``: a causal kernel whose loop streams more of one head's K/V than the L2 holds of
@@ -12,11 +12,15 @@ while SRAM and L2 bytes, instructions and most times held:
 - ``spill_frames``: the spilled registers' frames of the resident CTAs, in the copies a stored line
   takes, fill a quarter of the L2 or more. How the GPU keeps and writes back such lines is not what the
   model's L2 does (README, *Held against hardware*, DRAM writes).
+- ``persistent_drift``: a causal persistent kernel whose CTAs each take tiles fixed in advance: CTAs of
+  long diagonal tiles fall behind the others, and how far the tiles in flight drift apart, hence how much
+  K/V the L2 must hold, decides the DRAM bytes (``experiments/measurements/h200/persistent/``).
 """
 from __future__ import annotations
 
 CAUSAL_EVICTING = "causal_evicting"
 SPILL_FRAMES = "spill_frames"
+PERSISTENT_DRIFT = "persistent_drift"
 
 MESSAGES = {
     CAUSAL_EVICTING: ("causal, and its loop streams more of one head's K/V than the L2 holds of lines both "
@@ -26,6 +30,10 @@ MESSAGES = {
     SPILL_FRAMES: ("its spilled registers' frames fill a quarter of the L2 or more: DRAM bytes are the least "
                    "certain figure (on spilling kernels others wrote iosim predicted from 0.4 to 5.6 times the "
                    "DRAM bytes the H200 measured; README, Held against hardware)"),
+    PERSISTENT_DRIFT: ("a causal persistent kernel whose CTAs take tiles fixed in advance: how far CTAs of long "
+                       "tiles fall behind decides how much K/V the L2 must hold, and DRAM bytes are the least "
+                       "certain figure (on held-out cases iosim predicted from 0.8 to 1.7 times the DRAM bytes the "
+                       "H200 measured; experiments/measurements/h200/persistent)"),
 }
 
 
