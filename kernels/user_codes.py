@@ -342,6 +342,9 @@ def user_candidates(ref: str, config: RunConfig, arch: int = DEFAULT_ARCH, base:
             failed.append(e)
             continue
         found = tilings(launches, bwd, seq_q, config.problem.batch * config.problem.heads)
+        odd = _grid_mismatch(_main(launches), found.get("tiling"), seq_q, config.problem)
+        if odd:
+            found["grid_note"] = odd
         if "tiling" in found and "persistent" not in found["tiling"] and _ambiguous(_main(launches), seq_q, config.problem):
             found["tiling"]["grid_order"] = _grid_order(ref, config, arch, base, sms, choice)
         if (seq_q, seq_k) != (config.problem.seq_q, config.problem.seq_k):
@@ -357,6 +360,21 @@ def user_candidates(ref: str, config: RunConfig, arch: int = DEFAULT_ARCH, base:
     if not out:
         raise failed[0]
     return out
+
+
+def _grid_mismatch(main: Launch | None, tiling: dict | None, seq_q: int, p) -> str | None:
+    """A line saying so where the forward's main launch runs another number of CTAs than flash2's schedule has
+    tiles (one a Q block of each head) and is not a persistent kernel's: a grid with a split of the K/V loop, or
+    one CTA for the query heads of a group, runs a schedule iosim does not model, and its numbers are flash2's."""
+    if main is None or not tiling or tiling.get("persistent") or not tiling.get("block_m"):
+        return None
+    tiles = -(-seq_q // tiling["block_m"]) * p.batch * p.heads
+    ctas = math.prod(main.grid)
+    if ctas == tiles:
+        return None
+    return (f"{ctas} CTAs ({' x '.join(map(str, main.grid))}) where flash2's schedule has {tiles} (a Q block "
+            f"of {tiling['block_m']} rows of each head): simulated as flash2's, whose K/V loop and CTAs may not be "
+            f"its own")
 
 
 def _grid_order(ref: str, config: RunConfig, arch: int, base: Path | None, sms: int | None, choice: str | None) -> str:
@@ -443,6 +461,8 @@ def configure_all(ref: str, config: RunConfig, arch: int = DEFAULT_ARCH,
             conflicts.append(f"its tiles read off a capture at N = {found['capture_seqs'][0]} (at N = "
                              f"{config.problem.seq_q} the call's tensors pass {CAPTURE_BYTES >> 30} GiB on the CPU): a "
                              f"launcher that picks its tiles by length may pick others at {config.problem.seq_q}")
+        if found.get("grid_note"):
+            conflicts.append(found["grid_note"])
         out.append((label, run, _codes(ref, mixes, arch), conflicts, found.get("unmodelled", [])))
     return out
 
@@ -456,7 +476,7 @@ def _case_mixes(ref: str, config: dict, arch: int, sms: int | None = None) -> di
     run = RunConfig.from_dict(config)
     candidates = user_candidates(ref, run, arch, sms=sms)
     entries = [{"label": label, "mixes": [None if m is None else m.to_dict() for m in mixes],
-                **{k: v for k, v in tiling.items() if k not in ("unmodelled", "launcher_ops")},
+                **{k: v for k, v in tiling.items() if k not in ("unmodelled", "launcher_ops", "grid_note")},
                 **({"launcher_ops": run.with_(launcher_ops=tiling["launcher_ops"]).to_dict()["launcher_ops"]}
                    if tiling.get("launcher_ops") else {})} for label, mixes, tiling in candidates]
     schedule = schedule_names(run.with_(dq=entries[0].get("dq", run.dq),

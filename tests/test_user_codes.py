@@ -578,3 +578,20 @@ def test_a_prefill_kernel_is_the_forward_not_a_preprocess():
     bwd = [_launch("_bwd_prep", (32, 16, 4), tiled=False), _launch("_bwd_kernel", (32, 16, 4))]
     assert [x.kernel for x in roles(["flash2_fwd", "flash2_bwd_pre", "flash2_bwd"], fwd, bwd)] == \
         ["_prefill_fwd_kernel", "_bwd_prep", "_bwd_kernel"]
+
+
+def test_a_forward_grid_of_other_than_flash2s_tiles_is_noted():
+    """A split K/V loop (a third grid axis) or one CTA for a group's query heads runs another number of CTAs than
+    flash2's schedule has tiles: a note says so; one CTA a tile, in either order, or a persistent grid, does not."""
+    from types import SimpleNamespace
+
+    from iosim.kernels.user_codes import _grid_mismatch
+    from iosim.schedule.problem import Problem
+    p = Problem(batch=1, heads=8, kv_heads=2, seq_q=4096, head_dim=64)
+    tiling = {"block_m": 64, "block_n": 64}
+    split = _grid_mismatch(SimpleNamespace(grid=(64, 8, 4)), tiling, 4096, p)
+    assert split.startswith("2048 CTAs (64 x 8 x 4) where flash2's schedule has 512")
+    assert _grid_mismatch(SimpleNamespace(grid=(64, 2, 1)), tiling, 4096, p)  # the group's heads in one CTA
+    assert _grid_mismatch(SimpleNamespace(grid=(64, 8, 1)), tiling, 4096, p) is None
+    assert _grid_mismatch(SimpleNamespace(grid=(8, 64, 1)), tiling, 4096, p) is None
+    assert _grid_mismatch(SimpleNamespace(grid=(132, 1, 1)), dict(tiling, persistent=132), 4096, p) is None
