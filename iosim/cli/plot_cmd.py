@@ -141,7 +141,7 @@ def runtime(output, measured, **opts):
 def blocks(output, block_m, block_n, **opts):
     """HBM bytes and time against the tile shape (block_m × block_n) at one sequence length."""
     tilings = [Tiling(block_m=m, block_n=n, warps=opts["warps"], stages=opts["stages"], grid_order=opts["grid_order"],
-                      splits=opts.get("splits"))
+                      splits=opts.get("splits"), persistent=opts.get("persistent"))
                for m in block_m for n in block_n]
     runs = _simulated(_results(opts, tilings))
     _write(plotting.block_sweep(runs), output, runs)
