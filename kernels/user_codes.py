@@ -365,11 +365,16 @@ def user_candidates(ref: str, config: RunConfig, arch: int = DEFAULT_ARCH, base:
 def _grid_mismatch(main: Launch | None, tiling: dict | None, seq_q: int, p) -> str | None:
     """A line saying so where the forward's main launch runs another number of CTAs than flash2's schedule has
     tiles (one a Q block of each head) and is not a persistent kernel's: a grid with a split of the K/V loop, or
-    one CTA for the query heads of a group, runs a schedule iosim does not model, and its numbers are flash2's."""
+    one CTA for the query heads of a group, runs a schedule iosim does not model, and its numbers are flash2's;
+    or where a one-dimensional grid of exactly its tiles leaves the grid order to its code."""
     if main is None or not tiling or tiling.get("persistent") or not tiling.get("block_m"):
         return None
-    tiles = -(-seq_q // tiling["block_m"]) * p.batch * p.heads
+    blocks = -(-seq_q // tiling["block_m"])
+    tiles = blocks * p.batch * p.heads
     ctas = math.prod(main.grid)
+    if ctas == tiles and tuple(main.grid)[1:] == (1, 1) and blocks > 1 and p.batch * p.heads > 1:
+        return (f"a one-dimensional grid of its {tiles} tiles: which it walks first, one head's Q blocks or every "
+                f"head's, is in its code, not its grid; simulated as grid order {tiling.get('grid_order')}")
     if ctas == tiles:
         return None
     return (f"{ctas} CTAs ({' x '.join(map(str, main.grid))}) where flash2's schedule has {tiles} (a Q block "

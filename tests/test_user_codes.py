@@ -595,3 +595,5 @@ def test_a_forward_grid_of_other_than_flash2s_tiles_is_noted():
     assert _grid_mismatch(SimpleNamespace(grid=(64, 8, 1)), tiling, 4096, p) is None
     assert _grid_mismatch(SimpleNamespace(grid=(8, 64, 1)), tiling, 4096, p) is None
     assert _grid_mismatch(SimpleNamespace(grid=(132, 1, 1)), dict(tiling, persistent=132), 4096, p) is None
+    flat = _grid_mismatch(SimpleNamespace(grid=(512, 1, 1)), dict(tiling, grid_order="heads"), 4096, p)
+    assert flat.startswith("a one-dimensional grid of its 512 tiles") and flat.endswith("grid order heads")
