@@ -342,11 +342,11 @@ def user_candidates(ref: str, config: RunConfig, arch: int = DEFAULT_ARCH, base:
             failed.append(e)
             continue
         found = tilings(launches, bwd, seq_q, config.problem.batch * config.problem.heads)
+        if "tiling" in found and "persistent" not in found["tiling"] and _ambiguous(_main(launches), seq_q, config.problem):
+            found["tiling"]["grid_order"] = _grid_order(ref, config, arch, base, sms, choice)
         odd = _grid_mismatch(_main(launches), found.get("tiling"), seq_q, config.problem)
         if odd:
             found["grid_note"] = odd
-        if "tiling" in found and "persistent" not in found["tiling"] and _ambiguous(_main(launches), seq_q, config.problem):
-            found["tiling"]["grid_order"] = _grid_order(ref, config, arch, base, sms, choice)
         if (seq_q, seq_k) != (config.problem.seq_q, config.problem.seq_k):
             found["capture_seqs"] = [seq_q, seq_k]
         if dq != config.dq:
