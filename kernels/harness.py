@@ -56,7 +56,8 @@ def user_run_config(spec: CaseSpec, launches: list[dict]) -> dict:
     config = spec.run_config()
     fwd = main_launch(launches, "fwd")
     if fwd is not None:
-        config["tiling"] = tiling_from_launch(fwd, spec.problem.seq_q, spec.problem.batch * spec.problem.heads)
+        config["tiling"] = tiling_from_launch(fwd, spec.problem.seq_q, spec.problem.batch * spec.problem.heads,
+                                              sum(x["kernel"] == fwd["kernel"] for x in launches))
     if spec.backward:
         bwd = main_launch(launches, "bwd")
         if bwd is not None:

@@ -250,7 +250,7 @@ def tilings(fwd: list[Launch], bwd: list[Launch], seq_q: int, bh: int | None = N
     out = {}
     main = _main(fwd)
     if main is not None:
-        out["tiling"] = tiling_from_launch(_record(main), seq_q, bh)
+        out["tiling"] = tiling_from_launch(_record(main), seq_q, bh, sum(x.kernel == main.kernel for x in fwd))
     main = _bwd_main([x for x in bwd if not _is_pre(x)])
     if main is not None:
         out["backward_tiling"] = dict(tiling_from_launch(_record(main), seq_q), grid_order="rows")

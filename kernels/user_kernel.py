@@ -4,7 +4,7 @@ A user kernel is ``path/to/file.py:fn`` where ``fn(q, k, v, causal=False, sm_sca
 q (B, H, Nq, d) and k, v (B, Hkv, Nk, d) as our kernels do, and for a backward returns an ``o``
 that autograd differentiates. We do not know its code, so :func:`recording_launches` watches one
 call: every Triton launch it makes (kernel name, grid, warps, stages, constexprs, and after the
-launch the compiled kernel's registers, spills and shared memory). :func:`tiling_from_launches`
+launch the compiled kernel's registers, spills and shared memory). :func:`tiling_from_launch`
 turns the main launch into the tiling the simulator's modelled schedule (``algo``) runs with.
 """
 from __future__ import annotations
@@ -202,17 +202,19 @@ def main_launch(launches: list[dict], kind: str = "fwd") -> dict | None:
     return max(tiled, key=lambda x: math.prod(x["grid"]))
 
 
-def tiling_from_launch(launch: dict, seq_q: int, bh: int | None = None) -> dict:
+def tiling_from_launch(launch: dict, seq_q: int, bh: int | None = None, launches: int = 1) -> dict:
     """A launch as the simulator's tiling dict: tiles (:data:`TILE_NAMES`), warps, stages, grid order.
 
     The grid order is "heads" when grid[0] is not the number of query blocks; with no tile size to
     count them by, when grid[0] is the ``bh`` (batch × heads) slices and grid[1] is not. A one-dimensional
-    grid of fewer CTAs than tiles (query blocks × ``bh``) is a persistent kernel's (``persistent``: its
-    CTAs, each taking the tiles in turn), its tiles taken in "rows" order, query blocks first."""
+    grid of fewer CTAs than tiles (query blocks × ``bh``), launched once in the call (``launches``: how many
+    times the call launched this kernel; a launcher that loops over the heads launches it once a head), is a
+    persistent kernel's (``persistent``: its CTAs, each taking the tiles in turn), its tiles taken in "rows"
+    order, query blocks first."""
     bm, bn = tile_sizes(launch)
     grid = tuple(launch["grid"]) + (1, 1)
     persistent = None
-    if bm and bh and grid[1] == grid[2] == 1 and grid[0] < math.ceil(seq_q / bm) * bh:
+    if bm and bh and launches == 1 and grid[1] == grid[2] == 1 and grid[0] < math.ceil(seq_q / bm) * bh:
         persistent, heads_first = grid[0], False
     elif bm:
         heads_first = grid[0] != math.ceil(seq_q / bm)

@@ -34,6 +34,8 @@ def test_a_one_dimensional_grid_of_fewer_ctas_than_tiles_is_read_as_persistent()
     assert "persistent" not in tiling_from_launch(dict(launch, grid=[2048, 1, 1]), 4096, 64)
     assert "persistent" not in tiling_from_launch(dict(launch, grid=[32, 64, 1]), 4096, 64)
     assert tiling_from_launch(dict(launch, grid=[64, 32, 1]), 4096, 64)["grid_order"] == "heads"
+    # a launcher that launches the kernel once a head: a grid of one head's Q blocks each time, not persistent
+    assert "persistent" not in tiling_from_launch(dict(launch, grid=[32, 1, 1]), 4096, 64, launches=64)
 
 
 def test_persistent_is_refused_where_it_is_not_modelled_with_the_field_named():
