@@ -133,6 +133,26 @@ def notes(ref: str, got: dict, aligned: bool, verb: str) -> list[str]:
     return out
 
 
+def _scalar_index() -> None:
+    """Let the interpreter take a one-element tensor as an index, as Triton 3.9's does: Triton 3.6's ``int()``s
+    its array, which NumPy 2 refuses for any array that is not 0-dimensional, so a kernel with a one-dimensional
+    block pointer (a row-sum's) or ``range(tl.cdiv(...))`` failed its probe. A shim on the interpreter, which the
+    probe alone runs: iosim never interprets kernels elsewhere."""
+    import numpy as np
+    from triton.runtime import interpreter
+
+    patch = getattr(interpreter, "_patch_lang_tensor", None)
+    if patch is None or getattr(patch, "scalar_index", False):
+        return
+
+    def patched(tensor, scope):
+        patch(tensor, scope)
+        scope.set_attr(tensor, "__index__", lambda self: int(np.asarray(self.handle.data).reshape(-1)[0]))
+
+    patched.scalar_index = True
+    interpreter._patch_lang_tensor = patched
+
+
 def _attempt(call):
     try:
         return call()
@@ -150,6 +170,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     from iosim.kernels.user_kernel import load_kernel
 
+    _scalar_index()
     fn = load_kernel(args.ref, args.base)
     out = {"dots": _attempt(lambda: {"causal": dots(fn, args.head_dim, args.group, True),
                                      "full": dots(fn, args.head_dim, args.group, False)})}

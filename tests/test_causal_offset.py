@@ -248,3 +248,31 @@ def test_visiting_every_block_is_a_users_flash2_kernels_and_round_trips():
     spec = kernel_case("tests/data/user_kernel_noskip.py:attention", "flash2", "fwd", False, causal=True)
     assert spec.run_config()["skips_masked"] is False
     assert CaseSpec.from_json(json.loads(json.dumps(spec.to_json()))) == spec
+
+
+def test_the_probes_interpreter_takes_a_one_element_tensor_as_an_index(monkeypatch):
+    """Triton 3.6's interpreter int()s a tensor used as an index, which NumPy 2 refuses unless it is 0-dimensional
+    (a one-dimensional block pointer's shape, ``range(tl.cdiv(...))``): the probe's child process shims it so such a
+    kernel is probed, not assumed to skip; a one-element array of any shape then indexes as its value."""
+    pytest.importorskip("triton")
+    from triton.runtime import interpreter
+
+    from iosim.kernels.causal_align import _scalar_index
+    monkeypatch.setattr(interpreter, "_patch_lang_tensor", interpreter._patch_lang_tensor)  # restored after the test
+
+    class Scope:
+        def __init__(self):
+            self.attrs = {}
+
+        def set_attr(self, obj, name, value):
+            self.attrs[name] = value
+
+    _scalar_index()
+    shimmed = interpreter._patch_lang_tensor
+    _scalar_index()
+    assert interpreter._patch_lang_tensor is shimmed  # once only
+    scope = Scope()
+    interpreter._patch_lang_tensor(type("T", (), {}), scope)
+    index = scope.attrs["__index__"]
+    for data in (np.array(7), np.array([7]), np.array([[7]])):
+        assert index(type("X", (), {"handle": type("H", (), {"data": data})()})()) == 7
