@@ -163,3 +163,21 @@ def test_a_causal_persistent_kernel_with_tiles_bound_to_its_ctas_is_named_where_
     assert PERSISTENT_DRIFT not in regimes(_config(causal=True, persistent=66), drawn)
     assert PERSISTENT_DRIFT not in regimes(_config(persistent=66), bound)
     assert PERSISTENT_DRIFT not in regimes(_config(causal=True), bound)
+
+
+def test_a_pass_of_an_unrolled_loop_is_priced_as_the_blocks_it_covers():
+    """A pass doing twice a block's products is two blocks' code: the same time and instructions as code of one
+    block a pass at half the instructions (no waits, so nothing but the counts differs)."""
+    config = _config()
+    kernel = build_schedule(config, H200.sm_count).kernels[0]
+    block = kernel.iter_flops.tensor / kernel.warps  # one warp's products of one block
+    pipes = {"fma": 200.0, "alu": 100.0}
+    per_pass = KernelCode(loop=LoopCode(600.0, pipes, stall_cycles=900.0), pass_flops=2 * block)
+    per_block = KernelCode(loop=LoopCode(300.0, {p: n / 2 for p, n in pipes.items()}, stall_cycles=450.0),
+                           pass_flops=block)
+    unrolled, plain = (simulate(config, H200, codes=[c]) for c in (per_pass, per_block))
+    assert unrolled.time_s == pytest.approx(plain.time_s, rel=1e-9)
+    assert unrolled.kernels[0].instructions == pytest.approx(plain.kernels[0].instructions, rel=1e-9)
+    odd = replace(per_pass, pass_flops=1.5 * block)  # not a whole number of blocks: taken as one block a pass
+    assert simulate(config, H200, codes=[odd]).kernels[0].instructions["total"] == pytest.approx(
+        2 * plain.kernels[0].instructions["total"], rel=0.02)

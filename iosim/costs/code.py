@@ -230,7 +230,8 @@ def kernel_code(mix: KernelMix, source: str) -> KernelCode:
             enclosing = enclosing.plus(loop_code(body))
             counter = counter or any(op in ("ATOM", "ATOMG", "RED", "REDG") for op in body.opcodes)  # global memory's
     return KernelCode(loop=loop_code(ordered[0]), masked=masked, masked_passes=masked_passes(ordered),
-                      outside=outside, enclosing=enclosing, tile_counter=counter, regs_per_thread=mix.n_regs,
+                      outside=outside, enclosing=enclosing, tile_counter=counter, pass_flops=ordered[0].tensor_flops,
+                      regs_per_thread=mix.n_regs,
                       shared_bytes=mix.shared_bytes, spill_bytes=mix.n_spill_bytes, local_bytes=mix.local_bytes,
                       source=source, tma=any(body.opcode("UTMALDG") for body in ordered),
                       wgmma=any(body.opcode("HGMMA") for body in (*mix.loops, mix.outside)))

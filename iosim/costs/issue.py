@@ -114,6 +114,11 @@ class KernelCode:
     # the loop around the tile loop draws its next tile from a counter (an atomic in it): a persistent kernel's
     # tiles go to whichever CTA asks first, not to a CTA fixed in advance
     tile_counter: bool = False
+    # tensor-core FLOPs one warp's pass of the (unmasked) loop does, from its MMA instructions' shapes (None: unknown)
+    pass_flops: float | None = None
+    # loop iterations (K/V blocks) one pass covers: a loop the compiler unrolled (``tl.range(...,
+    # loop_unroll_factor=k)``) runs one pass every ``unroll`` blocks, each pass the code of ``unroll`` of them
+    unroll: int = 1
 
 
 def loop_code(mix: LoopMix) -> LoopCode:

@@ -57,9 +57,9 @@ def instruction_totals(code, masked_share: float, iterations: float, ctas: int, 
             out["shared_wavefronts"] = out.get("shared_wavefronts", 0.0) + shared_cycles(loop, profile) * times
 
     unmasked = iterations * (1.0 - masked_share) if code.masked is not None else iterations
-    add(code.loop, unmasked * warps)
+    add(code.loop, unmasked * warps / code.unroll)
     if code.masked is not None:
-        add(code.masked, iterations * masked_share * code.masked_passes * warps)
+        add(code.masked, iterations * masked_share * code.masked_passes * warps / code.unroll)
     add(code.outside, ctas * warps)
     return out
 

@@ -128,7 +128,7 @@ class Engine:
             codes = reference_codes(schedule, impl) if impl else compiled_codes(schedule, profile.arch, triton_version)
         self.codes = [c or self._aten_code(k) or estimated_code(k.iter_flops, k.end_flops, k.warps)
                       for c, k in zip(codes, schedule.kernels)]
-        self.codes = [_persistent_code(k, c) for k, c in zip(schedule.kernels, self.codes)]
+        self.codes = [_unrolled(k, _persistent_code(k, c)) for k, c in zip(schedule.kernels, self.codes)]
         self.kernels = [_with_resources(k, c) for k, c in zip(schedule.kernels, self.codes)]
         self.per_sm = [ctas_per_sm(k, profile) for k in self.kernels]  # refuses tiles that don't fit, up front
         # a persistent kernel holds no more CTAs on an SM than its launch spreads there
@@ -231,7 +231,8 @@ class Engine:
 
         def per_pass(cost):  # a block's cost: the masked loop body's (its passes a block) for the masked share
             value = cost(code.loop)
-            return value + masked * (code.masked_passes * cost(code.masked) - value) if masked else value
+            value = value + masked * (code.masked_passes * cost(code.masked) - value) if masked else value
+            return value / code.unroll  # an unrolled loop's pass covers several blocks
 
         loop = per_pass(lambda c: simt_seconds(c, kernel.warps, profile))
         shared = per_pass(lambda c: shared_seconds(c, kernel.warps, profile))
@@ -764,6 +765,18 @@ def _private_copies(profile, replicas: int) -> float:
     if replicas <= 1 or not profile.l2_sweep_bytes:
         return 1.0
     return min(float(replicas), max(1.0, profile.l2_bytes / profile.l2_sweep_bytes))
+
+
+def _unrolled(kernel, code):
+    """``code`` with the blocks one pass of its loop covers (:attr:`KernelCode.unroll`): for FlashAttention-2's
+    forward, whose block is one Q tile against one K/V tile (4·B_r·B_c·d FLOPs), the pass's tensor-core FLOPs over
+    one block's, where that is a whole number of two or more: the compiler unrolled the loop, and each pass is the
+    code of that many blocks. (Other kernels' blocks may pad their products, a decode tile's rows to 16.)"""
+    if not (kernel.name in ("flash2_fwd", "flash2_varlen_fwd") and code.pass_flops and kernel.iter_flops.tensor):
+        return code
+    ratio = code.pass_flops * kernel.warps / kernel.iter_flops.tensor
+    k = round(ratio)
+    return replace(code, unroll=k) if k >= 2 and abs(ratio - k) <= 0.01 * k else code
 
 
 def _persistent_code(kernel, code):
