@@ -81,6 +81,8 @@
 #      manifest_persistent.yaml (ncu) -> $OUT/persistent/ (≤ 500 s)
 #   per2) F10_persistent_counter.py (tiles drawn from an atomic counter) and F9 at held-out shapes,
 #      manifest_persistent_heldout.yaml (ncu) -> $OUT/persistent/heldout/ (≤ 500 s)
+#   unr) F11_two_tiles.py (two K/V tiles a loop pass) at held-out shapes, manifest_unrolled.yaml (ncu)
+#      -> $OUT/unrolled/ (≤ 500 s)
 # A step that fails or runs out of time does not stop the next. Measurement files are rewritten
 # atomically after each batch of cases, so a step cut short keeps every finished batch. Progress
 # goes to $OUT/session.log. All steps take longer than one 10-minute device command: name the steps
@@ -409,6 +411,13 @@ if want per2; then
     mkdir -p "$S"
     step "per2) held-out persistent kernels, tiles bound or drawn" 480 "$PY" -m iosim measure \
         --manifest experiments/foreign_kernels/manifest_persistent_heldout.yaml --out "$S" >>"$LOG" 2>&1
+    rm -f "$S/measurements.csv"  # the JSON's twin: the device returns few files
+fi
+if want unr; then
+    S="$OUT/unrolled"
+    mkdir -p "$S"
+    step "unr) held-out kernel with two blocks a pass" 480 "$PY" -m iosim measure \
+        --manifest experiments/foreign_kernels/manifest_unrolled.yaml --out "$S" >>"$LOG" 2>&1
     rm -f "$S/measurements.csv"  # the JSON's twin: the device returns few files
 fi
 echo "done $(date -u +%FT%TZ), $SECONDS s in all" >>"$LOG"
