@@ -392,33 +392,15 @@ if want lt; then
         --only "$DEEP" >"$OUT/lone_tiles/lone_tiles.log" 2>&1
     step "lt) calibration mixes" 100 "$PY" -m iosim.kernels.sass --calibration --out "$OUT/lone_tiles/calmix" >>"$LOG" 2>&1
 fi
-if want cav; then
-    S="$OUT/thirdparty/caveats"
-    mkdir -p "$S"
-    step "cav) held-out caveat grid" 480 "$PY" -m iosim measure --manifest experiments/thirdparty_kernels/manifest_caveats.yaml \
-        --out "$S" >>"$LOG" 2>&1
-    rm -f "$S/measurements.csv"  # the JSON's twin: the device returns few files
-fi
-if want per; then
-    S="$OUT/persistent"
-    mkdir -p "$S"
-    step "per) held-out persistent kernel" 480 "$PY" -m iosim measure --manifest experiments/foreign_kernels/manifest_persistent.yaml \
-        --out "$S" >>"$LOG" 2>&1
-    rm -f "$S/measurements.csv"  # the JSON's twin: the device returns few files
-fi
-if want per2; then
-    S="$OUT/persistent/heldout"
-    mkdir -p "$S"
-    step "per2) held-out persistent kernels, tiles bound or drawn" 480 "$PY" -m iosim measure \
-        --manifest experiments/foreign_kernels/manifest_persistent_heldout.yaml --out "$S" >>"$LOG" 2>&1
-    rm -f "$S/measurements.csv"  # the JSON's twin: the device returns few files
-fi
-if want unr; then
-    S="$OUT/unrolled"
-    mkdir -p "$S"
-    step "unr) held-out kernel with two blocks a pass" 480 "$PY" -m iosim measure \
-        --manifest experiments/foreign_kernels/manifest_unrolled.yaml --out "$S" >>"$LOG" 2>&1
-    rm -f "$S/measurements.csv"  # the JSON's twin: the device returns few files
-fi
+held_out() {  # held_out NAME MANIFEST DIR: a manifest predicted before it runs, measured (ncu) -> $OUT/DIR
+    mkdir -p "$OUT/$3"
+    step "$1" 480 "$PY" -m iosim measure --manifest "$2" --out "$OUT/$3" >>"$LOG" 2>&1
+    rm -f "$OUT/$3/measurements.csv"  # the JSON's twin: the device returns few files
+}
+want cav && held_out "cav) held-out caveat grid" experiments/thirdparty_kernels/manifest_caveats.yaml thirdparty/caveats
+want per && held_out "per) held-out persistent kernel" experiments/foreign_kernels/manifest_persistent.yaml persistent
+want per2 && held_out "per2) held-out persistent kernels, tiles bound or drawn" \
+    experiments/foreign_kernels/manifest_persistent_heldout.yaml persistent/heldout
+want unr && held_out "unr) held-out kernel with two blocks a pass" experiments/foreign_kernels/manifest_unrolled.yaml unrolled
 echo "done $(date -u +%FT%TZ), $SECONDS s in all" >>"$LOG"
 ls -laR "$OUT" >>"$LOG"
