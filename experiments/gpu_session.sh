@@ -83,6 +83,8 @@
 #      manifest_persistent_heldout.yaml (ncu) -> $OUT/persistent/heldout/ (≤ 500 s)
 #   unr) F11_two_tiles.py (two K/V tiles a loop pass) at held-out shapes, manifest_unrolled.yaml (ncu)
 #      -> $OUT/unrolled/ (≤ 500 s)
+#   ssm) SDPA flash and cuDNN where FlashAttention-2 splits the K/V length, and forward + backward at new shapes,
+#      the sdpa_small grid (ncu), predicted before it ran -> $OUT/sdpa_small/ (≤ 500 s)
 # A step that fails or runs out of time does not stop the next. Measurement files are rewritten
 # atomically after each batch of cases, so a step cut short keeps every finished batch. Progress
 # goes to $OUT/session.log. All steps take longer than one 10-minute device command: name the steps
@@ -402,5 +404,11 @@ want per && held_out "per) held-out persistent kernel" experiments/foreign_kerne
 want per2 && held_out "per2) held-out persistent kernels, tiles bound or drawn" \
     experiments/foreign_kernels/manifest_persistent_heldout.yaml persistent/heldout
 want unr && held_out "unr) held-out kernel with two blocks a pass" experiments/foreign_kernels/manifest_unrolled.yaml unrolled
+if want ssm; then
+    mkdir -p "$OUT/sdpa_small"
+    step "ssm) SDPA at small grids and new backward shapes" 480 "$PY" -m iosim measure --grid sdpa_small \
+        --out "$OUT/sdpa_small" >>"$LOG" 2>&1
+    rm -f "$OUT/sdpa_small/measurements.csv"  # the JSON's twin: the device returns few files
+fi
 echo "done $(date -u +%FT%TZ), $SECONDS s in all" >>"$LOG"
 ls -laR "$OUT" >>"$LOG"

@@ -457,6 +457,21 @@ def sdpa_grid() -> list[CaseSpec]:
             for shape in shapes]
 
 
+def sdpa_small_grid() -> list[CaseSpec]:
+    """SDPA's flash and cuDNN backends on shapes no committed case has, chosen where libtorch's FlashAttention-2
+    splits the K/V length (fewer than 211 query blocks of 64 rows on 132 SMs: 2 to 12 splits) and, forward +
+    backward, where its wrapper copies dO and O first; held out from both (2026-12-04)."""
+    fwd = [dict(batch=1, heads=8, seq=1024, head_dim=128), dict(batch=1, heads=2, seq=4096, head_dim=64, causal=True),
+           dict(batch=1, heads=16, seq=640, head_dim=64), dict(batch=1, heads=4, kv_heads=1, seq=2048, head_dim=128,
+                                                               causal=True),
+           dict(batch=1, heads=1, seq=2048, head_dim=64), dict(batch=1, heads=4, seq=1536, head_dim=128, dtype="bf16")]
+    both = [dict(batch=2, heads=8, seq=4096, head_dim=64),
+            dict(batch=1, heads=16, kv_heads=4, seq=2048, head_dim=128, causal=True),
+            dict(batch=1, heads=4, seq=1024, head_dim=64)]
+    return [case(impl, pass_, **shape) for impl in ("sdpa_flash", "sdpa_cudnn")
+            for pass_, shapes in (("fwd", fwd), ("fwd_bwd", both)) for shape in shapes]
+
+
 TLK_KERNEL = "experiments/thirdparty_kernels/tlk_flash.py:fwd"  # triton-lang/kernels' 16 x 16 tiles (gitignored, README)
 TUTORIAL_64 = "experiments/thirdparty_kernels/tutorial_fa.py:fwd_64x64_w4_s4"  # Triton's tutorial (gitignored, README)
 FOREIGN = "experiments/foreign_kernels/{}.py:attention"
@@ -505,4 +520,4 @@ def dq_grid() -> list[CaseSpec]:
 GRIDS = {"default": default_grid, "smoke": smoke_grid, "h200": h200_grid, "decode": decode_grid, "paged": paged_grid,
          "paged_flex": paged_flex_grid, "lone": lone_grid, "varlen": varlen_grid, "window": window_grid,
          "foreign": manifest_cases, "hopper": hopper_grid, "sdpa": sdpa_grid, "fp8": fp8_grid, "smem": smem_grid,
-         "dq": dq_grid}
+         "dq": dq_grid, "sdpa_small": sdpa_small_grid}

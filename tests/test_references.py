@@ -10,6 +10,7 @@ import json
 import re
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -161,8 +162,8 @@ def _loop_rows(kernel, g: int, tensor: str) -> list:
 def test_reversed_loop_starts_at_the_last_block():
     """FlashAttention-2's CUDA kernels walk K/V (forward) and Q (backward) blocks from the last down:
     the same blocks, first the last one."""
-    config = reference_config("sdpa_flash", Problem(batch=1, heads=1, seq_q=1024, head_dim=64, causal=True,
-                                                    backward=True), "sm_90")
+    config = reference_config("sdpa_flash", Problem(batch=4, heads=16, seq_q=1024, head_dim=64, causal=True,
+                                                    backward=True), "sm_90")  # enough CTAs: no split
     kernels = {k.name: k for k in build_schedule(config, 132).kernels}
     plain = build_schedule(config.with_(impl=None), 132).kernels
     for name, tensor in (("flash2_fwd", "K"), ("flash2_bwd", "Q")):
@@ -221,3 +222,99 @@ def test_plot_takes_impl_as_flash2_and_labels_it(tmp_path):
     assert done.exit_code == 0, done.output
     rows = (tmp_path / "io.csv").read_text().splitlines()
     assert len(rows) == 3 and all(",flash2/sdpa_flash," in row for row in rows[1:])
+
+
+def _sdpa_flash_forwards():
+    """(problem, GPU SMs, kernel names and grids) of every committed sdpa_flash case whose forward ran at the
+    problem's own lengths, from the kernels the harness's Nsight Compute run recorded."""
+    sms = {"h100": 132, "h200": 132}
+    out = []
+    for gpu in sms:
+        for path in sorted((ROOT / "experiments" / "measurements" / gpu).rglob("measurements.json")):
+            for case in json.loads(path.read_text())["cases"]:
+                counters = case.get("counters") or {}
+                if case.get("impl") != "sdpa_flash" or not counters.get("kernels"):
+                    continue
+                problem = Problem(**case["run_config"]["problem"])
+                if problem.seq_q != problem.seq_k:
+                    continue
+                out.append((problem, sms[gpu], [(k["name"], k["grid"]) for k in counters["kernels"]]))
+    return out
+
+
+def test_flash_splits_are_the_kernels_the_gpu_ran():
+    """Where libtorch's FlashAttention-2 forward splits the K/V length (its num_splits heuristic), the schedule
+    runs the split kernel and its combine with the grids Nsight Compute recorded (query blocks × splits × B·H,
+    B·H·N / rows); elsewhere the plain forward, unsplit: on every committed sdpa_flash case."""
+    cases = _sdpa_flash_forwards()
+    assert sum("splitkv" in names[0][0] for _, _, names in cases) >= 2 and len(cases) >= 10
+    for problem, sms, ran in cases:
+        schedule = build_schedule(reference_config("sdpa_flash", problem, "sm_90"), sms)
+        kernels = {k.name: k for k in schedule.kernels}
+        fwd = ran[0]
+        if "splitkv" in fwd[0]:
+            split, combine = kernels["flash2_fwd_split"], kernels["flash2_fwd_combine"]
+            assert [split.ti, split.tj, split.slices] == fwd[1]
+            assert schedule.config.tiling.splits == fwd[1][1]
+            assert combine.ctas == ran[1][1][0] and "combine" in ran[1][0]
+        else:
+            assert "flash2_fwd_split" not in kernels and kernels["flash2_fwd"].ctas == fwd[1][0] * fwd[1][1] * fwd[1][2]
+            assert schedule.config.tiling.splits is None
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_split_forward_covers_each_query_blocks_keys_once(causal):
+    """The splits of a query block stream between them exactly the K/V rows the unsplit loop does at the same
+    block sizes (up to its diagonal where causal), each in one split: their trips add up block by block."""
+    p = Problem(batch=1, heads=2, seq_q=1000, head_dim=64, causal=causal)
+    split = next(k for k in build_schedule(reference_config("sdpa_flash", p, "sm_90"), 132).kernels
+                 if k.name == "flash2_fwd_split")
+    assert split.tj > 1
+    sl, i, j = split.coords(0, split.ctas)
+    start, trips = split.loop_bounds(i, j, sl)
+    plain = replace(split, tj=1, split_blocks=0)
+    sl1, i1, j1 = plain.coords(0, plain.ctas)
+    want = dict(zip(zip(sl1.tolist(), i1.tolist()), plain.loop_bounds(i1, j1, sl1)[1].tolist()))
+    got = {}
+    for s_, i_, a, n in zip(sl.tolist(), i.tolist(), start.tolist(), trips.tolist()):
+        got.setdefault((s_, i_), []).append((a, n))
+    for key, spans in got.items():
+        blocks = [b for a, n in spans for b in range(a, a + n)]
+        assert sorted(blocks) == list(range(want[key])) and len(blocks) == len(set(blocks))
+
+
+def test_split_forward_moves_its_partials_through_dram():
+    """With Nsight Compute's cache control (every kernel from a flushed L2, its writes left dirty in it), the
+    split kernel reads Q, K and V once and the combine reads every split's fp32 partial output and logsumexp of
+    every row: closed forms of the tensors' sizes."""
+    p = Problem(batch=1, heads=4, seq_q=512, head_dim=64)
+    r = simulate(reference_config("sdpa_flash", p, "sm_90", mode="ncu"), "h200-calibrated")
+    hbm = {k.name: k.levels["hbm"].read_bytes for k in r.kernels}
+    splits = r.config["tiling"]["splits"]
+    assert splits == 2  # the measured grid (8, 2, 4): test_flash_splits_are_the_kernels_the_gpu_ran
+    assert hbm["flash2_fwd_split"] == 3 * p.bh * p.seq_q * p.head_dim * 2
+    assert hbm["flash2_fwd_combine"] == p.bh * p.seq_q * splits * (p.head_dim + 1) * 4
+
+
+def test_flash_backward_copies_do_and_o_first():
+    """libtorch's FlashAttention-2 backward copies dO and O to contiguous tensors (two ATen strided copies, as
+    every committed fwd_bwd case's kernel list shows), its preprocess and main kernel read the copies, and no
+    fill kernel clears dQ's accumulator (the preprocess does): its tensors' bytes are conserved."""
+    p = Problem(batch=2, heads=8, seq_q=2048, head_dim=128, backward=True)
+    schedule = build_schedule(reference_config("sdpa_flash", p, "sm_90"), 132)
+    names = [k.name for k in schedule.kernels]
+    assert names[:4] == ["flash2_fwd", "copy_dO", "copy_O", "flash2_bwd_pre"] and "zeros_dq" not in names
+    reads = {k.name: {pt.tensor for pt in k.patterns if pt.kind.name == "READ"} for k in schedule.kernels}
+    assert reads["flash2_bwd_pre"] == {"Oc", "dOc"} and {"dOc"} <= reads["flash2_bwd"]
+    assert "dO" not in reads["flash2_bwd"] and "O" not in reads["flash2_bwd_pre"]
+    for name in ("copy_dO", "copy_O"):
+        assert names.count(name) == 1
+    for run in _sdpa_flash_forwards():
+        problem, _, ran = run
+        if problem.backward:
+            copies = [n for n, _ in ran if "direct_copy_kernel" in n]
+            assert len(copies) == 2
+    r = simulate(reference_config("sdpa_flash", p, "sm_90", mode="ncu"), "h200-calibrated")
+    hbm = {k.name: k.levels["hbm"].read_bytes for k in r.kernels}
+    size = p.bh * p.seq_q * p.head_dim * 2
+    assert hbm["copy_dO"] == size and hbm["copy_O"] == size

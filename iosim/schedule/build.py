@@ -8,7 +8,7 @@ from iosim.schedule.common import Schedule, TensorSet, check_problem
 from iosim.schedule.ir import HOST
 from iosim.schedule.launcher import kernels_view, with_launcher_ops
 from iosim.schedule.problem import RunConfig
-from iosim.schedule.references import reference_kernels
+from iosim.schedule.references import flash_splits, reference_kernels
 from iosim.schedule.tiling import resolve
 
 BUILDERS = {"standard": standard.build, "standard_eager": standard.build, "flash1": flash1.build, "flash2": flash2.build,
@@ -29,10 +29,12 @@ def build_schedule(config: RunConfig, sm_count: int | None = None) -> Schedule:
     config = resolve(kernels_view(config) if config.launcher_ops else config)
     if config.algo == "flash_decode":
         config = replace(config, tiling=replace(config.tiling, splits=flash_decode.splits_for(config, sm_count)))
+    elif config.impl == "sdpa_flash" and config.tiling.splits is None and flash_splits(config.problem, sm_count) > 1:
+        config = replace(config, tiling=replace(config.tiling, splits=flash_splits(config.problem, sm_count)))
     ts = TensorSet(config)
     kernels = BUILDERS[config.algo](ts, config)
     if config.impl is not None:  # PyTorch SDPA's kernels running the same schedule
-        kernels = reference_kernels(kernels, config.impl)
+        kernels = reference_kernels(kernels, config.impl, ts)
     if config.launcher_ops:  # what a user's launcher runs in PyTorch besides its Triton kernels
         kernels = with_launcher_ops(kernels, ts, config)
     p = config.problem

@@ -167,7 +167,7 @@ class Kernel:
     smem_bytes: int = 0
     regs_per_thread: int = 64
     extents: tuple = ()  # (tensor name, rows, cols) to clip rectangles against
-    split_blocks: int = 0  # > 0: CTA i loops over its own share of the loop, blocks [i·split_blocks, (i+1)·split_blocks)
+    split_blocks: int = 0  # > 0: CTA i (CTA j where tj > 1) loops over its share, blocks [i·split_blocks, (i+1)·split_blocks)
     window: int = 0  # > 0: local attention, a query row sees the ``window`` keys up to itself (causal STOP)
     ragged: Ragged | None = None  # a variable-length batch: each request's own extents
     lookups: int = 0  # dependent loads before a CTA can address its tiles (a request's length or offset read first)
@@ -232,7 +232,7 @@ class Kernel:
             _, first, rows = (a[self.request(sl)] for a in self.ragged.arrays)
             n = -(-rows // self.block_u)
         start = np.zeros_like(i) + first
-        if self.split_blocks:  # split-KV: each CTA along i streams its own share of the blocks
+        if self.split_blocks and self.tj == 1:  # split-KV decode: each CTA along i streams its own share of the blocks
             start = np.minimum(start + i * self.split_blocks, n)
             trips = np.minimum(start + self.split_blocks, n) - start
         else:
@@ -246,6 +246,9 @@ class Kernel:
                 stop = np.zeros_like(i) + n
             else:
                 stop = np.zeros_like(i) + n
+            if self.split_blocks:  # split-KV over query blocks: CTA (i, j) streams split j's share of i's blocks
+                start = np.maximum(start, np.minimum(j * self.split_blocks, n))
+                stop = np.minimum(stop, (j + 1) * self.split_blocks)
             trips = np.maximum(stop - start, 0)
         if self.ragged is not None:
             trips = np.where(self.live(i, sl), trips, 0)
