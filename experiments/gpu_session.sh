@@ -85,6 +85,8 @@
 #      -> $OUT/unrolled/ (≤ 500 s)
 #   ssm) SDPA flash and cuDNN where FlashAttention-2 splits the K/V length, and forward + backward at new shapes,
 #      the sdpa_small grid (ncu), predicted before it ran -> $OUT/sdpa_small/ (≤ 500 s)
+#   sma) standard attention (ours, eager) on small problems, the small grid (ncu), predicted before it ran
+#      -> $OUT/small/ (≤ 300 s)
 # A step that fails or runs out of time does not stop the next. Measurement files are rewritten
 # atomically after each batch of cases, so a step cut short keeps every finished batch. Progress
 # goes to $OUT/session.log. All steps take longer than one 10-minute device command: name the steps
@@ -409,6 +411,11 @@ if want ssm; then
     step "ssm) SDPA at small grids and new backward shapes" 480 "$PY" -m iosim measure --grid sdpa_small \
         --out "$OUT/sdpa_small" >>"$LOG" 2>&1
     rm -f "$OUT/sdpa_small/measurements.csv"  # the JSON's twin: the device returns few files
+fi
+if want sma; then
+    mkdir -p "$OUT/small"
+    step "sma) standard attention on small problems" 300 "$PY" -m iosim measure --grid small --out "$OUT/small" >>"$LOG" 2>&1
+    rm -f "$OUT/small/measurements.csv"  # the JSON's twin: the device returns few files
 fi
 echo "done $(date -u +%FT%TZ), $SECONDS s in all" >>"$LOG"
 ls -laR "$OUT" >>"$LOG"

@@ -472,6 +472,20 @@ def sdpa_small_grid() -> list[CaseSpec]:
             for pass_, shapes in (("fwd", fwd), ("fwd_bwd", both)) for shape in shapes]
 
 
+def small_grid() -> list[CaseSpec]:
+    """Standard attention, ours and eager PyTorch's, on small problems like the smoke grid's, where a kernel's
+    CTAs fill few of the SMs and its launch and first loads weigh most: shapes no committed case has (2026-12-04),
+    with flash1 and the smoke grid's flash2 beside them."""
+    S = case
+    shapes = [dict(batch=1, heads=4, seq=1024), dict(batch=2, heads=8, seq=512, head_dim=128),
+              dict(batch=1, heads=16, seq=768)]
+    cases = [S(impl, **shape) for impl in ("standard", "standard_eager") for shape in shapes]
+    cases += [S("standard", "fwd_bwd", batch=1, heads=8, seq=1024), S("standard_eager", "fwd_bwd", batch=1, heads=8,
+                                                                          seq=1024),
+              S("flash1", batch=2, heads=8, seq=512, head_dim=128), S("flash2", batch=1, heads=16, seq=768, tiling=REF_TILING)]
+    return cases
+
+
 TLK_KERNEL = "experiments/thirdparty_kernels/tlk_flash.py:fwd"  # triton-lang/kernels' 16 x 16 tiles (gitignored, README)
 TUTORIAL_64 = "experiments/thirdparty_kernels/tutorial_fa.py:fwd_64x64_w4_s4"  # Triton's tutorial (gitignored, README)
 FOREIGN = "experiments/foreign_kernels/{}.py:attention"
@@ -520,4 +534,4 @@ def dq_grid() -> list[CaseSpec]:
 GRIDS = {"default": default_grid, "smoke": smoke_grid, "h200": h200_grid, "decode": decode_grid, "paged": paged_grid,
          "paged_flex": paged_flex_grid, "lone": lone_grid, "varlen": varlen_grid, "window": window_grid,
          "foreign": manifest_cases, "hopper": hopper_grid, "sdpa": sdpa_grid, "fp8": fp8_grid, "smem": smem_grid,
-         "dq": dq_grid, "sdpa_small": sdpa_small_grid}
+         "dq": dq_grid, "sdpa_small": sdpa_small_grid, "small": small_grid}
