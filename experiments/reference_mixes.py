@@ -8,6 +8,12 @@ counts by the loop iterations and computing warps of that launch as iosim schedu
 the committed measurements that ran the same kernel. A kernel is warp-specialised where its code
 reallocates registers between warpgroups (``USETMAXREG``, CUTLASS's producer/consumer split).
 
+FlashAttention-2's split-KV forward (``experiments/probes/sdpa_split_sass.sh``: B1 × H1, N 8192, d 64, and B1 × H2,
+N 2048, d 128, where it splits; every CTA the same trips) runs a few K/V blocks a CTA, so its code outside the loop
+weighs: its SASS lines executed more than once a warp are the loop's (its first block is peeled: they run trips − 1
+or − 2 times), the rest once a CTA. The loop's mix is theirs over trips − 1 blocks; the code outside is the rest of
+what a warp executed, less that mix's trips (``outside_*``). Its combine kernel has no loop: all its code is outside.
+
     python experiments/reference_mixes.py            # rewrite the JSON
     python experiments/reference_mixes.py --check    # exit 1 if the committed JSON differs
 """
@@ -17,10 +23,12 @@ import argparse
 import json
 import re
 import sys
+from collections import Counter
 from pathlib import Path
 
 from iosim.costs.code import REFERENCE_MIXES
 from iosim.costs.executed import read_source_page
+from iosim.costs.sass import opcode_of, pipe_of
 from iosim.schedule.build import build_schedule
 from iosim.schedule.problem import Problem
 from iosim.schedule.references import REFERENCE_ARCH, reference_config
@@ -30,11 +38,15 @@ H200 = ROOT / "experiments" / "measurements" / "h200"
 # the source pages and the launch each profiled (experiments/probes/sdpa_source_sass.sh, SHAPE)
 CAPTURES = ((H200 / "sdpa_sass" / "sdpa_sass.csv.gz", Problem(batch=4, heads=16, seq_q=4096, head_dim=128, backward=True)),
             (H200 / "sdpa_sass_d64" / "sdpa_sass.csv.gz", Problem(batch=4, heads=16, seq_q=4096, head_dim=64, backward=True)))
+SPLIT_CAPTURES = ((H200 / "sdpa_split_sass_d64" / "sdpa_sass.csv.gz", Problem(batch=1, heads=1, seq_q=8192, head_dim=64)),
+                  (H200 / "sdpa_split_sass_d128" / "sdpa_sass.csv.gz", Problem(batch=1, heads=2, seq_q=2048, head_dim=128)))
+SPLIT_ROLES = (("flash_fwd_splitkv_kernel<", "flash2_fwd_split"), ("flash_fwd_splitkv_combine_kernel<", "flash2_fwd_combine"))
 # which profiled kernel is which schedule kernel, per backend
 ROLES = {"sdpa_cudnn": (("flash_fprop_wgmma", "flash2_fwd"), ("flash_bprop_wgmma", "flash2_bwd")),
          "sdpa_flash": (("flash_fwd_kernel<", "flash2_fwd"), ("flash_bwd_dq_dk_dv_loop", "flash2_bwd"))}
 # measurement files whose per-kernel records carry registers and shared memory of these kernels
-RESOURCE_FILES = (H200 / "hopper" / "ncu_bwd" / "measurements.json", H200 / "measurements.json")
+RESOURCE_FILES = (H200 / "hopper" / "ncu_bwd" / "measurements.json", H200 / "measurements.json",
+                  H200 / "sdpa_small" / "measurements.json")
 
 
 def _plain(name: str) -> str:
@@ -52,11 +64,50 @@ def _resources() -> dict:
 
 
 def _iterations(impl: str, problem: Problem, kernel_name: str) -> tuple[float, int]:
-    schedule = build_schedule(reference_config(impl, problem, REFERENCE_ARCH), 132)
-    kernel = next(k for k in schedule.kernels if k.name == kernel_name)
+    kernel = _kernel(impl, problem, kernel_name)
     sl, i, j = kernel.coords(0, kernel.ctas)
     _, trips = kernel.loop_bounds(i, j, sl)
     return float(trips.sum()), kernel.warps
+
+
+def _kernel(impl: str, problem: Problem, kernel_name: str):
+    schedule = build_schedule(reference_config(impl, problem, REFERENCE_ARCH), 132)
+    return next(k for k in schedule.kernels if k.name == kernel_name)
+
+
+def _split_entry(path: Path, problem: Problem, found, role: str, resources: dict) -> dict:
+    """A split-KV kernel's entry: its loop's mix per warp and iteration and its code outside the loop per warp
+    (see the module's docstring); the launch's CTAs must all run the same trips."""
+    kernel = _kernel("sdpa_flash", problem, role)
+    sl, i, j = kernel.coords(0, kernel.ctas)
+    trips = kernel.loop_bounds(i, j, sl)[1] if kernel.loop_extent else None
+    warps = kernel.ctas * kernel.warps
+    if trips is not None and not (trips == trips[0]).all():
+        raise SystemExit(f"{path}: the capture's CTAs run unequal trips")
+    n = int(trips[0]) if trips is not None else 0
+    loop, total, local = Counter(), Counter(), Counter()
+    for text, count in found.lines:
+        if not count:
+            continue
+        pipe, per = pipe_of(opcode_of(text)), count / warps
+        total[pipe] += per
+        if n > 1 and per > 1.5:  # a loop line: trips − 1 (or − 2) times a warp
+            loop[pipe] += per / (n - 1)
+            local[opcode_of(text)] += per / (n - 1)
+    outside = {pipe: v - loop[pipe] * n for pipe, v in total.items()}
+    if min(outside.values(), default=0.0) < -1e-9:  # per pipe the peeled block is the loop's; none is negative
+        raise SystemExit(f"{path}: {role}'s loop lines exceed what a warp executed of them")
+    regs, smem, block = resources.get(_plain(found.name), (None, None, None))
+    return {"impl": "sdpa_flash", "kernel": role, "head_dim": problem.head_dim, "name": found.name,
+            "capture": str(path.relative_to(ROOT)),
+            "launch": {"batch": problem.batch, "heads": problem.heads, "seq": problem.seq_q,
+                       "iterations": float(n * kernel.ctas), "warps": kernel.warps, "ctas": kernel.ctas},
+            "instructions": sum(loop.values()), "pipes": {p: v for p, v in sorted(loop.items()) if v},
+            "outside_instructions": sum(outside.values()),
+            "outside_pipes": {p: v for p, v in sorted(outside.items()) if abs(v) > 1e-9},
+            "local_loads": local["LDL"], "local_stores": local["STL"],
+            "registers": regs, "shared_bytes": smem, "threads": block[0] if block else None,
+            "specialised": False, "tma": False}
 
 
 def build() -> dict:
@@ -83,6 +134,10 @@ def build() -> dict:
                     "specialised": opcodes.get("USETMAXREG", 0) > 0,
                     "tma": opcodes.get("UTMALDG", 0) > 0,
                 })
+    for path, problem in SPLIT_CAPTURES:
+        profiled = read_source_page(path)
+        for needle, role in SPLIT_ROLES:
+            entries.append(_split_entry(path, problem, next(k for k in profiled if needle in k.name), role, resources))
     return {"arch": f"sm_{REFERENCE_ARCH}", "source": "ncu source pages (SourceCounters) on an NVIDIA H200, "
             "driver 580.159.04, torch 2.11.0+cu130, Nsight Compute 2025.3.1.0",
             "command": "python experiments/reference_mixes.py", "kernels": entries}

@@ -48,8 +48,18 @@ def test_mix_times_launch_is_what_the_kernel_executed(entry):
     kernel = next(k for k in read_source_page(ROOT / entry["capture"]) if k.name == entry["name"])
     launch = entry["launch"]
     scale = launch["iterations"] * launch["warps"]
-    assert entry["instructions"] * scale == pytest.approx(kernel.instructions, rel=1e-9)
+    outside = entry.get("outside_instructions", 0.0) * launch.get("ctas", 0) * launch["warps"]  # split-KV: per CTA
+    assert entry["instructions"] * scale + outside == pytest.approx(kernel.instructions, rel=1e-9)
     assert sum(entry["pipes"].values()) == pytest.approx(entry["instructions"], rel=1e-9)
+    assert sum(entry.get("outside_pipes", {}).values()) == pytest.approx(entry.get("outside_instructions", 0.0), rel=1e-9)
+    if "ctas" in launch:  # FlashAttention-2's split-KV forward and its combine: the launch iosim schedules there
+        p = Problem(batch=launch["batch"], heads=launch["heads"], seq_q=launch["seq"], head_dim=entry["head_dim"])
+        ours = next(k for k in build_schedule(reference_config("sdpa_flash", p, "sm_90"), 132).kernels
+                    if k.name == entry["kernel"])
+        sl, i, j = ours.coords(0, ours.ctas)
+        trips = ours.loop_bounds(i, j, sl)[1].sum() if ours.loop_extent else 0
+        assert (ours.ctas, ours.warps, trips) == (launch["ctas"], launch["warps"], launch["iterations"])
+        return
     # the launch is the one iosim schedules for that problem: Q blocks x K/V blocks x heads
     p = Problem(batch=launch["batch"], heads=launch["heads"], seq_q=launch["seq"], head_dim=entry["head_dim"],
                 backward=True)
@@ -89,7 +99,7 @@ def test_warp_specialisation_is_read_from_the_code():
     flags = {(e["impl"], e["kernel"], e["head_dim"]): e["specialised"] for e in MIXES}
     assert all(v for (impl, _, _), v in flags.items() if impl == "sdpa_cudnn")
     assert not any(v for (impl, _, _), v in flags.items() if impl == "sdpa_flash")
-    assert len(flags) == 8
+    assert len(flags) == 12  # forward and backward of each at d = 64 and 128, FlashAttention-2's split-KV pair
 
 
 def _tiles_from_name(name: str):
@@ -255,6 +265,10 @@ def test_flash_splits_are_the_kernels_the_gpu_ran():
         if "splitkv" in fwd[0]:
             split, combine = kernels["flash2_fwd_split"], kernels["flash2_fwd_combine"]
             assert [split.ti, split.tj, split.slices] == fwd[1]
+            d, bm, bn, w = map(int, re.search(r"Flash_fwd_kernel_traits<(\d+), (\d+), (\d+), (\d+)", fwd[0]).groups())
+            assert (d, bm, bn, w) == (problem.head_dim, split.block_i, split.block_u, split.warps)
+            rows = int(re.search(r"cutlass::\w+>>, (\d+),", ran[1][0]).group(1))  # the combine's kBlockM
+            assert rows == combine.block_i
             assert schedule.config.tiling.splits == fwd[1][1]
             assert combine.ctas == ran[1][1][0] and "combine" in ran[1][0]
         else:

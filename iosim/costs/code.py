@@ -244,11 +244,6 @@ def _references() -> tuple[dict, str]:
     return {(e["impl"], e["kernel"], e["head_dim"]): e for e in data["kernels"]}, data["arch"]
 
 
-# a reference kernel priced with another's code: FlashAttention-2's split-KV forward runs the same MMAs a K/V block
-# per warp as its plain forward (64 × 256 against 128 × 128 at d = 64, 64 × 128 against 128 × 64 at d = 128, 4 warps)
-READ_AS = {"flash2_fwd_split": "flash2_fwd"}
-
-
 def reference_codes(schedule, impl: str) -> list:
     """A :class:`KernelCode` per kernel of ``schedule`` (an SDPA backend's, see
     :mod:`iosim.schedule.references`) from what its kernels executed on the GPU: the committed
@@ -259,13 +254,14 @@ def reference_codes(schedule, impl: str) -> list:
     head_dim = schedule.config.problem.head_dim
     out = []
     for kernel in schedule.kernels:
-        e = table.get((impl, READ_AS.get(kernel.name, kernel.name), head_dim))
+        e = table.get((impl, kernel.name, head_dim))
         if e is None:
             out.append(None)
             continue
         loop = LoopCode(e["instructions"], MappingProxyType(dict(e["pipes"])), e["local_loads"], e["local_stores"])
+        outside = LoopCode(e.get("outside_instructions", 0.0), MappingProxyType(dict(e.get("outside_pipes", {}))))
         launch = e["launch"]
-        out.append(KernelCode(loop=loop, regs_per_thread=e["registers"], shared_bytes=e["shared_bytes"],
+        out.append(KernelCode(loop=loop, outside=outside, regs_per_thread=e["registers"], shared_bytes=e["shared_bytes"],
                               source=f"ncu source page: {e['name'][:60]} (B{launch['batch']}×H{launch['heads']}, "
                                      f"N {launch['seq']}, d {head_dim}), {arch}",
                               tma=e["tma"], specialised=e["specialised"]))
