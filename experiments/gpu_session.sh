@@ -85,6 +85,8 @@
 #      -> $OUT/unrolled/ (≤ 500 s)
 #   ssm) SDPA flash and cuDNN where FlashAttention-2 splits the K/V length, and forward + backward at new shapes,
 #      the sdpa_small grid (ncu), predicted before it ran -> $OUT/sdpa_small/ (≤ 500 s)
+#   spl) SDPA flash at more shapes where FlashAttention-2 splits the K/V length, the sdpa_split grid (ncu), predicted
+#      before it ran -> $OUT/sdpa_split/ (≤ 300 s)
 #   sma) standard attention (ours, eager) on small problems, the small grid (ncu), predicted before it ran
 #      -> $OUT/small/ (≤ 300 s)
 # A step that fails or runs out of time does not stop the next. Measurement files are rewritten
@@ -411,6 +413,12 @@ if want ssm; then
     step "ssm) SDPA at small grids and new backward shapes" 480 "$PY" -m iosim measure --grid sdpa_small \
         --out "$OUT/sdpa_small" >>"$LOG" 2>&1
     rm -f "$OUT/sdpa_small/measurements.csv"  # the JSON's twin: the device returns few files
+fi
+if want spl; then
+    mkdir -p "$OUT/sdpa_split"
+    step "spl) SDPA flash where it splits, held out" 300 "$PY" -m iosim measure --grid sdpa_split --out "$OUT/sdpa_split" \
+        >>"$LOG" 2>&1
+    rm -f "$OUT/sdpa_split/measurements.csv"  # the JSON's twin: the device returns few files
 fi
 if want sma; then
     mkdir -p "$OUT/small"

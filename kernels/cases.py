@@ -472,6 +472,18 @@ def sdpa_small_grid() -> list[CaseSpec]:
             for pass_, shapes in (("fwd", fwd), ("fwd_bwd", both)) for shape in shapes]
 
 
+def sdpa_split_grid() -> list[CaseSpec]:
+    """SDPA's flash backend at seven more shapes where FlashAttention-2 splits the K/V length (2 to 4 splits; one
+    N not a multiple of its blocks, causal, GQA, bf16, a forward + backward), chosen after its split-KV kernel's code
+    was read (``sdpa_split_sass_*``), held out from it (2026-12-04)."""
+    fwd = [dict(batch=2, heads=2, seq=1536, head_dim=64), dict(batch=1, heads=4, seq=3072, head_dim=128, causal=True),
+           dict(batch=1, heads=6, seq=1000, head_dim=64), dict(batch=1, heads=8, kv_heads=2, seq=1024, head_dim=128,
+                                                               dtype="bf16"),
+           dict(batch=1, heads=3, seq=4000, head_dim=64, causal=True), dict(batch=4, heads=2, seq=512, head_dim=128)]
+    return [case("sdpa_flash", **shape) for shape in fwd] + [case("sdpa_flash", "fwd_bwd", batch=1, heads=4, seq=2048,
+                                                                  head_dim=128)]
+
+
 def small_grid() -> list[CaseSpec]:
     """Standard attention, ours and eager PyTorch's, on small problems like the smoke grid's, where a kernel's
     CTAs fill few of the SMs and its launch and first loads weigh most: shapes no committed case has (2026-12-04),
@@ -534,4 +546,5 @@ def dq_grid() -> list[CaseSpec]:
 GRIDS = {"default": default_grid, "smoke": smoke_grid, "h200": h200_grid, "decode": decode_grid, "paged": paged_grid,
          "paged_flex": paged_flex_grid, "lone": lone_grid, "varlen": varlen_grid, "window": window_grid,
          "foreign": manifest_cases, "hopper": hopper_grid, "sdpa": sdpa_grid, "fp8": fp8_grid, "smem": smem_grid,
-         "dq": dq_grid, "sdpa_small": sdpa_small_grid, "small": small_grid}
+         "dq": dq_grid, "sdpa_small": sdpa_small_grid, "small": small_grid,
+         "sdpa_split": sdpa_split_grid}
