@@ -332,3 +332,18 @@ def test_flash_backward_copies_do_and_o_first():
     hbm = {k.name: k.levels["hbm"].read_bytes for k in r.kernels}
     size = p.bh * p.seq_q * p.head_dim * 2
     assert hbm["copy_dO"] == size and hbm["copy_O"] == size
+
+
+def test_splits_are_a_choice_of_the_kernels_that_split():
+    """``splits`` (--splits) is refused, naming the field, where no kernel splits the K/V length; SDPA's flash
+    forward takes it over FlashAttention-2's own choice, as its ``num_splits`` argument does."""
+    from iosim.schedule.problem import Tiling
+
+    p = Problem(batch=1, heads=4, seq_q=512, head_dim=64)
+    for algo, impl in (("flash2", None), ("flash2", "sdpa_cudnn"), ("standard", None)):
+        with pytest.raises(ConfigError) as e:
+            RunConfig(algo=algo, problem=p, impl=impl, tiling=Tiling(splits=2))
+        assert e.value.field == "splits"
+    forced = reference_config("sdpa_flash", p, "sm_90").with_(tiling=Tiling(splits=3))
+    split = next(k for k in build_schedule(forced, 132).kernels if k.name == "flash2_fwd_split")
+    assert split.tj == 3 and build_schedule(forced, 132).config.tiling.splits == 3

@@ -135,8 +135,9 @@ def run_options(seq_default: str = DEFAULT_SEQ, algo_default: str = "standard,fl
         click.option("--warps", type=int, default=None, help="Warps per CTA. [default: per algorithm]"),
         click.option("--stages", type=int, default=None, help="Software pipeline stages. [default: per algorithm]"),
         click.option("--splits", type=click.IntRange(min=1), default=None,
-                     help="flash_decode: CTAs the K/V length is split across, combined by a second kernel. "
-                          "[default: as FlashAttention-2 chooses for the GPU's SMs]"),
+                     help="flash_decode, and SDPA's flash forward (--impl sdpa_flash): CTAs the K/V length is split "
+                          "across, combined by a second kernel. [default: as FlashAttention-2 chooses for the GPU's "
+                          "SMs: none where its CTAs fill 80 % of two a SM]"),
         click.option("--persistent", type=click.IntRange(min=1), default=None,
                      help="flash2's forward as a persistent kernel that launches N CTAs (e.g. the GPU's SM count), "
                           "each taking the output tiles in turn: CTA c the tiles c, c + N, ... [default: one CTA a "

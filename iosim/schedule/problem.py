@@ -351,6 +351,9 @@ class RunConfig:
         if self.tiling.persistent is not None and (self.algo != "flash2" or self.impl is not None):
             raise ConfigError("persistent", f"is a persistent flash2 forward's (algo flash2, impl ours), got algo "
                                             f"{self.algo!r}, impl {self.impl or 'ours'}")
+        if self.tiling.splits is not None and self.algo != "flash_decode" and self.impl != "sdpa_flash":
+            raise ConfigError("splits", f"splits the K/V length of flash_decode or of SDPA's flash backend's forward "
+                                        f"(impl sdpa_flash), got algo {self.algo!r}, impl {self.impl or 'ours'}")
         if self.backward_tiling is not None and self.backward_tiling.persistent is not None:
             raise ConfigError("backward_tiling.persistent", "a persistent kernel is modelled for the forward only")
         if not self.skips_masked and (self.algo != "flash2" or self.impl is not None):
