@@ -87,6 +87,8 @@
 #      the sdpa_small grid (ncu), predicted before it ran -> $OUT/sdpa_small/ (≤ 500 s)
 #   spl) SDPA flash at more shapes where FlashAttention-2 splits the K/V length, the sdpa_split grid (ncu), predicted
 #      before it ran -> $OUT/sdpa_split/ (≤ 300 s)
+#   spl2) SDPA flash at six more shapes where it splits, the sdpa_split2 grid (ncu), predicted before it ran
+#      -> $OUT/sdpa_split2/ (≤ 300 s)
 #   sma) standard attention (ours, eager) on small problems, the small grid (ncu), predicted before it ran
 #      -> $OUT/small/ (≤ 300 s)
 # A step that fails or runs out of time does not stop the next. Measurement files are rewritten
@@ -419,6 +421,12 @@ if want spl; then
     step "spl) SDPA flash where it splits, held out" 300 "$PY" -m iosim measure --grid sdpa_split --out "$OUT/sdpa_split" \
         >>"$LOG" 2>&1
     rm -f "$OUT/sdpa_split/measurements.csv"  # the JSON's twin: the device returns few files
+fi
+if want spl2; then
+    mkdir -p "$OUT/sdpa_split2"
+    step "spl2) SDPA flash where it splits, held out again" 300 "$PY" -m iosim measure --grid sdpa_split2 \
+        --out "$OUT/sdpa_split2" >>"$LOG" 2>&1
+    rm -f "$OUT/sdpa_split2/measurements.csv"  # the JSON's twin: the device returns few files
 fi
 if want sma; then
     mkdir -p "$OUT/small"

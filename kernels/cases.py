@@ -484,6 +484,16 @@ def sdpa_split_grid() -> list[CaseSpec]:
                                                                   head_dim=128)]
 
 
+def sdpa_split2_grid() -> list[CaseSpec]:
+    """SDPA's flash forward at six more shapes where it splits, many splits among them, chosen after its combine
+    kernel's loop over the splits was modelled (a dependent load a split), held out from it (2026-12-04)."""
+    shapes = [dict(batch=1, heads=2, seq=1024, head_dim=128), dict(batch=1, heads=1, seq=4096, head_dim=128),
+              dict(batch=2, heads=4, seq=768, head_dim=64), dict(batch=1, heads=6, seq=1792, head_dim=128, causal=True),
+              dict(batch=1, heads=2, seq=6144, head_dim=64), dict(batch=1, heads=4, kv_heads=2, seq=2560, head_dim=128,
+                                                                   dtype="bf16")]
+    return [case("sdpa_flash", **shape) for shape in shapes]
+
+
 def small_grid() -> list[CaseSpec]:
     """Standard attention, ours and eager PyTorch's, on small problems like the smoke grid's, where a kernel's
     CTAs fill few of the SMs and its launch and first loads weigh most: shapes no committed case has (2026-12-04),
@@ -547,4 +557,4 @@ GRIDS = {"default": default_grid, "smoke": smoke_grid, "h200": h200_grid, "decod
          "paged_flex": paged_flex_grid, "lone": lone_grid, "varlen": varlen_grid, "window": window_grid,
          "foreign": manifest_cases, "hopper": hopper_grid, "sdpa": sdpa_grid, "fp8": fp8_grid, "smem": smem_grid,
          "dq": dq_grid, "sdpa_small": sdpa_small_grid, "small": small_grid,
-         "sdpa_split": sdpa_split_grid}
+         "sdpa_split": sdpa_split_grid, "sdpa_split2": sdpa_split2_grid}

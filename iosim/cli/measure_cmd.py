@@ -25,7 +25,8 @@ def _kernels(module: str):
               help="Folder for measurements.json and measurements.csv (created if missing).")
 @click.option("--grid", type=click.Choice(["default", "smoke", "h200", "decode", "paged", "paged_flex", "lone",
                                                 "varlen", "window", "foreign", "hopper", "sdpa", "fp8", "smem",
-                                                "dq", "sdpa_small", "small", "sdpa_split"]),
+                                                "dq", "sdpa_small", "small", "sdpa_split",
+                                                "sdpa_split2"]),
               default="default",
               show_default=True,
               help="default: the 61-case data set (standard, flash1, flash2, eager PyTorch, SDPA); smoke: 8 small "
@@ -46,7 +47,7 @@ def _kernels(module: str):
                    "sdpa_small: 18 cases, SDPA flash and cuDNN where FlashAttention-2 splits the K/V length (small "
                    "grids) and forward + backward at new shapes; small: 10 cases, standard attention (ours, eager) on "
                    "small problems, flash1 and flash2 beside; sdpa_split: 7 cases, SDPA flash at more shapes where it "
-                   "splits.")
+                   "splits; sdpa_split2: 6 more, many splits.")
 @click.option("--kernel", metavar="FILE.py:FN", help="Measure one user Triton kernel fn(q, k, v, causal, sm_scale) "
               "instead of a grid.")
 @click.option("--manifest", type=click.Path(exists=True, dir_okay=False), metavar="FILE.yaml",

@@ -128,7 +128,10 @@ def split_forward(kernels: list, ts, splits: int) -> list:
         # per row: the splits' logsumexps' max and sum of exps, each split's scale, and d rescaled adds a split
         end_flops=Flops(simt=rows * splits * (2.0 * d + 4.0), sfu=rows * splits),
         warps=4, smem_bytes=rows * splits * FP32, regs_per_thread=64, extents=extents(ts, ("Opart", "O", "LSE")),
-        lookups=1)  # its partial outputs are read after the logsumexps they are scaled by (a barrier between)
+        # its logsumexps first, then one split's partials a pass of a loop over the splits whose count is known
+        # only at run time (``combine_attn_seqk_parallel``: load, scale, accumulate, next split): each split's
+        # load waits for the one before, a round trip each after the logsumexps'
+        lookups=splits)
     out = []
     for k in kernels:
         out += [split, combine] if k is fwd else [k]
