@@ -410,28 +410,14 @@ want per && held_out "per) held-out persistent kernel" experiments/foreign_kerne
 want per2 && held_out "per2) held-out persistent kernels, tiles bound or drawn" \
     experiments/foreign_kernels/manifest_persistent_heldout.yaml persistent/heldout
 want unr && held_out "unr) held-out kernel with two blocks a pass" experiments/foreign_kernels/manifest_unrolled.yaml unrolled
-if want ssm; then
-    mkdir -p "$OUT/sdpa_small"
-    step "ssm) SDPA at small grids and new backward shapes" 480 "$PY" -m iosim measure --grid sdpa_small \
-        --out "$OUT/sdpa_small" >>"$LOG" 2>&1
-    rm -f "$OUT/sdpa_small/measurements.csv"  # the JSON's twin: the device returns few files
-fi
-if want spl; then
-    mkdir -p "$OUT/sdpa_split"
-    step "spl) SDPA flash where it splits, held out" 300 "$PY" -m iosim measure --grid sdpa_split --out "$OUT/sdpa_split" \
-        >>"$LOG" 2>&1
-    rm -f "$OUT/sdpa_split/measurements.csv"  # the JSON's twin: the device returns few files
-fi
-if want spl2; then
-    mkdir -p "$OUT/sdpa_split2"
-    step "spl2) SDPA flash where it splits, held out again" 300 "$PY" -m iosim measure --grid sdpa_split2 \
-        --out "$OUT/sdpa_split2" >>"$LOG" 2>&1
-    rm -f "$OUT/sdpa_split2/measurements.csv"  # the JSON's twin: the device returns few files
-fi
-if want sma; then
-    mkdir -p "$OUT/small"
-    step "sma) standard attention on small problems" 300 "$PY" -m iosim measure --grid small --out "$OUT/small" >>"$LOG" 2>&1
-    rm -f "$OUT/small/measurements.csv"  # the JSON's twin: the device returns few files
-fi
+grid_step() {  # grid_step NAME GRID DIR SECONDS: a measurement grid predicted before it runs, measured (ncu) -> $OUT/DIR
+    mkdir -p "$OUT/$3"
+    step "$1" "$4" "$PY" -m iosim measure --grid "$2" --out "$OUT/$3" >>"$LOG" 2>&1
+    rm -f "$OUT/$3/measurements.csv"  # the JSON's twin: the device returns few files
+}
+want ssm && grid_step "ssm) SDPA at small grids and new backward shapes" sdpa_small sdpa_small 480
+want spl && grid_step "spl) SDPA flash where it splits, held out" sdpa_split sdpa_split 300
+want spl2 && grid_step "spl2) SDPA flash where it splits, held out again" sdpa_split2 sdpa_split2 300
+want sma && grid_step "sma) standard attention on small problems" small small 300
 echo "done $(date -u +%FT%TZ), $SECONDS s in all" >>"$LOG"
 ls -laR "$OUT" >>"$LOG"

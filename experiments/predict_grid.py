@@ -45,13 +45,18 @@ def main() -> int:
         runs[spec.name] = {"predicted": _predicted(run), "config": run.config,
                            "kernels": {k.name: {"time_s": k.time_s, "dram_bytes": k.levels["hbm"].total}
                                        for k in run.kernels}}
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    about = (f"python experiments/predict_grid.py {args.grid} --gpu {args.gpu} (profile {profile.id}), commit {commit} "
-             f"plus its working tree, written {datetime.date.today()} before the cases ran on the GPU")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"about": about, "runs": runs}, indent=1) + "\n")
-    print(f"{len(runs)} predictions -> {args.out}", file=sys.stderr)
+    write_predictions(args.out, f"python experiments/predict_grid.py {args.grid} --gpu {args.gpu} (profile {profile.id})",
+                      runs)
     return 0
+
+
+def write_predictions(out: Path, how: str, runs: dict) -> None:
+    """``{"about", "runs"}`` to ``out``: ``about`` says how (``how``), from which commit and when they were written."""
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    about = f"{how}, commit {commit} plus its working tree, written {datetime.date.today()} before the cases ran on the GPU"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"about": about, "runs": runs}, indent=1) + "\n")
+    print(f"{len(runs)} predictions -> {out}", file=sys.stderr)
 
 
 if __name__ == "__main__":

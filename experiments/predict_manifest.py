@@ -9,13 +9,13 @@ measurements can be compared with a prediction that could not have seen them.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import triton
+from predict_grid import write_predictions  # experiments/, beside this script
 
 from iosim.kernels.cases import manifest_cases
 
@@ -48,13 +48,8 @@ def main() -> int:
             print(done.stderr.strip(), file=sys.stderr)
             return done.returncode
         runs[spec.name] = json.loads(done.stdout)[0]
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    about = (f"iosim simulate --gpu {args.gpu} --kernel FILE:FN --mode ncu --json (each {args.manifest.name} case), "
-             f"Triton {triton.__version__} on the CPU machine, commit {commit} plus its working tree, written "
-             f"{datetime.date.today()} before the cases ran on the GPU")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"about": about, "runs": runs}, indent=1) + "\n")
-    print(f"{len(runs)} predictions -> {args.out}", file=sys.stderr)
+    write_predictions(args.out, f"iosim simulate --gpu {args.gpu} --kernel FILE:FN --mode ncu --json (each "
+                                f"{args.manifest.name} case), Triton {triton.__version__} on the CPU machine", runs)
     return 0
 
 
