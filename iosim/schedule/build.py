@@ -29,8 +29,8 @@ def build_schedule(config: RunConfig, sm_count: int | None = None) -> Schedule:
     config = resolve(kernels_view(config) if config.launcher_ops else config)
     if config.algo == "flash_decode":
         config = replace(config, tiling=replace(config.tiling, splits=flash_decode.splits_for(config, sm_count)))
-    elif config.impl == "sdpa_flash" and config.tiling.splits is None and flash_splits(config.problem, sm_count) > 1:
-        config = replace(config, tiling=replace(config.tiling, splits=flash_splits(config.problem, sm_count)))
+    elif config.impl == "sdpa_flash" and config.tiling.splits is None and (n := flash_splits(config.problem, sm_count)) > 1:
+        config = replace(config, tiling=replace(config.tiling, splits=n))  # FlashAttention-2 splits its K/V length
     ts = TensorSet(config)
     kernels = BUILDERS[config.algo](ts, config)
     if config.impl is not None:  # PyTorch SDPA's kernels running the same schedule

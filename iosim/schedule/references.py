@@ -120,8 +120,8 @@ def split_forward(kernels: list, ts, splits: int) -> list:
         end_flops=Flops(simt=2.0 * bm * d, sfu=bm), iter_sram=(bm + 2 * bn) * d * p.elem_bytes,
         smem_bytes=p.elem_bytes * d * (bm + 2 * bn * fwd.stages), extents=extents(ts, ("Q", "K", "V", "Opart")))
     rows = combine_rows(d)
-    ts.specs["O"][4].append(rows)
-    ts.specs["LSE"][4].append(rows)
+    for name in ("O", "LSE"):  # the combine's row tiles on its outputs
+        ts.add(name, *ts.specs[name][:4], rows)
     combine = Kernel(
         name="flash2_fwd_combine", slices=p.bh, ti=-(-p.seq_q // rows), tj=1, block_i=rows, block_j=1, block_u=1,
         patterns=(Pattern("Opart", PRO, READ, "i"), Pattern("O", EPI, WRITE, "i"), Pattern("LSE", EPI, WRITE, "i")),
@@ -160,7 +160,7 @@ def flash_backward(kernels: list, ts) -> list:
                 out += copies
                 if "dQacc" in ts.specs:
                     pats += (Pattern("dQacc", EPI, WRITE, "i"),)
-                    ts.specs["dQacc"][4].append(k.block_i)
+                    ts.add("dQacc", *ts.specs["dQacc"][:4], k.block_i)
             k = replace(k, patterns=pats, extents=extents(ts, tuple(dict.fromkeys(pt.tensor for pt in pats))))
         out.append(k)
     return out
