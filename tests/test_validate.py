@@ -143,3 +143,74 @@ def test_impl_filter_names_an_unknown_or_absent_implementation():
     assert none.exit_code == 2 and "no case of measurements.json is of flex" in none.output
     ok = runner.invoke(main, ["validate", fp8, "--impl", "ours", "--json"])
     assert ok.exit_code == 0 and len(json.loads(ok.output)["cases"]) == 5
+
+
+SMALL = REPO / "experiments" / "measurements" / "h200" / "small" / "measurements.json"
+
+
+@pytest.fixture(scope="module")
+def small():
+    return validate(load_measurement(SMALL))[0]
+
+
+def test_each_case_pairs_its_kernels_and_their_times_add_up_to_the_case(small):
+    """Against the committed small set: every simulated kernel stands beside a measured launch (our standard
+    attention's kernels by their own names, eager PyTorch's cuBLAS and ATen kernels by order), and the
+    kernels' predicted and measured times each sum to the case's (conservation: kernels run one by one)."""
+    for r in small:
+        assert r.kernels and all(k["name"] and k["measured_name"] for k in r.kernels), r.name
+        assert sum(k["predicted"]["time_s"] for k in r.kernels) == pytest.approx(r.predicted["time_s"], rel=1e-9)
+        assert sum(k["measured"]["time_s"] for k in r.kernels) == pytest.approx(r.measured["time_s"], rel=1e-9)
+        assert sum(k["measured"]["dram_bytes"] for k in r.kernels) == pytest.approx(r.measured["dram_bytes"], rel=1e-9)
+        if r.config["algo"] == "standard":  # Triton kernels carry the names the schedule gives them
+            assert [k["name"] for k in r.kernels] == [k["measured_name"] for k in r.kernels]
+
+
+def test_kernels_that_do_not_match_in_number_pair_by_name_and_the_rest_stand_alone():
+    from types import SimpleNamespace as NS
+
+    from iosim.measure.validate import kernel_pairs
+    from iosim.results.result import Traffic
+
+    def sim(name, t):
+        return NS(name=name, ctas=4, time_s=t, levels={"hbm": Traffic(100, 0), "l2": Traffic(200, 0)})
+
+    def ran(name, t):
+        return NS(name=name, grid=(4, 1, 1), duration_s=t, dram_read_bytes=100.0, dram_write_bytes=0.0,
+                  xbar_read_bytes=None, xbar_write_bytes=None)
+
+    pairs = kernel_pairs([sim("qk", 2.0), sim("pv", 4.0)],
+                         [ran("void ns::qk<1, 2>(float*)", 1.0), ran("fill", 1.0), ran("pv", 5.0)])
+    assert [(k["name"], k["measured_name"]) for k in pairs] == [
+        ("qk", "void ns::qk<1, 2>(float*)"), (None, "fill"), ("pv", "pv")]
+    assert pairs[0]["error"] == {"dram_bytes": 0.0, "time_s": 1.0} and pairs[1]["predicted"] == {}
+    assert pairs[2]["error"]["time_s"] == pytest.approx(-0.2)
+    alone = kernel_pairs([sim("qk", 1.0), sim("extra", 1.0)], [ran("qk", 1.0)])
+    assert [(k["name"], k["measured_name"]) for k in alone] == [("qk", "qk"), ("extra", None)]
+    same = kernel_pairs([sim("a", 1.0)], [ran("nvjet_sm90_hsh_64x48", 2.0)])  # one each: paired in order
+    assert same[0]["measured_name"] == "nvjet_sm90_hsh_64x48" and same[0]["error"]["time_s"] == -0.5
+
+
+@pytest.mark.parametrize("name, bare", [
+    ("void <unnamed>::softmax_warp_forward<c10::Half, c10::Half, float, 10, 0, 0>(T2 *, const T1 *, int)",
+     "softmax_warp_forward"),
+    ("void at::vectorized_elementwise_kernel<8, at::AUnaryFunctor<c10::Half, binary_internal::MulFunctor<float>>, "
+     "std::array<char *, 2>>(int, T2, T3)", "vectorized_elementwise_kernel"),
+    ("flash2_fwd", "flash2_fwd"), ("pytorch_flash::flash_fwd_kernel<Flash_fwd_kernel_traits<64>>(Params)",
+                                   "flash_fwd_kernel")])
+def test_a_measured_kernels_bare_name(name, bare):
+    from iosim.measure.validate import _short
+    assert _short(name) == bare
+
+
+def test_cli_kernels_lists_each_kernel_under_its_case(tmp_path):
+    r = CliRunner().invoke(main, ["validate", str(SMALL), "--kernels"])
+    assert r.exit_code == 0, r.output
+    lines = r.output.splitlines()
+    at = next(n for n, line in enumerate(lines) if line.startswith("standard-fwd-fp16-b1h4-n1024-d64"))
+    assert [line.split()[0] for line in lines[at + 1:at + 4]] == ["qk", "softmax", "pv"]
+    assert " 32 CTAs " in lines[at + 3] and lines[at + 3].split("grid")[1].split()[0] == "8x4x1"
+    eager = next(line for line in lines if line.strip().startswith("pv = nvjet_"))  # cuBLAS's product, by order
+    assert eager.split("grid")[1].split()[0] == "4x24x1"
+    out = json.loads(CliRunner().invoke(main, ["validate", str(SMALL), "--json"]).output)
+    assert all(len(c["kernels"]) >= 1 for c in out["cases"])

@@ -31,9 +31,12 @@ from iosim.results.report import human_bytes, human_time
               help="Only the cases of these implementations (a case's impl: flash2, flash1, standard, "
                    "standard_eager, flash_decode, kernel, sdpa_cudnn, sdpa_flash, flex; ours: all but PyTorch's "
                    "SDPA and FlexAttention). [default: all]")
+@click.option("--kernels", "per_kernel", is_flag=True,
+              help="Under each case, its kernels: each simulated kernel beside the launch it stands for (CTAs "
+                   "simulated, grid launched), DRAM bytes, crossbar bytes and time, predicted and measured.")
 @click.option("--jobs", "-j", "workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Worker processes for the cases (each is simulated on its own; the results are the same).")
-def validate(files, live, grid, out, gpu, as_json, plots, impls, workers):
+def validate(files, live, grid, out, gpu, as_json, plots, impls, per_kernel, workers):
     """Compare iosim's predictions with measured DRAM bytes, L2 bytes and time, case by case.
 
     FILES are measurement files written by `iosim measure` (default: the committed H100 set). Each
@@ -75,7 +78,7 @@ def validate(files, live, grid, out, gpu, as_json, plots, impls, workers):
                                "skipped": [{"name": n, "why": w} for n, w in skipped],
                                **({"caveats": split} if split else {})}, indent=2))
     else:
-        click.echo(_table(results))
+        click.echo(_table(results, per_kernel))
         click.echo("")
         click.echo(_summary_text(stats))
         if split:
@@ -123,7 +126,30 @@ def _abs_pct(x) -> str:
     return "—" if x is None else f"median {100 * x:.1f}%"
 
 
-def _table(results) -> str:
+def _kernel_rows(r) -> list:
+    """The lines ``--kernels`` adds under a case: one a kernel, the measured launch's name where it differs."""
+    lines = []
+    for k in r.kernels:
+        p, m, e = k["predicted"], k["measured"], k["error"]
+        name = k["name"] or "(not simulated)"
+        if k["measured_name"] is None:
+            name += " (not measured)"
+        elif k["measured_name"] != k["name"]:
+            name += f" = {k['measured_name'][:40]}"
+        ctas = "—" if k["ctas"] is None else str(k["ctas"])
+        grid = "—" if k["grid"] is None else "x".join(str(g) for g in k["grid"])
+        lines.append(f"    {name[:58]:58s} {ctas:>7s} CTAs  grid {grid:>11s}  DRAM {_b(p.get('dram_bytes')):>9s} "
+                     f"{_b(m.get('dram_bytes')):>9s} {_pct(e.get('dram_bytes')):>7s}  xbar {_b(p.get('xbar_bytes')):>9s} "
+                     f"{_b(m.get('xbar_bytes')):>9s} {_pct(e.get('xbar_bytes')):>7s}  time "
+                     f"{_t(p.get('time_s')):>9s} {_t(m.get('time_s')):>9s} {_pct(e.get('time_s')):>7s}")
+    return lines
+
+
+def _t(x) -> str:
+    return "—" if x is None else human_time(x)
+
+
+def _table(results, per_kernel: bool = False) -> str:
     head = (f"{'case':52s} {'DRAM pred':>10s} {'DRAM meas':>10s} {'err':>7s} {'paper':>9s} {'err':>8s} "
             f"{'xbar pred':>9s} {'xbar meas':>9s} {'err':>7s} {'L2 lookups':>10s} {'meas':>9s} {'err':>7s} "
             f"{'time pred':>9s} {'meas':>9s} {'err':>7s}  caveat")
@@ -142,6 +168,8 @@ def _table(results) -> str:
             f"{human_bytes(p['l2_lookup_bytes']):>10s} {_b(lookups):>9s} {_pct(lookup_err):>7s} "
             f"{human_time(p['time_s']):>9s} {human_time(m['time_s']):>9s} {_pct(r.error('time_s')):>7s}"
             f"{'  ' + ','.join(r.regimes) if r.regimes else ''}")
+        if per_kernel:
+            lines += _kernel_rows(r)
     return "\n".join(lines)
 
 

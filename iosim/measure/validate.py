@@ -23,6 +23,7 @@ GPUs, FlexAttention) are listed and left out of the summary.
 from __future__ import annotations
 
 import functools
+import re
 import statistics
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -63,6 +64,7 @@ class CaseResult:
     paper: dict = field(default_factory=dict)  # the paper's closed form: dram_bytes
     note: str = ""  # e.g. a user kernel priced without its own compiled code
     regimes: tuple = ()  # where the model is least certain, by its kernels (iosim.results.caveats)
+    kernels: tuple = ()  # each simulated kernel beside the measured one it stands for (:func:`kernel_pairs`)
 
     def error(self, metric: str) -> float | None:
         """Relative error (predicted − measured) / measured, or None where either is missing."""
@@ -75,7 +77,8 @@ class CaseResult:
         return {"name": self.name, "config": self.config, "gpu": self.gpu, "predicted": self.predicted,
                 "measured": self.measured, "paper": self.paper,
                 "error": {k: self.error(k) for k in METRICS}, **({"note": self.note} if self.note else {}),
-                **({"regimes": list(self.regimes)} if self.regimes else {})}
+                **({"regimes": list(self.regimes)} if self.regimes else {}),
+                **({"kernels": list(self.kernels)} if self.kernels else {})}
 
 
 def profile_for(gpu_name: str, override: str | None = None, where: str = "provenance.gpu_name"):
@@ -178,8 +181,9 @@ def _case(case, n: int, profile, prov, source: str, l2_lines: int | None = None)
         run = simulate(config, profile, codes=codes, triton_version=_triton(prov.triton), l2_lines=l2_lines)
     except ConfigError as e:  # a case the model cannot run (e.g. causal with seq_k != seq_q): listed
         return "skipped", (case.name, f"not modelled: {e}")
+    measured = case.counters.kernels if case.counters is not None else ()
     return "result", CaseResult(case.name, config.to_dict(), profile.id, _predicted(run), _measured(case),
-                                _paper(config), note, tuple(regimes(run)))
+                                _paper(config), note, tuple(regimes(run)), kernel_pairs(run.kernels, measured))
 
 
 def validate_files(paths, gpu: str | None = None, progress=None, impls: tuple | None = None, jobs: int = 1) -> tuple:
@@ -224,6 +228,54 @@ def _predicted(run) -> dict:
     out["local_bytes"] = sum(k.instructions.get(key, 0.0) for k in run.kernels
                              for key in ("local_load_bytes", "local_store_bytes"))
     return out
+
+
+KERNEL_METRICS = ("dram_bytes", "xbar_bytes", "time_s")  # compared kernel by kernel
+
+
+def kernel_pairs(predicted, measured) -> tuple:
+    """Each simulated kernel beside the measured launch it stands for, as dicts of ``name``, ``measured_name``,
+    ``ctas`` (simulated), ``grid`` (launched) and ``predicted``/``measured``/``error`` by :data:`KERNEL_METRICS`.
+    The same number of kernels pair in order (a library's kernels carry names of their own: eager PyTorch's
+    cuBLAS products, SDPA's); otherwise kernels pair by name in order, and any left over stand alone (the
+    other side None), so a kernel the model runs and the GPU did not, or the reverse, shows."""
+    predicted, measured = list(predicted), list(measured)
+    if len(predicted) == len(measured):
+        pairs = list(zip(predicted, measured))
+    else:
+        pairs, at = [], 0
+        for k in predicted:
+            hit = next((n for n in range(at, len(measured)) if _short(measured[n].name) == k.name), None)
+            if hit is None:
+                pairs.append((k, None))
+                continue
+            pairs += [(None, m) for m in measured[at:hit]] + [(k, measured[hit])]
+            at = hit + 1
+        pairs += [(None, m) for m in measured[at:]]
+    out = []
+    for k, m in pairs:
+        p = {} if k is None else {"dram_bytes": k.levels["hbm"].total, "xbar_bytes": k.levels["l2"].total,
+                                  "time_s": k.time_s}
+        got = {} if m is None else {"dram_bytes": m.dram_read_bytes + m.dram_write_bytes, "time_s": m.duration_s,
+                                    **({"xbar_bytes": m.xbar_read_bytes + m.xbar_write_bytes}
+                                       if m.xbar_read_bytes is not None and m.xbar_write_bytes is not None else {})}
+        out.append({"name": None if k is None else k.name, "measured_name": None if m is None else m.name,
+                    "ctas": None if k is None else k.ctas, "grid": None if m is None or m.grid is None else list(m.grid),
+                    "predicted": p, "measured": got,
+                    "error": {x: (p[x] - got[x]) / got[x] for x in KERNEL_METRICS if x in p and got.get(x)}})
+    return tuple(out)
+
+
+def _short(name: str) -> str:
+    """A measured kernel's bare name: no template or argument list, no namespace (``void ns::k<...>(...)`` -> k)."""
+    bare = name.split("(")[0]
+    while True:  # template arguments nest (and hold namespaces): drop the innermost until none is left
+        inner = re.sub(r"<[^<>]*>", "", bare)
+        if inner == bare:
+            break
+        bare = inner
+    words = bare.split()
+    return words[-1].split("::")[-1] if words else name
 
 
 def _measured(case) -> dict:
