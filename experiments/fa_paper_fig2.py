@@ -35,7 +35,8 @@ from __future__ import annotations
 
 import argparse
 
-from iosim.costs import closed_forms, sweep
+from iosim import sweep
+from iosim.costs import closed_forms
 from iosim.results.report import human_time
 from iosim.schedule.problem import Problem, RunConfig
 
