@@ -15,6 +15,11 @@ from iosim.schedule.common import TensorSet, extents, group_sum, regs_estimate
 from iosim.schedule.ir import EPI, LOOP, PRO, READ, WRITE, Flops, Kernel, Pattern
 from iosim.schedule.problem import RunConfig
 
+# ATen's softmax forward holds a row in registers (softmax_warp_forward up to 1,024 columns,
+# cunn_SoftMaxForwardReg beyond): it reads S once over the crossbar (l1tex counters on the H200, every eager
+# case N = 512-8192: 1.00 x S). Read before as three passes through the L2 from lts__t_bytes (3.0 x S), which
+# the one-read scale kernel beside it shows as well (3.07 x S: that counter is not the bytes SMs read).
+_ATEN_SOFTMAX_PASSES = 1
 BLOCK_K = 32  # K-dimension step of the QKᵀ-shaped matmuls (the loop over d stays inside one CTA)
 
 
@@ -76,9 +81,7 @@ def forward(ts: TensorSet, config: RunConfig, eager: bool) -> list:
     if eager:
         qk = _outer("qk", ts, p, tl, "Q", "K", "S", kv_b=True, flops_scale=0)
         scale = _rows("scale", ts, p, ("S",), "S2", simt_per_elem=1)
-        # ATen's softmax reads each row three times (max, sum of exps, output): 3 N² reads through the
-        # L2 for one from DRAM (Nsight Compute: 6.46 GB of L2 traffic for 2.15 GB of S at N = 4096).
-        softmax = _rows("softmax", ts, p, ("S2",), "P", simt_per_elem=4 + p.causal, sfu_per_elem=2, passes=3)
+        softmax = _rows("softmax", ts, p, ("S2",), "P", simt_per_elem=4 + p.causal, sfu_per_elem=2, passes=_ATEN_SOFTMAX_PASSES)
         kernels = [qk, scale, softmax]
     else:
         qk = _outer("qk", ts, p, tl, "Q", "K", "S", kv_b=True)
