@@ -196,6 +196,9 @@ def test_kernels_that_do_not_match_in_number_pair_by_name_and_the_rest_stand_alo
      "softmax_warp_forward"),
     ("void at::vectorized_elementwise_kernel<8, at::AUnaryFunctor<c10::Half, binary_internal::MulFunctor<float>>, "
      "std::array<char *, 2>>(int, T2, T3)", "vectorized_elementwise_kernel"),
+    ("void at::reduce_kernel<128, 4, at::ReduceOp<c10::Half, at::func_wrapper_t<c10::Half, at::sum_functor<c10::Half, "
+     "float, c10::Half>::operator ()(at::TensorIterator &)::[lambda(float, float) (instance 1)]>, unsigned int, "
+     "c10::Half, 4, 8>>(T3)", "reduce_kernel"),
     ("flash2_fwd", "flash2_fwd"), ("pytorch_flash::flash_fwd_kernel<Flash_fwd_kernel_traits<64>>(Params)",
                                    "flash_fwd_kernel")])
 def test_a_measured_kernels_bare_name(name, bare):

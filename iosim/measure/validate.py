@@ -23,7 +23,6 @@ GPUs, FlexAttention) are listed and left out of the summary.
 from __future__ import annotations
 
 import functools
-import re
 import statistics
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -267,14 +266,18 @@ def kernel_pairs(predicted, measured) -> tuple:
 
 
 def _short(name: str) -> str:
-    """A measured kernel's bare name: no template or argument list, no namespace (``void ns::k<...>(...)`` -> k)."""
-    bare = name.split("(")[0]
-    while True:  # template arguments nest (and hold namespaces): drop the innermost until none is left
-        inner = re.sub(r"<[^<>]*>", "", bare)
-        if inner == bare:
-            break
-        bare = inner
-    words = bare.split()
+    """A measured kernel's bare name: no template or argument list, no namespace (``void ns::k<...>(...)`` -> k).
+    Template arguments nest and hold namespaces, parentheses and lambdas: only what lies outside every ``<...>``
+    counts, up to the argument list."""
+    bare, depth = [], 0
+    for ch in name:
+        if ch in "<>":
+            depth = depth + 1 if ch == "<" else max(0, depth - 1)
+        elif not depth:
+            if ch == "(":
+                break
+            bare.append(ch)
+    words = "".join(bare).split()
     return words[-1].split("::")[-1] if words else name
 
 
