@@ -6,7 +6,7 @@ forward  ``qk`` (S = scale·QKᵀ, one CTA per BM×BN tile of S), ``softmax`` (o
 backward ``dv`` (dV = PᵀdO), ``dp`` (dP = dO Vᵀ), ``ds`` (dS = P∘(dP − rowsum(P∘dP))), ``dq``
          (dQ = scale·dS K), ``dk`` (dK = scale·dSᵀQ), and for GQA a sum over each group's heads.
 ``standard_eager`` is PyTorch's eager path: ``q @ k.T`` unscaled, then a separate ``scale`` kernel
-(one more read and write of N² elements), ``softmax`` (ATen's: three passes over each row), ``p @ v``;
+(one more read and write of N² elements), ``softmax`` (ATen's: each row read once, held in registers), ``p @ v``;
 its backward is autograd's seven kernels (:func:`backward`).
 """
 from __future__ import annotations
