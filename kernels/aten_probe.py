@@ -1,9 +1,10 @@
 """The code of PyTorch's own kernels, read from the counters: warp instructions per element.
 
-Eager PyTorch attention runs ATen's softmax, and launchers and backward passes run ATen's elementwise kernels
+Eager PyTorch attention runs ATen's softmax and its backward, and launchers and backward passes run ATen's elementwise kernels
 (fills, copies and casts, a transpose made contiguous, K and V repeated for each query head, group sums); their
 compiled code ships inside libtorch, where iosim cannot read it. Under Nsight Compute this probe runs
 ``torch.softmax(x, dim=-1)`` on fp16 ``x`` of ``ROWS_ELEMS`` elements for each row length in ``LENGTHS``
+and its backward (``torch._softmax_backward_data``, what autograd runs)
 (none of them a length of the committed data sets), and each operation of ``ELEMENTWISE`` on as many
 elements, and records each launch's kernel name, executed warp instructions per pipe, duration and DRAM
 bytes, so that iosim prices those kernels from what they execute, as it prices a Triton kernel from its SASS.
@@ -27,6 +28,7 @@ from iosim.kernels.profiler import metrics_for, ncu_version, profiled_launch, re
 LENGTHS = (768, 1536, 3072, 6144, 12288)  # row lengths N (the data sets use 512-16384 in powers of two)
 ROWS_ELEMS = 2**27  # elements per launch: 256 MiB of fp16, far beyond the L2
 TAG = "softmax-{}"  # NVTX range per row length
+BACKWARD_TAG = "softmax_bwd-{}"  # NVTX range per row length: the softmax's backward (dS' from dP and P)
 ELEMENTWISE_TAG = "elementwise-{}"  # NVTX range per elementwise operation
 # label -> (what iosim.schedule calls the pass, input dtype, output dtype, the operation on its input's shape):
 # every output holds ROWS_ELEMS elements (a sum: its inputs do). Shapes (batch, N, heads, d) of 2^27 elements,
@@ -50,7 +52,7 @@ ELEMENTWISE = {
        for dt, dtype in (("fp32", "float32"), ("fp16", "float16")) for g in (1, 2, 4, 8, 16)},
 }
 FIELDS = ("name", "inst_executed", "inst_pipes", "duration_s", "dram_read_bytes", "dram_write_bytes", "registers",
-          "block", "grid")
+          "block", "grid", "xbar_read_bytes", "xbar_write_bytes", "l2_lookup_read_sectors", "l2_lookup_write_sectors")
 
 
 def child() -> int:
@@ -60,6 +62,10 @@ def child() -> int:
     for n in LENGTHS:
         x = torch.randn(ROWS_ELEMS // n, n, device="cuda", dtype=torch.float16, generator=gen)
         profiled_launch(torch, TAG.format(n), lambda x=x: torch.softmax(x, dim=-1))
+        y, g = torch.softmax(x, dim=-1), torch.randn_like(x)  # autograd's softmax backward: dS' from dP and P
+        profiled_launch(torch, BACKWARD_TAG.format(n),
+                        lambda y=y, g=g: torch._softmax_backward_data(g, y, -1, torch.float16))
+        del y, g
     for label, (_, src, _, (shape, op)) in ELEMENTWISE.items():
         x = torch.randn(shape, device="cuda", dtype=getattr(torch, src), generator=gen)
         profiled_launch(torch, ELEMENTWISE_TAG.format(label), lambda x=x, op=op: op(torch, x))
@@ -67,11 +73,12 @@ def child() -> int:
     return 0
 
 
-def results(rows: list[dict]) -> dict:
-    """``{N: {field: value, "elements": ..., "inst_per_element": warp instructions per element}}``."""
+def results(rows: list[dict], tag: str = TAG) -> dict:
+    """``{N: {field: value, "elements": ..., "inst_per_element": warp instructions per element}}`` of the
+    softmax (``tag``: :data:`BACKWARD_TAG` for its backward)."""
     out: dict = {}
     for row in rows:
-        n = next((n for n in LENGTHS if TAG.format(n) in row["nvtx"].split(":")), None)
+        n = next((n for n in LENGTHS if tag.format(n) in row["nvtx"].split(":")), None)
         if n is None:
             continue
         k = kernel_counters(row)
@@ -112,7 +119,7 @@ def probe(out_dir: Path, timeout_s: float = 300) -> dict:
     data = {"provenance": asdict(provenance(ncu_version(ncu), True, list(missing))), "lengths": list(LENGTHS),
             "rows_elements": ROWS_ELEMS}
     rows = parse_ncu_raw_csv(csv)
-    data.update(results=results(rows), elementwise=elementwise_results(rows))
+    data.update(results=results(rows), backward=results(rows, BACKWARD_TAG), elementwise=elementwise_results(rows))
     (out_dir / "aten_probe.json").write_text(json.dumps(data, indent=1) + "\n")
     return data
 
@@ -125,6 +132,7 @@ def code_table(files: list[tuple[dict, str]]) -> dict:
     copy that reads fewer elements than it writes is ``broadcast``). Each section comes from the first file
     that has it."""
     softmax = next(((d, src) for d, src in files if d.get("results")), None)
+    backward = next(((d, src) for d, src in files if d.get("backward")), None)
     elementwise = next(((d, src) for d, src in files if d.get("elementwise")), None)
     first = (softmax or elementwise or files[0])[0]["provenance"]
     major, minor = _capability(first.get("gpu_name", ""))
@@ -133,15 +141,15 @@ def code_table(files: list[tuple[dict, str]]) -> dict:
     if softmax is not None:
         data, source = softmax
         prov = data["provenance"]
-        rows = {}
-        for n, r in sorted(data["results"].items(), key=lambda kv: int(kv[0])):
-            e = r["elements"]
-            rows[str(n)] = {"kernel": r["name"], "inst_per_element": r["inst_executed"] / e,
-                            "pipes_per_element": {p: v / e for p, v in sorted(r["inst_pipes"].items())
-                                                  if p != "tensor_op_gmma"}}
-        table["softmax_forward"] = rows
+        table["softmax_forward"] = _per_element(data["results"])
         sources.append(f"{source} (python -m iosim.kernels.aten_probe, ncu {prov.get('ncu')}, {prov.get('gpu_name')}, "
                        f"{prov.get('date')}): torch.softmax(x, dim=-1) on fp16 rows")
+    if backward is not None:
+        data, source = backward
+        prov = data["provenance"]
+        table["softmax_backward"] = _per_element(data["backward"])
+        sources.append(f"{source} (python -m iosim.kernels.aten_probe, ncu {prov.get('ncu')}, {prov.get('gpu_name')}, "
+                       f"{prov.get('date')}): torch._softmax_backward_data on fp16 rows")
     if elementwise is not None:
         data, source = elementwise
         prov = data["provenance"]
@@ -159,8 +167,32 @@ def code_table(files: list[tuple[dict, str]]) -> dict:
         sources.append(f"{source} (python -m iosim.kernels.aten_probe, ncu {prov.get('ncu')}, {prov.get('gpu_name')}, "
                        f"{prov.get('date')}): fills, copies, casts, a transpose and a repeat made contiguous, group "
                        f"sums, 2^27 elements each")
+    stores = next(((d, src) for d, src in files
+                   if any(r.get("xbar_write_bytes") is not None for r in (d.get("elementwise") or {}).values())), None)
+    if stores is not None:  # what the stores moved over the crossbar per byte of output, where counted
+        data, source = stores
+        table["elementwise_stores"] = {
+            label: {"kind": r["kind"], "dtypes": r["dtypes"], "group": r["in_elements"] / r["out_elements"]
+                    if r["kind"] == "sum" else 1,
+                    "store_bytes": r["xbar_write_bytes"] / (r["out_elements"] * _BYTES[r["dtypes"][1]])}
+            for label, r in data["elementwise"].items()}
+        sources.append(f"{source}: the elementwise operations' crossbar writes per byte written")
     table["source"] = "; ".join(sources)
     return table
+
+
+_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
+
+
+def _per_element(results: dict) -> dict:
+    """Per probed row length: the kernel ATen ran and its warp instructions per element, in all and per pipe."""
+    rows = {}
+    for n, r in sorted(results.items(), key=lambda kv: int(kv[0])):
+        e = r["elements"]
+        rows[str(n)] = {"kernel": r["name"], "inst_per_element": r["inst_executed"] / e,
+                        "pipes_per_element": {p: v / e for p, v in sorted(r["inst_pipes"].items())
+                                              if p != "tensor_op_gmma"}}
+    return rows
 
 
 def _capability(gpu_name: str) -> tuple[int, int]:
@@ -195,6 +227,9 @@ def main(argv=None) -> int:
         return 2
     for n, r in sorted(data["results"].items()):
         print(f"N={n:>6}: {r['name']}, {r['inst_per_element']:.3f} warp instructions per element, "
+              f"{r['duration_s'] * 1e6:.0f} us for {r['elements']} elements")
+    for n, r in sorted(data["backward"].items()):
+        print(f"N={n:>6} backward: {r['name']}, {r['inst_per_element']:.3f} warp instructions per element, "
               f"{r['duration_s'] * 1e6:.0f} us for {r['elements']} elements")
     for label, r in data["elementwise"].items():
         moved = (r["dram_read_bytes"] + r["dram_write_bytes"]) / r["duration_s"] / 1e12

@@ -143,3 +143,52 @@ def test_atens_softmax_reads_its_input_once_as_the_crossbar_counted():
                     assert k["error"]["xbar_bytes"] == pytest.approx(0.0, abs=0.01), (r.name, k)
                     seen += 1
     assert seen >= 9
+
+
+BACKWARD = json.loads((REPO / "experiments/measurements/h200/aten_bwd/aten_probe.json").read_text())
+B_BYTES = {"float32": 4, "float16": 2}
+
+
+@pytest.mark.parametrize("n", [int(k) for k in BACKWARD["backward"]])
+def test_the_softmax_backward_at_a_probed_length_is_what_its_kernel_executed(n):
+    """Autograd's softmax backward (torch._softmax_backward_data) runs ATen's warp kernel up to 1,024 columns and
+    its shared-memory block kernel beyond (the probe's kernel names); at each probed length its code is what
+    that kernel executed, per element."""
+    measured = BACKWARD["backward"][str(n)]
+    assert _aten_softmax_variant(n, backward=True) in measured["name"]
+    code = aten_softmax_code(n, 4, "sm_90", backward=True)
+    assert code.outside.instructions * 4 == pytest.approx(measured["inst_executed"] / measured["elements"] * n)
+    assert _aten_softmax_variant(1024, backward=True) == "softmax_warp_backward"
+    assert _aten_softmax_variant(1025, backward=True) == "cunn_SoftMaxBackwardSmem"
+
+
+def test_eager_attentions_softmax_backward_runs_atens_code():
+    eager = build_schedule(RunConfig(algo="standard_eager", problem=Problem(batch=1, heads=2, seq_q=2048,
+                                                                         backward=True)))
+    codes = dict(zip([k.name for k in eager.kernels], compiled_codes(eager, "sm_90")))
+    assert codes["softmax_bwd"].source.startswith("ncu: ATen cunn_SoftMaxBackwardSmem")
+
+
+@pytest.mark.parametrize("label", [k for k in BACKWARD["elementwise"] if k.startswith("sum_")])
+def test_a_group_sum_stores_over_the_crossbar_what_the_probe_counted(label):
+    """ATen's reduce kernel writes its outputs in 32-byte sectors partly filled: at each probed group and element
+    size the store factor is the probe's crossbar writes per byte of output (2.5-3.9), and simulated, a GQA
+    backward's group sum moves that many crossbar bytes per byte it writes while its DRAM writes stay its output
+    (the L2 merges the sectors): conservation of the extra bytes."""
+    from iosim.costs.code import aten_code
+    from iosim.simulate import simulate
+    m = BACKWARD["elementwise"][label]
+    size = B_BYTES[m["dtypes"][1]]
+    group = m["in_elements"] / m["out_elements"]
+    factor = m["xbar_write_bytes"] / (m["out_elements"] * size)
+    assert aten_code("sum", size, size, group, 4096, 4, "sm_90").store_bytes == pytest.approx(factor)
+    if label != "sum_fp16_g4_d128":
+        return
+    problem = Problem(batch=1, heads=8, kv_heads=2, seq_q=512, head_dim=128, backward=True)
+    run = simulate(RunConfig(algo="flash2", problem=problem), "h200", l2_bytes=0)
+    out = problem.bh_kv * problem.seq_k * problem.head_dim * problem.elem_bytes  # dK (or dV) of the kv heads
+    for name in ("sum_dk", "sum_dv"):
+        k = next(k for k in run.kernels if k.name == name)
+        assert k.levels["l2"].write_bytes == pytest.approx(out * factor, rel=1e-6)
+        assert k.levels["hbm"].write_bytes == out
+    assert aten_code("copy", 4, 2, 1, 4096, 4, "sm_90").store_bytes == 1.0  # a cast fills its sectors

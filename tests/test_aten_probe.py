@@ -118,3 +118,19 @@ def test_lrc_probe_tma_variants_read_the_same_buffers():
         for variant in ("same", "pairs", "mod2"):
             assert lrc_probe.buffers(f"{variant}_tma", k) == lrc_probe.buffers(variant, k)
     assert lrc_probe.BOX[0] * lrc_probe.BOX[1] == lrc_probe.BLOCK and lrc_probe.BOX[1] <= 256
+
+
+def test_the_committed_code_table_is_what_the_committed_probes_give():
+    """iosim/costs/mixes/aten-sm_90.json is the code table of the three committed probe runs, section by section
+    from the first that has it (softmax forward; elementwise code; softmax backward and the crossbar stores from
+    the run that counted them): data, not numbers typed in."""
+    import json
+    from pathlib import Path
+
+    from iosim.kernels import aten_probe
+    repo = Path(__file__).resolve().parents[1]
+    runs = [f"experiments/measurements/h200/{d}/aten_probe.json" for d in ("aten", "aten_elementwise", "aten_bwd")]
+    table = aten_probe.code_table([(json.loads((repo / r).read_text()), r) for r in runs])
+    committed = json.loads((repo / "iosim/costs/mixes/aten-sm_90.json").read_text())
+    assert table == committed
+    assert set(committed) >= {"softmax_forward", "softmax_backward", "elementwise", "elementwise_stores"}

@@ -95,8 +95,8 @@ def compiled_codes(schedule, arch: str, triton_version: str | None = None) -> li
     problem = schedule.config.problem
     out = []
     for kernel in schedule.kernels:
-        if schedule.config.algo == "standard_eager" and kernel.name == "softmax":  # PyTorch's own kernel
-            out.append(aten_softmax_code(problem.seq_k, kernel.warps, arch))
+        if schedule.config.algo == "standard_eager" and kernel.name in ("softmax", "softmax_bwd"):  # PyTorch's own
+            out.append(aten_softmax_code(problem.seq_k, kernel.warps, arch, backward=kernel.name == "softmax_bwd"))
             continue
         want = _expected(kernel, problem.head_dim, schedule.config.tiling, problem.page_size, problem)
         dtype = KERNEL_DTYPES.get(kernel.name, problem.dtype)
@@ -119,24 +119,30 @@ def _aten_table(arch: str) -> dict | None:
         return None
 
 
-def _aten_softmax_variant(n: int) -> str:
+def _aten_softmax_variant(n: int, backward: bool = False) -> str:
     """Which of ATen's softmax kernels a row of ``n`` fp16 elements runs (aten/src/ATen/native/cuda/SoftMax.cu):
-    one warp a row up to 2048, then a 1024-thread block holding ceil(n / 1024) elements a thread in
-    registers while that is under 10, else in shared memory."""
+    forward, one warp a row up to 2048, then a 1024-thread block holding ceil(n / 1024) elements a thread in
+    registers while that is under 10, else in shared memory; backward, one warp a row up to 1024, then a block
+    holding the row in shared memory (the probe: softmax_warp_backward at 768, cunn_SoftMaxBackwardSmem from
+    1536 to 12288)."""
+    if backward:
+        return "softmax_warp_backward" if n <= 1024 else "cunn_SoftMaxBackwardSmem"
     if n <= 2048:
         return "softmax_warp_forward"
     return "cunn_SoftMaxForwardReg" if -(-n // 1024) < 10 else "cunn_SoftMaxForwardSmem"
 
 
-def aten_softmax_code(n: int, warps: int, arch: str) -> KernelCode | None:
-    """PyTorch's softmax of one row of ``n`` elements as a CTA of ``warps`` warps: the warp instructions per
-    element its kernel for that length executed in ``iosim.kernels.aten_probe`` (between the probed lengths
-    of the same kernel, interpolated in log n), None where the architecture was not probed."""
+def aten_softmax_code(n: int, warps: int, arch: str, backward: bool = False) -> KernelCode | None:
+    """PyTorch's softmax (``backward``: its backward, dS' from dP and P) of one row of ``n`` elements as a CTA of
+    ``warps`` warps: the warp instructions per element its kernel for that length executed in
+    ``iosim.kernels.aten_probe`` (between the probed lengths of the same kernel, interpolated in log n), None
+    where the architecture or the pass was not probed."""
     table = _aten_table(str(arch).removeprefix("sm_"))
-    if table is None:
+    section = "softmax_backward" if backward else "softmax_forward"
+    if table is None or section not in table:
         return None
-    variant = _aten_softmax_variant(n)
-    probed = sorted((int(k), v) for k, v in table["softmax_forward"].items() if variant in v["kernel"])
+    variant = _aten_softmax_variant(n, backward)
+    probed = sorted((int(k), v) for k, v in table[section].items() if variant in v["kernel"])
     if not probed:
         return None
     lo = max((p for p in probed if p[0] <= n), default=probed[0], key=lambda p: p[0])
@@ -188,7 +194,19 @@ def aten_code(kind: str, src_bytes: int, dst_bytes: int, group: float, elements:
     per_warp = elements / warps
     pipes = MappingProxyType({p: v * scale * per_warp for p, v in entry["pipes_per_element"].items()})
     return KernelCode(loop=LoopCode(0.0), outside=LoopCode(per_element * per_warp, pipes),
-                      source=f"ncu: ATen {entry['kernel'].split('<')[0].split()[-1]}, {table['arch']}, torch {table['torch']}")
+                      source=f"ncu: ATen {entry['kernel'].split('<')[0].split()[-1]}, {table['arch']}, torch {table['torch']}",
+                      store_bytes=_store_bytes(table, kind, distance, group))
+
+
+def _store_bytes(table: dict, kind: str, distance, group: float) -> float:
+    """Crossbar bytes a store of ATen kernel ``kind`` moves per byte of output, by the probed operation of the
+    nearest element sizes (a sum's piecewise linear in its group, as its instructions); 1 where not counted."""
+    found = [e for e in (table.get("elementwise_stores") or {}).values() if e["kind"] == kind]
+    if not found:
+        return 1.0
+    best = min(distance(e) for e in found)
+    near = sorted({(e["group"], e["store_bytes"]) for e in found if distance(e) == best})
+    return max(1.0, _through(near, group)) if kind == "sum" else near[0][1]
 
 
 def _through(points: list, x: float) -> float:

@@ -105,6 +105,10 @@ class KernelCode:
     # the consumer warpgroups take turns on the tensor cores, one's softmax running under the other's
     # products (ping-pong), so within a CTA tensor and SIMT time overlap and no atomic waits in the loop
     specialised: bool = False
+    # bytes its stores move over the crossbar per byte of output: ATen's reduce kernel (a group sum) writes its
+    # outputs in 32-byte sectors a quarter full (iosim.kernels.aten_probe: 3.3-3.9x for fp16), which the L2 merges
+    # before DRAM; 1 for every kernel whose stores fill their sectors
+    store_bytes: float = 1.0
     # its products are wgmma, whose operands the tensor cores read from shared memory by descriptor: through the
     # same data path as the LSU's wavefronts (Nsight Compute counts them together), but no instruction says how much
     wgmma: bool = False

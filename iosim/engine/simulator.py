@@ -381,6 +381,7 @@ class Engine:
         cta_bw_hit = cta_bw * lat_dram / lat_l2 if cta_bw and lat_l2 and lat_dram > lat_l2 else cta_bw
         stream_bw = self._stream_bw
         miss_pass = self._miss_pass
+        store_bytes = self.codes[ph.n].store_bytes  # crossbar bytes a store moves per byte written
         first = True
         # CTAs launched together stay in lockstep (their identical loads merge in the request coalescer) when
         # the kernel starts, or when equal trips free their slots together; causal CTAs free them one by one
@@ -430,6 +431,12 @@ class Engine:
                     ready, missed = r, True
                 if late is not None and kind == READ and r > now:
                     late.add(name)
+            if written and store_bytes != 1.0:  # stores in sectors partly filled: more crossbar bytes, not more DRAM
+                extra = written * (store_bytes - 1.0)
+                l2.stats.write_bytes += int(extra)
+                l2.stats.lookup_bytes += int(extra)
+                moved += extra
+                written += extra
             if atomic and self.atomics is not None:
                 ready = max(ready, self.atomics.reserve(now, atomic))
                 moved -= atomic
