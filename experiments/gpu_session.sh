@@ -10,7 +10,7 @@
 #   g) instruction mixes (kernels/sass.py)      -> $OUT/mixes/                              (≤ 300 s)
 #   h) the L2 dirty-limit/capacity probe (ncu)  -> $OUT/l2/l2_probe.json                    (≤ 300 s)
 #   rw) lines stored again every pass: write-back and copies (ncu) -> $OUT/rewrite/rewrite_probe.json  (≤ 120 s)
-#   i) ATen's code: softmax by row length, fills, casts, copies, group sums (ncu) -> $OUT/aten/aten_probe.json (≤ 300 s)
+#   i) ATen's code: softmax and its backward by row length, fills, casts, copies, group sums (ncu) -> $OUT/aten/aten_probe.json (≤ 300 s)
 #   j) causal CTA timelines (%globaltimer)      -> $OUT/trace/causal_trace-*.json           (≤ 300 s)
 #   k) inference kernels on the GPU             -> $OUT/pytest_gpu_inference.log            (≤ 120 s)
 #   l) DRAM read and copy rates alone           -> $OUT/run-dram-calibrated.yaml        (≤ 120 s)
