@@ -432,9 +432,8 @@ class Engine:
                 if late is not None and kind == READ and r > now:
                     late.add(name)
             if written and store_bytes != 1.0:  # stores in sectors partly filled: more crossbar bytes, not more DRAM
+                ph.stored += written  # counted once the kernel ends, whatever its steps (_record)
                 extra = written * (store_bytes - 1.0)
-                l2.stats.write_bytes += int(extra)
-                l2.stats.lookup_bytes += int(extra)
                 moved += extra
                 written += extra
             if atomic and self.atomics is not None:
@@ -636,6 +635,11 @@ class Engine:
     # -- bookkeeping -----------------------------------------------------------------------------
     def _record(self, ph, start: float, end: float, fixed: float) -> KernelResult:
         kernel, per_sm, st = ph.kernel, ph.per_sm, ph.stats
+        if ph.stored:  # the crossbar bytes of stores in sectors partly filled, beyond the bytes written
+            extra = round(ph.stored * (self.codes[ph.n].store_bytes - 1.0))
+            st.write_bytes += extra
+            st.lookup_bytes += extra
+            ph.stored = 0
         levels = {
             "sram": Traffic(int(ph.sram_read), st.read_bytes),
             "l2": Traffic(st.read_bytes, st.write_bytes),
@@ -699,6 +703,7 @@ class _Phase:
     math: list = field(default_factory=lambda: [0.0, 0.0, 0.0])
     iters: float = 0.0
     sram_read: float = 0.0
+    stored: int = 0  # bytes its stores wrote where they move more over the crossbar (KernelCode.store_bytes)
     start: float = 0.0  # when its launch started: its first wave's cohorts start then
     end: float = 0.0  # when its last CTA ended this loop (where a later loop follows it in the launch)
 
