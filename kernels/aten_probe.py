@@ -132,24 +132,21 @@ def code_table(files: list[tuple[dict, str]]) -> dict:
     copy that reads fewer elements than it writes is ``broadcast``). Each section comes from the first file
     that has it."""
     softmax = next(((d, src) for d, src in files if d.get("results")), None)
-    backward = next(((d, src) for d, src in files if d.get("backward")), None)
     elementwise = next(((d, src) for d, src in files if d.get("elementwise")), None)
     first = (softmax or elementwise or files[0])[0]["provenance"]
     major, minor = _capability(first.get("gpu_name", ""))
     table = {"schema": "iosim-aten-code", "arch": f"sm_{major}{minor}", "torch": first.get("torch"), "source": ""}
     sources = []
-    if softmax is not None:
-        data, source = softmax
-        prov = data["provenance"]
-        table["softmax_forward"] = _per_element(data["results"])
-        sources.append(f"{source} (python -m iosim.kernels.aten_probe, ncu {prov.get('ncu')}, {prov.get('gpu_name')}, "
-                       f"{prov.get('date')}): torch.softmax(x, dim=-1) on fp16 rows")
-    if backward is not None:
-        data, source = backward
-        prov = data["provenance"]
-        table["softmax_backward"] = _per_element(data["backward"])
-        sources.append(f"{source} (python -m iosim.kernels.aten_probe, ncu {prov.get('ncu')}, {prov.get('gpu_name')}, "
-                       f"{prov.get('date')}): torch._softmax_backward_data on fp16 rows")
+    # the softmax and its backward, per row length: each from the first file that probed it
+    for key, section, what in (("results", "softmax_forward", "torch.softmax(x, dim=-1)"),
+                               ("backward", "softmax_backward", "torch._softmax_backward_data")):
+        found = next(((d, src) for d, src in files if d.get(key)), None)
+        if found is not None:
+            data, source = found
+            prov = data["provenance"]
+            table[section] = _per_element(data[key])
+            sources.append(f"{source} (python -m iosim.kernels.aten_probe, ncu {prov.get('ncu')}, "
+                           f"{prov.get('gpu_name')}, {prov.get('date')}): {what} on fp16 rows")
     if elementwise is not None:
         data, source = elementwise
         prov = data["provenance"]
