@@ -41,10 +41,10 @@ def _kernels(entry) -> list:
 
 def groups(rows) -> dict:
     """(simulated name, measured bare name) -> the kernel dicts of that pair."""
-    from iosim.measure.validate import _short
+    from iosim.measure.validate import bare_name
     out = defaultdict(list)
     for _, _, k in rows:
-        out[(k["name"], _short(k["measured_name"]) if k["measured_name"] else None)].append(k)
+        out[(k["name"], bare_name(k["measured_name"]) if k["measured_name"] else None)].append(k)
     return out
 
 

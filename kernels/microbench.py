@@ -394,16 +394,8 @@ def cta_fixed_cost(torch, bm: int = 128, bn: int = 64, d: int = 64, warps: int =
     flush = torch.empty(256 * 2**20, dtype=torch.int8, device="cuda")
 
     def span(ctas: int, iters: int) -> float:
-        o = torch.empty(ctas * bm, d, dtype=torch.float32, device="cuda")
-        stamps = torch.zeros(2 * ctas, dtype=torch.int64, device="cuda")
-        spans = []
-        for _ in range(reps + 1):  # the first launch compiles and loads the kernel
-            flush.zero_()
-            _tile_kernel()[(ctas,)](q, k, v, o, stamps, k.shape[0] // bn, 1.0, ITERS=iters, BM=bm, BN=bn, D=d,
-                                     RECORD_TIME=True, num_warps=warps, num_stages=stages)
-            t = stamps.view(ctas, 2).cpu()
-            spans.append(float(t[:, 1].max() - t[:, 0].min()) * 1e-9)
-        return statistics.median(spans[1:])
+        return statistics.median(s for s, _ in wave_stamps(torch, q, k, v, flush, ctas=ctas, iters=iters, bn=bn,
+                                                            warps=warps, stages=stages, reps=reps))
 
     out = {f"cta_span_{i}_s": span(2 * sms, i) for i in CTA_SPAN_ITERS}
     per_trip, fixed = np.polyfit(CTA_SPAN_ITERS, [out[f"cta_span_{i}_s"] for i in CTA_SPAN_ITERS], 1)
@@ -415,18 +407,39 @@ def cta_fixed_cost(torch, bm: int = 128, bn: int = 64, d: int = 64, warps: int =
             "cta_each_s": each, "cta_kernel_s": float(fixed) - each}
 
 
+def wave_stamps(torch, q, k, v, flush, *, ctas: int, iters: int, bn: int, warps: int, stages: int,
+                reps: int) -> list:
+    """``(span, spread)`` of ``reps`` launches of the tile loop on ``ctas`` CTAs at ``iters`` trips, the L2
+    flushed (``flush`` zeroed) before each, every CTA stamping ``%globaltimer`` at its start and after its last
+    product: last end − first start, and last start − first start, in seconds (a launch before them compiles
+    and loads the kernel)."""
+    bm, d = q.shape
+    o = torch.empty(ctas * bm, d, dtype=torch.float32, device="cuda")
+    stamps = torch.zeros(2 * ctas, dtype=torch.int64, device="cuda")
+    out = []
+    for _ in range(reps + 1):
+        flush.zero_()
+        _tile_kernel()[(ctas,)](q, k, v, o, stamps, k.shape[0] // bn, 1.0, ITERS=iters, BM=bm, BN=bn, D=d,
+                                RECORD_TIME=True, num_warps=warps, num_stages=stages)
+        t = stamps.view(ctas, 2).cpu()
+        out.append((float(t[:, 1].max() - t[:, 0].min()) * 1e-9, float(t[:, 0].max() - t[:, 0].min()) * 1e-9))
+    return out[1:]
+
+
 def miss_cost(torch, bm: int = 128, bn: int = 64, d: int = 64, warps: int = 4, iters: int = 256,
-              softmax: bool = False) -> dict:
+              softmax: bool = False, ctas: int | None = None, stages: int | None = None) -> dict:
     """What a pipelined pass waits when its loads miss the L2: the tile loop (two stages, one CTA on
     every other SM, so DRAM bandwidth never binds) reading each K/V tile once from DRAM (``STREAM``,
     the L2 flushed before each launch) against the same loop on L2-resident tiles. Returns seconds
-    per pass: ``miss_pass_resident_s``, ``miss_pass_stream_s`` and their difference ``miss_pass_s``."""
-    ctas = torch.cuda.get_device_properties(0).multi_processor_count // 2
+    per pass: ``miss_pass_resident_s``, ``miss_pass_stream_s`` and their difference ``miss_pass_s``.
+    ``ctas`` and ``stages`` (the stream probe's): other counts of CTAs and pipeline depths than calibrate's."""
+    if ctas is None:
+        ctas = torch.cuda.get_device_properties(0).multi_processor_count // 2
     q = torch.randn(bm, d, dtype=torch.float16, device="cuda")
     k = torch.randn(ctas * iters * bn, d, dtype=torch.float16, device="cuda") * 0.05
     v = torch.randn(ctas * iters * bn, d, dtype=torch.float16, device="cuda")
     o = torch.empty(ctas * bm, d, dtype=torch.float32, device="cuda")
-    stages = default_tiling("flash2", FWD, d).stages
+    stages = default_tiling("flash2", FWD, d).stages if stages is None else stages
     out = {}
     for label, stream in (("resident", False), ("stream", True)):
         n_kv = k.shape[0] // bn if stream else 16

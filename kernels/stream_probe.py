@@ -32,26 +32,17 @@ ITERS = 256  # passes a CTA
 
 def pass_seconds(torch, bm: int, bn: int, d: int, warps: int, stages: int, softmax: bool, ctas: int,
                  iters: int = ITERS) -> dict:
-    """Seconds a pass of the tile loop on ``ctas`` CTAs: on 16 K/V tiles every CTA re-reads (``resident``:
-    L2 hits after the first reads) and on tiles each CTA reads once (``stream``: DRAM, the L2 flushed
-    before each run), and the SMs the CTAs ran on (one launch's ``%smid``)."""
-    q = torch.randn(bm, d, dtype=torch.float16, device="cuda")
-    k = torch.randn(ctas * iters * bn, d, dtype=torch.float16, device="cuda") * 0.05
-    v = torch.randn(ctas * iters * bn, d, dtype=torch.float16, device="cuda")
+    """Seconds a pass of the tile loop on ``ctas`` CTAs (``microbench.miss_cost`` at that count and depth): on 16
+    K/V tiles every CTA re-reads (``resident``: L2 hits after the first reads) and on tiles each CTA reads once
+    (``stream``: DRAM, the L2 flushed before each run), and how many SMs the CTAs ran on (one launch's ``%smid``)."""
+    got = mb.miss_cost(torch, bm, bn, d, warps, iters, softmax, ctas=ctas, stages=stages)
+    q, k, v = mb._tile_inputs(torch, torch.float16, bm, bn, d)
     o = torch.empty(ctas * bm, d, dtype=torch.float32, device="cuda")
     ids = torch.full((ctas,), -1, dtype=torch.int32, device="cuda")
-    out = {}
-    for label, stream in (("resident", False), ("stream", True)):
-        n_kv = k.shape[0] // bn if stream else 16
-        fn = lambda: mb._tile_kernel()[(ctas,)](q, k, v, o, ids, n_kv, 1.0, ITERS=iters, BM=bm, BN=bn, D=d,  # noqa: E731
-                                                STREAM=stream, SOFTMAX=softmax, num_warps=warps, num_stages=stages)
-        fn()
-        out[f"{label}_pass_s"] = mb.time_fn(fn).median_s / iters
     mb._tile_kernel()[(ctas,)](q, k, v, o, ids, 16, 1.0, ITERS=1, BM=bm, BN=bn, D=d, RECORD_SM=True,
                                SOFTMAX=softmax, num_warps=warps, num_stages=stages)
-    sm = ids.cpu().tolist()
-    out["sms"] = len(set(sm))
-    return out
+    return {"resident_pass_s": got["miss_pass_resident_s"], "stream_pass_s": got["miss_pass_stream_s"],
+            "sms": len(set(ids.cpu().tolist()))}
 
 
 START_CTAS = (4, 16, 33, 66, 132, 264, 396, 528)  # one wave: up to four CTAs an SM
@@ -70,20 +61,12 @@ def start_spans(torch, ctas: int, trips=START_TRIPS, bm: int = 128, bn: int = 64
     q, k, v = mb._tile_inputs(torch, torch.float16, bm, bn, d)
     stages = mb.default_tiling("flash2", mb.FWD, d).stages
     flush = torch.empty(256 * 2**20, dtype=torch.int8, device="cuda")
-    o = torch.empty(ctas * bm, d, dtype=torch.float32, device="cuda")
-    stamps = torch.zeros(2 * ctas, dtype=torch.int64, device="cuda")
     out = {"spans_s": {}, "start_spread_s": {}}
     for trips_ in trips:
-        spans, spreads = [], []
-        for _ in range(reps + 1):  # the first launch compiles and loads the kernel
-            flush.zero_()
-            mb._tile_kernel()[(ctas,)](q, k, v, o, stamps, k.shape[0] // bn, 1.0, ITERS=trips_, BM=bm, BN=bn, D=d,
-                                       RECORD_TIME=True, num_warps=warps, num_stages=stages)
-            t = stamps.view(ctas, 2).cpu()
-            spans.append(float(t[:, 1].max() - t[:, 0].min()) * 1e-9)
-            spreads.append(float(t[:, 0].max() - t[:, 0].min()) * 1e-9)
-        out["spans_s"][trips_] = float(np.median(spans[1:]))
-        out["start_spread_s"][trips_] = float(np.median(spreads[1:]))
+        stamps = mb.wave_stamps(torch, q, k, v, flush, ctas=ctas, iters=trips_, bn=bn, warps=warps, stages=stages,
+                                reps=reps)
+        out["spans_s"][trips_] = float(np.median([span for span, _ in stamps]))
+        out["start_spread_s"][trips_] = float(np.median([spread for _, spread in stamps]))
     per_trip, fixed = np.polyfit(list(trips), [out["spans_s"][t] for t in trips], 1)
     return {**out, "fixed_s": float(fixed), "per_trip_s": float(per_trip)}
 

@@ -202,8 +202,8 @@ def test_kernels_that_do_not_match_in_number_pair_by_name_and_the_rest_stand_alo
     ("flash2_fwd", "flash2_fwd"), ("pytorch_flash::flash_fwd_kernel<Flash_fwd_kernel_traits<64>>(Params)",
                                    "flash_fwd_kernel")])
 def test_a_measured_kernels_bare_name(name, bare):
-    from iosim.measure.validate import _short
-    assert _short(name) == bare
+    from iosim.measure.validate import bare_name
+    assert bare_name(name) == bare
 
 
 def test_cli_kernels_lists_each_kernel_under_its_case(tmp_path):

@@ -244,7 +244,7 @@ def kernel_pairs(predicted, measured) -> tuple:
     else:
         pairs, at = [], 0
         for k in predicted:
-            hit = next((n for n in range(at, len(measured)) if _short(measured[n].name) == k.name), None)
+            hit = next((n for n in range(at, len(measured)) if bare_name(measured[n].name) == k.name), None)
             if hit is None:
                 pairs.append((k, None))
                 continue
@@ -265,7 +265,7 @@ def kernel_pairs(predicted, measured) -> tuple:
     return tuple(out)
 
 
-def _short(name: str) -> str:
+def bare_name(name: str) -> str:
     """A measured kernel's bare name: no template or argument list, no namespace (``void ns::k<...>(...)`` -> k).
     Template arguments nest and hold namespaces, parentheses and lambdas: only what lies outside every ``<...>``
     counts, up to the argument list."""
