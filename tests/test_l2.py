@@ -235,3 +235,38 @@ def test_a_run_of_a_one_row_lines_columns_is_tracked_by_place():
         l2.access_pieces((0, 0), tuple(g.pieces(0, 2, c0, c1)), HBM, kind, 1, 0.0, "cta", False)
     assert l2.stats.fill_bytes["hbm"] == 2 * 500  # columns 2500..3000 of both rows: the only bytes never stored
     assert l2.stats.hit_bytes == 2 * 2500 + 2 * 2000
+
+
+def test_pinned_lines_are_the_last_victims_and_age_again_once_unpinned():
+    """Three lines of room: a frame line F (tensor 1) read first, pinned, then four tile lines read after it:
+    LRU would evict F first; pinned, the oldest tile lines go instead, each miss filled once. Unpinned, F is
+    an ordinary line again, the most recently used, and the next misses evict the oldest tile lines first,
+    then F."""
+    frame = (1, 0, 0, 0)
+    tiles = [(0, 0, r, 0) for r in range(6)]
+    l2 = L2Cache(3 * LINE, {"hbm": Link("hbm", 1024.0), "host": Link("host", 1024.0)}, ["hbm", "hbm"])
+    l2.access(frame, "hbm", READ, LINE, LINE, 1, 0.0, 0, LINE)
+    l2.pin(1)
+    for t in tiles[:4]:
+        l2.access(t, "hbm", READ, LINE, LINE, 1, 0.0, 0, LINE)
+    assert (list(l2.held), list(l2.lines)) == ([frame], tiles[2:4])
+    assert l2.stats.miss_bytes == 5 * LINE and l2.used == 3 * LINE
+    l2.unpin()
+    assert (l2.pinned, list(l2.held), list(l2.lines)) == (None, [], tiles[2:4] + [frame])
+    l2.access(tiles[4], "hbm", READ, LINE, LINE, 1, 0.0, 0, LINE)
+    l2.access(tiles[5], "hbm", READ, LINE, LINE, 1, 0.0, 0, LINE)
+    assert list(l2.lines) == [frame, tiles[4], tiles[5]]
+    l2.access(tiles[0], "hbm", READ, LINE, LINE, 1, 0.0, 0, LINE)
+    assert list(l2.lines) == [tiles[4], tiles[5], tiles[0]]
+    assert l2.stats.miss_bytes == 8 * LINE
+
+
+def test_a_dirty_pinned_line_is_written_back_by_a_flush():
+    """A pinned frame line stored to is dirty like any other: a flush writes it back and empties the pinned lines."""
+    frame = (1, 0, 0, 0)
+    l2 = L2Cache(3 * LINE, {"hbm": Link("hbm", 1024.0), "host": Link("host", 1024.0)}, ["hbm", "hbm"])
+    l2.pin(1)
+    l2.access(frame, "hbm", WRITE, LINE, LINE, 1, 0.0, 0, LINE)
+    assert (l2.dirty, list(l2.held)) == (LINE, [frame])
+    assert l2.flush(0.0, invalidate=True) == LINE
+    assert (l2.dirty, list(l2.held), l2.used) == (0, [], 0)

@@ -23,7 +23,11 @@ Policy, chosen to match what Nsight Compute's ``dram__bytes`` counters see on NV
   drains posted writes behind them;
 - atomics are read-modify-write at L2: a missing line is filled first, then dirtied;
 - a line larger than the whole cache bypasses it: every access goes to memory (with a zero-sized
-  L2 this reproduces the FlashAttention paper's HBM access counts).
+  L2 this reproduces the FlashAttention paper's HBM access counts);
+- while a kernel that spills runs, lines of local memory (where its spilled registers live) are pinned
+  (:meth:`L2Cache.pin`): victims only once no other line is left. A CTA reloads and stores its frame every
+  pass, and the GPU keeps such lines where LRU over the model's coarse lines let the tiles streaming past
+  age them out (sglang's spilling prefill: DRAM +216 % and +465 % with LRU frames, -5 % and +49 % pinned).
 Lines and their geometry are described in :mod:`iosim.engine.lines`.
 """
 from __future__ import annotations
@@ -69,6 +73,8 @@ class L2Cache:
         self.coalesce = max(1, coalesce)  # identical loads merged into one lookup (profile's lrc_sms)
         self.dirty_limit = capacity if dirty_limit is None else min(dirty_limit, capacity)
         self.lines: OrderedDict = OrderedDict()
+        self.pinned: int | None = None  # tensor index whose lines are evicted last (spill frames), see pin
+        self.held: OrderedDict = OrderedDict()  # the pinned tensor's lines, in their own LRU order
         self.dirty_keys: list = []  # lines with dirty bytes (in no order: a victim is drawn among them)
         self._dirty_at: dict = {}  # line -> its index in dirty_keys
         self._draw = random.Random(0)  # the victims' draws: the same every run
@@ -109,7 +115,8 @@ class L2Cache:
         load filled (``lo``, ``hi``: the piece's span, where known), so the caller can say when its data
         is there (:meth:`usable`). ``several``: lines of ``pieces`` that more than one of the CTAs behind a
         single access touch (their tiles merged into one rectangle), shared as if touched by several at once."""
-        st, lines, replicas, capacity = self.stats, self.lines, self.replicas, self.capacity
+        st, replicas, capacity = self.stats, self.replicas, self.capacity
+        lines = self.held if self.pinned is not None and head[0] == self.pinned else self.lines
         ready = now
         pending = None  # (when, bytes up to it) of pieces whose present bytes a CTA's pass is still bringing in
         read, write = kind == READ, kind == WRITE
@@ -242,9 +249,10 @@ class L2Cache:
         """
         written = 0
         for key in list(self.dirty_keys):
-            written += self._clean(key, self.lines[key], now, timed)
+            written += self._clean(key, self._line(key), now, timed)
         if invalidate:
             self.lines.clear()
+            self.held.clear()
             self.used = 0
         return written
 
@@ -300,19 +308,39 @@ class L2Cache:
                 self._dirty_at[last] = at
         return nbytes
 
+    def pin(self, tensor: int) -> None:
+        """Make ``tensor``'s lines (local memory) the last victims until :meth:`unpin` (those already cached too)."""
+        self.unpin()
+        self.pinned = tensor
+        for key in [key for key in self.lines if key[0] == tensor]:
+            self.held[key] = self.lines.pop(key)
+
+    def unpin(self) -> None:
+        """Pinned lines become ordinary ones again, the most recently used, in their own order."""
+        self.lines.update(self.held)
+        self.held.clear()
+        self.pinned = None
+
+    def _line(self, key) -> list:
+        line = self.held.get(key)
+        return self.lines[key] if line is None else line
+
     def _evict(self, now: float, keep) -> None:
-        lines = self.lines
         while self.used > self.capacity:
+            # the least recently used line other than the one being served, pinned lines only once none else is left
+            lines = self.lines if len(self.lines) > (keep in self.lines) else self.held
             key, line = lines.popitem(last=False)
             if key == keep:  # never evict the line being served
                 lines[key] = line
+                if not lines or len(lines) == 1:
+                    break
                 key, line = lines.popitem(last=False)
             if line[1]:
                 self._clean(key, line, now)
             self.used -= line[0] * line[6]
         while self.dirty > self.dirty_limit:
             key = self.dirty_keys[self._draw.randrange(len(self.dirty_keys))]
-            self._clean(key, self.lines[key], now)
+            self._clean(key, self._line(key), now)
 
 
 def _usable_at(line: list, lo, hi, now: float) -> float:

@@ -214,7 +214,7 @@ class Engine:
         """Kernel ``n`` of the schedule with its code priced and its counters at zero."""
         kernel, per_sm = self.kernels[n], self.per_sm[n]
         code = self._price_code(kernel, self.codes[n], per_sm)
-        if any(code["spills"]) and self._crowded(n):  # a frame reused every pass ages no longer than a pass
+        if any(code["spills"]) and self._crowded(n):  # steps of one pass
             return _Phase(n, kernel, per_sm, code, 1, None, L2Stats())
         return _Phase(n, kernel, per_sm, code, cohorts.line_iters(kernel, self.geometry),
                       None if self._fine(kernel) else cohorts.MAX_STEPS, L2Stats())
@@ -267,6 +267,10 @@ class Engine:
         for ph in phases:
             ph.start = start
         state = {"free": slots, "wake": None, "running": []}
+        # its spill frames, reused every pass, are the L2's last victims while it runs, where they fit it
+        spilling = [ph.n for ph in phases if self.frames[ph.n]]
+        if spilling and not any(self._thrashing(m) for m in spilling):
+            self.l2.pin(self.local)
         nxt, n = 0, kernel.ctas
         if self._bound(kernel, slots, phases[0].n):
             yield from self._persistent(phases, kernel.persistent, state)
@@ -284,6 +288,7 @@ class Engine:
             yield self.env.timeout(0)  # let every CTA finishing at this instant free its slot first
         while not all(p.triggered for p in state["running"]):  # a CTA's later loop starts as its first ends
             yield simpy.AllOf(self.env, list(state["running"]))
+        self.l2.unpin()  # its frames age as any line from here on
         self.l2.stats = phases[-1].stats  # what drains now belongs to the launch's last loop
         drain = max(self.links["hbm"].drained_at, self.links["host"].drained_at)
         if drain > self.env.now:  # posted writes still draining (to HBM or host memory) belong to this kernel
@@ -338,15 +343,24 @@ class Engine:
         per_slice = sum(t.rows * t.cols * t.elem_bytes for t in (self.geometry(n).tensor for n in streamed))
         return per_slice * self.l2.replicas > self.l2.capacity
 
-    def _crowded(self, n: int) -> bool:
-        """Whether kernel ``n``'s spill frames crowd the L2: the frames of all its resident CTAs, in the copies
-        a stored line takes, fill a quarter of it or more. A CTA reloads and stores the same slots of its frame
-        every pass, so a frame is never older than one pass; a step of many passes touches it once, and with
-        little of the L2 left beside the frames the step's tiles would push it out as the hardware does not:
-        such a kernel steps one pass at a time, as the per-CTA run does (the Triton tutorial's d = 128 backward:
-        frames of 115 KB a CTA, half the H200's L2 with their copies)."""
+    def _frames_share(self, n: int) -> float:
+        """The share of the L2 kernel ``n``'s spill frames take: the frames of all its resident CTAs, in the
+        copies a stored line takes (inf where the L2 has no room)."""
         frames = self.frames[n] * self.per_sm[n] * self.profile.sm_count * self.l2.replicas
-        return 4 * frames >= self.l2.capacity > 0
+        return frames / self.l2.capacity if self.l2.capacity > 0 else (float("inf") if frames else 0.0)
+
+    def _crowded(self, n: int) -> bool:
+        """Whether kernel ``n``'s spill frames crowd the L2: they fill a quarter of it or more, and leave the
+        tiles little room (a caveat: the GPU writes such frames back while they stay, the model does not)."""
+        return self._frames_share(n) >= 0.25
+
+    def _thrashing(self, n: int) -> bool:
+        """Whether kernel ``n``'s spill frames alone overflow the L2. A CTA reloads and stores the same slots
+        of its frame every pass; the L2 keeps frames as its last victims (L2Cache ``pinned``), so a step of
+        many passes, which touches a frame once, keeps them as one pass at a time does, until the frames
+        themselves overflow it: then none is pinned, and such a kernel steps one pass at a time, as the
+        per-CTA run does."""
+        return self.frames[n] > 0 and self._frames_share(n) >= 1.0
 
     def _fixed_cost(self, n: int) -> float:
         """What a kernel costs beyond its CTAs' work: the launch, and for a kernel with a tile loop the

@@ -28,7 +28,7 @@ MESSAGES = {
                       "and DRAM bytes are the least certain figure (on held-out kernels iosim predicted from a fifth "
                       "to 2.4 times the DRAM bytes the H200 measured; README, Long causal sequences)"),
     SPILL_FRAMES: ("its spilled registers' frames fill a quarter of the L2 or more: DRAM bytes are the least "
-                   "certain figure (on spilling kernels others wrote iosim predicted from 0.4 to 5.6 times the "
+                   "certain figure (on spilling kernels others wrote iosim predicted from 0.36 to 1.5 times the "
                    "DRAM bytes the H200 measured; README, Held against hardware)"),
     PERSISTENT_DRIFT: ("a causal persistent kernel whose CTAs take tiles fixed in advance: how far CTAs of long "
                        "tiles fall behind decides how much K/V the L2 must hold, and DRAM bytes are the least "
