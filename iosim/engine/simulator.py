@@ -214,7 +214,7 @@ class Engine:
         """Kernel ``n`` of the schedule with its code priced and its counters at zero."""
         kernel, per_sm = self.kernels[n], self.per_sm[n]
         code = self._price_code(kernel, self.codes[n], per_sm)
-        if any(code["spills"]) and self._crowded(n):  # steps of one pass
+        if any(code["spills"]) and self._crowded(n):  # one pass a step: see _crowded
             return _Phase(n, kernel, per_sm, code, 1, None, L2Stats())
         return _Phase(n, kernel, per_sm, code, cohorts.line_iters(kernel, self.geometry),
                       None if self._fine(kernel) else cohorts.MAX_STEPS, L2Stats())
@@ -350,16 +350,18 @@ class Engine:
         return frames / self.l2.capacity if self.l2.capacity > 0 else (float("inf") if frames else 0.0)
 
     def _crowded(self, n: int) -> bool:
-        """Whether kernel ``n``'s spill frames crowd the L2: they fill a quarter of it or more, and leave the
-        tiles little room (a caveat: the GPU writes such frames back while they stay, the model does not)."""
+        """Whether kernel ``n``'s spill frames crowd the L2: they fill a quarter of it or more. Such a kernel
+        steps one pass at a time, as the per-CTA run does: beside its frames its tiles have little room, and
+        which of them survive depends on the order of every pass's loads (the Triton tutorial's d = 128
+        backward at N = 1024, frames pinned: DRAM +12 % with steps of many passes, -3 % one pass a step and
+        per CTA). A caveat too: the GPU writes such frames back while they stay, which the model does not."""
         return self._frames_share(n) >= 0.25
 
     def _thrashing(self, n: int) -> bool:
         """Whether kernel ``n``'s spill frames alone overflow the L2. A CTA reloads and stores the same slots
         of its frame every pass; the L2 keeps frames as its last victims (L2Cache ``pinned``), so a step of
         many passes, which touches a frame once, keeps them as one pass at a time does, until the frames
-        themselves overflow it: then none is pinned, and such a kernel steps one pass at a time, as the
-        per-CTA run does."""
+        themselves overflow it: then none is pinned, and they evict one another pass by pass."""
         return self.frames[n] > 0 and self._frames_share(n) >= 1.0
 
     def _fixed_cost(self, n: int) -> float:
