@@ -83,6 +83,8 @@
 #      manifest_persistent_heldout.yaml (ncu) -> $OUT/persistent/heldout/ (≤ 500 s)
 #   unr) F11_two_tiles.py (two K/V tiles a loop pass) at held-out shapes, manifest_unrolled.yaml (ncu)
 #      -> $OUT/unrolled/ (≤ 500 s)
+#   spf) foreign kernels whose d = 128 code spills (B1's backward, F7) at held-out shapes, manifest_spill.yaml
+#      (ncu) -> $OUT/spill_heldout/ (≤ 500 s)
 #   ssm) SDPA flash and cuDNN where FlashAttention-2 splits the K/V length, and forward + backward at new shapes,
 #      the sdpa_small grid (ncu), predicted before it ran -> $OUT/sdpa_small/ (≤ 500 s)
 #   spl) SDPA flash at more shapes where FlashAttention-2 splits the K/V length, the sdpa_split grid (ncu), predicted
@@ -412,6 +414,7 @@ want per && held_out "per) held-out persistent kernel" experiments/foreign_kerne
 want per2 && held_out "per2) held-out persistent kernels, tiles bound or drawn" \
     experiments/foreign_kernels/manifest_persistent_heldout.yaml persistent/heldout
 want unr && held_out "unr) held-out kernel with two blocks a pass" experiments/foreign_kernels/manifest_unrolled.yaml unrolled
+want spf && held_out "spf) held-out spilling kernels" experiments/foreign_kernels/manifest_spill.yaml spill_heldout
 grid_step() {  # grid_step NAME GRID DIR SECONDS: a measurement grid predicted before it runs, measured (ncu) -> $OUT/DIR
     mkdir -p "$OUT/$3"
     step "$1" "$4" "$PY" -m iosim measure --grid "$2" --out "$OUT/$3" >>"$LOG" 2>&1
