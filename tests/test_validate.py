@@ -191,6 +191,41 @@ def test_kernels_that_do_not_match_in_number_pair_by_name_and_the_rest_stand_alo
     assert same[0]["measured_name"] == "nvjet_sm90_hsh_64x48" and same[0]["error"]["time_s"] == -0.5
 
 
+def test_a_kernel_compiled_from_a_users_function_pairs_with_that_functions_launch():
+    """B1's launcher runs its preprocess before PyTorch's zero-fill of dQ, the model the other way round: the kernels
+    priced from B1's compiled functions pair with those functions' launches, PyTorch's kernels in order among the
+    rest; where the numbers differ, a compiled function's name finds its launch too."""
+    from types import SimpleNamespace as NS
+
+    from iosim.measure.validate import kernel_pairs
+    from iosim.results.result import Traffic
+
+    def sim(name, code):
+        return NS(name=name, ctas=4, time_s=1.0, code=code, levels={"hbm": Traffic(100, 0), "l2": Traffic(200, 0)})
+
+    def ran(name):
+        return NS(name=name, grid=(4, 1, 1), duration_s=1.0, dram_read_bytes=100.0, dram_write_bytes=0.0,
+                  xbar_read_bytes=None, xbar_write_bytes=None)
+
+    aten = "ncu: ATen at::vectorized_elementwise_kernel, sm_90, torch 2.11.0+cu130"
+    model = [sim("flash2_fwd", "sass: B1.py _fwd_kernel, sm_90, triton 3.6.0"), sim("zeros_dq", aten),
+             sim("flash2_bwd_pre", "sass: B1.py _bwd_preprocess, sm_90, triton 3.6.0"),
+             sim("flash2_bwd", "sass: B1.py _bwd_kernel, sm_90, triton 3.6.0"), sim("cast_dq", aten)]
+    gpu = [ran("_fwd_kernel"), ran("_bwd_preprocess"), ran("void at::vectorized_elementwise_kernel<4, at::FillFunctor<float>>(int)"),
+           ran("_bwd_kernel"), ran("void at::vectorized_elementwise_kernel<8, at::float16_copy_kernel_cuda>(int)")]
+    pairs = kernel_pairs(model, gpu)
+    assert [(k["name"], bare(k["measured_name"])) for k in pairs] == [
+        ("flash2_fwd", "_fwd_kernel"), ("zeros_dq", "Fill"), ("flash2_bwd_pre", "_bwd_preprocess"),
+        ("flash2_bwd", "_bwd_kernel"), ("cast_dq", "copy")]
+    fewer = kernel_pairs(model[2:4], gpu[:2] + gpu[3:4])  # unequal numbers: by the compiled function's name
+    assert [(k["name"], k["measured_name"]) for k in fewer] == [
+        (None, "_fwd_kernel"), ("flash2_bwd_pre", "_bwd_preprocess"), ("flash2_bwd", "_bwd_kernel")]
+
+
+def bare(name: str) -> str:
+    return "Fill" if "FillFunctor" in name else "copy" if "copy_kernel" in name else name
+
+
 @pytest.mark.parametrize("name, bare", [
     ("void <unnamed>::softmax_warp_forward<c10::Half, c10::Half, float, 10, 0, 0>(T2 *, const T1 *, int)",
      "softmax_warp_forward"),

@@ -23,6 +23,7 @@ GPUs, FlexAttention) are listed and left out of the summary.
 from __future__ import annotations
 
 import functools
+import re
 import statistics
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -235,16 +236,26 @@ KERNEL_METRICS = ("dram_bytes", "xbar_bytes", "time_s")  # compared kernel by ke
 def kernel_pairs(predicted, measured) -> tuple:
     """Each simulated kernel beside the measured launch it stands for, as dicts of ``name``, ``measured_name``,
     ``ctas`` (simulated), ``grid`` (launched) and ``predicted``/``measured``/``error`` by :data:`KERNEL_METRICS`.
-    The same number of kernels pair in order (a library's kernels carry names of their own: eager PyTorch's
-    cuBLAS products, SDPA's); otherwise kernels pair by name in order, and any left over stand alone (the
-    other side None), so a kernel the model runs and the GPU did not, or the reverse, shows."""
+    A simulated kernel priced from a user's compiled kernel pairs with the launch of that kernel's function
+    (``sass: FILE.py FN, ...``), wherever its launcher ran it; the others pair in order where the numbers match
+    (a library's kernels carry names of their own: eager PyTorch's cuBLAS products, SDPA's), otherwise by name
+    in order, and any left over stand alone (the other side None), so a kernel the model runs and the GPU did
+    not, or the reverse, shows."""
     predicted, measured = list(predicted), list(measured)
+    names = [(k.name, _compiled_function(getattr(k, "code", ""))) for k in predicted]
     if len(predicted) == len(measured):
-        pairs = list(zip(predicted, measured))
+        anchored: dict = {}  # predicted index -> measured index, by compiled function
+        for i, (_, fn) in enumerate(names):
+            hit = next((j for j, m in enumerate(measured) if fn and j not in anchored.values()
+                        and bare_name(m.name) == fn), None)
+            if hit is not None:
+                anchored[i] = hit
+        rest = iter(j for j in range(len(measured)) if j not in anchored.values())
+        pairs = [(k, measured[anchored[i]] if i in anchored else measured[next(rest)]) for i, k in enumerate(predicted)]
     else:
         pairs, at = [], 0
-        for k in predicted:
-            hit = next((n for n in range(at, len(measured)) if bare_name(measured[n].name) == k.name), None)
+        for k, own in zip(predicted, names):
+            hit = next((n for n in range(at, len(measured)) if bare_name(measured[n].name) in own), None)
             if hit is None:
                 pairs.append((k, None))
                 continue
@@ -263,6 +274,12 @@ def kernel_pairs(predicted, measured) -> tuple:
                     "predicted": p, "measured": got,
                     "error": {x: (p[x] - got[x]) / got[x] for x in KERNEL_METRICS if x in p and got.get(x)}})
     return tuple(out)
+
+
+def _compiled_function(code: str | None) -> str | None:
+    """The function a simulated kernel's code was compiled from (``sass: FILE.py FN, sm_90, ...``), else None."""
+    found = re.match(r"sass: \S+\.py (\w+),", code or "")
+    return found.group(1) if found else None
 
 
 def bare_name(name: str) -> str:
