@@ -236,8 +236,9 @@ KERNEL_METRICS = ("dram_bytes", "xbar_bytes", "time_s")  # compared kernel by ke
 def kernel_pairs(predicted, measured) -> tuple:
     """Each simulated kernel beside the measured launch it stands for, as dicts of ``name``, ``measured_name``,
     ``ctas`` (simulated), ``grid`` (launched) and ``predicted``/``measured``/``error`` by :data:`KERNEL_METRICS`.
-    A simulated kernel priced from a user's compiled kernel pairs with the launch of that kernel's function
-    (``sass: FILE.py FN, ...``), wherever its launcher ran it; the others pair in order where the numbers match
+    A simulated kernel priced from a user's compiled kernel, or from an ATen kernel's executed code, pairs with
+    the next launch of that function (``sass: FILE.py FN, ...``, ``ncu: ATen at::KERNEL, ...``), wherever its
+    launcher ran it; the others pair in order where the numbers match
     (a library's kernels carry names of their own: eager PyTorch's cuBLAS products, SDPA's), otherwise by name
     in order, and any left over stand alone (the other side None), so a kernel the model runs and the GPU did
     not, or the reverse, shows."""
@@ -277,9 +278,14 @@ def kernel_pairs(predicted, measured) -> tuple:
 
 
 def _compiled_function(code: str | None) -> str | None:
-    """The function a simulated kernel's code was compiled from (``sass: FILE.py FN, sm_90, ...``), else None."""
+    """The function a simulated kernel's code was read from: a user's compiled function (``sass: FILE.py FN,
+    sm_90, ...``) or the ATen kernel whose executed instructions price it (``ncu: ATen at::KERNEL, ...``), as a
+    measured launch's bare name gives it; else None."""
     found = re.match(r"sass: \S+\.py (\w+),", code or "")
-    return found.group(1) if found else None
+    if found:
+        return found.group(1)
+    found = re.match(r"ncu: ATen (\S+),", code or "")
+    return bare_name(found.group(1)) if found else None
 
 
 def bare_name(name: str) -> str:
