@@ -359,7 +359,7 @@ class Engine:
 
     def _thrashing(self, n: int) -> bool:
         """Whether kernel ``n``'s spill frames alone overflow the L2. A CTA reloads and stores the same slots
-        of its frame every pass; the L2 keeps frames as its last victims (L2Cache ``pinned``), so a step of
+        of its frame every pass; the L2 keeps frames as its last victims (:meth:`L2Cache.pin`), so a step of
         many passes, which touches a frame once, keeps them as one pass at a time does, until the frames
         themselves overflow it: then none is pinned, and they evict one another pass by pass."""
         return self.frames[n] > 0 and self._frames_share(n) >= 1.0

@@ -238,14 +238,13 @@ def kernel_pairs(predicted, measured) -> tuple:
     ``ctas`` (simulated), ``grid`` (launched) and ``predicted``/``measured``/``error`` by :data:`KERNEL_METRICS`.
     A simulated kernel priced from a user's compiled kernel, or from an ATen kernel's executed code, pairs with
     the next launch of that function (``sass: FILE.py FN, ...``, ``ncu: ATen at::KERNEL, ...``), wherever its
-    launcher ran it; the others pair in order where the numbers match
-    (a library's kernels carry names of their own: eager PyTorch's cuBLAS products, SDPA's), otherwise by name
-    in order, and any left over stand alone (the other side None), so a kernel the model runs and the GPU did
-    not, or the reverse, shows."""
+    launcher ran it; the others pair in order where the numbers match (a library's kernels carry names of their
+    own: eager PyTorch's cuBLAS products, SDPA's), otherwise by name in order, and any left over stand alone
+    (the other side None), so a kernel the model runs and the GPU did not, or the reverse, shows."""
     predicted, measured = list(predicted), list(measured)
-    names = [(k.name, _compiled_function(getattr(k, "code", ""))) for k in predicted]
+    names = [(k.name, _code_function(getattr(k, "code", ""))) for k in predicted]
     if len(predicted) == len(measured):
-        anchored: dict = {}  # predicted index -> measured index, by compiled function
+        anchored: dict = {}  # predicted index -> measured index, by the function its code was read from
         for i, (_, fn) in enumerate(names):
             hit = next((j for j, m in enumerate(measured) if fn and j not in anchored.values()
                         and bare_name(m.name) == fn), None)
@@ -277,7 +276,7 @@ def kernel_pairs(predicted, measured) -> tuple:
     return tuple(out)
 
 
-def _compiled_function(code: str | None) -> str | None:
+def _code_function(code: str | None) -> str | None:
     """The function a simulated kernel's code was read from: a user's compiled function (``sass: FILE.py FN,
     sm_90, ...``) or the ATen kernel whose executed instructions price it (``ncu: ATen at::KERNEL, ...``), as a
     measured launch's bare name gives it; else None."""
