@@ -222,6 +222,26 @@ def test_a_kernel_compiled_from_a_users_function_pairs_with_that_functions_launc
         (None, "_fwd_kernel"), ("flash2_bwd_pre", "_bwd_preprocess"), ("flash2_bwd", "_bwd_kernel")]
 
 
+def test_a_launchs_later_loop_stands_with_its_first_as_one_launch():
+    """The Triton tutorial's backward is one launch of two loops (dK/dV, then dQ), which the model records as two
+    kernels: paired, they stand as one beside the one launch, their bytes and times summed (conservation)."""
+    from types import SimpleNamespace as NS
+
+    from iosim.measure.validate import kernel_pairs
+    from iosim.results.result import Traffic
+
+    def sim(name, nbytes, t, launched=True):
+        return NS(name=name, ctas=8, time_s=t, code="sass: tutorial_bwd.py _attn_bwd, sm_90, triton 3.6.0",
+                  launched=launched, levels={"hbm": Traffic(nbytes, 0), "l2": Traffic(2 * nbytes, 0)})
+
+    launch = NS(name="_attn_bwd", grid=(8, 1, 16), duration_s=4.0, dram_read_bytes=300.0, dram_write_bytes=0.0,
+                xbar_read_bytes=600.0, xbar_write_bytes=0.0)
+    (pair,) = kernel_pairs([sim("flash2_bwd_kv", 200, 3.0), sim("flash2_bwd_q", 100, 1.0, launched=False)], [launch])
+    assert (pair["name"], pair["measured_name"], pair["ctas"]) == ("flash2_bwd_kv+flash2_bwd_q", "_attn_bwd", 8)
+    assert pair["predicted"] == {"dram_bytes": 300, "xbar_bytes": 600, "time_s": 4.0}
+    assert pair["error"] == {"dram_bytes": 0.0, "xbar_bytes": 0.0, "time_s": 0.0}
+
+
 def bare(name: str) -> str:
     return "Fill" if "FillFunctor" in name else "copy" if "copy_kernel" in name else name
 

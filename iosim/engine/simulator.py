@@ -676,7 +676,7 @@ class Engine:
                               code.specialised),
             mma=kernel.mma, instructions=instructions, code=code.source, l2_lookup_bytes=st.lookup_bytes,
             regs_per_thread=kernel.regs_per_thread, smem_bytes=kernel.smem_bytes,
-            launch_s=fixed, regimes=self._regimes(ph),
+            launch_s=fixed, regimes=self._regimes(ph), launched=kernel.launch,
         )
 
     def _regimes(self, ph) -> tuple:

@@ -240,9 +240,16 @@ def kernel_pairs(predicted, measured) -> tuple:
     the next launch of that function (``sass: FILE.py FN, ...``, ``ncu: ATen at::KERNEL, ...``), wherever its
     launcher ran it; the others pair in order where the numbers match (a library's kernels carry names of their
     own: eager PyTorch's cuBLAS products, SDPA's), otherwise by name in order, and any left over stand alone
-    (the other side None), so a kernel the model runs and the GPU did not, or the reverse, shows."""
-    predicted, measured = list(predicted), list(measured)
-    names = [(k.name, _code_function(getattr(k, "code", ""))) for k in predicted]
+    (the other side None), so a kernel the model runs and the GPU did not, or the reverse, shows. A launch's
+    later loops (a fused dQ's, ``launched`` False) stand with its first as one launch, as the GPU counts it."""
+    launches: list = []  # the simulated kernels of each launch
+    for k in predicted:
+        if getattr(k, "launched", True) or not launches:
+            launches.append([k])
+        else:
+            launches[-1].append(k)
+    predicted, measured = launches, list(measured)
+    names = [("+".join(k.name for k in ks), _code_function(getattr(ks[0], "code", ""))) for ks in predicted]
     if len(predicted) == len(measured):
         anchored: dict = {}  # predicted index -> measured index, by the function its code was read from
         for i, (_, fn) in enumerate(names):
@@ -263,14 +270,15 @@ def kernel_pairs(predicted, measured) -> tuple:
             at = hit + 1
         pairs += [(None, m) for m in measured[at:]]
     out = []
-    for k, m in pairs:
-        p = {} if k is None else {"dram_bytes": k.levels["hbm"].total, "xbar_bytes": k.levels["l2"].total,
-                                  "time_s": k.time_s}
+    for ks, m in pairs:
+        p = {} if ks is None else {"dram_bytes": sum(k.levels["hbm"].total for k in ks),
+                                   "xbar_bytes": sum(k.levels["l2"].total for k in ks), "time_s": sum(k.time_s for k in ks)}
         got = {} if m is None else {"dram_bytes": m.dram_read_bytes + m.dram_write_bytes, "time_s": m.duration_s,
                                     **({"xbar_bytes": m.xbar_read_bytes + m.xbar_write_bytes}
                                        if m.xbar_read_bytes is not None and m.xbar_write_bytes is not None else {})}
-        out.append({"name": None if k is None else k.name, "measured_name": None if m is None else m.name,
-                    "ctas": None if k is None else k.ctas, "grid": None if m is None or m.grid is None else list(m.grid),
+        out.append({"name": None if ks is None else "+".join(k.name for k in ks),
+                    "measured_name": None if m is None else m.name,
+                    "ctas": None if ks is None else ks[0].ctas, "grid": None if m is None or m.grid is None else list(m.grid),
                     "predicted": p, "measured": got,
                     "error": {x: (p[x] - got[x]) / got[x] for x in KERNEL_METRICS if x in p and got.get(x)}})
     return tuple(out)

@@ -55,6 +55,7 @@ class KernelResult:
     smem_bytes: int = 0
     launch_s: float = 0.0  # of time_s: the launch overhead and first-wave start every kernel pays
     regimes: tuple = ()  # where validation found the model least certain (iosim.results.caveats)
+    launched: bool = True  # False: a later loop of the launch before it (a fused dq), not a launch of its own
 
     @property
     def bound(self) -> str:

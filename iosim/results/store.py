@@ -132,6 +132,7 @@ class _Kernel(FileModel):
     smem_bytes: NonNegativeInt = 0
     launch_s: NonNegative = 0.0  # of time_s: launch overhead and first-wave start
     regimes: list[Literal[CAUSAL_EVICTING, SPILL_FRAMES, PERSISTENT_DRIFT]] = []  # where the model is least certain (caveats)
+    launched: bool = True  # False: a later loop of the launch before it
     bound: Line | None = None  # derived
     time_split: dict[str, Any] | None = None  # derived, where a user's kernel was priced (simulate --kernel)
 
