@@ -249,7 +249,7 @@ def kernel_pairs(predicted, measured) -> tuple:
         else:
             launches[-1].append(k)
     predicted, measured = launches, list(measured)
-    names = [("+".join(k.name for k in ks), _code_function(getattr(ks[0], "code", ""))) for ks in predicted]
+    names = [(_launch_name(ks), _code_function(getattr(ks[0], "code", ""))) for ks in predicted]
     if len(predicted) == len(measured):
         anchored: dict = {}  # predicted index -> measured index, by the function its code was read from
         for i, (_, fn) in enumerate(names):
@@ -276,12 +276,16 @@ def kernel_pairs(predicted, measured) -> tuple:
         got = {} if m is None else {"dram_bytes": m.dram_read_bytes + m.dram_write_bytes, "time_s": m.duration_s,
                                     **({"xbar_bytes": m.xbar_read_bytes + m.xbar_write_bytes}
                                        if m.xbar_read_bytes is not None and m.xbar_write_bytes is not None else {})}
-        out.append({"name": None if ks is None else "+".join(k.name for k in ks),
-                    "measured_name": None if m is None else m.name,
+        out.append({"name": None if ks is None else _launch_name(ks), "measured_name": None if m is None else m.name,
                     "ctas": None if ks is None else ks[0].ctas, "grid": None if m is None or m.grid is None else list(m.grid),
                     "predicted": p, "measured": got,
                     "error": {x: (p[x] - got[x]) / got[x] for x in KERNEL_METRICS if x in p and got.get(x)}})
     return tuple(out)
+
+
+def _launch_name(kernels) -> str:
+    """A launch's simulated kernels by name: its loops joined by ``+``."""
+    return "+".join(k.name for k in kernels)
 
 
 def _code_function(code: str | None) -> str | None:
