@@ -114,6 +114,27 @@ def test_the_dirty_victims_are_the_same_every_run():
     assert first == run() and len(first[0]) == 5 and first[1] > 0
 
 
+def test_the_dirty_victims_are_drawn_as_randrange_draws_them():
+    """The victims are ``random.Random(0).randrange(dirty lines)``'s draws (inlined in the cache for speed):
+    a replay of the same stores that draws with randrange over the same list picks the same lines."""
+    l2 = cache(capacity=64 * LINE, dirty_limit=5 * LINE)
+    draw, keys, cleaned = random.Random(0), [], []
+    for t in range(4):
+        for n in range(8):
+            key = (0, 0, n, 0)
+            l2.access(key, "hbm", WRITE, LINE, LINE, 1, float(t), 0, LINE)
+            if key not in keys:
+                keys.append(key)
+            while len(keys) > 5:  # the reference: one victim a store past the limit, last key into its place
+                at = draw.randrange(len(keys))
+                cleaned.append(keys[at])
+                last = keys.pop()
+                if at < len(keys):
+                    keys[at] = last
+    assert l2.dirty_keys == keys
+    assert l2.stats.writeback_bytes["hbm"] == len(cleaned) * LINE
+
+
 def test_a_line_larger_than_the_cache_goes_straight_to_memory():
     """A zero-sized L2 keeps nothing: every read is a miss, every write a write-back (the paper's counts)."""
     l2 = cache(capacity=0)

@@ -59,6 +59,22 @@ def test_the_pre_binned_timeline_is_the_logs_histogram_where_edges_fall_on_its_b
         _ = Link("l2", 1.0).log
 
 
+@pytest.mark.parametrize("write_bandwidth", [None, 3e12])
+def test_a_batch_of_requests_is_served_as_that_many_requests(write_bandwidth):
+    """``reserve_each`` (a step's write-backs in one call) leaves the link exactly as one ``reserve`` per
+    request does: clocks, busy time, bytes, timeline bins and log, bit for bit, also when the timeline widens."""
+    sizes = [4096, 0, 128, 1 << 30, 77, 1 << 20]
+    one, batch = (Link("hbm", 4e12, write_bandwidth, 5e12, log=True) for _ in range(2))
+    for link in (one, batch):
+        link.reserve(0.0, 1000)
+    for nbytes in sizes:
+        one.reserve(1e-9, nbytes, write=True)
+    batch.reserve_each(1e-9, sizes, write=True)
+    assert (batch.busy_until, batch.write_busy_until, batch.busy_time, batch.moved) == (
+        one.busy_until, one.write_busy_until, one.busy_time, one.moved)
+    assert (batch._bins, batch._width, batch.log) == (one._bins, one._width, one.log)
+
+
 @pytest.mark.parametrize("bandwidth", [0, -1.0])
 def test_a_link_without_bandwidth_is_refused_by_name(bandwidth):
     with pytest.raises(ValueError, match=rf"host: bandwidth\(={bandwidth}\) must be > 0"):

@@ -122,6 +122,7 @@ class L2Cache:
         read, write = kind == READ, kind == WRITE
         moved = hits = missed = 0
         get, to_end = lines.get, lines.move_to_end
+        fill = self.memory[placement].reserve
         for a, b, nbytes, line_bytes, lo, hi in pieces:
             total = nbytes * mult
             moved += nbytes
@@ -176,7 +177,7 @@ class L2Cache:
                     lone += grow / mult
                 if grow:
                     missed += grow
-                    r = self.memory[placement].reserve(now, grow)
+                    r = fill(now, grow)
                     if r > line[2]:
                         line[2] = r
                     if filled is not None:
@@ -266,8 +267,10 @@ class L2Cache:
         room for a fill never delay the loads issued together with it (on a FIFO link, a step's loads issued
         after an eviction waited for its write-back)."""
         posted, self.posted = self.posted, None
-        for placement, nbytes in posted or ():
-            self.memory[placement].reserve(now, nbytes, write=True)
+        if not posted:
+            return
+        for placement in sorted({p for p, _ in posted}):  # each link's in the order they were held
+            self.memory[placement].reserve_each(now, [n for p, n in posted if p == placement], write=True)
 
     def _write(self, placement: str, now: float, nbytes: int) -> None:
         if self.posted is None:
@@ -326,9 +329,10 @@ class L2Cache:
         return self.lines[key] if line is None else line
 
     def _evict(self, now: float, keep) -> None:
+        ordinary, held = self.lines, self.held
         while self.used > self.capacity:
             # the least recently used line other than the one being served, pinned lines only once none else is left
-            lines = self.lines if len(self.lines) > (keep in self.lines) else self.held
+            lines = ordinary if len(ordinary) > 1 or (ordinary and keep not in ordinary) else held
             key, line = lines.popitem(last=False)
             if key == keep:  # never evict the line being served
                 lines[key] = line
@@ -338,9 +342,17 @@ class L2Cache:
             if line[1]:
                 self._clean(key, line, now)
             self.used -= line[0] * line[6]
-        while self.dirty > self.dirty_limit:
-            key = self.dirty_keys[self._draw.randrange(len(self.dirty_keys))]
-            self._clean(key, self._line(key), now)
+        if self.dirty > self.dirty_limit:
+            keys, bits = self.dirty_keys, self._draw.getrandbits
+            while self.dirty > self.dirty_limit:
+                # a dirty line drawn at random: ``randrange(len(keys))``'s draw, inlined (the same sequence)
+                n = len(keys)
+                k = n.bit_length()
+                r = bits(k)
+                while r >= n:
+                    r = bits(k)
+                key = keys[r]
+                self._clean(key, self._line(key), now)
 
 
 def _usable_at(line: list, lo, hi, now: float) -> float:

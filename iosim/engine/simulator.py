@@ -435,8 +435,11 @@ class Engine:
             fills = []  # (line, share of the step's passes) of every line its loads filled
             held = []  # (when, share of its access): bytes it reads that a CTA ahead of it is bringing in
             l2.hold_writes()  # the step's write-backs go on the memory link after its loads
+            # when its fills are there matters to other CTAs reading them during the step: none if these are all
+            # the resident CTAs (the next CTA starts as the step ends, when every fill is there)
+            alone = step.active == self.resident
             for t, sl, place, parts, nbytes, kind, mult, name, several in accesses:
-                got = [] if kind == READ else None
+                got = [] if kind == READ and not alone else None
                 r, lone, b = l2.access_pieces((t, sl if slotted is None else slotted[sl]), parts, place, kind, mult, now,
                                               who, lockstep, lone, got, several)
                 if got:
