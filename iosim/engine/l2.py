@@ -122,7 +122,6 @@ class L2Cache:
         read, write = kind == READ, kind == WRITE
         moved = hits = missed = 0
         get, to_end = lines.get, lines.move_to_end
-        fill = self.memory[placement].reserve
         for a, b, nbytes, line_bytes, lo, hi in pieces:
             total = nbytes * mult
             moved += nbytes
@@ -177,7 +176,7 @@ class L2Cache:
                     lone += grow / mult
                 if grow:
                     missed += grow
-                    r = fill(now, grow)
+                    r = self.memory[placement].reserve(now, grow)
                     if r > line[2]:
                         line[2] = r
                     if filled is not None:
