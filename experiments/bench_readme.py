@@ -1,6 +1,7 @@
-"""How long each command the README shows takes on this machine, against issue 9's goal (under 60 s).
+"""How long each command the README and docs/ show takes on this machine, against issue 9's goal (under 60 s).
 
-Runs every ``iosim`` line of the README's bash blocks that needs no GPU and no cluster, one at a time
+Runs every ``iosim`` line of the bash blocks of the README and of ``docs/*.md`` (the pages moved out of it) that
+needs no GPU and no cluster, one at a time
 in a scratch folder (the README's sweep spec written there as ``study.yaml``, ``my-gpu.yaml`` made with
 ``iosim profiles new``), and prints each command's wall time beside the goal and the ratio to it.
 
@@ -62,7 +63,9 @@ def main() -> int:
     ap.add_argument("--only", default=None, help="only commands containing this text")
     args = ap.parse_args()
     text = (REPO / "README.md").read_text()
-    commands = [c for c in readme_commands(text) if args.only is None or args.only in c]
+    pages = "\n".join(p.read_text() for p in sorted((REPO / "docs").glob("*.md")))
+    commands = [c for c in dict.fromkeys(readme_commands(text) + readme_commands(pages))  # each once, README first
+                if args.only is None or args.only in c]
     print(f"{'s':>7s} {'goal':>5s} {'ratio':>6s}  command")
     over_goal = over_10 = ran = 0
     with tempfile.TemporaryDirectory() as tmp:

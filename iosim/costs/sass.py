@@ -183,7 +183,7 @@ class LoopMix:
     waits: dict[str, list[int]] = field(default_factory=dict)  # producer opcode -> cycles issued between it
     # and each instruction that waits for its result (see :func:`scoreboard_waits`); None/empty without control bits
     # How far the loop's asynchronous loads run ahead of their use (:func:`pipeline_slack`): recorded for a model
-    # of what a missed load costs (not priced yet: see README, long causal sequences).
+    # of what a missed load costs (not priced yet: see docs/validation.md, long causal sequences).
     load_wait: int | None = None  # async-copy groups a pass lets stay in flight at its wait (DEPBAR.LE SB0, N)
     async_tensor: float = 0.0  # share of the pass's tensor instructions issued after its last wgmma wait
     # bytes one warp instruction moves through the SM's shared-memory data path -> such instructions per pass
