@@ -59,6 +59,8 @@
 #      both loops' code                          -> $OUT/index_probe/index_probe.json (≤ 300 s)
 #   hd) head dims iosim's kernels did not take before 2026-12-04: kernels/flash2.py at d = 256 (GPU tests, the
 #      held-out manifest_head_dims.yaml), each case predicted before it ran -> $OUT/head_dims/ (≤ 560 s)
+#   tpl) lmdeploy's prefill attention (lmdeploy_prefill.py, not committed): launcher checked, compiled, measured (ncu)
+#                                                -> $OUT/thirdparty/lmdeploy/{check.log,mixes/,measurements.json} (≤ 560 s)
 #   hds) sglang's prefill attention (sglang_prefill.py, not committed) at d = 80, 96 (padded) and 256: launcher
 #      checked, compiled, measured (ncu)         -> $OUT/thirdparty/sglang_head_dims/ (≤ 560 s)
 #   br) causal attention with seq_k != seq_q: FlagAttention's launchers (flag_attn.py, not committed; its diagonal
@@ -331,6 +333,9 @@ if want tps; then
 fi
 if want tpfr; then
     third_party tpfr FlagAttention flag_attn.py manifest_flag_refit.yaml flag_refit
+fi
+if want tpl; then
+    third_party tpl lmdeploy lmdeploy_prefill.py manifest_lmdeploy.yaml lmdeploy
 fi
 if want hd; then  # kernels/flash2.py at d = 256 (experiments/heldout_kernels/manifest_head_dims.yaml)
     H="$OUT/head_dims"

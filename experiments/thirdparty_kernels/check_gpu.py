@@ -20,7 +20,7 @@ LAUNCHERS = {"tutorial_fa.py": ["fwd_128x64_w4_s3", "fwd_128x128_w8_s3", "fwd_64
              "tutorial_bp.py": ["attention", "fwd_128x64_w4_s3"],
              "flag_attn.py": ["fwd", "fwd_128x64_s3_w4", "fwd_128x128_s3_w8", "fwd_128x32_s2_w4", "fwd_64x64_s3_w4",
                               "fwd_bwd", "fwd_bwd_a100", "fwd_a100"],
-             "sglang_prefill.py": ["fwd"]}
+             "sglang_prefill.py": ["fwd"], "lmdeploy_prefill.py": ["fwd"]}
 BACKWARD = {"flag_attn.py": {"fwd_bwd", "fwd_bwd_a100"}}  # launchers whose gradients are checked too
 
 
