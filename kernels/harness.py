@@ -34,9 +34,9 @@ from iosim.kernels.device import HarnessError, cuda_torch, one_line
 from iosim.kernels.inputs import kernel_module, make_call, make_inputs, run_config_of
 from iosim.kernels.profiler import find_ncu, metrics_for, ncu_version, on_terminate, profile_batch
 from iosim.kernels.timing import time_fn
-from iosim.kernels.user_kernel import main_launch, recording_launches, tiling_from_launch
+from iosim.kernels.user_kernel import recording_launches
 from iosim.measure.measurement import Case, Measurement, Provenance, dump_measurement
-from iosim.schedule.tiling import launched_preprocess
+from iosim.schedule.tiling import launched_tilings
 
 __all__ = ["BATCH_SIZE", "GRIDS", "HarnessError", "kernel_case", "manifest_cases", "measure", "main", "provenance",
            "time_case", "user_run_config"]
@@ -54,17 +54,7 @@ def user_run_config(spec: CaseSpec, launches: list[dict]) -> dict:
     forward launch (``backward_tiling``: of its main backward launch; ``preprocess_tiling``: its backward
     preprocess's rows per CTA and warps), read off the recorded launches."""
     config = spec.run_config()
-    fwd = main_launch(launches, "fwd")
-    if fwd is not None:
-        config["tiling"] = tiling_from_launch(fwd, spec.problem.seq_q, spec.problem.batch * spec.problem.heads,
-                                              sum(x["kernel"] == fwd["kernel"] for x in launches))
-    if spec.backward:
-        bwd = main_launch(launches, "bwd")
-        if bwd is not None:
-            config["backward_tiling"] = dict(tiling_from_launch(bwd, spec.problem.seq_q), grid_order="rows")
-        pre = launched_preprocess(launches, spec.problem.seq_q, spec.problem.batch * spec.problem.heads)
-        if pre is not None:
-            config["preprocess_tiling"] = pre
+    config.update(launched_tilings(launches, spec.problem.seq_q, spec.problem.batch * spec.problem.heads, spec.backward))
     return _plain(config)
 
 

@@ -12,12 +12,11 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import inspect
-import math
-import re
 import sys
 from pathlib import Path
 
 from iosim.kernels.device import HarnessError
+from iosim.schedule.tiling import TILE_NAMES, main_launch, tile_sizes, tiling_from_launch  # noqa: F401 (re-exported)
 
 REPO = Path(__file__).resolve().parent.parent  # the repository root in a checkout (kernels/ lives there)
 _PLAIN = (bool, int, float, str, type(None))
@@ -156,70 +155,3 @@ def recording_launches():
             cls.run = original
 
 
-# Names a kernel's tile sizes go by (query rows, key/value rows per tile), as Triton kernels in the wild spell them.
-TILE_NAMES = (("BLOCK_M", "BLOCK_N"), ("BM", "BN"), ("BLOCK_Q", "BLOCK_KV"),
-              ("BLOCK_M1", "BLOCK_N1"))  # the last: a backward's first loop (Triton's tutorial: BLOCK_M2, BLOCK_N2 its second)
-# Other spellings of the two tile sizes kernels in the wild use (BLOCK_SIZE_M, TILE_Q, Q_BLOCK_SIZE, BLOCK_K, ...):
-# a block/tile word and a query-side (M, Q) or key-side (N, K, KV) letter, in either order.
-_TILE_WORD = r"(?:BLOCK|BLK|TILE|BS)(?:_?SIZE)?"
-_QUERY_TILE = re.compile(rf"^(?:{_TILE_WORD}_?(?:M|Q|QO)|(?:M|Q)_?{_TILE_WORD})$")
-_KEY_TILE = re.compile(rf"^(?:{_TILE_WORD}_?(?:N|K|KV)|(?:N|K|KV)_?{_TILE_WORD})$")
-
-
-def tile_sizes(launch: dict) -> tuple:
-    """(query rows, key/value rows) of a launch's tile from its constexprs (:data:`TILE_NAMES`, else one name of
-    each side spelled as :data:`_QUERY_TILE` and :data:`_KEY_TILE` say); (None, None) when it names none."""
-    c = launch.get("constexprs") or {}
-    for m, n in TILE_NAMES:
-        if isinstance(c.get(m), int) and isinstance(c.get(n), int):
-            return c[m], c[n]
-    ints = {k.upper(): v for k, v in c.items() if isinstance(v, int) and not isinstance(v, bool) and v > 0}
-    query = [v for k, v in ints.items() if _QUERY_TILE.match(k)]
-    key = [v for k, v in ints.items() if _KEY_TILE.match(k)]
-    if len(query) == 1 and len(key) == 1:
-        return query[0], key[0]
-    return None, None
-
-
-def _has_tiles(launch: dict) -> bool:
-    return tile_sizes(launch)[0] is not None
-
-
-def main_launch(launches: list[dict], kind: str = "fwd") -> dict | None:
-    """The attention kernel among a call's launches: with tile-size constexprs (:data:`TILE_NAMES`), not a
-    preprocess (``pre``/``prep`` in its name); the largest grid if several; for ``kind`` ``bwd`` the
-    last one whose name says ``bwd``/``backward``, for ``fwd`` the first one that does not."""
-    def is_bwd(launch):
-        return any(w in launch["kernel"].lower() for w in ("bwd", "backward"))
-
-    def is_pre(launch):
-        return any(w in launch["kernel"].lower() for w in ("pre", "prep", "preprocess"))
-
-    pool = [x for x in launches if not is_pre(x) and (is_bwd(x) == (kind == "bwd"))]
-    tiled = [x for x in pool if _has_tiles(x)] or pool
-    if not tiled:
-        return None
-    return max(tiled, key=lambda x: math.prod(x["grid"]))
-
-
-def tiling_from_launch(launch: dict, seq_q: int, bh: int | None = None, launches: int = 1) -> dict:
-    """A launch as the simulator's tiling dict: tiles (:data:`TILE_NAMES`), warps, stages, grid order.
-
-    The grid order is "heads" when grid[0] is not the number of query blocks; with no tile size to
-    count them by, when grid[0] is the ``bh`` (batch × heads) slices and grid[1] is not. A one-dimensional
-    grid of fewer CTAs than tiles (query blocks × ``bh``), launched once in the call (``launches``: how many
-    times the call launched this kernel; a launcher that loops over the heads launches it once a head), is a
-    persistent kernel's (``persistent``: its CTAs, each taking the tiles in turn), its tiles taken in "rows"
-    order, query blocks first."""
-    bm, bn = tile_sizes(launch)
-    grid = tuple(launch["grid"]) + (1, 1)
-    persistent = None
-    if bm and bh and launches == 1 and grid[1] == grid[2] == 1 and grid[0] < math.ceil(seq_q / bm) * bh:
-        persistent, heads_first = grid[0], False
-    elif bm:
-        heads_first = grid[0] != math.ceil(seq_q / bm)
-    else:
-        heads_first = bh is not None and grid[0] == bh and grid[1] != bh
-    out = {"block_m": bm, "block_n": bn, "warps": launch.get("num_warps"), "stages": launch.get("num_stages"),
-           "grid_order": "heads" if heads_first else "rows"}
-    return out if persistent is None else out | {"persistent": persistent}

@@ -55,6 +55,11 @@ def test_the_main_launch_gives_the_tiling_and_the_grid_order():
     assert user_kernel.tiling_from_launch(dict(untiled, grid=[8, 512, 1]), 65536, bh=8)["grid_order"] == "heads"
     assert user_kernel.tiling_from_launch(dict(untiled, grid=[512, 8, 1]), 65536, bh=8)["grid_order"] == "rows"
     assert user_kernel.tiling_from_launch(dict(untiled, grid=[8, 512, 1]), 65536)["grid_order"] == "rows"
+    # a serving engine's prefill kernel is the forward, not a backward's preprocess (lmdeploy's
+    # _flash_prefill_fwd_kernel: read as one, its 128 x 32 tiles were recorded as none and validated at the defaults)
+    prefill = dict(fwd, kernel="_flash_prefill_fwd_kernel", constexprs={"BLOCK_M": 128, "BLOCK_N": 32})
+    assert user_kernel.main_launch([prefill], "fwd") is prefill
+    assert user_kernel.tiling_from_launch(prefill, 4096)["block_n"] == 32
     spec = kernel_case("tests/data/user_kernel_tiny.py:attention", "flash2", "fwd_bwd", seq_q=4096, head_dim=128)
     config = user_run_config(spec, [pre, fwd, bwd])
     assert config["algo"] == "flash2" and config["problem"]["seq_q"] == 4096

@@ -36,7 +36,7 @@ from iosim.measure.measurement import KERNEL_IMPL, REFERENCE_IMPLS, Measurement,
 from iosim.results.caveats import regimes
 from iosim.schedule.problem import SDPA_IMPLS, ConfigError, Problem, RunConfig, Tiling
 from iosim.schedule.references import reference_config
-from iosim.schedule.tiling import launched_preprocess
+from iosim.schedule.tiling import launched_preprocess, launched_tilings
 from iosim.simulate import simulate
 
 METRICS = ("dram_read_bytes", "dram_write_bytes", "dram_bytes", "xbar_bytes", "l2_lookup_bytes", "l2_bytes",
@@ -164,6 +164,10 @@ def _case(case, n: int, profile, prov, source: str, l2_lines: int | None = None)
         raise ValidationError(f"{source}: cases[{n}].run_config: {e}") from None
     # --- a user's kernel is priced with its own compiled code (iosim.measure.kernel_codes) ---
     if case.impl == KERNEL_IMPL:
+        if not case.run_config.get("tiling") and case.launches:  # recorded before the harness read a "_prefill_"
+            p = config.problem  # kernel's tiles (it took it for a backward's preprocess): its launches say them
+            ran = launched_tilings(case.launches, p.seq_q, p.batch * p.heads, p.backward)
+            config = RunConfig.from_dict({**config.to_dict(), **ran})
         dq = case_dq(case, profile.arch, _triton(prov.triton))
         if dq is not None and "dq" not in case.run_config and config.problem.backward:  # recorded before RunConfig.dq
             config = config.with_(dq=dq)
