@@ -57,6 +57,8 @@
 #      written before it ran                     -> $OUT/convoy/{mixes/,measurements.json} (≤ 510 s)
 #   ip) the calibrated tile loop beside the same loop with a compile-time tile index (no integer division a pass),
 #      both loops' code                          -> $OUT/index_probe/index_probe.json (≤ 300 s)
+#   ips) the same at every point of the GPU's calibrated tile series (h200: 24 tiles, depths and CTAs an SM)
+#                                                -> $OUT/index_probe_series/index_probe.json (≤ 560 s)
 #   hd) head dims iosim's kernels did not take before 2026-12-04: kernels/flash2.py at d = 256 (GPU tests, the
 #      held-out manifest_head_dims.yaml), each case predicted before it ran -> $OUT/head_dims/ (≤ 560 s)
 #   tpl) lmdeploy's prefill attention (lmdeploy_prefill.py, not committed): launcher checked, compiled, measured (ncu)
@@ -268,6 +270,8 @@ if want cv; then  # kernels/flash2.py, short causal fwd+bwd where convoy rules d
     rm -f "$V/measurements.csv"  # the JSON's twin: the device returns few files
 fi
 want ip && step "ip) index probe" 300 "$PY" -m iosim.kernels.index_probe --out "$OUT/index_probe" >>"$LOG" 2>&1
+want ips && step "ips) index probe, every calibrated tile point" 560 "$PY" -m iosim.kernels.index_probe --series "${PROFILE%%-*}" \
+    --out "$OUT/index_probe_series" >>"$LOG" 2>&1
 if want tp; then
     TP=experiments/thirdparty_kernels
     mkdir -p "$OUT/thirdparty"

@@ -8,6 +8,7 @@ power of two (the modulo is a bitwise and) beside the calibrated one, at the sam
 CTAs per SM, so that the difference says how much of a calibrated rate is the index and not the products.
 
     python -m iosim.kernels.index_probe --out DIR      # on a GPU: DIR/index_probe.json
+    python -m iosim.kernels.index_probe --series h200 --out DIR   # every point of a profile's calibrated tile series
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import argparse
 import functools
 import json
 import math
+import re
 from pathlib import Path
 
 from iosim.kernels import microbench as mb
@@ -23,6 +25,22 @@ from iosim.kernels import microbench as mb
 # faster than predicted (64 x 64 at one to four CTAs an SM) and the default forward tiles
 POINTS = ((64, 64, 64, 4, 2, (1, 2, 4)), (64, 64, 64, 4, 3, (4,)), (128, 64, 64, 4, 2, (1, 2)),
           (128, 64, 128, 4, 3, (1, 2)), (64, 64, 128, 4, 2, (1, 2)))
+
+
+_SERIES = re.compile(r"^tile_(?:occ|softmax)_fp16_(\d+)x(\d+)x(\d+)w(\d+)(?:s(\d+))?_c(\d+)$")
+
+
+def series_points(profile) -> tuple:
+    """:data:`POINTS` for every point of ``profile``'s calibrated fp16 tile series (``tile_occ_fp16_*`` and
+    ``tile_softmax_fp16_*``, two stages where a key names none): what the probe measures with ``--series``."""
+    raw = (profile.calibration or {}).get("raw") or {}
+    found: dict = {}
+    for key, value in raw.items():
+        m = _SERIES.match(key)
+        if m and value:
+            bm, bn, d, w, st, c = (int(g) if g else 2 for g in m.groups())
+            found.setdefault((bm, bn, d, w, st), set()).add(c)
+    return tuple(k + (tuple(sorted(c)),) for k, c in sorted(found.items()))
 
 
 @functools.cache
@@ -104,7 +122,7 @@ def rates(torch, bm: int, bn: int, d: int, warps: int, stages: int, ctas_per_sm:
     return out
 
 
-def compiled_loops(arch: int = 90) -> list:
+def compiled_loops(arch: int = 90, points: tuple = POINTS) -> list:
     """Both loops' compiled loop bodies at every point's tiles (this machine's Triton, for sm_``arch``):
     instructions, stall cycles and the waits of each, so the rates can be read against the code."""
     import torch
@@ -112,7 +130,7 @@ def compiled_loops(arch: int = 90) -> list:
     from iosim.kernels.sass import capture_launches, compile_sass
 
     out = []
-    for bm, bn, d, warps, stages, _ in POINTS:
+    for bm, bn, d, warps, stages, _ in points:
         for softmax in (False, True):
             q, k = torch.zeros(bm, d, dtype=torch.float16), torch.zeros(16 * bn, d, dtype=torch.float16)
             o, ids = torch.zeros(1, dtype=torch.float32), torch.zeros(1, dtype=torch.int32)
@@ -130,15 +148,19 @@ def compiled_loops(arch: int = 90) -> list:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True, type=Path, help="folder for index_probe.json")
+    ap.add_argument("--series", default=None, metavar="NAME|FILE",
+                    help="every point of this profile's calibrated tile series instead of the probe's own ten")
     args = ap.parse_args(argv)
     from dataclasses import asdict
 
     import torch
 
+    from iosim.hardware.profile import load_profile
     from iosim.kernels.harness import provenance
 
+    points = POINTS if args.series is None else series_points(load_profile(args.series))
     rows = []
-    for bm, bn, d, warps, stages, counts in POINTS:
+    for bm, bn, d, warps, stages, counts in points:
         for c in counts:
             for softmax in (False, True):
                 got = rates(torch, bm, bn, d, warps, stages, c, softmax)
@@ -151,7 +173,7 @@ def main(argv=None) -> int:
                       f"({got['constexpr'] / got['runtime']:.3f}x)", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     doc = {"schema": "iosim-index-probe", "schema_version": 1, "provenance": asdict(provenance(None, counters=False)),
-           "rows": rows, "loops": compiled_loops()}
+           "series": args.series, "rows": rows, "loops": compiled_loops(points=points)}
     (args.out / "index_probe.json").write_text(json.dumps(doc, indent=1) + "\n")
     return 0
 
