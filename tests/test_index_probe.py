@@ -54,3 +54,20 @@ def test_fixed_index_loop_refuses_a_tile_count_that_is_not_a_power_of_two():
     k = torch.zeros(3 * 16, 16, dtype=torch.float16, device=dev)
     with pytest.raises(ValueError, match="power of two"):
         ip.fixed_loop(q, k, k, q, bn=16, ctas=1, iters=1, warps=4, stages=2)
+
+
+def test_the_series_points_are_every_calibrated_tile_point_once():
+    """``--series``: each (tile, warps, stages) of a profile's fp16 tile series once, with every CTA count any of
+    its keys names, the plain and softmax keys merged; a key naming no stages is the two-stage loop's; other
+    dtypes and keys without a value are not points."""
+    from types import SimpleNamespace
+
+    from iosim.kernels.index_probe import series_points
+
+    raw = {"tile_occ_fp16_64x64x64w4_c1": 1.0, "tile_occ_fp16_64x64x64w4_c2": 2.0,
+           "tile_softmax_fp16_64x64x64w4_c3": 3.0, "tile_occ_fp16_64x64x64w4s3_c1": 4.0,
+           "tile_softmax_fp16_128x64x128w8s3_c1": 5.0, "tile_occ_fp8_128x64x128w4_c1": 6.0,
+           "tile_occ_fp16_128x64x64w4_c2": None, "tile_occ_fp16_64x64x64w4_c1_ok_sms": 132}
+    got = series_points(SimpleNamespace(calibration={"raw": raw}))
+    assert got == ((64, 64, 64, 4, 2, (1, 2, 3)), (64, 64, 64, 4, 3, (1,)), (128, 64, 128, 8, 3, (1,)))
+    assert series_points(SimpleNamespace(calibration=None)) == ()
