@@ -19,6 +19,7 @@ import math
 import re
 from pathlib import Path
 
+from iosim.costs.issue import CALIBRATION_STAGES
 from iosim.kernels import microbench as mb
 
 # (block_m, block_n, head_dim, warps, stages, CTAs per SM): the occupancy points whose foreign kernels run
@@ -32,13 +33,13 @@ _SERIES = re.compile(r"^tile_(?:occ|softmax)_fp16_(\d+)x(\d+)x(\d+)w(\d+)(?:s(\d
 
 def series_points(profile) -> tuple:
     """:data:`POINTS` for every point of ``profile``'s calibrated fp16 tile series (``tile_occ_fp16_*`` and
-    ``tile_softmax_fp16_*``, two stages where a key names none): what the probe measures with ``--series``."""
+    ``tile_softmax_fp16_*``, :data:`~iosim.costs.issue.CALIBRATION_STAGES` where a key names none): what the probe measures with ``--series``."""
     raw = (profile.calibration or {}).get("raw") or {}
     found: dict = {}
     for key, value in raw.items():
         m = _SERIES.match(key)
         if m and value:
-            bm, bn, d, w, st, c = (int(g) if g else 2 for g in m.groups())
+            bm, bn, d, w, st, c = (int(g) if g else CALIBRATION_STAGES for g in m.groups())
             found.setdefault((bm, bn, d, w, st), set()).add(c)
     return tuple(k + (tuple(sorted(c)),) for k, c in sorted(found.items()))
 

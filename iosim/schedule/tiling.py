@@ -179,7 +179,6 @@ def launched_preprocess(launches: list[dict], seq_q: int, bh: int) -> dict | Non
     return None if pre is None else preprocess_tiling(pre, seq_q, bh)
 
 
-
 # Names a kernel's tile sizes go by (query rows, key/value rows per tile), as Triton kernels in the wild spell them.
 TILE_NAMES = (("BLOCK_M", "BLOCK_N"), ("BM", "BN"), ("BLOCK_Q", "BLOCK_KV"),
               ("BLOCK_M1", "BLOCK_N1"))  # the last: a backward's first loop (Triton's tutorial: BLOCK_M2, BLOCK_N2 its second)
@@ -265,6 +264,7 @@ def launched_tilings(launches: list[dict], seq_q: int, bh: int, backward: bool =
         if pre is not None:
             out["preprocess_tiling"] = pre
     return out
+
 
 __all__ = ["default_tiling", "resolve_tiling", "resolve", "decode_rows", "decode_splits", "decode_plan_blocks", "decode_split_blocks",
            "FWD", "BWD", "GRID_ORDERS", "REFERENCE_TILES", "PRE_PREFIXES", "is_preprocess",
