@@ -101,12 +101,13 @@ def fixed_loop(q, k, v, o, *, bn: int, ctas: int, iters: int, warps: int, stages
 
 
 def rates(torch, bm: int, bn: int, d: int, warps: int, stages: int, ctas_per_sm: int, softmax: bool,
-          iters: int = 4096) -> dict:
+          iters: int = 4096, pool: int = 16) -> dict:
     """FLOP/s (4·bm·bn·d a pass) of the calibrated loop and of the probe's, one after the other, at ``ctas_per_sm``
-    CTAs on every SM (grid = that × SM count, on an idle GPU)."""
+    CTAs on every SM (grid = that × SM count, on an idle GPU), CTA pid reading K/V tile (pid + i) mod ``pool`` (16,
+    as calibrate's loop: every SM's CTAs read the same 16 tiles)."""
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     ctas = ctas_per_sm * sms
-    q, k, v = mb._tile_inputs(torch, torch.float16, bm, bn, d)
+    q, k, v = mb._tile_inputs(torch, torch.float16, bm, bn, d, pool)
     o = torch.empty(ctas * bm, d, dtype=torch.float32, device="cuda")
     ids = torch.full((ctas,), -1, dtype=torch.int32, device="cuda")
     scale = mb.LOG2E / math.sqrt(d)
@@ -151,6 +152,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", required=True, type=Path, help="folder for index_probe.json")
     ap.add_argument("--series", default=None, metavar="NAME|FILE",
                     help="every point of this profile's calibrated tile series instead of the probe's own ten")
+    ap.add_argument("--pool", type=int, default=16, metavar="TILES",
+                    help="K/V tiles the loops cycle through (a power of two; default 16, as calibrate's loop)")
     args = ap.parse_args(argv)
     from dataclasses import asdict
 
@@ -164,7 +167,7 @@ def main(argv=None) -> int:
     for bm, bn, d, warps, stages, counts in points:
         for c in counts:
             for softmax in (False, True):
-                got = rates(torch, bm, bn, d, warps, stages, c, softmax)
+                got = rates(torch, bm, bn, d, warps, stages, c, softmax, pool=args.pool)
                 rows.append({"block_m": bm, "block_n": bn, "head_dim": d, "warps": warps, "stages": stages,
                              "ctas_per_sm": c, "softmax": softmax, "flops_runtime_index": got["runtime"],
                              "flops_constexpr_index": got["constexpr"],
@@ -174,7 +177,7 @@ def main(argv=None) -> int:
                       f"({got['constexpr'] / got['runtime']:.3f}x)", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     doc = {"schema": "iosim-index-probe", "schema_version": 1, "provenance": asdict(provenance(None, counters=False)),
-           "series": args.series, "rows": rows, "loops": compiled_loops(points=points)}
+           "series": args.series, "pool": args.pool, "rows": rows, "loops": compiled_loops(points=points)}
     (args.out / "index_probe.json").write_text(json.dumps(doc, indent=1) + "\n")
     return 0
 
