@@ -6,7 +6,7 @@ when a slot frees, so the CTAs sharing an SM run out of phase, one's softmax bes
 runs the same work both ways, one launch after the other, at the same tiles, warps, stages and CTAs an SM:
 
 - the calibrated loop (:func:`iosim.kernels.microbench.tile_loop`, FlashAttention-2's softmax): ``c`` × SMs CTAs of
-  ``ITERS`` passes, then 8 × as many CTAs of ``ITERS`` / 8 passes;
+  ``CAL_ITERS`` passes, then 8 × as many CTAs of ``CAL_ITERS`` / 8 passes;
 - ``kernels/flash2.py``'s forward and the foreign F2 (``experiments/foreign_kernels``) at the same tiles: one Q block
   a CTA, ``c`` × SMs query heads sharing one K/V head (GQA) of ``ITERS`` blocks, then 8 Q blocks a head and K/V of
   ``ITERS`` / 8 blocks: the same FLOPs in 8 waves.
@@ -26,7 +26,8 @@ from iosim.kernels import microbench as mb
 
 # (block_m, block_n, head_dim, warps, CTAs an SM, stages): the 4-warp 64 x 64 loops predicted slow three stages deep
 POINTS = tuple((64, 64, d, 4, c, s) for d, c, s in ((128, 2, 2), (128, 2, 3), (128, 1, 4), (64, 4, 2), (64, 4, 3), (64, 3, 4)))
-ITERS = 512  # passes of a CTA in one wave; the many-wave grid's CTAs run ITERS / WAVES
+ITERS = 512  # passes of an attention CTA in one wave; in the many-wave grid a CTA runs ITERS / WAVES
+CAL_ITERS = 2048  # passes of a calibrated loop's CTA in one wave (256 in eight: its own start costs a few %)
 WAVES = 8
 F2 = Path(__file__).resolve().parents[1] / "experiments" / "foreign_kernels" / "F2_exp2_masksplit.py"
 
@@ -67,15 +68,15 @@ def shapes(point, sms: int, iters: int = ITERS, waves: int = WAVES) -> list:
             iters // waves * bn), ("grid 1x8x32768", None, 8, 8, 32768, 32768)]
 
 
-def _calibrated_run(torch, bm, bn, d, warps, stages, ctas, iters):
-    """(name, fn, FLOPs) of the calibrated loop with its softmax: ``ctas`` CTAs of ``iters`` passes."""
+def _calibrated_run(torch, bm, bn, d, warps, stages, ctas, iters, softmax: bool = True):
+    """(name, fn, FLOPs) of the calibrated loop (with its softmax where ``softmax``): ``ctas`` CTAs of ``iters`` passes."""
     q, k, v = mb._tile_inputs(torch, torch.float16, bm, bn, d)
     o = torch.empty(ctas * bm, d, dtype=torch.float32, device="cuda")
     ids = torch.full((ctas,), -1, dtype=torch.int32, device="cuda")
     scale = mb.LOG2E / math.sqrt(d)
     fn = lambda: mb.tile_loop(q, k, v, o, ids, bn=bn, ctas=ctas, iters=iters, warps=warps, stages=stages,  # noqa: E731
-                              softmax=True, qk_scale=scale)
-    return "calibrated", fn, 4.0 * bm * bn * d * iters * ctas
+                              softmax=softmax, qk_scale=scale)
+    return "calibrated" if softmax else "calibrated, no softmax", fn, 4.0 * bm * bn * d * iters * ctas
 
 
 def measure(torch, point, iters: int = ITERS, waves: int = WAVES) -> list:
@@ -84,7 +85,7 @@ def measure(torch, point, iters: int = ITERS, waves: int = WAVES) -> list:
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     rows = []
     for label, w, heads, kv_heads, nq, nk in shapes(point, sms, iters, waves):
-        runs = [] if w is None else [_calibrated_run(torch, bm, bn, d, warps, stages, c * sms * w, iters // w)]
+        runs = [] if w is None else [_calibrated_run(torch, bm, bn, d, warps, stages, c * sms * w, CAL_ITERS // w)]
         runs += _attention_runs(torch, bm, bn, d, warps, stages, heads, kv_heads, nq, nk)
         for name, fn, flops in runs:
             fn()
@@ -97,20 +98,46 @@ def measure(torch, point, iters: int = ITERS, waves: int = WAVES) -> list:
     return rows
 
 
+def series(torch, points, iters: int = CAL_ITERS, waves: int = WAVES) -> list:
+    """Rows of FLOP/s of the calibrated loop, with and without its softmax, in one wave and in ``waves`` at every point of
+    a profile's tile series (:func:`iosim.kernels.index_probe.series_points`)."""
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    rows = []
+    for bm, bn, d, warps, stages, counts in points:
+        for c in counts:
+            for softmax in (False, True):
+                for w in (1, waves):
+                    name, fn, flops = _calibrated_run(torch, bm, bn, d, warps, stages, c * sms * w, iters // w, softmax)
+                    fn()
+                    seconds = mb.time_fn(fn).median_s
+                    rows.append({"loop": name, "shape": "series", "block_m": bm, "block_n": bn, "head_dim": d,
+                                 "warps": warps, "stages": stages, "ctas_per_sm": c, "waves": w, "seconds": seconds,
+                                 "flops": flops / seconds})
+                    print(f"{bm}x{bn}x{d} w{warps} s{stages} c{c} {name:22s} waves={w}: {flops / seconds / 1e12:.0f} "
+                          "TFLOP/s", flush=True)
+    return rows
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True, type=Path, help="folder for wave_probe.json")
+    ap.add_argument("--series", default=None, metavar="NAME|FILE",
+                    help="also the calibrated loop in one wave and in eight at every point of this profile's tile series")
     args = ap.parse_args(argv)
     from dataclasses import asdict
 
     import torch
 
+    from iosim.hardware.profile import load_profile
     from iosim.kernels.harness import provenance
+    from iosim.kernels.index_probe import series_points
 
     rows = [row for point in POINTS for row in measure(torch, point)]
+    if args.series:
+        rows += series(torch, series_points(load_profile(args.series)))
     args.out.mkdir(parents=True, exist_ok=True)
     doc = {"schema": "iosim-wave-probe", "schema_version": 1, "provenance": asdict(provenance(None, counters=False)),
-           "iters": ITERS, "waves": WAVES, "rows": rows}
+           "iters": ITERS, "calibrated_iters": CAL_ITERS, "waves": WAVES, "series": args.series, "rows": rows}
     (args.out / "wave_probe.json").write_text(json.dumps(doc, indent=1) + "\n")
     return 0
 
