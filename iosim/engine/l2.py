@@ -105,8 +105,8 @@ class L2Cache:
                       who=None, lockstep: bool = True, lone: float = 0.0, filled: list | None = None,
                       several: frozenset | None = None) -> tuple:
         """:meth:`access` for each ``(line_row, line_col, nbytes, line_bytes, lo, hi)`` of ``pieces``, in
-        order, on the lines ``head + (line_row, line_col)``; return when the last data is there,
-        ``lone`` plus the bytes loads filled per CTA (misses over ``mult``), and the present bytes another
+        order, on the lines ``head + (line_row, line_col)`` (``head``: tensor index and slice); return when the
+        last data is there, ``lone`` plus the bytes loads filled per CTA (misses over ``mult``), and the present bytes another
         CTA's passes are still bringing in: ``(when they are there, bytes of pieces up to and including
         theirs)`` for each piece that has some (see :meth:`usable`; None if none), so the caller can
         tell whether that CTA asked for them first. One call per tile rather than per line: the engine's
@@ -121,7 +121,7 @@ class L2Cache:
         pending = None  # (when, bytes up to it) of pieces whose present bytes a CTA's pass is still bringing in
         read, write = kind == READ, kind == WRITE
         moved = hits = missed = 0
-        get, to_end = lines.get, lines.move_to_end
+        tensor, part = head  # a line's key, (tensor, slice, line_row, line_col), built in one tuple
         for a, b, nbytes, line_bytes, lo, hi in pieces:
             total = nbytes * mult
             moved += nbytes
@@ -132,16 +132,16 @@ class L2Cache:
                 if r > ready:
                     ready = r
                 continue
-            key = head + (a, b)
+            key = (tensor, part, a, b)
             many = mult > 1 or (several is not None and (a, b) in several)
-            line = get(key)
+            line = lines.get(key)
             if line is None:  # a new line: its first piece present, in the copies the rule below gives a line with no bytes
                 known = lo is not None
                 line = lines[key] = [nbytes, 0, now, [(lo, hi)] if known else None, [] if known else None, who,
                                      replicas if many or write else self.private, 0.0, [] if known else None]
                 grow = nbytes
             else:
-                to_end(key)
+                lines.move_to_end(key)
                 if line[0] == line_bytes and not write and (
                         (read and (line[6] >= replicas or (not many and line[5] == who)))
                         or (line[1] == line_bytes and line[6] >= replicas and placement != HOST)):

@@ -407,6 +407,7 @@ class Engine:
         spilled = any(code["spills"])
         spill_pass = sum(code["spills"])  # bytes a CTA's pass reloads and stores
         l2_link = links["l2"]
+        access = l2.access_pieces  # looked up once: called for every access of every step
         frame = self.frames[ph.n]  # local bytes a CTA spills to
         slots = ph.per_sm * sms
         per = kernel.iter_flops.tensor / code["tensor"]  # tensor-core seconds of one iteration
@@ -418,6 +419,10 @@ class Engine:
             trips, reached, going = kernel.loop_bounds(i, j, sl)[1], 0.0, np.ones(g1 - g0, dtype=bool)
         steps = cohorts.steps(kernel, g0, g1, line_iters, self.aggregate, ph.steps, ph.max_steps)
         slotted = None  # a lone CTA's kept steps: each keeps its plan, the CTA's slots give the slices
+        # lists a step fills and empties, kept for the cohort: most steps leave them empty (every load a hit)
+        got, fills, held = [], [], []
+        totals = ph.math  # tensor, SIMT and SFU FLOPs of the loop, summed step by step in the order steps end
+        stats, start = ph.stats, ph.start  # the loop's counters, and when its launch started (set before any cohort)
         if type(steps) is cohorts.KeptSteps:
             steps, slotted = steps.template, steps.slots
         for step in steps:
@@ -428,22 +433,23 @@ class Engine:
                 if plan is None:
                     plan = step.plan = self._plan(step.accesses, looped, sides)
             now = env.now
-            l2.stats = ph.stats
+            l2.stats = stats
             accesses, moved, atomic, written, loads, distinct, streamed = plan
             ready, missed, lone = now, False, 0.0  # lone: bytes filled for the lines read, per CTA reading them
             late = set() if stages < 2 else None  # tensors some of whose loads this step waited for memory
-            fills = []  # (line, share of the step's passes) of every line its loads filled
-            held = []  # (when, share of its access): bytes it reads that a CTA ahead of it is bringing in
+            # fills: (line, share of the step's passes) of every line its loads filled; held: (when, share of its
+            # access) of bytes it reads that a CTA ahead of it is bringing in (both empty here, emptied after use)
             l2.hold_writes()  # the step's write-backs go on the memory link after its loads
             # when its fills are there matters to other CTAs reading them during the step: none if these are all
             # the resident CTAs (the next CTA starts as the step ends, when every fill is there)
-            alone = step.active == self.resident
+            active, iters = step.active, step.iters
+            alone = active == self.resident
             for t, sl, place, parts, nbytes, kind, mult, name, several in accesses:
-                got = [] if kind == READ and not alone else None
-                r, lone, b = l2.access_pieces((t, sl if slotted is None else slotted[sl]), parts, place, kind, mult, now,
-                                              who, lockstep, lone, got, several)
+                r, lone, b = access((t, sl if slotted is None else slotted[sl]), parts, place, kind, mult, now,
+                                    who, lockstep, lone, got if kind == READ and not alone else None, several)
                 if got:
                     fills += [(line, before / nbytes, upto / nbytes, lo, hi) for line, before, upto, lo, hi in got]
+                    got.clear()
                 if b is not None:
                     held += [(at, upto / nbytes) for at, upto in b]
                 if r > ready:
@@ -458,15 +464,15 @@ class Engine:
             if atomic and self.atomics is not None:
                 ready = max(ready, self.atomics.reserve(now, atomic))
                 moved -= atomic
-            if step.iters and spilled:  # spilled registers: to the L2 and back
-                reloads, spills = (b * step.iters * step.active for b in code["spills"])
+            if iters and spilled:  # spilled registers: to the L2 and back
+                reloads, spills = (b * iters * active for b in code["spills"])
                 if frame:  # each CTA's frame reloaded, then stored again, in its slot's row of local memory:
                     # those lines through the L2 (misses filled from DRAM, evictions written back), the rest hits;
                     # a CTA's first pass stores before it reloads (nothing of it is in its frame before), and what
                     # its passes reload beyond what they store (values spilled once) was stored before its loop
                     # (outside the loop's counted traffic)
-                    rows = _slot_rows(g0, step.active, slots)
-                    width = {WRITE: min(frame, int(spills / step.active)), READ: min(frame, int(reloads / step.active))}
+                    rows = _slot_rows(g0, active, slots)
+                    width = {WRITE: min(frame, int(spills / active)), READ: min(frame, int(reloads / active))}
                     if first and width[READ] > width[WRITE]:
                         counted, l2.stats = l2.stats, L2Stats()
                         for a, b in rows:
@@ -480,19 +486,27 @@ class Engine:
                             if kind == READ and r > ready:
                                 ready, missed = r, True
                     # each active CTA moved ``width`` bytes of its frame through the lines (a frame is within a row)
-                    l2.spill(max(0.0, reloads - width[READ] * step.active), max(0.0, spills - width[WRITE] * step.active))
+                    l2.spill(max(0.0, reloads - width[READ] * active), max(0.0, spills - width[WRITE] * active))
                 else:
                     l2.spill(reloads, spills)
                 moved += reloads + spills
                 written += spills
             l2.post(now)
-            ready = max(ready, l2_link.reserve(now, moved - written), l2_link.reserve(now, written, write=True))
+            r = l2_link.reserve(now, moved - written)
+            if r > ready:
+                ready = r
+            if written:  # a step that stores nothing leaves the write clock alone (``reserve`` would give ``now``)
+                r = l2_link.reserve(now, written, write=True)
+                if r > ready:
+                    ready = r
             # each CTA gets its SM's math units and issue slots, shared with the CTAs resident beside it;
             # the step lasts as long as its longest CTA (``length`` iterations); those whose loops end here leave
-            share = max(1, -(-self.resident // sms))
-            length = step.length
+            share = -(-self.resident // sms)  # at least one (max(1, ...) spelt out: builtin calls cost in this loop)
+            if share < 1:
+                share = 1
+            length = iters if step.span is None else step.span  # Step.length, without a property call a step
             math = 0.0
-            if step.active:
+            if active:
                 # priced iteration by iteration, as one CTA running them one at a time would be: a step's
                 # first pass carries the CTA's work outside the loop (prologue, epilogue), the rest are alike
                 plain = paces.get(share)
@@ -501,11 +515,11 @@ class Engine:
                                                    code["specialised"], code["shared"])
                     if share == 1 and stages > 1:  # alone on its SM, as its shape's loop was calibrated
                         plain = paces[share] = plain + code["lone"]
-                if stream_bw and stages > 1 and step.iters and loads:
+                if stream_bw and stages > 1 and iters and loads:
                     # nor faster than it pulls its tiles, with the spill reloads and stores that cross to the
                     # L2 through the same load/store path (the tutorial's d = 128 backward moves 36.7 GB/s an SM
                     # of tiles and spills together, the calibrated 4-warp stream 41.6)
-                    tiles = streamed / step.active / step.iters
+                    tiles = streamed / active / iters
                     plain = max(plain, (tiles + spill_pass) * CTA_LOAD_WARPS / (stream_bw * kernel.warps))
                 if first:
                     outside = ((step.span_flops or step.flops).tensor / code["tensor"]) - per * length
@@ -516,11 +530,12 @@ class Engine:
                 else:
                     math = length * plain
                 if atomic and code["atomic"]:  # the exposed share of this SM's atomic traffic
-                    math += code["atomic"] * atomic / step.active * share / (self.profile.l2_atomic_bandwidth / sms)
-            ph.math[0] += step.flops.tensor * step.active
-            ph.math[1] += step.flops.simt * step.active
-            ph.math[2] += step.flops.sfu * step.active
-            ph.iters += step.iters * step.active
+                    math += code["atomic"] * atomic / active * share / (self.profile.l2_atomic_bandwidth / sms)
+            flops = step.flops
+            totals[0] += flops.tensor * active
+            totals[1] += flops.simt * active
+            totals[2] += flops.sfu * active
+            ph.iters += iters * active
             ph.sram_read += step.sram_read
             # Load latency: paid once by a pipelined CTA (its later loads are issued ahead), and on
             # every iteration by an unpipelined one, whose next loads wait for this iteration's math.
@@ -528,11 +543,13 @@ class Engine:
             # a value read before the first tiles (``lookups``): a round trip for the kernel's first wave (to
             # DRAM where its L2 starts empty, ncu mode); a later CTA's starts while the CTA beside it works
             lookup = 0.0
-            if now == ph.start:
+            if now == start:
                 lookup = lat_dram if self.mode == "ncu" else lat_l2
             unfilled = 0.0  # what its passes would wait more if it filled all it reads itself
             if stages > 1:
-                end = max(now + math, ready)
+                end = now + math
+                if ready > end:  # max(now + math, ready), spelt out
+                    end = ready
                 passes = length - 1 if first else length  # a CTA's first pass waits its first loads instead
                 if miss_pass and passes > 0 and distinct:
                     # A pass whose tiles were not in the L2 waits at its top for them: what the calibrated
@@ -548,24 +565,24 @@ class Engine:
                     # each value it must read before it can address them, ``lookups``), then its first
                     # pass's tiles at the rate its warps keep bytes in flight (the largest sets the pace)
                     end += latency + kernel.lookups * lookup
-                    if cta_bw and step.active and loads:
-                        per_pass = max(1.0, step.iters)
-                        first_tile = max(b / (per_pass if n in looped else 1.0) for n, b in loads.items()) / step.active
+                    if cta_bw and active and loads:
+                        per_pass = max(1.0, iters)
+                        first_tile = max(b / (per_pass if n in looped else 1.0) for n, b in loads.items()) / active
                         end += cta_load_seconds(first_tile, kernel.warps, cta_bw)
             else:
                 # each iteration's loads: a round trip, then as fast as one CTA keeps bytes in flight;
                 # loads of different tensors are issued together, so the largest sets the pace
                 serial = latency * max(1.0, length) + (kernel.lookups * lookup if first else 0.0)
-                if cta_bw and step.active and loads:
-                    scale = length / step.iters if step.iters else 1.0
-                    serial += max(cta_load_seconds(scale * b / step.active, kernel.warps, cta_bw if n in late else cta_bw_hit)
+                if cta_bw and active and loads:
+                    scale = length / iters if iters else 1.0
+                    serial += max(cta_load_seconds(scale * b / active, kernel.warps, cta_bw if n in late else cta_bw_hit)
                                   for n, b in loads.items())
                 # CTAs stepping together each wait for their own share of the step's bytes, then compute
                 # while the others' bytes move: the step lasts the longer of the cohort's transfer and one
                 # CTA's (its share, then its math and round trips), as the same CTAs run one by one do
                 wait = ready - now
-                if step.active > 1 and wait > 0:
-                    end = now + max(wait, wait / step.active + math + serial)
+                if active > 1 and wait > 0:
+                    end = now + max(wait, wait / active + math + serial)
                 else:
                     end = ready + math + serial
             if held:
@@ -578,18 +595,21 @@ class Engine:
                 # before reaches at the end of a long step). Its pass goes at an even pace over its step, as
                 # long as it would last if it filled all it reads (a convoy's CTAs all wait for memory: one
                 # that found the bytes in flight is not faster than the one bringing them in)
-                asked = lat_dram + (stages - 1) * (plain if step.active else 0.0)  # how far ahead of its pass
+                asked = lat_dram + (stages - 1) * (plain if active else 0.0)  # how far ahead of its pass
                 span = end - now + unfilled
                 for at, share in held:
                     if at > end and at - asked <= now + share * span:
                         end = at
-            if fills and end > now:
-                l2.usable(fills, now, end, kernel.reverse)
+                held.clear()
+            if fills:
+                if end > now:
+                    l2.usable(fills, now, end, kernel.reverse)
+                fills.clear()
             first = False
             self.events += 1
             yield env.timeout(end - now)
             if later or successor:
-                reached += step.length
+                reached += length
             if not step.done:
                 continue
             if later:  # each run of CTAs whose loop ended goes on to the next loop together, as one cohort
