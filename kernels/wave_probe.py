@@ -12,10 +12,12 @@ runs the same work both ways, one launch after the other, at the same tiles, war
   ``ITERS`` / 8 blocks: the same FLOPs in 8 waves.
 
     python -m iosim.kernels.wave_probe --out DIR      # on a GPU: DIR/wave_probe.json
+    python -m iosim.kernels.wave_probe --series h200 --out DIR   # and the calibrated loop at every point of the tile series
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import json
 import math
@@ -32,8 +34,10 @@ WAVES = 8
 F2 = Path(__file__).resolve().parents[1] / "experiments" / "foreign_kernels" / "F2_exp2_masksplit.py"
 
 
+@functools.cache
 def _foreign():
-    """The foreign F2 module (its tiles are module constants), or None where the repository's experiments are absent."""
+    """The foreign F2 module (its tiles are module constants), loaded once, or None where the repository's experiments
+    are absent."""
     if not F2.exists():
         return None
     spec = importlib.util.spec_from_file_location("wave_probe_f2", F2)
