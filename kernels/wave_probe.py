@@ -35,7 +35,7 @@ F2 = Path(__file__).resolve().parents[1] / "experiments" / "foreign_kernels" / "
 
 
 @functools.cache
-def _foreign():
+def foreign_f2():
     """The foreign F2 module (its tiles are module constants), loaded once, or None where the repository's experiments
     are absent."""
     if not F2.exists():
@@ -56,7 +56,7 @@ def _attention_runs(torch, bm, bn, d, warps, stages, heads, kv_heads, nq, nk):
     v = torch.randn_like(k)
     flops = 4.0 * heads * nq * nk * d
     runs = [("flash2", lambda: flash2.attention(q, k, v, block_m=bm, block_n=bn, warps=warps, stages=stages), flops)]
-    f2 = _foreign()
+    f2 = foreign_f2()
     if f2 is not None:
         f2.BLOCK_M, f2.BLOCK_N, f2.NUM_WARPS, f2.NUM_STAGES = bm, bn, warps, stages
         runs.append(("F2", lambda: f2.attention(q, k, v), flops))
