@@ -163,6 +163,44 @@ def test_the_request_coalescer_merges_identical_loads_of_ctas_in_pairs():
     assert l2.stats.lookup_bytes == 3 * 4096 + 4096 + 5 * 4096  # nothing to merge: one lookup each
 
 
+class _SlowLink:
+    """A memory link whose fills arrive a microsecond after they are asked for."""
+
+    def reserve(self, now, nbytes):
+        return now + 1e-6
+
+
+def test_a_load_that_finds_its_line_fill_on_its_way_merges_in_it():
+    # The LRC probe: CTAs reading a line whose fill is on its way make a quarter of a lookup each (k >= 8 CTAs
+    # reading one cold buffer at once: about k / 4 lookups). The crossbar carries every CTA's copy, DRAM one fill.
+    line, cta = 4096, (lambda g: (0, g))  # who: kernel 0, the cohort starting at CTA g
+    l2 = L2Cache(1 << 20, {"hbm": _SlowLink(), "host": _SlowLink()}, ["hbm"], coalesce=2, inflight=0.25)
+    l2.access((0, 0, 0, 0), "hbm", READ, line, line, 1, 0.0, who=cta(0), lockstep=False)  # misses: one lookup
+    assert l2.stats.lookup_bytes == line
+    l2.access((0, 0, 0, 0), "hbm", READ, line, line, 1, 0.0, who=cta(1), lockstep=False)  # another CTA, at once
+    l2.access((0, 0, 0, 0), "hbm", READ, line, line, 1, 0.5e-6, who=cta(2), lockstep=False)  # later, still on its way
+    assert l2.stats.lookup_bytes == line + 2 * 0.25 * line
+    l2.access((0, 0, 0, 0), "hbm", READ, line, line, 1, 2e-6, who=cta(3), lockstep=False)  # the fill is there: a hit
+    assert l2.stats.lookup_bytes == 2 * line + 2 * 0.25 * line
+    assert l2.stats.read_bytes == 4 * line and l2.stats.fill_bytes["hbm"] == line  # one fill, four copies
+
+    # CTAs of one cohort reading a line another access of theirs fills at the same instant: launched with the
+    # kernel's first wave they are in phase and merge; launched together later they are not (beyond their pairs)
+    for together, lookups in ((True, line + 0.25 * line), (False, 2 * line)):
+        l2 = L2Cache(1 << 20, {"hbm": _SlowLink(), "host": _SlowLink()}, ["hbm"], coalesce=2, inflight=0.25)
+        for slice_ in (0, 0):
+            l2.access_pieces((0, slice_), ((0, 0, line, line, None, None),), "hbm", READ, 1, 0.0, cta(0), False,
+                             together=together)
+        assert l2.stats.lookup_bytes == lookups
+    # CTAs in lockstep reading a line on its way merge at least in pairs: five make ceil(5 / 2) lookups without
+    # the probe's share (1), 5 × 0.25 with it
+    for inflight, lookups in ((1.0, 3 * line), (0.25, 1.25 * line)):
+        l2 = L2Cache(1 << 20, {"hbm": _SlowLink(), "host": _SlowLink()}, ["hbm"], coalesce=2, inflight=inflight)
+        l2.access((0, 0, 0, 0), "hbm", READ, line, line, 1, 0.0, who=cta(0))
+        l2.access((0, 0, 0, 0), "hbm", READ, line, line, 5, 0.5e-6, who=cta(8))
+        assert l2.stats.lookup_bytes == line + lookups
+
+
 @pytest.mark.parametrize("causal", [False, True])
 def test_causal_ctas_merge_loads_only_in_the_first_wave(causal):
     # Non-causal CTAs have equal trips: a wave ends together and the next starts in lockstep, so every K/V
@@ -170,7 +208,8 @@ def test_causal_ctas_merge_loads_only_in_the_first_wave(causal):
     # once, merges; the rest look up every byte they read.
     profile = load_profile("h200-calibrated")
     config = RunConfig(algo="flash2", problem=Problem(batch=1, heads=16, seq_q=8192, causal=causal), mode="ncu")
-    runs = {c: simulate(config, replace(profile, lrc_sms=c)).kernels[0] for c in (1, 2)}
+    # pairs alone: no load merges in a fill on its way (lrc_inflight_lookups 1), see the test below for those
+    runs = {c: simulate(config, replace(profile, lrc_sms=c, lrc_inflight_lookups=1.0)).kernels[0] for c in (1, 2)}
     unmerged, merged = (runs[c].levels["l2"] for c in (1, 2))
     assert unmerged.read_bytes == merged.read_bytes
     assert runs[1].l2_lookup_bytes == unmerged.read_bytes + unmerged.write_bytes  # no coalescer: one lookup a load

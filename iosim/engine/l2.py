@@ -54,7 +54,8 @@ class L2Stats:
 
 class L2Cache:
     """LRU over lines ``(tensor index, slice, line_row, line_col)``; a line is ``[present, dirty, ready_at,
-    present spans, dirty spans, first user, copies, usable_at, usable spans]`` (``usable spans``: ``(lo, hi,
+    present spans, dirty spans, first user, copies, usable_at, usable spans, filled_at, filler]`` (when its last fill
+    was asked for, and by whom) (``usable spans``: ``(lo, hi,
     usable_at)`` of each fill whose place in the line is known, see :meth:`usable`).
 
     ``memory`` maps a placement (``"hbm"``/``"host"``) to the link that fills and drains it; a link has
@@ -62,7 +63,7 @@ class L2Cache:
     """
 
     def __init__(self, capacity: int, memory: dict, placements: list, dirty_limit: int | None = None,
-                 replicas: int = 1, coalesce: int = 1, private: float = 1.0):
+                 replicas: int = 1, coalesce: int = 1, private: float = 1.0, inflight: float = 1.0):
         if capacity < 0:
             raise ValueError(f"capacity(={capacity}) must be >= 0")
         self.capacity = capacity
@@ -71,6 +72,8 @@ class L2Cache:
         self.replicas = replicas  # copies of a line read by CTAs other than its first user (L2 partitions)
         self.private = max(1.0, min(private, replicas))  # copies of a line only its first user touched, on average
         self.coalesce = max(1, coalesce)  # identical loads merged into one lookup (profile's lrc_sms)
+        # lookups per CTA whose load finds its line's fill in flight and merges in it (lrc_inflight_lookups)
+        self.inflight = min(1.0, max(0.0, inflight))
         self.dirty_limit = capacity if dirty_limit is None else min(dirty_limit, capacity)
         self.lines: OrderedDict = OrderedDict()
         self.pinned: int | None = None  # tensor index whose lines are evicted last (spill frames), see pin
@@ -103,7 +106,7 @@ class L2Cache:
 
     def access_pieces(self, head: tuple, pieces, placement: str, kind: AccessKind, mult: int, now: float,
                       who=None, lockstep: bool = True, lone: float = 0.0, filled: list | None = None,
-                      several: frozenset | None = None) -> tuple:
+                      several: frozenset | None = None, together: bool = False) -> tuple:
         """:meth:`access` for each ``(line_row, line_col, nbytes, line_bytes, lo, hi)`` of ``pieces``, in
         order, on the lines ``head + (line_row, line_col)`` (``head``: tensor index and slice); return when the
         last data is there, ``lone`` plus the bytes loads filled per CTA (misses over ``mult``), and the present bytes another
@@ -114,13 +117,24 @@ class L2Cache:
         ``filled`` collects ``(line, bytes of pieces before it, up to and including it, lo, hi)`` for every line a
         load filled (``lo``, ``hi``: the piece's span, where known), so the caller can say when its data
         is there (:meth:`usable`). ``several``: lines of ``pieces`` that more than one of the CTAs behind a
-        single access touch (their tiles merged into one rectangle), shared as if touched by several at once."""
+        single access touch (their tiles merged into one rectangle), shared as if touched by several at once.
+        ``together``: the CTAs ``who`` names were launched at the kernel's start, at once with every CTA of its first
+        wave: their loads of a line another of them is filling at the same instant merge in its fill (see below)."""
         st, replicas, capacity = self.stats, self.replicas, self.capacity
         lines = self.held if self.pinned is not None and head[0] == self.pinned else self.lines
         ready = now
         pending = None  # (when, bytes up to it) of pieces whose present bytes a CTA's pass is still bringing in
         read, write = kind == READ, kind == WRITE
         moved = hits = missed = 0
+        # Lookups (what reaches the L2 slices): the loads of CTAs in lockstep reach them once per coalescing group
+        # (``group`` lookups a byte), and a load that finds its line's fill still on its way merges in it,
+        # ``inflight`` lookups a CTA (the LRC probe: k >= 8 CTAs reading one cold buffer together make about k/4
+        # lookups; 2 or 4 make one). On its way: asked for before now, or by other CTAs (a convoy's followers,
+        # stepping with the CTA they wait for), or at once by CTAs of the first wave; CTAs launched together later
+        # are not in phase beyond their pairs (heads-order grids, whose CTAs of a head are far apart: 0.93 lookups
+        # a load measured, not the 0.5 merging them all would give)
+        group = -(-mult // self.coalesce) if lockstep else mult
+        look, merged = 0.0, min(mult * self.inflight, group)  # a byte's lookups: merged in a fill on its way, or not
         tensor, part = head  # a line's key, (tensor, slice, line_row, line_col), built in one tuple
         for a, b, nbytes, line_bytes, lo, hi in pieces:
             total = nbytes * mult
@@ -129,6 +143,7 @@ class L2Cache:
                 r = self._bypass(placement, kind, nbytes, mult, now)
                 if read:
                     lone += total / mult
+                    look += nbytes * group
                 if r > ready:
                     ready = r
                 continue
@@ -138,8 +153,8 @@ class L2Cache:
             if line is None:  # a new line: its first piece present, in the copies the rule below gives a line with no bytes
                 known = lo is not None
                 line = lines[key] = [nbytes, 0, now, [(lo, hi)] if known else None, [] if known else None, who,
-                                     replicas if many or write else self.private, 0.0, [] if known else None]
-                grow = nbytes
+                                     replicas if many or write else self.private, 0.0, [] if known else None, now, who]
+                grow, flight = nbytes, False
             else:
                 lines.move_to_end(key)
                 if line[0] == line_bytes and not write and (
@@ -148,6 +163,11 @@ class L2Cache:
                     # a hit on a whole line that keeps its copies (an atomic's line already all dirty):
                     # nothing grows, nothing is evicted
                     hits += total
+                    if read:
+                        if line[2] > now and (together or now > line[9] or who != line[10]):
+                            look += nbytes * merged  # they merge in the fill on its way
+                        else:
+                            look += nbytes * group
                     if line[2] > ready:
                         ready = line[2]
                     if line[7] > now:
@@ -169,6 +189,8 @@ class L2Cache:
                 if line[6] < replicas and (many or line[5] != who or (write and not line[0])):
                     self.used += line[0] * (replicas - line[6])
                     line[6] = replicas
+                # a fill of it on its way (before this access asks for one)
+                flight = line[2] > now and (together or now > line[9] or who != line[10])
                 grow = _cover(line, 0, 3, lo, hi, nbytes, line_bytes)
             if not write:
                 hits += total - grow
@@ -179,6 +201,7 @@ class L2Cache:
                     r = self.memory[placement].reserve(now, grow)
                     if r > line[2]:
                         line[2] = r
+                    line[9], line[10] = now, who
                     if filled is not None:
                         filled.append((line, moved - nbytes, moved, lo, hi))
                 if line[2] > ready:
@@ -189,6 +212,8 @@ class L2Cache:
                         if pending is None:
                             pending = []
                         pending.append((at, moved))
+                if read:  # the bytes it fills, then the rest: present, or in a fill on its way
+                    look += grow * group + (nbytes - grow) * (merged if flight else group)
             self.used += grow * line[6]
             if not read and placement == HOST:  # host memory is written through: posted over the host link
                 self._write(placement, now, total)
@@ -209,8 +234,7 @@ class L2Cache:
             st.read_bytes += moved * mult
         else:
             st.write_bytes += moved * mult
-        # identical loads of CTAs in flight together reach the slices once per coalescing group
-        st.lookup_bytes += moved * ((-(-mult // self.coalesce) if lockstep else mult) if read else mult)
+        st.lookup_bytes += look if read else moved * mult
         st.hit_bytes += hits
         return ready, lone, pending
 

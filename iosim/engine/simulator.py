@@ -112,7 +112,8 @@ class Engine:
         dirty_limit = profile.l2_dirty_limit
         replicas = profile.l2_partitions if l2_bytes is None else 1
         self.l2 = L2Cache(capacity, {"hbm": self.links["hbm"], "host": self.links["host"]}, self.places, dirty_limit,
-                          replicas, profile.lrc_sms or 1, _private_copies(profile, replicas))
+                          replicas, profile.lrc_sms or 1, _private_copies(profile, replicas),
+                          profile.lrc_inflight_lookups or 1.0 / (profile.lrc_sms or 1))
         self.overlap = profile.math_overlap or 0.0
         self._stream_bw = cta_stream_bandwidth(profile)  # a pipelined CTA's tiles from the L2 at most this fast
         # what a two-stage pass waits when all its tiles miss (calibrate's miss_pass_s; 0 where not measured)
@@ -401,7 +402,8 @@ class Engine:
         first = True
         # CTAs launched together stay in lockstep (their identical loads merge in the request coalescer) when
         # the kernel starts, or when equal trips free their slots together; causal CTAs free them one by one
-        lockstep = env.now == ph.start or kernel.causal is CausalMode.NONE
+        together = env.now == ph.start  # launched with the kernel's first wave: in phase with all of it
+        lockstep = together or kernel.causal is CausalMode.NONE
         looped = ph.looped  # read once a pass, the rest once a CTA
         sides = ph.tiles if self.aggregate else None  # run one by one, no rectangle holds several CTAs' tiles
         spilled = any(code["spills"])
@@ -446,7 +448,7 @@ class Engine:
             alone = active == self.resident
             for t, sl, place, parts, nbytes, kind, mult, name, several in accesses:
                 r, lone, b = access((t, sl if slotted is None else slotted[sl]), parts, place, kind, mult, now,
-                                    who, lockstep, lone, got if kind == READ and not alone else None, several)
+                                    who, lockstep, lone, got if kind == READ and not alone else None, several, together)
                 if got:
                     fills += [(line, before / nbytes, upto / nbytes, lo, hi) for line, before, upto, lo, hi in got]
                     got.clear()
@@ -697,7 +699,7 @@ class Engine:
             dirty_left_bytes=self.l2.dirty, start_s=start, time_s=end - start,
             roofline=roofline(levels, flops, instructions, self.profile, self.dtype, kernel.mma, head_dim,
                               code.specialised),
-            mma=kernel.mma, instructions=instructions, code=code.source, l2_lookup_bytes=st.lookup_bytes,
+            mma=kernel.mma, instructions=instructions, code=code.source, l2_lookup_bytes=round(st.lookup_bytes),
             regs_per_thread=kernel.regs_per_thread, smem_bytes=kernel.smem_bytes,
             launch_s=fixed, regimes=self._regimes(ph), launched=kernel.launch,
         )
