@@ -397,3 +397,27 @@ def test_a_fused_launch_runs_each_ctas_second_loop_as_its_first_ends():
     assert fused_time < s_kv.time_s + s_q.time_s - s_q.launch_s
     assert f_q.start_s == pytest.approx(f_kv.start_s + f_kv.time_s)  # reported apart, end to end
     assert f_q.launch_s == 0 and f_kv.launch_s > 0
+
+
+def test_flash1_state_no_pass_can_find_in_the_l2_takes_coarse_lines_and_moves_the_same_bytes(monkeypatch):
+    """Where the resident CTAs' passes over FlashAttention-1's query and per-row state stream more than twice
+    what the L2 holds, LRU keeps none of it from one pass to the next at any resolution: its coarser lines
+    (``STREAM_LINES`` a slice) move the same bytes, in the same time, as lines of 1/256 of the L2."""
+    from iosim.engine import simulator
+    from iosim.engine.simulator import Engine
+
+    c = RunConfig(algo="flash1", problem=Problem(batch=2, heads=8, seq_q=2048, head_dim=64), mode="plain")
+    profile, l2 = load_profile("h100"), 1 << 20  # 16 slices × 0.8 MB of state a pass against a 1 MB L2
+    coarse = Engine(build_schedule(c), profile, l2_bytes=l2)
+    o32 = coarse.geometry("O32")
+    assert o32.line_rows * o32.line_cols * 4 == o32.tensor.slice_bytes // simulator.STREAM_LINES
+    assert coarse.geometry("K") == Engine(build_schedule(c), profile, l2_bytes=l2, l2_lines=256).geometry("K")
+    runs = [simulate(c, profile, l2_bytes=l2)]
+    monkeypatch.setattr(simulator, "STREAM_LINES", None)  # lines of 1/256 of the L2, as every other tensor's
+    runs.append(simulate(c, profile, l2_bytes=l2))
+    (a, b) = ([k for k in r.kernels if k.name == "flash1_fwd"][0] for r in runs)
+    assert a.levels["l2"] == b.levels["l2"]  # what the SMs move: the schedule's, whatever the lines
+    for level in ("read_bytes", "write_bytes"):
+        assert getattr(a.levels["hbm"], level) == pytest.approx(getattr(b.levels["hbm"], level), rel=0.005)
+    assert a.time_s == pytest.approx(b.time_s, rel=0.02)
+    assert a.levels["hbm"].read_bytes > 0.9 * a.levels["l2"].read_bytes  # a stream: nearly every load misses
