@@ -188,8 +188,8 @@ def test_a_load_that_finds_its_line_fill_on_its_way_merges_in_it():
     # kernel's first wave they are in phase and merge; launched together later they are not (beyond their pairs)
     for together, lookups in ((True, line + 0.25 * line), (False, 2 * line)):
         l2 = L2Cache(1 << 20, {"hbm": _SlowLink(), "host": _SlowLink()}, ["hbm"], coalesce=2, inflight=0.25)
-        for slice_ in (0, 0):
-            l2.access_pieces((0, slice_), ((0, 0, line, line, None, None),), "hbm", READ, 1, 0.0, cta(0), False,
+        for _ in range(2):  # the fill, then the same cohort's second access of the line at the same instant
+            l2.access_pieces((0, 0), ((0, 0, line, line, None, None),), "hbm", READ, 1, 0.0, cta(0), False,
                              together=together)
         assert l2.stats.lookup_bytes == lookups
     # CTAs in lockstep reading a line on its way merge at least in pairs: five make ceil(5 / 2) lookups without
