@@ -199,10 +199,9 @@ class Engine:
             for t in names:
                 if any(o is not k and any(p.tensor == t for p in o.patterns) for o in looped):
                     continue
-                tensor = self.geometry(t).tensor
-                line = max(self.geometry(t).line_rows * self.geometry(t).line_cols * tensor.elem_bytes,
-                           tensor.slice_bytes // STREAM_LINES)
-                self.geoms[self.index[t]] = LineGeometry.for_tensor(tensor, line)
+                g = self.geometry(t)
+                line = max(g.line_rows * g.line_cols * g.tensor.elem_bytes, g.tensor.slice_bytes // STREAM_LINES)
+                self.geoms[self.index[t]] = LineGeometry.for_tensor(g.tensor, line)
 
     def geometry(self, name: str) -> LineGeometry:
         return self.geoms[self.index[name]]
