@@ -102,6 +102,8 @@
 #      -> $OUT/small/ (≤ 300 s)
 #   stp) the calibration's tile loop at 4-132 CTAs, from the L2 and from DRAM: a pass's miss cost against the load
 #      DRAM is under                              -> $OUT/stream_probe/stream_probe.json (≤ 300 s)
+#   pp) groups of CTAs reading the same tiles in lockstep over loops of 16-2048 passes: L2 lookups a load (ncu) and
+#      each pair's end-time gap (%globaltimer)   -> $OUT/pair_probe/pair_probe.json (≤ 480 s)
 # A step that fails or runs out of time does not stop the next. Measurement files are rewritten
 # atomically after each batch of cases, so a step cut short keeps every finished batch. Progress
 # goes to $OUT/session.log. All steps take longer than one 10-minute device command: name the steps
@@ -438,5 +440,6 @@ want spl && grid_step "spl) SDPA flash where it splits, held out" sdpa_split sdp
 want spl2 && grid_step "spl2) SDPA flash where it splits, held out again" sdpa_split2 sdpa_split2 300
 want sma && grid_step "sma) standard attention on small problems" small small 300
 want stp && step "stp) stream probe" 300 "$PY" -m iosim.kernels.stream_probe --out "$OUT/stream_probe" >>"$LOG" 2>&1
+want pp && step "pp) pair probe" 480 "$PY" -m iosim.kernels.pair_probe --out "$OUT/pair_probe" >>"$LOG" 2>&1
 echo "done $(date -u +%FT%TZ), $SECONDS s in all" >>"$LOG"
 ls -laR "$OUT" >>"$LOG"

@@ -201,6 +201,26 @@ def test_a_load_that_finds_its_line_fill_on_its_way_merges_in_it():
         assert l2.stats.lookup_bytes == line + lookups
 
 
+def test_lockstep_loads_cost_the_pair_probes_shares():
+    """CTAs in lockstep on a present line cost the pair probe's share a CTA: a pair's and a group's of the probe's
+    size at those sizes, between them by log2 of the size, the group's beyond; their own pair and group shares for
+    CTAs launched together after the first wave; one lookup per ``coalesce`` CTAs without the shares."""
+    shares = (0.65, 0.41, 0.83, 0.6, 8)
+    l2 = L2Cache(1 << 20, {"hbm": _SlowLink(), "host": _SlowLink()}, ["hbm"], coalesce=2, lockstep=shares)
+    assert l2.lockstep_lookups(1, True) == 1.0 and l2.lockstep_lookups(1, False) == 1.0
+    assert l2.lockstep_lookups(2, True) == pytest.approx(2 * 0.65)
+    assert l2.lockstep_lookups(8, True) == pytest.approx(8 * 0.41)
+    assert l2.lockstep_lookups(4, True) == pytest.approx(4 * (0.65 + 0.41) / 2)  # halfway in log2 from 2 to 8
+    assert l2.lockstep_lookups(64, True) == pytest.approx(64 * 0.41)
+    assert l2.lockstep_lookups(2, False) == pytest.approx(2 * 0.83)
+    assert l2.lockstep_lookups(8, False) == pytest.approx(8 * 0.6)
+    plain = L2Cache(1 << 20, {}, ["hbm"], coalesce=2)
+    assert [plain.lockstep_lookups(m, t) for m in (2, 5) for t in (True, False)] == [1, 1, 3, 3]
+    # a line read by a pair that was not in lockstep is looked up once a CTA
+    l2.access_pieces((0, 0), ((0, 0, 128, 128, None, None),), "hbm", READ, 2, 0.0, None, False)
+    assert l2.stats.lookup_bytes == 2 * 128
+
+
 @pytest.mark.parametrize("causal", [False, True])
 def test_causal_ctas_merge_loads_only_in_the_first_wave(causal):
     # Non-causal CTAs have equal trips: a wave ends together and the next starts in lockstep, so every K/V
@@ -209,7 +229,9 @@ def test_causal_ctas_merge_loads_only_in_the_first_wave(causal):
     profile = load_profile("h200-calibrated")
     config = RunConfig(algo="flash2", problem=Problem(batch=1, heads=16, seq_q=8192, causal=causal), mode="ncu")
     # pairs alone: no load merges in a fill on its way (lrc_inflight_lookups 1), see the test below for those
-    runs = {c: simulate(config, replace(profile, lrc_sms=c, lrc_inflight_lookups=1.0)).kernels[0] for c in (1, 2)}
+    # and pairs merged whole (no pair probe's shares): this checks which loads the engine runs in lockstep
+    runs = {c: simulate(config, replace(profile, lrc_sms=c, lrc_inflight_lookups=1.0, lrc_pair_lookups=None)).kernels[0]
+            for c in (1, 2)}
     unmerged, merged = (runs[c].levels["l2"] for c in (1, 2))
     assert unmerged.read_bytes == merged.read_bytes
     assert runs[1].l2_lookup_bytes == unmerged.read_bytes + unmerged.write_bytes  # no coalescer: one lookup a load

@@ -32,6 +32,7 @@ Lines and their geometry are described in :mod:`iosim.engine.lines`.
 """
 from __future__ import annotations
 
+import math
 import random
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -63,7 +64,8 @@ class L2Cache:
     """
 
     def __init__(self, capacity: int, memory: dict, placements: list, dirty_limit: int | None = None,
-                 replicas: int = 1, coalesce: int = 1, private: float = 1.0, inflight: float = 1.0):
+                 replicas: int = 1, coalesce: int = 1, private: float = 1.0, inflight: float = 1.0,
+                 lockstep: tuple | None = None):
         if capacity < 0:
             raise ValueError(f"capacity(={capacity}) must be >= 0")
         self.capacity = capacity
@@ -74,6 +76,10 @@ class L2Cache:
         self.coalesce = max(1, coalesce)  # identical loads merged into one lookup (profile's lrc_sms)
         # lookups per CTA whose load finds its line's fill in flight and merges in it (lrc_inflight_lookups)
         self.inflight = min(1.0, max(0.0, inflight))
+        # lookups a load of CTAs in lockstep reading a present line, (first-wave pair, first-wave group, later pair,
+        # later group, the group's CTAs): the profile's lrc_*_lookups and lrc_group_ctas; None: merged in coalesce's
+        self.lockstep = lockstep
+        self._groups: dict = {}
         self.dirty_limit = capacity if dirty_limit is None else min(dirty_limit, capacity)
         self.lines: OrderedDict = OrderedDict()
         self.pinned: int | None = None  # tensor index whose lines are evicted last (spill frames), see pin
@@ -133,7 +139,7 @@ class L2Cache:
         # stepping with the CTA they wait for), or at once by CTAs of the first wave; CTAs launched together later
         # are not in phase beyond their pairs (heads-order grids, whose CTAs of a head are far apart: 0.93 lookups
         # a load measured, not the 0.5 merging them all would give)
-        group = -(-mult // self.coalesce) if lockstep else mult
+        group = self.lockstep_lookups(mult, together) if lockstep else mult
         look, merged = 0.0, min(mult * self.inflight, group)  # a byte's lookups: merged in a fill on its way, or not
         tensor, part = head  # a line's key, (tensor, slice, line_row, line_col), built in one tuple
         for a, b, nbytes, line_bytes, lo, hi in pieces:
@@ -237,6 +243,23 @@ class L2Cache:
         st.lookup_bytes += look if read else moved * mult
         st.hit_bytes += hits
         return ready, lone, pending
+
+    def lockstep_lookups(self, mult: int, together: bool) -> float:
+        """Lookups a byte that ``mult`` CTAs in lockstep load together costs: the pair probe's share a CTA for a pair
+        and for a group of its largest size, between them by log2 of the group's size (beyond: the group's), of the
+        first wave or of CTAs launched together later (which the hardware has not kept in phase); without those
+        shares, one lookup per ``coalesce`` CTAs."""
+        if mult <= 1:
+            return float(mult)
+        if self.lockstep is None:
+            return float(-(-mult // self.coalesce))
+        got = self._groups.get((mult, together))
+        if got is None:
+            pair, group, later_pair, later_group, size = self.lockstep
+            lo, hi = (pair, group) if together else (later_pair, later_group)
+            share = lo + (hi - lo) * min(1.0, math.log2(mult / 2) / math.log2(size / 2))
+            got = self._groups[(mult, together)] = mult * share
+        return got
 
     @staticmethod
     def usable(filled: list, start: float, end: float, reverse: bool = False) -> None:

@@ -116,7 +116,7 @@ class Engine:
         replicas = profile.l2_partitions if l2_bytes is None else 1
         self.l2 = L2Cache(capacity, {"hbm": self.links["hbm"], "host": self.links["host"]}, self.places, dirty_limit,
                           replicas, profile.lrc_sms or 1, _private_copies(profile, replicas),
-                          profile.lrc_inflight_lookups or 1.0 / (profile.lrc_sms or 1))
+                          profile.lrc_inflight_lookups or 1.0 / (profile.lrc_sms or 1), _lockstep_shares(profile))
         self.overlap = profile.math_overlap or 0.0
         self._stream_bw = cta_stream_bandwidth(profile)  # a pipelined CTA's tiles from the L2 at most this fast
         # what a two-stage pass waits when all its tiles miss (calibrate's miss_pass_s; 0 where not measured)
@@ -846,6 +846,15 @@ def _private_copies(profile, replicas: int) -> float:
     if replicas <= 1 or not profile.l2_sweep_bytes:
         return 1.0
     return min(float(replicas), max(1.0, profile.l2_bytes / profile.l2_sweep_bytes))
+
+
+def _lockstep_shares(profile) -> tuple | None:
+    """The profile's lookups a load of CTAs in lockstep on present lines (the pair probe: a pair and a group of
+    ``lrc_group_ctas``, of the first wave and launched together later) and that group's size, or None where it has not
+    all five."""
+    shares = (profile.lrc_pair_lookups, profile.lrc_group_lookups, profile.lrc_later_pair_lookups,
+              profile.lrc_later_group_lookups, profile.lrc_group_ctas)
+    return None if None in shares or shares[-1] <= 2 else shares
 
 
 def _unrolled(kernel, code):

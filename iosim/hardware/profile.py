@@ -44,7 +44,10 @@ OPTIONAL: dict[str, str | None] = {"l2_dirty_limit": "size", "l2_sweep_bytes": "
                                    "sm_clock": "frequency", "tensor_efficiency_solo": "fraction",
                                    "fp32_lanes_per_sm": "count", "int32_lanes_per_sm": "count",
                                    "lsu_lanes_per_sm": "count", "smem_bytes_per_clk_per_sm": "count",
-                                   "lrc_sms": "count", "lrc_inflight_lookups": "fraction", "l1_bytes": "size",
+                                   "lrc_sms": "count", "lrc_inflight_lookups": "fraction",
+                                   "lrc_pair_lookups": "fraction", "lrc_group_lookups": "fraction",
+                                   "lrc_later_pair_lookups": "fraction", "lrc_later_group_lookups": "fraction",
+                                   "lrc_group_ctas": "count", "l1_bytes": "size",
                                    "kernel_start_overhead": "time", "dram_write_efficiency": "fraction",
                                    "l2_write_efficiency": "fraction", "dram_read_efficiency": "fraction",
                                    "ncu_launch_overhead": "time", "tensor_flops_fp8": "flop rate"}
@@ -97,6 +100,11 @@ class Profile:
     smem_bytes_per_clk_per_sm: int | None = None  # shared-memory data path per SM: one wavefront of this many bytes a clock
     lrc_sms: int | None = None  # SMs whose identical L2 requests, in flight together, the request coalescer merges
     lrc_inflight_lookups: float | None = None  # lookups per CTA reading a line whose fill is in flight (merged in it)
+    lrc_pair_lookups: float | None = None  # lookups a load of a first-wave pair of CTAs in lockstep on present lines
+    lrc_group_lookups: float | None = None  # the same for a first-wave group of lrc_group_ctas
+    lrc_later_pair_lookups: float | None = None  # lrc_pair_lookups for CTAs launched together after the first wave
+    lrc_later_group_lookups: float | None = None  # lrc_group_lookups for CTAs launched together after the first wave
+    lrc_group_ctas: int | None = None  # CTAs of the group the *_group_lookups were measured on
     l1_bytes: int | None = None  # L1 data cache and shared memory together, per SM (what shared memory leaves is L1)
     kernel_start_overhead: float | None = None  # seconds once per kernel inside its duration (first wave's dispatch, cold caches, fill, exit)
     dram_write_efficiency: float | None = None  # a write-only DRAM stream's share of hbm_bandwidth (measured)
