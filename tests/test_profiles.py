@@ -128,7 +128,8 @@ def test_summary_rows_show_every_field_with_unit_and_source():
     rows = load_profile("h100-sxm").summary_rows()
     # every required field, then the optional ones the file sets
     present = ("l2_dirty_limit", "fp32_lanes_per_sm", "int32_lanes_per_sm", "lsu_lanes_per_sm", "smem_bytes_per_clk_per_sm",
-               "lrc_sms", "lrc_inflight_lookups", "l1_bytes", "tensor_flops_fp8")
+               "lrc_sms", "lrc_inflight_lookups", "lrc_pair_lookups", "lrc_group_lookups", "lrc_later_pair_lookups",
+               "lrc_later_group_lookups", "lrc_group_ctas", "l1_bytes", "tensor_flops_fp8")
     assert [r[0] for r in rows] == list(REQUIRED) + [f for f in OPTIONAL if f in present]
     by_field = {f: (v, s) for f, v, s in rows}
     assert by_field["l2_bytes"][0] == "50 MiB"
