@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from iosim.hardware.profile import (
+    LOCKSTEP_FIELDS,
     OPTIONAL,
     REQUIRED,
     ProfileError,
@@ -165,6 +166,22 @@ def test_write_profile_refuses_an_invalid_dict_and_writes_nothing(tmp_path):
     with pytest.raises(ProfileError, match="fields.sm_count: value must be > 0"):
         write_profile(raw, tmp_path / "bad.yaml")
     assert not (tmp_path / "bad.yaml").exists()
+
+
+@pytest.mark.parametrize("edit,expected", [
+    (lambda f: f.pop("lrc_later_group_lookups"), "fields.lrc_pair_lookups: set with lrc_pair_lookups, lrc_group_lookups, "
+     "lrc_later_pair_lookups, lrc_group_ctas; the pair probe's fields go together, missing: lrc_later_group_lookups"),
+    (lambda f: f["lrc_group_ctas"].update(value=2), "fields.lrc_group_ctas: must be at least 3"),
+])
+def test_the_pair_probes_fields_come_together_at_a_group_beyond_a_pair(tmp_path, edit, expected):
+    raw = read_profile_dict("h200-sxm")
+    edit(raw["fields"])
+    with pytest.raises(ProfileError, match=expected):
+        write_profile(raw, tmp_path / "bad.yaml")
+    assert not (tmp_path / "bad.yaml").exists()
+    for name in LOCKSTEP_FIELDS:  # none of them: the engine merges lockstep pairs whole
+        raw["fields"].pop(name, None)
+    assert load_profile(write_profile(raw, tmp_path / "none.yaml")).lrc_pair_lookups is None
 
 
 def test_edited_file_is_reloaded(tmp_path):

@@ -265,6 +265,7 @@ def build_profile(data: Any, path: Path) -> Profile:
     entries = {name: getattr(doc.fields, name) for name in {**REQUIRED, **OPTIONAL}
                if getattr(doc.fields, name) is not None}
     values = {name: entry.base for name, entry in entries.items()}
+    _check_lockstep_shares(values, file)
     kwargs = {_ATTR.get(n, n): v for n, v in values.items() if not n.startswith("tensor_flops_")}
     return Profile(
         id=profile_id(Path(path)), name=doc.name, arch=doc.arch, path=Path(path),
@@ -274,6 +275,23 @@ def build_profile(data: Any, path: Path) -> Profile:
         calibration=None if doc.calibration is None else MappingProxyType(dict(data["calibration"])),
         **kwargs,
     )
+
+
+LOCKSTEP_FIELDS = ("lrc_pair_lookups", "lrc_group_lookups", "lrc_later_pair_lookups", "lrc_later_group_lookups",
+                   "lrc_group_ctas")
+
+
+def _check_lockstep_shares(values: Mapping, file: str) -> None:
+    """The pair probe's fields come together (the engine interpolates between a pair and the group), at a group of
+    three CTAs or more."""
+    given = [f for f in LOCKSTEP_FIELDS if f in values]
+    if given and len(given) < len(LOCKSTEP_FIELDS):
+        missing = ", ".join(f for f in LOCKSTEP_FIELDS if f not in values)
+        raise ProfileError(f"set with {', '.join(given)}; the pair probe's fields go together, missing: {missing}",
+                           file, f"fields.{given[0]}")
+    if given and values["lrc_group_ctas"] < 3:
+        raise ProfileError(f"must be at least 3 (the group the *_group_lookups hold at, beyond a pair), got "
+                           f"{values['lrc_group_ctas']:g}", file, "fields.lrc_group_ctas")
 
 
 def profile_id(path: Path) -> str:
