@@ -132,13 +132,12 @@ class L2Cache:
         pending = None  # (when, bytes up to it) of pieces whose present bytes a CTA's pass is still bringing in
         read, write = kind == READ, kind == WRITE
         moved = hits = missed = 0
-        # Lookups (what reaches the L2 slices): the loads of CTAs in lockstep reach them once per coalescing group
-        # (``group`` lookups a byte), and a load that finds its line's fill still on its way merges in it,
-        # ``inflight`` lookups a CTA (the LRC probe: k >= 8 CTAs reading one cold buffer together make about k/4
-        # lookups; 2 or 4 make one). On its way: asked for before now, or by other CTAs (a convoy's followers,
-        # stepping with the CTA they wait for), or at once by CTAs of the first wave; CTAs launched together later
-        # are not in phase beyond their pairs (heads-order grids, whose CTAs of a head are far apart: 0.93 lookups
-        # a load measured, not the 0.5 merging them all would give)
+        # Lookups (what reaches the L2 slices): the loads of CTAs in lockstep cost ``group`` lookups a byte
+        # (:meth:`lockstep_lookups`: the pair probe's shares, less in phase after the first wave), and a load that
+        # finds its line's fill still on its way merges in it, ``inflight`` lookups a CTA (the LRC probe: k >= 8 CTAs
+        # reading one cold buffer together make about k/4 lookups; 2 or 4 make one). On its way: asked for before
+        # now, or by other CTAs (a convoy's followers, stepping with the CTA they wait for), or at once by CTAs of the
+        # first wave
         group = self.lockstep_lookups(mult, together) if lockstep else mult
         look, merged = 0.0, min(mult * self.inflight, group)  # a byte's lookups: merged in a fill on its way, or not
         tensor, part = head  # a line's key, (tensor, slice, line_row, line_col), built in one tuple

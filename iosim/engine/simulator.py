@@ -66,6 +66,7 @@ from iosim.engine.l2 import L2Cache, L2Stats
 from iosim.engine.lines import LineGeometry
 from iosim.engine.links import Link
 from iosim.engine.occupancy import ctas_per_sm
+from iosim.hardware.profile import LOCKSTEP_FIELDS
 from iosim.results.caveats import CAUSAL_EVICTING, PERSISTENT_DRIFT, SPILL_FRAMES
 from iosim.results.result import KernelResult, RunResult, Traffic
 from iosim.schedule.common import Schedule
@@ -852,8 +853,7 @@ def _lockstep_shares(profile) -> tuple | None:
     """The profile's lookups a load of CTAs in lockstep on present lines (the pair probe: a pair and a group of
     ``lrc_group_ctas``, of the first wave and launched together later) and that group's size, or None where it has not
     all five."""
-    shares = (profile.lrc_pair_lookups, profile.lrc_group_lookups, profile.lrc_later_pair_lookups,
-              profile.lrc_later_group_lookups, profile.lrc_group_ctas)
+    shares = tuple(getattr(profile, f) for f in LOCKSTEP_FIELDS)
     return None if None in shares or shares[-1] <= 2 else shares
 
 
