@@ -399,18 +399,20 @@ def test_a_fused_launch_runs_each_ctas_second_loop_as_its_first_ends():
     assert f_q.launch_s == 0 and f_kv.launch_s > 0
 
 
-def test_flash1_state_no_pass_can_find_in_the_l2_takes_coarse_lines_and_moves_the_same_bytes(monkeypatch):
+@pytest.mark.parametrize("l2_mib, lines", [(2, 16), (1, 4)])
+def test_flash1_state_no_pass_can_find_in_the_l2_takes_coarse_lines_and_moves_the_same_bytes(monkeypatch, l2_mib, lines):
     """Where the resident CTAs' passes over FlashAttention-1's query and per-row state stream more than twice
     what the L2 holds, LRU keeps none of it from one pass to the next at any resolution: its coarser lines
-    (``STREAM_LINES`` a slice) move the same bytes, in the same time, as lines of 1/256 of the L2."""
+    (``STREAM_LINES`` a slice, and ``STREAM_COARSE``'s where they stream eight times the L2) move the same
+    bytes, in the same time, as lines of 1/256 of the L2."""
     from iosim.engine import simulator
     from iosim.engine.simulator import Engine
 
     c = RunConfig(algo="flash1", problem=Problem(batch=2, heads=8, seq_q=2048, head_dim=64), mode="plain")
-    profile, l2 = load_profile("h100"), 1 << 20  # 16 slices × 0.8 MB of state a pass against a 1 MB L2
+    profile, l2 = load_profile("h100"), l2_mib << 20  # 16 slices × 0.8 MB of state a pass: 6.3 and 12.6 L2s
     coarse = Engine(build_schedule(c), profile, l2_bytes=l2)
     o32 = coarse.geometry("O32")
-    assert o32.line_rows * o32.line_cols * 4 == o32.tensor.slice_bytes // simulator.STREAM_LINES
+    assert o32.line_rows * o32.line_cols * 4 == o32.tensor.slice_bytes // lines
     assert coarse.geometry("K") == Engine(build_schedule(c), profile, l2_bytes=l2, l2_lines=256).geometry("K")
     runs = [simulate(c, profile, l2_bytes=l2)]
     monkeypatch.setattr(simulator, "STREAM_LINES", None)  # lines of 1/256 of the L2, as every other tensor's

@@ -81,6 +81,7 @@ MISS_PASS_STAGES = 2  # pipeline stages of the loop whose missed pass calibrate 
 LINES_PER_SLICE = 1024  # a tensor slice far larger than the L2 is cut into at most this many lines
 STREAM_LINES = 16  # lines a slice of FlashAttention-1's per-row state, where no pass can find it in the L2 (_streamed)
 STREAM_MARGIN = 2  # ... where the resident CTAs' passes stream at least this many times what the L2 holds
+STREAM_COARSE = (8, 4)  # where they stream this many times what it holds or more: this many lines a slice
 TIMELINE_BINS = 100
 PIECE_CACHE = 200_000  # rectangles whose cut into lines is kept (a few hundred bytes each)
 
@@ -186,7 +187,12 @@ class Engine:
         resident CTAs together stream ``STREAM_MARGIN`` times the L2's copies or more. LRU keeps nothing of a
         cyclic stream larger than itself at any resolution, so ``STREAM_LINES`` lines a slice move the same bytes
         as lines of 1/256 of the L2 (flash1 at N = 16K and 32K, 32 heads: the same DRAM bytes to 0.001 %, the
-        same time to 0.0003 %, 2-3.5x faster). A tensor a later tile loop reads (the backward's Q) keeps its lines."""
+        same time to 0.0003 %, 2-3.5x faster). Where the passes stream ``STREAM_COARSE[0]`` times the L2 or more,
+        ``STREAM_COARSE[1]`` lines a slice do, as nothing of a pass survives in whatever order its lines come (at
+        64K: the same DRAM bytes as 1/256 of the L2 to 0.000005 %, the time to 0.0001 %, 3.6 s of CPU rather than
+        7.7 with 16 lines and 48 with fine ones; nearer the L2, at 1.5 times, four lines a slice stray from a
+        per-CTA run by up to 3 %, sixteen by 0.5 %). A tensor a later tile loop reads (the backward's Q) keeps
+        its lines."""
         capacity = self.l2.capacity * self.l2.replicas
         looped = [k for k in self.kernels if k.loop_extent > 0]
         for n, k in enumerate(self.kernels):
@@ -197,11 +203,12 @@ class Engine:
             passes = resident * sum(self.geometry(t).tensor.slice_bytes for t in names)
             if passes < STREAM_MARGIN * capacity:
                 continue
+            lines = STREAM_COARSE[1] if passes >= STREAM_COARSE[0] * capacity else STREAM_LINES
             for t in names:
                 if any(o is not k and any(p.tensor == t for p in o.patterns) for o in looped):
                     continue
                 g = self.geometry(t)
-                line = max(g.line_rows * g.line_cols * g.tensor.elem_bytes, g.tensor.slice_bytes // STREAM_LINES)
+                line = max(g.line_rows * g.line_cols * g.tensor.elem_bytes, g.tensor.slice_bytes // lines)
                 self.geoms[self.index[t]] = LineGeometry.for_tensor(g.tensor, line)
 
     def geometry(self, name: str) -> LineGeometry:
