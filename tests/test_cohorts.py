@@ -313,6 +313,34 @@ def test_few_ctas_merge_rectangles_as_the_array_path_does():
             assert cohorts._rects(sl, r0, r1, c0, c1) == cohorts._rects_array(sl, r0, r1, c0, c1)
 
 
+UNIFORM = [c for c in SMALL if not c.problem.causal and c.problem.seq_q > 200] + [
+    RunConfig(algo="flash2", problem=Problem(batch=2, heads=4, kv_heads=2, seq_q=300, head_dim=64, backward=True), dq=dq)
+    for dq in ("atomic", "separate", "fused")] + [
+    RunConfig(impl=impl, problem=Problem(batch=2, heads=4, kv_heads=kvh, seq_q=300, head_dim=64, backward=True))
+    for impl in ("sdpa_flash", "sdpa_cudnn") for kvh in (4, 2)]
+
+
+@pytest.mark.parametrize("config", UNIFORM, ids=lambda c: f"{c.impl or c.algo}-{c.dq}-{c.problem.seq_q}-kv{c.problem.kv_heads}")
+def test_a_uniform_cohort_takes_the_same_steps_in_plain_integers(config):
+    """A cohort of a kernel whose CTAs all run the same loop blocks (no causal mask, split or ragged batch)
+    builds its steps once in numpy and then in plain integers: exactly the steps the array path yields, for
+    cohorts that start anywhere in the grid and span several slices, at every step size."""
+    found = 0
+    for k in build_schedule(config).kernels:
+        if k.program is not Program.TILE_LOOP or not cohorts._uniform(k):
+            continue
+        for size in (cohorts.SMALL_COHORT + 1, 77, 264):
+            for g in range(0, max(1, k.ctas - size + 1), max(1, k.ctas // 6)):
+                g1 = min(k.ctas, g + size)
+                if g1 - g <= cohorts.SMALL_COHORT:
+                    continue
+                for max_steps, line_iters in ((None, 1), (3, 2), (cohorts.MAX_STEPS, 1), (cohorts.MAX_STEPS, 6)):
+                    fast = list(cohorts.steps(k, g, g1, line_iters, True, None, max_steps))
+                    general = list(cohorts._cohort_steps(k, g, g1, line_iters, True, max_steps))
+                    assert fast == general, (k.name, g, g1, max_steps, line_iters)
+                    found += 1
+    assert found  # the grid has such cohorts: the path is taken
+
 MERGED = SMALL[1::3] + [cfg(causal=True, seq_lens=(200, 37)), cfg(seq_lens=(64, 200)),
                         cfg(causal=True, window=40, kv_heads=1)]
 

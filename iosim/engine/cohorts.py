@@ -97,7 +97,67 @@ def tile_steps(k: Kernel, g0: int, g1: int, line_iters: int, aggregate: bool = T
         # a few CTAs (causal CTAs freed together): each CTA's steps, cut at the cohort's step size, end
         # where the cohort's do, so the cohort's steps are its CTAs' own merged, without numpy's overhead
         return _merged_steps(k, g0, g1, line_iters, aggregate, {} if cache is None else cache, max_steps)
+    if g1 - g0 > SMALL_COHORT and _uniform(k):
+        return _uniform_steps(k, g0, g1, line_iters, aggregate, max_steps)
     return _cohort_steps(k, g0, g1, line_iters, aggregate, max_steps)
+
+
+def _uniform(k: Kernel) -> bool:
+    """Whether every CTA of a kernel runs the same loop blocks and its loop's tiles follow the loop alone: no
+    causal mask, split or variable-length batch, and every loop pattern spans ``u`` or ``all`` on both sides."""
+    return (k.causal is CausalMode.NONE and not k.split_blocks and k.ragged is None
+            and all(p.rows in ("u", "all") and p.cols in ("u", "all") for p in k.patterns if p.phase is LOOP))
+
+
+def _uniform_steps(k: Kernel, g0: int, g1: int, line_iters: int, aggregate: bool, max_steps: int | None = MAX_STEPS):
+    """:func:`_cohort_steps` for a cohort of a :func:`_uniform` kernel: every CTA is in every step, its loop
+    accesses differ from step to step in their loop blocks alone, so the runs of slices and the prologue and
+    epilogue are found once and each step is plain integers (the same steps, accesses in the same order)."""
+    sl, i, j = k.coords(g0, g1)
+    kv = k.kv_slice(sl)
+    start, trips = k.loop_bounds(i, j, sl)
+    first, top, n_all = int(start[0]), int(trips[0]), len(sl)
+    edges = _edges(top, line_iters, aggregate, max_steps, ends=trips)
+    grp = _groups(kv)
+    pro: list = []
+    epi: list = []
+    _emit(k, pro, PRO, sl, kv, i, j, None, None, grp=grp)
+    _emit(k, epi, EPI, sl, kv, i, j, None, None, grp=grp)
+    loops = []  # per loop pattern (and fanned-out head): its tensor, kind, sides, and the runs _emit forms
+    for p in k.patterns:
+        if p.phase is not LOOP:
+            continue
+        for g in range(k.kv_group if p.fan else 1):
+            s = kv if p.kv else sl
+            if p.fan:
+                b, h = np.divmod(sl, k.kv_heads)
+                s = b * k.heads + h * k.kv_group + g
+            span = int(s.max()) + 1
+            loops.append((p, span, _slice_runs(grp * span + s)))
+    several = bool(grp[-1])  # CTAs of more than one key/value slice: accesses run by run (see _cohort_steps)
+    live = float(n_all) / n_all
+    for n, (t0, t1) in enumerate(zip(edges[:-1], edges[1:])):
+        acc = list(pro) if n == 0 else []
+        if top > t0:
+            if k.reverse:
+                lo, hi = first + top - min(top, t1), first + top - t0
+            else:
+                lo, hi = first + t0, first + min(top, t1)
+            for p, span, slices in loops:
+                r0, r1 = _span(k, p.rows, 0, 0, lo, hi, p.tensor, 0)
+                c0, c1 = _span(k, p.cols, 0, 0, lo, hi, p.tensor, 1)
+                acc += [(q // span, Access(p.tensor, q % span, r0, r1, c0, c1, p.kind, m)) for q, m in slices]
+        fin = top <= t1
+        if fin:
+            acc += epi
+        acc = [a for _, a in sorted(acc, key=_first)] if several else [a for _, a in acc]
+        own = max(min(top, t1) - t0, 0)
+        iters = float(own * n_all)
+        flops = k.iter_flops * (iters / n_all)
+        longest = k.iter_flops * float(own)
+        if n == 0:
+            flops, longest = flops + k.end_flops * live, longest + k.end_flops
+        yield Step(acc, n_all, flops, k.iter_sram * iters, n_all if fin else 0, iters / n_all, float(own), longest)
 
 
 def _ends_align(k: Kernel, g0: int, g1: int, line_iters: int, aggregate: bool, max_steps: int | None) -> bool:
