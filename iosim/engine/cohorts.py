@@ -29,7 +29,7 @@ from typing import NamedTuple
 import numpy as np
 
 from iosim.schedule.flash1 import Flash1Kernel
-from iosim.schedule.ir import EPI, LOOP, PRO, READ, WRITE, AccessKind, CausalMode, Flops, Kernel, Program
+from iosim.schedule.ir import EPI, LOOP, PRO, READ, WRITE, AccessKind, CausalMode, Flops, GridOrder, Kernel, Program
 
 MAX_STEPS = 32  # aggregated steps per cohort loop: bounds the engine's cost per CTA
 INNER_STEPS = 8  # FlashAttention-1: aggregated steps per pass over Q and the per-row state O, ℓ, m
@@ -121,8 +121,10 @@ def _uniform_steps(k: Kernel, g0: int, g1: int, line_iters: int, aggregate: bool
     grp = _groups(kv)
     pro: list = []
     epi: list = []
-    _emit(k, pro, PRO, sl, kv, i, j, None, None, grp=grp)
-    _emit(k, epi, EPI, sl, kv, i, j, None, None, grp=grp)
+    segments = _segments(k, sl, kv, i, j, grp)
+    for phase, out in ((PRO, pro), (EPI, epi)):
+        if segments is None or not _emit_segments(k, out, phase, segments):
+            _emit(k, out, phase, sl, kv, i, j, None, None, grp=grp)
     loops = []  # per loop pattern (and fanned-out head): its tensor, kind, sides, and the runs _emit forms
     for p in k.patterns:
         if p.phase is not LOOP:
@@ -209,6 +211,64 @@ def _cohort_steps(k: Kernel, g0: int, g1: int, line_iters: int, aggregate: bool,
             flops, longest = flops + k.end_flops * (float(live.sum()) / n_act), longest + k.end_flops
         yield Step(acc, n_act, flops, k.iter_sram * iters, int(fin.sum()), iters / n_act, span, longest)
         left &= ~fin
+
+
+def _segments(k: Kernel, sl, kv, i, j, grp) -> list | None:
+    """A cohort of a grid in rows order as its runs of CTAs of one slice whose tiles are consecutive along ``j``
+    (one ``i`` a run), or along ``i`` where the grid has one ``j``: ``(slice, key/value slice, i, end i, j, end j,
+    run)`` each, in grid order; None where a run is a single CTA (its tiles may join its neighbours', see
+    :func:`_emit_segments`) or the grid is in heads order."""
+    if k.order != GridOrder.ROWS:
+        return None
+    moved = sl[1:] != sl[:-1]
+    if k.tj > 1:
+        moved |= i[1:] != i[:-1]
+    change = np.flatnonzero(moved) + 1
+    starts = [0] + change.tolist()
+    ends = change.tolist() + [len(sl)]
+    if any(e - a < 2 for a, e in zip(starts, ends)):
+        return None
+    return [(int(sl[a]), int(kv[a]), int(i[a]), int(i[e - 1]) + 1, int(j[a]), int(j[e - 1]) + 1, int(grp[a]))
+            for a, e in zip(starts, ends)]
+
+
+def _emit_segments(k: Kernel, out: list, phase, segments: list) -> bool:
+    """:func:`_emit` of ``phase`` (outside the loop) for a cohort of :func:`_segments`, in plain integers: a run's
+    CTAs have consecutive tiles along ``j`` (along ``i`` where the grid has one ``j``), so a tile that follows that
+    side is one rectangle a run (its singles abut and join), and a tile that does not is the same for every CTA
+    of the run (one access, as many CTAs); the same accesses :func:`_rects` forms, in the same order. False
+    (nothing emitted) where a pattern of ``phase`` fans out, streams the loop or follows the run's side on both
+    of its sides, or two runs in a row touch the same tile (their CTAs would be one access)."""
+    moving = "j" if k.tj > 1 else "i"
+    patterns = [p for p in k.patterns if p.phase is phase]
+    for p in patterns:
+        if p.fan or p.rows not in ("i", "j", "all") or p.cols not in ("i", "j", "all") or p.rows == p.cols == moving:
+            return False
+    bi, bj = k.block_i, k.block_j
+    acc = []
+    for p in patterns:
+        extent = k.extent(p.tensor)
+        follows = moving in (p.rows, p.cols)
+        last = None
+        for s_q, s_kv, ia, ib, ja, jb, run in segments:
+            s = s_kv if p.kv else s_q
+            span = []
+            for axis, dim in enumerate((p.rows, p.cols)):
+                if dim == "all":
+                    span += [0, extent[axis]]
+                elif dim == "i":
+                    span += [ia * bi, ib * bi]
+                else:
+                    span += [ja * bj, jb * bj]
+            if not follows:
+                key = (run, s, *span)
+                if key == last:
+                    return False
+                last = key
+            count = (jb - ja) * (ib - ia)
+            acc.append((run, Access(p.tensor, s, span[0], span[1], span[2], span[3], p.kind, 1 if follows else count)))
+    out += acc
+    return True
 
 
 def _groups(sl) -> np.ndarray:
