@@ -345,6 +345,28 @@ MERGED = SMALL[1::3] + [cfg(causal=True, seq_lens=(200, 37)), cfg(seq_lens=(64, 
                         cfg(causal=True, window=40, kv_heads=1)]
 
 
+LISTED = [c for c in SMALL if c.algo in ("flash2", "standard")][::2] + [
+    cfg(causal=True, window=40, kv_heads=1), cfg(causal=True, backward=True, kv_heads=2, seq_q=300)]
+
+
+@pytest.mark.parametrize("config", LISTED, ids=lambda c: f"{c.algo}-{c.problem.seq_q}-c{int(c.problem.causal)}-b{int(c.problem.backward)}")
+def test_a_few_ctas_take_the_same_steps_in_plain_lists(config):
+    """Cohorts of 2 to SMALL_COHORT CTAs whose loops end between the cohort's step edges (causal CTAs freed a few at
+    a time) build their steps in plain lists: exactly the steps the array path yields, at every step size."""
+    found = 0
+    for k in build_schedule(config).kernels:
+        if k.program is not Program.TILE_LOOP:
+            continue
+        for n in (2, 3, 7, cohorts.SMALL_COHORT):
+            for g in range(0, max(1, k.ctas - n + 1), max(1, k.ctas // 5)):
+                g1 = min(k.ctas, g + n)
+                for max_steps, line_iters in ((None, 1), (None, 3), (3, 2), (cohorts.MAX_STEPS, 1)):
+                    listed = list(cohorts._listed_steps(k, g, g1, line_iters, True, max_steps))
+                    general = list(cohorts._cohort_steps(k, g, g1, line_iters, True, max_steps))
+                    assert listed == general, (k.name, g, g1, max_steps, line_iters)
+                    found += len(listed)
+    assert found
+
 @pytest.mark.parametrize("config", MERGED, ids=lambda c: f"{c.algo}-{c.problem.seq_q}-c{int(c.problem.causal)}")
 @pytest.mark.parametrize("aggregate", [True, False])
 @pytest.mark.parametrize("max_steps", [None, 3, cohorts.MAX_STEPS])

@@ -99,7 +99,82 @@ def tile_steps(k: Kernel, g0: int, g1: int, line_iters: int, aggregate: bool = T
         return _merged_steps(k, g0, g1, line_iters, aggregate, {} if cache is None else cache, max_steps)
     if g1 - g0 > SMALL_COHORT and _uniform(k):
         return _uniform_steps(k, g0, g1, line_iters, aggregate, max_steps)
+    if g1 - g0 <= SMALL_COHORT and k.ragged is None:
+        return _listed_steps(k, g0, g1, line_iters, aggregate, max_steps)
     return _cohort_steps(k, g0, g1, line_iters, aggregate, max_steps)
+
+
+def _listed_steps(k: Kernel, g0: int, g1: int, line_iters: int, aggregate: bool, max_steps: int | None = MAX_STEPS):
+    """:func:`_cohort_steps` for a cohort of a few CTAs (at most :data:`SMALL_COHORT`, no variable-length batch)
+    whose loops end between its step edges, in plain lists: numpy's cost per call exceeds the work at that size
+    (causal CTAs freed a few at a time). The same steps, accesses in the same order."""
+    sl_a, i_a, j_a = k.coords(g0, g1)
+    start_a, trips_a = k.loop_bounds(i_a, j_a, sl_a)
+    edges = _edges(int(trips_a.max()), line_iters, aggregate, max_steps, ends=trips_a)
+    sl, i, j, start, trips = (x.tolist() for x in (sl_a, i_a, j_a, start_a, trips_a))
+    kv = k.kv_slice(sl_a).tolist()
+    grp = _groups(np.asarray(kv)).tolist()
+    n = len(sl)
+    everyone = range(n)
+    left = [True] * n
+    for step, (t0, t1) in enumerate(zip(edges[:-1], edges[1:])):
+        fin = [c for c in everyone if left[c] and trips[c] <= t1]
+        act = [c for c in everyone if left[c]]
+        acc: list = []
+        if step == 0:
+            _emit_listed(k, acc, PRO, everyone, sl, kv, i, j, None, grp)
+        moving = [c for c in act if trips[c] > t0]
+        if moving:
+            if k.reverse:
+                blocks = {c: (start[c] + trips[c] - min(trips[c], t1), start[c] + trips[c] - t0) for c in moving}
+            else:
+                blocks = {c: (start[c] + t0, start[c] + min(trips[c], t1)) for c in moving}
+            _emit_listed(k, acc, LOOP, moving, sl, kv, i, j, blocks, grp)
+        if fin:
+            _emit_listed(k, acc, EPI, fin, sl, kv, i, j, None, grp)
+        acc = [a for _, a in sorted(acc, key=_first)] if grp[-1] else [a for _, a in acc]
+        n_act = len(act)
+        own = [max(min(trips[c], t1) - t0, 0) for c in act]
+        iters = float(sum(own))
+        span = float(max(own)) if own else 0.0
+        flops = k.iter_flops * (iters / n_act)
+        longest = k.iter_flops * span
+        if step == 0:
+            flops, longest = flops + k.end_flops * (float(n) / n_act), longest + k.end_flops
+        yield Step(acc, n_act, flops, k.iter_sram * iters, len(fin), iters / n_act, span, longest)
+        for c in fin:
+            left[c] = False
+
+
+def _emit_listed(k: Kernel, out: list, phase, ctas, sl: list, kv: list, i: list, j: list, blocks, grp: list) -> None:
+    """:func:`_emit` for the CTAs ``ctas`` (indices into the cohort's lists; ``blocks``: each one's loop blocks),
+    in plain lists: their tiles as :func:`_rects_listed` merges them, each tagged with its run."""
+    bu = k.block_u
+    for p in k.patterns:
+        if p.phase is not phase:
+            continue
+        for g in range(k.kv_group if p.fan else 1):
+            keys = []
+            for c in ctas:
+                if p.fan:
+                    b, h = divmod(sl[c], k.kv_heads)
+                    s = b * k.heads + h * k.kv_group + g
+                else:
+                    s = kv[c] if p.kv else sl[c]
+                u0, u1 = blocks[c] if blocks is not None else (0, 0)
+                sides = []
+                for axis, dim in enumerate((p.rows, p.cols)):
+                    if dim == "i":
+                        sides += [i[c] * k.block_i, (i[c] + 1) * k.block_i]
+                    elif dim == "j":
+                        sides += [j[c] * k.block_j, (j[c] + 1) * k.block_j]
+                    elif dim == "u":
+                        sides += [u0 * bu, u1 * bu]
+                    else:
+                        sides += [0, k.extent(p.tensor)[axis]]
+                keys.append(((grp[c], s), *sides))
+            rects = [(keys[0][0], *keys[0][1:], 1)] if len(keys) == 1 else _rects_listed(keys)
+            out += [(q[0], Access(p.tensor, q[1], a0, a1, b0, b1, p.kind, mult)) for q, a0, a1, b0, b1, mult in rects]
 
 
 def _uniform(k: Kernel) -> bool:
