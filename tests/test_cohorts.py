@@ -357,15 +357,23 @@ def test_a_few_ctas_take_the_same_steps_in_plain_lists(config):
     for k in build_schedule(config).kernels:
         if k.program is not Program.TILE_LOOP:
             continue
-        for n in (2, 3, 7, cohorts.SMALL_COHORT):
-            for g in range(0, max(1, k.ctas - n + 1), max(1, k.ctas // 5)):
-                g1 = min(k.ctas, g + n)
-                for max_steps, line_iters in ((None, 1), (None, 3), (3, 2), (cohorts.MAX_STEPS, 1)):
-                    listed = list(cohorts._listed_steps(k, g, g1, line_iters, True, max_steps))
-                    general = list(cohorts._cohort_steps(k, g, g1, line_iters, True, max_steps))
-                    assert listed == general, (k.name, g, g1, max_steps, line_iters)
-                    found += len(listed)
+        for g, g1 in _spread_cohorts(k, (2, 3, 7, cohorts.SMALL_COHORT)):
+            for max_steps, line_iters in ((None, 1), (None, 3), (3, 2), (cohorts.MAX_STEPS, 1)):
+                listed = list(cohorts._listed_steps(k, g, g1, line_iters, True, max_steps))
+                general = list(cohorts._cohort_steps(k, g, g1, line_iters, True, max_steps))
+                assert listed == general, (k.name, g, g1, max_steps, line_iters)
+                found += len(listed)
     assert found
+
+
+def _spread_cohorts(kernel, sizes):
+    """``(g0, g1)`` of cohorts of two or more CTAs of each of ``sizes``, spread over the kernel's grid."""
+    for n in sizes:
+        for g in range(0, max(1, kernel.ctas - n + 1), max(1, kernel.ctas // 5)):
+            g1 = min(kernel.ctas, g + n)
+            if g1 - g >= 2:
+                yield g, g1
+
 
 @pytest.mark.parametrize("config", MERGED, ids=lambda c: f"{c.algo}-{c.problem.seq_q}-c{int(c.problem.causal)}")
 @pytest.mark.parametrize("aggregate", [True, False])
@@ -376,11 +384,7 @@ def test_a_few_ctas_merge_their_own_steps(config, aggregate, max_steps):
     for k in build_schedule(config).kernels:
         if k.program is not Program.TILE_LOOP:
             continue
-        for n in (2, 3, 7, cohorts.MERGED_COHORT):
-            for g in range(0, max(1, k.ctas - n + 1), max(1, k.ctas // 5)):
-                g1 = min(k.ctas, g + n)
-                if g1 - g < 2:
-                    continue
-                merged = list(cohorts.steps(k, g, g1, 2, aggregate, {}, max_steps=max_steps))
-                general = list(cohorts._cohort_steps(k, g, g1, 2, aggregate, max_steps=max_steps))
-                assert merged == general, (k.name, g, g1)
+        for g, g1 in _spread_cohorts(k, (2, 3, 7, cohorts.MERGED_COHORT)):
+            merged = list(cohorts.steps(k, g, g1, 2, aggregate, {}, max_steps=max_steps))
+            general = list(cohorts._cohort_steps(k, g, g1, 2, aggregate, max_steps=max_steps))
+            assert merged == general, (k.name, g, g1)
