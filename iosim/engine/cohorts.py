@@ -15,7 +15,10 @@ CTAs, not with tile pairs:
   most :data:`MAX_STEPS` per cohort loop, and cut where each CTA's loop ends, so that every CTA
   leaves (its slot free for the next) when its own loop does, as run one by one.
 A lone CTA's steps depend only on its tile, so they are kept per kernel by tile and reused for
-every slice (``steps(..., cache)``), each distinct step once (causal tiles stream the same lines); a cohort of a few CTAs merges its CTAs' kept steps. With ``aggregate=False`` every CTA is its own cohort and every
+every slice (``steps(..., cache)``), each distinct step once (causal tiles stream the same lines); a cohort of a few CTAs merges its CTAs' kept steps,
+or where their loops end between its step edges builds its steps in plain lists; a cohort of a kernel whose CTAs all
+run the same loop blocks finds its runs, prologue and epilogue once and builds each step in plain integers (the
+tests hold each of these paths to the array path, step for step). With ``aggregate=False`` every CTA is its own cohort and every
 iteration its own step; the tests
 check that both give the same byte counts. Where the L2 must evict, the order of tiles within a run
 (a run's CTAs in one batch, or one by one) and CTAs that drift apart when run one by one decide some
@@ -200,7 +203,7 @@ def _uniform_steps(k: Kernel, g0: int, g1: int, line_iters: int, aggregate: bool
     for phase, out in ((PRO, pro), (EPI, epi)):
         if segments is None or not _emit_segments(k, out, phase, segments):
             _emit(k, out, phase, sl, kv, i, j, None, None, grp=grp)
-    loops = []  # per loop pattern (and fanned-out head): its tensor, kind, sides, and the runs _emit forms
+    loops = []  # per loop pattern (and fanned-out head): the pattern, its slice keys' span, the runs _emit forms
     for p in k.patterns:
         if p.phase is not LOOP:
             continue
