@@ -152,7 +152,6 @@ def _listed_steps(k: Kernel, g0: int, g1: int, line_iters: int, aggregate: bool,
 def _emit_listed(k: Kernel, out: list, phase, ctas, sl: list, kv: list, i: list, j: list, blocks, grp: list) -> None:
     """:func:`_emit` for the CTAs ``ctas`` (indices into the cohort's lists; ``blocks``: each one's loop blocks),
     in plain lists: their tiles as :func:`_rects_listed` merges them, each tagged with its run."""
-    bu = k.block_u
     for p in k.patterns:
         if p.phase is not phase:
             continue
@@ -165,17 +164,8 @@ def _emit_listed(k: Kernel, out: list, phase, ctas, sl: list, kv: list, i: list,
                 else:
                     s = kv[c] if p.kv else sl[c]
                 u0, u1 = blocks[c] if blocks is not None else (0, 0)
-                sides = []
-                for axis, dim in enumerate((p.rows, p.cols)):
-                    if dim == "i":
-                        sides += [i[c] * k.block_i, (i[c] + 1) * k.block_i]
-                    elif dim == "j":
-                        sides += [j[c] * k.block_j, (j[c] + 1) * k.block_j]
-                    elif dim == "u":
-                        sides += [u0 * bu, u1 * bu]
-                    else:
-                        sides += [0, k.extent(p.tensor)[axis]]
-                keys.append(((grp[c], s), *sides))
+                keys.append(((grp[c], s), *_span(k, p.rows, i[c], j[c], u0, u1, p.tensor, 0),
+                             *_span(k, p.cols, i[c], j[c], u0, u1, p.tensor, 1)))
             rects = [(keys[0][0], *keys[0][1:], 1)] if len(keys) == 1 else _rects_listed(keys)
             out += [(q[0], Access(p.tensor, q[1], a0, a1, b0, b1, p.kind, mult)) for q, a0, a1, b0, b1, mult in rects]
 
