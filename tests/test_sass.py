@@ -21,11 +21,11 @@ from iosim.costs.sass import (
     Instruction,
     KernelMix,
     LoopMix,
+    access_bytes,
     available_versions,
     find_mix,
     kernel_mix,
     load_mixes,
-    local_bytes,
     loop_ranges,
     mix_key,
     mma_flops,
@@ -164,12 +164,13 @@ def test_shared_bytes_per_warp_instruction(text, nbytes):
 @pytest.mark.parametrize("text, nbytes", [
     ("LDL R4, [R1+0x10]", 4), ("LDL.LU R4, [R1+0x10]", 4), ("LDL.LU.64 R4, [R1+0x18]", 8),
     ("LDL.128 R8, [R1+0x20]", 16), ("@P0 STL.64 [R1+0x8], R6", 8), ("STL [R1], R3", 4), ("STL.U8 [R1+0x3], R3", 1),
-    ("@!PT LDL R0, [R1]", 0),
+    ("@!PT LDL R0, [R1]", 0), ("LDGSTS.E.BYPASS.LTC128B.128 [R9+0x4000], desc[UR6][R2.64]", 16),
+    ("@P1 LDG.E.U16 R5, desc[UR4][R2.64]", 2), ("LDG.E.64.CONSTANT R4, desc[UR4][R6.64]", 8),
 ])
-def test_local_bytes_per_thread(text, nbytes):
-    """A spill moves the width its modifier names per thread (PTX ld.local/st.local .b32/.b64/.b128): a
-    4-byte word unless named; never-executed padding moves nothing."""
-    assert local_bytes(Instruction(0, opcode_of(text), text)) == nbytes
+def test_access_bytes_per_thread(text, nbytes):
+    """A spill, a global load or an async copy moves the width its modifier names per thread (PTX
+    ld/st/cp.async .b32/.b64/.b128): a 4-byte word unless named; never-executed padding moves nothing."""
+    assert access_bytes(Instruction(0, opcode_of(text), text)) == nbytes
 
 
 @pytest.mark.parametrize("text, flops", [

@@ -141,6 +141,55 @@ def test_a_kernel_that_pads_its_head_dim_moves_bytes_of_its_own():
     assert own.returncode == 2 and "iosim's kernels take 16, 32, 64, 128, 256" in own.stderr
 
 
+@pytest.mark.parametrize("launcher, shared", [("attention", False), ("attention_wide", False),
+                                               ("attention_shared", True)])
+def test_the_bias_test_kernel_matches_float64(launcher, shared):
+    """tests/data/user_kernel_bias.py (a bias tile added to every block of scores, each head's own or one all heads
+    share; the interpreter) against softmax(QKᵀ/√d + bias)V in float64 on a length that is no multiple of its blocks."""
+    import importlib.util
+
+    import torch
+
+    spec = importlib.util.spec_from_file_location("user_kernel_bias", REPO / "tests/data/user_kernel_bias.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    gen = torch.Generator().manual_seed(1)
+    q, k, v = (torch.randn(2, 2, 83, 32, generator=gen).to(torch.float16) for _ in range(3))
+    bias = torch.randn(*(() if shared else (2, 2)), 83, 83, generator=gen).to(torch.float16)
+    ref = torch.softmax(q.double() @ k.double().transpose(-1, -2) / 32 ** 0.5 + bias.double(), -1) @ v.double()
+    out = getattr(mod, launcher)(q, k, v, bias=bias)
+    assert ((out.double() - ref).abs().max() / ref.abs().max()).item() < 10 * 2 ** -11
+
+
+@pytest.mark.sass
+def test_a_kernel_that_loads_beyond_its_schedule_is_named():
+    """A user's kernel whose loop reads a bias tile beside K and V: its compiled loop loads 1.5 times what flash2's
+    schedule reads a pass, one fp16 tile more of each (query block, key block), so the run reads it as a bias of
+    its own (``tile_beyond_schedule``, in its caveats): each tile once, by the CTA of its query block, beside Q once
+    and K, V once per CTA. A kernel that follows the schedule (tests/data/user_kernel_padded.py, d = 96 in 128-column
+    tiles) is not named."""
+    env = dict(os.environ, TRITON_INTERPRET="0")
+    args = ["--gpu", "h200", "--seq-len", "1k", "--batch", "2", "--heads", "4", "--json"]
+    runs = {}
+    for name, d in (("bias", "64"), ("padded", "96")):
+        out = subprocess.run([sys.executable, "-m", "iosim", "simulate", "--kernel",
+                              f"tests/data/user_kernel_{name}.py:attention", *args, "-d", d],
+                             env=env, cwd=REPO, capture_output=True, text=True, timeout=180)
+        assert out.returncode == 0, out.stderr
+        runs[name] = json.loads(out.stdout)[0]
+    run = runs["bias"]
+    kernel = run["kernels"][-1]
+    assert kernel["name"] == "flash2_fwd" and kernel["regimes"] == ["tile_beyond_schedule"]
+    bh, n, row = 2 * 4, 1024, 64 * 2  # slices, rows, bytes of a row of Q, K or V
+    q, kv, bias = bh * n * row, bh * (n // 64) * n * 2 * row, bh * n * n * 2
+    assert kernel["levels"]["l2"]["read_bytes"] == q + kv + bias
+    assert kernel["unmodelled_load_bytes"] == 0
+    (said,) = run["caveats"]  # --json: in the run's caveats (a note on stderr without it)
+    assert said.startswith("flash2_fwd: its compiled loop loads 1.2 times or more")
+    run = runs["padded"]
+    assert all(k["regimes"] == [] and k["unmodelled_load_bytes"] == 0 for k in run["kernels"]) and not run["caveats"]
+
+
 @pytest.mark.sass
 def test_simulate_kernel_whose_backward_computes_dq_apart():
     """A user's backward with dQ in a kernel of its own runs flash2's ``dq: separate`` schedule, each kernel with

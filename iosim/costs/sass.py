@@ -196,6 +196,9 @@ class LoopMix:
     # width (None: not recorded; then a 4-byte word an instruction)
     local_load_bytes: int | None = None
     local_store_bytes: int | None = None
+    # bytes one thread's pass loads from global memory (LDG, and LDGSTS's async copies), by each load's width: what
+    # the loop reads a pass, to hold against what the schedule it is priced on reads (None: not recorded)
+    global_load_bytes: int | None = None
 
     @classmethod
     def of(cls, insns: list[Instruction], depth: int = 0, innermost: bool = True, loop: bool = False) -> LoopMix:
@@ -212,8 +215,9 @@ class LoopMix:
                    end=insns[-1].address if insns else 0, innermost=innermost, stall_cycles=stall, waits=waits,
                    load_wait=load_wait, async_tensor=async_tensor, shared=shared_accesses(insns),
                    tensor_flops=float(sum(map(mma_flops, insns))),
-                   local_load_bytes=sum(local_bytes(i) for i in insns if i.opcode == "LDL"),
-                   local_store_bytes=sum(local_bytes(i) for i in insns if i.opcode == "STL"))
+                   local_load_bytes=sum(access_bytes(i) for i in insns if i.opcode == "LDL"),
+                   local_store_bytes=sum(access_bytes(i) for i in insns if i.opcode == "STL"),
+                   global_load_bytes=sum(access_bytes(i) for i in insns if i.opcode in GLOBAL_LOADS))
 
     def pipe(self, name: str) -> int:
         return self.pipes.get(name, 0)
@@ -238,6 +242,8 @@ class LoopMix:
             out.update(tensor_flops=self.tensor_flops)
         if self.local_load_bytes is not None:
             out.update(local_load_bytes=self.local_load_bytes, local_store_bytes=self.local_store_bytes)
+        if self.global_load_bytes is not None:
+            out.update(global_load_bytes=self.global_load_bytes)
         return out
 
     @classmethod
@@ -275,9 +281,12 @@ def shared_bytes(insn: Instruction) -> int:
     return 0
 
 
-def local_bytes(insn: Instruction) -> int:
-    """Bytes one thread moves with a local-memory load or store (``LDL.LU.64``: 8), by its width modifier;
-    0 for an instruction predicated on ``!PT`` (never executed)."""
+GLOBAL_LOADS = ("LDG", "LDGSTS")  # loads from global memory through the SM's load path (TMA's UTMALDG names no width)
+
+
+def access_bytes(insn: Instruction) -> int:
+    """Bytes one thread moves with a load or store (``LDL.LU.64``: 8, ``LDGSTS.E.BYPASS.LTC128B.128``: 16), by its
+    width modifier; 0 for an instruction predicated on ``!PT`` (never executed)."""
     executed, full = _mnemonic(insn)
     return _width(full) if executed else 0
 

@@ -67,11 +67,11 @@ from iosim.engine.lines import LineGeometry
 from iosim.engine.links import Link
 from iosim.engine.occupancy import ctas_per_sm
 from iosim.hardware.profile import LOCKSTEP_FIELDS
-from iosim.results.caveats import CAUSAL_EVICTING, PERSISTENT_DRIFT, SPILL_FRAMES
+from iosim.results.caveats import CAUSAL_EVICTING, PERSISTENT_DRIFT, SPILL_FRAMES, TILE_BEYOND, UNMODELLED_LOADS
 from iosim.results.result import KernelResult, RunResult, Traffic
 from iosim.schedule.common import Schedule
 from iosim.schedule.flash1 import Flash1Kernel
-from iosim.schedule.ir import ATOMIC, HBM, LOOP, READ, WRITE, CausalMode, Tensor
+from iosim.schedule.ir import ATOMIC, HBM, LOOP, READ, WRITE, CausalMode, Pattern, Tensor
 from iosim.schedule.problem import ConfigError
 from iosim.schedule.references import check_reference
 
@@ -84,6 +84,8 @@ STREAM_MARGIN = 2  # ... where the resident CTAs' passes stream at least this ma
 STREAM_COARSE = (8, 4)  # where they stream this many times what it holds or more: this many lines a slice
 TIMELINE_BINS = 100
 PIECE_CACHE = 200_000  # rectangles whose cut into lines is kept (a few hundred bytes each)
+UNMODELLED_SHARE = 1.2  # a loop whose code loads this many times what its schedule reads a pass reads something else
+BEYOND_ELEMS = (1, 2, 4)  # bytes of the elements a tile read beyond the schedule is taken in (int8/fp8, fp16, fp32)
 
 
 class Engine:
@@ -143,6 +145,7 @@ class Engine:
         # local memory a CTA of each kernel spills to: its frame, local bytes per thread × threads
         self.frames = [c.local_bytes * WARP * k.warps for c, k in zip(self.codes, self.kernels)]
         self.local = self._local_memory()
+        self._beyond()
         self._streamed()
         self.resident = 0
         self.events = 0
@@ -738,6 +741,7 @@ class Engine:
             mma=kernel.mma, instructions=instructions, code=code.source, l2_lookup_bytes=round(st.lookup_bytes),
             regs_per_thread=kernel.regs_per_thread, smem_bytes=kernel.smem_bytes,
             launch_s=fixed, regimes=self._regimes(ph), launched=kernel.launch,
+            unmodelled_load_bytes=0 if ph.n in self.tiled_beyond else round(self.beyond[ph.n] * ph.iters),
         )
 
     def _regimes(self, ph) -> tuple:
@@ -751,7 +755,48 @@ class Engine:
             out.append(SPILL_FRAMES)
         if ph.kernel.causal is not CausalMode.NONE and self._bound(ph.kernel, ph.per_sm * self.profile.sm_count, ph.n):
             out.append(PERSISTENT_DRIFT)
+        if ph.n in self.tiled_beyond:
+            out.append(TILE_BEYOND)
+        elif self.beyond[ph.n] > 0:
+            out.append(UNMODELLED_LOADS)
         return tuple(out)
+
+    def _unmodelled_loads(self, n: int) -> float:
+        """Bytes a pass of kernel ``n``'s tile loop loads, per CTA, beyond what its schedule reads a pass, where its
+        compiled code loads ``UNMODELLED_SHARE`` times that or more (0 otherwise, or where the code's loads are not
+        known: estimated code, committed mixes written before they were recorded, tiles loaded by TMA). Such a
+        kernel reads something its schedule does not: a bias or mask tile beside K and V, or a tile it loads again
+        each pass. Its loads are counted from its global loads' widths (LDG, LDGSTS) over all its threads."""
+        kernel, code = self.kernels[n], self.codes[n]
+        if not kernel.loop_extent or code.loop.global_loads is None or code.tma:
+            return 0.0
+        loaded = code.loop.global_loads * WARP * kernel.warps / code.unroll
+        read = pass_loads(kernel, {name: self.geometry(name).tensor for name in self.index})
+        return loaded - read if read and loaded >= UNMODELLED_SHARE * read else 0.0
+
+    def _beyond(self) -> None:
+        """What each kernel's loop loads a pass beyond its schedule (:meth:`_unmodelled_loads`, per CTA), and where
+        that is one tile of ``BEYOND_ELEMS``-byte elements per (query block, key block) of a forward loop over keys,
+        read as such: a tensor of its own (``beyond:<kernel>``, one slice per query head), its tile ``i`` × ``u``
+        read every pass, as a bias or mask added to the scores is. Its bytes are then counted like K's and V's,
+        assuming each head reads its own (a bias shared by heads would find more of it in the L2)."""
+        problem = self.schedule.config.problem
+        self.beyond = [self._unmodelled_loads(n) for n in range(len(self.kernels))]
+        self.tiled_beyond: set = set()
+        for n, (k, extra) in enumerate(zip(self.kernels, self.beyond)):
+            elem = extra / (k.block_i * k.block_u) if k.block_i and k.block_u else 0.0
+            keys = any(p.phase is LOOP and p.kv and p.rows == "u" for p in k.patterns)
+            if not (extra and keys and elem in BEYOND_ELEMS and k.tj == 1 and not k.split_blocks and k.ragged is None
+                    and not k.persistent):
+                continue
+            name = f"beyond:{k.name}"
+            tensor = Tensor(name, k.slices, problem.seq_q, k.loop_extent, int(elem))
+            self.index[name] = len(self.places)
+            self.places.append(HBM)
+            self.geoms.append(LineGeometry.for_tensor(tensor, max(self._line, tensor.slice_bytes // LINES_PER_SLICE)))
+            self.kernels[n] = replace(k, patterns=k.patterns + (Pattern(name, LOOP, READ, "i", "u"),),
+                                      extents=k.extents + ((name, tensor.rows, tensor.cols),))
+            self.tiled_beyond.add(n)
 
     def _timeline(self) -> dict:
         end = self.env.now or 1.0
@@ -807,6 +852,21 @@ def _runs(idx) -> list:
         return []
     cuts = np.flatnonzero(np.diff(idx) != 1) + 1
     return [(int(r[0]), int(r[-1]) + 1) for r in np.split(idx, cuts)]
+
+
+def pass_loads(kernel, tensors: dict) -> int:
+    """Bytes one CTA's pass of ``kernel``'s tile loop reads in its schedule: each loop read's tile, once per query
+    head of its group where it fans out, a tile spanning a tensor's whole side as wide as the power of two a
+    compiled tile takes (a head of 96 loads a 128-column tile, masked)."""
+    blocks = {"i": kernel.block_i, "j": kernel.block_j, "u": kernel.block_u}
+    total = 0
+    for p in kernel.patterns:
+        if p.phase is not LOOP or p.kind is not READ:
+            continue
+        t = tensors[p.tensor]
+        sides = [blocks.get(dim) or 1 << (extent - 1).bit_length() for dim, extent in ((p.rows, t.rows), (p.cols, t.cols))]
+        total += sides[0] * sides[1] * t.elem_bytes * (kernel.kv_group if p.fan else 1)
+    return total
 
 
 def _slot_rows(g0: int, n: int, slots: int) -> list:
