@@ -104,6 +104,9 @@
 #      DRAM is under                              -> $OUT/stream_probe/stream_probe.json (≤ 300 s)
 #   pp) groups of CTAs reading the same tiles in lockstep over loops of 16-2048 passes: L2 lookups a load (ncu) and
 #      each pair's end-time gap (%globaltimer)   -> $OUT/pair_probe/pair_probe.json (≤ 480 s)
+#   bias) a user's forward that adds a bias tile to every block of scores (tests/data/user_kernel_bias.py): its three
+#      launchers against float64 on the GPU, then the held-out manifest_bias.yaml (ncu), predicted before it ran
+#                                                -> $OUT/heldout/bias/{check.log,measurements.json} (≤ 600 s)
 # A step that fails or runs out of time does not stop the next. Measurement files are rewritten
 # atomically after each batch of cases, so a step cut short keeps every finished batch. Progress
 # goes to $OUT/session.log. All steps take longer than one 10-minute device command: name the steps
@@ -440,6 +443,22 @@ want spl && grid_step "spl) SDPA flash where it splits, held out" sdpa_split sdp
 want spl2 && grid_step "spl2) SDPA flash where it splits, held out again" sdpa_split2 sdpa_split2 300
 want sma && grid_step "sma) standard attention on small problems" small small 300
 want stp && step "stp) stream probe" 300 "$PY" -m iosim.kernels.stream_probe --out "$OUT/stream_probe" >>"$LOG" 2>&1
+if want bias; then
+    mkdir -p "$OUT/heldout/bias"
+    step "bias) bias kernel against float64" 120 "$PY" -c '
+import importlib.util, torch
+spec = importlib.util.spec_from_file_location("bias", "tests/data/user_kernel_bias.py")
+m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)
+g = torch.Generator(device="cuda").manual_seed(0)
+for fn, shared in (("attention", False), ("attention_wide", False), ("attention_shared", True)):
+    q, k, v = (torch.randn(2, 4, 1000, 64, device="cuda", generator=g).half() for _ in range(3))
+    b = torch.randn(*(() if shared else (2, 4)), 1000, 1000, device="cuda", generator=g).half()
+    ref = torch.softmax(q.double() @ k.double().transpose(-1, -2) / 8 + b.double(), -1) @ v.double()
+    err = ((getattr(m, fn)(q, k, v, bias=b).double() - ref).abs().max() / ref.abs().max()).item()
+    print(fn, "max relative error", err, "ok" if err < 10 * 2 ** -11 else "FAILED")
+' >"$OUT/heldout/bias/check.log" 2>&1
+    held_out "bias) held-out bias kernel" experiments/heldout_kernels/manifest_bias.yaml heldout/bias
+fi
 want pp && step "pp) pair probe" 480 "$PY" -m iosim.kernels.pair_probe --out "$OUT/pair_probe" >>"$LOG" 2>&1
 echo "done $(date -u +%FT%TZ), $SECONDS s in all" >>"$LOG"
 ls -laR "$OUT" >>"$LOG"
