@@ -132,9 +132,10 @@ def test_validation_marks_the_committed_cases_in_a_caveats_regime_and_splits_the
 
 @pytest.mark.parametrize("backward", [False, True])
 def test_a_pass_of_the_schedule_reads_its_loop_tiles(backward):
-    """What the loads of a compiled loop are held against: a pass of flash2's forward reads a K and a V tile, of its
-    backward a Q and a dO tile and the LSE and D of their rows; at d = 96 a compiled tile is 128 columns wide."""
-    from iosim.engine.simulator import pass_loads
+    """What the loads and stores of a compiled loop are held against: a pass of flash2's forward reads a K and a V
+    tile and writes nothing, of its backward reads a Q and a dO tile and the LSE and D of their rows (its dQ atomic
+    adds apart); at d = 96 a compiled tile is 128 columns wide."""
+    from iosim.engine.simulator import pass_bytes
     from iosim.schedule.build import build_schedule
 
     s = build_schedule(RunConfig(algo="flash2", problem=Problem(batch=1, heads=4, kv_heads=2, seq_q=1000, head_dim=96,
@@ -142,26 +143,31 @@ def test_a_pass_of_the_schedule_reads_its_loop_tiles(backward):
     tensors = {t.name: t for t in s.tensors}
     (kernel,) = [k for k in s.kernels if k.loop_extent and k.name == ("flash2_bwd" if backward else "flash2_fwd")]
     tile = kernel.block_u * 128 * 2  # fp16 rows of a block, 128 columns
-    assert pass_loads(kernel, tensors) == 2 * tile + (2 * kernel.block_u * 4 if backward else 0)
+    assert pass_bytes(kernel, tensors) == (2 * tile + (2 * kernel.block_u * 4 if backward else 0), 0)
 
 
-@pytest.mark.parametrize("share, regime", [(1.0, None), (1.15, None), (1.3, "unmodelled_loads"),
-                                           (1.5, "tile_beyond_schedule")])
-def test_a_loop_that_loads_more_than_its_schedule_is_named(share, regime):
-    """A forward whose code loads ``share`` times the K and V tiles a pass reads (per thread, over its warps) is named
-    from 1.2 times. Where what it loads beyond is one fp16 tile of each (query block, key block), as a bias's, that
-    tile is read every pass (L2 bytes grow by it, each tile read once, so DRAM by the whole bias); otherwise what it
-    loads beyond is counted over every pass of every CTA and in no byte count."""
+@pytest.mark.parametrize("loads, stores, regime", [
+    (1.0, 0.0, None), (1.15, 0.1, None), (1.3, 0.0, "unmodelled_traffic"), (1.0, 0.3, "unmodelled_traffic"),
+    (1.5, 0.0, "tile_beyond_schedule"), (1.0, 0.5, "tile_beyond_schedule"),
+])
+def test_a_loop_that_moves_more_than_its_schedule_is_named(loads, stores, regime):
+    """A forward whose code loads ``loads`` times the K and V tiles a pass reads and stores ``stores`` times that (per
+    thread, over its warps) is named from 1.2 times the loads or a fifth of them stored. Where what it moves beyond is
+    one fp16 tile of each (query block, key block), as a bias read or scores stored, that tile is read or written
+    every pass (L2 bytes grow by it, each tile moved once, so DRAM by the whole tensor); otherwise what it moves
+    beyond is counted over every pass of every CTA and in no byte count."""
     config = RunConfig(algo="flash2", problem=Problem(batch=1, heads=2, seq_q=1024, head_dim=64),
                        tiling=Tiling(block_m=64, block_n=64, warps=4, stages=2))
     read = 2 * 64 * 64 * 2  # a K and a V tile, fp16
-    code = KernelCode(loop=LoopCode(500.0, {"fma": 300.0}, global_loads=share * read / (WARP * 4)))
+    code = KernelCode(loop=LoopCode(500.0, {"fma": 300.0}, global_loads=loads * read / (WARP * 4),
+                                    global_stores=stores * read / (WARP * 4)))
     plain = simulate(config, H200, codes=[KernelCode(loop=LoopCode(500.0, {"fma": 300.0}))]).kernels[0]
     k = simulate(config, H200, codes=[code]).kernels[0]
     passes = 2 * (1024 // 64) * (1024 // 64)  # every CTA's every pass
     assert k.regimes == ((regime,) if regime else ())
-    beyond = round((share - 1) * read * passes) if regime == "unmodelled_loads" else 0
-    assert k.unmodelled_load_bytes == beyond
-    bias = 2 * 1024 * 1024 * 2 if regime == "tile_beyond_schedule" else 0  # B·H·N·N fp16
-    assert k.levels["l2"].read_bytes == plain.levels["l2"].read_bytes + bias
-    assert k.levels["hbm"].read_bytes == plain.levels["hbm"].read_bytes + bias
+    beyond = (loads - 1 + stores) * read * passes if regime == "unmodelled_traffic" else 0
+    assert k.unmodelled_bytes == round(beyond)
+    tiled = 2 * 1024 * 1024 * 2 if regime == "tile_beyond_schedule" else 0  # B·H·N·N fp16
+    assert k.levels["l2"].read_bytes == plain.levels["l2"].read_bytes + (tiled if loads > 1 else 0)
+    assert k.levels["l2"].write_bytes == plain.levels["l2"].write_bytes + (tiled if stores else 0)
+    assert k.levels["hbm"].read_bytes == plain.levels["hbm"].read_bytes + (tiled if loads > 1 else 0)

@@ -162,32 +162,34 @@ def test_the_bias_test_kernel_matches_float64(launcher, shared):
 
 
 @pytest.mark.sass
-def test_a_kernel_that_loads_beyond_its_schedule_is_named():
+def test_a_kernel_that_moves_more_than_its_schedule_is_named():
     """A user's kernel whose loop reads a bias tile beside K and V: its compiled loop loads 1.5 times what flash2's
     schedule reads a pass, one fp16 tile more of each (query block, key block), so the run reads it as a bias of
     its own (``tile_beyond_schedule``, in its caveats): each tile once, by the CTA of its query block, beside Q once
-    and K, V once per CTA. A kernel that follows the schedule (tests/data/user_kernel_padded.py, d = 96 in 128-column
-    tiles) is not named."""
+    and K, V once per CTA. The same kernel storing its scores for the caller also writes one such tile a pass. A
+    kernel that follows the schedule (tests/data/user_kernel_padded.py, d = 96 in 128-column tiles) is not named."""
     env = dict(os.environ, TRITON_INTERPRET="0")
     args = ["--gpu", "h200", "--seq-len", "1k", "--batch", "2", "--heads", "4", "--json"]
     runs = {}
-    for name, d in (("bias", "64"), ("padded", "96")):
-        out = subprocess.run([sys.executable, "-m", "iosim", "simulate", "--kernel",
-                              f"tests/data/user_kernel_{name}.py:attention", *args, "-d", d],
-                             env=env, cwd=REPO, capture_output=True, text=True, timeout=180)
+    for ref, d in (("bias.py:attention", "64"), ("bias.py:attention_scores", "64"), ("padded.py:attention", "96")):
+        out = subprocess.run([sys.executable, "-m", "iosim", "simulate", "--kernel", f"tests/data/user_kernel_{ref}",
+                              *args, "-d", d], env=env, cwd=REPO, capture_output=True, text=True, timeout=180)
         assert out.returncode == 0, out.stderr
-        runs[name] = json.loads(out.stdout)[0]
-    run = runs["bias"]
-    kernel = run["kernels"][-1]
-    assert kernel["name"] == "flash2_fwd" and kernel["regimes"] == ["tile_beyond_schedule"]
-    bh, n, row = 2 * 4, 1024, 64 * 2  # slices, rows, bytes of a row of Q, K or V
-    q, kv, bias = bh * n * row, bh * (n // 64) * n * 2 * row, bh * n * n * 2
-    assert kernel["levels"]["l2"]["read_bytes"] == q + kv + bias
-    assert kernel["unmodelled_load_bytes"] == 0
-    (said,) = run["caveats"]  # --json: in the run's caveats (a note on stderr without it)
-    assert said.startswith("flash2_fwd: its compiled loop loads 1.2 times or more")
-    run = runs["padded"]
-    assert all(k["regimes"] == [] and k["unmodelled_load_bytes"] == 0 for k in run["kernels"]) and not run["caveats"]
+        runs[ref] = json.loads(out.stdout)[0]
+    bh, n, row = 2 * 4, 1024, 64 * 2  # slices, rows, bytes of a row of Q, K, V or O
+    q, kv, tiles = bh * n * row, bh * (n // 64) * n * 2 * row, bh * n * n * 2
+    for ref, stored in (("bias.py:attention", 0), ("bias.py:attention_scores", tiles)):
+        run = runs[ref]
+        kernel = run["kernels"][-1]
+        assert kernel["name"] == "flash2_fwd" and kernel["regimes"] == ["tile_beyond_schedule"]
+        assert kernel["levels"]["l2"]["read_bytes"] == q + kv + tiles
+        # O (as many bytes as Q), the schedule's LSE (fp32 a row, which this kernel does not keep), the scores
+        assert kernel["levels"]["l2"]["write_bytes"] == q + bh * n * 4 + stored
+        assert kernel["unmodelled_bytes"] == 0
+        (said,) = run["caveats"]  # --json: in the run's caveats (a note on stderr without it)
+        assert said.startswith("flash2_fwd: its compiled loop moves a tile more of each (query block, key block)")
+    run = runs["padded.py:attention"]
+    assert all(k["regimes"] == [] and k["unmodelled_bytes"] == 0 for k in run["kernels"]) and not run["caveats"]
 
 
 @pytest.mark.sass

@@ -55,15 +55,18 @@ class LoopCode:
     stall_cycles: float | None = None  # one warp's issue cycles by the compiler's stall counts (None: unknown)
     # bytes a warp instruction moves through shared memory -> such instructions per warp (None: not recorded)
     shared: Mapping[int, float] | None = field(default=None, hash=False)
-    # bytes one thread loads from global memory (LDG, LDGSTS) per pass (None: not recorded, or estimated code)
+    # bytes one thread loads from global memory (LDG, LDGSTS) and stores to it (STG) per pass (None: not recorded,
+    # or estimated code)
     global_loads: float | None = None
+    global_stores: float | None = None
 
     def scaled(self, k: float) -> LoopCode:
         return LoopCode(self.instructions * k, MappingProxyType({p: n * k for p, n in self.pipes.items()}),
                         self.local_loads * k, self.local_stores * k, self.waits,
                         None if self.stall_cycles is None else self.stall_cycles * k,
                         None if self.shared is None else MappingProxyType({b: n * k for b, n in self.shared.items()}),
-                        None if self.global_loads is None else self.global_loads * k)
+                        None if self.global_loads is None else self.global_loads * k,
+                        None if self.global_stores is None else self.global_stores * k)
 
     def plus(self, other: LoopCode) -> LoopCode:
         """This code followed by ``other``, per warp: counts add, and so do their waits and stall cycles."""
@@ -74,10 +77,12 @@ class LoopCode:
                                   for op in dict.fromkeys([*self.waits, *other.waits])})
         stalls = None if self.stall_cycles is None or other.stall_cycles is None else self.stall_cycles + other.stall_cycles
         shared = None if self.shared is None and other.shared is None else add(self.shared or {}, other.shared or {})
-        loads = None if self.global_loads is None or other.global_loads is None else self.global_loads + other.global_loads
+        def both(a, b):  # a count both codes recorded, else unknown
+            return None if a is None or b is None else a + b
+
         return LoopCode(self.instructions + other.instructions, add(self.pipes, other.pipes),
                         self.local_loads + other.local_loads, self.local_stores + other.local_stores, waits, stalls,
-                        shared, loads)
+                        shared, both(self.global_loads, other.global_loads), both(self.global_stores, other.global_stores))
 
     def exposed_cycles(self, opcode: str, latency: float) -> float:
         """Cycles one warp waits per pass for ``opcode`` results of ``latency`` cycles that the
@@ -139,7 +144,8 @@ def loop_code(mix: LoopMix) -> LoopCode:
                     loads, stores, MappingProxyType({k: tuple(v) for k, v in mix.waits.items()}),
                     None if mix.stall_cycles is None else float(mix.stall_cycles),
                     None if mix.shared is None else MappingProxyType({b: float(n) for b, n in mix.shared.items()}),
-                    None if mix.global_load_bytes is None else float(mix.global_load_bytes))
+                    None if mix.global_load_bytes is None else float(mix.global_load_bytes),
+                    None if mix.global_store_bytes is None else float(mix.global_store_bytes))
 
 
 def lanes(profile, pipe: str) -> float | None:

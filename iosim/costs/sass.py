@@ -196,9 +196,11 @@ class LoopMix:
     # width (None: not recorded; then a 4-byte word an instruction)
     local_load_bytes: int | None = None
     local_store_bytes: int | None = None
-    # bytes one thread's pass loads from global memory (LDG, and LDGSTS's async copies), by each load's width: what
-    # the loop reads a pass, to hold against what the schedule it is priced on reads (None: not recorded)
+    # bytes one thread's pass loads from global memory (LDG, and LDGSTS's async copies) and stores to it (STG), by
+    # each instruction's width: what the loop reads and writes a pass, to hold against what the schedule it is priced
+    # on reads and writes (None: not recorded)
     global_load_bytes: int | None = None
+    global_store_bytes: int | None = None
 
     @classmethod
     def of(cls, insns: list[Instruction], depth: int = 0, innermost: bool = True, loop: bool = False) -> LoopMix:
@@ -217,7 +219,8 @@ class LoopMix:
                    tensor_flops=float(sum(map(mma_flops, insns))),
                    local_load_bytes=sum(access_bytes(i) for i in insns if i.opcode == "LDL"),
                    local_store_bytes=sum(access_bytes(i) for i in insns if i.opcode == "STL"),
-                   global_load_bytes=sum(access_bytes(i) for i in insns if i.opcode in GLOBAL_LOADS))
+                   global_load_bytes=sum(access_bytes(i) for i in insns if i.opcode in GLOBAL_LOADS),
+                   global_store_bytes=sum(access_bytes(i) for i in insns if i.opcode == "STG"))
 
     def pipe(self, name: str) -> int:
         return self.pipes.get(name, 0)
@@ -243,7 +246,7 @@ class LoopMix:
         if self.local_load_bytes is not None:
             out.update(local_load_bytes=self.local_load_bytes, local_store_bytes=self.local_store_bytes)
         if self.global_load_bytes is not None:
-            out.update(global_load_bytes=self.global_load_bytes)
+            out.update(global_load_bytes=self.global_load_bytes, global_store_bytes=self.global_store_bytes)
         return out
 
     @classmethod

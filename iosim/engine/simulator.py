@@ -67,7 +67,7 @@ from iosim.engine.lines import LineGeometry
 from iosim.engine.links import Link
 from iosim.engine.occupancy import ctas_per_sm
 from iosim.hardware.profile import LOCKSTEP_FIELDS
-from iosim.results.caveats import CAUSAL_EVICTING, PERSISTENT_DRIFT, SPILL_FRAMES, TILE_BEYOND, UNMODELLED_LOADS
+from iosim.results.caveats import CAUSAL_EVICTING, PERSISTENT_DRIFT, SPILL_FRAMES, TILE_BEYOND, UNMODELLED_TRAFFIC
 from iosim.results.result import KernelResult, RunResult, Traffic
 from iosim.schedule.common import Schedule
 from iosim.schedule.flash1 import Flash1Kernel
@@ -84,7 +84,7 @@ STREAM_MARGIN = 2  # ... where the resident CTAs' passes stream at least this ma
 STREAM_COARSE = (8, 4)  # where they stream this many times what it holds or more: this many lines a slice
 TIMELINE_BINS = 100
 PIECE_CACHE = 200_000  # rectangles whose cut into lines is kept (a few hundred bytes each)
-UNMODELLED_SHARE = 1.2  # a loop whose code loads this many times what its schedule reads a pass reads something else
+UNMODELLED_SHARE = 1.2  # a loop whose code loads this many times what its schedule reads a pass moves something else
 BEYOND_ELEMS = (1, 2, 4)  # bytes of the elements a tile read beyond the schedule is taken in (int8/fp8, fp16, fp32)
 
 
@@ -741,13 +741,15 @@ class Engine:
             mma=kernel.mma, instructions=instructions, code=code.source, l2_lookup_bytes=round(st.lookup_bytes),
             regs_per_thread=kernel.regs_per_thread, smem_bytes=kernel.smem_bytes,
             launch_s=fixed, regimes=self._regimes(ph), launched=kernel.launch,
-            unmodelled_load_bytes=0 if ph.n in self.tiled_beyond else round(self.beyond[ph.n] * ph.iters),
+            unmodelled_bytes=round(sum(self.beyond[ph.n]) * ph.iters),
         )
 
     def _regimes(self, ph) -> tuple:
         """Where validation found the model least certain, for this kernel (:mod:`iosim.results.caveats`): a
         causal loop streaming more per slice than the L2 holds of shared lines (the kernels :meth:`_fine` steps
-        line by line), and spill frames that crowd the L2 (:meth:`_crowded`)."""
+        line by line), spill frames that crowd the L2 (:meth:`_crowded`), a causal persistent kernel's tiles bound
+        in advance (:meth:`_bound`), and a user's loop that moves more than its schedule (:meth:`_beyond`): a tile
+        read or written as a tensor of its own, or bytes counted apart."""
         out = []
         if self._fine(ph.kernel):
             out.append(CAUSAL_EVICTING)
@@ -757,46 +759,55 @@ class Engine:
             out.append(PERSISTENT_DRIFT)
         if ph.n in self.tiled_beyond:
             out.append(TILE_BEYOND)
-        elif self.beyond[ph.n] > 0:
-            out.append(UNMODELLED_LOADS)
+        if any(self.beyond[ph.n]):
+            out.append(UNMODELLED_TRAFFIC)
         return tuple(out)
 
-    def _unmodelled_loads(self, n: int) -> float:
-        """Bytes a pass of kernel ``n``'s tile loop loads, per CTA, beyond what its schedule reads a pass, where its
-        compiled code loads ``UNMODELLED_SHARE`` times that or more (0 otherwise, or where the code's loads are not
-        known: estimated code, committed mixes written before they were recorded, tiles loaded by TMA). Such a
-        kernel reads something its schedule does not: a bias or mask tile beside K and V, or a tile it loads again
-        each pass. Its loads are counted from its global loads' widths (LDG, LDGSTS) over all its threads."""
+    def _beyond_pass(self, n: int) -> tuple[float, float]:
+        """Bytes a pass of kernel ``n``'s tile loop loads and stores, per CTA, beyond what its schedule reads and writes
+        a pass: loads where its compiled code loads ``UNMODELLED_SHARE`` times what the schedule reads or more, stores
+        where it stores beyond the schedule's writes ``UNMODELLED_SHARE - 1`` of that (0 otherwise, and where the
+        code's global loads and stores are not known: estimated code, committed mixes written before they were
+        recorded, tiles moved by TMA). Such a kernel moves something its schedule does not: a bias or mask tile read
+        beside K and V, scores stored for the caller. Counted from its global loads' and stores' widths (LDG, LDGSTS;
+        STG) over all its threads."""
         kernel, code = self.kernels[n], self.codes[n]
         if not kernel.loop_extent or code.loop.global_loads is None or code.tma:
-            return 0.0
-        loaded = code.loop.global_loads * WARP * kernel.warps / code.unroll
-        read = pass_loads(kernel, {name: self.geometry(name).tensor for name in self.index})
-        return loaded - read if read and loaded >= UNMODELLED_SHARE * read else 0.0
+            return 0.0, 0.0
+        per_cta = WARP * kernel.warps / code.unroll
+        read, written = pass_bytes(kernel, {name: self.geometry(name).tensor for name in self.index})
+        loaded, stored = code.loop.global_loads * per_cta, (code.loop.global_stores or 0.0) * per_cta
+        return (loaded - read if read and loaded >= UNMODELLED_SHARE * read else 0.0,
+                stored - written if read and stored - written >= (UNMODELLED_SHARE - 1.0) * read else 0.0)
 
     def _beyond(self) -> None:
-        """What each kernel's loop loads a pass beyond its schedule (:meth:`_unmodelled_loads`, per CTA), and where
-        that is one tile of ``BEYOND_ELEMS``-byte elements per (query block, key block) of a forward loop over keys,
-        read as such: a tensor of its own (``beyond:<kernel>``, one slice per query head), its tile ``i`` × ``u``
-        read every pass, as a bias or mask added to the scores is. Its bytes are then counted like K's and V's,
-        assuming each head reads its own (a bias shared by heads would find more of it in the L2)."""
+        """What each kernel's loop loads and stores a pass beyond its schedule (:meth:`_beyond_pass`, per CTA), and
+        where either is one tile of ``BEYOND_ELEMS``-byte elements per (query block, key block) of a forward loop
+        over keys, that tile: a tensor of its own (``beyond:<kernel>``, ``stored:<kernel>``; one slice per query
+        head), its tile ``i`` × ``u`` read (written) every pass, as a bias or mask added to the scores is read and
+        scores kept for the caller are written. Its bytes are then counted like K's and V's, each head's its own (a
+        bias that heads share would find more of itself in the L2). What is left is counted apart
+        (``unmodelled_bytes``)."""
         problem = self.schedule.config.problem
-        self.beyond = [self._unmodelled_loads(n) for n in range(len(self.kernels))]
+        self.beyond = [list(self._beyond_pass(n)) for n in range(len(self.kernels))]
         self.tiled_beyond: set = set()
-        for n, (k, extra) in enumerate(zip(self.kernels, self.beyond)):
-            elem = extra / (k.block_i * k.block_u) if k.block_i and k.block_u else 0.0
+        for n, k in enumerate(self.kernels):
             keys = any(p.phase is LOOP and p.kv and p.rows == "u" for p in k.patterns)
-            if not (extra and keys and elem in BEYOND_ELEMS and k.tj == 1 and not k.split_blocks and k.ragged is None
-                    and not k.persistent):
+            if not (keys and k.tj == 1 and not k.split_blocks and k.ragged is None and not k.persistent):
                 continue
-            name = f"beyond:{k.name}"
-            tensor = Tensor(name, k.slices, problem.seq_q, k.loop_extent, int(elem))
-            self.index[name] = len(self.places)
-            self.places.append(HBM)
-            self.geoms.append(LineGeometry.for_tensor(tensor, max(self._line, tensor.slice_bytes // LINES_PER_SLICE)))
-            self.kernels[n] = replace(k, patterns=k.patterns + (Pattern(name, LOOP, READ, "i", "u"),),
-                                      extents=k.extents + ((name, tensor.rows, tensor.cols),))
-            self.tiled_beyond.add(n)
+            for side, (kind, prefix) in enumerate(((READ, "beyond"), (WRITE, "stored"))):
+                elem = self.beyond[n][side] / (k.block_i * k.block_u)
+                if elem not in BEYOND_ELEMS:
+                    continue
+                name = f"{prefix}:{k.name}"
+                tensor = Tensor(name, k.slices, problem.seq_q, k.loop_extent, int(elem))
+                self.index[name] = len(self.places)
+                self.places.append(HBM)
+                self.geoms.append(LineGeometry.for_tensor(tensor, max(self._line, tensor.slice_bytes // LINES_PER_SLICE)))
+                k = self.kernels[n] = replace(k, patterns=k.patterns + (Pattern(name, LOOP, kind, "i", "u"),),
+                                              extents=k.extents + ((name, tensor.rows, tensor.cols),))
+                self.beyond[n][side] = 0.0
+                self.tiled_beyond.add(n)
 
     def _timeline(self) -> dict:
         end = self.env.now or 1.0
@@ -854,19 +865,19 @@ def _runs(idx) -> list:
     return [(int(r[0]), int(r[-1]) + 1) for r in np.split(idx, cuts)]
 
 
-def pass_loads(kernel, tensors: dict) -> int:
-    """Bytes one CTA's pass of ``kernel``'s tile loop reads in its schedule: each loop read's tile, once per query
-    head of its group where it fans out, a tile spanning a tensor's whole side as wide as the power of two a
-    compiled tile takes (a head of 96 loads a 128-column tile, masked)."""
+def pass_bytes(kernel, tensors: dict) -> tuple[int, int]:
+    """Bytes one CTA's pass of ``kernel``'s tile loop reads and writes in its schedule (atomic adds apart): each loop
+    access's tile, once per query head of its group where it fans out, a tile spanning a tensor's whole side as wide
+    as the power of two a compiled tile takes (a head of 96 loads a 128-column tile, masked)."""
     blocks = {"i": kernel.block_i, "j": kernel.block_j, "u": kernel.block_u}
-    total = 0
+    out = {READ: 0, WRITE: 0}
     for p in kernel.patterns:
-        if p.phase is not LOOP or p.kind is not READ:
+        if p.phase is not LOOP or p.kind not in out:
             continue
         t = tensors[p.tensor]
         sides = [blocks.get(dim) or 1 << (extent - 1).bit_length() for dim, extent in ((p.rows, t.rows), (p.cols, t.cols))]
-        total += sides[0] * sides[1] * t.elem_bytes * (kernel.kv_group if p.fan else 1)
-    return total
+        out[p.kind] += sides[0] * sides[1] * t.elem_bytes * (kernel.kv_group if p.fan else 1)
+    return out[READ], out[WRITE]
 
 
 def _slot_rows(g0: int, n: int, slots: int) -> list:

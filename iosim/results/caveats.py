@@ -17,16 +17,16 @@ while SRAM and L2 bytes, instructions and most times held:
   K/V the L2 must hold, decides the DRAM bytes (``experiments/measurements/h200/persistent/``).
 
 Two more name a user's kernel that does not follow its schedule, a tile loop whose compiled code loads more a pass
-than the schedule it is priced on reads: ``tile_beyond_schedule`` where the rest is one tile of each (query block,
-key block) of a forward, read as a bias or mask of its own for each head; ``unmodelled_loads`` where it is not, and
-is then in no byte count.
+than the schedule it is priced on reads, or stores more than it writes: ``tile_beyond_schedule`` where the rest is
+one tile of each (query block, key block) of a forward, read (a bias, a mask) or written (scores kept for the
+caller) as a tensor of its own for each head; ``unmodelled_traffic`` where it is not, and is then in no byte count.
 """
 from __future__ import annotations
 
 CAUSAL_EVICTING = "causal_evicting"
 SPILL_FRAMES = "spill_frames"
 PERSISTENT_DRIFT = "persistent_drift"
-UNMODELLED_LOADS = "unmodelled_loads"
+UNMODELLED_TRAFFIC = "unmodelled_traffic"
 TILE_BEYOND = "tile_beyond_schedule"
 
 MESSAGES = {
@@ -41,12 +41,14 @@ MESSAGES = {
                        "tiles fall behind decides how much K/V the L2 must hold, and DRAM bytes are the least "
                        "certain figure (on held-out cases iosim predicted from 0.8 to 1.7 times the DRAM bytes the "
                        "H200 measured; experiments/measurements/h200/persistent)"),
-    UNMODELLED_LOADS: ("its compiled loop loads 1.2 times or more the bytes a pass of the schedule it is priced on "
-                       "reads: the rest is in its time's instructions but in no byte count, so DRAM and L2 bytes are "
-                       "low by what it reads beyond the schedule"),
-    TILE_BEYOND: ("its compiled loop loads 1.2 times or more the bytes a pass of the schedule reads, one tile more of "
-                  "each (query block, key block): read as a bias or mask of its own for every head, counted like K "
-                  "and V (one that heads share reads less from DRAM: the L2 holds it for the next head)"),
+    UNMODELLED_TRAFFIC: ("its compiled loop loads 1.2 times or more the bytes a pass of the schedule it is priced on "
+                         "reads, or stores beyond what it writes a fifth of that or more: the rest is in its time's "
+                         "instructions but in no byte count, so DRAM and L2 bytes are low by what it moves beyond the "
+                         "schedule"),
+    TILE_BEYOND: ("its compiled loop moves a tile more of each (query block, key block) a pass than the schedule "
+                  "it is priced on (loads 1.2 times what it reads, or stores a fifth of that beyond what it writes): "
+                  "read (or written) as a bias, mask or score tensor of its own for every head, counted like K and V "
+                  "(a bias that heads share reads less from DRAM: the L2 holds it for the next head)"),
 }
 
 
@@ -60,9 +62,9 @@ def caveats(result) -> list[str]:
             if k.name not in names:
                 names.append(k.name)
     lines = [f"{', '.join(names)}: {MESSAGES[regime]}" for regime, names in named.items()]
-    beyond = sum(getattr(k, "unmodelled_load_bytes", 0) for k in getattr(result, "kernels", ()))
-    if beyond:  # how much, where a kernel loads beyond its schedule
-        lines = [f"{line} ({beyond / 1e9:.3g} GB over the run)" if line.endswith(MESSAGES[UNMODELLED_LOADS]) else line
+    beyond = sum(getattr(k, "unmodelled_bytes", 0) for k in getattr(result, "kernels", ()))
+    if beyond:  # how much, where a kernel moves beyond its schedule
+        lines = [f"{line} ({beyond / 1e9:.3g} GB over the run)" if line.endswith(MESSAGES[UNMODELLED_TRAFFIC]) else line
                  for line in lines]
     return lines
 

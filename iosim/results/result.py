@@ -56,9 +56,9 @@ class KernelResult:
     launch_s: float = 0.0  # of time_s: the launch overhead and first-wave start every kernel pays
     regimes: tuple = ()  # where validation found the model least certain (iosim.results.caveats)
     launched: bool = True  # False: a later loop of the launch before it (a fused dq), not a launch of its own
-    # bytes its compiled loop loads beyond what its schedule reads, over every CTA's passes: in no byte count above
-    # (a user's kernel that reads a bias or mask beside K and V; regime ``unmodelled_loads``)
-    unmodelled_load_bytes: int = 0
+    # bytes its compiled loop loads and stores beyond what its schedule reads and writes, over every CTA's passes, that
+    # no byte count above includes (a user's kernel that does not follow its schedule; regime ``unmodelled_traffic``)
+    unmodelled_bytes: int = 0
 
     @property
     def bound(self) -> str:

@@ -23,7 +23,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, ValidationError, field_validator
 
 from iosim.files import atomic_write_text
-from iosim.results.caveats import CAUSAL_EVICTING, PERSISTENT_DRIFT, SPILL_FRAMES, TILE_BEYOND, UNMODELLED_LOADS
+from iosim.results.caveats import CAUSAL_EVICTING, PERSISTENT_DRIFT, SPILL_FRAMES, TILE_BEYOND, UNMODELLED_TRAFFIC
 from iosim.results.result import RunResult, Skipped, result_from_dict
 from iosim.schedule.problem import MODES, ConfigError, RunConfig
 from iosim.schema import (
@@ -131,9 +131,9 @@ class _Kernel(FileModel):
     regs_per_thread: NonNegativeInt = 0
     smem_bytes: NonNegativeInt = 0
     launch_s: NonNegative = 0.0  # of time_s: launch overhead and first-wave start
-    regimes: list[Literal[CAUSAL_EVICTING, SPILL_FRAMES, PERSISTENT_DRIFT, TILE_BEYOND, UNMODELLED_LOADS]] = []  # caveats
+    regimes: list[Literal[CAUSAL_EVICTING, SPILL_FRAMES, PERSISTENT_DRIFT, TILE_BEYOND, UNMODELLED_TRAFFIC]] = []  # caveats
     launched: bool = True  # False: a later loop of the launch before it
-    unmodelled_load_bytes: NonNegativeInt = 0  # loaded beyond the schedule, in no byte count
+    unmodelled_bytes: NonNegativeInt = 0  # moved beyond the schedule, in no byte count
     bound: Line | None = None  # derived
     time_split: dict[str, Any] | None = None  # derived, where a user's kernel was priced (simulate --kernel)
 
