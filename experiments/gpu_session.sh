@@ -104,6 +104,10 @@
 #      DRAM is under                              -> $OUT/stream_probe/stream_probe.json (≤ 300 s)
 #   pp) groups of CTAs reading the same tiles in lockstep over loops of 16-2048 passes: L2 lookups a load (ncu) and
 #      each pair's end-time gap (%globaltimer)   -> $OUT/pair_probe/pair_probe.json (≤ 480 s)
+#   lct) kernels/flash2.py's causal forward traced (%globaltimer) at the held-out foreign kernels' configurations:
+#      F1's and F5's at N = 128K, F4's at 96K (d = 128, 8 heads) -> $OUT/heldout/long_tiles/trace/ (≤ 560 s)
+#   lcm) the same configurations measured (ncu), manifest_long_tiles.yaml, predicted before it ran
+#                                                -> $OUT/heldout/long_tiles/measurements.json (≤ 480 s)
 #   bias) a user's forward that adds a bias tile to every block of scores (tests/data/user_kernel_bias.py): its three
 #      launchers against float64 on the GPU, then the held-out manifest_bias.yaml (ncu), predicted before it ran
 #                                                -> $OUT/heldout/bias/{check.log,measurements.json} (≤ 600 s)
@@ -443,6 +447,15 @@ want spl && grid_step "spl) SDPA flash where it splits, held out" sdpa_split sdp
 want spl2 && grid_step "spl2) SDPA flash where it splits, held out again" sdpa_split2 sdpa_split2 300
 want sma && grid_step "sma) standard attention on small problems" small small 300
 want stp && step "stp) stream probe" 300 "$PY" -m iosim.kernels.stream_probe --out "$OUT/stream_probe" >>"$LOG" 2>&1
+if want lct; then
+    mkdir -p "$OUT/heldout/long_tiles/trace"
+    step "lct) traces at F1's and F5's configurations, 128K" 360 "$PY" -m iosim.kernels.causal_trace \
+        --out "$OUT/heldout/long_tiles/trace" --seq-len 131072 --order rows --tiling 128x64w4s2 128x32w4s4 >>"$LOG" 2>&1
+    step "lct) trace at F4's configuration, 96K" 200 "$PY" -m iosim.kernels.causal_trace \
+        --out "$OUT/heldout/long_tiles/trace" --seq-len 98304 --order rows --tiling 64x128w4s3 >>"$LOG" 2>&1
+fi
+want lcm && held_out "lcm) kernels/flash2.py at the foreign configurations" \
+    experiments/heldout_kernels/manifest_long_tiles.yaml heldout/long_tiles
 if want bias; then
     mkdir -p "$OUT/heldout/bias"
     step "bias) bias kernel against float64" 120 "$PY" -c '

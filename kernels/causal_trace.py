@@ -7,15 +7,18 @@ of a head stream apart (each reading K/V the L2 has long evicted) or bunch up be
 misses (a convoy). The untraced kernel is timed beside it (``do_bench`` medians on random data) so
 the stamps' own cost is known.
 
-    python -m iosim.kernels.causal_trace --out DIR [--seq-len 131072] [--order heads,rows]
+    python -m iosim.kernels.causal_trace --out DIR [--seq-len 131072] [--order heads,rows] [--heads 8] [--head-dim 128]
+        [--tiling 128x64w4s2 ...]
 
-writes ``DIR/causal_trace-<order>-n<N>.json``: provenance, the launch, both timings and per CTA (in
-launch order) its head, Q block, SM and stamps in ns from the first CTA's start.
+writes ``DIR/causal_trace-<order>-n<N>.json`` (``...-n<N>-<tiling>.json`` at a ``--tiling`` other than the
+kernel's own): provenance, the launch, both timings and per CTA (in launch order) its head, Q block, SM and stamps
+in ns from the first CTA's start.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -79,8 +82,21 @@ def _kernel():
     return traced_fwd
 
 
-def trace(seq_len: int, order: str, heads: int = 8, head_dim: int = 128) -> dict:
-    """One traced causal forward (after a warm-up run) and both kernels' ``do_bench`` medians."""
+def parse_tiling(text: str) -> dict:
+    """``"128x64w4s2"`` -> flash2's tiling overrides ``{block_m: 128, block_n: 64, warps: 4, stages: 2}``."""
+    m = re.fullmatch(r"(\d+)x(\d+)w(\d+)s(\d+)", text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected BMxBNwWARPSsSTAGES, e.g. 128x64w4s2")
+    return dict(zip(("block_m", "block_n", "warps", "stages"), map(int, m.groups())))
+
+
+def _tiling_arg(text: str) -> tuple[str, dict]:
+    return text, parse_tiling(text)
+
+
+def trace(seq_len: int, order: str, heads: int = 8, head_dim: int = 128, tiling: dict | None = None) -> dict:
+    """One traced causal forward (after a warm-up run) and both kernels' ``do_bench`` medians; ``tiling``: flash2's
+    tiles, warps and stages in place of its defaults."""
     torch = cuda_torch()
     import triton
 
@@ -88,7 +104,7 @@ def trace(seq_len: int, order: str, heads: int = 8, head_dim: int = 128) -> dict
     from iosim.kernels._common import LOG2E
     from iosim.kernels.timing import time_fn
 
-    cfg = flash2._common.pass_tiling(flash2.ALGO, flash2.FWD, head_dim, {"grid_order": order})
+    cfg = flash2._common.pass_tiling(flash2.ALGO, flash2.FWD, head_dim, {"grid_order": order, **(tiling or {})})
     gen = torch.Generator(device="cuda").manual_seed(0)
     q, k, v = (torch.randn(1, heads, seq_len, head_dim, device="cuda", dtype=torch.float16, generator=gen)
                for _ in range(3))
@@ -139,6 +155,10 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="folder for causal_trace-<order>-n<N>.json")
     parser.add_argument("--seq-len", type=int, nargs="+", default=[131072], help="sequence lengths N")
     parser.add_argument("--order", default="heads,rows", help="grid orders, comma-separated (heads, rows)")
+    parser.add_argument("--heads", type=int, default=8, help="heads (batch 1; default 8)")
+    parser.add_argument("--head-dim", type=int, default=128, help="head dim d (default 128)")
+    parser.add_argument("--tiling", nargs="+", type=_tiling_arg, default=[(None, None)], metavar="BMxBNwWsS",
+                        help="flash2's tiles, warps and stages, e.g. 128x64w4s2 (default: its own)")
     args = parser.parse_args(argv)
     from iosim.kernels.harness import provenance
 
@@ -147,12 +167,13 @@ def main(argv=None) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         for n in args.seq_len:
             for order in args.order.split(","):
-                data = trace(n, order)
-                path = args.out / f"causal_trace-{order}-n{n}.json"
-                path.write_text(json.dumps({"provenance": asdict(prov), **data}) + "\n")
-                tm = data["timing"]
-                print(f"{order} N={n}: flash2_fwd {tm['flash2_fwd_median_s'] * 1e3:.2f} ms, traced "
-                      f"{tm['traced_median_s'] * 1e3:.2f} ms, {len(data['ctas'])} CTAs -> {path}", flush=True)
+                for label, tiling in args.tiling:
+                    data = trace(n, order, args.heads, args.head_dim, tiling)
+                    path = args.out / f"causal_trace-{order}-n{n}{f'-{label}' if label else ''}.json"
+                    path.write_text(json.dumps({"provenance": asdict(prov), **data}) + "\n")
+                    tm = data["timing"]
+                    print(f"{order} N={n} {label or 'own tiles'}: flash2_fwd {tm['flash2_fwd_median_s'] * 1e3:.2f} ms, "
+                          f"traced {tm['traced_median_s'] * 1e3:.2f} ms, {len(data['ctas'])} CTAs -> {path}", flush=True)
     except (HarnessError, ValueError, RuntimeError) as e:
         print(f"error: {one_line(e)}", file=sys.stderr)
         return 2

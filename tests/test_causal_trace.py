@@ -51,3 +51,11 @@ def test_a_trace_stamps_every_cta_in_order():
     for cta in data["ctas"]:
         marks = [cta["start_ns"], *cta["stamps_ns"], cta["end_ns"]]
         assert all(a <= b for a, b in zip(marks, marks[1:]))
+
+
+def test_a_tiling_reads_as_flash2s_overrides_and_a_bad_one_is_one_line():
+    assert causal_trace.parse_tiling("64x128w4s3") == {"block_m": 64, "block_n": 128, "warps": 4, "stages": 3}
+    run = subprocess.run([sys.executable, "-m", "iosim.kernels.causal_trace", "--out", "unused", "--tiling", "64x128"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert run.stderr.strip().endswith("error: argument --tiling: '64x128': expected BMxBNwWARPSsSTAGES, e.g. 128x64w4s2")
