@@ -40,8 +40,13 @@ def bias_fwd(Q, K, V, Bias, O, Scores, N, stride_bias, scale, D: tl.constexpr, B
     tl.store(O + base + rows[:, None] * D + cols[None, :], out.to(O.dtype.element_ty), mask=rows[:, None] < N)
 
 
-def _launch(q, k, v, bias, shared, sm_scale, block_m, warps, stages, scores=None):
+def _launch(q, k, v, causal, sm_scale, bias, shared, block_m, warps, stages, scores=None):
+    """bias_fwd on (B, H, N, d) inputs; the bias (B, H, N, N), or (N, N) where ``shared``, random where not given."""
+    if causal:
+        raise ValueError("bias_fwd is not causal")
     batch, heads, n, d = q.shape
+    if bias is None:
+        bias = torch.randn(*(() if shared else (batch, heads)), n, n, device=q.device, dtype=q.dtype)
     q, k, v, bias = (t.contiguous() for t in (q, k, v, bias))
     o = torch.empty_like(q)
     scale = d ** -0.5 if sm_scale is None else sm_scale
@@ -53,42 +58,23 @@ def _launch(q, k, v, bias, shared, sm_scale, block_m, warps, stages, scores=None
 
 def attention(q, k, v, causal=False, sm_scale=None, bias=None):
     """softmax(Q·Kᵀ·scale + bias)·V on (B, H, N, d) inputs, the bias (B, H, N, N) (random where not given); not causal."""
-    if causal:
-        raise ValueError("bias_fwd is not causal")
-    batch, heads, n, _ = q.shape
-    if bias is None:
-        bias = torch.randn(batch, heads, n, n, device=q.device, dtype=q.dtype)
-    return _launch(q, k, v, bias, False, sm_scale, 64, 4, 2)
+    return _launch(q, k, v, causal, sm_scale, bias, False, 64, 4, 2)
 
 
 def attention_wide(q, k, v, causal=False, sm_scale=None, bias=None):
     """:func:`attention` at 128 × 64 tiles, 8 warps, 3 stages."""
-    if causal:
-        raise ValueError("bias_fwd is not causal")
-    batch, heads, n, _ = q.shape
-    if bias is None:
-        bias = torch.randn(batch, heads, n, n, device=q.device, dtype=q.dtype)
-    return _launch(q, k, v, bias, False, sm_scale, 128, 8, 3)
+    return _launch(q, k, v, causal, sm_scale, bias, False, 128, 8, 3)
 
 
 def attention_shared(q, k, v, causal=False, sm_scale=None, bias=None):
     """:func:`attention` with one bias (N, N) that every head adds (random where not given)."""
-    if causal:
-        raise ValueError("bias_fwd is not causal")
-    n = q.shape[2]
-    if bias is None:
-        bias = torch.randn(n, n, device=q.device, dtype=q.dtype)
-    return _launch(q, k, v, bias, True, sm_scale, 64, 4, 2)
+    return _launch(q, k, v, causal, sm_scale, bias, True, 64, 4, 2)
 
 
 def attention_scores(q, k, v, causal=False, sm_scale=None, bias=None, scores=None):
     """:func:`attention` that also writes the biased scores Q·Kᵀ·scale + bias (B, H, N, N) to ``scores`` (a new
     tensor where not given), as kernels that return attention weights to the caller do."""
-    if causal:
-        raise ValueError("bias_fwd is not causal")
-    batch, heads, n, _ = q.shape
-    if bias is None:
-        bias = torch.randn(batch, heads, n, n, device=q.device, dtype=q.dtype)
     if scores is None:
+        batch, heads, n, _ = q.shape
         scores = torch.empty(batch, heads, n, n, device=q.device, dtype=q.dtype)
-    return _launch(q, k, v, bias, False, sm_scale, 64, 4, 2, scores)
+    return _launch(q, k, v, causal, sm_scale, bias, False, 64, 4, 2, scores)
