@@ -142,10 +142,11 @@ def test_a_kernel_that_pads_its_head_dim_moves_bytes_of_its_own():
 
 
 @pytest.mark.parametrize("launcher, shared", [("attention", False), ("attention_wide", False),
-                                               ("attention_shared", True)])
+                                               ("attention_shared", True), ("attention_scores", False)])
 def test_the_bias_test_kernel_matches_float64(launcher, shared):
     """tests/data/user_kernel_bias.py (a bias tile added to every block of scores, each head's own or one all heads
-    share; the interpreter) against softmax(QKᵀ/√d + bias)V in float64 on a length that is no multiple of its blocks."""
+    share; the interpreter) against softmax(QKᵀ/√d + bias)V in float64 on a length that is no multiple of its blocks,
+    and the scores it keeps for the caller against QKᵀ/√d + bias."""
     import importlib.util
 
     import torch
@@ -156,9 +157,13 @@ def test_the_bias_test_kernel_matches_float64(launcher, shared):
     gen = torch.Generator().manual_seed(1)
     q, k, v = (torch.randn(2, 2, 83, 32, generator=gen).to(torch.float16) for _ in range(3))
     bias = torch.randn(*(() if shared else (2, 2)), 83, 83, generator=gen).to(torch.float16)
-    ref = torch.softmax(q.double() @ k.double().transpose(-1, -2) / 32 ** 0.5 + bias.double(), -1) @ v.double()
-    out = getattr(mod, launcher)(q, k, v, bias=bias)
+    scores = q.double() @ k.double().transpose(-1, -2) / 32 ** 0.5 + bias.double()
+    ref = torch.softmax(scores, -1) @ v.double()
+    kept = {"scores": torch.zeros(2, 2, 83, 83, dtype=torch.float16)} if launcher == "attention_scores" else {}
+    out = getattr(mod, launcher)(q, k, v, bias=bias, **kept)
     assert ((out.double() - ref).abs().max() / ref.abs().max()).item() < 10 * 2 ** -11
+    if kept:
+        assert ((kept["scores"].double() - scores).abs().max() / scores.abs().max()).item() < 10 * 2 ** -11
 
 
 @pytest.mark.sass
