@@ -162,11 +162,15 @@ def test_a_loop_that_moves_more_than_its_schedule_is_named(loads, stores, regime
     code = KernelCode(loop=LoopCode(500.0, {"fma": 300.0}, global_loads=loads * read / (WARP * 4),
                                     global_stores=stores * read / (WARP * 4)))
     plain = simulate(config, H200, codes=[KernelCode(loop=LoopCode(500.0, {"fma": 300.0}))]).kernels[0]
-    k = simulate(config, H200, codes=[code]).kernels[0]
+    run = simulate(config, H200, codes=[code])
+    k = run.kernels[0]
     passes = 2 * (1024 // 64) * (1024 // 64)  # every CTA's every pass
     assert k.regimes == ((regime,) if regime else ())
     beyond = (loads - 1 + stores) * read * passes if regime == "unmodelled_traffic" else 0
     assert k.unmodelled_bytes == round(beyond)
+    said = caveats(run)
+    assert len(said) == (1 if regime else 0)
+    assert all(line.endswith(f" ({beyond / 1e9:.3g} GB over the run)") == bool(beyond) for line in said)
     tiled = 2 * 1024 * 1024 * 2 if regime == "tile_beyond_schedule" else 0  # B·H·N·N fp16
     assert k.levels["l2"].read_bytes == plain.levels["l2"].read_bytes + (tiled if loads > 1 else 0)
     assert k.levels["l2"].write_bytes == plain.levels["l2"].write_bytes + (tiled if stores else 0)

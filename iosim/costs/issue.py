@@ -75,14 +75,12 @@ class LoopCode:
 
         waits = MappingProxyType({op: tuple(self.waits.get(op, ())) + tuple(other.waits.get(op, ()))
                                   for op in dict.fromkeys([*self.waits, *other.waits])})
-        stalls = None if self.stall_cycles is None or other.stall_cycles is None else self.stall_cycles + other.stall_cycles
         shared = None if self.shared is None and other.shared is None else add(self.shared or {}, other.shared or {})
-        def both(a, b):  # a count both codes recorded, else unknown
-            return None if a is None or b is None else a + b
-
         return LoopCode(self.instructions + other.instructions, add(self.pipes, other.pipes),
-                        self.local_loads + other.local_loads, self.local_stores + other.local_stores, waits, stalls,
-                        shared, both(self.global_loads, other.global_loads), both(self.global_stores, other.global_stores))
+                        self.local_loads + other.local_loads, self.local_stores + other.local_stores, waits,
+                        _known_sum(self.stall_cycles, other.stall_cycles), shared,
+                        _known_sum(self.global_loads, other.global_loads),
+                        _known_sum(self.global_stores, other.global_stores))
 
     def exposed_cycles(self, opcode: str, latency: float) -> float:
         """Cycles one warp waits per pass for ``opcode`` results of ``latency`` cycles that the
@@ -132,6 +130,11 @@ class KernelCode:
     # loop iterations (K/V blocks) one pass covers: a loop the compiler unrolled (``tl.range(...,
     # loop_unroll_factor=k)``) runs one pass every ``unroll`` blocks, each pass the code of ``unroll`` of them
     unroll: int = 1
+
+
+def _known_sum(a: float | None, b: float | None) -> float | None:
+    """A count two codes add up to where both recorded it, else unknown (None)."""
+    return None if a is None or b is None else a + b
 
 
 def loop_code(mix: LoopMix) -> LoopCode:

@@ -61,12 +61,9 @@ def caveats(result) -> list[str]:
             names = named.setdefault(regime, [])
             if k.name not in names:
                 names.append(k.name)
-    lines = [f"{', '.join(names)}: {MESSAGES[regime]}" for regime, names in named.items()]
     beyond = sum(getattr(k, "unmodelled_bytes", 0) for k in getattr(result, "kernels", ()))
-    if beyond:  # how much, where a kernel moves beyond its schedule
-        lines = [f"{line} ({beyond / 1e9:.3g} GB over the run)" if line.endswith(MESSAGES[UNMODELLED_TRAFFIC]) else line
-                 for line in lines]
-    return lines
+    how_much = {UNMODELLED_TRAFFIC: f" ({beyond / 1e9:.3g} GB over the run)"} if beyond else {}
+    return [f"{', '.join(names)}: {MESSAGES[regime]}{how_much.get(regime, '')}" for regime, names in named.items()]
 
 
 def regimes(result) -> list[str]:
