@@ -20,7 +20,9 @@ from iosim.schedule.problem import ConfigError
 @click.option("--kernel", "kernel", default=None, metavar="FILE.py:FN",
               help="Your Triton kernel's launcher fn(q, k, v, causal) (needs the kernels extra): simulated as "
                    "flash2 with the tiling its launches use, its math priced from its own compiled SASS, and what "
-                   "it runs in PyTorch between its kernels (fills, copies, casts, sums) as PyTorch kernels.")
+                   "it runs in PyTorch between its kernels (fills, copies, casts, sums) as PyTorch kernels. A loop "
+                   "that loads or stores more a pass than flash2's (a bias or mask tile, scores kept) is named, and "
+                   "a (query block, key block) tile of it is counted as a tensor of its own.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list, one object per run.")
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV, one row per run, in bytes and seconds.")
 def simulate(kernel, as_json, as_csv, **opts):
@@ -37,7 +39,8 @@ def simulate(kernel, as_json, as_csv, **opts):
     (tensor cores, SIMT pipes, memory).
 
     Where validation found the model least certain (long causal runs whose K/V outgrows the L2, spill frames
-    that crowd it), a note on stderr says so, naming the kernels and rows; --json and --csv carry it too.
+    that crowd it), or a kernel of yours moves more a pass than its schedule, a note on stderr says so, naming the
+    kernels and rows; --json and --csv carry it too.
     """
     if kernel:
         opts["algo"] = flash2_only(opts["algo"], "--kernel")
