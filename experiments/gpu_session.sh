@@ -106,11 +106,11 @@
 #      each pair's end-time gap (%globaltimer)   -> $OUT/pair_probe/pair_probe.json (≤ 480 s)
 #   lct) kernels/flash2.py's causal forward traced (%globaltimer) at the held-out foreign kernels' configurations:
 #      F1's and F5's at N = 128K, F4's at 96K (d = 128, 8 heads) -> $OUT/heldout/long_tiles/trace/ (≤ 560 s)
-#   lcm) the same configurations measured (ncu), manifest_long_tiles.yaml, predicted before it ran
-#                                                -> $OUT/heldout/long_tiles/measurements.json (≤ 480 s)
+#   lcm) the same configurations compiled by the GPU's Triton, then measured (ncu), manifest_long_tiles.yaml,
+#      predicted before it ran                   -> $OUT/heldout/long_tiles/{mixes/,measurements.json} (≤ 680 s)
 #   bias) a user's forward that adds a bias tile to every block of scores (tests/data/user_kernel_bias.py): its three
-#      launchers against float64 on the GPU, then the held-out manifest_bias.yaml (ncu), predicted before it ran
-#                                                -> $OUT/heldout/bias/{check.log,measurements.json} (≤ 600 s)
+#      launchers against float64 on the GPU, then the held-out manifest_bias.yaml compiled by the GPU's Triton and
+#      measured (ncu), predicted before it ran    -> $OUT/heldout/bias/{check.log,mixes/,measurements.json} (≤ 800 s)
 # A step that fails or runs out of time does not stop the next. Measurement files are rewritten
 # atomically after each batch of cases, so a step cut short keeps every finished batch. Progress
 # goes to $OUT/session.log. All steps take longer than one 10-minute device command: name the steps
@@ -454,8 +454,16 @@ if want lct; then
     step "lct) trace at F4's configuration, 96K" 200 "$PY" -m iosim.kernels.causal_trace \
         --out "$OUT/heldout/long_tiles/trace" --seq-len 98304 --order rows --tiling 64x128w4s3 >>"$LOG" 2>&1
 fi
-want lcm && held_out "lcm) kernels/flash2.py at the foreign configurations" \
-    experiments/heldout_kernels/manifest_long_tiles.yaml heldout/long_tiles
+held_mixes() {  # held_mixes NAME MANIFEST DIR: the manifest's code compiled by this Triton, added to the committed mixes
+    mkdir -p "$OUT/$3/mixes"
+    step "$1" 200 "$PY" -m iosim.kernels.user_codes --manifest "$2" --out experiments/heldout_kernels/mixes >>"$LOG" 2>&1
+    cp experiments/heldout_kernels/mixes/sm_*-triton-*.json "$OUT/$3/mixes/"
+}
+if want lcm; then
+    held_mixes "lcm) long-tiles mixes" experiments/heldout_kernels/manifest_long_tiles.yaml heldout/long_tiles
+    held_out "lcm) kernels/flash2.py at the foreign configurations" \
+        experiments/heldout_kernels/manifest_long_tiles.yaml heldout/long_tiles
+fi
 if want bias; then
     mkdir -p "$OUT/heldout/bias"
     step "bias) bias kernel against float64" 120 "$PY" -c '
@@ -470,6 +478,7 @@ for fn, shared in (("attention", False), ("attention_wide", False), ("attention_
     err = ((getattr(m, fn)(q, k, v, bias=b).double() - ref).abs().max() / ref.abs().max()).item()
     print(fn, "max relative error", err, "ok" if err < 10 * 2 ** -11 else "FAILED")
 ' >"$OUT/heldout/bias/check.log" 2>&1
+    held_mixes "bias) bias mixes" experiments/heldout_kernels/manifest_bias.yaml heldout/bias
     held_out "bias) held-out bias kernel" experiments/heldout_kernels/manifest_bias.yaml heldout/bias
 fi
 want pp && step "pp) pair probe" 480 "$PY" -m iosim.kernels.pair_probe --out "$OUT/pair_probe" >>"$LOG" 2>&1

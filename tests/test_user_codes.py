@@ -172,7 +172,8 @@ def test_a_kernel_that_moves_more_than_its_schedule_is_named():
     schedule reads a pass, one fp16 tile more of each (query block, key block), so the run reads it as a bias of
     its own (``tile_beyond_schedule``, in its caveats): each tile once, by the CTA of its query block, beside Q once
     and K, V once per CTA. The same kernel storing its scores for the caller also writes one such tile a pass. A
-    kernel that follows the schedule (tests/data/user_kernel_padded.py, d = 96 in 128-column tiles) is not named."""
+    kernel that follows the schedule (tests/data/user_kernel_padded.py, d = 96 in 128-column tiles) is not named. The
+    scores count in the run's peak memory."""
     env = dict(os.environ, TRITON_INTERPRET="0")
     args = ["--gpu", "h200", "--seq-len", "1k", "--batch", "2", "--heads", "4", "--json"]
     runs = {}
@@ -193,6 +194,8 @@ def test_a_kernel_that_moves_more_than_its_schedule_is_named():
         assert kernel["unmodelled_bytes"] == 0
         (said,) = run["caveats"]  # --json: in the run's caveats (a note on stderr without it)
         assert said.startswith("flash2_fwd: its compiled loop moves a tile more of each (query block, key block)")
+    # the scores are an output the caller keeps: allocated beside the bias (the launcher's randn) and Q, K, V, O
+    assert runs["bias.py:attention_scores"]["peak_hbm_bytes"] - runs["bias.py:attention"]["peak_hbm_bytes"] == tiles
     run = runs["padded.py:attention"]
     assert all(k["regimes"] == [] and k["unmodelled_bytes"] == 0 for k in run["kernels"]) and not run["caveats"]
 

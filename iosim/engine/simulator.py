@@ -69,6 +69,7 @@ from iosim.engine.occupancy import ctas_per_sm
 from iosim.hardware.profile import LOCKSTEP_FIELDS
 from iosim.results.caveats import CAUSAL_EVICTING, PERSISTENT_DRIFT, SPILL_FRAMES, TILE_BEYOND, UNMODELLED_TRAFFIC
 from iosim.results.result import KernelResult, RunResult, Traffic
+from iosim.schedule.build import peak_footprint
 from iosim.schedule.common import Schedule
 from iosim.schedule.flash1 import Flash1Kernel
 from iosim.schedule.ir import ATOMIC, HBM, LOOP, READ, WRITE, CausalMode, Pattern, Tensor
@@ -225,10 +226,20 @@ class Engine:
         final = self.l2.flush(self.env.now, invalidate=False, timed=False) if self.mode == "plain" else 0
         return RunResult(
             config=self.schedule.config.to_dict(), gpu=self.profile.id, mode=self.mode,
-            kernels=tuple(self.records), time_s=self._total_time(), peak_hbm_bytes=self.schedule.peak_hbm_bytes,
+            kernels=tuple(self.records), time_s=self._total_time(), peak_hbm_bytes=self._peak(),
             hbm_capacity_bytes=self.profile.hbm_bytes, timeline=self._timeline(), events=self.events,
             final_writeback_bytes=final,
         )
+
+    def _peak(self) -> int:
+        """Bytes allocated at the busiest kernel (the schedule's), with the tensors a user's kernel writes beyond
+        its schedule (:meth:`_beyond`) live from their kernel on, as outputs the caller keeps. A tensor it reads
+        beyond the schedule is the launcher's own allocation (a captured operation made it) or the caller's."""
+        s = self.schedule
+        if not self.kept_beyond:
+            return s.peak_hbm_bytes
+        kept = tuple(t.name for t in self.kept_beyond)
+        return peak_footprint(s.tensors + tuple(self.kept_beyond), tuple(self.kernels), s.inputs + s.outputs + kept)
 
     def _total_time(self) -> float:
         if self.mode == "ncu":  # what the counters' gpu__time_duration sums: kernels only
@@ -791,6 +802,7 @@ class Engine:
         problem = self.schedule.config.problem
         self.beyond = [list(self._beyond_pass(n)) for n in range(len(self.kernels))]
         self.tiled_beyond: set = set()
+        self.kept_beyond: list = []  # the tensors written beyond the schedule (scores kept for the caller)
         for n, k in enumerate(self.kernels):
             keys = any(p.phase is LOOP and p.kv and p.rows == "u" for p in k.patterns)
             if not (keys and k.tj == 1 and not k.split_blocks and k.ragged is None and not k.persistent):
@@ -808,6 +820,8 @@ class Engine:
                                               extents=k.extents + ((name, tensor.rows, tensor.cols),))
                 self.beyond[n][side] = 0.0
                 self.tiled_beyond.add(n)
+                if kind == WRITE:  # an output the caller keeps, which the schedule does not allocate
+                    self.kept_beyond.append(tensor)
 
     def _timeline(self) -> dict:
         end = self.env.now or 1.0
