@@ -105,12 +105,13 @@
 #   pp) groups of CTAs reading the same tiles in lockstep over loops of 16-2048 passes: L2 lookups a load (ncu) and
 #      each pair's end-time gap (%globaltimer)   -> $OUT/pair_probe/pair_probe.json (≤ 480 s)
 #   lct) kernels/flash2.py's causal forward traced (%globaltimer) at the held-out foreign kernels' configurations:
-#      F1's and F5's at N = 128K, F4's at 96K (d = 128, 8 heads) -> $OUT/heldout/long_tiles/trace/ (≤ 560 s)
+#      F1's and F5's at N = 128K, F4's at 96K (d = 128, 8 heads) -> $OUT/trace_long_tiles/ (≤ 560 s)
 #   lcm) the same configurations compiled by the GPU's Triton, then measured (ncu), manifest_long_tiles.yaml,
-#      predicted before it ran                   -> $OUT/heldout/long_tiles/{mixes/,measurements.json} (≤ 680 s)
+#      predicted before it ran        -> $OUT/mixes_long_tiles/, $OUT/heldout/long_tiles/measurements.json (≤ 680 s)
 #   bias) a user's forward that adds a bias tile to every block of scores (tests/data/user_kernel_bias.py): its three
 #      launchers against float64 on the GPU, then the held-out manifest_bias.yaml compiled by the GPU's Triton and
-#      measured (ncu), predicted before it ran    -> $OUT/heldout/bias/{check.log,mixes/,measurements.json} (≤ 800 s)
+#      measured (ncu), predicted before it ran    -> $OUT/mixes_bias/, $OUT/heldout/bias/{check.log,measurements.json}
+#                                                   (≤ 800 s)
 # A step that fails or runs out of time does not stop the next. Measurement files are rewritten
 # atomically after each batch of cases, so a step cut short keeps every finished batch. Progress
 # goes to $OUT/session.log. All steps take longer than one 10-minute device command: name the steps
@@ -448,19 +449,20 @@ want spl2 && grid_step "spl2) SDPA flash where it splits, held out again" sdpa_s
 want sma && grid_step "sma) standard attention on small problems" small small 300
 want stp && step "stp) stream probe" 300 "$PY" -m iosim.kernels.stream_probe --out "$OUT/stream_probe" >>"$LOG" 2>&1
 if want lct; then
-    mkdir -p "$OUT/heldout/long_tiles/trace"
+    mkdir -p "$OUT/trace_long_tiles"
     step "lct) traces at F1's and F5's configurations, 128K" 360 "$PY" -m iosim.kernels.causal_trace \
-        --out "$OUT/heldout/long_tiles/trace" --seq-len 131072 --order rows --tiling 128x64w4s2 128x32w4s4 >>"$LOG" 2>&1
+        --out "$OUT/trace_long_tiles" --seq-len 131072 --order rows --tiling 128x64w4s2 128x32w4s4 >>"$LOG" 2>&1
     step "lct) trace at F4's configuration, 96K" 200 "$PY" -m iosim.kernels.causal_trace \
-        --out "$OUT/heldout/long_tiles/trace" --seq-len 98304 --order rows --tiling 64x128w4s3 >>"$LOG" 2>&1
+        --out "$OUT/trace_long_tiles" --seq-len 98304 --order rows --tiling 64x128w4s3 >>"$LOG" 2>&1
 fi
-held_mixes() {  # held_mixes NAME MANIFEST DIR: the manifest's code compiled by this Triton, added to the committed mixes
-    mkdir -p "$OUT/$3/mixes"
-    step "$1" 200 "$PY" -m iosim.kernels.user_codes --manifest "$2" --out experiments/heldout_kernels/mixes >>"$LOG" 2>&1
-    cp experiments/heldout_kernels/mixes/sm_*-triton-*.json "$OUT/$3/mixes/"
+held_mixes() {  # held_mixes NAME MANIFEST KERNELS TAG: the manifest's code compiled by this Triton -> $OUT/mixes_TAG/
+    # (what validate reads beside the kernels, KERNELS/mixes/: commit its cases there; the device returns no deeper path)
+    mkdir -p "$OUT/mixes_$4"
+    step "$1" 200 "$PY" -m iosim.kernels.user_codes --manifest "$2" --out "$OUT/mixes_$4" >>"$LOG" 2>&1
 }
 if want lcm; then
-    held_mixes "lcm) long-tiles mixes" experiments/heldout_kernels/manifest_long_tiles.yaml heldout/long_tiles
+    held_mixes "lcm) long-tiles mixes" experiments/heldout_kernels/manifest_long_tiles.yaml experiments/heldout_kernels \
+        long_tiles
     held_out "lcm) kernels/flash2.py at the foreign configurations" \
         experiments/heldout_kernels/manifest_long_tiles.yaml heldout/long_tiles
 fi
@@ -478,7 +480,7 @@ for fn, shared in (("attention", False), ("attention_wide", False), ("attention_
     err = ((getattr(m, fn)(q, k, v, bias=b).double() - ref).abs().max() / ref.abs().max()).item()
     print(fn, "max relative error", err, "ok" if err < 10 * 2 ** -11 else "FAILED")
 ' >"$OUT/heldout/bias/check.log" 2>&1
-    held_mixes "bias) bias mixes" experiments/heldout_kernels/manifest_bias.yaml heldout/bias
+    held_mixes "bias) bias mixes" experiments/heldout_kernels/manifest_bias.yaml tests/data bias
     held_out "bias) held-out bias kernel" experiments/heldout_kernels/manifest_bias.yaml heldout/bias
 fi
 want pp && step "pp) pair probe" 480 "$PY" -m iosim.kernels.pair_probe --out "$OUT/pair_probe" >>"$LOG" 2>&1

@@ -1,7 +1,8 @@
 """The code of PyTorch's own kernels, read from the counters: warp instructions per element.
 
 Eager PyTorch attention runs ATen's softmax and its backward, and launchers and backward passes run ATen's elementwise kernels
-(fills, copies and casts, a transpose made contiguous, K and V repeated for each query head, group sums); their
+(fills, copies and casts, a transpose made contiguous, K and V repeated for each query head, group sums, random
+numbers drawn for a bias or mask); their
 compiled code ships inside libtorch, where iosim cannot read it. Under Nsight Compute this probe runs
 ``torch.softmax(x, dim=-1)`` on fp16 ``x`` of ``ROWS_ELEMS`` elements for each row length in ``LENGTHS``
 and its backward (``torch._softmax_backward_data``, what autograd runs)
@@ -50,7 +51,12 @@ ELEMENTWISE = {
                             ((8, 4, 8192, 128), lambda t, x: x[:, :, None].expand(8, 4, 4, 8192, 128).reshape(8, 16, 8192, 128))),
     **{f"sum_{dt}_g{g}_d128": ("sum", dtype, dtype, ((8 * 16 // g, g, 8192, 128), lambda t, x: x.sum(1)))
        for dt, dtype in (("fp32", "float32"), ("fp16", "float16")) for g in (1, 2, 4, 8, 16)},
+    # random numbers a launcher draws (a bias, a mask, dropout): Philox and, for normal ones, Box-Muller per element
+    "normal_fp16": ("normal", "float16", "float16", ((ROWS_ELEMS,), lambda t, x: t.randn_like(x))),
+    "normal_fp32": ("normal", "float32", "float32", ((ROWS_ELEMS,), lambda t, x: t.randn_like(x))),
+    "uniform_fp16": ("uniform", "float16", "float16", ((ROWS_ELEMS,), lambda t, x: t.rand_like(x))),
 }
+GENERATED = ("fill", "normal", "uniform")  # kinds that read nothing: their elements are made, not copied
 FIELDS = ("name", "inst_executed", "inst_pipes", "duration_s", "dram_read_bytes", "dram_write_bytes", "registers",
           "block", "grid", "xbar_read_bytes", "xbar_write_bytes", "l2_lookup_read_sectors", "l2_lookup_write_sectors")
 
@@ -105,7 +111,7 @@ def elementwise_results(rows: list[dict]) -> dict:
         n_in = math.prod(shape)
         n_out = n_in // shape[1] if kind == "sum" else ROWS_ELEMS  # a sum over its second dimension
         per = n_in if kind == "sum" else n_out
-        entry.update(kind=kind, dtypes=[src, dst], in_elements=n_in if kind != "fill" else 0, out_elements=n_out,
+        entry.update(kind=kind, dtypes=[src, dst], in_elements=n_in if kind not in GENERATED else 0, out_elements=n_out,
                      inst_per_element=k.inst_executed / per if k.inst_executed else None)
         out[label] = entry
     return out
@@ -133,6 +139,9 @@ def code_table(files: list[tuple[dict, str]]) -> dict:
     that has it."""
     softmax = next(((d, src) for d, src in files if d.get("results")), None)
     elementwise = next(((d, src) for d, src in files if d.get("elementwise")), None)
+    # operations a later file probed and the first did not (random numbers): each from the first file that has it
+    extra = [(d, src, [x for x in d["elementwise"] if x not in elementwise[0]["elementwise"]])
+             for d, src in files if d.get("elementwise") and elementwise is not None and d is not elementwise[0]]
     first = (softmax or elementwise or files[0])[0]["provenance"]
     major, minor = _capability(first.get("gpu_name", ""))
     table = {"schema": "iosim-aten-code", "arch": f"sm_{major}{minor}", "torch": first.get("torch"), "source": ""}
@@ -150,8 +159,15 @@ def code_table(files: list[tuple[dict, str]]) -> dict:
     if elementwise is not None:
         data, source = elementwise
         prov = data["provenance"]
-        ops = {}
-        for label, r in data["elementwise"].items():
+        ops, rows, added = {}, dict(data["elementwise"]), []
+        for later, later_source, labels in extra:
+            labels = [x for x in labels if x not in rows]
+            rows.update({x: later["elementwise"][x] for x in labels})
+            if labels:
+                p = later["provenance"]
+                added.append(f"{later_source} (python -m iosim.kernels.aten_probe, ncu {p.get('ncu')}, "
+                             f"{p.get('gpu_name')}, {p.get('date')}): {', '.join(labels)}, 2^27 elements each")
+        for label, r in rows.items():
             e = r["out_elements"]
             # a copy that reads fewer elements than it writes (a broadcast view) is a kind of its own
             kind = "broadcast" if r["kind"] == "strided" and 0 < r["in_elements"] < e else r["kind"]
@@ -164,6 +180,7 @@ def code_table(files: list[tuple[dict, str]]) -> dict:
         sources.append(f"{source} (python -m iosim.kernels.aten_probe, ncu {prov.get('ncu')}, {prov.get('gpu_name')}, "
                        f"{prov.get('date')}): fills, copies, casts, a transpose and a repeat made contiguous, group "
                        f"sums, 2^27 elements each")
+        sources += added
     stores = next(((d, src) for d, src in files
                    if any(r.get("xbar_write_bytes") is not None for r in (d.get("elementwise") or {}).values())), None)
     if stores is not None:  # what the stores moved over the crossbar per byte of output, where counted

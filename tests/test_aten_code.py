@@ -192,3 +192,39 @@ def test_a_group_sum_stores_over_the_crossbar_what_the_probe_counted(label):
         assert k.levels["l2"].write_bytes == pytest.approx(out * factor, rel=1e-6)
         assert k.levels["hbm"].write_bytes == out
     assert aten_code("copy", 4, 2, 1, 4096, 4, "sm_90").store_bytes == 1.0  # a cast fills its sectors
+
+
+RANDOM = json.loads((REPO / "experiments/measurements/h100/aten_random/aten_probe.json").read_text())["elementwise"]
+
+
+@pytest.mark.parametrize("op, label", [("aten.randn.default", "normal_fp16"), ("aten.rand.default", "uniform_fp16"),
+                                       ("aten.zeros.default", "fill_fp16")])
+def test_a_launchers_random_numbers_run_atens_distribution_kernel(op, label):
+    """A launcher that draws a bias with ``torch.randn`` (or ``rand``) runs ATen's distribution kernel, Philox and
+    Box-Muller per element: as many warp instructions per element written as it executed on the GPU (the probe, 22
+    times a fill's for normal numbers), where it was priced as a fill; a ``zeros`` stays a fill."""
+    from iosim.engine.simulator import Engine
+    from iosim.hardware.profile import load_profile
+    from iosim.schedule.problem import LauncherOp, Operand
+    drawn = LauncherOp(op, "fwd", "flash2_fwd", (), (Operand(None, (2, 4, "Nq", "Nk"), 2),))
+    config = RunConfig(problem=Problem(batch=2, heads=4, seq_q=1024, head_dim=64), launcher_ops=(drawn,))
+    h200 = load_profile("h200")
+    engine = Engine(build_schedule(config, h200.sm_count), h200)
+    n = [k.name for k in engine.kernels].index(f"torch_{op.split('.')[1]}")
+    kernel, code = engine.kernels[n], engine.codes[n]
+    probe = ELEMENTWISE[label] if label.startswith("fill") else RANDOM[label]
+    assert kernel.aten == label.split("_")[0]
+    assert code.outside.instructions * kernel.warps * kernel.ctas == pytest.approx(
+        probe["inst_executed"] / probe["out_elements"] * 2 * 4 * 1024 * 1024)
+
+
+def test_random_numbers_where_no_distribution_kernel_was_probed_are_priced_as_a_fill(monkeypatch):
+    """A code table from before the distribution kernels were probed has no ``normal`` kind: randn takes a fill's
+    code, as it did then, rather than none."""
+    from iosim.costs import code as costs
+    table = json.loads((REPO / "iosim/costs/mixes/aten-sm_90.json").read_text())
+    table["elementwise"] = {k: v for k, v in table["elementwise"].items() if v["kind"] not in ("normal", "uniform")}
+    fill = costs.aten_code("fill", 2, 2, 1, 4096, 4, "sm_90")
+    monkeypatch.setattr(costs, "_aten_table", lambda arch: table)
+    assert costs.aten_code("normal", 2, 2, 1, 4096, 4, "sm_90").outside.instructions == fill.outside.instructions
+    assert costs.aten_code("other", 2, 2, 1, 4096, 4, "sm_90").outside.instructions != fill.outside.instructions

@@ -121,16 +121,23 @@ def test_lrc_probe_tma_variants_read_the_same_buffers():
 
 
 def test_the_committed_code_table_is_what_the_committed_probes_give():
-    """iosim/costs/mixes/aten-sm_90.json is the code table of the three committed probe runs, section by section
+    """iosim/costs/mixes/aten-sm_90.json is the code table of the four committed probe runs, section by section
     from the first that has it (softmax forward; elementwise code; softmax backward and the crossbar stores from
-    the run that counted them): data, not numbers typed in."""
+    the run that counted them), and the random numbers' kernels from the run that probed them: data, not numbers
+    typed in."""
     import json
     from pathlib import Path
 
     from iosim.kernels import aten_probe
     repo = Path(__file__).resolve().parents[1]
     runs = [f"experiments/measurements/h200/{d}/aten_probe.json" for d in ("aten", "aten_elementwise", "aten_bwd")]
+    runs.append("experiments/measurements/h100/aten_random/aten_probe.json")
     table = aten_probe.code_table([(json.loads((repo / r).read_text()), r) for r in runs])
     committed = json.loads((repo / "iosim/costs/mixes/aten-sm_90.json").read_text())
     assert table == committed
     assert set(committed) >= {"softmax_forward", "softmax_backward", "elementwise", "elementwise_stores"}
+    later = json.loads((repo / runs[-1]).read_text())["elementwise"]  # it probed the fills again: the first run's stay
+    assert {e["kind"] for e in committed["elementwise"].values()} >= {"normal", "uniform", "fill"}
+    assert committed["elementwise"]["fill_fp16"]["inst_per_element"] == pytest.approx(
+        json.loads((repo / runs[1]).read_text())["elementwise"]["fill_fp16"]["inst_executed"] / 2**27)
+    assert "fill_fp16" in later

@@ -160,29 +160,34 @@ def aten_softmax_code(n: int, warps: int, arch: str, backward: bool = False) -> 
 
 
 ELEMENT_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
+GENERATED = ("fill", "normal", "uniform")  # ATen kernels that read nothing: their elements are made, not copied
 
 
 def aten_code(kind: str, src_bytes: int, dst_bytes: int, group: float, elements: float, warps: int,
               arch: str) -> KernelCode | None:
-    """A PyTorch pass of ATen kernel ``kind`` (:attr:`iosim.schedule.ir.Kernel.aten`: fill, copy, strided,
-    broadcast, sum, other) as a CTA of ``warps`` warps writing ``elements`` elements of ``dst_bytes`` bytes from
+    """A PyTorch pass of ATen kernel ``kind`` (:attr:`iosim.schedule.ir.Kernel.aten`: fill, normal, uniform, copy,
+    strided, broadcast, sum, other) as a CTA of ``warps`` warps writing ``elements`` elements of ``dst_bytes`` bytes from
     ``src_bytes``-byte ones (a sum: ``group`` read per element written): the warp instructions per element its
     kernel executed in ``iosim.kernels.aten_probe``, the probed operation nearest in element sizes (a sum's
     per element written piecewise linear in its group, through the probed groups of 1 to 16). A contiguous copy of equal
     element sizes is a device-to-device memcpy, no kernel's instructions (the probe's clone launched none);
-    None where the architecture or kind was not probed."""
+    Random numbers where no distribution kernel was probed take a fill's code. None where the architecture or kind
+    was not probed."""
     table = _aten_table(str(arch).removeprefix("sm_"))
     if table is None or not kind or "elementwise" not in table:
         return None
     if kind == "copy" and src_bytes == dst_bytes:
         return KernelCode(loop=LoopCode(0.0), outside=LoopCode(0.0), source=f"ncu: ATen memcpy, {table['arch']}")
     found = [e for e in table["elementwise"].values() if e["kind"] == kind]
+    if not found and kind in GENERATED:  # random numbers, where no distribution kernel was probed: a fill's code
+        kind = "fill"
+        found = [e for e in table["elementwise"].values() if e["kind"] == kind]
     if not found:
         return None
 
     def distance(e):  # both element sizes (a cast's direction decides its kernel), then the one read
         a, b = (ELEMENT_BYTES.get(t, 0) for t in e["dtypes"])
-        return ((a != src_bytes) + (b != dst_bytes), a != src_bytes) if kind != "fill" else (b != dst_bytes, 0)
+        return ((a != src_bytes) + (b != dst_bytes), a != src_bytes) if kind not in GENERATED else (b != dst_bytes, 0)
 
     best = min(distance(e) for e in found)
     near = [e for e in found if distance(e) == best]

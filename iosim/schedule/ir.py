@@ -174,7 +174,7 @@ class Kernel:
     reverse: bool = False  # the loop walks its blocks from the last down (FlashAttention-2's CUDA kernels)
     launch: bool = True  # False: the second loop of the kernel before it, in that kernel's launch (dq: fused)
     persistent: int = 0  # > 0: a persistent kernel's CTAs, each taking the tiles (the grid's CTAs) in turn
-    aten: str = ""  # a PyTorch pass: which of ATen's kernels it runs (fill, copy, strided, broadcast, sum, other; iosim.costs.code.aten_code)
+    aten: str = ""  # a PyTorch pass: which of ATen's kernels it runs (fill, normal, uniform, copy, strided, broadcast, sum, other; iosim.costs.code.aten_code)
 
     @cached_property
     def _extent(self) -> dict:

@@ -23,6 +23,9 @@ from iosim.schedule.problem import LauncherOp, RunConfig
 # by what they do: an operation does what one of them does if it is of that kind and moves the same bytes
 TORCH_KERNELS = {"zeros_dq": "fill", "cast_dq": "copy", "sum_dk": "sum", "sum_dv": "sum"}
 _KINDS = (("sum", "sum"), ("copy", "copy"), ("clone", "copy"), ("contiguous", "copy"))  # ATen name part -> kind
+# operations that draw random numbers (reading nothing): ATen's distribution kernels, by the distribution they draw
+_RANDOM = {"randn": "normal", "randn_like": "normal", "normal": "normal", "normal_": "normal",
+           "rand": "uniform", "rand_like": "uniform", "uniform": "uniform", "uniform_": "uniform"}
 
 
 def with_launcher_ops(kernels: list, ts: TensorSet, config: RunConfig) -> list:
@@ -64,9 +67,10 @@ def kernels_view(config: RunConfig) -> RunConfig:
 
 
 def _kind(op: LauncherOp) -> str:
-    """What an operation does: ``fill`` (reads nothing), ``sum``, ``copy`` (a copy or cast), or ``other``."""
+    """What an operation does: ``normal`` or ``uniform`` (random numbers drawn), ``fill`` (anything else that reads
+    nothing), ``sum``, ``copy`` (a copy or cast), or ``other``."""
     if not op.reads:
-        return "fill"
+        return _RANDOM.get(_short(op.op), "fill")
     name = _short(op.op)
     return next((kind for part, kind in _KINDS if part in name), "other")
 
