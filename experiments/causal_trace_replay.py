@@ -12,6 +12,8 @@ the hardware's) and *what the L2 keeps* (the LRU capacity). Where the replay at 
 matches the counters, the capacity is right and only the simulated timeline can be wrong.
 
     python experiments/causal_trace_replay.py experiments/measurements/h200/trace/causal_trace-rows-n131072.json
+    python experiments/causal_trace_replay.py experiments/measurements/h100/heldout/long_tiles/trace/*.json \
+        --measured experiments/measurements/h100/heldout/long_tiles/measurements.json --capacity-mib 25 50
 """
 from __future__ import annotations
 
@@ -31,14 +33,16 @@ def block_reads(trace: dict) -> tuple[np.ndarray, np.ndarray]:
     """Time (ns) and key (head, K/V block) of every K/V block read, the unmasked ones placed linearly
     between their CTA's stamps and the diagonal ones between its last stamp and its end."""
     cfg = trace["config"]
-    chunk, per_q = cfg["chunk_blocks"], cfg["block_m"] // cfg["block_n"]
-    n_blocks = -(-cfg["seq_len"] // cfg["block_n"])
+    chunk, bm, bn = cfg["chunk_blocks"], cfg["block_m"], cfg["block_n"]
+    n_blocks = -(-cfg["seq_len"] // bn)
     times, keys = [], []
     for cta in trace["ctas"]:
         marks = [cta["start_ns"]] + cta["stamps_ns"]
-        unmasked = cta["q_block"] * per_q
+        # blocks wholly left of the CTA's first row, then those its rows' diagonal crosses (as kernels/flash2.py
+        # splits its loop; a block taller than the CTA's rows, 64 x 128 tiles, is the diagonal of two CTAs)
+        unmasked, diagonal = cta["q_block"] * bm // bn, -(-(cta["q_block"] + 1) * bm // bn)
         spans = [(marks[k], marks[k + 1], k * chunk, min(unmasked, (k + 1) * chunk)) for k in range(len(marks) - 1)]
-        spans.append((marks[-1], cta["end_ns"], unmasked, min(n_blocks, unmasked + per_q)))
+        spans.append((marks[-1], cta["end_ns"], unmasked, min(n_blocks, diagonal)))
         for t0, t1, lo, hi in spans:
             if hi > lo:
                 times.append(np.linspace(t0, t1, hi - lo, endpoint=False))
@@ -68,17 +72,19 @@ def reuse_gaps(times: np.ndarray, keys: np.ndarray) -> np.ndarray:
     return np.diff(t)[k[1:] == k[:-1]]
 
 
-def measured_reads(cfg: dict) -> float | None:
-    """DRAM read bytes of the same case in the committed H200 data set (None where it has none)."""
-    if not DATA_SET.exists():
+def measured_reads(cfg: dict, data_set: Path = DATA_SET) -> float | None:
+    """DRAM read bytes of the same case (shape, grid order, and tiles where the trace names them) in a committed
+    data set (the H200's by default; None where it has none)."""
+    if not data_set.exists():
         return None
-    data = json.loads(DATA_SET.read_text())
+    data = json.loads(data_set.read_text())
     for case in data.get("cases", []):
         rc, counters = case.get("run_config") or {}, case.get("counters") or {}
         p, t = rc.get("problem") or {}, rc.get("tiling") or {}
         if (rc.get("algo") == "flash2" and not p.get("backward") and p.get("causal") and p.get("seq_q") == cfg["seq_len"]
                 and p.get("heads") == cfg["heads"] and p.get("batch") == 1 and p.get("head_dim") == cfg["head_dim"]
-                and t.get("grid_order") == cfg["grid_order"] and counters.get("dram_read_bytes")):
+                and t.get("grid_order") == cfg["grid_order"] and counters.get("dram_read_bytes")
+                and all(t.get(f) == cfg[f] for f in ("block_m", "block_n", "warps", "stages") if f in cfg)):
             return counters["dram_read_bytes"]
     return None
 
@@ -88,6 +94,8 @@ def main(argv=None) -> int:
     parser.add_argument("trace", type=Path, nargs="+", help="causal_trace-*.json files")
     parser.add_argument("--capacity-mib", type=float, nargs="+", default=[20.0, 30.0, 40.0, 50.0],
                         help="LRU capacities for K/V blocks, MiB")
+    parser.add_argument("--measured", type=Path, default=DATA_SET,
+                        help="measurement file whose counters stand beside each trace (default: the H200 set)")
     args = parser.parse_args(argv)
     for path in args.trace:
         trace = json.loads(path.read_text())
@@ -103,7 +111,7 @@ def main(argv=None) -> int:
         print(f"  K/V block reads {len(keys):,}, compulsory {distinct * block_bytes / 1e9:.2f} GB; time since the "
               f"previous read of the block, median / 90th / 99th percentile: "
               f"{np.percentile(gaps, 50):.1f} / {np.percentile(gaps, 90):.1f} / {np.percentile(gaps, 99):.1f} us")
-        measured = measured_reads(cfg)
+        measured = measured_reads(cfg, args.measured)
         if measured is not None:
             print(f"  measured DRAM reads (ncu, untraced, Q included): {measured / 1e9:.2f} GB")
         print("  LRU capacity   K/V from DRAM   x compulsory")
