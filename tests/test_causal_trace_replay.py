@@ -79,3 +79,15 @@ def test_committed_trace_is_well_formed(replay):
     times, keys = replay.block_reads(trace)
     block_bytes = 2 * trace["config"]["block_n"] * trace["config"]["head_dim"] * 2
     assert replay.lru_misses(times, keys, int(30 * 2**20 / block_bytes)) == len(np.unique(keys))
+
+
+def test_key_blocks_taller_than_the_query_block_are_read_to_the_diagonal(replay):
+    """64 x 128 tiles (kernels/flash2.py at F4's configuration): CTA q reads the q // 2 key blocks wholly left of its
+    first row, then the one its rows' diagonal crosses (each such block is the diagonal of two CTAs): q // 2 + 1 in
+    all, every block of the sequence read, none beyond it."""
+    trace = _trace([0] * 8, block_m=64, block_n=128)
+    for cta in trace["ctas"]:  # as the kernel stamps them: unmasked blocks q * 64 // 128
+        cta["stamps_ns"] = [cta["start_ns"] + 100 * (cta["q_block"] // 2)] if cta["q_block"] // 2 else []
+    times, keys = replay.block_reads(trace)
+    assert len(keys) == sum(q // 2 + 1 for q in range(8))
+    assert sorted(np.unique(keys)) == list(range(4))
