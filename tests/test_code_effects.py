@@ -418,7 +418,7 @@ def test_the_backward_rate_is_freed_of_its_loops_own_instructions_as_the_forward
     """The backward's five-matmul loop, priced as the model prices a kernel (its products at the freed rate plus
     the measured share of its own compiled code), takes the time the calibration measured; the products rate lies
     between the measured one and the tensor peak; bf16 takes the fp16 loop scaled as the forward's tile loop scales;
-    without the loop's code (the H100's calibration) the measured rate stands."""
+    without the softmax loops the share of a loop's own code is not known, and the measured rate stands."""
     from iosim.costs.issue import _calibration_loops, _simt_round, own_simt_share, tensor_rate
     from iosim.schedule.tiling import BWD, default_tiling
 
@@ -433,8 +433,12 @@ def test_the_backward_rate_is_freed_of_its_loops_own_instructions_as_the_forward
         assert priced == pytest.approx(flops / raw[f"tile_bwd_fp16_d{d}"], rel=1e-9)
         scale = raw[f"tile_bf16_d{d}"] / raw[f"tile_fp16_d{d}"]
         assert tensor_rate(H200, "bf16", "bwd", d) == pytest.approx(freed * scale, rel=1e-12)
-    h100 = load_profile("h100-sxm-calibrated")
-    assert tensor_rate(h100, "fp16", "bwd", 128) == h100.calibration["raw"]["tile_bwd_fp16_d128"]
+    h100 = load_profile("h100-sxm-calibrated")  # its softmax loops measured too (run 2): freed as the H200's
+    raw = h100.calibration["raw"]
+    assert raw["tile_bwd_fp16_d128"] < tensor_rate(h100, "fp16", "bwd", 128) < h100.tensor_flops["fp16"]
+    # without the softmax loops no share of a loop's own code is known (the H100's first calibration): it stands
+    first = replace(h100, calibration={**h100.calibration, "raw": {k: v for k, v in raw.items() if "softmax" not in k}})
+    assert tensor_rate(first, "fp16", "bwd", 128) == raw["tile_bwd_fp16_d128"]
 
 
 def test_each_ctas_start_costs_what_the_calibration_measured_per_wave():
