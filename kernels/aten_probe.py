@@ -21,6 +21,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+from iosim.costs.code import GENERATED  # kinds that read nothing: their elements are made, not copied
 from iosim.kernels.device import HarnessError, cuda_torch, one_line
 from iosim.kernels.harness import provenance
 from iosim.kernels.ncu import kernel_counters, parse_ncu_raw_csv
@@ -56,7 +57,6 @@ ELEMENTWISE = {
     "normal_fp32": ("normal", "float32", "float32", ((ROWS_ELEMS,), lambda t, x: t.randn_like(x))),
     "uniform_fp16": ("uniform", "float16", "float16", ((ROWS_ELEMS,), lambda t, x: t.rand_like(x))),
 }
-GENERATED = ("fill", "normal", "uniform")  # kinds that read nothing: their elements are made, not copied
 FIELDS = ("name", "inst_executed", "inst_pipes", "duration_s", "dram_read_bytes", "dram_write_bytes", "registers",
           "block", "grid", "xbar_read_bytes", "xbar_write_bytes", "l2_lookup_read_sectors", "l2_lookup_write_sectors")
 

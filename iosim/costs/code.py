@@ -170,7 +170,7 @@ def aten_code(kind: str, src_bytes: int, dst_bytes: int, group: float, elements:
     ``src_bytes``-byte ones (a sum: ``group`` read per element written): the warp instructions per element its
     kernel executed in ``iosim.kernels.aten_probe``, the probed operation nearest in element sizes (a sum's
     per element written piecewise linear in its group, through the probed groups of 1 to 16). A contiguous copy of equal
-    element sizes is a device-to-device memcpy, no kernel's instructions (the probe's clone launched none);
+    element sizes is a device-to-device memcpy, no kernel's instructions (the probe's clone launched none).
     Random numbers where no distribution kernel was probed take a fill's code. None where the architecture or kind
     was not probed."""
     table = _aten_table(str(arch).removeprefix("sm_"))
