@@ -8,10 +8,10 @@ misses (a convoy). The untraced kernel is timed beside it (``do_bench`` medians 
 the stamps' own cost is known.
 
     python -m iosim.kernels.causal_trace --out DIR [--seq-len 131072] [--order heads,rows] [--heads 8] [--head-dim 128]
-        [--tiling 128x64w4s2 ...]
+        [--tiling 128x64w4s2 ...] [--chunk 64]
 
 writes ``DIR/causal_trace-<order>-n<N>.json`` (``...-n<N>-<tiling>.json`` at a ``--tiling`` other than the
-kernel's own): provenance, the launch, both timings and per CTA (in launch order) its head, Q block, SM and stamps
+kernel's own; ``-c<chunk>`` added at a ``--chunk`` other than 64): provenance, the launch, both timings and per CTA (in launch order) its head, Q block, SM and stamps
 in ns from the first CTA's start.
 """
 from __future__ import annotations
@@ -94,9 +94,10 @@ def _tiling_arg(text: str) -> tuple[str, dict]:
     return text, parse_tiling(text)
 
 
-def trace(seq_len: int, order: str, heads: int = 8, head_dim: int = 128, tiling: dict | None = None) -> dict:
+def trace(seq_len: int, order: str, heads: int = 8, head_dim: int = 128, tiling: dict | None = None,
+          chunk: int = CHUNK) -> dict:
     """One traced causal forward (after a warm-up run) and both kernels' ``do_bench`` medians; ``tiling``: flash2's
-    tiles, warps and stages in place of its defaults."""
+    tiles, warps and stages in place of its defaults; ``chunk``: unmasked K/V blocks between stamps."""
     torch = cuda_torch()
     import triton
 
@@ -110,7 +111,7 @@ def trace(seq_len: int, order: str, heads: int = 8, head_dim: int = 128, tiling:
                for _ in range(3))
     scale = head_dim ** -0.5
     n_blocks = triton.cdiv(seq_len, cfg.block_m)
-    stamps = 3 + triton.cdiv(seq_len, cfg.block_n * CHUNK)
+    stamps = 3 + triton.cdiv(seq_len, cfg.block_n * chunk)
     heads_first = order == "heads"
     grid = (heads, n_blocks) if heads_first else (n_blocks, heads)
     o = torch.empty_like(q)
@@ -120,7 +121,7 @@ def trace(seq_len: int, order: str, heads: int = 8, head_dim: int = 128, tiling:
 
     def traced():
         kernel[grid](q, k, v, o, lse, buf, heads, heads, seq_len, seq_len, scale * LOG2E, STAMPS=stamps,
-                     HEADS_FIRST=heads_first, D=head_dim, BM=cfg.block_m, BN=cfg.block_n, CHUNK=CHUNK,
+                     HEADS_FIRST=heads_first, D=head_dim, BM=cfg.block_m, BN=cfg.block_n, CHUNK=chunk,
                      num_warps=cfg.warps, num_stages=cfg.stages)
 
     launches: list = []
@@ -139,12 +140,12 @@ def trace(seq_len: int, order: str, heads: int = 8, head_dim: int = 128, tiling:
     for cta in range(t.shape[0]):
         head, block = (cta % heads, cta // heads) if heads_first else (cta // n_blocks, cta % n_blocks)
         row = t[cta].tolist()
-        n_stamps = (block * cfg.block_m // cfg.block_n + CHUNK - 1) // CHUNK
+        n_stamps = (block * cfg.block_m // cfg.block_n + chunk - 1) // chunk
         rows.append({"head": head, "q_block": block, "sm": row[1], "start_ns": row[0] - origin,
                      "stamps_ns": [s - origin for s in row[2:2 + n_stamps]], "end_ns": row[-1] - origin})
     return {"config": {"seq_len": seq_len, "heads": heads, "head_dim": head_dim, "dtype": "fp16", "causal": True,
                        "grid_order": order, "block_m": cfg.block_m, "block_n": cfg.block_n, "warps": cfg.warps,
-                       "stages": cfg.stages, "chunk_blocks": CHUNK},
+                       "stages": cfg.stages, "chunk_blocks": chunk},
             "launch": launches[0] if launches else None,
             "timing": {"flash2_fwd_median_s": plain.median_s, "traced_median_s": timed.median_s},
             "ctas": rows}
@@ -159,7 +160,11 @@ def main(argv=None) -> int:
     parser.add_argument("--head-dim", type=int, default=128, help="head dim d (default 128)")
     parser.add_argument("--tiling", nargs="+", type=_tiling_arg, default=[(None, None)], metavar="BMxBNwWsS",
                         help="flash2's tiles, warps and stages, e.g. 128x64w4s2 (default: its own)")
+    parser.add_argument("--chunk", type=int, default=CHUNK,
+                        help=f"unmasked K/V blocks between stamps (default {CHUNK}; fewer: a finer timeline, more stamps)")
     args = parser.parse_args(argv)
+    if args.chunk < 1:
+        parser.error(f"--chunk: must be a positive number of K/V blocks, got {args.chunk}")
     from iosim.kernels.harness import provenance
 
     try:
@@ -168,8 +173,9 @@ def main(argv=None) -> int:
         for n in args.seq_len:
             for order in args.order.split(","):
                 for label, tiling in args.tiling:
-                    data = trace(n, order, args.heads, args.head_dim, tiling)
-                    path = args.out / f"causal_trace-{order}-n{n}{f'-{label}' if label else ''}.json"
+                    data = trace(n, order, args.heads, args.head_dim, tiling, args.chunk)
+                    suffix = (f"-{label}" if label else "") + (f"-c{args.chunk}" if args.chunk != CHUNK else "")
+                    path = args.out / f"causal_trace-{order}-n{n}{suffix}.json"
                     path.write_text(json.dumps({"provenance": asdict(prov), **data}) + "\n")
                     tm = data["timing"]
                     print(f"{order} N={n} {label or 'own tiles'}: flash2_fwd {tm['flash2_fwd_median_s'] * 1e3:.2f} ms, "

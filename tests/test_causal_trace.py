@@ -59,3 +59,11 @@ def test_a_tiling_reads_as_flash2s_overrides_and_a_bad_one_is_one_line():
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 2 and "Traceback" not in run.stderr
     assert run.stderr.strip().endswith("error: argument --tiling: '64x128': expected BMxBNwWARPSsSTAGES, e.g. 128x64w4s2")
+
+
+def test_a_chunk_below_one_block_is_refused_in_one_line(tmp_path):
+    run = subprocess.run([sys.executable, "-m", "iosim.kernels.causal_trace", "--out", str(tmp_path / "t"), "--chunk", "0"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert run.stderr.strip().endswith("--chunk: must be a positive number of K/V blocks, got 0")
+    assert not (tmp_path / "t").exists()  # nothing written
