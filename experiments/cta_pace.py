@@ -11,6 +11,9 @@ For each trace (``python -m iosim.kernels.causal_trace``: each CTA's start, end 
 - *start gaps*: for consecutive CTAs of a head, how far apart they start in K/V blocks at the earlier one's pace
   (10th / 50th / 90th percentile): a regular lattice has a narrow spread, a random sequence an exponential-like one.
 
+Last, the median of the files' robust spreads: what a profile's ``cta_pace_spread`` takes from calibration traces
+(traces where every load hits: N = 32K, ``--chunk 8``, several tilings).
+
     python experiments/cta_pace.py experiments/measurements/h100/trace_jitter/*.json
 """
 from __future__ import annotations
@@ -74,11 +77,13 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("trace", type=Path, nargs="+", help="causal_trace-*.json files")
     args = parser.parse_args(argv)
+    spreads = []
     for path in args.trace:
         trace = json.loads(path.read_text())
         cfg = trace["config"]
         heads = cta_paces(trace)
         r = pace_residuals(heads)
+        spreads.append(1.4826 * np.median(np.abs(r - np.median(r))))
         rows = np.concatenate(list(heads.values()))
         rel = np.concatenate([h[:, 1] / median_filter(h[:, 1], size=9, mode="nearest") for h in heads.values()])
         sms = rows[:, 2].astype(int)
@@ -87,12 +92,13 @@ def main(argv=None) -> int:
         gaps = start_gaps(heads)
         print(f"{path.name}: N = {cfg['seq_len']}, {cfg['block_m']}x{cfg['block_n']} w{cfg['warps']} s{cfg['stages']}, "
               f"{cfg['grid_order']} order, a stamp every {cfg['chunk_blocks']} blocks, {trace['provenance']['gpu_name']}")
-        print(f"  CTA pace against its neighbours: robust spread {1.4826 * np.median(np.abs(r - np.median(r))):.2%}, "
+        print(f"  CTA pace against its neighbours: robust spread {spreads[-1]:.2%}, "
               f"std {r.std():.2%}")
         print("  stamp pace cv: " + ", ".join(f"{g * cfg['chunk_blocks']} blocks {v:.2%}" for g, v in cv.items()))
         print(f"  per-SM mean pace: std {per_sm.std():.2%}, range {per_sm.min():.3f}-{per_sm.max():.3f}")
         print("  start gaps (K/V blocks), 10/50/90th percentile: "
               + " / ".join(f"{v:.1f}" for v in np.percentile(gaps, [10, 50, 90])))
+    print(f"median robust spread of the {len(spreads)} files (a profile's cta_pace_spread): {np.median(spreads):.5f}")
     return 0
 
 

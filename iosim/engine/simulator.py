@@ -66,6 +66,7 @@ from iosim.engine.l2 import L2Cache, L2Stats
 from iosim.engine.lines import LineGeometry
 from iosim.engine.links import Link
 from iosim.engine.occupancy import ctas_per_sm
+from iosim.engine.pace import pace_factors
 from iosim.hardware.profile import LOCKSTEP_FIELDS
 from iosim.results.caveats import CAUSAL_EVICTING, PERSISTENT_DRIFT, SPILL_FRAMES, TILE_BEYOND, UNMODELLED_TRAFFIC
 from iosim.results.result import KernelResult, RunResult, Traffic
@@ -267,8 +268,13 @@ class Engine:
         code = self._price_code(kernel, self.codes[n], per_sm)
         if any(code["spills"]) and self._crowded(n):  # one pass a step: see _crowded
             return _Phase(n, kernel, per_sm, code, 1, None, L2Stats())
+        fine = self._fine(kernel)
+        # where causal CTAs stream more than the L2 holds, which lines the next CTA of a head finds depends on when it
+        # starts: each CTA at its own pace, as measured (iosim.engine.pace); elsewhere the spread moves no byte
+        spread = self.profile.cta_pace_spread
+        paces = pace_factors(kernel.ctas, spread, n) if fine and spread else None
         return _Phase(n, kernel, per_sm, code, cohorts.line_iters(kernel, self.geometry),
-                      None if self._fine(kernel) else cohorts.MAX_STEPS, L2Stats())
+                      None if fine else cohorts.MAX_STEPS, L2Stats(), own_pace=paces)
 
     def _price_code(self, kernel, code, per_sm: int) -> dict:
         """Seconds one CTA alone on its SM spends per loop iteration (and, by its tile shape's calibrated
@@ -454,6 +460,8 @@ class Engine:
         # the kernel starts, or when equal trips free their slots together; causal CTAs free them one by one
         together = env.now == ph.start  # launched with the kernel's first wave: in phase with all of it
         lockstep = together or kernel.causal is CausalMode.NONE
+        # a CTA's own pace (a cohort of several: its first CTA's), after the first wave, whose CTAs start in step
+        own = 1.0 if ph.own_pace is None or together else float(ph.own_pace[g0])
         looped = ph.looped  # read once a pass, the rest once a CTA
         sides = ph.tiles if self.aggregate else None  # run one by one, no rectangle holds several CTAs' tiles
         spilled = any(code["spills"])
@@ -581,6 +589,8 @@ class Engine:
                                    code["shared"] * head + code["shared_once"]) + max(0.0, length - 1) * plain
                 else:
                     math = length * plain
+                if own != 1.0:
+                    math *= own
                 if atomic and code["atomic"]:  # the exposed share of this SM's atomic traffic
                     math += code["atomic"] * atomic / active * share / (self.profile.l2_atomic_bandwidth / sms)
             flops = step.flops
@@ -853,6 +863,7 @@ class _Phase:
     stored: int = 0  # bytes its stores wrote where they move more over the crossbar (KernelCode.store_bytes)
     start: float = 0.0  # when its launch started: its first wave's cohorts start then
     end: float = 0.0  # when its last CTA ended this loop (where a later loop follows it in the launch)
+    own_pace: np.ndarray | None = None  # each CTA's pace factor (iosim.engine.pace; None: every CTA alike)
 
     @functools.cached_property
     def looped(self) -> frozenset:

@@ -50,7 +50,8 @@ OPTIONAL: dict[str, str | None] = {"l2_dirty_limit": "size", "l2_sweep_bytes": "
                                    "lrc_group_ctas": "count", "l1_bytes": "size",
                                    "kernel_start_overhead": "time", "dram_write_efficiency": "fraction",
                                    "l2_write_efficiency": "fraction", "dram_read_efficiency": "fraction",
-                                   "ncu_launch_overhead": "time", "tensor_flops_fp8": "flop rate"}
+                                   "ncu_launch_overhead": "time", "tensor_flops_fp8": "flop rate",
+                                   "cta_pace_spread": "spread"}
 _ATTR = {"boost_clock": "clock_hz"}  # YAML field -> Profile attribute where the names differ
 
 
@@ -111,6 +112,7 @@ class Profile:
     l2_write_efficiency: float | None = None  # all SMs storing into L2-resident lines: share of l2_bandwidth (measured)
     dram_read_efficiency: float | None = None  # a read-only DRAM stream's share of hbm_bandwidth (measured)
     ncu_launch_overhead: float | None = None  # an empty kernel's duration as Nsight Compute reports it (profiled alone)
+    cta_pace_spread: float | None = None  # how far one CTA's pace over its loop strays from its neighbours' (measured)
     sources: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), hash=False, repr=False)
     calibration: Mapping[str, Any] | None = field(default=None, hash=False, repr=False)
 

@@ -14,6 +14,7 @@ UNITS: dict[str, dict[str, int | float]] = {
     "time": {"s": 1, "ms": 1e-3, "us": 1e-6, "ns": 1e-9},
     "count": {"count": 1},
     "fraction": {"fraction": 1},
+    "spread": {"fraction": 1, "%": 0.01},  # a relative spread (a coefficient of variation): no floor at 1 %
 }
 
 
@@ -27,6 +28,7 @@ PLAUSIBLE = {
     "time": (0.0, 1.0),  # latencies and overheads: under a second
     "size": (1, 2 ** 50),  # up to 1 PiB
     "count": (1, 10 ** 7),
+    "spread": (1e-6, 0.5),  # a measured spread of half the mean or more is no steady state
 }
 
 
@@ -61,7 +63,7 @@ def format_quantity(value: float, dim: str) -> str:
     """A base-unit value written with the largest unit of ``dim`` that keeps it >= 1."""
     if dim == "count":
         return str(value)
-    if dim == "fraction":
+    if dim in ("fraction", "spread"):
         return f"{value:.4g}"
     units = sorted(UNITS[dim].items(), key=lambda kv: -kv[1])
     if dim == "size":  # the largest unit that divides it exactly, binary first: 50 MiB, 80 GB
