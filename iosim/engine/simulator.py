@@ -266,13 +266,13 @@ class Engine:
         """Kernel ``n`` of the schedule with its code priced and its counters at zero."""
         kernel, per_sm = self.kernels[n], self.per_sm[n]
         code = self._price_code(kernel, self.codes[n], per_sm)
-        if any(code["spills"]) and self._crowded(n):  # one pass a step: see _crowded
-            return _Phase(n, kernel, per_sm, code, 1, None, L2Stats())
         fine = self._fine(kernel)
         # where causal CTAs stream more than the L2 holds, which lines the next CTA of a head finds depends on when it
         # starts: each CTA at its own pace, as measured (iosim.engine.pace); elsewhere the spread moves no byte
         spread = self.profile.cta_pace_spread
         paces = pace_factors(kernel.ctas, spread, n) if fine and spread else None
+        if any(code["spills"]) and self._crowded(n):  # one pass a step: see _crowded
+            return _Phase(n, kernel, per_sm, code, 1, None, L2Stats(), own_pace=paces)
         return _Phase(n, kernel, per_sm, code, cohorts.line_iters(kernel, self.geometry),
                       None if fine else cohorts.MAX_STEPS, L2Stats(), own_pace=paces)
 
