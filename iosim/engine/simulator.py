@@ -17,7 +17,9 @@ iteration waits for its loads; a pipelined CTA pulls its tiles, spill traffic in
 the calibrated stream of one CTA. Writes go no faster than the measured write-only rates. A CTA's first
 loads cost a round trip and its first tiles at the per-CTA load rate; a later pass whose tiles
 missed the L2 waits the calibrated miss cost (less what a deeper pipeline hides), paid once among
-CTAs reading the missing line together: the followers stream behind the one that missed.
+CTAs reading the missing line together: the followers stream behind the one that missed. Where a causal kernel
+streams more K/V than the L2 holds, each CTA started after the first wave runs at its own pace (:mod:`iosim.engine.pace`),
+so that later CTAs do not start in a lattice the GPU does not keep.
 
 A kernel whose second loop the schedule lists as a kernel of its own (``launch=False``: the tutorial's
 backward, ``dq: fused``) runs in the first's launch: each CTA goes on to its second loop when its first
