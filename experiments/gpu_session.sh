@@ -112,6 +112,10 @@
 #      launchers against float64 on the GPU, then the held-out manifest_bias.yaml compiled by the GPU's Triton and
 #      measured (ncu), predicted before it ran    -> $OUT/mixes_bias/, $OUT/heldout/bias/{check.log,measurements.json}
 #                                                   (≤ 800 s)
+#   pace) long causal forwards at lengths no committed set has (manifest_pace.yaml), compiled by the GPU's Triton and
+#      measured (ncu), predicted before it ran    -> $OUT/mixes_pace/, $OUT/heldout/pace/measurements.json (≤ 680 s)
+#   tj) each CTA's own pace: causal traces at 32K where every load hits, a stamp every 8 K/V blocks, four tilings
+#      (experiments/cta_pace.py reads them)       -> $OUT/trace_jitter/ (≤ 400 s)
 # A step that fails or runs out of time does not stop the next. Measurement files are rewritten
 # atomically after each batch of cases, so a step cut short keeps every finished batch. Progress
 # goes to $OUT/session.log. All steps take longer than one 10-minute device command: name the steps
@@ -482,6 +486,15 @@ for fn, shared in (("attention", False), ("attention_wide", False), ("attention_
 ' >"$OUT/heldout/bias/check.log" 2>&1
     held_mixes "bias) bias mixes" experiments/heldout_kernels/manifest_bias.yaml tests/data bias
     held_out "bias) held-out bias kernel" experiments/heldout_kernels/manifest_bias.yaml heldout/bias
+fi
+if want pace; then
+    held_mixes "pace) long causal mixes" experiments/heldout_kernels/manifest_pace.yaml experiments/heldout_kernels pace
+    held_out "pace) long causal forwards at new lengths" experiments/heldout_kernels/manifest_pace.yaml heldout/pace
+fi
+if want tj; then
+    mkdir -p "$OUT/trace_jitter"
+    step "tj) CTA pace traces, 32K" 400 "$PY" -m iosim.kernels.causal_trace --out "$OUT/trace_jitter" --seq-len 32768 \
+        --order rows --chunk 8 --tiling 128x64w8s2 128x64w4s2 128x32w4s4 64x128w4s3 >>"$LOG" 2>&1
 fi
 want pp && step "pp) pair probe" 480 "$PY" -m iosim.kernels.pair_probe --out "$OUT/pair_probe" >>"$LOG" 2>&1
 echo "done $(date -u +%FT%TZ), $SECONDS s in all" >>"$LOG"
