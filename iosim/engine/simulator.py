@@ -86,6 +86,7 @@ LINES_PER_SLICE = 1024  # a tensor slice far larger than the L2 is cut into at m
 STREAM_LINES = 16  # lines a slice of FlashAttention-1's per-row state, where no pass can find it in the L2 (_streamed)
 STREAM_MARGIN = 2  # ... where the resident CTAs' passes stream at least this many times what the L2 holds
 STREAM_COARSE = (8, 4)  # where they stream this many times what it holds or more: this many lines a slice
+FINE_LINES = 1  # lines of the streamed tensor a step of a causal-evicting kernel spans (_fine): the finest
 TIMELINE_BINS = 100
 PIECE_CACHE = 200_000  # rectangles whose cut into lines is kept (a few hundred bytes each)
 UNMODELLED_SHARE = 1.2  # a loop whose code loads this many times what its schedule reads a pass moves something else
@@ -275,7 +276,8 @@ class Engine:
         paces = pace_factors(kernel.ctas, spread, n) if fine and spread else None
         if any(code["spills"]) and self._crowded(n):  # one pass a step: see _crowded
             return _Phase(n, kernel, per_sm, code, 1, None, L2Stats(), own_pace=paces)
-        return _Phase(n, kernel, per_sm, code, cohorts.line_iters(kernel, self.geometry),
+        lines = cohorts.line_iters(kernel, self.geometry)
+        return _Phase(n, kernel, per_sm, code, lines * FINE_LINES if fine else lines,
                       None if fine else cohorts.MAX_STEPS, L2Stats(), own_pace=paces)
 
     def _price_code(self, kernel, code, per_sm: int) -> dict:
@@ -389,13 +391,15 @@ class Engine:
             yield self.env.timeout(0)  # let every tile ending at this instant make its successor ready first
 
     def _fine(self, kernel) -> bool:
-        """Whether a kernel's aggregated steps must be one L2 line long (the per-CTA timeline, as fine
-        as the L2 is modelled) rather than up to ``MAX_STEPS`` a loop: where its CTAs' trips differ
+        """Whether a kernel's aggregated steps must be ``FINE_LINES`` L2 lines long (the per-CTA timeline,
+        as fine as the L2 is modelled) rather than up to ``MAX_STEPS`` a loop: where its CTAs' trips differ
         (causal), so that after the first wave they run one by one and how close together they run
         decides which re-reads hit (convoys, see L2Cache.usable), and the L2 cannot hold one slice
         of what its loop streams as lines read by several CTAs (one copy per partition). CTAs of
         equal trips step in lockstep waves, where line-long steps change no byte (measured: flash2
-        at N = 64K, forward and backward, H100)."""
+        at N = 64K, forward and backward, H100). Two lines a step (tried 2026-12-05) halve the steps and the
+        CPU by 1.5-2x but leave the per-CTA run, the model, by 5-9 % in DRAM bytes (tests/test_cohorts.py's
+        long causal cases under eviction), so one line it is (docs/validation.md, "Two lines a step")."""
         if kernel.causal is CausalMode.NONE:
             return False
         streamed = {p.tensor for p in kernel.patterns if p.phase == LOOP}
@@ -847,7 +851,7 @@ class Engine:
 @dataclass
 class _Phase:
     """One loop of a launch as it runs: kernel ``n`` of the schedule, its priced code, its step settings
-    (``max_steps`` None: line-long steps, see Engine._fine), the steps a lone CTA takes by tile (shared by
+    (``max_steps`` None: steps of ``FINE_LINES`` lines, see Engine._fine), the steps a lone CTA takes by tile (shared by
     every slice, see cohorts.steps) and what it counted: L2 traffic, FLOPs, iterations, shared-memory reads."""
 
     n: int
