@@ -114,6 +114,8 @@
 #                                                   (≤ 800 s)
 #   pace) long causal forwards at lengths no committed set has (manifest_pace.yaml), compiled by the GPU's Triton and
 #      measured (ncu), predicted before it ran    -> $OUT/mixes_pace/, $OUT/heldout/pace/measurements.json (≤ 680 s)
+#   hh) kernels/flash2.py's causal forward in heads order at 64K-128K (manifest.yaml, the H200's held-out heads cases),
+#      measured (ncu), predicted before it ran; its code is committed (Triton 3.6) -> $OUT/heldout/heads/ (≤ 480 s)
 #   tj) each CTA's own pace: causal traces at 32K where every load hits, a stamp every 8 K/V blocks, four tilings
 #      (experiments/cta_pace.py reads them)       -> $OUT/trace_jitter/ (≤ 400 s)
 # A step that fails or runs out of time does not stop the next. Measurement files are rewritten
@@ -491,6 +493,7 @@ if want pace; then
     held_mixes "pace) long causal mixes" experiments/heldout_kernels/manifest_pace.yaml experiments/heldout_kernels pace
     held_out "pace) long causal forwards at new lengths" experiments/heldout_kernels/manifest_pace.yaml heldout/pace
 fi
+want hh && held_out "hh) heads order, long causal" experiments/heldout_kernels/manifest.yaml heldout/heads
 if want tj; then
     mkdir -p "$OUT/trace_jitter"
     step "tj) CTA pace traces, 32K" 400 "$PY" -m iosim.kernels.causal_trace --out "$OUT/trace_jitter" --seq-len 32768 \
