@@ -117,7 +117,8 @@
 #   hh) kernels/flash2.py's causal forward in heads order at 64K-128K (manifest.yaml, the H200's held-out heads cases),
 #      measured (ncu), predicted before it ran; its code is committed (Triton 3.6) -> $OUT/heldout/heads/ (≤ 480 s)
 #   tj) each CTA's own pace: causal traces at 32K where every load hits, a stamp every 8 K/V blocks, four tilings
-#      (experiments/cta_pace.py reads them)       -> $OUT/trace_jitter/ (≤ 400 s)
+#      (experiments/cta_pace.py reads them)       -> $OUT/trace_jitter/ (≤ 400 s; four files of the eight the device
+#      returns a call: run it with no step that writes more than three)
 # A step that fails or runs out of time does not stop the next. Measurement files are rewritten
 # atomically after each batch of cases, so a step cut short keeps every finished batch. Progress
 # goes to $OUT/session.log. All steps take longer than one 10-minute device command: name the steps
