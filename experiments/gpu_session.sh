@@ -116,6 +116,9 @@
 #      measured (ncu), predicted before it ran    -> $OUT/mixes_pace/, $OUT/heldout/pace/measurements.json (≤ 680 s)
 #   hh) kernels/flash2.py's causal forward in heads order at 64K-128K (manifest.yaml, the H200's held-out heads cases),
 #      measured (ncu), predicted before it ran; its code is committed (Triton 3.6) -> $OUT/heldout/heads/ (≤ 480 s)
+#   bl) long causal forward + backward (manifest_bwd_long.yaml: the backward's streamed rows beyond the L2), compiled
+#      by the GPU's Triton and measured (ncu), predicted before it ran -> $OUT/mixes_bwd_long/,
+#      $OUT/heldout/bwd_long/measurements.json (≤ 680 s)
 #   tj) each CTA's own pace: causal traces at 32K where every load hits, a stamp every 8 K/V blocks, four tilings
 #      (experiments/cta_pace.py reads them)       -> $OUT/trace_jitter/ (≤ 400 s; four files of the eight the device
 #      returns a call: run it with no step that writes more than three)
@@ -495,6 +498,11 @@ if want pace; then
     held_out "pace) long causal forwards at new lengths" experiments/heldout_kernels/manifest_pace.yaml heldout/pace
 fi
 want hh && held_out "hh) heads order, long causal" experiments/heldout_kernels/manifest.yaml heldout/heads
+if want bl; then
+    held_mixes "bl) long causal backward mixes" experiments/heldout_kernels/manifest_bwd_long.yaml experiments/heldout_kernels \
+        bwd_long
+    held_out "bl) long causal forward + backward" experiments/heldout_kernels/manifest_bwd_long.yaml heldout/bwd_long
+fi
 if want tj; then
     mkdir -p "$OUT/trace_jitter"
     step "tj) CTA pace traces, 32K" 400 "$PY" -m iosim.kernels.causal_trace --out "$OUT/trace_jitter" --seq-len 32768 \
