@@ -785,8 +785,9 @@ def bwd_tile_flops(torch, dtype, head_dim: int, iters: int = BWD_TILE_ITERS) -> 
     return programs * iters * 10.0 * t.block_m * t.block_n * head_dim / seconds
 
 
-# (block_n K/V rows, block_m Q rows, head_dim, warps, CTAs per SM) of the backward's atomics series
-BWD_ATOMIC_TILES = ((128, 64, 64, 8, 1), (64, 64, 64, 4, 2))
+# (block_n K/V rows, block_m Q rows, head_dim, warps, CTAs per SM) of the backward's atomics series; the last is the
+# default d = 128 backward's (twice the payload a pass, a pass twice as long: how much of its atomics it waits for)
+BWD_ATOMIC_TILES = ((128, 64, 64, 8, 1), (64, 64, 64, 4, 2), (128, 64, 128, 8, 1))
 # pipeline depths measured besides the default tiling's: a deeper loop hides more of its atomics
 # (experiments/measurements/h200/atomics: 0.91 of the payload time exposed at 2 stages, 0.60 at 3)
 BWD_ATOMIC_STAGES = (1, 3, 4)

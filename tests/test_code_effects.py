@@ -130,6 +130,29 @@ def test_atomic_exposure_is_the_added_time_over_the_payload_time():
     assert atomic_exposure(profile, 1, 3, tma=True) == pytest.approx(0.25)
 
 
+def test_atomic_exposure_is_taken_at_the_nearest_measured_head_dim():
+    """A d = 128 point of the series (twice the payload a pass) is what d = 128 kernels take; d = 64 kernels, and
+    kernels on a profile without it, keep the d = 64 point; the CTAs per SM are matched before the head dim."""
+    bw, sms = H200.l2_atomic_bandwidth, H200.sm_count
+
+    def point(bn, bm, d, c, share):
+        flops, payload = 10.0 * bm * bn * d, bm * d * 4.0
+        t_plain = 1e-6
+        t_atomic = t_plain + share * c * payload / (bw / sms)  # a round: the c CTAs' payloads
+        return {f"tile_bwd_plain_fp16_{bn}x{bm}x{d}w8_c{c}": c * sms * flops / t_plain,
+                f"tile_bwd_atomic_fp16_{bn}x{bm}x{d}w8_c{c}": c * sms * flops / t_atomic}
+
+    d64 = point(128, 64, 64, 1, 0.9) | point(64, 64, 64, 2, 0.8)
+    both = _with_raw(H200, d64 | point(128, 64, 128, 1, 0.6))
+    assert atomic_exposure(both, 1, head_dim=128) == pytest.approx(0.6)
+    assert atomic_exposure(both, 1, head_dim=256) == pytest.approx(0.6)
+    assert atomic_exposure(both, 1, head_dim=64) == pytest.approx(0.9)
+    assert atomic_exposure(both, 1, head_dim=96) == pytest.approx(0.9)  # a tie: the smaller
+    assert atomic_exposure(both, 1) == pytest.approx(0.9)
+    assert atomic_exposure(both, 2, head_dim=128) == pytest.approx(0.8)  # two CTAs an SM: only d = 64 measured
+    assert atomic_exposure(_with_raw(H200, d64), 1, head_dim=128) == pytest.approx(0.9)
+
+
 def test_a_loop_that_loads_by_tma_is_marked_so():
     """kernel_code marks a kernel whose loop body issues UTMALDG (a TMA copy) as loading by TMA."""
     from iosim.costs.code import kernel_code

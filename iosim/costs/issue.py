@@ -564,12 +564,16 @@ def _interpolate(curve: list[tuple[float, float]], x: float) -> float:
     return curve[-1][1]
 
 
-def atomic_exposure(profile, share: int, stages: int = CALIBRATION_STAGES, tma: bool = False) -> float:
+def atomic_exposure(profile, share: int, stages: int = CALIBRATION_STAGES, tma: bool = False,
+                    head_dim: int | None = None) -> float:
     """Share of a CTA's atomic-add time (its payload at the SM's share of ``l2_atomic_bandwidth``)
     that lengthens its loop, from the calibration's backward tile loop with and without the dQ
-    atomics at one and at two CTAs per SM and, where measured, at several pipeline depths (a deeper
-    loop hides more): the CTAs per SM nearest ``share``, then the depth nearest ``stages``; 0 where
-    not measured (atomics then only load the L2). ``tma``: the loop loads its tiles by TMA, whose
+    atomics at one and at two CTAs per SM and, where measured, at several head dims and pipeline depths
+    (a deeper loop hides more; at d = 128 a pass is twice as long and carries twice the payload, and the
+    H100 waits for 0.67 of it where at d = 64 it waits for all): the CTAs per SM nearest ``share``, then
+    the head dim nearest ``head_dim`` (the smaller on a tie; None: the smallest measured), then the depth
+    nearest ``stages``; 0 where not measured (atomics then only load the L2). ``tma``: the loop loads
+    its tiles by TMA, whose
     copies do not queue in the memory pipe behind the atomics; the same loop loading by TMA
     (``tile_bwd_*_tma_*``) where it was measured."""
     raw = _raw(profile)
@@ -591,10 +595,12 @@ def atomic_exposure(profile, share: int, stages: int = CALIBRATION_STAGES, tma: 
         # iteration the atomics add (round with − round without) and carry bm·d fp32
         added = ctas * profile.sm_count * flops * (1.0 / float(value) - 1.0 / float(plain))
         payload = ctas * bm * d * 4 / per_sm  # the round's atomics at the SM's share of the L2 rate
-        found[ctas, depth] = min(1.0, max(0.0, added / payload))
+        found[ctas, d, depth] = min(1.0, max(0.0, added / payload))
     if not found:
         return 0.0
-    return found[min(found, key=lambda k: (abs(k[0] - share), k[0], abs(k[1] - stages), k[1]))]
+    key = min(found, key=lambda k: (abs(k[0] - share), k[0], 0 if head_dim is None else abs(k[1] - head_dim), k[1],
+                                    abs(k[2] - stages), k[2]))
+    return found[key]
 
 
 def cta_time(t_tensor: float, t_simt: float, share: int, overlap: float, specialised: bool = False) -> float:

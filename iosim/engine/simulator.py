@@ -311,7 +311,7 @@ class Engine:
             rows = round(kernel.iter_flops.tensor / (4 * kernel.block_u * head_dim))  # a decode tile packs heads
             lone = lone_excess(profile, rows, kernel.block_u, head_dim, kernel.warps)
         # a warp-specialised kernel's dQ reductions leave by TMA from a producer warp: none waits in the loop
-        atomic = 0.0 if code.specialised else atomic_exposure(profile, per_sm, kernel.stages, code.tma)
+        atomic = 0.0 if code.specialised else atomic_exposure(profile, per_sm, kernel.stages, code.tma, head_dim)
         return {"iter": loop, "chain": chain, "lone": lone, "once": simt_seconds(code.outside, kernel.warps, profile),
                 "shared": shared, "shared_once": shared_seconds(code.outside, kernel.warps, profile),
                 "masked": masked, "tensor": rate / profile.sm_count, "atomic": atomic, "spills": spills,
