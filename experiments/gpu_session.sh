@@ -116,9 +116,14 @@
 #      measured (ncu), predicted before it ran    -> $OUT/mixes_pace/, $OUT/heldout/pace/measurements.json (≤ 680 s)
 #   hh) kernels/flash2.py's causal forward in heads order at 64K-128K (manifest.yaml, the H200's held-out heads cases),
 #      measured (ncu), predicted before it ran; its code is committed (Triton 3.6) -> $OUT/heldout/heads/ (≤ 480 s)
+#   ba) the backward's atomics at d = 128 (the calibration series' 128x64x128w8 point at 1-4 stages, and the d = 64
+#      point again beside it): iosim calibrate --only, merged into the profile with --add-from
+#                                                 -> $OUT/bwd_atomics/{bwd_atomics.yaml,calibrate.log} (≤ 120 s)
 #   bl) long causal forward + backward (manifest_bwd_long.yaml: the backward's streamed rows beyond the L2), compiled
 #      by the GPU's Triton and measured (ncu), predicted before it ran -> $OUT/mixes_bwd_long/,
 #      $OUT/heldout/bwd_long/measurements.json (≤ 680 s)
+#   bd) kernels/flash2.py's forward + backward at d = 128 on new shapes (manifest_bwd_d128.yaml), compiled by the GPU's
+#      Triton and measured (ncu), predicted before it ran -> $OUT/mixes_bwd_d128/, $OUT/heldout/bwd_d128/ (≤ 680 s)
 #   tj) each CTA's own pace: causal traces at 32K where every load hits, a stamp every 8 K/V blocks, four tilings
 #      (experiments/cta_pace.py reads them)       -> $OUT/trace_jitter/ (≤ 400 s; four files of the eight the device
 #      returns a call: run it with no step that writes more than three)
@@ -498,10 +503,22 @@ if want pace; then
     held_out "pace) long causal forwards at new lengths" experiments/heldout_kernels/manifest_pace.yaml heldout/pace
 fi
 want hh && held_out "hh) heads order, long causal" experiments/heldout_kernels/manifest.yaml heldout/heads
+if want ba; then
+    mkdir -p "$OUT/bwd_atomics"
+    step "ba) backward atomics at d = 128" 120 "$PY" -m iosim calibrate --base "hardware_profiles/$PROFILE.yaml" \
+        --out "$OUT/bwd_atomics/bwd_atomics.yaml" --only "bwd atomics 128x64x128w8 c=1,bwd atomics 128x64x128w8s1 c=1,\
+bwd atomics 128x64x128w8s3 c=1,bwd atomics 128x64x128w8s4 c=1,bwd atomics 128x64x64w8 c=1" \
+        >"$OUT/bwd_atomics/calibrate.log" 2>&1
+fi
 if want bl; then
     held_mixes "bl) long causal backward mixes" experiments/heldout_kernels/manifest_bwd_long.yaml experiments/heldout_kernels \
         bwd_long
     held_out "bl) long causal forward + backward" experiments/heldout_kernels/manifest_bwd_long.yaml heldout/bwd_long
+fi
+if want bd; then
+    held_mixes "bd) d = 128 backward mixes" experiments/heldout_kernels/manifest_bwd_d128.yaml experiments/heldout_kernels \
+        bwd_d128
+    held_out "bd) d = 128 forward + backward" experiments/heldout_kernels/manifest_bwd_d128.yaml heldout/bwd_d128
 fi
 if want tj; then
     mkdir -p "$OUT/trace_jitter"
