@@ -227,6 +227,20 @@ def test_long_causal_aggregation_under_eviction_is_the_per_cta_run(n, heads, l2)
     assert fast.time_s == pytest.approx(slow.time_s, rel=0.02)
 
 
+@pytest.mark.parametrize("n,heads,l2", [(16384, 4, 2_000_000), (32768, 4, 16_000_000)])
+def test_long_causal_aggregation_in_heads_order_is_the_per_cta_run(n, heads, l2):
+    """In heads order the CTAs launched together are of different heads. Run one by one, each waits for its own
+    head's fills and keeps its own pace (the calibrated profile's cta_pace_spread); one cohort of them would wait
+    for every head's and keep its first CTA's: 0.97x and 1.93x the per-CTA DRAM bytes here. A causal kernel that
+    steps a line at a time runs one cohort per key/value slice, and is the per-CTA run."""
+    c = RunConfig(algo="flash2", problem=Problem(batch=1, heads=heads, seq_q=n, head_dim=128, causal=True),
+                  tiling=Tiling(block_m=128, block_n=64, warps=8, stages=2, grid_order="heads"))
+    fast, slow = simulate(c, "h100", l2_bytes=l2), simulate(c, "h100", l2_bytes=l2, aggregate=False)
+    assert slow.kernels[0].levels["hbm"].read_bytes > 5 * n * heads * 128 * 2 * 2  # re-reads K/V: it evicts
+    assert fast.kernels[0].levels["hbm"].total == pytest.approx(slow.kernels[0].levels["hbm"].total, rel=0.005)
+    assert fast.time_s == pytest.approx(slow.time_s, rel=0.02)
+
+
 def test_ctas_launched_together_share_their_sms_from_their_first_step():
     """Standard attention's S = QK^T at N = 1024 launches 1,024 CTAs, two an SM. Run one by one, the first
     CTAs launched were priced alone on their SMs until the rest of their wave had started (half the pass),
