@@ -573,9 +573,8 @@ def atomic_exposure(profile, share: int, stages: int = CALIBRATION_STAGES, tma: 
     H100 waits for 0.67 of it where at d = 64 it waits for all): the CTAs per SM nearest ``share``, then
     the head dim nearest ``head_dim`` (the smaller on a tie; None: the smallest measured), then the depth
     nearest ``stages``; 0 where not measured (atomics then only load the L2). ``tma``: the loop loads
-    its tiles by TMA, whose
-    copies do not queue in the memory pipe behind the atomics; the same loop loading by TMA
-    (``tile_bwd_*_tma_*``) where it was measured."""
+    its tiles by TMA, whose copies do not queue in the memory pipe behind the atomics; the same loop
+    loading by TMA (``tile_bwd_*_tma_*``) where it was measured."""
     raw = _raw(profile)
     if not profile.l2_atomic_bandwidth:
         return 0.0

@@ -887,7 +887,7 @@ class _Phase:
     start: float = 0.0  # when its launch started: its first wave's cohorts start then
     end: float = 0.0  # when its last CTA ended this loop (where a later loop follows it in the launch)
     own_pace: np.ndarray | None = None  # each CTA's pace factor (iosim.engine.pace; None: every CTA alike)
-    fine: bool = False  # its steps are one line long (Engine._fine): its cohorts are one a key/value slice
+    fine: bool = False  # its steps are one line long (Engine._fine); in heads order one cohort a key/value slice
 
     @functools.cached_property
     def looped(self) -> frozenset:
