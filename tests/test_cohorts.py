@@ -228,7 +228,7 @@ def test_long_causal_aggregation_under_eviction_is_the_per_cta_run(n, heads, l2,
     c = RunConfig(algo="flash2", problem=Problem(batch=1, heads=heads, seq_q=n, head_dim=128, causal=True),
                   tiling=Tiling(block_m=128, block_n=64, warps=8, stages=2, grid_order=order))
     fast, slow = simulate(c, gpu, l2_bytes=l2), simulate(c, gpu, l2_bytes=l2, aggregate=False)
-    assert slow.kernels[0].levels["hbm"].read_bytes > 5 * n * heads * 128 * 2 * 2  # re-reads K/V: it evicts
+    assert slow.kernels[0].levels["hbm"].read_bytes > 10 * n * heads * 128 * 2 * 2  # re-reads K/V: it evicts
     assert fast.kernels[0].levels["hbm"].total == pytest.approx(slow.kernels[0].levels["hbm"].total, rel=0.005)
     assert fast.time_s == pytest.approx(slow.time_s, rel=0.02)
 
