@@ -124,6 +124,9 @@
 #      $OUT/heldout/bwd_long/measurements.json (≤ 680 s)
 #   bd) kernels/flash2.py's forward + backward at d = 128 on new shapes (manifest_bwd_d128.yaml), compiled by the GPU's
 #      Triton and measured (ncu), predicted before it ran -> $OUT/mixes_bwd_d128/, $OUT/heldout/bwd_d128/ (≤ 680 s)
+#   bh) the H200's d = 128 forward + backward held out after its atomics point (manifest_bwd_h200.yaml: flash2's code
+#      at three new shapes, the foreign B2 and B3), compiled by the GPU's Triton and measured (ncu), predicted before it
+#      ran -> $OUT/mixes_bwd_h200/, $OUT/heldout/bwd_h200/ (≤ 680 s)
 #   tj) each CTA's own pace: causal traces at 32K where every load hits, a stamp every 8 K/V blocks, four tilings
 #      (experiments/cta_pace.py reads them)       -> $OUT/trace_jitter/ (≤ 400 s; four files of the eight the device
 #      returns a call: run it with no step that writes more than three)
@@ -519,6 +522,11 @@ if want bd; then
     held_mixes "bd) d = 128 backward mixes" experiments/heldout_kernels/manifest_bwd_d128.yaml experiments/heldout_kernels \
         bwd_d128
     held_out "bd) d = 128 forward + backward" experiments/heldout_kernels/manifest_bwd_d128.yaml heldout/bwd_d128
+fi
+if want bh; then
+    held_mixes "bh) d = 128 backward mixes, H200 held out" experiments/heldout_kernels/manifest_bwd_h200.yaml \
+        experiments/heldout_kernels bwd_h200
+    held_out "bh) d = 128 forward + backward, H200 held out" experiments/heldout_kernels/manifest_bwd_h200.yaml heldout/bwd_h200
 fi
 if want tj; then
     mkdir -p "$OUT/trace_jitter"
