@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from iosim.hardware.profile import (
+    LISTED,
     LOCKSTEP_FIELDS,
     OPTIONAL,
     REQUIRED,
@@ -131,8 +132,9 @@ def test_summary_rows_show_every_field_with_unit_and_source():
     present = ("l2_dirty_limit", "fp32_lanes_per_sm", "int32_lanes_per_sm", "lsu_lanes_per_sm", "smem_bytes_per_clk_per_sm",
                "lrc_sms", "lrc_inflight_lookups", "lrc_pair_lookups", "lrc_group_lookups", "lrc_later_pair_lookups",
                "lrc_later_group_lookups", "lrc_group_ctas", "l1_bytes", "tensor_flops_fp8")
-    assert [r[0] for r in rows] == list(REQUIRED) + [f for f in OPTIONAL if f in present]
+    assert [r[0] for r in rows] == list(REQUIRED) + [f for f in OPTIONAL if f in present] + list(LISTED)
     by_field = {f: (v, s) for f, v, s in rows}
+    assert by_field["smem_carveouts"][0] == "0, 8, 16, 32, 64, 100, 132, 164, 196, 228 KiB"
     assert by_field["l2_bytes"][0] == "50 MiB"
     assert by_field["hbm_bandwidth"][0] == "3.35 TB/s"
     assert by_field["host_link"][0] == "PCIe Gen5 x16"
@@ -247,6 +249,16 @@ BAD = [  # (id, field named in the message, dotted key to change, new value, exp
     ("dirty_limit_above_l2", "fields.l2_dirty_limit", "fields.l2_dirty_limit.value", 60,
      "must be <= l2_bytes (50 MiB), got 60 MB"),
     ("bad_calibration", "calibration", "calibration", [1, 2], "must be a mapping"),
+    # a listed field: its values in one unit, increasing, none beyond what an SM has
+    ("carveouts_unordered", "fields.smem_carveouts", "fields.smem_carveouts.value", [0, 64, 32],
+     "must be in increasing order, each value once, got [0, 64, 32]"),
+    ("carveouts_empty", "fields.smem_carveouts", "fields.smem_carveouts.value", [], "must list at least one value"),
+    ("carveouts_negative", "fields.smem_carveouts", "fields.smem_carveouts.value", [-8, 64], "must be > 0, got -8"),
+    ("carveouts_not_numbers", "fields.smem_carveouts.value[1]", "fields.smem_carveouts.value", [8, "64"],
+     "must be a number, got '64'"),
+    ("carveouts_unit", "fields.smem_carveouts", "fields.smem_carveouts.unit", "MHz", "unit 'MHz' is not a size"),
+    ("carveouts_above_sm", "fields.smem_carveouts", "fields.smem_carveouts.value", [0, 64, 256],
+     "must be <= smem_per_sm (228 KiB), got 256 KiB"),
 ]
 
 

@@ -276,11 +276,30 @@ def lone_excess(profile, rows: int, bn: int, d: int, warps: int) -> float:
     return max(0.0, float(resident) - own)
 
 
+TRITON_OPTIN_SHARED = 48 * 1024  # bytes a CTA: above this Triton's launcher opts in to the largest carve-out
+
+
+def l1_left(shared_bytes: int | None, ctas_per_sm: int, profile) -> int | None:
+    """Bytes of L1 the shared-memory carve-out leaves an SM running ``ctas_per_sm`` CTAs of ``shared_bytes`` each;
+    None where the profile has no L1 size. A Triton kernel of more than 48 KiB a CTA asks for the largest carve-out
+    (its launcher sets ``CU_FUNC_CACHE_PREFER_SHARED``), leaving ``l1_bytes − smem_per_sm``; one of less asks for
+    nothing, and the driver configures the smallest carve-out that holds its resident CTAs, each with the shared
+    memory the system reserves a CTA (``smem_per_sm − smem_per_cta``, 1 KiB), of those the profile lists
+    (``smem_carveouts``, CUDA's tuning guides). Unknown shared memory or carve-outs: the largest."""
+    if not profile.l1_bytes:
+        return None
+    carveout = profile.smem_per_sm
+    if shared_bytes is not None and shared_bytes <= TRITON_OPTIN_SHARED and profile.smem_carveouts:
+        need = ctas_per_sm * (shared_bytes + profile.smem_per_sm - profile.smem_per_cta)
+        carveout = min((c for c in profile.smem_carveouts if c >= need), default=profile.smem_per_sm)
+    return max(0, profile.l1_bytes - carveout)
+
+
 def _spill_space(code: KernelCode, warps: int, ctas_per_sm: int, profile) -> tuple[int, int | None]:
-    """(bytes of local memory the SM's resident threads spill to, bytes of L1 shared memory leaves: Triton asks
-    for the largest carve-out, so ``l1_bytes − smem_per_sm``; None where the profile has no L1 size)."""
+    """(bytes of local memory the SM's resident threads spill to, bytes of L1 the shared-memory carve-out leaves
+    (:func:`l1_left`); None where the profile has no L1 size)."""
     footprint = code.local_bytes * WARP * warps * ctas_per_sm
-    return footprint, (max(0, profile.l1_bytes - profile.smem_per_sm) if profile.l1_bytes else None)
+    return footprint, l1_left(code.shared_bytes, ctas_per_sm, profile)
 
 
 def reload_miss(code: KernelCode, warps: int, ctas_per_sm: int, profile) -> float:

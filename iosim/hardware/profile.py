@@ -52,6 +52,8 @@ OPTIONAL: dict[str, str | None] = {"l2_dirty_limit": "size", "l2_sweep_bytes": "
                                    "l2_write_efficiency": "fraction", "dram_read_efficiency": "fraction",
                                    "ncu_launch_overhead": "time", "tensor_flops_fp8": "flop rate",
                                    "cta_pace_spread": "spread"}
+# Optional fields that list several numbers of one dimension: field -> that dimension
+LISTED: dict[str, str] = {"smem_carveouts": "size"}
 _ATTR = {"boost_clock": "clock_hz"}  # YAML field -> Profile attribute where the names differ
 
 
@@ -113,6 +115,8 @@ class Profile:
     dram_read_efficiency: float | None = None  # a read-only DRAM stream's share of hbm_bandwidth (measured)
     ncu_launch_overhead: float | None = None  # an empty kernel's duration as Nsight Compute reports it (profiled alone)
     cta_pace_spread: float | None = None  # how far one CTA's pace over its loop strays from its neighbours' (measured)
+    # the shared-memory capacities an SM's unified L1/shared memory may be configured to (the carve-outs), increasing
+    smem_carveouts: tuple[int, ...] | None = None
     sources: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), hash=False, repr=False)
     calibration: Mapping[str, Any] | None = field(default=None, hash=False, repr=False)
 
@@ -165,10 +169,17 @@ class Profile:
     def summary_rows(self) -> list[tuple[str, str, str]]:
         """``(field, value with unit, source)`` for every field present, in schema order."""
         rows = []
-        for name, dim in {**REQUIRED, **OPTIONAL}.items():
+        for name, dim in {**REQUIRED, **OPTIONAL, **LISTED}.items():
             v = self.value(name)
-            if v is not None:
-                rows.append((name, v if dim is None else format_quantity(v, dim), self.sources[name]))
+            if v is None:
+                continue
+            if name in LISTED:  # one unit for the list: the largest that writes every non-zero value exactly
+                shown = format_quantity(max(v), dim).split()[-1]
+                factor = UNITS[dim][shown]
+                v = f"{', '.join(f'{x / factor:g}' for x in v)} {shown}"
+            elif dim is not None:
+                v = format_quantity(v, dim)
+            rows.append((name, v, self.sources[name]))
         return rows
 
 
@@ -265,7 +276,7 @@ def build_profile(data: Any, path: Path) -> Profile:
     except ValidationError as e:
         where, message = explain(e, _ProfileFile)
         raise ProfileError(message, file, where) from None
-    entries = {name: getattr(doc.fields, name) for name in {**REQUIRED, **OPTIONAL}
+    entries = {name: getattr(doc.fields, name) for name in {**REQUIRED, **OPTIONAL, **LISTED}
                if getattr(doc.fields, name) is not None}
     values = {name: entry.base for name, entry in entries.items()}
     _check_lockstep_shares(values, file)
@@ -358,6 +369,37 @@ class _Label(FileModel):
         return self.value
 
 
+class _QuantityList(FileModel):
+    """Several numbers of one dimension, ``{value: [...], unit, source[, note]}``, in increasing order; 0 allowed
+    (a shared-memory carve-out of none)."""
+
+    dim: ClassVar[str]
+    value: list[Number]
+    unit: str | None = None
+    source: _Source
+    note: Line | None = None
+
+    @model_validator(mode="after")
+    def _unit_and_order(self):
+        if self.unit is None:
+            raise ValueError(f"missing unit; allowed: {', '.join(UNITS[self.dim])}")
+        if not self.value:
+            raise ValueError("must list at least one value")
+        for v in self.value:
+            if v != 0:
+                to_base(v, self.unit, self.dim)
+        if any(b <= a for a, b in zip(self.value, self.value[1:])):
+            raise ValueError(f"must be in increasing order, each value once, got {self.value}")
+        return self
+
+    @property
+    def base(self) -> tuple:
+        return tuple(0 if v == 0 else to_base(v, self.unit, self.dim) for v in self.value)
+
+
+_LIST_ENTRY = {dim: type(f"_{dim.title()}List", (_QuantityList,), {"dim": dim, "__module__": __name__})
+               for dim in set(LISTED.values())}
+
 _ENTRY = {dim: type(f"_{dim.title().replace(' ', '')}", (_Quantity,), {"dim": dim, "__module__": __name__})
           for dim in UNITS}
 
@@ -377,6 +419,10 @@ class _FieldsBase(FileModel):
             if a is not None and not (a <= b if op == "<=" else a < b):
                 raise FieldProblem(small, f"must be {op} {big} ({format_quantity(b, 'size')}), "
                                           f"got {format_quantity(a, 'size')}")
+        carveouts, most_smem = base("smem_carveouts"), base("smem_per_sm")
+        if carveouts is not None and most_smem is not None and carveouts[-1] > most_smem:
+            raise FieldProblem("smem_carveouts", f"must be <= smem_per_sm ({format_quantity(most_smem, 'size')}), "
+                                                 f"got {format_quantity(carveouts[-1], 'size')}")
         regs, most = base("regs_per_sm"), base("max_regs_per_thread")
         if regs is not None and most is not None and regs < 32 * most:
             raise FieldProblem("regs_per_sm", f"must hold one warp at max_regs_per_thread ({most} x 32 = "
@@ -388,6 +434,7 @@ _Fields = create_model(
     "_Fields", __base__=_FieldsBase, __module__=__name__,
     **{name: (_ENTRY[dim] if dim else _Label, ...) for name, dim in REQUIRED.items()},
     **{name: (_ENTRY[dim] if dim else _Label, None) for name, dim in OPTIONAL.items()},
+    **{name: (_LIST_ENTRY[dim], None) for name, dim in LISTED.items()},
 )
 
 
@@ -405,6 +452,6 @@ class _ProfileFile(FileModel):
 
 
 # Re-exported from iosim.hardware.catalog and iosim.hardware.units, so one import serves a caller.
-__all__ = ["ALIASES", "OPTIONAL", "REQUIRED", "SCHEMA_VERSION", "TENSOR_DTYPES", "UNITS", "Profile", "ProfileError",
+__all__ = ["ALIASES", "LISTED", "OPTIONAL", "REQUIRED", "SCHEMA_VERSION", "TENSOR_DTYPES", "UNITS", "Profile", "ProfileError",
            "build_profile", "builtin_profiles", "format_quantity", "load_profile", "profile_dir", "read_profile_dict",
            "resolve_profile_path", "write_profile"]
