@@ -3,12 +3,13 @@
 Every committed set (the fidelity thresholds' list) is validated as ``iosim validate`` does; each case whose kernel a
 user's file launched (``impl`` kernel: the foreign kernels, the kernels others wrote, kernels/flash2.py behind the
 held-out launchers) is grouped by its forward tiling's warps and pipeline stages (``--by`` adds the tile and the head
-dim), forward cases only unless ``--backward``. The table gives each group's count and the median, mean and range of
+dim), forward cases only unless ``--backward``. ``--against bench`` compares the same predictions with the harness's
+``do_bench`` median instead of Nsight Compute's duration (what ``iosim validate`` compares), where a case has both. The table gives each group's count and the median, mean and range of
 the time error, per origin (``ours``: kernels/ behind a held-out launcher; ``written to differ``:
 experiments/foreign_kernels; ``others'``: experiments/thirdparty_kernels), then all together. A group off the same
 way whoever wrote the kernel is a property of the configuration, not of one kernel.
 
-    python experiments/time_by_config.py [--by warps,stages,tile,d] [--backward] [--jobs 2] [--csv FILE]
+    python experiments/time_by_config.py [--by warps,stages,tile,d] [--backward] [--against ncu|bench] [--jobs 2] [--csv FILE]
 
 About 3 minutes on 2 processes.
 """
@@ -36,15 +37,19 @@ def _origin(kernel: str) -> str:
     return "ours"
 
 
-def _cases(data: str) -> list:
-    """(origin, warps, stages, tile, head dim, backward, time error) of each user-kernel case of a measurement file."""
+def _cases(data: str, against: str = "ncu") -> list:
+    """(origin, warps, stages, tile, head dim, backward, time error) of each user-kernel case of a measurement file:
+    against Nsight Compute's duration (``ncu``) or the harness's do_bench median (``bench``, cases timed both ways)."""
     from iosim.measure.measurement import load_measurement
     from iosim.measure.validate import validate
     m = load_measurement(REPO / data)
     kernels = {c.name: c.kernel for c in m.cases if c.impl == "kernel"}
+    bench = {c.name: c.timing.median_s for c in m.cases if c.timing is not None and c.counters is not None}
     out = []
     for r in validate(m, impls=("kernel",))[0]:
         e = r.error("time_s")
+        if against == "bench":
+            e = r.predicted["time_s"] / bench[r.name] - 1.0 if r.name in bench else None
         if r.name not in kernels or e is None:
             continue
         t, p = r.config.get("tiling") or {}, r.config["problem"]
@@ -57,6 +62,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--by", default="warps,stages", help=f"fields to group by, of {', '.join(FIELDS)} (default warps,stages)")
     ap.add_argument("--backward", action="store_true", help="forward + backward cases, not forward ones")
+    ap.add_argument("--against", choices=("ncu", "bench"), default="ncu",
+                    help="the measured time: Nsight Compute's duration (ncu, the default, what iosim validate uses) "
+                         "or the harness's do_bench median (bench)")
     ap.add_argument("--jobs", type=int, default=2, help="worker processes (default 2)")
     ap.add_argument("--csv", type=Path, default=None, help="also write every case's row to this CSV file")
     args = ap.parse_args()
@@ -67,7 +75,7 @@ def main() -> int:
     entries = json.loads((REPO / "tests" / "fidelity_thresholds.json").read_text())["sets"]
     files = sorted({e["data"] for e in entries})
     with ProcessPoolExecutor(args.jobs) as pool:
-        rows = [row for rows in pool.map(_cases, files) for row in rows]
+        rows = [row for rows in pool.map(_cases, files, [args.against] * len(files)) for row in rows]
     rows = [r for r in rows if r[5] == args.backward]
     if args.csv:
         with args.csv.open("w", newline="") as f:
@@ -79,8 +87,8 @@ def main() -> int:
         key = tuple(dict(warps=warps, stages=stages, tile=tile, d=d)[f] for f in by)
         groups[(origin,) + key].append(e)
         groups[("all",) + key].append(e)
-    print(f"time error of {'forward + backward' if args.backward else 'forward'} cases by {', '.join(by)}: "
-          f"{len(rows)} cases")
+    print(f"time error of {'forward + backward' if args.backward else 'forward'} cases by {', '.join(by)}, against "
+          f"{'the do_bench median' if args.against == 'bench' else 'Nsight Compute duration'}: {len(rows)} cases")
     print(f"{'origin':18s} {' '.join(f'{f:>7s}' for f in by)} {'cases':>5s} {'median':>7s} {'mean':>7s} {'range':>16s}")
     for key in sorted(groups, key=lambda k: (k[0] == "all", k[0], tuple(str(x) for x in k[1:]))):
         v = groups[key]

@@ -131,7 +131,7 @@ def test_summary_rows_show_every_field_with_unit_and_source():
     # every required field, then the optional ones the file sets
     present = ("l2_dirty_limit", "fp32_lanes_per_sm", "int32_lanes_per_sm", "lsu_lanes_per_sm", "smem_bytes_per_clk_per_sm",
                "lrc_sms", "lrc_inflight_lookups", "lrc_pair_lookups", "lrc_group_lookups", "lrc_later_pair_lookups",
-               "lrc_later_group_lookups", "lrc_group_ctas", "l1_bytes", "tensor_flops_fp8")
+               "lrc_later_group_lookups", "lrc_group_ctas", "l1_bytes", "tensor_flops_fp8", "smem_carveout_min")
     assert [r[0] for r in rows] == list(REQUIRED) + [f for f in OPTIONAL if f in present] + list(LISTED)
     by_field = {f: (v, s) for f, v, s in rows}
     assert by_field["smem_carveouts"][0] == "0, 8, 16, 32, 64, 100, 132, 164, 196, 228 KiB"

@@ -285,13 +285,16 @@ def l1_left(shared_bytes: int | None, ctas_per_sm: int, profile) -> int | None:
     (its launcher sets ``CU_FUNC_CACHE_PREFER_SHARED``), leaving ``l1_bytes − smem_per_sm``; one of less asks for
     nothing, and the driver configures the smallest carve-out that holds its resident CTAs, each with the shared
     memory the system reserves a CTA (``smem_per_sm − smem_per_cta``, 1 KiB), of those the profile lists
-    (``smem_carveouts``, CUDA's tuning guides). Unknown shared memory or carve-outs: the largest."""
+    (``smem_carveouts``, CUDA's tuning guides), and no smaller than the profile's ``smem_carveout_min`` where
+    measured (132 KiB on the H100 and H200: ``python experiments/carveouts.py``). Unknown shared memory or
+    carve-outs: the largest."""
     if not profile.l1_bytes:
         return None
     carveout = profile.smem_per_sm
     if shared_bytes is not None and shared_bytes <= TRITON_OPTIN_SHARED and profile.smem_carveouts:
         need = ctas_per_sm * (shared_bytes + profile.smem_per_sm - profile.smem_per_cta)
         carveout = min((c for c in profile.smem_carveouts if c >= need), default=profile.smem_per_sm)
+        carveout = min(profile.smem_per_sm, max(carveout, profile.smem_carveout_min or 0))
     return max(0, profile.l1_bytes - carveout)
 
 

@@ -51,7 +51,7 @@ OPTIONAL: dict[str, str | None] = {"l2_dirty_limit": "size", "l2_sweep_bytes": "
                                    "kernel_start_overhead": "time", "dram_write_efficiency": "fraction",
                                    "l2_write_efficiency": "fraction", "dram_read_efficiency": "fraction",
                                    "ncu_launch_overhead": "time", "tensor_flops_fp8": "flop rate",
-                                   "cta_pace_spread": "spread"}
+                                   "cta_pace_spread": "spread", "smem_carveout_min": "size"}
 # Optional fields that list several numbers of one dimension: field -> that dimension
 LISTED: dict[str, str] = {"smem_carveouts": "size"}
 _ATTR = {"boost_clock": "clock_hz"}  # YAML field -> Profile attribute where the names differ
@@ -117,6 +117,8 @@ class Profile:
     cta_pace_spread: float | None = None  # how far one CTA's pace over its loop strays from its neighbours' (measured)
     # the shared-memory capacities an SM's unified L1/shared memory may be configured to (the carve-outs), increasing
     smem_carveouts: tuple[int, ...] | None = None
+    # the smallest of them the driver configures for a kernel that asks for none (measured from launch records)
+    smem_carveout_min: int | None = None
     sources: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), hash=False, repr=False)
     calibration: Mapping[str, Any] | None = field(default=None, hash=False, repr=False)
 
