@@ -60,8 +60,9 @@
 #   ips) the same at every point of the GPU's calibrated tile series (h200: 24 tiles, depths and CTAs an SM)
 #                                                -> $OUT/index_probe_series/index_probe.json (≤ 560 s)
 #   wp) the calibrated tile loop, kernels/flash2.py and the foreign F2 at 64 x 64 tiles, 4 warps: one lockstep wave
-#      against eight waves of the same FLOPs, and a plain grid; the calibrated loop so at every point of the GPU's tile
-#      series                                    -> $OUT/wave_probe/wave_probe.json (≤ 560 s)
+#      against eight waves of the same FLOPs, and a plain grid, each timed by do_bench and alone after an idle pause
+#      (as ncu times one call); the calibrated loop so at every point of the GPU's tile series
+#                                                -> $OUT/wave_probe/wave_probe.json (≤ 560 s)
 #   hd) head dims iosim's kernels did not take before 2026-12-04: kernels/flash2.py at d = 256 (GPU tests, the
 #      held-out manifest_head_dims.yaml), each case predicted before it ran -> $OUT/head_dims/ (≤ 560 s)
 #   tpl) lmdeploy's prefill attention (lmdeploy_prefill.py, not committed): launcher checked, compiled, measured (ncu)

@@ -11,6 +11,11 @@ runs the same work both ways, one launch after the other, at the same tiles, war
   a CTA, ``c`` × SMs query heads sharing one K/V head (GQA) of ``ITERS`` blocks, then 8 Q blocks a head and K/V of
   ``ITERS`` / 8 blocks: the same FLOPs in 8 waves.
 
+Each run is timed by ``do_bench`` (``seconds``: back to back, as the calibration times its loops) and, since
+2026-12-05, also alone (``alone_seconds``: the L2 flushed and the GPU idle before one call, as Nsight Compute times
+the call ``iosim validate`` compares with): F2 ran 7-12 % faster under ncu than in ``do_bench``, the calibrated loop's
+own gap is not known.
+
     python -m iosim.kernels.wave_probe --out DIR      # on a GPU: DIR/wave_probe.json
     python -m iosim.kernels.wave_probe --series h200 --out DIR   # and the calibrated loop at every point of the tile series
 """
@@ -25,6 +30,7 @@ import sys
 from pathlib import Path
 
 from iosim.kernels import microbench as mb
+from iosim.kernels.timing import time_alone
 
 # (block_m, block_n, head_dim, warps, CTAs an SM, stages): the 4-warp 64 x 64 loops predicted slow three stages deep
 POINTS = tuple((64, 64, d, 4, c, s) for d, c, s in ((128, 2, 2), (128, 2, 3), (128, 1, 4), (64, 4, 2), (64, 4, 3), (64, 3, 4)))
@@ -94,9 +100,11 @@ def measure(torch, point, iters: int = ITERS, waves: int = WAVES) -> list:
         for name, fn, flops in runs:
             fn()
             seconds = mb.time_fn(fn).median_s
+            alone = time_alone(fn)  # one call after an idle pause, as Nsight Compute times it
             rows.append({"loop": name, "shape": label, "block_m": bm, "block_n": bn, "head_dim": d, "warps": warps,
                          "stages": stages, "ctas_per_sm": c, "waves": w, "heads": heads, "kv_heads": kv_heads,
-                         "seq_q": nq, "seq_k": nk, "seconds": seconds, "flops": flops / seconds})
+                         "seq_q": nq, "seq_k": nk, "seconds": seconds, "flops": flops / seconds,
+                         "alone_seconds": alone})
             print(f"{bm}x{bn}x{d} w{warps} s{stages} c{c} {name:10s} {label}: {flops / seconds / 1e12:.0f} TFLOP/s",
                   flush=True)
     return rows
