@@ -21,11 +21,13 @@ import argparse
 import json
 from pathlib import Path
 
+from iosim.costs.issue import TRITON_OPTIN_SHARED
+from iosim.hardware.profile import load_profile
+
 REPO = Path(__file__).resolve().parents[1]
 KIB = 1024
-CARVEOUTS_KIB = (0, 8, 16, 32, 64, 100, 132, 164, 196, 228)  # HOPPER-TG §1.4.1.1, as the H100/H200 profiles list
-RESERVED = KIB  # shared memory the system reserves a CTA (smem_per_sm - smem_per_cta)
-OPT_IN = 48 * KIB  # above this Triton's launcher asks for the largest carve-out
+PROFILE = load_profile("h200-sxm")  # its carve-outs and reserve are the H100's too (HOPPER-TG §1.4.1.1)
+RESERVED = PROFILE.smem_per_sm - PROFILE.smem_per_cta  # shared memory the system reserves a CTA
 
 
 def launches() -> list[tuple[int, int, int]]:
@@ -50,23 +52,27 @@ def launches() -> list[tuple[int, int, int]]:
     return out
 
 
-def smallest(shared: int, ctas: int, floor_kib: int = 0) -> int:
+def carveout(shared: int, ctas: int, floor_kib: int = 0) -> int:
+    """KiB of the smallest of the profile's carve-outs holding ``ctas`` CTAs of ``shared`` bytes (and the reserve each),
+    no smaller than ``floor_kib``: the rule :func:`iosim.costs.issue.l1_left` applies at 48 KiB a CTA or less, here
+    tried on every launch."""
     need = ctas * (shared + RESERVED)
-    carve = next((c for c in CARVEOUTS_KIB if c * KIB >= need), CARVEOUTS_KIB[-1])
-    return max(carve, floor_kib)
+    carve = min((c for c in PROFILE.smem_carveouts if c >= need), default=PROFILE.smem_per_sm)
+    return max(carve, floor_kib * KIB) // KIB
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--min-kib", type=int, default=132, help="the floor the last rule tries (default 132)")
     args = ap.parse_args()
-    if args.min_kib not in CARVEOUTS_KIB:
-        ap.error(f"--min-kib: {args.min_kib} is not a carve-out; allowed: {', '.join(map(str, CARVEOUTS_KIB))}")
+    sizes = [c // KIB for c in PROFILE.smem_carveouts]
+    if args.min_kib not in sizes:
+        ap.error(f"--min-kib: {args.min_kib} is not a carve-out; allowed: {', '.join(map(str, sizes))}")
     rows = launches()
-    rules = {"largest": lambda s, n: CARVEOUTS_KIB[-1], "smallest": lambda s, n: smallest(s, n),
-             f"smallest, at least {args.min_kib} KiB": lambda s, n: smallest(s, n, args.min_kib)}
-    groups = {"8-48 KiB a CTA": lambda s: 8 * KIB <= s <= OPT_IN, "under 8 KiB": lambda s: s < 8 * KIB,
-              "over 48 KiB": lambda s: s > OPT_IN}
+    rules = {"largest": lambda s, n: PROFILE.smem_per_sm // KIB, "smallest": lambda s, n: carveout(s, n),
+             f"smallest, at least {args.min_kib} KiB": lambda s, n: carveout(s, n, args.min_kib)}
+    groups = {"8-48 KiB a CTA": lambda s: 8 * KIB <= s <= TRITON_OPTIN_SHARED, "under 8 KiB": lambda s: s < 8 * KIB,
+              "over 48 KiB": lambda s: s > TRITON_OPTIN_SHARED}
     print(f"{len(rows)} kernel launches on the H100 and H200 with a launch record; launches whose CTAs each rule's "
           "carve-out holds as Nsight Compute says:")
     print(f"{'shared memory':16s} {'launches':>8s} " + " ".join(f"{r:>28s}" for r in rules))
