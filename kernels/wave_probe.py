@@ -124,7 +124,7 @@ def series(torch, points, iters: int = CAL_ITERS, waves: int = WAVES) -> list:
                     seconds = mb.time_fn(fn).median_s
                     rows.append({"loop": name, "shape": "series", "block_m": bm, "block_n": bn, "head_dim": d,
                                  "warps": warps, "stages": stages, "ctas_per_sm": c, "waves": w, "seconds": seconds,
-                                 "flops": flops / seconds})
+                                 "flops": flops / seconds, "alone_seconds": time_alone(fn)})
                     print(f"{bm}x{bn}x{d} w{warps} s{stages} c{c} {name:22s} waves={w}: {flops / seconds / 1e12:.0f} "
                           "TFLOP/s", flush=True)
     return rows

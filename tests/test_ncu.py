@@ -61,6 +61,8 @@ NEW = {"l1tex__m_xbar2l1tex_read_bytes.sum": ("byte", "2,000,000"),
        "l1tex__data_pipe_lsu_wavefronts_mem_shared.sum": ("", "40,960"),
        "l1tex__data_pipe_lsu_wavefronts_mem_shared_op_ld.sum": ("", "32,768"),
        "l1tex__data_bank_conflicts_pipe_lsu_mem_shared_op_st.sum": ("", "64"),
+       "l1tex__t_sectors_pipe_lsu_mem_global_op_ld.sum": ("sector", "9,000"),
+       "l1tex__t_sectors_pipe_lsu_mem_global_op_ld_lookup_hit.sum": ("sector", "6,000"),
        "zz__some_future_metric.sum": ("byte", "7")}
 
 
@@ -85,6 +87,7 @@ def test_the_new_counters_are_read_and_missing_ones_are_none():
     assert k.occupancy_limit_shared_mem is None
     assert k.sm_clock_hz == pytest.approx(1.755e9) and k.cycles == 27_100
     assert k.shared_wavefronts == 40_960 and k.shared_ops == {"ld": 32_768, "st_conflicts": 64}
+    assert (k.l1_global_load_sectors, k.l1_global_load_hit_sectors) == (9_000, 6_000)
     case = ncu.counters_by_case(ncu.parse_ncu_raw_csv(_with_new_columns()))[0]
     assert (case.xbar_read_bytes, case.inst_executed, case.l2_lookup_atom_sectors) == (2_000_000, 1_234_567, None)
     assert case.shared_wavefronts == 40_960

@@ -140,6 +140,9 @@ class KernelCounters:
     occupancy_limit_shared_mem: float | None = None  # launch__occupancy_limit_shared_mem, CTAs per SM
     sm_clock_hz: float | None = None  # sm__cycles_elapsed.avg.per_second during the kernel
     cycles: float | None = None  # sm__cycles_elapsed.max
+    # Added 2026-12-05: global loads through L1 (LDG; LDGSTS and TMA bypass it), sectors looked up and those that hit.
+    l1_global_load_sectors: float | None = None  # l1tex__t_sectors_pipe_lsu_mem_global_op_ld.sum
+    l1_global_load_hit_sectors: float | None = None  # l1tex__t_sectors_pipe_lsu_mem_global_op_ld_lookup_hit.sum
 
     def __post_init__(self):
         for name in ("grid", "block"):
@@ -206,7 +209,8 @@ SUMMED = ("xbar_read_bytes", "xbar_write_bytes", "l2_lookup_read_sectors", "l2_l
           "shared_wavefronts")
 # Optional counters written only when known, so that files from before they existed write back unchanged.
 _KERNEL_OPTIONAL = (*SUMMED, "inst_pipes", "shared_ops", "achieved_occupancy_pct", "occupancy_limit_registers",
-                    "occupancy_limit_shared_mem", "sm_clock_hz", "cycles")
+                    "occupancy_limit_shared_mem", "sm_clock_hz", "cycles", "l1_global_load_sectors",
+                    "l1_global_load_hit_sectors")
 
 
 def _sum_or_none(kernels, name: str) -> float | None:
@@ -357,6 +361,8 @@ class _Kernel(FileModel):
     occupancy_limit_shared_mem: NonNegative | None = None
     sm_clock_hz: NonNegative | None = None
     cycles: NonNegative | None = None
+    l1_global_load_sectors: NonNegative | None = None
+    l1_global_load_hit_sectors: NonNegative | None = None
 
 
 class _Counters(FileModel):
