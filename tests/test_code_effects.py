@@ -179,6 +179,41 @@ def test_spills_cross_to_l2_by_what_shared_memory_leaves_of_l1():
     assert reload_miss(KernelCode(loop=loop), 4, 2, H200) == 0.0  # nothing spilled
 
 
+def test_co_resident_ctas_share_the_loads_their_l1_caches():
+    """The share of a pass's loads that CTAs on one SM share through L1: the loads that allocate there, where the L1
+    the carve-out leaves holds a pass of every resident CTA's loads beside their spill frames (closed forms)."""
+    from iosim.costs.issue import l1_shared_loads
+    kib = 1024
+    ldg = LoopCode(100.0, {"lsu": 10.0}, global_loads=128.0, l1_loads=128.0)  # FlagAttention's bwd_q at d = 128
+    code = KernelCode(loop=ldg, shared_bytes=32 * kib)
+    assert l1_shared_loads(code, 4, 3, H200) == 1.0  # 3 x 16 KiB a pass in the 124 KiB a 132 KiB carve-out leaves
+    assert l1_shared_loads(KernelCode(loop=replace(ldg, l1_loads=8.0), shared_bytes=32 * kib), 4, 3, H200) == 8 / 128
+    assert l1_shared_loads(KernelCode(loop=replace(ldg, l1_loads=0.0), shared_bytes=32 * kib), 4, 3, H200) == 0.0
+    assert l1_shared_loads(KernelCode(loop=replace(ldg, l1_loads=None), shared_bytes=32 * kib), 4, 3, H200) == 0.0
+    assert l1_shared_loads(KernelCode(loop=ldg, shared_bytes=64 * kib), 4, 3, H200) == 0.0  # 48 KiB > the 28 left
+    assert l1_shared_loads(KernelCode(loop=ldg, shared_bytes=32 * kib, local_bytes=1024), 4, 3, H200) == 0.0  # frames
+    assert l1_shared_loads(code, 4, 3, replace(H200, l1_bytes=None)) == 0.0
+
+
+def test_a_gqa_dq_kernel_loading_through_l1_crosses_its_tiles_once_an_sm():
+    """Against a committed measurement: FlagAttention's one-stage dQ kernel loads K and V with plain LDG, and three
+    CTAs an SM, of query heads sharing a K/V head (32 on 4), read each tile at once: the crossbar moved 7.39 GB where
+    a copy a CTA is 17.4 GB (h200/thirdparty/flag_bwd_heldout). Its forward loads with .cg (L1 bypassed): exact."""
+    from dataclasses import replace as with_cases
+    from pathlib import Path
+
+    from iosim.measure.measurement import load_measurement
+    from iosim.measure.validate import validate
+    path = Path(__file__).resolve().parents[1] / "experiments/measurements/h200/thirdparty/flag_bwd_heldout/measurements.json"
+    m = load_measurement(path)
+    (case,) = [c for c in m.cases if "b2h32kv4-n4096-d128" in c.name]
+    (result,) = validate(with_cases(m, cases=(case,)))[0]
+    pairs = {k["name"]: k for k in result.to_dict()["kernels"]}
+    for name in ("flash2_bwd_q", "flash2_fwd"):
+        got, want = pairs[name]["predicted"]["xbar_bytes"], pairs[name]["measured"]["xbar_bytes"]
+        assert got == pytest.approx(want, rel=0.03), name
+
+
 def test_the_l1_a_triton_kernel_keeps_is_what_its_carve_out_leaves():
     """Closed forms from CUDA's tuning guides and Triton's launcher: above 48 KiB of shared memory a CTA, Triton asks
     for the largest carve-out (256 - 228 = 28 KiB of L1 on Hopper); at or below, the driver configures the smallest

@@ -25,6 +25,7 @@ from iosim.costs.sass import (
     available_versions,
     find_mix,
     kernel_mix,
+    l1_cached,
     load_mixes,
     loop_ranges,
     mix_key,
@@ -171,6 +172,33 @@ def test_access_bytes_per_thread(text, nbytes):
     """A spill, a global load or an async copy moves the width its modifier names per thread (PTX
     ld/st/cp.async .b32/.b64/.b128): a 4-byte word unless named; never-executed padding moves nothing."""
     assert access_bytes(Instruction(0, opcode_of(text), text)) == nbytes
+
+
+@pytest.mark.parametrize("text, cached", [
+    ("LDG.E.128 R4, desc[UR4][R2.64]", True), ("@P0 LDG.E R9, desc[UR6][R4.64]", True),
+    ("LDG.E.64.CONSTANT R4, desc[UR4][R6.64]", True), ("LDG.E.128.STRONG.GPU R8, desc[UR4][R2.64]", False),
+    ("LDG.E.STRONG.SYS R3, desc[UR4][R2.64]", False), ("LDGSTS.E.BYPASS.LTC128B.128 [R9+0x4000], desc[UR6][R2.64]", False),
+    ("LDGSTS.E.LTC128B.64 [R9], desc[UR6][R2.64]", True), ("UTMALDG.2D [UR8], [UR4]", False),
+    ("STG.E.128 desc[UR4][R2.64], R4", False),
+])
+def test_which_global_loads_allocate_in_l1(text, cached):
+    """PTX's cache operators as sm_90 SASS spells them: ``ld.global`` (.ca) and ``.nc`` allocate in L1, ``.cg``
+    (``.STRONG.GPU``) and volatile (``.STRONG.SYS``) go to the L2 alone, ``cp.async.cg`` is ``.BYPASS``; TMA loads
+    and stores are not loads through L1."""
+    assert l1_cached(Instruction(0, opcode_of(text), text)) is cached
+
+
+def test_a_loops_l1_loads_are_its_cached_global_loads():
+    """A pass of FlagAttention's backward loop loads its tiles with plain LDG (cached in L1), its forward with
+    LDG.STRONG.GPU (its ``.cg`` loads): the mix records the bytes of each kind."""
+    insns = [Instruction(16 * i, opcode_of(t), t) for i, t in enumerate([
+        "LDG.E.128 R4, desc[UR4][R2.64]", "LDG.E R9, desc[UR6][R4.64]", "LDG.E.128.STRONG.GPU R8, desc[UR4][R6.64]",
+        "LDGSTS.E.BYPASS.LTC128B.128 [R9], desc[UR6][R2.64]", "STG.E.128 desc[UR4][R2.64], R4"])]
+    mix = LoopMix.of(insns)
+    assert (mix.global_load_bytes, mix.l1_load_bytes, mix.global_store_bytes) == (16 + 4 + 16 + 16, 16 + 4, 16)
+    assert LoopMix.from_dict(json.loads(json.dumps(mix.to_dict()))).l1_load_bytes == 20
+    from dataclasses import replace
+    assert "l1_load_bytes" not in replace(mix, l1_load_bytes=None).to_dict()  # a mix from before: unknown
 
 
 @pytest.mark.parametrize("text, flops", [

@@ -59,6 +59,7 @@ class LoopCode:
     # or estimated code)
     global_loads: float | None = None
     global_stores: float | None = None
+    l1_loads: float | None = None  # of ``global_loads``, the bytes that allocate in the SM's L1 (see LoopMix)
 
     def scaled(self, k: float) -> LoopCode:
         return LoopCode(self.instructions * k, MappingProxyType({p: n * k for p, n in self.pipes.items()}),
@@ -66,7 +67,8 @@ class LoopCode:
                         None if self.stall_cycles is None else self.stall_cycles * k,
                         None if self.shared is None else MappingProxyType({b: n * k for b, n in self.shared.items()}),
                         None if self.global_loads is None else self.global_loads * k,
-                        None if self.global_stores is None else self.global_stores * k)
+                        None if self.global_stores is None else self.global_stores * k,
+                        None if self.l1_loads is None else self.l1_loads * k)
 
     def plus(self, other: LoopCode) -> LoopCode:
         """This code followed by ``other``, per warp: counts add, and so do their waits and stall cycles."""
@@ -80,7 +82,8 @@ class LoopCode:
                         self.local_loads + other.local_loads, self.local_stores + other.local_stores, waits,
                         _known_sum(self.stall_cycles, other.stall_cycles), shared,
                         _known_sum(self.global_loads, other.global_loads),
-                        _known_sum(self.global_stores, other.global_stores))
+                        _known_sum(self.global_stores, other.global_stores),
+                        _known_sum(self.l1_loads, other.l1_loads))
 
     def exposed_cycles(self, opcode: str, latency: float) -> float:
         """Cycles one warp waits per pass for ``opcode`` results of ``latency`` cycles that the
@@ -148,7 +151,8 @@ def loop_code(mix: LoopMix) -> LoopCode:
                     None if mix.stall_cycles is None else float(mix.stall_cycles),
                     None if mix.shared is None else MappingProxyType({b: float(n) for b, n in mix.shared.items()}),
                     None if mix.global_load_bytes is None else float(mix.global_load_bytes),
-                    None if mix.global_store_bytes is None else float(mix.global_store_bytes))
+                    None if mix.global_store_bytes is None else float(mix.global_store_bytes),
+                    None if mix.l1_load_bytes is None else float(mix.l1_load_bytes))
 
 
 def lanes(profile, pipe: str) -> float | None:
@@ -296,6 +300,22 @@ def l1_left(shared_bytes: int | None, ctas_per_sm: int, profile) -> int | None:
         carveout = min((c for c in profile.smem_carveouts if c >= need), default=profile.smem_per_sm)
         carveout = min(profile.smem_per_sm, max(carveout, profile.smem_carveout_min or 0))
     return max(0, profile.l1_bytes - carveout)
+
+
+def l1_shared_loads(code: KernelCode, warps: int, ctas_per_sm: int, profile) -> float:
+    """Share of a loop pass's global loads that CTAs resident on one SM share through its L1: the loads that
+    allocate there (:func:`iosim.costs.sass.l1_cached`: a plain ``LDG``, as a one-stage Triton loop loads its tiles),
+    where the L1 the carve-out leaves (:func:`l1_left`) holds a pass of every resident CTA's loads beside their spill
+    frames. Such CTAs reading one tile at once (GQA heads of one K/V head, a head's Q blocks) fetch it over the
+    crossbar once an SM. 0 where the code does not say (mixes written before it was recorded), for ``LDGSTS.BYPASS``
+    and TMA loads, or where the profile has no L1 size."""
+    loop = code.loop
+    if not loop.l1_loads or not loop.global_loads:
+        return 0.0
+    footprint, free = _spill_space(code, warps, ctas_per_sm, profile)
+    if free is None or footprint + loop.global_loads * WARP * warps * ctas_per_sm > free:
+        return 0.0
+    return min(1.0, loop.l1_loads / loop.global_loads)
 
 
 def _spill_space(code: KernelCode, warps: int, ctas_per_sm: int, profile) -> tuple[int, int | None]:

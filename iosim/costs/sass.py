@@ -201,6 +201,9 @@ class LoopMix:
     # on reads and writes (None: not recorded)
     global_load_bytes: int | None = None
     global_store_bytes: int | None = None
+    # of those loads, the bytes that allocate in the SM's L1 (:func:`l1_cached`): LDG, LDGSTS without ``.BYPASS``;
+    # co-resident CTAs loading the same tile share one copy of it (None: not recorded)
+    l1_load_bytes: int | None = None
 
     @classmethod
     def of(cls, insns: list[Instruction], depth: int = 0, innermost: bool = True, loop: bool = False) -> LoopMix:
@@ -220,7 +223,8 @@ class LoopMix:
                    local_load_bytes=sum(access_bytes(i) for i in insns if i.opcode == "LDL"),
                    local_store_bytes=sum(access_bytes(i) for i in insns if i.opcode == "STL"),
                    global_load_bytes=sum(access_bytes(i) for i in insns if i.opcode in GLOBAL_LOADS),
-                   global_store_bytes=sum(access_bytes(i) for i in insns if i.opcode == "STG"))
+                   global_store_bytes=sum(access_bytes(i) for i in insns if i.opcode == "STG"),
+                   l1_load_bytes=sum(access_bytes(i) for i in insns if i.opcode in GLOBAL_LOADS and l1_cached(i)))
 
     def pipe(self, name: str) -> int:
         return self.pipes.get(name, 0)
@@ -247,6 +251,8 @@ class LoopMix:
             out.update(local_load_bytes=self.local_load_bytes, local_store_bytes=self.local_store_bytes)
         if self.global_load_bytes is not None:
             out.update(global_load_bytes=self.global_load_bytes, global_store_bytes=self.global_store_bytes)
+        if self.l1_load_bytes is not None:
+            out.update(l1_load_bytes=self.l1_load_bytes)
         return out
 
     @classmethod
@@ -292,6 +298,17 @@ def access_bytes(insn: Instruction) -> int:
     width modifier; 0 for an instruction predicated on ``!PT`` (never executed)."""
     executed, full = _mnemonic(insn)
     return _width(full) if executed else 0
+
+
+def l1_cached(insn: Instruction) -> bool:
+    """Whether a global load allocates its lines in the SM's L1: a plain ``LDG`` (``ld.global``, ``.ca``) or an async
+    copy that caches (``LDGSTS`` without ``.BYPASS``), not ``LDG...STRONG.GPU`` (``.cg``: served by the L2 alone, as
+    FlagAttention's forward loads its tiles) nor ``.BYPASS`` (``cp.async.cg``, Triton's 16-byte copies). PTX ISA,
+    "Cache Operators"; the modifiers as cuobjdump prints them for sm_90."""
+    mods = _mnemonic(insn)[1].split(".")[1:]
+    if insn.opcode == "LDG":
+        return "STRONG" not in mods
+    return insn.opcode == "LDGSTS" and "BYPASS" not in mods
 
 
 def _mnemonic(insn: Instruction) -> tuple[bool, str]:

@@ -52,6 +52,7 @@ from iosim.costs.issue import (
     cta_load_seconds,
     cta_stream_bandwidth,
     estimated_code,
+    l1_shared_loads,
     latencies,
     lone_excess,
     reload_miss,
@@ -315,7 +316,7 @@ class Engine:
         return {"iter": loop, "chain": chain, "lone": lone, "once": simt_seconds(code.outside, kernel.warps, profile),
                 "shared": shared, "shared_once": shared_seconds(code.outside, kernel.warps, profile),
                 "masked": masked, "tensor": rate / profile.sm_count, "atomic": atomic, "spills": spills,
-                "specialised": code.specialised}
+                "specialised": code.specialised, "l1": l1_shared_loads(code, kernel.warps, per_sm, profile)}
 
     def _launch(self, phases: list):
         """One kernel launch: its CTAs dispatched in grid order into free slots, each running the loops of
@@ -487,6 +488,7 @@ class Engine:
         own = 1.0 if ph.own_pace is None or together else float(ph.own_pace[g0])
         looped = ph.looped  # read once a pass, the rest once a CTA
         sides = ph.tiles if self.aggregate else None  # run one by one, no rectangle holds several CTAs' tiles
+        l1 = code["l1"]  # share of its loads co-resident CTAs share through their SM's L1
         spilled = any(code["spills"])
         spill_pass = sum(code["spills"])  # bytes a CTA's pass reloads and stores
         l2_link = links["l2"]
@@ -510,11 +512,11 @@ class Engine:
             steps, slotted = steps.template, steps.slots
         for step in steps:
             if slotted is None:
-                plan = self._plan(step.accesses, looped, sides)
+                plan = self._plan(step.accesses, looped, sides, l1)
             else:
                 plan = step.plan
                 if plan is None:
-                    plan = step.plan = self._plan(step.accesses, looped, sides)
+                    plan = step.plan = self._plan(step.accesses, looped, sides, l1)
             now = env.now
             l2.stats = stats
             accesses, moved, atomic, written, loads, distinct, streamed = plan
@@ -710,18 +712,24 @@ class Engine:
                     state["ready"].extend(int(g) for g in g0 + np.flatnonzero(ended) + successor if g < kernel.ctas)
                 self._leave(step.done, state, kernel.name)
 
-    def _plan(self, accesses, looped: set, tiles: dict | None = None) -> tuple:
+    def _plan(self, accesses, looped: set, tiles: dict | None = None, l1: float = 0.0) -> tuple:
         """What a step's accesses are, before any of them is served: each as ``(tensor index, slice, placement,
         pieces of lines, bytes, kind, CTAs)``, its tensor's name and the lines several CTAs' tiles of it share
         (``tiles``: see :func:`_several`), and the sums the step prices: bytes moved, atomically added and
         written, loaded per tensor, loaded once (of lines read, whoever reads them), and loaded of the tensors
-        its loop streams (``looped``)."""
+        its loop streams (``looped``). ``l1``: the share of the loads that CTAs on one SM share through its L1
+        (:func:`~iosim.costs.issue.l1_shared_loads`): a tile read by more CTAs at once than there are SMs
+        crosses to them once an SM for that share, so the L2 serves it to as many as there are SMs."""
         out, moved, atomic, written, loads, distinct = [], 0, 0, 0, {}, 0
+        sms = self.profile.sm_count
         for name, sl, r0, r1, c0, c1, kind, mult in accesses:
             t, place, parts, nbytes, several = self._cut(name, r0, r1, c0, c1,
                                                          tiles.get(name) if tiles and mult == 1 else None)
-            out.append((t, sl, place, parts, nbytes, kind, mult, name, several))
-            moved += nbytes * mult
+            served = mult  # CTAs (or SMs, for loads their L1 shares) the L2 serves the tile to
+            if l1 and kind == READ and mult > sms:
+                served = round(mult - l1 * (mult - sms))
+            out.append((t, sl, place, parts, nbytes, kind, served, name, several))
+            moved += nbytes * served
             if kind == ATOMIC:
                 atomic += nbytes * mult
             elif kind == WRITE:
