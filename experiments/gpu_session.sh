@@ -131,6 +131,9 @@
 #   tj) each CTA's own pace: causal traces at 32K where every load hits, a stamp every 8 K/V blocks, four tilings
 #      (experiments/cta_pace.py reads them)       -> $OUT/trace_jitter/ (≤ 400 s; four files of the eight the device
 #      returns a call: run it with no step that writes more than three)
+#   fl1) FlagAttention's forward + backward at the held-out shapes again (flag_attn.py, not committed), now with the L1's
+#      global-load sectors and hits (the dQ kernel's plain LDG loads shared by an SM's CTAs, session 55): launchers
+#      checked, measured (ncu)                    -> $OUT/thirdparty/flag_l1/{check.log,measurements.json} (≤ 400 s)
 # A step that fails or runs out of time does not stop the next. Measurement files are rewritten
 # atomically after each batch of cases, so a step cut short keeps every finished batch. Progress
 # goes to $OUT/session.log. All steps take longer than one 10-minute device command: name the steps
@@ -533,6 +536,15 @@ if want tj; then
     mkdir -p "$OUT/trace_jitter"
     step "tj) CTA pace traces, 32K" 400 "$PY" -m iosim.kernels.causal_trace --out "$OUT/trace_jitter" --seq-len 32768 \
         --order rows --chunk 8 --tiling 128x64w8s2 128x64w4s2 128x32w4s4 64x128w4s3 >>"$LOG" 2>&1
+fi
+if want fl1; then
+    F="$OUT/thirdparty/flag_l1"
+    mkdir -p "$F"
+    step "fl1) FlagAttention launchers and gradients vs SDPA" 120 "$PY" experiments/thirdparty_kernels/check_gpu.py \
+        flag_attn.py >"$F/check.log" 2>&1
+    step "fl1) FlagAttention held-out grid with L1 counters" 280 "$PY" -m iosim measure \
+        --manifest experiments/thirdparty_kernels/manifest_flag_bwd_heldout.yaml --out "$F" >>"$LOG" 2>&1
+    rm -f "$F/measurements.csv"  # the JSON's twin: the device returns few files
 fi
 want pp && step "pp) pair probe" 480 "$PY" -m iosim.kernels.pair_probe --out "$OUT/pair_probe" >>"$LOG" 2>&1
 echo "done $(date -u +%FT%TZ), $SECONDS s in all" >>"$LOG"
