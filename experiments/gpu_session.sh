@@ -134,6 +134,8 @@
 #   fl1) FlagAttention's forward + backward at the held-out shapes again (flag_attn.py, not committed), now with the L1's
 #      global-load sectors and hits (the dQ kernel's plain LDG loads shared by an SM's CTAs, session 55): launchers
 #      checked, measured (ncu)                    -> $OUT/thirdparty/flag_l1/{check.log,measurements.json} (≤ 400 s)
+#   l1p) the L1's replacement policy: cycles of 32-512 KiB an SM read 16 times by plain loads, 1 and 2 CTAs an SM,
+#      L1 hit sectors (ncu; LRU hits all or none, random replacement exp(-m F/C)) -> $OUT/l1_probe/l1_probe.json (≤ 300 s)
 # A step that fails or runs out of time does not stop the next. Measurement files are rewritten
 # atomically after each batch of cases, so a step cut short keeps every finished batch. Progress
 # goes to $OUT/session.log. All steps take longer than one 10-minute device command: name the steps
@@ -546,6 +548,7 @@ if want fl1; then
         --manifest experiments/thirdparty_kernels/manifest_flag_bwd_heldout.yaml --out "$F" >>"$LOG" 2>&1
     rm -f "$F/measurements.csv"  # the JSON's twin: the device returns few files
 fi
+want l1p && step "l1p) L1 replacement probe" 300 "$PY" -m iosim.kernels.l1_probe --out "$OUT/l1_probe" >>"$LOG" 2>&1
 want pp && step "pp) pair probe" 480 "$PY" -m iosim.kernels.pair_probe --out "$OUT/pair_probe" >>"$LOG" 2>&1
 echo "done $(date -u +%FT%TZ), $SECONDS s in all" >>"$LOG"
 ls -laR "$OUT" >>"$LOG"

@@ -1,0 +1,53 @@
+"""The L1 probe (kernels/l1_probe.py) without a GPU: its kernel under the interpreter against the sums it must
+leave, its sizes and the two replacement policies' hit rates in closed form, and a launch's derivation by hand."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from iosim.kernels import l1_probe
+
+
+def test_each_cta_sums_its_own_chunk_passes_times():
+    torch = pytest.importorskip("torch")
+    chunk, ctas, passes = 2 * l1_probe.BLOCK, 3, 2
+    buf = torch.rand(chunk * ctas + 100, dtype=torch.float32)
+    out = torch.zeros(ctas)
+    l1_probe.run(buf, out, chunk, ctas, passes)
+    want = buf[:chunk * ctas].double().reshape(ctas, chunk).sum(1) * passes
+    assert torch.allclose(out.double(), want, rtol=1e-5)
+
+
+def test_run_rejects_bad_chunks_and_small_buffers_by_name():
+    torch = pytest.importorskip("torch")
+    with pytest.raises(ValueError, match=r"chunk\(=100\)"):
+        l1_probe.run(torch.empty(4096), torch.empty(4), 100, 2, 1)
+    with pytest.raises(ValueError, match=r"buf.numel\(\)"):
+        l1_probe.run(torch.empty(10), torch.empty(4), l1_probe.BLOCK, 2, 1)
+
+
+def test_chunks_split_an_sms_bytes_in_whole_blocks():
+    block = l1_probe.BLOCK * 4  # bytes
+    assert l1_probe.chunk_elems(64 * 1024, 1) == 64 * 1024 // 4
+    assert l1_probe.chunk_elems(64 * 1024, 2) == 32 * 1024 // 4
+    assert l1_probe.chunk_elems(block + 1, 1) == 2 * l1_probe.BLOCK  # rounded up to a whole block
+    with pytest.raises(ValueError, match=r"ctas_per_sm\(=0\)"):
+        l1_probe.chunk_elems(1024, 0)
+
+
+def test_the_two_policies_in_closed_form():
+    """A cycle that fits hits under both; beyond the L1, LRU never hits and random replacement keeps exp(-m r)."""
+    assert l1_probe.policies(100, 124) == {"lru": 1.0, "random": 1.0}
+    got = l1_probe.policies(2.0, 1.0)
+    m = 1 - got["random"]
+    assert got["lru"] == 0.0 and m == pytest.approx(1 - math.exp(-2 * m)) and 0.75 < m < 0.85
+    assert l1_probe.policies(1.4, 1.0)["random"] == pytest.approx(0.5, abs=0.05)  # sglang's frames: half hit
+
+
+def test_a_launchs_reuse_hit_rate_by_hand():
+    """16 passes: the first load of each line cannot hit, so 15/16 of the sectors can."""
+    row = {"l1_global_load_sectors": 1600.0, "l1_global_load_hit_sectors": 750.0}
+    got = l1_probe.derive(2, 65536, 16, row)
+    assert got == {"ctas_per_sm": 2, "sm_bytes": 65536, "passes": 16, "reuse_hit": 750 / 1500}
+    assert l1_probe.derive(1, 1, 16, {"l1_global_load_sectors": None})["reuse_hit"] is None
