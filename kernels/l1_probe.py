@@ -29,22 +29,12 @@ import json
 import math
 import re
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 from iosim.kernels.device import cuda_torch
-from iosim.kernels.harness import provenance
 from iosim.kernels.l2_probe import FP32, device_info, launch_counters
-from iosim.kernels.ncu import BASE_METRICS, OPTIONAL_FIELDS, kernel_counters, parse_ncu_raw_csv
-from iosim.kernels.profiler import (
-    NCU_TIMEOUT_S,
-    metrics_for,
-    ncu_version,
-    probe_cli,
-    profiled_launch,
-    require_ncu,
-    run_probe,
-)
+from iosim.kernels.ncu import OPTIONAL_FIELDS, kernel_counters
+from iosim.kernels.profiler import NCU_TIMEOUT_S, probe_cli, profiled_launch, run_counter_probe
 
 KiB = 1024
 BLOCK = 1024  # fp32 a CTA loads a step: 4 KiB, 8 per thread of 4 warps (two 16-byte loads)
@@ -148,13 +138,10 @@ def results(rows: list[dict]) -> list[dict]:
 def probe(out_dir: Path, timeout_s: float = NCU_TIMEOUT_S) -> dict:
     """Run the probe under ncu, write ``out_dir/l1_probe.json`` (and ncu's log and raw CSV), return the data."""
     torch = cuda_torch()
-    ncu = require_ncu("L1 probe")
-    metrics, _ = metrics_for(ncu)
-    keep = [m for m in metrics if m in BASE_METRICS or m in PROBE_METRICS]
-    prov = provenance(ncu_version(ncu), counters=True, metrics_missing=[m for m in PROBE_METRICS if m not in keep])
-    export = run_probe("iosim.kernels.l1_probe", "l1_probe", out_dir, keep, "L1 probe", timeout_s)
-    data = {"provenance": asdict(prov), "device": device_info(torch), "metrics": keep, "block": BLOCK,
-            "num_warps": NUM_WARPS, "passes": PASSES, "results": results(parse_ncu_raw_csv(export))}
+    keep, missing, prov, rows = run_counter_probe("iosim.kernels.l1_probe", "l1_probe", out_dir, PROBE_METRICS,
+                                                  "L1 probe", timeout_s)
+    data = {"provenance": prov, "device": device_info(torch), "metrics": keep, "metrics_missing": missing,
+            "block": BLOCK, "num_warps": NUM_WARPS, "passes": PASSES, "results": results(rows)}
     (out_dir / "l1_probe.json").write_text(json.dumps(data, indent=1) + "\n")
     return data
 

@@ -35,16 +35,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from iosim.kernels.device import cuda_torch
-from iosim.kernels.harness import provenance
-from iosim.kernels.ncu import BASE_METRICS, SECTOR_BYTES, kernel_counters, parse_ncu_raw_csv
+from iosim.kernels.ncu import SECTOR_BYTES, kernel_counters
 from iosim.kernels.profiler import (
     NCU_TIMEOUT_S,
-    metrics_for,
-    ncu_version,
     probe_cli,
     profiled_launch,
-    require_ncu,
-    run_probe,
+    run_counter_probe,
 )
 
 MiB = 2**20
@@ -322,14 +318,10 @@ def device_info(torch) -> dict:
 def probe(out_dir: Path, timeout_s: float = NCU_TIMEOUT_S) -> dict:
     """Run the probe under ncu, write ``out_dir/l2_probe.json`` (and ncu's log and raw CSV), return the data."""
     torch = cuda_torch()
-    ncu = require_ncu("L2 probe")
-    metrics, _ = metrics_for(ncu)
-    keep = [m for m in metrics if m in BASE_METRICS or m in PROBE_METRICS]
-    missing = [m for m in PROBE_METRICS if m not in keep]
-    prov = provenance(ncu_version(ncu), counters=True, metrics_missing=missing)
-    export = run_probe("iosim.kernels.l2_probe", "l2_probe", out_dir, keep, "L2 probe", timeout_s)
-    res = results(parse_ncu_raw_csv(export))
-    data = {"provenance": asdict(prov), "device": device_info(torch), "metrics": keep, "metrics_missing": missing,
+    keep, missing, prov, rows = run_counter_probe("iosim.kernels.l2_probe", "l2_probe", out_dir, PROBE_METRICS,
+                                                  "L2 probe", timeout_s)
+    res = results(rows)
+    data = {"provenance": prov, "device": device_info(torch), "metrics": keep, "metrics_missing": missing,
             "block": BLOCK, "num_warps": NUM_WARPS, "align": ALIGN,
             "variants": {name: asdict(v) for name, v in VARIANTS.items()},
             "results": res, "summary": summary(res)}

@@ -127,6 +127,21 @@ def run_probe(module: str, stem: str, out_dir: Path, metrics, what: str, timeout
     return export.stdout
 
 
+def run_counter_probe(module: str, stem: str, out_dir: Path, probe_metrics, what: str,
+                      timeout_s: float = 300) -> tuple[list, list, dict, list[dict]]:
+    """A counter probe's ncu run (:func:`run_probe`) asking the base metrics and those of ``probe_metrics`` this ncu
+    knows: ``(metrics asked, probe metrics it lacks, provenance as a dict, the export's parsed rows)``."""
+    from dataclasses import asdict
+
+    from iosim.kernels.harness import provenance  # the harness imports this module
+    ncu = require_ncu(what)
+    metrics, _ = metrics_for(ncu)
+    keep = [m for m in metrics if m in BASE_METRICS or m in probe_metrics]
+    missing = [m for m in probe_metrics if m not in keep]
+    prov = asdict(provenance(ncu_version(ncu), counters=True, metrics_missing=missing))
+    return keep, missing, prov, parse_ncu_raw_csv(run_probe(module, stem, out_dir, keep, what, timeout_s))
+
+
 def profiled_launch(torch, tag: str, launch) -> None:
     """A probe child's unit of work under :func:`run_probe`: ``launch()`` once to warm up, outside the
     profiled range, then once inside the profiler range and the NVTX range ``tag`` that names it."""

@@ -41,7 +41,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from iosim.kernels.device import cuda_torch
-from iosim.kernels.harness import provenance
 from iosim.kernels.l2_probe import (
     ALIGN,
     BLOCK,
@@ -53,15 +52,11 @@ from iosim.kernels.l2_probe import (
     device_info,
     launch_counters,
 )
-from iosim.kernels.ncu import BASE_METRICS, parse_ncu_raw_csv
 from iosim.kernels.profiler import (
     NCU_TIMEOUT_S,
-    metrics_for,
-    ncu_version,
     probe_cli,
     profiled_launch,
-    require_ncu,
-    run_probe,
+    run_counter_probe,
 )
 
 STREAM_BYTES = 64 * 1024  # new data each CTA reads per pass in ``stream``
@@ -199,14 +194,11 @@ def results(rows: list[dict]) -> dict[str, list[dict]]:
 def probe(out_dir: Path, timeout_s: float = NCU_TIMEOUT_S) -> dict:
     """Run the probe under ncu, write ``out_dir/rewrite_probe.json`` (and ncu's log and raw CSV), return the data."""
     torch = cuda_torch()
-    ncu = require_ncu("rewrite probe")
-    metrics, _ = metrics_for(ncu)
-    keep = [m for m in metrics if m in BASE_METRICS or m in PROBE_METRICS]
-    prov = provenance(ncu_version(ncu), counters=True, metrics_missing=[m for m in PROBE_METRICS if m not in keep])
-    export = run_probe("iosim.kernels.rewrite_probe", "rewrite_probe", out_dir, keep, "rewrite probe", timeout_s)
-    data = {"provenance": asdict(prov), "device": device_info(torch),
+    keep, _, prov, rows = run_counter_probe("iosim.kernels.rewrite_probe", "rewrite_probe", out_dir, PROBE_METRICS,
+                                            "rewrite probe", timeout_s)
+    data = {"provenance": prov, "device": device_info(torch),
             "metrics": keep, "block": BLOCK, "num_warps": NUM_WARPS, "align": ALIGN, "stream_bytes": STREAM_BYTES,
-            "variants": {n: asdict(v) for n, v in VARIANTS.items()}, "results": results(parse_ncu_raw_csv(export))}
+            "variants": {n: asdict(v) for n, v in VARIANTS.items()}, "results": results(rows)}
     (out_dir / "rewrite_probe.json").write_text(json.dumps(data, indent=1) + "\n")
     return data
 
