@@ -162,6 +162,8 @@ def test_each_case_pairs_its_kernels_and_their_times_add_up_to_the_case(small):
         assert sum(k["predicted"]["time_s"] for k in r.kernels) == pytest.approx(r.predicted["time_s"], rel=1e-9)
         assert sum(k["measured"]["time_s"] for k in r.kernels) == pytest.approx(r.measured["time_s"], rel=1e-9)
         assert sum(k["measured"]["dram_bytes"] for k in r.kernels) == pytest.approx(r.measured["dram_bytes"], rel=1e-9)
+        for side, whole in (("predicted", r.predicted), ("measured", r.measured)):  # L2 lookups add up the same way
+            assert sum(k[side]["l2_lookup_bytes"] for k in r.kernels) == pytest.approx(whole["l2_lookup_bytes"], rel=1e-9)
         if r.config["algo"] == "standard":  # Triton kernels carry the names the schedule gives them
             assert [k["name"] for k in r.kernels] == [k["measured_name"] for k in r.kernels]
 
@@ -173,11 +175,11 @@ def test_kernels_that_do_not_match_in_number_pair_by_name_and_the_rest_stand_alo
     from iosim.results.result import Traffic
 
     def sim(name, t):
-        return NS(name=name, ctas=4, time_s=t, levels={"hbm": Traffic(100, 0), "l2": Traffic(200, 0)})
+        return NS(name=name, ctas=4, time_s=t, levels={"hbm": Traffic(100, 0), "l2": Traffic(200, 0)}, l2_lookup_bytes=150)
 
     def ran(name, t):
         return NS(name=name, grid=(4, 1, 1), duration_s=t, dram_read_bytes=100.0, dram_write_bytes=0.0,
-                  xbar_read_bytes=None, xbar_write_bytes=None)
+                  xbar_read_bytes=None, xbar_write_bytes=None, l2_lookup_read_sectors=None, l2_lookup_write_sectors=None)
 
     pairs = kernel_pairs([sim("qk", 2.0), sim("pv", 4.0)],
                          [ran("void ns::qk<1, 2>(float*)", 1.0), ran("fill", 1.0), ran("pv", 5.0)])
@@ -201,11 +203,11 @@ def test_a_kernel_compiled_from_a_users_function_pairs_with_that_functions_launc
     from iosim.results.result import Traffic
 
     def sim(name, code):
-        return NS(name=name, ctas=4, time_s=1.0, code=code, levels={"hbm": Traffic(100, 0), "l2": Traffic(200, 0)})
+        return NS(name=name, ctas=4, time_s=1.0, code=code, levels={"hbm": Traffic(100, 0), "l2": Traffic(200, 0)}, l2_lookup_bytes=150)
 
     def ran(name):
         return NS(name=name, grid=(4, 1, 1), duration_s=1.0, dram_read_bytes=100.0, dram_write_bytes=0.0,
-                  xbar_read_bytes=None, xbar_write_bytes=None)
+                  xbar_read_bytes=None, xbar_write_bytes=None, l2_lookup_read_sectors=None, l2_lookup_write_sectors=None)
 
     aten = "ncu: ATen at::vectorized_elementwise_kernel, sm_90, torch 2.11.0+cu130"
     model = [sim("flash2_fwd", "sass: B1.py _fwd_kernel, sm_90, triton 3.6.0"), sim("zeros_dq", aten),
@@ -232,14 +234,17 @@ def test_a_launchs_later_loop_stands_with_its_first_as_one_launch():
 
     def sim(name, nbytes, t, launched=True):
         return NS(name=name, ctas=8, time_s=t, code="sass: tutorial_bwd.py _attn_bwd, sm_90, triton 3.6.0",
-                  launched=launched, levels={"hbm": Traffic(nbytes, 0), "l2": Traffic(2 * nbytes, 0)})
+                  launched=launched, levels={"hbm": Traffic(nbytes, 0), "l2": Traffic(2 * nbytes, 0)},
+                  l2_lookup_bytes=nbytes)
 
     launch = NS(name="_attn_bwd", grid=(8, 1, 16), duration_s=4.0, dram_read_bytes=300.0, dram_write_bytes=0.0,
-                xbar_read_bytes=600.0, xbar_write_bytes=0.0)
+                xbar_read_bytes=600.0, xbar_write_bytes=0.0, l2_lookup_read_sectors=9.0, l2_lookup_write_sectors=1.0,
+                l2_lookup_atom_sectors=2.0, l2_lookup_red_sectors=None)
     (pair,) = kernel_pairs([sim("flash2_bwd_kv", 200, 3.0), sim("flash2_bwd_q", 100, 1.0, launched=False)], [launch])
     assert (pair["name"], pair["measured_name"], pair["ctas"]) == ("flash2_bwd_kv+flash2_bwd_q", "_attn_bwd", 8)
-    assert pair["predicted"] == {"dram_bytes": 300, "xbar_bytes": 600, "time_s": 4.0}
-    assert pair["error"] == {"dram_bytes": 0.0, "xbar_bytes": 0.0, "time_s": 0.0}
+    assert pair["predicted"] == {"dram_bytes": 300, "xbar_bytes": 600, "l2_lookup_bytes": 300, "time_s": 4.0}
+    assert pair["measured"]["l2_lookup_bytes"] == 32 * (9 + 1 + 2)  # read, write and atomic sectors
+    assert pair["error"] == {"dram_bytes": 0.0, "xbar_bytes": 0.0, "l2_lookup_bytes": 300 / 384 - 1, "time_s": 0.0}
 
 
 def bare(name: str) -> str:
@@ -268,6 +273,7 @@ def test_cli_kernels_lists_each_kernel_under_its_case(tmp_path):
     at = next(n for n, line in enumerate(lines) if line.startswith("standard-fwd-fp16-b1h4-n1024-d64"))
     assert [line.split()[0] for line in lines[at + 1:at + 4]] == ["qk", "softmax", "pv"]
     assert " 32 CTAs " in lines[at + 3] and lines[at + 3].split("grid")[1].split()[0] == "8x4x1"
+    assert " lookups " in lines[at + 3]
     eager = next(line for line in lines if line.strip().startswith("pv = nvjet_"))  # cuBLAS's product, by order
     assert eager.split("grid")[1].split()[0] == "4x24x1"
     out = json.loads(CliRunner().invoke(main, ["validate", str(SMALL), "--json"]).output)

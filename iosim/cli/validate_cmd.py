@@ -33,7 +33,7 @@ from iosim.results.report import human_bytes, human_time
                    "SDPA and FlexAttention). [default: all]")
 @click.option("--kernels", "per_kernel", is_flag=True,
               help="Under each case, its kernels: each simulated kernel beside the launch it stands for (CTAs "
-                   "simulated, grid launched), DRAM bytes, crossbar bytes and time, predicted and measured.")
+                   "simulated, grid launched), DRAM bytes, crossbar bytes, L2 lookups and time, predicted and measured.")
 @click.option("--jobs", "-j", "workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Worker processes for the cases (each is simulated on its own; the results are the same).")
 def validate(files, live, grid, out, gpu, as_json, plots, impls, per_kernel, workers):
@@ -140,7 +140,9 @@ def _kernel_rows(r) -> list:
         grid = "—" if k["grid"] is None else "x".join(str(g) for g in k["grid"])
         lines.append(f"    {name[:58]:58s} {ctas:>7s} CTAs  grid {grid:>11s}  DRAM {_b(p.get('dram_bytes')):>9s} "
                      f"{_b(m.get('dram_bytes')):>9s} {_pct(e.get('dram_bytes')):>7s}  xbar {_b(p.get('xbar_bytes')):>9s} "
-                     f"{_b(m.get('xbar_bytes')):>9s} {_pct(e.get('xbar_bytes')):>7s}  time "
+                     f"{_b(m.get('xbar_bytes')):>9s} {_pct(e.get('xbar_bytes')):>7s}  lookups "
+                     f"{_b(p.get('l2_lookup_bytes')):>9s} {_b(m.get('l2_lookup_bytes')):>9s} "
+                     f"{_pct(e.get('l2_lookup_bytes')):>7s}  time "
                      f"{_t(p.get('time_s')):>9s} {_t(m.get('time_s')):>9s} {_pct(e.get('time_s')):>7s}")
     return lines
 

@@ -234,7 +234,7 @@ def _predicted(run) -> dict:
     return out
 
 
-KERNEL_METRICS = ("dram_bytes", "xbar_bytes", "time_s")  # compared kernel by kernel
+KERNEL_METRICS = ("dram_bytes", "xbar_bytes", "l2_lookup_bytes", "time_s")  # compared kernel by kernel
 
 
 def kernel_pairs(predicted, measured) -> tuple:
@@ -276,10 +276,12 @@ def kernel_pairs(predicted, measured) -> tuple:
     out = []
     for ks, m in pairs:
         p = {} if ks is None else {"dram_bytes": sum(k.levels["hbm"].total for k in ks),
-                                   "xbar_bytes": sum(k.levels["l2"].total for k in ks), "time_s": sum(k.time_s for k in ks)}
+                                   "xbar_bytes": sum(k.levels["l2"].total for k in ks),
+                                   "l2_lookup_bytes": sum(k.l2_lookup_bytes for k in ks), "time_s": sum(k.time_s for k in ks)}
         got = {} if m is None else {"dram_bytes": m.dram_read_bytes + m.dram_write_bytes, "time_s": m.duration_s,
                                     **({"xbar_bytes": m.xbar_read_bytes + m.xbar_write_bytes}
-                                       if m.xbar_read_bytes is not None and m.xbar_write_bytes is not None else {})}
+                                       if m.xbar_read_bytes is not None and m.xbar_write_bytes is not None else {}),
+                                    **({"l2_lookup_bytes": _lookup_bytes(m)} if _lookup_bytes(m) is not None else {})}
         out.append({"name": None if ks is None else _launch_name(ks), "measured_name": None if m is None else m.name,
                     "ctas": None if ks is None else ks[0].ctas, "grid": None if m is None or m.grid is None else list(m.grid),
                     "predicted": p, "measured": got,
@@ -319,6 +321,15 @@ def bare_name(name: str) -> str:
     return words[-1].split("::")[-1] if words else name
 
 
+def _lookup_bytes(c) -> float | None:
+    """Bytes the L2 slices looked up for the SMs (read, write, atomic and reduction sectors) of a kernel's or a case's
+    counters; None where the file has no such counters."""
+    if c.l2_lookup_read_sectors is None or c.l2_lookup_write_sectors is None:
+        return None
+    return 32.0 * (c.l2_lookup_read_sectors + c.l2_lookup_write_sectors + (c.l2_lookup_atom_sectors or 0.0)
+                   + (c.l2_lookup_red_sectors or 0.0))
+
+
 def _measured(case) -> dict:
     c = case.counters
     if c is None:
@@ -327,9 +338,9 @@ def _measured(case) -> dict:
            "dram_bytes": c.dram_read_bytes + c.dram_write_bytes, "time_s": c.duration_s}
     if c.xbar_read_bytes is not None and c.xbar_write_bytes is not None:
         out["xbar_bytes"] = c.xbar_read_bytes + c.xbar_write_bytes
-    sectors = [c.l2_lookup_read_sectors, c.l2_lookup_write_sectors, c.l2_lookup_atom_sectors, c.l2_lookup_red_sectors]
-    if sectors[0] is not None and sectors[1] is not None:
-        out["l2_lookup_bytes"] = 32.0 * sum(x or 0.0 for x in sectors)
+    lookups = _lookup_bytes(c)
+    if lookups is not None:
+        out["l2_lookup_bytes"] = lookups
     else:  # older files: every L2 tag lookup, the closest counter they have
         out["l2_bytes"] = c.l2_bytes
     if c.inst_executed is not None:
