@@ -45,7 +45,8 @@ CTAS_PER_SM = (1, 2)
 TAG = "l1-{}-{}-{}"  # NVTX range: CTAs an SM, bytes an SM, passes
 _TAG_RE = re.compile(r"l1-(\d+)-(\d+)-(\d+)")
 L1_METRICS = tuple(m for f in ("l1_global_load_sectors", "l1_global_load_hit_sectors") for m in OPTIONAL_FIELDS[f])
-PROBE_METRICS = ("l1tex__m_xbar2l1tex_read_bytes.sum", *L1_METRICS)
+# and the carve-out the launch ran with, which says how much L1 it left (256 KiB less it on Hopper)
+PROBE_METRICS = ("l1tex__m_xbar2l1tex_read_bytes.sum", *L1_METRICS, *OPTIONAL_FIELDS["shared_mem_config_bytes"])
 
 
 @functools.cache
@@ -130,7 +131,8 @@ def results(rows: list[dict]) -> list[dict]:
         c, size, passes = (int(g) for g in m.groups())
         values, ctas = launch_counters(row)
         k = kernel_counters(row)
-        l1 = {"l1_global_load_sectors": k.l1_global_load_sectors, "l1_global_load_hit_sectors": k.l1_global_load_hit_sectors}
+        l1 = {"l1_global_load_sectors": k.l1_global_load_sectors, "l1_global_load_hit_sectors": k.l1_global_load_hit_sectors,
+              "shared_mem_config_bytes": k.shared_mem_config_bytes}
         out.append({**derive(c, size, passes, l1), "ctas": ctas, **values, **l1})
     return sorted(out, key=lambda r: (r["ctas_per_sm"], r["sm_bytes"]))
 

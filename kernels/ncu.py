@@ -55,6 +55,7 @@ OPTIONAL_FIELDS = {
     "cycles": ("sm__cycles_elapsed.max",),
     "l1_global_load_sectors": ("l1tex__t_sectors_pipe_lsu_mem_global_op_ld.sum",),
     "l1_global_load_hit_sectors": ("l1tex__t_sectors_pipe_lsu_mem_global_op_ld_lookup_hit.sum",),
+    "shared_mem_config_bytes": ("launch__shared_mem_config_size",),
 }
 SECTOR_BYTES = 32  # an L2 sector
 # Shared-memory wavefronts by operation (l1tex__data_pipe_lsu_wavefronts_mem_shared_op_<op>.sum) and bank conflicts

@@ -63,6 +63,7 @@ NEW = {"l1tex__m_xbar2l1tex_read_bytes.sum": ("byte", "2,000,000"),
        "l1tex__data_bank_conflicts_pipe_lsu_mem_shared_op_st.sum": ("", "64"),
        "l1tex__t_sectors_pipe_lsu_mem_global_op_ld.sum": ("sector", "9,000"),
        "l1tex__t_sectors_pipe_lsu_mem_global_op_ld_lookup_hit.sum": ("sector", "6,000"),
+       "launch__shared_mem_config_size": ("byte", "135,168"),
        "zz__some_future_metric.sum": ("byte", "7")}
 
 
@@ -88,6 +89,7 @@ def test_the_new_counters_are_read_and_missing_ones_are_none():
     assert k.sm_clock_hz == pytest.approx(1.755e9) and k.cycles == 27_100
     assert k.shared_wavefronts == 40_960 and k.shared_ops == {"ld": 32_768, "st_conflicts": 64}
     assert (k.l1_global_load_sectors, k.l1_global_load_hit_sectors) == (9_000, 6_000)
+    assert k.shared_mem_config_bytes == 132 * 1024
     case = ncu.counters_by_case(ncu.parse_ncu_raw_csv(_with_new_columns()))[0]
     assert (case.xbar_read_bytes, case.inst_executed, case.l2_lookup_atom_sectors) == (2_000_000, 1_234_567, None)
     assert case.shared_wavefronts == 40_960

@@ -143,6 +143,7 @@ class KernelCounters:
     # Added 2026-12-05: global loads through L1 (LDG; LDGSTS and TMA bypass it), sectors looked up and those that hit.
     l1_global_load_sectors: float | None = None  # l1tex__t_sectors_pipe_lsu_mem_global_op_ld.sum
     l1_global_load_hit_sectors: float | None = None  # l1tex__t_sectors_pipe_lsu_mem_global_op_ld_lookup_hit.sum
+    shared_mem_config_bytes: float | None = None  # launch__shared_mem_config_size: the carve-out the SM ran with
 
     def __post_init__(self):
         for name in ("grid", "block"):
@@ -210,7 +211,7 @@ SUMMED = ("xbar_read_bytes", "xbar_write_bytes", "l2_lookup_read_sectors", "l2_l
 # Optional counters written only when known, so that files from before they existed write back unchanged.
 _KERNEL_OPTIONAL = (*SUMMED, "inst_pipes", "shared_ops", "achieved_occupancy_pct", "occupancy_limit_registers",
                     "occupancy_limit_shared_mem", "sm_clock_hz", "cycles", "l1_global_load_sectors",
-                    "l1_global_load_hit_sectors")
+                    "l1_global_load_hit_sectors", "shared_mem_config_bytes")
 
 
 def _sum_or_none(kernels, name: str) -> float | None:
@@ -363,6 +364,7 @@ class _Kernel(FileModel):
     cycles: NonNegative | None = None
     l1_global_load_sectors: NonNegative | None = None
     l1_global_load_hit_sectors: NonNegative | None = None
+    shared_mem_config_bytes: NonNegative | None = None
 
 
 class _Counters(FileModel):
