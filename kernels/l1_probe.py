@@ -14,8 +14,8 @@ times in order with plain loads (``ld.global``: LDG, cached in L1), under Nsight
 launch). Per launch: ``reuse_hit``, the L1 hit sectors over the loads after each line's first
 (``l1tex__t_sectors_pipe_lsu_mem_global_op_ld_lookup_hit`` / (sectors · (passes − 1) / passes)), and the crossbar
 bytes. ``F`` from 32 to 512 KiB an SM: LRU reads 1 up to the L1's size and 0 beyond it, random replacement falls
-as ``exp(−m·F/C)``. A kernel with no shared memory gets the driver's carve-out for it, whatever that is: the knee
-says how much L1 that leaves.
+as ``exp(−m·F/C)``. The driver picks the carve-out of a kernel with almost no shared memory; each launch records it
+(``launch__shared_mem_config_size``), so C is read, not guessed.
 
     python -m iosim.kernels.l1_probe --out DIR    # runs ncu on itself; writes DIR/l1_probe.json
 
@@ -32,8 +32,8 @@ import sys
 from pathlib import Path
 
 from iosim.kernels.device import cuda_torch
-from iosim.kernels.l2_probe import FP32, device_info, launch_counters
-from iosim.kernels.ncu import OPTIONAL_FIELDS, kernel_counters
+from iosim.kernels.l2_probe import FIELDS, FP32, device_info, launch_counters
+from iosim.kernels.ncu import OPTIONAL_FIELDS
 from iosim.kernels.profiler import NCU_TIMEOUT_S, probe_cli, profiled_launch, run_counter_probe
 
 KiB = 1024
@@ -44,9 +44,9 @@ SIZES_KIB = (32, 64, 96, 128, 160, 192, 224, 256, 320, 384, 512)  # bytes an SM 
 CTAS_PER_SM = (1, 2)
 TAG = "l1-{}-{}-{}"  # NVTX range: CTAs an SM, bytes an SM, passes
 _TAG_RE = re.compile(r"l1-(\d+)-(\d+)-(\d+)")
-L1_METRICS = tuple(m for f in ("l1_global_load_sectors", "l1_global_load_hit_sectors") for m in OPTIONAL_FIELDS[f])
-# and the carve-out the launch ran with, which says how much L1 it left (256 KiB less it on Hopper)
-PROBE_METRICS = ("l1tex__m_xbar2l1tex_read_bytes.sum", *L1_METRICS, *OPTIONAL_FIELDS["shared_mem_config_bytes"])
+# the L1's global-load sectors and hits, and the carve-out the launch ran with (the L1 it left: 256 KiB less it on Hopper)
+L1_FIELDS = ("l1_global_load_sectors", "l1_global_load_hit_sectors", "shared_mem_config_bytes")
+PROBE_METRICS = ("l1tex__m_xbar2l1tex_read_bytes.sum", *(m for f in L1_FIELDS for m in OPTIONAL_FIELDS[f]))
 
 
 @functools.cache
@@ -129,11 +129,8 @@ def results(rows: list[dict]) -> list[dict]:
         if m is None:
             continue
         c, size, passes = (int(g) for g in m.groups())
-        values, ctas = launch_counters(row)
-        k = kernel_counters(row)
-        l1 = {"l1_global_load_sectors": k.l1_global_load_sectors, "l1_global_load_hit_sectors": k.l1_global_load_hit_sectors,
-              "shared_mem_config_bytes": k.shared_mem_config_bytes}
-        out.append({**derive(c, size, passes, l1), "ctas": ctas, **values, **l1})
+        values, ctas = launch_counters(row, FIELDS + L1_FIELDS)
+        out.append({**derive(c, size, passes, values), "ctas": ctas, **values})
     return sorted(out, key=lambda r: (r["ctas_per_sm"], r["sm_bytes"]))
 
 

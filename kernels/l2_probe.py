@@ -234,11 +234,12 @@ def _tag(nvtx: str) -> tuple[Variant, int] | None:
     return None
 
 
-def launch_counters(row: dict) -> tuple[dict, int | None]:
-    """One parsed ncu row's counters ``FIELDS`` and its grid's CTAs (None where ncu reported no grid)."""
+def launch_counters(row: dict, fields: tuple = FIELDS) -> tuple[dict, int | None]:
+    """One parsed ncu row's counters ``fields`` (KernelCounters names) and its grid's CTAs (None where ncu reported
+    no grid)."""
     counters = kernel_counters(row)
     ctas = None if counters.grid is None else counters.grid[0] * counters.grid[1] * counters.grid[2]
-    return {f: getattr(counters, f) for f in FIELDS}, ctas
+    return {f: getattr(counters, f) for f in fields}, ctas
 
 
 def results(rows: list[dict]) -> dict[str, list[dict]]:

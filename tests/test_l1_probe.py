@@ -51,3 +51,18 @@ def test_a_launchs_reuse_hit_rate_by_hand():
     got = l1_probe.derive(2, 65536, 16, row)
     assert got == {"ctas_per_sm": 2, "sm_bytes": 65536, "passes": 16, "reuse_hit": 750 / 1500}
     assert l1_probe.derive(1, 1, 16, {"l1_global_load_sectors": None})["reuse_hit"] is None
+
+
+def test_the_committed_export_reads_back_into_the_committed_results():
+    """The H100 run's raw ncu export (experiments/measurements/h100/l1_probe/run2) parses into the results the probe
+    wrote beside it, carve-out included (32 KiB), and its hits fall from all to none past the L1 that leaves."""
+    import json
+    from pathlib import Path
+
+    from iosim.kernels.ncu import parse_ncu_raw_csv
+    data = Path(__file__).resolve().parents[1] / "experiments/measurements/h100/l1_probe/run2"
+    want = json.loads((data / "l1_probe.json").read_text())["results"]
+    assert l1_probe.results(parse_ncu_raw_csv((data / "l1_probe-raw.csv").read_text())) == want
+    one = {r["sm_bytes"] // 1024: r for r in want if r["ctas_per_sm"] == 1}
+    assert {r["shared_mem_config_bytes"] for r in want} == {32 * 1024}
+    assert one[192]["reuse_hit"] == pytest.approx(1.0, abs=1e-3) and one[384]["reuse_hit"] < 0.01

@@ -281,7 +281,7 @@ def kernel_pairs(predicted, measured) -> tuple:
         got = {} if m is None else {"dram_bytes": m.dram_read_bytes + m.dram_write_bytes, "time_s": m.duration_s,
                                     **({"xbar_bytes": m.xbar_read_bytes + m.xbar_write_bytes}
                                        if m.xbar_read_bytes is not None and m.xbar_write_bytes is not None else {}),
-                                    **({"l2_lookup_bytes": _lookup_bytes(m)} if _lookup_bytes(m) is not None else {})}
+                                    **({} if (looked := _lookup_bytes(m)) is None else {"l2_lookup_bytes": looked})}
         out.append({"name": None if ks is None else _launch_name(ks), "measured_name": None if m is None else m.name,
                     "ctas": None if ks is None else ks[0].ctas, "grid": None if m is None or m.grid is None else list(m.grid),
                     "predicted": p, "measured": got,
