@@ -14,13 +14,16 @@ times in order with plain loads (``ld.global``: LDG, cached in L1), under Nsight
 launch). Per launch: ``reuse_hit``, the L1 hit sectors over the loads after each line's first
 (``l1tex__t_sectors_pipe_lsu_mem_global_op_ld_lookup_hit`` / (sectors · (passes − 1) / passes)), and the crossbar
 bytes. ``F`` from 32 to 512 KiB an SM: LRU reads 1 up to the L1's size and 0 beyond it, random replacement falls
-as ``exp(−m·F/C)``. The driver picks the carve-out of a kernel with almost no shared memory; each launch records it
-(``launch__shared_mem_config_size``), so C is read, not guessed.
+as ``exp(−m·F/C)``. The series runs at the driver's own carve-out for a kernel with almost no shared memory and
+again at each carve-out of ``CARVEOUTS`` (``cuFuncSetAttribute``'s preferred carve-out, a percentage of the SM's
+shared memory that the driver rounds up to a size it has: 57 % of 228 KiB gives 132 KiB, the L1 sglang's spilling
+kernel ran with); each launch records the carve-out it got (``launch__shared_mem_config_size``), so C is read,
+not guessed.
 
     python -m iosim.kernels.l1_probe --out DIR    # runs ncu on itself; writes DIR/l1_probe.json
 
 Napkin math: the largest launch reads 512 KiB × 132 SMs × 16 passes ≈ 1.1 GB from L1 and L2 (well under 1 ms); ncu's
-start and replay dominate, about a second a launch, 26 launches.
+start and replay dominate, about a second a launch, 22 launches a carve-out.
 """
 from __future__ import annotations
 
@@ -42,8 +45,11 @@ NUM_WARPS = 4
 PASSES = 16
 SIZES_KIB = (32, 64, 96, 128, 160, 192, 224, 256, 320, 384, 512)  # bytes an SM cycles through
 CTAS_PER_SM = (1, 2)
-TAG = "l1-{}-{}-{}"  # NVTX range: CTAs an SM, bytes an SM, passes
-_TAG_RE = re.compile(r"l1-(\d+)-(\d+)-(\d+)")
+# preferred carve-outs (percent of the SM's shared memory) beside the driver's default (-1): 132 and 64 KiB on Hopper
+CARVEOUTS = (-1, 57, 28)
+CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT = 9
+TAG = "l1-{}-{}-{}-k{}"  # NVTX range: CTAs an SM, bytes an SM, passes, carve-out asked (percent, -1 the default)
+_TAG_RE = re.compile(r"l1-(\d+)-(\d+)-(\d+)(?:-k(-?\d+))?")  # runs before the carve-out series lack it
 # the L1's global-load sectors and hits, and the carve-out the launch ran with (the L1 it left: 256 KiB less it on Hopper)
 L1_FIELDS = ("l1_global_load_sectors", "l1_global_load_hit_sectors", "shared_mem_config_bytes")
 PROBE_METRICS = ("l1tex__m_xbar2l1tex_read_bytes.sum", *(m for f in L1_FIELDS for m in OPTIONAL_FIELDS[f]))
@@ -87,17 +93,34 @@ def run(buf, out, chunk: int, ctas: int, passes: int):
     return _kernel()[(ctas,)](buf, out, chunk, passes, BLOCK=BLOCK, num_warps=NUM_WARPS)
 
 
+def prefer_carveout(compiled, percent: int) -> None:
+    """Ask the driver for a carve-out of ``percent`` of the SM's shared memory for ``compiled``'s later launches
+    (-1: its default). A hint the driver rounds up to a size it has; the launch's counters say what it got."""
+    import ctypes
+
+    if not -1 <= percent <= 100:
+        raise ValueError(f"percent(={percent}) must be -1 (the default) or 0..100")
+    err = ctypes.CDLL("libcuda.so.1").cuFuncSetAttribute(
+        ctypes.c_void_p(compiled.function), ctypes.c_int(CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT),
+        ctypes.c_int(percent))
+    if err:
+        raise RuntimeError(f"cuFuncSetAttribute(preferred carve-out {percent} %) failed: CUresult {err}")
+
+
 def child() -> int:
     """Runs under ncu: every launch warmed up outside the profiled range, then one profiled and tagged."""
     torch = cuda_torch()
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     buf = torch.rand(sms * max(SIZES_KIB) * KiB // FP32 + BLOCK * max(CTAS_PER_SM), dtype=torch.float32, device="cuda")
     out = torch.empty(sms * max(CTAS_PER_SM), dtype=torch.float32, device="cuda")
-    for c in CTAS_PER_SM:
-        for kib in SIZES_KIB:
-            chunk = chunk_elems(kib * KiB, c)
-            profiled_launch(torch, TAG.format(c, kib * KiB, PASSES),
-                            lambda chunk=chunk, c=c: run(buf, out, chunk, c * sms, PASSES))
+    compiled = run(buf, out, BLOCK, 1, 1)  # the one binary every launch runs (chunk and passes are arguments)
+    for pct in CARVEOUTS:
+        prefer_carveout(compiled, pct)
+        for c in CTAS_PER_SM:
+            for kib in SIZES_KIB:
+                chunk = chunk_elems(kib * KiB, c)
+                profiled_launch(torch, TAG.format(c, kib * KiB, PASSES, pct),
+                                lambda chunk=chunk, c=c: run(buf, out, chunk, c * sms, PASSES))
     return 0
 
 
@@ -113,11 +136,12 @@ def policies(sm_bytes: float, l1_bytes: float) -> dict:
     return {"lru": 0.0, "random": 1.0 - m}
 
 
-def derive(ctas_per_sm: int, sm_bytes: int, passes: int, row: dict) -> dict:
-    """A launch's L1 hit rate over the loads that could hit (each line's first load cannot) and crossbar bytes an SM-pass."""
+def derive(ctas_per_sm: int, sm_bytes: int, passes: int, row: dict, carveout_pct: int | None = None) -> dict:
+    """A launch's L1 hit rate over the loads that could hit (each line's first load cannot), with the carve-out it
+    asked for (None: a run before the carve-out series, at the driver's default)."""
     sectors, hits = row.get("l1_global_load_sectors"), row.get("l1_global_load_hit_sectors")
     reusable = None if not sectors else sectors * (passes - 1) / passes
-    return {"ctas_per_sm": ctas_per_sm, "sm_bytes": sm_bytes, "passes": passes,
+    return {"ctas_per_sm": ctas_per_sm, "sm_bytes": sm_bytes, "passes": passes, "carveout_pct": carveout_pct,
             "reuse_hit": None if not reusable or hits is None else hits / reusable}
 
 
@@ -128,10 +152,12 @@ def results(rows: list[dict]) -> list[dict]:
         m = next((m for m in map(_TAG_RE.fullmatch, re.split(r"[:\s\"]", row["nvtx"])) if m), None)
         if m is None:
             continue
-        c, size, passes = (int(g) for g in m.groups())
+        c, size, passes = (int(g) for g in m.groups()[:3])
+        pct = None if m[4] is None else int(m[4])
         values, ctas = launch_counters(row, FIELDS + L1_FIELDS)
-        out.append({**derive(c, size, passes, values), "ctas": ctas, **values})
-    return sorted(out, key=lambda r: (r["ctas_per_sm"], r["sm_bytes"]))
+        out.append({**derive(c, size, passes, values, pct), "ctas": ctas, **values})
+    return sorted(out, key=lambda r: (-2 if r["carveout_pct"] is None else r["carveout_pct"], r["ctas_per_sm"],
+                                      r["sm_bytes"]))
 
 
 def probe(out_dir: Path, timeout_s: float = NCU_TIMEOUT_S) -> dict:
@@ -153,8 +179,11 @@ def report(data: dict) -> list[str]:
         hit = "n/a" if r["reuse_hit"] is None else f"{r['reuse_hit']:.3f}"
         xbar = r.get("xbar_read_bytes")
         per = "n/a" if xbar is None else f"{xbar / (sms * r['passes'] * r['sm_bytes']):.3f}"
-        lines.append(f"{r['ctas_per_sm']} CTA/SM {r['sm_bytes'] // KiB:>4} KiB/SM x {r['passes']} passes: "
-                     f"L1 reuse hit {hit}, crossbar {per} of the bytes a pass")
+        pct, cfg = r.get("carveout_pct"), r.get("shared_mem_config_bytes")
+        asked = "default" if pct in (None, -1) else f"{pct} %"
+        got = "n/a" if cfg is None else f"{cfg / KiB:.0f} KiB"
+        lines.append(f"carve-out {asked:>7} (got {got}) {r['ctas_per_sm']} CTA/SM {r['sm_bytes'] // KiB:>4} KiB/SM x "
+                     f"{r['passes']} passes: L1 reuse hit {hit}, crossbar {per} of the bytes a pass")
     return lines
 
 

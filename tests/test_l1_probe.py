@@ -49,7 +49,7 @@ def test_a_launchs_reuse_hit_rate_by_hand():
     """16 passes: the first load of each line cannot hit, so 15/16 of the sectors can."""
     row = {"l1_global_load_sectors": 1600.0, "l1_global_load_hit_sectors": 750.0}
     got = l1_probe.derive(2, 65536, 16, row)
-    assert got == {"ctas_per_sm": 2, "sm_bytes": 65536, "passes": 16, "reuse_hit": 750 / 1500}
+    assert got == {"ctas_per_sm": 2, "sm_bytes": 65536, "passes": 16, "carveout_pct": None, "reuse_hit": 750 / 1500}
     assert l1_probe.derive(1, 1, 16, {"l1_global_load_sectors": None})["reuse_hit"] is None
 
 
@@ -62,7 +62,28 @@ def test_the_committed_export_reads_back_into_the_committed_results():
     from iosim.kernels.ncu import parse_ncu_raw_csv
     data = Path(__file__).resolve().parents[1] / "experiments/measurements/h100/l1_probe/run2"
     want = json.loads((data / "l1_probe.json").read_text())["results"]
-    assert l1_probe.results(parse_ncu_raw_csv((data / "l1_probe-raw.csv").read_text())) == want
+    got = l1_probe.results(parse_ncu_raw_csv((data / "l1_probe-raw.csv").read_text()))
+    assert {r.pop("carveout_pct") for r in got} == {None}  # run before the carve-out series: the driver's default
+    assert got == want
     one = {r["sm_bytes"] // 1024: r for r in want if r["ctas_per_sm"] == 1}
     assert {r["shared_mem_config_bytes"] for r in want} == {32 * 1024}
     assert one[192]["reuse_hit"] == pytest.approx(1.0, abs=1e-3) and one[384]["reuse_hit"] < 0.01
+
+
+def test_tags_carry_the_carveout_asked_and_runs_sort_by_it():
+    """A launch's NVTX tag names the carve-out asked for (-1: the default); runs without it (before) read as None."""
+    from pathlib import Path
+
+    from iosim.kernels.ncu import parse_ncu_raw_csv
+    data = Path(__file__).resolve().parents[1] / "experiments/measurements/h100/l1_probe/run2"
+    rows = parse_ncu_raw_csv((data / "l1_probe-raw.csv").read_text())[:3]
+    for r, tag in zip(rows, (l1_probe.TAG.format(1, 65536, 16, 57), l1_probe.TAG.format(2, 65536, 16, -1),
+                             "l1-1-32768-16")):
+        r["nvtx"] = f"Default:{tag}"
+    got = [(r["carveout_pct"], r["ctas_per_sm"], r["sm_bytes"]) for r in l1_probe.results(rows)]
+    assert got == [(None, 1, 32768), (-1, 2, 65536), (57, 1, 65536)]
+
+
+def test_a_carveout_outside_its_range_is_refused_before_the_driver():
+    with pytest.raises(ValueError, match=r"percent\(=101\)"):
+        l1_probe.prefer_carveout(object(), 101)
