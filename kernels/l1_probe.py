@@ -23,7 +23,7 @@ not guessed.
     python -m iosim.kernels.l1_probe --out DIR    # runs ncu on itself; writes DIR/l1_probe.json
 
 Napkin math: the largest launch reads 512 KiB × 132 SMs × 16 passes ≈ 1.1 GB from L1 and L2 (well under 1 ms); ncu's
-start and replay dominate, about a second a launch, 22 launches a carve-out.
+start and replay dominate, about a second a launch, 30 launches a carve-out.
 """
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ KiB = 1024
 BLOCK = 1024  # fp32 a CTA loads a step: 4 KiB, 8 per thread of 4 warps (two 16-byte loads)
 NUM_WARPS = 4
 PASSES = 16
-SIZES_KIB = (32, 64, 96, 128, 160, 192, 224, 256, 320, 384, 512)  # bytes an SM cycles through
+SIZES_KIB = (32, 64, 96, 128, 144, 160, 176, 192, 224, 256, 288, 320, 352, 384, 512)  # bytes an SM cycles through
 CTAS_PER_SM = (1, 2)
 # preferred carve-outs (percent of the SM's shared memory) beside the driver's default (-1): 132 and 64 KiB on Hopper
 CARVEOUTS = (-1, 57, 28)
