@@ -135,8 +135,8 @@
 #      global-load sectors and hits (the dQ kernel's plain LDG loads shared by an SM's CTAs, session 55): launchers
 #      checked, measured (ncu)                    -> $OUT/thirdparty/flag_l1/{check.log,measurements.json} (≤ 400 s)
 #   l1p) the L1's replacement policy: cycles of 32-512 KiB an SM read 16 times by plain loads, 1 and 2 CTAs an SM,
-#      at the driver's carve-out and at 132 and 64 KiB asked for, L1 hit sectors (ncu; LRU hits all or none, random
-#      replacement exp(-m F/C))                   -> $OUT/l1_probe/l1_probe.json (≤ 300 s)
+#      alone and with a product after the loop whose shared memory sets a 132 KiB carve-out (C = 124 KiB), L1 hit
+#      sectors (ncu; LRU hits all or none, random replacement exp(-m F/C)) -> $OUT/l1_probe/l1_probe.json (≤ 300 s)
 # A step that fails or runs out of time does not stop the next. Measurement files are rewritten
 # atomically after each batch of cases, so a step cut short keeps every finished batch. Progress
 # goes to $OUT/session.log. All steps take longer than one 10-minute device command: name the steps

@@ -14,16 +14,18 @@ times in order with plain loads (``ld.global``: LDG, cached in L1), under Nsight
 launch). Per launch: ``reuse_hit``, the L1 hit sectors over the loads after each line's first
 (``l1tex__t_sectors_pipe_lsu_mem_global_op_ld_lookup_hit`` / (sectors · (passes − 1) / passes)), and the crossbar
 bytes. ``F`` from 32 to 512 KiB an SM: LRU reads 1 up to the L1's size and 0 beyond it, random replacement falls
-as ``exp(−m·F/C)``. The series runs at the driver's own carve-out for a kernel with almost no shared memory and
-again at each carve-out of ``CARVEOUTS`` (``cuFuncSetAttribute``'s preferred carve-out, a percentage of the SM's
-shared memory that the driver rounds up to a size it has: 57 % of 228 KiB gives 132 KiB, the L1 sglang's spilling
-kernel ran with); each launch records the carve-out it got (``launch__shared_mem_config_size``), so C is read,
-not guessed.
+as ``exp(−m·F/C)``. The series runs twice: as the loop alone (the driver then leaves 32 KiB of shared memory on the
+H100, C = 224 KiB), and with a 64 × 64 fp16 product after the loop (``SMEM_TILE``), whose operands take 16 KiB of
+shared memory a CTA, as a kernel of 8-48 KiB a CTA does, for which the driver configures 132 KiB (C = 124 KiB, the
+L1 sglang's spilling kernel ran with); the product comes after the loop, so it changes the carve-out and nothing
+the cycles see. (Asking for a carve-out by ``cuFuncSetAttribute`` instead does nothing for a kernel of almost no
+shared memory: run 3 on the H100 got 32 KiB whatever it asked.) Each launch records its carve-out
+(``launch__shared_mem_config_size``), so C is read, not guessed.
 
     python -m iosim.kernels.l1_probe --out DIR    # runs ncu on itself; writes DIR/l1_probe.json
 
 Napkin math: the largest launch reads 512 KiB × 132 SMs × 16 passes ≈ 1.1 GB from L1 and L2 (well under 1 ms); ncu's
-start and replay dominate, about a second a launch, 30 launches a carve-out.
+start and replay dominate, under a second a launch, 30 launches a series.
 """
 from __future__ import annotations
 
@@ -45,11 +47,10 @@ NUM_WARPS = 4
 PASSES = 16
 SIZES_KIB = (32, 64, 96, 128, 144, 160, 176, 192, 224, 256, 288, 320, 352, 384, 512)  # bytes an SM cycles through
 CTAS_PER_SM = (1, 2)
-# preferred carve-outs (percent of the SM's shared memory) beside the driver's default (-1): 132 and 64 KiB on Hopper
-CARVEOUTS = (-1, 57, 28)
-CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT = 9
-TAG = "l1-{}-{}-{}-k{}"  # NVTX range: CTAs an SM, bytes an SM, passes, carve-out asked (percent, -1 the default)
-_TAG_RE = re.compile(r"l1-(\d+)-(\d+)-(\d+)(?:-k(-?\d+))?")  # runs before the carve-out series lack it
+SMEM_TILES = (0, 64)  # the side of the fp16 product after the loop (0: none): its operands' shared memory sets C
+TAG = "l1-{}-{}-{}-s{}"  # NVTX range: CTAs an SM, bytes an SM, passes, SMEM_TILE
+# run 3 (H100, 2026-12-06) tagged the carve-out it asked for, "-k<percent>", which the driver ignored; runs 1-2 neither
+_TAG_RE = re.compile(r"l1-(\d+)-(\d+)-(\d+)(?:-k(-?\d+))?(?:-s(\d+))?")
 # the L1's global-load sectors and hits, and the carve-out the launch ran with (the L1 it left: 256 KiB less it on Hopper)
 L1_FIELDS = ("l1_global_load_sectors", "l1_global_load_hit_sectors", "shared_mem_config_bytes")
 PROBE_METRICS = ("l1tex__m_xbar2l1tex_read_bytes.sum", *(m for f in L1_FIELDS for m in OPTIONAL_FIELDS[f]))
@@ -61,8 +62,9 @@ def _kernel():
     import triton.language as tl
 
     @triton.jit
-    def cycle(buf, out, chunk, passes, BLOCK: tl.constexpr):
-        """CTA c: ``passes`` times, every element of its ``chunk`` of ``buf`` in order, by plain (L1-cached) loads."""
+    def cycle(buf, out, tile, chunk, passes, BLOCK: tl.constexpr, SMEM_TILE: tl.constexpr):
+        """CTA c: ``passes`` times, every element of its ``chunk`` of ``buf`` in order, by plain (L1-cached) loads;
+        then, where ``SMEM_TILE``, the product of the fp16 ``tile`` with itself (shared memory for its operands)."""
         pid = tl.program_id(0)
         start = pid.to(tl.int64) * chunk
         offs = tl.arange(0, BLOCK)
@@ -70,7 +72,12 @@ def _kernel():
         for _ in range(passes):
             for i in range(0, chunk, BLOCK):
                 acc += tl.load(buf + start + i + offs)
-        tl.store(out + pid, tl.sum(acc, axis=0))  # keeps the loads alive
+        total = tl.sum(acc, axis=0)
+        if SMEM_TILE:
+            r = tl.arange(0, SMEM_TILE)
+            a = tl.load(tile + r[:, None] * SMEM_TILE + r[None, :], cache_modifier=".cg")
+            total += tl.sum(tl.sum(tl.dot(a, a), axis=1), axis=0)
+        tl.store(out + pid, total)  # keeps the loads alive
 
     return cycle
 
@@ -83,28 +90,19 @@ def chunk_elems(sm_bytes: int, ctas_per_sm: int) -> int:
     return -(-per // BLOCK) * BLOCK
 
 
-def run(buf, out, chunk: int, ctas: int, passes: int):
-    """One launch: ``ctas`` CTAs, each over its ``chunk`` elements of ``buf``, ``passes`` times."""
+def run(buf, out, chunk: int, ctas: int, passes: int, tile=None):
+    """One launch: ``ctas`` CTAs, each over its ``chunk`` elements of ``buf``, ``passes`` times; with ``tile`` (a
+    square fp16 matrix) each then multiplies it by itself, which takes shared memory (see the module's doc)."""
     if chunk % BLOCK or chunk < BLOCK:
         raise ValueError(f"chunk(={chunk}) must be a positive multiple of BLOCK(={BLOCK})")
     if chunk * ctas > buf.numel() or ctas > out.numel():
         raise ValueError(f"buf.numel()(={buf.numel()}) must be >= chunk × ctas (={chunk * ctas}) and "
                          f"out.numel()(={out.numel()}) >= ctas(={ctas})")
-    return _kernel()[(ctas,)](buf, out, chunk, passes, BLOCK=BLOCK, num_warps=NUM_WARPS)
-
-
-def prefer_carveout(compiled, percent: int) -> None:
-    """Ask the driver for a carve-out of ``percent`` of the SM's shared memory for ``compiled``'s later launches
-    (-1: its default). A hint the driver rounds up to a size it has; the launch's counters say what it got."""
-    import ctypes
-
-    if not -1 <= percent <= 100:
-        raise ValueError(f"percent(={percent}) must be -1 (the default) or 0..100")
-    err = ctypes.CDLL("libcuda.so.1").cuFuncSetAttribute(
-        ctypes.c_void_p(compiled.function), ctypes.c_int(CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT),
-        ctypes.c_int(percent))
-    if err:
-        raise RuntimeError(f"cuFuncSetAttribute(preferred carve-out {percent} %) failed: CUresult {err}")
+    side = 0 if tile is None else tile.shape[0]
+    if tile is not None and (tile.dim() != 2 or tile.shape[1] != side or side < 16 or side & (side - 1)):
+        raise ValueError(f"tile.shape(={tuple(tile.shape)}) must be square, a power of two >= 16 a side")
+    return _kernel()[(ctas,)](buf, out, buf if tile is None else tile, chunk, passes, BLOCK=BLOCK, SMEM_TILE=side,
+                              num_warps=NUM_WARPS)
 
 
 def child() -> int:
@@ -113,14 +111,13 @@ def child() -> int:
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     buf = torch.rand(sms * max(SIZES_KIB) * KiB // FP32 + BLOCK * max(CTAS_PER_SM), dtype=torch.float32, device="cuda")
     out = torch.empty(sms * max(CTAS_PER_SM), dtype=torch.float32, device="cuda")
-    compiled = run(buf, out, BLOCK, 1, 1)  # the one binary every launch runs (chunk and passes are arguments)
-    for pct in CARVEOUTS:
-        prefer_carveout(compiled, pct)
+    for side in SMEM_TILES:
+        tile = torch.randn(side, side, dtype=torch.float16, device="cuda") if side else None
         for c in CTAS_PER_SM:
             for kib in SIZES_KIB:
                 chunk = chunk_elems(kib * KiB, c)
-                profiled_launch(torch, TAG.format(c, kib * KiB, PASSES, pct),
-                                lambda chunk=chunk, c=c: run(buf, out, chunk, c * sms, PASSES))
+                profiled_launch(torch, TAG.format(c, kib * KiB, PASSES, side),
+                                lambda chunk=chunk, c=c, tile=tile: run(buf, out, chunk, c * sms, PASSES, tile))
     return 0
 
 
@@ -136,13 +133,14 @@ def policies(sm_bytes: float, l1_bytes: float) -> dict:
     return {"lru": 0.0, "random": 1.0 - m}
 
 
-def derive(ctas_per_sm: int, sm_bytes: int, passes: int, row: dict, carveout_pct: int | None = None) -> dict:
-    """A launch's L1 hit rate over the loads that could hit (each line's first load cannot), with the carve-out it
-    asked for (None: a run before the carve-out series, at the driver's default)."""
+def derive(ctas_per_sm: int, sm_bytes: int, passes: int, row: dict, carveout_pct: int | None = None,
+           smem_tile: int = 0) -> dict:
+    """A launch's L1 hit rate over the loads that could hit (each line's first load cannot), with the carve-out run 3
+    asked for (None: not asked) and the side of the product after its loop (0: none)."""
     sectors, hits = row.get("l1_global_load_sectors"), row.get("l1_global_load_hit_sectors")
     reusable = None if not sectors else sectors * (passes - 1) / passes
     return {"ctas_per_sm": ctas_per_sm, "sm_bytes": sm_bytes, "passes": passes, "carveout_pct": carveout_pct,
-            "reuse_hit": None if not reusable or hits is None else hits / reusable}
+            "smem_tile": smem_tile, "reuse_hit": None if not reusable or hits is None else hits / reusable}
 
 
 def results(rows: list[dict]) -> list[dict]:
@@ -155,9 +153,9 @@ def results(rows: list[dict]) -> list[dict]:
         c, size, passes = (int(g) for g in m.groups()[:3])
         pct = None if m[4] is None else int(m[4])
         values, ctas = launch_counters(row, FIELDS + L1_FIELDS)
-        out.append({**derive(c, size, passes, values, pct), "ctas": ctas, **values})
-    return sorted(out, key=lambda r: (-2 if r["carveout_pct"] is None else r["carveout_pct"], r["ctas_per_sm"],
-                                      r["sm_bytes"]))
+        out.append({**derive(c, size, passes, values, pct, int(m[5] or 0)), "ctas": ctas, **values})
+    return sorted(out, key=lambda r: (r["smem_tile"], -2 if r["carveout_pct"] is None else r["carveout_pct"],
+                                      r["ctas_per_sm"], r["sm_bytes"]))
 
 
 def probe(out_dir: Path, timeout_s: float = NCU_TIMEOUT_S) -> dict:
@@ -179,10 +177,9 @@ def report(data: dict) -> list[str]:
         hit = "n/a" if r["reuse_hit"] is None else f"{r['reuse_hit']:.3f}"
         xbar = r.get("xbar_read_bytes")
         per = "n/a" if xbar is None else f"{xbar / (sms * r['passes'] * r['sm_bytes']):.3f}"
-        pct, cfg = r.get("carveout_pct"), r.get("shared_mem_config_bytes")
-        asked = "default" if pct in (None, -1) else f"{pct} %"
+        cfg = r.get("shared_mem_config_bytes")
         got = "n/a" if cfg is None else f"{cfg / KiB:.0f} KiB"
-        lines.append(f"carve-out {asked:>7} (got {got}) {r['ctas_per_sm']} CTA/SM {r['sm_bytes'] // KiB:>4} KiB/SM x "
+        lines.append(f"product {r.get('smem_tile') or 0:>3} (carve-out {got}) {r['ctas_per_sm']} CTA/SM {r['sm_bytes'] // KiB:>4} KiB/SM x "
                      f"{r['passes']} passes: L1 reuse hit {hit}, crossbar {per} of the bytes a pass")
     return lines
 
