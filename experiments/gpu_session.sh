@@ -135,7 +135,7 @@
 #      global-load sectors and hits (the dQ kernel's plain LDG loads shared by an SM's CTAs, session 55): launchers
 #      checked, measured (ncu)                    -> $OUT/thirdparty/flag_l1/{check.log,measurements.json} (≤ 400 s)
 #   l1p) the L1's replacement policy: cycles of 32-512 KiB an SM read 16 times by plain loads, 1 and 2 CTAs an SM,
-#      alone and with a product after the loop whose shared memory sets a 132 KiB carve-out (C = 124 KiB), L1 hit
+#      alone and with products after the loop whose shared memory sets carve-outs of 132 and 228 KiB (C = 124 and 28 KiB), L1 hit
 #      sectors (ncu; LRU hits all or none, random replacement exp(-m F/C)) -> $OUT/l1_probe/l1_probe.json (≤ 300 s)
 # A step that fails or runs out of time does not stop the next. Measurement files are rewritten
 # atomically after each batch of cases, so a step cut short keeps every finished batch. Progress

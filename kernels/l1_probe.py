@@ -14,18 +14,19 @@ times in order with plain loads (``ld.global``: LDG, cached in L1), under Nsight
 launch). Per launch: ``reuse_hit``, the L1 hit sectors over the loads after each line's first
 (``l1tex__t_sectors_pipe_lsu_mem_global_op_ld_lookup_hit`` / (sectors · (passes − 1) / passes)), and the crossbar
 bytes. ``F`` from 32 to 512 KiB an SM: LRU reads 1 up to the L1's size and 0 beyond it, random replacement falls
-as ``exp(−m·F/C)``. The series runs twice: as the loop alone (the driver then leaves 32 KiB of shared memory on the
-H100, C = 224 KiB), and with a 64 × 64 fp16 product after the loop (``SMEM_TILE``), whose operands take 16 KiB of
-shared memory a CTA, as a kernel of 8-48 KiB a CTA does, for which the driver configures 132 KiB (C = 124 KiB, the
-L1 sglang's spilling kernel ran with); the product comes after the loop, so it changes the carve-out and nothing
-the cycles see. (Asking for a carve-out by ``cuFuncSetAttribute`` instead does nothing for a kernel of almost no
+as ``exp(−m·F/C)``. The series runs three times (``SERIES``): as the loop alone (the driver then leaves 32 KiB of
+shared memory on the H100, C = 224 KiB); with a 64 × 64 × 64 fp16 product after the loop, whose operand takes 8 KiB
+of shared memory a CTA, for which the driver configures 132 KiB (C = 124 KiB, the L1 sglang's spilling kernel ran
+with); and with a 16 × 512 × 64 product (80 KiB a CTA: Triton's launcher then asks for the largest carve-out,
+228 KiB, C = 28 KiB, the L1 of our d = 128 backward and most kernels of more than 48 KiB), over sizes scaled to it.
+The product comes after the loop, so it changes the carve-out and nothing the cycles see. (Asking for a carve-out by ``cuFuncSetAttribute`` instead does nothing for a kernel of almost no
 shared memory: run 3 on the H100 got 32 KiB whatever it asked.) Each launch records its carve-out
 (``launch__shared_mem_config_size``), so C is read, not guessed.
 
     python -m iosim.kernels.l1_probe --out DIR    # runs ncu on itself; writes DIR/l1_probe.json
 
 Napkin math: the largest launch reads 512 KiB × 132 SMs × 16 passes ≈ 1.1 GB from L1 and L2 (well under 1 ms); ncu's
-start and replay dominate, under a second a launch, 30 launches a series.
+start and replay dominate, under a second a launch, 76 launches.
 """
 from __future__ import annotations
 
@@ -47,10 +48,12 @@ NUM_WARPS = 4
 PASSES = 16
 SIZES_KIB = (32, 64, 96, 128, 144, 160, 176, 192, 224, 256, 288, 320, 352, 384, 512)  # bytes an SM cycles through
 CTAS_PER_SM = (1, 2)
-SMEM_TILES = (0, 64)  # the side of the fp16 product after the loop (0: none): its operands' shared memory sets C
-TAG = "l1-{}-{}-{}-s{}"  # NVTX range: CTAs an SM, bytes an SM, passes, SMEM_TILE
+SMALL_SIZES_KIB = (8, 16, 24, 32, 40, 48, 56, 64)  # for the largest carve-out's 28 KiB of L1
+# (M, K, N) of the fp16 product after the loop (its operand's shared memory sets the carve-out), the sizes it runs
+SERIES = (((0, 0, 0), SIZES_KIB), ((64, 64, 64), SIZES_KIB), ((16, 512, 64), SMALL_SIZES_KIB))
+TAG = "l1-{}-{}-{}-p{}x{}x{}"  # NVTX range: CTAs an SM, bytes an SM, passes, the product (M, K, N)
 # run 3 (H100, 2026-12-06) tagged the carve-out it asked for, "-k<percent>", which the driver ignored; runs 1-2 neither
-_TAG_RE = re.compile(r"l1-(\d+)-(\d+)-(\d+)(?:-k(-?\d+))?(?:-s(\d+))?")
+_TAG_RE = re.compile(r"l1-(\d+)-(\d+)-(\d+)(?:-k(-?\d+))?(?:-p(\d+x\d+x\d+))?")
 # the L1's global-load sectors and hits, and the carve-out the launch ran with (the L1 it left: 256 KiB less it on Hopper)
 L1_FIELDS = ("l1_global_load_sectors", "l1_global_load_hit_sectors", "shared_mem_config_bytes")
 PROBE_METRICS = ("l1tex__m_xbar2l1tex_read_bytes.sum", *(m for f in L1_FIELDS for m in OPTIONAL_FIELDS[f]))
@@ -62,9 +65,10 @@ def _kernel():
     import triton.language as tl
 
     @triton.jit
-    def cycle(buf, out, tile, chunk, passes, BLOCK: tl.constexpr, SMEM_TILE: tl.constexpr):
+    def cycle(buf, out, tile, chunk, passes, BLOCK: tl.constexpr, TM: tl.constexpr, TK: tl.constexpr,
+              TN: tl.constexpr):
         """CTA c: ``passes`` times, every element of its ``chunk`` of ``buf`` in order, by plain (L1-cached) loads;
-        then, where ``SMEM_TILE``, the product of the fp16 ``tile`` with itself (shared memory for its operands)."""
+        then, where ``TM``, the product of ``tile`` read as TM × TK and as TK × TN (shared memory for an operand)."""
         pid = tl.program_id(0)
         start = pid.to(tl.int64) * chunk
         offs = tl.arange(0, BLOCK)
@@ -73,10 +77,11 @@ def _kernel():
             for i in range(0, chunk, BLOCK):
                 acc += tl.load(buf + start + i + offs)
         total = tl.sum(acc, axis=0)
-        if SMEM_TILE:
-            r = tl.arange(0, SMEM_TILE)
-            a = tl.load(tile + r[:, None] * SMEM_TILE + r[None, :], cache_modifier=".cg")
-            total += tl.sum(tl.sum(tl.dot(a, a), axis=1), axis=0)
+        if TM:
+            m, k, n = tl.arange(0, TM), tl.arange(0, TK), tl.arange(0, TN)
+            a = tl.load(tile + m[:, None] * TK + k[None, :], cache_modifier=".cg")
+            b = tl.load(tile + k[:, None] * TN + n[None, :], cache_modifier=".cg")
+            total += tl.sum(tl.sum(tl.dot(a, b), axis=1), axis=0)
         tl.store(out + pid, total)  # keeps the loads alive
 
     return cycle
@@ -90,18 +95,21 @@ def chunk_elems(sm_bytes: int, ctas_per_sm: int) -> int:
     return -(-per // BLOCK) * BLOCK
 
 
-def run(buf, out, chunk: int, ctas: int, passes: int, tile=None):
-    """One launch: ``ctas`` CTAs, each over its ``chunk`` elements of ``buf``, ``passes`` times; with ``tile`` (a
-    square fp16 matrix) each then multiplies it by itself, which takes shared memory (see the module's doc)."""
+def run(buf, out, chunk: int, ctas: int, passes: int, tile=None, product: tuple = (0, 0, 0)):
+    """One launch: ``ctas`` CTAs, each over its ``chunk`` elements of ``buf``, ``passes`` times; with ``product``
+    (M, K, N, powers of two, M, K and N >= 16) each then multiplies fp16 ``tile`` read as M × K by it read as K × N,
+    which takes shared memory (see the module's doc)."""
     if chunk % BLOCK or chunk < BLOCK:
         raise ValueError(f"chunk(={chunk}) must be a positive multiple of BLOCK(={BLOCK})")
     if chunk * ctas > buf.numel() or ctas > out.numel():
         raise ValueError(f"buf.numel()(={buf.numel()}) must be >= chunk × ctas (={chunk * ctas}) and "
                          f"out.numel()(={out.numel()}) >= ctas(={ctas})")
-    side = 0 if tile is None else tile.shape[0]
-    if tile is not None and (tile.dim() != 2 or tile.shape[1] != side or side < 16 or side & (side - 1)):
-        raise ValueError(f"tile.shape(={tuple(tile.shape)}) must be square, a power of two >= 16 a side")
-    return _kernel()[(ctas,)](buf, out, buf if tile is None else tile, chunk, passes, BLOCK=BLOCK, SMEM_TILE=side,
+    tm, tk, tn = product
+    if tm and any(x < 16 or x & (x - 1) for x in product):
+        raise ValueError(f"product(={product}) must be 0s or powers of two >= 16")
+    if tm and (tile is None or tile.numel() < max(tm * tk, tk * tn)):
+        raise ValueError(f"tile must hold max(M·K, K·N) = {max(tm * tk, tk * tn)} elements for product(={product})")
+    return _kernel()[(ctas,)](buf, out, buf if tile is None else tile, chunk, passes, BLOCK=BLOCK, TM=tm, TK=tk, TN=tn,
                               num_warps=NUM_WARPS)
 
 
@@ -111,13 +119,15 @@ def child() -> int:
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     buf = torch.rand(sms * max(SIZES_KIB) * KiB // FP32 + BLOCK * max(CTAS_PER_SM), dtype=torch.float32, device="cuda")
     out = torch.empty(sms * max(CTAS_PER_SM), dtype=torch.float32, device="cuda")
-    for side in SMEM_TILES:
-        tile = torch.randn(side, side, dtype=torch.float16, device="cuda") if side else None
+    for product, sizes in SERIES:
+        tm, tk, tn = product
+        tile = torch.randn(max(tm * tk, tk * tn), dtype=torch.float16, device="cuda") if tm else None
         for c in CTAS_PER_SM:
-            for kib in SIZES_KIB:
+            for kib in sizes:
                 chunk = chunk_elems(kib * KiB, c)
-                profiled_launch(torch, TAG.format(c, kib * KiB, PASSES, side),
-                                lambda chunk=chunk, c=c, tile=tile: run(buf, out, chunk, c * sms, PASSES, tile))
+                profiled_launch(torch, TAG.format(c, kib * KiB, PASSES, *product),
+                                lambda chunk=chunk, c=c, tile=tile, product=product:
+                                run(buf, out, chunk, c * sms, PASSES, tile, product))
     return 0
 
 
@@ -134,13 +144,13 @@ def policies(sm_bytes: float, l1_bytes: float) -> dict:
 
 
 def derive(ctas_per_sm: int, sm_bytes: int, passes: int, row: dict, carveout_pct: int | None = None,
-           smem_tile: int = 0) -> dict:
+           product: str = "") -> dict:
     """A launch's L1 hit rate over the loads that could hit (each line's first load cannot), with the carve-out run 3
-    asked for (None: not asked) and the side of the product after its loop (0: none)."""
+    asked for (None: not asked) and the product after its loop ("MxKxN"; "": none)."""
     sectors, hits = row.get("l1_global_load_sectors"), row.get("l1_global_load_hit_sectors")
     reusable = None if not sectors else sectors * (passes - 1) / passes
     return {"ctas_per_sm": ctas_per_sm, "sm_bytes": sm_bytes, "passes": passes, "carveout_pct": carveout_pct,
-            "smem_tile": smem_tile, "reuse_hit": None if not reusable or hits is None else hits / reusable}
+            "product": product, "reuse_hit": None if not reusable or hits is None else hits / reusable}
 
 
 def results(rows: list[dict]) -> list[dict]:
@@ -153,8 +163,9 @@ def results(rows: list[dict]) -> list[dict]:
         c, size, passes = (int(g) for g in m.groups()[:3])
         pct = None if m[4] is None else int(m[4])
         values, ctas = launch_counters(row, FIELDS + L1_FIELDS)
-        out.append({**derive(c, size, passes, values, pct, int(m[5] or 0)), "ctas": ctas, **values})
-    return sorted(out, key=lambda r: (r["smem_tile"], -2 if r["carveout_pct"] is None else r["carveout_pct"],
+        product = "" if m[5] in (None, "0x0x0") else m[5]
+        out.append({**derive(c, size, passes, values, pct, product), "ctas": ctas, **values})
+    return sorted(out, key=lambda r: (r["product"], -2 if r["carveout_pct"] is None else r["carveout_pct"],
                                       r["ctas_per_sm"], r["sm_bytes"]))
 
 
@@ -179,7 +190,7 @@ def report(data: dict) -> list[str]:
         per = "n/a" if xbar is None else f"{xbar / (sms * r['passes'] * r['sm_bytes']):.3f}"
         cfg = r.get("shared_mem_config_bytes")
         got = "n/a" if cfg is None else f"{cfg / KiB:.0f} KiB"
-        lines.append(f"product {r.get('smem_tile') or 0:>3} (carve-out {got}) {r['ctas_per_sm']} CTA/SM {r['sm_bytes'] // KiB:>4} KiB/SM x "
+        lines.append(f"product {r.get('product') or 'none':>9} (carve-out {got}) {r['ctas_per_sm']} CTA/SM {r['sm_bytes'] // KiB:>4} KiB/SM x "
                      f"{r['passes']} passes: L1 reuse hit {hit}, crossbar {per} of the bytes a pass")
     return lines
 

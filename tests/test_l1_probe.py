@@ -20,18 +20,21 @@ def test_each_cta_sums_its_own_chunk_passes_times():
 
 
 def test_the_product_after_the_loop_adds_its_sum_and_nothing_else():
-    """With a tile (the shared memory that sets the carve-out) each CTA's sum gains the sum of tile @ tile, in float64."""
+    """With a product (the shared memory that sets the carve-out) each CTA's sum gains the sum of A @ B, A and B the
+    tile read as M × K and K × N, in float64."""
     torch = pytest.importorskip("torch")
-    chunk, ctas, passes = l1_probe.BLOCK, 2, 3
+    chunk, ctas, passes, (m, k, n) = l1_probe.BLOCK, 2, 3, (16, 32, 16)
     buf = torch.rand(chunk * ctas, dtype=torch.float32)
-    tile = (torch.rand(16, 16) - 0.5).to(torch.float16)
+    tile = (torch.rand(m * k) - 0.5).to(torch.float16)
     out = torch.zeros(ctas)
-    l1_probe.run(buf, out, chunk, ctas, passes, tile)
+    l1_probe.run(buf, out, chunk, ctas, passes, tile, (m, k, n))
     t = tile.double()
-    want = buf.double().reshape(ctas, chunk).sum(1) * passes + (t @ t).sum()
+    want = buf.double().reshape(ctas, chunk).sum(1) * passes + (t.reshape(m, k) @ t[:k * n].reshape(k, n)).sum()
     assert torch.allclose(out.double(), want, rtol=1e-4)
-    with pytest.raises(ValueError, match=r"tile.shape\(=\(16, 8\)\)"):
-        l1_probe.run(buf, out, chunk, ctas, passes, tile[:, :8])
+    with pytest.raises(ValueError, match=r"product\(=\(16, 24, 16\)\)"):
+        l1_probe.run(buf, out, chunk, ctas, passes, tile, (16, 24, 16))
+    with pytest.raises(ValueError, match=r"tile must hold"):
+        l1_probe.run(buf, out, chunk, ctas, passes, tile[:100], (m, k, n))
 
 
 def test_run_rejects_bad_chunks_and_small_buffers_by_name():
@@ -64,7 +67,7 @@ def test_a_launchs_reuse_hit_rate_by_hand():
     """16 passes: the first load of each line cannot hit, so 15/16 of the sectors can."""
     row = {"l1_global_load_sectors": 1600.0, "l1_global_load_hit_sectors": 750.0}
     got = l1_probe.derive(2, 65536, 16, row)
-    assert got == {"ctas_per_sm": 2, "sm_bytes": 65536, "passes": 16, "carveout_pct": None, "smem_tile": 0,
+    assert got == {"ctas_per_sm": 2, "sm_bytes": 65536, "passes": 16, "carveout_pct": None, "product": "",
                    "reuse_hit": 750 / 1500}
     assert l1_probe.derive(1, 1, 16, {"l1_global_load_sectors": None})["reuse_hit"] is None
 
@@ -80,7 +83,7 @@ def test_the_committed_export_reads_back_into_the_committed_results():
     want = json.loads((data / "l1_probe.json").read_text())["results"]
     got = l1_probe.results(parse_ncu_raw_csv((data / "l1_probe-raw.csv").read_text()))
     assert {r.pop("carveout_pct") for r in got} == {None}  # run before the carve-out series: the driver's default
-    assert {r.pop("smem_tile") for r in got} == {0}
+    assert {r.pop("product") for r in got} == {""}
     assert got == want
     one = {r["sm_bytes"] // 1024: r for r in want if r["ctas_per_sm"] == 1}
     assert {r["shared_mem_config_bytes"] for r in want} == {32 * 1024}
@@ -95,10 +98,11 @@ def test_tags_name_the_product_and_run_3s_carveout_and_runs_sort_by_them():
     from iosim.kernels.ncu import parse_ncu_raw_csv
     data = Path(__file__).resolve().parents[1] / "experiments/measurements/h100/l1_probe/run2"
     rows = parse_ncu_raw_csv((data / "l1_probe-raw.csv").read_text())[:3]
-    for r, tag in zip(rows, (l1_probe.TAG.format(1, 65536, 16, 64), "l1-2-65536-16-k57", "l1-1-32768-16")):
+    for r, tag in zip(rows, (l1_probe.TAG.format(1, 65536, 16, 64, 64, 64), "l1-2-65536-16-k57",
+                             l1_probe.TAG.format(1, 32768, 16, 0, 0, 0))):
         r["nvtx"] = f"Default:{tag}"
-    got = [(r["smem_tile"], r["carveout_pct"], r["ctas_per_sm"], r["sm_bytes"]) for r in l1_probe.results(rows)]
-    assert got == [(0, None, 1, 32768), (0, 57, 2, 65536), (64, None, 1, 65536)]
+    got = [(r["product"], r["carveout_pct"], r["ctas_per_sm"], r["sm_bytes"]) for r in l1_probe.results(rows)]
+    assert got == [("", None, 1, 32768), ("", 57, 2, 65536), ("64x64x64", None, 1, 65536)]
 
 
 def test_run_3s_committed_export_reads_back_and_its_carveout_was_not_taken():
@@ -110,6 +114,6 @@ def test_run_3s_committed_export_reads_back_and_its_carveout_was_not_taken():
     data = Path(__file__).resolve().parents[1] / "experiments/measurements/h100/l1_probe/run3"
     want = json.loads((data / "l1_probe.json").read_text())["results"]
     got = l1_probe.results(parse_ncu_raw_csv((data / "l1_probe-raw.csv").read_text()))
-    assert {r.pop("smem_tile") for r in got} == {0}
+    assert {r.pop("product") for r in got} == {""}
     assert sorted(got, key=str) == sorted(want, key=str) and len(got) == 90
     assert {r["shared_mem_config_bytes"] for r in got} == {32 * 1024}
