@@ -124,6 +124,28 @@ def test_reloads_of_rewritten_slots_miss_once_the_spill_space_exceeds_l1():
     assert rewritten_miss(spills, 4, 1, H200) == 1.0 and reload_miss(spills, 4, 1, H200) == pytest.approx(0.75)
 
 
+def test_rewritten_reloads_follow_the_measured_cycle_curve_at_its_l1_size():
+    """Where the profile measured how much of a cycle its L1 keeps at the kernel's L1 size (within 10 %), rewritten
+    slots miss as that curve says, interpolated in cycle / L1 and flat beyond its ends; at any other size, as LRU."""
+    from iosim.costs.issue import cycle_hits, rewritten_miss
+
+    kib = 1024
+    free = H200.l1_bytes - H200.smem_per_sm  # 28 KiB: a kernel of unknown shared memory gets the largest carve-out
+    curve = replace(H200, l1_cycle_hits=((free, 1.0, 0.9), (free, 1.5, 0.5), (free, 2.0, 0.0), (224 * kib, 1.0, 1.0)))
+    assert cycle_hits(curve, free, free) == 0.9 and cycle_hits(curve, 1.25 * free, free) == pytest.approx(0.7)
+    assert cycle_hits(curve, 0.5 * free, free) == 0.9 and cycle_hits(curve, 3 * free, free) == 0.0  # flat beyond
+    near = int(free * 1.05)  # an L1 5 % larger takes the curve measured at 28 KiB, in its own ratio
+    assert cycle_hits(curve, 1.25 * near, near) == pytest.approx(0.7)
+    assert cycle_hits(curve, 64 * kib, 64 * kib) is None  # 64 KiB: 56 % from 28, 71 % from 224: nothing near
+    assert cycle_hits(H200, 300 * kib, 224 * kib) == pytest.approx(0.76 + (300 / 224 - 1.286) / 0.143 * (0.68 - 0.76),
+                                                                   abs=1e-6)  # the committed curve, between its rows
+    loop = LoopCode(100.0, {}, local_loads=10.0, local_stores=6.0)
+    spills = KernelCode(loop=loop, local_bytes=int(1.25 * free) // (32 * 4))  # one 4-warp CTA's frames: 1.25 x L1
+    assert rewritten_miss(spills, 4, 1, curve) == pytest.approx(0.3, abs=0.01)
+    assert rewritten_miss(spills, 4, 1, replace(H200, l1_cycle_hits=None)) == 1.0  # LRU where nothing is measured
+    assert rewritten_miss(spills, 4, 1, replace(curve, l1_bytes=None)) == 1.0  # no L1 size: every reload misses
+
+
 def test_shared_wavefronts_are_conserved_and_bound_the_roofline():
     """Every pass's wavefronts counted once (512-byte ldmatrix: 4; 128-byte shuffle: 1); a wgmma kernel's are
     not predicted (its operand reads by descriptor go through the same path uncounted)."""

@@ -138,6 +138,8 @@ def test_summary_rows_show_every_field_with_unit_and_source():
     assert by_field["l2_bytes"][0] == "50 MiB"
     assert by_field["hbm_bandwidth"][0] == "3.35 TB/s"
     assert by_field["host_link"][0] == "PCIe Gen5 x16"
+    curve = {f: v for f, v, _ in load_profile("h100").summary_rows()}["l1_cycle_hits"]  # the calibrated profile's
+    assert curve.startswith("224 KiB: 0.857 -> 1, 1 -> 0.929, ") and curve.endswith("2.286 -> 0")
     assert "reference-notes.md" in by_field["dram_efficiency"][1]
 
 
@@ -259,6 +261,16 @@ BAD = [  # (id, field named in the message, dotted key to change, new value, exp
     ("carveouts_unit", "fields.smem_carveouts", "fields.smem_carveouts.unit", "MHz", "unit 'MHz' is not a size"),
     ("carveouts_above_sm", "fields.smem_carveouts", "fields.smem_carveouts.value", [0, 64, 256],
      "must be <= smem_per_sm (228 KiB), got 256 KiB"),
+    # a curve: rows of (size, ratio, share), in order, the share a fraction
+    ("curve_short_row", "fields.l1_cycle_hits", "fields.l1_cycle_hits",
+     {"value": [[224, 1.0]], "unit": "KiB", "source": "a test"}, "each row must be [size, ratio, share], got [224, 1.0]"),
+    ("curve_share_above_one", "fields.l1_cycle_hits", "fields.l1_cycle_hits",
+     {"value": [[224, 1.0, 1.2]], "unit": "KiB", "source": "a test"}, "share in [0, 1], got [224, 1.0, 1.2]"),
+    ("curve_unordered", "fields.l1_cycle_hits", "fields.l1_cycle_hits",
+     {"value": [[224, 1.5, 0.5], [224, 1.0, 0.9]], "unit": "KiB", "source": "a test"},
+     "rows must be in increasing order of size, then ratio"),
+    ("curve_unit", "fields.l1_cycle_hits", "fields.l1_cycle_hits",
+     {"value": [[224, 1.0, 0.9]], "unit": "GHz", "source": "a test"}, "unit 'GHz' is not a size"),
 ]
 
 

@@ -351,12 +351,35 @@ def spill_traffic(loop: LoopCode, warps: int, miss: float = 1.0, rewritten: floa
 
 def rewritten_miss(code: KernelCode, warps: int, ctas_per_sm: int, profile) -> float:
     """Share of reloads of spill slots rewritten every pass that miss L1: the slots cycle, each reused only after
-    the SM's whole spill space went through, so under LRU all miss where that space exceeds the L1 shared memory
-    leaves and none where it fits; 1 where the profile has no L1 size."""
+    the SM's whole spill space went through, so they miss as the L1 the shared-memory carve-out leaves keeps a set read
+    again and again (:func:`cycle_hits`, measured); where not measured at that L1 size, as LRU would (all miss where
+    that space exceeds the L1, none where it fits); 1 where the profile has no L1 size."""
     footprint, free = _spill_space(code, warps, ctas_per_sm, profile)
     if not footprint:
         return 0.0
-    return 1.0 if free is None or footprint > free else 0.0
+    if not free:
+        return 1.0
+    hit = cycle_hits(profile, footprint, free)
+    if hit is None:
+        return 1.0 if footprint > free else 0.0
+    return 1.0 - hit
+
+
+CYCLE_SIZE_TOLERANCE = 0.1  # how far an L1's size may be from the one a cycle curve was measured at, relatively
+
+
+def cycle_hits(profile, cycled: float, l1: int) -> float | None:
+    """Share of the reloads of ``cycled`` bytes an SM reads again and again, in order, that hit ``l1`` bytes of L1:
+    the profile's measured curve (``l1_cycle_hits``, :mod:`iosim.kernels.l1_probe`: by cycle / L1 size, interpolated,
+    flat beyond its ends) at the L1 size it was measured at nearest ``l1``; None where none was measured within
+    :data:`CYCLE_SIZE_TOLERANCE` of it (the hits fall with the ratio differently at another size: the L1's ways)."""
+    rows = profile.l1_cycle_hits
+    if not rows or l1 <= 0:
+        return None
+    size = min({row[0] for row in rows}, key=lambda c: (abs(c - l1), c))
+    if abs(size - l1) > CYCLE_SIZE_TOLERANCE * l1:
+        return None
+    return _interpolate(sorted((r, h) for c, r, h in rows if c == size), cycled / l1)
 
 
 def estimated_code(iter_flops, end_flops, warps: int) -> KernelCode:
@@ -669,6 +692,6 @@ def sm_time(t_tensor: float, t_issue: float, t_chain: float, share: int, overlap
 
 
 __all__ = ["KernelCode", "LoopCode", "atomic_exposure", "calibration_loop", "chain_seconds", "cta_load_seconds",
-           "cta_time", "estimated_code", "lanes", "latencies", "lone_excess", "loop_code", "occupancy_curve",
+           "cta_time", "cycle_hits", "estimated_code", "lanes", "latencies", "lone_excess", "loop_code", "occupancy_curve",
            "occupancy_rate", "own_simt_share", "reload_miss", "rewritten_miss", "shared_cycles", "shared_seconds", "simt_seconds",
            "sm_time", "spill_traffic", "tensor_rate", "tensor_rates", "warp_cycles"]

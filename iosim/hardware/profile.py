@@ -54,6 +54,9 @@ OPTIONAL: dict[str, str | None] = {"l2_dirty_limit": "size", "l2_sweep_bytes": "
                                    "cta_pace_spread": "spread", "smem_carveout_min": "size"}
 # Optional fields that list several numbers of one dimension: field -> that dimension
 LISTED: dict[str, str] = {"smem_carveouts": "size"}
+# Optional fields that are measured curves, rows of (L1 size, bytes cycled / that size, share of reloads that hit):
+# field -> the dimension of the first column
+CURVES: dict[str, str] = {"l1_cycle_hits": "size"}
 _ATTR = {"boost_clock": "clock_hz"}  # YAML field -> Profile attribute where the names differ
 
 
@@ -119,6 +122,9 @@ class Profile:
     smem_carveouts: tuple[int, ...] | None = None
     # the smallest of them the driver configures for a kernel that asks for none (measured from launch records)
     smem_carveout_min: int | None = None
+    # (L1 bytes, bytes an SM cycles through / L1 bytes, share of reloads that hit L1), by L1 size, then the ratio:
+    # how much of a set read again and again an SM's L1 keeps (iosim.kernels.l1_probe)
+    l1_cycle_hits: tuple[tuple[int, float, float], ...] | None = None
     sources: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), hash=False, repr=False)
     calibration: Mapping[str, Any] | None = field(default=None, hash=False, repr=False)
 
@@ -171,7 +177,7 @@ class Profile:
     def summary_rows(self) -> list[tuple[str, str, str]]:
         """``(field, value with unit, source)`` for every field present, in schema order."""
         rows = []
-        for name, dim in {**REQUIRED, **OPTIONAL, **LISTED}.items():
+        for name, dim in {**REQUIRED, **OPTIONAL, **LISTED, **CURVES}.items():
             v = self.value(name)
             if v is None:
                 continue
@@ -179,6 +185,9 @@ class Profile:
                 shown = format_quantity(max(v), dim).split()[-1]
                 factor = UNITS[dim][shown]
                 v = f"{', '.join(f'{x / factor:g}' for x in v)} {shown}"
+            elif name in CURVES:  # by L1 size: the ratios and hits in one line
+                v = "; ".join(f"{format_quantity(size, dim)}: " + ", ".join(f"{r:g} -> {h:g}" for c, r, h in v if c == size)
+                              for size in sorted({row[0] for row in v}))
             elif dim is not None:
                 v = format_quantity(v, dim)
             rows.append((name, v, self.sources[name]))
@@ -278,7 +287,7 @@ def build_profile(data: Any, path: Path) -> Profile:
     except ValidationError as e:
         where, message = explain(e, _ProfileFile)
         raise ProfileError(message, file, where) from None
-    entries = {name: getattr(doc.fields, name) for name in {**REQUIRED, **OPTIONAL, **LISTED}
+    entries = {name: getattr(doc.fields, name) for name in {**REQUIRED, **OPTIONAL, **LISTED, **CURVES}
                if getattr(doc.fields, name) is not None}
     values = {name: entry.base for name, entry in entries.items()}
     _check_lockstep_shares(values, file)
@@ -402,6 +411,43 @@ class _QuantityList(FileModel):
 _LIST_ENTRY = {dim: type(f"_{dim.title()}List", (_QuantityList,), {"dim": dim, "__module__": __name__})
                for dim in set(LISTED.values())}
 
+
+class _Curve(FileModel):
+    """A measured curve, ``{value: [[size, ratio, share], ...], unit, source[, note]}``: ``unit`` the first column's
+    (the L1 size each row was measured at), the ratio > 0, the share in [0, 1]; rows by size, then ratio, each once."""
+
+    dim: ClassVar[str]
+    value: list[list[Number]]
+    unit: str | None = None
+    source: _Source
+    note: Line | None = None
+
+    @model_validator(mode="after")
+    def _rows(self):
+        if self.unit is None:
+            raise ValueError(f"missing unit; allowed: {', '.join(UNITS[self.dim])}")
+        if not self.value:
+            raise ValueError("must list at least one row")
+        for row in self.value:
+            if len(row) != 3:
+                raise ValueError(f"each row must be [size, ratio, share], got {row}")
+            size, ratio, share = row
+            to_base(size, self.unit, self.dim)
+            if not ratio > 0 or not 0 <= share <= 1:
+                raise ValueError(f"each row's ratio must be > 0 and share in [0, 1], got {row}")
+        keys = [tuple(row[:2]) for row in self.value]
+        if any(b <= a for a, b in zip(keys, keys[1:])):
+            raise ValueError(f"rows must be in increasing order of size, then ratio, each once, got {keys}")
+        return self
+
+    @property
+    def base(self) -> tuple:
+        return tuple((to_base(size, self.unit, self.dim), float(ratio), float(share)) for size, ratio, share in self.value)
+
+
+_CURVE_ENTRY = {dim: type(f"_{dim.title()}Curve", (_Curve,), {"dim": dim, "__module__": __name__})
+                for dim in set(CURVES.values())}
+
 _ENTRY = {dim: type(f"_{dim.title().replace(' ', '')}", (_Quantity,), {"dim": dim, "__module__": __name__})
           for dim in UNITS}
 
@@ -437,6 +483,7 @@ _Fields = create_model(
     **{name: (_ENTRY[dim] if dim else _Label, ...) for name, dim in REQUIRED.items()},
     **{name: (_ENTRY[dim] if dim else _Label, None) for name, dim in OPTIONAL.items()},
     **{name: (_LIST_ENTRY[dim], None) for name, dim in LISTED.items()},
+    **{name: (_CURVE_ENTRY[dim], None) for name, dim in CURVES.items()},
 )
 
 
@@ -454,6 +501,6 @@ class _ProfileFile(FileModel):
 
 
 # Re-exported from iosim.hardware.catalog and iosim.hardware.units, so one import serves a caller.
-__all__ = ["ALIASES", "LISTED", "OPTIONAL", "REQUIRED", "SCHEMA_VERSION", "TENSOR_DTYPES", "UNITS", "Profile", "ProfileError",
+__all__ = ["ALIASES", "CURVES", "LISTED", "OPTIONAL", "REQUIRED", "SCHEMA_VERSION", "TENSOR_DTYPES", "UNITS", "Profile", "ProfileError",
            "build_profile", "builtin_profiles", "format_quantity", "load_profile", "profile_dir", "read_profile_dict",
            "resolve_profile_path", "write_profile"]
