@@ -108,8 +108,9 @@ def test_masked_passes_and_spilled_bytes_are_conserved():
 
 
 def test_reloads_of_rewritten_slots_miss_once_the_spill_space_exceeds_l1():
-    """Words a pass stores and reloads cycle through the whole spill space (LRU: all miss once it exceeds what L1
-    keeps, none while it fits); words spilled once are reloaded at the linear share; stores always cross."""
+    """Words a pass stores and reloads cycle through the whole spill space (where the profile measured no cycle curve,
+    LRU: all miss once it exceeds what L1 keeps, none while it fits); words spilled once are reloaded at the linear
+    share; stores always cross."""
     from iosim.costs.issue import reload_miss, rewritten_miss, spill_traffic
 
     loop = LoopCode(100.0, {}, local_loads=10.0, local_stores=6.0)
@@ -120,8 +121,9 @@ def test_reloads_of_rewritten_slots_miss_once_the_spill_space_exceeds_l1():
     free = H200.l1_bytes - H200.smem_per_sm
     fits = KernelCode(loop=loop, local_bytes=free // (32 * 4) - 4)  # one 4-warp CTA's spill space, just under
     spills = KernelCode(loop=loop, local_bytes=4 * free // (32 * 4))  # four times what L1 keeps
-    assert rewritten_miss(fits, 4, 1, H200) == 0.0 and reload_miss(fits, 4, 1, H200) == 0.0
-    assert rewritten_miss(spills, 4, 1, H200) == 1.0 and reload_miss(spills, 4, 1, H200) == pytest.approx(0.75)
+    lru = replace(H200, l1_cycle_hits=None)
+    assert rewritten_miss(fits, 4, 1, lru) == 0.0 and reload_miss(fits, 4, 1, H200) == 0.0
+    assert rewritten_miss(spills, 4, 1, lru) == 1.0 and reload_miss(spills, 4, 1, H200) == pytest.approx(0.75)
 
 
 def test_rewritten_reloads_follow_the_measured_cycle_curve_at_its_l1_size():
@@ -139,6 +141,8 @@ def test_rewritten_reloads_follow_the_measured_cycle_curve_at_its_l1_size():
     assert cycle_hits(curve, 64 * kib, 64 * kib) is None  # 64 KiB: 56 % from 28, 71 % from 224: nothing near
     assert cycle_hits(H200, 300 * kib, 224 * kib) == pytest.approx(0.76 + (300 / 224 - 1.286) / 0.143 * (0.68 - 0.76),
                                                                    abs=1e-6)  # the committed curve, between its rows
+    assert cycle_hits(H200, 8 * kib, 28 * kib) is None  # no row at the largest carve-out (the profile's note says why)
+    assert cycle_hits(H200, 64 * kib, 124 * kib) == pytest.approx(0.985, abs=0.002)  # 132 KiB carve-out: measured
     loop = LoopCode(100.0, {}, local_loads=10.0, local_stores=6.0)
     spills = KernelCode(loop=loop, local_bytes=int(1.25 * free) // (32 * 4))  # one 4-warp CTA's frames: 1.25 x L1
     assert rewritten_miss(spills, 4, 1, curve) == pytest.approx(0.3, abs=0.01)
