@@ -19,14 +19,17 @@ shared memory on the H100, C = 224 KiB); with a 64 × 64 × 64 fp16 product afte
 of shared memory a CTA, for which the driver configures 132 KiB (C = 124 KiB, the L1 sglang's spilling kernel ran
 with); and with a 16 × 512 × 64 product (80 KiB a CTA: Triton's launcher then asks for the largest carve-out,
 228 KiB, C = 28 KiB, the L1 of our d = 128 backward and most kernels of more than 48 KiB), over sizes scaled to it.
-The product comes after the loop, so it changes the carve-out and nothing the cycles see. (Asking for a carve-out by ``cuFuncSetAttribute`` instead does nothing for a kernel of almost no
+The product comes after the loop, so it changes the carve-out and nothing the cycles see. Then the same cycles
+through each thread's own local memory (``LOCAL_SERIES``: ``ld.local``, LDL, as a spilling kernel reloads its
+registers; inline PTX, two CTAs an SM), at each carve-out, with the local loads' sectors and hits: whether the L1
+keeps local lines as it keeps global ones. (Asking for a carve-out by ``cuFuncSetAttribute`` instead does nothing for a kernel of almost no
 shared memory: run 3 on the H100 got 32 KiB whatever it asked.) Each launch records its carve-out
 (``launch__shared_mem_config_size``), so C is read, not guessed.
 
     python -m iosim.kernels.l1_probe --out DIR    # runs ncu on itself; writes DIR/l1_probe.json
 
 Napkin math: the largest launch reads 512 KiB × 132 SMs × 16 passes ≈ 1.1 GB from L1 and L2 (well under 1 ms); ncu's
-start and replay dominate, under a second a launch, 76 launches.
+start and replay dominate, under a second a launch, 99 launches.
 """
 from __future__ import annotations
 
@@ -52,11 +55,21 @@ SMALL_SIZES_KIB = (8, 16, 24, 32, 40, 48, 56, 64)  # for the largest carve-out's
 # (M, K, N) of the fp16 product after the loop (its operand's shared memory sets the carve-out), the sizes it runs
 SERIES = (((0, 0, 0), SIZES_KIB), ((64, 64, 64), SIZES_KIB), ((16, 512, 64), SMALL_SIZES_KIB))
 TAG = "l1-{}-{}-{}-p{}x{}x{}"  # NVTX range: CTAs an SM, bytes an SM, passes, the product (M, K, N)
+# the same cycles through each thread's local memory (ld.local, as spilled registers are reloaded), two CTAs an SM,
+# at each carve-out over the sizes where its hits fall
+LOCAL_SERIES = (((0, 0, 0), (160, 192, 224, 256, 288, 320, 352, 384)),
+                ((64, 64, 64), (64, 96, 128, 144, 160, 176, 192, 224, 256)),
+                ((16, 512, 64), (8, 16, 24, 32, 40, 48)))
+LOCAL_CTAS = 2
+LOCAL_MIN_WORDS = 64  # a local array ptxas leaves in local memory (it promoted one of 8 words to registers)
+LOCAL_TAG = "l1local-{}-{}-{}-p{}x{}x{}"
+_LOCAL_TAG_RE = re.compile(r"l1local-(\d+)-(\d+)-(\d+)-p(\d+x\d+x\d+)")
+LOCAL_METRICS = ("l1tex__t_sectors_pipe_lsu_mem_local_op_ld.sum", "l1tex__t_sectors_pipe_lsu_mem_local_op_ld_lookup_hit.sum")
 # run 3 (H100, 2026-12-06) tagged the carve-out it asked for, "-k<percent>", which the driver ignored; runs 1-2 neither
 _TAG_RE = re.compile(r"l1-(\d+)-(\d+)-(\d+)(?:-k(-?\d+))?(?:-p(\d+x\d+x\d+))?")
 # the L1's global-load sectors and hits, and the carve-out the launch ran with (the L1 it left: 256 KiB less it on Hopper)
 L1_FIELDS = ("l1_global_load_sectors", "l1_global_load_hit_sectors", "shared_mem_config_bytes")
-PROBE_METRICS = ("l1tex__m_xbar2l1tex_read_bytes.sum", *(m for f in L1_FIELDS for m in OPTIONAL_FIELDS[f]))
+PROBE_METRICS = ("l1tex__m_xbar2l1tex_read_bytes.sum", *(m for f in L1_FIELDS for m in OPTIONAL_FIELDS[f]), *LOCAL_METRICS)
 
 
 @functools.cache
@@ -85,6 +98,91 @@ def _kernel():
         tl.store(out + pid, total)  # keeps the loads alive
 
     return cycle
+
+
+def local_asm(words: int, passes: int) -> str:
+    """PTX for one thread: store ``words`` 32-bit words of a local array (at places the compiler cannot know: offset by
+    ``$2``, a zero read from memory, which the count adds to as well), then load them in order ``passes`` times, summing
+    into ``$0`` (from ``$1``).
+    The array lives in the thread's local memory, as spilled registers do, and is read by ``ld.local`` (LDL); it is
+    declared at least ``LOCAL_MIN_WORDS`` long (ptxas keeps a smaller one in registers), only ``words`` of it touched."""
+    if words < 1 or passes < 1:
+        raise ValueError(f"words(={words}) and passes(={passes}) must be >= 1")
+    return f"""{{
+.local .align 16 .b32 fr[{max(words, LOCAL_MIN_WORDS)}];
+.reg .u32 %ci, %cp, %cx, %ca, %cn;
+.reg .u64 %cb, %cd;
+.reg .pred %cq;
+mov.u64 %cb, fr;
+mov.u32 %ca, $1;
+add.u32 %cn, $2, {words};
+mov.u32 %ci, 0;
+LI${{:uid}}:
+add.u32 %cx, %ci, $2;
+rem.u32 %cx, %cx, %cn;
+mul.wide.u32 %cd, %cx, 4;
+add.u64 %cd, %cd, %cb;
+mad.lo.u32 %cx, %ci, $2, $1;
+st.local.u32 [%cd], %cx;
+add.u32 %ci, %ci, 1;
+setp.lt.u32 %cq, %ci, %cn;
+@%cq bra LI${{:uid}};
+mov.u32 %cp, 0;
+LP${{:uid}}:
+mov.u32 %ci, 0;
+LL${{:uid}}:
+mul.wide.u32 %cd, %ci, 4;
+add.u64 %cd, %cd, %cb;
+ld.local.u32 %cx, [%cd];
+add.u32 %ca, %ca, %cx;
+add.u32 %ci, %ci, 1;
+setp.lt.u32 %cq, %ci, %cn;
+@%cq bra LL${{:uid}};
+add.u32 %cp, %cp, 1;
+setp.lt.u32 %cq, %cp, {passes};
+@%cq bra LP${{:uid}};
+mov.u32 $0, %ca;
+}}"""
+
+
+@functools.cache
+def _local_kernel():
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def local_cycle(out, zero, tile, ASM: tl.constexpr, THREADS: tl.constexpr, TM: tl.constexpr, TK: tl.constexpr,
+                    TN: tl.constexpr):
+        """Each thread: ``ASM`` (:func:`local_asm`) over its own local array; then, where ``TM``, :func:`_kernel`'s
+        product (shared memory, which sets the carve-out)."""
+        pid = tl.program_id(0)
+        t = tl.arange(0, THREADS)
+        z = tl.load(zero + t)
+        r = tl.inline_asm_elementwise(ASM, "=r,r,r", [(t + pid).to(tl.int32), z], dtype=tl.int32, is_pure=False,
+                                      pack=1)
+        if TM:
+            m, k, n = tl.arange(0, TM), tl.arange(0, TK), tl.arange(0, TN)
+            a = tl.load(tile + m[:, None] * TK + k[None, :], cache_modifier=".cg")
+            b = tl.load(tile + k[:, None] * TN + n[None, :], cache_modifier=".cg")
+            r += tl.sum(tl.sum(tl.dot(a, b), axis=1), axis=0).to(tl.int32)
+        tl.store(out + pid * THREADS + t, r)
+
+    return local_cycle
+
+
+def run_local(out, zero, sm_bytes: int, ctas_per_sm: int, sms: int, passes: int, tile=None,
+              product: tuple = (0, 0, 0)):
+    """One launch of the local-memory cycle: ``ctas_per_sm · sms`` CTAs of ``NUM_WARPS`` warps, each thread over its
+    share of ``sm_bytes`` an SM (whole 32-bit words), ``passes`` times, then the product (see :func:`run`)."""
+    threads = 32 * NUM_WARPS
+    words = sm_bytes // (ctas_per_sm * threads * 4)
+    ctas = ctas_per_sm * sms
+    if out.numel() < ctas * threads or zero.numel() < threads:
+        raise ValueError(f"out.numel()(={out.numel()}) must be >= {ctas * threads} and zero.numel()(={zero.numel()}) "
+                         f">= {threads}")
+    tm, tk, tn = product
+    return _local_kernel()[(ctas,)](out, zero, zero if tile is None else tile, ASM=local_asm(words, passes),
+                                    THREADS=threads, TM=tm, TK=tk, TN=tn, num_warps=NUM_WARPS)
 
 
 def chunk_elems(sm_bytes: int, ctas_per_sm: int) -> int:
@@ -128,6 +226,15 @@ def child() -> int:
                 profiled_launch(torch, TAG.format(c, kib * KiB, PASSES, *product),
                                 lambda chunk=chunk, c=c, tile=tile, product=product:
                                 run(buf, out, chunk, c * sms, PASSES, tile, product))
+    words_out = torch.empty(LOCAL_CTAS * sms * 32 * NUM_WARPS, dtype=torch.int32, device="cuda")
+    zero = torch.zeros(32 * NUM_WARPS, dtype=torch.int32, device="cuda")
+    for product, sizes in LOCAL_SERIES:
+        tm, tk, tn = product
+        tile = torch.randn(max(tm * tk, tk * tn), dtype=torch.float16, device="cuda") if tm else None
+        for kib in sizes:
+            profiled_launch(torch, LOCAL_TAG.format(LOCAL_CTAS, kib * KiB, PASSES, *product),
+                            lambda kib=kib, tile=tile, product=product:
+                            run_local(words_out, zero, kib * KiB, LOCAL_CTAS, sms, PASSES, tile, product))
     return 0
 
 
@@ -157,15 +264,27 @@ def results(rows: list[dict]) -> list[dict]:
     """One row per launch, by (CTAs an SM, bytes an SM), from parsed ncu rows by their NVTX tags."""
     out = []
     for row in rows:
-        m = next((m for m in map(_TAG_RE.fullmatch, re.split(r"[:\s\"]", row["nvtx"])) if m), None)
+        words = re.split(r"[:\s\"]", row["nvtx"])
+        local = next((m for m in map(_LOCAL_TAG_RE.fullmatch, words) if m), None)
+        if local is not None:
+            c, size, passes = (int(g) for g in local.groups()[:3])
+            values, ctas = launch_counters(row, FIELDS + L1_FIELDS)
+            values = {**values, "l1_local_load_sectors": row.get(LOCAL_METRICS[0]),
+                      "l1_local_load_hit_sectors": row.get(LOCAL_METRICS[1])}
+            own = {"l1_global_load_sectors": values["l1_local_load_sectors"],  # derive's hit rate, of the local loads
+                   "l1_global_load_hit_sectors": values["l1_local_load_hit_sectors"]}
+            product = "" if local[4] == "0x0x0" else local[4]
+            out.append({**derive(c, size, passes, own, None, product), "loads": "local", "ctas": ctas, **values})
+            continue
+        m = next((m for m in map(_TAG_RE.fullmatch, words) if m), None)
         if m is None:
             continue
         c, size, passes = (int(g) for g in m.groups()[:3])
         pct = None if m[4] is None else int(m[4])
         values, ctas = launch_counters(row, FIELDS + L1_FIELDS)
         product = "" if m[5] in (None, "0x0x0") else m[5]
-        out.append({**derive(c, size, passes, values, pct, product), "ctas": ctas, **values})
-    return sorted(out, key=lambda r: (r["product"], -2 if r["carveout_pct"] is None else r["carveout_pct"],
+        out.append({**derive(c, size, passes, values, pct, product), "loads": "global", "ctas": ctas, **values})
+    return sorted(out, key=lambda r: (r["loads"], r["product"], -2 if r["carveout_pct"] is None else r["carveout_pct"],
                                       r["ctas_per_sm"], r["sm_bytes"]))
 
 
@@ -190,7 +309,7 @@ def report(data: dict) -> list[str]:
         per = "n/a" if xbar is None else f"{xbar / (sms * r['passes'] * r['sm_bytes']):.3f}"
         cfg = r.get("shared_mem_config_bytes")
         got = "n/a" if cfg is None else f"{cfg / KiB:.0f} KiB"
-        lines.append(f"product {r.get('product') or 'none':>9} (carve-out {got}) {r['ctas_per_sm']} CTA/SM {r['sm_bytes'] // KiB:>4} KiB/SM x "
+        lines.append(f"{r.get('loads', 'global'):6s} product {r.get('product') or 'none':>9} (carve-out {got}) {r['ctas_per_sm']} CTA/SM {r['sm_bytes'] // KiB:>4} KiB/SM x "
                      f"{r['passes']} passes: L1 reuse hit {hit}, crossbar {per} of the bytes a pass")
     return lines
 

@@ -83,7 +83,7 @@ def test_the_committed_export_reads_back_into_the_committed_results():
     want = json.loads((data / "l1_probe.json").read_text())["results"]
     got = l1_probe.results(parse_ncu_raw_csv((data / "l1_probe-raw.csv").read_text()))
     assert {r.pop("carveout_pct") for r in got} == {None}  # run before the carve-out series: the driver's default
-    assert {r.pop("product") for r in got} == {""}
+    assert {r.pop("product") for r in got} == {""} and {r.pop("loads") for r in got} == {"global"}
     assert got == want
     one = {r["sm_bytes"] // 1024: r for r in want if r["ctas_per_sm"] == 1}
     assert {r["shared_mem_config_bytes"] for r in want} == {32 * 1024}
@@ -114,6 +114,47 @@ def test_run_3s_committed_export_reads_back_and_its_carveout_was_not_taken():
     data = Path(__file__).resolve().parents[1] / "experiments/measurements/h100/l1_probe/run3"
     want = json.loads((data / "l1_probe.json").read_text())["results"]
     got = l1_probe.results(parse_ncu_raw_csv((data / "l1_probe-raw.csv").read_text()))
-    assert {r.pop("product") for r in got} == {""}
+    assert {r.pop("product") for r in got} == {""} and {r.pop("loads") for r in got} == {"global"}
     assert sorted(got, key=str) == sorted(want, key=str) and len(got) == 90
     assert {r["shared_mem_config_bytes"] for r in got} == {32 * 1024}
+
+
+def test_run_4s_products_set_the_carveouts_they_were_meant_to():
+    """Run 4: the loop alone got 32 KiB, after the 8 KiB-a-CTA product 132 KiB, after the 80 KiB one 228 KiB; its
+    export reads back into its results, and at 124 KiB a cycle of 1.03 x the L1 keeps most (two CTAs an SM)."""
+    import json
+    from pathlib import Path
+
+    from iosim.kernels.ncu import parse_ncu_raw_csv
+    data = Path(__file__).resolve().parents[1] / "experiments/measurements/h100/l1_probe/run4"
+    want = json.loads((data / "l1_probe.json").read_text())["results"]
+    got = l1_probe.results(parse_ncu_raw_csv((data / "l1_probe-raw.csv").read_text()))
+    assert {r.pop("loads") for r in got} == {"global"} and got == want
+    by = {}
+    for r in got:
+        by.setdefault(r["product"], set()).add(r["shared_mem_config_bytes"] // 1024)
+    assert by == {"": {32}, "64x64x64": {132}, "16x512x64": {228}}
+    one = {(r["ctas_per_sm"], r["sm_bytes"] // 1024): r["reuse_hit"] for r in got if r["product"] == "64x64x64"}
+    assert 0.8 < one[(2, 128)] < 0.9 and one[(2, 512)] < 0.01
+
+
+def test_the_local_cycle_is_ptx_of_its_words_and_passes_and_refuses_none():
+    asm = l1_probe.local_asm(24, 16)
+    assert ".local .align 16 .b32 fr[64];" in asm and ".b32 fr[100];" in l1_probe.local_asm(100, 2) and "ld.local.u32" in asm and "st.local.u32" in asm
+    assert "add.u32 %cn, $2, 24;" in asm and asm.count("setp.lt.u32 %cq, %ci, %cn;") == 2 and "%cp, 16;" in asm
+    with pytest.raises(ValueError, match=r"words\(=0\)"):
+        l1_probe.local_asm(0, 16)
+
+
+def test_local_launches_read_their_own_counters():
+    """A local-memory launch's tag gives its row the local loads' sectors and hits, and its hit rate is theirs."""
+    from pathlib import Path
+
+    from iosim.kernels.ncu import parse_ncu_raw_csv
+    data = Path(__file__).resolve().parents[1] / "experiments/measurements/h100/l1_probe/run4"
+    row = parse_ncu_raw_csv((data / "l1_probe-raw.csv").read_text())[0]
+    row["nvtx"] = "Default:" + l1_probe.LOCAL_TAG.format(2, 24 * 1024, 16, 16, 512, 64)
+    row[l1_probe.LOCAL_METRICS[0]], row[l1_probe.LOCAL_METRICS[1]] = 1600.0, 750.0
+    (got,) = l1_probe.results([row])
+    assert got["loads"] == "local" and got["product"] == "16x512x64" and got["sm_bytes"] == 24 * 1024
+    assert got["reuse_hit"] == 750 / 1500 and got["l1_local_load_sectors"] == 1600.0
