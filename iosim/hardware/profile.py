@@ -380,20 +380,28 @@ class _Label(FileModel):
         return self.value
 
 
-class _QuantityList(FileModel):
-    """Several numbers of one dimension, ``{value: [...], unit, source[, note]}``, in increasing order; 0 allowed
-    (a shared-memory carve-out of none)."""
+class _Several(FileModel):
+    """What a field of several numbers has beside them: a unit of its dimension, its source and a note."""
 
     dim: ClassVar[str]
-    value: list[Number]
     unit: str | None = None
     source: _Source
     note: Line | None = None
 
-    @model_validator(mode="after")
-    def _unit_and_order(self):
+    def _require_unit(self) -> None:
         if self.unit is None:
             raise ValueError(f"missing unit; allowed: {', '.join(UNITS[self.dim])}")
+
+
+class _QuantityList(_Several):
+    """Several numbers of one dimension, ``{value: [...], unit, source[, note]}``, in increasing order; 0 allowed
+    (a shared-memory carve-out of none)."""
+
+    value: list[Number]
+
+    @model_validator(mode="after")
+    def _unit_and_order(self):
+        self._require_unit()
         if not self.value:
             raise ValueError("must list at least one value")
         for v in self.value:
@@ -412,20 +420,15 @@ _LIST_ENTRY = {dim: type(f"_{dim.title()}List", (_QuantityList,), {"dim": dim, "
                for dim in set(LISTED.values())}
 
 
-class _Curve(FileModel):
+class _Curve(_Several):
     """A measured curve, ``{value: [[size, ratio, share], ...], unit, source[, note]}``: ``unit`` the first column's
     (the L1 size each row was measured at), the ratio > 0, the share in [0, 1]; rows by size, then ratio, each once."""
 
-    dim: ClassVar[str]
     value: list[list[Number]]
-    unit: str | None = None
-    source: _Source
-    note: Line | None = None
 
     @model_validator(mode="after")
     def _rows(self):
-        if self.unit is None:
-            raise ValueError(f"missing unit; allowed: {', '.join(UNITS[self.dim])}")
+        self._require_unit()
         if not self.value:
             raise ValueError("must list at least one row")
         for row in self.value:
