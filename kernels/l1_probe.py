@@ -180,7 +180,7 @@ def run_local(out, zero, sm_bytes: int, ctas_per_sm: int, sms: int, passes: int,
     if out.numel() < ctas * threads or zero.numel() < threads:
         raise ValueError(f"out.numel()(={out.numel()}) must be >= {ctas * threads} and zero.numel()(={zero.numel()}) "
                          f">= {threads}")
-    tm, tk, tn = product
+    tm, tk, tn = _checked_product(tile, product)
     return _local_kernel()[(ctas,)](out, zero, zero if tile is None else tile, ASM=local_asm(words, passes),
                                     THREADS=threads, TM=tm, TK=tk, TN=tn, num_warps=NUM_WARPS)
 
@@ -202,13 +202,25 @@ def run(buf, out, chunk: int, ctas: int, passes: int, tile=None, product: tuple 
     if chunk * ctas > buf.numel() or ctas > out.numel():
         raise ValueError(f"buf.numel()(={buf.numel()}) must be >= chunk × ctas (={chunk * ctas}) and "
                          f"out.numel()(={out.numel()}) >= ctas(={ctas})")
+    tm, tk, tn = _checked_product(tile, product)
+    return _kernel()[(ctas,)](buf, out, buf if tile is None else tile, chunk, passes, BLOCK=BLOCK, TM=tm, TK=tk, TN=tn,
+                              num_warps=NUM_WARPS)
+
+
+def _checked_product(tile, product: tuple) -> tuple:
+    """``product`` (M, K, N) where it is none (0s) or powers of two >= 16 that ``tile`` holds; else a ValueError."""
     tm, tk, tn = product
     if tm and any(x < 16 or x & (x - 1) for x in product):
         raise ValueError(f"product(={product}) must be 0s or powers of two >= 16")
     if tm and (tile is None or tile.numel() < max(tm * tk, tk * tn)):
         raise ValueError(f"tile must hold max(M·K, K·N) = {max(tm * tk, tk * tn)} elements for product(={product})")
-    return _kernel()[(ctas,)](buf, out, buf if tile is None else tile, chunk, passes, BLOCK=BLOCK, TM=tm, TK=tk, TN=tn,
-                              num_warps=NUM_WARPS)
+    return product
+
+
+def _tile(torch, product: tuple):
+    """Random fp16 operands for ``product`` on the GPU (None: no product)."""
+    tm, tk, tn = product
+    return torch.randn(max(tm * tk, tk * tn), dtype=torch.float16, device="cuda") if tm else None
 
 
 def child() -> int:
@@ -218,8 +230,7 @@ def child() -> int:
     buf = torch.rand(sms * max(SIZES_KIB) * KiB // FP32 + BLOCK * max(CTAS_PER_SM), dtype=torch.float32, device="cuda")
     out = torch.empty(sms * max(CTAS_PER_SM), dtype=torch.float32, device="cuda")
     for product, sizes in SERIES:
-        tm, tk, tn = product
-        tile = torch.randn(max(tm * tk, tk * tn), dtype=torch.float16, device="cuda") if tm else None
+        tile = _tile(torch, product)
         for c in CTAS_PER_SM:
             for kib in sizes:
                 chunk = chunk_elems(kib * KiB, c)
@@ -229,8 +240,7 @@ def child() -> int:
     words_out = torch.empty(LOCAL_CTAS * sms * 32 * NUM_WARPS, dtype=torch.int32, device="cuda")
     zero = torch.zeros(32 * NUM_WARPS, dtype=torch.int32, device="cuda")
     for product, sizes in LOCAL_SERIES:
-        tm, tk, tn = product
-        tile = torch.randn(max(tm * tk, tk * tn), dtype=torch.float16, device="cuda") if tm else None
+        tile = _tile(torch, product)
         for kib in sizes:
             profiled_launch(torch, LOCAL_TAG.format(LOCAL_CTAS, kib * KiB, PASSES, *product),
                             lambda kib=kib, tile=tile, product=product:
@@ -251,10 +261,11 @@ def policies(sm_bytes: float, l1_bytes: float) -> dict:
 
 
 def derive(ctas_per_sm: int, sm_bytes: int, passes: int, row: dict, carveout_pct: int | None = None,
-           product: str = "") -> dict:
-    """A launch's L1 hit rate over the loads that could hit (each line's first load cannot), with the carve-out run 3
-    asked for (None: not asked) and the product after its loop ("MxKxN"; "": none)."""
-    sectors, hits = row.get("l1_global_load_sectors"), row.get("l1_global_load_hit_sectors")
+           product: str = "", loads: str = "global") -> dict:
+    """A launch's L1 hit rate over the loads that could hit (each line's first load cannot), of its ``loads``
+    (``global`` or ``local``), with the carve-out run 3 asked for (None: not asked) and the product after its loop
+    ("MxKxN"; "": none)."""
+    sectors, hits = row.get(f"l1_{loads}_load_sectors"), row.get(f"l1_{loads}_load_hit_sectors")
     reusable = None if not sectors else sectors * (passes - 1) / passes
     return {"ctas_per_sm": ctas_per_sm, "sm_bytes": sm_bytes, "passes": passes, "carveout_pct": carveout_pct,
             "product": product, "reuse_hit": None if not reusable or hits is None else hits / reusable}
@@ -271,10 +282,9 @@ def results(rows: list[dict]) -> list[dict]:
             values, ctas = launch_counters(row, FIELDS + L1_FIELDS)
             values = {**values, "l1_local_load_sectors": row.get(LOCAL_METRICS[0]),
                       "l1_local_load_hit_sectors": row.get(LOCAL_METRICS[1])}
-            own = {"l1_global_load_sectors": values["l1_local_load_sectors"],  # derive's hit rate, of the local loads
-                   "l1_global_load_hit_sectors": values["l1_local_load_hit_sectors"]}
             product = "" if local[4] == "0x0x0" else local[4]
-            out.append({**derive(c, size, passes, own, None, product), "loads": "local", "ctas": ctas, **values})
+            out.append({**derive(c, size, passes, values, None, product, "local"), "loads": "local", "ctas": ctas,
+                        **values})
             continue
         m = next((m for m in map(_TAG_RE.fullmatch, words) if m), None)
         if m is None:

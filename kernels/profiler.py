@@ -26,6 +26,7 @@ from iosim.kernels.inputs import make_call, make_inputs
 from iosim.kernels.ncu import (
     BASE_METRICS,
     CASE_TAG,
+    base_name,
     counters_by_case,
     ncu_failure,
     parse_ncu_raw_csv,
@@ -130,13 +131,16 @@ def run_probe(module: str, stem: str, out_dir: Path, metrics, what: str, timeout
 def run_counter_probe(module: str, stem: str, out_dir: Path, probe_metrics, what: str,
                       timeout_s: float = 300) -> tuple[list, list, dict, list[dict]]:
     """A counter probe's ncu run (:func:`run_probe`) asking the base metrics and those of ``probe_metrics`` this ncu
-    knows: ``(metrics asked, probe metrics it lacks, provenance as a dict, the export's parsed rows)``."""
+    knows, the harness's or not: ``(metrics asked, probe metrics it lacks, provenance as a dict, the export's parsed
+    rows)``."""
     from dataclasses import asdict
 
     from iosim.kernels.harness import provenance  # the harness imports this module
     ncu = require_ncu(what)
-    metrics, _ = metrics_for(ncu)
+    available = query_metrics(ncu)
+    metrics, _ = select_metrics(available)
     keep = [m for m in metrics if m in BASE_METRICS or m in probe_metrics]
+    keep += [m for m in probe_metrics if m not in keep and available and base_name(m) in available]
     missing = [m for m in probe_metrics if m not in keep]
     prov = asdict(provenance(ncu_version(ncu), counters=True, metrics_missing=missing))
     return keep, missing, prov, parse_ncu_raw_csv(run_probe(module, stem, out_dir, keep, what, timeout_s))

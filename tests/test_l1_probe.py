@@ -144,6 +144,12 @@ def test_the_local_cycle_is_ptx_of_its_words_and_passes_and_refuses_none():
     assert "add.u32 %cn, $2, 24;" in asm and asm.count("setp.lt.u32 %cq, %ci, %cn;") == 2 and "%cp, 16;" in asm
     with pytest.raises(ValueError, match=r"words\(=0\)"):
         l1_probe.local_asm(0, 16)
+    torch = pytest.importorskip("torch")
+    out, zero = torch.empty(2 * 128, dtype=torch.int32), torch.zeros(128, dtype=torch.int32)
+    with pytest.raises(ValueError, match=r"product\(=\(16, 24, 16\)\)"):  # refused before any launch, as run's
+        l1_probe.run_local(out, zero, 8192, 2, 1, 16, torch.empty(1024, dtype=torch.float16), (16, 24, 16))
+    with pytest.raises(ValueError, match=r"out.numel\(\)\(=256\) must be >= 512"):
+        l1_probe.run_local(out, zero, 8192, 2, 2, 16)
 
 
 def test_local_launches_read_their_own_counters():
@@ -158,3 +164,27 @@ def test_local_launches_read_their_own_counters():
     (got,) = l1_probe.results([row])
     assert got["loads"] == "local" and got["product"] == "16x512x64" and got["sm_bytes"] == 24 * 1024
     assert got["reuse_hit"] == 750 / 1500 and got["l1_local_load_sectors"] == 1600.0
+
+
+def test_a_probe_asks_for_its_own_metrics_that_ncu_knows_beyond_the_harnesss(monkeypatch, tmp_path):
+    """The local loads' counters are not among the harness's metrics: a counter probe still asks ncu for them where
+    ncu knows them, and lists them missing where it does not (ncu fails a whole run on a name it does not know)."""
+    from dataclasses import dataclass
+
+    from iosim.kernels import harness, profiler
+
+    @dataclass
+    class Prov:
+        metrics_missing: tuple
+
+    asked = {}
+    monkeypatch.setattr(profiler, "require_ncu", lambda what: "ncu")
+    monkeypatch.setattr(harness, "provenance", lambda v, counters, metrics_missing: Prov(tuple(metrics_missing)))
+    monkeypatch.setattr(profiler, "ncu_version", lambda ncu: "2025.3")
+    monkeypatch.setattr(profiler, "run_probe", lambda *a, **k: asked.setdefault("metrics", a[3]) and "")
+    monkeypatch.setattr(profiler, "parse_ncu_raw_csv", lambda text: [])
+    known = {profiler.base_name(m) for m in profiler.BASE_METRICS} | {"l1tex__t_sectors_pipe_lsu_mem_local_op_ld"}
+    monkeypatch.setattr(profiler, "query_metrics", lambda ncu: known)
+    keep, missing, prov, rows = profiler.run_counter_probe("m", "s", tmp_path, l1_probe.LOCAL_METRICS, "test")
+    assert l1_probe.LOCAL_METRICS[0] in keep and l1_probe.LOCAL_METRICS[0] in asked["metrics"]
+    assert missing == [l1_probe.LOCAL_METRICS[1]] and prov == {"metrics_missing": (l1_probe.LOCAL_METRICS[1],)}
