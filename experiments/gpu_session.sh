@@ -137,7 +137,8 @@
 #   l1p) the L1's replacement policy: cycles of 32-512 KiB an SM read 16 times by plain loads, 1 and 2 CTAs an SM,
 #      alone and with products after the loop whose shared memory sets carve-outs of 132 and 228 KiB (C = 124 and 28 KiB), L1 hit
 #      sectors (ncu; LRU hits all or none, random replacement exp(-m F/C)); then the same through local memory
-#      (ld.local, as spills reload) at each carve-out  -> $OUT/l1_probe/l1_probe.json (≤ 300 s)
+#      (ld.local, as spills reload) at each carve-out, plain and stored back every pass  -> $OUT/l1_probe/l1_probe.json
+#      (≤ 300 s; about 50 s)
 # A step that fails or runs out of time does not stop the next. Measurement files are rewritten
 # atomically after each batch of cases, so a step cut short keeps every finished batch. Progress
 # goes to $OUT/session.log. All steps take longer than one 10-minute device command: name the steps

@@ -22,14 +22,16 @@ with); and with a 16 × 512 × 64 product (80 KiB a CTA: Triton's launcher then 
 The product comes after the loop, so it changes the carve-out and nothing the cycles see. Then the same cycles
 through each thread's own local memory (``LOCAL_SERIES``: ``ld.local``, LDL, as a spilling kernel reloads its
 registers; inline PTX, two CTAs an SM), at each carve-out, with the local loads' sectors and hits: whether the L1
-keeps local lines as it keeps global ones. (Asking for a carve-out by ``cuFuncSetAttribute`` instead does nothing for a kernel of almost no
+keeps local lines as it keeps global ones; and again with each pass storing every word back as it loads it
+(``LOCAL_REWRITE``), as a spilling loop stores its slots again every pass: the rows :func:`cycle_curve` turns into a
+profile's ``l1_cycle_hits``. (Asking for a carve-out by ``cuFuncSetAttribute`` instead does nothing for a kernel of almost no
 shared memory: run 3 on the H100 got 32 KiB whatever it asked.) Each launch records its carve-out
 (``launch__shared_mem_config_size``), so C is read, not guessed.
 
     python -m iosim.kernels.l1_probe --out DIR    # runs ncu on itself; writes DIR/l1_probe.json
 
 Napkin math: the largest launch reads 512 KiB × 132 SMs × 16 passes ≈ 1.1 GB from L1 and L2 (well under 1 ms); ncu's
-start and replay dominate, under a second a launch, 99 launches.
+start and replay dominate, under a second a launch, 142 launches (about 50 s on an H100).
 """
 from __future__ import annotations
 
@@ -57,13 +59,16 @@ SERIES = (((0, 0, 0), SIZES_KIB), ((64, 64, 64), SIZES_KIB), ((16, 512, 64), SMA
 TAG = "l1-{}-{}-{}-p{}x{}x{}"  # NVTX range: CTAs an SM, bytes an SM, passes, the product (M, K, N)
 # the same cycles through each thread's local memory (ld.local, as spilled registers are reloaded), two CTAs an SM,
 # at each carve-out over the sizes where its hits fall
-LOCAL_SERIES = (((0, 0, 0), (160, 192, 224, 256, 288, 320, 352, 384)),
-                ((64, 64, 64), (64, 96, 128, 144, 160, 176, 192, 224, 256)),
-                ((16, 512, 64), (8, 16, 24, 32, 40, 48)))
+LOCAL_SERIES = (((0, 0, 0), (64, 128, 160, 192, 224, 256, 288, 320, 352, 384, 448, 512)),
+                ((64, 64, 64), (32, 64, 96, 128, 144, 160, 176, 192, 224, 256, 320, 384, 512)),
+                ((16, 512, 64), (8, 16, 24, 32, 40, 48, 64, 96)))
+# each pass loads every word and stores it back (``rewrite``), as a spilling loop reloads the slots it stores again:
+# whether stores that keep lines fresh change which ones the L1 keeps
+LOCAL_REWRITE = (False, True)
 LOCAL_CTAS = 2
 LOCAL_MIN_WORDS = 64  # a local array ptxas leaves in local memory (it promoted one of 8 words to registers)
-LOCAL_TAG = "l1local-{}-{}-{}-p{}x{}x{}"
-_LOCAL_TAG_RE = re.compile(r"l1local-(\d+)-(\d+)-(\d+)-p(\d+x\d+x\d+)")
+LOCAL_TAG = "l1local-{}-{}-{}-p{}x{}x{}{}"  # ... and "-rw" where each pass stores its words back
+_LOCAL_TAG_RE = re.compile(r"l1local-(\d+)-(\d+)-(\d+)-p(\d+x\d+x\d+)(-rw)?")
 LOCAL_METRICS = ("l1tex__t_sectors_pipe_lsu_mem_local_op_ld.sum", "l1tex__t_sectors_pipe_lsu_mem_local_op_ld_lookup_hit.sum")
 # run 3 (H100, 2026-12-06) tagged the carve-out it asked for, "-k<percent>", which the driver ignored; runs 1-2 neither
 _TAG_RE = re.compile(r"l1-(\d+)-(\d+)-(\d+)(?:-k(-?\d+))?(?:-p(\d+x\d+x\d+))?")
@@ -100,10 +105,10 @@ def _kernel():
     return cycle
 
 
-def local_asm(words: int, passes: int) -> str:
+def local_asm(words: int, passes: int, rewrite: bool = False) -> str:
     """PTX for one thread: store ``words`` 32-bit words of a local array (at places the compiler cannot know: offset by
     ``$2``, a zero read from memory, which the count adds to as well), then load them in order ``passes`` times, summing
-    into ``$0`` (from ``$1``).
+    into ``$0`` (from ``$1``); with ``rewrite`` each load's word is stored back changed (the running sum) as it is read.
     The array lives in the thread's local memory, as spilled registers do, and is read by ``ld.local`` (LDL); it is
     declared at least ``LOCAL_MIN_WORDS`` long (ptxas keeps a smaller one in registers), only ``words`` of it touched."""
     if words < 1 or passes < 1:
@@ -135,7 +140,7 @@ mul.wide.u32 %cd, %ci, 4;
 add.u64 %cd, %cd, %cb;
 ld.local.u32 %cx, [%cd];
 add.u32 %ca, %ca, %cx;
-add.u32 %ci, %ci, 1;
+{"st.local.u32 [%cd], %ca;" + chr(10) if rewrite else ""}add.u32 %ci, %ci, 1;
 setp.lt.u32 %cq, %ci, %cn;
 @%cq bra LL${{:uid}};
 add.u32 %cp, %cp, 1;
@@ -171,9 +176,10 @@ def _local_kernel():
 
 
 def run_local(out, zero, sm_bytes: int, ctas_per_sm: int, sms: int, passes: int, tile=None,
-              product: tuple = (0, 0, 0)):
+              product: tuple = (0, 0, 0), rewrite: bool = False):
     """One launch of the local-memory cycle: ``ctas_per_sm · sms`` CTAs of ``NUM_WARPS`` warps, each thread over its
-    share of ``sm_bytes`` an SM (whole 32-bit words), ``passes`` times, then the product (see :func:`run`)."""
+    share of ``sm_bytes`` an SM (whole 32-bit words), ``passes`` times (storing each word back: ``rewrite``), then the
+    product (see :func:`run`)."""
     threads = 32 * NUM_WARPS
     words = sm_bytes // (ctas_per_sm * threads * 4)
     ctas = ctas_per_sm * sms
@@ -181,7 +187,7 @@ def run_local(out, zero, sm_bytes: int, ctas_per_sm: int, sms: int, passes: int,
         raise ValueError(f"out.numel()(={out.numel()}) must be >= {ctas * threads} and zero.numel()(={zero.numel()}) "
                          f">= {threads}")
     tm, tk, tn = _checked_product(tile, product)
-    return _local_kernel()[(ctas,)](out, zero, zero if tile is None else tile, ASM=local_asm(words, passes),
+    return _local_kernel()[(ctas,)](out, zero, zero if tile is None else tile, ASM=local_asm(words, passes, rewrite),
                                     THREADS=threads, TM=tm, TK=tk, TN=tn, num_warps=NUM_WARPS)
 
 
@@ -239,12 +245,13 @@ def child() -> int:
                                 run(buf, out, chunk, c * sms, PASSES, tile, product))
     words_out = torch.empty(LOCAL_CTAS * sms * 32 * NUM_WARPS, dtype=torch.int32, device="cuda")
     zero = torch.zeros(32 * NUM_WARPS, dtype=torch.int32, device="cuda")
-    for product, sizes in LOCAL_SERIES:
-        tile = _tile(torch, product)
-        for kib in sizes:
-            profiled_launch(torch, LOCAL_TAG.format(LOCAL_CTAS, kib * KiB, PASSES, *product),
-                            lambda kib=kib, tile=tile, product=product:
-                            run_local(words_out, zero, kib * KiB, LOCAL_CTAS, sms, PASSES, tile, product))
+    for rewrite in LOCAL_REWRITE:
+        for product, sizes in LOCAL_SERIES:
+            tile = _tile(torch, product)
+            for kib in sizes:
+                profiled_launch(torch, LOCAL_TAG.format(LOCAL_CTAS, kib * KiB, PASSES, *product, "-rw" * rewrite),
+                                lambda kib=kib, tile=tile, product=product, rewrite=rewrite:
+                                run_local(words_out, zero, kib * KiB, LOCAL_CTAS, sms, PASSES, tile, product, rewrite))
     return 0
 
 
@@ -271,6 +278,30 @@ def derive(ctas_per_sm: int, sm_bytes: int, passes: int, row: dict, carveout_pct
             "product": product, "reuse_hit": None if not reusable or hits is None else hits / reusable}
 
 
+def cycle_curve(datasets: list[dict], l1_bytes: int, loads: str = "local", rewrite: bool = False,
+                ctas_per_sm: int = LOCAL_CTAS) -> list[list]:
+    """A profile's ``l1_cycle_hits`` rows from probe runs: ``[L1 KiB, F / C, hit share]`` for each L1 size C (``l1_bytes``
+    less the launch's carve-out) and cycle F an SM of ``loads`` (``rewrite``: the local cycle that stores its words back
+    every pass) at ``ctas_per_sm``, the mean over ``datasets`` (each a probe's ``l1_probe.json``), rounded to 3 places.
+    The share: of a local cycle's loads, all of them (its lines were stored just before its first pass, as a spill
+    frame's are: hits over sectors); of a global cycle's, those after its first pass (:func:`derive`); at most 1."""
+    got: dict = {}
+    for data in datasets:
+        for r in data["results"]:
+            if (r.get("loads", "global") != loads or bool(r.get("rewrite")) != rewrite
+                    or r["ctas_per_sm"] != ctas_per_sm or not r.get("shared_mem_config_bytes")):
+                continue
+            if loads == "local":
+                sectors, hits = r.get("l1_local_load_sectors"), r.get("l1_local_load_hit_sectors")
+                share = None if not sectors or hits is None else hits / sectors
+            else:
+                share = r["reuse_hit"]
+            if share is not None:
+                l1 = l1_bytes - int(r["shared_mem_config_bytes"])
+                got.setdefault((l1, r["sm_bytes"]), []).append(min(1.0, share))
+    return [[l1 // KiB, round(f / l1, 3), round(sum(v) / len(v), 3)] for (l1, f), v in sorted(got.items())]
+
+
 def results(rows: list[dict]) -> list[dict]:
     """One row per launch, by (CTAs an SM, bytes an SM), from parsed ncu rows by their NVTX tags."""
     out = []
@@ -283,8 +314,8 @@ def results(rows: list[dict]) -> list[dict]:
             values = {**values, "l1_local_load_sectors": row.get(LOCAL_METRICS[0]),
                       "l1_local_load_hit_sectors": row.get(LOCAL_METRICS[1])}
             product = "" if local[4] == "0x0x0" else local[4]
-            out.append({**derive(c, size, passes, values, None, product, "local"), "loads": "local", "ctas": ctas,
-                        **values})
+            out.append({**derive(c, size, passes, values, None, product, "local"), "loads": "local",
+                        "rewrite": local[5] is not None, "ctas": ctas, **values})
             continue
         m = next((m for m in map(_TAG_RE.fullmatch, words) if m), None)
         if m is None:
@@ -294,8 +325,9 @@ def results(rows: list[dict]) -> list[dict]:
         values, ctas = launch_counters(row, FIELDS + L1_FIELDS)
         product = "" if m[5] in (None, "0x0x0") else m[5]
         out.append({**derive(c, size, passes, values, pct, product), "loads": "global", "ctas": ctas, **values})
-    return sorted(out, key=lambda r: (r["loads"], r["product"], -2 if r["carveout_pct"] is None else r["carveout_pct"],
-                                      r["ctas_per_sm"], r["sm_bytes"]))
+    return sorted(out, key=lambda r: (r["loads"], r.get("rewrite", False), r["product"],
+                                      -2 if r["carveout_pct"] is None else r["carveout_pct"], r["ctas_per_sm"],
+                                      r["sm_bytes"]))
 
 
 def probe(out_dir: Path, timeout_s: float = NCU_TIMEOUT_S) -> dict:
@@ -319,7 +351,8 @@ def report(data: dict) -> list[str]:
         per = "n/a" if xbar is None else f"{xbar / (sms * r['passes'] * r['sm_bytes']):.3f}"
         cfg = r.get("shared_mem_config_bytes")
         got = "n/a" if cfg is None else f"{cfg / KiB:.0f} KiB"
-        lines.append(f"{r.get('loads', 'global'):6s} product {r.get('product') or 'none':>9} (carve-out {got}) {r['ctas_per_sm']} CTA/SM {r['sm_bytes'] // KiB:>4} KiB/SM x "
+        loads = r.get("loads", "global") + ("+st" if r.get("rewrite") else "")
+        lines.append(f"{loads:8s} product {r.get('product') or 'none':>9} (carve-out {got}) {r['ctas_per_sm']} CTA/SM {r['sm_bytes'] // KiB:>4} KiB/SM x "
                      f"{r['passes']} passes: L1 reuse hit {hit}, crossbar {per} of the bytes a pass")
     return lines
 

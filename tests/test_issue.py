@@ -139,10 +139,12 @@ def test_rewritten_reloads_follow_the_measured_cycle_curve_at_its_l1_size():
     near = int(free * 1.05)  # an L1 5 % larger takes the curve measured at 28 KiB, in its own ratio
     assert cycle_hits(curve, 1.25 * near, near) == pytest.approx(0.7)
     assert cycle_hits(curve, 64 * kib, 64 * kib) is None  # 64 KiB: 56 % from 28, 71 % from 224: nothing near
-    assert cycle_hits(H200, 300 * kib, 224 * kib) == pytest.approx(0.76 + (300 / 224 - 1.286) / 0.143 * (0.68 - 0.76),
+    assert cycle_hits(H200, 300 * kib, 224 * kib) == pytest.approx(0.899 + (300 / 224 - 1.286) / 0.143 * (0.873 - 0.899),
                                                                    abs=1e-6)  # the committed curve, between its rows
-    assert cycle_hits(H200, 8 * kib, 28 * kib) is None  # no row at the largest carve-out (the profile's note says why)
-    assert cycle_hits(H200, 64 * kib, 124 * kib) == pytest.approx(0.985, abs=0.002)  # 132 KiB carve-out: measured
+    assert cycle_hits(H200, 8 * kib, 28 * kib) == 1.0  # the largest carve-out: a local cycle well inside it all hits
+    assert cycle_hits(H200, 36 * kib, 28 * kib) == pytest.approx(0.528 + (36 / 28 - 1.143) / 0.286 * (0.243 - 0.528),
+                                                                 abs=1e-6)
+    assert cycle_hits(H200, 64 * kib, 124 * kib) == pytest.approx(1.0, abs=1e-4)  # 132 KiB carve-out: measured
     loop = LoopCode(100.0, {}, local_loads=10.0, local_stores=6.0)
     spills = KernelCode(loop=loop, local_bytes=int(1.25 * free) // (32 * 4))  # one 4-warp CTA's frames: 1.25 x L1
     assert rewritten_miss(spills, 4, 1, curve) == pytest.approx(0.3, abs=0.01)

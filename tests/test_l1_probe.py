@@ -142,6 +142,10 @@ def test_the_local_cycle_is_ptx_of_its_words_and_passes_and_refuses_none():
     asm = l1_probe.local_asm(24, 16)
     assert ".local .align 16 .b32 fr[64];" in asm and ".b32 fr[100];" in l1_probe.local_asm(100, 2) and "ld.local.u32" in asm and "st.local.u32" in asm
     assert "add.u32 %cn, $2, 24;" in asm and asm.count("setp.lt.u32 %cq, %ci, %cn;") == 2 and "%cp, 16;" in asm
+    # rewritten: each pass stores every word it loads back, after its load; plain: the first loop alone stores
+    rw = l1_probe.local_asm(24, 16, rewrite=True)
+    assert asm.count("st.local.u32") == 1 and rw.count("st.local.u32") == 2
+    assert rw.index("ld.local.u32 %cx, [%cd];") < rw.index("st.local.u32 [%cd], %ca;")
     with pytest.raises(ValueError, match=r"words\(=0\)"):
         l1_probe.local_asm(0, 16)
     torch = pytest.importorskip("torch")
@@ -159,11 +163,13 @@ def test_local_launches_read_their_own_counters():
     from iosim.kernels.ncu import parse_ncu_raw_csv
     data = Path(__file__).resolve().parents[1] / "experiments/measurements/h100/l1_probe/run4"
     row = parse_ncu_raw_csv((data / "l1_probe-raw.csv").read_text())[0]
-    row["nvtx"] = "Default:" + l1_probe.LOCAL_TAG.format(2, 24 * 1024, 16, 16, 512, 64)
+    row["nvtx"] = "Default:" + l1_probe.LOCAL_TAG.format(2, 24 * 1024, 16, 16, 512, 64, "")
     row[l1_probe.LOCAL_METRICS[0]], row[l1_probe.LOCAL_METRICS[1]] = 1600.0, 750.0
-    (got,) = l1_probe.results([row])
+    rewritten = dict(row, nvtx="Default:" + l1_probe.LOCAL_TAG.format(2, 24 * 1024, 16, 16, 512, 64, "-rw"))
+    got, rw = l1_probe.results([rewritten, row])  # sorted: the plain cycle first
     assert got["loads"] == "local" and got["product"] == "16x512x64" and got["sm_bytes"] == 24 * 1024
     assert got["reuse_hit"] == 750 / 1500 and got["l1_local_load_sectors"] == 1600.0
+    assert not got["rewrite"] and rw["rewrite"] and rw["reuse_hit"] == got["reuse_hit"]
 
 
 def test_a_probe_asks_for_its_own_metrics_that_ncu_knows_beyond_the_harnesss(monkeypatch, tmp_path):
@@ -188,3 +194,34 @@ def test_a_probe_asks_for_its_own_metrics_that_ncu_knows_beyond_the_harnesss(mon
     keep, missing, prov, rows = profiler.run_counter_probe("m", "s", tmp_path, l1_probe.LOCAL_METRICS, "test")
     assert l1_probe.LOCAL_METRICS[0] in keep and l1_probe.LOCAL_METRICS[0] in asked["metrics"]
     assert missing == [l1_probe.LOCAL_METRICS[1]] and prov == {"metrics_missing": (l1_probe.LOCAL_METRICS[1],)}
+
+
+def test_the_profiles_spill_curve_is_the_rewritten_local_cycles_of_the_committed_runs():
+    """The calibrated profiles' ``l1_cycle_hits`` are what :func:`cycle_curve` derives from the committed local-memory
+    runs whose passes store each word back (no row typed by hand), and the L1 keeps such cycles as the runs say: all of
+    one well inside it, part of one beyond, less the more it exceeds it, none of one four times its size."""
+    import json
+    from pathlib import Path
+
+    from iosim.hardware.profile import load_profile
+    base = Path(__file__).resolve().parents[1] / "experiments/measurements/h100/l1_probe"
+    runs = [json.loads((base / f"run{n}/l1_probe.json").read_text()) for n in (8, 9)]
+    l1 = load_profile("h100").l1_bytes
+    rows = l1_probe.cycle_curve(runs, l1, rewrite=True)
+    for gpu in ("h100", "h200"):
+        got = load_profile(gpu).l1_cycle_hits
+        assert [(c // 1024, r, h) for c, r, h in got] == [tuple(row) for row in rows]
+    by = {}
+    for c, r, h in rows:
+        by.setdefault(c, []).append((r, h))
+    assert set(by) == {28, 124, 224}
+    for curve in by.values():
+        assert all(h1 <= h0 for (_, h0), (_, h1) in zip(curve, curve[1:]))  # falls as the cycle grows
+        assert curve[0][1] == 1.0 and curve[-1][1] <= 0.001
+    # the two runs agree: each alone gives the mean's rows within 0.01; up to 1.81 x the L1, stores that refresh the
+    # lines keep as much as the plain cycle (runs 8-9's other series) or more (beyond, both keep little or nothing)
+    for run in runs:
+        assert all(abs(a[2] - b[2]) <= 0.01 for a, b in zip(l1_probe.cycle_curve([run], l1, rewrite=True), rows))
+    plain = {(c, r): h for c, r, h in l1_probe.cycle_curve(runs, l1)}
+    assert all(h >= plain[(c, r)] - 0.02 for c, r, h in rows if r <= 1.81)
+    assert sum(h - plain[(c, r)] for c, r, h in rows) > 1.0

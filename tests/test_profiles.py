@@ -139,8 +139,8 @@ def test_summary_rows_show_every_field_with_unit_and_source():
     assert by_field["hbm_bandwidth"][0] == "3.35 TB/s"
     assert by_field["host_link"][0] == "PCIe Gen5 x16"
     curve = {f: v for f, v, _ in load_profile("h100").summary_rows()}["l1_cycle_hits"]  # the calibrated profile's
-    assert curve.startswith("124 KiB: 0.258 -> 0.97, 0.516 -> 0.985, ")
-    assert "; 224 KiB: 0.857 -> 1, 1 -> 0.929, " in curve and curve.endswith("2.286 -> 0")
+    assert curve.startswith("28 KiB: 0.286 -> 1, 0.571 -> 1, 0.857 -> 0.753, ")
+    assert "; 124 KiB: 0.258 -> 1, 0.516 -> 1, 0.774 -> 0.997, " in curve and curve.endswith("2 -> 0.027, 2.286 -> 0")
     assert "reference-notes.md" in by_field["dram_efficiency"][1]
 
 
