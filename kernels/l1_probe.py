@@ -24,14 +24,14 @@ through each thread's own local memory (``LOCAL_SERIES``: ``ld.local``, LDL, as 
 registers; inline PTX, two CTAs an SM), at each carve-out, with the local loads' sectors and hits: whether the L1
 keeps local lines as it keeps global ones; and again with each pass storing every word back as it loads it
 (``LOCAL_REWRITE``), as a spilling loop stores its slots again every pass: the rows :func:`cycle_curve` turns into a
-profile's ``l1_cycle_hits``. (Asking for a carve-out by ``cuFuncSetAttribute`` instead does nothing for a kernel of almost no
+profile's ``l1_cycle_hits``; that one also as one CTA an SM of eight warps (``LOCAL_WIDE``). (Asking for a carve-out by ``cuFuncSetAttribute`` instead does nothing for a kernel of almost no
 shared memory: run 3 on the H100 got 32 KiB whatever it asked.) Each launch records its carve-out
 (``launch__shared_mem_config_size``), so C is read, not guessed.
 
     python -m iosim.kernels.l1_probe --out DIR    # runs ncu on itself; writes DIR/l1_probe.json
 
 Napkin math: the largest launch reads 512 KiB × 132 SMs × 16 passes ≈ 1.1 GB from L1 and L2 (well under 1 ms); ncu's
-start and replay dominate, under a second a launch, 142 launches (about 50 s on an H100).
+start and replay dominate, under a second a launch, 175 launches (about 60 s on an H100).
 """
 from __future__ import annotations
 
@@ -66,9 +66,12 @@ LOCAL_SERIES = (((0, 0, 0), (64, 128, 160, 192, 224, 256, 288, 320, 352, 384, 44
 # whether stores that keep lines fresh change which ones the L1 keeps
 LOCAL_REWRITE = (False, True)
 LOCAL_CTAS = 2
+# the stored-back cycle again as one CTA an SM of twice the warps (as a d = 128 backward of 8 warps runs): the same
+# threads an SM in one CTA, whether the L1 keeps a CTA's frames as it keeps two CTAs' of half the warps
+LOCAL_WIDE = (1, 8)  # (CTAs an SM, warps a CTA)
 LOCAL_MIN_WORDS = 64  # a local array ptxas leaves in local memory (it promoted one of 8 words to registers)
-LOCAL_TAG = "l1local-{}-{}-{}-p{}x{}x{}{}"  # ... and "-rw" where each pass stores its words back
-_LOCAL_TAG_RE = re.compile(r"l1local-(\d+)-(\d+)-(\d+)-p(\d+x\d+x\d+)(-rw)?")
+LOCAL_TAG = "l1local-{}-{}-{}-p{}x{}x{}{}{}"  # ... "-rw" where each pass stores its words back, "-w<warps>" if not 4
+_LOCAL_TAG_RE = re.compile(r"l1local-(\d+)-(\d+)-(\d+)-p(\d+x\d+x\d+)(-rw)?(?:-w(\d+))?")
 LOCAL_METRICS = ("l1tex__t_sectors_pipe_lsu_mem_local_op_ld.sum", "l1tex__t_sectors_pipe_lsu_mem_local_op_ld_lookup_hit.sum")
 # run 3 (H100, 2026-12-06) tagged the carve-out it asked for, "-k<percent>", which the driver ignored; runs 1-2 neither
 _TAG_RE = re.compile(r"l1-(\d+)-(\d+)-(\d+)(?:-k(-?\d+))?(?:-p(\d+x\d+x\d+))?")
@@ -176,11 +179,11 @@ def _local_kernel():
 
 
 def run_local(out, zero, sm_bytes: int, ctas_per_sm: int, sms: int, passes: int, tile=None,
-              product: tuple = (0, 0, 0), rewrite: bool = False):
-    """One launch of the local-memory cycle: ``ctas_per_sm · sms`` CTAs of ``NUM_WARPS`` warps, each thread over its
+              product: tuple = (0, 0, 0), rewrite: bool = False, warps: int = NUM_WARPS):
+    """One launch of the local-memory cycle: ``ctas_per_sm · sms`` CTAs of ``warps`` warps, each thread over its
     share of ``sm_bytes`` an SM (whole 32-bit words), ``passes`` times (storing each word back: ``rewrite``), then the
     product (see :func:`run`)."""
-    threads = 32 * NUM_WARPS
+    threads = 32 * warps
     words = sm_bytes // (ctas_per_sm * threads * 4)
     ctas = ctas_per_sm * sms
     if out.numel() < ctas * threads or zero.numel() < threads:
@@ -188,7 +191,7 @@ def run_local(out, zero, sm_bytes: int, ctas_per_sm: int, sms: int, passes: int,
                          f">= {threads}")
     tm, tk, tn = _checked_product(tile, product)
     return _local_kernel()[(ctas,)](out, zero, zero if tile is None else tile, ASM=local_asm(words, passes, rewrite),
-                                    THREADS=threads, TM=tm, TK=tk, TN=tn, num_warps=NUM_WARPS)
+                                    THREADS=threads, TM=tm, TK=tk, TN=tn, num_warps=warps)
 
 
 def chunk_elems(sm_bytes: int, ctas_per_sm: int) -> int:
@@ -244,14 +247,17 @@ def child() -> int:
                                 lambda chunk=chunk, c=c, tile=tile, product=product:
                                 run(buf, out, chunk, c * sms, PASSES, tile, product))
     words_out = torch.empty(LOCAL_CTAS * sms * 32 * NUM_WARPS, dtype=torch.int32, device="cuda")
-    zero = torch.zeros(32 * NUM_WARPS, dtype=torch.int32, device="cuda")
-    for rewrite in LOCAL_REWRITE:
+    zero = torch.zeros(32 * max(NUM_WARPS, LOCAL_WIDE[1]), dtype=torch.int32, device="cuda")
+    shapes = [(rewrite, LOCAL_CTAS, NUM_WARPS) for rewrite in LOCAL_REWRITE] + [(True, *LOCAL_WIDE)]
+    for rewrite, ctas, warps in shapes:
         for product, sizes in LOCAL_SERIES:
             tile = _tile(torch, product)
             for kib in sizes:
-                profiled_launch(torch, LOCAL_TAG.format(LOCAL_CTAS, kib * KiB, PASSES, *product, "-rw" * rewrite),
-                                lambda kib=kib, tile=tile, product=product, rewrite=rewrite:
-                                run_local(words_out, zero, kib * KiB, LOCAL_CTAS, sms, PASSES, tile, product, rewrite))
+                tag = LOCAL_TAG.format(ctas, kib * KiB, PASSES, *product, "-rw" * rewrite,
+                                       "" if warps == NUM_WARPS else f"-w{warps}")
+                profiled_launch(torch, tag, lambda kib=kib, tile=tile, product=product, rewrite=rewrite, ctas=ctas,
+                                warps=warps: run_local(words_out, zero, kib * KiB, ctas, sms, PASSES, tile, product,
+                                                       rewrite, warps))
     return 0
 
 
@@ -279,17 +285,18 @@ def derive(ctas_per_sm: int, sm_bytes: int, passes: int, row: dict, carveout_pct
 
 
 def cycle_curve(datasets: list[dict], l1_bytes: int, loads: str = "local", rewrite: bool = False,
-                ctas_per_sm: int = LOCAL_CTAS) -> list[list]:
+                ctas_per_sm: int = LOCAL_CTAS, warps: int = NUM_WARPS) -> list[list]:
     """A profile's ``l1_cycle_hits`` rows from probe runs: ``[L1 KiB, F / C, hit share]`` for each L1 size C (``l1_bytes``
     less the launch's carve-out) and cycle F an SM of ``loads`` (``rewrite``: the local cycle that stores its words back
-    every pass) at ``ctas_per_sm``, the mean over ``datasets`` (each a probe's ``l1_probe.json``), rounded to 3 places.
+    every pass) at ``ctas_per_sm`` CTAs of ``warps``, the mean over ``datasets`` (each a probe's ``l1_probe.json``), rounded to 3 places.
     The share: of a local cycle's loads, all of them (its lines were stored just before its first pass, as a spill
     frame's are: hits over sectors); of a global cycle's, those after its first pass (:func:`derive`); at most 1."""
     got: dict = {}
     for data in datasets:
         for r in data["results"]:
             if (r.get("loads", "global") != loads or bool(r.get("rewrite")) != rewrite
-                    or r["ctas_per_sm"] != ctas_per_sm or not r.get("shared_mem_config_bytes")):
+                    or r["ctas_per_sm"] != ctas_per_sm or r.get("warps", NUM_WARPS) != warps
+                    or not r.get("shared_mem_config_bytes")):
                 continue
             if loads == "local":
                 sectors, hits = r.get("l1_local_load_sectors"), r.get("l1_local_load_hit_sectors")
@@ -315,7 +322,7 @@ def results(rows: list[dict]) -> list[dict]:
                       "l1_local_load_hit_sectors": row.get(LOCAL_METRICS[1])}
             product = "" if local[4] == "0x0x0" else local[4]
             out.append({**derive(c, size, passes, values, None, product, "local"), "loads": "local",
-                        "rewrite": local[5] is not None, "ctas": ctas, **values})
+                        "rewrite": local[5] is not None, "warps": int(local[6] or NUM_WARPS), "ctas": ctas, **values})
             continue
         m = next((m for m in map(_TAG_RE.fullmatch, words) if m), None)
         if m is None:
@@ -325,7 +332,7 @@ def results(rows: list[dict]) -> list[dict]:
         values, ctas = launch_counters(row, FIELDS + L1_FIELDS)
         product = "" if m[5] in (None, "0x0x0") else m[5]
         out.append({**derive(c, size, passes, values, pct, product), "loads": "global", "ctas": ctas, **values})
-    return sorted(out, key=lambda r: (r["loads"], r.get("rewrite", False), r["product"],
+    return sorted(out, key=lambda r: (r["loads"], r.get("rewrite", False), r.get("warps", NUM_WARPS), r["product"],
                                       -2 if r["carveout_pct"] is None else r["carveout_pct"], r["ctas_per_sm"],
                                       r["sm_bytes"]))
 
@@ -351,7 +358,8 @@ def report(data: dict) -> list[str]:
         per = "n/a" if xbar is None else f"{xbar / (sms * r['passes'] * r['sm_bytes']):.3f}"
         cfg = r.get("shared_mem_config_bytes")
         got = "n/a" if cfg is None else f"{cfg / KiB:.0f} KiB"
-        loads = r.get("loads", "global") + ("+st" if r.get("rewrite") else "")
+        loads = r.get("loads", "global") + ("+st" if r.get("rewrite") else "") + (
+            f" w{r['warps']}" if r.get("warps", NUM_WARPS) != NUM_WARPS else "")
         lines.append(f"{loads:8s} product {r.get('product') or 'none':>9} (carve-out {got}) {r['ctas_per_sm']} CTA/SM {r['sm_bytes'] // KiB:>4} KiB/SM x "
                      f"{r['passes']} passes: L1 reuse hit {hit}, crossbar {per} of the bytes a pass")
     return lines

@@ -163,13 +163,15 @@ def test_local_launches_read_their_own_counters():
     from iosim.kernels.ncu import parse_ncu_raw_csv
     data = Path(__file__).resolve().parents[1] / "experiments/measurements/h100/l1_probe/run4"
     row = parse_ncu_raw_csv((data / "l1_probe-raw.csv").read_text())[0]
-    row["nvtx"] = "Default:" + l1_probe.LOCAL_TAG.format(2, 24 * 1024, 16, 16, 512, 64, "")
+    row["nvtx"] = "Default:" + l1_probe.LOCAL_TAG.format(2, 24 * 1024, 16, 16, 512, 64, "", "")
     row[l1_probe.LOCAL_METRICS[0]], row[l1_probe.LOCAL_METRICS[1]] = 1600.0, 750.0
-    rewritten = dict(row, nvtx="Default:" + l1_probe.LOCAL_TAG.format(2, 24 * 1024, 16, 16, 512, 64, "-rw"))
-    got, rw = l1_probe.results([rewritten, row])  # sorted: the plain cycle first
+    rewritten = dict(row, nvtx="Default:" + l1_probe.LOCAL_TAG.format(2, 24 * 1024, 16, 16, 512, 64, "-rw", ""))
+    wide = dict(row, nvtx="Default:" + l1_probe.LOCAL_TAG.format(1, 24 * 1024, 16, 16, 512, 64, "-rw", "-w8"))
+    got, rw, rw8 = l1_probe.results([wide, rewritten, row])  # sorted: the plain cycle first, the wide CTAs last
     assert got["loads"] == "local" and got["product"] == "16x512x64" and got["sm_bytes"] == 24 * 1024
     assert got["reuse_hit"] == 750 / 1500 and got["l1_local_load_sectors"] == 1600.0
     assert not got["rewrite"] and rw["rewrite"] and rw["reuse_hit"] == got["reuse_hit"]
+    assert got["warps"] == rw["warps"] == 4 and rw8["warps"] == 8 and rw8["ctas_per_sm"] == 1 and rw8["rewrite"]
 
 
 def test_a_probe_asks_for_its_own_metrics_that_ncu_knows_beyond_the_harnesss(monkeypatch, tmp_path):
@@ -225,3 +227,22 @@ def test_the_profiles_spill_curve_is_the_rewritten_local_cycles_of_the_committed
     plain = {(c, r): h for c, r, h in l1_probe.cycle_curve(runs, l1)}
     assert all(h >= plain[(c, r)] - 0.02 for c, r, h in rows if r <= 1.81)
     assert sum(h - plain[(c, r)] for c, r, h in rows) > 1.0
+
+
+def test_one_cta_of_eight_warps_keeps_what_two_of_four_keep():
+    """Runs 10-11 ran the stored-back local cycle as one CTA an SM of eight warps too: at the carve-outs both shapes
+    got (28 and 224 KiB of L1) the L1 keeps the same share of the cycle within 0.02, so the profile's two-CTA curve
+    stands for a kernel of one 8-warp CTA an SM (the same threads an SM). The 8-warp CTA with 8 KiB of shared memory
+    got a 100 KiB carve-out (156 KiB of L1), below the 132 KiB the committed kernels of 8-48 KiB all got."""
+    import json
+    from pathlib import Path
+
+    base = Path(__file__).resolve().parents[1] / "experiments/measurements/h100/l1_probe"
+    runs = [json.loads((base / f"run{n}/l1_probe.json").read_text()) for n in (10, 11)]
+    l1 = 256 * 1024
+    wide = {(c, r): h for c, r, h in l1_probe.cycle_curve(runs, l1, rewrite=True, ctas_per_sm=1, warps=8)}
+    narrow = {(c, r): h for c, r, h in l1_probe.cycle_curve(runs, l1, rewrite=True)}
+    both = set(wide) & set(narrow)
+    assert {c for c, _ in both} == {28, 224} and len(both) == 20
+    assert all(abs(wide[k] - narrow[k]) <= 0.02 for k in both)
+    assert {c for c, _ in wide} == {28, 156, 224} and {c for c, _ in narrow} == {28, 124, 224}
