@@ -246,9 +246,9 @@ def child() -> int:
                 profiled_launch(torch, TAG.format(c, kib * KiB, PASSES, *product),
                                 lambda chunk=chunk, c=c, tile=tile, product=product:
                                 run(buf, out, chunk, c * sms, PASSES, tile, product))
-    words_out = torch.empty(LOCAL_CTAS * sms * 32 * NUM_WARPS, dtype=torch.int32, device="cuda")
-    zero = torch.zeros(32 * max(NUM_WARPS, LOCAL_WIDE[1]), dtype=torch.int32, device="cuda")
     shapes = [(rewrite, LOCAL_CTAS, NUM_WARPS) for rewrite in LOCAL_REWRITE] + [(True, *LOCAL_WIDE)]
+    words_out = torch.empty(max(c * w for _, c, w in shapes) * sms * 32, dtype=torch.int32, device="cuda")
+    zero = torch.zeros(32 * max(w for _, _, w in shapes), dtype=torch.int32, device="cuda")
     for rewrite, ctas, warps in shapes:
         for product, sizes in LOCAL_SERIES:
             tile = _tile(torch, product)
