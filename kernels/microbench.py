@@ -306,13 +306,15 @@ def _tile_kernel():
     @triton.jit
     def tile_mma(Q, K, V, O, SMS, N_KV, qk_scale, ITERS: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr,
                  D: tl.constexpr, RECORD_SM: tl.constexpr = False, SOFTMAX: tl.constexpr = False,
-                 RECORD_TIME: tl.constexpr = False, STREAM: tl.constexpr = False, V_T: tl.constexpr = False):
+                 RECORD_TIME: tl.constexpr = False, STREAM: tl.constexpr = False, V_T: tl.constexpr = False,
+                 GROUP: tl.constexpr = 1):
         """ITERS times: read BN·d of K and of V (tile (pid + i) mod N_KV, L1/L2-resident), S = Q Kᵀ and
         O += P V with P = S (no softmax) or, with SOFTMAX, FlashAttention-2's online softmax of S·qk_scale
         (log2 units), line for line as kernels/flash2.py's _fwd_blocks computes it; O is then normalised.
         RECORD_TIME: each CTA writes %globaltimer at its start and after its last product to SMS[2·pid]
         and SMS[2·pid + 1] (int64). STREAM: CTA pid reads tiles pid·ITERS + i instead, each once (from
-        DRAM when the L2 was flushed). V_T: V is stored transposed, (d × N_KV·BN), and P V multiplies by the
+        DRAM when the L2 was flushed); with GROUP > 1 the GROUP consecutive CTAs pid // GROUP·GROUP .. read the same
+        tiles (pid // GROUP)·ITERS + i together (a convoy on each missing line). V_T: V is stored transposed, (d × N_KV·BN), and P V multiplies by the
         transpose of its (d × BN) tile: both operands K-major, as fp8 wgmma takes them (the fp8 loop)."""
         pid = tl.program_id(0)
         if RECORD_SM:  # which SM this CTA ran on: checks how many CTAs each SM held
@@ -328,7 +330,7 @@ def _tile_kernel():
         l_i = tl.zeros([BM], tl.float32)
         for i in range(ITERS):
             if STREAM:
-                j = pid * ITERS + i  # every tile read once: its loads miss the (flushed) L2
+                j = (pid // GROUP) * ITERS + i  # every tile read once (by its group): its loads miss the (flushed) L2
             else:
                 j = (pid + i) % N_KV  # K/V tiles vary, so nothing is hoisted; all stay in L1/L2
             k = tl.load(K + j * BN * D + rn[:, None] * D + rd[None, :])

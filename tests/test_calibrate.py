@@ -284,6 +284,23 @@ def test_streaming_tile_loop_reads_each_ctas_own_tiles_once():
         assert torch.equal(o[pid * bm:(pid + 1) * bm].double().cpu(), ref)
 
 
+def test_streaming_tile_loop_in_groups_reads_each_groups_tiles_once():
+    """The convoy probe's variant: CTAs pid of one group (pid // group) all sum the products of that group's tiles."""
+    torch, dev, mb = _kernel_env()
+    g = torch.Generator().manual_seed(3)
+    bm, bn, d, ctas, group, iters = 16, 16, 32, 5, 2, 3
+    streams = -(-ctas // group)
+    q, k, v = (_small_ints(torch, r, d, dev, g) for r in (bm, streams * iters * bn, streams * iters * bn))
+    o = torch.full((ctas * bm, d), float("nan"), device=dev)
+    mb._tile_kernel()[(ctas,)](q, k, v, o, o, streams * iters, 1.0, ITERS=iters, BM=bm, BN=bn, D=d, STREAM=True,
+                               GROUP=group, num_warps=4, num_stages=2)
+    tile = lambda x, j: x[j * bn:(j + 1) * bn].double().cpu()  # noqa: E731
+    for pid in range(ctas):
+        first = pid // group * iters
+        ref = sum((q.double().cpu() @ tile(k, j).T) @ tile(v, j) for j in range(first, first + iters))
+        assert torch.equal(o[pid * bm:(pid + 1) * bm].double().cpu(), ref)
+
+
 def test_softmax_tile_loop_is_softmax_of_the_visited_tiles():
     torch, dev, mb = _kernel_env()
     g = torch.Generator().manual_seed(2)

@@ -1,0 +1,83 @@
+"""What a pass that misses the L2 costs when several CTAs read the same missing lines together (a convoy).
+
+``iosim calibrate`` times its pipelined tile loop reading tiles each CTA reads once from DRAM, against the same loop
+on L2-resident tiles (:func:`iosim.kernels.microbench.miss_cost`): every CTA misses on lines of its own. Where the
+CTAs of one head stream the same K/V, one CTA's load misses and the others find the line's fill in flight. Whether
+those followers wait the miss as long as the CTA that asked for it first decides how a cohort of such CTAs pays
+it: run one by one the engine holds every follower behind the first (all pay), aggregated it pays the miss once a
+line (one CTA in ``mult`` pays). This probe runs the calibration's loop with groups of 1 to 32 consecutive CTAs
+reading the same tiles (``GROUP``), at one and two CTAs an SM: per pass, the seconds from DRAM (the L2 flushed
+before each run) and from the L2, and their difference.
+
+    python -m iosim.kernels.convoy_probe --out DIR      # on a GPU: DIR/convoy_probe.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from iosim.kernels import microbench as mb
+from iosim.kernels.timing import time_fn
+
+# (block_m, block_n, head_dim, warps, stages): the calibration's forward loop, and the d = 128, 8-warp one
+LOOPS = ((128, 64, 64, 4, 2), (128, 64, 128, 8, 2))
+GROUPS = (1, 2, 4, 8, 16, 32)  # consecutive CTAs reading the same tiles
+PER_SM = (1, 2)  # CTAs an SM: the grid is this many times the SMs
+ITERS = 128  # passes a CTA
+
+
+def pass_seconds(torch, bm: int, bn: int, d: int, warps: int, stages: int, ctas: int, group: int,
+                 iters: int = ITERS) -> dict:
+    """Seconds a pass of the tile loop on ``ctas`` CTAs, groups of ``group`` consecutive ones reading the same
+    tiles once each (``stream``: from DRAM, the L2 flushed before each run), and on 16 tiles every CTA re-reads
+    (``resident``)."""
+    streams = -(-ctas // group)
+    q = torch.randn(bm, d, dtype=torch.float16, device="cuda")
+    k = torch.randn(streams * iters * bn, d, dtype=torch.float16, device="cuda") * 0.05
+    v = torch.randn(streams * iters * bn, d, dtype=torch.float16, device="cuda")
+    o = torch.empty(ctas * bm, d, dtype=torch.float32, device="cuda")
+    out = {}
+    for label, stream in (("resident", False), ("stream", True)):
+        n_kv = streams * iters if stream else 16
+        fn = lambda: mb._tile_kernel()[(ctas,)](q, k, v, o, o, n_kv, 1.0, ITERS=iters, BM=bm, BN=bn, D=d,  # noqa: E731
+                                                STREAM=stream, GROUP=group, num_warps=warps, num_stages=stages)
+        fn()
+        out[f"{label}_pass_s"] = time_fn(fn).median_s / iters
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", required=True, type=Path, help="folder for convoy_probe.json")
+    args = ap.parse_args(argv)
+    import torch
+
+    from iosim.kernels.harness import provenance
+
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    rows = []
+    for bm, bn, d, warps, stages in LOOPS:
+        pass_bytes = 2 * bn * d * 2  # K and V, fp16
+        for per_sm in PER_SM:
+            ctas = per_sm * sms
+            for group in GROUPS:
+                got = pass_seconds(torch, bm, bn, d, warps, stages, ctas, group)
+                miss = got["stream_pass_s"] - got["resident_pass_s"]
+                row = {"block_m": bm, "block_n": bn, "head_dim": d, "warps": warps, "stages": stages,
+                       "ctas_per_sm": per_sm, "ctas": ctas, "group": group, "pass_bytes": pass_bytes, **got,
+                       "miss_s": miss, "dram_throughput": -(-ctas // group) * pass_bytes / got["stream_pass_s"]}
+                rows.append(row)
+                print(f"{bm}x{bn}x{d} w{warps} s{stages}, {per_sm} an SM, groups of {group}: L2 "
+                      f"{got['resident_pass_s'] * 1e6:.3f} us, DRAM {got['stream_pass_s'] * 1e6:.3f} us a pass, "
+                      f"miss {miss * 1e6:.3f} us, DRAM {row['dram_throughput'] / 1e12:.2f} TB/s", flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    doc = {"schema": "iosim-convoy-probe", "schema_version": 1, "provenance": asdict(provenance(None, counters=False)),
+           "iters": ITERS, "rows": rows}
+    (args.out / "convoy_probe.json").write_text(json.dumps(doc, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
