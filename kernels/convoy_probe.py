@@ -6,8 +6,8 @@ CTAs of one head stream the same K/V, one CTA's load misses and the others find 
 those followers wait the miss as long as the CTA that asked for it first decides how a cohort of such CTAs pays
 it: run one by one the engine holds every follower behind the first (all pay), aggregated it pays the miss once a
 line (one CTA in ``mult`` pays). This probe runs the calibration's loop with groups of 1 to 32 consecutive CTAs
-reading the same tiles (``GROUP``), at one and two CTAs an SM: per pass, the seconds from DRAM (the L2 flushed
-before each run) and from the L2, and their difference.
+reading the same tiles (``miss_cost``'s ``group``), at one and two CTAs an SM: per pass, the seconds from DRAM (the
+L2 flushed before each run) and from the L2, and their difference.
 
     python -m iosim.kernels.convoy_probe --out DIR      # on a GPU: DIR/convoy_probe.json
 """
@@ -19,33 +19,12 @@ from dataclasses import asdict
 from pathlib import Path
 
 from iosim.kernels import microbench as mb
-from iosim.kernels.timing import time_fn
 
 # (block_m, block_n, head_dim, warps, stages): the calibration's forward loop, and the d = 128, 8-warp one
 LOOPS = ((128, 64, 64, 4, 2), (128, 64, 128, 8, 2))
 GROUPS = (1, 2, 4, 8, 16, 32)  # consecutive CTAs reading the same tiles
 PER_SM = (1, 2)  # CTAs an SM: the grid is this many times the SMs
 ITERS = 128  # passes a CTA
-
-
-def pass_seconds(torch, bm: int, bn: int, d: int, warps: int, stages: int, ctas: int, group: int,
-                 iters: int = ITERS) -> dict:
-    """Seconds a pass of the tile loop on ``ctas`` CTAs, groups of ``group`` consecutive ones reading the same
-    tiles once each (``stream``: from DRAM, the L2 flushed before each run), and on 16 tiles every CTA re-reads
-    (``resident``)."""
-    streams = -(-ctas // group)
-    q = torch.randn(bm, d, dtype=torch.float16, device="cuda")
-    k = torch.randn(streams * iters * bn, d, dtype=torch.float16, device="cuda") * 0.05
-    v = torch.randn(streams * iters * bn, d, dtype=torch.float16, device="cuda")
-    o = torch.empty(ctas * bm, d, dtype=torch.float32, device="cuda")
-    out = {}
-    for label, stream in (("resident", False), ("stream", True)):
-        n_kv = streams * iters if stream else 16
-        fn = lambda: mb._tile_kernel()[(ctas,)](q, k, v, o, o, n_kv, 1.0, ITERS=iters, BM=bm, BN=bn, D=d,  # noqa: E731
-                                                STREAM=stream, GROUP=group, num_warps=warps, num_stages=stages)
-        fn()
-        out[f"{label}_pass_s"] = time_fn(fn).median_s / iters
-    return out
 
 
 def main(argv=None) -> int:
@@ -63,8 +42,9 @@ def main(argv=None) -> int:
         for per_sm in PER_SM:
             ctas = per_sm * sms
             for group in GROUPS:
-                got = pass_seconds(torch, bm, bn, d, warps, stages, ctas, group)
-                miss = got["stream_pass_s"] - got["resident_pass_s"]
+                cost = mb.miss_cost(torch, bm, bn, d, warps, ITERS, ctas=ctas, stages=stages, group=group)
+                got = {"resident_pass_s": cost["miss_pass_resident_s"], "stream_pass_s": cost["miss_pass_stream_s"]}
+                miss = cost["miss_pass_s"]
                 row = {"block_m": bm, "block_n": bn, "head_dim": d, "warps": warps, "stages": stages,
                        "ctas_per_sm": per_sm, "ctas": ctas, "group": group, "pass_bytes": pass_bytes, **got,
                        "miss_s": miss, "dram_throughput": -(-ctas // group) * pass_bytes / got["stream_pass_s"]}

@@ -313,9 +313,10 @@ def _tile_kernel():
         (log2 units), line for line as kernels/flash2.py's _fwd_blocks computes it; O is then normalised.
         RECORD_TIME: each CTA writes %globaltimer at its start and after its last product to SMS[2·pid]
         and SMS[2·pid + 1] (int64). STREAM: CTA pid reads tiles pid·ITERS + i instead, each once (from
-        DRAM when the L2 was flushed); with GROUP > 1 the GROUP consecutive CTAs pid // GROUP·GROUP .. read the same
-        tiles (pid // GROUP)·ITERS + i together (a convoy on each missing line). V_T: V is stored transposed, (d × N_KV·BN), and P V multiplies by the
-        transpose of its (d × BN) tile: both operands K-major, as fp8 wgmma takes them (the fp8 loop)."""
+        DRAM when the L2 was flushed); with GROUP > 1, each run of GROUP consecutive CTAs reads the tiles
+        (pid // GROUP)·ITERS + i together (a convoy on each missing line). V_T: V is stored transposed,
+        (d × N_KV·BN), and P V multiplies by the transpose of its (d × BN) tile: both operands K-major, as fp8
+        wgmma takes them (the fp8 loop)."""
         pid = tl.program_id(0)
         if RECORD_SM:  # which SM this CTA ran on: checks how many CTAs each SM held
             one = tl.arange(0, 1)
@@ -429,24 +430,27 @@ def wave_stamps(torch, q, k, v, flush, *, ctas: int, iters: int, bn: int, warps:
 
 
 def miss_cost(torch, bm: int = 128, bn: int = 64, d: int = 64, warps: int = 4, iters: int = 256,
-              softmax: bool = False, ctas: int | None = None, stages: int | None = None) -> dict:
+              softmax: bool = False, ctas: int | None = None, stages: int | None = None, group: int = 1) -> dict:
     """What a pipelined pass waits when its loads miss the L2: the tile loop (two stages, one CTA on
     every other SM, so DRAM bandwidth never binds) reading each K/V tile once from DRAM (``STREAM``,
     the L2 flushed before each launch) against the same loop on L2-resident tiles. Returns seconds
     per pass: ``miss_pass_resident_s``, ``miss_pass_stream_s`` and their difference ``miss_pass_s``.
-    ``ctas`` and ``stages`` (the stream probe's): other counts of CTAs and pipeline depths than calibrate's."""
+    ``ctas`` and ``stages`` (the stream probe's): other counts of CTAs and pipeline depths than calibrate's;
+    ``group`` (the convoy probe's): that many consecutive CTAs read the same tiles together."""
     if ctas is None:
         ctas = torch.cuda.get_device_properties(0).multi_processor_count // 2
     q = torch.randn(bm, d, dtype=torch.float16, device="cuda")
-    k = torch.randn(ctas * iters * bn, d, dtype=torch.float16, device="cuda") * 0.05
-    v = torch.randn(ctas * iters * bn, d, dtype=torch.float16, device="cuda")
+    streams = -(-ctas // group)  # distinct streams of tiles: one a group
+    k = torch.randn(streams * iters * bn, d, dtype=torch.float16, device="cuda") * 0.05
+    v = torch.randn(streams * iters * bn, d, dtype=torch.float16, device="cuda")
     o = torch.empty(ctas * bm, d, dtype=torch.float32, device="cuda")
     stages = default_tiling("flash2", FWD, d).stages if stages is None else stages
     out = {}
     for label, stream in (("resident", False), ("stream", True)):
         n_kv = k.shape[0] // bn if stream else 16
         fn = lambda: _tile_kernel()[(ctas,)](q, k, v, o, o, n_kv, 1.0, ITERS=iters, BM=bm, BN=bn, D=d,  # noqa: E731
-                                             STREAM=stream, SOFTMAX=softmax, num_warps=warps, num_stages=stages)
+                                             STREAM=stream, SOFTMAX=softmax, GROUP=group, num_warps=warps,
+                                             num_stages=stages)
         fn()
         out[f"miss_pass_{label}_s"] = time_fn(fn).median_s / iters
     out["miss_pass_s"] = out["miss_pass_stream_s"] - out["miss_pass_resident_s"]
