@@ -103,6 +103,10 @@
 #      -> $OUT/small/ (≤ 300 s)
 #   cvp) the calibration's tile loop with groups of 1-32 CTAs reading the same tiles, one and two CTAs an SM, from the L2
 #      and from DRAM: what a missed pass costs a convoy   -> $OUT/convoy_probe/convoy_probe.json (≤ 300 s)
+#   cvs) the convoy probe with groups of 1-64, the loop bare and with the online softmax
+#      -> $OUT/convoy_softmax/convoy_probe.json (≤ 400 s)
+#   wmp) kernels/flash2.py's forward on shapes that fit the L2, timed with its inputs cold and warm: what its
+#      misses cost it                              -> $OUT/warm_probe/warm_probe.json (≤ 200 s)
 #   stp) the calibration's tile loop at 4-132 CTAs, from the L2 and from DRAM: a pass's miss cost against the load
 #      DRAM is under                              -> $OUT/stream_probe/stream_probe.json (≤ 300 s)
 #   pp) groups of CTAs reading the same tiles in lockstep over loops of 16-2048 passes: L2 lookups a load (ncu) and
@@ -477,6 +481,9 @@ want spl && grid_step "spl) SDPA flash where it splits, held out" sdpa_split sdp
 want spl2 && grid_step "spl2) SDPA flash where it splits, held out again" sdpa_split2 sdpa_split2 300
 want sma && grid_step "sma) standard attention on small problems" small small 300
 want cvp && step "cvp) convoy probe" 300 "$PY" -m iosim.kernels.convoy_probe --out "$OUT/convoy_probe" >>"$LOG" 2>&1
+want cvs && step "cvs) convoy probe, bare and softmax" 400 "$PY" -m iosim.kernels.convoy_probe --softmax both \
+    --out "$OUT/convoy_softmax" >>"$LOG" 2>&1
+want wmp && step "wmp) warm probe" 200 "$PY" -m iosim.kernels.warm_probe --out "$OUT/warm_probe" >>"$LOG" 2>&1
 want stp && step "stp) stream probe" 300 "$PY" -m iosim.kernels.stream_probe --out "$OUT/stream_probe" >>"$LOG" 2>&1
 if want lct; then
     mkdir -p "$OUT/trace_long_tiles"

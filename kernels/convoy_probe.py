@@ -14,6 +14,7 @@ L2 flushed before each run) and from the L2, and their difference.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 from dataclasses import asdict
 from pathlib import Path
@@ -22,7 +23,7 @@ from iosim.kernels import microbench as mb
 
 # (block_m, block_n, head_dim, warps, stages): the calibration's forward loop, and the d = 128, 8-warp one
 LOOPS = ((128, 64, 64, 4, 2), (128, 64, 128, 8, 2))
-GROUPS = (1, 2, 4, 8, 16, 32)  # consecutive CTAs reading the same tiles
+GROUPS = (1, 2, 4, 8, 16, 32, 64)  # consecutive CTAs reading the same tiles
 PER_SM = (1, 2)  # CTAs an SM: the grid is this many times the SMs
 ITERS = 128  # passes a CTA
 
@@ -30,28 +31,31 @@ ITERS = 128  # passes a CTA
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True, type=Path, help="folder for convoy_probe.json")
+    ap.add_argument("--softmax", choices=("off", "on", "both"), default="off",
+                    help="run the loop with the online softmax: off (the bare products, session 58's runs), on, both")
     args = ap.parse_args(argv)
+    softmaxes = {"off": (False,), "on": (True,), "both": (False, True)}[args.softmax]
     import torch
 
     from iosim.kernels.harness import provenance
 
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     rows = []
-    for bm, bn, d, warps, stages in LOOPS:
+    for softmax, (bm, bn, d, warps, stages), per_sm, group in itertools.product(softmaxes, LOOPS, PER_SM, GROUPS):
         pass_bytes = 2 * bn * d * 2  # K and V, fp16
-        for per_sm in PER_SM:
-            ctas = per_sm * sms
-            for group in GROUPS:
-                cost = mb.miss_cost(torch, bm, bn, d, warps, ITERS, ctas=ctas, stages=stages, group=group)
-                got = {"resident_pass_s": cost["miss_pass_resident_s"], "stream_pass_s": cost["miss_pass_stream_s"]}
-                miss = cost["miss_pass_s"]
-                row = {"block_m": bm, "block_n": bn, "head_dim": d, "warps": warps, "stages": stages,
-                       "ctas_per_sm": per_sm, "ctas": ctas, "group": group, "pass_bytes": pass_bytes, **got,
-                       "miss_s": miss, "dram_throughput": -(-ctas // group) * pass_bytes / got["stream_pass_s"]}
-                rows.append(row)
-                print(f"{bm}x{bn}x{d} w{warps} s{stages}, {per_sm} an SM, groups of {group}: L2 "
-                      f"{got['resident_pass_s'] * 1e6:.3f} us, DRAM {got['stream_pass_s'] * 1e6:.3f} us a pass, "
-                      f"miss {miss * 1e6:.3f} us, DRAM {row['dram_throughput'] / 1e12:.2f} TB/s", flush=True)
+        ctas = per_sm * sms
+        cost = mb.miss_cost(torch, bm, bn, d, warps, ITERS, softmax=softmax, ctas=ctas, stages=stages,
+                            group=group)
+        got = {"resident_pass_s": cost["miss_pass_resident_s"], "stream_pass_s": cost["miss_pass_stream_s"]}
+        miss = cost["miss_pass_s"]
+        row = {"block_m": bm, "block_n": bn, "head_dim": d, "warps": warps, "stages": stages,
+               "softmax": softmax, "ctas_per_sm": per_sm, "ctas": ctas, "group": group, "pass_bytes": pass_bytes,
+               **got,
+               "miss_s": miss, "dram_throughput": -(-ctas // group) * pass_bytes / got["stream_pass_s"]}
+        rows.append(row)
+        print(f"{bm}x{bn}x{d} w{warps} s{stages}{' softmax' if softmax else ''}, {per_sm} an SM, groups of {group}: L2 "
+              f"{got['resident_pass_s'] * 1e6:.3f} us, DRAM {got['stream_pass_s'] * 1e6:.3f} us a pass, "
+              f"miss {miss * 1e6:.3f} us, DRAM {row['dram_throughput'] / 1e12:.2f} TB/s", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     doc = {"schema": "iosim-convoy-probe", "schema_version": 1, "provenance": asdict(provenance(None, counters=False)),
            "iters": ITERS, "rows": rows}
