@@ -3,7 +3,7 @@
 The engine charges a pass whose tiles missed the L2 the calibrated miss cost (``miss_pass_s``), and a convoy of
 CTAs reading the same missing lines a share of it (``kernels/convoy_probe.py`` measured that share on the
 calibration's loop). This probe measures the whole charge on a real attention forward: shapes whose Q, K, V and
-O fit the L2 several times over, each timed alone (CUDA events around one call) after the L2 was emptied of them
+O fit the L2 several times over, each timed alone (CUDA events around one call, enqueued behind a sleeping kernel so that the host's launch is not timed) after the L2 was emptied of them
 (a 256 MiB buffer zeroed, then read, so its dirty lines are written back before the kernel starts) and right
 after the same call (its inputs in the L2). The difference is what its misses cost it; the engine predicts both
 (``ncu`` mode for the first, ``plain`` mode's second call for the other), so the probe tests the charge on
@@ -31,6 +31,7 @@ CASES = (
     (1, 4, 4096, 128, {"block_m": 64, "block_n": 64, "warps": 4, "stages": 3}),
 )
 REPS = 30
+SLEEP_CYCLES = 2_000_000  # about a millisecond: longer than the host takes to launch the kernel
 
 
 def main(argv=None) -> int:
@@ -46,6 +47,8 @@ def main(argv=None) -> int:
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
 
     def timed(fn) -> float:
+        # the GPU sleeps while the host enqueues the launch, so the events time the kernel, not the host's launch
+        torch.cuda._sleep(SLEEP_CYCLES)
         start.record()
         fn()
         end.record()
