@@ -4,6 +4,8 @@ Each case is kernels/flash2.py's forward at the probe's shape and tiles, simulat
 (its L2 emptied before it), and warm, the same kernel launched twice in ``plain`` mode (the second finds the
 first's inputs in the L2); both aggregated and run one CTA at a time (``aggregate=False``, issue 9's reference),
 which charge a convoy's missed passes differently (``experiments/measurements/h100/convoy_probe/README.md``).
+The probe's ``WAVES`` (one to sixteen waves of the same loop) are predicted too, their first rows' cases kept as
+the first prediction wrote them (``predicted-before.json``): ``--only-waves`` writes the waves alone.
 
     python experiments/probes/warm_predict.py --gpu h200 --out DIR/predicted-before.json
 """
@@ -17,7 +19,7 @@ from pathlib import Path
 from iosim.engine.simulator import Engine
 from iosim.hardware.profile import load_profile
 from iosim.kernels import flash2
-from iosim.kernels.warm_probe import CASES
+from iosim.kernels.warm_probe import CASES, WAVES
 from iosim.schedule.build import build_schedule
 from iosim.schedule.problem import Problem, RunConfig, Tiling
 
@@ -41,10 +43,11 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--gpu", default="h200")
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--only-waves", action="store_true", help="predict the WAVES cases alone")
     args = ap.parse_args()
     profile = load_profile(args.gpu)
     rows = []
-    for batch, heads, n, d, over in CASES:
+    for batch, heads, n, d, over in (WAVES if args.only_waves else CASES + WAVES):
         row = {"batch": batch, "heads": heads, "seq_len": n, "head_dim": d, **over}
         for label, aggregate in (("aggregated", True), ("per_cta", False)):
             cold, warm = predict(profile, batch, heads, n, d, over, aggregate)
