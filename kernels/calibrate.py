@@ -45,12 +45,13 @@ from iosim.kernels.microbench import STREAM_CONFIGS, run_all
 from iosim.schedule.tiling import BWD, FWD, default_tiling
 
 # Raw keys that feed no profile field: kept under calibration.raw, checked by _raw_flags
-RAW_ONLY = ("tile_occ_", "tile_softmax_", "tile_hmma_", "tile_bwd_plain_", "tile_bwd_atomic_")
+RAW_ONLY = ("tile_occ_", "tile_softmax_", "tile_hmma_", "tile_bwd_plain_", "tile_bwd_atomic_", "convoy_miss_")
 # miss_pass_*: seconds per pass of the pipelined tile loop on DRAM-missing against L2-resident tiles
-# (microbench.miss_cost), kept raw: the engine charges miss_pass_s to a pass whose tiles missed the L2
+# (microbench.miss_cost), kept raw: the engine charges miss_pass_s to a pass whose tiles missed the L2, and to each
+# CTA of a convoy started together the convoy_miss_* series' (microbench.convoy_costs)
 RAW_UNITS = ("bytes/s for dram_*, l2_*, atomic_* and tile_*_bytes_per_s (atomic payload), FLOP/s for matmul_* and "
              "the other tile_* (a *_sms entry: distinct SMs the CTAs ran on; *_ok_sms: SMs that ran exactly the "
-             "c CTAs of its _c<c> key), seconds for launch_* and latency_* (SM cycles for latency_*_cycles), "
+             "c CTAs of its _c<c> key), seconds for launch_*, miss_pass_*, convoy_miss_* and latency_* (SM cycles for latency_*_cycles), "
              "Hz for sm_clock_*, SM cycles per dependent instruction for lat_* (iosim.kernels.latency_bench)")
 SPAN_FIRST_TILE_BYTES = 128 * 64 * 2  # the largest first-pass tile of the span loop (microbench.cta_fixed_cost): Q
 CLOCK_RANGE = (0.5, 1.5)  # a measured SM clock outside these multiples of the boost clock is not believed

@@ -56,7 +56,9 @@ block_m × block_n × d and w<warps>, the backward's block_n K/V rows × block_m
   fp32 tiles loading each (``ld``), and loading and storing each back (``rw``), as flash1 writes O_i;
 - ``miss_pass_s`` (seconds, :func:`miss_cost`): what a two-stage pass of the tile loop waits when its
   loads miss the L2, against the same loop on resident tiles; ``miss_pass_<bm>x<bn>x<d>w<warps>_s``
-  (:func:`miss_costs`) the same over tiles of 16-64 KiB of K and V a pass.
+  (:func:`miss_costs`) the same over tiles of 16-64 KiB of K and V a pass;
+- ``convoy_miss_softmax_*`` (seconds, :func:`convoy_costs`): the same wait for each CTA of a group reading the
+  same missing tiles together (a convoy), by group size and CTAs an SM.
 """
 from __future__ import annotations
 
@@ -472,6 +474,30 @@ def miss_costs(torch, softmax: bool = False) -> dict:
         tag = f"miss_pass_{'softmax_' if softmax else ''}{bm}x{bn}x{d}w{warps}"
         for key, value in miss_cost(torch, bm, bn, d, warps, softmax=softmax).items():
             out[key.replace("miss_pass", tag)] = value
+    return out
+
+
+# the convoy series (kernels/convoy_probe.py's softmax loops): the forward loops at d = 64 and 128, one and two
+# CTAs an SM, groups of 2-64 consecutive CTAs reading the same tiles
+CONVOY_LOOPS = ((128, 64, 64, 4), (128, 64, 128, 8))
+CONVOY_PER_SM = (1, 2)
+CONVOY_GROUPS = (2, 4, 8, 16, 32, 64)
+CONVOY_ITERS = 128
+
+
+def convoy_costs(torch) -> dict:
+    """What each CTA of a convoy waits a pass when the tiles it shares with the others miss the L2:
+    :func:`miss_cost` with the online softmax, ``group`` consecutive CTAs reading the same tiles, at one and two
+    CTAs an SM (``convoy_miss_softmax_<bm>x<bn>x<d>w<warps>_c<per SM>_g<group>_s``). The engine charges a convoy
+    of CTAs started together this much a missed pass (:func:`iosim.costs.issue.convoy_series`)."""
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    out = {}
+    for bm, bn, d, warps in CONVOY_LOOPS:
+        for per_sm in CONVOY_PER_SM:
+            for group in CONVOY_GROUPS:
+                got = miss_cost(torch, bm, bn, d, warps, CONVOY_ITERS, softmax=True, ctas=per_sm * sms, stages=2,
+                                group=group)
+                out[f"convoy_miss_softmax_{bm}x{bn}x{d}w{warps}_c{per_sm}_g{group}_s"] = got["miss_pass_s"]
     return out
 
 
@@ -1111,6 +1137,7 @@ def run_all(progress=print, only=None) -> dict:
         ("miss cost", lambda: miss_cost(torch)),
         ("miss cost series", lambda: miss_costs(torch)),
         ("miss cost series softmax", lambda: miss_costs(torch, softmax=True)),
+        ("convoy cost series", lambda: convoy_costs(torch)),
     ]
     if only is not None:
         wanted = {name.strip().lower() for name in only}

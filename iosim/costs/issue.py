@@ -394,6 +394,38 @@ def estimated_code(iter_flops, end_flops, warps: int) -> KernelCode:
     return KernelCode(loop=code(iter_flops), outside=code(end_flops))
 
 
+CONVOY_SERIES = re.compile(r"convoy_miss_softmax_(\d+)x(\d+)x(\d+)w(\d+)_c(\d+)_g(\d+)_s")
+
+
+def convoy_series(profile, head_dim: int, per_sm: int) -> tuple | None:
+    """``((group, seconds), ...)``: what each CTA of a convoy of ``group`` CTAs started together waits a pass whose
+    shared tiles missed the L2, from the calibrated convoy series (``convoy_miss_softmax_*``,
+    :func:`iosim.kernels.microbench.convoy_costs`) of the loop nearest ``head_dim`` (by ratio) and, of it, the
+    occupancy nearest ``per_sm`` CTAs an SM; None where the profile has no such series."""
+    loops: dict = {}
+    for key, value in _raw(profile).items():
+        m = CONVOY_SERIES.fullmatch(key)
+        if m and isinstance(value, (int, float)):
+            loops.setdefault((int(m[3]), int(m[5])), []).append((int(m[6]), float(value)))
+    if not loops:
+        return None
+    d = min({d for d, _ in loops}, key=lambda x: (abs(math.log2(x / max(1, head_dim or x))), x))
+    c = min({c for dd, c in loops if dd == d}, key=lambda x: (abs(x - per_sm), x))
+    return tuple(sorted(loops[(d, c)]))
+
+
+def convoy_wait(series: tuple, group: int) -> float:
+    """Seconds each CTA of a convoy of ``group`` waits a missed pass: the series (:func:`convoy_series`)
+    interpolated in log2 of the group, held at its ends."""
+    if group <= series[0][0]:
+        return series[0][1]
+    for (g0, w0), (g1, w1) in zip(series, series[1:]):
+        if group <= g1:
+            t = math.log2(group / g0) / math.log2(g1 / g0)
+            return w0 + t * (w1 - w0)
+    return series[-1][1]
+
+
 def _raw(profile) -> Mapping:
     return (profile.calibration or {}).get("raw") or {}
 
@@ -691,7 +723,7 @@ def sm_time(t_tensor: float, t_issue: float, t_chain: float, share: int, overlap
     return max(share * cta_time(t_tensor, simt / share, share, overlap, specialised), share * t_shared)
 
 
-__all__ = ["KernelCode", "LoopCode", "atomic_exposure", "calibration_loop", "chain_seconds", "cta_load_seconds",
-           "cta_time", "cycle_hits", "estimated_code", "lanes", "latencies", "lone_excess", "loop_code", "occupancy_curve",
+__all__ = ["KernelCode", "LoopCode", "atomic_exposure", "calibration_loop", "chain_seconds", "convoy_series",
+           "convoy_wait", "cta_load_seconds", "cta_time", "cycle_hits", "estimated_code", "lanes", "latencies", "lone_excess", "loop_code", "occupancy_curve",
            "occupancy_rate", "own_simt_share", "reload_miss", "rewritten_miss", "shared_cycles", "shared_seconds", "simt_seconds",
            "sm_time", "spill_traffic", "tensor_rate", "tensor_rates", "warp_cycles"]

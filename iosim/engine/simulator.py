@@ -16,8 +16,10 @@ stages the loads of a step overlap its math and their latency is paid once, with
 iteration waits for its loads; a pipelined CTA pulls its tiles, spill traffic included, no faster than
 the calibrated stream of one CTA. Writes go no faster than the measured write-only rates. A CTA's first
 loads cost a round trip and its first tiles at the per-CTA load rate; a later pass whose tiles
-missed the L2 waits the calibrated miss cost (less what a deeper pipeline hides), paid once among
-CTAs reading the missing line together: the followers stream behind the one that missed. Where a causal kernel
+missed the L2 waits the calibrated miss cost (less what a deeper pipeline hides): CTAs of the first wave
+reading the missing lines together (a convoy) each wait what the calibrated convoy series measured for a convoy
+of their number (where the profile has it; a forward's loop), later ones trail the CTA that missed and only it
+waits (:meth:`Engine._convoy_share`). Where a causal kernel
 streams more K/V than the L2 holds, each CTA started after the first wave runs at its own pace (:mod:`iosim.engine.pace`),
 so that later CTAs do not start in a lattice the GPU does not keep.
 
@@ -49,6 +51,8 @@ from iosim.costs.issue import (
     WARP,
     atomic_exposure,
     chain_seconds,
+    convoy_series,
+    convoy_wait,
     cta_load_seconds,
     cta_stream_bandwidth,
     estimated_code,
@@ -316,7 +320,10 @@ class Engine:
         return {"iter": loop, "chain": chain, "lone": lone, "once": simt_seconds(code.outside, kernel.warps, profile),
                 "shared": shared, "shared_once": shared_seconds(code.outside, kernel.warps, profile),
                 "masked": masked, "tensor": rate / profile.sm_count, "atomic": atomic, "spills": spills,
-                "specialised": code.specialised, "l1": l1_shared_loads(code, kernel.warps, per_sm, profile)}
+                "specialised": code.specialised, "l1": l1_shared_loads(code, kernel.warps, per_sm, profile),
+                # measured on the forward's loop: a backward's convoys (K/V-outer CTAs streaming one head's Q and dO)
+                # are not, and keep one CTA of the convoy paying
+                "convoy": convoy_series(profile, head_dim, per_sm) if self._miss_pass and kernel.mma != "bwd" else None}
 
     def _launch(self, phases: list):
         """One kernel launch: its CTAs dispatched in grid order into free slots, each running the loops of
@@ -484,6 +491,11 @@ class Engine:
         # the kernel starts, or when equal trips free their slots together; causal CTAs free them one by one
         together = env.now == ph.start  # launched with the kernel's first wave: in phase with all of it
         lockstep = together or kernel.causal is CausalMode.NONE
+        # CTAs of the first wave that read the same missing lines, started together, each wait the calibrated convoy
+        # series' share of a missed pass; later CTAs trail the one that misses, and only it waits (_convoy_share)
+        convoy, lead = code["convoy"] if together else None, 1.0
+        if convoy is not None and not self.aggregate:  # run one by one, the CTA that misses sets its convoy's pace
+            lead, convoy = self._convoy_share(ph, convoy, self._first_group(ph, g0)), None
         # a CTA's own pace (a cohort of several: its first CTA's), after the first wave, whose CTAs start in step
         own = 1.0 if ph.own_pace is None or together else float(ph.own_pace[g0])
         looped = ph.looped  # read once a pass, the rest once a CTA
@@ -530,8 +542,11 @@ class Engine:
             active, iters = step.active, step.iters
             alone = active == self.resident
             for t, sl, place, parts, nbytes, kind, mult, name, several in accesses:
+                before = lone
                 r, lone, b = access((t, sl if slotted is None else slotted[sl]), parts, place, kind, mult, now,
                                     who, lockstep, lone, got if kind == READ and not alone else None, several, together)
+                if convoy is not None and mult > 1 and lone != before:  # each of the convoy waits its share
+                    lone = before + (lone - before) * mult * self._convoy_share(ph, convoy, mult)
                 if got:
                     fills += [(line, before / nbytes, upto / nbytes, lo, hi) for line, before, upto, lo, hi in got]
                     got.clear()
@@ -644,7 +659,7 @@ class Engine:
                     # deeper pipeline issued its loads ahead of that. Of CTAs reading a missing line
                     # together one pays: the others find it filled behind it (a convoy).
                     ahead = (stages - MISS_PASS_STAGES) * math / length
-                    wait, paid = max(0.0, miss_pass - ahead) * passes, min(1.0, lone / distinct)
+                    wait, paid = max(0.0, miss_pass - ahead) * passes, min(1.0, lone / distinct) * lead
                     end += wait * paid
                     unfilled = wait - wait * paid
                 if first:
@@ -711,6 +726,29 @@ class Engine:
                     going &= ~ended
                     state["ready"].extend(int(g) for g in g0 + np.flatnonzero(ended) + successor if g < kernel.ctas)
                 self._leave(step.done, state, kernel.name)
+
+    def _convoy_share(self, ph, series: tuple, group: int) -> float:
+        """The share of the calibrated missed pass (``miss_pass_s``) each CTA of a convoy of ``group`` CTAs started
+        together waits, from the convoy series (:func:`~iosim.costs.issue.convoy_series`). Measured on an H100
+        (``h100/convoy_probe/softmax``): 0.4-0.9 of it from groups of 8 on, where the engine charged 1/group (one
+        CTA of the convoy waited, the others rode its fill) aggregated and 1 run one by one. Only the first wave's
+        CTAs start together: later ones start as slots free, trail the one that misses and wait nothing (the warm
+        probe, ``h100/warm_probe``: from the fifth wave on, a wave of flash2's forward at d = 128 takes what it
+        takes with every tile in the L2)."""
+        got = ph.shares.get(group)
+        if got is None:
+            got = ph.shares[group] = convoy_wait(series, group) / self._miss_pass
+        return got
+
+    def _first_group(self, ph, g: int) -> int:
+        """CTAs of the first wave of ``ph``'s kernel that read CTA ``g``'s key/value slice (``g`` of that wave)."""
+        if ph.first_groups is None:
+            kernel = ph.kernel
+            n = min(kernel.ctas, ph.per_sm * self.profile.sm_count)
+            slices, counts = np.unique(kernel.kv_slice(kernel.coords(0, n)[0]), return_counts=True)
+            ph.first_groups = dict(zip(slices.tolist(), counts.tolist()))
+        kernel = ph.kernel
+        return ph.first_groups.get(int(kernel.kv_slice(kernel.coords(g, g + 1)[0])[0]), 1)
 
     def _plan(self, accesses, looped: set, tiles: dict | None = None, l1: float = 0.0) -> tuple:
         """What a step's accesses are, before any of them is served: each as ``(tensor index, slice, placement,
@@ -896,6 +934,8 @@ class _Phase:
     end: float = 0.0  # when its last CTA ended this loop (where a later loop follows it in the launch)
     own_pace: np.ndarray | None = None  # each CTA's pace factor (iosim.engine.pace; None: every CTA alike)
     fine: bool = False  # its steps are one line long (Engine._fine); in heads order one cohort a key/value slice
+    shares: dict = field(default_factory=dict)  # a convoy's share of a missed pass by its CTAs (Engine._convoy_share)
+    first_groups: dict | None = None  # CTAs of its first wave by key/value slice (Engine._first_group)
 
     @functools.cached_property
     def looped(self) -> frozenset:
