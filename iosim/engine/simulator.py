@@ -323,7 +323,9 @@ class Engine:
                 "specialised": code.specialised, "l1": l1_shared_loads(code, kernel.warps, per_sm, profile),
                 # measured on the forward's loop: a backward's convoys (K/V-outer CTAs streaming one head's Q and dO)
                 # are not, and keep one CTA of the convoy paying
-                "convoy": convoy_series(profile, head_dim, per_sm) if self._miss_pass and kernel.mma != "bwd" else None}
+                # of its first wave's occupancy, the only wave charged it (a grid of one CTA an SM runs one an SM)
+                "convoy": (convoy_series(profile, head_dim, min(per_sm, -(-kernel.ctas // profile.sm_count)))
+                           if self._miss_pass and kernel.mma != "bwd" else None)}
 
     def _launch(self, phases: list):
         """One kernel launch: its CTAs dispatched in grid order into free slots, each running the loops of
@@ -495,7 +497,8 @@ class Engine:
         # series' share of a missed pass; later CTAs trail the one that misses, and only it waits (_convoy_share)
         convoy, lead = code["convoy"] if together else None, 1.0
         if convoy is not None and not self.aggregate:  # run one by one, the CTA that misses sets its convoy's pace
-            lead, convoy = self._convoy_share(ph, convoy, self._first_group(ph, g0)), None
+            group = self._first_group(ph, g0)  # (its share capped at a lone CTA's miss, as a cohort's charge is)
+            lead, convoy = min(1.0, self._convoy_share(ph, convoy, group)) if group > 1 else 1.0, None
         # a CTA's own pace (a cohort of several: its first CTA's), after the first wave, whose CTAs start in step
         own = 1.0 if ph.own_pace is None or together else float(ph.own_pace[g0])
         looped = ph.looped  # read once a pass, the rest once a CTA
