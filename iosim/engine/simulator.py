@@ -496,7 +496,8 @@ class Engine:
         # CTAs of the first wave that read the same missing lines, started together, each wait the calibrated convoy
         # series' share of a missed pass; later CTAs trail the one that misses, and only it waits (_convoy_share)
         convoy, lead = code["convoy"] if together else None, 1.0
-        if convoy is not None and not self.aggregate:  # run one by one, the CTA that misses sets its convoy's pace
+        if convoy is not None and g1 - g0 == 1:  # a CTA alone in its cohort (run one by one, or one cohort a head in
+            # heads order): the first of its convoy to miss sets the pace the others keep
             group = self._first_group(ph, g0)  # (its share capped at a lone CTA's miss, as a cohort's charge is)
             lead, convoy = min(1.0, self._convoy_share(ph, convoy, group)) if group > 1 else 1.0, None
         # a CTA's own pace (a cohort of several: its first CTA's), after the first wave, whose CTAs start in step
