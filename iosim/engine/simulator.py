@@ -321,9 +321,8 @@ class Engine:
                 "shared": shared, "shared_once": shared_seconds(code.outside, kernel.warps, profile),
                 "masked": masked, "tensor": rate / profile.sm_count, "atomic": atomic, "spills": spills,
                 "specialised": code.specialised, "l1": l1_shared_loads(code, kernel.warps, per_sm, profile),
-                # measured on the forward's loop: a backward's convoys (K/V-outer CTAs streaming one head's Q and dO)
-                # are not, and keep one CTA of the convoy paying
-                # of its first wave's occupancy, the only wave charged it (a grid of one CTA an SM runs one an SM)
+                # the convoy series of its first wave's CTAs an SM (the only wave charged it); measured on the forward's
+                # loop, so a backward's convoys (K/V-outer CTAs streaming one head's Q and dO) keep one CTA paying
                 "convoy": (convoy_series(profile, head_dim, min(per_sm, -(-kernel.ctas // profile.sm_count)))
                            if self._miss_pass and kernel.mma != "bwd" else None)}
 
@@ -546,11 +545,11 @@ class Engine:
             active, iters = step.active, step.iters
             alone = active == self.resident
             for t, sl, place, parts, nbytes, kind, mult, name, several in accesses:
-                before = lone
+                owed = lone
                 r, lone, b = access((t, sl if slotted is None else slotted[sl]), parts, place, kind, mult, now,
                                     who, lockstep, lone, got if kind == READ and not alone else None, several, together)
-                if convoy is not None and mult > 1 and lone != before:  # each of the convoy waits its share
-                    lone = before + (lone - before) * mult * self._convoy_share(ph, convoy, mult)
+                if convoy is not None and mult > 1 and lone != owed:  # each of the convoy waits its share
+                    lone = owed + (lone - owed) * mult * self._convoy_share(ph, convoy, mult)
                 if got:
                     fills += [(line, before / nbytes, upto / nbytes, lo, hi) for line, before, upto, lo, hi in got]
                     got.clear()
@@ -661,7 +660,8 @@ class Engine:
                     # A pass whose tiles were not in the L2 waits at its top for them: what the calibrated
                     # two-stage loop's pass waits when all of it misses (miss_pass_s), less the passes a
                     # deeper pipeline issued its loads ahead of that. Of CTAs reading a missing line
-                    # together one pays: the others find it filled behind it (a convoy).
+                    # together one pays: the others find it filled behind it (a convoy); in the first wave
+                    # each pays the convoy series' share (``lone`` and ``lead``, see _convoy_share).
                     ahead = (stages - MISS_PASS_STAGES) * math / length
                     wait, paid = max(0.0, miss_pass - ahead) * passes, min(1.0, lone / distinct) * lead
                     end += wait * paid
@@ -734,7 +734,7 @@ class Engine:
     def _convoy_share(self, ph, series: tuple, group: int) -> float:
         """The share of the calibrated missed pass (``miss_pass_s``) each CTA of a convoy of ``group`` CTAs started
         together waits, from the convoy series (:func:`~iosim.costs.issue.convoy_series`). Measured on an H100
-        (``h100/convoy_probe/softmax``): 0.4-0.9 of it from groups of 8 on, where the engine charged 1/group (one
+        (``h100/convoy_probe/softmax``): 0.4-1.6 of it from groups of 8 on (a share capped at 1), where the engine charged 1/group (one
         CTA of the convoy waited, the others rode its fill) aggregated and 1 run one by one. Only the first wave's
         CTAs start together: later ones start as slots free, trail the one that misses and wait nothing (the warm
         probe, ``h100/warm_probe``: from the fifth wave on, a wave of flash2's forward at d = 128 takes what it
