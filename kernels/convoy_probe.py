@@ -21,11 +21,12 @@ from pathlib import Path
 
 from iosim.kernels import microbench as mb
 
-# (block_m, block_n, head_dim, warps, stages): the calibration's forward loop, and the d = 128, 8-warp one
-LOOPS = ((128, 64, 64, 4, 2), (128, 64, 128, 8, 2))
-GROUPS = (1, 2, 4, 8, 16, 32, 64)  # consecutive CTAs reading the same tiles
-PER_SM = (1, 2)  # CTAs an SM: the grid is this many times the SMs
-ITERS = 128  # passes a CTA
+# the calibration's convoy series (microbench.convoy_costs), whose softmax rows experiments/probes/convoy_run.py
+# turns into its keys: (block_m, block_n, head_dim, warps, stages) two stages deep, groups of one besides
+LOOPS = tuple((*loop, 2) for loop in mb.CONVOY_LOOPS)
+GROUPS = (1, *mb.CONVOY_GROUPS)  # consecutive CTAs reading the same tiles
+PER_SM = mb.CONVOY_PER_SM  # CTAs an SM: the grid is this many times the SMs
+ITERS = mb.CONVOY_ITERS  # passes a CTA
 
 
 def main(argv=None) -> int:

@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 
 from iosim.costs.issue import convoy_series, convoy_wait
+from iosim.engine.simulator import Engine
 from iosim.hardware.profile import load_profile
+from iosim.schedule.build import build_schedule
 from iosim.schedule.problem import Problem, RunConfig, Tiling
 from iosim.simulate import simulate
 
@@ -92,9 +94,6 @@ def test_the_convoy_costs_what_the_warm_probe_measured_beyond_the_warm_run(heads
     mode): within a third of what the probe measured, where the per-CTA run charged 2-3 times it before."""
     row = _measured(heads, n, d)
     config = _fwd(heads, n, d, mode="plain")
-    from iosim.engine.simulator import Engine
-    from iosim.schedule.build import build_schedule
-
     schedule = build_schedule(config, H100.sm_count)
     twice = replace(schedule, kernels=schedule.kernels * 2)
     warm = Engine(twice, H100, mode="plain").run().kernels[-1].time_s

@@ -724,6 +724,7 @@ def sm_time(t_tensor: float, t_issue: float, t_chain: float, share: int, overlap
 
 
 __all__ = ["KernelCode", "LoopCode", "atomic_exposure", "calibration_loop", "chain_seconds", "convoy_series",
-           "convoy_wait", "cta_load_seconds", "cta_time", "cycle_hits", "estimated_code", "lanes", "latencies", "lone_excess", "loop_code", "occupancy_curve",
+           "convoy_wait", "cta_load_seconds", "cta_time", "cycle_hits", "estimated_code", "lanes", "latencies",
+           "lone_excess", "loop_code", "occupancy_curve",
            "occupancy_rate", "own_simt_share", "reload_miss", "rewritten_miss", "shared_cycles", "shared_seconds", "simt_seconds",
            "sm_time", "spill_traffic", "tensor_rate", "tensor_rates", "warp_cycles"]

@@ -746,12 +746,11 @@ class Engine:
 
     def _first_group(self, ph, g: int) -> int:
         """CTAs of the first wave of ``ph``'s kernel that read CTA ``g``'s key/value slice (``g`` of that wave)."""
+        kernel = ph.kernel
         if ph.first_groups is None:
-            kernel = ph.kernel
             n = min(kernel.ctas, ph.per_sm * self.profile.sm_count)
             slices, counts = np.unique(kernel.kv_slice(kernel.coords(0, n)[0]), return_counts=True)
             ph.first_groups = dict(zip(slices.tolist(), counts.tolist()))
-        kernel = ph.kernel
         return ph.first_groups.get(int(kernel.kv_slice(kernel.coords(g, g + 1)[0])[0]), 1)
 
     def _plan(self, accesses, looped: set, tiles: dict | None = None, l1: float = 0.0) -> tuple:
