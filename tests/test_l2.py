@@ -81,6 +81,32 @@ def test_write_backs_of_accesses_served_together_queue_after_their_loads():
         assert l2.posted is None
 
 
+def test_deferred_write_backs_wait_for_every_load_of_their_instant():
+    """Two steps at t = 0 (two CTAs run one by one), A dirty, one line of capacity: the first step's fill of B
+    evicts A. Posted at once, A's write-back queues before the second step's fill of C (C at 6); deferred to
+    the end of the instant (the engine's hook, :meth:`L2Cache.drain`), C comes at 4 as when both steps are one
+    (held together), and A's bytes leave behind it: the same bytes on the link, in the other order."""
+    C = (0, 0, 2, 0)
+    for defer in (False, True):
+        l2 = cache(capacity=LINE)
+        asked = []
+        if defer:
+            l2.defer = asked.append
+        l2.access(A, "hbm", WRITE, LINE, LINE, 1, 0.0, 0, LINE)
+        got = []
+        for key in (B, C):
+            l2.hold_writes()
+            got.append(l2.access(key, "hbm", READ, LINE, LINE, 1, 0.0, 0, LINE))
+            l2.post(0.0)
+        if defer:
+            assert asked == [0.0] and l2.memory["hbm"].log == [(2.0, LINE), (4.0, LINE)]  # asked once, not yet out
+            l2.drain(0.0)
+            assert l2.instant == []
+        assert got == ([2.0, 4.0] if defer else [2.0, 6.0])
+        assert sorted(l2.memory["hbm"].log) == [(2.0, LINE), (4.0, LINE), (6.0, LINE)]
+        assert counts(l2) == (2 * LINE, LINE, 0, 2 * LINE, 2 * LINE, LINE)
+
+
 def test_an_atomic_fills_the_line_first_then_dirties_it():
     """Read-modify-write at the L2: a missing line is fetched (a lookup that misses), then dirtied;
     flushing writes the bytes back once."""

@@ -20,7 +20,7 @@ Policy, chosen to match what Nsight Compute's ``dram__bytes`` counters see on NV
   ends is not counted in that kernel's DRAM writes, as on the hardware;
 - the write-backs of accesses served together (one engine step: :meth:`L2Cache.hold_writes`) go on the
   memory link after their loads (:meth:`L2Cache.post`), as a memory controller serves reads first and
-  drains posted writes behind them;
+  drains posted writes behind them, and in the engine after every load issued at the same instant;
 - atomics are read-modify-write at L2: a missing line is filled first, then dirtied;
 - a line larger than the whole cache bypasses it: every access goes to memory (with a zero-sized
   L2 this reproduces the FlashAttention paper's HBM access counts);
@@ -80,6 +80,7 @@ class L2Cache:
         # later group, the group's CTAs): the profile's lrc_*_lookups and lrc_group_ctas; None: merged in coalesce's
         self.lockstep = lockstep
         self._groups: dict = {}
+        self._shares: dict = {}  # (CTAs, together, lockstep) -> (lookups a byte, lookups a byte merged in a fill)
         self.dirty_limit = capacity if dirty_limit is None else min(dirty_limit, capacity)
         self.lines: OrderedDict = OrderedDict()
         self.pinned: int | None = None  # tensor index whose lines are evicted last (spill frames), see pin
@@ -90,6 +91,10 @@ class L2Cache:
         # write-backs of the accesses being served together (one engine step), queued on the memory link after
         # their loads (see :meth:`post`); None: each goes on the link when it happens
         self.posted: list | None = None
+        # ``defer(now)``: where set, the engine's hook that calls :meth:`drain` once every access of the instant
+        # ``now`` is served; ``instant``: the write-backs :meth:`post` deferred to it
+        self.defer = None
+        self.instant: list = []
         self.used = 0
         self.dirty = 0
         self.stats = L2Stats()
@@ -138,9 +143,14 @@ class L2Cache:
         # reading one cold buffer together make about k/4 lookups; 2 or 4 make one). On its way: asked for before
         # now, or by other CTAs (a convoy's followers, stepping with the CTA they wait for), or at once by CTAs of the
         # first wave
-        group = self.lockstep_lookups(mult, together) if lockstep else mult
-        look, merged = 0.0, min(mult * self.inflight, group)  # a byte's lookups: merged in a fill on its way, or not
+        shares = self._shares.get((mult, together, lockstep))
+        if shares is None:  # a byte's lookups: merged in a fill on its way, or not (the same few keys every step)
+            group = self.lockstep_lookups(mult, together) if lockstep else mult
+            shares = self._shares[(mult, together, lockstep)] = (group, min(mult * self.inflight, group))
+        group, merged = shares
+        look = 0.0
         tensor, part = head  # a line's key, (tensor, slice, line_row, line_col), built in one tuple
+        fill = None  # the placement's link's reserve, looked up at the first miss
         for a, b, nbytes, line_bytes, lo, hi in pieces:
             total = nbytes * mult
             moved += nbytes
@@ -196,14 +206,28 @@ class L2Cache:
                     line[6] = replicas
                 # a fill of it on its way (before this access asks for one)
                 flight = line[2] > now and (together or now > line[9] or who != line[10])
-                grow = _cover(line, 0, 3, lo, hi, nbytes, line_bytes)
+                ivs = line[3]
+                if lo is not None and ivs is not None and (not ivs or lo >= ivs[-1][0]):
+                    # _cover's first case inlined (a line streamed in order: only its last span can meet the piece)
+                    s0, s1 = ivs[-1] if ivs else (0, -1)
+                    if lo > s1:
+                        ivs.append((lo, hi))
+                        grow = nbytes
+                    else:
+                        grow = nbytes - max(0, min(s1, hi) - lo)
+                        ivs[-1] = (s0, max(s1, hi))
+                    line[0] += grow
+                else:
+                    grow = _cover(line, 0, 3, lo, hi, nbytes, line_bytes)
             if not write:
                 hits += total - grow
                 if read:
                     lone += grow / mult
                 if grow:
                     missed += grow
-                    r = self.memory[placement].reserve(now, grow)
+                    if fill is None:
+                        fill = self.memory[placement].reserve
+                    r = fill(now, grow)
                     if r > line[2]:
                         line[2] = r
                     line[9], line[10] = now, who
@@ -310,10 +334,25 @@ class L2Cache:
         """Queue the held write-backs on their memory links, after the loads served with them: a memory
         controller serves reads first and drains its posted writes behind them, so bytes written back to make
         room for a fill never delay the loads issued together with it (on a FIFO link, a step's loads issued
-        after an eviction waited for its write-back)."""
+        after an eviction waited for its write-back). Where the engine defers them (:attr:`defer`), they wait
+        for every load issued at this instant, whoever issued it (:meth:`drain`): CTAs launched together and
+        run one by one then queue their loads ahead of each other's write-backs, as one cohort of them does."""
         posted, self.posted = self.posted, None
         if not posted:
             return
+        if self.defer is not None:
+            if not self.instant:  # the first write-back of this instant: drained once its loads are all issued
+                self.defer(now)
+            self.instant += posted
+            return
+        self._post_now(now, posted)
+
+    def drain(self, now: float) -> None:
+        """Queue the write-backs deferred at ``now`` (:meth:`post`) on their memory links."""
+        posted, self.instant = self.instant, []
+        self._post_now(now, posted)
+
+    def _post_now(self, now: float, posted: list) -> None:
         for placement in sorted({p for p, _ in posted}):  # each link's in the order they were held
             self.memory[placement].reserve_each(now, [n for p, n in posted if p == placement], write=True)
 
@@ -341,8 +380,11 @@ class L2Cache:
         nbytes = line[1]
         if nbytes:
             placement = self.placements[key[0]]
-            if timed:
-                self._write(placement, now, nbytes)
+            if timed:  # _write, inlined: every victim's write-back passes here
+                if self.posted is None:
+                    self.memory[placement].reserve(now, nbytes, write=True)
+                else:
+                    self.posted.append((placement, nbytes))
                 self.stats.writeback_bytes[placement] += nbytes
             self.dirty -= nbytes
             line[1] = 0
@@ -374,8 +416,9 @@ class L2Cache:
         return self.lines[key] if line is None else line
 
     def _evict(self, now: float, keep) -> None:
-        ordinary, held = self.lines, self.held
-        while self.used > self.capacity:
+        ordinary, held, capacity = self.lines, self.held, self.capacity
+        used = self.used  # kept here while lines go (cleaning a line does not read it)
+        while used > capacity:
             # the least recently used line other than the one being served, pinned lines only once none else is left
             lines = ordinary if len(ordinary) > 1 or (ordinary and keep not in ordinary) else held
             key, line = lines.popitem(last=False)
@@ -386,7 +429,8 @@ class L2Cache:
                 key, line = lines.popitem(last=False)
             if line[1]:
                 self._clean(key, line, now)
-            self.used -= line[0] * line[6]
+            used -= line[0] * line[6]
+        self.used = used
         if self.dirty > self.dirty_limit:
             keys, bits = self.dirty_keys, self._draw.getrandbits
             while self.dirty > self.dirty_limit:
