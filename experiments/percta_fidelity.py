@@ -3,7 +3,7 @@
 Issue 9 names the per-CTA run (one process a CTA, one iteration a step) the model and the aggregated run its fast
 path. This validates the same cases both ways against the counters: each case of the chosen sets whose name starts
 with ``--prefix`` and holds none of ``--skip`` (long cases run minutes per CTA), simulated as ``iosim validate``
-simulates it, once aggregated and once per CTA, and prints each case's time error both ways and the median and mean
+simulates it, once aggregated and once per CTA (``iosim validate --per-cta``), and prints each case's time error both ways and the median and mean
 |error| per GPU. Nothing is fitted; the per-CTA runs take about a second a case at N = 4K, half a minute at 64K.
 
     python experiments/percta_fidelity.py [--sets h100,h200] [--prefix flash2-fwd-] [--skip causal,n32768] [-j 2]
@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import statistics
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 MEASURED = Path(__file__).resolve().parent / "measurements"
@@ -21,23 +22,18 @@ MEASURED = Path(__file__).resolve().parent / "measurements"
 def _errors(args) -> tuple:
     """(set, case, {aggregated: time error, per CTA: time error}) of one case."""
     path, name = args
-    import iosim.measure.validate as V
     from iosim.measure.measurement import load_measurement
-    from iosim.simulate import simulate
+    from iosim.measure.validate import validate
 
     measurement = load_measurement(path)
-    profile = V.profile_for(measurement.provenance.gpu_name)
-    n = next(k for k, c in enumerate(measurement.cases) if c.name == name)
+    case = next(c for c in measurement.cases if c.name == name)
+    one = replace(measurement, cases=(case,))
     out = {}
-    try:
-        for aggregate in (True, False):
-            V.simulate = lambda *a, _agg=aggregate, **k: simulate(*a, aggregate=_agg, **k)
-            kind, res = V._case(measurement.cases[n], n, profile, measurement.provenance, str(path))
-            if kind != "result" or not res.measured.get("time_s"):
-                return path, name, None
-            out[aggregate] = res.predicted["time_s"] / res.measured["time_s"] - 1
-    finally:
-        V.simulate = simulate
+    for aggregate in (True, False):
+        results, _ = validate(one, source=Path(path).name, aggregate=aggregate)
+        if not results or not results[0].measured.get("time_s"):
+            return path, name, None
+        out[aggregate] = results[0].predicted["time_s"] / results[0].measured["time_s"] - 1
     return path, name, out
 
 

@@ -134,6 +134,29 @@ def test_cases_on_several_processes_give_the_same_results():
     assert len(one[0]) == 5
 
 
+def test_per_cta_validation_simulates_each_case_one_cta_at_a_time(tmp_path):
+    """``--per-cta``: each case is the per-CTA run of its configuration (one process a CTA, one iteration a step),
+    which on a forward of several waves differs from the aggregated one, and the JSON says which it is."""
+    from iosim.hardware.profile import load_profile
+    from iosim.schedule.problem import RunConfig
+    from iosim.simulate import simulate
+
+    path = tmp_path / "m.json"
+    m = load_measurement(REPO / "experiments" / "measurements" / "h200" / "measurements.json")
+    dump_measurement(replace(m, cases=tuple(c for c in m.cases if c.name == "flash2-fwd-fp16-b4h16-n1024-d128")), path)
+    runs = {}
+    for flag in ((), ("--per-cta",)):
+        r = CliRunner().invoke(main, ["validate", str(path), "--json", *flag])
+        assert r.exit_code == 0, r.output
+        out = json.loads(r.output)
+        assert out["per_cta"] == bool(flag)
+        runs[bool(flag)] = out["cases"][0]
+    config = RunConfig.from_dict(runs[True]["config"])
+    expected = simulate(config, load_profile("h200"), aggregate=False, triton_version="3.6.0")
+    assert runs[True]["predicted"]["time_s"] == pytest.approx(expected.time_s, rel=1e-12)
+    assert runs[True]["predicted"]["time_s"] != pytest.approx(runs[False]["predicted"]["time_s"], rel=0.01)
+
+
 def test_impl_filter_names_an_unknown_or_absent_implementation():
     fp8 = str(REPO / "experiments" / "measurements" / "h200" / "fp8" / "measurements.json")
     runner = CliRunner()

@@ -36,7 +36,12 @@ from iosim.results.report import human_bytes, human_time
                    "simulated, grid launched), DRAM bytes, crossbar bytes, L2 lookups and time, predicted and measured.")
 @click.option("--jobs", "-j", "workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Worker processes for the cases (each is simulated on its own; the results are the same).")
-def validate(files, live, grid, out, gpu, as_json, plots, impls, per_kernel, workers):
+@click.option("--per-cta", "per_cta", is_flag=True,
+              help="Simulate each case one CTA at a time, one loop iteration a step: the reference run the default "
+                   "(CTAs launched together stepped as one cohort) stands for. Seconds to a minute a case rather "
+                   "than a fraction of a second; on forwards of several waves nearer the GPU, whose waves drift "
+                   "apart as the per-CTA run's do (docs/validation.md).")
+def validate(files, live, grid, out, gpu, as_json, plots, impls, per_kernel, workers, per_cta):
     """Compare iosim's predictions with measured DRAM bytes, L2 bytes and time, case by case.
 
     FILES are measurement files written by `iosim measure` (default: the committed H100 set). Each
@@ -67,14 +72,15 @@ def validate(files, live, grid, out, gpu, as_json, plots, impls, per_kernel, wor
             bar.set_postfix_str(name[:40], refresh=False)
             bar.update(done - bar.n)
 
-        results, skipped = validate_files(files, gpu, progress=progress, impls=wanted, jobs=workers)
+        results, skipped = validate_files(files, gpu, progress=progress, impls=wanted, jobs=workers,
+                                          aggregate=not per_cta)
     if wanted and not results and not skipped:
         raise click.BadParameter(f"no case of {', '.join(Path(f).name for f in files)} is of {', '.join(wanted)}",
                                  param_hint="--impl")
     stats = summary(results)
     split = caveat_split(results)
     if as_json:
-        click.echo(json.dumps({"summary": stats, "cases": [r.to_dict() for r in results],
+        click.echo(json.dumps({"summary": stats, "per_cta": per_cta, "cases": [r.to_dict() for r in results],
                                "skipped": [{"name": n, "why": w} for n, w in skipped],
                                **({"caveats": split} if split else {})}, indent=2))
     else:

@@ -95,12 +95,14 @@ def profile_for(gpu_name: str, override: str | None = None, where: str = "proven
 
 def validate(measurement: Measurement, gpu: str | None = None, progress=None, source: str = "",
              impls: tuple | None = None, jobs: int = 1, path: str | Path | None = None,
-             l2_lines: int | None = None) -> tuple:
+             l2_lines: int | None = None, aggregate: bool = True) -> tuple:
     """Simulate every modelled case of ``measurement`` (of those ``impls`` only, where given: ``flash2``,
     ``sdpa_cudnn``, ``kernel``, ...; ``ours``: every case not PyTorch's own attention); return (case
     results, names of cases skipped and why). ``jobs`` > 1 simulates the cases on that many processes
     (each reloads the measurement from ``path``, the file it came from); the results are the same.
-    ``l2_lines``: the L2 model's resolution (see :func:`~iosim.simulate.simulate`)."""
+    ``l2_lines``: the L2 model's resolution (see :func:`~iosim.simulate.simulate`). ``aggregate=False`` simulates
+    each case one CTA a process, one loop iteration a step (the per-CTA run the aggregated one stands for: slower,
+    and on multi-wave forwards nearer the GPU, see docs/validation.md)."""
     prov = measurement.provenance
     profile = profile_for(prov.gpu_name, gpu, f"{source}: provenance.gpu_name" if source else "provenance.gpu_name")
     cases = measurement.cases
@@ -108,7 +110,8 @@ def validate(measurement: Measurement, gpu: str | None = None, progress=None, so
     if jobs > 1 and path is not None and len(chosen) > 1:
         done: dict = {}
         with ProcessPoolExecutor(max_workers=min(jobs, len(chosen))) as pool:
-            futures = {pool.submit(_case_in_worker, str(path), n, gpu, source, l2_lines): n for n in chosen}
+            futures = {pool.submit(_case_in_worker, str(path), n, gpu, source, l2_lines, aggregate): n
+                       for n in chosen}
             for future in as_completed(futures):
                 n = futures[future]
                 done[n] = future.result()
@@ -120,7 +123,7 @@ def validate(measurement: Measurement, gpu: str | None = None, progress=None, so
         for n in chosen:
             if progress:  # progress(cases started, cases in the file, the case now simulated)
                 progress(n + 1, len(cases), cases[n].name)
-            outcomes.append(_case(cases[n], n, profile, prov, source, l2_lines))
+            outcomes.append(_case(cases[n], n, profile, prov, source, l2_lines, aggregate))
     results = [value for kind, value in outcomes if kind == "result"]
     skipped = [value for kind, value in outcomes if kind == "skipped"]
     return results, skipped
@@ -135,15 +138,16 @@ def _worker_measurement(path: str) -> Measurement:
     return load_measurement(path)
 
 
-def _case_in_worker(path: str, n: int, gpu: str | None, source: str, l2_lines: int | None = None) -> tuple:
+def _case_in_worker(path: str, n: int, gpu: str | None, source: str, l2_lines: int | None = None,
+                    aggregate: bool = True) -> tuple:
     """:func:`_case` in a worker process: the measurement and profile loaded there (profiles do not pickle)."""
     measurement = _worker_measurement(path)
     prov = measurement.provenance
     profile = profile_for(prov.gpu_name, gpu, f"{source}: provenance.gpu_name" if source else "provenance.gpu_name")
-    return _case(measurement.cases[n], n, profile, prov, source, l2_lines)
+    return _case(measurement.cases[n], n, profile, prov, source, l2_lines, aggregate)
 
 
-def _case(case, n: int, profile, prov, source: str, l2_lines: int | None = None) -> tuple:
+def _case(case, n: int, profile, prov, source: str, l2_lines: int | None = None, aggregate: bool = True) -> tuple:
     """One case simulated as it ran: ``("result", CaseResult)`` or ``("skipped", (name, why))``."""
     why = _skip_reason(case)
     if why:
@@ -182,7 +186,8 @@ def _case(case, n: int, profile, prov, source: str, l2_lines: int | None = None)
         codes, note = case_codes(case, config, profile.arch, _triton(prov.triton))
     # --- end of the user-kernel code lookup ---
     try:
-        run = simulate(config, profile, codes=codes, triton_version=_triton(prov.triton), l2_lines=l2_lines)
+        run = simulate(config, profile, codes=codes, triton_version=_triton(prov.triton), l2_lines=l2_lines,
+                       aggregate=aggregate)
     except ConfigError as e:  # a case the model cannot run (e.g. causal with seq_k != seq_q): listed
         return "skipped", (case.name, f"not modelled: {e}")
     measured = case.counters.kernels if case.counters is not None else ()
@@ -190,15 +195,17 @@ def _case(case, n: int, profile, prov, source: str, l2_lines: int | None = None)
                                 _paper(config), note, tuple(regimes(run)), kernel_pairs(run.kernels, measured))
 
 
-def validate_files(paths, gpu: str | None = None, progress=None, impls: tuple | None = None, jobs: int = 1) -> tuple:
+def validate_files(paths, gpu: str | None = None, progress=None, impls: tuple | None = None, jobs: int = 1,
+                   aggregate: bool = True) -> tuple:
     """:func:`validate` over several files (``jobs`` processes for each file's cases); ``progress(done,
-    total, name)`` counts the cases of all of them."""
+    total, name)`` counts the cases of all of them; ``aggregate``: see :func:`validate`."""
     results, skipped = [], []
     measurements = [(path, load_measurement(path)) for path in paths]
     total, before = sum(len(m.cases) for _, m in measurements), 0
     for path, measurement in measurements:
         step = (lambda n, _, name, before=before: progress(before + n, total, name)) if progress else None
-        r, s = validate(measurement, gpu, step, source=Path(path).name, impls=impls, jobs=jobs, path=path)
+        r, s = validate(measurement, gpu, step, source=Path(path).name, impls=impls, jobs=jobs, path=path,
+                        aggregate=aggregate)
         before += len(measurement.cases)
         results += r
         skipped += s
