@@ -206,19 +206,7 @@ class L2Cache:
                     line[6] = replicas
                 # a fill of it on its way (before this access asks for one)
                 flight = line[2] > now and (together or now > line[9] or who != line[10])
-                ivs = line[3]
-                if lo is not None and ivs is not None and (not ivs or lo >= ivs[-1][0]):
-                    # _cover's first case inlined (a line streamed in order: only its last span can meet the piece)
-                    s0, s1 = ivs[-1] if ivs else (0, -1)
-                    if lo > s1:
-                        ivs.append((lo, hi))
-                        grow = nbytes
-                    else:
-                        grow = nbytes - max(0, min(s1, hi) - lo)
-                        ivs[-1] = (s0, max(s1, hi))
-                    line[0] += grow
-                else:
-                    grow = _cover(line, 0, 3, lo, hi, nbytes, line_bytes)
+                grow = _cover(line, 0, 3, lo, hi, nbytes, line_bytes)
             if not write:
                 hits += total - grow
                 if read:
