@@ -368,11 +368,8 @@ class L2Cache:
         nbytes = line[1]
         if nbytes:
             placement = self.placements[key[0]]
-            if timed:  # _write, inlined: every victim's write-back passes here
-                if self.posted is None:
-                    self.memory[placement].reserve(now, nbytes, write=True)
-                else:
-                    self.posted.append((placement, nbytes))
+            if timed:
+                self._write(placement, now, nbytes)
                 self.stats.writeback_bytes[placement] += nbytes
             self.dirty -= nbytes
             line[1] = 0
