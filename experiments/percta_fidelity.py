@@ -3,8 +3,9 @@
 Issue 9 names the per-CTA run (one process a CTA, one iteration a step) the model and the aggregated run its fast
 path. This validates the same cases both ways against the counters: each case of the chosen sets whose name starts
 with ``--prefix`` and holds none of ``--skip`` (long cases run minutes per CTA), simulated as ``iosim validate``
-simulates it, once aggregated and once per CTA (``iosim validate --per-cta``), and prints each case's time error both ways and the median and mean
-|error| per GPU. Nothing is fitted; the per-CTA runs take about a second a case at N = 4K, half a minute at 64K.
+simulates it, once aggregated and once per CTA (``iosim validate --per-cta``), and prints each case's time error
+both ways and the median and mean |error| per GPU. Nothing is fitted; the per-CTA runs take about a second a case
+at N = 4K, half a minute at 64K.
 
     python experiments/percta_fidelity.py [--sets h100,h200] [--prefix flash2-fwd-] [--skip causal,n32768] [-j 2]
 """
