@@ -121,6 +121,9 @@
 #                                                   (≤ 800 s)
 #   pace) long causal forwards at lengths no committed set has (manifest_pace.yaml), compiled by the GPU's Triton and
 #      measured (ncu), predicted before it ran    -> $OUT/mixes_pace/, $OUT/heldout/pace/measurements.json (≤ 680 s)
+#   hc) kernels/flash2.py's plain causal forward at 64K and 128K with 2-32 heads (manifest_head_count.yaml), compiled by
+#      the GPU's Triton and measured (ncu), predicted before it ran -> $OUT/mixes_head_count/, $OUT/heldout/head_count/
+#      (≤ 680 s)
 #   hh) kernels/flash2.py's causal forward in heads order at 64K-128K (manifest.yaml, the H200's held-out heads cases),
 #      measured (ncu), predicted before it ran; its code is committed (Triton 3.6) -> $OUT/heldout/heads/ (≤ 480 s)
 #   ba) the backward's atomics at d = 128 (the calibration series' 128x64x128w8 point at 1-4 stages, and the d = 64
@@ -523,6 +526,11 @@ fi
 if want pace; then
     held_mixes "pace) long causal mixes" experiments/heldout_kernels/manifest_pace.yaml experiments/heldout_kernels pace
     held_out "pace) long causal forwards at new lengths" experiments/heldout_kernels/manifest_pace.yaml heldout/pace
+fi
+if want hc; then
+    held_mixes "hc) head-count mixes" experiments/heldout_kernels/manifest_head_count.yaml experiments/heldout_kernels \
+        head_count
+    held_out "hc) long causal forwards, 2-32 heads" experiments/heldout_kernels/manifest_head_count.yaml heldout/head_count
 fi
 want hh && held_out "hh) heads order, long causal" experiments/heldout_kernels/manifest.yaml heldout/heads
 if want ba; then
