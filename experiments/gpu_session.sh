@@ -124,6 +124,8 @@
 #   hc) kernels/flash2.py's plain causal forward at 64K and 128K with 2-32 heads (manifest_head_count.yaml), compiled by
 #      the GPU's Triton and measured (ncu), predicted before it ran -> $OUT/mixes_head_count/, $OUT/heldout/head_count/
 #      (≤ 680 s)
+#   hc1) the same down to one head, at 48K-128K (manifest_head_count_one.yaml) -> $OUT/mixes_head_count_one/,
+#      $OUT/heldout/head_count/one_head/ (≤ 680 s)
 #   hh) kernels/flash2.py's causal forward in heads order at 64K-128K (manifest.yaml, the H200's held-out heads cases),
 #      measured (ncu), predicted before it ran; its code is committed (Triton 3.6) -> $OUT/heldout/heads/ (≤ 480 s)
 #   ba) the backward's atomics at d = 128 (the calibration series' 128x64x128w8 point at 1-4 stages, and the d = 64
@@ -531,6 +533,12 @@ if want hc; then
     held_mixes "hc) head-count mixes" experiments/heldout_kernels/manifest_head_count.yaml experiments/heldout_kernels \
         head_count
     held_out "hc) long causal forwards, 2-32 heads" experiments/heldout_kernels/manifest_head_count.yaml heldout/head_count
+fi
+if want hc1; then
+    held_mixes "hc1) one-head mixes" experiments/heldout_kernels/manifest_head_count_one.yaml experiments/heldout_kernels \
+        head_count_one
+    held_out "hc1) long causal forwards, 1-8 heads" experiments/heldout_kernels/manifest_head_count_one.yaml \
+        heldout/head_count/one_head
 fi
 want hh && held_out "hh) heads order, long causal" experiments/heldout_kernels/manifest.yaml heldout/heads
 if want ba; then
