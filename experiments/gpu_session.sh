@@ -125,7 +125,7 @@
 #      the GPU's Triton and measured (ncu), predicted before it ran -> $OUT/mixes_head_count/, $OUT/heldout/head_count/
 #      (≤ 680 s)
 #   hc1) the same down to one head, at 48K-128K (manifest_head_count_one.yaml) -> $OUT/mixes_head_count_one/,
-#      $OUT/heldout/head_count/one_head/ (≤ 680 s)
+#      $OUT/heldout/head_count_one/ (≤ 680 s)
 #   hh) kernels/flash2.py's causal forward in heads order at 64K-128K (manifest.yaml, the H200's held-out heads cases),
 #      measured (ncu), predicted before it ran; its code is committed (Triton 3.6) -> $OUT/heldout/heads/ (≤ 480 s)
 #   ba) the backward's atomics at d = 128 (the calibration series' 128x64x128w8 point at 1-4 stages, and the d = 64
@@ -538,7 +538,7 @@ if want hc1; then
     held_mixes "hc1) one-head mixes" experiments/heldout_kernels/manifest_head_count_one.yaml experiments/heldout_kernels \
         head_count_one
     held_out "hc1) long causal forwards, 1-8 heads" experiments/heldout_kernels/manifest_head_count_one.yaml \
-        heldout/head_count/one_head
+        heldout/head_count_one
 fi
 want hh && held_out "hh) heads order, long causal" experiments/heldout_kernels/manifest.yaml heldout/heads
 if want ba; then
