@@ -33,7 +33,9 @@ MESSAGES = {
     CAUSAL_EVICTING: ("causal, and its loop streams more of one head's K/V than the L2 holds of lines both "
                       "partitions read: which re-reads hit depends on how close together the causal CTAs run, "
                       "and DRAM bytes are the least certain figure (on held-out kernels iosim predicted from a fifth "
-                      "to 2.4 times the DRAM bytes the H200 measured; docs/validation.md, Long causal sequences)"),
+                      "to 2.4 times the DRAM bytes the H200 measured; on its own kernel 0.67-1.3 times the H100's, "
+                      "short where K/V sits at the edge of what the L2 holds and where many heads run; "
+                      "docs/validation.md, Long causal sequences)"),
     SPILL_FRAMES: ("its spilled registers' frames fill a quarter of the L2 or more: DRAM bytes are the least "
                    "certain figure (on spilling kernels others wrote iosim predicted from 0.36 to 1.5 times the "
                    "DRAM bytes the H200 measured; docs/validation.md, DRAM writes)"),
