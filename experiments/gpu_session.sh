@@ -502,6 +502,10 @@ held_mixes() {  # held_mixes NAME MANIFEST KERNELS TAG: the manifest's code comp
     mkdir -p "$OUT/mixes_$4"
     step "$1" 200 "$PY" -m iosim.kernels.user_codes --manifest "$2" --out "$OUT/mixes_$4" >>"$LOG" 2>&1
 }
+held_kernels() {  # held_kernels NAME MANIFEST TAG DIR: experiments/heldout_kernels/'s manifest compiled, then measured
+    held_mixes "$1 mixes" "$2" experiments/heldout_kernels "$3"
+    held_out "$1" "$2" "$4"
+}
 if want lcm; then
     held_mixes "lcm) long-tiles mixes" experiments/heldout_kernels/manifest_long_tiles.yaml experiments/heldout_kernels \
         long_tiles
@@ -525,21 +529,12 @@ for fn, shared in (("attention", False), ("attention_wide", False), ("attention_
     held_mixes "bias) bias mixes" experiments/heldout_kernels/manifest_bias.yaml tests/data bias
     held_out "bias) held-out bias kernel" experiments/heldout_kernels/manifest_bias.yaml heldout/bias
 fi
-if want pace; then
-    held_mixes "pace) long causal mixes" experiments/heldout_kernels/manifest_pace.yaml experiments/heldout_kernels pace
-    held_out "pace) long causal forwards at new lengths" experiments/heldout_kernels/manifest_pace.yaml heldout/pace
-fi
-if want hc; then
-    held_mixes "hc) head-count mixes" experiments/heldout_kernels/manifest_head_count.yaml experiments/heldout_kernels \
-        head_count
-    held_out "hc) long causal forwards, 2-32 heads" experiments/heldout_kernels/manifest_head_count.yaml heldout/head_count
-fi
-if want hc1; then
-    held_mixes "hc1) one-head mixes" experiments/heldout_kernels/manifest_head_count_one.yaml experiments/heldout_kernels \
-        head_count_one
-    held_out "hc1) long causal forwards, 1-8 heads" experiments/heldout_kernels/manifest_head_count_one.yaml \
-        heldout/head_count_one
-fi
+want pace && held_kernels "pace) long causal forwards at new lengths" experiments/heldout_kernels/manifest_pace.yaml pace \
+    heldout/pace
+want hc && held_kernels "hc) long causal forwards, 2-32 heads" experiments/heldout_kernels/manifest_head_count.yaml \
+    head_count heldout/head_count
+want hc1 && held_kernels "hc1) long causal forwards, 1-8 heads" experiments/heldout_kernels/manifest_head_count_one.yaml \
+    head_count_one heldout/head_count_one
 want hh && held_out "hh) heads order, long causal" experiments/heldout_kernels/manifest.yaml heldout/heads
 if want ba; then
     mkdir -p "$OUT/bwd_atomics"
@@ -548,16 +543,10 @@ if want ba; then
 bwd atomics 128x64x128w8s3 c=1,bwd atomics 128x64x128w8s4 c=1,bwd atomics 128x64x64w8 c=1" \
         >"$OUT/bwd_atomics/calibrate.log" 2>&1
 fi
-if want bl; then
-    held_mixes "bl) long causal backward mixes" experiments/heldout_kernels/manifest_bwd_long.yaml experiments/heldout_kernels \
-        bwd_long
-    held_out "bl) long causal forward + backward" experiments/heldout_kernels/manifest_bwd_long.yaml heldout/bwd_long
-fi
-if want bd; then
-    held_mixes "bd) d = 128 backward mixes" experiments/heldout_kernels/manifest_bwd_d128.yaml experiments/heldout_kernels \
-        bwd_d128
-    held_out "bd) d = 128 forward + backward" experiments/heldout_kernels/manifest_bwd_d128.yaml heldout/bwd_d128
-fi
+want bl && held_kernels "bl) long causal forward + backward" experiments/heldout_kernels/manifest_bwd_long.yaml bwd_long \
+    heldout/bwd_long
+want bd && held_kernels "bd) d = 128 forward + backward" experiments/heldout_kernels/manifest_bwd_d128.yaml bwd_d128 \
+    heldout/bwd_d128
 if want bh; then
     held_mixes "bh) d = 128 backward mixes, H200 held out" experiments/heldout_kernels/manifest_bwd_h200.yaml \
         experiments/heldout_kernels bwd_h200
