@@ -14,6 +14,9 @@ matches the counters, the capacity is right and only the simulated timeline can 
     python experiments/causal_trace_replay.py experiments/measurements/h200/trace/causal_trace-rows-n131072.json
     python experiments/causal_trace_replay.py experiments/measurements/h100/heldout/long_tiles/trace/*.json \
         --measured experiments/measurements/h100/heldout/long_tiles/measurements.json --capacity-mib 25 50
+
+``--sweep L2_PROBE_JSON`` adds a replay through the L2's measured edge instead of a sharp one: each re-read misses
+the share the probe's shared sweep missed at that read's stack distance (experiments/measurements/h100/l2/).
 """
 from __future__ import annotations
 
@@ -65,6 +68,32 @@ def lru_misses(times: np.ndarray, keys: np.ndarray, capacity_blocks: int) -> int
     return misses
 
 
+def curve_misses(times: np.ndarray, keys: np.ndarray, block_bytes: int, curve: list) -> float:
+    """Expected reads that miss an L2 whose chance to miss a block read again depends on its stack distance, as the
+    L2 probe's shared sweep measured it: ``curve`` holds ``(size, second-pass miss)`` of cyclic sweeps every SM reads
+    whole, where every read is at stack distance ``size`` (linear between sizes; no miss below the first, all beyond
+    the last). A read's stack distance is the bytes of the distinct blocks read since that block, itself included."""
+    sizes, miss = np.array([c[0] for c in curve], dtype=float), np.clip([c[1] for c in curve], 0.0, 1.0)
+    depth = int(sizes[-1] // block_bytes) + 1  # blocks further back all miss
+    table = np.interp((np.arange(depth) + 1.0) * block_bytes, sizes, miss, left=0.0, right=1.0).tolist()
+    stack: list = []  # most recent first, at most ``depth`` blocks
+    expected = 0.0
+    for key in keys[np.argsort(times, kind="stable")].tolist():
+        try:
+            at = stack.index(key)
+        except ValueError:  # never read, or further back than the curve reaches
+            expected += 1.0
+            stack.insert(0, key)
+            if len(stack) > depth:
+                stack.pop()
+            continue
+        expected += table[at]
+        if at:
+            del stack[at]
+            stack.insert(0, key)
+    return expected
+
+
 def reuse_gaps(times: np.ndarray, keys: np.ndarray) -> np.ndarray:
     """For every read but a block's first: the time (ns) since the previous read of that block."""
     order = np.lexsort((times, keys))
@@ -96,7 +125,14 @@ def main(argv=None) -> int:
                         help="LRU capacities for K/V blocks, MiB")
     parser.add_argument("--measured", type=Path, default=DATA_SET,
                         help="measurement file whose counters stand beside each trace (default: the H200 set)")
+    parser.add_argument("--sweep", type=Path, metavar="L2_PROBE_JSON",
+                        help="also replay through an L2 that misses a re-read by its stack distance as this L2 probe's "
+                             "shared sweep measured (python -m iosim.kernels.l2_probe), in place of an LRU's sharp edge")
     args = parser.parse_args(argv)
+    curve = None
+    if args.sweep is not None:
+        summary = json.loads(args.sweep.read_text())["summary"]
+        curve = [(p["size_bytes"], p["second_pass_miss"]) for p in summary["shared_sweep_curve"]]
     for path in args.trace:
         trace = json.loads(path.read_text())
         cfg = trace["config"]
@@ -118,6 +154,9 @@ def main(argv=None) -> int:
         for mib in args.capacity_mib:
             misses = lru_misses(times, keys, int(mib * 2**20 / block_bytes))
             print(f"  {mib:8g} MiB   {misses * block_bytes / 1e9:9.2f} GB   {misses / distinct:8.2f}")
+        if curve is not None:
+            misses = curve_misses(times, keys, block_bytes, curve)
+            print(f"  {args.sweep.parent.name + ' sweep':>12s}   {misses * block_bytes / 1e9:9.2f} GB   {misses / distinct:8.2f}")
     return 0
 
 

@@ -87,7 +87,9 @@ VARIANTS = {v.name: v for v in (
     Variant("dirty", (4, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 128, 192), ctas_per_sm=4, passes=0),
     Variant("sweep", (16, 24, 32, 40, 48, 56, 64, 72, 80, 96, 112, 128, 160), ctas_per_sm=2, passes=2),
     Variant("shared", (16, 32, 48, 64, 96), ctas_per_sm=1, passes=1, shared=True),
-    Variant("sharedsweep", (16, 20, 24, 28, 32, 36, 40, 48, 56, 64), ctas_per_sm=1, passes=2, shared=True),
+    # 1 MiB apart where the cliff falls on the H100 (about half its 50 MiB) and the H200 (half its 60)
+    Variant("sharedsweep", (16, 18, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 34, 36, 40, 48, 56, 64),
+            ctas_per_sm=1, passes=2, shared=True),
 )}
 
 

@@ -91,3 +91,24 @@ def test_key_blocks_taller_than_the_query_block_are_read_to_the_diagonal(replay)
     times, keys = replay.block_reads(trace)
     assert len(keys) == sum(q // 2 + 1 for q in range(8))
     assert sorted(np.unique(keys)) == list(range(4))
+
+
+def test_a_cyclic_sweep_replayed_through_the_curve_misses_what_the_curve_says(replay):
+    """Closed form: a cyclic sweep of S bytes read twice puts every second read at stack distance S, so its second
+    pass misses the curve's share at S (interpolated between the curve's sizes), and the first pass every block."""
+    block = 1024
+    curve = [(16 * block, 0.0), (24 * block, 0.5), (32 * block, 1.0)]
+    for blocks, share in ((8, 0.0), (16, 0.0), (20, 0.25), (24, 0.5), (28, 0.75), (32, 1.0), (40, 1.0)):
+        keys = np.tile(np.arange(blocks), 2)
+        times = np.arange(len(keys), dtype=float)
+        assert replay.curve_misses(times, keys, block, curve) == pytest.approx(blocks + share * blocks)
+
+
+def test_a_step_curve_is_an_lru_of_its_step(replay):
+    """A curve that hits everything up to C and misses everything beyond is an LRU of C: the same misses on a
+    staggered causal timeline, at two capacities on either side of its working set."""
+    times, keys = replay.block_reads(_trace([3_000 * q for q in range(8)], heads=2))
+    block = 1024
+    for capacity in (3, 6, 12):
+        step = [(capacity * block, 0.0), (capacity * block + 1, 1.0)]
+        assert replay.curve_misses(times, keys, block, step) == replay.lru_misses(times, keys, capacity)
