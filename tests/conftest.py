@@ -42,3 +42,12 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(no_gpu)
         if "sass" in item.keywords and not tools:
             item.add_marker(no_tools)
+
+
+def load_experiment(name: str):
+    """An ``experiments/`` script as a module (the folder is not a package), for its tests."""
+    path = Path(__file__).resolve().parents[1] / "experiments" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

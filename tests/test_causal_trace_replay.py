@@ -1,12 +1,12 @@
 """experiments/causal_trace_replay.py: the LRU replay of a CTA timeline, against cases with a closed form."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import load_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 TRACES = ROOT / "experiments" / "measurements" / "h200" / "trace"
@@ -14,10 +14,7 @@ TRACES = ROOT / "experiments" / "measurements" / "h200" / "trace"
 
 @pytest.fixture(scope="module")
 def replay():
-    spec = importlib.util.spec_from_file_location("causal_trace_replay", ROOT / "experiments" / "causal_trace_replay.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_experiment("causal_trace_replay")
 
 
 def _trace(starts, heads=1, n_q=8, block_m=128, block_n=64, chunk=4, per_block_ns=100):

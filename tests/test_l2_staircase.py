@@ -1,11 +1,11 @@
 """experiments/l2_staircase.py: the steps read off a measured miss curve, against curves with a closed form."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from conftest import load_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 MiB = 2**20
@@ -13,10 +13,7 @@ MiB = 2**20
 
 @pytest.fixture(scope="module")
 def staircase():
-    spec = importlib.util.spec_from_file_location("l2_staircase", ROOT / "experiments" / "l2_staircase.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_experiment("l2_staircase")
 
 
 def test_a_sharp_edge_is_one_step_at_its_midpoint(staircase):
