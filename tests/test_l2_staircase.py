@@ -22,11 +22,12 @@ def test_a_sharp_edge_is_one_step_at_its_midpoint(staircase):
 
 
 def test_steps_weigh_the_rises_and_sum_to_one(staircase):
-    # rises of 0.25, 0.5 and 0.25 between four sizes; noise below the threshold and a dip are not steps
+    # rises of 0.246, 0.5 and 0.25 between four sizes (0.996 in all, scaled to 1); noise below the threshold (0.004),
+    # a dip (0.25 -> 0.24) and a miss above 1 are not steps
     curve = [(10, 0.004), (20, 0.25), (30, 0.24), (40, 0.75), (50, 1.0), (60, 1.003)]
     got = staircase.steps(curve)
     assert [s for s, _ in got] == [15.0, 35.0, 45.0]
-    assert [w for _, w in got] == pytest.approx([0.246 / 1.0, 0.5, 0.25], abs=0.01)
+    assert [w for _, w in got] == pytest.approx([0.246 / 0.996, 0.5 / 0.996, 0.25 / 0.996])
     assert sum(w for _, w in got) == pytest.approx(1.0)
 
 
