@@ -317,3 +317,26 @@ def test_a_dirty_pinned_line_is_written_back_by_a_flush():
     assert (l2.dirty, list(l2.held)) == (LINE, [frame])
     assert l2.flush(0.0, invalidate=True) == LINE
     assert (l2.dirty, list(l2.held), l2.used) == (0, [], 0)
+
+
+def test_a_lines_spans_follow_the_bytes_touched_in_any_order():
+    """Spans of a line touched at random places, against a set of its bytes: each touch counts the bytes it newly
+    covers, and the spans are the set's runs (touches inside one span, a spill frame read every pass, included)."""
+    from iosim.engine.l2 import _cover
+
+    draw = random.Random(7)
+    for _ in range(50):
+        line, seen = [0, 0, 0.0, []], set()
+        for _ in range(40):
+            lo = draw.randrange(0, 200)
+            hi = lo + draw.randrange(1, 30)
+            assert _cover(line, 0, 3, lo, hi, hi - lo, 256) == len(set(range(lo, hi)) - seen)
+            seen |= set(range(lo, hi))
+            runs, start = [], None
+            for x in range(0, 257):
+                if x in seen and start is None:
+                    start = x
+                elif x not in seen and start is not None:
+                    runs.append((start, x))
+                    start = None
+            assert line[3] == runs and line[0] == len(seen)

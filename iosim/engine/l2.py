@@ -32,6 +32,7 @@ Lines and their geometry are described in :mod:`iosim.engine.lines`.
 """
 from __future__ import annotations
 
+import bisect
 import math
 import random
 from collections import OrderedDict
@@ -468,6 +469,11 @@ def _cover(line: list, count: int, spans: int, lo, hi, nbytes: int, line_bytes: 
             added = nbytes - max(0, min(b, hi) - lo)
             ivs[-1] = (a, max(b, hi))
     else:
+        k = bisect.bisect_right(ivs, (lo, math.inf)) - 1
+        if k >= 0 and ivs[k][1] >= hi:  # inside one span (spans never touch, so no other meets it): nothing merges
+            added = nbytes - (hi - lo)
+            line[count] += added
+            return added
         covered, merged = 0, []
         for a, b in ivs:
             if b < lo or a > hi:
