@@ -1,6 +1,7 @@
-"""experiments/bench_simulator.py's listing of the aggregation grid's cases beyond issue 9's tolerances."""
+"""experiments/bench_simulator.py: the grid cases it lists beyond issue 9's tolerances, and its event floor."""
 from __future__ import annotations
 
+import pytest
 from conftest import load_experiment
 
 bench = load_experiment("bench_simulator")
@@ -23,3 +24,12 @@ def test_the_listing_holds_exactly_the_cases_beyond_either_tolerance_largest_hbm
     assert "flash1    N=256" in lines[0] and "HBM -3.00%" in lines[0]
     assert "standard  N=256" in lines[1] and "HBM +0.51%" in lines[1]
     assert "flash2    N=2048  causal fwd+bwd kv_heads=2 L2=its own" in lines[2] and "time -2.10%" in lines[2]
+
+
+def test_the_event_floor_runs_exactly_the_cases_events_and_nothing_else():
+    """The floor's run takes exactly as many timeouts as the case took events, shared out over the processes so that
+    none runs more than one beyond another: its clock ends at the longest share's count of 1 ns steps."""
+    for events, processes in ((1000, 264), (264, 264), (7, 3)):
+        _, run, now = bench.floor_run(events, processes)
+        assert run == events
+        assert now == pytest.approx(-(-events // processes) * 1e-9)
