@@ -9,7 +9,7 @@ import random
 
 import pytest
 
-from iosim.engine.l2 import L2Cache
+from iosim.engine.l2 import L2Cache, _cover
 from iosim.engine.links import Link
 from iosim.schedule.ir import ATOMIC, READ, WRITE
 
@@ -322,8 +322,6 @@ def test_a_dirty_pinned_line_is_written_back_by_a_flush():
 def test_a_lines_spans_follow_the_bytes_touched_in_any_order():
     """Spans of a line touched at random places, against a set of its bytes: each touch counts the bytes it newly
     covers, and the spans are the set's runs (touches inside one span, a spill frame read every pass, included)."""
-    from iosim.engine.l2 import _cover
-
     draw = random.Random(7)
     for _ in range(50):
         line, seen = [0, 0, 0.0, []], set()
