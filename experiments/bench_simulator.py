@@ -98,12 +98,7 @@ def goals_table(quick: bool, timeout: float) -> None:
             continue
         cpu, rss, _, _, events = got
         print(f"{name:28s} {ctas:7d} {events:8d} {cpu:8.2f} {goal:7.1f} {cpu / goal:6.2f} {rss:7.2f} "
-              f"{event_floor(events):7.2f}")
-
-
-def event_floor(events: int, processes: int = FLOOR_PROCESSES) -> float:
-    """CPU seconds SimPy takes to run ``events`` timeouts spread over ``processes`` processes and nothing else."""
-    return floor_run(events, processes)[0]
+              f"{floor_run(events, FLOOR_PROCESSES)[0]:7.2f}")
 
 
 def floor_run(events: int, processes: int) -> tuple:
