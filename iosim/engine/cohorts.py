@@ -432,6 +432,7 @@ class _TemplateStep(Step):
     keys: list = field(default_factory=list)
     live: bool = True  # the CTA runs its prologue and epilogue (a variable-length batch's CTAs past their rows do not)
     plan: object = None  # what the engine derives from the accesses alone (their lines and sums), kept for every slice
+    hit: object = None  # what it is as a step of a hit run (Engine._hit_form; False: it cannot be one), kept likewise
 
 
 def _merged_steps(k: Kernel, g0: int, g1: int, line_iters: int, aggregate: bool, cache: dict,

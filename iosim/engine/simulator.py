@@ -22,6 +22,10 @@ of their number (where the profile has it; a forward's loop), later ones trail t
 waits (:meth:`Engine._convoy_share`). Where a causal kernel
 streams more K/V than the L2 holds, each CTA started after the first wave runs at its own pace (:mod:`iosim.engine.pace`),
 so that later CTAs do not start in a lattice the GPU does not keep.
+A lone CTA's step (after the first wave of a causal kernel every CTA runs alone) whose every load finds a whole
+line the L2 holds, with nothing of it on its way, takes a short way: the same counts, LRU order, link bytes and
+time as served access by access, without the L2's general code (:meth:`Engine._hit_form`; at causal N = 64K all
+but a few percent of such steps).
 
 A kernel whose second loop the schedule lists as a kernel of its own (``launch=False``: the tutorial's
 backward, ``dq: fused``) runs in the first's launch: each CTA goes on to its second loop when its first
@@ -534,7 +538,62 @@ class Engine:
         stats, start = ph.stats, ph.start  # the loop's counters, and when its launch started (set before any cohort)
         if type(steps) is cohorts.KeptSteps:
             steps, slotted = steps.template, steps.slots
+        # a lone CTA's pipelined steps whose every load hits take the short way (_hit_form): the same counts and times
+        quick = slotted is not None and stages > 1
+        lines, replicas, move = l2.lines, l2.replicas, l2.lines.move_to_end
+        frames: dict = {}  # a spilling CTA's frame as the short way serves it, by the iterations of the step
         for step in steps:
+            if quick and not first:
+                form = step.hit
+                if form is None:
+                    form = step.hit = self._hit_form(ph, step)
+                share = -(-self.resident // sms)
+                if share < 1:
+                    share = 1
+                plain = paces.get(share)
+                if form and plain is not None:
+                    now = env.now
+                    for tix, sl, a, b, line_bytes, many in form[0]:  # access_pieces' test of a hit on a whole line
+                        key = (tix, slotted[sl], a, b)
+                        line = lines.get(key)
+                        if (line is None or line[0] != line_bytes or line[2] > now or line[7] > now
+                                or (line[6] < replicas and (many or line[5] != who))):
+                            break
+                        move(key)  # as access_pieces moves it (where a later piece misses, it moves it again)
+                    else:
+                        _, read, moved, length, pulled, tensor, simt, sfu, iters, sram = form
+                        written = 0
+                        if spilled:  # its frame reloaded, then stored again: each line whole and there (_frame_hits)
+                            spill = frames.get(iters)
+                            if spill is None:
+                                spill = frames[iters] = self._frame_form(ph, g0, iters)
+                            if not self._frame_hits(spill, now, who):
+                                spill = None
+                        if not spilled or spill is not None:
+                            l2.stats = stats
+                            stats.read_bytes += read
+                            stats.lookup_bytes += float(read)  # a lookup a byte: one CTA, no fill on its way
+                            stats.hit_bytes += read
+                            if spilled:
+                                moved, written = self._frame_counts(spill, stats, moved)
+                            end = now + length * (plain if plain > pulled else pulled) * own
+                            ready = l2_link.reserve(now, moved - written)
+                            if ready > end:
+                                end = ready
+                            if written:
+                                ready = l2_link.reserve(now, written, write=True)
+                                if ready > end:
+                                    end = ready
+                            totals[0] += tensor
+                            totals[1] += simt
+                            totals[2] += sfu
+                            ph.iters += iters
+                            ph.sram_read += sram
+                            self.events += 1
+                            yield env.timeout(end - now)
+                            if later or successor:
+                                reached += length
+                            continue
             if slotted is None:
                 plan = self._plan(step.accesses, looped, sides, l1)
             else:
@@ -739,6 +798,98 @@ class Engine:
                     going &= ~ended
                     state["ready"].extend(int(g) for g in g0 + np.flatnonzero(ended) + successor if g < kernel.ctas)
                 self._leave(step.done, state, kernel.name)
+
+    def _hit_form(self, ph, step) -> tuple | bool:
+        """A lone CTA's kept step as :meth:`_cohort`'s short way serves it where every load hits: ``(pieces, bytes
+        read, bytes over the L2's link, iterations it lasts, seconds a pass takes at least to pull its tiles)``, a
+        piece ``(tensor, slot, line row, line column, line bytes, read by several)``, then its FLOPs (tensor, SIMT,
+        SFU), iterations and shared-memory bytes; False where it cannot (it stores, adds atomically or ends its CTA's
+        loop, or a piece bypasses the L2 or is of local memory). A spilling CTA's frame is served apart
+        (:meth:`_frame_form`). Such a step fills nothing and waits for nothing: it lasts its math (or its bytes
+        over the L2's link)."""
+        if step.done or step.active != 1:
+            return False
+        plan = step.plan
+        if plan is None:
+            plan = step.plan = self._plan(step.accesses, ph.looped, ph.tiles, ph.code["l1"])
+        accesses, moved, atomic, written, loads, distinct, streamed = plan
+        if atomic or written or not moved:
+            return False
+        pieces, read = [], 0
+        for tix, sl, _place, parts, _nbytes, kind, mult, _name, several in accesses:
+            if kind != READ or mult != 1 or tix == self.local:
+                return False
+            for a, b, size, line_bytes, _lo, _hi in parts:
+                if line_bytes > self.l2.capacity:
+                    return False
+                pieces.append((tix, sl, a, b, line_bytes, several is not None and (a, b) in several))
+                read += size
+        pulled = 0.0  # no faster than it pulls its tiles, and its spills (see _cohort)
+        if self._stream_bw and step.iters and loads:
+            pulled = ((streamed / step.active / step.iters + sum(ph.code["spills"])) * CTA_LOAD_WARPS
+                      / (self._stream_bw * ph.kernel.warps))
+        flops = step.flops
+        return (tuple(pieces), read, moved, step.length, pulled, flops.tensor, flops.simt, flops.sfu, step.iters,
+                step.sram_read)
+
+    def _frame_form(self, ph, g: int, iters: float) -> tuple:
+        """What lone CTA ``g``'s spilled registers move in a step of ``iters`` passes, as :meth:`_cohort` serves them
+        after its first step: ``(pieces of its frame reloaded, pieces stored again, what beyond its frame is reloaded
+        and stored, bytes reloaded and stored)``, each piece ``(line row, line column, bytes, line bytes, lo, hi)``.
+        Its sums are :meth:`_cohort`'s with one CTA active (``* 1``, ``/ 1``), so that they are the same floats."""
+        reloads, spills = (b * iters * 1 for b in ph.code["spills"])
+        frame = self.frames[ph.n]
+        if not frame:
+            return (), (), (reloads, spills), (reloads, spills)
+        rows = _slot_rows(g, 1, ph.per_sm * self.profile.sm_count)
+        width = {WRITE: min(frame, int(spills / 1)), READ: min(frame, int(reloads / 1))}
+        cut = {kind: tuple(p for a, b in rows if width[kind] > 0 for p in self._cut("local", a, b, 0, width[kind])[2])
+               for kind in (READ, WRITE)}
+        rest = (max(0.0, reloads - width[READ] * 1), max(0.0, spills - width[WRITE] * 1))
+        return cut[READ], cut[WRITE], rest, (reloads, spills)
+
+    def _frame_hits(self, spill: tuple, now: float, who) -> bool:
+        """Whether a step's frame reloads (``spill``, :meth:`_frame_form`) all hit whole lines with nothing on their
+        way and its stores all land on whole dirty lines that keep their copies, as access_pieces finds them: each
+        moved to the LRU's end as it is tested (access_pieces moves them again where one is not)."""
+        l2 = self.l2
+        lines = l2.held if l2.pinned == self.local else l2.lines
+        replicas, capacity, move = l2.replicas, l2.capacity, lines.move_to_end
+        for a, b, _size, line_bytes, _lo, _hi in spill[0]:
+            key = (self.local, 0, a, b)
+            line = lines.get(key)
+            if (line is None or line_bytes > capacity or line[0] != line_bytes or line[2] > now or line[7] > now
+                    or (line[6] < replicas and line[5] != who)):
+                return False
+            move(key)
+        for a, b, _size, line_bytes, lo, _hi in spill[1]:
+            key = (self.local, 0, a, b)
+            line = lines.get(key)
+            if (line is None or line_bytes > capacity or line[1] != line_bytes or line[0] != line_bytes
+                    or (line[6] < replicas and line[5] != who)
+                    or (lo is None and (line[3] is not None or line[4] is not None))):
+                return False
+            move(key)
+        return True
+
+    @staticmethod
+    def _frame_counts(spill: tuple, stats: L2Stats, moved: int) -> tuple:
+        """Count a step's frame traffic (``spill``, :meth:`_frame_form`) that every line served as a hit, as
+        access_pieces and L2Cache.spill count it; return the step's bytes over the L2's link and of them written."""
+        reads, writes, (rest_reads, rest_writes), (reloads, spills) = spill
+        loaded = sum(p[2] for p in reads)
+        stored = sum(p[2] for p in writes)
+        stats.read_bytes += loaded
+        stats.lookup_bytes += float(loaded)
+        stats.hit_bytes += loaded
+        stats.write_bytes += stored
+        stats.lookup_bytes += stored
+        stats.read_bytes += int(rest_reads)
+        stats.write_bytes += int(rest_writes)
+        stats.lookup_bytes += int(rest_reads + rest_writes)
+        stats.hit_bytes += int(rest_reads)
+        moved += reloads + spills
+        return moved, 0 + spills
 
     def _convoy_share(self, ph, series: tuple, group: int) -> float:
         """The share of the calibrated missed pass (``miss_pass_s``) each CTA of a convoy of ``group`` CTAs started
