@@ -37,6 +37,7 @@ CASES = [
     pytest.param(CAUSAL.with_(tiling=Tiling(persistent=132)), SMALL_L2, id="persistent"),
     pytest.param(SPILL_CONFIG, 40 << 20, id="spill-frames-pinned"),
     pytest.param(SPILL_CONFIG, 12 << 20, id="spill-frames-thrash"),
+    pytest.param(_backward(SPILL_CONFIG), 40 << 20, id="spill-frames-backward"),
 ]
 
 
@@ -53,12 +54,15 @@ def _run(monkeypatch, config, l2, quick: bool, codes=None):
         m.setattr(L2Cache, "access_pieces", counted)
         if not quick:
             m.setattr(simulator.Engine, "_hit_form", lambda self, ph, step: False)
+            m.setattr(simulator.Engine, "_frame_hits", lambda self, spill, now, who: False)
         return simulate(config, "h100-sxm-calibrated", l2_bytes=l2, codes=codes), calls[0]
 
 
 @pytest.mark.parametrize("config, l2", CASES)
 def test_the_short_way_changes_no_count_and_no_time(monkeypatch, config, l2):
-    codes = [SPILLING] if config is SPILL_CONFIG else None
+    codes = None
+    if config.tiling == SPILL_CONFIG.tiling:  # the forward spills, and the backward (dQ atomic: its tiles the usual way)
+        codes = [SPILLING, None, None, SPILLING, None] if config.problem.backward else [SPILLING]
     quick, served = _run(monkeypatch, config, l2, True, codes)
     slow, served_slow = _run(monkeypatch, config, l2, False, codes)
     assert served < served_slow  # the short way served some steps: the L2's own code fewer

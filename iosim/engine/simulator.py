@@ -25,7 +25,7 @@ so that later CTAs do not start in a lattice the GPU does not keep.
 A lone CTA's step (after the first wave of a causal kernel every CTA runs alone) whose every load finds a whole
 line the L2 holds, with nothing of it on its way, takes a short way: the same counts, LRU order, link bytes and
 time as served access by access, without the L2's general code (:meth:`Engine._hit_form`; at causal N = 64K all
-but a few percent of such steps).
+but a few percent of such steps); so does a lone CTA's spill frame whose lines all hit (:meth:`Engine._frame_hits`).
 
 A kernel whose second loop the schedule lists as a kernel of its own (``launch=False``: the tutorial's
 backward, ``dq: fused``) runs in the first's launch: each CTA goes on to its second loop when its first
@@ -575,7 +575,10 @@ class Engine:
                             stats.lookup_bytes += float(read)  # a lookup a byte: one CTA, no fill on its way
                             stats.hit_bytes += read
                             if spilled:
-                                moved, written = self._frame_counts(spill, stats, moved)
+                                self._frame_counts(spill, stats)
+                                reloads, spills = spill[3]
+                                moved += reloads + spills
+                                written += spills
                             end = now + length * (plain if plain > pulled else pulled) * own
                             ready = l2_link.reserve(now, moved - written)
                             if ready > end:
@@ -637,7 +640,16 @@ class Engine:
                 moved -= atomic
             if iters and spilled:  # spilled registers: to the L2 and back
                 reloads, spills = (b * iters * active for b in code["spills"])
-                if frame:  # each CTA's frame reloaded, then stored again, in its slot's row of local memory:
+                spill = None
+                if slotted is not None and active == 1 and not first:  # a lone CTA's frame: the short way where all
+                    spill = frames.get(iters)  # of it hits (its tiles took the usual way: some missed or were on
+                    if spill is None:  # their way)
+                        spill = frames[iters] = self._frame_form(ph, g0, iters)
+                    if not self._frame_hits(spill, now, who):
+                        spill = None
+                if spill is not None:
+                    self._frame_counts(spill, l2.stats)
+                elif frame:  # each CTA's frame reloaded, then stored again, in its slot's row of local memory:
                     # those lines through the L2 (misses filled from DRAM, evictions written back), the rest hits;
                     # a CTA's first pass stores before it reloads (nothing of it is in its frame before), and what
                     # its passes reload beyond what they store (values spilled once) was stored before its loop
@@ -873,10 +885,10 @@ class Engine:
         return True
 
     @staticmethod
-    def _frame_counts(spill: tuple, stats: L2Stats, moved: int) -> tuple:
+    def _frame_counts(spill: tuple, stats: L2Stats) -> None:
         """Count a step's frame traffic (``spill``, :meth:`_frame_form`) that every line served as a hit, as
-        access_pieces and L2Cache.spill count it; return the step's bytes over the L2's link and of them written."""
-        reads, writes, (rest_reads, rest_writes), (reloads, spills) = spill
+        access_pieces and L2Cache.spill count it."""
+        reads, writes, (rest_reads, rest_writes), _ = spill
         loaded = sum(p[2] for p in reads)
         stored = sum(p[2] for p in writes)
         stats.read_bytes += loaded
@@ -888,8 +900,6 @@ class Engine:
         stats.write_bytes += int(rest_writes)
         stats.lookup_bytes += int(rest_reads + rest_writes)
         stats.hit_bytes += int(rest_reads)
-        moved += reloads + spills
-        return moved, 0 + spills
 
     def _convoy_share(self, ph, series: tuple, group: int) -> float:
         """The share of the calibrated missed pass (``miss_pass_s``) each CTA of a convoy of ``group`` CTAs started
