@@ -1,5 +1,6 @@
-"""A lone CTA's steps whose every load hits take Engine._cohort's short way (Engine._hit_form): exactly the counts,
-the L2's order and the times of the step it stands for, with fewer calls into the L2."""
+"""A lone CTA's steps whose every load hits, and its spill frame where all of it hits, take Engine._cohort's short
+way (Engine._hit_form, Engine._frame_hits): exactly the counts, the L2's order and the times of the steps they stand
+for, with fewer calls into the L2's own code (the reference: the same run with the short way off)."""
 from __future__ import annotations
 
 import dataclasses
