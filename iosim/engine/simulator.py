@@ -575,7 +575,7 @@ class Engine:
                             stats.lookup_bytes += float(read)  # a lookup a byte: one CTA, no fill on its way
                             stats.hit_bytes += read
                             if spilled:
-                                self._frame_counts(spill, stats)
+                                self._frame_counts(spill)
                                 reloads, spills = spill[3]
                                 moved += reloads + spills
                                 written += spills
@@ -648,7 +648,7 @@ class Engine:
                     if not self._frame_hits(spill, now, who):
                         spill = None
                 if spill is not None:
-                    self._frame_counts(spill, l2.stats)
+                    self._frame_counts(spill)
                 elif frame:  # each CTA's frame reloaded, then stored again, in its slot's row of local memory:
                     # those lines through the L2 (misses filled from DRAM, evictions written back), the rest hits;
                     # a CTA's first pass stores before it reloads (nothing of it is in its frame before), and what
@@ -884,11 +884,11 @@ class Engine:
             move(key)
         return True
 
-    @staticmethod
-    def _frame_counts(spill: tuple, stats: L2Stats) -> None:
+    def _frame_counts(self, spill: tuple) -> None:
         """Count a step's frame traffic (``spill``, :meth:`_frame_form`) that every line served as a hit, as
-        access_pieces and L2Cache.spill count it."""
-        reads, writes, (rest_reads, rest_writes), _ = spill
+        access_pieces counts its hits, then what it moved beyond its frame (L2Cache.spill), in the L2's counters."""
+        reads, writes, rest, _ = spill
+        stats = self.l2.stats
         loaded = sum(p[2] for p in reads)
         stored = sum(p[2] for p in writes)
         stats.read_bytes += loaded
@@ -896,10 +896,7 @@ class Engine:
         stats.hit_bytes += loaded
         stats.write_bytes += stored
         stats.lookup_bytes += stored
-        stats.read_bytes += int(rest_reads)
-        stats.write_bytes += int(rest_writes)
-        stats.lookup_bytes += int(rest_reads + rest_writes)
-        stats.hit_bytes += int(rest_reads)
+        self.l2.spill(*rest)
 
     def _convoy_share(self, ph, series: tuple, group: int) -> float:
         """The share of the calibrated missed pass (``miss_pass_s``) each CTA of a convoy of ``group`` CTAs started
