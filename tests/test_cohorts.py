@@ -200,17 +200,39 @@ def test_merged_tiles_share_their_lines_as_one_by_one():
 def test_kept_steps_keep_each_distinct_step_once(name):
     """A causal kernel's tiles stream the same lines up to their diagonals: kept in one cache, every CTA's
     steps are what a cache of its own gives (accesses, CTAs, work), and steps alike are one object, so the
-    cache holds fewer distinct steps than the tiles take in all."""
+    cache holds fewer distinct steps than the tiles take in all; those of loop blocks alone are looked up by the
+    blocks that make them, not built again."""
     k = kernel("flash2", name, seq_q=1024, causal=True, backward=True)
     shared: dict = {}
     for g in range(k.ctas):
         kept = cohorts.steps(k, g, g + 1, 2, True, shared, None)
         assert summary(kept) == summary(cohorts.steps(k, g, g + 1, 2, True, {}, None))
         assert [s.flops for s in kept] == [s.flops for s in cohorts.steps(k, g, g + 1, 2, True, {}, None)]
-    templates = [v for key, v in shared.items() if key != cohorts._ALIKE]
+        _, i, j = k.coord(g)  # each step built afresh, nothing kept or looked up, is the kept one's content
+        built = cohorts._one_cta_template(k, i, j, -1, 2, True, None)
+        assert [cohorts._content(s) for s in built] == [cohorts._content(s) for s in kept.template]
+    templates = [v for key, v in shared.items() if key not in (cohorts._ALIKE, cohorts._MIDDLE)]
     taken = sum(len(t) for t in templates)
     distinct = {id(step) for t in templates for step in t}
     assert len(distinct) == len(shared[cohorts._ALIKE]) < taken / 2
+    # a step of loop blocks alone, looked up by what makes it, is the step kept for its content
+    alike = shared[cohorts._ALIKE]
+    assert shared[cohorts._MIDDLE] and all(alike[cohorts._content(s)] is s for s in shared[cohorts._MIDDLE].values())
+
+
+def test_kept_loop_steps_follow_the_tile_where_the_loop_does():
+    """Standard attention's O = PV streams P's rows of its own tile: steps of loop blocks alone, looked up by what
+    makes them, differ from tile to tile as P's rows do (each is the step built afresh), where V's alone would
+    make them one."""
+    k = kernel("standard", "pv", seq_q=256)
+    shared: dict = {}
+    for g in range(k.ctas):
+        kept = cohorts.steps(k, g, g + 1, 2, True, shared, None)
+        _, i, j = k.coord(g)
+        built = list(cohorts._one_cta_template(k, i, j, -1, 2, True, None))
+        assert len(built) > 2 and [cohorts._content(s) for s in built] == [cohorts._content(s) for s in kept.template]
+    middle = shared[cohorts._MIDDLE]
+    assert len({key[1:] for key in middle}) < len(middle)  # the same blocks, other rows of P
 
 
 @pytest.mark.parametrize("n,heads,l2,order,gpu", [(16384, 4, 2_000_000, "rows", "h200-sxm"),

@@ -408,15 +408,16 @@ def _template(k: Kernel, g: int, line_iters: int, aggregate: bool, cache: dict, 
     if template is None:
         # tiles share most of their steps (a causal forward's CTAs stream the same K/V lines up to their
         # diagonals): each distinct step is kept once, with the plan the engine derives from it
-        alike = cache.setdefault(_ALIKE, {})
-        template = cache[(i, j, b, per)] = [alike.setdefault(_content(step), step) for step in
-                                            _one_cta_template(k, i, j, b, line_iters, aggregate, max_steps, per)]
+        template = cache[(i, j, b, per)] = list(_one_cta_template(k, i, j, b, line_iters, aggregate, max_steps, per,
+                                                                  cache.setdefault(_ALIKE, {}),
+                                                                  cache.setdefault(_MIDDLE, {})))
     b, h = divmod(sl, k.kv_heads)  # a fanned-out pattern's CTA runs over key/value slices
     slots = (sl, k.kv_slice(sl)) + tuple(b * k.heads + h * k.kv_group + n for n in range(k.kv_group))
     return template, slots
 
 
 _ALIKE = "alike"  # the key under which a kernel's kept steps keep their distinct steps (the others are tiles)
+_MIDDLE = "middle"  # ... and their steps of loop blocks alone, by what makes one (_one_cta_template)
 
 
 def _content(step) -> tuple:
@@ -479,9 +480,14 @@ def _merged_steps(k: Kernel, g0: int, g1: int, line_iters: int, aggregate: bool,
 
 
 def _one_cta_template(k: Kernel, i: int, j: int, b: int, line_iters: int, aggregate: bool,
-                      max_steps: int | None = MAX_STEPS, per: int | None = None):
+                      max_steps: int | None = MAX_STEPS, per: int | None = None, alike: dict | None = None,
+                      middle: dict | None = None):
     """The steps of a lone CTA at tile ``i, j`` (of request ``b`` in a variable-length batch), with slot
-    numbers for slices (see :func:`_one_cta_steps`); ``per``: iterations a step (None: its own step size)."""
+    numbers for slices (see :func:`_one_cta_steps`); ``per``: iterations a step (None: its own step size).
+    With ``alike`` (a kernel's distinct steps by content, :func:`_content`), each step is the one kept there;
+    with ``middle`` too, a step of loop blocks alone (neither the CTA's first nor its last) is looked up by
+    what makes it, its loop's sides, blocks and passes, rather than built again (a causal kernel's tiles share
+    all but their first and last few)."""
     sl = np.array([max(b, 0) * (k.ragged.per_batch if k.ragged else 0)])  # a slice of the request
     start, trips = (int(x[0]) for x in k.loop_bounds(np.array([i]), np.array([j]), sl))
     live = bool(k.live(np.array([i]), sl)[0])
@@ -489,6 +495,19 @@ def _one_cta_template(k: Kernel, i: int, j: int, b: int, line_iters: int, aggreg
     pro, loop, epi = (_emitter(k, phase, i, j, b) for phase in (PRO, LOOP, EPI))
     work: dict = {}  # iterations -> (FLOPs, shared-memory bytes) of that many: most steps are alike
     for n, (t0, t1) in enumerate(zip(edges[:-1], edges[1:])):
+        fin = trips <= t1
+        if middle is not None and n > 0 and not fin:  # loop blocks alone (trips > t1 > t0)
+            u0, u1 = (int(u) for u in _blocks(k, start, trips, t0, t1))
+            made = (loop.sides, u0, u1, t1 - t0, live)
+            step = middle.get(made)
+            if step is None:
+                acc, keys = [], []
+                loop(acc, keys, u0, u1)
+                flops, sram = k.iter_flops * float(t1 - t0), k.iter_sram * float(t1 - t0)
+                step = _TemplateStep(acc, 1, flops, sram, 0, float(t1 - t0), float(t1 - t0), flops, keys, live)
+                step = middle[made] = alike.setdefault(_content(step), step)
+            yield step
+            continue
         acc: list = []
         keys: list = []
         if n == 0 and live:
@@ -496,18 +515,18 @@ def _one_cta_template(k: Kernel, i: int, j: int, b: int, line_iters: int, aggreg
         if trips > t0:
             u0, u1 = _blocks(k, start, trips, t0, t1)
             loop(acc, keys, int(u0), int(u1))  # plain integers, as counts must stay
-        fin = trips <= t1
         if fin and live:
             epi(acc, keys)
         iters = float(max(min(trips, t1) - t0, 0))
-        alike = work.get(iters)
-        if alike is None:
-            alike = work[iters] = (k.iter_flops * iters, k.iter_sram * iters)
-        flops, sram = alike
+        done = work.get(iters)
+        if done is None:
+            done = work[iters] = (k.iter_flops * iters, k.iter_sram * iters)
+        flops, sram = done
         if n == 0 and live:
             flops = flops + k.end_flops
         # the one CTA is the longest
-        yield _TemplateStep(acc, 1, flops, sram, int(fin), iters, iters, flops, keys, live)
+        step = _TemplateStep(acc, 1, flops, sram, int(fin), iters, iters, flops, keys, live)
+        yield step if alike is None else alike.setdefault(_content(step), step)
         if fin:
             return
 
@@ -555,6 +574,7 @@ def _emitter(k: Kernel, phase, i: int, j: int, b: int = -1):
                 out.append(Access(p.tensor, 1 if p.kv else 0, r0, r1, c0, c1, p.kind, 1))
                 keys.append((tag, n, 0))
 
+    emit.sides = tuple((n, sides, limit) for n, _, sides, limit in fixed)  # what its accesses follow beyond the blocks
     return emit
 
 

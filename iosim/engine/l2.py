@@ -295,11 +295,15 @@ class L2Cache:
     def spill(self, reloads: float, spills: float) -> None:
         """Count registers a kernel spilled to local memory and reloaded: L2 traffic that hits (the
         spill space of the resident CTAs is small and rewritten before it could be evicted)."""
+        self.count_spill(*spill_counts(reloads, spills))
+
+    def count_spill(self, reloads: int, spills: int, both: int) -> None:
+        """:meth:`spill` of bytes already counted out by :func:`spill_counts` (a step served again and again)."""
         st = self.stats
-        st.read_bytes += int(reloads)
-        st.write_bytes += int(spills)
-        st.lookup_bytes += int(reloads + spills)
-        st.hit_bytes += int(reloads)
+        st.read_bytes += reloads
+        st.write_bytes += spills
+        st.lookup_bytes += both
+        st.hit_bytes += reloads
 
     def flush(self, now: float, invalidate: bool, timed: bool = True) -> int:
         """Write every dirty byte back (and drop all lines if ``invalidate``); return bytes written.
@@ -428,6 +432,11 @@ class L2Cache:
                     r = bits(k)
                 key = keys[r]
                 self._clean(key, self._line(key), now)
+
+
+def spill_counts(reloads: float, spills: float) -> tuple:
+    """Bytes :meth:`L2Cache.spill` counts for ``reloads`` and ``spills``: reloaded, spilled, and both looked up."""
+    return int(reloads), int(spills), int(reloads + spills)
 
 
 def _usable_at(line: list, lo, hi, now: float) -> float:

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 import numpy as np
 import simpy
@@ -73,7 +74,7 @@ from iosim.costs.issue import (
 )
 from iosim.costs.pricing import instruction_totals, rates, read_rates, roofline, write_rates
 from iosim.engine import cohorts
-from iosim.engine.l2 import L2Cache, L2Stats
+from iosim.engine.l2 import L2Cache, L2Stats, spill_counts
 from iosim.engine.lines import LineGeometry
 from iosim.engine.links import Link
 from iosim.engine.occupancy import ctas_per_sm
@@ -576,7 +577,7 @@ class Engine:
                             stats.hit_bytes += read
                             if spilled:
                                 self._frame_counts(spill)
-                                reloads, spills = spill[3]
+                                reloads, spills = spill.moved
                                 moved += reloads + spills
                                 written += spills
                             end = now + length * (plain if plain > pulled else pulled) * own
@@ -844,59 +845,59 @@ class Engine:
         return (tuple(pieces), read, moved, step.length, pulled, flops.tensor, flops.simt, flops.sfu, step.iters,
                 step.sram_read)
 
-    def _frame_form(self, ph, g: int, iters: float) -> tuple:
+    def _frame_form(self, ph, g: int, iters: float) -> _Frame:
         """What lone CTA ``g``'s spilled registers move in a step of ``iters`` passes, as :meth:`_cohort` serves them
-        after its first step: ``(pieces of its frame reloaded, pieces stored again, what beyond its frame is reloaded
-        and stored, bytes reloaded and stored)``, each piece ``(line row, line column, bytes, line bytes, lo, hi)``.
-        Its sums are :meth:`_cohort`'s with one CTA active (``* 1``, ``/ 1``), so that they are the same floats."""
+        after its first step (:class:`_Frame`). Its sums are :meth:`_cohort`'s with one CTA active (``* 1``,
+        ``/ 1``), so that they are the same floats."""
         reloads, spills = (b * iters * 1 for b in ph.code["spills"])
         frame = self.frames[ph.n]
         if not frame:
-            return (), (), (reloads, spills), (reloads, spills)
+            rest = (reloads, spills)
+            return _Frame((), (), (), (), 0, 0, rest, spill_counts(*rest), (reloads, spills))
         rows = _slot_rows(g, 1, ph.per_sm * self.profile.sm_count)
         width = {WRITE: min(frame, int(spills / 1)), READ: min(frame, int(reloads / 1))}
         cut = {kind: tuple(p for a, b in rows if width[kind] > 0 for p in self._cut("local", a, b, 0, width[kind])[2])
                for kind in (READ, WRITE)}
         rest = (max(0.0, reloads - width[READ] * 1), max(0.0, spills - width[WRITE] * 1))
-        return cut[READ], cut[WRITE], rest, (reloads, spills)
+        key = (self.local, 0)
+        return _Frame(cut[READ], cut[WRITE], tuple((key + (a, b), line_bytes) for a, b, _, line_bytes, _, _ in cut[READ]),
+                      tuple((key + (a, b), line_bytes, lo is None) for a, b, _, line_bytes, lo, _ in cut[WRITE]),
+                      sum(p[2] for p in cut[READ]), sum(p[2] for p in cut[WRITE]), rest, spill_counts(*rest),
+                      (reloads, spills))
 
-    def _frame_hits(self, spill: tuple, now: float, who) -> bool:
+    def _frame_hits(self, spill: _Frame, now: float, who) -> bool:
         """Whether a step's frame reloads (``spill``, :meth:`_frame_form`) all hit whole lines with nothing on their
         way and its stores all land on whole dirty lines that keep their copies, as access_pieces finds them: each
         moved to the LRU's end as it is tested (access_pieces moves them again where one is not)."""
         l2 = self.l2
         lines = l2.held if l2.pinned == self.local else l2.lines
-        replicas, capacity, move = l2.replicas, l2.capacity, lines.move_to_end
-        for a, b, _size, line_bytes, _lo, _hi in spill[0]:
-            key = (self.local, 0, a, b)
-            line = lines.get(key)
+        replicas, capacity, move, get = l2.replicas, l2.capacity, lines.move_to_end, lines.get
+        for key, line_bytes in spill.reload_keys:
+            line = get(key)
             if (line is None or line_bytes > capacity or line[0] != line_bytes or line[2] > now or line[7] > now
                     or (line[6] < replicas and line[5] != who)):
                 return False
             move(key)
-        for a, b, _size, line_bytes, lo, _hi in spill[1]:
-            key = (self.local, 0, a, b)
-            line = lines.get(key)
+        for key, line_bytes, unplaced in spill.store_keys:
+            line = get(key)
             if (line is None or line_bytes > capacity or line[1] != line_bytes or line[0] != line_bytes
                     or (line[6] < replicas and line[5] != who)
-                    or (lo is None and (line[3] is not None or line[4] is not None))):
+                    or (unplaced and (line[3] is not None or line[4] is not None))):
                 return False
             move(key)
         return True
 
-    def _frame_counts(self, spill: tuple) -> None:
+    def _frame_counts(self, spill: _Frame) -> None:
         """Count a step's frame traffic (``spill``, :meth:`_frame_form`) that every line served as a hit, as
         access_pieces counts its hits, then what it moved beyond its frame (L2Cache.spill), in the L2's counters."""
-        reads, writes, rest, _ = spill
         stats = self.l2.stats
-        loaded = sum(p[2] for p in reads)
-        stored = sum(p[2] for p in writes)
+        loaded, stored = spill.loaded, spill.stored
         stats.read_bytes += loaded
         stats.lookup_bytes += float(loaded)
         stats.hit_bytes += loaded
         stats.write_bytes += stored
         stats.lookup_bytes += stored
-        self.l2.spill(*rest)
+        self.l2.count_spill(*spill.rest_counts)
 
     def _convoy_share(self, ph, series: tuple, group: int) -> float:
         """The share of the calibrated missed pass (``miss_pass_s``) each CTA of a convoy of ``group`` CTAs started
@@ -1079,6 +1080,20 @@ class Engine:
         for lv in ("hbm", "l2", "host"):
             out[lv] = np.rint(self.links[lv].histogram(edges)).astype(np.int64).tolist()
         return out
+
+
+class _Frame(NamedTuple):
+    """What a lone CTA's spilled registers move in a step (:meth:`Engine._frame_form`), kept for its steps alike."""
+
+    reloads: tuple  # pieces of its frame reloaded, each (line row, line column, bytes, line bytes, lo, hi)
+    stores: tuple  # pieces of it stored again
+    reload_keys: tuple  # (L2 key, line bytes) of each reloaded piece, as Engine._frame_hits tests them
+    store_keys: tuple  # (L2 key, line bytes, place in the line unknown) of each stored piece
+    loaded: int  # bytes its reloaded pieces hold
+    stored: int  # bytes its stored pieces hold
+    rest: tuple  # bytes reloaded and stored beyond its frame's lines
+    rest_counts: tuple  # those as L2Cache.spill counts them (iosim.engine.l2.spill_counts)
+    moved: tuple  # bytes reloaded and stored in all
 
 
 @dataclass
