@@ -852,18 +852,16 @@ class Engine:
         reloads, spills = (b * iters * 1 for b in ph.code["spills"])
         frame = self.frames[ph.n]
         if not frame:
-            rest = (reloads, spills)
-            return _Frame((), (), (), (), 0, 0, rest, spill_counts(*rest), (reloads, spills))
+            return _Frame((), (), 0, 0, spill_counts(reloads, spills), (reloads, spills))
         rows = _slot_rows(g, 1, ph.per_sm * self.profile.sm_count)
         width = {WRITE: min(frame, int(spills / 1)), READ: min(frame, int(reloads / 1))}
         cut = {kind: tuple(p for a, b in rows if width[kind] > 0 for p in self._cut("local", a, b, 0, width[kind])[2])
                for kind in (READ, WRITE)}
         rest = (max(0.0, reloads - width[READ] * 1), max(0.0, spills - width[WRITE] * 1))
         key = (self.local, 0)
-        return _Frame(cut[READ], cut[WRITE], tuple((key + (a, b), line_bytes) for a, b, _, line_bytes, _, _ in cut[READ]),
+        return _Frame(tuple((key + (a, b), line_bytes) for a, b, _, line_bytes, _, _ in cut[READ]),
                       tuple((key + (a, b), line_bytes, lo is None) for a, b, _, line_bytes, lo, _ in cut[WRITE]),
-                      sum(p[2] for p in cut[READ]), sum(p[2] for p in cut[WRITE]), rest, spill_counts(*rest),
-                      (reloads, spills))
+                      sum(p[2] for p in cut[READ]), sum(p[2] for p in cut[WRITE]), spill_counts(*rest), (reloads, spills))
 
     def _frame_hits(self, spill: _Frame, now: float, who) -> bool:
         """Whether a step's frame reloads (``spill``, :meth:`_frame_form`) all hit whole lines with nothing on their
@@ -1085,14 +1083,11 @@ class Engine:
 class _Frame(NamedTuple):
     """What a lone CTA's spilled registers move in a step (:meth:`Engine._frame_form`), kept for its steps alike."""
 
-    reloads: tuple  # pieces of its frame reloaded, each (line row, line column, bytes, line bytes, lo, hi)
-    stores: tuple  # pieces of it stored again
-    reload_keys: tuple  # (L2 key, line bytes) of each reloaded piece, as Engine._frame_hits tests them
-    store_keys: tuple  # (L2 key, line bytes, place in the line unknown) of each stored piece
+    reload_keys: tuple  # (L2 key, line bytes) of each piece of its frame reloaded, as Engine._frame_hits tests them
+    store_keys: tuple  # (L2 key, line bytes, place in the line unknown) of each piece stored again
     loaded: int  # bytes its reloaded pieces hold
     stored: int  # bytes its stored pieces hold
-    rest: tuple  # bytes reloaded and stored beyond its frame's lines
-    rest_counts: tuple  # those as L2Cache.spill counts them (iosim.engine.l2.spill_counts)
+    rest_counts: tuple  # what it reloads and stores beyond its frame's lines, as L2Cache.spill counts it (spill_counts)
     moved: tuple  # bytes reloaded and stored in all
 
 
