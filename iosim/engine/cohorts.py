@@ -496,18 +496,13 @@ def _one_cta_template(k: Kernel, i: int, j: int, b: int, line_iters: int, aggreg
     work: dict = {}  # iterations -> (FLOPs, shared-memory bytes) of that many: most steps are alike
     for n, (t0, t1) in enumerate(zip(edges[:-1], edges[1:])):
         fin = trips <= t1
-        if middle is not None and n > 0 and not fin:  # loop blocks alone (trips > t1 > t0)
-            u0, u1 = (int(u) for u in _blocks(k, start, trips, t0, t1))
-            made = (loop.sides, u0, u1, t1 - t0, live)
+        made = None  # what makes a step of loop blocks alone (trips > t1 > t0), where such steps are looked up
+        if middle is not None and n > 0 and not fin:
+            made = (loop.sides, *(int(u) for u in _blocks(k, start, trips, t0, t1)), t1 - t0, live)
             step = middle.get(made)
-            if step is None:
-                acc, keys = [], []
-                loop(acc, keys, u0, u1)
-                flops, sram = k.iter_flops * float(t1 - t0), k.iter_sram * float(t1 - t0)
-                step = _TemplateStep(acc, 1, flops, sram, 0, float(t1 - t0), float(t1 - t0), flops, keys, live)
-                step = middle[made] = alike.setdefault(_content(step), step)
-            yield step
-            continue
+            if step is not None:
+                yield step
+                continue
         acc: list = []
         keys: list = []
         if n == 0 and live:
@@ -518,15 +513,19 @@ def _one_cta_template(k: Kernel, i: int, j: int, b: int, line_iters: int, aggreg
         if fin and live:
             epi(acc, keys)
         iters = float(max(min(trips, t1) - t0, 0))
-        done = work.get(iters)
-        if done is None:
-            done = work[iters] = (k.iter_flops * iters, k.iter_sram * iters)
-        flops, sram = done
+        priced = work.get(iters)
+        if priced is None:
+            priced = work[iters] = (k.iter_flops * iters, k.iter_sram * iters)
+        flops, sram = priced
         if n == 0 and live:
             flops = flops + k.end_flops
         # the one CTA is the longest
         step = _TemplateStep(acc, 1, flops, sram, int(fin), iters, iters, flops, keys, live)
-        yield step if alike is None else alike.setdefault(_content(step), step)
+        if alike is not None:
+            step = alike.setdefault(_content(step), step)
+        if made is not None:
+            middle[made] = step
+        yield step
         if fin:
             return
 
