@@ -273,7 +273,7 @@ if want v; then
 fi
 if want w; then
     mkdir -p "$OUT/fp8/mixes"
-    cp kernels/mixes/sm_90-triton-3.6.0.json "$OUT/fp8/mixes/" 2>/dev/null  # the hopper grid's cases stay beside
+    cp kernels/mixes/sm_90-triton-3.6.0.json.gz "$OUT/fp8/mixes/" 2>/dev/null  # the hopper grid's cases stay beside
     step "w) GPU tests fp8" 150 "$PY" -m pytest -q -x tests/test_flash_hopper.py -k "fp8" >"$OUT/fp8/pytest_gpu_fp8.log" 2>&1
     step "w) fp8 mixes" 150 "$PY" -m iosim.kernels.user_codes --grid fp8 --out "$OUT/fp8/mixes" >>"$LOG" 2>&1
     step "w) measurement grid fp8" 300 "$PY" -m iosim measure --grid fp8 --out "$OUT/fp8" >>"$LOG" 2>&1
@@ -338,7 +338,7 @@ if want tpa; then
     TP=experiments/thirdparty_kernels
     A="$OUT/thirdparty/autotuned"
     mkdir -p "$A/mixes"
-    cp "$TP/mixes/sm_90-triton-"*.json "$A/mixes/" 2>/dev/null  # the file the new cases are merged into
+    cp "$TP/mixes/sm_90-triton-"*.json.gz "$A/mixes/" 2>/dev/null  # the file the new cases are merged into
     step "tpa) launchers vs SDPA" 120 "$PY" "$TP/check_gpu.py" >"$A/check.log" 2>&1
     step "tpa) autotuned mixes" 200 "$PY" -m iosim.kernels.user_codes --manifest "$TP/manifest_autotuned.yaml" \
         --out "$A/mixes" >>"$LOG" 2>&1
@@ -353,7 +353,7 @@ if want tpb; then
     B="$OUT/thirdparty/blockptr"
     mkdir -p "$B"
     step "tpb) launchers vs SDPA" 150 "$PY" "$TP/check_gpu.py" >"$B/check.log" 2>&1
-    cp "$TP/mixes/sm_90-triton-3.6.0.json" "$B/"  # the file the new cases are merged into, returned beside
+    cp "$TP/mixes/sm_90-triton-3.6.0.json.gz" "$B/"  # the file the new cases are merged into, returned beside
     step "tpb) block-pointer mixes" 150 "$PY" -m iosim.kernels.user_codes --manifest "$TP/manifest_blockptr.yaml" \
         --out "$B" >>"$LOG" 2>&1
     step "tpb) block-pointer grid" 240 "$PY" -m iosim measure --manifest "$TP/manifest_blockptr.yaml" --out "$B" \

@@ -1,6 +1,9 @@
-"""Writing files all or nothing: a temporary file beside the target, renamed over it when complete."""
+"""Writing files all or nothing: a temporary file beside the target, renamed over it when complete; and JSON
+files that may be stored gzip-compressed (``.json.gz``: the large committed instruction mixes)."""
 from __future__ import annotations
 
+import gzip
+import json
 import os
 import tempfile
 from contextlib import contextmanager, suppress
@@ -51,6 +54,27 @@ def unwritable(path, folder: bool = False) -> str | None:
 def atomic_write_text(path, text: str) -> None:
     with atomic_open(path) as f:
         f.write(text)
+
+
+def json_document(raw: bytes, name: str):
+    """The JSON document of a file's bytes; ``name`` ending in ``.gz`` says they are gzip-compressed."""
+    return json.loads(gzip.decompress(raw) if str(name).endswith(".gz") else raw)
+
+
+def read_json(path):
+    """The JSON document of ``path``, a plain ``.json`` file or a gzip-compressed ``.json.gz`` one."""
+    path = Path(path)
+    return json_document(path.read_bytes(), path.name)
+
+
+def write_json(path, doc, indent: int | None = 1) -> None:
+    """Write ``doc`` to ``path`` all or nothing, gzip-compressed where the name ends in ``.gz``: the same
+    document gives the same bytes (no timestamp in the gzip header), so a rewrite of unchanged data is no change."""
+    data = (json.dumps(doc, indent=indent) + "\n").encode()
+    if str(path).endswith(".gz"):
+        data = gzip.compress(data, compresslevel=9, mtime=0)
+    with atomic_open(path, "wb") as f:
+        f.write(data)
 
 
 def _umask() -> int:

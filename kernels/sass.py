@@ -15,7 +15,6 @@ import argparse
 import contextlib
 import importlib
 import itertools
-import json
 import os
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from iosim.costs.sass import KernelMix, kernel_mix, mix_key, mixes_filename, write_mixes
+from iosim.files import read_json, write_json
 
 DEFAULT_ARCH = 90
 SEQ = 128  # sequence length of the capture tensors: a multiple of 128, so NQ, NK, N·d are 16-divisible as on the GPU
@@ -447,13 +447,13 @@ def _progress(log, done: int, total: int, launch: Launch, start: float) -> None:
 
 def main(argv=None) -> int:
     """Compile our kernels (or, with --calibration, the calibration's tile loops) for sm_ARCH and write
-    DIR/[calibration-]sm_<arch>-triton-<version>.json (progress on stderr)."""
+    DIR/[calibration-]sm_<arch>-triton-<version>.json.gz (progress on stderr)."""
     parser = argparse.ArgumentParser(prog="python -m iosim.kernels.sass", description=main.__doc__)
     parser.add_argument("--out", type=Path, required=True, help="folder for the mixes file")
     parser.add_argument("--arch", type=int, default=DEFAULT_ARCH, help="compute capability as an int (90 = sm_90)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="compile processes")
     parser.add_argument("--calibration", action="store_true",
-                        help="compile the tile loops iosim calibrate times instead (calibration-sm_<arch>-triton-<version>.json)")
+                        help="compile the tile loops iosim calibrate times instead (calibration-sm_<arch>-triton-<version>.json.gz)")
     parser.add_argument("--only", metavar="KERNELS",
                         help="compile only these kernels (comma-separated names, e.g. softmax,ds) and merge them into "
                              "the existing file: every other mix is kept as it is")
@@ -473,11 +473,11 @@ def main(argv=None) -> int:
         if not launches:
             parser.error(f"--only: no kernel named {args.only!r} among our kernels' launches")
         if path.exists():  # every other kernel's mix as committed, in its place
-            kept = [KernelMix.from_dict(m) for m in json.loads(path.read_text())["mixes"]]
+            kept = [KernelMix.from_dict(m) for m in read_json(path)["mixes"]]
     compiled = {mix.key: mix for mix in compile_all(launches, args.arch, args.workers, log)}
     mixes = [compiled.pop(mix.key, mix) for mix in kept] + list(compiled.values())
     args.out.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(write_mixes(mixes, args.arch, triton.__version__), indent=1) + "\n")
+    write_json(path, write_mixes(mixes, args.arch, triton.__version__))
     log(f"wrote {len(mixes)} mixes to {path} in {time.perf_counter() - start:.0f} s")
     return 0
 

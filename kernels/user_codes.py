@@ -18,7 +18,6 @@ read back by :mod:`iosim.measure.kernel_codes`.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -29,6 +28,7 @@ from pathlib import Path
 
 from iosim.costs.code import kernel_code
 from iosim.costs.sass import KernelMix, mixes_filename, split_loops
+from iosim.files import read_json, write_json
 from iosim.kernels.device import HarnessError, one_line
 from iosim.kernels.sass import DEFAULT_ARCH, Launch, capture_launches, compile_sass
 from iosim.kernels.simulated_device import simulated_device
@@ -538,7 +538,7 @@ def _child_env() -> None:
 
 def main(argv=None) -> int:
     """Compile every case of a foreign-kernel manifest (or a grid's user-kernel cases) for sm_ARCH; write
-    DIR/sm_<arch>-triton-<version>.json (cases already in that file and not compiled now are kept)."""
+    DIR/sm_<arch>-triton-<version>.json.gz (cases already in that file and not compiled now are kept)."""
     from iosim.kernels.cases import GRIDS
 
     parser = argparse.ArgumentParser(prog="python -m iosim.kernels.user_codes", description=main.__doc__)
@@ -559,11 +559,12 @@ def main(argv=None) -> int:
     cases = manifest_mixes(args.manifest, args.arch, args.workers, log, args.grid, args.sms)
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / mixes_filename(args.arch, triton.__version__)
-    if path.exists():  # another grid's cases (the hopper grid beside the fp8 one) stay
-        cases = {**json.loads(path.read_text()).get("cases", {}), **cases}
+    before = next((p for p in (path, path.with_name(path.name.removesuffix(".gz"))) if p.exists()), None)
+    if before is not None:  # another grid's cases (the hopper grid beside the fp8 one) stay, from a plain file too
+        cases = {**read_json(before).get("cases", {}), **cases}
     doc = {"schema": SCHEMA, "schema_version": 1, "arch": f"sm_{args.arch}", "triton": triton.__version__,
            "cases": cases}
-    path.write_text(json.dumps(doc, indent=1) + "\n")
+    write_json(path, doc)
     log(f"wrote {len(cases)} cases to {path}")
     return 0
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from iosim.files import read_json
 from iosim.kernels import harness
 from iosim.kernels.cases import REF_TILING, CaseSpec, case, default_grid, smoke_grid
 from iosim.schedule.problem import ConfigError, Problem, RunConfig, Tiling
@@ -222,5 +223,5 @@ def test_hopper_grid_is_the_committed_set_and_its_compiled_code():
     assert [c.name for c in fp8] == _committed_names("h200/fp8/measurements.json")
     assert {c.problem.dtype for c in fp8} == {"fp8"} and not any(c.problem.backward for c in fp8)
     for version in ("3.6.0", "3.9.0"):
-        mixes = json.loads((REPO / "kernels" / "mixes" / f"sm_90-triton-{version}.json").read_text())
+        mixes = read_json(REPO / "kernels" / "mixes" / f"sm_90-triton-{version}.json.gz")
         assert sorted(mixes["cases"]) == sorted(c.name for c in kernels + fp8), version

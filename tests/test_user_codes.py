@@ -13,6 +13,7 @@ import pytest
 
 from iosim.costs.code import kernel_code
 from iosim.costs.sass import KernelMix
+from iosim.files import read_json
 from iosim.measure.kernel_codes import case_codes, load_case_codes, mixes_file
 
 REPO = Path(__file__).resolve().parent.parent
@@ -56,8 +57,8 @@ print(json.dumps({{"n": len(codes), "source": codes[0].source, "pipes": dict(cod
 
 
 def test_committed_mixes_read_back_as_kernel_codes():
-    path = MIXES / "sm_90-triton-3.9.0.json"
-    entry = json.loads(path.read_text())["cases"][B1_CASE]
+    path = MIXES / "sm_90-triton-3.9.0.json.gz"
+    entry = read_json(path)["cases"][B1_CASE]
     assert entry["schedule"] == ["flash2_fwd", "zeros_dq", "flash2_bwd_pre", "flash2_bwd", "cast_dq"]
     assert [m is None for m in entry["mixes"]] == [False, True, False, False, True]
     codes = load_case_codes(path, B1_CASE)
@@ -73,10 +74,10 @@ def test_committed_mixes_read_back_as_kernel_codes():
 
 
 def test_mixes_file_takes_the_measured_version_else_the_nearest():
-    assert mixes_file(F1, "sm_90", "3.6.0").name == "sm_90-triton-3.6.0.json"
-    assert mixes_file(F1, "sm_90", "3.7.0").name == "sm_90-triton-3.6.0.json"
-    assert mixes_file(F1, "sm_90", "3.10.0").name == "sm_90-triton-3.9.0.json"
-    assert mixes_file(F1, "sm_90", None).name == "sm_90-triton-3.9.0.json"
+    assert mixes_file(F1, "sm_90", "3.6.0").name == "sm_90-triton-3.6.0.json.gz"
+    assert mixes_file(F1, "sm_90", "3.7.0").name == "sm_90-triton-3.6.0.json.gz"
+    assert mixes_file(F1, "sm_90", "3.10.0").name == "sm_90-triton-3.9.0.json.gz"
+    assert mixes_file(F1, "sm_90", None).name == "sm_90-triton-3.9.0.json.gz"
     assert mixes_file(F1, "sm_80", "3.6.0") is None
 
 
@@ -85,7 +86,7 @@ def test_case_codes_of_a_measured_case_come_from_the_committed_file():
     codes, note = case_codes(case, None, "sm_90", "3.6.0")
     assert note == "" and codes[0].source == "sass: F1_exp_maskall.py _fwd_kernel, sm_90, triton 3.6.0"
     codes, note = case_codes(case, None, "sm_90", "3.7.0")
-    assert note == "code from sm_90-triton-3.6.0.json"
+    assert note == "code from sm_90-triton-3.6.0.json.gz"
 
 
 @pytest.mark.sass
@@ -379,7 +380,7 @@ print(json.dumps(out))
 def test_an_autotuned_case_reads_the_config_the_gpu_ran(tmp_path):
     """A mixes file's autotuned entry holds every config: validation takes the one whose tiles the GPU ran,
     and the first config where none matches."""
-    first, second = (json.loads((MIXES / "sm_90-triton-3.6.0.json").read_text())["cases"][c] for c in (F1_CASE, B1_CASE))
+    first, second = (read_json(MIXES / "sm_90-triton-3.6.0.json.gz")["cases"][c] for c in (F1_CASE, B1_CASE))
     entry = {**first, "variants": [{"label": "a", "mixes": first["mixes"], "tiling": {**first["tiling"]}},
                                    {"label": "b", "mixes": second["mixes"][:1], "tiling": {**first["tiling"], "block_m": 64}}]}
     doc = {"schema": "iosim-kernel-mixes", "arch": "sm_90", "triton": "3.6.0", "cases": {"c": entry}}
@@ -400,7 +401,7 @@ def test_every_autotuned_case_has_the_code_of_the_config_it_ran(data):
     from iosim.measure.measurement import load_measurement
 
     m = load_measurement(REPO / f"experiments/measurements/h200/thirdparty/{data}/measurements.json")
-    doc = json.loads((REPO / "experiments/thirdparty_kernels/mixes/sm_90-triton-3.6.0.json").read_text())
+    doc = read_json(REPO / "experiments/thirdparty_kernels/mixes/sm_90-triton-3.6.0.json.gz")
     fields = ("block_m", "block_n", "warps", "stages")
     tuned = [c for c in m.cases if "variants" in doc["cases"][c.name]]
     assert tuned  # the autotuned launchers' cases
@@ -608,7 +609,7 @@ def test_every_committed_user_kernel_code_is_the_kernel_its_measurement_ran():
             if case.get("impl") != "kernel" or case.get("error"):
                 continue
             found = mixes_file(case["kernel"], "sm_90", version)
-            entry = json.loads(found.read_text())["cases"].get(case["name"]) if found else None
+            entry = read_json(found)["cases"].get(case["name"]) if found else None
             if entry is None:  # validation compiles it, or says it cannot
                 continue
             ran_tiles = case["run_config"].get("tiling") or {}

@@ -10,11 +10,12 @@ kernels are committed under ``iosim/costs/mixes`` and loaded with :func:`load_mi
 """
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from importlib import resources
+
+from iosim.files import json_document
 
 # Opcode → Nsight Compute pipe (the suffix of smsp__inst_executed_pipe_<pipe>) on sm_90.
 # Sources: Nsight Compute Kernel Profiling Guide, section "Pipelines" (alu: bit manipulation, logic and
@@ -519,16 +520,36 @@ def kernel_mix(sass: str, kernel: str | None = None, **resources_) -> KernelMix:
 MIXES_PACKAGE = "iosim.costs.mixes"
 
 
+MIXES_SUFFIXES = (".json.gz", ".json")  # mixes files are written compressed; plain ones (older, hand-made) still read
+
+
 def mixes_filename(arch: int | str, triton_version: str, calibration: bool = False) -> str:
-    """Our kernels' mixes file, or (``calibration``) that of the tile loops ``iosim calibrate`` times."""
-    return f"{'calibration-' if calibration else ''}sm_{str(arch).removeprefix('sm_')}-triton-{triton_version}.json"
+    """Our kernels' mixes file, or (``calibration``) that of the tile loops ``iosim calibrate`` times: gzip-compressed
+    JSON (a Triton version's mixes are megabytes of text, a twentieth of it compressed)."""
+    return f"{'calibration-' if calibration else ''}sm_{str(arch).removeprefix('sm_')}-triton-{triton_version}.json.gz"
+
+
+def mixes_version(name: str, prefix: str) -> str | None:
+    """The Triton version in a mixes file's ``name`` (``<prefix><version>.json[.gz]``); None for another file."""
+    if not name.startswith(prefix):
+        return None
+    return next((name[len(prefix):-len(s)] for s in MIXES_SUFFIXES if name.endswith(s)), None)
+
+
+def _committed(arch: int | str, calibration: bool) -> dict:
+    """{Triton version: the committed mixes file's name} for ``arch`` (the compressed one where both are)."""
+    prefix = mixes_filename(arch, "", calibration).removesuffix(MIXES_SUFFIXES[0])
+    found: dict = {}
+    for name in sorted(p.name for p in resources.files(MIXES_PACKAGE).iterdir()):
+        version = mixes_version(name, prefix)
+        if version and (version not in found or name.endswith(".gz")):
+            found[version] = name
+    return found
 
 
 def available_versions(arch: int | str, calibration: bool = False) -> list[str]:
     """Triton versions with committed mixes for ``arch``, oldest first."""
-    prefix = mixes_filename(arch, "", calibration).removesuffix(".json")
-    names = [p.name for p in resources.files(MIXES_PACKAGE).iterdir() if p.name.startswith(prefix)]
-    return sorted((n[len(prefix):-len(".json")] for n in names if n.endswith(".json")), key=_version_tuple)
+    return sorted(_committed(arch, calibration), key=_version_tuple)
 
 
 def _version_tuple(version: str) -> tuple[int, ...]:
@@ -567,7 +588,8 @@ def load_mixes(arch: int | str = 90, triton_version: str | None = None, calibrat
     wanted = triton_version or versions[-1]
     target = _ordinal(wanted)
     version = wanted if wanted in versions else min(versions, key=lambda v: (abs(_ordinal(v) - target), _ordinal(v)))
-    data = json.loads(resources.files(MIXES_PACKAGE).joinpath(mixes_filename(arch, version, calibration)).read_text())
+    name = _committed(arch, calibration)[version]
+    data = json_document(resources.files(MIXES_PACKAGE).joinpath(name).read_bytes(), name)
     mixes = tuple(KernelMix.from_dict(d) for d in data["mixes"])
     return MixSet(arch=str(arch).removeprefix("sm_"), version=version, requested=wanted, mixes=mixes)
 

@@ -1,7 +1,7 @@
 """A measured user kernel's own compiled code: its committed per-case mixes, found beside the kernel file.
 
 ``python -m iosim.kernels.user_codes --manifest M --out DIR`` compiles every case of a foreign-kernel
-manifest and writes ``DIR/sm_<arch>-triton-<version>.json``: ``{"schema": "iosim-kernel-mixes",
+manifest and writes ``DIR/sm_<arch>-triton-<version>.json.gz`` (gzip-compressed JSON): ``{"schema": "iosim-kernel-mixes",
 "arch", "triton", "cases": {case name: {"kernel", "schedule": [schedule kernel names], "mixes":
 [KernelMix dict or null per schedule kernel], "tiling", "backward_tiling", "dq": "separate" where the
 backward computes dQ in a kernel of its own, and "launcher_ops" where the launcher runs PyTorch operations of its
@@ -14,11 +14,11 @@ is installed, else nothing (the simulator falls back to its estimates) with a no
 from __future__ import annotations
 
 import functools
-import json
 from pathlib import Path
 
 from iosim.costs.code import kernel_code
-from iosim.costs.sass import KernelMix
+from iosim.costs.sass import KernelMix, mixes_version
+from iosim.files import read_json
 
 SCHEMA = "iosim-kernel-mixes"
 REPO = Path(__file__).resolve().parents[2]  # the checkout's root: kernel paths in measurement files are relative to it
@@ -83,7 +83,7 @@ def _read(path: Path) -> dict:
 
 @functools.lru_cache(maxsize=4)
 def _parse(path: str, mtime_ns: int, size: int) -> dict:
-    return json.loads(Path(path).read_text())
+    return read_json(path)
 
 
 def _version(text: str) -> tuple[int, ...]:
@@ -91,12 +91,15 @@ def _version(text: str) -> tuple[int, ...]:
 
 
 def mixes_file(kernel_ref: str, arch: str, triton_version: str | None) -> Path | None:
-    """``<kernel folder>/mixes/sm_<arch>-triton-<version>.json``: the measurement's Triton version, else the
+    """``<kernel folder>/mixes/sm_<arch>-triton-<version>.json.gz`` (or ``.json``): the measurement's Triton version, else the
     nearest committed one (the newest when the version is unknown); None when the folder has none."""
     folder = _kernel_path(kernel_ref).parent / "mixes"
-    arch = str(arch).removeprefix("sm_")
-    found = {p.name.removeprefix(f"sm_{arch}-triton-").removesuffix(".json"): p
-             for p in sorted(folder.glob(f"sm_{arch}-triton-*.json"))}
+    prefix = f"sm_{str(arch).removeprefix('sm_')}-triton-"
+    found: dict = {}
+    for p in sorted(folder.glob(f"{prefix}*.json*")):  # the compressed file where a version has both
+        version = mixes_version(p.name, prefix)
+        if version and (version not in found or p.name.endswith(".gz")):
+            found[version] = p
     if not found:
         return None
     if triton_version in found:
@@ -127,7 +130,8 @@ def case_codes(case, config, arch: str, triton_version: str | None) -> tuple[lis
     if path is not None:
         codes = load_case_codes(path, case.name, (getattr(case, "run_config", None) or {}).get("tiling"))
         if codes is not None:
-            note = "" if path.name.endswith(f"-{triton_version}.json") else f"code from {path.name}"
+            found = mixes_version(path.name, path.name.split("-triton-")[0] + "-triton-")
+            note = "" if found == triton_version else f"code from {path.name}"
             return codes, note
     return None, "no committed mixes for this case (python -m iosim.kernels.user_codes writes them): estimated code"
 
