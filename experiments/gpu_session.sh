@@ -145,6 +145,12 @@
 #   fl1) FlagAttention's forward + backward at the held-out shapes again (flag_attn.py, not committed), now with the L1's
 #      global-load sectors and hits (the dQ kernel's plain LDG loads shared by an SM's CTAs, session 55): launchers
 #      checked, measured (ncu)                    -> $OUT/thirdparty/flag_l1/{check.log,measurements.json} (≤ 400 s)
+#   svar) FlashAttention-2's split-KV forward (SDPA flash) in its causal and ragged-length instantiations, d = 64 and
+#      128, at shapes no committed set has: each kernel's source page (ncu SourceCounters, every SASS line with the
+#      warp instructions it executed)     -> $OUT/sdpa_split_sass_variants/{causal,causal_even,ragged}_d{64,128}/
+#      (≤ 6 × 240 s; about 110 s; the device returns 8 files a call: tar the folder into $OUT)
+#   scau) SDPA's cuDNN and flash forward + backward (not split) in their causal instantiations, B2 × H8, N 3072, d = 64
+#      and 128: each kernel's source page              -> $OUT/sdpa_sass_causal/d{64,128}/ (≤ 2 × 300 s)
 #   l1p) the L1's replacement policy: cycles of 32-512 KiB an SM read 16 times by plain loads, 1 and 2 CTAs an SM,
 #      alone and with products after the loop whose shared memory sets carve-outs of 132 and 228 KiB (C = 124 and 28 KiB), L1 hit
 #      sectors (ncu; LRU hits all or none, random replacement exp(-m F/C)); then the same through local memory
@@ -489,6 +495,22 @@ want cvp && step "cvp) convoy probe" 300 "$PY" -m iosim.kernels.convoy_probe --o
 want cvs && step "cvs) convoy probe, bare and softmax" 400 "$PY" -m iosim.kernels.convoy_probe --softmax both \
     --out "$OUT/convoy_softmax" >>"$LOG" 2>&1
 want wmp && step "wmp) warm probe" 200 "$PY" -m iosim.kernels.warm_probe --out "$OUT/warm_probe" >>"$LOG" 2>&1
+if want svar; then  # the split-KV forward's causal and ragged instantiations, at shapes no committed set has
+    for v in "1 1 3000 64 1 causal_d64" "1 2 2048 64 1 causal_even_d64" \
+             "1 4 1500 64 0 ragged_d64" "1 1 2500 128 1 causal_d128" \
+             "1 2 2048 128 1 causal_even_d128" "1 4 1200 128 0 ragged_d128"; do
+        set -- $v
+        step "svar) split-KV source page B$1 H$2 N $3 d $4 causal $5" 240 env SHAPE="$1 $2 $3 $4" CAUSAL="$5" DIR="sdpa_split_sass_variants/$6" \
+            OUT="$OUT" bash experiments/probes/sdpa_split_sass.sh >>"$LOG" 2>&1
+    done
+fi
+if want scau; then  # SDPA's forward and backward kernels in their causal instantiations, at shapes no committed set has
+    for v in "2 8 3072 64 d64" "2 8 3072 128 d128"; do
+        set -- $v
+        step "scau) causal source pages B$1 H$2 N $3 d $4" 300 env SHAPE="$1 $2 $3 $4" CAUSAL=1 DIR="sdpa_sass_causal/$5" \
+            OUT="$OUT" bash experiments/probes/sdpa_source_sass.sh >>"$LOG" 2>&1
+    done
+fi
 want stp && step "stp) stream probe" 300 "$PY" -m iosim.kernels.stream_probe --out "$OUT/stream_probe" >>"$LOG" 2>&1
 if want lct; then
     mkdir -p "$OUT/trace_long_tiles"

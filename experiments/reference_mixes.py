@@ -14,6 +14,15 @@ weighs: its SASS lines executed more than once a warp are the loop's (its first 
 or − 2 times), the rest once a CTA. The loop's mix is theirs over trips − 1 blocks; the code outside is the rest of
 what a warp executed, less that mix's trips (``outside_*``). Its combine kernel has no loop: all its code is outside.
 
+FlashAttention-2's instantiations that mask (captured on the H100, ``experiments/measurements/h100/``): the split-KV
+forward causal or at a length that is not whole blocks (``sdpa_split_sass_variants``, ``gpu_session.sh svar``), the
+forward and backward causal (``sdpa_sass_causal``, ``scau``). A forward peels one or two masking steps off its loop,
+each CTA's first blocks through the mask (``iosim.schedule.references.flash_masking``); the backward masks the blocks
+on the diagonal inside its loop (``iosim.engine.simulator.masked_share``). Their loop and the code outside it are the
+plain instantiation's; what a masked block adds is the rest of what the instantiation executed (its source page's
+every warp instruction, per pipe, less the plain code at that launch's blocks and CTAs), over the blocks its CTAs ran
+masked (``masked_extra_*``, with ``masked_steps``: the forward's peeled steps, 0 for the backward's diagonal).
+
     python experiments/reference_mixes.py            # rewrite the JSON
     python experiments/reference_mixes.py --check    # exit 1 if the committed JSON differs
 """
@@ -26,12 +35,15 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
+
 from iosim.costs.code import REFERENCE_MIXES
 from iosim.costs.executed import read_source_page
 from iosim.costs.sass import opcode_of, pipe_of
+from iosim.engine.simulator import masked_share
 from iosim.schedule.build import build_schedule
 from iosim.schedule.problem import Problem
-from iosim.schedule.references import REFERENCE_ARCH, reference_config
+from iosim.schedule.references import REFERENCE_ARCH, flash_masking, reference_config
 
 ROOT = Path(__file__).resolve().parent.parent
 H200 = ROOT / "experiments" / "measurements" / "h200"
@@ -44,6 +56,18 @@ SPLIT_ROLES = (("flash_fwd_splitkv_kernel<", "flash2_fwd_split"), ("flash_fwd_sp
 # which profiled kernel is which schedule kernel, per backend
 ROLES = {"sdpa_cudnn": (("flash_fprop_wgmma", "flash2_fwd"), ("flash_bprop_wgmma", "flash2_bwd")),
          "sdpa_flash": (("flash_fwd_kernel<", "flash2_fwd"), ("flash_bwd_dq_dk_dv_loop", "flash2_bwd"))}
+# causal and ragged instantiations of FlashAttention-2's split-KV forward (gpu_session.sh svar) and causal ones of its
+# forward and backward (scau), at shapes no committed set has
+H100 = ROOT / "experiments" / "measurements" / "h100"
+VARIANT_CAPTURES = tuple((H100 / "sdpa_split_sass_variants" / tag / "sdpa_sass.csv.gz",
+                          Problem(batch=1, heads=h, seq_q=n, head_dim=d, causal=causal), SPLIT_ROLES[0][0], "flash2_fwd_split")
+                         for tag, h, n, d, causal in (("causal_d64", 1, 3000, 64, True), ("causal_even_d64", 2, 2048, 64, True),
+                                                      ("ragged_d64", 4, 1500, 64, False), ("causal_d128", 1, 2500, 128, True),
+                                                      ("causal_even_d128", 2, 2048, 128, True),
+                                                      ("ragged_d128", 4, 1200, 128, False))) + tuple(
+    (H100 / "sdpa_sass_causal" / f"d{d}" / "sdpa_sass.csv.gz",
+     Problem(batch=2, heads=8, seq_q=3072, head_dim=d, causal=True, backward=True), needle, role)
+    for d in (64, 128) for needle, role in ROLES["sdpa_flash"])
 # measurement files whose per-kernel records carry registers and shared memory of these kernels
 RESOURCE_FILES = (H200 / "hopper" / "ncu_bwd" / "measurements.json", H200 / "measurements.json",
                   H200 / "sdpa_small" / "measurements.json")
@@ -110,6 +134,38 @@ def _split_entry(path: Path, problem: Problem, found, role: str, resources: dict
             "specialised": False, "tma": False}
 
 
+def _variant_entry(path: Path, problem: Problem, found, base: dict, role: str) -> dict:
+    """An instantiation's entry: the plain one's loop and outside code, and what its masked blocks add per block, per
+    pipe (see the module's docstring). A forward's masked blocks are each CTA's first ``masking_steps``; the
+    backward's, in its loop, those the causal diagonal crosses (``masked_steps`` 0: the engine's own share)."""
+    kernel = _kernel("sdpa_flash", problem, role)
+    causal, even, steps = flash_masking(problem, kernel.block_i, kernel.block_u)
+    sl, i, j = kernel.coords(0, kernel.ctas)
+    trips = kernel.loop_bounds(i, j, sl)[1]
+    if role == "flash2_bwd":
+        steps = 0
+        masked = masked_share(kernel) * float(trips.sum())
+    else:
+        masked = float(np.minimum(trips, steps).sum())
+    if not masked:
+        raise SystemExit(f"{path}: {problem} runs no masked block in {role}, nothing to read")
+    total = Counter()
+    for text, count in found.lines:
+        if count:
+            total[pipe_of(opcode_of(text))] += count / kernel.warps
+    outside = base.get("outside_pipes", {})
+    pipes = set(total) | set(base["pipes"]) | set(outside)
+    extra = {p: (total[p] - base["pipes"].get(p, 0.0) * float(trips.sum()) - outside.get(p, 0.0) * kernel.ctas) / masked
+             for p in sorted(pipes)}
+    return {**base, "name": found.name, "capture": str(path.relative_to(ROOT)),
+            "variant": {"causal": causal, "even": even},
+            "launch": {"batch": problem.batch, "heads": problem.heads, "seq": problem.seq_q, "causal": causal,
+                       "backward": problem.backward, "iterations": float(trips.sum()), "warps": kernel.warps,
+                       "ctas": kernel.ctas, "masked": masked},
+            "masked_steps": steps, "masked_extra_instructions": sum(extra.values()),
+            "masked_extra_pipes": {p: v for p, v in extra.items() if abs(v) > 1e-9}}
+
+
 def build() -> dict:
     resources = _resources()
     entries = []
@@ -138,8 +194,12 @@ def build() -> dict:
         profiled = read_source_page(path)
         for needle, role in SPLIT_ROLES:
             entries.append(_split_entry(path, problem, next(k for k in profiled if needle in k.name), role, resources))
-    return {"arch": f"sm_{REFERENCE_ARCH}", "source": "ncu source pages (SourceCounters) on an NVIDIA H200, "
-            "driver 580.159.04, torch 2.11.0+cu130, Nsight Compute 2025.3.1.0",
+    plain = {(e["impl"], e["kernel"], e["head_dim"]): e for e in entries}
+    for path, problem, needle, role in VARIANT_CAPTURES:
+        found = next(k for k in read_source_page(path) if needle in k.name)
+        entries.append(_variant_entry(path, problem, found, plain["sdpa_flash", role, problem.head_dim], role))
+    return {"arch": f"sm_{REFERENCE_ARCH}", "source": "ncu source pages (SourceCounters) on an NVIDIA H200 (the "
+            "instantiations that mask on an H100), driver 580.159.04, torch 2.11.0+cu130, Nsight Compute 2025.3.1.0",
             "command": "python experiments/reference_mixes.py", "kernels": entries}
 
 

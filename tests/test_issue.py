@@ -21,7 +21,7 @@ from iosim.costs.issue import (
 )
 from iosim.costs.pricing import instruction_totals, roofline, simt_time
 from iosim.engine.l2 import L2Cache
-from iosim.engine.simulator import _masked_share
+from iosim.engine.simulator import masked_share
 from iosim.hardware.profile import load_profile
 from iosim.measure.measurement import load_measurement
 from iosim.results.result import Traffic
@@ -165,15 +165,15 @@ def test_shared_wavefronts_are_conserved_and_bound_the_roofline():
     assert compute == pytest.approx(4 * 400 * 9 / (H200.sm_count * H200.issue_clock_hz))  # path-bound, not issue-bound
 
 
-def test_the_masked_share_of_a_causal_forward_is_its_diagonal_blocks():
+def test_themasked_share_of_a_causal_forward_is_its_diagonal_blocks():
     """128-row query blocks over 64-row key blocks: CTA i runs 2i + 2 blocks, the last 2 masked."""
     cfg = RunConfig(algo="flash2", problem=Problem(batch=1, heads=1, seq_q=1024, head_dim=64, causal=True))
     fwd = build_schedule(cfg).kernels[0]
     i = np.arange(1024 // 128)
-    assert _masked_share(fwd) == pytest.approx(2 * len(i) / (2 * i + 2).sum())
+    assert masked_share(fwd) == pytest.approx(2 * len(i) / (2 * i + 2).sum())
     plain = build_schedule(RunConfig(algo="flash2", problem=Problem(batch=1, heads=1, seq_q=1000))).kernels[0]
     trips = -(-1000 // 64)  # non-causal: only the ragged last block of each CTA is masked
-    assert _masked_share(plain) == pytest.approx(1 / trips)
+    assert masked_share(plain) == pytest.approx(1 / trips)
 
 
 class _Link:

@@ -49,11 +49,14 @@ def test_mix_times_launch_is_what_the_kernel_executed(entry):
     launch = entry["launch"]
     scale = launch["iterations"] * launch["warps"]
     outside = entry.get("outside_instructions", 0.0) * launch.get("ctas", 0) * launch["warps"]  # split-KV: per CTA
+    if "masked" in launch:  # an instantiation's masked blocks: what its masking steps add, times the blocks run masked
+        outside += entry["masked_extra_instructions"] * launch["masked"] * launch["warps"]
     assert entry["instructions"] * scale + outside == pytest.approx(kernel.instructions, rel=1e-9)
     assert sum(entry["pipes"].values()) == pytest.approx(entry["instructions"], rel=1e-9)
     assert sum(entry.get("outside_pipes", {}).values()) == pytest.approx(entry.get("outside_instructions", 0.0), rel=1e-9)
     if "ctas" in launch:  # FlashAttention-2's split-KV forward and its combine: the launch iosim schedules there
-        p = Problem(batch=launch["batch"], heads=launch["heads"], seq_q=launch["seq"], head_dim=entry["head_dim"])
+        p = Problem(batch=launch["batch"], heads=launch["heads"], seq_q=launch["seq"], head_dim=entry["head_dim"],
+                    causal=launch.get("causal", False), backward=launch.get("backward", False))
         ours = next(k for k in build_schedule(reference_config("sdpa_flash", p, "sm_90"), 132).kernels
                     if k.name == entry["kernel"])
         sl, i, j = ours.coords(0, ours.ctas)
@@ -150,6 +153,31 @@ def test_ping_pong_takes_the_longer_of_products_and_softmax():
     assert cta_time(3.0, 2.0, 1, 0.0) == 5.0
     assert sm_time(1.0, 4.0, 0.0, 2, 0.0, specialised=True) == pytest.approx(max(2 * 1.0, 2 * 4.0))
     assert sm_time(1.0, 4.0, 0.0, 2, 0.0) == pytest.approx(2 * (1.0 + 4.0))
+
+
+@pytest.mark.parametrize("entry", [e for e in MIXES if e.get("variant")],
+                         ids=lambda e: f"{e['kernel']}-d{e['head_dim']}-{'causal' if e['variant']['causal'] else 'plain'}-"
+                                       f"{'even' if e['variant']['even'] else 'ragged'}")
+def test_an_instantiations_masked_blocks_give_back_what_its_capture_executed(entry):
+    """Conservation through the model: simulating the captured launch of a causal or ragged instantiation of
+    FlashAttention-2's kernels (the forward's masking steps from ``flash_masking``, the backward's blocks on the
+    diagonal, the engine's share of blocks run masked, the priced warp instructions) gives back every warp instruction
+    its source page shows, per pipe; the plain instantiation's code alone misses them (by what the masked blocks add)."""
+    launch = entry["launch"]
+    problem = Problem(batch=launch["batch"], heads=launch["heads"], seq_q=launch["seq"], head_dim=entry["head_dim"],
+                      causal=launch["causal"], backward=launch["backward"])
+    captured = next(k for k in read_source_page(ROOT / entry["capture"]) if k.name == entry["name"])
+    result = simulate(reference_config("sdpa_flash", problem, "sm_90"), "h100-sxm")
+    got = next(k for k in result.kernels if k.name == entry["kernel"]).instructions
+    assert got["total"] == pytest.approx(captured.instructions, rel=1e-6)
+    for pipe, n in captured.pipes().items():
+        assert got.get(pipe, 0.0) == pytest.approx(n, rel=1e-6, abs=1.0), pipe
+    plain = next(e for e in MIXES if e["kernel"] == entry["kernel"] and e["impl"] == "sdpa_flash"
+                 and e["head_dim"] == entry["head_dim"] and not e.get("variant"))
+    without = (plain["instructions"] * launch["iterations"] + plain.get("outside_instructions", 0.0) * launch["ctas"]) \
+        * launch["warps"]
+    assert abs(without - captured.instructions) == pytest.approx(
+        abs(entry["masked_extra_instructions"]) * launch["masked"] * launch["warps"], rel=1e-6)
 
 
 def test_reference_codes_price_the_loop_kernels_only():
@@ -274,6 +302,26 @@ def test_flash_splits_are_the_kernels_the_gpu_ran():
         else:
             assert "flash2_fwd_split" not in kernels and kernels["flash2_fwd"].ctas == fwd[1][0] * fwd[1][1] * fwd[1][2]
             assert schedule.config.tiling.splits is None
+
+
+def test_split_masking_is_the_instantiation_the_gpu_ran():
+    """The split-KV forward's instantiation iosim picks for a problem (``split_masking``: causal, lengths whole
+    blocks) is the one in the kernel name Nsight Compute recorded (``flash_fwd_splitkv_kernel<traits, Is_causal,
+    Is_local, Has_alibi, Is_even_MN, ...>``), on every committed case that split; and its masking steps are
+    FlashAttention-2's ``n_masking_steps`` (kBlockM = 64 rows never wider than a K/V block: one step where causal or
+    ragged, one more where both; the plain instantiation peels an unmasked block)."""
+    from iosim.schedule.references import split_masking
+
+    seen = set()
+    for problem, _, ran in _sdpa_flash_forwards():
+        if "splitkv_kernel" not in ran[0][0]:
+            continue
+        flags = re.search(r"splitkv_kernel<.*?>>, (\d), (\d), (\d), (\d),", ran[0][0])
+        causal, even, steps = split_masking(problem)
+        assert (causal, even) == (flags.group(1) == "1", flags.group(4) == "1"), ran[0][0]
+        assert steps == (0 if not causal and even else 1 if causal == even or not causal else 2)
+        seen.add((causal, even))
+    assert len(seen) == 4  # every instantiation is among the committed cases
 
 
 @pytest.mark.parametrize("causal", [False, True])

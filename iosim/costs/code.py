@@ -19,6 +19,7 @@ from types import MappingProxyType
 
 from iosim.costs.issue import KernelCode, LoopCode, loop_code
 from iosim.costs.sass import KernelMix, load_mixes
+from iosim.schedule.references import flash_masking
 from iosim.schedule.standard import BLOCK_K as STANDARD_BLOCK_K
 
 REFERENCE_MIXES = "references-sm_90.json"  # SDPA's kernels' code per warp and iteration (experiments/reference_mixes.py)
@@ -262,9 +263,15 @@ def kernel_code(mix: KernelMix, source: str) -> KernelCode:
 
 @functools.lru_cache(maxsize=2)
 def _references() -> tuple[dict, str]:
-    """({(impl, schedule kernel, head dim): entry}, the architecture they were read on)."""
+    """({(impl, schedule kernel, head dim[, causal, even]): entry}, the architecture they were read on): an entry
+    read from one instantiation of a kernel (``variant``: FlashAttention-2's split-KV forward causal, or with ragged
+    lengths) keyed by it too."""
     data = json.loads(resources.files("iosim.costs.mixes").joinpath(REFERENCE_MIXES).read_text())
-    return {(e["impl"], e["kernel"], e["head_dim"]): e for e in data["kernels"]}, data["arch"]
+    table = {}
+    for e in data["kernels"]:
+        v = e.get("variant")
+        table[(e["impl"], e["kernel"], e["head_dim"]) + ((v["causal"], v["even"]) if v else ())] = e
+    return table, data["arch"]
 
 
 def reference_codes(schedule, impl: str) -> list:
@@ -274,19 +281,28 @@ def reference_codes(schedule, impl: str) -> list:
     (prologue and epilogue spread over the iterations of the launch they were read from), None for
     the elementwise ones (estimated from their FLOPs, like ours)."""
     table, arch = _references()
-    head_dim = schedule.config.problem.head_dim
+    problem = schedule.config.problem
+    head_dim = problem.head_dim
     out = []
     for kernel in schedule.kernels:
-        e = table.get((impl, kernel.name, head_dim))
+        causal, even, _ = flash_masking(problem, kernel.block_i, kernel.block_u)
+        e = table.get((impl, kernel.name, head_dim, causal, even)) or table.get((impl, kernel.name, head_dim))
         if e is None:
             out.append(None)
             continue
         loop = LoopCode(e["instructions"], MappingProxyType(dict(e["pipes"])), e["local_loads"], e["local_stores"])
         outside = LoopCode(e.get("outside_instructions", 0.0), MappingProxyType(dict(e.get("outside_pipes", {}))))
+        # an instantiation's masked blocks: the loop's code and what its masking steps add (see reference_mixes.py)
+        masked = None
+        if "masked_extra_instructions" in e:
+            masked = loop.plus(LoopCode(e["masked_extra_instructions"], MappingProxyType(dict(e["masked_extra_pipes"]))))
         launch = e["launch"]
-        out.append(KernelCode(loop=loop, outside=outside, regs_per_thread=e["registers"], shared_bytes=e["shared_bytes"],
-                              source=f"ncu source page: {e['name'][:60]} (B{launch['batch']}×H{launch['heads']}, "
-                                     f"N {launch['seq']}, d {head_dim}), {arch}",
+        shape = f"B{launch['batch']}×H{launch['heads']}, N {launch['seq']}, d {head_dim}"
+        if e.get("variant"):
+            shape += ", causal" if e["variant"]["causal"] else ", ragged"
+        out.append(KernelCode(loop=loop, outside=outside, masked=masked, masked_steps=e.get("masked_steps", 0),
+                              regs_per_thread=e["registers"], shared_bytes=e["shared_bytes"],
+                              source=f"ncu source page: {e['name'][:60]} ({shape}), {arch}",
                               tma=e["tma"], specialised=e["specialised"]))
     return out
 

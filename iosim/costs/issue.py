@@ -104,6 +104,10 @@ class KernelCode:
     # passes of the masked loop per block of the unmasked one's: a masked copy over smaller tiles (the Triton
     # tutorial's backward steps its diagonal blocks in halves) runs more of them, as many as its products are smaller
     masked_passes: float = 1.0
+    # the masked body runs for the first ``masked_steps`` blocks each CTA walks, whatever the diagonal: a kernel that
+    # peels its masking steps off its loop (FlashAttention-2's CUDA forward: one, two where a causal CTA's rows or
+    # the key length are not whole blocks); 0: the blocks a mask needs (causal diagonal, ragged tail), as Triton's
+    masked_steps: int = 0
     outside: LoopCode = LoopCode(0.0)
     regs_per_thread: int | None = None
     shared_bytes: int | None = None

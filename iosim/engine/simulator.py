@@ -305,7 +305,7 @@ class Engine:
         instruction kind, and the share of atomic time it waits for."""
         profile = self.profile
         head_dim = self.schedule.config.problem.head_dim
-        masked = _masked_share(kernel) if code.masked is not None else 0.0
+        masked = masked_share(kernel, code.masked_steps) if code.masked is not None else 0.0
         miss = reload_miss(code, kernel.warps, per_sm, profile)
         latency = latencies(profile, miss)
 
@@ -1258,11 +1258,17 @@ def _live_ctas(kernel) -> int:
     return int(kernel.live(i, sl).sum())
 
 
-def _masked_share(kernel) -> float:
+def masked_share(kernel, steps: int = 0) -> float:
     """Share of a kernel's loop iterations that run the masked loop body: the blocks the causal
-    diagonal or a window's lower edge crosses, a ragged last block, and a window's first split block."""
+    diagonal or a window's lower edge crosses, a ragged last block, and a window's first split block; or, for
+    code that peels ``steps`` masking steps off its loop, each CTA's first ``steps`` blocks."""
     if not kernel.n_loop or kernel.program.value != "tile_loop":
         return 0.0
+    if steps:
+        sl, i, j = kernel.coords(0, kernel.ctas)
+        trips = kernel.loop_bounds(i, j, sl)[1]
+        total = float(trips.sum())
+        return float(np.minimum(trips, steps).sum()) / total if total else 0.0
     every = kernel.ragged is not None  # a variable-length batch's slices differ; otherwise one slice says it all
     sl, i, j = kernel.coords(0, kernel.ctas if every else min(kernel.ctas, kernel.ti * kernel.tj))
     start, trips = kernel.loop_bounds(i, j, sl)

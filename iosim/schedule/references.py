@@ -49,6 +49,21 @@ def split_block_n(head_dim: int) -> int:
     return 256 if head_dim <= 64 else 128 if head_dim <= 128 else 64
 
 
+def flash_masking(problem: Problem, block_m: int, block_n: int) -> tuple[bool, bool, int]:
+    """(causal, even, masking steps) of FlashAttention-2's instantiation for ``problem`` at ``block_m`` query rows and
+    ``block_n`` keys a block: ``Is_causal``, ``Is_even_MN`` (both lengths whole blocks) and the blocks each forward
+    CTA runs masked before its loop (``n_masking_steps``: where causal, as many as its rows span key blocks, one
+    more where ragged; one where only ragged; none where neither)."""
+    even = problem.seq_q % block_m == 0 and problem.seq_k % block_n == 0
+    causal = bool(problem.causal)
+    return causal, even, (-(-block_m // block_n) + (not even) if causal else int(not even))
+
+
+def split_masking(problem: Problem) -> tuple[bool, bool, int]:
+    """:func:`flash_masking` of the split-KV forward (64 query rows a block, :func:`split_block_n` keys)."""
+    return flash_masking(problem, SPLIT_ROWS, split_block_n(problem.head_dim))
+
+
 def combine_rows(head_dim: int) -> int:
     """Query rows a CTA of its combine kernel (``flash_fwd_splitkv_combine_kernel``'s kBlockM)."""
     return 4 if head_dim % 128 == 0 else 8 if head_dim % 64 == 0 else 16
