@@ -198,7 +198,7 @@ def build() -> dict:
     for path, problem, needle, role in VARIANT_CAPTURES:
         found = next(k for k in read_source_page(path) if needle in k.name)
         entries.append(_variant_entry(path, problem, found, plain["sdpa_flash", role, problem.head_dim], role))
-    return {"arch": f"sm_{REFERENCE_ARCH}", "source": "ncu source pages (SourceCounters) on an NVIDIA H200 (the "
+    return {"arch": REFERENCE_ARCH, "source": "ncu source pages (SourceCounters) on an NVIDIA H200 (the "
             "instantiations that mask on an H100), driver 580.159.04, torch 2.11.0+cu130, Nsight Compute 2025.3.1.0",
             "command": "python experiments/reference_mixes.py", "kernels": entries}
 

@@ -187,6 +187,7 @@ def test_reference_codes_price_the_loop_kernels_only():
     assert codes["flash2_fwd"].specialised and codes["flash2_bwd"].specialised
     assert codes["flash2_fwd"].regs_per_thread == 168 and codes["flash2_fwd"].shared_bytes > 200_000
     assert codes["zeros_dq"] is None and codes["cast_dq"] is None  # elementwise: estimated like ours
+    assert codes["flash2_fwd"].source.endswith(", sm_90")  # the architecture the code was read on, named once
 
 
 def _loop_rows(kernel, g: int, tensor: str) -> list:
