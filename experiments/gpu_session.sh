@@ -151,6 +151,8 @@
 #      (≤ 6 × 240 s; about 110 s; the device returns 8 files a call: tar the folder into $OUT)
 #   scau) SDPA's cuDNN and flash forward + backward (not split) in their causal instantiations, B2 × H8, N 3072, d = 64
 #      and 128: each kernel's source page              -> $OUT/sdpa_sass_causal/d{64,128}/ (≤ 2 × 300 s)
+#   hmp) the calibration's tile loop (plain and online softmax) at FlashAttention-2's CUDA tiles, one and two CTAs an SM,
+#      compiled as wgmma and, with DISABLE_MMA_V3=1, as mma.sync (HMMA)   -> $OUT/hmma_probe/hmma_probe.json (≤ 420 s)
 #   l1p) the L1's replacement policy: cycles of 32-512 KiB an SM read 16 times by plain loads, 1 and 2 CTAs an SM,
 #      alone and with products after the loop whose shared memory sets carve-outs of 132 and 228 KiB (C = 124 and 28 KiB), L1 hit
 #      sectors (ncu; LRU hits all or none, random replacement exp(-m F/C)); then the same through local memory
@@ -511,6 +513,8 @@ if want scau; then  # SDPA's forward and backward kernels in their causal instan
             OUT="$OUT" bash experiments/probes/sdpa_source_sass.sh >>"$LOG" 2>&1
     done
 fi
+want hmp && step "hmp) tile loops as wgmma and as mma.sync" 420 "$PY" -m iosim.kernels.hmma_probe --out "$OUT/hmma_probe" \
+    >>"$LOG" 2>&1
 want stp && step "stp) stream probe" 300 "$PY" -m iosim.kernels.stream_probe --out "$OUT/stream_probe" >>"$LOG" 2>&1
 if want lct; then
     mkdir -p "$OUT/trace_long_tiles"
