@@ -165,7 +165,7 @@ def test_shared_wavefronts_are_conserved_and_bound_the_roofline():
     assert compute == pytest.approx(4 * 400 * 9 / (H200.sm_count * H200.issue_clock_hz))  # path-bound, not issue-bound
 
 
-def test_themasked_share_of_a_causal_forward_is_its_diagonal_blocks():
+def test_the_masked_share_of_a_causal_forward_is_its_diagonal_blocks():
     """128-row query blocks over 64-row key blocks: CTA i runs 2i + 2 blocks, the last 2 masked."""
     cfg = RunConfig(algo="flash2", problem=Problem(batch=1, heads=1, seq_q=1024, head_dim=64, causal=True))
     fwd = build_schedule(cfg).kernels[0]

@@ -264,8 +264,8 @@ def kernel_code(mix: KernelMix, source: str) -> KernelCode:
 @functools.lru_cache(maxsize=2)
 def _references() -> tuple[dict, str]:
     """({(impl, schedule kernel, head dim[, causal, even]): entry}, the architecture they were read on): an entry
-    read from one instantiation of a kernel (``variant``: FlashAttention-2's split-KV forward causal, or with ragged
-    lengths) keyed by it too."""
+    read from one instantiation of a kernel (``variant``: FlashAttention-2's kernels causal, or with ragged lengths)
+    keyed by it too."""
     data = json.loads(resources.files("iosim.costs.mixes").joinpath(REFERENCE_MIXES).read_text())
     table = {}
     for e in data["kernels"]:
@@ -278,8 +278,9 @@ def reference_codes(schedule, impl: str) -> list:
     """A :class:`KernelCode` per kernel of ``schedule`` (an SDPA backend's, see
     :mod:`iosim.schedule.references`) from what its kernels executed on the GPU: the committed
     per-warp, per-iteration mix of the matching cuDNN or FlashAttention-2 kernel for the loop kernels
-    (prologue and epilogue spread over the iterations of the launch they were read from), None for
-    the elementwise ones (estimated from their FLOPs, like ours)."""
+    (prologue and epilogue spread over the iterations of the launch they were read from), the instantiation the
+    problem runs where one was read (:func:`~iosim.schedule.references.flash_masking`: its masked blocks priced
+    apart), None for the elementwise ones (estimated from their FLOPs, like ours)."""
     table, arch = _references()
     problem = schedule.config.problem
     head_dim = problem.head_dim

@@ -536,15 +536,21 @@ def mixes_version(name: str, prefix: str) -> str | None:
     return next((name[len(prefix):-len(s)] for s in MIXES_SUFFIXES if name.endswith(s)), None)
 
 
-def _committed(arch: int | str, calibration: bool) -> dict:
-    """{Triton version: the committed mixes file's name} for ``arch`` (the compressed one where both are)."""
-    prefix = mixes_filename(arch, "", calibration).removesuffix(MIXES_SUFFIXES[0])
+def mixes_by_version(names, prefix: str) -> dict:
+    """{Triton version: file name} of the mixes files among ``names`` (``<prefix><version>.json[.gz]``), the compressed
+    one where a version has both."""
     found: dict = {}
-    for name in sorted(p.name for p in resources.files(MIXES_PACKAGE).iterdir()):
+    for name in sorted(names):
         version = mixes_version(name, prefix)
         if version and (version not in found or name.endswith(".gz")):
             found[version] = name
     return found
+
+
+def _committed(arch: int | str, calibration: bool) -> dict:
+    """{Triton version: the committed mixes file's name} for ``arch``."""
+    prefix = mixes_filename(arch, "", calibration).removesuffix(MIXES_SUFFIXES[0])
+    return mixes_by_version((p.name for p in resources.files(MIXES_PACKAGE).iterdir()), prefix)
 
 
 def available_versions(arch: int | str, calibration: bool = False) -> list[str]:

@@ -17,7 +17,7 @@ import functools
 from pathlib import Path
 
 from iosim.costs.code import kernel_code
-from iosim.costs.sass import KernelMix, mixes_version
+from iosim.costs.sass import KernelMix, mixes_by_version, mixes_version
 from iosim.files import read_json
 
 SCHEMA = "iosim-kernel-mixes"
@@ -94,12 +94,8 @@ def mixes_file(kernel_ref: str, arch: str, triton_version: str | None) -> Path |
     """``<kernel folder>/mixes/sm_<arch>-triton-<version>.json.gz`` (or ``.json``): the measurement's Triton version, else the
     nearest committed one (the newest when the version is unknown); None when the folder has none."""
     folder = _kernel_path(kernel_ref).parent / "mixes"
-    prefix = f"sm_{str(arch).removeprefix('sm_')}-triton-"
-    found: dict = {}
-    for p in sorted(folder.glob(f"{prefix}*.json*")):  # the compressed file where a version has both
-        version = mixes_version(p.name, prefix)
-        if version and (version not in found or p.name.endswith(".gz")):
-            found[version] = p
+    prefix = _prefix(arch)
+    found = {v: folder / name for v, name in mixes_by_version((p.name for p in folder.glob(f"{prefix}*")), prefix).items()}
     if not found:
         return None
     if triton_version in found:
@@ -108,6 +104,11 @@ def mixes_file(kernel_ref: str, arch: str, triton_version: str | None) -> Path |
         return found[max(found, key=_version)]
     want = _version(triton_version)
     return found[min(found, key=lambda v: (_distance(_version(v), want), [-x for x in _version(v)]))]
+
+
+def _prefix(arch: str) -> str:
+    """The name of a kernel folder's mixes files for ``arch`` up to their Triton version."""
+    return f"sm_{str(arch).removeprefix('sm_')}-triton-"
 
 
 def _distance(a: tuple, b: tuple) -> tuple:
@@ -130,8 +131,7 @@ def case_codes(case, config, arch: str, triton_version: str | None) -> tuple[lis
     if path is not None:
         codes = load_case_codes(path, case.name, (getattr(case, "run_config", None) or {}).get("tiling"))
         if codes is not None:
-            found = mixes_version(path.name, path.name.split("-triton-")[0] + "-triton-")
-            note = "" if found == triton_version else f"code from {path.name}"
+            note = "" if mixes_version(path.name, _prefix(arch)) == triton_version else f"code from {path.name}"
             return codes, note
     return None, "no committed mixes for this case (python -m iosim.kernels.user_codes writes them): estimated code"
 
