@@ -247,6 +247,43 @@ def test_a_kernel_compiled_from_a_users_function_pairs_with_that_functions_launc
         (None, "_fwd_kernel"), ("flash2_bwd_pre", "_bwd_preprocess"), ("flash2_bwd", "_bwd_kernel")]
 
 
+def test_launches_of_one_function_pair_by_the_bytes_they_move():
+    """B1's GQA launcher casts dQ to bf16 after its two group sums and their casts; the model casts dQ first. All
+    four copies and the fill are ATen's ``vectorized_elementwise_kernel``: each pairs with the launch that moves
+    its bytes (dQ's 101 MB with the last), copies of equal bytes in order, and the sums between stay in order."""
+    from types import SimpleNamespace as NS
+
+    from iosim.measure.validate import kernel_pairs
+    from iosim.results.result import Traffic
+
+    def sim(name, xbar):
+        return NS(name=name, ctas=4, time_s=1.0, code="ncu: ATen at::vectorized_elementwise_kernel, sm_90, torch",
+                  levels={"hbm": Traffic(xbar, 0), "l2": Traffic(xbar, 0)}, l2_lookup_bytes=xbar)
+
+    def ran(name, xbar, grid, crossbar=True):
+        return NS(name=name, grid=(grid, 1, 1), duration_s=1.0, dram_read_bytes=float(xbar), dram_write_bytes=0.0,
+                  xbar_read_bytes=float(xbar) if crossbar else None, xbar_write_bytes=0.0 if crossbar else None,
+                  l2_lookup_read_sectors=None, l2_lookup_write_sectors=None)
+
+    def total(name, nbytes):
+        return NS(name=name, ctas=4, time_s=1.0, code="", levels={"hbm": Traffic(nbytes, 0), "l2": Traffic(nbytes, 0)},
+                  l2_lookup_bytes=nbytes)
+
+    fill, copy = "void at::vectorized_elementwise_kernel<4, at::FillFunctor<float>>(int)", \
+        "void at::vectorized_elementwise_kernel<8, at::bfloat16_copy_kernel_cuda>(int)"
+    model = [sim("zeros_dq", 67), sim("cast_dq", 101), total("sum_dk", 40), sim("copy_dk", 12), total("sum_dv", 40),
+             sim("copy_dv", 13)]
+    for crossbar in (True, False):  # the DRAM bytes where a file has no crossbar counters
+        gpu = [ran(fill, 67, 16384, crossbar), ran(copy, 12, 2048, crossbar), ran("reduce_kernel", 41, 4096, crossbar),
+               ran(copy, 13, 2049, crossbar), ran("reduce_kernel", 41, 4096, crossbar), ran(copy, 101, 16384, crossbar)]
+        pairs = kernel_pairs(model, gpu)
+        assert [(k["name"], k["grid"][0]) for k in pairs] == [
+            ("zeros_dq", 16384), ("cast_dq", 16384), ("sum_dk", 4096), ("copy_dk", 2048), ("sum_dv", 4096),
+            ("copy_dv", 2049)]
+        assert all(k["error"]["dram_bytes"] == pytest.approx(0, abs=0.03) for k in pairs if k["name"] != "sum_dk"
+                   and k["name"] != "sum_dv")
+
+
 def test_a_launchs_later_loop_stands_with_its_first_as_one_launch():
     """The Triton tutorial's backward is one launch of two loops (dK/dV, then dQ), which the model records as two
     kernels: paired, they stand as one beside the one launch, their bytes and times summed (conservation)."""
