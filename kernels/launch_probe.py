@@ -3,12 +3,18 @@
 ``iosim calibrate``'s ``launch_overhead`` is what an empty kernel costs back to back (the GPU's launch
 pipeline overlapping one kernel's setup with the last one's work). Nsight Compute runs each profiled
 kernel alone, caches flushed, and its ``gpu__time_duration`` spans the whole of one kernel: the
-cost a validation in ``ncu`` mode must charge every kernel. Three families, each 4 warps a CTA:
+cost a validation in ``ncu`` mode must charge every kernel. Five families, each 4 warps a CTA:
 
-- ``empty``: a kernel that returns at once, at 1 to 4224 CTAs;
+- ``empty``: a kernel that returns at once, at 1 to 8448 CTAs;
 - ``store``: each CTA stores one 512-byte row (a fill, or a combine kernel's output);
-- ``gather``: each CTA loads R rows of 512 bytes in one go and stores one: a loopless load-and-store
-  kernel (flash-decoding's combine has this shape), at 32 and 1056 CTAs.
+- ``gather``: each CTA loads R rows of 512 bytes in one go and stores their column sums as one row: a
+  loopless load-and-store kernel (flash-decoding's combine has this shape), at 32 and 1056 CTAs, and since
+  2026-12-07 at one to 64 CTAs an SM (132-8448);
+- ``copy``: ``gather``'s loads, every row stored back elsewhere (no sum: no shared memory, no barrier);
+- ``reduce``: ``gather``'s sum over the same first R rows in every CTA (its loads L2 hits after the first).
+
+``gather`` at R >= 4 sums across warps through shared memory (5 barriers); at R = 1 it does not. The last two
+tell its loads' cost from its sum's where many CTAs share an SM.
 
 The profile takes ``ncu_launch_overhead`` from the empty kernel (the median over its grids of at most
 one wave); the rest is data to test the model's loopless kernels against.
@@ -33,9 +39,11 @@ from iosim.kernels.profiler import metrics_for, ncu_version, probe_cli, profiled
 ROW = 128  # fp32 per row: 512 bytes
 NUM_WARPS = 4
 # (family, rows loaded per CTA, grid): rows 0 loads nothing; the empty kernel stores nothing either
-LAUNCHES = ([("empty", 0, g) for g in (1, 33, 132, 264, 1056, 4224)]
-            + [("store", 0, g) for g in (1, 32, 132, 1056, 4224)]
-            + [("gather", r, g) for g in (32, 1056) for r in (1, 8, 32, 128)])
+LAUNCHES = ([("empty", 0, g) for g in (1, 33, 132, 264, 1056, 4224, 8448)]
+            + [("store", 0, g) for g in (1, 32, 132, 1056, 4224, 8448)]
+            + [("gather", r, g) for g in (32, 1056) for r in (1, 8, 32, 128)]
+            + [("gather", r, g) for g in (132, 2112, 4224, 8448) for r in (1, 4, 16)]
+            + [(f, r, g) for f in ("copy", "reduce") for g in (132, 2112, 8448) for r in (4, 16)])
 TAG = "launch-{}-{}-{}"  # NVTX range: family, rows, grid
 _TAG_RE = re.compile(r"launch-([a-z]+)-(\d+)-(\d+)")
 PROBE_METRICS = ("l1tex__m_xbar2l1tex_read_bytes.sum", "sm__cycles_elapsed.max", "sm__cycles_elapsed.avg.per_second")
@@ -67,12 +75,32 @@ def _kernels():
         tile = tl.load(src + (c * ROWS + rows[:, None]) * ROW + cols[None, :])
         tl.store(out + c * ROW + cols, tl.sum(tile, axis=0))
 
-    return empty, store, gather
+    @triton.jit
+    def copy(src, out, ROWS: tl.constexpr, ROW: tl.constexpr):
+        """CTA c loads its ROWS rows at once and stores them back elsewhere: ``gather``'s loads without its sum."""
+        c = tl.program_id(0).to(tl.int64)
+        offs = (c * ROWS + tl.arange(0, ROWS)[:, None]) * ROW + tl.arange(0, ROW)[None, :]
+        tl.store(out + offs, tl.load(src + offs))
+
+    @triton.jit
+    def reduce(src, out, ROWS: tl.constexpr, ROW: tl.constexpr):
+        """CTA c loads the first ROWS rows (every CTA the same: L2 hits after the first) and writes their column
+        sums as row c: ``gather``'s sum, its loads hits."""
+        c = tl.program_id(0).to(tl.int64)
+        rows, cols = tl.arange(0, ROWS), tl.arange(0, ROW)
+        tile = tl.load(src + rows[:, None] * ROW + cols[None, :])
+        tl.store(out + c * ROW + cols, tl.sum(tile, axis=0))
+
+    return empty, store, gather, copy, reduce
 
 
 def launch(family: str, rows: int, grid: int, src, out):
     """One launch of ``family`` over ``grid`` CTAs (``rows`` rows loaded per CTA for ``gather``)."""
-    empty, store, gather = _kernels()
+    empty, store, gather, copy, reduce = _kernels()
+    if family == "copy":
+        return copy[(grid,)](src, out, ROWS=rows, ROW=ROW, num_warps=NUM_WARPS)
+    if family == "reduce":
+        return reduce[(grid,)](src, out, ROWS=rows, ROW=ROW, num_warps=NUM_WARPS)
     if family == "empty":
         return empty[(grid,)](out, num_warps=NUM_WARPS)
     if family == "store":
@@ -85,7 +113,7 @@ def child() -> int:
     torch = cuda_torch()
     most = max(g for _, _, g in LAUNCHES)
     src = torch.randn(most * max(r for _, r, _ in LAUNCHES) * ROW, dtype=torch.float32, device="cuda")
-    out = torch.empty(most * ROW, dtype=torch.float32, device="cuda")
+    out = torch.empty_like(src)  # ``copy`` stores every row it loads
     for family, rows, grid in LAUNCHES:
         profiled_launch(torch, TAG.format(family, rows, grid),
                         lambda f=family, r=rows, g=grid: launch(f, r, g, src, out))

@@ -46,23 +46,28 @@ def test_results_and_summary_from_an_export_by_nvtx_tag():
 
 
 @pytest.mark.parametrize(("family", "rows", "grid"), [("empty", 0, 3), ("store", 0, 5), ("gather", 1, 3),
-                                                      ("gather", 8, 4)])
+                                                      ("gather", 8, 4), ("copy", 4, 3), ("reduce", 4, 5)])
 def test_kernels_write_what_they_say(family, rows, grid):
     torch = pytest.importorskip("torch")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     row = launch_probe.ROW
     src = torch.randn(grid * max(rows, 1) * row, dtype=torch.float32, device=device)
-    out = torch.full(((grid + 1) * row,), -7.0, device=device)
+    written = grid * (rows if family == "copy" else 1)  # rows of out the launch writes: a copy writes all it loads
+    out = torch.full(((written + 1) * row,), -7.0, device=device)
     launch_probe.launch(family, rows, grid, src, out)
-    got = out.view(grid + 1, row).cpu()
+    got = out.view(written + 1, row).cpu()
     if family == "empty":
         expect = torch.full((grid, row), -7.0)
     elif family == "store":
         expect = torch.arange(row, dtype=torch.float32).expand(grid, row)
+    elif family == "copy":
+        expect = src.view(written, row).cpu()
+    elif family == "reduce":  # every CTA sums the same first rows
+        expect = src[:rows * row].view(rows, row).sum(0).cpu().expand(grid, row)
     else:
         expect = src.view(grid, rows, row).sum(1).cpu()
-    torch.testing.assert_close(got[:grid], expect, rtol=1e-5, atol=1e-5)
-    assert (got[grid] == -7.0).all()  # nothing past the last CTA's row
+    torch.testing.assert_close(got[:written], expect, rtol=1e-5, atol=1e-5)
+    assert (got[written] == -7.0).all()  # nothing past the last CTA's row
 
 
 def test_cli_without_a_gpu_is_a_one_line_error(tmp_path, capsys):
