@@ -3,7 +3,7 @@
 ``iosim calibrate``'s ``launch_overhead`` is what an empty kernel costs back to back (the GPU's launch
 pipeline overlapping one kernel's setup with the last one's work). Nsight Compute runs each profiled
 kernel alone, caches flushed, and its ``gpu__time_duration`` spans the whole of one kernel: the
-cost a validation in ``ncu`` mode must charge every kernel. Five families, each 4 warps a CTA:
+cost a validation in ``ncu`` mode must charge every kernel. Seven families, each 4 warps a CTA but ``reduce1``:
 
 - ``empty``: a kernel that returns at once, at 1 to 8448 CTAs;
 - ``store``: each CTA stores one 512-byte row (a fill, or a combine kernel's output);
@@ -11,7 +11,8 @@ cost a validation in ``ncu`` mode must charge every kernel. Five families, each 
   loopless load-and-store kernel (flash-decoding's combine has this shape), at 32 and 1056 CTAs, and since
   2026-12-07 at one to 64 CTAs an SM (132-8448);
 - ``copy``: ``gather``'s loads, every row stored back elsewhere (no sum: no shared memory, no barrier);
-- ``reduce``: ``gather``'s sum over the same first R rows in every CTA (its loads L2 hits after the first).
+- ``reduce``: ``gather``'s sum over the same first R rows in every CTA (its loads L2 hits after the first);
+- ``barrier``: R + 4 barriers and a stored row, no shared memory; ``reduce1``: ``reduce`` by one warp a CTA.
 
 ``gather`` at R >= 4 sums across warps through shared memory (5 barriers); at R = 1 it does not. The last two
 tell its loads' cost from its sum's where many CTAs share an SM.
@@ -43,7 +44,8 @@ LAUNCHES = ([("empty", 0, g) for g in (1, 33, 132, 264, 1056, 4224, 8448)]
             + [("store", 0, g) for g in (1, 32, 132, 1056, 4224, 8448)]
             + [("gather", r, g) for g in (32, 1056) for r in (1, 8, 32, 128)]
             + [("gather", r, g) for g in (132, 2112, 4224, 8448) for r in (1, 4, 16)]
-            + [(f, r, g) for f in ("copy", "reduce") for g in (132, 2112, 8448) for r in (4, 16)])
+            + [(f, r, g) for f in ("copy", "reduce") for g in (132, 2112, 8448) for r in (4, 16)]
+            + [(f, r, g) for f in ("barrier", "reduce1") for g in (132, 2112, 8448) for r in (1, 4)])
 TAG = "launch-{}-{}-{}"  # NVTX range: family, rows, grid
 _TAG_RE = re.compile(r"launch-([a-z]+)-(\d+)-(\d+)")
 PROBE_METRICS = ("l1tex__m_xbar2l1tex_read_bytes.sum", "sm__cycles_elapsed.max", "sm__cycles_elapsed.avg.per_second")
@@ -91,12 +93,25 @@ def _kernels():
         tile = tl.load(src + rows[:, None] * ROW + cols[None, :])
         tl.store(out + c * ROW + cols, tl.sum(tile, axis=0))
 
-    return empty, store, gather, copy, reduce
+    @triton.jit
+    def barrier(out, ROWS: tl.constexpr, ROW: tl.constexpr):
+        """CTA c passes ROWS + 4 barriers and stores row c: ``reduce``'s barriers without its shared memory."""
+        c = tl.program_id(0).to(tl.int64)
+        cols = tl.arange(0, ROW)
+        for _ in tl.static_range(ROWS + 4):
+            tl.debug_barrier()
+        tl.store(out + c * ROW + cols, cols.to(tl.float32))
+
+    return empty, store, gather, copy, reduce, barrier
 
 
 def launch(family: str, rows: int, grid: int, src, out):
     """One launch of ``family`` over ``grid`` CTAs (``rows`` rows loaded per CTA for ``gather``)."""
-    empty, store, gather, copy, reduce = _kernels()
+    empty, store, gather, copy, reduce, barrier = _kernels()
+    if family == "barrier":
+        return barrier[(grid,)](out, ROWS=rows, ROW=ROW, num_warps=NUM_WARPS)
+    if family == "reduce1":  # the same sum by one warp: shuffles, no shared memory, no barrier
+        return reduce[(grid,)](src, out, ROWS=rows, ROW=ROW, num_warps=1)
     if family == "copy":
         return copy[(grid,)](src, out, ROWS=rows, ROW=ROW, num_warps=NUM_WARPS)
     if family == "reduce":
