@@ -250,8 +250,8 @@ def kernel_pairs(predicted, measured) -> tuple:
     """Each simulated kernel beside the measured launch it stands for, as dicts of ``name``, ``measured_name``,
     ``ctas`` (simulated), ``grid`` (launched) and ``predicted``/``measured``/``error`` by :data:`KERNEL_METRICS`.
     A simulated kernel priced from a user's compiled kernel, or from an ATen kernel's executed code, pairs with
-    the next launch of that function (``sass: FILE.py FN, ...``, ``ncu: ATen at::KERNEL, ...``), wherever its
-    launcher ran it; the others pair in order where the numbers match (a library's kernels carry names of their
+    a launch of that function (``sass: FILE.py FN, ...``, ``ncu: ATen at::KERNEL, ...``), wherever its launcher
+    ran it, several of one function each with the launch nearest its bytes (:func:`_anchors`); the others pair in order where the numbers match (a library's kernels carry names of their
     own: eager PyTorch's cuBLAS products, SDPA's), otherwise by name in order, and any left over stand alone
     (the other side None), so a kernel the model runs and the GPU did not, or the reverse, shows. A launch's
     later loops (a fused dQ's, ``launched`` False) stand with its first as one launch, as the GPU counts it."""
