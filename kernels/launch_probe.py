@@ -47,7 +47,7 @@ LAUNCHES = ([("empty", 0, g) for g in (1, 33, 132, 264, 1056, 4224, 8448)]
             + [(f, r, g) for f in ("copy", "reduce") for g in (132, 2112, 8448) for r in (4, 16)]
             + [(f, r, g) for f in ("barrier", "reduce1") for g in (132, 2112, 8448) for r in (1, 4)])
 TAG = "launch-{}-{}-{}"  # NVTX range: family, rows, grid
-_TAG_RE = re.compile(r"launch-([a-z]+)-(\d+)-(\d+)")
+_TAG_RE = re.compile(r"launch-([a-z][a-z0-9]*)-(\d+)-(\d+)")  # family (letters, then digits: reduce1), rows, grid
 PROBE_METRICS = ("l1tex__m_xbar2l1tex_read_bytes.sum", "sm__cycles_elapsed.max", "sm__cycles_elapsed.avg.per_second")
 FIELDS = ("duration_s", "dram_read_bytes", "dram_write_bytes", "xbar_read_bytes", "cycles", "sm_clock_hz")
 

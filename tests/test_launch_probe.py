@@ -25,6 +25,7 @@ EXPORT = ncu_csv(COLUMNS, UNITS, [
     ("empty", "launch-empty-0-4224", 4224, (0, 0, 3_000, 0, 0)),  # more than a wave: not the launch alone
     ("empty", "launch-empty-0-33", 33, (0, 0, 1_600, 0, 0)),
     ("gather", "launch-gather-8-32", 32, (131_072, 0, 2_600, 147_456, 0)),
+    ("reduce", "launch-reduce1-4-132", 132, (0, 0, 2_700, 0, 0)),  # a family named with a digit
     ("fill", "", 4, (0, 4_096, 1_800, 4_096, 0)),  # untagged: not the probe's
     ("gather", "iosim-case-3", 32, (1, 0, 1, 1, 0)),  # another tool's tag
 ])
@@ -33,8 +34,9 @@ EXPORT = ncu_csv(COLUMNS, UNITS, [
 def test_results_and_summary_from_an_export_by_nvtx_tag():
     res = launch_probe.results(parse_ncu_raw_csv(EXPORT))
     assert [(r["family"], r["rows"], r["grid"]) for r in res] == [
-        ("empty", 0, 1), ("empty", 0, 33), ("empty", 0, 132), ("empty", 0, 4224), ("gather", 8, 32)]
-    gather = res[-1]
+        ("empty", 0, 1), ("empty", 0, 33), ("empty", 0, 132), ("empty", 0, 4224), ("gather", 8, 32),
+        ("reduce1", 4, 132)]
+    gather = res[-2]
     assert gather["load_bytes_per_cta"] == 8 * 512 and gather["dram_read_bytes"] == 131_072
     assert gather["duration_s"] == pytest.approx(2.6e-6)
     s = launch_probe.summary(res, sm_count=132)
