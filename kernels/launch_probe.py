@@ -14,8 +14,10 @@ cost a validation in ``ncu`` mode must charge every kernel. Seven families, each
 - ``reduce``: ``gather``'s sum over the same first R rows in every CTA (its loads L2 hits after the first);
 - ``barrier``: R + 4 barriers and a stored row, no shared memory; ``reduce1``: ``reduce`` by one warp a CTA.
 
-``gather`` at R >= 4 sums across warps through shared memory (5 barriers); at R = 1 it does not. The last two
-tell its loads' cost from its sum's where many CTAs share an SM.
+``gather`` at R >= 4 sums across warps through shared memory (5 barriers); at R = 1 it does not. Where many CTAs
+share an SM, ``copy`` and ``reduce`` tell its loads' cost from its sum's, ``barrier`` and ``reduce1`` the sum's
+barriers and its one-warp shuffles from its round trips through shared memory (the H100's runs:
+``experiments/measurements/h100/launch/run2`` to ``run4``).
 
 The profile takes ``ncu_launch_overhead`` from the empty kernel (the median over its grids of at most
 one wave); the rest is data to test the model's loopless kernels against.
