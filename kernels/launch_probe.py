@@ -3,7 +3,8 @@
 ``iosim calibrate``'s ``launch_overhead`` is what an empty kernel costs back to back (the GPU's launch
 pipeline overlapping one kernel's setup with the last one's work). Nsight Compute runs each profiled
 kernel alone, caches flushed, and its ``gpu__time_duration`` spans the whole of one kernel: the
-cost a validation in ``ncu`` mode must charge every kernel. Seven families, each 4 warps a CTA but ``reduce1``:
+cost a validation in ``ncu`` mode must charge every kernel. Eleven families, each 4 warps a CTA but ``reduce1``,
+``reduce2`` and ``reduce8``:
 
 - ``empty``: a kernel that returns at once, at 1 to 8448 CTAs;
 - ``store``: each CTA stores one 512-byte row (a fill, or a combine kernel's output);
@@ -12,12 +13,17 @@ cost a validation in ``ncu`` mode must charge every kernel. Seven families, each
   2026-12-07 at one to 64 CTAs an SM (132-8448);
 - ``copy``: ``gather``'s loads, every row stored back elsewhere (no sum: no shared memory, no barrier);
 - ``reduce``: ``gather``'s sum over the same first R rows in every CTA (its loads L2 hits after the first);
-- ``barrier``: R + 4 barriers and a stored row, no shared memory; ``reduce1``: ``reduce`` by one warp a CTA.
+- ``barrier``: R + 4 barriers and a stored row, no shared memory; ``reduce1``: ``reduce`` by one warp a CTA;
+- ``rowsum``: ``reduce``'s loads summed along each row, within a warp (R sums stored; one small round trip
+  through shared memory, 16-64 bytes, one barrier);
+- ``idle``: ``reduce`` behind a branch the CTAs do not take: its 2 KiB of shared memory allocated, never used;
+- ``reduce2``, ``reduce8``: ``reduce`` by 2 and 8 warps (1 and 4 KiB of shared memory).
 
 ``gather`` at R >= 4 sums across warps through shared memory (5 barriers); at R = 1 it does not. Where many CTAs
 share an SM, ``copy`` and ``reduce`` tell its loads' cost from its sum's, ``barrier`` and ``reduce1`` the sum's
 barriers and its one-warp shuffles from its round trips through shared memory (the H100's runs:
-``experiments/measurements/h100/launch/run2`` to ``run4``).
+``experiments/measurements/h100/launch/run2`` to ``run4``), ``rowsum`` and ``idle`` those round trips from the
+shared memory a CTA is given, ``reduce2`` and ``reduce8`` how the sum's cost grows with the warps that take part.
 
 The profile takes ``ncu_launch_overhead`` from the empty kernel (the median over its grids of at most
 one wave); the rest is data to test the model's loopless kernels against.
@@ -47,11 +53,16 @@ LAUNCHES = ([("empty", 0, g) for g in (1, 33, 132, 264, 1056, 4224, 8448)]
             + [("gather", r, g) for g in (32, 1056) for r in (1, 8, 32, 128)]
             + [("gather", r, g) for g in (132, 2112, 4224, 8448) for r in (1, 4, 16)]
             + [(f, r, g) for f in ("copy", "reduce") for g in (132, 2112, 8448) for r in (4, 16)]
-            + [(f, r, g) for f in ("barrier", "reduce1") for g in (132, 2112, 8448) for r in (1, 4)])
+            + [(f, r, g) for f in ("barrier", "reduce1") for g in (132, 2112, 8448) for r in (1, 4)]
+            + [(f, r, g) for f in ("rowsum", "idle", "reduce2", "reduce8") for g in (132, 2112, 8448) for r in (4, 16)])
 TAG = "launch-{}-{}-{}"  # NVTX range: family, rows, grid
 _TAG_RE = re.compile(r"launch-([a-z][a-z0-9]*)-(\d+)-(\d+)")  # family (letters, then digits: reduce1), rows, grid
-PROBE_METRICS = ("l1tex__m_xbar2l1tex_read_bytes.sum", "sm__cycles_elapsed.max", "sm__cycles_elapsed.avg.per_second")
-FIELDS = ("duration_s", "dram_read_bytes", "dram_write_bytes", "xbar_read_bytes", "cycles", "sm_clock_hz")
+PROBE_METRICS = ("l1tex__m_xbar2l1tex_read_bytes.sum", "sm__cycles_elapsed.max", "sm__cycles_elapsed.avg.per_second",
+                 # how many CTAs an SM held: the shared memory a kernel asks for sets the SM's carve-out
+                 "sm__warps_active.avg.pct_of_peak_sustained_active", "launch__occupancy_limit_shared_mem",
+                 "launch__occupancy_limit_registers", "launch__shared_mem_config_size")
+FIELDS = ("duration_s", "dram_read_bytes", "dram_write_bytes", "xbar_read_bytes", "cycles", "sm_clock_hz",
+          "achieved_occupancy_pct", "occupancy_limit_shared_mem", "occupancy_limit_registers", "shared_mem_config_bytes")
 
 
 @functools.cache
@@ -104,12 +115,40 @@ def _kernels():
             tl.debug_barrier()
         tl.store(out + c * ROW + cols, cols.to(tl.float32))
 
-    return empty, store, gather, copy, reduce, barrier
+    @triton.jit
+    def rowsum(src, out, ROWS: tl.constexpr, ROW: tl.constexpr):
+        """``reduce``'s loads summed along each row (within a warp: shuffles, no shared memory); CTA c writes the
+        ROWS sums at its row c."""
+        c = tl.program_id(0).to(tl.int64)
+        rows, cols = tl.arange(0, ROWS), tl.arange(0, ROW)
+        tile = tl.load(src + rows[:, None] * ROW + cols[None, :])
+        tl.store(out + c * ROW + rows, tl.sum(tile, axis=1))
+
+    @triton.jit
+    def idle(src, out, flag, ROWS: tl.constexpr, ROW: tl.constexpr):
+        """``reduce`` behind a branch not taken (``flag`` >= 0): its shared memory allocated to every CTA, never
+        used; CTA c stores row c as ``store`` does."""
+        c = tl.program_id(0).to(tl.int64)
+        cols = tl.arange(0, ROW)
+        if flag < 0:
+            rows = tl.arange(0, ROWS)
+            tile = tl.load(src + rows[:, None] * ROW + cols[None, :])
+            tl.store(out + c * ROW + cols, tl.sum(tile, axis=0))
+        else:
+            tl.store(out + c * ROW + cols, cols.to(tl.float32))
+
+    return empty, store, gather, copy, reduce, barrier, rowsum, idle
 
 
 def launch(family: str, rows: int, grid: int, src, out):
     """One launch of ``family`` over ``grid`` CTAs (``rows`` rows loaded per CTA for ``gather``)."""
-    empty, store, gather, copy, reduce, barrier = _kernels()
+    empty, store, gather, copy, reduce, barrier, rowsum, idle = _kernels()
+    if family == "rowsum":
+        return rowsum[(grid,)](src, out, ROWS=rows, ROW=ROW, num_warps=NUM_WARPS)
+    if family == "idle":
+        return idle[(grid,)](src, out, 3, ROWS=rows, ROW=ROW, num_warps=NUM_WARPS)
+    if family in ("reduce2", "reduce8"):  # the cross-warp sum by 2 and 8 warps
+        return reduce[(grid,)](src, out, ROWS=rows, ROW=ROW, num_warps=int(family[-1]))
     if family == "barrier":
         return barrier[(grid,)](out, ROWS=rows, ROW=ROW, num_warps=NUM_WARPS)
     if family == "reduce1":  # the same sum by one warp: shuffles, no shared memory, no barrier

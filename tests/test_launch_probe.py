@@ -49,7 +49,9 @@ def test_results_and_summary_from_an_export_by_nvtx_tag():
 
 @pytest.mark.parametrize(("family", "rows", "grid"), [("empty", 0, 3), ("store", 0, 5), ("gather", 1, 3),
                                                       ("gather", 8, 4), ("copy", 4, 3), ("reduce", 4, 5),
-                                                      ("barrier", 1, 3), ("reduce1", 4, 3)])
+                                                      ("barrier", 1, 3), ("reduce1", 4, 3), ("rowsum", 4, 3),
+                                                      ("rowsum", 16, 2), ("idle", 4, 3), ("reduce2", 16, 3),
+                                                      ("reduce8", 16, 2)])
 def test_kernels_write_what_they_say(family, rows, grid):
     torch = pytest.importorskip("torch")
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -61,11 +63,14 @@ def test_kernels_write_what_they_say(family, rows, grid):
     got = out.view(written + 1, row).cpu()
     if family == "empty":
         expect = torch.full((grid, row), -7.0)
-    elif family in ("store", "barrier"):
+    elif family in ("store", "barrier", "idle"):
         expect = torch.arange(row, dtype=torch.float32).expand(grid, row)
     elif family == "copy":
         expect = src.view(written, row).cpu()
-    elif family in ("reduce", "reduce1"):  # every CTA sums the same first rows
+    elif family == "rowsum":  # each CTA the sums of the same first rows, at the start of its row
+        expect = torch.full((grid, row), -7.0)
+        expect[:, :rows] = src[:rows * row].view(rows, row).sum(1).cpu()
+    elif family in ("reduce", "reduce1", "reduce2", "reduce8"):  # every CTA sums the same first rows
         expect = src[:rows * row].view(rows, row).sum(0).cpu().expand(grid, row)
     else:
         expect = src.view(grid, rows, row).sum(1).cpu()
