@@ -19,6 +19,7 @@ from pathlib import Path
 from iosim.costs.sass import opcode_of, pipe_of
 
 EXECUTED = "Instructions Executed"  # the column of warp instructions executed per SASS line
+WAVEFRONTS = "L1 Wavefronts Shared"  # the column of shared-memory wavefronts per SASS line (bank conflicts in it)
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,8 @@ class ExecutedKernel:
 
     name: str
     lines: tuple[tuple[str, float], ...]
+    # per line, the shared-memory wavefronts its executions took (empty where the export has no such column)
+    wavefronts: tuple[float, ...] = ()
 
     def opcodes(self) -> Counter:
         """Warp instructions executed per opcode (mnemonic without modifiers or predicate)."""
@@ -53,25 +56,27 @@ def read_source_page(path: str | Path) -> list[ExecutedKernel]:
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
     kernels: list[ExecutedKernel] = []
-    name, header, lines = None, None, []
+    name, header, lines, waves = None, None, [], []
     with opener(path, "rb") as raw:
         for row in csv.reader(io.TextIOWrapper(raw, encoding="utf-8")):
             if not row:
                 continue
             if row[0] == "Kernel Name":
                 if name is not None:
-                    kernels.append(ExecutedKernel(name, tuple(lines)))
-                name, header, lines = row[1], None, []
+                    kernels.append(ExecutedKernel(name, tuple(lines), tuple(waves)))
+                name, header, lines, waves = row[1], None, [], []
             elif row[0] == "Address":
                 header = row
             elif header is not None:
                 fields = dict(zip(header, row))
                 lines.append((fields["Source"].strip(), float(fields.get(EXECUTED) or 0)))
+                if WAVEFRONTS in fields:
+                    waves.append(float(fields[WAVEFRONTS] or 0))
     if name is not None:
-        kernels.append(ExecutedKernel(name, tuple(lines)))
+        kernels.append(ExecutedKernel(name, tuple(lines), tuple(waves)))
     if not kernels:
         raise ValueError(f"{path}: no 'Kernel Name' rows: not an ncu source-page export")
     return kernels
 
 
-__all__ = ["EXECUTED", "ExecutedKernel", "read_source_page"]
+__all__ = ["EXECUTED", "WAVEFRONTS", "ExecutedKernel", "read_source_page"]

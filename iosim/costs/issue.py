@@ -36,6 +36,7 @@ from iosim.costs.sass import WARPGROUP, LoopMix, load_mixes
 
 SUBPARTITIONS = 4  # warp schedulers per SM on every architecture iosim models (Volta to Hopper)
 WARP = 32
+SHARED_WAVEFRONT = 128  # bytes one wavefront of the shared-memory path serves: 32 banks of 4 bytes
 LOCAL_WORD = 4  # bytes: LoopCode counts spills in 32-bit words per thread
 
 # pipe -> the profile field with its lanes per SM (None: the profile's SFU rate)
@@ -60,6 +61,8 @@ class LoopCode:
     global_loads: float | None = None
     global_stores: float | None = None
     l1_loads: float | None = None  # of ``global_loads``, the bytes that allocate in the SM's L1 (see LoopMix)
+    # wavefronts per warp on the shared-memory path with bank conflicts counted (None: not recorded; see LoopMix)
+    shared_wavefronts: float | None = None
 
     def scaled(self, k: float) -> LoopCode:
         return LoopCode(self.instructions * k, MappingProxyType({p: n * k for p, n in self.pipes.items()}),
@@ -68,7 +71,8 @@ class LoopCode:
                         None if self.shared is None else MappingProxyType({b: n * k for b, n in self.shared.items()}),
                         None if self.global_loads is None else self.global_loads * k,
                         None if self.global_stores is None else self.global_stores * k,
-                        None if self.l1_loads is None else self.l1_loads * k)
+                        None if self.l1_loads is None else self.l1_loads * k,
+                        None if self.shared_wavefronts is None else self.shared_wavefronts * k)
 
     def plus(self, other: LoopCode) -> LoopCode:
         """This code followed by ``other``, per warp: counts add, and so do their waits and stall cycles."""
@@ -83,7 +87,8 @@ class LoopCode:
                         _known_sum(self.stall_cycles, other.stall_cycles), shared,
                         _known_sum(self.global_loads, other.global_loads),
                         _known_sum(self.global_stores, other.global_stores),
-                        _known_sum(self.l1_loads, other.l1_loads))
+                        _known_sum(self.l1_loads, other.l1_loads),
+                        _wavefront_sum(self, other))
 
     def exposed_cycles(self, opcode: str, latency: float) -> float:
         """Cycles one warp waits per pass for ``opcode`` results of ``latency`` cycles that the
@@ -144,6 +149,18 @@ def _known_sum(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else a + b
 
 
+def _wavefront_sum(a: LoopCode, b: LoopCode) -> float | None:
+    """Shared-memory wavefronts of two codes, one after the other: counted where a code recorded them, its
+    accesses at 128 bytes a wavefront (:func:`shared_cycles`' rule) where it did not; None if neither did."""
+    if a.shared_wavefronts is None and b.shared_wavefronts is None:
+        return None
+    return sum(c.shared_wavefronts if c.shared_wavefronts is not None else _ideal_wavefronts(c) for c in (a, b))
+
+
+def _ideal_wavefronts(loop: LoopCode) -> float:
+    return sum(n * max(1, math.ceil(b / SHARED_WAVEFRONT)) for b, n in (loop.shared or {}).items())
+
+
 def loop_code(mix: LoopMix) -> LoopCode:
     """A compiled loop's (or a kernel's code outside its loops') cost description from its SASS mix; its
     spills in 4-byte words by each LDL/STL's width where the mix recorded them, else a word an instruction."""
@@ -156,7 +173,8 @@ def loop_code(mix: LoopMix) -> LoopCode:
                     None if mix.shared is None else MappingProxyType({b: float(n) for b, n in mix.shared.items()}),
                     None if mix.global_load_bytes is None else float(mix.global_load_bytes),
                     None if mix.global_store_bytes is None else float(mix.global_store_bytes),
-                    None if mix.l1_load_bytes is None else float(mix.l1_load_bytes))
+                    None if mix.l1_load_bytes is None else float(mix.l1_load_bytes),
+                    None if mix.shared_wavefronts is None else float(mix.shared_wavefronts))
 
 
 def lanes(profile, pipe: str) -> float | None:
@@ -184,15 +202,17 @@ def warp_cycles(loop: LoopCode, profile) -> float:
 
 
 def shared_cycles(loop: LoopCode, profile) -> float:
-    """SM clocks one warp's ``loop`` holds the shared-memory data path: each instruction's bytes in
-    wavefronts of ``smem_bytes_per_clk_per_sm`` (at least one each; bank conflicts not counted). One
-    path per SM, shared by its four sub-partitions: a loop of ``ldmatrix``, shared loads and shuffles
-    (mma.sync tiles, cross-warp reductions) can be bound by it rather than by its issue slots or
+    """SM clocks one warp's ``loop`` holds the shared-memory data path: its wavefronts, bank conflicts
+    counted from the lanes' addresses where the code recorded them (:mod:`iosim.costs.banks`), else each
+    instruction's bytes at 128 a wavefront (at least one each), at ``smem_bytes_per_clk_per_sm`` bytes a
+    clock. One path per SM, shared by its four sub-partitions: a loop of ``ldmatrix``, shared loads and
+    shuffles (mma.sync tiles, cross-warp reductions) can be bound by it rather than by its issue slots or
     products. 0 where the code or the profile does not say."""
     width = profile.smem_bytes_per_clk_per_sm
     if not (loop.shared and width):
         return 0.0
-    return sum(n * max(1, math.ceil(b / width)) for b, n in loop.shared.items())
+    waves = loop.shared_wavefronts if loop.shared_wavefronts is not None else _ideal_wavefronts(loop)
+    return waves * SHARED_WAVEFRONT / width
 
 
 def simt_seconds(loop: LoopCode, warps: int, profile) -> float:

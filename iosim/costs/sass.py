@@ -190,6 +190,9 @@ class LoopMix:
     # bytes one warp instruction moves through the SM's shared-memory data path -> such instructions per pass
     # (:func:`shared_accesses`; None: not recorded, mixes written before it was)
     shared: dict[int, int] | None = None
+    # wavefronts one warp's pass takes on that path, each access's bank conflicts counted from its lanes' addresses
+    # (:mod:`iosim.costs.banks`; None: not recorded, mixes written before it was)
+    shared_wavefronts: float | None = None
     # FLOPs one warp's pass does on the tensor cores, from each MMA instruction's shape (:func:`mma_flops`): a
     # loop whose tiles are smaller (a masked copy over half tiles) does less a pass (None: not recorded)
     tensor_flops: float | None = None
@@ -207,8 +210,11 @@ class LoopMix:
     l1_load_bytes: int | None = None
 
     @classmethod
-    def of(cls, insns: list[Instruction], depth: int = 0, innermost: bool = True, loop: bool = False) -> LoopMix:
-        """Counts of ``insns`` (in code order); ``loop``: they repeat, so results of one pass feed the next."""
+    def of(cls, insns: list[Instruction], depth: int = 0, innermost: bool = True, loop: bool = False,
+           wavefronts: dict[int, float | None] | None = None) -> LoopMix:
+        """Counts of ``insns`` (in code order); ``loop``: they repeat, so results of one pass feed the next;
+        ``wavefronts``: each shared access's wavefronts by its address (:func:`iosim.costs.banks.access_wavefronts`)."""
+        from iosim.costs.banks import shared_wavefronts  # banks reads this module's instructions
         opcodes = Counter(i.opcode for i in insns)
         pipes = Counter()
         for opcode, n in opcodes.items():
@@ -220,6 +226,7 @@ class LoopMix:
                    instructions=len(insns), depth=depth, start=insns[0].address if insns else 0,
                    end=insns[-1].address if insns else 0, innermost=innermost, stall_cycles=stall, waits=waits,
                    load_wait=load_wait, async_tensor=async_tensor, shared=shared_accesses(insns),
+                   shared_wavefronts=None if wavefronts is None else round(shared_wavefronts(insns, wavefronts), 4),
                    tensor_flops=float(sum(map(mma_flops, insns))),
                    local_load_bytes=sum(access_bytes(i) for i in insns if i.opcode == "LDL"),
                    local_store_bytes=sum(access_bytes(i) for i in insns if i.opcode == "STL"),
@@ -246,6 +253,8 @@ class LoopMix:
             out.update(load_wait=self.load_wait, async_tensor=round(self.async_tensor, 4))
         if self.shared is not None:
             out.update(shared={str(k): v for k, v in sorted(self.shared.items())})
+        if self.shared_wavefronts is not None:
+            out.update(shared_wavefronts=self.shared_wavefronts)
         if self.tensor_flops is not None:
             out.update(tensor_flops=self.tensor_flops)
         if self.local_load_bytes is not None:
@@ -420,8 +429,10 @@ def _cold_start(insns: list[Instruction]) -> int:
     return len(insns)
 
 
-def loop_mixes(insns: list[Instruction]) -> tuple[list[LoopMix], LoopMix]:
-    """Every loop's own mix (nested loops excluded, depth counted) in code order, and the mix outside all loops."""
+def loop_mixes(insns: list[Instruction], wavefronts: dict[int, float | None] | None = None
+               ) -> tuple[list[LoopMix], LoopMix]:
+    """Every loop's own mix (nested loops excluded, depth counted) in code order, and the mix outside all loops;
+    ``wavefronts`` as :meth:`LoopMix.of` takes it."""
     ranges = loop_ranges(insns)
     owner = [-1] * len(insns)  # the innermost loop holding each instruction: ranges in code order, so a later
     for n, (first, last) in enumerate(ranges):  # (nested) range that starts inside overrides its parent
@@ -432,8 +443,8 @@ def loop_mixes(insns: list[Instruction]) -> tuple[list[LoopMix], LoopMix]:
         depth = sum(f <= first and last <= la for f, la in ranges)
         nested = any(first <= f and la <= last and (f, la) != (first, last) for f, la in ranges)
         body = [insns[k] for k in range(first, last + 1) if owner[k] == n]
-        loops.append(LoopMix.of(body, depth=depth, innermost=not nested, loop=not nested))
-    outside = LoopMix.of([insn for k, insn in enumerate(insns) if owner[k] == -1], depth=0)
+        loops.append(LoopMix.of(body, depth=depth, innermost=not nested, loop=not nested, wavefronts=wavefronts))
+    outside = LoopMix.of([insn for k, insn in enumerate(insns) if owner[k] == -1], depth=0, wavefronts=wavefronts)
     return loops, outside
 
 
@@ -508,7 +519,8 @@ def kernel_mix(sass: str, kernel: str | None = None, **resources_) -> KernelMix:
     if name not in functions:
         raise ValueError(f"kernel(={name!r}) not in the SASS; functions: {', '.join(functions)}")
     insns = executable(functions[name])
-    loops, outside = loop_mixes(insns)
+    from iosim.costs.banks import access_wavefronts  # banks reads this module's instructions
+    loops, outside = loop_mixes(insns, access_wavefronts(insns, resources_.get("num_warps") or 4))
     opcodes = Counter(i.opcode for i in insns)
     return KernelMix(kernel=name, spill_stores=opcodes["STL"], spill_loads=opcodes["LDL"], loops=tuple(loops),
                      outside=outside, **resources_)
