@@ -60,7 +60,7 @@ def _split_operands(text: str) -> tuple[str, list[str]]:
             parts.append(cur.strip())
             cur = ""
             continue
-        depth += ch in "[" and 1 or ch in "]" and -1 or 0
+        depth += (ch == "[") - (ch == "]")
         cur += ch
     if cur.strip():
         parts.append(cur.strip())
