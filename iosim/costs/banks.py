@@ -26,6 +26,7 @@ from iosim.costs.sass import Instruction, shared_bytes
 WARP = 32
 BANKS = 32
 WORD = 4  # bytes a bank serves per wavefront
+WAVEFRONT_BYTES = BANKS * WORD  # what one wavefront serves without conflicts: 128 bytes
 _MASK = 0xFFFFFFFF
 
 
@@ -387,7 +388,7 @@ def wavefronts(st: WarpState, insn: Instruction) -> int | None:
 
 def ideal_wavefronts(insn: Instruction) -> int:
     """Wavefronts a shared access takes without conflicts: its bytes at 128 a wavefront, at least one."""
-    return max(1, -(-shared_bytes(insn) // (BANKS * WORD)))
+    return max(1, -(-shared_bytes(insn) // WAVEFRONT_BYTES))
 
 
 def access_wavefronts(insns: Sequence[Instruction], warps: int) -> dict[int, float | None]:

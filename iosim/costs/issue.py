@@ -32,11 +32,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from iosim.costs.banks import WAVEFRONT_BYTES
 from iosim.costs.sass import WARPGROUP, LoopMix, load_mixes
 
 SUBPARTITIONS = 4  # warp schedulers per SM on every architecture iosim models (Volta to Hopper)
 WARP = 32
-SHARED_WAVEFRONT = 128  # bytes one wavefront of the shared-memory path serves: 32 banks of 4 bytes
 LOCAL_WORD = 4  # bytes: LoopCode counts spills in 32-bit words per thread
 
 # pipe -> the profile field with its lanes per SM (None: the profile's SFU rate)
@@ -158,7 +158,7 @@ def _wavefront_sum(a: LoopCode, b: LoopCode) -> float | None:
 
 
 def _ideal_wavefronts(loop: LoopCode) -> float:
-    return sum(n * max(1, math.ceil(b / SHARED_WAVEFRONT)) for b, n in (loop.shared or {}).items())
+    return sum(n * max(1, math.ceil(b / WAVEFRONT_BYTES)) for b, n in (loop.shared or {}).items())
 
 
 def loop_code(mix: LoopMix) -> LoopCode:
@@ -212,7 +212,7 @@ def shared_cycles(loop: LoopCode, profile) -> float:
     if not (loop.shared and width):
         return 0.0
     waves = loop.shared_wavefronts if loop.shared_wavefronts is not None else _ideal_wavefronts(loop)
-    return waves * SHARED_WAVEFRONT / width
+    return waves * WAVEFRONT_BYTES / width
 
 
 def simt_seconds(loop: LoopCode, warps: int, profile) -> float:
