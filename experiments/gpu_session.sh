@@ -19,6 +19,7 @@
 #   o) tiny kernels' durations under ncu        -> $OUT/launch/launch_probe.json            (≤ 120 s)
 #   p) FlexAttention on a paged cache (ncu)     -> $OUT/paged_flex/measurements.json + .csv (≤ 400 s)
 #   q) decode CTAs alone on their SMs (ncu)     -> $OUT/lone/measurements.json + .csv       (≤ 300 s)
+#   dh) the decode and paged grids (ncu), held out on the H100 -> $OUT/decode/, $OUT/paged/ (≤ 330 + 220 s)
 #   r) the Hopper (TMA) forward: GPU tests, its tiles and the kernels beside SDPA
 #                                                -> $OUT/hopper/*.txt, pytest_gpu_hopper.log  (≤ 500 s)
 #   s) the Hopper backward: GPU tests and its tiles -> $OUT/hopper/bwd_tiles_d128.txt        (≤ 300 s)
@@ -245,6 +246,9 @@ want o && step "o) launch probe" 120 "$PY" -m iosim.kernels.launch_probe --out "
 want p && step "p) measurement grid paged_flex" 400 "$PY" -m iosim measure --grid paged_flex --out "$OUT/paged_flex" \
     >>"$LOG" 2>&1
 want q && step "q) measurement grid lone" 300 "$PY" -m iosim measure --grid lone --out "$OUT/lone" >>"$LOG" 2>&1
+# held out on the H100, which has no decode set: predictions in experiments/measurements/h100/decode/, written before
+want dh && step "dh) measurement grid decode" 330 "$PY" -m iosim measure --grid decode --out "$OUT/decode" >>"$LOG" 2>&1
+want dh && step "dh) measurement grid paged" 220 "$PY" -m iosim measure --grid paged --out "$OUT/paged" >>"$LOG" 2>&1
 if want r; then
     mkdir -p "$OUT/hopper"
     step "r) pytest -m gpu (hopper)" 120 "$PY" -m pytest tests/test_flash_hopper.py -q -p no:cacheprovider \
