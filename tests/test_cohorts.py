@@ -315,20 +315,6 @@ def test_aggregated_time_is_the_per_cta_time(algo, causal, backward):
         assert a.time_s == pytest.approx(b.time_s, rel=0.02), a.name
 
 
-def test_a_later_waves_cohort_bound_by_its_transfer_overlaps_its_misses_as_ctas_run_one_by_one_do():
-    """Flash-decoding at batch 128 (1,024 CTAs, several waves, each pass bound by the DRAM it streams) on the H200.
-    Run one by one, each CTA waits its own bytes, then its pass's miss, while the others' bytes move, and the link
-    never idles; a cohort of a later wave that added the miss after its last CTA's bytes was 8.3 % slower than
-    that. Taken as the longer of the transfer and a CTA's own wait plus its miss, it is within 5 %; the first
-    wave, launched in lockstep, keeps the miss after the transfer (there the counters side with it)."""
-    c = RunConfig(algo="flash_decode", problem=Problem(batch=128, heads=32, kv_heads=8, seq_q=1, seq_k=2048,
-                                                       head_dim=128), mode="ncu")
-    fast, slow = simulate(c, "h200"), simulate(c, "h200", aggregate=False)
-    for a, b in zip(fast.kernels, slow.kernels):
-        assert a.levels == b.levels, a.name
-        assert a.time_s == pytest.approx(b.time_s, rel=0.05), a.name
-
-
 def test_ctas_launched_together_run_one_by_one_take_one_cohorts_time_where_the_l2_evicts():
     """Standard attention at N = 512 on the calibrated H100 with a 2 MB L2 (every kernel evicts dirty lines):
     its kernels of one wave and of a few, run one CTA a cohort, take the aggregated run's time, as CTAs

@@ -745,14 +745,7 @@ class Engine:
                     # each pays the convoy series' share (``lone`` and ``lead``, see _convoy_share).
                     ahead = (stages - MISS_PASS_STAGES) * math / length
                     wait, paid = max(0.0, miss_pass - ahead) * passes, min(1.0, lone / distinct) * lead
-                    if active > 1 and not first and not together and ready > now + math:
-                        # a later wave's cohort bound by its transfer: run one by one, each CTA gets its bytes
-                        # in turn, then waits its pass's miss while the others' bytes move, and the link never
-                        # idles (the first wave's CTAs, launched in lockstep, wait it after; docs/model.md)
-                        transfer = ready - now
-                        end = now + max(transfer, max(math, transfer / active) + wait * paid)
-                    else:
-                        end += wait * paid
+                    end += wait * paid
                     unfilled = wait - wait * paid
                 if first:
                     # a CTA's first loads have nothing issued ahead of them: a round trip (one more for
