@@ -1,17 +1,19 @@
 """A head's DRAM traffic at long causal N against the heads run with it: the H100's head-count sets, measured and as
-iosim predicted them before they ran and validates them now (experiments/measurements/h100/heldout/head_count/).
+iosim predicted them before they ran and validates them now (experiments/measurements/<gpu>/heldout/head_count/ and its
+one_head/ where there is one).
 
-    python experiments/head_count.py
+    python experiments/head_count.py [--gpu h100|h200]
 """
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
 from iosim.measure.measurement import load_measurement
 from iosim.measure.validate import validate
 
-SETS = Path(__file__).resolve().parent / "measurements" / "h100" / "heldout" / "head_count"
+MEASUREMENTS = Path(__file__).resolve().parent / "measurements"
 
 
 def rows(folder: Path) -> list:
@@ -34,10 +36,14 @@ def rows(folder: Path) -> list:
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--gpu", default="h100", choices=("h100", "h200"), help="whose head-count sets (default: h100)")
+    sets = MEASUREMENTS / ap.parse_args().gpu / "heldout" / "head_count"
     print("| N | heads | DRAM measured | × compulsory | a head | as predicted | validated | model × compulsory | time "
           "| time validated |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    for _, _, row in sorted(rows(SETS) + rows(SETS / "one_head")):
+    folders = [f for f in (sets, sets / "one_head") if (f / "measurements.json").exists()]
+    for _, _, row in sorted(sum((rows(f) for f in folders), [])):
         print(row)
 
 
