@@ -55,11 +55,11 @@ def _validate_entry(job) -> tuple:
 
 def collect(repo: Path, indices: list, jobs: int) -> dict:
     """Entry index -> :func:`_validate_entry`'s answer, by the iosim this process imports; progress on stderr."""
-    out = {}
+    out, entries = {}, _entries(repo)
     with ProcessPoolExecutor(jobs) as pool:
         for n, (index, got) in enumerate(pool.map(_validate_entry, [(repo, i) for i in indices]), 1):
             out[str(index)] = got
-            print(f"  [{n}/{len(indices)}] {_entries(repo)[index]['data']}", file=sys.stderr, flush=True)
+            print(f"  [{n}/{len(indices)}] {entries[index]['data']}", file=sys.stderr, flush=True)
     return out
 
 
