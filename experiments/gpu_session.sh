@@ -132,6 +132,11 @@
 #   ba) the backward's atomics at d = 128 (the calibration series' 128x64x128w8 point at 1-4 stages, and the d = 64
 #      point again beside it): iosim calibrate --only, merged into the profile with --add-from
 #                                                 -> $OUT/bwd_atomics/{bwd_atomics.yaml,calibrate.log} (≤ 120 s)
+#   bsm) the backward's softmax series (tile_bwd_softmax_*: the five-matmul loop with kernels/flash2.py's own SIMT work,
+#      dQ in registers and added atomically, d = 64 and 128) beside the bare loop's atomics points, and the
+#      calibration loops' code compiled by the GPU's Triton: does the backward's softmax work hide under its products
+#      and cover its atomics (our d = 128 backward is 7-12 % slow on every held-out set, with and without dQ atomics)
+#                                                 -> $OUT/bwd_softmax/{bwd_softmax.yaml,calibrate.log,calmix/} (≤ 240 s)
 #   bl) long causal forward + backward (manifest_bwd_long.yaml: the backward's streamed rows beyond the L2), compiled
 #      by the GPU's Triton and measured (ncu), predicted before it ran -> $OUT/mixes_bwd_long/,
 #      $OUT/heldout/bwd_long/measurements.json (≤ 680 s)
@@ -566,6 +571,14 @@ want hc && held_kernels "hc) long causal forwards, 2-32 heads" experiments/heldo
 want hc1 && held_kernels "hc1) long causal forwards, 1-8 heads" experiments/heldout_kernels/manifest_head_count_one.yaml \
     head_count_one heldout/head_count_one
 want hh && held_out "hh) heads order, long causal" experiments/heldout_kernels/manifest.yaml heldout/heads
+if want bsm; then
+    mkdir -p "$OUT/bwd_softmax"
+    step "bsm) backward softmax series" 180 "$PY" -m iosim calibrate --base "hardware_profiles/$PROFILE.yaml" \
+        --out "$OUT/bwd_softmax/bwd_softmax.yaml" --only "bwd softmax 128x64x64w8 c=1,bwd softmax 128x64x128w8 c=1,\
+bwd atomics 128x64x64w8 c=1,bwd atomics 128x64x128w8 c=1" >"$OUT/bwd_softmax/calibrate.log" 2>&1
+    step "bsm) calibration mixes" 100 "$PY" -m iosim.kernels.sass --calibration --out "$OUT/bwd_softmax/calmix" \
+        >>"$LOG" 2>&1
+fi
 if want ba; then
     mkdir -p "$OUT/bwd_atomics"
     step "ba) backward atomics at d = 128" 120 "$PY" -m iosim calibrate --base "hardware_profiles/$PROFILE.yaml" \

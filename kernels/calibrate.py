@@ -19,7 +19,8 @@ the model reads some of them directly (:mod:`iosim.costs.issue`): the tile loop 
 per SM (``tile_occ_*_c<c>``: the tensor rate at a kernel's occupancy), the same with
 FlashAttention-2's online softmax (``tile_softmax_*``), the mma.sync tile loop (``tile_hmma_*``), the
 backward tile loop with dQ in registers or added atomically (``tile_bwd_plain_*``,
-``tile_bwd_atomic_*`` and its ``*_bytes_per_s``: the share of atomic time a CTA waits for) and instruction latencies (``lat_*``, :mod:`iosim.kernels.latency_bench`:
+``tile_bwd_atomic_*`` and its ``*_bytes_per_s``: the share of atomic time a CTA waits for; ``tile_bwd_softmax_*``
+the same loops with the backward's own softmax work) and instruction latencies (``lat_*``, :mod:`iosim.kernels.latency_bench`:
 the scoreboard waits a kernel's schedule leaves uncovered); :mod:`iosim.kernels.microbench` says what
 each measures. One that cannot be
 what it claims (``*_ok_sms`` below the SM count: the SMs did not hold exactly c CTAs each; a rate not above
@@ -45,7 +46,8 @@ from iosim.kernels.microbench import STREAM_CONFIGS, run_all
 from iosim.schedule.tiling import BWD, FWD, default_tiling
 
 # Raw keys that feed no profile field: kept under calibration.raw, checked by _raw_flags
-RAW_ONLY = ("tile_occ_", "tile_softmax_", "tile_hmma_", "tile_bwd_plain_", "tile_bwd_atomic_", "convoy_miss_")
+RAW_ONLY = ("tile_occ_", "tile_softmax_", "tile_hmma_", "tile_bwd_plain_", "tile_bwd_atomic_", "tile_bwd_softmax_",
+            "convoy_miss_")
 # miss_pass_*: seconds per pass of the pipelined tile loop on DRAM-missing against L2-resident tiles
 # (microbench.miss_cost), kept raw: the engine charges miss_pass_s to a pass whose tiles missed the L2, and to each
 # CTA of a convoy started together the convoy_miss_* series' (microbench.convoy_costs)

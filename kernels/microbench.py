@@ -50,6 +50,10 @@ block_m × block_n × d and w<warps>, the backward's block_n K/V rows × block_m
   (16 tiles, ≈ c·SMs/16 CTAs adding into each at once), at 128x64x64w8 c = 1 and 64x64x64w4 c = 2;
   ``<atomic key>_bytes_per_s``: its atomic payload bytes / time; ``tile_bwd_<plain|atomic>_tma_...`` the
   same with Q and dO loaded by TMA (128x64x64w8, c = 1, 2 and 3 stages);
+- ``tile_bwd_softmax_<plain|atomic>_fp16_<bn>x<bm>x<d>w<w>_c<c>`` (FLOP/s, the five matmuls): the same loop with the
+  backward's own SIMT work between its products (P = exp2(S·scale − LSE), dS = P ⊙ (dP − D), as kernels/flash2.py),
+  at flash2's default backward tiles for d = 64 and 128, c = 1: beside the bare loop, how much of that work a
+  backward CTA's products hide and how much of the atomics' time it covers;
 - ``l2_write`` (bytes/s): plain stores by 16 CTAs per SM into an L2-resident 16 MiB fp32 buffer, ≈ 500
   passes per launch, timed without an L2 flush (``time_warm``);
 - ``serial_<ld|rw>_<bytes>_s`` (seconds per tile, :func:`cta_store_cost`): a 4-warp CTA's unpipelined loop over
@@ -784,6 +788,69 @@ def bwd_tile_loop(q, do, k, v, out, dq, sm_ids, *, bm: int, ctas: int, iters: in
                            RECORD_SM=record_sm, num_warps=warps, num_stages=stages)
 
 
+@functools.cache
+def _bwd_softmax_kernel():
+    import triton
+    import triton.language as tl
+
+    _, _, smid = _ptx()
+
+    @triton.jit
+    def tile_mma_bwd_softmax(Q, DO, LSE, DELTA, K, V, OUT, DQ, SMS, N_Q, qk_scale, ITERS: tl.constexpr,
+                             BM: tl.constexpr, BN: tl.constexpr, D: tl.constexpr, ATOMIC: tl.constexpr = False,
+                             RECORD_SM: tl.constexpr = False):
+        """``tile_mma_bwd`` with the backward's own SIMT work between its products, as kernels/flash2.py's
+        loop does it: P = exp2(S·scale − LSE) from the recomputed scores and dS = P ⊙ (dP − D), with each Q
+        block's LSE and D rows (log2 units) loaded beside Q and dO. Its time beside the bare loop's says how
+        much of that work the products hide in a backward CTA (two warpgroups at 8 warps), and with ATOMIC how
+        much of the dQ atomics' time that work covers."""
+        pid = tl.program_id(0)
+        if RECORD_SM:
+            one = tl.arange(0, 1)
+            tl.store(SMS + pid + one, smid(one))
+        rm, rn, rd = tl.arange(0, BM), tl.arange(0, BN), tl.arange(0, D)
+        k = tl.load(K + rn[:, None] * D + rd[None, :])
+        v = tl.load(V + rn[:, None] * D + rd[None, :])
+        dk = tl.zeros([BN, D], tl.float32)
+        dv = tl.zeros([BN, D], tl.float32)
+        dq = tl.zeros([BM, D], tl.float32)
+        for i in range(ITERS):
+            j = (pid + i) % N_Q
+            q_t = tl.load(Q + j * BM * D + rm[None, :] * D + rd[:, None])  # Qᵀ, as kernels/flash2.py loads it
+            do = tl.load(DO + j * BM * D + rm[:, None] * D + rd[None, :])
+            lse = tl.load(LSE + j * BM + rm)
+            delta = tl.load(DELTA + j * BM + rm)
+            s_t = tl.dot(k, q_t)  # Sᵀ (recomputed scores)
+            p_t = tl.exp2(s_t * qk_scale - lse[None, :])
+            dv = tl.dot(p_t.to(do.dtype), do, dv)  # dV += Pᵀ dO
+            dp_t = tl.dot(v, tl.trans(do))  # dPᵀ = V dOᵀ
+            ds_t = (p_t * (dp_t - delta[None, :])).to(do.dtype)
+            dk = tl.dot(ds_t, tl.trans(q_t), dk)  # dK += dSᵀ Q
+            if ATOMIC:  # dQ_j += dS K, added in the L2 as kernels/flash2.py adds it
+                tl.atomic_add(DQ + j * BM * D + rm[:, None] * D + rd[None, :], tl.dot(tl.trans(ds_t), k),
+                              sem="relaxed")
+            else:
+                dq = tl.dot(tl.trans(ds_t), k, dq)
+        tl.store(OUT + pid * BN * D + rn[:, None] * D + rd[None, :], dk + dv)
+        if not ATOMIC:
+            tl.store(DQ + pid * BM * D + rm[:, None] * D + rd[None, :], dq)
+
+    return tile_mma_bwd_softmax
+
+
+def bwd_softmax_tile_loop(q, do, lse, delta, k, v, out, dq, sm_ids, *, bm: int, ctas: int, iters: int, warps: int,
+                          stages: int, qk_scale: float, atomic: bool = False, record_sm: bool = False):
+    """Launch ``tile_mma_bwd_softmax`` on ``ctas`` CTAs (0: compile and load only); return the compiled kernel.
+
+    q and do are (N_Q·bm × d), lse and delta (N_Q·bm) fp32 in log2 units, k and v (block_n × d); ``out`` takes each
+    CTA's dK + dV (block_n × d fp32), ``dq`` each CTA's dQ (bm × d fp32) or, with ``atomic``, the N_Q summed tiles.
+    """
+    bn, d = k.shape
+    return _bwd_softmax_kernel()[(ctas,)](q, do, lse, delta, k, v, out, dq, sm_ids, q.shape[0] // bm, qk_scale,
+                                          ITERS=iters, BM=bm, BN=bn, D=d, ATOMIC=atomic, RECORD_SM=record_sm,
+                                          num_warps=warps, num_stages=stages)
+
+
 def _bwd_setup(torch, bn, bm, d, warps, ctas, *, iters, atomic=False, record_sm=False, dtype=None, stages=None,
                tma=False):
     """A no-argument launcher of the backward tile loop on ``ctas`` CTAs (0: compile only) over random inputs
@@ -850,6 +917,50 @@ def bwd_tile_atomics(torch, bn: int, bm: int, d: int, warps: int, c: int, iters:
         if not _fitting(torch, setup(0)[0](), warps, (c,), lambda _: key, progress):
             continue
         fn, sm_ids = setup(c * sms)
+        fn()
+        seconds = time_fn(fn).median_s
+        out[key] = c * sms * iters * 10.0 * bm * bn * d / seconds
+        out[key + "_ok_sms"] = float(sms_running(sm_ids.tolist(), c))
+        if atomic:
+            out[key + "_bytes_per_s"] = c * sms * iters * bm * d * 4 / seconds
+    return out
+
+
+# (block_n, block_m, head_dim, warps, CTAs per SM) of the backward's softmax series: flash2's default backward
+# tiles at d = 64 and 128, as its atomics series has them (their bare loops' keys, tile_bwd_plain_/atomic_, beside)
+BWD_SOFTMAX_TILES = ((128, 64, 64, 8, 1), (128, 64, 128, 8, 1))
+
+
+def bwd_tile_softmax(torch, bn: int, bm: int, d: int, warps: int, c: int, iters: int = 1024, progress=print) -> dict:
+    """The backward tile loop with its own SIMT work (``tile_mma_bwd_softmax``), dQ kept in registers ("plain")
+    and added atomically every iteration ("atomic"), fp16, exactly ``c`` CTAs per SM at flash2's default
+    backward pipeline depth; random inputs, the exponent's arguments of order one (no overflow, no zeros).
+
+    Returns ``{"tile_bwd_softmax_<plain|atomic>_fp16_<bn>x<bm>x<d>w<warps>_c<c>": FLOP/s (the five matmuls,
+    10·bm·bn·d per iteration), "..._ok_sms", "<atomic key>_bytes_per_s"}``: beside ``tile_bwd_plain_*`` and
+    ``tile_bwd_atomic_*`` of the same tile, what the backward's softmax work costs a pass and how much of the
+    atomics' time it covers."""
+    sms, out, n_q = torch.cuda.get_device_properties(0).multi_processor_count, {}, 16
+    stages = default_tiling("flash2", BWD, d).stages
+    q = torch.randn(n_q * bm, d, dtype=torch.float16, device="cuda") * 0.05
+    do = torch.randn(n_q * bm, d, dtype=torch.float16, device="cuda") * 0.05
+    lse = torch.randn(n_q * bm, dtype=torch.float32, device="cuda")
+    delta = torch.randn(n_q * bm, dtype=torch.float32, device="cuda") * 0.05
+    k = torch.randn(bn, d, dtype=torch.float16, device="cuda")
+    v = torch.randn(bn, d, dtype=torch.float16, device="cuda")
+    scale = d ** -0.5 * LOG2E
+    for atomic in (False, True):
+        key = f"tile_bwd_softmax_{'atomic' if atomic else 'plain'}_fp16_{bn}x{bm}x{d}w{warps}_c{c}"
+        room = max(c * sms, 1)
+        res = torch.empty(room * bn, d, dtype=torch.float32, device="cuda")
+        dq = torch.zeros((n_q if atomic else room) * bm, d, dtype=torch.float32, device="cuda")
+        sm_ids = torch.full((room,), -1, dtype=torch.int32, device="cuda")
+        run = lambda ctas: bwd_softmax_tile_loop(q, do, lse, delta, k, v, res, dq, sm_ids, bm=bm,  # noqa: E731
+                                                 ctas=ctas, iters=iters, warps=warps, stages=stages,
+                                                 qk_scale=scale, atomic=atomic, record_sm=True)
+        if not _fitting(torch, run(0), warps, (c,), lambda _: key, progress):
+            continue
+        fn = lambda: run(c * sms)  # noqa: E731
         fn()
         seconds = time_fn(fn).median_s
         out[key] = c * sms * iters * 10.0 * bm * bn * d / seconds
@@ -1094,6 +1205,8 @@ def _series_steps(torch, progress) -> list:
             + [(f"bwd atomics tma {bn}x{bm}x{d}w{w}s{st} c={c}",
                 part(bwd_tile_atomics, torch, bn, bm, d, w, c, progress=progress, stages=st, tma=True))
                for bn, bm, d, w, c in BWD_ATOMIC_TILES[:1] for st in BWD_ATOMIC_TMA_STAGES]
+            + [(f"bwd softmax {bn}x{bm}x{d}w{w} c={c}", part(bwd_tile_softmax, torch, bn, bm, d, w, c, progress=progress))
+               for bn, bm, d, w, c in BWD_SOFTMAX_TILES]
             + [("L2 write", part(l2_write_bandwidth, torch))])
 
 
@@ -1159,7 +1272,8 @@ def run_all(progress=print, only=None) -> dict:
 
 
 _FACTORIES = {"dram_stream": _stream_kernel, "l2_read": _l2_kernel, "l2_write": _l2_write_kernel, "tile_mma": _tile_kernel, "clock_probe": _clock_kernel,
-              "tile_mma_bwd": _bwd_tile_kernel, "tile_mma_bwd_tma": _bwd_tile_tma_kernel, "chase": _chase_kernel, "tile_atomics": _atomic_kernel,
+              "tile_mma_bwd": _bwd_tile_kernel, "tile_mma_bwd_tma": _bwd_tile_tma_kernel,
+              "tile_mma_bwd_softmax": _bwd_softmax_kernel, "chase": _chase_kernel, "tile_atomics": _atomic_kernel,
               "serial_tiles": _serial_kernel, "empty": _empty_kernel}
 
 

@@ -383,7 +383,8 @@ def unique_launches(arch: int = DEFAULT_ARCH, log=None) -> list[Launch]:
 def calibration_launches(arch: int = DEFAULT_ARCH) -> list[Launch]:
     """The tile loops ``iosim calibrate`` times, as it launches them: the occupancy series two and three
     stages deep (fp16, and fp8 with V transposed), the series with FlashAttention-2's softmax and the
-    miss-cost series' softmax loops, and the backward's five-matmul loop (:mod:`iosim.kernels.microbench`). Their
+    miss-cost series' softmax loops, and the backward's five-matmul loop, bare and with its softmax work
+    (:mod:`iosim.kernels.microbench`). Their
     own SIMT code is inside each calibrated rate; the model takes it out before adding a kernel's."""
     import torch
 
@@ -412,6 +413,12 @@ def calibration_launches(arch: int = DEFAULT_ARCH) -> list[Launch]:
         out, ids = torch.zeros(1, dtype=torch.float32), torch.zeros(1, dtype=torch.int32)
         _, launches = capture_launches(mb.bwd_tile_loop, q, q, k, k, out, out, ids, bm=t.block_m, ctas=1,
                                        iters=mb.BWD_TILE_ITERS, warps=t.warps, stages=t.stages, arch=arch)
+        for atomic in (False, True):  # the backward's softmax series (tile_bwd_softmax_*), as it is timed
+            rows = torch.zeros(16 * t.block_m, dtype=torch.float32)
+            _, more = capture_launches(mb.bwd_softmax_tile_loop, q, q, rows, rows, k, k, out, out, ids, bm=t.block_m,
+                                       ctas=1, iters=1024, warps=t.warps, stages=t.stages, qk_scale=1.0,
+                                       atomic=atomic, record_sm=True, arch=arch)
+            launches += more
         for launch in launches:
             seen.setdefault(launch.key(), launch)
     return list(seen.values())

@@ -355,6 +355,41 @@ def test_bwd_tile_loop_atomic_dq_tiles_add_up_to_the_registers_sum(bn, bm):
     assert torch.equal(atomic.view(n_q, bm, d).sum(0), plain.view(ctas, bm, d).sum(0))
 
 
+@pytest.mark.parametrize("bn, bm, d", [(32, 16, 16), (16, 16, 32)])
+def test_bwd_softmax_tile_loop_is_the_backward_of_the_visited_blocks(bn, bm, d):
+    """The backward's softmax series computes what kernels/flash2.py's loop does with each visited Q block:
+    P = exp2(S·scale − LSE), dV += Pᵀ dO, dS = P ⊙ (dP − D), dK += dSᵀ Q, dQ = dS K (in registers, or added
+    atomically into the block's tile), against float64 with P and dS rounded to fp16 where the kernel rounds."""
+    torch, dev, mb = _kernel_env()
+    g = torch.Generator().manual_seed(4)
+    n_q, ctas, iters, scale = 3, 4, 5, 0.3
+    q, do = (torch.randn(n_q * bm, d, generator=g).to(torch.float16) for _ in range(2))
+    k, v = (torch.randn(bn, d, generator=g).to(torch.float16) for _ in range(2))
+    lse, delta = (torch.randn(n_q * bm, generator=g) for _ in range(2))
+    ids = torch.zeros(ctas, dtype=torch.int32, device=dev)
+    out = torch.full((ctas * bn, d), float("nan"), device=dev)
+    plain = torch.full((ctas * bm, d), float("nan"), device=dev)
+    atomic = torch.zeros(n_q * bm, d, device=dev)
+    for dq, add in ((plain, False), (atomic, True)):
+        mb.bwd_softmax_tile_loop(*(x.to(dev) for x in (q, do, lse, delta, k, v)), out, dq, ids, bm=bm, ctas=ctas,
+                                 iters=iters, warps=4, stages=2, qk_scale=scale, atomic=add)
+    q64, do64, k64, v64, lse64, delta64 = (x.double() for x in (q, do, k, v, lse, delta))
+    blk = lambda x, j: x[j * bm:(j + 1) * bm]  # noqa: E731
+    half = lambda x: x.to(torch.float16).double()  # noqa: E731
+    ref_atomic = torch.zeros(n_q * bm, d, dtype=torch.float64)
+    close = lambda got, want: (got.double().cpu() - want).abs().max() <= 2**-8 * want.abs().max() + 1e-3  # noqa: E731
+    for pid in range(ctas):
+        dk = dv = dq = 0
+        for j in _visited(pid, iters, n_q):
+            p_t = torch.exp2(k64 @ blk(q64, j).T * scale - blk(lse64, j)[None, :])
+            ds_t = half(p_t * (v64 @ blk(do64, j).T - blk(delta64, j)[None, :]))
+            dv, dk, dq = dv + half(p_t) @ blk(do64, j), dk + ds_t @ blk(q64, j), dq + ds_t.T @ k64
+            blk(ref_atomic, j).add_(ds_t.T @ k64)
+        assert close(out[pid * bn:(pid + 1) * bn], dk + dv)
+        assert close(plain[pid * bm:(pid + 1) * bm], dq)
+    assert close(atomic, ref_atomic)
+
+
 def test_dram_stream_sums_each_ctas_own_share():
     torch, dev, mb = _kernel_env()
     ctas, per_cta, block = 3, 64, 16
@@ -399,12 +434,21 @@ SASS_SCRIPT = textwrap.dedent('''
         mb.bwd_tile_loop(q, q, k, k, torch.zeros(4 * 128, 64), torch.zeros(16 * 64, 64), torch.zeros(4, dtype=torch.int32),
                          bm=64, ctas=4, iters=1024, warps=8, stages=2, atomic=atomic, record_sm=True)
 
+    def bwd_softmax(atomic):
+        q, k = torch.zeros(16 * 64, 64, dtype=torch.float16), torch.zeros(128, 64, dtype=torch.float16)
+        rows = torch.zeros(16 * 64)
+        mb.bwd_softmax_tile_loop(q, q, rows, rows, k, k, torch.zeros(4 * 128, 64), torch.zeros(16 * 64, 64),
+                                 torch.zeros(4, dtype=torch.int32), bm=64, ctas=4, iters=1024, warps=8, stages=2,
+                                 qk_scale=1.0, atomic=atomic, record_sm=True)
+
     def launcher():
         tiles(*mb.HMMA_TILE)
         tiles(128, 64, 64, 4)
         tiles(128, 64, 64, 4, softmax=True)
         bwd(False)
         bwd(True)
+        bwd_softmax(False)
+        bwd_softmax(True)
 
     _, launches = capture_launches(launcher)
     json.dump([compile_sass(launch).to_dict() for launch in launches], sys.stdout)
@@ -421,9 +465,10 @@ def test_tile_loops_compile_to_hmma_below_64_rows_and_to_hgmma_from_64(tmp_path)
     env = {**os.environ, "TRITON_INTERPRET": "0", "TRITON_CACHE_DIR": str(tmp_path / "cache")}
     run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
-    hmma, wgmma, softmax, bwd_plain, bwd_atomic = (KernelMix.from_dict(m) for m in json.loads(run.stdout))
+    mixes = [KernelMix.from_dict(m) for m in json.loads(run.stdout)]
+    hmma, wgmma, softmax, bwd_plain, bwd_atomic, bwd_sm_plain, bwd_sm_atomic = mixes
     loop = lambda mix: mix.innermost()[0]  # noqa: E731
-    assert all(len(m.innermost()) == 1 for m in (hmma, wgmma, softmax, bwd_plain, bwd_atomic))
+    assert all(len(m.innermost()) == 1 for m in mixes)
     # 32 × 64 × 64, 4 warps: mma.sync m16n8k16, (32·64·64) / (16·8·16) = 64 per matmul, two matmuls, over 4
     # warps: 32 HMMA per iteration (a multiple, should ptxas unroll), no HGMMA.
     assert loop(hmma).opcode("HGMMA") == 0 and loop(hmma).opcode("HMMA") % 32 == 0 < loop(hmma).opcode("HMMA")
@@ -436,6 +481,12 @@ def test_tile_loops_compile_to_hmma_below_64_rows_and_to_hgmma_from_64(tmp_path)
     reductions = lambda mix: sum(loop(mix).opcode(op) for op in ("RED", "REDG", "ATOM", "ATOMG"))  # noqa: E731
     assert loop(bwd_plain).opcode("HGMMA") == loop(bwd_atomic).opcode("HGMMA") > 0
     assert reductions(bwd_plain) == 0 < reductions(bwd_atomic)
+    # Its softmax series: the same five products, one exp2 per score element (128·64 over 256 threads) where the bare
+    # loop has none, and again only the atomic variant reduces.
+    for plain, atomic in ((bwd_plain, bwd_sm_plain), (bwd_atomic, bwd_sm_atomic)):
+        assert loop(atomic).opcode("HGMMA") == loop(plain).opcode("HGMMA")
+        assert loop(atomic).opcode("MUFU") >= 128 * 64 // 256 > loop(plain).opcode("MUFU")
+    assert reductions(bwd_sm_plain) == 0 < reductions(bwd_sm_atomic)
 
 
 def test_fields_derive_again_from_a_calibrated_profiles_raw_block_without_a_gpu(tmp_path):
