@@ -390,6 +390,20 @@ def test_bwd_softmax_tile_loop_is_the_backward_of_the_visited_blocks(bn, bm, d):
     assert close(atomic, ref_atomic)
 
 
+def test_the_gpu_sessions_backward_steps_are_steps_calibrate_runs():
+    """Every backward series experiments/gpu_session.sh asks ``iosim calibrate --only`` for (ba, bsm) is one of the
+    calibration's steps: a misspelt name would measure nothing on a lent GPU."""
+    import re
+    from pathlib import Path
+
+    from iosim.kernels import microbench as mb
+    text = (Path(__file__).resolve().parents[1] / "experiments" / "gpu_session.sh").read_text().replace("\\\n", "")
+    asked = {name.strip() for only in re.findall(r'--only "([^"]+)"', text) for name in only.split(",")
+             if name.strip().startswith("bwd ")}
+    assert {"bwd softmax 128x64x64w8 c=1", "bwd softmax 128x64x128w8 c=1"} <= asked
+    assert asked <= {name for name, _ in mb._series_steps(None, print)}
+
+
 def test_dram_stream_sums_each_ctas_own_share():
     torch, dev, mb = _kernel_env()
     ctas, per_cta, block = 3, 64, 16
