@@ -852,10 +852,11 @@ def bwd_softmax_tile_loop(q, do, lse, delta, k, v, out, dq, sm_ids, *, bm: int, 
 
 
 def _bwd_setup(torch, bn, bm, d, warps, ctas, *, iters, atomic=False, record_sm=False, dtype=None, stages=None,
-               tma=False):
+               tma=False, softmax=False):
     """A no-argument launcher of the backward tile loop on ``ctas`` CTAs (0: compile only) over random inputs
     (16 Q blocks), and the tensor its CTAs write their ``%smid`` into. The atomic variant's dQ buffer is
-    zeroed once and keeps adding over the repetitions: only the time is kept."""
+    zeroed once and keeps adding over the repetitions: only the time is kept. ``softmax``: the loop with the
+    backward's own SIMT work (``tile_mma_bwd_softmax``), its exponent's arguments of order one (no overflow)."""
     dtype, n_q, room = dtype or torch.float16, 16, max(ctas, 1)
     q = torch.randn(n_q * bm, d, dtype=dtype, device="cuda") * 0.05
     do = torch.randn(n_q * bm, d, dtype=dtype, device="cuda") * 0.05
@@ -865,6 +866,12 @@ def _bwd_setup(torch, bn, bm, d, warps, ctas, *, iters, atomic=False, record_sm=
     dq = torch.zeros((n_q if atomic else room) * bm, d, dtype=torch.float32, device="cuda")
     sm_ids = torch.full((room,), -1, dtype=torch.int32, device="cuda")
     stages = default_tiling("flash2", BWD, d).stages if stages is None else stages
+    if softmax:
+        lse = torch.randn(n_q * bm, dtype=torch.float32, device="cuda")
+        delta = torch.randn(n_q * bm, dtype=torch.float32, device="cuda") * 0.05
+        return (lambda: bwd_softmax_tile_loop(q, do, lse, delta, k, v, out, dq, sm_ids, bm=bm, ctas=ctas, iters=iters,
+                                              warps=warps, stages=stages, qk_scale=d ** -0.5 * LOG2E, atomic=atomic,
+                                              record_sm=record_sm)), sm_ids
     return (lambda: bwd_tile_loop(q, do, k, v, out, dq, sm_ids, bm=bm, ctas=ctas, iters=iters, warps=warps,
                                   stages=stages, atomic=atomic, record_sm=record_sm, tma=tma)), sm_ids
 
@@ -896,7 +903,7 @@ BWD_ATOMIC_TMA_STAGES = (2, 3)
 
 
 def bwd_tile_atomics(torch, bn: int, bm: int, d: int, warps: int, c: int, iters: int = 1024, progress=print,
-                     stages: int | None = None, tma: bool = False) -> dict:
+                     stages: int | None = None, tma: bool = False, softmax: bool = False) -> dict:
     """The backward tile loop with dQ kept in registers ("plain") and with dQ added atomically every
     iteration ("atomic", as FlashAttention-2), one after the other, fp16, exactly ``c`` CTAs per SM
     (grid = c × SM count; a variant whose resources do not allow c is skipped, see :func:`ctas_per_sm`).
@@ -907,13 +914,17 @@ def bwd_tile_atomics(torch, bn: int, bm: int, d: int, warps: int, c: int, iters:
     matmuls, 10·bm·bn·d per iteration), "..._ok_sms": SMs that ran exactly c CTAs, "<atomic
     key>_bytes_per_s": atomic payload bytes / time}``; ``s<stages>`` where ``stages`` is given (else the
     default tiling's depth). ``tma``: Q and dO loaded by TMA, keys ``tile_bwd_<plain|atomic>_tma_fp16_...``.
+    ``softmax``: the loop with the backward's own SIMT work (``tile_mma_bwd_softmax``), keys
+    ``tile_bwd_softmax_<plain|atomic>_fp16_...``: beside the bare loop's, what that work costs a pass and how much
+    of the atomics' time it covers.
     """
     sms, out = torch.cuda.get_device_properties(0).multi_processor_count, {}
     depth = "" if stages is None else f"s{stages}"
     for atomic in (False, True):
-        key = f"tile_bwd_{'atomic' if atomic else 'plain'}{'_tma' if tma else ''}_fp16_{bn}x{bm}x{d}w{warps}{depth}_c{c}"
+        key = (f"tile_bwd_{'softmax_' if softmax else ''}{'atomic' if atomic else 'plain'}{'_tma' if tma else ''}"
+               f"_fp16_{bn}x{bm}x{d}w{warps}{depth}_c{c}")
         setup = lambda ctas: _bwd_setup(torch, bn, bm, d, warps, ctas, iters=iters, atomic=atomic, record_sm=True,
-                                        stages=stages, tma=tma)
+                                        stages=stages, tma=tma, softmax=softmax)
         if not _fitting(torch, setup(0)[0](), warps, (c,), lambda _: key, progress):
             continue
         fn, sm_ids = setup(c * sms)
@@ -926,48 +937,9 @@ def bwd_tile_atomics(torch, bn: int, bm: int, d: int, warps: int, c: int, iters:
     return out
 
 
-# (block_n, block_m, head_dim, warps, CTAs per SM) of the backward's softmax series: flash2's default backward
-# tiles at d = 64 and 128, as its atomics series has them (their bare loops' keys, tile_bwd_plain_/atomic_, beside)
+# (block_n, block_m, head_dim, warps, CTAs per SM) of the backward's softmax series (bwd_tile_atomics(softmax=True)):
+# flash2's default backward tiles at d = 64 and 128, as its atomics series has them (the bare loops' keys beside)
 BWD_SOFTMAX_TILES = ((128, 64, 64, 8, 1), (128, 64, 128, 8, 1))
-
-
-def bwd_tile_softmax(torch, bn: int, bm: int, d: int, warps: int, c: int, iters: int = 1024, progress=print) -> dict:
-    """The backward tile loop with its own SIMT work (``tile_mma_bwd_softmax``), dQ kept in registers ("plain")
-    and added atomically every iteration ("atomic"), fp16, exactly ``c`` CTAs per SM at flash2's default
-    backward pipeline depth; random inputs, the exponent's arguments of order one (no overflow, no zeros).
-
-    Returns ``{"tile_bwd_softmax_<plain|atomic>_fp16_<bn>x<bm>x<d>w<warps>_c<c>": FLOP/s (the five matmuls,
-    10·bm·bn·d per iteration), "..._ok_sms", "<atomic key>_bytes_per_s"}``: beside ``tile_bwd_plain_*`` and
-    ``tile_bwd_atomic_*`` of the same tile, what the backward's softmax work costs a pass and how much of the
-    atomics' time it covers."""
-    sms, out, n_q = torch.cuda.get_device_properties(0).multi_processor_count, {}, 16
-    stages = default_tiling("flash2", BWD, d).stages
-    q = torch.randn(n_q * bm, d, dtype=torch.float16, device="cuda") * 0.05
-    do = torch.randn(n_q * bm, d, dtype=torch.float16, device="cuda") * 0.05
-    lse = torch.randn(n_q * bm, dtype=torch.float32, device="cuda")
-    delta = torch.randn(n_q * bm, dtype=torch.float32, device="cuda") * 0.05
-    k = torch.randn(bn, d, dtype=torch.float16, device="cuda")
-    v = torch.randn(bn, d, dtype=torch.float16, device="cuda")
-    scale = d ** -0.5 * LOG2E
-    for atomic in (False, True):
-        key = f"tile_bwd_softmax_{'atomic' if atomic else 'plain'}_fp16_{bn}x{bm}x{d}w{warps}_c{c}"
-        room = max(c * sms, 1)
-        res = torch.empty(room * bn, d, dtype=torch.float32, device="cuda")
-        dq = torch.zeros((n_q if atomic else room) * bm, d, dtype=torch.float32, device="cuda")
-        sm_ids = torch.full((room,), -1, dtype=torch.int32, device="cuda")
-        run = lambda ctas: bwd_softmax_tile_loop(q, do, lse, delta, k, v, res, dq, sm_ids, bm=bm,  # noqa: E731
-                                                 ctas=ctas, iters=iters, warps=warps, stages=stages,
-                                                 qk_scale=scale, atomic=atomic, record_sm=True)
-        if not _fitting(torch, run(0), warps, (c,), lambda _: key, progress):
-            continue
-        fn = lambda: run(c * sms)  # noqa: E731
-        fn()
-        seconds = time_fn(fn).median_s
-        out[key] = c * sms * iters * 10.0 * bm * bn * d / seconds
-        out[key + "_ok_sms"] = float(sms_running(sm_ids.tolist(), c))
-        if atomic:
-            out[key + "_bytes_per_s"] = c * sms * iters * bm * d * 4 / seconds
-    return out
 
 
 def matmul_flops(torch, dtype, n: int = 8192) -> float:
@@ -1205,7 +1177,8 @@ def _series_steps(torch, progress) -> list:
             + [(f"bwd atomics tma {bn}x{bm}x{d}w{w}s{st} c={c}",
                 part(bwd_tile_atomics, torch, bn, bm, d, w, c, progress=progress, stages=st, tma=True))
                for bn, bm, d, w, c in BWD_ATOMIC_TILES[:1] for st in BWD_ATOMIC_TMA_STAGES]
-            + [(f"bwd softmax {bn}x{bm}x{d}w{w} c={c}", part(bwd_tile_softmax, torch, bn, bm, d, w, c, progress=progress))
+            + [(f"bwd softmax {bn}x{bm}x{d}w{w} c={c}", part(bwd_tile_atomics, torch, bn, bm, d, w, c, progress=progress,
+                                                                softmax=True))
                for bn, bm, d, w, c in BWD_SOFTMAX_TILES]
             + [("L2 write", part(l2_write_bandwidth, torch))])
 
