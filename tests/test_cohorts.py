@@ -430,3 +430,38 @@ def test_a_few_ctas_merge_their_own_steps(config, aggregate, max_steps):
             merged = list(cohorts.steps(k, g, g1, 2, aggregate, {}, max_steps=max_steps))
             general = list(cohorts._cohort_steps(k, g, g1, 2, aggregate, max_steps=max_steps))
             assert merged == general, (k.name, g, g1)
+
+
+@pytest.mark.parametrize("backward", [False, True])
+def test_merged_steps_kept_across_cohorts_are_the_cohorts_own(backward):
+    """Cohorts of neighbouring causal tiles stream the same lines: their merged steps, kept in the kernel's cache
+    by the kept steps and slices that made them, are each cohort's steps as the array path builds them afresh, and
+    steps come back (fewer distinct steps than the cohorts take)."""
+    c = cfg(causal=True, backward=backward, seq_q=1024, kv_heads=2, tiling=Tiling(block_m=32, block_n=64))
+    taken, distinct = 0, set()
+    for k in build_schedule(c).kernels:
+        if k.program is not Program.TILE_LOOP:
+            continue
+        shared: dict = {}
+        for size in (2, 3):
+            for g in range(0, k.ctas - size + 1, size):
+                if not cohorts._ends_align(k, g, g + size, 2, True, None):
+                    continue
+                merged = list(cohorts._merged_steps(k, g, g + size, 2, True, shared, None))
+                assert merged == list(cohorts._cohort_steps(k, g, g + size, 2, True, None)), (k.name, g, size)
+                taken += len(merged)
+                distinct |= {id(step) for step in merged}
+    assert taken and len(distinct) < 0.6 * taken
+
+
+def test_a_merged_step_that_comes_back_moves_what_it_moved_when_made(monkeypatch):
+    """A merged step kept across cohorts keeps the engine's plan of its accesses: the simulation is the one whose
+    cohorts keep nothing from each other (a causal forward at two CTAs an SM, its K/V evicted)."""
+    c = RunConfig(algo="flash2", problem=Problem(batch=1, heads=4, seq_q=8192, head_dim=128, causal=True),
+                  tiling=Tiling(block_m=64, block_n=128, warps=4, stages=2))
+    kept = simulate(c, "h100", l2_bytes=1_000_000)
+    monkeypatch.setattr(cohorts, "MERGED_KEPT", -1)  # every cohort starts from an empty cache
+    alone = simulate(c, "h100", l2_bytes=1_000_000)
+    assert kept.kernels[0].levels["hbm"].read_bytes > 2 * 3 * 4 * 8192 * 128 * 2  # it evicts: twice Q, K, V
+    assert [(k.levels, k.time_s) for k in kept.kernels] == [(k.levels, k.time_s) for k in alone.kernels]
+    assert kept.time_s == alone.time_s

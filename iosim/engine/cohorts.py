@@ -65,6 +65,8 @@ class Step:
     iters: float = 0.0  # loop iterations per active CTA: dependent round trips when loads are not pipelined
     span: float | None = None  # iterations of the longest CTA: the step lasts as long as it (None: ``iters``)
     span_flops: Flops | None = None  # work of the longest CTA (None: ``flops``)
+    # what the engine derives from the accesses alone (their lines and sums), kept with a step that comes back
+    plan: object = field(default=None, compare=False, repr=False, kw_only=True)
 
     @property
     def length(self) -> float:
@@ -418,6 +420,8 @@ def _template(k: Kernel, g: int, line_iters: int, aggregate: bool, cache: dict, 
 
 _ALIKE = "alike"  # the key under which a kernel's kept steps keep their distinct steps (the others are tiles)
 _MIDDLE = "middle"  # ... and their steps of loop blocks alone, by what makes one (_one_cta_template)
+_MERGED = "merged"  # ... and the steps _merged_steps made, by the kept steps and slices that made them
+MERGED_KEPT = 1 << 16  # merged steps a kernel keeps at most (the kept steps their keys name live as long as the kernel)
 
 
 def _content(step) -> tuple:
@@ -432,7 +436,6 @@ class _TemplateStep(Step):
 
     keys: list = field(default_factory=list)
     live: bool = True  # the CTA runs its prologue and epilogue (a variable-length batch's CTAs past their rows do not)
-    plan: object = None  # what the engine derives from the accesses alone (their lines and sums), kept for every slice
     hit: object = None  # what it is as a step of a hit run (Engine._hit_form; False: it cannot be one), kept likewise
 
 
@@ -452,7 +455,18 @@ def _merged_steps(k: Kernel, g0: int, g1: int, line_iters: int, aggregate: bool,
     for c, (_, slots) in enumerate(ctas):
         run += c > 0 and slots[1] != ctas[c - 1][1][1]
         runs.append(run)
+    merged = cache.setdefault(_MERGED, {})
+    if len(merged) > MERGED_KEPT:
+        merged.clear()
     for n in range(max(len(template) for template, _ in ctas)):
+        # the same kept steps of the same slices make the same step: cohorts of neighbouring tiles stream the same
+        # lines, so most of a causal kernel's merged steps were merged before (kept steps are one object by content)
+        made = (n == 0 and live, *((id(template[n]), slots, run) for (template, slots), run in zip(ctas, runs)
+                                   if n < len(template)))
+        step = merged.get(made)
+        if step is not None:
+            yield step
+            continue
         groups: dict = {}
         own, done = [], 0
         for (template, slots), run in zip(ctas, runs):
@@ -476,7 +490,8 @@ def _merged_steps(k: Kernel, g0: int, g1: int, line_iters: int, aggregate: bool,
         longest = k.iter_flops * span
         if n == 0:
             flops, longest = flops + k.end_flops * (float(live) / n_act), longest + k.end_flops
-        yield Step(acc, n_act, flops, k.iter_sram * iters, done, iters / n_act, span, longest)
+        step = merged[made] = Step(acc, n_act, flops, k.iter_sram * iters, done, iters / n_act, span, longest)
+        yield step
 
 
 def _one_cta_template(k: Kernel, i: int, j: int, b: int, line_iters: int, aggregate: bool,

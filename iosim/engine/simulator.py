@@ -598,12 +598,9 @@ class Engine:
                             if later or successor:
                                 reached += length
                             continue
-            if slotted is None:
-                plan = self._plan(step.accesses, looped, sides, l1)
-            else:
-                plan = step.plan
-                if plan is None:
-                    plan = step.plan = self._plan(step.accesses, looped, sides, l1)
+            plan = step.plan  # kept with a step that comes back: a lone CTA's (slots for slices) or a few CTAs' merged
+            if plan is None:
+                plan = step.plan = self._plan(step.accesses, looped, sides, l1)
             now = env.now
             l2.stats = stats
             accesses, moved, atomic, written, loads, distinct, streamed = plan
