@@ -460,9 +460,10 @@ def _merged_steps(k: Kernel, g0: int, g1: int, line_iters: int, aggregate: bool,
         merged.clear()
     for n in range(max(len(template) for template, _ in ctas)):
         # the same kept steps of the same slices make the same step: cohorts of neighbouring tiles stream the same
-        # lines, so most of a causal kernel's merged steps were merged before (kept steps are one object by content)
-        made = (n == 0 and live, *((id(template[n]), slots, run) for (template, slots), run in zip(ctas, runs)
-                                   if n < len(template)))
+        # lines, so most of a causal kernel's merged steps were merged before (kept steps are one object by content);
+        # a first step also carries the CTAs' work outside the loop, for those that run it (``live``)
+        made = (n == 0, n == 0 and live, *((id(template[n]), slots, run) for (template, slots), run in zip(ctas, runs)
+                                           if n < len(template)))
         step = merged.get(made)
         if step is not None:
             yield step
